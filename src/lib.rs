@@ -1,0 +1,10 @@
+//! pxeconf: one-time PXE netboot configurations for many clients across many
+//! depot servers. A configserver collects everything a depot needs into one
+//! `ClientBundle` and pushes it; the depot renders and writes the PXE file,
+//! watches for the TFTP read and reports it back.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod domain;
+pub mod proto;
