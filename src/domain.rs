@@ -83,6 +83,14 @@ impl Fqdn {
     }
 }
 
+// Orders and hashes exactly like its text, so maps keyed by Fqdn can be
+// queried with a &str.
+impl std::borrow::Borrow<str> for Fqdn {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Fqdn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -6,5 +6,27 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod depot;
 pub mod domain;
+pub mod metrics;
 pub mod proto;
+pub mod server;
+pub mod telemetry;
+
+/// Configserver pieces the rest of the crate refers to.
+pub mod configserver {
+    /// The legacy look-up RPCs, as counted in metrics.
+    pub const LOOKUP_RPCS: &[&str] = &[
+        "GetHost",
+        "GetNetbootProductOnClients",
+        "GetProductOnDepot",
+        "GetProduct",
+        "GetConfigStates",
+        "GetProductPropertyStates",
+        "GetModules",
+    ];
+}

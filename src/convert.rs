@@ -1,0 +1,431 @@
+//! Wire ⇄ domain. `TryFrom` validates a wire message once, at the edge;
+//! `From` turns domain values back into wire messages.
+
+use std::time::SystemTime;
+
+use crate::depot::writer::{ConfigInfo, SetOutcome};
+use crate::domain::{
+    ActionRequest, BootMode, Client, ClientBundle, Fqdn, Mac, Modules, NetbootProduct, ProductId,
+    Secret, SystemUuid, TemplateName, ValidationError,
+};
+use crate::proto;
+
+/// Fails when `value` holds whitespace, a quote or a control character: it
+/// goes onto a kernel command line, where those would split or end it.
+pub fn check_token(value: &str, field: &str) -> Result<(), ValidationError> {
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '"')
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("must not contain whitespace, quotes or control characters (found {c:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails when `value` holds a control character (a line break would inject
+/// lines into a PXE config).
+pub fn check_line(value: &str, field: &str) -> Result<(), ValidationError> {
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters or line breaks",
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<proto::Host> for Client {
+    type Error = ValidationError;
+
+    fn try_from(host: proto::Host) -> Result<Self, Self::Error> {
+        let fqdn = Fqdn::parse(&host.id, "id")?;
+        let mac = match host.hardware_address.trim() {
+            "" => None,
+            m => Some(Mac::parse(m, "hardware_address")?),
+        };
+        let uuid = match host.system_uuid.trim() {
+            "" => None,
+            u => Some(SystemUuid::parse(u, "system_uuid")?),
+        };
+        check_token(&host.opsi_host_key, "opsi_host_key")?;
+        check_line(&host.ip_address, "ip_address")?;
+        Ok(Client {
+            fqdn,
+            mac,
+            uuid,
+            ip_address: host.ip_address.trim().to_owned(),
+            host_key: Secret::new(host.opsi_host_key),
+        })
+    }
+}
+
+impl From<&Client> for proto::Host {
+    fn from(client: &Client) -> Self {
+        proto::Host {
+            id: client.fqdn.to_string(),
+            hardware_address: client.mac.map(|m| m.to_string()).unwrap_or_default(),
+            system_uuid: client
+                .uuid
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            ip_address: client.ip_address.clone(),
+            opsi_host_key: client.host_key.expose().to_owned(),
+        }
+    }
+}
+
+impl TryFrom<proto::BootMode> for BootMode {
+    type Error = ValidationError;
+
+    fn try_from(mode: proto::BootMode) -> Result<Self, Self::Error> {
+        Ok(match mode {
+            proto::BootMode::Unspecified | proto::BootMode::Bios => BootMode::Bios,
+            proto::BootMode::UefiX86 => BootMode::UefiX86,
+            proto::BootMode::UefiX64 => BootMode::UefiX64,
+        })
+    }
+}
+
+impl From<BootMode> for proto::BootMode {
+    fn from(mode: BootMode) -> Self {
+        match mode {
+            BootMode::Bios => proto::BootMode::Bios,
+            BootMode::UefiX86 => proto::BootMode::UefiX86,
+            BootMode::UefiX64 => proto::BootMode::UefiX64,
+        }
+    }
+}
+
+impl From<proto::Modules> for Modules {
+    fn from(m: proto::Modules) -> Self {
+        Modules {
+            uefi: m.uefi,
+            secureboot: m.secureboot,
+        }
+    }
+}
+
+impl From<Modules> for proto::Modules {
+    fn from(m: Modules) -> Self {
+        proto::Modules {
+            uefi: m.uefi,
+            secureboot: m.secureboot,
+        }
+    }
+}
+
+fn check_version(value: &str, field: &str) -> Result<String, ValidationError> {
+    check_token(value, field)?;
+    Ok(value.to_owned())
+}
+
+impl TryFrom<proto::ClientBundle> for ClientBundle {
+    type Error = ValidationError;
+
+    fn try_from(wire: proto::ClientBundle) -> Result<Self, Self::Error> {
+        let host = wire
+            .host
+            .ok_or_else(|| ValidationError::new("host", "is required"))?;
+        let client = Client::try_from(host).map_err(|e| e.within("host"))?;
+        let product = wire
+            .product
+            .ok_or_else(|| ValidationError::new("product", "is required"))?;
+        let product_id = ProductId::parse(&product.id, "product.id")?;
+        let template = match product.pxe_config_template.trim() {
+            "" => None,
+            t => Some(TemplateName::parse(t, "product.pxe_config_template")?),
+        };
+        let depot_id = match wire.depot_id.trim() {
+            "" => None,
+            d => Some(Fqdn::parse(d, "depot_id")?),
+        };
+
+        let mut action_request = ActionRequest::Setup;
+        if let Some(poc) = wire.product_on_client {
+            if !poc.client_id.is_empty()
+                && Fqdn::parse(&poc.client_id, "product_on_client.client_id")? != client.fqdn
+            {
+                return Err(ValidationError::new(
+                    "product_on_client.client_id",
+                    format!(
+                        "{:?} does not match host.id {:?}",
+                        poc.client_id,
+                        client.fqdn.as_str()
+                    ),
+                ));
+            }
+            if !poc.product_id.is_empty()
+                && ProductId::parse(&poc.product_id, "product_on_client.product_id")? != product_id
+            {
+                return Err(ValidationError::new(
+                    "product_on_client.product_id",
+                    format!(
+                        "{:?} does not match product.id {:?}",
+                        poc.product_id,
+                        product_id.as_str()
+                    ),
+                ));
+            }
+            if !poc.action_request.is_empty() {
+                action_request =
+                    ActionRequest::parse(&poc.action_request, "product_on_client.action_request")?;
+            }
+        }
+        if let Some(pod) = &wire.product_on_depot {
+            if !pod.product_id.is_empty()
+                && ProductId::parse(&pod.product_id, "product_on_depot.product_id")? != product_id
+            {
+                return Err(ValidationError::new(
+                    "product_on_depot.product_id",
+                    format!(
+                        "{:?} does not match product.id {:?}",
+                        pod.product_id,
+                        product_id.as_str()
+                    ),
+                ));
+            }
+            if let (Some(depot), false) = (&depot_id, pod.depot_id.is_empty()) {
+                if &Fqdn::parse(&pod.depot_id, "product_on_depot.depot_id")? != depot {
+                    return Err(ValidationError::new(
+                        "product_on_depot.depot_id",
+                        format!(
+                            "{:?} does not match depot_id {:?}",
+                            pod.depot_id,
+                            depot.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+
+        check_token(&wire.service_address, "service_address")?;
+        let boot_mode = proto::BootMode::try_from(wire.boot_mode)
+            .map_err(|_| {
+                ValidationError::new("boot_mode", format!("unknown boot mode {}", wire.boot_mode))
+            })
+            .and_then(BootMode::try_from)?;
+        for (i, item) in wire.bootimage_append.iter().enumerate() {
+            check_token(item, &format!("bootimage_append[{i}]"))?;
+        }
+        for (key, value) in &wire.product_property_states {
+            if key.is_empty() || key.contains('%') {
+                return Err(ValidationError::new(
+                    "product_property_states",
+                    format!("invalid property id {key:?}"),
+                ));
+            }
+            check_line(value, &format!("product_property_states[{key}]"))?;
+        }
+
+        Ok(ClientBundle {
+            client,
+            product: NetbootProduct {
+                id: product_id,
+                product_version: check_version(
+                    &product.product_version,
+                    "product.product_version",
+                )?,
+                package_version: check_version(
+                    &product.package_version,
+                    "product.package_version",
+                )?,
+                template,
+            },
+            action_request,
+            depot_id,
+            service_address: wire.service_address,
+            boot_mode,
+            bootimage_append: wire.bootimage_append,
+            properties: wire.product_property_states.into_iter().collect(),
+            modules: wire.modules.map(Modules::from).unwrap_or_default(),
+            revision: wire.revision,
+        })
+    }
+}
+
+impl From<&ClientBundle> for proto::ClientBundle {
+    fn from(b: &ClientBundle) -> Self {
+        let depot_id = b
+            .depot_id
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        proto::ClientBundle {
+            host: Some(proto::Host::from(&b.client)),
+            product_on_client: Some(proto::ProductOnClient {
+                client_id: b.client.fqdn.to_string(),
+                product_id: b.product.id.to_string(),
+                action_request: b.action_request.to_string(),
+                action_progress: String::new(),
+                product_version: b.product.product_version.clone(),
+                package_version: b.product.package_version.clone(),
+            }),
+            product_on_depot: Some(proto::ProductOnDepot {
+                depot_id: depot_id.clone(),
+                product_id: b.product.id.to_string(),
+                product_version: b.product.product_version.clone(),
+                package_version: b.product.package_version.clone(),
+            }),
+            product: Some(proto::Product {
+                id: b.product.id.to_string(),
+                product_version: b.product.product_version.clone(),
+                package_version: b.product.package_version.clone(),
+                pxe_config_template: b
+                    .product
+                    .template
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            }),
+            depot_id,
+            service_address: b.service_address.clone(),
+            boot_mode: proto::BootMode::from(b.boot_mode) as i32,
+            bootimage_append: b.bootimage_append.clone(),
+            product_property_states: b
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            modules: Some(b.modules.into()),
+            revision: b.revision,
+        }
+    }
+}
+
+/// A wire timestamp for a system time.
+pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+impl From<SetOutcome> for proto::SetPxeConfigResponse {
+    fn from(o: SetOutcome) -> Self {
+        proto::SetPxeConfigResponse {
+            files: o.files,
+            template: o.template,
+            revision: o.revision,
+        }
+    }
+}
+
+impl From<ConfigInfo> for proto::PxeConfigInfo {
+    fn from(c: ConfigInfo) -> Self {
+        proto::PxeConfigInfo {
+            fqdn: c.fqdn.to_string(),
+            product_id: c.product_id.to_string(),
+            files: c.files,
+            template: c.template,
+            since: Some(timestamp(c.since)),
+            revision: c.revision,
+            action_request: c.action_request.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> proto::ClientBundle {
+        proto::ClientBundle {
+            host: Some(proto::Host {
+                id: "client1.example.org".into(),
+                hardware_address: "00:11:22:AA:BB:CC".into(),
+                system_uuid: "4C4C4544-0035-3010-8045-B4C04F4E4B32".into(),
+                ip_address: "10.0.0.5".into(),
+                opsi_host_key: "0123456789abcdef0123456789abcdef".into(),
+            }),
+            product_on_client: Some(proto::ProductOnClient {
+                client_id: "client1.example.org".into(),
+                product_id: "win10-x64".into(),
+                action_request: "setup".into(),
+                ..Default::default()
+            }),
+            product_on_depot: None,
+            product: Some(proto::Product {
+                id: "win10-x64".into(),
+                product_version: "4.2".into(),
+                package_version: "1".into(),
+                pxe_config_template: String::new(),
+            }),
+            depot_id: "depot1.example.org".into(),
+            service_address: "https://config.example.org:4447".into(),
+            boot_mode: proto::BootMode::Bios as i32,
+            bootimage_append: vec!["lang=de".into()],
+            product_property_states: [("askbeforeinst".to_string(), "false".to_string())].into(),
+            modules: None,
+            revision: 3,
+        }
+    }
+
+    #[test]
+    fn a_valid_bundle_converts_and_round_trips() {
+        let domain = ClientBundle::try_from(wire()).unwrap();
+        assert_eq!(domain.client.fqdn.as_str(), "client1.example.org");
+        assert_eq!(
+            domain.client.pxe_file_names(),
+            vec![
+                "4c4c4544-0035-3010-8045-b4c04f4e4b32".to_string(),
+                "01-00-11-22-aa-bb-cc".to_string()
+            ]
+        );
+        assert_eq!(domain.action_request, ActionRequest::Setup);
+        let back = proto::ClientBundle::from(&domain);
+        assert_eq!(ClientBundle::try_from(back).unwrap(), domain);
+    }
+
+    #[test]
+    fn invalid_fields_name_the_field() {
+        let cases: Vec<(fn(&mut proto::ClientBundle), &str)> = vec![
+            (|b| b.host = None, "host"),
+            (
+                |b| b.host.as_mut().unwrap().id = "nodomain".into(),
+                "host.id",
+            ),
+            (
+                |b| b.host.as_mut().unwrap().hardware_address = "00:11:22".into(),
+                "host.hardware_address",
+            ),
+            (
+                |b| b.host.as_mut().unwrap().system_uuid = "not-a-uuid".into(),
+                "host.system_uuid",
+            ),
+            (
+                |b| b.host.as_mut().unwrap().opsi_host_key = "a b".into(),
+                "host.opsi_host_key",
+            ),
+            (
+                |b| b.product.as_mut().unwrap().pxe_config_template = "../x".into(),
+                "product.pxe_config_template",
+            ),
+            (
+                |b| b.product_on_client.as_mut().unwrap().client_id = "other.example.org".into(),
+                "product_on_client.client_id",
+            ),
+            (
+                |b| b.product_on_client.as_mut().unwrap().action_request = "reboot".into(),
+                "product_on_client.action_request",
+            ),
+            (
+                |b| b.bootimage_append.push("a b".into()),
+                "bootimage_append[1]",
+            ),
+            (|b| b.boot_mode = 42, "boot_mode"),
+            (
+                |b| {
+                    b.product_property_states.insert("p".into(), "x\ny".into());
+                },
+                "product_property_states[p]",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut w = wire();
+            mutate(&mut w);
+            let err = ClientBundle::try_from(w).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+}
