@@ -83,6 +83,12 @@ impl Fqdn {
     }
 }
 
+impl AsRef<str> for Fqdn {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 // Orders and hashes exactly like its text, so maps keyed by Fqdn can be
 // queried with a &str.
 impl std::borrow::Borrow<str> for Fqdn {

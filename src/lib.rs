@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod configserver;
 pub mod convert;
 pub mod depot;
 pub mod domain;
@@ -16,17 +17,3 @@ pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod telemetry;
-
-/// Configserver pieces the rest of the crate refers to.
-pub mod configserver {
-    /// The legacy look-up RPCs, as counted in metrics.
-    pub const LOOKUP_RPCS: &[&str] = &[
-        "GetHost",
-        "GetNetbootProductOnClients",
-        "GetProductOnDepot",
-        "GetProduct",
-        "GetConfigStates",
-        "GetProductPropertyStates",
-        "GetModules",
-    ];
-}

@@ -57,6 +57,27 @@ pub async fn run_depot(args: DepotArgs) -> Result<(), CliError> {
 
 /// `pxeconf configserver`.
 pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
-    let _settings = args.resolve()?;
-    Err("the configserver role is not built yet".into())
+    let settings = args.resolve()?;
+    crate::telemetry::init(settings.common.log_format);
+    let metrics = Metrics::new();
+    let listener = bind(&settings.common, &metrics).await?;
+    info!(addr = %listener.local_addr()?, "gRPC listening");
+    let server = crate::configserver::ConfigServer::start(
+        crate::configserver::ConfigServerConfig {
+            database: settings.database,
+            host_key: settings.host_key,
+            modules: settings.modules,
+            dispatch: settings.dispatch,
+        },
+        metrics,
+    )
+    .await?;
+    crate::server::run_with_grace(
+        "configserver",
+        move |stop| server.serve(listener, stop),
+        crate::server::shutdown_signal(),
+        settings.common.grace_period,
+    )
+    .await?;
+    Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod render;
 pub mod service;
 pub mod template;
+pub mod upstream;
 pub mod watch;
 pub mod writer;
 
@@ -120,6 +121,7 @@ pub struct DepotCore {
     templates: Templates,
     renderer: Renderer,
     writer: WriterHandle,
+    upstream: Option<upstream::Upstream>,
 }
 
 impl DepotCore {
@@ -161,6 +163,23 @@ impl DepotCore {
             })
             .await?;
         Ok(outcome)
+    }
+
+    /// The legacy path: looks the client up at the configserver and writes
+    /// its config; removes it when the client has no netboot action.
+    pub async fn set_by_fqdn(&self, fqdn: Fqdn, revision: u64) -> Result<SetOutcome, Error> {
+        let upstream = self.upstream.as_ref().ok_or(Error::NoConfigServer)?;
+        match upstream.lookup_bundle(&fqdn, revision).await? {
+            Some(bundle) => self.set(bundle).await,
+            None => {
+                self.writer.remove(fqdn, revision).await?;
+                Ok(SetOutcome {
+                    files: Vec::new(),
+                    template: String::new(),
+                    revision,
+                })
+            }
+        }
     }
 
     /// The writer, for removal and listing.
@@ -215,17 +234,36 @@ impl Depot {
         );
         let stop = CancellationToken::new();
         watch::spawn(&pxe_dir, writer.clone(), stop.clone()).map_err(pxe_err)?;
+        let upstream = config
+            .configserver
+            .as_deref()
+            .map(|url| {
+                upstream::Upstream::connect(url, config.host_key.as_ref(), config.depot_id.clone())
+            })
+            .transpose()
+            .map_err(StartError::ConfigServer)?;
         let core = Arc::new(DepotCore {
             depot_id: config.depot_id.clone(),
             legacy: config.legacy,
             templates,
             renderer: Renderer::new(),
             writer,
+            upstream: upstream.clone(),
         });
+        let mut reads = Some(reads_rx);
+        if let Some(upstream) = upstream {
+            if config.host_key.is_none() {
+                warn!("no host key configured: the configserver will refuse this depot's calls");
+            }
+            if let Some(reads) = reads.take() {
+                upstream.spawn_reporter(reads, metrics.clone(), stop.clone());
+            }
+            upstream.spawn_reconcile(core.clone(), stop.clone());
+        }
         Ok(Self {
             core,
             config,
-            reads: Some(reads_rx),
+            reads,
             stop,
             metrics,
         })

@@ -97,8 +97,9 @@ impl depot_server::Depot for DepotService {
         request: Request<proto::SetPxeConfigByFqdnRequest>,
     ) -> Result<Response<proto::SetPxeConfigResponse>, Status> {
         let request = request.into_inner();
-        let _fqdn = Fqdn::parse(&request.fqdn, "fqdn").map_err(Error::from)?;
-        Err(Error::NoConfigServer.into())
+        let fqdn = Fqdn::parse(&request.fqdn, "fqdn").map_err(Error::from)?;
+        let outcome = self.core.set_by_fqdn(fqdn, request.revision).await?;
+        Ok(Response::new(outcome.into()))
     }
 
     #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn = %request.get_ref().fqdn, revision = request.get_ref().revision))]

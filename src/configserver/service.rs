@@ -1,0 +1,321 @@
+//! The `pxeconf.v1.ConfigServer` gRPC service, called by depots: the legacy
+//! look-ups (each counted by RPC name), whole bundles, read reports and the
+//! start-up reconciliation stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument, warn};
+
+use super::bundle::{self, Job, Rows};
+use super::store::{PXE_CONFIGS, StoreError};
+use super::{CallerDepot, Core, Error};
+use crate::domain::{Fqdn, ProductId};
+use crate::metrics::RpcLabel;
+use crate::proto::{self, config_server_server};
+
+/// The handlers.
+pub struct ConfigServerService {
+    core: Arc<Core>,
+}
+
+impl ConfigServerService {
+    /// Handlers over `core`.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    fn count(&self, rpc: &str) {
+        self.core
+            .metrics
+            .lookups
+            .get_or_create(&RpcLabel {
+                rpc: rpc.to_owned(),
+            })
+            .inc();
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .extensions()
+        .get::<CallerDepot>()
+        .map(|c| c.0.clone())
+        .ok_or_else(|| Status::unauthenticated("no depot identity"))
+}
+
+fn not_found(what: &'static str, id: impl Into<String>) -> Error {
+    Error::Store(StoreError::NotFound {
+        what,
+        id: id.into(),
+    })
+}
+
+type BundleStream = Pin<Box<dyn Stream<Item = Result<proto::ClientBundle, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl config_server_server::ConfigServer for ConfigServerService {
+    #[instrument(skip_all, fields(fqdn = %request.get_ref().id))]
+    async fn get_host(
+        &self,
+        request: Request<proto::GetHostRequest>,
+    ) -> Result<Response<proto::Host>, Status> {
+        self.count("GetHost");
+        let id = Fqdn::parse(&request.get_ref().id, "id").map_err(Error::from)?;
+        let client = self
+            .core
+            .store
+            .client(id.as_str())
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(|| not_found("client", id.as_str()))?;
+        Ok(Response::new(proto::Host::from(&client)))
+    }
+
+    #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id))]
+    async fn get_netboot_product_on_clients(
+        &self,
+        request: Request<proto::GetNetbootProductOnClientsRequest>,
+    ) -> Result<Response<proto::GetNetbootProductOnClientsResponse>, Status> {
+        self.count("GetNetbootProductOnClients");
+        let id = Fqdn::parse(&request.get_ref().client_id, "client_id").map_err(Error::from)?;
+        let pocs = self
+            .core
+            .store
+            .product_on_clients(id.as_str(), true)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(proto::GetNetbootProductOnClientsResponse {
+            product_on_clients: pocs.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(depot = %request.get_ref().depot_id, product = %request.get_ref().product_id))]
+    async fn get_product_on_depot(
+        &self,
+        request: Request<proto::GetProductOnDepotRequest>,
+    ) -> Result<Response<proto::ProductOnDepot>, Status> {
+        self.count("GetProductOnDepot");
+        let r = request.into_inner();
+        let depot = Fqdn::parse(&r.depot_id, "depot_id").map_err(Error::from)?;
+        let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        let (product_version, package_version) = self
+            .core
+            .store
+            .product_on_depot(depot.as_str(), product.as_str())
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(|| not_found("product on depot", format!("{product} on {depot}")))?;
+        Ok(Response::new(proto::ProductOnDepot {
+            depot_id: depot.to_string(),
+            product_id: product.to_string(),
+            product_version,
+            package_version,
+        }))
+    }
+
+    #[instrument(skip_all, fields(product = %request.get_ref().id))]
+    async fn get_product(
+        &self,
+        request: Request<proto::GetProductRequest>,
+    ) -> Result<Response<proto::Product>, Status> {
+        self.count("GetProduct");
+        let r = request.into_inner();
+        let id = ProductId::parse(&r.id, "id").map_err(Error::from)?;
+        let product = self
+            .core
+            .store
+            .product(id.as_str(), &r.product_version, &r.package_version)
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(|| {
+                not_found(
+                    "product",
+                    format!("{id} {}-{}", r.product_version, r.package_version),
+                )
+            })?;
+        Ok(Response::new(proto::Product {
+            id: product.id.to_string(),
+            product_version: product.product_version,
+            package_version: product.package_version,
+            pxe_config_template: product.template.map(|t| t.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id))]
+    async fn get_config_states(
+        &self,
+        request: Request<proto::GetConfigStatesRequest>,
+    ) -> Result<Response<proto::GetConfigStatesResponse>, Status> {
+        self.count("GetConfigStates");
+        let r = request.into_inner();
+        let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
+        let wanted: Vec<&str> = if r.config_ids.is_empty() {
+            PXE_CONFIGS.to_vec()
+        } else {
+            r.config_ids.iter().map(String::as_str).collect()
+        };
+        let values = self
+            .core
+            .store
+            .config_values(id.as_str(), &wanted)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(proto::GetConfigStatesResponse {
+            config_states: values
+                .into_iter()
+                .map(|(config_id, values)| proto::ConfigState {
+                    object_id: id.to_string(),
+                    config_id,
+                    values,
+                })
+                .collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id, product = %request.get_ref().product_id))]
+    async fn get_product_property_states(
+        &self,
+        request: Request<proto::GetProductPropertyStatesRequest>,
+    ) -> Result<Response<proto::GetProductPropertyStatesResponse>, Status> {
+        self.count("GetProductPropertyStates");
+        let depot = caller(&request)?;
+        let r = request.into_inner();
+        let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
+        let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        let states = self
+            .core
+            .store
+            .property_values(id.as_str(), product.as_str(), &depot)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(proto::GetProductPropertyStatesResponse {
+            product_property_states: states.into_iter().collect(),
+        }))
+    }
+
+    async fn get_modules(
+        &self,
+        _request: Request<proto::GetModulesRequest>,
+    ) -> Result<Response<proto::Modules>, Status> {
+        self.count("GetModules");
+        Ok(Response::new(self.core.modules.into()))
+    }
+
+    #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn))]
+    async fn get_client_bundle(
+        &self,
+        request: Request<proto::GetClientBundleRequest>,
+    ) -> Result<Response<proto::ClientBundle>, Status> {
+        let depot = caller(&request)?;
+        let id = Fqdn::parse(&request.get_ref().fqdn, "fqdn").map_err(Error::from)?;
+        let loaded = bundle::load(
+            &self.core.store,
+            &depot,
+            &[id.to_string()],
+            Rows::Held,
+            self.core.modules,
+        )
+        .await
+        .map_err(Error::from)?;
+        match loaded.into_iter().next().map(|l| l.job) {
+            Some(Ok(Job::Set(b))) => Ok(Response::new(proto::ClientBundle::from(b.as_ref()))),
+            Some(Err(why)) => Err(Error::Precondition(why).into()),
+            _ => Err(Error::Precondition(format!(
+                "{id} has no pending PXE config on depot {depot}"
+            ))
+            .into()),
+        }
+    }
+
+    #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn, revision = request.get_ref().revision))]
+    async fn report_pxe_config_read(
+        &self,
+        request: Request<proto::ReportPxeConfigReadRequest>,
+    ) -> Result<Response<proto::ReportPxeConfigReadResponse>, Status> {
+        let depot = caller(&request)?;
+        let r = request.into_inner();
+        let id = Fqdn::parse(&r.fqdn, "fqdn").map_err(Error::from)?;
+        let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        let outcome = self
+            .core
+            .store
+            .report_read(&depot, id.as_str(), product.as_str(), r.revision)
+            .await
+            .map_err(Error::from)?;
+        if outcome.applied {
+            info!(%depot, action_request = %outcome.action_request, repushed = outcome.repushed, "PXE config read reported");
+        }
+        self.core.dispatcher.notify(outcome.owed);
+        Ok(Response::new(proto::ReportPxeConfigReadResponse {
+            action_request: outcome.action_request,
+            repushed: outcome.repushed,
+            applied: outcome.applied,
+        }))
+    }
+
+    type ListPendingBundlesStream = BundleStream;
+
+    #[instrument(skip_all, fields(depot = %request.get_ref().depot_id))]
+    async fn list_pending_bundles(
+        &self,
+        request: Request<proto::ListPendingBundlesRequest>,
+    ) -> Result<Response<Self::ListPendingBundlesStream>, Status> {
+        let caller = caller(&request)?;
+        let depot = Fqdn::parse(&request.get_ref().depot_id, "depot_id").map_err(Error::from)?;
+        if depot.as_str() != caller {
+            return Err(Error::WrongDepot {
+                caller,
+                target: depot.to_string(),
+            }
+            .into());
+        }
+        let clients = self
+            .core
+            .store
+            .held_clients(depot.as_str())
+            .await
+            .map_err(Error::from)?;
+        info!(
+            bundles = clients.len(),
+            "depot reconciles its pending configs"
+        );
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.core.store.clone();
+        let modules = self.core.modules;
+        tokio::spawn(async move {
+            for chunk in clients.chunks(256) {
+                let loaded =
+                    match bundle::load(&store, depot.as_str(), chunk, Rows::Held, modules).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(Error::from(e)))).await;
+                            return;
+                        }
+                    };
+                for l in loaded {
+                    match l.job {
+                        Ok(Job::Set(b)) => {
+                            if tx
+                                .send(Ok(proto::ClientBundle::from(b.as_ref())))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Ok(Job::Remove) => {}
+                        Err(why) => {
+                            warn!(client = %l.client_id, %why, "pending config left out of reconciliation")
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,308 @@
+//! Shared test harness: real servers on port 0, real directories, real tools.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pxeconf::depot::template::TemplateConfig;
+use pxeconf::depot::writer::ReadEvent;
+use pxeconf::depot::{Depot, DepotConfig};
+use pxeconf::domain::{Fqdn, Secret, TemplateName};
+use pxeconf::metrics::Metrics;
+use pxeconf::proto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+
+/// A pxelinux template like opsi's `install`.
+pub const PXELINUX: &str = "default opsi-install\n\
+label opsi-install\n  kernel install\n  append initrd=miniroot.bz2 video=vesa:ywrap,mtrr vga=791 quiet splash --no-log console=tty1 console=ttyS0\n";
+/// A grub (UEFI) template.
+pub const GRUB: &str = "set timeout=0\n\
+menuentry 'opsi-install' {\n  linux (pxe)/linux/install-x64 initrd=miniroot.bz2 lang=%lang%\n  initrd (pxe)/linux/miniroot-x64\n}\n";
+/// An iPXE template.
+pub const IPXE: &str = "#!ipxe\nkernel http://depot/boot/install-x64 initrd=miniroot quiet\ninitrd http://depot/boot/miniroot-x64\nboot\n";
+
+/// Whether CI demands every external tool (tests may not skip there).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether `program` can be run; outside CI a missing tool skips the test
+/// with a message, in CI it fails it.
+pub fn have_tool(program: &str, why: &str) -> bool {
+    let found = which(program).is_some();
+    if !found {
+        assert!(
+            !in_ci(),
+            "{program} is required in CI ({why}); .ci/run installs it"
+        );
+        eprintln!("SKIPPED: {program} not installed ({why}); `bash .ci/run` installs it");
+    }
+    found
+}
+
+/// The full path of `program` on PATH or in the sbin directories.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
+    path.split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+/// A directory tree for one depot: pxe dir and template dir, world-readable
+/// so a TFTP server running as `nobody` can serve it.
+pub struct DepotDirs {
+    pub root: tempfile::TempDir,
+    pub pxe: PathBuf,
+    pub templates: PathBuf,
+}
+
+impl DepotDirs {
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pxe = root.path().join("pxe");
+        let templates = root.path().join("templates");
+        std::fs::create_dir_all(&pxe).unwrap();
+        std::fs::create_dir_all(&templates).unwrap();
+        std::fs::write(templates.join("install"), PXELINUX).unwrap();
+        std::fs::write(templates.join("install-grub-x64"), GRUB).unwrap();
+        std::fs::write(templates.join("install-elilo-x86"), GRUB).unwrap();
+        std::fs::write(templates.join("install-ipxe"), IPXE).unwrap();
+        Self {
+            root,
+            pxe,
+            templates,
+        }
+    }
+
+    /// The names in the pxe dir, sorted.
+    pub fn files(&self) -> Vec<String> {
+        list_dir(&self.pxe)
+    }
+}
+
+/// The names in `dir`, sorted.
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
+    DepotConfig {
+        depot_id: Fqdn::parse(id, "depot_id").unwrap(),
+        pxe_dir: dirs.pxe.clone(),
+        templates: TemplateConfig {
+            dir: dirs.templates.clone(),
+            bios: TemplateName::parse("install", "t").unwrap(),
+            uefi_x86: TemplateName::parse("install-elilo-x86", "t").unwrap(),
+            uefi_x64: TemplateName::parse("install-grub-x64", "t").unwrap(),
+        },
+        configserver: None,
+        host_key: None,
+        legacy: false,
+        io_threads: 2,
+    }
+}
+
+/// A depot served on 127.0.0.1:0; stops when dropped.
+pub struct TestDepot {
+    pub addr: SocketAddr,
+    pub reads: Option<mpsc::UnboundedReceiver<ReadEvent>>,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestDepot {
+    pub async fn start(config: DepotConfig) -> Self {
+        let metrics = Metrics::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut depot = Depot::start(config, metrics.clone()).await.unwrap();
+        let reads = depot.take_reads();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            depot
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            reads,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> proto::depot_client::DepotClient<Channel> {
+        proto::depot_client::DepotClient::connect(self.url())
+            .await
+            .unwrap()
+    }
+
+    /// Stops serving and waits until the server is down.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// The next read event, waiting up to 10 s.
+    pub async fn next_read(&mut self) -> ReadEvent {
+        let reads = self.reads.as_mut().expect("reads were taken");
+        tokio::time::timeout(Duration::from_secs(10), reads.recv())
+            .await
+            .expect("no read event within 10 s")
+            .expect("read channel closed")
+    }
+}
+
+impl Drop for TestDepot {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A wire bundle for `fqdn` with MAC and UUID derived from `n`.
+pub fn bundle(n: u32, revision: u64) -> proto::ClientBundle {
+    let fqdn = format!("client{n}.example.org");
+    proto::ClientBundle {
+        host: Some(proto::Host {
+            id: fqdn.clone(),
+            hardware_address: mac(n),
+            system_uuid: uuid(n),
+            ip_address: format!("10.1.{}.{}", n / 250, n % 250 + 1),
+            opsi_host_key: format!("{:032x}", 0xfeed_0000_u128 + u128::from(n)),
+        }),
+        product_on_client: Some(proto::ProductOnClient {
+            client_id: fqdn,
+            product_id: "win10-x64".into(),
+            action_request: "setup".into(),
+            ..Default::default()
+        }),
+        product_on_depot: None,
+        product: Some(proto::Product {
+            id: "win10-x64".into(),
+            product_version: "10.0".into(),
+            package_version: "3".into(),
+            pxe_config_template: String::new(),
+        }),
+        depot_id: "depot1.example.org".into(),
+        service_address: "https://config.example.org:4447".into(),
+        boot_mode: proto::BootMode::Bios as i32,
+        bootimage_append: vec!["lang=de".into()],
+        product_property_states: [("lang".to_string(), "de".to_string())].into(),
+        modules: Some(proto::Modules {
+            uefi: true,
+            secureboot: false,
+        }),
+        revision,
+    }
+}
+
+pub fn mac(n: u32) -> String {
+    let b = n.to_be_bytes();
+    format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+pub fn mac_file(n: u32) -> String {
+    format!("01-{}", mac(n).replace(':', "-"))
+}
+
+pub fn uuid(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+/// A tftpd-hpa serving `dir` on a free loopback UDP port; killed on drop.
+pub struct Tftpd {
+    pub port: u16,
+    child: Child,
+}
+
+impl Tftpd {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_udp_port();
+        let child = Command::new(which("in.tftpd").expect("in.tftpd"))
+            .args(["-L", "-s", "-a", &format!("127.0.0.1:{port}"), "-v"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start in.tftpd");
+        Self { port, child }
+    }
+}
+
+impl Drop for Tftpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP port that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fetches `name` over TFTP with curl, retrying while tftpd starts up.
+pub fn tftp_get(port: u16, name: &str) -> Vec<u8> {
+    for _ in 0..50 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("tftp://127.0.0.1:{port}/{name}"),
+            ])
+            .output()
+            .expect("run curl");
+        if out.status.success() && !out.stdout.is_empty() {
+            return out.stdout;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("TFTP fetch of {name} from port {port} failed");
+}
+
+/// Waits (polling, up to 10 s) until `cond` holds.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+pub fn secret(s: &str) -> Option<Secret> {
+    Some(Secret::new(s))
+}

@@ -1,0 +1,451 @@
+//! The depot over real sockets: writes, TFTP reads with tftpd-hpa, grpcurl,
+//! bad input, start-up clean-up, many clients.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use pxeconf::proto;
+use tonic::Code;
+
+#[tokio::test]
+async fn set_pxe_config_writes_both_files_and_a_tftp_read_removes_them() {
+    let dirs = DepotDirs::new();
+    let mut depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let mut client = depot.client().await;
+
+    let response = client
+        .set_pxe_config(bundle(7, 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.files, vec![uuid(7), mac_file(7)]);
+    assert_eq!(response.template, "install");
+    assert_eq!(response.revision, 1);
+    assert_eq!(dirs.files(), vec![uuid(7), mac_file(7)]);
+
+    let by_uuid = std::fs::read_to_string(dirs.pxe.join(uuid(7))).unwrap();
+    let by_mac = std::fs::read_to_string(dirs.pxe.join(mac_file(7))).unwrap();
+    assert_eq!(by_uuid, by_mac);
+    let append = by_uuid
+        .lines()
+        .find(|l| l.trim_start().starts_with("append"))
+        .unwrap();
+    assert!(
+        append.starts_with("  append initrd=miniroot.bz2 video=vesa:ywrap,mtrr vga=791 quiet splash --no-log console=tty1 console=ttyS0 "),
+        "template arguments kept first: {append}"
+    );
+    for expected in [
+        "hn=client7",
+        "dn=example.org",
+        "product=win10-x64",
+        &format!("macaddress={}", mac(7)),
+        "service=https://config.example.org:4447/rpc",
+        &format!("pckey={:032x}", 0xfeed_0000_u128 + 7),
+        "lang=de",
+    ] {
+        assert!(
+            append.split(' ').any(|w| w == expected),
+            "{expected} missing in {append}"
+        );
+    }
+    let mode = std::fs::metadata(dirs.pxe.join(uuid(7))).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o644
+    );
+
+    if !have_tool("in.tftpd", "a real TFTP read") || !have_tool("curl", "a TFTP client") {
+        return;
+    }
+    let tftpd = Tftpd::start(&dirs.pxe);
+    let served = tftp_get(tftpd.port, &mac_file(7));
+    assert_eq!(String::from_utf8(served).unwrap(), by_mac);
+
+    let read = depot.next_read().await;
+    assert_eq!(read.fqdn.as_str(), "client7.example.org");
+    assert_eq!(read.product_id.as_str(), "win10-x64");
+    assert_eq!(read.revision, 1);
+    wait_until("both files are gone", || dirs.files().is_empty()).await;
+
+    let listed = client
+        .list_pxe_configs(proto::ListPxeConfigsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.configs.is_empty());
+
+    // The read revision is spent: a late repeat of it must not write the file again.
+    let again = client.set_pxe_config(bundle(7, 1)).await.unwrap_err();
+    assert_eq!(again.code(), Code::Aborted, "{again:?}");
+    assert!(dirs.files().is_empty());
+    depot.stop().await;
+}
+
+#[tokio::test]
+async fn listing_shows_pending_configs_without_secrets_and_pages() {
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let mut client = depot.client().await;
+    for n in 0..25 {
+        client.set_pxe_config(bundle(n, 1)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_pxe_configs(proto::ListPxeConfigsRequest {
+                page_size: 10,
+                page_token: token.clone(),
+                product_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.total, 25);
+        assert!(page.configs.len() <= 10);
+        let text = format!("{page:?}");
+        assert!(!text.contains("feed"), "a host key leaked into the listing");
+        seen.extend(page.configs.into_iter().map(|c| c.fqdn));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut expected: Vec<String> = (0..25).map(|n| format!("client{n}.example.org")).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let other = client
+        .list_pxe_configs(proto::ListPxeConfigsRequest {
+            product_id: "ubuntu".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.configs.is_empty());
+}
+
+#[tokio::test]
+async fn setting_again_replaces_and_follows_a_changed_mac() {
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let mut client = depot.client().await;
+    client.set_pxe_config(bundle(1, 1)).await.unwrap();
+    let mut moved = bundle(1, 2);
+    moved.host.as_mut().unwrap().hardware_address = mac(99);
+    let response = client.set_pxe_config(moved).await.unwrap().into_inner();
+    assert_eq!(response.files, vec![uuid(1), mac_file(99)]);
+    assert_eq!(dirs.files(), vec![uuid(1), mac_file(99)]);
+
+    // The old MAC is free again for another client.
+    let mut other = bundle(2, 1);
+    other.host.as_mut().unwrap().hardware_address = mac(1);
+    client.set_pxe_config(other).await.unwrap();
+
+    let removed = client
+        .remove_pxe_config(proto::RemovePxeConfigRequest {
+            fqdn: "client1.example.org".into(),
+            revision: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(removed.removed);
+    assert_eq!(dirs.files(), vec![uuid(2), mac_file(1)]);
+    // A push older than the removal does not bring the config back.
+    let stale = client.set_pxe_config(bundle(1, 2)).await.unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    let again = client
+        .remove_pxe_config(proto::RemovePxeConfigRequest {
+            fqdn: "client1.example.org".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.removed);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_and_writes_nothing() {
+    let dirs = DepotDirs::new();
+    // A template outside the template dir, reachable by a symlink inside it.
+    let outside = dirs.root.path().join("outside");
+    std::fs::write(&outside, PXELINUX).unwrap();
+    std::os::unix::fs::symlink(&outside, dirs.templates.join("sneaky")).unwrap();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let mut client = depot.client().await;
+
+    type Mutation = Box<dyn Fn(&mut proto::ClientBundle)>;
+    let template = |t: &'static str| -> Mutation {
+        Box::new(move |b: &mut proto::ClientBundle| {
+            b.product.as_mut().unwrap().pxe_config_template = t.into()
+        })
+    };
+    let outside_abs: &'static str = Box::leak(outside.display().to_string().into_boxed_str());
+    let cases: Vec<(&str, Mutation, Code, &str)> = vec![
+        (
+            "traversal",
+            template("../../etc/passwd"),
+            Code::InvalidArgument,
+            "template",
+        ),
+        (
+            "absolute outside",
+            template(outside_abs),
+            Code::InvalidArgument,
+            "template",
+        ),
+        (
+            "symlink out",
+            template("sneaky"),
+            Code::InvalidArgument,
+            "sneaky",
+        ),
+        (
+            "missing template",
+            template("nosuch"),
+            Code::FailedPrecondition,
+            "nosuch",
+        ),
+        (
+            "malformed MAC",
+            Box::new(|b| b.host.as_mut().unwrap().hardware_address = "00:11:22:33:44".into()),
+            Code::InvalidArgument,
+            "host.hardware_address",
+        ),
+        (
+            "malformed UUID",
+            Box::new(|b| b.host.as_mut().unwrap().system_uuid = "1234".into()),
+            Code::InvalidArgument,
+            "host.system_uuid",
+        ),
+        (
+            "malformed FQDN",
+            Box::new(|b| b.host.as_mut().unwrap().id = "no_domain".into()),
+            Code::InvalidArgument,
+            "host.id",
+        ),
+        (
+            "no file name",
+            Box::new(|b| {
+                let h = b.host.as_mut().unwrap();
+                h.hardware_address.clear();
+                h.system_uuid.clear();
+            }),
+            Code::FailedPrecondition,
+            "neither a MAC",
+        ),
+        (
+            "UEFI without module",
+            Box::new(|b| {
+                b.boot_mode = proto::BootMode::UefiX64 as i32;
+                b.modules = Some(proto::Modules::default());
+            }),
+            Code::FailedPrecondition,
+            "uefi",
+        ),
+        (
+            "other depot",
+            Box::new(|b| b.depot_id = "depot2.example.org".into()),
+            Code::FailedPrecondition,
+            "depot2.example.org",
+        ),
+    ];
+    for (what, mutate, code, mention) in cases {
+        let mut b = bundle(1, 1);
+        mutate(&mut b);
+        let status = client.set_pxe_config(b).await.unwrap_err();
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(
+            status.message().contains(mention),
+            "{what}: message {:?} should mention {mention:?}",
+            status.message()
+        );
+        assert!(dirs.files().is_empty(), "{what} wrote {:?}", dirs.files());
+    }
+
+    // Address conflicts: another client's MAC or UUID.
+    client.set_pxe_config(bundle(1, 1)).await.unwrap();
+    let before = dirs.files();
+    let content_before = std::fs::read(dirs.pxe.join(mac_file(1))).unwrap();
+    let mut thief = bundle(2, 1);
+    thief.host.as_mut().unwrap().hardware_address = mac(1);
+    let status = client.set_pxe_config(thief).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(
+        status.message().contains("client1.example.org")
+            && status.message().contains("client2.example.org")
+    );
+    let mut thief = bundle(3, 1);
+    thief.host.as_mut().unwrap().system_uuid = uuid(1);
+    let status = client.set_pxe_config(thief).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(dirs.files(), before, "a conflict wrote something");
+    assert_eq!(
+        std::fs::read(dirs.pxe.join(mac_file(1))).unwrap(),
+        content_before
+    );
+
+    // Stale revision: older than the one held.
+    client.set_pxe_config(bundle(1, 5)).await.unwrap();
+    let content_before = std::fs::read(dirs.pxe.join(mac_file(1))).unwrap();
+    let mut old = bundle(1, 4);
+    old.bootimage_append = vec!["lang=fr".into()];
+    let status = client.set_pxe_config(old).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted);
+    assert!(status.message().contains("stale revision 4"), "{status:?}");
+    assert_eq!(
+        std::fs::read(dirs.pxe.join(mac_file(1))).unwrap(),
+        content_before
+    );
+    assert_eq!(dirs.files(), before);
+
+    // The legacy path without a configserver.
+    let status = client
+        .set_pxe_config_by_fqdn(proto::SetPxeConfigByFqdnRequest {
+            fqdn: "client1.example.org".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn start_up_removes_stale_configs_and_keeps_other_files() {
+    let dirs = DepotDirs::new();
+    for stale in [mac_file(1), uuid(2), ".pxeconf-tmp-01-aa".to_string()] {
+        std::fs::write(dirs.pxe.join(stale), "stale").unwrap();
+    }
+    std::fs::write(dirs.pxe.join("pxelinux.0"), "loader").unwrap();
+    std::fs::write(dirs.pxe.join("install"), "template").unwrap();
+    let _depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    assert_eq!(
+        dirs.files(),
+        vec!["install".to_string(), "pxelinux.0".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn a_host_key_is_required_when_configured() {
+    let dirs = DepotDirs::new();
+    let mut config = depot_config(&dirs, "depot1.example.org");
+    config.host_key = secret("depot-secret");
+    let depot = TestDepot::start(config).await;
+    let mut client = depot.client().await;
+    let status = client.set_pxe_config(bundle(1, 1)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(bundle(1, 1));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(
+        client.set_pxe_config(request).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut request = tonic::Request::new(bundle(1, 1));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer depot-secret".parse().unwrap());
+    client.set_pxe_config(request).await.unwrap();
+    assert_eq!(dirs.files().len(), 2);
+}
+
+#[tokio::test]
+async fn a_legacy_depot_does_not_implement_set_pxe_config() {
+    let dirs = DepotDirs::new();
+    let mut config = depot_config(&dirs, "depot1.example.org");
+    config.legacy = true;
+    let depot = TestDepot::start(config).await;
+    let status = depot
+        .client()
+        .await
+        .set_pxe_config(bundle(1, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(dirs.files().is_empty());
+}
+
+/// Runs grpcurl with `args` off the async runtime; (success, stdout + stderr).
+async fn grpcurl(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("grpcurl")
+            .args(&args)
+            .output()
+            .expect("run grpcurl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn grpcurl_lists_by_reflection_and_sets_a_config_from_json() {
+    if !have_tool("grpcurl", "reflection from a real grpcurl") {
+        return;
+    }
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let addr = depot.addr.to_string();
+
+    let (ok, services) = grpcurl(args(&["-plaintext", &addr, "list"])).await;
+    assert!(ok, "grpcurl list failed: {services}");
+    assert!(
+        services.lines().any(|l| l == "pxeconf.v1.Depot"),
+        "{services}"
+    );
+    assert!(
+        services.lines().any(|l| l == "grpc.health.v1.Health"),
+        "{services}"
+    );
+    assert!(
+        !services.contains("pxeconf.v1.Admin"),
+        "a depot advertises Admin: {services}"
+    );
+
+    let (ok, described) =
+        grpcurl(args(&["-plaintext", &addr, "describe", "pxeconf.v1.Depot"])).await;
+    assert!(ok, "{described}");
+    assert!(described.contains("rpc SetPxeConfigByFqdn"), "{described}");
+
+    let json = r#"{"host":{"id":"json1.example.org","hardware_address":"00-16-3E-00-00-01","system_uuid":"7C9E6679-7425-40DE-944B-E07FC1F90AE7","opsi_host_key":"0123456789abcdef0123456789abcdef"},"product_on_client":{"action_request":"setup"},"product":{"id":"ubuntu"},"service_address":"https://cfg.example.org:4447","bootimage_append":["nomodeset"],"revision":"9"}"#;
+    let (ok, out) = grpcurl(args(&[
+        "-plaintext",
+        "-d",
+        json,
+        &addr,
+        "pxeconf.v1.Depot/SetPxeConfig",
+    ]))
+    .await;
+    assert!(ok, "grpcurl SetPxeConfig failed: {out}");
+    let response: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        response["files"],
+        serde_json::json!([
+            "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            "01-00-16-3e-00-00-01"
+        ])
+    );
+    assert_eq!(response["revision"], "9");
+    assert_eq!(
+        dirs.files(),
+        vec![
+            "01-00-16-3e-00-00-01".to_string(),
+            "7c9e6679-7425-40de-944b-e07fc1f90ae7".to_string()
+        ]
+    );
+
+    let (ok, health) = grpcurl(args(&["-plaintext", &addr, "grpc.health.v1.Health/Check"])).await;
+    assert!(ok && health.contains("SERVING"), "{health}");
+}
