@@ -41,25 +41,33 @@ impl AdminService {
     }
 }
 
-/// The state of a push row, as operators see it.
+/// The state of a push row, as operators see it. A push owed to an
+/// unreachable depot is failed with the depot's error, whether or not it was
+/// tried itself.
 fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::Delivery {
     use proto::DeliveryState as S;
     let owed = p.revision > p.delivered_revision;
+    let depot_down = runtime.filter(|rt| owed && !rt.reachable);
+    let error = match depot_down {
+        Some(rt) if p.last_error.is_empty() => rt.last_error.clone(),
+        _ if owed => p.last_error,
+        _ => String::new(),
+    };
     let state = if p.op == "remove" {
         if owed { S::Queued } else { S::Removed }
     } else if p.read_revision >= p.revision {
         S::Read
     } else if !owed {
         S::Delivered
-    } else if !p.last_error.is_empty() {
+    } else if !error.is_empty() {
         S::Failed
     } else {
         S::Queued
     };
-    // An unreachable depot retries on its own schedule, not the row's.
-    let next_retry = match runtime {
-        Some(rt) if owed && !rt.reachable => rt.next_retry.map(timestamp),
-        _ => p
+    let next_retry = match depot_down {
+        // An unreachable depot is retried on its own schedule, not the row's.
+        Some(rt) => rt.next_retry.map(timestamp),
+        None => p
             .next_attempt_at
             .filter(|_| owed)
             .map(|ms| timestamp(from_ms(ms))),
@@ -74,7 +82,7 @@ fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::Delivery {
         updated_at: Some(timestamp(from_ms(p.updated_at))),
         delivered_at: p.delivered_at.map(|ms| timestamp(from_ms(ms))),
         read_at: p.read_at.map(|ms| timestamp(from_ms(ms))),
-        error: if owed { p.last_error } else { String::new() },
+        error,
         next_retry,
         attempts: p.attempts,
         path: p.path,

@@ -125,27 +125,7 @@ pub struct TestDepot {
 
 impl TestDepot {
     pub async fn start(config: DepotConfig) -> Self {
-        let metrics = Metrics::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut depot = Depot::start(config, metrics.clone()).await.unwrap();
-        let reads = depot.take_reads();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            depot
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self {
-            addr,
-            reads,
-            metrics,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::start_on(config, 0).await
     }
 
     pub fn url(&self) -> String {
@@ -305,4 +285,296 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 pub fn secret(s: &str) -> Option<Secret> {
     Some(Secret::new(s))
+}
+
+// ---- configserver -------------------------------------------------------
+
+use pxeconf::config::DispatchSettings;
+use pxeconf::configserver::{ConfigServer, ConfigServerConfig, Core};
+use pxeconf::domain::Modules;
+
+/// The admin key of test configservers.
+pub const ADMIN_KEY: &str = "admin-secret";
+
+/// Dispatch settings that retry quickly, for tests.
+pub fn fast_dispatch() -> DispatchSettings {
+    DispatchSettings {
+        concurrency: 16,
+        timeout: Duration::from_secs(5),
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+    }
+}
+
+/// A configserver on 127.0.0.1 (port 0 unless given); stops when dropped.
+pub struct TestConfigServer {
+    pub addr: SocketAddr,
+    pub core: Arc<Core>,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestConfigServer {
+    pub async fn start(database: &Path, port: u16) -> Self {
+        let metrics = Metrics::new();
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = ConfigServer::start(
+            ConfigServerConfig {
+                database: database.to_owned(),
+                host_key: secret(ADMIN_KEY),
+                modules: Modules {
+                    uefi: true,
+                    secureboot: true,
+                },
+                dispatch: fast_dispatch(),
+            },
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let core = server.core();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            core,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn admin(&self) -> Admin {
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        proto::admin_client::AdminClient::with_interceptor(
+            channel,
+            pxeconf::auth::AttachKey::new(&Secret::new(ADMIN_KEY)).unwrap(),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestConfigServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An authenticated Admin client.
+pub type Admin = proto::admin_client::AdminClient<
+    tonic::service::interceptor::InterceptedService<Channel, pxeconf::auth::AttachKey>,
+>;
+
+/// The host key of test depot `i`.
+pub fn depot_key(i: usize) -> String {
+    format!("depot-key-{i}")
+}
+
+/// Test depot `i`'s id.
+pub fn depot_id(i: usize) -> String {
+    format!("depot{i}.example.org")
+}
+
+/// A depot config that talks to `configserver`.
+pub fn linked_depot_config(
+    dirs: &DepotDirs,
+    i: usize,
+    configserver: &str,
+    legacy: bool,
+) -> DepotConfig {
+    let mut config = depot_config(dirs, &depot_id(i));
+    config.configserver = Some(configserver.to_owned());
+    config.host_key = secret(&depot_key(i));
+    config.legacy = legacy;
+    config
+}
+
+impl TestDepot {
+    pub async fn start_on(config: DepotConfig, port: u16) -> Self {
+        let metrics = Metrics::new();
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut depot = Depot::start(config, metrics.clone()).await.unwrap();
+        let reads = depot.take_reads();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            depot
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            reads,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+/// Registers depots, a netboot product on all of them, the default configs,
+/// and `clients` clients; client n belongs to depot `depot_of(n)`.
+pub async fn seed(
+    admin: &mut Admin,
+    depots: &[(usize, String)],
+    clients: u32,
+    depot_of: impl Fn(u32) -> usize,
+) {
+    admin
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: depots
+                .iter()
+                .map(|(i, url)| proto::DepotInfo {
+                    id: depot_id(*i),
+                    endpoint: url.clone(),
+                    host_key: depot_key(*i),
+                    description: format!("test depot {i}"),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    admin
+        .upsert_products(proto::UpsertProductsRequest {
+            products: vec![proto::Product {
+                id: "win10-x64".into(),
+                product_version: "10.0".into(),
+                package_version: "3".into(),
+                pxe_config_template: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    admin
+        .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
+            product_on_depots: depots
+                .iter()
+                .map(|(i, _)| proto::ProductOnDepot {
+                    depot_id: depot_id(*i),
+                    product_id: "win10-x64".into(),
+                    product_version: "10.0".into(),
+                    package_version: "3".into(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    admin
+        .upsert_configs(proto::UpsertConfigsRequest {
+            configs: vec![
+                proto::Config {
+                    id: "clientconfig.configserver.url".into(),
+                    default_values: vec!["https://config.example.org:4447".into()],
+                    description: String::new(),
+                },
+                proto::Config {
+                    id: "opsi-linux-bootimage.append".into(),
+                    default_values: vec!["lang=de".into()],
+                    description: String::new(),
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    let hosts: Vec<proto::Host> = (0..clients).map(|n| bundle(n, 0).host.unwrap()).collect();
+    admin
+        .upsert_clients(proto::UpsertClientsRequest { clients: hosts })
+        .await
+        .unwrap();
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: (0..clients)
+                .map(|n| proto::ConfigState {
+                    object_id: format!("client{n}.example.org"),
+                    config_id: "clientconfig.depot.id".into(),
+                    values: vec![depot_id(depot_of(n))],
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Sets `action` for clients `range` in one call.
+pub async fn set_actions(
+    admin: &mut Admin,
+    clients: impl IntoIterator<Item = u32>,
+    action: &str,
+) -> proto::WriteResponse {
+    admin
+        .set_action_requests(proto::SetActionRequestsRequest {
+            action_requests: clients
+                .into_iter()
+                .map(|n| proto::ActionRequest {
+                    client_id: format!("client{n}.example.org"),
+                    product_id: "win10-x64".into(),
+                    action_request: action.into(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A client's status.
+pub async fn status(admin: &mut Admin, n: u32) -> proto::ClientStatus {
+    admin
+        .get_client_status(proto::GetClientStatusRequest {
+            fqdn: format!("client{n}.example.org"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits (polling, up to `secs`) until the async `cond` holds.
+pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {secs} s waiting until {what}");
+}
+
+/// Simulates a TFTP read: open and close the file without writing.
+pub fn simulate_read(path: &Path) {
+    drop(std::fs::File::open(path).unwrap());
 }

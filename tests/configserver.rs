@@ -1,0 +1,544 @@
+//! The configserver and three depots (one legacy) in one process, over real
+//! sockets, with a real SQLite file.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use pxeconf::proto;
+use tonic::Code;
+
+const CLIENTS: u32 = 300;
+
+/// Client n belongs to depot n % 3 + 1; depot 3 is the legacy one.
+fn depot_of(n: u32) -> usize {
+    (n % 3) as usize + 1
+}
+
+struct Site {
+    db: tempfile::TempDir,
+    dirs: Vec<DepotDirs>,
+    depots: Vec<Option<TestDepot>>,
+    ports: Vec<u16>,
+    server: Option<TestConfigServer>,
+}
+
+impl Site {
+    async fn start(clients: u32) -> Self {
+        let db = tempfile::tempdir().unwrap();
+        let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+        let dirs: Vec<DepotDirs> = (0..3).map(|_| DepotDirs::new()).collect();
+        let mut depots = Vec::new();
+        let mut ports = Vec::new();
+        for (i, d) in dirs.iter().enumerate() {
+            let depot =
+                TestDepot::start_on(linked_depot_config(d, i + 1, &server.url(), i == 2), 0).await;
+            ports.push(depot.addr.port());
+            depots.push(Some(depot));
+        }
+        let mut admin = server.admin().await;
+        let list: Vec<(usize, String)> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i + 1, format!("http://127.0.0.1:{p}")))
+            .collect();
+        seed(&mut admin, &list, clients, depot_of).await;
+        Self {
+            db,
+            dirs,
+            depots,
+            ports,
+            server: Some(server),
+        }
+    }
+
+    fn server(&self) -> &TestConfigServer {
+        self.server.as_ref().unwrap()
+    }
+
+    async fn admin(&self) -> Admin {
+        self.server().admin().await
+    }
+
+    fn dir(&self, depot: usize) -> &DepotDirs {
+        &self.dirs[depot - 1]
+    }
+
+    async fn stop_depot(&mut self, depot: usize) {
+        self.depots[depot - 1].take().unwrap().stop().await;
+    }
+
+    async fn start_depot(&mut self, depot: usize) {
+        let config = linked_depot_config(
+            &self.dirs[depot - 1],
+            depot,
+            &self.server().url(),
+            depot == 3,
+        );
+        self.depots[depot - 1] = Some(TestDepot::start_on(config, self.ports[depot - 1]).await);
+    }
+
+    /// Every client in `clients` has exactly its two files, on exactly its depot.
+    fn placed(&self, clients: impl Iterator<Item = u32> + Clone) -> bool {
+        let listings: Vec<Vec<String>> = self.dirs.iter().map(|d| d.files()).collect();
+        clients.clone().all(|n| {
+            (1..=3).all(|d| {
+                let here =
+                    listings[d - 1].contains(&mac_file(n)) && listings[d - 1].contains(&uuid(n));
+                here == (depot_of(n) == d)
+            })
+        })
+    }
+}
+
+fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action() {
+    let site = Site::start(CLIENTS).await;
+    let mut admin = site.admin().await;
+    let response = set_actions(&mut admin, 0..CLIENTS, "setup").await;
+    assert_eq!(response.affected, u64::from(CLIENTS));
+    assert_eq!(response.pushes_queued, u64::from(CLIENTS));
+
+    wait_for("all 300 clients are placed", 60, || async {
+        site.placed(0..CLIENTS)
+    })
+    .await;
+    for d in 1..=3 {
+        assert_eq!(
+            site.dir(d).files().len(),
+            200,
+            "depot {d} holds exactly its 100 clients' files"
+        );
+    }
+    // The files land before the depot answers; wait for the answers too.
+    wait_for("every push is acknowledged", 30, || {
+        let mut admin = admin.clone();
+        async move {
+            let depots = admin
+                .list_depots(proto::ListDepotsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .depots;
+            depots.iter().all(|d| d.queued == 0 && d.delivered == 100)
+        }
+    })
+    .await;
+
+    // The legacy depot got its configs by fallback; the others by the new path.
+    let metrics = site.server().metrics.encode();
+    let pushes = |depot: usize, path: &str| {
+        counter(
+            &metrics,
+            "pxeconf_pushes_total",
+            &[
+                ("depot", &depot_id(depot)),
+                ("path", path),
+                ("op", "set"),
+                ("result", "ok"),
+            ],
+        )
+    };
+    assert_eq!(pushes(1, "new") + pushes(2, "new"), 200);
+    assert_eq!(pushes(1, "legacy") + pushes(2, "legacy"), 0);
+    assert_eq!(pushes(3, "legacy"), 100);
+    assert_eq!(pushes(3, "new"), 0);
+    assert!(
+        counter(
+            &metrics,
+            "pxeconf_pushes_total",
+            &[("depot", &depot_id(3)), ("result", "unimplemented")]
+        ) >= 1
+    );
+    // Look-ups: none for the 200 new-path clients, the legacy count (7 RPCs) for each of the 100 others.
+    for rpc in pxeconf::configserver::LOOKUP_RPCS {
+        assert_eq!(site.server().metrics.lookup_count(rpc), 100, "{rpc}");
+    }
+    assert_eq!(site.server().metrics.lookups_total(), 700);
+
+    let depots = admin
+        .list_depots(proto::ListDepotsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .depots;
+    let caps: HashMap<String, String> = depots
+        .iter()
+        .map(|d| (d.id.clone(), d.capability.clone()))
+        .collect();
+    assert_eq!(caps[&depot_id(1)], "new");
+    assert_eq!(caps[&depot_id(3)], "legacy");
+    assert!(
+        depots.iter().all(|d| d.queued == 0 && d.delivered == 100),
+        "{depots:?}"
+    );
+
+    // A TFTP read (open + close) on a new-path and on the legacy depot turns the action to none.
+    for n in [0u32, 2] {
+        let dir = site.dir(depot_of(n));
+        simulate_read(&dir.pxe.join(mac_file(n)));
+        wait_for("the read is reported", 10, || {
+            let mut admin = admin.clone();
+            async move {
+                let s = status(&mut admin, n).await;
+                s.product_on_clients[0].action_request == "none"
+            }
+        })
+        .await;
+        let s = status(&mut admin, n).await;
+        assert_eq!(
+            s.product_on_clients[0].action_progress,
+            "pxe boot configuration read"
+        );
+        assert_eq!(s.deliveries[0].state, proto::DeliveryState::Read as i32);
+        assert!(!dir.files().contains(&mac_file(n)) && !dir.files().contains(&uuid(n)));
+    }
+
+    // `always` stays and is pushed again after the read.
+    set_actions(&mut admin, [1u32], "always").await;
+    let dir = site.dir(depot_of(1));
+    let revision = |admin: &mut Admin| {
+        let mut admin = admin.clone();
+        async move { status(&mut admin, 1).await.deliveries[0].revision }
+    };
+    wait_for("the always config is delivered", 10, || {
+        let mut admin = admin.clone();
+        async move {
+            status(&mut admin, 1).await.deliveries[0].state
+                == proto::DeliveryState::Delivered as i32
+        }
+    })
+    .await;
+    let before = revision(&mut admin).await;
+    simulate_read(&dir.pxe.join(uuid(1)));
+    wait_for("the always config is pushed again", 10, || {
+        let mut admin = admin.clone();
+        async move {
+            let s = status(&mut admin, 1).await;
+            s.deliveries[0].revision > before
+                && s.deliveries[0].state == proto::DeliveryState::Delivered as i32
+        }
+    })
+    .await;
+    let s = status(&mut admin, 1).await;
+    assert_eq!(s.product_on_clients[0].action_request, "always");
+    assert!(dir.files().contains(&uuid(1)) && dir.files().contains(&mac_file(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back() {
+    let mut site = Site::start(CLIENTS).await;
+    let mut admin = site.admin().await;
+    site.stop_depot(2).await;
+    set_actions(&mut admin, 0..CLIENTS, "setup").await;
+    let others = (0..CLIENTS).filter(|n| depot_of(*n) != 2);
+    wait_for("the running depots have theirs", 60, || {
+        let others = others.clone();
+        let site = &site;
+        async move { site.placed(others) }
+    })
+    .await;
+    // Depot 2 is owed its pushes and the status says why.
+    let depots = admin
+        .list_depots(proto::ListDepotsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .depots;
+    let d2 = depots.iter().find(|d| d.id == depot_id(2)).unwrap();
+    assert!(!d2.reachable);
+    assert_eq!(d2.queued, 100);
+    let s = status(&mut admin, 1).await;
+    assert_eq!(
+        s.deliveries[0].state,
+        proto::DeliveryState::Failed as i32,
+        "{s:?}"
+    );
+    assert!(s.deliveries[0].next_retry.is_some());
+
+    // Change some while it is down: the newest revision wins.
+    set_actions(
+        &mut admin,
+        (0..CLIENTS).filter(|n| depot_of(*n) == 2).take(10),
+        "uninstall",
+    )
+    .await;
+    site.start_depot(2).await;
+    wait_for("all clients are placed", 60, || async {
+        site.placed(0..CLIENTS)
+    })
+    .await;
+    assert_final_state(&site, &mut admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configserver_restarted_mid_bulk_delivers_everything() {
+    let mut site = Site::start(CLIENTS).await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..CLIENTS, "setup").await;
+    let db = site.db.path().join("pxeconf.db");
+    let port = site.server().addr.port();
+    // Stop at once, with pushes owed and in flight.
+    site.server.take().unwrap().stop().await;
+    let server = TestConfigServer::start(&db, port).await;
+    site.server = Some(server);
+    let mut admin = site.admin().await;
+    wait_for("all clients are placed", 60, || async {
+        site.placed(0..CLIENTS)
+    })
+    .await;
+    assert_final_state(&site, &mut admin).await;
+}
+
+/// Every client's config lies on its depot exactly once, at the revision the
+/// configserver wants, and nothing is owed.
+async fn assert_final_state(site: &Site, admin: &mut Admin) {
+    wait_for("nothing is owed", 30, || {
+        let mut admin = admin.clone();
+        async move {
+            let depots = admin
+                .list_depots(proto::ListDepotsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .depots;
+            depots.iter().all(|d| d.queued == 0)
+        }
+    })
+    .await;
+    for d in 1..=3 {
+        let url = format!("http://127.0.0.1:{}", site.ports[d - 1]);
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut depot = proto::depot_client::DepotClient::with_interceptor(
+            channel,
+            pxeconf::auth::AttachKey::new(&pxeconf::domain::Secret::new(depot_key(d))).unwrap(),
+        );
+        let held = depot
+            .list_pxe_configs(proto::ListPxeConfigsRequest {
+                page_size: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .configs;
+        assert_eq!(held.len(), 100, "depot {d} holds each of its clients once");
+        for config in held {
+            let n: u32 = config
+                .fqdn
+                .trim_start_matches("client")
+                .split('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(depot_of(n), d);
+            let s = status(admin, n).await;
+            let wanted = s
+                .deliveries
+                .iter()
+                .find(|x| x.depot_id == depot_id(d))
+                .unwrap();
+            assert_eq!(
+                config.revision, wanted.revision,
+                "{} holds its newest revision",
+                config.fqdn
+            );
+            assert_eq!(
+                config.action_request,
+                s.product_on_clients[0].action_request
+            );
+        }
+        assert_eq!(site.dir(d).files().len(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_deleting_and_renaming_clients_follow_on_the_depots() {
+    let site = Site::start(6).await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..6, "setup").await;
+    wait_for("placed", 30, || async { site.placed(0..6) }).await;
+
+    // Client 0 moves from depot 1 to depot 2.
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: vec![proto::ConfigState {
+                object_id: "client0.example.org".into(),
+                config_id: "clientconfig.depot.id".into(),
+                values: vec![depot_id(2)],
+            }],
+        })
+        .await
+        .unwrap();
+    wait_for("client0 moved", 10, || async {
+        let old = site.dir(1).files();
+        let new = site.dir(2).files();
+        !old.contains(&mac_file(0))
+            && !old.contains(&uuid(0))
+            && new.contains(&mac_file(0))
+            && new.contains(&uuid(0))
+    })
+    .await;
+
+    // Client 1 gets a new MAC: the file follows.
+    let mut host = bundle(1, 0).host.unwrap();
+    host.hardware_address = mac(4242);
+    admin
+        .upsert_clients(proto::UpsertClientsRequest {
+            clients: vec![host],
+        })
+        .await
+        .unwrap();
+    wait_for("client1's MAC file renamed", 10, || async {
+        let files = site.dir(depot_of(1)).files();
+        files.contains(&mac_file(4242)) && !files.contains(&mac_file(1))
+    })
+    .await;
+
+    // Client 2 is deleted: its files go.
+    admin
+        .delete_clients(proto::DeleteByIdRequest {
+            ids: vec!["client2.example.org".into()],
+        })
+        .await
+        .unwrap();
+    wait_for("client2's files removed", 10, || async {
+        let files = site.dir(depot_of(2)).files();
+        !files.contains(&mac_file(2)) && !files.contains(&uuid(2))
+    })
+    .await;
+
+    // Client 3's action is cleared: its files go.
+    set_actions(&mut admin, [3u32], "none").await;
+    wait_for("client3's files removed", 10, || async {
+        let files = site.dir(depot_of(3)).files();
+        !files.contains(&mac_file(3)) && !files.contains(&uuid(3))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_or_missing_keys_are_unauthenticated_and_bad_input_is_refused() {
+    let site = Site::start(3).await;
+    let url = site.server().url();
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut anonymous = proto::config_server_client::ConfigServerClient::new(channel.clone());
+    let refused = anonymous
+        .get_host(proto::GetHostRequest {
+            id: "client0.example.org".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut wrong = proto::config_server_client::ConfigServerClient::with_interceptor(
+        channel.clone(),
+        pxeconf::auth::AttachKey::new(&pxeconf::domain::Secret::new("nope")).unwrap(),
+    );
+    let refused = wrong
+        .get_host(proto::GetHostRequest {
+            id: "client0.example.org".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let refused = proto::admin_client::AdminClient::new(channel.clone())
+        .list_depots(proto::ListDepotsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // A depot key works for the depot service, and a depot may not reconcile another depot.
+    let mut depot1 = proto::config_server_client::ConfigServerClient::with_interceptor(
+        channel,
+        pxeconf::auth::AttachKey::new(&pxeconf::domain::Secret::new(depot_key(1))).unwrap(),
+    );
+    let host = depot1
+        .get_host(proto::GetHostRequest {
+            id: "client0.example.org".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(host.hardware_address, mac(0));
+    let refused = depot1
+        .list_pending_bundles(proto::ListPendingBundlesRequest {
+            depot_id: depot_id(2),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    let mut admin = site.admin().await;
+    let unknown = admin
+        .set_action_requests(proto::SetActionRequestsRequest {
+            action_requests: vec![
+                proto::ActionRequest {
+                    client_id: "client0.example.org".into(),
+                    product_id: "win10-x64".into(),
+                    action_request: "setup".into(),
+                },
+                proto::ActionRequest {
+                    client_id: "ghost.example.org".into(),
+                    product_id: "win10-x64".into(),
+                    action_request: "setup".into(),
+                },
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("ghost.example.org"));
+    // All or nothing: client0 got no action either.
+    assert_eq!(status(&mut admin, 0).await.product_on_clients.len(), 0);
+    let bad = admin
+        .set_action_requests(proto::SetActionRequestsRequest {
+            action_requests: vec![proto::ActionRequest {
+                client_id: "client0.example.org".into(),
+                product_id: "win10-x64".into(),
+                action_request: "reboot".into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(
+        bad.message().contains("action_requests[0].action_request"),
+        "{}",
+        bad.message()
+    );
+    let bad = admin
+        .upsert_clients(proto::UpsertClientsRequest {
+            clients: vec![proto::Host {
+                id: "x.example.org".into(),
+                hardware_address: "zz:zz".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
