@@ -23,6 +23,20 @@ enum Command {
     Depot(DepotArgs),
     /// Run the configserver: the inventory, and pushes to depots.
     Configserver(ConfigServerArgs),
+    /// Run a configserver and three depots on loopback with a generated inventory.
+    Demo(cli::demo::DemoArgs),
+    /// Measure pushes per second through a configserver and depots, new path vs legacy.
+    Loadtest(cli::loadtest::LoadtestArgs),
+    /// Import an inventory (JSON or TOML) into a running configserver.
+    Import(cli::admin::ImportArgs),
+    /// Set a netboot action request for clients.
+    SetAction(cli::admin::SetActionArgs),
+    /// Show a client's netboot state and PXE config delivery.
+    Status(cli::admin::StatusArgs),
+    /// List depots: endpoint, reachability, path, queued pushes.
+    Depots(cli::admin::DepotsArgs),
+    /// List the pushes owed to a depot or waiting for a read.
+    Pending(cli::admin::PendingArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +55,13 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Depot(args) => cli::run_depot(args).await,
             Command::Configserver(args) => cli::run_configserver(args).await,
+            Command::Demo(args) => cli::demo::run(args).await,
+            Command::Loadtest(args) => cli::loadtest::run(args).await,
+            Command::Import(args) => cli::admin::import(args).await,
+            Command::SetAction(args) => cli::admin::set_action(args).await,
+            Command::Status(args) => cli::admin::status(args).await,
+            Command::Depots(args) => cli::admin::depots(args).await,
+            Command::Pending(args) => cli::admin::pending(args).await,
         }
     });
     match result {

@@ -16,9 +16,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, writing to stderr. Calling it twice is harmless.
+/// Installs the global subscriber, writing to stderr, at `info` unless
+/// `RUST_LOG` says otherwise. Calling it twice is harmless.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// Like `init`, with another level when `RUST_LOG` is unset.
+pub fn init_with_default(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

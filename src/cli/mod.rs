@@ -1,5 +1,11 @@
 //! The `pxeconf` subcommands: server roles and operator verbs.
 
+pub mod admin;
+pub mod demo;
+pub mod lab;
+pub mod loadtest;
+pub mod tftp;
+
 use std::sync::Arc;
 
 use tokio::net::TcpListener;

@@ -1,0 +1,107 @@
+//! A minimal TFTP client (RFC 1350 read request, octet mode): enough to make
+//! a real TFTP server read a PXE config the way a booting client does.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+const RRQ: u16 = 1;
+const DATA: u16 = 3;
+const ACK: u16 = 4;
+const ERROR: u16 = 5;
+const BLOCK: usize = 512;
+const RETRIES: u32 = 5;
+
+/// Reads `name` from the TFTP server at `server`. Blocking.
+pub fn fetch(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Vec<u8>> {
+    let local: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal address")
+    } else {
+        "[::]:0".parse().expect("literal address")
+    };
+    let socket = UdpSocket::bind(local)?;
+    socket.set_read_timeout(Some(timeout))?;
+    let mut request = RRQ.to_be_bytes().to_vec();
+    request.extend_from_slice(name.as_bytes());
+    request.push(0);
+    request.extend_from_slice(b"octet");
+    request.push(0);
+
+    let mut last_sent = request;
+    let mut last_to = server;
+    socket.send_to(&last_sent, last_to)?;
+    // The server answers from a fresh port (its transfer id); later packets
+    // from anywhere else are not ours.
+    let mut peer: Option<SocketAddr> = None;
+    let mut expected: u16 = 1;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4 + BLOCK];
+    let mut retries = 0;
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                retries += 1;
+                if retries > RETRIES {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("TFTP read of {name} timed out"),
+                    ));
+                }
+                socket.send_to(&last_sent, last_to)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if n < 4 || peer.is_some_and(|p| p != from) {
+            continue;
+        }
+        peer = Some(from);
+        let opcode = u16::from_be_bytes([buf[0], buf[1]]);
+        let number = u16::from_be_bytes([buf[2], buf[3]]);
+        match opcode {
+            DATA if number == expected => {
+                data.extend_from_slice(&buf[4..n]);
+                let mut ack = ACK.to_be_bytes().to_vec();
+                ack.extend_from_slice(&number.to_be_bytes());
+                socket.send_to(&ack, from)?;
+                if n - 4 < BLOCK {
+                    return Ok(data);
+                }
+                last_sent = ack;
+                last_to = from;
+                expected = expected.wrapping_add(1);
+                retries = 0;
+            }
+            // A duplicate of the previous block: our ACK was lost.
+            DATA => {
+                socket.send_to(&last_sent, last_to)?;
+            }
+            ERROR => {
+                let message = String::from_utf8_lossy(&buf[4..n])
+                    .trim_end_matches('\0')
+                    .to_string();
+                let kind = if number == 1 {
+                    io::ErrorKind::NotFound
+                } else {
+                    io::ErrorKind::Other
+                };
+                return Err(io::Error::new(
+                    kind,
+                    format!("TFTP error {number} for {name}: {message}"),
+                ));
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected TFTP opcode {opcode}"),
+                ));
+            }
+        }
+    }
+}
