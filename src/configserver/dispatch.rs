@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
@@ -258,6 +257,18 @@ fn connect(depot: &DepotRecord, timeout: Duration) -> Result<DepotClient, String
     ))
 }
 
+/// What the worker's helper tasks report.
+enum Event {
+    /// A batch of bundles was loaded (or the store failed); `requested` are
+    /// the clients asked for.
+    Loaded {
+        requested: Vec<String>,
+        loaded: Result<Vec<Loaded>, String>,
+    },
+    /// A push finished.
+    Pushed(Outcome),
+}
+
 /// The result of one push.
 struct Outcome {
     client_id: String,
@@ -269,16 +280,12 @@ struct Outcome {
 
 enum PushResult {
     Delivered,
-    /// The row is no longer owed (delivered meanwhile, or gone).
-    NotOwed,
     /// The depot does not implement `SetPxeConfig`.
     Unimplemented,
     /// The depot could not be reached or could not take calls.
     Unreachable(String),
     /// The depot refused this client's push; or no bundle could be built.
     Rejected(String),
-    /// The store failed while loading.
-    StoreFailed(String),
 }
 
 struct Worker {
@@ -292,7 +299,12 @@ struct Worker {
     runtime: Arc<Mutex<DepotRuntime>>,
     queue: VecDeque<String>,
     queued: HashSet<String>,
+    /// Clients being loaded, loaded and waiting to be sent, or being sent.
     in_flight: HashSet<String>,
+    /// Bundles loaded ahead of sending, so that one store read serves many pushes.
+    ready: VecDeque<Loaded>,
+    loading: bool,
+    sending: usize,
     /// Clients that changed while in flight: queued again when they return.
     again: HashSet<String>,
     delayed: DelayQueue<String>,
@@ -303,8 +315,8 @@ struct Worker {
     down: bool,
     backoff: Duration,
     retry_at: Option<tokio::time::Instant>,
-    results_tx: mpsc::UnboundedSender<Outcome>,
-    results_rx: Option<mpsc::UnboundedReceiver<Outcome>>,
+    results_tx: mpsc::UnboundedSender<Event>,
+    results_rx: Option<mpsc::UnboundedReceiver<Event>>,
 }
 
 impl Worker {
@@ -332,6 +344,9 @@ impl Worker {
             queue: VecDeque::new(),
             queued: HashSet::new(),
             in_flight: HashSet::new(),
+            ready: VecDeque::new(),
+            loading: false,
+            sending: 0,
             again: HashSet::new(),
             delayed: DelayQueue::new(),
             delayed_keys: HashMap::new(),
@@ -369,7 +384,13 @@ impl Worker {
                     Some(Msg::Owed(clients)) => clients.into_iter().for_each(|c| self.enqueue(c)),
                     Some(Msg::Update(depot)) => self.update(depot),
                 },
-                Some(outcome) = results.recv() => self.handle(outcome),
+                Some(event) = results.recv() => match event {
+                    Event::Loaded { requested, loaded } => self.loaded(requested, loaded),
+                    Event::Pushed(outcome) => {
+                        self.sending -= 1;
+                        self.handle(outcome);
+                    }
+                },
                 () = async { tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)).await }, if retry_at.is_some() => {
                     self.retry_at = None;
                 }
@@ -418,12 +439,36 @@ impl Worker {
         }
     }
 
-    /// Starts batches while there is room: full concurrency when the depot
-    /// is up, a single probe once the backoff has run out when it is down.
+    /// Loads the next batch ahead when few bundles are ready, and sends
+    /// ready bundles while there is room: full concurrency when the depot is
+    /// up, a single probe once the backoff has run out when it is down.
     fn launch(&mut self) {
         let Ok(client) = &self.client else { return };
+        if !self.loading && self.ready.len() < self.settings.concurrency && !self.queue.is_empty() {
+            let batch: Vec<String> = self.queue.drain(..BATCH.min(self.queue.len())).collect();
+            for c in &batch {
+                self.queued.remove(c);
+                self.in_flight.insert(c.clone());
+            }
+            self.loading = true;
+            let (store, depot, modules, events) = (
+                self.store.clone(),
+                self.depot.id.to_string(),
+                self.modules,
+                self.results_tx.clone(),
+            );
+            tokio::spawn(async move {
+                let loaded = bundle::load(&store, &depot, &batch, Rows::Owed, modules)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = events.send(Event::Loaded {
+                    requested: batch,
+                    loaded,
+                });
+            });
+        }
         let limit = if self.down {
-            usize::from(self.retry_at.is_none() && self.in_flight.is_empty())
+            usize::from(self.retry_at.is_none() && self.sending == 0)
         } else {
             self.settings.concurrency
         };
@@ -434,26 +479,54 @@ impl Worker {
         {
             self.capability = Capability::Unknown;
         }
-        while self.in_flight.len() < limit && !self.queue.is_empty() {
-            let n = (limit - self.in_flight.len()).min(BATCH);
-            let batch: Vec<String> = self.queue.drain(..n.min(self.queue.len())).collect();
-            for c in &batch {
-                self.queued.remove(c);
-                self.in_flight.insert(c.clone());
-            }
+        while self.sending < limit {
+            let Some(loaded) = self.ready.pop_front() else {
+                break;
+            };
+            self.sending += 1;
+            let events = self.results_tx.clone();
+            let push = push_one(client.clone(), loaded, self.capability);
             tokio::spawn(
-                run_batch(
-                    self.store.clone(),
-                    self.depot.id.to_string(),
-                    batch,
-                    self.modules,
-                    client.clone(),
-                    self.capability,
-                    self.results_tx.clone(),
-                )
+                async move {
+                    let _ = events.send(Event::Pushed(push.await));
+                }
                 .in_current_span(),
             );
         }
+    }
+
+    fn loaded(&mut self, requested: Vec<String>, loaded: Result<Vec<Loaded>, String>) {
+        self.loading = false;
+        match loaded {
+            Ok(loaded) => {
+                let found: HashSet<&str> = loaded.iter().map(|l| l.client_id.as_str()).collect();
+                let gone: Vec<String> = requested
+                    .into_iter()
+                    .filter(|c| !found.contains(c.as_str()))
+                    .collect();
+                self.ready.extend(loaded);
+                // Delivered meanwhile, or no longer owed to this depot.
+                for client in gone {
+                    self.in_flight.remove(&client);
+                    if self.again.remove(&client) {
+                        self.enqueue(client);
+                    }
+                }
+            }
+            Err(error) => {
+                error!(%error, "loading bundles failed; retrying");
+                for client in requested {
+                    self.in_flight.remove(&client);
+                    self.again.remove(&client);
+                    self.delay(client, Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn delay(&mut self, client: String, wait: Duration) {
+        let key = self.delayed.insert(client.clone(), wait);
+        self.delayed_keys.insert(client, key);
     }
 
     fn handle(&mut self, outcome: Outcome) {
@@ -494,7 +567,6 @@ impl Worker {
                     path,
                 });
             }
-            PushResult::NotOwed => {}
             PushResult::Unimplemented => {
                 self.metrics
                     .pushes
@@ -540,7 +612,7 @@ impl Worker {
                 rt.reachable = false;
                 rt.last_error = error;
             }
-            PushResult::Rejected(error) | PushResult::StoreFailed(error) => {
+            PushResult::Rejected(error) => {
                 self.metrics.pushes.get_or_create(&label("rejected")).inc();
                 let attempts = self.rejections.entry(client_id.clone()).or_insert(0);
                 let wait =
@@ -555,8 +627,7 @@ impl Worker {
                     next_attempt_at: SystemTime::now() + wait,
                 });
                 if !self.again.contains(&client_id) {
-                    let key = self.delayed.insert(client_id.clone(), wait);
-                    self.delayed_keys.insert(client_id.clone(), key);
+                    self.delay(client_id.clone(), wait);
                 }
             }
         }
@@ -583,6 +654,7 @@ impl Worker {
 
     fn publish(&self) {
         let queued = self.queue.len() + self.in_flight.len() + self.delayed.len();
+        // in_flight covers the ready bundles too.
         self.metrics
             .queue_depth
             .get_or_create(&DepotLabel {
@@ -598,51 +670,6 @@ impl Worker {
 /// ±20 % so that many configservers' retries do not line up.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.8..1.2))
-}
-
-/// Loads a batch's bundles in one store read and pushes them concurrently,
-/// reporting each result as it comes.
-async fn run_batch(
-    store: Store,
-    depot_id: String,
-    clients: Vec<String>,
-    modules: Modules,
-    client: DepotClient,
-    capability: Capability,
-    results: mpsc::UnboundedSender<Outcome>,
-) {
-    let loaded = match bundle::load(&store, &depot_id, &clients, Rows::Owed, modules).await {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            for client_id in clients {
-                let _ = results.send(Outcome {
-                    client_id,
-                    revision: 0,
-                    op: "set",
-                    path: "new",
-                    result: PushResult::StoreFailed(error.to_string()),
-                });
-            }
-            return;
-        }
-    };
-    let found: HashSet<&str> = loaded.iter().map(|l| l.client_id.as_str()).collect();
-    for c in clients.iter().filter(|c| !found.contains(c.as_str())) {
-        let _ = results.send(Outcome {
-            client_id: c.clone(),
-            revision: 0,
-            op: "set",
-            path: "new",
-            result: PushResult::NotOwed,
-        });
-    }
-    let mut pushes: FuturesUnordered<_> = loaded
-        .into_iter()
-        .map(|l| push_one(client.clone(), l, capability))
-        .collect();
-    while let Some(outcome) = pushes.next().await {
-        let _ = results.send(outcome);
-    }
 }
 
 async fn push_one(mut client: DepotClient, loaded: Loaded, capability: Capability) -> Outcome {

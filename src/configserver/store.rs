@@ -839,33 +839,48 @@ impl Store {
             PRODUCT_EXISTS,
         )
         .await?;
-        let base = triggers::allocate_revisions(&mut tx, actions.len() as u64).await?;
-        let mut touched = Vec::with_capacity(actions.len());
-        for (i, a) in actions.iter().enumerate() {
-            if a.action != ActionRequest::None {
-                sqlx::query(
-                    "UPDATE product_on_clients SET action_request = 'none'
-                     WHERE client_id = ? AND product_id <> ? AND action_request <> 'none'",
-                )
-                .bind(a.client_id.as_str())
-                .bind(a.product_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query(
-                "INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
-                 VALUES (?, ?, ?, '', ?)
-                 ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
-                   action_progress = '', modified = excluded.modified",
-            )
-            .bind(a.client_id.as_str())
-            .bind(a.product_id.as_str())
-            .bind(a.action.as_str())
-            .bind((base + i as u64) as i64)
-            .execute(&mut *tx)
-            .await?;
-            touched.push(a.client_id.to_string());
+        // A client boots one netboot product: within the request the last
+        // action wins, and setting one clears the client's others.
+        let mut last_active: HashMap<&str, &str> = HashMap::new();
+        for a in actions.iter().filter(|a| a.action != ActionRequest::None) {
+            last_active.insert(a.client_id.as_str(), a.product_id.as_str());
         }
+        let mut rows: Vec<(&str, &str, &str)> = Vec::with_capacity(actions.len());
+        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+        for a in actions {
+            let (c, p) = (a.client_id.as_str(), a.product_id.as_str());
+            let action = match last_active.get(c) {
+                Some(winner) if *winner != p => "none",
+                _ => a.action.as_str(),
+            };
+            match index.get(&(c, p)) {
+                Some(&i) => rows[i].2 = action,
+                None => {
+                    index.insert((c, p), rows.len());
+                    rows.push((c, p, action));
+                }
+            }
+        }
+        let active: Vec<&str> = last_active.keys().copied().collect();
+        sqlx::query(
+            "UPDATE product_on_clients SET action_request = 'none'
+             WHERE action_request <> 'none' AND client_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(id_list(&active))
+        .execute(&mut *tx)
+        .await?;
+        let base = triggers::allocate_revisions(&mut tx, rows.len() as u64).await?;
+        sqlx::query(
+            "INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
+             SELECT value ->> 0, value ->> 1, value ->> 2, '', ?2 + key FROM json_each(?1) WHERE true
+             ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
+               action_progress = '', modified = excluded.modified",
+        )
+        .bind(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()))
+        .bind(base as i64)
+        .execute(&mut *tx)
+        .await?;
+        let touched: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
         let owed = triggers::reconcile(&mut tx, &touched).await?;
         tx.commit().await?;
         Ok(WriteOutcome {

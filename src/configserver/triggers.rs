@@ -134,48 +134,46 @@ pub async fn reconcile(
     }
 
     let base = allocate_revisions(tx, changes.len() as u64).await?;
-    let now = now_ms();
-    let mut owed = Vec::with_capacity(changes.len());
-    for (i, (client, depot, change)) in changes.into_iter().enumerate() {
-        let revision = (base + i as u64) as i64;
-        match change {
-            Change::Set { product } => {
-                sqlx::query(
-                    "INSERT INTO pushes (client_id, depot_id, op, product_id, revision, updated_at)
-                     VALUES (?, ?, 'set', ?, ?, ?)
-                     ON CONFLICT (client_id, depot_id) DO UPDATE SET op = 'set',
-                       product_id = excluded.product_id, revision = excluded.revision,
-                       attempts = 0, last_error = '', next_attempt_at = NULL,
-                       updated_at = excluded.updated_at",
-                )
-                .bind(&client)
-                .bind(&depot)
-                .bind(&product)
-                .bind(revision)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Change::Remove => {
-                sqlx::query(
-                    "UPDATE pushes SET op = 'remove', revision = ?, attempts = 0, last_error = '',
-                       next_attempt_at = NULL, updated_at = ?
-                     WHERE client_id = ? AND depot_id = ?",
-                )
-                .bind(revision)
-                .bind(now)
-                .bind(&client)
-                .bind(&depot)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
-        owed.push(Owed {
-            depot_id: depot,
-            client_id: client,
-        });
-    }
-    Ok(owed)
+    // One statement for all rows: [client, depot, op, product, revision].
+    let rows: Vec<(&str, &str, &str, &str, u64)> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, (client, depot, change))| match change {
+            Change::Set { product } => (
+                client.as_str(),
+                depot.as_str(),
+                "set",
+                product.as_str(),
+                base + i as u64,
+            ),
+            Change::Remove => (
+                client.as_str(),
+                depot.as_str(),
+                "remove",
+                "",
+                base + i as u64,
+            ),
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO pushes (client_id, depot_id, op, product_id, revision, updated_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?2 FROM json_each(?1) WHERE true
+         ON CONFLICT (client_id, depot_id) DO UPDATE SET op = excluded.op,
+           product_id = CASE WHEN excluded.op = 'set' THEN excluded.product_id ELSE pushes.product_id END,
+           revision = excluded.revision, attempts = 0, last_error = '', next_attempt_at = NULL,
+           updated_at = excluded.updated_at",
+    )
+    .bind(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()))
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(changes
+        .into_iter()
+        .map(|(client_id, depot_id, _)| Owed {
+            depot_id,
+            client_id,
+        })
+        .collect())
 }
 
 /// Clients with a netboot action whose depot is one of `depot_ids`.
