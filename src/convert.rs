@@ -188,17 +188,17 @@ impl TryFrom<proto::ClientBundle> for ClientBundle {
                     ),
                 ));
             }
-            if let (Some(depot), false) = (&depot_id, pod.depot_id.is_empty()) {
-                if &Fqdn::parse(&pod.depot_id, "product_on_depot.depot_id")? != depot {
-                    return Err(ValidationError::new(
-                        "product_on_depot.depot_id",
-                        format!(
-                            "{:?} does not match depot_id {:?}",
-                            pod.depot_id,
-                            depot.as_str()
-                        ),
-                    ));
-                }
+            if let (Some(depot), false) = (&depot_id, pod.depot_id.is_empty())
+                && &Fqdn::parse(&pod.depot_id, "product_on_depot.depot_id")? != depot
+            {
+                return Err(ValidationError::new(
+                    "product_on_depot.depot_id",
+                    format!(
+                        "{:?} does not match depot_id {:?}",
+                        pod.depot_id,
+                        depot.as_str()
+                    ),
+                ));
             }
         }
 
@@ -321,111 +321,6 @@ impl From<ConfigInfo> for proto::PxeConfigInfo {
             since: Some(timestamp(c.since)),
             revision: c.revision,
             action_request: c.action_request.to_string(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn wire() -> proto::ClientBundle {
-        proto::ClientBundle {
-            host: Some(proto::Host {
-                id: "client1.example.org".into(),
-                hardware_address: "00:11:22:AA:BB:CC".into(),
-                system_uuid: "4C4C4544-0035-3010-8045-B4C04F4E4B32".into(),
-                ip_address: "10.0.0.5".into(),
-                opsi_host_key: "0123456789abcdef0123456789abcdef".into(),
-            }),
-            product_on_client: Some(proto::ProductOnClient {
-                client_id: "client1.example.org".into(),
-                product_id: "win10-x64".into(),
-                action_request: "setup".into(),
-                ..Default::default()
-            }),
-            product_on_depot: None,
-            product: Some(proto::Product {
-                id: "win10-x64".into(),
-                product_version: "4.2".into(),
-                package_version: "1".into(),
-                pxe_config_template: String::new(),
-            }),
-            depot_id: "depot1.example.org".into(),
-            service_address: "https://config.example.org:4447".into(),
-            boot_mode: proto::BootMode::Bios as i32,
-            bootimage_append: vec!["lang=de".into()],
-            product_property_states: [("askbeforeinst".to_string(), "false".to_string())].into(),
-            modules: None,
-            revision: 3,
-        }
-    }
-
-    #[test]
-    fn a_valid_bundle_converts_and_round_trips() {
-        let domain = ClientBundle::try_from(wire()).unwrap();
-        assert_eq!(domain.client.fqdn.as_str(), "client1.example.org");
-        assert_eq!(
-            domain.client.pxe_file_names(),
-            vec![
-                "4c4c4544-0035-3010-8045-b4c04f4e4b32".to_string(),
-                "01-00-11-22-aa-bb-cc".to_string()
-            ]
-        );
-        assert_eq!(domain.action_request, ActionRequest::Setup);
-        let back = proto::ClientBundle::from(&domain);
-        assert_eq!(ClientBundle::try_from(back).unwrap(), domain);
-    }
-
-    #[test]
-    fn invalid_fields_name_the_field() {
-        let cases: Vec<(fn(&mut proto::ClientBundle), &str)> = vec![
-            (|b| b.host = None, "host"),
-            (
-                |b| b.host.as_mut().unwrap().id = "nodomain".into(),
-                "host.id",
-            ),
-            (
-                |b| b.host.as_mut().unwrap().hardware_address = "00:11:22".into(),
-                "host.hardware_address",
-            ),
-            (
-                |b| b.host.as_mut().unwrap().system_uuid = "not-a-uuid".into(),
-                "host.system_uuid",
-            ),
-            (
-                |b| b.host.as_mut().unwrap().opsi_host_key = "a b".into(),
-                "host.opsi_host_key",
-            ),
-            (
-                |b| b.product.as_mut().unwrap().pxe_config_template = "../x".into(),
-                "product.pxe_config_template",
-            ),
-            (
-                |b| b.product_on_client.as_mut().unwrap().client_id = "other.example.org".into(),
-                "product_on_client.client_id",
-            ),
-            (
-                |b| b.product_on_client.as_mut().unwrap().action_request = "reboot".into(),
-                "product_on_client.action_request",
-            ),
-            (
-                |b| b.bootimage_append.push("a b".into()),
-                "bootimage_append[1]",
-            ),
-            (|b| b.boot_mode = 42, "boot_mode"),
-            (
-                |b| {
-                    b.product_property_states.insert("p".into(), "x\ny".into());
-                },
-                "product_property_states[p]",
-            ),
-        ];
-        for (mutate, field) in cases {
-            let mut w = wire();
-            mutate(&mut w);
-            let err = ClientBundle::try_from(w).unwrap_err();
-            assert_eq!(err.field, field, "{err}");
         }
     }
 }
@@ -679,4 +574,110 @@ pub fn fqdns(ids: Vec<String>, field: &str) -> Result<Vec<Fqdn>, ValidationError
         .enumerate()
         .map(|(i, id)| Fqdn::parse(id, &format!("{field}[{i}]")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> proto::ClientBundle {
+        proto::ClientBundle {
+            host: Some(proto::Host {
+                id: "client1.example.org".into(),
+                hardware_address: "00:11:22:AA:BB:CC".into(),
+                system_uuid: "4C4C4544-0035-3010-8045-B4C04F4E4B32".into(),
+                ip_address: "10.0.0.5".into(),
+                opsi_host_key: "0123456789abcdef0123456789abcdef".into(),
+            }),
+            product_on_client: Some(proto::ProductOnClient {
+                client_id: "client1.example.org".into(),
+                product_id: "win10-x64".into(),
+                action_request: "setup".into(),
+                ..Default::default()
+            }),
+            product_on_depot: None,
+            product: Some(proto::Product {
+                id: "win10-x64".into(),
+                product_version: "4.2".into(),
+                package_version: "1".into(),
+                pxe_config_template: String::new(),
+            }),
+            depot_id: "depot1.example.org".into(),
+            service_address: "https://config.example.org:4447".into(),
+            boot_mode: proto::BootMode::Bios as i32,
+            bootimage_append: vec!["lang=de".into()],
+            product_property_states: [("askbeforeinst".to_string(), "false".to_string())].into(),
+            modules: None,
+            revision: 3,
+        }
+    }
+
+    #[test]
+    fn a_valid_bundle_converts_and_round_trips() {
+        let domain = ClientBundle::try_from(wire()).unwrap();
+        assert_eq!(domain.client.fqdn.as_str(), "client1.example.org");
+        assert_eq!(
+            domain.client.pxe_file_names(),
+            vec![
+                "4c4c4544-0035-3010-8045-b4c04f4e4b32".to_string(),
+                "01-00-11-22-aa-bb-cc".to_string()
+            ]
+        );
+        assert_eq!(domain.action_request, ActionRequest::Setup);
+        let back = proto::ClientBundle::from(&domain);
+        assert_eq!(ClientBundle::try_from(back).unwrap(), domain);
+    }
+
+    #[test]
+    fn invalid_fields_name_the_field() {
+        type Mutation = fn(&mut proto::ClientBundle);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|b| b.host = None, "host"),
+            (
+                |b| b.host.as_mut().unwrap().id = "nodomain".into(),
+                "host.id",
+            ),
+            (
+                |b| b.host.as_mut().unwrap().hardware_address = "00:11:22".into(),
+                "host.hardware_address",
+            ),
+            (
+                |b| b.host.as_mut().unwrap().system_uuid = "not-a-uuid".into(),
+                "host.system_uuid",
+            ),
+            (
+                |b| b.host.as_mut().unwrap().opsi_host_key = "a b".into(),
+                "host.opsi_host_key",
+            ),
+            (
+                |b| b.product.as_mut().unwrap().pxe_config_template = "../x".into(),
+                "product.pxe_config_template",
+            ),
+            (
+                |b| b.product_on_client.as_mut().unwrap().client_id = "other.example.org".into(),
+                "product_on_client.client_id",
+            ),
+            (
+                |b| b.product_on_client.as_mut().unwrap().action_request = "reboot".into(),
+                "product_on_client.action_request",
+            ),
+            (
+                |b| b.bootimage_append.push("a b".into()),
+                "bootimage_append[1]",
+            ),
+            (|b| b.boot_mode = 42, "boot_mode"),
+            (
+                |b| {
+                    b.product_property_states.insert("p".into(), "x\ny".into());
+                },
+                "product_property_states[p]",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut w = wire();
+            mutate(&mut w);
+            let err = ClientBundle::try_from(w).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
 }

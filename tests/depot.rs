@@ -25,8 +25,8 @@ async fn set_pxe_config_writes_both_files_and_a_tftp_read_removes_them() {
     assert_eq!(response.revision, 1);
     assert_eq!(dirs.files(), vec![uuid(7), mac_file(7)]);
 
-    let by_uuid = std::fs::read_to_string(dirs.pxe.join(uuid(7))).unwrap();
-    let by_mac = std::fs::read_to_string(dirs.pxe.join(mac_file(7))).unwrap();
+    let by_uuid = peek(&dirs.pxe.join(uuid(7)));
+    let by_mac = peek(&dirs.pxe.join(mac_file(7)));
     assert_eq!(by_uuid, by_mac);
     let append = by_uuid
         .lines()
@@ -271,7 +271,7 @@ async fn bad_input_gets_a_clear_status_and_writes_nothing() {
     // Address conflicts: another client's MAC or UUID.
     client.set_pxe_config(bundle(1, 1)).await.unwrap();
     let before = dirs.files();
-    let content_before = std::fs::read(dirs.pxe.join(mac_file(1))).unwrap();
+    let content_before = peek(&dirs.pxe.join(mac_file(1)));
     let mut thief = bundle(2, 1);
     thief.host.as_mut().unwrap().hardware_address = mac(1);
     let status = client.set_pxe_config(thief).await.unwrap_err();
@@ -285,23 +285,17 @@ async fn bad_input_gets_a_clear_status_and_writes_nothing() {
     let status = client.set_pxe_config(thief).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(dirs.files(), before, "a conflict wrote something");
-    assert_eq!(
-        std::fs::read(dirs.pxe.join(mac_file(1))).unwrap(),
-        content_before
-    );
+    assert_eq!(peek(&dirs.pxe.join(mac_file(1))), content_before);
 
     // Stale revision: older than the one held.
     client.set_pxe_config(bundle(1, 5)).await.unwrap();
-    let content_before = std::fs::read(dirs.pxe.join(mac_file(1))).unwrap();
+    let content_before = peek(&dirs.pxe.join(mac_file(1)));
     let mut old = bundle(1, 4);
     old.bootimage_append = vec!["lang=fr".into()];
     let status = client.set_pxe_config(old).await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
     assert!(status.message().contains("stale revision 4"), "{status:?}");
-    assert_eq!(
-        std::fs::read(dirs.pxe.join(mac_file(1))).unwrap(),
-        content_before
-    );
+    assert_eq!(peek(&dirs.pxe.join(mac_file(1))), content_before);
     assert_eq!(dirs.files(), before);
 
     // The legacy path without a configserver.

@@ -127,13 +127,13 @@ pub struct DepotCore {
 impl DepotCore {
     /// Renders and writes a client's config.
     pub async fn set(&self, bundle: ClientBundle) -> Result<SetOutcome, Error> {
-        if let Some(bundle_depot) = &bundle.depot_id {
-            if bundle_depot != &self.depot_id {
-                return Err(Error::WrongDepot {
-                    bundle: bundle_depot.clone(),
-                    this: self.depot_id.clone(),
-                });
-            }
+        if let Some(bundle_depot) = &bundle.depot_id
+            && bundle_depot != &self.depot_id
+        {
+            return Err(Error::WrongDepot {
+                bundle: bundle_depot.clone(),
+                this: self.depot_id.clone(),
+            });
         }
         if bundle.action_request == crate::domain::ActionRequest::None {
             return Err(Error::NoAction {

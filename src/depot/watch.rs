@@ -71,10 +71,10 @@ pub fn spawn(
                     _ => None,
                 }
             };
-            if let Some(forward) = forward {
-                if writer.watch_event(forward).await.is_err() {
-                    break;
-                }
+            if let Some(forward) = forward
+                && writer.watch_event(forward).await.is_err()
+            {
+                break;
             }
         }
         debug!(%dir, "read watcher stopped");

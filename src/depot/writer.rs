@@ -508,15 +508,15 @@ impl Writer {
             }));
         }
         if config.revision > 0 {
-            if let Some(held) = self.held.get(&config.fqdn) {
-                if held.revision == config.revision {
-                    // A retried push of what we hold: answer as if written.
-                    return Some(Ok(SetOutcome {
-                        files: held.files.clone(),
-                        template: held.template.clone(),
-                        revision: held.revision,
-                    }));
-                }
+            if let Some(held) = self.held.get(&config.fqdn)
+                && held.revision == config.revision
+            {
+                // A retried push of what we hold: answer as if written.
+                return Some(Ok(SetOutcome {
+                    files: held.files.clone(),
+                    template: held.template.clone(),
+                    revision: held.revision,
+                }));
             }
             if let Some(seen) = self.seen.get(&config.fqdn) {
                 let repeat_of_gone = seen.revision == config.revision && seen.state != "held";
@@ -531,14 +531,14 @@ impl Writer {
             }
         }
         for name in &config.files {
-            if let Some(owner) = self.owners.get(name) {
-                if owner != &config.fqdn {
-                    return Some(Err(WriterError::Conflict {
-                        name: name.clone(),
-                        fqdn: config.fqdn.clone(),
-                        owner: owner.clone(),
-                    }));
-                }
+            if let Some(owner) = self.owners.get(name)
+                && owner != &config.fqdn
+            {
+                return Some(Err(WriterError::Conflict {
+                    name: name.clone(),
+                    fqdn: config.fqdn.clone(),
+                    owner: owner.clone(),
+                }));
             }
         }
         None

@@ -578,3 +578,18 @@ where
 pub fn simulate_read(path: &Path) {
     drop(std::fs::File::open(path).unwrap());
 }
+
+/// Reads a PXE config without it counting as a TFTP read: opened for
+/// writing too, its close is IN_CLOSE_WRITE, which the depot ignores.
+pub fn peek(path: &Path) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
