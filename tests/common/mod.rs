@@ -64,7 +64,15 @@ pub struct DepotDirs {
 
 impl DepotDirs {
     pub fn new() -> Self {
-        let root = tempfile::tempdir().unwrap();
+        Self::in_root(tempfile::tempdir().unwrap())
+    }
+
+    /// Dirs under `base` (e.g. a tmpfs).
+    pub fn new_in(base: &Path) -> Self {
+        Self::in_root(tempfile::tempdir_in(base).unwrap())
+    }
+
+    fn in_root(root: tempfile::TempDir) -> Self {
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let pxe = root.path().join("pxe");
         let templates = root.path().join("templates");
