@@ -270,7 +270,9 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let pxe = dir.path().display().to_string();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // (arguments, environment, the setting the error must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["depot", "--pxe-dir", &pxe], vec![], "depot_id"),
         (
             vec!["depot", "--depot-id", "nodomain", "--pxe-dir", &pxe],
