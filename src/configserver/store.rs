@@ -285,6 +285,36 @@ pub(crate) fn from_json(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
+/// Rows (tuples) as a JSON array of arrays, for `json_each(?)` with `value ->> i`.
+pub(crate) fn json_rows<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// The clients among changed `(object, config)` pairs whose config is one a
+/// PXE config depends on.
+fn pxe_relevant(changed: &[(String, String)]) -> Vec<String> {
+    changed
+        .iter()
+        .filter(|(_, config)| PXE_CONFIGS.contains(&config.as_str()))
+        .map(|(object, _)| object.clone())
+        .collect()
+}
+
+/// The tail of every admin write: the pushes the change owes, in the same
+/// transaction, then the commit.
+async fn finish(
+    mut tx: Transaction<'static, Sqlite>,
+    affected: usize,
+    clients: &[String],
+) -> Result<WriteOutcome> {
+    let owed = triggers::reconcile(&mut tx, clients).await?;
+    tx.commit().await?;
+    Ok(WriteOutcome {
+        affected: affected as u64,
+        owed,
+    })
+}
+
 /// A list of ids for `json_each(?)`.
 pub(crate) fn id_list<S: AsRef<str>>(ids: &[S]) -> String {
     serde_json::to_string(&ids.iter().map(AsRef::as_ref).collect::<Vec<_>>())
@@ -343,54 +373,52 @@ impl Store {
     /// already name it.
     pub async fn upsert_depots(&self, depots: &[DepotRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut affected = 0;
-        for d in depots {
-            affected += sqlx::query(
-                "INSERT INTO depots (id, endpoint, host_key, description) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint,
-                   host_key = excluded.host_key, description = excluded.description
-                 WHERE (endpoint, host_key, description) IS NOT (excluded.endpoint, excluded.host_key, excluded.description)",
-            )
-            .bind(d.id.as_str())
-            .bind(&d.endpoint)
-            .bind(d.host_key.expose())
-            .bind(&d.description)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        let ids: Vec<&str> = depots.iter().map(|d| d.id.as_str()).collect();
+        let rows: Vec<_> = depots
+            .iter()
+            .map(|d| {
+                (
+                    d.id.as_str(),
+                    &d.endpoint,
+                    d.host_key.expose(),
+                    &d.description,
+                )
+            })
+            .collect();
+        let changed: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO depots (id, endpoint, host_key, description)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+             ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint,
+               host_key = excluded.host_key, description = excluded.description
+             WHERE (endpoint, host_key, description) IS NOT (excluded.endpoint, excluded.host_key, excluded.description)
+             RETURNING id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<&str> = changed.iter().map(String::as_str).collect();
         let clients = triggers::clients_naming_depots(&mut tx, &ids).await?;
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        finish(tx, changed.len(), &clients).await
     }
 
     /// Deletes depots and what they held; their clients are left without a depot.
     pub async fn delete_depots(&self, ids: &[Fqdn]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let list = id_list(ids);
-        let affected =
-            sqlx::query("DELETE FROM depots WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(&list)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        sqlx::query("DELETE FROM pushes WHERE depot_id IN (SELECT value FROM json_each(?))")
+        let mut affected = 0;
+        for table in ["depots", "pushes", "product_on_depots"] {
+            let column = if table == "depots" { "id" } else { "depot_id" };
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))"
+            )))
             .bind(&list)
             .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "DELETE FROM product_on_depots WHERE depot_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&list)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(WriteOutcome {
-            affected,
-            owed: Vec::new(),
-        })
+            .await?
+            .rows_affected();
+            if table == "depots" {
+                affected = rows;
+            }
+        }
+        finish(tx, affected as usize, &[]).await
     }
 
     /// Every depot.
@@ -417,68 +445,58 @@ impl Store {
     /// Inserts or updates clients; a changed MAC, UUID or host key re-pushes.
     pub async fn upsert_clients(&self, clients: &[Client]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut changed = Vec::new();
-        for c in clients {
-            let rows = sqlx::query(
-                "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
-                 VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET hardware_address = excluded.hardware_address,
-                   system_uuid = excluded.system_uuid, ip_address = excluded.ip_address,
-                   host_key = excluded.host_key
-                 WHERE (hardware_address, system_uuid, ip_address, host_key)
-                   IS NOT (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)",
-            )
-            .bind(c.fqdn.as_str())
-            .bind(c.mac.map(|m| m.to_string()).unwrap_or_default())
-            .bind(c.uuid.as_ref().map(|u| u.to_string()).unwrap_or_default())
-            .bind(&c.ip_address)
-            .bind(c.host_key.expose())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if rows > 0 {
-                changed.push(c.fqdn.to_string());
-            }
-        }
-        let owed = triggers::reconcile(&mut tx, &changed).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome {
-            affected: changed.len() as u64,
-            owed,
-        })
+        let rows: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                (
+                    c.fqdn.as_str(),
+                    c.mac.map(|m| m.to_string()).unwrap_or_default(),
+                    c.uuid.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+                    &c.ip_address,
+                    c.host_key.expose(),
+                )
+            })
+            .collect();
+        let changed: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true
+             ON CONFLICT (id) DO UPDATE SET hardware_address = excluded.hardware_address,
+               system_uuid = excluded.system_uuid, ip_address = excluded.ip_address,
+               host_key = excluded.host_key
+             WHERE (hardware_address, system_uuid, ip_address, host_key)
+               IS NOT (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)
+             RETURNING id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        finish(tx, changed.len(), &changed).await
     }
 
     /// Deletes clients with their states; configs they hold are removed.
     pub async fn delete_clients(&self, ids: &[Fqdn]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let list = id_list(ids);
-        let affected =
-            sqlx::query("DELETE FROM clients WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(&list)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        for table in [
-            "product_on_clients",
-            "config_states",
-            "product_property_states",
+        let mut affected = 0;
+        for (table, column) in [
+            ("clients", "id"),
+            ("product_on_clients", "client_id"),
+            ("config_states", "object_id"),
+            ("product_property_states", "object_id"),
         ] {
-            let column = if table == "product_on_clients" {
-                "client_id"
-            } else {
-                "object_id"
-            };
-            sqlx::query(AssertSqlSafe(format!(
+            let rows = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))"
             )))
             .bind(&list)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if table == "clients" {
+                affected = rows;
+            }
         }
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let owed = triggers::reconcile(&mut tx, &ids).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        finish(tx, affected as usize, &ids).await
     }
 
     // ---- products -----------------------------------------------------
@@ -486,32 +504,30 @@ impl Store {
     /// Inserts or updates products; clients holding a config for one re-push.
     pub async fn upsert_products(&self, products: &[ProductRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut affected = 0;
-        let mut changed = Vec::new();
-        for p in products {
-            let rows = sqlx::query(
-                "INSERT INTO products (id, product_version, package_version, pxe_config_template)
-                 VALUES (?, ?, ?, ?)
-                 ON CONFLICT (id, product_version, package_version) DO UPDATE
-                   SET pxe_config_template = excluded.pxe_config_template
-                 WHERE pxe_config_template IS NOT excluded.pxe_config_template",
-            )
-            .bind(p.id.as_str())
-            .bind(&p.product_version)
-            .bind(&p.package_version)
-            .bind(p.template.as_ref().map(|t| t.as_str()).unwrap_or(""))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if rows > 0 {
-                changed.push(p.id.to_string());
-            }
-            affected += rows;
-        }
-        let clients = triggers::clients_holding_products(&mut tx, &changed, None).await?;
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        let rows: Vec<_> = products
+            .iter()
+            .map(|p| {
+                (
+                    p.id.as_str(),
+                    &p.product_version,
+                    &p.package_version,
+                    p.template.as_ref().map(|t| t.as_str()).unwrap_or(""),
+                )
+            })
+            .collect();
+        let changed: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO products (id, product_version, package_version, pxe_config_template)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+             ON CONFLICT (id, product_version, package_version) DO UPDATE
+               SET pxe_config_template = excluded.pxe_config_template
+             WHERE pxe_config_template IS NOT excluded.pxe_config_template
+             RETURNING id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = triggers::clients_holding(&mut tx, &changed).await?;
+        finish(tx, changed.len(), &clients).await
     }
 
     /// Deletes product versions.
@@ -520,26 +536,24 @@ impl Store {
         keys: &[(ProductId, String, String)],
     ) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut affected = 0;
-        for (id, pv, pkv) in keys {
-            affected += sqlx::query(
-                "DELETE FROM products WHERE id = ? AND product_version = ? AND package_version = ?",
-            )
-            .bind(id.as_str())
-            .bind(pv)
-            .bind(pkv)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        let ids: Vec<String> = keys.iter().map(|k| k.0.to_string()).collect();
-        let clients = triggers::clients_holding_products(&mut tx, &ids, None).await?;
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|(id, pv, pkv)| (id.as_str(), pv, pkv))
+            .collect();
+        let deleted: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM products WHERE (id, product_version, package_version) IN
+               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
+             RETURNING id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = triggers::clients_holding(&mut tx, &deleted).await?;
+        finish(tx, deleted.len(), &clients).await
     }
 
     /// Inserts or updates product-on-depots; that depot's clients re-push.
+    /// The depot and the product version must exist.
     pub async fn upsert_product_on_depots(
         &self,
         pods: &[ProductOnDepotRecord],
@@ -552,57 +566,46 @@ impl Store {
             DEPOT_EXISTS,
         )
         .await?;
-        for p in pods {
-            let known = sqlx::query(
-                "SELECT 1 FROM products WHERE id = ? AND product_version = ? AND package_version = ?",
-            )
-            .bind(p.product_id.as_str())
-            .bind(&p.product_version)
-            .bind(&p.package_version)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if known.is_none() {
-                return Err(StoreError::NotFound {
-                    what: "product",
-                    id: format!(
-                        "{} {}-{}",
-                        p.product_id, p.product_version, p.package_version
-                    ),
-                });
-            }
+        let rows: Vec<_> = pods
+            .iter()
+            .map(|p| {
+                (
+                    p.depot_id.as_str(),
+                    p.product_id.as_str(),
+                    &p.product_version,
+                    &p.package_version,
+                )
+            })
+            .collect();
+        let rows = json_rows(&rows);
+        let unknown: Option<String> = sqlx::query_scalar(
+            "SELECT (value ->> 1) || ' ' || (value ->> 2) || '-' || (value ->> 3) FROM json_each(?)
+             WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = value ->> 1
+               AND p.product_version = value ->> 2 AND p.package_version = value ->> 3)
+             LIMIT 1",
+        )
+        .bind(&rows)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = unknown {
+            return Err(StoreError::NotFound {
+                what: "product",
+                id,
+            });
         }
-        let mut affected = 0;
-        let mut clients = Vec::new();
-        for p in pods {
-            let rows = sqlx::query(
-                "INSERT INTO product_on_depots (depot_id, product_id, product_version, package_version)
-                 VALUES (?, ?, ?, ?)
-                 ON CONFLICT (depot_id, product_id) DO UPDATE
-                   SET product_version = excluded.product_version, package_version = excluded.package_version
-                 WHERE (product_version, package_version) IS NOT (excluded.product_version, excluded.package_version)",
-            )
-            .bind(p.depot_id.as_str())
-            .bind(p.product_id.as_str())
-            .bind(&p.product_version)
-            .bind(&p.package_version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if rows > 0 {
-                clients.extend(
-                    triggers::clients_holding_products(
-                        &mut tx,
-                        &[p.product_id.to_string()],
-                        Some(p.depot_id.as_str()),
-                    )
-                    .await?,
-                );
-            }
-            affected += rows;
-        }
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        let changed: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO product_on_depots (depot_id, product_id, product_version, package_version)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+             ON CONFLICT (depot_id, product_id) DO UPDATE
+               SET product_version = excluded.product_version, package_version = excluded.package_version
+             WHERE (product_version, package_version) IS NOT (excluded.product_version, excluded.package_version)
+             RETURNING depot_id, product_id",
+        )
+        .bind(&rows)
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = triggers::clients_holding_at(&mut tx, &changed).await?;
+        finish(tx, changed.len(), &clients).await
     }
 
     /// Deletes product-on-depots.
@@ -611,28 +614,17 @@ impl Store {
         keys: &[(Fqdn, ProductId)],
     ) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut affected = 0;
-        let mut clients = Vec::new();
-        for (depot, product) in keys {
-            affected +=
-                sqlx::query("DELETE FROM product_on_depots WHERE depot_id = ? AND product_id = ?")
-                    .bind(depot.as_str())
-                    .bind(product.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            clients.extend(
-                triggers::clients_holding_products(
-                    &mut tx,
-                    &[product.to_string()],
-                    Some(depot.as_str()),
-                )
-                .await?,
-            );
-        }
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        let rows: Vec<_> = keys.iter().map(|(d, p)| (d.as_str(), p.as_str())).collect();
+        let deleted: Vec<(String, String)> = sqlx::query_as(
+            "DELETE FROM product_on_depots WHERE (depot_id, product_id) IN
+               (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+             RETURNING depot_id, product_id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = triggers::clients_holding_at(&mut tx, &deleted).await?;
+        finish(tx, deleted.len(), &clients).await
     }
 
     // ---- configs ------------------------------------------------------
@@ -641,32 +633,33 @@ impl Store {
     /// config re-pushes every client that uses the default.
     pub async fn upsert_configs(&self, configs: &[ConfigRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut affected = 0;
+        let rows: Vec<_> = configs
+            .iter()
+            .map(|c| (&c.id, to_json(&c.default_values), &c.description))
+            .collect();
+        let changed: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO configs (id, default_values, description)
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
+             ON CONFLICT (id) DO UPDATE SET default_values = excluded.default_values,
+               description = excluded.description
+             WHERE (default_values, description) IS NOT (excluded.default_values, excluded.description)
+             RETURNING id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
         let mut clients = Vec::new();
-        for c in configs {
-            let rows = sqlx::query(
-                "INSERT INTO configs (id, default_values, description) VALUES (?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET default_values = excluded.default_values,
-                   description = excluded.description
-                 WHERE (default_values, description) IS NOT (excluded.default_values, excluded.description)",
-            )
-            .bind(&c.id)
-            .bind(to_json(&c.default_values))
-            .bind(&c.description)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if rows > 0 && PXE_CONFIGS.contains(&c.id.as_str()) {
-                clients.extend(triggers::clients_using_default(&mut tx, &c.id).await?);
-            }
-            affected += rows;
+        for id in changed
+            .iter()
+            .filter(|id| PXE_CONFIGS.contains(&id.as_str()))
+        {
+            clients.extend(triggers::clients_using_default(&mut tx, id).await?);
         }
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        finish(tx, changed.len(), &clients).await
     }
 
-    /// Sets config values of objects.
+    /// Sets config values of clients or depots (which must exist, as must
+    /// the config).
     pub async fn upsert_config_states(&self, states: &[ConfigStateRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         require_all(
@@ -683,59 +676,84 @@ impl Store {
             OBJECT_EXISTS,
         )
         .await?;
-        let mut affected = 0;
-        let mut clients = Vec::new();
-        for s in states {
-            let rows = sqlx::query(
-                "INSERT INTO config_states (object_id, config_id, \"values\") VALUES (?, ?, ?)
-                 ON CONFLICT (object_id, config_id) DO UPDATE SET \"values\" = excluded.\"values\"
-                 WHERE \"values\" IS NOT excluded.\"values\"",
-            )
-            .bind(s.object_id.as_str())
-            .bind(&s.config_id)
-            .bind(to_json(&s.values))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if rows > 0 && PXE_CONFIGS.contains(&s.config_id.as_str()) {
-                clients.push(s.object_id.to_string());
-            }
-            affected += rows;
-        }
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        let rows: Vec<_> = states
+            .iter()
+            .map(|s| (s.object_id.as_str(), &s.config_id, to_json(&s.values)))
+            .collect();
+        let changed: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO config_states (object_id, config_id, \"values\")
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
+             ON CONFLICT (object_id, config_id) DO UPDATE SET \"values\" = excluded.\"values\"
+             WHERE \"values\" IS NOT excluded.\"values\"
+             RETURNING object_id, config_id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = pxe_relevant(&changed);
+        finish(tx, changed.len(), &clients).await
     }
 
     /// Deletes config values of objects (the defaults apply again).
     pub async fn delete_config_states(&self, keys: &[(Fqdn, String)]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut affected = 0;
-        let mut clients = Vec::new();
-        for (object, config) in keys {
-            let rows =
-                sqlx::query("DELETE FROM config_states WHERE object_id = ? AND config_id = ?")
-                    .bind(object.as_str())
-                    .bind(config)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if rows > 0 && PXE_CONFIGS.contains(&config.as_str()) {
-                clients.push(object.to_string());
-            }
-            affected += rows;
-        }
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        let rows: Vec<_> = keys.iter().map(|(o, c)| (o.as_str(), c)).collect();
+        let deleted: Vec<(String, String)> = sqlx::query_as(
+            "DELETE FROM config_states WHERE (object_id, config_id) IN
+               (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+             RETURNING object_id, config_id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = pxe_relevant(&deleted);
+        finish(tx, deleted.len(), &clients).await
     }
 
-    /// Sets product property values of clients, or defaults of depots.
+    /// Sets product property values of clients, or defaults of depots (the
+    /// object and the product must exist).
     pub async fn upsert_property_states(
         &self,
         states: &[PropertyStateRecord],
     ) -> Result<WriteOutcome> {
-        self.write_property_states(states, true).await
+        let mut tx = self.begin().await?;
+        require_all(
+            &mut tx,
+            "client or depot",
+            states.iter().map(|s| s.object_id.as_str()),
+            OBJECT_EXISTS,
+        )
+        .await?;
+        require_all(
+            &mut tx,
+            "product",
+            states.iter().map(|s| s.product_id.as_str()),
+            PRODUCT_EXISTS,
+        )
+        .await?;
+        let rows: Vec<_> = states
+            .iter()
+            .map(|s| {
+                (
+                    s.object_id.as_str(),
+                    s.product_id.as_str(),
+                    &s.property_id,
+                    to_json(&s.values),
+                )
+            })
+            .collect();
+        let changed: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO product_property_states (object_id, product_id, property_id, \"values\")
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+             ON CONFLICT (object_id, product_id, property_id) DO UPDATE SET \"values\" = excluded.\"values\"
+             WHERE \"values\" IS NOT excluded.\"values\"
+             RETURNING object_id, product_id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = self.property_clients(&mut tx, &changed).await?;
+        finish(tx, changed.len(), &clients).await
     }
 
     /// Deletes product property values.
@@ -743,79 +761,42 @@ impl Store {
         &self,
         keys: &[PropertyStateRecord],
     ) -> Result<WriteOutcome> {
-        self.write_property_states(keys, false).await
+        let mut tx = self.begin().await?;
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|s| (s.object_id.as_str(), s.product_id.as_str(), &s.property_id))
+            .collect();
+        let deleted: Vec<(String, String)> = sqlx::query_as(
+            "DELETE FROM product_property_states WHERE (object_id, product_id, property_id) IN
+               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
+             RETURNING object_id, product_id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clients = self.property_clients(&mut tx, &deleted).await?;
+        finish(tx, deleted.len(), &clients).await
     }
 
-    async fn write_property_states(
+    /// The clients whose config a property change touches: a client's own,
+    /// or, for a depot's defaults, every client holding a config there.
+    async fn property_clients(
         &self,
-        states: &[PropertyStateRecord],
-        upsert: bool,
-    ) -> Result<WriteOutcome> {
-        let mut tx = self.begin().await?;
-        if upsert {
-            require_all(
-                &mut tx,
-                "client or depot",
-                states.iter().map(|s| s.object_id.as_str()),
-                OBJECT_EXISTS,
-            )
-            .await?;
-            require_all(
-                &mut tx,
-                "product",
-                states.iter().map(|s| s.product_id.as_str()),
-                PRODUCT_EXISTS,
-            )
-            .await?;
-        }
-        let mut affected = 0;
-        let mut clients = Vec::new();
-        for s in states {
-            let query = if upsert {
-                sqlx::query(
-                    "INSERT INTO product_property_states (object_id, product_id, property_id, \"values\")
-                     VALUES (?, ?, ?, ?)
-                     ON CONFLICT (object_id, product_id, property_id) DO UPDATE SET \"values\" = excluded.\"values\"
-                     WHERE \"values\" IS NOT excluded.\"values\"",
-                )
-                .bind(s.object_id.as_str())
-                .bind(s.product_id.as_str())
-                .bind(&s.property_id)
-                .bind(to_json(&s.values))
-            } else {
-                sqlx::query(
-                    "DELETE FROM product_property_states WHERE object_id = ? AND product_id = ? AND property_id = ?",
-                )
-                .bind(s.object_id.as_str())
-                .bind(s.product_id.as_str())
-                .bind(&s.property_id)
-            };
-            let rows = query.execute(&mut *tx).await?.rows_affected();
-            if rows > 0 {
-                // A depot's values are its clients' defaults.
-                let is_depot = sqlx::query("SELECT 1 FROM depots WHERE id = ?")
-                    .bind(s.object_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-                if is_depot {
-                    clients.extend(
-                        triggers::clients_holding_products(
-                            &mut tx,
-                            &[s.product_id.to_string()],
-                            Some(s.object_id.as_str()),
-                        )
-                        .await?,
-                    );
-                } else {
-                    clients.push(s.object_id.to_string());
-                }
-            }
-            affected += rows;
-        }
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        tx: &mut Transaction<'static, Sqlite>,
+        changed: &[(String, String)],
+    ) -> Result<Vec<String>> {
+        let depots: HashSet<String> = sqlx::query_scalar("SELECT id FROM depots")
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        let (at_depots, of_clients): (Vec<_>, Vec<_>) = changed
+            .iter()
+            .cloned()
+            .partition(|(object, _)| depots.contains(object));
+        let mut clients = triggers::clients_holding_at(tx, &at_depots).await?;
+        clients.extend(of_clients.into_iter().map(|(client, _)| client));
+        Ok(clients)
     }
 
     // ---- actions ------------------------------------------------------
@@ -881,12 +862,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let touched: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
-        let owed = triggers::reconcile(&mut tx, &touched).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome {
-            affected: actions.len() as u64,
-            owed,
-        })
+        finish(tx, rows.len(), &touched).await
     }
 
     /// Deletes product-on-clients; configs for them are removed.
@@ -895,22 +871,16 @@ impl Store {
         keys: &[(Fqdn, ProductId)],
     ) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let mut affected = 0;
-        let mut clients = Vec::new();
-        for (client, product) in keys {
-            affected += sqlx::query(
-                "DELETE FROM product_on_clients WHERE client_id = ? AND product_id = ?",
-            )
-            .bind(client.as_str())
-            .bind(product.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            clients.push(client.to_string());
-        }
-        let owed = triggers::reconcile(&mut tx, &clients).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome { affected, owed })
+        let rows: Vec<_> = keys.iter().map(|(c, p)| (c.as_str(), p.as_str())).collect();
+        let deleted: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM product_on_clients WHERE (client_id, product_id) IN
+               (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+             RETURNING client_id",
+        )
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *tx)
+        .await?;
+        finish(tx, deleted.len(), &deleted).await
     }
 
     // ---- delivery -----------------------------------------------------

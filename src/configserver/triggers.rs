@@ -194,22 +194,37 @@ pub async fn clients_naming_depots(
     .await?)
 }
 
-/// Clients whose config for one of `product_ids` a depot (optionally only
-/// `depot`) holds or is to hold.
-pub async fn clients_holding_products(
+/// Clients whose config for one of `product_ids` a depot holds or is to hold.
+pub async fn clients_holding(
     tx: &mut Transaction<'static, Sqlite>,
     product_ids: &[String],
-    depot: Option<&str>,
 ) -> Result<Vec<String>> {
     if product_ids.is_empty() {
         return Ok(Vec::new());
     }
     Ok(sqlx::query_scalar(
         "SELECT client_id FROM pushes WHERE op = 'set' AND read_revision < revision
-           AND product_id IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR depot_id = ?2)",
+           AND product_id IN (SELECT value FROM json_each(?))",
     )
     .bind(id_list(product_ids))
-    .bind(depot)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Clients whose config for a product a depot holds or is to hold, for
+/// each `(depot, product)` pair.
+pub async fn clients_holding_at(
+    tx: &mut Transaction<'static, Sqlite>,
+    pairs: &[(String, String)],
+) -> Result<Vec<String>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT client_id FROM pushes WHERE op = 'set' AND read_revision < revision
+           AND (depot_id, product_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(pairs).unwrap_or_else(|_| "[]".into()))
     .fetch_all(&mut **tx)
     .await?)
 }
