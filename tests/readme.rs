@@ -1,0 +1,119 @@
+//! The README's grpcurl examples cover every RPC and work, in order, against
+//! a live configserver and depots.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use pxeconf::cli::lab::{Lab, LabOptions};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// Every `service/method` of the contract.
+fn rpcs() -> BTreeSet<String> {
+    let mut all = BTreeSet::new();
+    for file in ["depot", "configserver", "admin"] {
+        let text = read(&format!("proto/pxeconf/v1/{file}.proto"));
+        let mut service = String::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().unwrap().to_owned();
+            } else if let Some(rest) = line.strip_prefix("rpc ") {
+                let method = rest.split('(').next().unwrap().trim();
+                all.insert(format!("pxeconf.v1.{service}/{method}"));
+            }
+        }
+    }
+    all
+}
+
+/// The `grpcurl` lines of the README's shell blocks, in order.
+fn examples() -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut in_shell = false;
+    for line in read("README.md").lines() {
+        if line.starts_with("```") {
+            in_shell = line == "```sh";
+            continue;
+        }
+        if in_shell && line.starts_with("grpcurl ") {
+            commands.push(line.to_owned());
+        }
+    }
+    commands
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_has_a_working_grpcurl_example() {
+    let examples = examples();
+    let missing: Vec<String> = rpcs()
+        .into_iter()
+        .filter(|rpc| !examples.iter().any(|e| e.contains(&format!(" {rpc}"))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "RPCs without a README example: {missing:?}"
+    );
+    if !common::have_tool("grpcurl", "running the README's examples") {
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabOptions {
+        dir: dir.path().to_owned(),
+        pxe_root: dir.path().to_owned(),
+        depots: 2,
+        legacy: 1,
+        concurrency: 8,
+        io_threads: 2,
+    })
+    .await
+    .unwrap();
+    lab.seed(0).await.unwrap();
+    let key = |path: &Path| std::fs::read_to_string(path).unwrap();
+    let env = [
+        ("CS", lab.configserver.to_string()),
+        ("DEPOT", lab.depots[0].addr.to_string()),
+        (
+            "ADMIN",
+            format!("authorization: Bearer {}", key(&lab.admin_key_file)),
+        ),
+        (
+            "DEPOT_AUTH",
+            format!("authorization: Bearer {}", key(&lab.depots[0].key_file)),
+        ),
+    ];
+    for example in &examples {
+        let (command, env) = (example.clone(), env.clone());
+        let (ok, output) = tokio::task::spawn_blocking(move || {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .envs(env)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(ok, "README example failed:\n{example}\n{output}");
+        if example.contains("Admin/GetClientStatus") {
+            assert!(
+                output.contains("\"depotId\": \"depot1.example.org\""),
+                "{output}"
+            );
+        }
+        if example.contains("Depot/SetPxeConfig ") || example.ends_with("Depot/SetPxeConfig") {
+            assert!(output.contains("01-00-16-3e-99-00-01"), "{output}");
+        }
+    }
+    lab.shutdown().await;
+}
