@@ -465,7 +465,7 @@ pub struct NetbootProduct {
 }
 
 /// Everything a depot needs to write one client's PXE config, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientBundle {
     /// The client.
     pub client: Client,
@@ -487,6 +487,41 @@ pub struct ClientBundle {
     pub modules: Modules,
     /// Revision; 0 means unversioned.
     pub revision: u64,
+}
+
+/// Whether a kernel parameter carries a secret (a password or its hash).
+pub fn is_secret_param(item: &str) -> bool {
+    let key = item.split('=').next().unwrap_or("").to_ascii_lowercase();
+    key.contains("password") || key == "pwh"
+}
+
+// Boot image parameters may carry a password: their values stay out of logs.
+impl fmt::Debug for ClientBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let append: Vec<&str> = self
+            .bootimage_append
+            .iter()
+            .map(|item| {
+                if is_secret_param(item) {
+                    item.split('=').next().unwrap_or("")
+                } else {
+                    item.as_str()
+                }
+            })
+            .collect();
+        f.debug_struct("ClientBundle")
+            .field("client", &self.client)
+            .field("product", &self.product)
+            .field("action_request", &self.action_request)
+            .field("depot_id", &self.depot_id)
+            .field("service_address", &self.service_address)
+            .field("boot_mode", &self.boot_mode)
+            .field("bootimage_append", &append)
+            .field("properties", &self.properties)
+            .field("modules", &self.modules)
+            .field("revision", &self.revision)
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -612,5 +647,37 @@ mod tests {
     fn secrets_stay_out_of_debug() {
         let s = Secret::new("topsecret");
         assert!(!format!("{s:?}").contains("topsecret"));
+        let bundle = ClientBundle {
+            client: Client {
+                fqdn: Fqdn::parse("c.example.org", "id").unwrap(),
+                mac: None,
+                uuid: None,
+                ip_address: String::new(),
+                host_key: Secret::new("hostkey123"),
+            },
+            product: NetbootProduct {
+                id: ProductId::parse("p", "id").unwrap(),
+                product_version: "1".into(),
+                package_version: "1".into(),
+                template: None,
+            },
+            action_request: ActionRequest::Setup,
+            depot_id: None,
+            service_address: String::new(),
+            boot_mode: BootMode::Bios,
+            bootimage_append: vec![
+                "lang=de".into(),
+                "bootimageRootPassword=linux123".into(),
+                "pwh=$6$x$y".into(),
+            ],
+            properties: BTreeMap::new(),
+            modules: Modules::default(),
+            revision: 1,
+        };
+        let text = format!("{bundle:?}");
+        assert!(text.contains("lang=de"), "{text}");
+        for secret in ["hostkey123", "linux123", "$6$x$y"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
     }
 }

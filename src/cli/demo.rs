@@ -256,8 +256,12 @@ struct Tftpd {
 }
 
 impl Tftpd {
-    /// The in.tftpd binary, if installed.
+    /// The in.tftpd binary, if installed and usable: it serves only when
+    /// started as root (it drops privileges itself).
     fn find() -> Option<PathBuf> {
+        if !running_as_root() {
+            return None;
+        }
         let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
         path.split(':')
             .map(|d| Path::new(d).join("in.tftpd"))
@@ -285,6 +289,18 @@ impl Drop for Tftpd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether this process runs as root (real uid 0).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
 }
 
 /// Reads each client's MAC-named config: through tftpd-hpa when installed,

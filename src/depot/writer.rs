@@ -73,7 +73,7 @@ pub enum WriterError {
 }
 
 /// A rendered config, ready to be written under its file names.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Rendered {
     /// The client.
     pub fqdn: Fqdn,
@@ -89,6 +89,20 @@ pub struct Rendered {
     pub content: Arc<str>,
     /// The template used, relative to the template directory.
     pub template: String,
+}
+
+// The content holds the host key and a password hash: never in a log.
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("fqdn", &self.fqdn)
+            .field("product_id", &self.product_id)
+            .field("revision", &self.revision)
+            .field("files", &self.files)
+            .field("content", &format_args!("<{} bytes>", self.content.len()))
+            .field("template", &self.template)
+            .finish()
+    }
 }
 
 /// What a successful `set` left in place.

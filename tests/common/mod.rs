@@ -46,6 +46,17 @@ pub fn have_tool(program: &str, why: &str) -> bool {
     found
 }
 
+/// Whether a real tftpd-hpa can serve here: installed, and we are root (it
+/// must drop privileges to serve). Outside root a TFTP test is skipped with
+/// a message, in CI as well: no unprivileged setup can run it.
+pub fn have_tftpd() -> bool {
+    if !pxeconf::cli::demo::running_as_root() {
+        eprintln!("SKIPPED: tftpd-hpa needs root to serve files");
+        return false;
+    }
+    have_tool("in.tftpd", "a real TFTP read") && have_tool("curl", "a TFTP client")
+}
+
 /// The full path of `program` on PATH or in the sbin directories.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
