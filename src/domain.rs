@@ -285,21 +285,20 @@ impl BootMode {
         !matches!(self, BootMode::Bios)
     }
 
-    /// The boot mode implied by a `clientconfig.dhcpd.filename` value, as
-    /// opsi decides it: EFI loaders (elilo, shim, grub EFI images) mean UEFI;
-    /// `x86`/`ia32`/`i386` in an EFI loader name means 32-bit UEFI.
+    /// The boot mode implied by a `clientconfig.dhcpd.filename` value. Like
+    /// opsi, an `elilo` or `shim` loader means UEFI, 32-bit when the name says
+    /// `x86`; beyond opsi, any other EFI image (`grubx64.efi`, `…/efi/…`)
+    /// means UEFI too, and `x86_64` is not mistaken for 32-bit.
     pub fn from_dhcpd_filename(filename: &str) -> Self {
         let f = filename.to_ascii_lowercase();
-        let efi = ["elilo", "shim", "grub", ".efi", "efi/", "uefi"]
+        let efi = ["elilo", "shim", ".efi", "efi/", "uefi"]
             .iter()
             .any(|m| f.contains(m));
         if !efi {
             return BootMode::Bios;
         }
-        if ["x86.", "ia32", "i386", "x86/", "32.efi"]
-            .iter()
-            .any(|m| f.contains(m))
-        {
+        let x86_64 = f.contains("x86_64") || f.contains("x86-64");
+        if !x86_64 && ["x86", "ia32", "i386"].iter().any(|m| f.contains(m)) {
             BootMode::UefiX86
         } else {
             BootMode::UefiX64
@@ -622,6 +621,18 @@ mod tests {
         );
         assert_eq!(
             BootMode::from_dhcpd_filename("linux/pxelinux.cfg/elilo-x86.efi"),
+            BootMode::UefiX86
+        );
+        assert_eq!(
+            BootMode::from_dhcpd_filename("linux/pxelinux.cfg/elilo.efi"),
+            BootMode::UefiX64
+        );
+        assert_eq!(
+            BootMode::from_dhcpd_filename("opsi/grub/x86_64-efi/core.efi"),
+            BootMode::UefiX64
+        );
+        assert_eq!(
+            BootMode::from_dhcpd_filename("opsi/grub/grubia32.efi"),
             BootMode::UefiX86
         );
     }

@@ -166,8 +166,12 @@ impl Renderer {
             set("pckey", Some(client.host_key.expose().to_owned()));
         }
         for item in &bundle.bootimage_append {
+            // `key=` with nothing after it is a bare flag, as opsi writes it.
             let (key, value) = match item.split_once('=') {
-                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_owned())),
+                Some((k, v)) if !v.is_empty() => {
+                    (k.trim().to_ascii_lowercase(), Some(v.to_owned()))
+                }
+                Some((k, _)) => (k.trim().to_ascii_lowercase(), None),
                 None => (item.trim().to_ascii_lowercase(), None),
             };
             if key.is_empty() {
@@ -352,13 +356,14 @@ service=https://config.example.org:4447/rpc pckey=0123456789abcdef0123456789abcd
                 "nomodeset",
                 "LANG=fr",
                 "service=http://elsewhere/rpc",
+                "acpi=",
             ],
         );
         assert_eq!(
             lines[0],
             format!(
                 "append x hn=other dn=branch.example.org product=win10-x64 macaddress=00:16:3e:aa:bb:cc \
-service=http://elsewhere/rpc pckey={KEY} lang=fr nomodeset"
+service=http://elsewhere/rpc pckey={KEY} lang=fr nomodeset acpi"
             )
         );
     }
