@@ -1,31 +1,40 @@
 //! The operator's verbs against a running configserver's Admin service:
-//! `import`, `set-action`, `status`, `depots`, `pending`. Tables by default,
-//! `--json` for scripts; bulk verbs show a progress bar on a terminal only.
+//! `import`, `set-action`, `status`, `depots`, `pending`. Each prints a table,
+//! or JSON with `--json`; the bulk verbs show a progress bar when stderr is a
+//! terminal and stay quiet in pipes. A failure is one line: the gRPC code and
+//! the configserver's message, or what could not be reached.
 
+use std::future::Future;
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
 
 use super::CliError;
 use crate::auth::AttachKey;
 use crate::domain::Secret;
 use crate::proto;
 
-/// Items per Admin call (each call is one transaction).
+/// Items per write call; the configserver applies each call as one transaction.
 const CHUNK: usize = 1000;
+/// Entries asked for per `ListPending` call.
+const PAGE: u32 = 1000;
+/// How long to wait for the configserver to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How to reach the configserver.
+/// How to reach the configserver, and how to print; shared by every verb.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// The configserver's gRPC URL.
     #[arg(long, env = "PXECONF_SERVER", default_value = "http://127.0.0.1:50050")]
     pub server: String,
-    /// File holding the configserver's host key (or put the key in PXECONF_ADMIN_KEY).
+    /// File holding the configserver's host key (the key itself may instead be in the
+    /// environment variable PXECONF_ADMIN_KEY, which wins).
     #[arg(long, env = "PXECONF_ADMIN_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     /// Print JSON instead of a table.
@@ -33,20 +42,22 @@ pub struct Connection {
     pub json: bool,
 }
 
-/// `pxeconf import`.
+/// `pxeconf import FILE`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// Inventory file, JSON (`.json`) or TOML (anything else).
+    /// Inventory file: `.toml` or `.json`, sections and field names as in the Admin API
+    /// (see examples/inventory.toml).
     pub file: PathBuf,
     /// How to reach the configserver.
     #[command(flatten)]
     pub connection: Connection,
 }
 
-/// `pxeconf set-action`.
+/// `pxeconf set-action CLIENT… --product P --action A`.
 #[derive(Debug, clap::Args)]
 pub struct SetActionArgs {
-    /// Client FQDNs; `-` reads them from stdin, one per line.
+    /// Client FQDNs; `-` reads them from stdin, one per line (blank lines and `#` comments
+    /// are skipped).
     #[arg(required = true)]
     pub clients: Vec<String>,
     /// The netboot product.
@@ -60,7 +71,7 @@ pub struct SetActionArgs {
     pub connection: Connection,
 }
 
-/// `pxeconf status`.
+/// `pxeconf status CLIENT`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The client's FQDN.
@@ -78,10 +89,10 @@ pub struct DepotsArgs {
     pub connection: Connection,
 }
 
-/// `pxeconf pending`.
+/// `pxeconf pending --depot D`.
 #[derive(Debug, clap::Args)]
 pub struct PendingArgs {
-    /// The depot's id.
+    /// The depot's id (its FQDN).
     #[arg(long)]
     pub depot: String,
     /// How to reach the configserver.
@@ -91,506 +102,579 @@ pub struct PendingArgs {
 
 type Admin = proto::admin_client::AdminClient<InterceptedService<Channel, AttachKey>>;
 
-/// A gRPC failure as one line: `NOT_FOUND: client x does not exist`.
-fn status_line(status: tonic::Status) -> CliError {
-    let code = format!("{:?}", status.code());
-    let mut upper = String::new();
-    for (i, c) in code.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            upper.push('_');
-        }
-        upper.push(c.to_ascii_uppercase());
-    }
-    format!("{upper}: {}", status.message()).into()
-}
+// ---- shared: connection, errors, output ------------------------------------------
 
 impl Connection {
-    async fn connect(&self) -> Result<Admin, CliError> {
-        let key = match std::env::var("PXECONF_ADMIN_KEY") {
-            Ok(key) => Secret::new(key.trim()),
-            Err(_) => match &self.key_file {
-                Some(path) => Secret::new(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| format!("key file {}: {e}", path.display()))?
-                        .trim(),
-                ),
-                None => Secret::default(),
-            },
+    /// The admin key: `PXECONF_ADMIN_KEY`, else the key file, else none (which a
+    /// configserver without a key accepts). Never a flag: `ps` would show it.
+    fn key(&self) -> Result<Secret, CliError> {
+        if let Ok(key) = std::env::var("PXECONF_ADMIN_KEY")
+            && !key.trim().is_empty()
+        {
+            return Ok(Secret::new(key.trim()));
+        }
+        let Some(path) = &self.key_file else {
+            return Ok(Secret::default());
         };
-        let channel = tonic::transport::Endpoint::from_shared(self.server.clone())
-            .map_err(|_| format!("{:?} is not a URL like http://127.0.0.1:50050", self.server))?
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("key file {}: {e}", path.display()))?;
+        if text.trim().is_empty() {
+            return Err(format!("key file {} is empty", path.display()).into());
+        }
+        Ok(Secret::new(text.trim()))
+    }
+
+    /// An Admin client over one connection, the key attached to every call.
+    async fn connect(&self) -> Result<Admin, CliError> {
+        let attach = AttachKey::new(&self.key()?).map_err(|e| format!("admin key: {e}"))?;
+        let url = self.server.trim();
+        // tonic accepts a bare word as a URI and fails only at connect time, with a
+        // less helpful message.
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .ok()
+            .filter(|_| url.starts_with("http://") || url.starts_with("https://"))
+            .ok_or_else(|| format!("--server {url:?} is not a URL like http://127.0.0.1:50050"))?;
+        let channel = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
             .connect()
             .await
-            .map_err(|e| format!("cannot reach the configserver at {}: {e}", self.server))?;
+            .map_err(|e| format!("cannot reach the configserver at {url}: {}", causes(&e)))?;
         Ok(proto::admin_client::AdminClient::with_interceptor(
-            channel,
-            AttachKey::new(&key)?,
+            channel, attach,
         ))
     }
 
-    fn print<T: Serialize>(&self, value: &T, table: impl FnOnce()) -> Result<(), CliError> {
+    /// Prints `value` as JSON with `--json`, else as `table` prints it.
+    fn print<T: Serialize>(&self, value: &T, table: impl FnOnce(&T)) -> Result<(), CliError> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {
-            table();
+            table(value);
         }
         Ok(())
     }
 }
 
-fn bar(total: u64, what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// An error and its causes on one line: tonic's connect error on its own says
+/// only "transport error".
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
     }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_owned());
-    bar
+    line
+}
+
+/// The canonical name of a gRPC code, as grpcurl and the gRPC docs print it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A failed call as one line: `NOT_FOUND: client x.example.org does not exist`.
+fn grpc_error(status: &Status) -> String {
+    let message = status.message().trim();
+    if message.is_empty() {
+        code_name(status.code()).to_owned()
+    } else {
+        format!(
+            "{}: {}",
+            code_name(status.code()),
+            message.replace('\n', " ")
+        )
+    }
+}
+
+/// The answer of a call, or its failure as one line.
+fn answer<T>(result: Result<Response<T>, Status>) -> Result<T, CliError> {
+    result
+        .map(Response::into_inner)
+        .map_err(|s| grpc_error(&s).into())
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
 fn table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        println!("{}", padded.join("  ").trim_end());
     };
-    line(headers.to_vec());
+    line(&mut headers.iter().copied());
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(&mut row.iter().map(String::as_str));
     }
 }
 
-fn time(t: &Option<prost_types::Timestamp>) -> String {
-    t.as_ref()
-        .and_then(|t| SystemTime::try_from(*t).ok())
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+/// A wire timestamp as a point in time; absent (or out of range) is `None`.
+fn time(t: Option<prost_types::Timestamp>) -> Option<SystemTime> {
+    t.and_then(|t| SystemTime::try_from(t).ok())
+}
+
+/// RFC 3339 to the millisecond in JSON; `null` when there is no time.
+fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// RFC 3339 to the second in tables; empty when there is no time.
+fn cell_time(t: Option<SystemTime>) -> String {
+    t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
         .unwrap_or_default()
 }
 
-// ---- import -----------------------------------------------------------------
+// ---- bulk writes --------------------------------------------------------------------
 
-/// An inventory file. Field names are those of the Admin API's messages.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Inventory {
-    configs: Vec<ConfigEntry>,
-    depots: Vec<DepotEntry>,
-    products: Vec<ProductEntry>,
-    product_on_depots: Vec<ProductOnDepotEntry>,
-    clients: Vec<ClientEntry>,
-    config_states: Vec<StateEntry>,
-    product_property_states: Vec<PropertyEntry>,
-    action_requests: Vec<ActionEntry>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct ConfigEntry {
-    id: String,
-    default_values: Vec<String>,
-    description: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct DepotEntry {
-    id: String,
-    endpoint: String,
-    host_key: String,
-    description: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct ProductEntry {
-    id: String,
-    product_version: String,
-    package_version: String,
-    pxe_config_template: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct ProductOnDepotEntry {
-    depot_id: String,
-    product_id: String,
-    product_version: String,
-    package_version: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct ClientEntry {
-    id: String,
-    hardware_address: String,
-    system_uuid: String,
-    ip_address: String,
-    opsi_host_key: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct StateEntry {
-    object_id: String,
-    config_id: String,
-    values: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct PropertyEntry {
-    object_id: String,
-    product_id: String,
-    property_id: String,
-    values: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct ActionEntry {
-    client_id: String,
-    product_id: String,
-    action_request: String,
-}
-
-/// Totals of an import.
-#[derive(Debug, Default, Serialize)]
-struct ImportTotals {
-    /// Items sent, per section.
-    sent: Vec<(String, usize)>,
-    /// Rows changed.
+/// What one section of a bulk write did.
+#[derive(Debug, Serialize)]
+struct SectionTotals {
+    section: &'static str,
+    items: u64,
     affected: u64,
-    /// Pushes queued.
     pushes_queued: u64,
 }
 
-/// Sends `items` in chunks through `call`, adding to the totals.
-async fn send_chunks<T: Clone, F, Fut>(
-    name: &str,
-    items: Vec<T>,
-    totals: &mut ImportTotals,
-    bar: &ProgressBar,
-    mut call: F,
-) -> Result<(), CliError>
-where
-    F: FnMut(Vec<T>) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<proto::WriteResponse>, tonic::Status>>,
-{
-    if items.is_empty() {
-        return Ok(());
-    }
-    totals.sent.push((name.to_owned(), items.len()));
-    for chunk in items.chunks(CHUNK) {
-        let response = call(chunk.to_vec())
-            .await
-            .map_err(|s| format!("{name}: {}", status_line(s)))?
-            .into_inner();
-        totals.affected += response.affected;
-        totals.pushes_queued += response.pushes_queued;
-        bar.inc(chunk.len() as u64);
-    }
-    Ok(())
+/// What a bulk write did, per section and in all.
+#[derive(Debug, Default, Serialize)]
+struct Totals {
+    sections: Vec<SectionTotals>,
+    items: u64,
+    affected: u64,
+    pushes_queued: u64,
 }
 
-/// `pxeconf import FILE`: configs, depots, products, product-on-depots,
-/// clients, config states, property states, then action requests.
-pub async fn import(args: ImportArgs) -> Result<(), CliError> {
-    let text =
-        std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
-    let inventory: Inventory = if args.file.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.file.display()))?
-    } else {
-        toml::from_str(&text).map_err(|e| format!("{}: {}", args.file.display(), e.message()))?
+/// Sends lists in chunks of [`CHUNK`], counting what the configserver did and
+/// advancing a progress bar.
+struct Bulk {
+    bar: ProgressBar,
+    totals: Totals,
+    /// Whether failures name the section (an import has several).
+    name_sections: bool,
+}
+
+impl Bulk {
+    /// A bulk write of `items` in all; the bar shows only on a terminal.
+    fn new(items: usize, name_sections: bool) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(items as u64);
+            // The template is a constant; its only failure would be a typo here.
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} {msg} ({elapsed}, {eta} left)",
+            ) {
+                bar.set_style(style);
+            }
+            // A chunk may take a while; the spinner shows the call is alive.
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Self {
+            bar,
+            totals: Totals::default(),
+            name_sections,
+        }
+    }
+
+    /// Sends `items` through `call`, one call per chunk, in order.
+    async fn send<T, F, Fut>(
+        &mut self,
+        section: &'static str,
+        items: Vec<T>,
+        mut call: F,
+    ) -> Result<(), CliError>
+    where
+        F: FnMut(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<Response<proto::WriteResponse>, Status>>,
+    {
+        let count = items.len();
+        if count == 0 {
+            return Ok(());
+        }
+        self.bar.set_message(section);
+        let mut done = SectionTotals {
+            section,
+            items: count as u64,
+            affected: 0,
+            pushes_queued: 0,
+        };
+        let mut items = items.into_iter();
+        let mut offset = 0;
+        while offset < count {
+            let chunk: Vec<T> = items.by_ref().take(CHUNK).collect();
+            let len = chunk.len();
+            let response = call(chunk)
+                .await
+                .map_err(|status| self.failure(section, offset, len, count, &status))?
+                .into_inner();
+            done.affected += response.affected;
+            done.pushes_queued += response.pushes_queued;
+            self.totals.items += len as u64;
+            self.bar.inc(len as u64);
+            offset += len;
+        }
+        self.totals.affected += done.affected;
+        self.totals.pushes_queued += done.pushes_queued;
+        self.totals.sections.push(done);
+        Ok(())
+    }
+
+    /// A failed chunk as one line. The configserver numbers items within the
+    /// call, so `clients[3]` in the third chunk becomes `clients[2003]`; and
+    /// since earlier chunks were committed, the line says how much was.
+    fn failure(
+        &self,
+        section: &str,
+        offset: usize,
+        len: usize,
+        count: usize,
+        status: &Status,
+    ) -> CliError {
+        let place = if count > CHUNK {
+            format!("{section}[{offset}..{}]: ", offset + len)
+        } else if self.name_sections {
+            format!("{section}: ")
+        } else {
+            String::new()
+        };
+        let applied = match self.totals.items {
+            0 => String::new(),
+            n => format!("; {n} earlier items were applied, none from here on"),
+        };
+        self.bar.abandon();
+        let error = renumber(&grpc_error(status), section, offset);
+        format!("{place}{error}{applied}").into()
+    }
+
+    /// Clears the bar and returns the totals.
+    fn finish(self) -> Totals {
+        self.bar.finish_and_clear();
+        self.totals
+    }
+}
+
+/// `CODE: section[i]…` with `i` moved by `offset`; anything else unchanged.
+fn renumber(line: &str, section: &str, offset: usize) -> String {
+    let renumbered = || {
+        let (code, message) = line.split_once(": ")?;
+        let rest = message.strip_prefix(section)?.strip_prefix('[')?;
+        let (index, tail) = rest.split_once(']')?;
+        let index: usize = index.parse().ok()?;
+        Some(format!("{code}: {section}[{}]{tail}", index + offset))
     };
-    let admin = args.connection.connect().await?;
-    let total = inventory.configs.len()
-        + inventory.depots.len()
-        + inventory.products.len()
-        + inventory.product_on_depots.len()
-        + inventory.clients.len()
-        + inventory.config_states.len()
-        + inventory.product_property_states.len()
-        + inventory.action_requests.len();
-    let bar = bar(total as u64, "imported");
-    let mut totals = ImportTotals::default();
-    let configs = inventory.configs.into_iter().map(|c| proto::Config {
-        id: c.id,
-        default_values: c.default_values,
-        description: c.description,
-    });
-    send_chunks("configs", configs.collect(), &mut totals, &bar, |configs| {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .upsert_configs(proto::UpsertConfigsRequest { configs })
-                .await
-        }
-    })
-    .await?;
-    let depots = inventory.depots.into_iter().map(|d| proto::DepotInfo {
-        id: d.id,
-        endpoint: d.endpoint,
-        host_key: d.host_key,
-        description: d.description,
-    });
-    send_chunks("depots", depots.collect(), &mut totals, &bar, |depots| {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .upsert_depots(proto::UpsertDepotsRequest { depots })
-                .await
-        }
-    })
-    .await?;
-    let products = inventory.products.into_iter().map(|p| proto::Product {
-        id: p.id,
-        product_version: p.product_version,
-        package_version: p.package_version,
-        pxe_config_template: p.pxe_config_template,
-    });
-    send_chunks(
-        "products",
-        products.collect(),
-        &mut totals,
-        &bar,
-        |products| {
-            let mut admin = admin.clone();
-            async move {
-                admin
-                    .upsert_products(proto::UpsertProductsRequest { products })
-                    .await
-            }
-        },
-    )
-    .await?;
-    let pods = inventory
-        .product_on_depots
-        .into_iter()
-        .map(|p| proto::ProductOnDepot {
-            depot_id: p.depot_id,
-            product_id: p.product_id,
-            product_version: p.product_version,
-            package_version: p.package_version,
-        });
-    send_chunks(
-        "product_on_depots",
-        pods.collect(),
-        &mut totals,
-        &bar,
-        |product_on_depots| {
-            let mut admin = admin.clone();
-            async move {
-                admin
-                    .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
-                        product_on_depots,
-                    })
-                    .await
-            }
-        },
-    )
-    .await?;
-    let clients = inventory.clients.into_iter().map(|c| proto::Host {
-        id: c.id,
-        hardware_address: c.hardware_address,
-        system_uuid: c.system_uuid,
-        ip_address: c.ip_address,
-        opsi_host_key: c.opsi_host_key,
-    });
-    send_chunks("clients", clients.collect(), &mut totals, &bar, |clients| {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .upsert_clients(proto::UpsertClientsRequest { clients })
-                .await
-        }
-    })
-    .await?;
-    let states = inventory
-        .config_states
-        .into_iter()
-        .map(|s| proto::ConfigState {
-            object_id: s.object_id,
-            config_id: s.config_id,
-            values: s.values,
-        });
-    send_chunks(
-        "config_states",
-        states.collect(),
-        &mut totals,
-        &bar,
-        |config_states| {
-            let mut admin = admin.clone();
-            async move {
-                admin
-                    .upsert_config_states(proto::UpsertConfigStatesRequest { config_states })
-                    .await
-            }
-        },
-    )
-    .await?;
-    let properties =
-        inventory
-            .product_property_states
-            .into_iter()
-            .map(|s| proto::ProductPropertyState {
-                object_id: s.object_id,
-                product_id: s.product_id,
-                property_id: s.property_id,
-                values: s.values,
-            });
-    send_chunks(
-        "product_property_states",
-        properties.collect(),
-        &mut totals,
-        &bar,
-        |product_property_states| {
-            let mut admin = admin.clone();
-            async move {
-                admin
-                    .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {
-                        product_property_states,
-                    })
-                    .await
-            }
-        },
-    )
-    .await?;
-    let actions = inventory
-        .action_requests
-        .into_iter()
-        .map(|a| proto::ActionRequest {
-            client_id: a.client_id,
-            product_id: a.product_id,
-            action_request: a.action_request,
-        });
-    send_chunks(
-        "action_requests",
-        actions.collect(),
-        &mut totals,
-        &bar,
-        |action_requests| {
-            let mut admin = admin.clone();
-            async move {
-                admin
-                    .set_action_requests(proto::SetActionRequestsRequest { action_requests })
-                    .await
-            }
-        },
-    )
-    .await?;
-    bar.finish_and_clear();
-    args.connection.print(&totals, || {
-        let rows: Vec<Vec<String>> = totals
-            .sent
-            .iter()
-            .map(|(name, n)| vec![name.clone(), n.to_string()])
-            .collect();
-        table(&["SECTION", "ITEMS"], &rows);
-        println!(
-            "{} rows changed, {} pushes queued",
-            totals.affected, totals.pushes_queued
-        );
-    })
+    match renumbered() {
+        Some(line) if offset > 0 => line,
+        _ => line.to_owned(),
+    }
 }
 
-// ---- set-action ---------------------------------------------------------------
+/// Sets action requests through `bulk`.
+async fn send_actions(
+    admin: &Admin,
+    bulk: &mut Bulk,
+    actions: Vec<proto::ActionRequest>,
+) -> Result<(), CliError> {
+    bulk.send("action_requests", actions, |action_requests| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .set_action_requests(proto::SetActionRequestsRequest { action_requests })
+                .await
+        }
+    })
+    .await
+}
 
-/// `pxeconf set-action CLIENT… --product P --action A`.
-pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
-    let mut clients = Vec::new();
-    for c in &args.clients {
-        if c == "-" {
-            for line in std::io::stdin().lock().lines() {
-                let line = line?;
-                let line = line.trim();
-                if !line.is_empty() && !line.starts_with('#') {
-                    clients.push(line.to_owned());
+// ---- import -------------------------------------------------------------------------
+
+/// Declares the inventory: per section, an entry type with the proto message's
+/// field names (each optional, defaulting to empty), its conversion to the
+/// message, and the Admin write that takes it. Sections are imported in the
+/// order they are declared.
+macro_rules! inventory {
+    ($(
+        $section:ident: $entry:ident => $message:ident {
+            $($field:ident: $ty:ty),* $(,)?
+        } by $rpc:ident($request:ident);
+    )*) => {
+        /// An inventory file.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct Inventory {
+            $($section: Vec<$entry>,)*
+        }
+
+        $(
+            /// One entry of its section, as in the file.
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields, default)]
+            struct $entry {
+                $($field: $ty,)*
+            }
+
+            // Every field is named, so a field added to the message does not
+            // compile until the inventory can carry it.
+            impl From<$entry> for proto::$message {
+                fn from(entry: $entry) -> Self {
+                    proto::$message { $($field: entry.$field,)* }
                 }
             }
-        } else {
-            clients.push(c.clone());
-        }
-    }
-    let admin = args.connection.connect().await?;
-    let bar = bar(clients.len() as u64, "action requests set");
-    let mut totals = ImportTotals::default();
-    let actions: Vec<proto::ActionRequest> = clients
-        .iter()
-        .map(|c| proto::ActionRequest {
-            client_id: c.clone(),
-            product_id: args.product.clone(),
-            action_request: args.action.clone(),
-        })
-        .collect();
-    send_chunks(
-        "action_requests",
-        actions,
-        &mut totals,
-        &bar,
-        |action_requests| {
-            let mut admin = admin.clone();
-            async move {
-                admin
-                    .set_action_requests(proto::SetActionRequestsRequest { action_requests })
-                    .await
+        )*
+
+        impl Inventory {
+            /// Entries in all sections.
+            fn len(&self) -> usize {
+                0 $(+ self.$section.len())*
             }
-        },
-    )
-    .await?;
-    bar.finish_and_clear();
-    args.connection.print(&totals, || {
+
+            /// Sends every section in declaration order.
+            async fn send(self, admin: &Admin, bulk: &mut Bulk) -> Result<(), CliError> {
+                $(
+                    let items = self.$section.into_iter().map(proto::$message::from).collect();
+                    bulk.send(stringify!($section), items, |$section| {
+                        let mut admin = admin.clone();
+                        async move { admin.$rpc(proto::$request { $section }).await }
+                    })
+                    .await?;
+                )*
+                Ok(())
+            }
+        }
+    };
+}
+
+// Dependencies first: a depot before the products on it, a client before its
+// states, and action requests last, once everything a push needs is there.
+inventory! {
+    configs: ConfigEntry => Config {
+        id: String, default_values: Vec<String>, description: String,
+    } by upsert_configs(UpsertConfigsRequest);
+    depots: DepotEntry => DepotInfo {
+        id: String, endpoint: String, host_key: String, description: String,
+    } by upsert_depots(UpsertDepotsRequest);
+    products: ProductEntry => Product {
+        id: String, product_version: String, package_version: String, pxe_config_template: String,
+    } by upsert_products(UpsertProductsRequest);
+    product_on_depots: ProductOnDepotEntry => ProductOnDepot {
+        depot_id: String, product_id: String, product_version: String, package_version: String,
+    } by upsert_product_on_depots(UpsertProductOnDepotsRequest);
+    clients: ClientEntry => Host {
+        id: String, hardware_address: String, system_uuid: String, ip_address: String,
+        opsi_host_key: String,
+    } by upsert_clients(UpsertClientsRequest);
+    config_states: ConfigStateEntry => ConfigState {
+        object_id: String, config_id: String, values: Vec<String>,
+    } by upsert_config_states(UpsertConfigStatesRequest);
+    product_property_states: PropertyStateEntry => ProductPropertyState {
+        object_id: String, product_id: String, property_id: String, values: Vec<String>,
+    } by upsert_product_property_states(UpsertProductPropertyStatesRequest);
+    action_requests: ActionEntry => ActionRequest {
+        client_id: String, product_id: String, action_request: String,
+    } by set_action_requests(SetActionRequestsRequest);
+}
+
+/// Reads an inventory, TOML or JSON by the file's extension.
+fn read_inventory(path: &Path) -> Result<Inventory, CliError> {
+    let name = path.display();
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let json = match extension.as_deref() {
+        Some("json") => true,
+        Some("toml") => false,
+        _ => return Err(format!("{name}: an inventory is a .toml or a .json file").into()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    if json {
+        return serde_json::from_str(&text).map_err(|e| format!("{name}: {e}").into());
+    }
+    toml::from_str(&text).map_err(|e| {
+        // toml's own rendering spans several lines; keep the message, name the place.
+        let place = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line} column {column}")
+        });
+        format!(
+            "{name}: {}{}",
+            e.message().trim(),
+            place.unwrap_or_default()
+        )
+        .into()
+    })
+}
+
+/// `pxeconf import FILE`: every section of the file, in dependency order, in
+/// transactions of up to 1,000 items; then the totals.
+pub async fn import(args: ImportArgs) -> Result<(), CliError> {
+    let inventory = read_inventory(&args.file)?;
+    let admin = args.connection.connect().await?;
+    let mut bulk = Bulk::new(inventory.len(), true);
+    inventory.send(&admin, &mut bulk).await?;
+    let totals = bulk.finish();
+    args.connection.print(&totals, |totals| {
+        let mut rows: Vec<Vec<String>> = totals
+            .sections
+            .iter()
+            .map(|s| {
+                vec![
+                    s.section.to_owned(),
+                    s.items.to_string(),
+                    s.affected.to_string(),
+                    s.pushes_queued.to_string(),
+                ]
+            })
+            .collect();
+        rows.push(vec![
+            "total".to_owned(),
+            totals.items.to_string(),
+            totals.affected.to_string(),
+            totals.pushes_queued.to_string(),
+        ]);
+        table(&["SECTION", "ITEMS", "AFFECTED", "PUSHES QUEUED"], &rows);
         println!(
-            "{} {} for {} clients: {} pushes queued",
-            args.action,
-            args.product,
-            clients.len(),
+            "imported {}: {} rows changed, {} pushes queued",
+            args.file.display(),
+            totals.affected,
             totals.pushes_queued
         );
     })
 }
 
-// ---- status -------------------------------------------------------------------
+// ---- set-action ---------------------------------------------------------------------
 
-/// One delivery, as printed.
+/// What `set-action` did.
+#[derive(Debug, Serialize)]
+struct SetActionView {
+    product: String,
+    action: String,
+    clients: u64,
+    affected: u64,
+    pushes_queued: u64,
+}
+
+/// The client FQDNs of the command line, `-` replaced by stdin's lines, each once.
+fn client_list(args: &[String]) -> Result<Vec<String>, CliError> {
+    let mut clients = Vec::new();
+    for arg in args {
+        if arg != "-" {
+            clients.push(arg.trim().to_owned());
+            continue;
+        }
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| format!("reading clients from stdin: {e}"))?;
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                clients.push(line.to_owned());
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    clients.retain(|c| seen.insert(c.to_ascii_lowercase()));
+    Ok(clients)
+}
+
+/// `pxeconf set-action CLIENT… --product P --action A`: one action request
+/// per client, in transactions of up to 1,000.
+pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
+    let clients = client_list(&args.clients)?;
+    let admin = args.connection.connect().await?;
+    let mut bulk = Bulk::new(clients.len(), false);
+    let actions = clients
+        .iter()
+        .map(|client| proto::ActionRequest {
+            client_id: client.clone(),
+            product_id: args.product.clone(),
+            action_request: args.action.clone(),
+        })
+        .collect();
+    send_actions(&admin, &mut bulk, actions).await?;
+    let totals = bulk.finish();
+    let view = SetActionView {
+        product: args.product,
+        action: args.action,
+        clients: clients.len() as u64,
+        affected: totals.affected,
+        pushes_queued: totals.pushes_queued,
+    };
+    args.connection.print(&view, |v| {
+        println!(
+            "{} {} for {} clients: {} rows changed, {} pushes queued",
+            v.action, v.product, v.clients, v.affected, v.pushes_queued
+        );
+    })
+}
+
+// ---- status -------------------------------------------------------------------------
+
+/// One client's PXE config on one depot, as printed.
 #[derive(Debug, Serialize)]
 struct DeliveryView {
     depot_id: String,
+    /// `queued`, `delivered`, `read`, `failed` or `removed`.
     state: String,
     operation: String,
     revision: u64,
     delivered_revision: u64,
     product_id: String,
+    /// `new` or `legacy`: the path of the last successful push.
     path: String,
-    updated_at: String,
-    delivered_at: String,
-    read_at: String,
+    #[serde(serialize_with = "rfc3339")]
+    updated_at: Option<SystemTime>,
+    #[serde(serialize_with = "rfc3339")]
+    delivered_at: Option<SystemTime>,
+    #[serde(serialize_with = "rfc3339")]
+    read_at: Option<SystemTime>,
     error: String,
-    next_retry: String,
+    #[serde(serialize_with = "rfc3339")]
+    next_retry: Option<SystemTime>,
     attempts: u32,
 }
 
 impl From<proto::Delivery> for DeliveryView {
     fn from(d: proto::Delivery) -> Self {
-        let state = proto::DeliveryState::try_from(d.state)
-            .map(|s| {
-                s.as_str_name()
-                    .trim_start_matches("DELIVERY_STATE_")
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_else(|_| d.state.to_string());
+        let state = match proto::DeliveryState::try_from(d.state) {
+            Ok(state) => state
+                .as_str_name()
+                .trim_start_matches("DELIVERY_STATE_")
+                .to_ascii_lowercase(),
+            // A state newer than this binary: show its number rather than fail.
+            Err(_) => d.state.to_string(),
+        };
         DeliveryView {
             depot_id: d.depot_id,
             state,
@@ -599,70 +683,119 @@ impl From<proto::Delivery> for DeliveryView {
             delivered_revision: d.delivered_revision,
             product_id: d.product_id,
             path: d.path,
-            updated_at: time(&d.updated_at),
-            delivered_at: time(&d.delivered_at),
-            read_at: time(&d.read_at),
+            updated_at: time(d.updated_at),
+            delivered_at: time(d.delivered_at),
+            read_at: time(d.read_at),
             error: d.error,
-            next_retry: time(&d.next_retry),
+            next_retry: time(d.next_retry),
             attempts: d.attempts,
         }
     }
 }
 
+/// Column headers of a delivery; `pending` puts the client in the first.
+const DELIVERY_HEADERS: [&str; 7] = [
+    "DEPOT",
+    "STATE",
+    "OP",
+    "REVISION",
+    "PATH",
+    "SINCE",
+    "ERROR (NEXT RETRY)",
+];
+
+/// A delivery's cells under [`DELIVERY_HEADERS`].
+fn delivery_row(d: &DeliveryView) -> Vec<String> {
+    // The newest of the times says since when the state holds.
+    let since = [d.read_at, d.delivered_at, d.updated_at]
+        .into_iter()
+        .find(Option::is_some)
+        .flatten();
+    let error = match (&d.error, d.next_retry) {
+        (e, _) if e.is_empty() => String::new(),
+        (e, Some(retry)) => format!("{e} ({})", cell_time(Some(retry))),
+        (e, None) => e.clone(),
+    };
+    vec![
+        d.depot_id.clone(),
+        d.state.clone(),
+        d.operation.clone(),
+        d.revision.to_string(),
+        d.path.clone(),
+        cell_time(since),
+        error,
+    ]
+}
+
+/// A netboot product's state on the client.
 #[derive(Debug, Serialize)]
 struct ProductView {
     product_id: String,
     action_request: String,
     action_progress: String,
+    product_version: String,
+    package_version: String,
 }
 
+/// `pxeconf status --json`.
 #[derive(Debug, Serialize)]
 struct StatusView {
     client: String,
     hardware_address: String,
     system_uuid: String,
+    ip_address: String,
     depot_id: String,
     note: String,
     products: Vec<ProductView>,
     deliveries: Vec<DeliveryView>,
 }
 
-/// `pxeconf status CLIENT`.
-pub async fn status(args: StatusArgs) -> Result<(), CliError> {
-    let mut admin = args.connection.connect().await?;
-    let s = admin
-        .get_client_status(proto::GetClientStatusRequest { fqdn: args.client })
-        .await
-        .map_err(status_line)?
-        .into_inner();
-    let host = s.host.unwrap_or_default();
-    let view = StatusView {
-        client: host.id,
-        hardware_address: host.hardware_address,
-        system_uuid: host.system_uuid,
-        depot_id: s.depot_id,
-        note: s.note,
-        products: s
-            .product_on_clients
-            .into_iter()
-            .map(|p| ProductView {
-                product_id: p.product_id,
-                action_request: p.action_request,
-                action_progress: p.action_progress,
-            })
-            .collect(),
-        deliveries: s.deliveries.into_iter().map(DeliveryView::from).collect(),
-    };
-    args.connection.print(&view, || {
-        println!("client   {}", view.client);
-        println!("mac      {}", view.hardware_address);
-        println!("uuid     {}", view.system_uuid);
-        println!("depot    {}", view.depot_id);
-        if !view.note.is_empty() {
-            println!("note     {}", view.note);
+impl From<proto::ClientStatus> for StatusView {
+    fn from(s: proto::ClientStatus) -> Self {
+        let host = s.host.unwrap_or_default();
+        StatusView {
+            client: host.id,
+            hardware_address: host.hardware_address,
+            system_uuid: host.system_uuid,
+            ip_address: host.ip_address,
+            depot_id: s.depot_id,
+            note: s.note,
+            products: s
+                .product_on_clients
+                .into_iter()
+                .map(|p| ProductView {
+                    product_id: p.product_id,
+                    action_request: p.action_request,
+                    action_progress: p.action_progress,
+                    product_version: p.product_version,
+                    package_version: p.package_version,
+                })
+                .collect(),
+            deliveries: s.deliveries.into_iter().map(DeliveryView::from).collect(),
         }
-        println!();
-        let rows: Vec<Vec<String>> = view
+    }
+}
+
+/// Prints a client's status for people.
+fn print_status(v: &StatusView) {
+    let fields = [
+        ("client", &v.client),
+        ("mac", &v.hardware_address),
+        ("uuid", &v.system_uuid),
+        ("ip", &v.ip_address),
+        ("depot", &v.depot_id),
+        ("note", &v.note),
+    ];
+    for (name, value) in fields {
+        if !value.is_empty() || name == "client" {
+            println!("{name:<8} {value}");
+        }
+    }
+    println!();
+    if v.products.is_empty() {
+        println!("no netboot products");
+    } else {
+        let rows: Vec<Vec<String>> = v
             .products
             .iter()
             .map(|p| {
@@ -674,117 +807,112 @@ pub async fn status(args: StatusArgs) -> Result<(), CliError> {
             })
             .collect();
         table(&["PRODUCT", "ACTION", "PROGRESS"], &rows);
-        println!();
-        let rows: Vec<Vec<String>> = view.deliveries.iter().map(delivery_row).collect();
-        table(&DELIVERY_HEADERS, &rows);
-    })
-}
-
-const DELIVERY_HEADERS: [&str; 7] = [
-    "DEPOT",
-    "STATE",
-    "OP",
-    "REVISION",
-    "PATH",
-    "WHEN",
-    "ERROR / NEXT RETRY",
-];
-
-fn delivery_row(d: &DeliveryView) -> Vec<String> {
-    let when = [&d.read_at, &d.delivered_at, &d.updated_at]
-        .into_iter()
-        .find(|t| !t.is_empty())
-        .cloned()
-        .unwrap_or_default();
-    let error = if d.error.is_empty() {
-        String::new()
+    }
+    println!();
+    if v.deliveries.is_empty() {
+        println!("no PXE config on any depot");
     } else {
-        format!("{} (retry {})", d.error, d.next_retry)
-    };
-    vec![
-        d.depot_id.clone(),
-        d.state.clone(),
-        d.operation.clone(),
-        d.revision.to_string(),
-        d.path.clone(),
-        when,
-        error,
-    ]
+        let rows: Vec<Vec<String>> = v.deliveries.iter().map(delivery_row).collect();
+        table(&DELIVERY_HEADERS, &rows);
+    }
 }
 
-// ---- depots -------------------------------------------------------------------
+/// `pxeconf status CLIENT`: netboot products, the depot, and where its PXE
+/// config is: queued, delivered, read or failed.
+pub async fn status(args: StatusArgs) -> Result<(), CliError> {
+    let mut admin = args.connection.connect().await?;
+    let request = proto::GetClientStatusRequest { fqdn: args.client };
+    let view = StatusView::from(answer(admin.get_client_status(request).await)?);
+    args.connection.print(&view, print_status)
+}
 
+// ---- depots -------------------------------------------------------------------------
+
+/// One depot, as printed.
 #[derive(Debug, Serialize)]
 struct DepotView {
     id: String,
     endpoint: String,
+    description: String,
     reachable: bool,
+    /// `unknown`, `new` or `legacy`.
     capability: String,
     queued: u64,
     delivered: u64,
     pushes_new: u64,
     pushes_legacy: u64,
-    last_contact: String,
+    #[serde(serialize_with = "rfc3339")]
+    last_contact: Option<SystemTime>,
     last_error: String,
 }
 
-/// `pxeconf depots`.
-pub async fn depots(args: DepotsArgs) -> Result<(), CliError> {
-    let mut admin = args.connection.connect().await?;
-    let depots: Vec<DepotView> = admin
-        .list_depots(proto::ListDepotsRequest {})
-        .await
-        .map_err(status_line)?
-        .into_inner()
-        .depots
-        .into_iter()
-        .map(|d| DepotView {
-            last_contact: time(&d.last_contact),
+impl From<proto::DepotStatus> for DepotView {
+    fn from(d: proto::DepotStatus) -> Self {
+        DepotView {
             id: d.id,
             endpoint: d.endpoint,
+            description: d.description,
             reachable: d.reachable,
             capability: d.capability,
             queued: d.queued,
             delivered: d.delivered,
             pushes_new: d.pushes_new,
             pushes_legacy: d.pushes_legacy,
+            last_contact: time(d.last_contact),
             last_error: d.last_error,
-        })
-        .collect();
-    args.connection.print(&depots, || {
-        let rows: Vec<Vec<String>> = depots
-            .iter()
-            .map(|d| {
-                vec![
-                    d.id.clone(),
-                    d.endpoint.clone(),
-                    if d.reachable { "yes" } else { "no" }.to_owned(),
-                    d.capability.clone(),
-                    d.queued.to_string(),
-                    d.delivered.to_string(),
-                    d.last_contact.clone(),
-                    d.last_error.clone(),
-                ]
-            })
-            .collect();
-        table(
-            &[
-                "DEPOT",
-                "ENDPOINT",
-                "REACHABLE",
-                "PATH",
-                "QUEUED",
-                "UNREAD",
-                "LAST CONTACT",
-                "LAST ERROR",
-            ],
-            &rows,
-        );
-    })
+        }
+    }
 }
 
-// ---- pending ------------------------------------------------------------------
+/// Prints depots for people.
+fn print_depots(depots: &[DepotView]) {
+    let rows: Vec<Vec<String>> = depots
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                d.endpoint.clone(),
+                if d.reachable { "yes" } else { "no" }.to_owned(),
+                d.capability.clone(),
+                d.queued.to_string(),
+                d.delivered.to_string(),
+                cell_time(d.last_contact),
+                d.last_error.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DEPOT",
+            "ENDPOINT",
+            "REACHABLE",
+            "CAPABILITY",
+            "QUEUED",
+            "UNREAD",
+            "LAST CONTACT",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+}
 
+/// Every registered depot.
+async fn list_depots(admin: &mut Admin) -> Result<Vec<DepotView>, CliError> {
+    let depots = answer(admin.list_depots(proto::ListDepotsRequest {}).await)?.depots;
+    Ok(depots.into_iter().map(DepotView::from).collect())
+}
+
+/// `pxeconf depots`: endpoint, reachability, new or legacy path, pushes
+/// queued and configs delivered but not yet read.
+pub async fn depots(args: DepotsArgs) -> Result<(), CliError> {
+    let mut admin = args.connection.connect().await?;
+    let depots = list_depots(&mut admin).await?;
+    args.connection.print(&depots, |d| print_depots(d))
+}
+
+// ---- pending ------------------------------------------------------------------------
+
+/// One push owed to a depot, or one config delivered and not yet read.
 #[derive(Debug, Serialize)]
 struct PendingView {
     client_id: String,
@@ -792,43 +920,102 @@ struct PendingView {
     delivery: DeliveryView,
 }
 
-/// `pxeconf pending --depot D`: every push owed to the depot or delivered
-/// and not yet read, page by page.
+/// Prints pending pushes for people.
+fn print_pending(pending: &[PendingView]) {
+    let rows: Vec<Vec<String>> = pending
+        .iter()
+        .map(|p| {
+            let mut row = delivery_row(&p.delivery);
+            row[0] = p.client_id.clone();
+            row
+        })
+        .collect();
+    let mut headers = DELIVERY_HEADERS;
+    headers[0] = "CLIENT";
+    table(&headers, &rows);
+    println!("{} pending", pending.len());
+}
+
+/// `pxeconf pending --depot D`: every push owed to the depot or delivered and
+/// not yet read, all pages of it.
 pub async fn pending(args: PendingArgs) -> Result<(), CliError> {
     let mut admin = args.connection.connect().await?;
-    let mut all = Vec::new();
+    // An unknown depot has nothing pending; say so rather than print "0 pending".
+    let wanted = args.depot.trim().trim_end_matches('.').to_ascii_lowercase();
+    if !list_depots(&mut admin)
+        .await?
+        .iter()
+        .any(|d| d.id == wanted)
+    {
+        return Err(format!(
+            "depot {} is not registered (`pxeconf depots` lists them)",
+            args.depot
+        )
+        .into());
+    }
+    let mut pending = Vec::new();
     let mut token = String::new();
     loop {
-        let page = admin
-            .list_pending(proto::ListPendingRequest {
-                depot_id: args.depot.clone(),
-                page_size: 5000,
-                page_token: token,
-            })
-            .await
-            .map_err(status_line)?
-            .into_inner();
-        all.extend(page.pending.into_iter().map(|p| PendingView {
+        let request = proto::ListPendingRequest {
+            depot_id: wanted.clone(),
+            page_size: PAGE,
+            page_token: token.clone(),
+        };
+        let page = answer(admin.list_pending(request).await)?;
+        pending.extend(page.pending.into_iter().map(|p| PendingView {
             client_id: p.client_id,
             delivery: p.delivery.unwrap_or_default().into(),
         }));
         if page.next_page_token.is_empty() {
             break;
         }
+        // A token that does not move would page forever.
+        if page.next_page_token == token {
+            return Err("the configserver returned the same page token twice".into());
+        }
         token = page.next_page_token;
     }
-    args.connection.print(&all, || {
-        let rows: Vec<Vec<String>> = all
-            .iter()
-            .map(|p| {
-                let mut row = vec![p.client_id.clone()];
-                row.extend(delivery_row(&p.delivery).into_iter().skip(1));
-                row
-            })
-            .collect();
-        let mut headers = vec!["CLIENT"];
-        headers.extend(DELIVERY_HEADERS.iter().skip(1));
-        table(&headers, &rows);
-        println!("{} pending", all.len());
-    })
+    args.connection.print(&pending, |p| print_pending(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_renumbered_within_the_section() {
+        let line = "INVALID_ARGUMENT: clients[3].hardware_address: invalid MAC";
+        assert_eq!(
+            renumber(line, "clients", 2000),
+            "INVALID_ARGUMENT: clients[2003].hardware_address: invalid MAC"
+        );
+        assert_eq!(renumber(line, "clients", 0), line);
+        assert_eq!(renumber(line, "depots", 1000), line);
+        let not_found = "NOT_FOUND: client ghost.example.org does not exist";
+        assert_eq!(renumber(not_found, "action_requests", 1000), not_found);
+    }
+
+    #[test]
+    fn grpc_errors_name_the_canonical_code() {
+        let status = Status::not_found("client x.example.org does not exist");
+        assert_eq!(
+            grpc_error(&status),
+            "NOT_FOUND: client x.example.org does not exist"
+        );
+        assert_eq!(
+            grpc_error(&Status::failed_precondition("")),
+            "FAILED_PRECONDITION"
+        );
+    }
+
+    #[test]
+    fn toml_errors_name_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[[clients]]\nid = \"a.example.org\"\nmac = \"x\"\n").unwrap();
+        let err = read_inventory(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `mac`"), "{err}");
+        assert!(err.ends_with("at line 3 column 1"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
 }
