@@ -1,27 +1,48 @@
-//! Renders a PXE config from a template, line by line:
-//! - `%propertyId%` becomes the product property's value (values joined by `,`);
+//! Renders a PXE config from a template, line by line, after opsipxeconfd
+//! (but every template line keeps its keyword, indentation and arguments):
+//! - `%propertyId%` becomes the product property's state (values joined by
+//!   `,`); unknown ids stay as they are;
 //! - the kernel command line is extended on pxelinux `append …` lines (after
 //!   what is there), elilo `append="…"` lines (inside the quotes), grub
-//!   `linux`/`linuxefi`/`linux16` lines, and `kernel` lines of iPXE scripts
-//!   (templates starting with `#!ipxe`);
+//!   `linux`/`linuxefi`/`linux16` lines (after what is there) and `kernel`
+//!   lines of iPXE scripts (templates whose first line is `#!ipxe`);
 //! - added, in this order: `hn`, `dn`, `product`, `macaddress`, `service`
 //!   (ending in `/rpc`), `pckey`, then every `opsi-linux-bootimage.append`
-//!   item (`key=value` or a bare flag, keys lower-cased, a later key
-//!   overriding an earlier one in its place); `bootimagerootpassword=X`
-//!   becomes `pwh=<sha512-crypt of X>`, and in every `pwh` value `$` is
-//!   written `\$` (the boot loader would expand it).
+//!   item (`key=value` or a bare flag; keys lower-cased; a later key replaces
+//!   the value of an earlier one in its place); `bootimagerootpassword=X`
+//!   becomes `pwh=<sha512-crypt of X>` in that item's place, and in every
+//!   `pwh` value each `$` is written `\$` so that the boot loader passes it
+//!   on literally. As in opsi, both key names match as substrings.
 //!
-//! The result holds the host key and a password hash: it is never logged.
+//! The result holds the host key and a password hash: nothing here logs, and
+//! callers must not log the rendered text either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sha_crypt::{Algorithm, CustomizedPasswordHasher, Params, ShaCrypt};
+use rand::Rng;
 
 use crate::domain::ClientBundle;
 
-/// Password hashes remembered; most clients share the boot image password.
-const PWH_CACHE: usize = 1024;
+/// The crypt(3) base-64 alphabet, in value order.
+const CRYPT_ALPHABET: &[u8; 64] =
+    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// sha512-crypt's round count; 5000 is crypt's default, so the hash carries
+/// no `rounds=` field (as passlib, and thus opsi, writes it).
+const ROUNDS: u32 = 5000;
+
+/// Salt length: the most sha512-crypt uses, and what opsi's passlib draws.
+const SALT_LEN: usize = 16;
+
+/// Distinct passwords whose hash is remembered. Nearly every client shares
+/// the one boot image password; the bound only stops a stream of distinct
+/// passwords from growing the map.
+const PWH_MEMO: usize = 64;
+
+/// opsi refuses a hash containing `.` and draws again; the chance of needing
+/// more than this many draws is below 10⁻⁸.
+const MAX_HASH_DRAWS: usize = 64;
 
 /// Why a config cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +53,172 @@ pub enum RenderError {
         /// The client's boot mode.
         mode: &'static str,
     },
-    /// The password hash failed.
+    /// The password hash could not be made.
     #[error("hashing the boot image password failed: {0}")]
     Hash(String),
 }
 
+/// SHA-512-crypt of `password` with `salt` (1 to 16 characters of
+/// `./0-9A-Za-z`) and 5000 rounds, as crypt(3) writes it:
+/// `$6$<salt>$<86 characters>`, without a `rounds=` field.
+pub fn sha512_crypt(password: &str, salt: &str) -> Result<String, RenderError> {
+    if salt.is_empty()
+        || salt.len() > SALT_LEN
+        || !salt.bytes().all(|b| CRYPT_ALPHABET.contains(&b))
+    {
+        return Err(RenderError::Hash(format!(
+            "a salt needs 1 to {SALT_LEN} characters of ./0-9A-Za-z"
+        )));
+    }
+    let params = sha_crypt::Params::new(ROUNDS).map_err(|e| RenderError::Hash(e.to_string()))?;
+    let digest = sha_crypt::sha512_crypt(password.as_bytes(), salt.as_bytes(), params);
+    let mut out = String::with_capacity(3 + salt.len() + 1 + 86);
+    out.push_str("$6$");
+    out.push_str(salt);
+    out.push('$');
+    // The digest is written in crypt's own order: 21 groups of three bytes
+    // (indices k, k+21, k+42, rotated by k mod 3), then the last byte.
+    for k in 0..21 {
+        let (hi, mid, lo) = match k % 3 {
+            0 => (k, k + 21, k + 42),
+            1 => (k + 21, k + 42, k),
+            _ => (k + 42, k, k + 21),
+        };
+        let word =
+            (u32::from(digest[hi]) << 16) | (u32::from(digest[mid]) << 8) | u32::from(digest[lo]);
+        push_crypt64(&mut out, word, 4);
+    }
+    push_crypt64(&mut out, u32::from(digest[63]), 2);
+    Ok(out)
+}
+
+/// Writes the low `chars * 6` bits of `word`, least significant first.
+fn push_crypt64(out: &mut String, mut word: u32, chars: usize) {
+    for _ in 0..chars {
+        out.push(char::from(CRYPT_ALPHABET[(word & 0x3f) as usize]));
+        word >>= 6;
+    }
+}
+
+/// A random salt of crypt characters other than `.`: opsi rejects hashes
+/// containing a dot, so a dotted salt would only be drawn again.
+fn random_salt() -> String {
+    let mut rng = rand::rng();
+    (0..SALT_LEN)
+        .map(|_| char::from(CRYPT_ALPHABET[rng.random_range(1..CRYPT_ALPHABET.len())]))
+        .collect()
+}
+
+/// How a template line carries the kernel command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelLine {
+    /// Arguments follow the keyword: pxelinux `append`, grub `linux`, iPXE
+    /// `kernel`. Ours go after them.
+    Trailing,
+    /// elilo `append="…"`: ours go inside the quotes. `eq` is the byte
+    /// offset of the `=`.
+    Quoted { eq: usize },
+}
+
+fn classify(line: &str, ipxe: bool) -> Option<KernelLine> {
+    let indent = line.len() - line.trim_start().len();
+    let body = &line[indent..];
+    let word_len = body
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(body.len());
+    let (word, rest) = body.split_at(word_len);
+    if word.eq_ignore_ascii_case("append") {
+        // pxelinux keywords are case-insensitive; elilo's `append` takes `=`.
+        let after = rest.trim_start();
+        if after.starts_with('=') {
+            let eq = indent + word_len + (rest.len() - after.len());
+            return Some(KernelLine::Quoted { eq });
+        }
+        return Some(KernelLine::Trailing);
+    }
+    // A grub or iPXE kernel line without arguments names no kernel; leave it.
+    let has_args = rest.starts_with(char::is_whitespace) && !rest.trim().is_empty();
+    match word {
+        "linux" | "linuxefi" | "linux16" if has_args => Some(KernelLine::Trailing),
+        // In pxelinux `kernel` takes no arguments (they go on `append`), so
+        // only an iPXE script's `kernel` line is a command line.
+        "kernel" if ipxe && has_args => Some(KernelLine::Trailing),
+        _ => None,
+    }
+}
+
+/// Replaces every `%id%` naming a property by its value, in one pass: a
+/// value is never scanned again, so it cannot smuggle in another `%id%`.
+fn substitute(line: &str, bundle: &ClientBundle, out: &mut String) {
+    if bundle.properties.is_empty() || !line.contains('%') {
+        out.push_str(line);
+        return;
+    }
+    let mut rest = line;
+    while let Some(start) = rest.find('%') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after
+            .find('%')
+            .and_then(|end| Some((end, bundle.properties.get(&after[..end])?)))
+        {
+            Some((end, value)) => {
+                out.push_str(value);
+                rest = &after[end + 1..];
+            }
+            None => {
+                // Not a property reference: keep the `%` and look on from the next character.
+                out.push('%');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+}
+
+/// Appends `params` to the kernel line `line`, already in `out` from `from`.
+fn extend(out: &mut String, from: usize, kind: KernelLine, params: &str) {
+    match kind {
+        KernelLine::Trailing => {
+            let line = &out[from..];
+            let trimmed_len = line.trim_end().len();
+            out.truncate(from + trimmed_len);
+            out.push(' ');
+            out.push_str(params);
+        }
+        KernelLine::Quoted { eq } => {
+            let value = out[from + eq + 1..].trim().to_owned();
+            // `append="a b"`, or unquoted `append=a`: either way the old
+            // arguments stay first, ours follow, all inside one pair of quotes.
+            let (inner, tail) = match value.strip_prefix('"') {
+                Some(quoted) => match quoted.rfind('"') {
+                    Some(close) => (quoted[..close].to_owned(), quoted[close + 1..].to_owned()),
+                    None => (quoted.to_owned(), String::new()),
+                },
+                None => (value, String::new()),
+            };
+            out.truncate(from + eq + 1);
+            out.push('"');
+            let inner = inner.trim();
+            if !inner.is_empty() {
+                out.push_str(inner);
+                out.push(' ');
+            }
+            out.push_str(params);
+            out.push('"');
+            out.push_str(&tail);
+        }
+    }
+}
+
 /// Renders configs; shared by all handlers.
 pub struct Renderer {
-    /// Password → sha512-crypt hash. A hash costs milliseconds (5000
-    /// rounds); reusing one per password keeps a bulk of thousands cheap.
+    /// Password → its sha512-crypt string. A hash costs milliseconds and
+    /// nearly all clients share the boot image password, so a bulk of
+    /// thousands hashes once. Neither side is ever logged.
     hashes: Mutex<HashMap<String, String>>,
+    /// How many passwords `hashes` holds at most.
+    memo_cap: usize,
 }
 
 impl Default for Renderer {
@@ -50,52 +227,17 @@ impl Default for Renderer {
     }
 }
 
-/// SHA-512-crypt of `password` with `salt` (crypt alphabet, up to 16
-/// characters), 5000 rounds, as `$6$salt$hash`.
-pub fn sha512_crypt(password: &str, salt: &[u8]) -> Result<String, RenderError> {
-    let hash = ShaCrypt::new(Algorithm::Sha512Crypt, Params::RECOMMENDED)
-        .hash_password_customized(password.as_bytes(), salt, None, None, Params::RECOMMENDED)
-        .map_err(|e| RenderError::Hash(e.to_string()))?
-        .to_string();
-    // 5000 is crypt's default round count; written without `rounds=` the
-    // hash is the same and in the form every crypt(3) and opsi expect.
-    Ok(hash.replacen("$rounds=5000$", "$", 1))
-}
-
-/// How a line extends the kernel command line.
-enum Kernel {
-    /// `append …` (pxelinux): after what is there.
-    Append,
-    /// `append="…"` (elilo): inside the quotes.
-    QuotedAppend,
-    /// `linux …` (grub) or `kernel …` (iPXE): after what is there.
-    Command,
-}
-
-fn kernel_line(line: &str, ipxe: bool) -> Option<Kernel> {
-    let trimmed = line.trim_start();
-    let word_end = trimmed
-        .find(|c: char| c.is_whitespace() || c == '=')
-        .unwrap_or(trimmed.len());
-    let (word, rest) = trimmed.split_at(word_end);
-    match word.to_ascii_lowercase().as_str() {
-        "append" if rest.trim_start().starts_with('=') => Some(Kernel::QuotedAppend),
-        "append" => Some(Kernel::Append),
-        "linux" | "linuxefi" | "linux16" if !rest.is_empty() => Some(Kernel::Command),
-        "kernel" if ipxe && !rest.is_empty() => Some(Kernel::Command),
-        _ => None,
-    }
-}
-
 impl Renderer {
-    /// A renderer with an empty hash cache.
+    /// A renderer with nothing memoized.
     pub fn new() -> Self {
         Self {
             hashes: Mutex::new(HashMap::new()),
+            memo_cap: PWH_MEMO,
         }
     }
 
-    /// Renders `template` for `bundle`.
+    /// Renders `template` for `bundle`. Every line ends in `\n`; trailing
+    /// blanks are dropped, as opsi does.
     pub fn render(&self, template: &str, bundle: &ClientBundle) -> Result<String, RenderError> {
         if bundle.boot_mode.is_uefi() && !bundle.modules.uefi {
             return Err(RenderError::UefiNotLicensed {
@@ -103,35 +245,17 @@ impl Renderer {
             });
         }
         let params = self.parameters(bundle)?;
-        let ipxe = template.trim_start().starts_with("#!ipxe");
-        let mut out = String::with_capacity(template.len() + params.len() + 64);
+        let ipxe = template
+            .lines()
+            .next()
+            .is_some_and(|first| first.trim_start().starts_with("#!ipxe"));
+        let mut out = String::with_capacity(template.len() + 2 * params.len() + 16);
         for raw in template.lines() {
-            let mut line = raw.trim_end().to_owned();
-            if line.contains('%') {
-                for (id, value) in &bundle.properties {
-                    line = line.replace(&format!("%{id}%"), value);
-                }
+            let from = out.len();
+            substitute(raw.trim_end(), bundle, &mut out);
+            if let Some(kind) = classify(&out[from..], ipxe) {
+                extend(&mut out, from, kind, &params);
             }
-            match kernel_line(&line, ipxe) {
-                Some(Kernel::QuotedAppend) if line.ends_with('"') => {
-                    line.pop();
-                    let inner_empty = line.ends_with('"');
-                    if !inner_empty {
-                        line.push(' ');
-                    }
-                    line.push_str(&params);
-                    line.push('"');
-                }
-                Some(Kernel::QuotedAppend) => {
-                    // No closing quote: nothing safe to insert into.
-                }
-                Some(Kernel::Append | Kernel::Command) => {
-                    line.push(' ');
-                    line.push_str(&params);
-                }
-                None => {}
-            }
-            out.push_str(&line);
             out.push('\n');
         }
         Ok(out)
@@ -139,94 +263,119 @@ impl Renderer {
 
     /// The kernel parameters added for `bundle`, space-separated.
     fn parameters(&self, bundle: &ClientBundle) -> Result<String, RenderError> {
-        // An ordered map: a later key replaces the value in the earlier place.
-        let mut params: Vec<(String, Option<String>)> = Vec::new();
-        let mut set =
-            |key: &str, value: Option<String>| match params.iter_mut().find(|(k, _)| k == key) {
+        // Ordered, with a later key replacing the value where the key first
+        // appeared (opsi's dict update); `None` is a bare flag.
+        let mut params: Vec<(String, Option<String>)> = Vec::with_capacity(8);
+        fn set(params: &mut Vec<(String, Option<String>)>, key: &str, value: Option<String>) {
+            match params.iter_mut().find(|(k, _)| k == key) {
                 Some(entry) => entry.1 = value,
                 None => params.push((key.to_owned(), value)),
-            };
-        let client = &bundle.client;
-        set("hn", Some(client.fqdn.host().to_owned()));
-        set("dn", Some(client.fqdn.domain().to_owned()));
-        set("product", Some(bundle.product.id.to_string()));
-        if let Some(mac) = client.mac {
-            set("macaddress", Some(mac.to_string()));
+            }
         }
-        if !bundle.service_address.is_empty() {
-            let base = bundle.service_address.trim_end_matches('/');
-            let service = if base.ends_with("/rpc") {
-                base.to_owned()
+        let client = &bundle.client;
+        set(&mut params, "hn", Some(client.fqdn.host().to_owned()));
+        set(&mut params, "dn", Some(client.fqdn.domain().to_owned()));
+        set(&mut params, "product", Some(bundle.product.id.to_string()));
+        if let Some(mac) = client.mac {
+            set(&mut params, "macaddress", Some(mac.to_string()));
+        }
+        // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
+        let service = bundle.service_address.trim().trim_end_matches('/');
+        if !service.is_empty() {
+            let service = if service.ends_with("/rpc") {
+                service.to_owned()
             } else {
-                format!("{base}/rpc")
+                format!("{service}/rpc")
             };
-            set("service", Some(service));
+            set(&mut params, "service", Some(service));
         }
         if !client.host_key.is_empty() {
-            set("pckey", Some(client.host_key.expose().to_owned()));
+            set(
+                &mut params,
+                "pckey",
+                Some(client.host_key.expose().to_owned()),
+            );
         }
         for item in &bundle.bootimage_append {
-            // `key=` with nothing after it is a bare flag, as opsi writes it.
             let (key, value) = match item.split_once('=') {
-                Some((k, v)) if !v.is_empty() => {
-                    (k.trim().to_ascii_lowercase(), Some(v.to_owned()))
-                }
-                Some((k, _)) => (k.trim().to_ascii_lowercase(), None),
-                None => (item.trim().to_ascii_lowercase(), None),
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
+                None => (item.trim().to_ascii_lowercase(), ""),
             };
             if key.is_empty() {
                 continue;
             }
-            if key == "bootimagerootpassword" {
-                let password = value.unwrap_or_default();
-                set("pwh", Some(self.hash(&password)?));
-            } else {
-                set(&key, value);
+            // opsi matches both names as substrings of the key: a variant
+            // spelling must not put a clear-text password on the line.
+            if key.contains("bootimagerootpassword") {
+                // An empty password would be a root login without one: no pwh.
+                if !value.is_empty() {
+                    let hash = self.password_hash(value)?;
+                    set(&mut params, "pwh", Some(hash));
+                }
+                continue;
             }
+            // opsi writes `key=` with an empty value as the bare flag.
+            let value = (!value.is_empty()).then(|| value.to_owned());
+            set(&mut params, &key, value);
         }
-        let mut text = String::new();
-        for (key, value) in params {
+        let mut text = String::with_capacity(256);
+        for (key, value) in &params {
             if !text.is_empty() {
                 text.push(' ');
             }
-            text.push_str(&key);
+            text.push_str(key);
             if let Some(value) = value {
                 text.push('=');
-                if key == "pwh" {
+                if key.contains("pwh") {
+                    // Boot loaders expand `$`; the boot image wants it literally.
                     text.push_str(&value.replace('$', "\\$"));
                 } else {
-                    text.push_str(&value);
+                    text.push_str(value);
                 }
             }
         }
         Ok(text)
     }
 
-    fn hash(&self, password: &str) -> Result<String, RenderError> {
-        if let Some(hash) = self
-            .hashes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(password)
-        {
+    /// The memoized sha512-crypt hash of `password`, made on first use.
+    fn password_hash(&self, password: &str) -> Result<String, RenderError> {
+        if let Some(hash) = self.memo().get(password) {
             return Ok(hash.clone());
         }
-        let salt: [u8; 12] = rand::random();
-        let hash = sha512_crypt(password, &salt)?;
-        let mut hashes = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
-        if hashes.len() >= PWH_CACHE {
-            hashes.clear();
+        // Hashed outside the lock: other passwords' renders need not wait.
+        let hash = dotless_hash(password)?;
+        let mut memo = self.memo();
+        if memo.len() >= self.memo_cap && !memo.contains_key(password) {
+            memo.clear();
         }
-        hashes.insert(password.to_owned(), hash.clone());
-        Ok(hash)
+        // A concurrent first use may have stored one already: every client
+        // then gets that same hash.
+        Ok(memo.entry(password.to_owned()).or_insert(hash).clone())
     }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // The map is always consistent, even if a holder panicked.
+        self.hashes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A sha512-crypt hash with a fresh salt, drawn again while it contains a
+/// `.`, as opsi's `encode_password` does.
+fn dotless_hash(password: &str) -> Result<String, RenderError> {
+    for _ in 0..MAX_HASH_DRAWS {
+        let hash = sha512_crypt(password, &random_salt())?;
+        if !hash.contains('.') {
+            return Ok(hash);
+        }
+    }
+    Err(RenderError::Hash(format!(
+        "no hash without '.' in {MAX_HASH_DRAWS} draws"
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-
-    use sha_crypt::PasswordVerifier;
 
     use super::*;
     use crate::domain::{
@@ -236,11 +385,16 @@ mod tests {
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
 
+    /// What every kernel line gets for `bundle(&[])`.
+    const BASE: &str = "hn=client1 dn=branch.example.org product=win10-x64 \
+macaddress=00:16:3e:aa:bb:cc service=https://config.example.org:4447/rpc \
+pckey=0123456789abcdef0123456789abcdef";
+
     fn bundle(append: &[&str]) -> ClientBundle {
         ClientBundle {
             client: Client {
                 fqdn: Fqdn::parse("client1.branch.example.org", "id").unwrap(),
-                mac: Some(Mac::parse("00:16:3e:aa:bb:cc", "m").unwrap()),
+                mac: Some(Mac::parse("00:16:3E:AA:BB:CC", "m").unwrap()),
                 uuid: Some(SystemUuid::parse("7c9e6679-7425-40de-944b-e07fc1f90ae7", "u").unwrap()),
                 ip_address: String::new(),
                 host_key: Secret::new(KEY),
@@ -259,6 +413,7 @@ mod tests {
             properties: BTreeMap::from([
                 ("lang".to_string(), "de_DE".to_string()),
                 ("disks".to_string(), "sda,sdb".to_string()),
+                ("askbeforeinst".to_string(), "true".to_string()),
             ]),
             modules: Modules {
                 uefi: true,
@@ -267,9 +422,6 @@ mod tests {
             revision: 1,
         }
     }
-
-    const BASE: &str = "hn=client1 dn=branch.example.org product=win10-x64 macaddress=00:16:3e:aa:bb:cc \
-service=https://config.example.org:4447/rpc pckey=0123456789abcdef0123456789abcdef";
 
     fn render(template: &str, append: &[&str]) -> Vec<String> {
         Renderer::new()
@@ -280,203 +432,417 @@ service=https://config.example.org:4447/rpc pckey=0123456789abcdef0123456789abcd
             .collect()
     }
 
+    /// The `pwh` value of a rendered line, with `\$` turned back into `$`.
+    fn pwh_of(line: &str) -> String {
+        let words: Vec<&str> = line
+            .trim_end_matches('"')
+            .split(' ')
+            .filter(|w| w.starts_with("pwh="))
+            .collect();
+        assert_eq!(words.len(), 1, "exactly one pwh in {line}");
+        words[0]["pwh=".len()..].replace("\\$", "$")
+    }
+
+    /// glibc's crypt(3), through Python's `crypt` module: an implementation
+    /// independent of ours and of the sha-crypt crate.
+    fn system_crypt(password: &str, setting: &str) -> String {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-W",
+                "ignore",
+                "-c",
+                "import crypt, sys; print(crypt.crypt(sys.argv[1], sys.argv[2]))",
+                password,
+                setting,
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "python3 failed: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     #[test]
     fn pxelinux_append_keeps_the_template_arguments_first() {
         let lines = render(
-            "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 quiet lang=%lang%\n",
-            &["nomodeset", "Lang=en"],
-        );
-        assert_eq!(lines[0], "default opsi-install");
-        assert_eq!(
-            lines[2], "  kernel install",
-            "a pxelinux kernel line is not a command line"
+            "default opsi-install\n\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 quiet lang=%lang%  \n",
+            &["nomodeset", "acpi=off"],
         );
         assert_eq!(
-            lines[3],
-            format!("  append initrd=miniroot.bz2 quiet lang=de_DE {BASE} nomodeset lang=en")
+            lines,
+            vec![
+                "default opsi-install".to_owned(),
+                String::new(),
+                "label opsi-install".to_owned(),
+                "  kernel install".to_owned(),
+                format!("  append initrd=miniroot.bz2 quiet lang=de_DE {BASE} nomodeset acpi=off"),
+            ]
         );
     }
 
     #[test]
-    fn elilo_append_goes_inside_the_quotes() {
+    fn pxelinux_append_without_arguments_gets_ours() {
+        assert_eq!(render("APPEND\n", &[]), vec![format!("APPEND {BASE}")]);
+    }
+
+    #[test]
+    fn elilo_append_is_extended_inside_the_quotes() {
         let lines = render(
-            "image=install\n  label=opsi-install\n  append=\"video=vesa:ywrap,mtrr vga=791 quiet\"\n",
+            "image=/linux/install-x64\nlabel=opsi\nappend=\"initrd=/linux/miniroot-x64.bz2 vga=normal console=tty1\"\ninitrd=/linux/miniroot-x64.bz2\n",
             &["acpi=off"],
         );
-        assert_eq!(lines[1], "  label=opsi-install");
+        assert_eq!(lines[0], "image=/linux/install-x64");
+        assert_eq!(lines[1], "label=opsi");
         assert_eq!(
             lines[2],
-            format!("  append=\"video=vesa:ywrap,mtrr vga=791 quiet {BASE} acpi=off\"")
+            format!(
+                "append=\"initrd=/linux/miniroot-x64.bz2 vga=normal console=tty1 {BASE} acpi=off\""
+            )
         );
-        let empty = render("  append=\"\"\n", &[]);
-        assert_eq!(empty[0], format!("  append=\"{BASE}\""));
+        assert_eq!(lines[3], "initrd=/linux/miniroot-x64.bz2");
+        assert_eq!(
+            render("  append=\"\"\n", &[]),
+            vec![format!("  append=\"{BASE}\"")]
+        );
+        assert_eq!(
+            render("  append = \"quiet\"\n", &[]),
+            vec![format!("  append =\"quiet {BASE}\"")]
+        );
     }
 
     #[test]
-    fn grub_linux_lines_are_extended_and_properties_substituted() {
+    fn grub_linux_lines_are_extended() {
         let lines = render(
-            "menuentry 'install' {\n  linux (pxe)/linux/install-x64 initrd=miniroot.bz2 disks=%disks% x=%unknown%\n  initrd (pxe)/linux/miniroot-x64\n}\n",
+            "set timeout=0\nmenuentry 'install' {\n  linux (pxe)/linux/install-x64 initrd=miniroot-x64 disks=%disks% x=%unknown%\n  initrd (pxe)/linux/miniroot-x64\n}\n",
             &["loglevel=7"],
         );
         assert_eq!(
-            lines[1],
-            format!(
-                "  linux (pxe)/linux/install-x64 initrd=miniroot.bz2 disks=sda,sdb x=%unknown% {BASE} loglevel=7"
-            )
+            lines,
+            vec![
+                "set timeout=0".to_owned(),
+                "menuentry 'install' {".to_owned(),
+                format!(
+                    "  linux (pxe)/linux/install-x64 initrd=miniroot-x64 disks=sda,sdb x=%unknown% {BASE} loglevel=7"
+                ),
+                "  initrd (pxe)/linux/miniroot-x64".to_owned(),
+                "}".to_owned(),
+            ]
         );
-        assert_eq!(lines[2], "  initrd (pxe)/linux/miniroot-x64");
-        let efi = render("linuxefi /install quiet\n", &[]);
-        assert_eq!(efi[0], format!("linuxefi /install quiet {BASE}"));
+    }
+
+    #[test]
+    fn grub_linuxefi_lines_are_extended() {
+        assert_eq!(
+            render(
+                "menuentry x {\n  linuxefi (pxe)/linux/install-x64 a=b\n}\n",
+                &[]
+            ),
+            vec![
+                "menuentry x {".to_owned(),
+                format!("  linuxefi (pxe)/linux/install-x64 a=b {BASE}"),
+                "}".to_owned(),
+            ]
+        );
     }
 
     #[test]
     fn ipxe_kernel_lines_are_extended() {
         let lines = render(
-            "#!ipxe\nkernel http://${next-server}/linux/install-x64 initrd=miniroot quiet\ninitrd http://${next-server}/linux/miniroot-x64\nboot\n",
+            "#!ipxe\nkernel http://${next-server}/linux/install-x64 initrd=miniroot lang=%lang%\ninitrd http://${next-server}/linux/miniroot-x64\nboot\n",
             &[],
         );
-        assert_eq!(lines[0], "#!ipxe");
         assert_eq!(
-            lines[1],
-            format!(
-                "kernel http://${{next-server}}/linux/install-x64 initrd=miniroot quiet {BASE}"
-            )
-        );
-        assert_eq!(lines[2], "initrd http://${next-server}/linux/miniroot-x64");
-        assert_eq!(lines[3], "boot");
-    }
-
-    #[test]
-    fn later_keys_override_in_place_and_flags_stay_bare() {
-        let lines = render(
-            "append x\n",
-            &[
-                "HN=other",
-                "lang=de",
-                "nomodeset",
-                "LANG=fr",
-                "service=http://elsewhere/rpc",
-                "acpi=",
-            ],
-        );
-        assert_eq!(
-            lines[0],
-            format!(
-                "append x hn=other dn=branch.example.org product=win10-x64 macaddress=00:16:3e:aa:bb:cc \
-service=http://elsewhere/rpc pckey={KEY} lang=fr nomodeset acpi"
-            )
+            lines,
+            vec![
+                "#!ipxe".to_owned(),
+                format!(
+                    "kernel http://${{next-server}}/linux/install-x64 initrd=miniroot lang=de_DE {BASE}"
+                ),
+                "initrd http://${next-server}/linux/miniroot-x64".to_owned(),
+                "boot".to_owned(),
+            ]
         );
     }
 
     #[test]
-    fn a_service_url_ending_in_rpc_is_kept() {
+    fn a_kernel_line_outside_ipxe_is_left_alone() {
+        // pxelinux's `kernel` takes no arguments; only `append` does.
+        assert_eq!(
+            render("label x\n  kernel install\n", &[]),
+            vec!["label x", "  kernel install"]
+        );
+        assert_eq!(
+            render("label x\n  kernel install quiet\n", &[]),
+            vec!["label x", "  kernel install quiet"]
+        );
+    }
+
+    #[test]
+    fn words_that_only_start_like_keywords_are_left_alone() {
+        assert_eq!(
+            render("appendix x\nlinuxish y\nlinux\n", &[]),
+            vec!["appendix x", "linuxish y", "linux"]
+        );
+    }
+
+    #[test]
+    fn properties_are_substituted_on_every_line() {
+        assert_eq!(
+            render(
+                "menu title %lang% 100% %askbeforeinst%%lang% %nosuch% %\n",
+                &[]
+            ),
+            vec!["menu title de_DE 100% truede_DE %nosuch% %"]
+        );
+        // A value is not scanned again for references.
         let mut b = bundle(&[]);
-        b.service_address = "https://config.example.org:4447/rpc/".into();
-        let out = Renderer::new().render("append\n", &b).unwrap();
-        assert!(
-            out.contains(" service=https://config.example.org:4447/rpc "),
-            "{out}"
-        );
-        b.service_address.clear();
-        let out = Renderer::new().render("append\n", &b).unwrap();
-        assert!(!out.contains("service="), "{out}");
+        b.properties.insert("a".into(), "%lang%".into());
+        let out = Renderer::new().render("x=%a%\n", &b).unwrap();
+        assert_eq!(out, "x=%lang%\n");
     }
 
     #[test]
-    fn a_given_pwh_is_escaped() {
-        let lines = render("append\n", &["pwh=$6$salt$abc"]);
-        assert_eq!(lines[0], format!("append {BASE} pwh=\\$6\\$salt\\$abc"));
+    fn later_keys_override_in_place_and_keys_are_lower_cased() {
+        assert_eq!(
+            render(
+                "append x\n",
+                &[
+                    "HN=other",
+                    "lang=de",
+                    "nomodeset",
+                    "LANG=fr",
+                    "Service=http://elsewhere/rpc",
+                    "NoModeSet",
+                ],
+            ),
+            vec![format!(
+                "append x hn=other dn=branch.example.org product=win10-x64 \
+macaddress=00:16:3e:aa:bb:cc service=http://elsewhere/rpc pckey={KEY} lang=fr nomodeset"
+            )]
+        );
     }
 
     #[test]
-    fn the_root_password_becomes_a_verified_sha512_crypt_hash() {
-        let lines = render(
-            "append quiet\n",
-            &["bootimageRootPassword=linux123", "nomodeset"],
+    fn bare_flags_stay_bare_and_an_empty_value_is_a_flag() {
+        assert_eq!(
+            render("append\n", &["quiet", " debug ", "splash=", "acpi=off"]),
+            vec![format!("append {BASE} quiet debug splash acpi=off")]
         );
-        let line = &lines[0];
-        assert!(
-            !line.contains("linux123"),
-            "the password itself leaked: {line}"
+        // A value overriding a flag gives it a value, and back.
+        assert_eq!(
+            render("append\n", &["quiet", "x=1", "quiet=2", "x"]),
+            vec![format!("append {BASE} quiet=2 x")]
         );
-        assert!(!line.to_ascii_lowercase().contains("bootimagerootpassword"));
-        let pwh = line
-            .split(' ')
-            .find_map(|w| w.strip_prefix("pwh="))
-            .expect("pwh present");
-        assert!(line.ends_with(" nomodeset"), "{line}");
-        assert!(pwh.starts_with("\\$6\\$"), "escaped: {pwh}");
-        let hash = pwh.replace("\\$", "$");
-        let fields: Vec<&str> = hash.split('$').collect();
-        assert_eq!(fields.len(), 4, "$6$salt$hash without rounds=: {hash}");
-        assert_eq!(fields[2].len(), 16, "16-character salt");
-        assert_eq!(fields[3].len(), 86, "86-character sha512-crypt digest");
-        ShaCrypt::default()
-            .verify_password(b"linux123", hash.as_str())
-            .expect("the hash verifies");
-        assert!(
-            ShaCrypt::default()
-                .verify_password(b"wrong", hash.as_str())
-                .is_err()
-        );
-        // An independent implementation agrees: glibc's crypt(3) through
-        // Python (its `crypt` module exists up to Python 3.12).
-        let python = std::process::Command::new("python3")
-            .args([
-                "-W",
-                "ignore",
-                "-c",
-                "import sys\ntry:\n import crypt\nexcept ImportError:\n print('no crypt'); sys.exit()\nprint(crypt.crypt(sys.argv[1], sys.argv[2]) == sys.argv[2])",
-                "linux123",
-                &hash,
-            ])
-            .output()
-            .expect("python3 runs");
-        let answer = String::from_utf8_lossy(&python.stdout).trim().to_owned();
-        if answer == "no crypt" {
-            eprintln!("SKIPPED: this Python has no crypt module for the independent check");
-        } else {
-            assert_eq!(answer, "True", "crypt(3) disagrees: {answer}");
+    }
+
+    #[test]
+    fn the_service_address_ends_in_rpc() {
+        let mut b = bundle(&[]);
+        for (given, written) in [
+            ("https://cfg:4447", "https://cfg:4447/rpc"),
+            ("https://cfg:4447/", "https://cfg:4447/rpc"),
+            ("https://cfg:4447/rpc", "https://cfg:4447/rpc"),
+            ("https://cfg:4447/rpc/", "https://cfg:4447/rpc"),
+            ("https://cfg:4447/opsi/", "https://cfg:4447/opsi/rpc"),
+        ] {
+            b.service_address = given.into();
+            let out = Renderer::new().render("append\n", &b).unwrap();
+            assert_eq!(
+                out,
+                format!(
+                    "append hn=client1 dn=branch.example.org product=win10-x64 \
+macaddress=00:16:3e:aa:bb:cc service={written} pckey={KEY}\n"
+                )
+            );
         }
     }
 
     #[test]
-    fn sha512_crypt_matches_the_reference_vector() {
-        // Ulrich Drepper's SHA-crypt specification, test vector 1.
-        let expected = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
-        ShaCrypt::default()
-            .verify_password(b"Hello world!", expected)
-            .expect("reference vector verifies");
-        let ours = sha512_crypt("Hello world!", b"0123456789ab").unwrap();
-        assert!(
-            ours.starts_with("$6$") && !ours.contains("rounds="),
-            "{ours}"
+    fn unknown_mac_service_and_key_are_left_out() {
+        let mut b = bundle(&[]);
+        b.client.mac = None;
+        b.service_address.clear();
+        b.client.host_key = Secret::default();
+        let out = Renderer::new().render("append\n", &b).unwrap();
+        assert_eq!(
+            out,
+            "append hn=client1 dn=branch.example.org product=win10-x64\n"
         );
-        ShaCrypt::default()
-            .verify_password(b"Hello world!", ours.as_str())
-            .unwrap();
+    }
+
+    #[test]
+    fn a_given_pwh_is_escaped() {
+        assert_eq!(
+            render("append\n", &["pwh=$6$salt$abc"]),
+            vec![format!("append {BASE} pwh=\\$6\\$salt\\$abc")]
+        );
+        assert_eq!(
+            render("linux /k\n", &["PWH=$6$salt$abc"]),
+            vec![format!("linux /k {BASE} pwh=\\$6\\$salt\\$abc")]
+        );
+    }
+
+    #[test]
+    fn sha512_crypt_matches_the_reference_vector() {
+        // Ulrich Drepper's SHA-crypt specification, SHA-512 test 1.
+        assert_eq!(
+            sha512_crypt("Hello world!", "saltstring").unwrap(),
+            "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+        );
+        // And crypt(3) agrees on another password and a full-length salt.
+        let ours = sha512_crypt("linux123", "Ab3./xYz09QrStUv").unwrap();
+        assert_eq!(ours, system_crypt("linux123", "$6$Ab3./xYz09QrStUv"));
+    }
+
+    #[test]
+    fn sha512_crypt_refuses_bad_salts() {
+        for salt in ["", "salt$", "with space", "0123456789abcdefg"] {
+            assert!(
+                matches!(sha512_crypt("pw", salt), Err(RenderError::Hash(_))),
+                "{salt:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn the_root_password_becomes_an_escaped_verified_pwh() {
+        let lines = render(
+            "  append initrd=miniroot quiet\n",
+            &["bootimageRootPassword=linux123", "nomodeset"],
+        );
+        let line = &lines[0];
+        assert!(!line.contains("linux123"), "the password itself is written");
+        assert!(!line.to_ascii_lowercase().contains("bootimagerootpassword"));
+        let hash = pwh_of(line);
+        assert_eq!(
+            line,
+            &format!(
+                "  append initrd=miniroot quiet {BASE} pwh={} nomodeset",
+                hash.replace('$', "\\$")
+            )
+        );
+        // `$6$<16 salt characters>$<86 digest characters>`, no `rounds=`, no `.`.
+        let fields: Vec<&str> = hash.split('$').collect();
+        assert_eq!(fields.len(), 4, "{hash}");
+        assert_eq!((fields[0], fields[1]), ("", "6"));
+        assert_eq!(fields[2].len(), 16, "{hash}");
+        assert_eq!(fields[3].len(), 86, "{hash}");
+        assert!(!hash.contains('.'), "{hash}");
+        // glibc's crypt(3) recomputes it from the password and its salt...
+        assert_eq!(system_crypt("linux123", &hash), hash);
+        // ...and a wrong password gives another hash.
+        assert_ne!(system_crypt("linux124", &hash), hash);
+    }
+
+    #[test]
+    fn password_hashes_never_contain_a_dot() {
+        // Three in four raw hashes contain a `.`; opsi draws again, so do we.
+        for _ in 0..8 {
+            let hash = dotless_hash("linux123").unwrap();
+            assert!(!hash.contains('.'), "{hash}");
+            assert_eq!(system_crypt("linux123", &hash), hash);
+        }
+    }
+
+    #[test]
+    fn the_hash_goes_where_the_password_was_and_an_empty_password_adds_none() {
+        let lines = render("append\n", &["a=1", "bootimagerootpassword=pw", "b=2"]);
+        let hash = pwh_of(&lines[0]).replace('$', "\\$");
+        assert_eq!(lines[0], format!("append {BASE} a=1 pwh={hash} b=2"));
+        // A later pwh replaces the computed one in its place.
+        assert_eq!(
+            render(
+                "append\n",
+                &["bootimagerootpassword=pw", "a=1", "pwh=$6$s$h"]
+            ),
+            vec![format!("append {BASE} pwh=\\$6\\$s\\$h a=1")]
+        );
+        assert_eq!(
+            render("append\n", &["bootimagerootpassword=", "a=1"]),
+            vec![format!("append {BASE} a=1")]
+        );
+        // Like opsi, variant key names match as substrings.
+        let line = &render(
+            "append\n",
+            &["Opsi-BootimageRootPassword2=pw", "grubpwh=$1$x"],
+        )[0];
+        assert!(!line.split(' ').any(|w| w.ends_with("=pw")), "{line}");
+        let hash = pwh_of(line).replace('$', "\\$");
+        assert_eq!(line, &format!("append {BASE} pwh={hash} grubpwh=\\$1\\$x"));
     }
 
     #[test]
     fn one_hash_per_password_is_reused() {
         let renderer = Renderer::new();
-        let b = bundle(&["bootimagerootpassword=secret"]);
+        let mut b = bundle(&["bootimagerootpassword=secret"]);
         let first = renderer.render("append\n", &b).unwrap();
+        b.client.fqdn = Fqdn::parse("client2.branch.example.org", "id").unwrap();
         let second = renderer.render("append\n", &b).unwrap();
-        assert_eq!(first, second);
+        assert_eq!(pwh_of(&first), pwh_of(&second));
+        // A fresh renderer draws a fresh salt.
+        let other = Renderer::new().render("append\n", &b).unwrap();
+        assert_ne!(pwh_of(&first), pwh_of(&other));
+        assert_eq!(renderer.memo().len(), 1);
+    }
+
+    #[test]
+    fn the_memo_is_bounded() {
+        let renderer = Renderer {
+            memo_cap: 2,
+            ..Renderer::new()
+        };
+        let a = renderer.password_hash("a").unwrap();
+        renderer.password_hash("b").unwrap();
+        assert_eq!(renderer.password_hash("a").unwrap(), a, "still memoized");
+        assert_eq!(renderer.memo().len(), 2);
+        renderer.password_hash("c").unwrap();
+        assert_eq!(renderer.memo().len(), 1, "full: emptied, then c stored");
+        assert!(renderer.memo().contains_key("c"));
+        assert_ne!(renderer.password_hash("a").unwrap(), a, "a was forgotten");
     }
 
     #[test]
     fn uefi_needs_the_module() {
         let mut b = bundle(&[]);
-        b.boot_mode = BootMode::UefiX64;
+        for (mode, name) in [
+            (BootMode::UefiX64, "uefi-x64"),
+            (BootMode::UefiX86, "uefi-x86"),
+        ] {
+            b.boot_mode = mode;
+            b.modules.uefi = false;
+            match Renderer::new().render("linux x\n", &b) {
+                Err(RenderError::UefiNotLicensed { mode }) => assert_eq!(mode, name),
+                other => panic!("expected UefiNotLicensed, got {other:?}"),
+            }
+            b.modules.uefi = true;
+            assert!(Renderer::new().render("linux x\n", &b).is_ok());
+        }
+        b.boot_mode = BootMode::Bios;
         b.modules.uefi = false;
-        let err = Renderer::new().render("linux x\n", &b).unwrap_err();
-        assert!(matches!(
-            err,
-            RenderError::UefiNotLicensed { mode: "uefi-x64" }
-        ));
-        b.modules.uefi = true;
-        assert!(Renderer::new().render("linux x\n", &b).is_ok());
+        assert!(Renderer::new().render("append\n", &b).is_ok());
+    }
+
+    #[test]
+    fn the_shipped_pxelinux_template_renders() {
+        let b = bundle(&["bootimagerootpassword=linux123"]);
+        let renderer = Renderer::new();
+        let pxelinux = renderer
+            .render(
+                "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 video=vesa:ywrap,mtrr vga=791 quiet splash --no-log console=tty1 console=ttyS0\n",
+                &b,
+            )
+            .unwrap();
+        let pwh = pwh_of(pxelinux.lines().nth(3).unwrap()).replace('$', "\\$");
+        assert_eq!(
+            pxelinux,
+            format!(
+                "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 video=vesa:ywrap,mtrr vga=791 quiet splash --no-log console=tty1 console=ttyS0 {BASE} pwh={pwh}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn the_renderer_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Renderer>();
     }
 }

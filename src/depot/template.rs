@@ -1,20 +1,21 @@
 //! Template choice and loading. A product's own template wins unless it is
-//! empty or one of opsi's obsolete names; otherwise the default for the
+//! unset or one of opsi's obsolete names; otherwise the default for the
 //! client's boot mode. Every name resolves inside the template directory
-//! (symlinks followed, then checked); texts are cached and re-read only when
-//! the file's modification time or size changes.
+//! (symlinks followed, then checked). Texts are cached per file and read
+//! again only when the file's identity, size or times change.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use crate::domain::{BootMode, ClientBundle, TemplateName};
 
-/// The template directory and the per-boot-mode defaults.
+/// The template directory and the per-boot-mode defaults (validated config).
 #[derive(Debug, Clone)]
 pub struct TemplateConfig {
-    /// The directory templates live in.
+    /// The directory templates live in; relative names resolve here.
     pub dir: PathBuf,
     /// Default for BIOS clients.
     pub bios: TemplateName,
@@ -34,23 +35,23 @@ pub enum TemplateError {
         name: String,
     },
     /// The template file does not exist.
-    #[error("template file {path} does not exist")]
+    #[error("template file {} does not exist", path.display())]
     Missing {
         /// The file looked for.
         path: PathBuf,
     },
     /// The template file could not be read.
-    #[error("reading template {path}: {source}")]
+    #[error("reading template {}: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
     },
-    /// The template directory is unusable.
-    #[error("template directory {path}: {source}")]
+    /// The template directory is unusable (at start-up).
+    #[error("template directory {}: {source}", path.display())]
     Dir {
-        /// The directory.
+        /// The directory as configured.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
@@ -60,38 +61,65 @@ pub enum TemplateError {
 /// A loaded template.
 #[derive(Debug)]
 pub struct Template {
-    /// Its path relative to the template directory.
+    /// Its path relative to the template directory (after symlinks), for
+    /// responses and listings.
     pub name: String,
     /// Its text.
     pub text: Arc<str>,
 }
 
+/// What identifies one version of a file without reading it: an edit in
+/// place changes size or times, a replacing rename changes the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
 struct Cached {
-    stamp: (Option<SystemTime>, u64),
+    stamp: Stamp,
     template: Arc<Template>,
 }
 
 /// The templates of a depot; shared by all handlers.
 pub struct Templates {
     config: TemplateConfig,
-    /// The canonical template directory.
+    /// The canonical template directory: every template must be below it.
     root: PathBuf,
+    /// Canonical path → the text last read from it.
     cache: RwLock<HashMap<PathBuf, Cached>>,
 }
 
 impl Templates {
-    /// Opens the template directory (which must exist). The defaults need
-    /// not exist yet: a missing one fails the pushes that need it.
+    /// Opens the template directory, which must exist. The defaults need not
+    /// exist yet: a missing one fails only the pushes that need it.
     pub fn new(config: TemplateConfig) -> Result<Self, TemplateError> {
-        let root = std::fs::canonicalize(&config.dir).map_err(|source| TemplateError::Dir {
+        let dir_err = |source| TemplateError::Dir {
             path: config.dir.clone(),
             source,
-        })?;
-        if !root.is_dir() {
-            return Err(TemplateError::Dir {
-                path: config.dir.clone(),
-                source: std::io::Error::other("not a directory"),
-            });
+        };
+        let root = std::fs::canonicalize(&config.dir).map_err(dir_err)?;
+        let meta = std::fs::metadata(&root).map_err(dir_err)?;
+        if !meta.is_dir() {
+            return Err(dir_err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
         }
         Ok(Self {
             config,
@@ -100,10 +128,11 @@ impl Templates {
         })
     }
 
-    /// The template a bundle asks for.
+    /// The template a bundle asks for: the product's own unless it is unset
+    /// or obsolete, else the default for the client's boot mode.
     pub fn choose<'a>(&'a self, bundle: &'a ClientBundle) -> &'a TemplateName {
         match &bundle.product.template {
-            Some(t) if !t.is_obsolete() => t,
+            Some(own) if !own.is_obsolete() => own,
             _ => match bundle.boot_mode {
                 BootMode::Bios => &self.config.bios,
                 BootMode::UefiX86 => &self.config.uefi_x86,
@@ -112,26 +141,32 @@ impl Templates {
         }
     }
 
-    /// Resolves and reads a template, from the cache when the file is unchanged.
+    /// Resolves `name` inside the template directory and returns its text,
+    /// from the cache while the file is unchanged (one `stat`, no read).
     pub fn load(&self, name: &TemplateName) -> Result<Arc<Template>, TemplateError> {
+        let escapes = || TemplateError::Escapes {
+            name: name.to_string(),
+        };
         let given = Path::new(name.as_str());
         let joined = if given.is_absolute() {
+            // Refused before touching the file system, so that the answer
+            // does not tell whether a file elsewhere exists.
+            if !given.starts_with(&self.root) && !given.starts_with(&self.config.dir) {
+                return Err(escapes());
+            }
             given.to_path_buf()
         } else {
             self.root.join(given)
         };
-        // Refuse before touching the file system when the name itself points elsewhere.
-        if given.is_absolute()
-            && !given.starts_with(&self.root)
-            && !given.starts_with(&self.config.dir)
-        {
-            return Err(TemplateError::Escapes {
-                name: name.to_string(),
-            });
-        }
         let path = match std::fs::canonicalize(&joined) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(path) => path,
+            // `a/b` where `a` is a file is as missing as an absent `a/b`.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(TemplateError::Missing { path: joined });
             }
             Err(source) => {
@@ -141,12 +176,8 @@ impl Templates {
                 });
             }
         };
-        // A symlink may lead out of the directory.
-        let Ok(relative) = path.strip_prefix(&self.root) else {
-            return Err(TemplateError::Escapes {
-                name: name.to_string(),
-            });
-        };
+        // Symlinks are resolved by now: this catches one leading out.
+        let relative = path.strip_prefix(&self.root).map_err(|_| escapes())?;
         let meta = std::fs::metadata(&path).map_err(|source| TemplateError::Io {
             path: path.clone(),
             source,
@@ -154,22 +185,15 @@ impl Templates {
         if !meta.is_file() {
             return Err(TemplateError::Missing { path });
         }
-        let stamp = (meta.modified().ok(), meta.len());
-        if let Some(cached) = self
-            .cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&path)
-            .filter(|c| c.stamp == stamp)
+        let stamp = Stamp::of(&meta);
+        if let Some(cached) = self.read_cache().get(&path)
+            && cached.stamp == stamp
         {
             return Ok(cached.template.clone());
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| TemplateError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let (text, stamp) = read(&path)?;
         let template = Arc::new(Template {
-            name: relative.display().to_string(),
+            name: relative.to_string_lossy().into_owned(),
             text: text.into(),
         });
         self.cache
@@ -184,6 +208,25 @@ impl Templates {
             );
         Ok(template)
     }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PathBuf, Cached>> {
+        // Entries are inserted whole; a panicked writer leaves nothing half-done.
+        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads a file and stamps it from the open handle, so that the stamp
+/// belongs to the text even if the file is replaced meanwhile.
+fn read(path: &Path) -> Result<(String, Stamp), TemplateError> {
+    let io_err = |source| TemplateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let before = Stamp::of(&file.metadata().map_err(io_err)?);
+    let mut text = String::with_capacity(usize::try_from(before.len).unwrap_or(0));
+    file.read_to_string(&mut text).map_err(io_err)?;
+    Ok((text, before))
 }
 
 #[cfg(test)]
@@ -195,7 +238,8 @@ mod tests {
         TemplateName::parse(n, "t").unwrap()
     }
 
-    fn setup() -> (tempfile::TempDir, Templates) {
+    /// `<tmp>/templates` with a few templates, and `<tmp>/outside`.
+    fn setup() -> (tempfile::TempDir, PathBuf, Templates) {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("templates");
         std::fs::create_dir_all(dir.join("sub")).unwrap();
@@ -203,16 +247,14 @@ mod tests {
         std::fs::write(dir.join("install-grub-x64"), "grub\n").unwrap();
         std::fs::write(dir.join("sub/custom"), "custom\n").unwrap();
         std::fs::write(root.path().join("outside"), "secret\n").unwrap();
-        std::os::unix::fs::symlink(root.path().join("outside"), dir.join("sneaky")).unwrap();
-        std::os::unix::fs::symlink(dir.join("install"), dir.join("alias")).unwrap();
         let templates = Templates::new(TemplateConfig {
-            dir,
+            dir: dir.clone(),
             bios: name("install"),
             uefi_x86: name("install-elilo-x86"),
             uefi_x64: name("install-grub-x64"),
         })
         .unwrap();
-        (root, templates)
+        (root, dir, templates)
     }
 
     fn bundle(template: Option<&str>, mode: BootMode) -> ClientBundle {
@@ -241,23 +283,38 @@ mod tests {
         }
     }
 
+    fn text(t: &Templates, n: &str) -> String {
+        t.load(&name(n)).unwrap().text.to_string()
+    }
+
     #[test]
-    fn the_product_template_wins_unless_empty_or_obsolete() {
-        let (_root, t) = setup();
-        assert_eq!(
-            t.choose(&bundle(Some("sub/custom"), BootMode::Bios))
-                .as_str(),
-            "sub/custom"
-        );
+    fn the_product_template_wins_when_set() {
+        let (_tmp, _dir, t) = setup();
+        for mode in [BootMode::Bios, BootMode::UefiX86, BootMode::UefiX64] {
+            assert_eq!(
+                t.choose(&bundle(Some("sub/custom"), mode)).as_str(),
+                "sub/custom"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_product_template_the_boot_mode_default_is_used() {
+        let (_tmp, _dir, t) = setup();
         assert_eq!(t.choose(&bundle(None, BootMode::Bios)).as_str(), "install");
-        assert_eq!(
-            t.choose(&bundle(None, BootMode::UefiX64)).as_str(),
-            "install-grub-x64"
-        );
         assert_eq!(
             t.choose(&bundle(None, BootMode::UefiX86)).as_str(),
             "install-elilo-x86"
         );
+        assert_eq!(
+            t.choose(&bundle(None, BootMode::UefiX64)).as_str(),
+            "install-grub-x64"
+        );
+    }
+
+    #[test]
+    fn obsolete_product_templates_fall_back_to_the_boot_mode_default() {
+        let (_tmp, _dir, t) = setup();
         assert_eq!(
             t.choose(&bundle(Some("install3264"), BootMode::UefiX64))
                 .as_str(),
@@ -268,53 +325,177 @@ mod tests {
                 .as_str(),
             "install"
         );
+        assert_eq!(
+            t.choose(&bundle(Some("install-x64"), BootMode::UefiX86))
+                .as_str(),
+            "install-elilo-x86"
+        );
     }
 
     #[test]
-    fn names_resolve_inside_the_directory_only() {
-        let (root, t) = setup();
-        assert_eq!(&*t.load(&name("sub/custom")).unwrap().text, "custom\n");
-        assert_eq!(t.load(&name("sub/custom")).unwrap().name, "sub/custom");
-        // A symlink that stays inside is fine and reports its target.
-        assert_eq!(t.load(&name("alias")).unwrap().name, "install");
-        let inside = root.path().join("templates/install").display().to_string();
-        assert_eq!(&*t.load(&name(&inside)).unwrap().text, "bios\n");
-        let outside = root.path().join("outside").display().to_string();
+    fn a_relative_name_resolves_inside_the_directory() {
+        let (_tmp, _dir, t) = setup();
+        let custom = t.load(&name("sub/custom")).unwrap();
+        assert_eq!(&*custom.text, "custom\n");
+        assert_eq!(custom.name, "sub/custom");
+        assert_eq!(text(&t, "install"), "bios\n");
+    }
+
+    #[test]
+    fn an_absolute_name_inside_the_directory_is_accepted() {
+        let (_tmp, dir, t) = setup();
+        let absolute = dir.join("sub/custom").display().to_string();
+        let loaded = t.load(&name(&absolute)).unwrap();
+        assert_eq!(&*loaded.text, "custom\n");
+        assert_eq!(loaded.name, "sub/custom");
+    }
+
+    #[test]
+    fn parent_components_are_refused_by_the_name_itself() {
+        assert!(TemplateName::parse("../outside", "t").is_err());
+        assert!(TemplateName::parse("sub/../../outside", "t").is_err());
+    }
+
+    #[test]
+    fn an_absolute_name_outside_the_directory_escapes() {
+        let (tmp, _dir, t) = setup();
+        let outside = tmp.path().join("outside").display().to_string();
+        for n in [outside.as_str(), "/etc/passwd", "/nonexistent/file"] {
+            match t.load(&name(n)) {
+                Err(TemplateError::Escapes { name }) => assert_eq!(name, n),
+                other => panic!("{n}: expected Escapes, got {other:?}"),
+            }
+        }
+        // A sibling whose name merely starts like the directory is outside too.
+        let sibling = tmp.path().join("templates2");
+        std::fs::create_dir(&sibling).unwrap();
+        std::fs::write(sibling.join("x"), "x\n").unwrap();
+        let n = sibling.join("x").display().to_string();
         assert!(matches!(
-            t.load(&name(&outside)),
+            t.load(&name(&n)),
             Err(TemplateError::Escapes { .. })
         ));
+    }
+
+    #[test]
+    fn a_symlink_leading_out_of_the_directory_escapes() {
+        let (tmp, dir, t) = setup();
+        std::os::unix::fs::symlink(tmp.path().join("outside"), dir.join("sneaky")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), dir.join("up")).unwrap();
+        for n in ["sneaky", "up/outside"] {
+            match t.load(&name(n)) {
+                Err(TemplateError::Escapes { name }) => assert_eq!(name, n),
+                other => panic!("{n}: expected Escapes, got {other:?}"),
+            }
+        }
+        let absolute = dir.join("sneaky").display().to_string();
         assert!(matches!(
-            t.load(&name("/etc/passwd")),
+            t.load(&name(&absolute)),
             Err(TemplateError::Escapes { .. })
         ));
-        assert!(matches!(
-            t.load(&name("sneaky")),
-            Err(TemplateError::Escapes { .. })
-        ));
-        match t.load(&name("nosuch")) {
+    }
+
+    #[test]
+    fn a_symlink_staying_inside_is_followed() {
+        let (_tmp, dir, t) = setup();
+        std::os::unix::fs::symlink(dir.join("sub/custom"), dir.join("alias")).unwrap();
+        let loaded = t.load(&name("alias")).unwrap();
+        assert_eq!(&*loaded.text, "custom\n");
+        assert_eq!(loaded.name, "sub/custom", "named after the file it reads");
+    }
+
+    #[test]
+    fn a_missing_template_names_the_file() {
+        let (_tmp, _dir, t) = setup();
+        match t.load(&name("install-elilo-x86")) {
             Err(e @ TemplateError::Missing { .. }) => {
-                assert!(e.to_string().contains("nosuch"), "{e}")
+                let TemplateError::Missing { path } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(path, &t.root.join("install-elilo-x86"));
+                assert_eq!(
+                    e.to_string(),
+                    format!("template file {} does not exist", path.display())
+                );
             }
             other => panic!("expected Missing, got {other:?}"),
         }
+        // A directory is not a template either, nor is a path through a file.
+        for n in ["sub", "install/x"] {
+            assert!(
+                matches!(t.load(&name(n)), Err(TemplateError::Missing { .. })),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_directory_must_exist_but_the_defaults_need_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = |dir: PathBuf| TemplateConfig {
+            dir,
+            bios: name("nope"),
+            uefi_x86: name("nope"),
+            uefi_x64: name("nope"),
+        };
+        assert!(Templates::new(cfg(tmp.path().to_path_buf())).is_ok());
+        let missing = tmp.path().join("missing");
+        match Templates::new(cfg(missing.clone())) {
+            Err(TemplateError::Dir { path, .. }) => assert_eq!(path, missing),
+            Err(other) => panic!("expected Dir, got {other:?}"),
+            Ok(_) => panic!("a missing directory was accepted"),
+        }
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
         assert!(matches!(
-            t.load(&name("sub")),
-            Err(TemplateError::Missing { .. })
+            Templates::new(cfg(file)),
+            Err(TemplateError::Dir { .. })
         ));
+    }
+
+    #[test]
+    fn an_unchanged_file_is_served_from_the_cache() {
+        let (_tmp, _dir, t) = setup();
+        let first = t.load(&name("install")).unwrap();
+        let again = t.load(&name("install")).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "read twice");
+        // Another name for the same file shares the entry.
+        let absolute = t.root.join("install").display().to_string();
+        assert!(Arc::ptr_eq(&first, &t.load(&name(&absolute)).unwrap()));
     }
 
     #[test]
     fn the_cache_rereads_a_changed_file() {
-        let (root, t) = setup();
+        let (_tmp, dir, t) = setup();
         let first = t.load(&name("install")).unwrap();
-        let again = t.load(&name("install")).unwrap();
-        assert!(
-            Arc::ptr_eq(&first, &again),
-            "an unchanged file is served from the cache"
-        );
-        // A different length is a change even within the mtime granularity.
-        std::fs::write(root.path().join("templates/install"), "bios, edited\n").unwrap();
-        assert_eq!(&*t.load(&name("install")).unwrap().text, "bios, edited\n");
+        assert_eq!(&*first.text, "bios\n");
+        // Same length, rewritten in place at once: the times (or ctime)
+        // change even when the size does not.
+        std::fs::write(dir.join("install"), "BIOS\n").unwrap();
+        let second = t.load(&name("install")).unwrap();
+        assert_eq!(&*second.text, "BIOS\n");
+        // Replaced by rename, with the old length and mtime: a new inode.
+        let staged = dir.join(".install.new");
+        std::fs::write(&staged, "Bios\n").unwrap();
+        let mtime = std::fs::metadata(dir.join("install"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&staged, dir.join("install")).unwrap();
+        assert_eq!(text(&t, "install"), "Bios\n");
+        assert_eq!(t.read_cache().len(), 1, "one entry per file");
+    }
+
+    #[test]
+    fn templates_are_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Templates>();
+        assert_send_sync::<Template>();
     }
 }
