@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -21,6 +20,7 @@ use crate::depot::{Depot, DepotConfig};
 use crate::domain::{Fqdn, Modules, Secret, TemplateName};
 use crate::metrics::Metrics;
 use crate::proto;
+use crate::server::Background;
 
 /// The templates that ship with pxeconf (contrib/templates).
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -91,8 +91,7 @@ pub struct Lab {
     /// The admin key file.
     pub admin_key_file: PathBuf,
     admin_key: Secret,
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    servers: Vec<crate::server::Background>,
 }
 
 /// Client n's FQDN.
@@ -150,17 +149,9 @@ impl Lab {
         )
         .await?;
         let core = server.core();
-        let mut stops = Vec::new();
-        let mut tasks = Vec::new();
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tasks.push(tokio::spawn(async move {
-            let _ = server
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await;
-        }));
+        let mut servers = vec![Background::spawn("configserver", move |stop| {
+            server.serve(listener, stop)
+        })];
 
         // Depots are registered before they start, so that their first call
         // to the configserver (start-up reconciliation) is accepted.
@@ -220,14 +211,8 @@ impl Lab {
                 metrics.clone(),
             )
             .await?;
-            let (stop, stopped) = oneshot::channel::<()>();
-            stops.push(stop);
-            tasks.push(tokio::spawn(async move {
-                let _ = depot
-                    .serve(listener, async {
-                        let _ = stopped.await;
-                    })
-                    .await;
+            servers.push(Background::spawn("depot", move |stop| {
+                depot.serve(listener, stop)
             }));
             depots.push(LabDepot {
                 id,
@@ -245,8 +230,7 @@ impl Lab {
             depots,
             admin_key_file,
             admin_key: Secret::new(admin_key),
-            stops,
-            tasks,
+            servers,
         })
     }
 
@@ -422,11 +406,8 @@ impl Lab {
 
     /// Stops every server and waits for them.
     pub async fn shutdown(self) {
-        for stop in self.stops {
-            let _ = stop.send(());
-        }
-        for task in self.tasks {
-            let _ = task.await;
+        for server in self.servers {
+            server.stop().await;
         }
     }
 }

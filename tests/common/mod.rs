@@ -14,8 +14,9 @@ use pxeconf::depot::{Depot, DepotConfig};
 use pxeconf::domain::{Fqdn, Secret, TemplateName};
 use pxeconf::metrics::Metrics;
 use pxeconf::proto;
+use pxeconf::server::Background;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 /// A pxelinux template like opsi's `install`.
@@ -138,8 +139,7 @@ pub struct TestDepot {
     pub addr: SocketAddr,
     pub reads: Option<mpsc::UnboundedReceiver<ReadEvent>>,
     pub metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: Background,
 }
 
 impl TestDepot {
@@ -158,13 +158,8 @@ impl TestDepot {
     }
 
     /// Stops serving and waits until the server is down.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 
     /// The next read event, waiting up to 10 s.
@@ -174,14 +169,6 @@ impl TestDepot {
             .await
             .expect("no read event within 10 s")
             .expect("read channel closed")
-    }
-}
-
-impl Drop for TestDepot {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -330,8 +317,7 @@ pub struct TestConfigServer {
     pub addr: SocketAddr,
     pub core: Arc<Core>,
     pub metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: Background,
 }
 
 impl TestConfigServer {
@@ -354,21 +340,12 @@ impl TestConfigServer {
         .await
         .unwrap();
         let core = server.core();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let server = Background::spawn("configserver", move |stop| server.serve(listener, stop));
         Self {
             addr,
             core,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
@@ -388,21 +365,8 @@ impl TestConfigServer {
         )
     }
 
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for TestConfigServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -442,21 +406,12 @@ impl TestDepot {
         let addr = listener.local_addr().unwrap();
         let mut depot = Depot::start(config, metrics.clone()).await.unwrap();
         let reads = depot.take_reads();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            depot
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let server = Background::spawn("depot", move |stop| depot.serve(listener, stop));
         Self {
             addr,
             reads,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 }
