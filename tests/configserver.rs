@@ -125,17 +125,8 @@ async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action() 
         );
     }
     // The files land before the depot answers; wait for the answers too.
-    wait_for("every push is acknowledged", 30, || {
-        let mut admin = admin.clone();
-        async move {
-            let depots = admin
-                .list_depots(proto::ListDepotsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .depots;
-            depots.iter().all(|d| d.queued == 0 && d.delivered == 100)
-        }
+    wait_for_depots(&admin, "every push is acknowledged", |d| {
+        d.queued == 0 && d.delivered == 100
     })
     .await;
 
@@ -304,10 +295,10 @@ async fn a_configserver_restarted_mid_bulk_delivers_everything() {
     assert_final_state(&site, &mut admin).await;
 }
 
-/// Every client's config lies on its depot exactly once, at the revision the
-/// configserver wants, and nothing is owed.
-async fn assert_final_state(site: &Site, admin: &mut Admin) {
-    wait_for("nothing is owed", 30, || {
+/// Waits (up to 30 s) until every depot's status satisfies `cond`.
+async fn wait_for_depots(admin: &Admin, what: &str, cond: impl Fn(&proto::DepotStatus) -> bool) {
+    let cond = &cond;
+    wait_for(what, 30, || {
         let mut admin = admin.clone();
         async move {
             let depots = admin
@@ -316,10 +307,16 @@ async fn assert_final_state(site: &Site, admin: &mut Admin) {
                 .unwrap()
                 .into_inner()
                 .depots;
-            depots.iter().all(|d| d.queued == 0)
+            depots.iter().all(cond)
         }
     })
     .await;
+}
+
+/// Every client's config lies on its depot exactly once, at the revision the
+/// configserver wants, and nothing is owed.
+async fn assert_final_state(site: &Site, admin: &mut Admin) {
+    wait_for_depots(admin, "nothing is owed", |d| d.queued == 0).await;
     for d in 1..=3 {
         let url = format!("http://127.0.0.1:{}", site.ports[d - 1]);
         let channel = tonic::transport::Endpoint::from_shared(url)

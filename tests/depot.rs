@@ -59,8 +59,9 @@ async fn set_pxe_config_writes_both_files_and_a_tftp_read_removes_them() {
     if !have_tftpd() {
         return;
     }
-    let tftpd = Tftpd::start(&dirs.pxe);
-    let served = tftp_get(tftpd.port, &mac_file(7));
+    let binary = pxeconf::cli::tftp::find_program("in.tftpd").unwrap();
+    let tftpd = pxeconf::cli::tftp::TftpServer::start(&binary, &dirs.pxe).unwrap();
+    let served = tftp_get(tftpd.addr.port(), &mac_file(7));
     assert_eq!(String::from_utf8(served).unwrap(), by_mac);
 
     let read = depot.next_read().await;

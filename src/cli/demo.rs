@@ -5,7 +5,6 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -14,6 +13,7 @@ use serde::Serialize;
 
 use super::CliError;
 use super::lab::{Lab, LabOptions, client_fqdn, mac_file};
+use super::tftp::TftpServer;
 use crate::telemetry::LogFormat;
 
 /// Marks a directory as the demo's own, so that it may be wiped.
@@ -156,7 +156,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         .step_by(step as usize)
         .take(read_count as usize)
         .collect();
-    let tftpd = Tftpd::find();
+    let tftpd = TftpServer::find();
     let read_method = if tftpd.is_some() {
         "tftp"
     } else {
@@ -249,60 +249,6 @@ fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// tftpd-hpa serving a depot's PXE directory on a loopback port.
-struct Tftpd {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Tftpd {
-    /// The in.tftpd binary, if installed and usable: it serves only when
-    /// started as root (it drops privileges itself).
-    fn find() -> Option<PathBuf> {
-        if !running_as_root() {
-            return None;
-        }
-        let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
-        path.split(':')
-            .map(|d| Path::new(d).join("in.tftpd"))
-            .find(|p| p.is_file())
-    }
-
-    fn start(binary: &Path, dir: &Path) -> Result<Self, CliError> {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new(binary)
-            .args(["-L", "-s", "-a", &addr.to_string()])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(Self { child, addr })
-    }
-}
-
-impl Drop for Tftpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether this process runs as root (real uid 0).
-pub fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Reads each client's MAC-named config: through tftpd-hpa when installed,
 /// else by opening and closing the file (what the depot watches for).
 async fn read_configs(
@@ -315,7 +261,7 @@ async fn read_configs(
         Some(binary) => lab
             .depots
             .iter()
-            .map(|d| Tftpd::start(binary, &d.pxe_dir))
+            .map(|d| TftpServer::start(binary, &d.pxe_dir))
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };

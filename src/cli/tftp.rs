@@ -1,8 +1,11 @@
-//! A minimal TFTP client (RFC 1350 read request, octet mode): enough to make
-//! a real TFTP server read a PXE config the way a booting client does.
+//! TFTP for the demo and the tests: a minimal client (RFC 1350 read request,
+//! octet mode) and a tftpd-hpa serving a directory on loopback, so that a
+//! real TFTP server reads a PXE config the way a booting client makes it.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const RRQ: u16 = 1;
@@ -103,5 +106,64 @@ pub fn fetch(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Ve
                 ));
             }
         }
+    }
+}
+
+/// A program on `PATH` or in the sbin directories (where `in.tftpd` lives).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
+    path.split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether this process runs as root (real uid 0).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// tftpd-hpa serving a directory on a free loopback port; killed on drop.
+pub struct TftpServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl TftpServer {
+    /// The in.tftpd binary, if installed and usable: it serves only when
+    /// started as root (it drops privileges itself).
+    pub fn find() -> Option<PathBuf> {
+        if !running_as_root() {
+            return None;
+        }
+        find_program("in.tftpd")
+    }
+
+    /// Starts `binary` serving `dir` (`--secure`: names are relative to it).
+    pub fn start(binary: &Path, dir: &Path) -> io::Result<Self> {
+        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(binary)
+            .args(["-L", "-s", "-a", &addr.to_string()])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for TftpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

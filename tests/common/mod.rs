@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ pub fn in_ci() -> bool {
 /// Whether `program` can be run; outside CI a missing tool skips the test
 /// with a message, in CI it fails it.
 pub fn have_tool(program: &str, why: &str) -> bool {
-    let found = which(program).is_some();
+    let found = pxeconf::cli::tftp::find_program(program).is_some();
     if !found {
         assert!(
             !in_ci(),
@@ -51,19 +51,11 @@ pub fn have_tool(program: &str, why: &str) -> bool {
 /// must drop privileges to serve). Outside root a TFTP test is skipped with
 /// a message, in CI as well: no unprivileged setup can run it.
 pub fn have_tftpd() -> bool {
-    if !pxeconf::cli::demo::running_as_root() {
+    if !pxeconf::cli::tftp::running_as_root() {
         eprintln!("SKIPPED: tftpd-hpa needs root to serve files");
         return false;
     }
     have_tool("in.tftpd", "a real TFTP read") && have_tool("curl", "a TFTP client")
-}
-
-/// The full path of `program` on PATH or in the sbin directories.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
-    path.split(':')
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.is_file())
 }
 
 /// A directory tree for one depot: pxe dir and template dir, world-readable
@@ -220,42 +212,6 @@ pub fn mac_file(n: u32) -> String {
 
 pub fn uuid(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
-}
-
-/// A tftpd-hpa serving `dir` on a free loopback UDP port; killed on drop.
-pub struct Tftpd {
-    pub port: u16,
-    child: Child,
-}
-
-impl Tftpd {
-    pub fn start(dir: &Path) -> Self {
-        let port = free_udp_port();
-        let child = Command::new(which("in.tftpd").expect("in.tftpd"))
-            .args(["-L", "-s", "-a", &format!("127.0.0.1:{port}"), "-v"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start in.tftpd");
-        Self { port, child }
-    }
-}
-
-impl Drop for Tftpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A UDP port that was free a moment ago.
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Fetches `name` over TFTP with curl, retrying while tftpd starts up.
