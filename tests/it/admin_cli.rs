@@ -2,14 +2,12 @@
 //! `depots`, `pending`) against a real configserver and real depots, checked
 //! through their output and through the Admin API.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use pxeconf::proto;
 use serde_json::{Value, json};
 

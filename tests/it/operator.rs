@@ -1,8 +1,6 @@
 //! The operator's view: the demo, metrics over HTTP, configuration files and
 //! environment, JSON logs and graceful shutdown of the real binary.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -150,8 +148,8 @@ async fn metrics_are_served_with_the_named_series() {
     lab.wait_delivered(20, Duration::from_secs(30), |_| {})
         .await
         .unwrap();
-    common::simulate_read(&lab.depots[0].pxe_dir.join(mac_file(0)));
-    common::wait_until("the read is counted", || {
+    crate::common::simulate_read(&lab.depots[0].pxe_dir.join(mac_file(0)));
+    crate::common::wait_until("the read is counted", || {
         lab.metrics
             .encode()
             .contains("pxeconf_tftp_reads_total{depot=\"depot1.example.org\"} 1")

@@ -1,11 +1,9 @@
 //! The configserver and three depots (one legacy) in one process, over real
 //! sockets, with a real SQLite file.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use pxeconf::proto;
 use tonic::Code;
 

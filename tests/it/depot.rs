@@ -1,11 +1,9 @@
 //! The depot over real sockets: writes, TFTP reads with tftpd-hpa, grpcurl,
 //! bad input, start-up clean-up, many clients.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use pxeconf::proto;
 use tonic::Code;
 

@@ -1,8 +1,6 @@
 //! The README's grpcurl examples cover every RPC and work, in order, against
 //! a live configserver and depots.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -58,7 +56,7 @@ async fn every_rpc_has_a_working_grpcurl_example() {
         missing.is_empty(),
         "RPCs without a README example: {missing:?}"
     );
-    if !common::have_tool("grpcurl", "running the README's examples") {
+    if !crate::common::have_tool("grpcurl", "running the README's examples") {
         return;
     }
 
