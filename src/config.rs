@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::configserver::dispatch::DispatchSettings;
 use crate::depot::DepotConfig;
 use crate::depot::template::TemplateConfig;
 use crate::domain::{Fqdn, Modules, Secret, TemplateName};
@@ -365,30 +366,6 @@ pub struct ConfigServerFile {
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
     grace_period: Option<String>,
-}
-
-/// How the configserver pushes to depots.
-#[derive(Debug, Clone)]
-pub struct DispatchSettings {
-    /// Pushes in flight per depot.
-    pub concurrency: usize,
-    /// Deadline of one push.
-    pub timeout: Duration,
-    /// First wait before retrying an unreachable depot.
-    pub min_backoff: Duration,
-    /// Longest wait between retries.
-    pub max_backoff: Duration,
-}
-
-impl Default for DispatchSettings {
-    fn default() -> Self {
-        Self {
-            concurrency: 32,
-            timeout: Duration::from_secs(10),
-            min_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(60),
-        }
-    }
 }
 
 /// A validated configserver configuration.

@@ -166,7 +166,7 @@ impl Metrics {
 
     /// The look-ups of every RPC summed.
     pub fn lookups_total(&self) -> u64 {
-        crate::configserver::LOOKUP_RPCS
+        crate::proto::LEGACY_LOOKUPS
             .iter()
             .map(|rpc| self.lookup_count(rpc))
             .sum()

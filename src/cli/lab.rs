@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use super::CliError;
 use crate::auth::AttachKey;
-use crate::config::DispatchSettings;
+use crate::configserver::dispatch::DispatchSettings;
 use crate::configserver::{ConfigServer, ConfigServerConfig, Core};
 use crate::depot::template::TemplateConfig;
 use crate::depot::{Depot, DepotConfig};

@@ -47,6 +47,8 @@ async fn bind(common: &Common, metrics: &Arc<Metrics>) -> Result<TcpListener, Cl
 pub async fn run_depot(args: DepotArgs) -> Result<(), CliError> {
     let settings = args.resolve()?;
     crate::telemetry::init(settings.common.log_format);
+    // Before anything starts: a SIGTERM during start-up drains, never kills.
+    let signal = crate::server::shutdown_signal();
     let metrics = Metrics::new();
     let listener = bind(&settings.common, &metrics).await?;
     info!(addr = %listener.local_addr()?, "gRPC listening");
@@ -54,7 +56,7 @@ pub async fn run_depot(args: DepotArgs) -> Result<(), CliError> {
     crate::server::run_with_grace(
         "depot",
         move |stop| depot.serve(listener, stop),
-        crate::server::shutdown_signal(),
+        signal,
         settings.common.grace_period,
     )
     .await?;
@@ -65,6 +67,8 @@ pub async fn run_depot(args: DepotArgs) -> Result<(), CliError> {
 pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
     let settings = args.resolve()?;
     crate::telemetry::init(settings.common.log_format);
+    // Before anything starts: a SIGTERM during start-up drains, never kills.
+    let signal = crate::server::shutdown_signal();
     let metrics = Metrics::new();
     let listener = bind(&settings.common, &metrics).await?;
     info!(addr = %listener.local_addr()?, "gRPC listening");
@@ -81,7 +85,7 @@ pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
     crate::server::run_with_grace(
         "configserver",
         move |stop| server.serve(listener, stop),
-        crate::server::shutdown_signal(),
+        signal,
         settings.common.grace_period,
     )
     .await?;

@@ -9,10 +9,11 @@ use tracing::{info, instrument};
 
 use super::dispatch::{Capability, DepotRuntime};
 use super::store::{DepotRecord, PushRecord, WriteOutcome, from_ms};
+use super::wire;
 use super::{Core, Error};
-use crate::convert::{self, convert_each, timestamp};
 use crate::domain::{Client, Fqdn};
 use crate::proto::{self, admin_server};
+use crate::wire::{convert_each, fqdns, timestamp};
 
 /// Page size of `ListPending` when the request names none.
 const DEFAULT_PAGE: u32 = 1000;
@@ -118,7 +119,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::DeleteByIdRequest>,
     ) -> Result<Response<proto::WriteResponse>, Status> {
-        let ids = convert::fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
+        let ids = fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
         let outcome = self
             .core
             .store
@@ -154,7 +155,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::DeleteByIdRequest>,
     ) -> Result<Response<proto::WriteResponse>, Status> {
-        let ids = convert::fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
+        let ids = fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
         let outcome = self
             .core
             .store
@@ -185,12 +186,8 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::DeleteProductsRequest>,
     ) -> Result<Response<proto::WriteResponse>, Status> {
-        let keys = convert_each(
-            request.into_inner().products,
-            "products",
-            convert::product_key,
-        )
-        .map_err(Error::from)?;
+        let keys = convert_each(request.into_inner().products, "products", wire::product_key)
+            .map_err(Error::from)?;
         let outcome = self
             .core
             .store
@@ -228,7 +225,7 @@ impl admin_server::Admin for AdminService {
         let keys = convert_each(
             request.into_inner().product_on_depots,
             "product_on_depots",
-            convert::pod_key,
+            wire::pod_key,
         )
         .map_err(Error::from)?;
         let outcome = self
@@ -284,7 +281,7 @@ impl admin_server::Admin for AdminService {
         let keys = convert_each(
             request.into_inner().config_states,
             "config_states",
-            convert::config_state_key,
+            wire::config_state_key,
         )
         .map_err(Error::from)?;
         let outcome = self
@@ -369,7 +366,7 @@ impl admin_server::Admin for AdminService {
         let keys = convert_each(
             request.into_inner().product_on_clients,
             "product_on_clients",
-            convert::poc_key,
+            wire::poc_key,
         )
         .map_err(Error::from)?;
         let outcome = self

@@ -8,13 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::store::{
-    BOOTIMAGE_APPEND, DHCPD_FILENAME, PXE_CONFIGS, Result, SERVICE_URL, Store, client_from_row,
-    from_json, id_list,
-};
+use super::store::{Result, Store, client_from_row, from_json, id_list};
+use crate::domain::opsi::{PXE_CONFIGS, PxeSettings};
 use crate::domain::{
-    ActionRequest, BootMode, Client, ClientBundle, Fqdn, Modules, NetbootProduct, ProductId,
-    TemplateName,
+    ActionRequest, Client, ClientBundle, Fqdn, Modules, NetbootProduct, ProductId, TemplateName,
 };
 
 /// Which push rows to load.
@@ -151,12 +148,11 @@ pub async fn load(
     tx.commit().await?;
 
     let depot = Fqdn::parse(depot_id, "depot_id").ok();
-    let value = |client: &str, config: &str| -> Vec<String> {
+    let value = |client: &str, config: &str| -> &[String] {
         config_states
             .get(&(client.to_owned(), config.to_owned()))
             .or_else(|| defaults.get(config))
-            .cloned()
-            .unwrap_or_default()
+            .map_or(&[], Vec::as_slice)
     };
     let mut out = Vec::with_capacity(push_rows.len());
     for r in push_rows {
@@ -192,7 +188,7 @@ pub async fn load(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn assemble(
+fn assemble<'a>(
     client_id: &str,
     product_id: &str,
     revision: u64,
@@ -203,7 +199,7 @@ fn assemble(
     on_depot: &HashMap<String, (String, String)>,
     templates: &HashMap<(String, String, String), String>,
     properties: &HashMap<(String, String), BTreeMap<String, String>>,
-    value: &dyn Fn(&str, &str) -> Vec<String>,
+    value: &dyn Fn(&str, &str) -> &'a [String],
     modules: Modules,
 ) -> Result<Job, String> {
     let client = match hosts.get(client_id) {
@@ -229,7 +225,7 @@ fn assemble(
         .then(|| TemplateName::parse(template, "pxe_config_template"))
         .transpose()
         .map_err(|e| e.to_string())?;
-    let dhcpd = value(client_id, DHCPD_FILENAME);
+    let settings = PxeSettings::derive(|config| value(client_id, config));
     Ok(Job::Set(Box::new(ClientBundle {
         client,
         product: NetbootProduct {
@@ -240,12 +236,9 @@ fn assemble(
         },
         action_request: action,
         depot_id: depot.cloned(),
-        service_address: value(client_id, SERVICE_URL)
-            .into_iter()
-            .next()
-            .unwrap_or_default(),
-        boot_mode: BootMode::from_dhcpd_filename(dhcpd.first().map(String::as_str).unwrap_or("")),
-        bootimage_append: value(client_id, BOOTIMAGE_APPEND),
+        service_address: settings.service_address,
+        boot_mode: settings.boot_mode,
+        bootimage_append: settings.bootimage_append,
         properties: properties
             .get(&(depot_id.to_owned(), product_id.to_owned()))
             .into_iter()

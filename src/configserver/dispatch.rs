@@ -25,7 +25,6 @@ use super::bundle::{self, Job, Loaded, Rows};
 use super::store::{Ack, DepotRecord, Store};
 use super::triggers::Owed;
 use crate::auth::AttachKey;
-use crate::config::DispatchSettings;
 use crate::domain::Modules;
 use crate::metrics::{DepotLabel, Metrics, PushLabels};
 use crate::proto;
@@ -36,6 +35,30 @@ const BATCH: usize = 256;
 const LEGACY_RECHECK: Duration = Duration::from_secs(600);
 /// First and longest wait before retrying a push the depot refused.
 const REJECT_BACKOFF: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(600));
+
+/// How the configserver pushes to depots.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Pushes in flight per depot.
+    pub concurrency: usize,
+    /// Deadline of one push.
+    pub timeout: Duration,
+    /// First wait before retrying an unreachable depot.
+    pub min_backoff: Duration,
+    /// Longest wait between retries.
+    pub max_backoff: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Which RPC a depot gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

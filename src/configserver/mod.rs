@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod service;
 pub mod store;
 pub mod triggers;
+pub mod wire;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,22 +20,10 @@ use tonic::{Request, Status};
 use tracing::{info, warn};
 
 use crate::auth::{bearer_token, keys_equal, unauthenticated};
-use crate::config::DispatchSettings;
 use crate::domain::{Modules, Secret, ValidationError};
 use crate::metrics::Metrics;
-use dispatch::Dispatcher;
+use dispatch::{DispatchSettings, Dispatcher};
 use store::{Store, StoreError};
-
-/// The legacy look-up RPCs, as counted in metrics.
-pub const LOOKUP_RPCS: &[&str] = &[
-    "GetHost",
-    "GetNetbootProductOnClients",
-    "GetProductOnDepot",
-    "GetProduct",
-    "GetConfigStates",
-    "GetProductPropertyStates",
-    "GetModules",
-];
 
 /// What a configserver needs to run, validated.
 #[derive(Debug, Clone)]

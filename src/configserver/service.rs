@@ -12,8 +12,9 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument, warn};
 
 use super::bundle::{self, Job, Rows};
-use super::store::{PXE_CONFIGS, StoreError};
+use super::store::StoreError;
 use super::{CallerDepot, Core, Error};
+use crate::domain::opsi::PXE_CONFIGS;
 use crate::domain::{Fqdn, ProductId};
 use crate::metrics::RpcLabel;
 use crate::proto::{self, config_server_server};

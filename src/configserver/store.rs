@@ -14,20 +14,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::triggers::{self, Owed};
+use crate::domain::opsi::{DEPOT_ID, PXE_CONFIGS};
 use crate::domain::{
     ActionRequest, Client, Fqdn, Mac, ProductId, Secret, SystemUuid, TemplateName,
 };
-
-/// The config that names a client's depot.
-pub const DEPOT_ID: &str = "clientconfig.depot.id";
-/// The config with the configserver URL for the boot image.
-pub const SERVICE_URL: &str = "clientconfig.configserver.url";
-/// The config with the DHCP boot file name (decides BIOS or UEFI).
-pub const DHCPD_FILENAME: &str = "clientconfig.dhcpd.filename";
-/// The config with extra boot image kernel arguments.
-pub const BOOTIMAGE_APPEND: &str = "opsi-linux-bootimage.append";
-/// The configs a PXE config depends on.
-pub const PXE_CONFIGS: [&str; 4] = [DEPOT_ID, SERVICE_URL, DHCPD_FILENAME, BOOTIMAGE_APPEND];
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

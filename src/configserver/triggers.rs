@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
-use super::store::{DEPOT_ID, Result, id_list, now_ms};
+use super::store::{Result, id_list, now_ms};
+use crate::domain::opsi::DEPOT_ID;
 
 /// A push owed: the dispatcher of `depot_id` should (re)send `client_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@ pub mod service;
 pub mod template;
 pub mod upstream;
 pub mod watch;
+pub mod wire;
 pub mod writer;
 
 use std::future::Future;

@@ -16,7 +16,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::writer::ReadEvent;
 use super::{DepotCore, Error};
 use crate::auth::AttachKey;
-use crate::domain::{BootMode, ClientBundle, Fqdn, Secret};
+use crate::domain::opsi::PxeSettings;
+use crate::domain::{ClientBundle, Fqdn, Secret};
 use crate::metrics::{Metrics, WriteLabels};
 use crate::proto::{self, config_server_client::ConfigServerClient};
 
@@ -121,26 +122,21 @@ impl Upstream {
             .await
             .map_err(lookup("GetModules"))?
             .into_inner();
-        let values = |id: &str| -> Vec<String> {
+        let settings = PxeSettings::derive(|id| {
             configs
                 .iter()
                 .find(|s| s.config_id == id)
-                .map(|s| s.values.clone())
-                .unwrap_or_default()
-        };
-        use crate::configserver::store::{BOOTIMAGE_APPEND, DHCPD_FILENAME, SERVICE_URL};
-        let dhcpd = values(DHCPD_FILENAME);
+                .map_or(&[], |s| s.values.as_slice())
+        });
         let wire = proto::ClientBundle {
             host: Some(host),
             product_on_client: Some(poc),
             product_on_depot: Some(pod),
             product: Some(product),
             depot_id: self.depot_id.to_string(),
-            service_address: values(SERVICE_URL).into_iter().next().unwrap_or_default(),
-            boot_mode: proto::BootMode::from(BootMode::from_dhcpd_filename(
-                dhcpd.first().map(String::as_str).unwrap_or(""),
-            )) as i32,
-            bootimage_append: values(BOOTIMAGE_APPEND),
+            service_address: settings.service_address,
+            boot_mode: proto::BootMode::from(settings.boot_mode) as i32,
+            bootimage_append: settings.bootimage_append,
             product_property_states: properties,
             modules: Some(modules),
             revision,

@@ -154,7 +154,7 @@ async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action() 
         ) >= 1
     );
     // Look-ups: none for the 200 new-path clients, the legacy count (7 RPCs) for each of the 100 others.
-    for rpc in pxeconf::configserver::LOOKUP_RPCS {
+    for rpc in pxeconf::proto::LEGACY_LOOKUPS {
         assert_eq!(site.server().metrics.lookup_count(rpc), 100, "{rpc}");
     }
     assert_eq!(site.server().metrics.lookups_total(), 700);

@@ -5,6 +5,7 @@ mod admin_cli;
 mod common;
 mod configserver;
 mod depot;
+mod modules;
 mod operator;
 mod readme;
 mod scale;

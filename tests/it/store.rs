@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use pxeconf::configserver::store::*;
 use pxeconf::configserver::triggers::Owed;
+use pxeconf::domain::opsi::{DEPOT_ID, SERVICE_URL};
 use pxeconf::domain::{
     ActionRequest, Client, Fqdn, Mac, ProductId, Secret, SystemUuid, TemplateName,
 };

@@ -251,7 +251,7 @@ pub fn secret(s: &str) -> Option<Secret> {
 
 // ---- configserver -------------------------------------------------------
 
-use pxeconf::config::DispatchSettings;
+use pxeconf::configserver::dispatch::DispatchSettings;
 use pxeconf::configserver::{ConfigServer, ConfigServerConfig, Core};
 use pxeconf::domain::Modules;
 

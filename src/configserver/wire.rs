@@ -1,0 +1,232 @@
+//! The Admin service's records: wire → domain (validated once) and back.
+
+use super::store::{
+    ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, PocRecord, ProductOnDepotRecord,
+    ProductRecord, PropertyStateRecord,
+};
+use crate::domain::{ActionRequest, Fqdn, ProductId, Secret, TemplateName, ValidationError};
+use crate::proto;
+use crate::wire::{check_line, check_token};
+
+fn required_token(value: &str, field: &str) -> Result<String, ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::new(field, "is required"));
+    }
+    check_token(value, field)?;
+    Ok(value.trim().to_owned())
+}
+
+/// A config or property id: lower-case letters, digits, `.`, `_`, `-`.
+fn config_id(value: &str, field: &str) -> Result<String, ValidationError> {
+    let id = value.trim().to_ascii_lowercase();
+    if id.is_empty()
+        || id.len() > 200
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("invalid id {value:?}: use a-z 0-9 . _ -"),
+        ));
+    }
+    Ok(id)
+}
+
+impl TryFrom<proto::DepotInfo> for DepotRecord {
+    type Error = ValidationError;
+
+    fn try_from(d: proto::DepotInfo) -> Result<Self, Self::Error> {
+        let endpoint = d.endpoint.trim().trim_end_matches('/').to_owned();
+        let ok = (endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            && endpoint
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.host().is_some());
+        if !ok {
+            return Err(ValidationError::new(
+                "endpoint",
+                format!(
+                    "{:?} is not a URL like http://depot1.example.org:50051",
+                    d.endpoint
+                ),
+            ));
+        }
+        Ok(DepotRecord {
+            id: Fqdn::parse(&d.id, "id")?,
+            endpoint,
+            host_key: Secret::new(required_token(&d.host_key, "host_key")?),
+            description: {
+                check_line(&d.description, "description")?;
+                d.description
+            },
+        })
+    }
+}
+
+impl TryFrom<proto::Product> for ProductRecord {
+    type Error = ValidationError;
+
+    fn try_from(p: proto::Product) -> Result<Self, Self::Error> {
+        Ok(ProductRecord {
+            id: ProductId::parse(&p.id, "id")?,
+            product_version: required_token(&p.product_version, "product_version")?,
+            package_version: required_token(&p.package_version, "package_version")?,
+            template: match p.pxe_config_template.trim() {
+                "" => None,
+                t => Some(TemplateName::parse(t, "pxe_config_template")?),
+            },
+        })
+    }
+}
+
+impl TryFrom<proto::ProductOnDepot> for ProductOnDepotRecord {
+    type Error = ValidationError;
+
+    fn try_from(p: proto::ProductOnDepot) -> Result<Self, Self::Error> {
+        Ok(ProductOnDepotRecord {
+            depot_id: Fqdn::parse(&p.depot_id, "depot_id")?,
+            product_id: ProductId::parse(&p.product_id, "product_id")?,
+            product_version: required_token(&p.product_version, "product_version")?,
+            package_version: required_token(&p.package_version, "package_version")?,
+        })
+    }
+}
+
+impl TryFrom<proto::Config> for ConfigRecord {
+    type Error = ValidationError;
+
+    fn try_from(c: proto::Config) -> Result<Self, Self::Error> {
+        let id = config_id(&c.id, "id")?;
+        check_values(&id, &c.default_values, "default_values")?;
+        check_line(&c.description, "description")?;
+        Ok(ConfigRecord {
+            id,
+            default_values: c.default_values,
+            description: c.description,
+        })
+    }
+}
+
+/// Values of the configs that end up on a kernel command line must be tokens.
+fn check_values(config_id: &str, values: &[String], field: &str) -> Result<(), ValidationError> {
+    use crate::domain::opsi::{BOOTIMAGE_APPEND, DEPOT_ID, SERVICE_URL};
+    for (i, v) in values.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if [BOOTIMAGE_APPEND, SERVICE_URL].contains(&config_id) {
+            check_token(v, &f)?;
+        } else if config_id == DEPOT_ID {
+            Fqdn::parse(v, &f)?;
+        } else {
+            check_line(v, &f)?;
+        }
+    }
+    Ok(())
+}
+
+impl TryFrom<proto::ConfigState> for ConfigStateRecord {
+    type Error = ValidationError;
+
+    fn try_from(s: proto::ConfigState) -> Result<Self, Self::Error> {
+        let config_id = config_id(&s.config_id, "config_id")?;
+        let mut values = s.values;
+        if config_id == crate::domain::opsi::DEPOT_ID {
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = Fqdn::parse(v, &format!("values[{i}]"))?.to_string();
+            }
+        }
+        check_values(&config_id, &values, "values")?;
+        Ok(ConfigStateRecord {
+            object_id: Fqdn::parse(&s.object_id, "object_id")?,
+            config_id,
+            values,
+        })
+    }
+}
+
+impl TryFrom<proto::ProductPropertyState> for PropertyStateRecord {
+    type Error = ValidationError;
+
+    fn try_from(s: proto::ProductPropertyState) -> Result<Self, Self::Error> {
+        let property_id = config_id(&s.property_id, "property_id")?;
+        for (i, v) in s.values.iter().enumerate() {
+            check_line(v, &format!("values[{i}]"))?;
+        }
+        Ok(PropertyStateRecord {
+            object_id: Fqdn::parse(&s.object_id, "object_id")?,
+            product_id: ProductId::parse(&s.product_id, "product_id")?,
+            property_id,
+            values: s.values,
+        })
+    }
+}
+
+impl TryFrom<proto::ProductPropertyStateKey> for PropertyStateRecord {
+    type Error = ValidationError;
+
+    fn try_from(s: proto::ProductPropertyStateKey) -> Result<Self, Self::Error> {
+        Ok(PropertyStateRecord {
+            object_id: Fqdn::parse(&s.object_id, "object_id")?,
+            product_id: ProductId::parse(&s.product_id, "product_id")?,
+            property_id: config_id(&s.property_id, "property_id")?,
+            values: Vec::new(),
+        })
+    }
+}
+
+impl TryFrom<proto::ActionRequest> for ActionRecord {
+    type Error = ValidationError;
+
+    fn try_from(a: proto::ActionRequest) -> Result<Self, Self::Error> {
+        Ok(ActionRecord {
+            client_id: Fqdn::parse(&a.client_id, "client_id")?,
+            product_id: ProductId::parse(&a.product_id, "product_id")?,
+            action: ActionRequest::parse(&a.action_request, "action_request")?,
+        })
+    }
+}
+
+impl From<PocRecord> for proto::ProductOnClient {
+    fn from(p: PocRecord) -> Self {
+        proto::ProductOnClient {
+            client_id: p.client_id,
+            product_id: p.product_id,
+            action_request: p.action_request,
+            action_progress: p.action_progress,
+            product_version: p.product_version,
+            package_version: p.package_version,
+        }
+    }
+}
+
+/// The key fields of a product-on-client, validated.
+pub fn poc_key(k: proto::ProductOnClientKey) -> Result<(Fqdn, ProductId), ValidationError> {
+    Ok((
+        Fqdn::parse(&k.client_id, "client_id")?,
+        ProductId::parse(&k.product_id, "product_id")?,
+    ))
+}
+
+/// The key fields of a product-on-depot, validated.
+pub fn pod_key(k: proto::ProductOnDepotKey) -> Result<(Fqdn, ProductId), ValidationError> {
+    Ok((
+        Fqdn::parse(&k.depot_id, "depot_id")?,
+        ProductId::parse(&k.product_id, "product_id")?,
+    ))
+}
+
+/// The key fields of a config state, validated.
+pub fn config_state_key(k: proto::ConfigStateKey) -> Result<(Fqdn, String), ValidationError> {
+    Ok((
+        Fqdn::parse(&k.object_id, "object_id")?,
+        config_id(&k.config_id, "config_id")?,
+    ))
+}
+
+/// The key fields of a product version, validated.
+pub fn product_key(k: proto::ProductKey) -> Result<(ProductId, String, String), ValidationError> {
+    Ok((
+        ProductId::parse(&k.id, "id")?,
+        required_token(&k.product_version, "product_version")?,
+        required_token(&k.package_version, "package_version")?,
+    ))
+}

@@ -1,0 +1,16 @@
+//! Validated domain types. Wire messages become these at each role's edge,
+//! once; the core never sees an unvalidated MAC, FQDN, UUID or template name.
+//! Names both roles share (the opsi config ids, the derivation of a client's
+//! PXE settings) live here too, so the depot side needs nothing from the
+//! configserver side.
+
+mod client;
+mod error;
+mod ids;
+pub mod opsi;
+
+pub use client::{
+    ActionRequest, BootMode, Client, ClientBundle, Modules, NetbootProduct, Secret, is_secret_param,
+};
+pub use error::ValidationError;
+pub use ids::{Fqdn, Mac, ProductId, SystemUuid, TemplateName};
