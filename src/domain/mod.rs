@@ -5,6 +5,7 @@
 //! configserver side.
 
 mod client;
+mod endpoint;
 mod error;
 mod ids;
 pub mod opsi;
@@ -12,5 +13,6 @@ pub mod opsi;
 pub use client::{
     ActionRequest, BootMode, Client, ClientBundle, Modules, NetbootProduct, Secret, is_secret_param,
 };
+pub use endpoint::Endpoint;
 pub use error::ValidationError;
 pub use ids::{Fqdn, Mac, ProductId, SystemUuid, TemplateName};
