@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::error::ValidationError;
+use super::limits::{MAX_FQDN, MAX_ID, MAX_TEMPLATE_NAME, shown};
 
 /// A fully qualified domain name: at least two labels, lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -13,12 +14,14 @@ impl Fqdn {
     /// Parses and lower-cases an FQDN; `field` names it in the error.
     pub fn parse(value: &str, field: &str) -> Result<Self, ValidationError> {
         let lower = value.trim().trim_end_matches('.').to_ascii_lowercase();
-        let err = |why: &str| ValidationError::new(field, format!("invalid FQDN {value:?}: {why}"));
+        let err = |why: &str| {
+            ValidationError::new(field, format!("invalid FQDN {}: {why}", shown(value)))
+        };
         if lower.is_empty() {
             return Err(ValidationError::new(field, "is required"));
         }
-        if lower.len() > 253 {
-            return Err(err("longer than 253 characters"));
+        if lower.len() > MAX_FQDN {
+            return Err(err(&format!("longer than {MAX_FQDN} characters")));
         }
         let labels: Vec<&str> = lower.split('.').collect();
         if labels.len() < 2 {
@@ -88,7 +91,8 @@ impl Mac {
             ValidationError::new(
                 field,
                 format!(
-                    "invalid MAC address {value:?}: expected six hex octets separated by ':' or '-'"
+                    "invalid MAC address {}: expected six hex octets separated by ':' or '-'",
+                    shown(value)
                 ),
             )
         };
@@ -100,7 +104,8 @@ impl Mac {
         }
         let mut octets = [0u8; 6];
         for (octet, part) in octets.iter_mut().zip(&parts) {
-            if part.len() != 2 {
+            // from_str_radix alone would take a sign: "+0" is not an octet.
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err());
             }
             *octet = u8::from_str_radix(part, 16).map_err(|_| err())?;
@@ -143,7 +148,10 @@ impl SystemUuid {
         if !ok {
             return Err(ValidationError::new(
                 field,
-                format!("invalid system UUID {value:?}: expected 8-4-4-4-12 hex digits"),
+                format!(
+                    "invalid system UUID {}: expected 8-4-4-4-12 hex digits",
+                    shown(value)
+                ),
             ));
         }
         Ok(Self(lower))
@@ -172,14 +180,17 @@ impl ProductId {
         if lower.is_empty() {
             return Err(ValidationError::new(field, "is required"));
         }
-        if lower.len() > 128
+        if lower.len() > MAX_ID
             || !lower
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         {
             return Err(ValidationError::new(
                 field,
-                format!("invalid product id {value:?}: use up to 128 of a-z 0-9 . _ -"),
+                format!(
+                    "invalid product id {}: use up to {MAX_ID} of a-z 0-9 . _ -",
+                    shown(value)
+                ),
             ));
         }
         Ok(Self(lower))
@@ -198,9 +209,13 @@ impl fmt::Display for ProductId {
 }
 
 /// A template file name as given by a product or a default: relative to the
-/// template directory, or absolute. Never contains `..` or NUL; whether it
-/// stays inside the template directory (symlinks included) is checked when it
-/// is resolved against the file system.
+/// template directory, or absolute. Never contains `..` or a control
+/// character, and never looks like a PXE config the depot manages (a UUID,
+/// `01-<mac>` or a temporary file): with the template directory equal to the
+/// PXE directory, as in opsi, such a "template" would copy another client's
+/// config, and reading it would count as that client's boot. Whether it stays
+/// inside the template directory (symlinks included) is checked when it is
+/// resolved against the file system.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TemplateName(String);
 
@@ -208,18 +223,50 @@ impl TemplateName {
     /// Validates a template name.
     pub fn parse(value: &str, field: &str) -> Result<Self, ValidationError> {
         let err = |why: &str| {
-            ValidationError::new(field, format!("invalid template name {value:?}: {why}"))
+            ValidationError::new(
+                field,
+                format!("invalid template name {}: {why}", shown(value)),
+            )
         };
         if value.is_empty() {
             return Err(ValidationError::new(field, "is required"));
         }
-        if value.len() > 1024 || value.contains('\0') || value.contains('\n') {
-            return Err(err("too long or contains control characters"));
+        if value.chars().any(char::is_control) {
+            return Err(err("contains control characters"));
+        }
+        if value
+            .split('/')
+            .any(|component| component.len() > MAX_TEMPLATE_NAME)
+            || value.len() > 4 * MAX_TEMPLATE_NAME
+        {
+            return Err(err(&format!(
+                "a path component is longer than {MAX_TEMPLATE_NAME} bytes"
+            )));
         }
         if value.split(['/', '\\']).any(|c| c == "..") {
             return Err(err("'..' would leave the template directory"));
         }
+        let base = value.rsplit('/').next().unwrap_or(value);
+        if is_pxe_file_name(base) {
+            return Err(err("names a PXE config file, not a template"));
+        }
         Ok(Self(value.to_owned()))
+    }
+
+    /// A product's template: [`parse`](Self::parse), and relative to the
+    /// template directory (only a depot's own defaults may be absolute).
+    pub fn parse_relative(value: &str, field: &str) -> Result<Self, ValidationError> {
+        let name = Self::parse(value, field)?;
+        if name.0.starts_with('/') {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "invalid template name {}: must be relative to the template directory",
+                    shown(value)
+                ),
+            ));
+        }
+        Ok(name)
     }
 
     /// The name as given.
@@ -239,6 +286,32 @@ impl fmt::Display for TemplateName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Prefix of a depot's temporary files; never a template or config name.
+pub const TMP_PREFIX: &str = ".pxeconf-tmp";
+
+/// Whether `name` is a file name a depot writes: a lower-case system UUID,
+/// `01-` + a lower-case MAC, or one of its temporary files.
+pub fn is_pxe_file_name(name: &str) -> bool {
+    if name.starts_with(TMP_PREFIX) {
+        return true;
+    }
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let is_mac_name = name.len() == 20
+        && name.starts_with("01-")
+        && name[3..].split('-').all(|o| lower_hex(o, 2));
+    let is_uuid_name = name.len() == 36
+        && name
+            .split('-')
+            .zip([8, 4, 4, 4, 12])
+            .all(|(part, len)| lower_hex(part, len))
+        && name.split('-').count() == 5;
+    is_mac_name || is_uuid_name
 }
 
 #[cfg(test)]
@@ -281,6 +354,8 @@ mod tests {
             "00:11-22:aa:bb:cc",
             "gg:11:22:aa:bb:cc",
             "001122aabbcc",
+            "+0:11:22:33:44:55",
+            "00:11:22:33:44:+5",
         ] {
             assert!(Mac::parse(bad, "m").is_err(), "{bad:?} accepted");
         }
@@ -320,5 +395,54 @@ mod tests {
                 .is_obsolete()
         );
         assert!(!TemplateName::parse("install", "t").unwrap().is_obsolete());
+    }
+
+    #[test]
+    fn template_names_never_name_a_managed_pxe_file() {
+        for managed in [
+            "01-00-11-22-aa-bb-cc",
+            "sub/4c4c4544-0035-3010-8045-b4c04f4e4b32",
+            ".pxeconf-tmp-01-00-11-22-aa-bb-cc",
+            ".pxeconf-tmp.x1y2",
+        ] {
+            let err = TemplateName::parse(managed, "t").unwrap_err();
+            assert!(err.message.contains("PXE config file"), "{managed}: {err}");
+        }
+        // Look-alikes that are not ours stay usable.
+        for fine in ["01-00-11-22-AA-BB-CC", "install-01-00", "01-00-11-22-aa-bb"] {
+            assert!(TemplateName::parse(fine, "t").is_ok(), "{fine}");
+        }
+        assert!(TemplateName::parse_relative("/abs/install", "t").is_err());
+        assert!(TemplateName::parse_relative("grub/install", "t").is_ok());
+        assert!(TemplateName::parse(&"a".repeat(256), "t").is_err());
+        assert!(TemplateName::parse("a\tb", "t").is_err());
+    }
+
+    #[test]
+    fn pxe_file_names_round_trip_through_the_predicate() {
+        let mac = Mac::parse("00:16:3E:AA:BB:0C", "m").unwrap();
+        assert!(is_pxe_file_name(&mac.pxe_file_name()));
+        let uuid = SystemUuid::parse("4C4C4544-0035-3010-8045-B4C04F4E4B32", "u").unwrap();
+        assert!(is_pxe_file_name(uuid.as_str()));
+        assert!(!is_pxe_file_name("install"));
+        assert!(!is_pxe_file_name("4c4c4544-0035-3010-8045-b4c04f4e4b3"));
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_prefix_of_a_huge_value() {
+        let huge = "x".repeat(1 << 20);
+        for err in [
+            Fqdn::parse(&huge, "f").unwrap_err(),
+            Mac::parse(&huge, "m").unwrap_err(),
+            SystemUuid::parse(&huge, "u").unwrap_err(),
+            ProductId::parse(&huge, "p").unwrap_err(),
+            TemplateName::parse(&huge, "t").unwrap_err(),
+        ] {
+            assert!(
+                err.to_string().len() < 300,
+                "{} bytes",
+                err.to_string().len()
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ mod client;
 mod endpoint;
 mod error;
 mod ids;
+pub mod limits;
 pub mod opsi;
 
 pub use client::{
@@ -15,4 +16,4 @@ pub use client::{
 };
 pub use endpoint::Endpoint;
 pub use error::ValidationError;
-pub use ids::{Fqdn, Mac, ProductId, SystemUuid, TemplateName};
+pub use ids::{Fqdn, Mac, ProductId, SystemUuid, TMP_PREFIX, TemplateName, is_pxe_file_name};
