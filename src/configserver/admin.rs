@@ -328,3 +328,85 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(self.pending(request.into_inner()).await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use admin_server::Admin as _;
+    use tonic::Code;
+
+    use super::*;
+    use crate::configserver::core::test_core;
+
+    fn depot(id: &str, endpoint: &str) -> proto::DepotInfo {
+        proto::DepotInfo {
+            id: id.into(),
+            endpoint: endpoint.into(),
+            host_key: "key".into(),
+            description: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_input_names_the_field_and_writes_nothing() {
+        let (_dir, core) = test_core().await;
+        let admin = AdminService::new(core.clone());
+        let request = proto::UpsertDepotsRequest {
+            depots: vec![
+                depot("d1.example.org", "http://d1.example.org:50051"),
+                depot("d2.example.org", "d2.example.org:50051"),
+            ],
+        };
+        let bad = admin
+            .upsert_depots(Request::new(request))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(
+            bad.message().contains("depots[1].endpoint"),
+            "{}",
+            bad.message()
+        );
+        assert!(core.store.depots().await.unwrap().is_empty());
+
+        let request = proto::ListPendingRequest {
+            depot_id: "not a depot".into(),
+            ..Default::default()
+        };
+        let bad = admin.list_pending(Request::new(request)).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("depot_id: "), "{}", bad.message());
+    }
+
+    #[tokio::test]
+    async fn depots_are_listed_with_their_runtime_and_unknown_clients_are_not_found() {
+        let (_dir, core) = test_core().await;
+        let admin = AdminService::new(core);
+        let request = proto::UpsertDepotsRequest {
+            depots: vec![depot("d1.example.org", "http://127.0.0.1:9/")],
+        };
+        let written = admin.upsert_depots(Request::new(request)).await.unwrap();
+        assert_eq!(written.get_ref().affected, 1);
+        let listed = admin
+            .list_depots(Request::new(proto::ListDepotsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .depots;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].endpoint, "http://127.0.0.1:9");
+        assert_eq!(
+            (listed[0].queued, listed[0].capability.as_str()),
+            (0, "unknown")
+        );
+
+        let request = proto::GetClientStatusRequest {
+            fqdn: "ghost.example.org".into(),
+        };
+        let missing = admin
+            .get_client_status(Request::new(request))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        assert!(missing.message().contains("ghost.example.org"));
+    }
+}

@@ -35,3 +35,31 @@ impl Core {
         Ok(())
     }
 }
+
+/// A core over a fresh database, for handler tests without sockets.
+#[cfg(test)]
+pub(super) async fn test_core() -> (tempfile::TempDir, Arc<Core>) {
+    use super::dispatch::DispatchSettings;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("pxeconf.db")).await.unwrap();
+    let metrics = Metrics::new();
+    let modules = Modules::default();
+    let dispatcher = Dispatcher::start(
+        store.clone(),
+        DispatchSettings::default(),
+        modules,
+        metrics.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let core = Core {
+        store,
+        dispatcher,
+        modules,
+        metrics,
+        keys: DepotKeys::default(),
+    };
+    (dir, Arc::new(core))
+}

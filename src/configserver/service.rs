@@ -319,3 +319,93 @@ impl config_server_server::ConfigServer for ConfigServerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use config_server_server::ConfigServer as _;
+    use tonic::Code;
+
+    use super::*;
+    use crate::configserver::core::test_core;
+
+    fn as_depot<T>(message: T, depot: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .extensions_mut()
+            .insert(CallerDepot(depot.to_owned()));
+        request
+    }
+
+    #[tokio::test]
+    async fn a_depot_may_not_act_for_another() {
+        let (_dir, core) = test_core().await;
+        let service = ConfigServerService::new(core);
+        let request = proto::ListPendingBundlesRequest {
+            depot_id: "d2.example.org".into(),
+        };
+        let refused = service
+            .list_pending_bundles(as_depot(request, "d1.example.org"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(
+            refused.message().contains("d2.example.org"),
+            "{}",
+            refused.message()
+        );
+        // Without an identity (no interceptor ran) nothing is served.
+        let request = Request::new(proto::GetClientBundleRequest {
+            fqdn: "c.example.org".into(),
+        });
+        let refused = service.get_client_bundle(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn bad_input_names_the_field_and_unknown_things_are_not_found() {
+        let (_dir, core) = test_core().await;
+        let service = ConfigServerService::new(core);
+        let bad = service
+            .get_product_on_depot(as_depot(
+                proto::GetProductOnDepotRequest {
+                    depot_id: "d1.example.org".into(),
+                    product_id: "no spaces".into(),
+                },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("product_id: "), "{}", bad.message());
+        let bad = service
+            .get_host(as_depot(
+                proto::GetHostRequest { id: "-x-".into() },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("id: "), "{}", bad.message());
+        let missing = service
+            .get_host(as_depot(
+                proto::GetHostRequest {
+                    id: "ghost.example.org".into(),
+                },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        let none = service
+            .get_client_bundle(as_depot(
+                proto::GetClientBundleRequest {
+                    fqdn: "ghost.example.org".into(),
+                },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(none.code(), Code::FailedPrecondition);
+    }
+}
