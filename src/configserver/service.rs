@@ -377,7 +377,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(bad.code(), Code::InvalidArgument);
-        assert!(bad.message().starts_with("product_id: "), "{}", bad.message());
+        assert!(
+            bad.message().starts_with("product_id: "),
+            "{}",
+            bad.message()
+        );
         let bad = service
             .get_host(as_depot(
                 proto::GetHostRequest { id: "-x-".into() },
