@@ -19,11 +19,14 @@ fn required_token(value: &str, field: &str) -> Result<String, ValidationError> {
     Ok(value.trim().to_owned())
 }
 
+/// The longest config or property id.
+const MAX_ID_LEN: usize = 200;
+
 /// A config or property id: lower-case letters, digits, `.`, `_`, `-`.
 fn config_id(value: &str, field: &str) -> Result<String, ValidationError> {
     let id = value.trim().to_ascii_lowercase();
     if id.is_empty()
-        || id.len() > 200
+        || id.len() > MAX_ID_LEN
         || !id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
