@@ -78,7 +78,7 @@ pub(super) struct Outcome {
 
 /// Sends one loaded push the way `capability` says.
 pub(super) async fn push_one(
-    mut client: DepotClient,
+    client: DepotClient,
     loaded: Loaded,
     capability: Capability,
 ) -> Outcome {
@@ -87,47 +87,22 @@ pub(super) async fn push_one(
         revision,
         job,
     } = loaded;
-    let legacy = capability == Capability::Legacy;
-    let (op, path, call) = match job {
-        Err(error) => {
-            return Outcome {
-                client_id,
-                revision,
-                op: PushOp::Set,
-                path: PushPath::New,
-                result: PushResult::Rejected(error),
-            };
-        }
-        Ok(Job::Remove) => {
-            let request = proto::RemovePxeConfigRequest {
-                fqdn: client_id.clone(),
-                revision,
-            };
-            let path = if legacy {
+    let (op, path, result) = match job {
+        // No bundle could be built: refused without a call, counted as a set.
+        Err(error) => (PushOp::Set, PushPath::New, PushResult::Rejected(error)),
+        Ok(job) => {
+            let path = if capability == Capability::Legacy {
                 PushPath::Legacy
             } else {
                 PushPath::New
             };
-            let call = client.remove_pxe_config(request).await.map(drop);
-            (PushOp::Remove, path, call)
-        }
-        Ok(Job::Set(_)) if legacy => {
-            let request = proto::SetPxeConfigByFqdnRequest {
-                fqdn: client_id.clone(),
-                revision,
+            let op = job.op();
+            let result = match call(client, &client_id, revision, job, path).await {
+                Ok(()) => PushResult::Delivered,
+                Err(status) => classify(&status, path),
             };
-            let call = client.set_pxe_config_by_fqdn(request).await.map(drop);
-            (PushOp::Set, PushPath::Legacy, call)
+            (op, path, result)
         }
-        Ok(Job::Set(bundle)) => {
-            let request = proto::ClientBundle::from(bundle.as_ref());
-            let call = client.set_pxe_config(request).await.map(drop);
-            (PushOp::Set, PushPath::New, call)
-        }
-    };
-    let result = match call {
-        Ok(()) => PushResult::Delivered,
-        Err(status) => classify(&status, path),
     };
     Outcome {
         client_id,
@@ -135,6 +110,32 @@ pub(super) async fn push_one(
         op,
         path,
         result,
+    }
+}
+
+/// The RPC of `job` on `path`. A remove is the same RPC on both paths;
+/// only a set differs (the whole bundle, or the FQDN to look up).
+async fn call(
+    mut client: DepotClient,
+    fqdn: &str,
+    revision: u64,
+    job: Job,
+    path: PushPath,
+) -> Result<(), tonic::Status> {
+    let fqdn = fqdn.to_owned();
+    match (job, path) {
+        (Job::Remove, _) => {
+            let request = proto::RemovePxeConfigRequest { fqdn, revision };
+            client.remove_pxe_config(request).await.map(drop)
+        }
+        (Job::Set(_), PushPath::Legacy) => {
+            let request = proto::SetPxeConfigByFqdnRequest { fqdn, revision };
+            client.set_pxe_config_by_fqdn(request).await.map(drop)
+        }
+        (Job::Set(bundle), PushPath::New) => {
+            let request = proto::ClientBundle::from(bundle.as_ref());
+            client.set_pxe_config(request).await.map(drop)
+        }
     }
 }
 
