@@ -1,19 +1,19 @@
 //! The `pxeconf.v1.Admin` gRPC service: bulk writes (each one transaction,
 //! its pushes queued as it commits) and status queries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::dispatch::{Capability, DepotRuntime};
-use super::store::{DepotRecord, PushRecord, WriteOutcome, from_ms};
+use super::core::Core;
+use super::error::Error;
+use super::status::{client_note, delivery, depot_status};
+use super::store::{self, DepotRecord, Store, WriteOutcome};
 use super::wire;
-use super::{Core, Error};
-use crate::domain::{Client, Fqdn};
+use crate::domain::{ActionRequest, Client, Fqdn, ValidationError};
 use crate::proto::{self, admin_server};
-use crate::wire::{convert_each, fqdns, timestamp};
+use crate::wire::{convert_each, fqdns};
 
 /// Page size of `ListPending` when the request names none.
 const DEFAULT_PAGE: u32 = 1000;
@@ -25,78 +25,114 @@ pub struct AdminService {
     core: Arc<Core>,
 }
 
+type WriteResult = Result<Response<proto::WriteResponse>, Status>;
+
 impl AdminService {
     /// Handlers over `core`.
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
 
+    /// Runs one write of validated `items` and queues the pushes it owes.
+    async fn write<R>(
+        &self,
+        items: Result<Vec<R>, ValidationError>,
+        run: impl AsyncFnOnce(&Store, &[R]) -> store::Result<WriteOutcome>,
+    ) -> WriteResult {
+        let items = items.map_err(Error::from)?;
+        let outcome = run(&self.core.store, &items).await.map_err(Error::from)?;
+        Ok(self.done(outcome).await)
+    }
+
     /// Queues the write's pushes and answers with its counts.
-    fn done(&self, outcome: WriteOutcome) -> Response<proto::WriteResponse> {
+    async fn done(&self, outcome: WriteOutcome) -> Response<proto::WriteResponse> {
         let pushes_queued = outcome.owed.len() as u64;
-        self.core.dispatcher.notify(outcome.owed);
+        self.core.dispatcher.notify(outcome.owed).await;
         Response::new(proto::WriteResponse {
             affected: outcome.affected,
             pushes_queued,
         })
     }
-}
 
-/// The state of a push row, as operators see it. A push owed to an
-/// unreachable depot is failed with the depot's error, whether or not it was
-/// tried itself.
-fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::Delivery {
-    use proto::DeliveryState as S;
-    let owed = p.revision > p.delivered_revision;
-    let depot_down = runtime.filter(|rt| owed && !rt.reachable);
-    let error = match depot_down {
-        Some(rt) if p.last_error.is_empty() => rt.last_error.clone(),
-        _ if owed => p.last_error,
-        _ => String::new(),
-    };
-    let state = if p.op == "remove" {
-        if owed { S::Queued } else { S::Removed }
-    } else if p.read_revision >= p.revision {
-        S::Read
-    } else if !owed {
-        S::Delivered
-    } else if !error.is_empty() {
-        S::Failed
-    } else {
-        S::Queued
-    };
-    let next_retry = match depot_down {
-        // An unreachable depot is retried on its own schedule, not the row's.
-        Some(rt) => rt.next_retry.map(timestamp),
-        None => p
-            .next_attempt_at
-            .filter(|_| owed)
-            .map(|ms| timestamp(from_ms(ms))),
-    };
-    proto::Delivery {
-        depot_id: p.depot_id,
-        state: state as i32,
-        operation: p.op,
-        revision: p.revision,
-        delivered_revision: p.delivered_revision,
-        product_id: p.product_id,
-        updated_at: Some(timestamp(from_ms(p.updated_at))),
-        delivered_at: p.delivered_at.map(|ms| timestamp(from_ms(ms))),
-        read_at: p.read_at.map(|ms| timestamp(from_ms(ms))),
-        error,
-        next_retry,
-        attempts: p.attempts,
-        path: p.path,
+    /// A client's status, or why there is none.
+    async fn client_status(&self, id: Fqdn) -> Result<proto::ClientStatus, Error> {
+        let store = &self.core.store;
+        let client = store
+            .client(id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("client", id.as_str()))?;
+        let pocs = store.product_on_clients(id.as_str(), false).await?;
+        let depot = store.depot_of(id.as_str()).await?;
+        let depot_known = match &depot {
+            Some(d) => store.depot_exists(d).await?,
+            None => false,
+        };
+        let active = pocs
+            .iter()
+            .any(|p| p.action_request != ActionRequest::None.as_str());
+        let note = client_note(&client, active, depot.as_deref().map(|d| (d, depot_known)));
+        let runtime = self.core.dispatcher.runtime();
+        let deliveries = store
+            .pushes_of_client(id.as_str())
+            .await?
+            .into_iter()
+            .map(|p| {
+                let rt = runtime.get(&p.depot_id);
+                delivery(p, rt)
+            })
+            .collect();
+        let mut host = proto::Host::from(&client);
+        host.opsi_host_key.clear();
+        Ok(proto::ClientStatus {
+            host: Some(host),
+            product_on_clients: pocs.into_iter().map(Into::into).collect(),
+            depot_id: depot.unwrap_or_default(),
+            note,
+            deliveries,
+        })
+    }
+
+    /// One page of what a depot is owed or holds.
+    async fn pending(
+        &self,
+        r: proto::ListPendingRequest,
+    ) -> Result<proto::ListPendingResponse, Error> {
+        let depot = Fqdn::parse(&r.depot_id, "depot_id")?;
+        let limit = match r.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let rows = self
+            .core
+            .store
+            .pending_of_depot(depot.as_str(), &r.page_token, limit + 1)
+            .await?;
+        let more = rows.len() > limit as usize;
+        let runtime = self.core.dispatcher.runtime();
+        let rt = runtime.get(depot.as_str());
+        let pending: Vec<proto::PendingPush> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|p| proto::PendingPush {
+                client_id: p.client_id.clone(),
+                delivery: Some(delivery(p, rt)),
+            })
+            .collect();
+        let next_page_token = match pending.last() {
+            Some(last) if more => last.client_id.clone(),
+            _ => String::new(),
+        };
+        Ok(proto::ListPendingResponse {
+            pending,
+            next_page_token,
+        })
     }
 }
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
     #[instrument(skip_all, fields(count = request.get_ref().depots.len()))]
-    async fn upsert_depots(
-        &self,
-        request: Request<proto::UpsertDepotsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
+    async fn upsert_depots(&self, request: Request<proto::UpsertDepotsRequest>) -> WriteResult {
         let depots: Vec<DepotRecord> =
             convert_each(request.into_inner().depots, "depots", DepotRecord::try_from)
                 .map_err(Error::from)?;
@@ -109,16 +145,13 @@ impl admin_server::Admin for AdminService {
         self.core.refresh_keys().await.map_err(Error::from)?;
         for d in depots {
             info!(depot = %d.id, endpoint = %d.endpoint, "depot registered");
-            self.core.dispatcher.depot_upserted(d);
+            self.core.dispatcher.depot_upserted(d).await;
         }
-        Ok(self.done(outcome))
+        Ok(self.done(outcome).await)
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().ids.len()))]
-    async fn delete_depots(
-        &self,
-        request: Request<proto::DeleteByIdRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
+    async fn delete_depots(&self, request: Request<proto::DeleteByIdRequest>) -> WriteResult {
         let ids = fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
         let outcome = self
             .core
@@ -130,252 +163,138 @@ impl admin_server::Admin for AdminService {
         for id in &ids {
             self.core.dispatcher.depot_deleted(id.as_str());
         }
-        Ok(self.done(outcome))
+        Ok(self.done(outcome).await)
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().clients.len()))]
-    async fn upsert_clients(
-        &self,
-        request: Request<proto::UpsertClientsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let clients: Vec<Client> =
-            convert_each(request.into_inner().clients, "clients", Client::try_from)
-                .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .upsert_clients(&clients)
+    async fn upsert_clients(&self, request: Request<proto::UpsertClientsRequest>) -> WriteResult {
+        let clients = convert_each(request.into_inner().clients, "clients", Client::try_from);
+        self.write(clients, async |s, c| s.upsert_clients(c).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().ids.len()))]
-    async fn delete_clients(
-        &self,
-        request: Request<proto::DeleteByIdRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let ids = fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .delete_clients(&ids)
+    async fn delete_clients(&self, request: Request<proto::DeleteByIdRequest>) -> WriteResult {
+        let ids = fqdns(request.into_inner().ids, "ids");
+        self.write(ids, async |s, ids| s.delete_clients(ids).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().products.len()))]
-    async fn upsert_products(
-        &self,
-        request: Request<proto::UpsertProductsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let products = convert_each(request.into_inner().products, "products", TryFrom::try_from)
-            .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .upsert_products(&products)
+    async fn upsert_products(&self, request: Request<proto::UpsertProductsRequest>) -> WriteResult {
+        let products = convert_each(request.into_inner().products, "products", TryFrom::try_from);
+        self.write(products, async |s, p| s.upsert_products(p).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().products.len()))]
-    async fn delete_products(
-        &self,
-        request: Request<proto::DeleteProductsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let keys = convert_each(request.into_inner().products, "products", wire::product_key)
-            .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .delete_products(&keys)
+    async fn delete_products(&self, request: Request<proto::DeleteProductsRequest>) -> WriteResult {
+        let keys = convert_each(request.into_inner().products, "products", wire::product_key);
+        self.write(keys, async |s, k| s.delete_products(k).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_on_depots.len()))]
     async fn upsert_product_on_depots(
         &self,
         request: Request<proto::UpsertProductOnDepotsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let pods = convert_each(
-            request.into_inner().product_on_depots,
-            "product_on_depots",
-            TryFrom::try_from,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .upsert_product_on_depots(&pods)
+    ) -> WriteResult {
+        let pods = request.into_inner().product_on_depots;
+        let pods = convert_each(pods, "product_on_depots", TryFrom::try_from);
+        self.write(pods, async |s, p| s.upsert_product_on_depots(p).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_on_depots.len()))]
     async fn delete_product_on_depots(
         &self,
         request: Request<proto::DeleteProductOnDepotsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let keys = convert_each(
-            request.into_inner().product_on_depots,
-            "product_on_depots",
-            wire::pod_key,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .delete_product_on_depots(&keys)
+    ) -> WriteResult {
+        let keys = request.into_inner().product_on_depots;
+        let keys = convert_each(keys, "product_on_depots", wire::pod_key);
+        self.write(keys, async |s, k| s.delete_product_on_depots(k).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().configs.len()))]
-    async fn upsert_configs(
-        &self,
-        request: Request<proto::UpsertConfigsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let configs = convert_each(request.into_inner().configs, "configs", TryFrom::try_from)
-            .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .upsert_configs(&configs)
+    async fn upsert_configs(&self, request: Request<proto::UpsertConfigsRequest>) -> WriteResult {
+        let configs = convert_each(request.into_inner().configs, "configs", TryFrom::try_from);
+        self.write(configs, async |s, c| s.upsert_configs(c).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().config_states.len()))]
     async fn upsert_config_states(
         &self,
         request: Request<proto::UpsertConfigStatesRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let states = convert_each(
-            request.into_inner().config_states,
-            "config_states",
-            TryFrom::try_from,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .upsert_config_states(&states)
+    ) -> WriteResult {
+        let states = request.into_inner().config_states;
+        let states = convert_each(states, "config_states", TryFrom::try_from);
+        self.write(states, async |s, st| s.upsert_config_states(st).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().config_states.len()))]
     async fn delete_config_states(
         &self,
         request: Request<proto::DeleteConfigStatesRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let keys = convert_each(
-            request.into_inner().config_states,
-            "config_states",
-            wire::config_state_key,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .delete_config_states(&keys)
+    ) -> WriteResult {
+        let keys = request.into_inner().config_states;
+        let keys = convert_each(keys, "config_states", wire::config_state_key);
+        self.write(keys, async |s, k| s.delete_config_states(k).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_property_states.len()))]
     async fn upsert_product_property_states(
         &self,
         request: Request<proto::UpsertProductPropertyStatesRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let states = convert_each(
-            request.into_inner().product_property_states,
-            "product_property_states",
-            TryFrom::try_from,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .upsert_property_states(&states)
+    ) -> WriteResult {
+        let states = request.into_inner().product_property_states;
+        let states = convert_each(states, "product_property_states", TryFrom::try_from);
+        self.write(states, async |s, st| s.upsert_property_states(st).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_property_states.len()))]
     async fn delete_product_property_states(
         &self,
         request: Request<proto::DeleteProductPropertyStatesRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let keys = convert_each(
-            request.into_inner().product_property_states,
-            "product_property_states",
-            TryFrom::try_from,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .delete_property_states(&keys)
+    ) -> WriteResult {
+        let keys = request.into_inner().product_property_states;
+        let keys = convert_each(keys, "product_property_states", TryFrom::try_from);
+        self.write(keys, async |s, k| s.delete_property_states(k).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().action_requests.len()))]
     async fn set_action_requests(
         &self,
         request: Request<proto::SetActionRequestsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let actions = convert_each(
-            request.into_inner().action_requests,
-            "action_requests",
-            TryFrom::try_from,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .set_action_requests(&actions)
-            .await
-            .map_err(Error::from)?;
-        info!(
-            actions = actions.len(),
-            pushes = outcome.owed.len(),
-            "action requests set"
-        );
-        Ok(self.done(outcome))
+    ) -> WriteResult {
+        let actions = request.into_inner().action_requests;
+        let actions = convert_each(actions, "action_requests", TryFrom::try_from);
+        self.write(actions, async |s, a| {
+            let outcome = s.set_action_requests(a).await?;
+            info!(
+                actions = a.len(),
+                pushes = outcome.owed.len(),
+                "action requests set"
+            );
+            Ok(outcome)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_on_clients.len()))]
     async fn delete_product_on_clients(
         &self,
         request: Request<proto::DeleteProductOnClientsRequest>,
-    ) -> Result<Response<proto::WriteResponse>, Status> {
-        let keys = convert_each(
-            request.into_inner().product_on_clients,
-            "product_on_clients",
-            wire::poc_key,
-        )
-        .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .delete_product_on_clients(&keys)
+    ) -> WriteResult {
+        let keys = request.into_inner().product_on_clients;
+        let keys = convert_each(keys, "product_on_clients", wire::poc_key);
+        self.write(keys, async |s, k| s.delete_product_on_clients(k).await)
             .await
-            .map_err(Error::from)?;
-        Ok(self.done(outcome))
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn))]
@@ -384,60 +303,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::GetClientStatusRequest>,
     ) -> Result<Response<proto::ClientStatus>, Status> {
         let id = Fqdn::parse(&request.get_ref().fqdn, "fqdn").map_err(Error::from)?;
-        let store = &self.core.store;
-        let client = store
-            .client(id.as_str())
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| {
-                Error::Store(super::store::StoreError::NotFound {
-                    what: "client",
-                    id: id.to_string(),
-                })
-            })?;
-        let pocs = store
-            .product_on_clients(id.as_str(), false)
-            .await
-            .map_err(Error::from)?;
-        let depot = store.depot_of(id.as_str()).await.map_err(Error::from)?;
-        let depot_known = match &depot {
-            Some(d) => store.depot_exists(d).await.map_err(Error::from)?,
-            None => false,
-        };
-        let active = pocs.iter().any(|p| p.action_request != "none");
-        let note = match (&depot, depot_known) {
-            _ if !active => "no netboot action request".to_owned(),
-            (None, _) => {
-                "no depot: clientconfig.depot.id has no value for this client and no default"
-                    .to_owned()
-            }
-            (Some(d), false) => format!("depot {d} is not registered"),
-            _ if client.mac.is_none() && client.uuid.is_none() => {
-                "neither MAC address nor system UUID: the depot cannot name a PXE config file"
-                    .to_owned()
-            }
-            _ => String::new(),
-        };
-        let runtime = self.core.dispatcher.runtime();
-        let deliveries = store
-            .pushes_of_client(id.as_str())
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|p| {
-                let rt = runtime.get(&p.depot_id);
-                delivery(p, rt)
-            })
-            .collect();
-        let mut host = proto::Host::from(&client);
-        host.opsi_host_key.clear();
-        Ok(Response::new(proto::ClientStatus {
-            host: Some(host),
-            product_on_clients: pocs.into_iter().map(Into::into).collect(),
-            depot_id: depot.unwrap_or_default(),
-            note,
-            deliveries,
-        }))
+        Ok(Response::new(self.client_status(id).await?))
     }
 
     async fn list_depots(
@@ -446,31 +312,10 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<proto::ListDepotsResponse>, Status> {
         let depots = self.core.store.depots().await.map_err(Error::from)?;
         let counts = self.core.store.depot_counts().await.map_err(Error::from)?;
-        let runtime: HashMap<String, DepotRuntime> = self.core.dispatcher.runtime();
+        let runtime = self.core.dispatcher.runtime();
         let depots = depots
             .into_iter()
-            .map(|d| {
-                let id = d.id.to_string();
-                let rt = runtime.get(&id).cloned().unwrap_or_default();
-                let (owed, delivered) = counts.get(&id).copied().unwrap_or((0, 0));
-                proto::DepotStatus {
-                    id,
-                    endpoint: d.endpoint,
-                    description: d.description,
-                    reachable: rt.reachable,
-                    capability: if rt.capability == Capability::Unknown && rt.pushes_legacy > 0 {
-                        Capability::Legacy.as_str().to_owned()
-                    } else {
-                        rt.capability.as_str().to_owned()
-                    },
-                    queued: owed,
-                    delivered,
-                    last_error: rt.last_error,
-                    last_contact: rt.last_contact.map(timestamp),
-                    pushes_new: rt.pushes_new,
-                    pushes_legacy: rt.pushes_legacy,
-                }
-            })
+            .map(|d| depot_status(d, &runtime, &counts))
             .collect();
         Ok(Response::new(proto::ListDepotsResponse { depots }))
     }
@@ -480,40 +325,88 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::ListPendingRequest>,
     ) -> Result<Response<proto::ListPendingResponse>, Status> {
-        let r = request.into_inner();
-        let depot = Fqdn::parse(&r.depot_id, "depot_id").map_err(Error::from)?;
-        let limit = match r.page_size {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
+        Ok(Response::new(self.pending(request.into_inner()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use admin_server::Admin as _;
+    use tonic::Code;
+
+    use super::*;
+    use crate::configserver::core::test_core;
+
+    fn depot(id: &str, endpoint: &str) -> proto::DepotInfo {
+        proto::DepotInfo {
+            id: id.into(),
+            endpoint: endpoint.into(),
+            host_key: "key".into(),
+            description: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_input_names_the_field_and_writes_nothing() {
+        let (_dir, core) = test_core().await;
+        let admin = AdminService::new(core.clone());
+        let request = proto::UpsertDepotsRequest {
+            depots: vec![
+                depot("d1.example.org", "http://d1.example.org:50051"),
+                depot("d2.example.org", "d2.example.org:50051"),
+            ],
         };
-        let rows = self
-            .core
-            .store
-            .pending_of_depot(depot.as_str(), &r.page_token, limit + 1)
+        let bad = admin
+            .upsert_depots(Request::new(request))
             .await
-            .map_err(Error::from)?;
-        let more = rows.len() > limit as usize;
-        let runtime = self.core.dispatcher.runtime();
-        let rt = runtime.get(depot.as_str());
-        let pending: Vec<proto::PendingPush> = rows
-            .into_iter()
-            .take(limit as usize)
-            .map(|p| proto::PendingPush {
-                client_id: p.client_id.clone(),
-                delivery: Some(delivery(p, rt)),
-            })
-            .collect();
-        let next_page_token = if more {
-            pending
-                .last()
-                .map(|p| p.client_id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(
+            bad.message().contains("depots[1].endpoint"),
+            "{}",
+            bad.message()
+        );
+        assert!(core.store.depots().await.unwrap().is_empty());
+
+        let request = proto::ListPendingRequest {
+            depot_id: "not a depot".into(),
+            ..Default::default()
         };
-        Ok(Response::new(proto::ListPendingResponse {
-            pending,
-            next_page_token,
-        }))
+        let bad = admin.list_pending(Request::new(request)).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("depot_id: "), "{}", bad.message());
+    }
+
+    #[tokio::test]
+    async fn depots_are_listed_with_their_runtime_and_unknown_clients_are_not_found() {
+        let (_dir, core) = test_core().await;
+        let admin = AdminService::new(core);
+        let request = proto::UpsertDepotsRequest {
+            depots: vec![depot("d1.example.org", "http://127.0.0.1:9/")],
+        };
+        let written = admin.upsert_depots(Request::new(request)).await.unwrap();
+        assert_eq!(written.get_ref().affected, 1);
+        let listed = admin
+            .list_depots(Request::new(proto::ListDepotsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .depots;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].endpoint, "http://127.0.0.1:9");
+        assert_eq!(
+            (listed[0].queued, listed[0].capability.as_str()),
+            (0, "unknown")
+        );
+
+        let request = proto::GetClientStatusRequest {
+            fqdn: "ghost.example.org".into(),
+        };
+        let missing = admin
+            .get_client_status(Request::new(request))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        assert!(missing.message().contains("ghost.example.org"));
     }
 }

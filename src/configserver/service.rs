@@ -9,13 +9,14 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{info, instrument, warn};
+use tracing::{Instrument, info, instrument, warn};
 
-use super::bundle::{self, Job, Rows};
-use super::store::StoreError;
-use super::{CallerDepot, Core, Error};
+use super::core::Core;
+use super::error::Error;
+use super::keys::CallerDepot;
+use super::store::{Job, Rows, Store};
 use crate::domain::opsi::PXE_CONFIGS;
-use crate::domain::{Fqdn, ProductId};
+use crate::domain::{Fqdn, Modules, ProductId};
 use crate::metrics::RpcLabel;
 use crate::proto::{self, config_server_server};
 
@@ -41,22 +42,52 @@ impl ConfigServerService {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Result<String, Status> {
-    request
-        .extensions()
-        .get::<CallerDepot>()
-        .map(|c| c.0.clone())
-        .ok_or_else(|| Status::unauthenticated("no depot identity"))
-}
-
-fn not_found(what: &'static str, id: impl Into<String>) -> Error {
-    Error::Store(StoreError::NotFound {
-        what,
-        id: id.into(),
-    })
-}
+/// Bundles of the start-up stream built per store read, and sent ahead of
+/// the depot reading them.
+const STREAM_BATCH: usize = 256;
 
 type BundleStream = Pin<Box<dyn Stream<Item = Result<proto::ClientBundle, Status>> + Send>>;
+
+/// Sends the bundles `depot` should hold for `clients`, a batch at a time,
+/// until done, the store fails (the error ends the stream) or the depot
+/// hangs up.
+async fn stream_bundles(
+    store: Store,
+    depot: Fqdn,
+    clients: Vec<String>,
+    modules: Modules,
+    tx: mpsc::Sender<Result<proto::ClientBundle, Status>>,
+) {
+    for chunk in clients.chunks(STREAM_BATCH) {
+        let loaded = match store
+            .load_bundles(depot.as_str(), chunk, Rows::Held, modules)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(Status::from(Error::from(e)))).await;
+                return;
+            }
+        };
+        for l in loaded {
+            match l.job {
+                Ok(Job::Set(b)) => {
+                    if tx
+                        .send(Ok(proto::ClientBundle::from(b.as_ref())))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(Job::Remove) => {}
+                Err(why) => {
+                    warn!(client = %l.client_id, %why, "pending config left out of reconciliation")
+                }
+            }
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl config_server_server::ConfigServer for ConfigServerService {
@@ -73,7 +104,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .client(id.as_str())
             .await
             .map_err(Error::from)?
-            .ok_or_else(|| not_found("client", id.as_str()))?;
+            .ok_or_else(|| Error::not_found("client", id.as_str()))?;
         Ok(Response::new(proto::Host::from(&client)))
     }
 
@@ -110,7 +141,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .product_on_depot(depot.as_str(), product.as_str())
             .await
             .map_err(Error::from)?
-            .ok_or_else(|| not_found("product on depot", format!("{product} on {depot}")))?;
+            .ok_or_else(|| Error::not_found("product on depot", format!("{product} on {depot}")))?;
         Ok(Response::new(proto::ProductOnDepot {
             depot_id: depot.to_string(),
             product_id: product.to_string(),
@@ -134,7 +165,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| {
-                not_found(
+                Error::not_found(
                     "product",
                     format!("{id} {}-{}", r.product_version, r.package_version),
                 )
@@ -184,7 +215,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetProductPropertyStatesRequest>,
     ) -> Result<Response<proto::GetProductPropertyStatesResponse>, Status> {
         self.count("GetProductPropertyStates");
-        let depot = caller(&request)?;
+        let depot = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
@@ -212,17 +243,14 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::GetClientBundleRequest>,
     ) -> Result<Response<proto::ClientBundle>, Status> {
-        let depot = caller(&request)?;
+        let depot = CallerDepot::of(&request)?;
         let id = Fqdn::parse(&request.get_ref().fqdn, "fqdn").map_err(Error::from)?;
-        let loaded = bundle::load(
-            &self.core.store,
-            &depot,
-            &[id.to_string()],
-            Rows::Held,
-            self.core.modules,
-        )
-        .await
-        .map_err(Error::from)?;
+        let loaded = self
+            .core
+            .store
+            .load_bundles(&depot, &[id.to_string()], Rows::Held, self.core.modules)
+            .await
+            .map_err(Error::from)?;
         match loaded.into_iter().next().map(|l| l.job) {
             Some(Ok(Job::Set(b))) => Ok(Response::new(proto::ClientBundle::from(b.as_ref()))),
             Some(Err(why)) => Err(Error::Precondition(why).into()),
@@ -238,7 +266,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::ReportPxeConfigReadRequest>,
     ) -> Result<Response<proto::ReportPxeConfigReadResponse>, Status> {
-        let depot = caller(&request)?;
+        let depot = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let id = Fqdn::parse(&r.fqdn, "fqdn").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
@@ -251,7 +279,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         if outcome.applied {
             info!(%depot, action_request = %outcome.action_request, repushed = outcome.repushed, "PXE config read reported");
         }
-        self.core.dispatcher.notify(outcome.owed);
+        self.core.dispatcher.notify(outcome.owed).await;
         Ok(Response::new(proto::ReportPxeConfigReadResponse {
             action_request: outcome.action_request,
             repushed: outcome.repushed,
@@ -266,7 +294,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::ListPendingBundlesRequest>,
     ) -> Result<Response<Self::ListPendingBundlesStream>, Status> {
-        let caller = caller(&request)?;
+        let caller = CallerDepot::of(&request)?;
         let depot = Fqdn::parse(&request.get_ref().depot_id, "depot_id").map_err(Error::from)?;
         if depot.as_str() != caller {
             return Err(Error::WrongDepot {
@@ -285,38 +313,103 @@ impl config_server_server::ConfigServer for ConfigServerService {
             bundles = clients.len(),
             "depot reconciles its pending configs"
         );
-        let (tx, rx) = mpsc::channel(256);
-        let store = self.core.store.clone();
-        let modules = self.core.modules;
-        tokio::spawn(async move {
-            for chunk in clients.chunks(256) {
-                let loaded =
-                    match bundle::load(&store, depot.as_str(), chunk, Rows::Held, modules).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::from(Error::from(e)))).await;
-                            return;
-                        }
-                    };
-                for l in loaded {
-                    match l.job {
-                        Ok(Job::Set(b)) => {
-                            if tx
-                                .send(Ok(proto::ClientBundle::from(b.as_ref())))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Ok(Job::Remove) => {}
-                        Err(why) => {
-                            warn!(client = %l.client_id, %why, "pending config left out of reconciliation")
-                        }
-                    }
-                }
-            }
-        });
+        let (tx, rx) = mpsc::channel(STREAM_BATCH);
+        let (store, modules) = (self.core.store.clone(), self.core.modules);
+        tokio::spawn(stream_bundles(store, depot, clients, modules, tx).in_current_span());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use config_server_server::ConfigServer as _;
+    use tonic::Code;
+
+    use super::*;
+    use crate::configserver::core::test_core;
+
+    fn as_depot<T>(message: T, depot: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .extensions_mut()
+            .insert(CallerDepot(depot.to_owned()));
+        request
+    }
+
+    #[tokio::test]
+    async fn a_depot_may_not_act_for_another() {
+        let (_dir, core) = test_core().await;
+        let service = ConfigServerService::new(core);
+        let request = proto::ListPendingBundlesRequest {
+            depot_id: "d2.example.org".into(),
+        };
+        let refused = service
+            .list_pending_bundles(as_depot(request, "d1.example.org"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(
+            refused.message().contains("d2.example.org"),
+            "{}",
+            refused.message()
+        );
+        // Without an identity (no interceptor ran) nothing is served.
+        let request = Request::new(proto::GetClientBundleRequest {
+            fqdn: "c.example.org".into(),
+        });
+        let refused = service.get_client_bundle(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn bad_input_names_the_field_and_unknown_things_are_not_found() {
+        let (_dir, core) = test_core().await;
+        let service = ConfigServerService::new(core);
+        let bad = service
+            .get_product_on_depot(as_depot(
+                proto::GetProductOnDepotRequest {
+                    depot_id: "d1.example.org".into(),
+                    product_id: "no spaces".into(),
+                },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(
+            bad.message().starts_with("product_id: "),
+            "{}",
+            bad.message()
+        );
+        let bad = service
+            .get_host(as_depot(
+                proto::GetHostRequest { id: "-x-".into() },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("id: "), "{}", bad.message());
+        let missing = service
+            .get_host(as_depot(
+                proto::GetHostRequest {
+                    id: "ghost.example.org".into(),
+                },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        let none = service
+            .get_client_bundle(as_depot(
+                proto::GetClientBundleRequest {
+                    fqdn: "ghost.example.org".into(),
+                },
+                "d1.example.org",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(none.code(), Code::FailedPrecondition);
     }
 }

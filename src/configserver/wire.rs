@@ -4,7 +4,10 @@ use super::store::{
     ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, PocRecord, ProductOnDepotRecord,
     ProductRecord, PropertyStateRecord,
 };
-use crate::domain::{ActionRequest, Fqdn, ProductId, Secret, TemplateName, ValidationError};
+use crate::domain::opsi::{BOOTIMAGE_APPEND, DEPOT_ID, SERVICE_URL};
+use crate::domain::{
+    ActionRequest, Endpoint, Fqdn, ProductId, Secret, TemplateName, ValidationError,
+};
 use crate::proto;
 use crate::wire::{check_line, check_token};
 
@@ -16,11 +19,14 @@ fn required_token(value: &str, field: &str) -> Result<String, ValidationError> {
     Ok(value.trim().to_owned())
 }
 
+/// The longest config or property id.
+const MAX_ID_LEN: usize = 200;
+
 /// A config or property id: lower-case letters, digits, `.`, `_`, `-`.
 fn config_id(value: &str, field: &str) -> Result<String, ValidationError> {
     let id = value.trim().to_ascii_lowercase();
     if id.is_empty()
-        || id.len() > 200
+        || id.len() > MAX_ID_LEN
         || !id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
@@ -37,28 +43,16 @@ impl TryFrom<proto::DepotInfo> for DepotRecord {
     type Error = ValidationError;
 
     fn try_from(d: proto::DepotInfo) -> Result<Self, Self::Error> {
-        let endpoint = d.endpoint.trim().trim_end_matches('/').to_owned();
-        let ok = (endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-            && endpoint
-                .parse::<http::Uri>()
-                .is_ok_and(|u| u.host().is_some());
-        if !ok {
-            return Err(ValidationError::new(
-                "endpoint",
-                format!(
-                    "{:?} is not a URL like http://depot1.example.org:50051",
-                    d.endpoint
-                ),
-            ));
-        }
+        // Checked in this order, so the first bad field is the one named.
+        let endpoint = Endpoint::parse(&d.endpoint, "endpoint")?;
+        let id = Fqdn::parse(&d.id, "id")?;
+        let host_key = Secret::new(required_token(&d.host_key, "host_key")?);
+        check_line(&d.description, "description")?;
         Ok(DepotRecord {
-            id: Fqdn::parse(&d.id, "id")?,
+            id,
             endpoint,
-            host_key: Secret::new(required_token(&d.host_key, "host_key")?),
-            description: {
-                check_line(&d.description, "description")?;
-                d.description
-            },
+            host_key,
+            description: d.description,
         })
     }
 }
@@ -109,7 +103,6 @@ impl TryFrom<proto::Config> for ConfigRecord {
 
 /// Values of the configs that end up on a kernel command line must be tokens.
 fn check_values(config_id: &str, values: &[String], field: &str) -> Result<(), ValidationError> {
-    use crate::domain::opsi::{BOOTIMAGE_APPEND, DEPOT_ID, SERVICE_URL};
     for (i, v) in values.iter().enumerate() {
         let f = format!("{field}[{i}]");
         if [BOOTIMAGE_APPEND, SERVICE_URL].contains(&config_id) {
@@ -129,7 +122,7 @@ impl TryFrom<proto::ConfigState> for ConfigStateRecord {
     fn try_from(s: proto::ConfigState) -> Result<Self, Self::Error> {
         let config_id = config_id(&s.config_id, "config_id")?;
         let mut values = s.values;
-        if config_id == crate::domain::opsi::DEPOT_ID {
+        if config_id == DEPOT_ID {
             for (i, v) in values.iter_mut().enumerate() {
                 *v = Fqdn::parse(v, &format!("values[{i}]"))?.to_string();
             }

@@ -4,10 +4,9 @@
 use std::collections::BTreeSet;
 
 use pxeconf::configserver::store::*;
-use pxeconf::configserver::triggers::Owed;
 use pxeconf::domain::opsi::{DEPOT_ID, SERVICE_URL};
 use pxeconf::domain::{
-    ActionRequest, Client, Fqdn, Mac, ProductId, Secret, SystemUuid, TemplateName,
+    ActionRequest, Client, Endpoint, Fqdn, Mac, ProductId, Secret, SystemUuid, TemplateName,
 };
 
 fn fqdn(s: &str) -> Fqdn {
@@ -95,7 +94,7 @@ async fn seeded() -> (tempfile::TempDir, Store) {
         .unwrap();
     let depot = |id: &str| DepotRecord {
         id: fqdn(id),
-        endpoint: format!("http://{id}:50051"),
+        endpoint: Endpoint::parse(&format!("http://{id}:50051"), "endpoint").unwrap(),
         host_key: Secret::new("k"),
         description: String::new(),
     };
@@ -261,14 +260,8 @@ async fn each_change_owes_exactly_its_pushes() {
         pairs(&[(D1, "c1.example.org"), (D2, "c1.example.org")])
     );
     let rows = store.pushes_of_client("c1.example.org").await.unwrap();
-    let op = |depot: &str| {
-        rows.iter()
-            .find(|r| r.depot_id == depot)
-            .unwrap()
-            .op
-            .clone()
-    };
-    assert_eq!((op(D1).as_str(), op(D2).as_str()), ("remove", "set"));
+    let op = |depot: &str| rows.iter().find(|r| r.depot_id == depot).unwrap().op;
+    assert_eq!((op(D1), op(D2)), (PushOp::Remove, PushOp::Set));
     // Back to the default depot: set on d1, remove on d2.
     assert_eq!(
         owed(

@@ -1,0 +1,21 @@
+//! Pushes to depots. The [`Dispatcher`] runs one worker per depot
+//! (`worker`), which keeps each owed client once (`queue`), sends one push
+//! at a time per client over the depot's channel (`push`), and hands the
+//! results to the batched ack writer (`acks`). Each worker publishes its
+//! depot's [`DepotRuntime`]; [`DispatchSettings`] holds the knobs and their
+//! defaults. Every channel is bounded: a full one makes its sender wait.
+
+mod acks;
+mod dispatcher;
+mod push;
+mod queue;
+mod runtime;
+mod settings;
+mod worker;
+
+pub use dispatcher::Dispatcher;
+pub use runtime::{Capability, DepotRuntime};
+pub use settings::{
+    DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, DEFAULT_PUSH_CONCURRENCY, DEFAULT_PUSH_TIMEOUT,
+    DispatchSettings,
+};

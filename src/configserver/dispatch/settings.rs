@@ -1,0 +1,37 @@
+//! How the configserver pushes to depots, and the defaults: the one place
+//! each default is written down.
+
+use std::time::Duration;
+
+/// Pushes in flight per depot unless configured otherwise.
+pub const DEFAULT_PUSH_CONCURRENCY: usize = 32;
+/// Deadline of one push unless configured otherwise.
+pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// First wait before retrying an unreachable depot unless configured otherwise.
+pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between retries unless configured otherwise.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How the configserver pushes to depots.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Pushes in flight per depot.
+    pub concurrency: usize,
+    /// Deadline of one push.
+    pub timeout: Duration,
+    /// First wait before retrying an unreachable depot.
+    pub min_backoff: Duration,
+    /// Longest wait between retries.
+    pub max_backoff: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_PUSH_CONCURRENCY,
+            timeout: DEFAULT_PUSH_TIMEOUT,
+            min_backoff: DEFAULT_MIN_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! A configserver's life: open the store, start the dispatcher, serve the
+//! ConfigServer and Admin services (with reflection and health) until shut
+//! down, then stop pushing.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::admin::AdminService;
+use super::core::Core;
+use super::dispatch::{DispatchSettings, Dispatcher};
+use super::keys::DepotKeys;
+use super::service::ConfigServerService;
+use super::store::{Store, StoreError};
+use crate::auth::RequireKey;
+use crate::domain::{Modules, Secret};
+use crate::metrics::Metrics;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::config_server_server::ConfigServerServer;
+
+/// What a configserver needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct ConfigServerConfig {
+    /// The SQLite file.
+    pub database: PathBuf,
+    /// Key required by the Admin service; none: Admin is open.
+    pub host_key: Option<Secret>,
+    /// Licensed modules.
+    pub modules: Modules,
+    /// Push behaviour.
+    pub dispatch: DispatchSettings,
+}
+
+/// A started configserver: store open, dispatcher running; `serve` adds the
+/// gRPC server.
+pub struct ConfigServer {
+    core: Arc<Core>,
+    host_key: Option<Secret>,
+    stop: CancellationToken,
+}
+
+impl ConfigServer {
+    /// Opens the store and starts pushing what is owed.
+    pub async fn start(
+        config: ConfigServerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let store = Store::open(&config.database).await?;
+        let stop = CancellationToken::new();
+        let dispatcher = Dispatcher::start(
+            store.clone(),
+            config.dispatch.clone(),
+            config.modules,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .await?;
+        let core = Arc::new(Core {
+            store,
+            dispatcher,
+            modules: config.modules,
+            metrics,
+            keys: DepotKeys::default(),
+        });
+        core.refresh_keys().await?;
+        info!(database = %config.database.display(), "configserver store open");
+        Ok(Self {
+            core,
+            host_key: config.host_key,
+            stop,
+        })
+    }
+
+    /// The shared core (tests and the demo read its store and dispatcher).
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
+    }
+
+    /// Serves ConfigServer, Admin, reflection and health on `listener` until
+    /// `shutdown` completes; then stops pushing.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        if self.host_key.is_none() {
+            warn!("no host key configured: the Admin service accepts unauthenticated calls");
+        }
+        info!(addr = ?listener.local_addr().ok(), "configserver serving");
+        let mut routes = tonic::service::RoutesBuilder::default();
+        routes.add_service(ConfigServerServer::with_interceptor(
+            ConfigServerService::new(self.core.clone()),
+            self.core.keys.interceptor(),
+        ));
+        routes.add_service(AdminServer::with_interceptor(
+            AdminService::new(self.core.clone()),
+            RequireKey::new(self.host_key.clone()),
+        ));
+        let routes = crate::server::with_standard_services(
+            routes,
+            &["pxeconf.v1.ConfigServer", "pxeconf.v1.Admin"],
+        )
+        .await;
+        let result =
+            crate::server::serve_routes(routes, listener, self.core.metrics.clone(), shutdown)
+                .await;
+        self.stop.cancel();
+        result
+    }
+}

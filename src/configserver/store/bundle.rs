@@ -1,0 +1,354 @@
+//! Collects everything a depot needs for a batch of clients in one read
+//! transaction (one consistent snapshot, a fixed number of queries however
+//! many clients): host, product-on-client, product-on-depot, the product in
+//! the version on THAT depot, config states with defaults, property states
+//! with the depot's defaults. The PXE settings come from the one derivation
+//! in `domain::opsi`, which the depot's legacy look-ups use too.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+
+use super::db::Store;
+use super::error::Result;
+use super::records::PushOp;
+use super::rows;
+use super::sql::{from_json, json_list};
+use crate::domain::opsi::{PXE_CONFIGS, PxeSettings};
+use crate::domain::{
+    ActionRequest, Client, ClientBundle, Fqdn, Modules, NetbootProduct, ProductId, TemplateName,
+};
+
+/// Which push rows to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// Rows owed to the depot (revision not yet delivered).
+    Owed,
+    /// Set rows the depot should hold (not read).
+    Held,
+}
+
+/// What to send a depot for one client.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Write this config.
+    Set(Box<ClientBundle>),
+    /// Remove the client's config.
+    Remove,
+}
+
+impl Job {
+    /// Set or remove.
+    pub fn op(&self) -> PushOp {
+        match self {
+            Job::Set(_) => PushOp::Set,
+            Job::Remove => PushOp::Remove,
+        }
+    }
+}
+
+/// One client's loaded push.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The client.
+    pub client_id: String,
+    /// The revision to send.
+    pub revision: u64,
+    /// The job, or why no bundle can be built from the inventory now.
+    pub job: Result<Job, String>,
+}
+
+/// A push row to load a job for.
+struct PushRow {
+    client_id: String,
+    op: PushOp,
+    product_id: String,
+    revision: u64,
+}
+
+/// client → the client, or why its row does not parse.
+type Hosts = HashMap<String, Result<Client>>;
+/// (client, product) → action request.
+type Actions = HashMap<(String, String), String>;
+/// product → (product version, package version) on the depot.
+type OnDepot = HashMap<String, (String, String)>;
+/// (product, product version, package version) → template.
+type Templates = HashMap<(String, String, String), String>;
+/// PXE config → default values.
+type Defaults = HashMap<String, Vec<String>>;
+/// (client, PXE config) → values.
+type ConfigStates = HashMap<(String, String), Vec<String>>;
+/// (client or depot, product) → property → values joined by `,`.
+type Properties = HashMap<(String, String), BTreeMap<String, String>>;
+
+/// What a batch's bundles are built from, read in one snapshot.
+struct Snapshot {
+    depot_id: String,
+    depot: Option<Fqdn>,
+    modules: Modules,
+    hosts: Hosts,
+    actions: Actions,
+    on_depot: OnDepot,
+    templates: Templates,
+    defaults: Defaults,
+    config_states: ConfigStates,
+    properties: Properties,
+}
+
+impl Store {
+    /// Loads the pushes of `clients` for `depot_id`; clients without a
+    /// matching row are left out.
+    pub async fn load_bundles(
+        &self,
+        depot_id: &str,
+        clients: &[String],
+        rows: Rows,
+        modules: Modules,
+    ) -> Result<Vec<Loaded>> {
+        let mut tx = self.reader().begin().await?;
+        let list = json_list(clients);
+        let pushes = push_rows(&mut tx, depot_id, &list, rows).await?;
+        if pushes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let snapshot = Snapshot::read(&mut tx, depot_id, &list, modules).await?;
+        tx.commit().await?;
+        Ok(pushes
+            .into_iter()
+            .map(|p| Loaded {
+                job: match p.op {
+                    PushOp::Remove => Ok(Job::Remove),
+                    PushOp::Set => snapshot.assemble(&p.client_id, &p.product_id, p.revision),
+                },
+                client_id: p.client_id,
+                revision: p.revision,
+            })
+            .collect())
+    }
+}
+
+/// The push rows of `list` (a JSON id list) for `depot_id`, in client order.
+async fn push_rows(
+    conn: &mut SqliteConnection,
+    depot_id: &str,
+    list: &str,
+    rows: Rows,
+) -> Result<Vec<PushRow>> {
+    let condition = match rows {
+        Rows::Owed => "revision > delivered_revision",
+        Rows::Held => "op = 'set' AND read_revision < revision",
+    };
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT client_id, op, product_id, revision FROM pushes
+         WHERE depot_id = ? AND client_id IN (SELECT value FROM json_each(?)) AND {condition}
+         ORDER BY client_id"
+    )))
+    .bind(depot_id)
+    .bind(list)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        let client_id: String = r.get("client_id");
+        Ok(PushRow {
+            op: rows::op(r, &client_id)?,
+            product_id: r.get("product_id"),
+            revision: r.get::<i64, _>("revision") as u64,
+            client_id,
+        })
+    })
+    .collect()
+}
+
+impl Snapshot {
+    /// Reads what the clients of `list` (a JSON id list) need on `depot_id`.
+    async fn read(
+        conn: &mut SqliteConnection,
+        depot_id: &str,
+        list: &str,
+        modules: Modules,
+    ) -> Result<Self> {
+        let (hosts, actions) = clients(conn, list).await?;
+        let (on_depot, templates) = products(conn, depot_id).await?;
+        let (defaults, config_states) = pxe_configs(conn, list).await?;
+        let properties = properties(conn, depot_id, list).await?;
+        Ok(Self {
+            depot_id: depot_id.to_owned(),
+            depot: Fqdn::parse(depot_id, "depot_id").ok(),
+            modules,
+            hosts,
+            actions,
+            on_depot,
+            templates,
+            defaults,
+            config_states,
+            properties,
+        })
+    }
+
+    /// A client's effective values of a config: its own, else the default.
+    fn value(&self, client: &str, config: &str) -> &[String] {
+        self.config_states
+            .get(&(client.to_owned(), config.to_owned()))
+            .or_else(|| self.defaults.get(config))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The bundle of `client_id` for `product_id`, or why there is none.
+    fn assemble(&self, client_id: &str, product_id: &str, revision: u64) -> Result<Job, String> {
+        let depot_id = &self.depot_id;
+        let client = match self.hosts.get(client_id) {
+            Some(Ok(c)) => c.clone(),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("client {client_id} does not exist")),
+        };
+        let key = (client_id.to_owned(), product_id.to_owned());
+        let action = self
+            .actions
+            .get(&key)
+            .and_then(|a| a.parse::<ActionRequest>().ok())
+            .filter(|a| *a != ActionRequest::None)
+            .ok_or_else(|| format!("{client_id} has no action request for {product_id}"))?;
+        let (product_version, package_version) =
+            self.on_depot.get(product_id).cloned().ok_or_else(|| {
+                format!("product {product_id} is not installed on depot {depot_id}")
+            })?;
+        let version = (product_id.to_owned(), product_version, package_version);
+        let template = self.templates.get(&version).ok_or_else(|| {
+            format!(
+                "product {product_id} {}-{} (the version on depot {depot_id}) is not registered",
+                version.1, version.2
+            )
+        })?;
+        let template = (!template.is_empty())
+            .then(|| TemplateName::parse(template, "pxe_config_template"))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let settings = PxeSettings::derive(|config| self.value(client_id, config));
+        let (_, product_version, package_version) = version;
+        Ok(Job::Set(Box::new(ClientBundle {
+            client,
+            product: NetbootProduct {
+                id: ProductId::parse(product_id, "product_id").map_err(|e| e.to_string())?,
+                product_version,
+                package_version,
+                template,
+            },
+            action_request: action,
+            depot_id: self.depot.clone(),
+            service_address: settings.service_address,
+            boot_mode: settings.boot_mode,
+            bootimage_append: settings.bootimage_append,
+            properties: self.properties_of(client_id, product_id),
+            modules: self.modules,
+            revision,
+        })))
+    }
+
+    /// The client's property values of a product over the depot's.
+    fn properties_of(&self, client_id: &str, product_id: &str) -> BTreeMap<String, String> {
+        let depot = (self.depot_id.clone(), product_id.to_owned());
+        let own = (client_id.to_owned(), product_id.to_owned());
+        self.properties
+            .get(&depot)
+            .into_iter()
+            .chain(self.properties.get(&own))
+            .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect()
+    }
+}
+
+/// The clients of `list` by id, and their action requests by (client, product).
+async fn clients(conn: &mut SqliteConnection, list: &str) -> Result<(Hosts, Actions)> {
+    let hosts = sqlx::query("SELECT * FROM clients WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(list)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| (r.get::<String, _>("id"), rows::client(r)))
+        .collect();
+    let actions = sqlx::query(
+        "SELECT client_id, product_id, action_request FROM product_on_clients
+         WHERE client_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(list)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+    .collect();
+    Ok((hosts, actions))
+}
+
+/// The product versions on `depot_id`, and the templates of those products.
+async fn products(conn: &mut SqliteConnection, depot_id: &str) -> Result<(OnDepot, Templates)> {
+    let on_depot = sqlx::query(
+        "SELECT product_id, product_version, package_version FROM product_on_depots WHERE depot_id = ?",
+    )
+    .bind(depot_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2))))
+    .collect();
+    let templates = sqlx::query(
+        "SELECT id, product_version, package_version, pxe_config_template FROM products
+         WHERE id IN (SELECT product_id FROM product_on_depots WHERE depot_id = ?)",
+    )
+    .bind(depot_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+    .collect();
+    Ok((on_depot, templates))
+}
+
+/// The defaults of the PXE configs, and the values the clients of `list`
+/// have of their own.
+async fn pxe_configs(conn: &mut SqliteConnection, list: &str) -> Result<(Defaults, ConfigStates)> {
+    let configs = json_list(PXE_CONFIGS);
+    let defaults = sqlx::query(
+        "SELECT id, default_values FROM configs WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(&configs)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), from_json(&r.get::<String, _>(1))))
+    .collect();
+    let states = sqlx::query(
+        "SELECT object_id, config_id, \"values\" FROM config_states
+         WHERE config_id IN (SELECT value FROM json_each(?)) AND object_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(&configs)
+    .bind(list)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| ((r.get(0), r.get(1)), from_json(&r.get::<String, _>(2))))
+    .collect();
+    Ok((defaults, states))
+}
+
+/// The property values of `depot_id` and of the clients of `list`.
+async fn properties(conn: &mut SqliteConnection, depot_id: &str, list: &str) -> Result<Properties> {
+    let mut properties = Properties::new();
+    // Depot rows first so that a client's own values overwrite them later.
+    for r in sqlx::query(
+        "SELECT object_id, product_id, property_id, \"values\" FROM product_property_states
+         WHERE object_id = ?1 OR object_id IN (SELECT value FROM json_each(?2))
+         ORDER BY object_id <> ?1",
+    )
+    .bind(depot_id)
+    .bind(list)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        properties
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .insert(r.get(2), from_json(&r.get::<String, _>(3)).join(","));
+    }
+    Ok(properties)
+}

@@ -1,0 +1,159 @@
+//! The reads behind the legacy look-ups a depot makes one by one (and the
+//! operators' status queries): a client, its product-on-clients, a product
+//! on a depot, a product version, config and property values.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::db::Store;
+use super::error::{Result, StoreError};
+use super::records::{PocRecord, ProductRecord};
+use super::rows;
+use super::sql::{from_json, json_list};
+use crate::domain::opsi::DEPOT_ID;
+use crate::domain::{Client, ProductId, TemplateName};
+
+impl Store {
+    /// A client.
+    pub async fn client(&self, id: &str) -> Result<Option<Client>> {
+        let row = sqlx::query("SELECT * FROM clients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|r| rows::client(&r)).transpose()
+    }
+
+    /// The product-on-clients of a client; with `active`, only those with an
+    /// action request.
+    pub async fn product_on_clients(
+        &self,
+        client_id: &str,
+        active: bool,
+    ) -> Result<Vec<PocRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM product_on_clients WHERE client_id = ?
+               AND (? = 0 OR action_request <> 'none')
+             ORDER BY modified DESC, product_id",
+        )
+        .bind(client_id)
+        .bind(active)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows.iter().map(rows::product_on_client).collect())
+    }
+
+    /// The version of a product on a depot.
+    pub async fn product_on_depot(
+        &self,
+        depot_id: &str,
+        product_id: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT product_version, package_version FROM product_on_depots WHERE depot_id = ? AND product_id = ?",
+        )
+        .bind(depot_id)
+        .bind(product_id)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// A product in one version.
+    pub async fn product(
+        &self,
+        id: &str,
+        product_version: &str,
+        package_version: &str,
+    ) -> Result<Option<ProductRecord>> {
+        let template: Option<String> = sqlx::query_scalar(
+            "SELECT pxe_config_template FROM products WHERE id = ? AND product_version = ? AND package_version = ?",
+        )
+        .bind(id)
+        .bind(product_version)
+        .bind(package_version)
+        .fetch_optional(self.reader())
+        .await?;
+        let Some(template) = template else {
+            return Ok(None);
+        };
+        let bad = |e| StoreError::corrupt("product", id, e);
+        Ok(Some(ProductRecord {
+            id: ProductId::parse(id, "id").map_err(bad)?,
+            product_version: product_version.to_owned(),
+            package_version: package_version.to_owned(),
+            template: (!template.is_empty())
+                .then(|| TemplateName::parse(&template, "pxe_config_template"))
+                .transpose()
+                .map_err(bad)?,
+        }))
+    }
+
+    /// A client's effective values of `config_ids`: its own, else the defaults.
+    pub async fn config_values(
+        &self,
+        client_id: &str,
+        config_ids: &[&str],
+    ) -> Result<BTreeMap<String, Vec<String>>> {
+        let rows = sqlx::query(
+            "SELECT c.id, coalesce(s.\"values\", c.default_values) AS v
+             FROM configs c LEFT JOIN config_states s ON s.config_id = c.id AND s.object_id = ?
+             WHERE c.id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(client_id)
+        .bind(json_list(config_ids))
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), from_json(&r.get::<String, _>(1))))
+            .collect())
+    }
+
+    /// A client's product property values, the depot's values as defaults,
+    /// each joined by `,`.
+    pub async fn property_values(
+        &self,
+        client_id: &str,
+        product_id: &str,
+        depot_id: &str,
+    ) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT property_id, \"values\", object_id = ? AS own FROM product_property_states
+             WHERE product_id = ? AND object_id IN (?, ?) ORDER BY own",
+        )
+        .bind(client_id)
+        .bind(product_id)
+        .bind(client_id)
+        .bind(depot_id)
+        .fetch_all(self.reader())
+        .await?;
+        // Depot rows sort first, so the client's own values overwrite them.
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let values = from_json(&r.get::<String, _>(1));
+                (r.get::<String, _>(0), values.join(","))
+            })
+            .collect())
+    }
+
+    /// The depot a client belongs to (its state, else the default), if any.
+    pub async fn depot_of(&self, client_id: &str) -> Result<Option<String>> {
+        let values = self.config_values(client_id, &[DEPOT_ID]).await?;
+        Ok(values
+            .get(DEPOT_ID)
+            .and_then(|v| v.first())
+            .filter(|d| !d.is_empty())
+            .cloned())
+    }
+
+    /// Whether a depot exists.
+    pub async fn depot_exists(&self, depot_id: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM depots WHERE id = ?")
+            .bind(depot_id)
+            .fetch_optional(self.reader())
+            .await?
+            .is_some())
+    }
+}

@@ -1,0 +1,38 @@
+//! The inventory and the push outbox in SQLite (WAL). Every admin write runs
+//! in one transaction together with the pushes it causes (`triggers`), so a
+//! crash loses nothing and half a bulk never lands.
+//!
+//! All SQL lives under this module; callers only see [`Store`]'s methods and
+//! the records below, so a PostgreSQL store can implement the same surface
+//! later.
+//!
+//! - `db`: the connections ([`Store`]), `sql`: values to and from SQLite,
+//!   `rows`: stored rows as records, `records`: what callers hand in and get.
+//! - `inventory`, `states`, `actions`: the admin writes; `checks`: their
+//!   existence checks; `triggers`: what a change owes the depots.
+//! - `delivery`: push results, read reports, the outbox per depot;
+//!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
+//!   assembly.
+
+mod actions;
+mod bundle;
+mod checks;
+mod db;
+mod delivery;
+mod error;
+mod inventory;
+mod lookups;
+mod records;
+mod rows;
+mod sql;
+mod states;
+mod triggers;
+
+pub use bundle::{Job, Loaded, Rows};
+pub use db::Store;
+pub use error::{Result, StoreError};
+pub use records::{
+    Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Owed, PocRecord,
+    ProductOnDepotRecord, ProductRecord, PropertyStateRecord, PushOp, PushPath, PushRecord,
+    ReadOutcome, WriteOutcome,
+};

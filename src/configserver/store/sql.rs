@@ -1,0 +1,78 @@
+//! How values cross into and out of SQLite: id lists and rows as JSON for
+//! `json_each(?)`, values as JSON arrays of strings, times as milliseconds
+//! since the epoch.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tracing::warn;
+
+/// Texts as a JSON array, for `json_each(?)` or a stored value list. Built
+/// as a `serde_json::Value`, whose encoding cannot fail (string keys only,
+/// written to a `String`), so no error needs a fallback.
+pub(super) fn json_list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    Value::Array(items.into_iter().map(|s| Value::from(s.as_ref())).collect()).to_string()
+}
+
+/// Rows of texts as a JSON array of arrays, for `json_each(?)` with
+/// `value ->> i`; infallible like [`json_list`].
+pub(super) fn json_rows<'a, const N: usize>(
+    rows: impl IntoIterator<Item = [&'a str; N]>,
+) -> String {
+    Value::Array(
+        rows.into_iter()
+            .map(|row| Value::Array(row.into_iter().map(Value::from).collect()))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// A stored JSON array of strings. Only this module writes them; one edited
+/// by hand into something else reads as no values, and says so in the log.
+pub(super) fn from_json(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_else(|error| {
+        warn!(%error, stored = text, "stored values are not a JSON array of strings; read as none");
+        Vec::new()
+    })
+}
+
+/// Milliseconds since the epoch.
+pub(super) fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+/// A time as milliseconds since the epoch.
+pub(super) fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the epoch as a time.
+pub(super) fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_rows_are_json_that_reads_back() {
+        let list = json_list(["a\"b", "c\\d", "é\n"]);
+        assert_eq!(from_json(&list), vec!["a\"b", "c\\d", "é\n"]);
+        assert_eq!(json_list(Vec::<String>::new()), "[]");
+        assert_eq!(
+            json_rows([["x", "1"], ["y", "2"]]),
+            r#"[["x","1"],["y","2"]]"#
+        );
+        assert!(from_json("not json").is_empty());
+    }
+
+    #[test]
+    fn times_survive_milliseconds() {
+        let t = from_ms(1_700_000_000_123);
+        assert_eq!(to_ms(t), 1_700_000_000_123);
+        assert_eq!(from_ms(-5), UNIX_EPOCH);
+    }
+}
