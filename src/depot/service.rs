@@ -1,15 +1,13 @@
-//! The `pxeconf.v1.Depot` gRPC service: thin handlers over `DepotCore`, and
-//! the one place depot errors become gRPC statuses.
+//! The `pxeconf.v1.Depot` gRPC service: thin handlers over `DepotCore`
+//! (statuses are chosen in `super::error`).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Span, error, instrument};
+use tracing::{Span, instrument};
 
-use super::render::RenderError;
-use super::template::TemplateError;
-use super::writer::WriterError;
-use super::{DepotCore, Error};
+use super::core::DepotCore;
+use super::error::Error;
 use crate::auth::RequireKey;
 use crate::domain::{ClientBundle, Fqdn, Secret};
 use crate::proto::{self, depot_server};
@@ -19,47 +17,11 @@ const DEFAULT_PAGE: usize = 1000;
 /// The largest page `ListPxeConfigs` returns.
 const MAX_PAGE: usize = 10_000;
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        let message = err.to_string();
-        match err {
-            Error::Invalid(_) => Status::invalid_argument(message),
-            Error::Template(TemplateError::Escapes { .. }) => Status::invalid_argument(message),
-            Error::Template(TemplateError::Missing { .. }) => Status::failed_precondition(message),
-            Error::Render(RenderError::UefiNotLicensed { .. }) => {
-                Status::failed_precondition(message)
-            }
-            Error::Writer(WriterError::Stale { .. }) => Status::aborted(message),
-            Error::Writer(WriterError::Conflict { .. }) => Status::already_exists(message),
-            Error::Writer(WriterError::NoFileNames { .. })
-            | Error::WrongDepot { .. }
-            | Error::NoAction { .. }
-            | Error::NoConfigServer => Status::failed_precondition(message),
-            Error::Writer(WriterError::Stopped) => Status::unavailable(message),
-            Error::LegacyOnly => Status::unimplemented(message),
-            Error::Lookup { ref status, .. } => match status.code() {
-                tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
-                    Status::failed_precondition(message)
-                }
-                _ => Status::unavailable(message),
-            },
-            // File system trouble is ours, not the caller's: the detail goes
-            // to the log, the caller learns that it happened.
-            Error::Writer(WriterError::Io { .. })
-            | Error::Template(TemplateError::Io { .. } | TemplateError::Dir { .. })
-            | Error::Render(RenderError::Hash(_)) => {
-                error!(error = %message, "depot internal error");
-                Status::internal("internal error on the depot; the depot log has the detail")
-            }
-        }
-    }
-}
-
 /// The Depot service with its auth check, plus reflection and health.
 pub async fn routes(core: Arc<DepotCore>, host_key: Option<Secret>) -> tonic::service::Routes {
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(depot_server::DepotServer::with_interceptor(
-        DepotService { core },
+        DepotService::new(core),
         RequireKey::new(host_key),
     ));
     crate::server::with_standard_services(routes, &["pxeconf.v1.Depot"]).await
@@ -68,6 +30,13 @@ pub async fn routes(core: Arc<DepotCore>, host_key: Option<Secret>) -> tonic::se
 /// The gRPC handlers.
 pub struct DepotService {
     core: Arc<DepotCore>,
+}
+
+impl DepotService {
+    /// The handlers over `core`, without auth (`routes` adds it).
+    pub fn new(core: Arc<DepotCore>) -> Self {
+        Self { core }
+    }
 }
 
 #[tonic::async_trait]
