@@ -473,3 +473,357 @@ impl State {
         Some(held)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn fqdn(name: &str) -> Fqdn {
+        Fqdn::parse(&format!("{name}.example.org"), "fqdn").unwrap()
+    }
+
+    fn config(client: &str, revision: u64, files: &[&str]) -> Rendered {
+        Rendered {
+            fqdn: fqdn(client),
+            product_id: ProductId::parse("win10-x64", "p").unwrap(),
+            action_request: ActionRequest::Setup,
+            revision,
+            files: files.iter().map(|f| f.to_string()).collect(),
+            content: Arc::from(format!("config of {client} r{revision}\n")),
+            template: "install".into(),
+        }
+    }
+
+    fn planned(plan: SetPlan) -> Planned {
+        match plan {
+            SetPlan::Write(planned) => planned,
+            SetPlan::Answer(answer) => panic!("expected a write, got {answer:?}"),
+        }
+    }
+
+    fn answer(plan: SetPlan) -> Result<SetOutcome, WriterError> {
+        match plan {
+            SetPlan::Answer(answer) => answer,
+            SetPlan::Write(planned) => panic!("expected an answer, got {planned:?}"),
+        }
+    }
+
+    /// Plans and commits a set whose file work succeeded.
+    fn set(state: &mut State, config: Rendered) -> SetOutcome {
+        let p = planned(state.plan_set(config));
+        match state.commit(p.op, Ok(()), NOW) {
+            Committed::Set(Ok(outcome)) => outcome,
+            other => panic!("expected a written set, got {other:?}"),
+        }
+    }
+
+    fn remove(state: &mut State, client: &str, revision: u64) -> Result<bool, WriterError> {
+        let p = state.plan_remove(fqdn(client), revision)?;
+        match state.commit(p.op, Ok(()), NOW) {
+            Committed::Remove(result) => result,
+            other => panic!("expected a removal, got {other:?}"),
+        }
+    }
+
+    fn read(state: &mut State, name: &str) -> Option<ReadEvent> {
+        let owner = state.owner(name)?.clone();
+        let p = state.plan_read(owner);
+        match state.commit(p.op, Ok(()), NOW) {
+            Committed::Read(read) => read,
+            other => panic!("expected a read, got {other:?}"),
+        }
+    }
+
+    fn io_error() -> WriterError {
+        WriterError::Io {
+            path: "/pxe/x".into(),
+            source: std::io::Error::other("disk full"),
+        }
+    }
+
+    fn stale_state(result: Result<impl std::fmt::Debug, WriterError>) -> (u64, u64, SeenState) {
+        match result {
+            Err(WriterError::Stale {
+                got, held, state, ..
+            }) => (got, held, state),
+            other => panic!("expected stale, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_set_writes_every_name_and_then_holds_them() {
+        let mut state = State::default();
+        let p = planned(state.plan_set(config("a", 1, &["uuid-a", "01-a"])));
+        let names: Vec<&str> = p.files.writes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["uuid-a", "01-a"]);
+        assert_eq!(&*p.files.writes[0].1, "config of a r1\n");
+        assert!(p.files.deletes.is_empty());
+        assert_eq!(p.keys, ["client/a.example.org", "uuid-a", "01-a"]);
+        let Committed::Set(Ok(outcome)) = state.commit(p.op, Ok(()), NOW) else {
+            panic!("not written");
+        };
+        assert_eq!(outcome.files, ["uuid-a", "01-a"]);
+        assert_eq!(
+            (outcome.template.as_str(), outcome.revision),
+            ("install", 1)
+        );
+        assert_eq!(state.len(), 1);
+        assert_eq!(state.owner("01-a"), Some(&fqdn("a")));
+        let mut names = state.file_names();
+        names.sort();
+        assert_eq!(names, ["01-a", "uuid-a"]);
+        assert_eq!(
+            state.client_keys(&fqdn("a")),
+            ["client/a.example.org", "uuid-a", "01-a"]
+        );
+    }
+
+    #[test]
+    fn a_repeat_of_the_held_revision_is_answered_without_writing() {
+        let mut state = State::default();
+        let first = set(&mut state, config("a", 3, &["01-a"]));
+        let again = answer(state.plan_set(config("a", 3, &["01-a"]))).unwrap();
+        assert_eq!(again, first);
+        // Unversioned configs are always written again.
+        set(&mut state, config("b", 0, &["01-b"]));
+        planned(state.plan_set(config("b", 0, &["01-b"])));
+    }
+
+    #[test]
+    fn an_older_revision_is_stale_and_says_what_became_of_the_newer() {
+        let mut state = State::default();
+        set(&mut state, config("a", 5, &["01-a"]));
+        let err = answer(state.plan_set(config("a", 4, &["01-a"])));
+        assert_eq!(stale_state(err), (4, 5, SeenState::Held));
+        // A newer one replaces it.
+        set(&mut state, config("a", 6, &["01-a"]));
+
+        read(&mut state, "01-a").unwrap();
+        for revision in [5, 6] {
+            let err = answer(state.plan_set(config("a", revision, &["01-a"])));
+            assert_eq!(stale_state(err), (revision, 6, SeenState::Read));
+        }
+        let message = answer(state.plan_set(config("a", 6, &["01-a"])))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "stale revision 6 for a.example.org: revision 6 was already read"
+        );
+        set(&mut state, config("a", 7, &["01-a"]));
+
+        assert!(remove(&mut state, "a", 8).unwrap());
+        for revision in [7, 8] {
+            let err = answer(state.plan_set(config("a", revision, &["01-a"])));
+            assert_eq!(stale_state(err), (revision, 8, SeenState::Removed));
+        }
+        set(&mut state, config("a", 9, &["01-a"]));
+    }
+
+    #[test]
+    fn unversioned_commands_are_never_stale() {
+        let mut state = State::default();
+        set(&mut state, config("a", 5, &["01-a"]));
+        planned(state.plan_set(config("a", 0, &["01-a"])));
+        assert!(remove(&mut state, "a", 0).unwrap());
+        set(&mut state, config("a", 0, &["01-a"]));
+        read(&mut state, "01-a").unwrap();
+        // Neither the removal nor the read of revision 0 is remembered: the
+        // last versioned event still is.
+        assert_eq!(
+            stale_state(answer(state.plan_set(config("a", 4, &["01-a"])))),
+            (4, 5, SeenState::Held)
+        );
+    }
+
+    #[test]
+    fn a_name_held_by_another_client_conflicts() {
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["uuid-a", "01-shared"]));
+        match answer(state.plan_set(config("b", 1, &["uuid-b", "01-shared"]))) {
+            Err(WriterError::Conflict {
+                name,
+                fqdn: f,
+                owner,
+            }) => {
+                assert_eq!(name, "01-shared");
+                assert_eq!((f, owner), (fqdn("b"), fqdn("a")));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // Once `a` lets the name go, `b` may take it.
+        set(&mut state, config("a", 2, &["uuid-a"]));
+        set(&mut state, config("b", 1, &["uuid-b", "01-shared"]));
+        assert_eq!(state.owner("01-shared"), Some(&fqdn("b")));
+    }
+
+    #[test]
+    fn a_config_without_names_is_refused() {
+        let state = State::default();
+        assert!(matches!(
+            answer(state.plan_set(config("a", 1, &[]))),
+            Err(WriterError::NoFileNames { .. })
+        ));
+    }
+
+    #[test]
+    fn names_a_client_no_longer_uses_are_deleted_and_released() {
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["uuid-old", "01-a"]));
+        let p = planned(state.plan_set(config("a", 2, &["uuid-new", "01-a"])));
+        assert_eq!(p.files.deletes, ["uuid-old"]);
+        assert_eq!(
+            p.keys,
+            [
+                "client/a.example.org",
+                "uuid-old",
+                "01-a",
+                "uuid-new",
+                "01-a"
+            ]
+        );
+        state.commit(p.op, Ok(()), NOW);
+        assert_eq!(state.owner("uuid-old"), None);
+        assert_eq!(state.owner("uuid-new"), Some(&fqdn("a")));
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["01-a"]));
+        let p = planned(state.plan_set(config("a", 2, &["uuid-a"])));
+        let Committed::Set(Err(WriterError::Io { .. })) = state.commit(p.op, Err(io_error()), NOW)
+        else {
+            panic!("the failure is not answered");
+        };
+        assert_eq!(state.owner("01-a"), Some(&fqdn("a")));
+        assert_eq!(state.owner("uuid-a"), None);
+        assert!(!state.is_replaced("uuid-a"));
+        let page = state.page(None, 10, None);
+        assert_eq!(page.configs[0].revision, 1);
+        // Revision 2 was never seen: it may come again.
+        planned(state.plan_set(config("a", 2, &["uuid-a"])));
+    }
+
+    #[test]
+    fn a_removal_deletes_every_file_and_a_failed_one_keeps_them() {
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
+        let p = state.plan_remove(fqdn("a"), 2).unwrap();
+        assert_eq!(p.files.deletes, ["uuid-a", "01-a"]);
+        assert!(p.files.writes.is_empty());
+        let Committed::Remove(Err(_)) = state.commit(p.op, Err(io_error()), NOW) else {
+            panic!("the failure is not answered");
+        };
+        assert_eq!(state.len(), 1, "a retry must find the files to delete");
+        assert!(remove(&mut state, "a", 2).unwrap());
+        assert_eq!((state.len(), state.owner("01-a")), (0, None));
+        // Nothing held: nothing removed, but the revision is remembered.
+        assert!(!remove(&mut state, "a", 3).unwrap());
+        assert!(!remove(&mut state, "never", 1).unwrap());
+        assert_eq!(
+            stale_state(state.plan_remove(fqdn("a"), 1).map(|_| ())),
+            (1, 3, SeenState::Removed)
+        );
+    }
+
+    #[test]
+    fn a_read_consumes_the_config_and_reports_it() {
+        let mut state = State::default();
+        set(&mut state, config("a", 4, &["uuid-a", "01-a"]));
+        let p = state.plan_read(fqdn("a"));
+        assert_eq!(p.files.deletes, ["uuid-a", "01-a"]);
+        assert_eq!(p.keys, ["client/a.example.org", "uuid-a", "01-a"]);
+        // A read whose files could not be deleted is still a read.
+        let Committed::Read(Some(event)) = state.commit(p.op, Err(io_error()), NOW) else {
+            panic!("no read event");
+        };
+        assert_eq!(
+            event,
+            ReadEvent {
+                fqdn: fqdn("a"),
+                product_id: ProductId::parse("win10-x64", "p").unwrap(),
+                revision: 4,
+                action_request: ActionRequest::Setup,
+            }
+        );
+        assert_eq!((state.len(), state.owner("uuid-a")), (0, None));
+        // A second read of the same client finds nothing to report.
+        let p = state.plan_read(fqdn("a"));
+        assert!(p.files.deletes.is_empty());
+        assert!(matches!(
+            state.commit(p.op, Ok(()), NOW),
+            Committed::Read(None)
+        ));
+    }
+
+    #[test]
+    fn each_rename_is_unconfirmed_until_the_watcher_sees_it() {
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["01-a"]));
+        set(&mut state, config("a", 2, &["01-a"]));
+        assert!(state.is_replaced("01-a"));
+        state.moved("01-a");
+        assert!(state.is_replaced("01-a"), "one rename still unseen");
+        state.moved("01-a");
+        assert!(!state.is_replaced("01-a"));
+        state.moved("01-a");
+        state.moved("unknown");
+        assert!(!state.is_replaced("01-a"));
+        set(&mut state, config("a", 3, &["01-a"]));
+        state.forget_moves();
+        assert!(!state.is_replaced("01-a"));
+    }
+
+    #[test]
+    fn a_round_holds_commands_that_touch_nothing_in_common() {
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["01-a"]));
+        let mut round: Round<u32> = Round::default();
+        assert!(round.is_empty());
+        round.push(planned(state.plan_set(config("b", 1, &["01-b"]))), 7);
+        assert!(round.touches(&state.set_keys(&config("b", 2, &["01-b"]))));
+        assert!(round.touches(&state.client_keys(&fqdn("b"))));
+        assert!(!round.touches(&state.client_keys(&fqdn("a"))));
+        assert!(round.touches(&state.set_keys(&config("c", 1, &["01-b"]))));
+        round.push(state.plan_read(fqdn("a")), 8);
+        let entries = round.take();
+        assert!(round.is_empty());
+        assert!(
+            !round.touches(&state.client_keys(&fqdn("b"))),
+            "keys cleared"
+        );
+        let tags: Vec<(&Fqdn, u32)> = entries.iter().map(|(op, _, t)| (op.fqdn(), *t)).collect();
+        assert_eq!(tags, [(&fqdn("b"), 7), (&fqdn("a"), 8)]);
+    }
+
+    #[test]
+    fn pages_follow_fqdn_order_and_filter_by_product() {
+        let mut state = State::default();
+        for (i, client) in ["d", "b", "a", "c"].iter().enumerate() {
+            set(
+                &mut state,
+                config(client, i as u64 + 1, &[&format!("01-{client}")]),
+            );
+        }
+        let mut other = config("e", 1, &["01-e"]);
+        other.product_id = ProductId::parse("ubuntu", "p").unwrap();
+        set(&mut state, other);
+        let first = state.page(None, 2, None);
+        let names: Vec<&str> = first.configs.iter().map(|c| c.fqdn.as_str()).collect();
+        assert_eq!(names, ["a.example.org", "b.example.org"]);
+        assert_eq!(first.next_after.as_deref(), Some("b.example.org"));
+        assert_eq!(first.total, 5);
+        assert_eq!(first.configs[0].since, NOW);
+        let rest = state.page(first.next_after.as_deref(), 10, None);
+        let names: Vec<&str> = rest.configs.iter().map(|c| c.fqdn.as_str()).collect();
+        assert_eq!(names, ["c.example.org", "d.example.org", "e.example.org"]);
+        assert_eq!(rest.next_after, None);
+        let ubuntu = state.page(None, 10, Some("ubuntu"));
+        assert_eq!(ubuntu.configs.len(), 1);
+        assert_eq!(ubuntu.configs[0].fqdn, fqdn("e"));
+        assert_eq!(ubuntu.total, 5, "the total counts every product");
+    }
+}
