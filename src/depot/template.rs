@@ -469,9 +469,18 @@ mod tests {
         let (_tmp, dir, t) = setup();
         let first = t.load(&name("install")).unwrap();
         assert_eq!(&*first.text, "bios\n");
-        // Same length, rewritten in place at once: the times (or ctime)
-        // change even when the size does not.
-        std::fs::write(dir.join("install"), "BIOS\n").unwrap();
+        // Same length, rewritten in place: the mtime tells. It is set
+        // explicitly, a second on: a fresh one could equal the old on a file
+        // system with coarse timestamps.
+        let path = dir.join("install");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, "BIOS\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime + std::time::Duration::from_secs(1))
+            .unwrap();
         let second = t.load(&name("install")).unwrap();
         assert_eq!(&*second.text, "BIOS\n");
         // Replaced by rename, with the old length and mtime: a new inode.
