@@ -144,6 +144,54 @@ fn extend(out: &mut String, from: usize, kind: KernelLine, params: &str) {
     }
 }
 
+/// Kernel parameters in order, a later key replacing the value where the
+/// key first appeared (opsi's dict update); `None` is a bare flag.
+#[derive(Default)]
+struct Params(Vec<(String, Option<String>)>);
+
+impl Params {
+    fn set(&mut self, key: &str, value: Option<String>) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((key.to_owned(), value)),
+        }
+    }
+
+    /// `key=value` and bare `key` words, space-separated.
+    fn to_text(&self) -> String {
+        let mut text = String::with_capacity(256);
+        for (key, value) in &self.0 {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(key);
+            if let Some(value) = value {
+                text.push('=');
+                if key.contains("pwh") {
+                    // Boot loaders expand `$`; the boot image wants it literally.
+                    text.push_str(&value.replace('$', "\\$"));
+                } else {
+                    text.push_str(value);
+                }
+            }
+        }
+        text
+    }
+}
+
+/// The configserver's RPC URL, ending in `/rpc`; `None` when unknown.
+fn service_url(address: &str) -> Option<String> {
+    // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
+    let service = address.trim().trim_end_matches('/');
+    if service.is_empty() {
+        None
+    } else if service.ends_with("/rpc") {
+        Some(service.to_owned())
+    } else {
+        Some(format!("{service}/rpc"))
+    }
+}
+
 /// Renders configs; shared by all handlers.
 pub struct Renderer {
     /// Password → its sha512-crypt string. A hash costs milliseconds and
@@ -208,78 +256,50 @@ impl Renderer {
 
     /// The kernel parameters added for `bundle`, space-separated.
     fn parameters(&self, bundle: &ClientBundle) -> Result<String, RenderError> {
-        // Ordered, with a later key replacing the value where the key first
-        // appeared (opsi's dict update); `None` is a bare flag.
-        let mut params: Vec<(String, Option<String>)> = Vec::with_capacity(8);
-        fn set(params: &mut Vec<(String, Option<String>)>, key: &str, value: Option<String>) {
-            match params.iter_mut().find(|(k, _)| k == key) {
-                Some(entry) => entry.1 = value,
-                None => params.push((key.to_owned(), value)),
-            }
-        }
+        let mut params = Params::default();
         let client = &bundle.client;
-        set(&mut params, "hn", Some(client.fqdn.host().to_owned()));
-        set(&mut params, "dn", Some(client.fqdn.domain().to_owned()));
-        set(&mut params, "product", Some(bundle.product.id.to_string()));
+        params.set("hn", Some(client.fqdn.host().to_owned()));
+        params.set("dn", Some(client.fqdn.domain().to_owned()));
+        params.set("product", Some(bundle.product.id.to_string()));
         if let Some(mac) = client.mac {
-            set(&mut params, "macaddress", Some(mac.to_string()));
+            params.set("macaddress", Some(mac.to_string()));
         }
-        // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
-        let service = bundle.service_address.trim().trim_end_matches('/');
-        if !service.is_empty() {
-            let service = if service.ends_with("/rpc") {
-                service.to_owned()
-            } else {
-                format!("{service}/rpc")
-            };
-            set(&mut params, "service", Some(service));
+        if let Some(service) = service_url(&bundle.service_address) {
+            params.set("service", Some(service));
         }
         if !client.host_key.is_empty() {
-            set(
-                &mut params,
-                "pckey",
-                Some(client.host_key.expose().to_owned()),
-            );
+            params.set("pckey", Some(client.host_key.expose().to_owned()));
         }
         for item in &bundle.bootimage_append {
-            let (key, value) = match item.split_once('=') {
-                Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
-                None => (item.trim().to_ascii_lowercase(), ""),
-            };
-            if key.is_empty() {
-                continue;
-            }
-            // opsi matches both names as substrings of the key: a variant
-            // spelling must not put a clear-text password on the line.
-            if key.contains("bootimagerootpassword") {
-                // An empty password would be a root login without one: no pwh.
-                if !value.is_empty() {
-                    let hash = self.password_hash(value)?;
-                    set(&mut params, "pwh", Some(hash));
-                }
-                continue;
-            }
-            // opsi writes `key=` with an empty value as the bare flag.
-            let value = (!value.is_empty()).then(|| value.to_owned());
-            set(&mut params, &key, value);
+            self.append_item(&mut params, item)?;
         }
-        let mut text = String::with_capacity(256);
-        for (key, value) in &params {
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str(key);
-            if let Some(value) = value {
-                text.push('=');
-                if key.contains("pwh") {
-                    // Boot loaders expand `$`; the boot image wants it literally.
-                    text.push_str(&value.replace('$', "\\$"));
-                } else {
-                    text.push_str(value);
-                }
-            }
+        Ok(params.to_text())
+    }
+
+    /// Adds one `opsi-linux-bootimage.append` item; a root password becomes
+    /// its hash.
+    fn append_item(&self, params: &mut Params, item: &str) -> Result<(), RenderError> {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
+            None => (item.trim().to_ascii_lowercase(), ""),
+        };
+        if key.is_empty() {
+            return Ok(());
         }
-        Ok(text)
+        // opsi matches both names as substrings of the key: a variant
+        // spelling must not put a clear-text password on the line.
+        if key.contains("bootimagerootpassword") {
+            // An empty password would be a root login without one: no pwh.
+            if !value.is_empty() {
+                let hash = self.password_hash(value)?;
+                params.set("pwh", Some(hash));
+            }
+            return Ok(());
+        }
+        // opsi writes `key=` with an empty value as the bare flag.
+        let value = (!value.is_empty()).then(|| value.to_owned());
+        params.set(&key, value);
+        Ok(())
     }
 
     /// The memoized sha512-crypt hash of `password`, made on first use.

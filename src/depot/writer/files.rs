@@ -147,3 +147,123 @@ pub fn remove_stale(dir: &Path) -> io::Result<usize> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn managed_names_are_macs_uuids_and_our_temporaries() {
+        for name in [
+            "01-00-16-3e-aa-bb-cc",
+            "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            ".pxeconf-tmp-01-00-16-3e-aa-bb-cc",
+        ] {
+            assert!(is_managed_name(name), "{name}");
+        }
+        for name in [
+            "pxelinux.0",
+            "install",
+            "default",
+            "01-00-16-3E-AA-BB-CC",
+            "01-00-16-3e-aa-bb",
+            "7C9E6679-7425-40DE-944B-E07FC1F90AE7",
+        ] {
+            assert!(!is_managed_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn writes_are_renamed_into_place_with_mode_0644_then_deletes_run() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("old"), "old").unwrap();
+        let ops = FileOps {
+            writes: vec![
+                ("a".into(), Arc::from("text\n")),
+                ("b".into(), Arc::from("text\n")),
+            ],
+            deletes: vec!["old".into(), "never-there".into()],
+        };
+        apply(dir.path(), &ops).unwrap();
+        assert_eq!(names(dir.path()), ["a", "b"]);
+        assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "text\n");
+        let mode = fs::metadata(dir.path().join("b"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, FILE_MODE);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_files_whole_and_removes_its_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), "old").unwrap();
+        // A directory where the second temporary file would go.
+        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}b"))).unwrap();
+        let ops = FileOps {
+            writes: vec![
+                ("a".into(), Arc::from("new")),
+                ("b".into(), Arc::from("new")),
+            ],
+            deletes: vec!["a".into()],
+        };
+        assert!(matches!(
+            apply(dir.path(), &ops),
+            Err(WriterError::Io { .. })
+        ));
+        assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "old");
+        // The temporary of `a` is gone; only the obstacle is left.
+        assert_eq!(
+            names(dir.path()),
+            [format!("{TMP_PREFIX}b"), "a".to_string()]
+        );
+    }
+
+    #[test]
+    fn stale_configs_go_and_other_files_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "01-00-16-3e-aa-bb-cc",
+            ".pxeconf-tmp-x",
+            "pxelinux.0",
+            "install",
+        ] {
+            fs::write(dir.path().join(name), "x").unwrap();
+        }
+        fs::create_dir(dir.path().join("7c9e6679-7425-40de-944b-e07fc1f90ae7")).unwrap();
+        assert_eq!(remove_stale(dir.path()).unwrap(), 2);
+        assert_eq!(
+            names(dir.path()),
+            [
+                "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                "install",
+                "pxelinux.0"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rounds_work_is_spread_over_threads_with_one_result_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}bad"))).unwrap();
+        let ops: Vec<FileOps> = ["a", "b", "bad", "c", "d"]
+            .iter()
+            .map(|n| FileOps {
+                writes: vec![(n.to_string(), Arc::from("x"))],
+                deletes: Vec::new(),
+            })
+            .collect();
+        let results = run_file_ops(Arc::new(dir.path().to_path_buf()), ops, 2).await;
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, true, false, true, true]);
+    }
+}

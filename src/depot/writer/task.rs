@@ -354,9 +354,15 @@ impl Writer {
         self.state.forget_moves();
         let names = self.state.file_names();
         let dir = self.dir.clone();
-        let read = tokio::task::spawn_blocking(move || files::read_since_written(&dir, names))
+        let read = match tokio::task::spawn_blocking(move || files::read_since_written(&dir, names))
             .await
-            .unwrap_or_default();
+        {
+            Ok(read) => read,
+            Err(error) => {
+                error!(%error, "rechecking PXE configs for reads failed; reads missed in the overflow stay unseen");
+                Vec::new()
+            }
+        };
         let mut round = Round::default();
         for name in read {
             self.plan_read(name, &mut round).await;
