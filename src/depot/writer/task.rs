@@ -370,3 +370,72 @@ impl Writer {
         self.execute(&mut round).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{ActionRequest, ProductId};
+
+    fn config(n: u32) -> Rendered {
+        Rendered {
+            fqdn: Fqdn::parse(&format!("client{n}.example.org"), "fqdn").unwrap(),
+            product_id: ProductId::parse("win10-x64", "p").unwrap(),
+            action_request: ActionRequest::Setup,
+            revision: 1,
+            files: vec![format!("01-02-00-00-00-00-{n:02x}")],
+            content: Arc::from("config\n"),
+            template: "install".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_reads_channel_holds_the_writer_and_loses_no_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(1);
+        let options = WriterOptions {
+            pxe_dir: dir.path().to_path_buf(),
+            io_threads: 1,
+            depot_id: "depot1.example.org".into(),
+        };
+        let (writer, _task) = spawn(options, reads_tx, Metrics::new());
+        for n in 0..3 {
+            let outcome = writer.set(config(n)).await.unwrap();
+            // The watcher saw our rename: a read now is a read of this version.
+            let name = outcome.files[0].clone();
+            writer.watch_event(WatchEvent::Moved(name)).await.unwrap();
+        }
+        for n in 0..3 {
+            let name = config(n).files[0].clone();
+            writer.watch_event(WatchEvent::Read(name)).await.unwrap();
+        }
+        // Room for one read: the writer waits with the others, so a listing
+        // sent after them cannot be answered yet.
+        let held_up = tokio::time::timeout(Duration::from_millis(200), writer.list(None, 10, None));
+        assert!(
+            held_up.await.is_err(),
+            "the writer went on past a full channel"
+        );
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let read = tokio::time::timeout(Duration::from_secs(5), reads.recv())
+                .await
+                .expect("a read was lost")
+                .unwrap();
+            seen.push(read.fqdn.to_string());
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "client0.example.org",
+                "client1.example.org",
+                "client2.example.org"
+            ]
+        );
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(page.total, 0);
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+}
