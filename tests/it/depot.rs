@@ -303,3 +303,28 @@ async fn grpcurl_lists_by_reflection_and_sets_a_config_from_json() {
     let (ok, health) = grpcurl(args(&["-plaintext", &addr, "grpc.health.v1.Health/Check"])).await;
     assert!(ok && health.contains("SERVING"), "{health}");
 }
+
+#[tokio::test]
+async fn a_fixed_salt_makes_the_written_bytes_reproducible() {
+    // glibc's crypt(3) of `linux123` with this salt (Python 3.11's `crypt`).
+    const GLIBC: &str = "$6$pxeconfTestSalt9$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/";
+    let mut written = Vec::new();
+    for _ in 0..2 {
+        let dirs = DepotDirs::new();
+        let mut config = depot_config(&dirs, "depot1.example.org");
+        config.salt = Some(pxeconf::depot::crypt::Salt::new("pxeconfTestSalt9").unwrap());
+        let depot = TestDepot::start(config).await;
+        let mut b = bundle(7, 1);
+        b.bootimage_append
+            .push("bootimagerootpassword=linux123".into());
+        depot.client().await.set_pxe_config(b).await.unwrap();
+        let text = peek(&dirs.pxe.join(mac_file(7)));
+        let pwh = format!("pwh={}", GLIBC.replace('$', "\\$"));
+        assert!(text.split_whitespace().any(|w| w == pwh), "{text}");
+        written.push(text);
+    }
+    assert_eq!(
+        written[0], written[1],
+        "two depots, one salt: the same bytes"
+    );
+}
