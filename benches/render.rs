@@ -5,7 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pxeconf::depot::render::{Renderer, sha512_crypt};
+use pxeconf::depot::crypt::sha512_crypt;
+use pxeconf::depot::render::Renderer;
 use pxeconf::domain::ClientBundle;
 use pxeconf::proto;
 

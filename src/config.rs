@@ -309,6 +309,7 @@ impl DepotArgs {
                 host_key: host_key(self.host_key_file.or(file.host_key_file))?,
                 legacy: self.legacy || file.legacy.unwrap_or(false),
                 io_threads,
+                salt: None,
             },
         })
     }

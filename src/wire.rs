@@ -127,115 +127,28 @@ fn check_version(value: &str, field: &str) -> Result<String, ValidationError> {
 impl TryFrom<proto::ClientBundle> for ClientBundle {
     type Error = ValidationError;
 
+    // Checked in this order, so that of several bad fields the same one is
+    // named as before the checks were split up.
     fn try_from(wire: proto::ClientBundle) -> Result<Self, Self::Error> {
-        let host = wire
-            .host
-            .ok_or_else(|| ValidationError::new("host", "is required"))?;
+        let host = wire.host.ok_or_else(|| required("host"))?;
         let client = Client::try_from(host).map_err(|e| e.within("host"))?;
-        let product = wire
-            .product
-            .ok_or_else(|| ValidationError::new("product", "is required"))?;
-        let product_id = ProductId::parse(&product.id, "product.id")?;
-        let template = match product.pxe_config_template.trim() {
-            "" => None,
-            t => Some(TemplateName::parse(t, "product.pxe_config_template")?),
+        let product = wire.product.ok_or_else(|| required("product"))?;
+        let (product_id, template) = product_identity(&product)?;
+        let depot_id = optional_fqdn(&wire.depot_id, "depot_id")?;
+        let action_request = match &wire.product_on_client {
+            Some(poc) => product_on_client(poc, &client.fqdn, &product_id)?,
+            None => ActionRequest::Setup,
         };
-        let depot_id = match wire.depot_id.trim() {
-            "" => None,
-            d => Some(Fqdn::parse(d, "depot_id")?),
-        };
-
-        let mut action_request = ActionRequest::Setup;
-        if let Some(poc) = wire.product_on_client {
-            if !poc.client_id.is_empty()
-                && Fqdn::parse(&poc.client_id, "product_on_client.client_id")? != client.fqdn
-            {
-                return Err(ValidationError::new(
-                    "product_on_client.client_id",
-                    format!(
-                        "{:?} does not match host.id {:?}",
-                        poc.client_id,
-                        client.fqdn.as_str()
-                    ),
-                ));
-            }
-            if !poc.product_id.is_empty()
-                && ProductId::parse(&poc.product_id, "product_on_client.product_id")? != product_id
-            {
-                return Err(ValidationError::new(
-                    "product_on_client.product_id",
-                    format!(
-                        "{:?} does not match product.id {:?}",
-                        poc.product_id,
-                        product_id.as_str()
-                    ),
-                ));
-            }
-            if !poc.action_request.is_empty() {
-                action_request =
-                    ActionRequest::parse(&poc.action_request, "product_on_client.action_request")?;
-            }
-        }
         if let Some(pod) = &wire.product_on_depot {
-            if !pod.product_id.is_empty()
-                && ProductId::parse(&pod.product_id, "product_on_depot.product_id")? != product_id
-            {
-                return Err(ValidationError::new(
-                    "product_on_depot.product_id",
-                    format!(
-                        "{:?} does not match product.id {:?}",
-                        pod.product_id,
-                        product_id.as_str()
-                    ),
-                ));
-            }
-            if let (Some(depot), false) = (&depot_id, pod.depot_id.is_empty())
-                && &Fqdn::parse(&pod.depot_id, "product_on_depot.depot_id")? != depot
-            {
-                return Err(ValidationError::new(
-                    "product_on_depot.depot_id",
-                    format!(
-                        "{:?} does not match depot_id {:?}",
-                        pod.depot_id,
-                        depot.as_str()
-                    ),
-                ));
-            }
+            check_product_on_depot(pod, &product_id, depot_id.as_ref())?;
         }
-
         check_token(&wire.service_address, "service_address")?;
-        let boot_mode = proto::BootMode::try_from(wire.boot_mode)
-            .map_err(|_| {
-                ValidationError::new("boot_mode", format!("unknown boot mode {}", wire.boot_mode))
-            })
-            .and_then(BootMode::try_from)?;
-        for (i, item) in wire.bootimage_append.iter().enumerate() {
-            check_token(item, &format!("bootimage_append[{i}]"))?;
-        }
-        for (key, value) in &wire.product_property_states {
-            if key.is_empty() || key.contains('%') {
-                return Err(ValidationError::new(
-                    "product_property_states",
-                    format!("invalid property id {key:?}"),
-                ));
-            }
-            check_line(value, &format!("product_property_states[{key}]"))?;
-        }
-
+        let boot_mode = boot_mode(wire.boot_mode)?;
+        check_kernel_items(&wire.bootimage_append)?;
+        check_properties(&wire.product_property_states)?;
         Ok(ClientBundle {
             client,
-            product: NetbootProduct {
-                id: product_id,
-                product_version: check_version(
-                    &product.product_version,
-                    "product.product_version",
-                )?,
-                package_version: check_version(
-                    &product.package_version,
-                    "product.package_version",
-                )?,
-                template,
-            },
+            product: netboot_product(&product, product_id, template)?,
             action_request,
             depot_id,
             service_address: wire.service_address,
@@ -246,6 +159,145 @@ impl TryFrom<proto::ClientBundle> for ClientBundle {
             revision: wire.revision,
         })
     }
+}
+
+fn required(field: &str) -> ValidationError {
+    ValidationError::new(field, "is required")
+}
+
+/// `field` names `given`, which differs from `other` (named `other_field`).
+fn mismatch(field: &str, given: &str, other_field: &str, other: &str) -> ValidationError {
+    ValidationError::new(
+        field,
+        format!("{given:?} does not match {other_field} {other:?}"),
+    )
+}
+
+/// An FQDN, or `None` for an empty (or blank) value.
+fn optional_fqdn(value: &str, field: &str) -> Result<Option<Fqdn>, ValidationError> {
+    match value.trim() {
+        "" => Ok(None),
+        d => Fqdn::parse(d, field).map(Some),
+    }
+}
+
+/// The product's id and its own template, if it names one.
+fn product_identity(
+    product: &proto::Product,
+) -> Result<(ProductId, Option<TemplateName>), ValidationError> {
+    let id = ProductId::parse(&product.id, "product.id")?;
+    let template = match product.pxe_config_template.trim() {
+        "" => None,
+        t => Some(TemplateName::parse(t, "product.pxe_config_template")?),
+    };
+    Ok((id, template))
+}
+
+/// The product with its versions checked (they go onto no command line,
+/// but into listings and logs, whole).
+fn netboot_product(
+    product: &proto::Product,
+    id: ProductId,
+    template: Option<TemplateName>,
+) -> Result<NetbootProduct, ValidationError> {
+    Ok(NetbootProduct {
+        id,
+        product_version: check_version(&product.product_version, "product.product_version")?,
+        package_version: check_version(&product.package_version, "product.package_version")?,
+        template,
+    })
+}
+
+/// The action request of a product-on-client, which must name (if anything)
+/// the bundle's own client and product; `setup` when it names none.
+fn product_on_client(
+    poc: &proto::ProductOnClient,
+    client: &Fqdn,
+    product: &ProductId,
+) -> Result<ActionRequest, ValidationError> {
+    if !poc.client_id.is_empty()
+        && Fqdn::parse(&poc.client_id, "product_on_client.client_id")? != *client
+    {
+        return Err(mismatch(
+            "product_on_client.client_id",
+            &poc.client_id,
+            "host.id",
+            client.as_str(),
+        ));
+    }
+    if !poc.product_id.is_empty()
+        && ProductId::parse(&poc.product_id, "product_on_client.product_id")? != *product
+    {
+        return Err(mismatch(
+            "product_on_client.product_id",
+            &poc.product_id,
+            "product.id",
+            product.as_str(),
+        ));
+    }
+    if poc.action_request.is_empty() {
+        return Ok(ActionRequest::Setup);
+    }
+    ActionRequest::parse(&poc.action_request, "product_on_client.action_request")
+}
+
+/// A product-on-depot must name (if anything) the bundle's product and depot.
+fn check_product_on_depot(
+    pod: &proto::ProductOnDepot,
+    product: &ProductId,
+    depot: Option<&Fqdn>,
+) -> Result<(), ValidationError> {
+    if !pod.product_id.is_empty()
+        && ProductId::parse(&pod.product_id, "product_on_depot.product_id")? != *product
+    {
+        return Err(mismatch(
+            "product_on_depot.product_id",
+            &pod.product_id,
+            "product.id",
+            product.as_str(),
+        ));
+    }
+    if let (Some(depot), false) = (depot, pod.depot_id.is_empty())
+        && Fqdn::parse(&pod.depot_id, "product_on_depot.depot_id")? != *depot
+    {
+        return Err(mismatch(
+            "product_on_depot.depot_id",
+            &pod.depot_id,
+            "depot_id",
+            depot.as_str(),
+        ));
+    }
+    Ok(())
+}
+
+fn boot_mode(value: i32) -> Result<BootMode, ValidationError> {
+    proto::BootMode::try_from(value)
+        .map_err(|_| ValidationError::new("boot_mode", format!("unknown boot mode {value}")))
+        .and_then(BootMode::try_from)
+}
+
+/// Every `opsi-linux-bootimage.append` item goes onto the kernel command line.
+fn check_kernel_items(items: &[String]) -> Result<(), ValidationError> {
+    for (i, item) in items.iter().enumerate() {
+        check_token(item, &format!("bootimage_append[{i}]"))?;
+    }
+    Ok(())
+}
+
+/// Property ids are `%id%` placeholders; values are substituted into lines.
+fn check_properties<'a>(
+    properties: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), ValidationError> {
+    for (key, value) in properties {
+        if key.is_empty() || key.contains('%') {
+            return Err(ValidationError::new(
+                "product_property_states",
+                format!("invalid property id {key:?}"),
+            ));
+        }
+        check_line(value, &format!("product_property_states[{key}]"))?;
+    }
+    Ok(())
 }
 
 impl From<&ClientBundle> for proto::ClientBundle {
@@ -426,5 +478,103 @@ mod tests {
             let err = ClientBundle::try_from(w).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn every_check_names_its_field_path() {
+        type Mutation = fn(&mut proto::ClientBundle);
+        let pod = |b: &mut proto::ClientBundle| {
+            b.product_on_depot = Some(proto::ProductOnDepot {
+                depot_id: "depot1.example.org".into(),
+                product_id: "win10-x64".into(),
+                ..Default::default()
+            })
+        };
+        let cases: Vec<(Mutation, &str, &str)> = vec![
+            (|b| b.product = None, "product", "is required"),
+            (
+                |b| b.product.as_mut().unwrap().id = "bad id".into(),
+                "product.id",
+                "",
+            ),
+            (|b| b.depot_id = "nodomain".into(), "depot_id", ""),
+            (
+                |b| b.product_on_client.as_mut().unwrap().client_id = "other.example.org".into(),
+                "product_on_client.client_id",
+                "\"other.example.org\" does not match host.id \"client1.example.org\"",
+            ),
+            (
+                |b| b.product_on_client.as_mut().unwrap().product_id = "ubuntu".into(),
+                "product_on_client.product_id",
+                "\"ubuntu\" does not match product.id \"win10-x64\"",
+            ),
+            (
+                |b| {
+                    b.product_on_depot = Some(proto::ProductOnDepot {
+                        product_id: "ubuntu".into(),
+                        ..Default::default()
+                    })
+                },
+                "product_on_depot.product_id",
+                "\"ubuntu\" does not match product.id \"win10-x64\"",
+            ),
+            (
+                |b| {
+                    b.product_on_depot = Some(proto::ProductOnDepot {
+                        depot_id: "depot2.example.org".into(),
+                        ..Default::default()
+                    })
+                },
+                "product_on_depot.depot_id",
+                "\"depot2.example.org\" does not match depot_id \"depot1.example.org\"",
+            ),
+            (
+                |b| b.service_address = "http://x y".into(),
+                "service_address",
+                "whitespace",
+            ),
+            (
+                |b| {
+                    b.product_property_states.insert("a%b".into(), "x".into());
+                },
+                "product_property_states",
+                "invalid property id \"a%b\"",
+            ),
+            (
+                |b| b.product.as_mut().unwrap().product_version = "4 2".into(),
+                "product.product_version",
+                "",
+            ),
+            (
+                |b| b.product.as_mut().unwrap().package_version = "1\"".into(),
+                "product.package_version",
+                "",
+            ),
+        ];
+        for (mutate, field, message) in cases {
+            let mut w = wire();
+            mutate(&mut w);
+            let err = ClientBundle::try_from(w).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
+        // Parts that agree with the bundle, or name nothing, are accepted.
+        let mut w = wire();
+        pod(&mut w);
+        let poc = w.product_on_client.as_mut().unwrap();
+        poc.client_id.clear();
+        poc.product_id.clear();
+        poc.action_request.clear();
+        let b = ClientBundle::try_from(w).unwrap();
+        assert_eq!(b.action_request, ActionRequest::Setup);
+        let mut w = wire();
+        w.product_on_client = None;
+        w.depot_id.clear();
+        w.product_on_depot = Some(proto::ProductOnDepot {
+            depot_id: "anything.example.org".into(),
+            ..Default::default()
+        });
+        let b = ClientBundle::try_from(w).unwrap();
+        assert_eq!((b.action_request, b.depot_id), (ActionRequest::Setup, None));
     }
 }

@@ -207,6 +207,7 @@ impl Lab {
                     host_key: Some(Secret::new(key)),
                     legacy,
                     io_threads: options.io_threads,
+                    salt: None,
                 },
                 metrics.clone(),
             )

@@ -20,29 +20,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rand::Rng;
-
+use super::crypt::{CryptError, Salt, dotless_hash};
 use crate::domain::ClientBundle;
-
-/// The crypt(3) base-64 alphabet, in value order.
-const CRYPT_ALPHABET: &[u8; 64] =
-    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// sha512-crypt's round count; 5000 is crypt's default, so the hash carries
-/// no `rounds=` field (as passlib, and thus opsi, writes it).
-const ROUNDS: u32 = 5000;
-
-/// Salt length: the most sha512-crypt uses, and what opsi's passlib draws.
-const SALT_LEN: usize = 16;
 
 /// Distinct passwords whose hash is remembered. Nearly every client shares
 /// the one boot image password; the bound only stops a stream of distinct
 /// passwords from growing the map.
 const PWH_MEMO: usize = 64;
-
-/// opsi refuses a hash containing `.` and draws again; the chance of needing
-/// more than this many draws is below 10⁻⁸.
-const MAX_HASH_DRAWS: usize = 64;
 
 /// Why a config cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -55,58 +39,7 @@ pub enum RenderError {
     },
     /// The password hash could not be made.
     #[error("hashing the boot image password failed: {0}")]
-    Hash(String),
-}
-
-/// SHA-512-crypt of `password` with `salt` (1 to 16 characters of
-/// `./0-9A-Za-z`) and 5000 rounds, as crypt(3) writes it:
-/// `$6$<salt>$<86 characters>`, without a `rounds=` field.
-pub fn sha512_crypt(password: &str, salt: &str) -> Result<String, RenderError> {
-    if salt.is_empty()
-        || salt.len() > SALT_LEN
-        || !salt.bytes().all(|b| CRYPT_ALPHABET.contains(&b))
-    {
-        return Err(RenderError::Hash(format!(
-            "a salt needs 1 to {SALT_LEN} characters of ./0-9A-Za-z"
-        )));
-    }
-    let params = sha_crypt::Params::new(ROUNDS).map_err(|e| RenderError::Hash(e.to_string()))?;
-    let digest = sha_crypt::sha512_crypt(password.as_bytes(), salt.as_bytes(), params);
-    let mut out = String::with_capacity(3 + salt.len() + 1 + 86);
-    out.push_str("$6$");
-    out.push_str(salt);
-    out.push('$');
-    // The digest is written in crypt's own order: 21 groups of three bytes
-    // (indices k, k+21, k+42, rotated by k mod 3), then the last byte.
-    for k in 0..21 {
-        let (hi, mid, lo) = match k % 3 {
-            0 => (k, k + 21, k + 42),
-            1 => (k + 21, k + 42, k),
-            _ => (k + 42, k, k + 21),
-        };
-        let word =
-            (u32::from(digest[hi]) << 16) | (u32::from(digest[mid]) << 8) | u32::from(digest[lo]);
-        push_crypt64(&mut out, word, 4);
-    }
-    push_crypt64(&mut out, u32::from(digest[63]), 2);
-    Ok(out)
-}
-
-/// Writes the low `chars * 6` bits of `word`, least significant first.
-fn push_crypt64(out: &mut String, mut word: u32, chars: usize) {
-    for _ in 0..chars {
-        out.push(char::from(CRYPT_ALPHABET[(word & 0x3f) as usize]));
-        word >>= 6;
-    }
-}
-
-/// A random salt of crypt characters other than `.`: opsi rejects hashes
-/// containing a dot, so a dotted salt would only be drawn again.
-fn random_salt() -> String {
-    let mut rng = rand::rng();
-    (0..SALT_LEN)
-        .map(|_| char::from(CRYPT_ALPHABET[rng.random_range(1..CRYPT_ALPHABET.len())]))
-        .collect()
+    Hash(#[from] CryptError),
 }
 
 /// How a template line carries the kernel command line.
@@ -211,6 +144,54 @@ fn extend(out: &mut String, from: usize, kind: KernelLine, params: &str) {
     }
 }
 
+/// Kernel parameters in order, a later key replacing the value where the
+/// key first appeared (opsi's dict update); `None` is a bare flag.
+#[derive(Default)]
+struct Params(Vec<(String, Option<String>)>);
+
+impl Params {
+    fn set(&mut self, key: &str, value: Option<String>) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((key.to_owned(), value)),
+        }
+    }
+
+    /// `key=value` and bare `key` words, space-separated.
+    fn to_text(&self) -> String {
+        let mut text = String::with_capacity(256);
+        for (key, value) in &self.0 {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(key);
+            if let Some(value) = value {
+                text.push('=');
+                if key.contains("pwh") {
+                    // Boot loaders expand `$`; the boot image wants it literally.
+                    text.push_str(&value.replace('$', "\\$"));
+                } else {
+                    text.push_str(value);
+                }
+            }
+        }
+        text
+    }
+}
+
+/// The configserver's RPC URL, ending in `/rpc`; `None` when unknown.
+fn service_url(address: &str) -> Option<String> {
+    // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
+    let service = address.trim().trim_end_matches('/');
+    if service.is_empty() {
+        None
+    } else if service.ends_with("/rpc") {
+        Some(service.to_owned())
+    } else {
+        Some(format!("{service}/rpc"))
+    }
+}
+
 /// Renders configs; shared by all handlers.
 pub struct Renderer {
     /// Password → its sha512-crypt string. A hash costs milliseconds and
@@ -219,6 +200,8 @@ pub struct Renderer {
     hashes: Mutex<HashMap<String, String>>,
     /// How many passwords `hashes` holds at most.
     memo_cap: usize,
+    /// The salt of every hash, or `None` for a random one per password.
+    salt: Option<Salt>,
 }
 
 impl Default for Renderer {
@@ -228,11 +211,21 @@ impl Default for Renderer {
 }
 
 impl Renderer {
-    /// A renderer with nothing memoized.
+    /// A renderer with nothing memoized, drawing random salts.
     pub fn new() -> Self {
         Self {
             hashes: Mutex::new(HashMap::new()),
             memo_cap: PWH_MEMO,
+            salt: None,
+        }
+    }
+
+    /// A renderer hashing every password with `salt`, so that the same input
+    /// renders the same bytes (for tests; production salts are random).
+    pub fn with_salt(salt: Salt) -> Self {
+        Self {
+            salt: Some(salt),
+            ..Self::new()
         }
     }
 
@@ -263,78 +256,50 @@ impl Renderer {
 
     /// The kernel parameters added for `bundle`, space-separated.
     fn parameters(&self, bundle: &ClientBundle) -> Result<String, RenderError> {
-        // Ordered, with a later key replacing the value where the key first
-        // appeared (opsi's dict update); `None` is a bare flag.
-        let mut params: Vec<(String, Option<String>)> = Vec::with_capacity(8);
-        fn set(params: &mut Vec<(String, Option<String>)>, key: &str, value: Option<String>) {
-            match params.iter_mut().find(|(k, _)| k == key) {
-                Some(entry) => entry.1 = value,
-                None => params.push((key.to_owned(), value)),
-            }
-        }
+        let mut params = Params::default();
         let client = &bundle.client;
-        set(&mut params, "hn", Some(client.fqdn.host().to_owned()));
-        set(&mut params, "dn", Some(client.fqdn.domain().to_owned()));
-        set(&mut params, "product", Some(bundle.product.id.to_string()));
+        params.set("hn", Some(client.fqdn.host().to_owned()));
+        params.set("dn", Some(client.fqdn.domain().to_owned()));
+        params.set("product", Some(bundle.product.id.to_string()));
         if let Some(mac) = client.mac {
-            set(&mut params, "macaddress", Some(mac.to_string()));
+            params.set("macaddress", Some(mac.to_string()));
         }
-        // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
-        let service = bundle.service_address.trim().trim_end_matches('/');
-        if !service.is_empty() {
-            let service = if service.ends_with("/rpc") {
-                service.to_owned()
-            } else {
-                format!("{service}/rpc")
-            };
-            set(&mut params, "service", Some(service));
+        if let Some(service) = service_url(&bundle.service_address) {
+            params.set("service", Some(service));
         }
         if !client.host_key.is_empty() {
-            set(
-                &mut params,
-                "pckey",
-                Some(client.host_key.expose().to_owned()),
-            );
+            params.set("pckey", Some(client.host_key.expose().to_owned()));
         }
         for item in &bundle.bootimage_append {
-            let (key, value) = match item.split_once('=') {
-                Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
-                None => (item.trim().to_ascii_lowercase(), ""),
-            };
-            if key.is_empty() {
-                continue;
-            }
-            // opsi matches both names as substrings of the key: a variant
-            // spelling must not put a clear-text password on the line.
-            if key.contains("bootimagerootpassword") {
-                // An empty password would be a root login without one: no pwh.
-                if !value.is_empty() {
-                    let hash = self.password_hash(value)?;
-                    set(&mut params, "pwh", Some(hash));
-                }
-                continue;
-            }
-            // opsi writes `key=` with an empty value as the bare flag.
-            let value = (!value.is_empty()).then(|| value.to_owned());
-            set(&mut params, &key, value);
+            self.append_item(&mut params, item)?;
         }
-        let mut text = String::with_capacity(256);
-        for (key, value) in &params {
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str(key);
-            if let Some(value) = value {
-                text.push('=');
-                if key.contains("pwh") {
-                    // Boot loaders expand `$`; the boot image wants it literally.
-                    text.push_str(&value.replace('$', "\\$"));
-                } else {
-                    text.push_str(value);
-                }
-            }
+        Ok(params.to_text())
+    }
+
+    /// Adds one `opsi-linux-bootimage.append` item; a root password becomes
+    /// its hash.
+    fn append_item(&self, params: &mut Params, item: &str) -> Result<(), RenderError> {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
+            None => (item.trim().to_ascii_lowercase(), ""),
+        };
+        if key.is_empty() {
+            return Ok(());
         }
-        Ok(text)
+        // opsi matches both names as substrings of the key: a variant
+        // spelling must not put a clear-text password on the line.
+        if key.contains("bootimagerootpassword") {
+            // An empty password would be a root login without one: no pwh.
+            if !value.is_empty() {
+                let hash = self.password_hash(value)?;
+                params.set("pwh", Some(hash));
+            }
+            return Ok(());
+        }
+        // opsi writes `key=` with an empty value as the bare flag.
+        let value = (!value.is_empty()).then(|| value.to_owned());
+        params.set(&key, value);
+        Ok(())
     }
 
     /// The memoized sha512-crypt hash of `password`, made on first use.
@@ -343,7 +308,7 @@ impl Renderer {
             return Ok(hash.clone());
         }
         // Hashed outside the lock: other passwords' renders need not wait.
-        let hash = dotless_hash(password)?;
+        let hash = dotless_hash(password, self.salt.as_ref())?;
         let mut memo = self.memo();
         if memo.len() >= self.memo_cap && !memo.contains_key(password) {
             memo.clear();
@@ -359,31 +324,25 @@ impl Renderer {
     }
 }
 
-/// A sha512-crypt hash with a fresh salt, drawn again while it contains a
-/// `.`, as opsi's `encode_password` does.
-fn dotless_hash(password: &str) -> Result<String, RenderError> {
-    for _ in 0..MAX_HASH_DRAWS {
-        let hash = sha512_crypt(password, &random_salt())?;
-        if !hash.contains('.') {
-            return Ok(hash);
-        }
-    }
-    Err(RenderError::Hash(format!(
-        "no hash without '.' in {MAX_HASH_DRAWS} draws"
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::depot::crypt::sha512_crypt;
     use crate::domain::{
         ActionRequest, BootMode, Client, Fqdn, Mac, Modules, NetbootProduct, ProductId, Secret,
         SystemUuid,
     };
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A salt giving dot-free hashes of `linux123` (and `pw`).
+    const SALT: &str = "pxeconfTestSalt9";
+
+    /// glibc's crypt(3) of `linux123` with `SALT` (Python 3.11:
+    /// `crypt.crypt("linux123", "$6$pxeconfTestSalt9")`).
+    const GLIBC_LINUX123: &str = "$6$pxeconfTestSalt9$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/";
 
     /// What every kernel line gets for `bundle(&[])`.
     const BASE: &str = "hn=client1 dn=branch.example.org product=win10-x64 \
@@ -441,24 +400,6 @@ pckey=0123456789abcdef0123456789abcdef";
             .collect();
         assert_eq!(words.len(), 1, "exactly one pwh in {line}");
         words[0]["pwh=".len()..].replace("\\$", "$")
-    }
-
-    /// glibc's crypt(3), through Python's `crypt` module: an implementation
-    /// independent of ours and of the sha-crypt crate.
-    fn system_crypt(password: &str, setting: &str) -> String {
-        let out = std::process::Command::new("python3")
-            .args([
-                "-W",
-                "ignore",
-                "-c",
-                "import crypt, sys; print(crypt.crypt(sys.argv[1], sys.argv[2]))",
-                password,
-                setting,
-            ])
-            .output()
-            .expect("python3 runs");
-        assert!(out.status.success(), "python3 failed: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     #[test]
@@ -682,28 +623,6 @@ macaddress=00:16:3e:aa:bb:cc service={written} pckey={KEY}\n"
     }
 
     #[test]
-    fn sha512_crypt_matches_the_reference_vector() {
-        // Ulrich Drepper's SHA-crypt specification, SHA-512 test 1.
-        assert_eq!(
-            sha512_crypt("Hello world!", "saltstring").unwrap(),
-            "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
-        );
-        // And crypt(3) agrees on another password and a full-length salt.
-        let ours = sha512_crypt("linux123", "Ab3./xYz09QrStUv").unwrap();
-        assert_eq!(ours, system_crypt("linux123", "$6$Ab3./xYz09QrStUv"));
-    }
-
-    #[test]
-    fn sha512_crypt_refuses_bad_salts() {
-        for salt in ["", "salt$", "with space", "0123456789abcdefg"] {
-            assert!(
-                matches!(sha512_crypt("pw", salt), Err(RenderError::Hash(_))),
-                "{salt:?} accepted"
-            );
-        }
-    }
-
-    #[test]
     fn the_root_password_becomes_an_escaped_verified_pwh() {
         let lines = render(
             "  append initrd=miniroot quiet\n",
@@ -727,20 +646,37 @@ macaddress=00:16:3e:aa:bb:cc service={written} pckey={KEY}\n"
         assert_eq!(fields[2].len(), 16, "{hash}");
         assert_eq!(fields[3].len(), 86, "{hash}");
         assert!(!hash.contains('.'), "{hash}");
-        // glibc's crypt(3) recomputes it from the password and its salt...
-        assert_eq!(system_crypt("linux123", &hash), hash);
+        // Recomputed from the password and its salt (our crypt matches
+        // glibc's, see `crypt`)...
+        assert_eq!(sha512_crypt("linux123", fields[2]).unwrap(), hash);
         // ...and a wrong password gives another hash.
-        assert_ne!(system_crypt("linux124", &hash), hash);
+        assert_ne!(sha512_crypt("linux124", fields[2]).unwrap(), hash);
     }
 
     #[test]
-    fn password_hashes_never_contain_a_dot() {
-        // Three in four raw hashes contain a `.`; opsi draws again, so do we.
-        for _ in 0..8 {
-            let hash = dotless_hash("linux123").unwrap();
-            assert!(!hash.contains('.'), "{hash}");
-            assert_eq!(system_crypt("linux123", &hash), hash);
-        }
+    fn a_fixed_salt_renders_glibc_hash_bytes() {
+        let renderer = Renderer::with_salt(Salt::new(SALT).unwrap());
+        let out = renderer
+            .render(
+                "  append initrd=miniroot quiet\n",
+                &bundle(&["bootimageRootPassword=linux123", "nomodeset"]),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "  append initrd=miniroot quiet {BASE} pwh={} nomodeset\n",
+                GLIBC_LINUX123.replace('$', "\\$")
+            )
+        );
+        // Another renderer with the same salt writes the same bytes.
+        let again = Renderer::with_salt(Salt::new(SALT).unwrap())
+            .render(
+                "  append initrd=miniroot quiet\n",
+                &bundle(&["bootimageRootPassword=linux123", "nomodeset"]),
+            )
+            .unwrap();
+        assert_eq!(out, again);
     }
 
     #[test]

@@ -1,15 +1,13 @@
-//! The `pxeconf.v1.Depot` gRPC service: thin handlers over `DepotCore`, and
-//! the one place depot errors become gRPC statuses.
+//! The `pxeconf.v1.Depot` gRPC service: thin handlers over `DepotCore`
+//! (statuses are chosen in `super::error`).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Span, error, instrument};
+use tracing::{Span, instrument};
 
-use super::render::RenderError;
-use super::template::TemplateError;
-use super::writer::WriterError;
-use super::{DepotCore, Error};
+use super::core::DepotCore;
+use super::error::Error;
 use crate::auth::RequireKey;
 use crate::domain::{ClientBundle, Fqdn, Secret};
 use crate::proto::{self, depot_server};
@@ -19,47 +17,11 @@ const DEFAULT_PAGE: usize = 1000;
 /// The largest page `ListPxeConfigs` returns.
 const MAX_PAGE: usize = 10_000;
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        let message = err.to_string();
-        match err {
-            Error::Invalid(_) => Status::invalid_argument(message),
-            Error::Template(TemplateError::Escapes { .. }) => Status::invalid_argument(message),
-            Error::Template(TemplateError::Missing { .. }) => Status::failed_precondition(message),
-            Error::Render(RenderError::UefiNotLicensed { .. }) => {
-                Status::failed_precondition(message)
-            }
-            Error::Writer(WriterError::Stale { .. }) => Status::aborted(message),
-            Error::Writer(WriterError::Conflict { .. }) => Status::already_exists(message),
-            Error::Writer(WriterError::NoFileNames { .. })
-            | Error::WrongDepot { .. }
-            | Error::NoAction { .. }
-            | Error::NoConfigServer => Status::failed_precondition(message),
-            Error::Writer(WriterError::Stopped) => Status::unavailable(message),
-            Error::LegacyOnly => Status::unimplemented(message),
-            Error::Lookup { ref status, .. } => match status.code() {
-                tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
-                    Status::failed_precondition(message)
-                }
-                _ => Status::unavailable(message),
-            },
-            // File system trouble is ours, not the caller's: the detail goes
-            // to the log, the caller learns that it happened.
-            Error::Writer(WriterError::Io { .. })
-            | Error::Template(TemplateError::Io { .. } | TemplateError::Dir { .. })
-            | Error::Render(RenderError::Hash(_)) => {
-                error!(error = %message, "depot internal error");
-                Status::internal("internal error on the depot; the depot log has the detail")
-            }
-        }
-    }
-}
-
 /// The Depot service with its auth check, plus reflection and health.
 pub async fn routes(core: Arc<DepotCore>, host_key: Option<Secret>) -> tonic::service::Routes {
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(depot_server::DepotServer::with_interceptor(
-        DepotService { core },
+        DepotService::new(core),
         RequireKey::new(host_key),
     ));
     crate::server::with_standard_services(routes, &["pxeconf.v1.Depot"]).await
@@ -68,6 +30,13 @@ pub async fn routes(core: Arc<DepotCore>, host_key: Option<Secret>) -> tonic::se
 /// The gRPC handlers.
 pub struct DepotService {
     core: Arc<DepotCore>,
+}
+
+impl DepotService {
+    /// The handlers over `core`, without auth (`routes` adds it).
+    pub fn new(core: Arc<DepotCore>) -> Self {
+        Self { core }
+    }
 }
 
 #[tonic::async_trait]
@@ -142,5 +111,408 @@ impl depot_server::Depot for DepotService {
             next_page_token: page.next_after.unwrap_or_default(),
             total: page.total as u64,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Handler edge cases, called directly (no socket): each bad input gets
+    //! its status and writes nothing. Transport and auth are tested over
+    //! real sockets in tests/it/depot.rs.
+
+    use std::path::PathBuf;
+
+    use tokio::sync::mpsc;
+    use tonic::Code;
+
+    use super::*;
+    use crate::depot::render::Renderer;
+    use crate::depot::template::{TemplateConfig, Templates};
+    use crate::depot::writer::{self, ReadEvent, WriterOptions};
+    use crate::domain::TemplateName;
+    use crate::metrics::Metrics;
+    use crate::proto::depot_server::Depot as _;
+
+    const PXELINUX: &str = "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 quiet\n";
+
+    const GRUB: &str =
+        "set timeout=0\nmenuentry 'opsi' {\n  linux (pxe)/linux/install-x64 quiet\n}\n";
+
+    /// A depot core over a temporary PXE and template directory, without a
+    /// configserver and without a read watcher.
+    struct Fixture {
+        root: tempfile::TempDir,
+        pxe: PathBuf,
+        service: DepotService,
+        _reads: mpsc::Receiver<ReadEvent>,
+    }
+
+    impl Fixture {
+        fn new(legacy: bool) -> Self {
+            let root = tempfile::tempdir().unwrap();
+            let pxe = root.path().join("pxe");
+            let templates = root.path().join("templates");
+            std::fs::create_dir_all(&pxe).unwrap();
+            std::fs::create_dir_all(&templates).unwrap();
+            std::fs::write(templates.join("install"), PXELINUX).unwrap();
+            std::fs::write(templates.join("install-grub-x64"), GRUB).unwrap();
+            let name = |n: &str| TemplateName::parse(n, "t").unwrap();
+            let templates = Templates::new(TemplateConfig {
+                dir: templates,
+                bios: name("install"),
+                uefi_x86: name("install-elilo-x86"),
+                uefi_x64: name("install-grub-x64"),
+            })
+            .unwrap();
+            let (reads_tx, reads) = mpsc::channel(16);
+            let (writer, _task) = writer::spawn(
+                WriterOptions {
+                    pxe_dir: pxe.clone(),
+                    io_threads: 1,
+                    depot_id: "depot1.example.org".into(),
+                },
+                reads_tx,
+                Metrics::new(),
+            );
+            let depot_id = Fqdn::parse("depot1.example.org", "depot_id").unwrap();
+            let core =
+                DepotCore::new(depot_id, templates, Renderer::new(), writer).with_legacy(legacy);
+            Self {
+                root,
+                pxe,
+                service: DepotService::new(Arc::new(core)),
+                _reads: reads,
+            }
+        }
+
+        fn files(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&self.pxe)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+
+        fn peek(&self, name: &str) -> String {
+            std::fs::read_to_string(self.pxe.join(name)).unwrap()
+        }
+
+        async fn set(
+            &self,
+            bundle: proto::ClientBundle,
+        ) -> Result<proto::SetPxeConfigResponse, Status> {
+            let response = self.service.set_pxe_config(Request::new(bundle)).await?;
+            Ok(response.into_inner())
+        }
+
+        async fn remove(&self, fqdn: &str, revision: u64) -> Result<bool, Status> {
+            let request = proto::RemovePxeConfigRequest {
+                fqdn: fqdn.into(),
+                revision,
+            };
+            let response = self
+                .service
+                .remove_pxe_config(Request::new(request))
+                .await?;
+            Ok(response.into_inner().removed)
+        }
+
+        async fn set_by_fqdn(&self, fqdn: &str) -> Status {
+            let request = proto::SetPxeConfigByFqdnRequest {
+                fqdn: fqdn.into(),
+                revision: 0,
+            };
+            self.service
+                .set_pxe_config_by_fqdn(Request::new(request))
+                .await
+                .unwrap_err()
+        }
+    }
+
+    fn mac(n: u32) -> String {
+        format!("02:00:00:00:00:{n:02x}")
+    }
+
+    fn mac_file(n: u32) -> String {
+        format!("01-{}", mac(n).replace(':', "-"))
+    }
+
+    fn uuid(n: u32) -> String {
+        format!("00000000-0000-4000-8000-{n:012x}")
+    }
+
+    /// A wire bundle for `client<n>.example.org` on depot1.
+    fn bundle(n: u32, revision: u64) -> proto::ClientBundle {
+        let fqdn = format!("client{n}.example.org");
+        proto::ClientBundle {
+            host: Some(proto::Host {
+                id: fqdn.clone(),
+                hardware_address: mac(n),
+                system_uuid: uuid(n),
+                ip_address: String::new(),
+                opsi_host_key: format!("{:032x}", 0xfeed_0000_u128 + u128::from(n)),
+            }),
+            product_on_client: Some(proto::ProductOnClient {
+                client_id: fqdn,
+                product_id: "win10-x64".into(),
+                action_request: "setup".into(),
+                ..Default::default()
+            }),
+            product_on_depot: None,
+            product: Some(proto::Product {
+                id: "win10-x64".into(),
+                product_version: "10.0".into(),
+                package_version: "3".into(),
+                pxe_config_template: String::new(),
+            }),
+            depot_id: "depot1.example.org".into(),
+            service_address: "https://config.example.org:4447".into(),
+            boot_mode: proto::BootMode::Bios as i32,
+            bootimage_append: vec!["lang=de".into()],
+            product_property_states: Default::default(),
+            modules: Some(proto::Modules {
+                uefi: true,
+                secureboot: false,
+            }),
+            revision,
+        }
+    }
+
+    fn assert_status(status: &Status, code: Code, mention: &str, what: &str) {
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(
+            status.message().contains(mention),
+            "{what}: message {:?} should mention {mention:?}",
+            status.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_input_gets_a_clear_status_and_writes_nothing() {
+        let f = Fixture::new(false);
+        // A template outside the template dir, reachable by a symlink inside it.
+        let outside = f.root.path().join("outside");
+        std::fs::write(&outside, PXELINUX).unwrap();
+        std::os::unix::fs::symlink(&outside, f.root.path().join("templates/sneaky")).unwrap();
+
+        type Mutation = Box<dyn Fn(&mut proto::ClientBundle)>;
+        let template = |t: String| -> Mutation {
+            Box::new(move |b: &mut proto::ClientBundle| {
+                b.product.as_mut().unwrap().pxe_config_template = t.clone()
+            })
+        };
+        let cases: Vec<(&str, Mutation, Code, &str)> = vec![
+            (
+                "no host",
+                Box::new(|b| b.host = None),
+                Code::InvalidArgument,
+                "host",
+            ),
+            (
+                "no product",
+                Box::new(|b| b.product = None),
+                Code::InvalidArgument,
+                "product",
+            ),
+            (
+                "traversal",
+                template("../../etc/passwd".into()),
+                Code::InvalidArgument,
+                "template",
+            ),
+            (
+                "absolute outside",
+                template(outside.display().to_string()),
+                Code::InvalidArgument,
+                "template",
+            ),
+            (
+                "symlink out",
+                template("sneaky".into()),
+                Code::InvalidArgument,
+                "sneaky",
+            ),
+            (
+                "missing template",
+                template("nosuch".into()),
+                Code::FailedPrecondition,
+                "nosuch",
+            ),
+            (
+                "malformed MAC",
+                Box::new(|b| b.host.as_mut().unwrap().hardware_address = "00:11:22:33:44".into()),
+                Code::InvalidArgument,
+                "host.hardware_address",
+            ),
+            (
+                "malformed UUID",
+                Box::new(|b| b.host.as_mut().unwrap().system_uuid = "1234".into()),
+                Code::InvalidArgument,
+                "host.system_uuid",
+            ),
+            (
+                "malformed FQDN",
+                Box::new(|b| b.host.as_mut().unwrap().id = "no_domain".into()),
+                Code::InvalidArgument,
+                "host.id",
+            ),
+            (
+                "kernel argument with a space",
+                Box::new(|b| b.bootimage_append.push("a b".into())),
+                Code::InvalidArgument,
+                "bootimage_append[1]",
+            ),
+            (
+                "no file name",
+                Box::new(|b| {
+                    let h = b.host.as_mut().unwrap();
+                    h.hardware_address.clear();
+                    h.system_uuid.clear();
+                }),
+                Code::FailedPrecondition,
+                "neither a MAC",
+            ),
+            (
+                "no action",
+                Box::new(|b| b.product_on_client.as_mut().unwrap().action_request = "none".into()),
+                Code::FailedPrecondition,
+                "no netboot action",
+            ),
+            (
+                "UEFI without module",
+                Box::new(|b| {
+                    b.boot_mode = proto::BootMode::UefiX64 as i32;
+                    b.modules = Some(proto::Modules::default());
+                }),
+                Code::FailedPrecondition,
+                "uefi",
+            ),
+            (
+                "other depot",
+                Box::new(|b| b.depot_id = "depot2.example.org".into()),
+                Code::FailedPrecondition,
+                "depot2.example.org",
+            ),
+        ];
+        for (what, mutate, code, mention) in cases {
+            let mut b = bundle(1, 1);
+            mutate(&mut b);
+            let status = f.set(b).await.unwrap_err();
+            assert_status(&status, code, mention, what);
+            assert!(f.files().is_empty(), "{what} wrote {:?}", f.files());
+        }
+    }
+
+    #[tokio::test]
+    async fn another_clients_mac_or_uuid_already_exists() {
+        let f = Fixture::new(false);
+        f.set(bundle(1, 1)).await.unwrap();
+        let before = f.files();
+        let content_before = f.peek(&mac_file(1));
+        let mut thief = bundle(2, 1);
+        thief.host.as_mut().unwrap().hardware_address = mac(1);
+        let status = f.set(thief).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert!(
+            status.message().contains("client1.example.org")
+                && status.message().contains("client2.example.org")
+        );
+        let mut thief = bundle(3, 1);
+        thief.host.as_mut().unwrap().system_uuid = uuid(1);
+        let status = f.set(thief).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(f.files(), before, "a conflict wrote something");
+        assert_eq!(f.peek(&mac_file(1)), content_before);
+    }
+
+    #[tokio::test]
+    async fn a_stale_revision_is_aborted() {
+        let f = Fixture::new(false);
+        f.set(bundle(1, 5)).await.unwrap();
+        let before = f.files();
+        let content_before = f.peek(&mac_file(1));
+        let mut old = bundle(1, 4);
+        old.bootimage_append = vec!["lang=fr".into()];
+        let status = f.set(old).await.unwrap_err();
+        assert_status(&status, Code::Aborted, "stale revision 4", "older set");
+        assert_eq!(f.peek(&mac_file(1)), content_before);
+        assert_eq!(f.files(), before);
+        // A removal older than what is held is refused too, and removes nothing.
+        let status = f.remove("client1.example.org", 3).await.unwrap_err();
+        assert_status(&status, Code::Aborted, "stale revision 3", "older removal");
+        assert_eq!(f.files(), before);
+        assert!(f.remove("client1.example.org", 6).await.unwrap());
+        assert!(f.files().is_empty());
+        let status = f.set(bundle(1, 6)).await.unwrap_err();
+        assert_status(
+            &status,
+            Code::Aborted,
+            "already removed",
+            "removed revision",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_legacy_only_depot_does_not_implement_set_pxe_config() {
+        let f = Fixture::new(true);
+        let status = f.set(bundle(1, 1)).await.unwrap_err();
+        assert_status(&status, Code::Unimplemented, "SetPxeConfigByFqdn", "legacy");
+        assert!(f.files().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_legacy_path_checks_the_fqdn_and_needs_a_configserver() {
+        let f = Fixture::new(false);
+        let status = f.set_by_fqdn("no_domain").await;
+        assert_status(&status, Code::InvalidArgument, "fqdn", "bad FQDN");
+        let status = f.set_by_fqdn("client1.example.org").await;
+        assert_status(
+            &status,
+            Code::FailedPrecondition,
+            "--configserver",
+            "no configserver",
+        );
+        let request = proto::RemovePxeConfigRequest {
+            fqdn: "no_domain".into(),
+            revision: 0,
+        };
+        let status = f
+            .service
+            .remove_pxe_config(Request::new(request))
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::InvalidArgument, "fqdn", "bad FQDN to remove");
+    }
+
+    #[tokio::test]
+    async fn listing_pages_and_filters_by_product() {
+        let f = Fixture::new(false);
+        for n in 0..3 {
+            f.set(bundle(n, 1)).await.unwrap();
+        }
+        let list = |page_size: u32, page_token: &str, product_id: &str| {
+            let request = proto::ListPxeConfigsRequest {
+                page_size,
+                page_token: page_token.into(),
+                product_id: product_id.into(),
+            };
+            f.service.list_pxe_configs(Request::new(request))
+        };
+        let all = list(0, "", "").await.unwrap().into_inner();
+        assert_eq!((all.configs.len(), all.total), (3, 3));
+        assert!(all.next_page_token.is_empty());
+        let first = list(2, "", "").await.unwrap().into_inner();
+        assert_eq!(first.next_page_token, "client1.example.org");
+        let rest = list(2, &first.next_page_token, "")
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rest.configs[0].fqdn, "client2.example.org");
+        // The product filter is trimmed and case-insensitive.
+        let none = list(10, "", "ubuntu").await.unwrap().into_inner();
+        assert!(none.configs.is_empty());
+        let some = list(10, "", " WIN10-x64 ").await.unwrap().into_inner();
+        assert_eq!(some.configs.len(), 3);
     }
 }

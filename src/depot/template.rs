@@ -144,40 +144,13 @@ impl Templates {
     /// Resolves `name` inside the template directory and returns its text,
     /// from the cache while the file is unchanged (one `stat`, no read).
     pub fn load(&self, name: &TemplateName) -> Result<Arc<Template>, TemplateError> {
-        let escapes = || TemplateError::Escapes {
-            name: name.to_string(),
-        };
-        let given = Path::new(name.as_str());
-        let joined = if given.is_absolute() {
-            // Refused before touching the file system, so that the answer
-            // does not tell whether a file elsewhere exists.
-            if !given.starts_with(&self.root) && !given.starts_with(&self.config.dir) {
-                return Err(escapes());
-            }
-            given.to_path_buf()
-        } else {
-            self.root.join(given)
-        };
-        let path = match std::fs::canonicalize(&joined) {
-            Ok(path) => path,
-            // `a/b` where `a` is a file is as missing as an absent `a/b`.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Err(TemplateError::Missing { path: joined });
-            }
-            Err(source) => {
-                return Err(TemplateError::Io {
-                    path: joined,
-                    source,
-                });
-            }
-        };
+        let path = self.resolve(name)?;
         // Symlinks are resolved by now: this catches one leading out.
-        let relative = path.strip_prefix(&self.root).map_err(|_| escapes())?;
+        let relative = path
+            .strip_prefix(&self.root)
+            .map_err(|_| TemplateError::Escapes {
+                name: name.to_string(),
+            })?;
         let meta = std::fs::metadata(&path).map_err(|source| TemplateError::Io {
             path: path.clone(),
             source,
@@ -207,6 +180,40 @@ impl Templates {
                 },
             );
         Ok(template)
+    }
+
+    /// The canonical path `name` leads to (symlinks followed, not yet
+    /// checked against the directory).
+    fn resolve(&self, name: &TemplateName) -> Result<PathBuf, TemplateError> {
+        let given = Path::new(name.as_str());
+        let joined = if given.is_absolute() {
+            // Refused before touching the file system, so that the answer
+            // does not tell whether a file elsewhere exists.
+            if !given.starts_with(&self.root) && !given.starts_with(&self.config.dir) {
+                return Err(TemplateError::Escapes {
+                    name: name.to_string(),
+                });
+            }
+            given.to_path_buf()
+        } else {
+            self.root.join(given)
+        };
+        match std::fs::canonicalize(&joined) {
+            Ok(path) => Ok(path),
+            // `a/b` where `a` is a file is as missing as an absent `a/b`.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Err(TemplateError::Missing { path: joined })
+            }
+            Err(source) => Err(TemplateError::Io {
+                path: joined,
+                source,
+            }),
+        }
     }
 
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PathBuf, Cached>> {
@@ -469,9 +476,18 @@ mod tests {
         let (_tmp, dir, t) = setup();
         let first = t.load(&name("install")).unwrap();
         assert_eq!(&*first.text, "bios\n");
-        // Same length, rewritten in place at once: the times (or ctime)
-        // change even when the size does not.
-        std::fs::write(dir.join("install"), "BIOS\n").unwrap();
+        // Same length, rewritten in place: the mtime tells. It is set
+        // explicitly, a second on: a fresh one could equal the old on a file
+        // system with coarse timestamps.
+        let path = dir.join("install");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, "BIOS\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime + std::time::Duration::from_secs(1))
+            .unwrap();
         let second = t.load(&name("install")).unwrap();
         assert_eq!(&*second.text, "BIOS\n");
         // Replaced by rename, with the old length and mtime: a new inode.

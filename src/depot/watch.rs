@@ -6,6 +6,7 @@
 //! the file and closed it without writing. `IN_MOVED_TO` comes from our own
 //! atomic writes and lets the writer tell a read of a replaced version apart.
 
+use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 
@@ -15,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::writer::{TMP_PREFIX, WatchEvent, WriterHandle};
+
+/// Bytes read from inotify at once: room for ~1000 events per read; the
+/// kernel queue holds the rest.
+const EVENT_BUFFER: usize = 64 * 1024;
 
 /// Starts watching `dir`; events go to the writer until `stop` fires. The
 /// watch is in place when this returns, so no read after it is missed.
@@ -31,8 +36,7 @@ pub fn spawn(
             | WatchMask::DELETE_SELF
             | WatchMask::MOVE_SELF,
     )?;
-    // Room for ~1000 events per read; the kernel queue holds the rest.
-    let mut stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
+    let mut stream = inotify.into_event_stream(vec![0u8; EVENT_BUFFER])?;
     let dir = dir.display().to_string();
     Ok(tokio::spawn(async move {
         loop {
@@ -48,30 +52,7 @@ pub fn spawn(
                 }
                 None => break,
             };
-            let forward = if event.mask.contains(EventMask::Q_OVERFLOW) {
-                Some(WatchEvent::Overflow)
-            } else if event
-                .mask
-                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
-            {
-                error!(%dir, "the PXE directory was removed or moved; reads are no longer seen");
-                None
-            } else if event.mask.contains(EventMask::ISDIR) {
-                None
-            } else {
-                let name = event.name.and_then(|n| n.to_str().map(str::to_owned));
-                match name {
-                    Some(name) if name.starts_with(TMP_PREFIX) => None,
-                    Some(name) if event.mask.contains(EventMask::CLOSE_NOWRITE) => {
-                        Some(WatchEvent::Read(name))
-                    }
-                    Some(name) if event.mask.contains(EventMask::MOVED_TO) => {
-                        Some(WatchEvent::Moved(name))
-                    }
-                    _ => None,
-                }
-            };
-            if let Some(forward) = forward
+            if let Some(forward) = forward(event.mask, event.name.as_deref(), &dir)
                 && writer.watch_event(forward).await.is_err()
             {
                 break;
@@ -83,4 +64,28 @@ pub fn spawn(
         }
         warn!(%dir, "read watcher ended before shutdown");
     }))
+}
+
+/// What an inotify event means to the writer, if anything.
+fn forward(mask: EventMask, name: Option<&OsStr>, dir: &str) -> Option<WatchEvent> {
+    if mask.contains(EventMask::Q_OVERFLOW) {
+        return Some(WatchEvent::Overflow);
+    }
+    if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+        error!(%dir, "the PXE directory was removed or moved; reads are no longer seen");
+        return None;
+    }
+    if mask.contains(EventMask::ISDIR) {
+        return None;
+    }
+    let name = name?.to_str()?.to_owned();
+    if name.starts_with(TMP_PREFIX) {
+        None
+    } else if mask.contains(EventMask::CLOSE_NOWRITE) {
+        Some(WatchEvent::Read(name))
+    } else if mask.contains(EventMask::MOVED_TO) {
+        Some(WatchEvent::Moved(name))
+    } else {
+        None
+    }
 }

@@ -123,13 +123,14 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
         host_key: None,
         legacy: false,
         io_threads: 2,
+        salt: None,
     }
 }
 
 /// A depot served on 127.0.0.1:0; stops when dropped.
 pub struct TestDepot {
     pub addr: SocketAddr,
-    pub reads: Option<mpsc::UnboundedReceiver<ReadEvent>>,
+    pub reads: Option<mpsc::Receiver<ReadEvent>>,
     pub metrics: Arc<Metrics>,
     server: Background,
 }

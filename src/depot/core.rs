@@ -1,0 +1,120 @@
+//! The depot's shared core: validate a bundle against this depot, render it,
+//! hand it to the writer; the legacy path looks the bundle up first.
+
+use super::error::Error;
+use super::render::Renderer;
+use super::template::Templates;
+use super::upstream::client::Upstream;
+use super::writer::{Rendered, SetOutcome, WriterError, WriterHandle};
+use crate::domain::{ActionRequest, ClientBundle, Fqdn};
+
+/// The depot's shared core: render a bundle, hand it to the writer.
+pub struct DepotCore {
+    /// This depot's id.
+    pub depot_id: Fqdn,
+    legacy: bool,
+    templates: Templates,
+    renderer: Renderer,
+    writer: WriterHandle,
+    upstream: Option<Upstream>,
+}
+
+impl DepotCore {
+    /// A core over its parts: serving `SetPxeConfig`, without a configserver
+    /// (so without legacy look-ups).
+    pub fn new(
+        depot_id: Fqdn,
+        templates: Templates,
+        renderer: Renderer,
+        writer: WriterHandle,
+    ) -> Self {
+        Self {
+            depot_id,
+            legacy: false,
+            templates,
+            renderer,
+            writer,
+            upstream: None,
+        }
+    }
+
+    /// The same core in legacy-only mode (`SetPxeConfig` answers
+    /// UNIMPLEMENTED) when `legacy` is true.
+    pub fn with_legacy(mut self, legacy: bool) -> Self {
+        self.legacy = legacy;
+        self
+    }
+
+    /// The same core looking clients up at `upstream` on the legacy path.
+    pub fn with_upstream(mut self, upstream: Option<Upstream>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+
+    /// Renders and writes a client's config.
+    pub async fn set(&self, bundle: ClientBundle) -> Result<SetOutcome, Error> {
+        if let Some(bundle_depot) = &bundle.depot_id
+            && bundle_depot != &self.depot_id
+        {
+            return Err(Error::WrongDepot {
+                bundle: bundle_depot.clone(),
+                this: self.depot_id.clone(),
+            });
+        }
+        if bundle.action_request == ActionRequest::None {
+            return Err(Error::NoAction {
+                fqdn: bundle.client.fqdn.clone(),
+                product: bundle.product.id.to_string(),
+            });
+        }
+        let files = bundle.client.pxe_file_names();
+        if files.is_empty() {
+            return Err(WriterError::NoFileNames {
+                fqdn: bundle.client.fqdn.clone(),
+            }
+            .into());
+        }
+        let template = self.templates.load(self.templates.choose(&bundle))?;
+        let content = self.renderer.render(&template.text, &bundle)?;
+        let outcome = self
+            .writer
+            .set(Rendered {
+                fqdn: bundle.client.fqdn,
+                product_id: bundle.product.id,
+                action_request: bundle.action_request,
+                revision: bundle.revision,
+                files,
+                content: content.into(),
+                template: template.name.clone(),
+            })
+            .await?;
+        Ok(outcome)
+    }
+
+    /// The legacy path: looks the client up at the configserver and writes
+    /// its config; removes it when the client has no netboot action.
+    pub async fn set_by_fqdn(&self, fqdn: Fqdn, revision: u64) -> Result<SetOutcome, Error> {
+        let upstream = self.upstream.as_ref().ok_or(Error::NoConfigServer)?;
+        match upstream.lookup_bundle(&fqdn, revision).await? {
+            Some(bundle) => self.set(bundle).await,
+            None => {
+                self.writer.remove(fqdn, revision).await?;
+                Ok(SetOutcome {
+                    files: Vec::new(),
+                    template: String::new(),
+                    revision,
+                })
+            }
+        }
+    }
+
+    /// The writer, for removal and listing.
+    pub fn writer(&self) -> &WriterHandle {
+        &self.writer
+    }
+
+    /// Whether `SetPxeConfig` is switched off.
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+}

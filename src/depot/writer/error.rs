@@ -1,0 +1,79 @@
+//! Why the writer refused or failed a command.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::domain::Fqdn;
+
+/// What became of the last revision the depot saw for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenState {
+    /// It is held: its files are in the PXE directory.
+    Held,
+    /// The client read it; its files are gone.
+    Read,
+    /// It was removed.
+    Removed,
+}
+
+impl SeenState {
+    /// The state as written in messages: `held`, `read` or `removed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Read => "read",
+            Self::Removed => "removed",
+        }
+    }
+}
+
+impl fmt::Display for SeenState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the writer refused or failed a command.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The command carries an older revision than the one held or seen.
+    #[error("stale revision {got} for {fqdn}: revision {held} was already {state}")]
+    Stale {
+        /// The client.
+        fqdn: Fqdn,
+        /// The revision in the command.
+        got: u64,
+        /// The revision the depot has seen.
+        held: u64,
+        /// What happened to `held`.
+        state: SeenState,
+    },
+    /// Another client holds one of the file names.
+    #[error("PXE config file {name} of {fqdn} already belongs to {owner}")]
+    Conflict {
+        /// The contested file name.
+        name: String,
+        /// The client that asked for it.
+        fqdn: Fqdn,
+        /// The client holding it.
+        owner: Fqdn,
+    },
+    /// The client has neither a MAC address nor a system UUID.
+    #[error("{fqdn} has neither a MAC address nor a system UUID to name its PXE config")]
+    NoFileNames {
+        /// The client.
+        fqdn: Fqdn,
+    },
+    /// A file could not be written or renamed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The writer task is gone (shutting down).
+    #[error("the PXE config writer has stopped")]
+    Stopped,
+}

@@ -1,0 +1,105 @@
+//! What goes into the writer and what comes out of it: rendered configs,
+//! outcomes, listings, read events and the watcher's events.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::domain::{ActionRequest, Fqdn, ProductId};
+
+/// A rendered config, ready to be written under its file names.
+#[derive(Clone)]
+pub struct Rendered {
+    /// The client.
+    pub fqdn: Fqdn,
+    /// The netboot product.
+    pub product_id: ProductId,
+    /// The action request it carries.
+    pub action_request: ActionRequest,
+    /// Its revision (0: unversioned).
+    pub revision: u64,
+    /// File names inside the PXE directory (UUID, then MAC).
+    pub files: Vec<String>,
+    /// The file content (contains the host key: never log it).
+    pub content: Arc<str>,
+    /// The template used, relative to the template directory.
+    pub template: String,
+}
+
+// The content holds the host key and a password hash: never in a log.
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("fqdn", &self.fqdn)
+            .field("product_id", &self.product_id)
+            .field("revision", &self.revision)
+            .field("files", &self.files)
+            .field("content", &format_args!("<{} bytes>", self.content.len()))
+            .field("template", &self.template)
+            .finish()
+    }
+}
+
+/// What a successful `set` left in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// File names written, relative to the PXE directory.
+    pub files: Vec<String>,
+    /// The template used.
+    pub template: String,
+    /// The revision now held.
+    pub revision: u64,
+}
+
+/// A pending config as listed: never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigInfo {
+    /// The client.
+    pub fqdn: Fqdn,
+    /// The netboot product.
+    pub product_id: ProductId,
+    /// The action request.
+    pub action_request: ActionRequest,
+    /// File names.
+    pub files: Vec<String>,
+    /// The template used.
+    pub template: String,
+    /// When it was written.
+    pub since: SystemTime,
+    /// Its revision.
+    pub revision: u64,
+}
+
+/// One page of pending configs.
+#[derive(Debug, Clone)]
+pub struct ConfigPage {
+    /// Entries, ordered by FQDN.
+    pub configs: Vec<ConfigInfo>,
+    /// The FQDN to continue after, if there is more.
+    pub next_after: Option<String>,
+    /// All pending configs.
+    pub total: usize,
+}
+
+/// A TFTP read of a client's config: the client is booting its action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEvent {
+    /// The client.
+    pub fqdn: Fqdn,
+    /// The product it booted.
+    pub product_id: ProductId,
+    /// The revision it read.
+    pub revision: u64,
+    /// The action request of that revision.
+    pub action_request: ActionRequest,
+}
+
+/// What the read watcher tells the writer.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// A file was opened and closed without writing: a TFTP read.
+    Read(String),
+    /// A file was renamed into the directory (our own atomic writes).
+    Moved(String),
+    /// The kernel dropped events; the writer rechecks the files it holds.
+    Overflow,
+}
