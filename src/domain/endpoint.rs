@@ -50,7 +50,11 @@ mod tests {
         let e = Endpoint::parse(" http://depot1.example.org:50051/ ", "endpoint").unwrap();
         assert_eq!(e.as_str(), "http://depot1.example.org:50051");
         assert!(!e.is_tls());
-        assert!(Endpoint::parse("https://127.0.0.1:1", "x").unwrap().is_tls());
+        assert!(
+            Endpoint::parse("https://127.0.0.1:1", "x")
+                .unwrap()
+                .is_tls()
+        );
         for bad in ["", "depot1:50051", "ftp://x", "http://", "http:// x"] {
             let err = Endpoint::parse(bad, "endpoint").unwrap_err();
             assert_eq!(err.field, "endpoint", "{bad:?}");
