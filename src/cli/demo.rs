@@ -11,7 +11,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::CliError;
+use super::error::CliError;
 use super::lab::{Lab, LabOptions, client_fqdn, mac_file};
 use super::tftp::TftpServer;
 use crate::telemetry::LogFormat;

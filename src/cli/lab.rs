@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::CliError;
+use super::error::CliError;
 use crate::auth::AttachKey;
 use crate::configserver::dispatch::DispatchSettings;
 use crate::configserver::{ConfigServer, ConfigServerConfig, Core};

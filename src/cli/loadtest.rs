@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::CliError;
+use super::error::CliError;
 use super::lab::{Lab, LabOptions};
 use crate::auth::AttachKey;
 use crate::domain::Secret;
