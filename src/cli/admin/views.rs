@@ -145,18 +145,16 @@ impl From<proto::ClientStatus> for StatusView {
 
 /// Prints a client's status for people.
 pub(super) fn print_status(v: &StatusView) {
-    let fields = [
-        ("client", &v.client),
+    println!("{:<8} {}", "client", v.client);
+    let known = [
         ("mac", &v.hardware_address),
         ("uuid", &v.system_uuid),
         ("ip", &v.ip_address),
         ("depot", &v.depot_id),
         ("note", &v.note),
     ];
-    for (name, value) in fields {
-        if !value.is_empty() || name == "client" {
-            println!("{name:<8} {value}");
-        }
+    for (name, value) in known.into_iter().filter(|(_, v)| !v.is_empty()) {
+        println!("{name:<8} {value}");
     }
     println!();
     if v.products.is_empty() {
