@@ -1,6 +1,9 @@
 //! Bearer-token authentication between services: `authorization: Bearer
-//! <host key>` in the request metadata. Keys are compared in constant time
-//! and never logged.
+//! <host key>` in the request metadata. Keys are loaded by one set of rules
+//! (environment or key file), compared in constant time and never logged.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -95,9 +98,171 @@ impl Interceptor for AttachKey {
 #[error("host key must be printable ASCII")]
 pub struct InvalidKey;
 
+/// A key as the environment gives it: the variable's name, for messages, and
+/// its value. Read once, with the flags, so that whoever builds settings in
+/// process (tests) decides whether there is one; `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct EnvKey {
+    name: &'static str,
+    value: Option<String>,
+}
+
+impl EnvKey {
+    /// The variable `name` of this process's environment; unset (or not
+    /// Unicode) is no key.
+    pub fn read(name: &'static str) -> Self {
+        Self {
+            name,
+            value: std::env::var(name).ok(),
+        }
+    }
+
+    /// `value`, as if the variable `name` held it.
+    pub fn given(name: &'static str, value: impl Into<String>) -> Self {
+        Self {
+            name,
+            value: Some(value.into()),
+        }
+    }
+}
+
+impl fmt::Debug for EnvKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.value.as_ref().map(|_| "***");
+        f.debug_struct("EnvKey")
+            .field("name", &self.name)
+            .field("value", &value)
+            .finish()
+    }
+}
+
+/// Where a key was found, as an error names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// An environment variable.
+    Env(&'static str),
+    /// A key file.
+    File(PathBuf),
+}
+
+impl fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyOrigin::Env(name) => f.write_str(name),
+            KeyOrigin::File(path) => write!(f, "key file {}", path.display()),
+        }
+    }
+}
+
+/// A key that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key file could not be read.
+    #[error("key file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file holds nothing but blanks.
+    #[error("key file {} is empty", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key holds a space or a character that is not printable ASCII, so
+    /// an `authorization` header cannot carry it.
+    #[error("{origin}: the key must be printable ASCII without spaces")]
+    Unprintable {
+        /// Where it came from.
+        origin: KeyOrigin,
+    },
+}
+
+/// Loads a key by the rules every role and verb shares: the environment
+/// variable wins when it holds more than blanks, else the file, else there is
+/// none. Either is trimmed and must be printable ASCII without spaces; a key
+/// file that is empty is an error, not "no key". Keys are never taken from
+/// the command line, where `ps` would show them.
+pub fn load_key(env: &EnvKey, file: Option<&Path>) -> Result<Option<Secret>, KeyError> {
+    let (key, origin) = match env.value.as_deref().map(str::trim) {
+        Some(key) if !key.is_empty() => (key.to_owned(), KeyOrigin::Env(env.name)),
+        _ => {
+            let Some(path) = file else { return Ok(None) };
+            let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let key = text.trim();
+            if key.is_empty() {
+                return Err(KeyError::Empty {
+                    path: path.to_owned(),
+                });
+            }
+            (key.to_owned(), KeyOrigin::File(path.to_owned()))
+        }
+    };
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(KeyError::Unprintable { origin });
+    }
+    Ok(Some(Secret::new(key)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_load_by_one_set_of_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k");
+        std::fs::write(&file, "  from-file\n").unwrap();
+        let none = EnvKey::default();
+        let load = |env: &EnvKey, file: Option<&Path>| {
+            load_key(env, file).map(|k| k.map(|k| k.expose().to_owned()))
+        };
+        assert_eq!(load(&none, None).unwrap(), None);
+        assert_eq!(
+            load(&none, Some(&file)).unwrap().as_deref(),
+            Some("from-file")
+        );
+        // The variable wins, trimmed; blank counts as unset.
+        let env = EnvKey::given("PXECONF_TEST_KEY", " from-env ");
+        assert_eq!(
+            load(&env, Some(&file)).unwrap().as_deref(),
+            Some("from-env")
+        );
+        let blank = EnvKey::given("PXECONF_TEST_KEY", "  ");
+        assert_eq!(
+            load(&blank, Some(&file)).unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(load(&blank, None).unwrap(), None);
+
+        std::fs::write(&file, " \n").unwrap();
+        let empty = load(&none, Some(&file)).unwrap_err();
+        assert!(matches!(empty, KeyError::Empty { .. }), "{empty}");
+        let absent = dir.path().join("absent");
+        let err = load(&none, Some(&absent)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("key file {}: ", absent.display())),
+            "{err}"
+        );
+
+        std::fs::write(&file, "two words").unwrap();
+        let err = load(&none, Some(&file)).unwrap_err().to_string();
+        assert!(
+            err.ends_with("must be printable ASCII without spaces"),
+            "{err}"
+        );
+        let err = load(&EnvKey::given("PXECONF_TEST_KEY", "schlüssel"), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PXECONF_TEST_KEY: the key must be printable ASCII without spaces"
+        );
+        assert!(!format!("{env:?}").contains("from-env"));
+    }
 
     fn with_auth(value: &str) -> Request<()> {
         let mut r = Request::new(());

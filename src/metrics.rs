@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Labels naming a depot.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +57,12 @@ pub struct WriteLabels {
     pub result: String,
 }
 
+/// `metric`, after registering a handle to it (they share their values).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs … ~1.6 s covers a loopback no-op up to a push stuck behind a busy disk.
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -86,64 +92,61 @@ pub struct Metrics {
 impl Metrics {
     /// A fresh registry with every family registered.
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("pxeconf");
-        let pushes = Family::<PushLabels, Counter>::default();
-        let queue_depth = Family::<DepotLabel, Gauge>::default();
-        let lookups = Family::<RpcLabel, Counter>::default();
-        let pending_configs = Family::<DepotLabel, Gauge>::default();
-        let tftp_reads = Family::<DepotLabel, Counter>::default();
-        let config_writes = Family::<WriteLabels, Counter>::default();
-        let read_reports = Family::<WriteLabels, Counter>::default();
-        let rpc_latency =
+        let mut r = Registry::with_prefix("pxeconf");
+        let latency =
             Family::<RpcLatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
             );
-        registry.register(
-            "pushes",
-            "Pushes from the configserver to depots",
-            pushes.clone(),
-        );
-        registry.register(
-            "dispatch_queue_depth",
-            "Pushes owed to a depot",
-            queue_depth.clone(),
-        );
-        registry.register("lookups", "Legacy look-ups served, by RPC", lookups.clone());
-        registry.register(
-            "pending_configs",
-            "PXE configs a depot holds",
-            pending_configs.clone(),
-        );
-        registry.register(
-            "tftp_reads",
-            "TFTP reads of PXE configs seen by a depot",
-            tftp_reads.clone(),
-        );
-        registry.register(
-            "config_writes",
-            "PXE config writes on a depot",
-            config_writes.clone(),
-        );
-        registry.register(
-            "read_reports",
-            "Read reports sent by a depot",
-            read_reports.clone(),
-        );
-        registry.register(
-            "rpc_duration_seconds",
-            "Served gRPC call latency",
-            rpc_latency.clone(),
-        );
         Arc::new(Self {
-            registry,
-            pushes,
-            queue_depth,
-            lookups,
-            pending_configs,
-            tftp_reads,
-            config_writes,
-            read_reports,
-            rpc_latency,
+            pushes: registered(
+                &mut r,
+                "pushes",
+                "Pushes from the configserver to depots",
+                Family::default(),
+            ),
+            queue_depth: registered(
+                &mut r,
+                "dispatch_queue_depth",
+                "Pushes owed to a depot",
+                Family::default(),
+            ),
+            lookups: registered(
+                &mut r,
+                "lookups",
+                "Legacy look-ups served, by RPC",
+                Family::default(),
+            ),
+            pending_configs: registered(
+                &mut r,
+                "pending_configs",
+                "PXE configs a depot holds",
+                Family::default(),
+            ),
+            tftp_reads: registered(
+                &mut r,
+                "tftp_reads",
+                "TFTP reads of PXE configs seen by a depot",
+                Family::default(),
+            ),
+            config_writes: registered(
+                &mut r,
+                "config_writes",
+                "PXE config writes on a depot",
+                Family::default(),
+            ),
+            read_reports: registered(
+                &mut r,
+                "read_reports",
+                "Read reports sent by a depot",
+                Family::default(),
+            ),
+            rpc_latency: registered(
+                &mut r,
+                "rpc_duration_seconds",
+                "Served gRPC call latency",
+                latency,
+            ),
+            registry: r,
         })
     }
 

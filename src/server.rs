@@ -27,10 +27,17 @@ pub async fn with_standard_services(mut routes: RoutesBuilder, services: &[&str]
     }
     // Advertise only what this server serves: the descriptor set holds every
     // pxeconf service, and a depot listing Admin would mislead grpcurl users.
+    // Each reflection builder adds only its own version's descriptors, but
+    // both versions are advertised, so both are registered in both: else a
+    // bare `grpcurl describe` fails on the other version's symbol.
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         let mut b = b
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
             .with_service_name("grpc.health.v1.Health")
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection");

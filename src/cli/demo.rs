@@ -11,9 +11,11 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::CliError;
+use super::error::CliError;
 use super::lab::{Lab, LabOptions, client_fqdn, mac_file};
 use super::tftp::TftpServer;
+use crate::config::DEFAULT_IO_THREADS;
+use crate::configserver::dispatch::DispatchSettings;
 use crate::telemetry::LogFormat;
 
 /// Marks a directory as the demo's own, so that it may be wiped.
@@ -43,13 +45,44 @@ pub struct DemoArgs {
     pub log_format: LogFormat,
 }
 
+/// The path a depot's pushes take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushPath {
+    /// `SetPxeConfig` with the whole bundle.
+    New,
+    /// `SetPxeConfigByFqdn`, the depot looking the client up.
+    Legacy,
+}
+
+impl PushPath {
+    /// `new` or `legacy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushPath::New => "new",
+            PushPath::Legacy => "legacy",
+        }
+    }
+}
+
+/// How the demo reads configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMethod {
+    /// tftpd-hpa serves them and the demo fetches them over TFTP.
+    Tftp,
+    /// tftpd-hpa is not installed: the demo opens and closes the files, which
+    /// is what the depot watches for.
+    OpenClose,
+}
+
 /// One depot's line of the summary.
 #[derive(Debug, Serialize)]
 pub struct DepotSummary {
     /// Its id.
     pub id: String,
-    /// `new` or `legacy`.
-    pub path: &'static str,
+    /// The path its pushes took.
+    pub path: PushPath,
     /// Clients that belong to it.
     pub clients: u64,
     /// Configs it was pushed (set, acknowledged).
@@ -75,8 +108,8 @@ pub struct Summary {
     pub pushes_legacy: u64,
     /// Look-ups the legacy depot made at the configserver.
     pub lookups: u64,
-    /// `tftp` (tftpd-hpa served the reads) or `open-close`.
-    pub read_method: &'static str,
+    /// How the configs were read.
+    pub read_method: ReadMethod,
     /// Configs read.
     pub reads: u64,
     /// Of the read clients, those whose action request is now `none`.
@@ -99,36 +132,35 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         return Err("--clients must be at least 1".into());
     }
     let dir = prepare_dir(&args.dir)?;
-    let say = |line: String| {
-        if !args.json {
-            println!("{line}");
-        }
-    };
     let lab = Lab::start(LabOptions {
         dir: dir.clone(),
         pxe_root: dir.clone(),
         depots: 3,
         legacy: 1,
-        concurrency: 32,
-        io_threads: 4,
+        concurrency: DispatchSettings::default().concurrency,
+        io_threads: DEFAULT_IO_THREADS,
     })
     .await?;
-    say(format!("pxeconf demo in {}", dir.display()));
-    say(format!(
-        "  configserver  {}  (database {})",
-        lab.configserver,
-        dir.join("pxeconf.db").display()
-    ));
-    for d in &lab.depots {
-        say(format!(
-            "  depot         {}  {}{}  ({})",
-            d.addr,
-            d.id,
-            if d.legacy { " [legacy-only]" } else { "" },
-            d.pxe_dir.display()
-        ));
+    if !args.json {
+        print_lab(&lab, &dir);
     }
+    let summary = run_on(&lab, &args, &dir).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    if args.keep_running {
+        print_grpcurl(&lab, &dir);
+        crate::server::shutdown_signal().await;
+    }
+    lab.shutdown().await;
+    Ok(())
+}
 
+/// The demo on a started lab: the inventory, a `setup` for every client,
+/// delivery, a share of the configs read; then what happened.
+async fn run_on(lab: &Lab, args: &DemoArgs, dir: &Path) -> Result<Summary, CliError> {
     let bar = progress(args.clients.into(), "inventory");
     lab.seed(args.clients).await?;
     bar.finish_and_clear();
@@ -143,31 +175,77 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     .await?;
     let push_time = start.elapsed();
     bar.finish_and_clear();
-    say(format!(
-        "  {} netboot actions set and delivered in {:.2} s",
-        args.clients,
-        push_time.as_secs_f64()
-    ));
+    if !args.json {
+        println!(
+            "  {} netboot actions set and delivered in {:.2} s",
+            args.clients,
+            push_time.as_secs_f64()
+        );
+    }
     let pushed = lab.delivery_counts().await?;
 
-    let read_count = ((f64::from(args.clients) * args.read_share).ceil() as u32).min(args.clients);
-    let step = (args.clients / read_count.max(1)).max(1);
-    let readers: Vec<u32> = (0..args.clients)
-        .step_by(step as usize)
-        .take(read_count as usize)
-        .collect();
+    let readers = readers(args.clients, args.read_share);
     let tftpd = TftpServer::find();
-    let read_method = if tftpd.is_some() {
-        "tftp"
-    } else {
-        "open-close"
+    let read_method = match tftpd {
+        Some(_) => ReadMethod::Tftp,
+        None => ReadMethod::OpenClose,
     };
     let bar = progress(readers.len() as u64, "configs read");
-    read_configs(&lab, &readers, tftpd.as_deref(), &bar).await?;
-    let actions_none = wait_actions_none(&lab, &readers, &bar).await?;
+    read_configs(lab, &readers, tftpd.as_deref(), &bar).await?;
+    let actions_none = wait_actions_none(lab, &readers, &bar).await?;
     bar.finish_and_clear();
 
     let runtime = lab.core.dispatcher.runtime();
+    Ok(Summary {
+        clients: args.clients,
+        pushes_new: runtime.values().map(|r| r.pushes_new).sum(),
+        pushes_legacy: runtime.values().map(|r| r.pushes_legacy).sum(),
+        depots: depot_summaries(lab, &all, &pushed)?,
+        lookups: lab.metrics.lookups_total(),
+        read_method,
+        reads: readers.len() as u64,
+        actions_none,
+        push_seconds: push_time.as_secs_f64(),
+        clients_per_second: f64::from(args.clients) / push_time.as_secs_f64().max(1e-9),
+        dir: dir.to_owned(),
+    })
+}
+
+/// What was started, for people.
+fn print_lab(lab: &Lab, dir: &Path) {
+    println!("pxeconf demo in {}", dir.display());
+    println!(
+        "  configserver  {}  (database {})",
+        lab.configserver,
+        dir.join("pxeconf.db").display()
+    );
+    for d in &lab.depots {
+        println!(
+            "  depot         {}  {}{}  ({})",
+            d.addr,
+            d.id,
+            if d.legacy { " [legacy-only]" } else { "" },
+            d.pxe_dir.display()
+        );
+    }
+}
+
+/// The clients whose config is read: `share` of them, spread evenly.
+fn readers(clients: u32, share: f64) -> Vec<u32> {
+    let count = ((f64::from(clients) * share).ceil() as u32).min(clients);
+    let step = (clients / count.max(1)).max(1);
+    (0..clients)
+        .step_by(step as usize)
+        .take(count as usize)
+        .collect()
+}
+
+/// Per depot: its clients, what it was pushed, what is on its disk now.
+fn depot_summaries(
+    lab: &Lab,
+    clients: &[u32],
+    pushed: &[(u64, u64)],
+) -> Result<Vec<DepotSummary>, CliError> {
     let mut depots = Vec::new();
     for (i, d) in lab.depots.iter().enumerate() {
         let on_disk = std::fs::read_dir(&d.pxe_dir)?
@@ -176,38 +254,19 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             .count() as u64;
         depots.push(DepotSummary {
             id: d.id.clone(),
-            path: if d.legacy { "legacy" } else { "new" },
-            clients: all.iter().filter(|n| lab.depot_index(**n) == i).count() as u64,
+            path: if d.legacy {
+                PushPath::Legacy
+            } else {
+                PushPath::New
+            },
+            clients: clients.iter().filter(|n| lab.depot_index(**n) == i).count() as u64,
             pushed: pushed[i].0,
             on_disk,
             pxe_dir: d.pxe_dir.clone(),
             addr: d.addr,
         });
     }
-    let summary = Summary {
-        clients: args.clients,
-        pushes_new: runtime.values().map(|r| r.pushes_new).sum(),
-        pushes_legacy: runtime.values().map(|r| r.pushes_legacy).sum(),
-        depots,
-        lookups: lab.metrics.lookups_total(),
-        read_method,
-        reads: readers.len() as u64,
-        actions_none,
-        push_seconds: push_time.as_secs_f64(),
-        clients_per_second: f64::from(args.clients) / push_time.as_secs_f64().max(1e-9),
-        dir: dir.clone(),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print_summary(&summary);
-    }
-    if args.keep_running {
-        print_grpcurl(&lab, &dir);
-        crate::server::shutdown_signal().await;
-    }
-    lab.shutdown().await;
-    Ok(())
+    Ok(depots)
 }
 
 /// Empties `dir` if an earlier demo made it (or it is empty), refusing
@@ -333,7 +392,11 @@ fn print_summary(s: &Summary) {
     for d in &s.depots {
         println!(
             "  {:<34} {:>10}  pushed {} ({} path), {} configs on disk now",
-            d.id, d.clients, d.pushed, d.path, d.on_disk
+            d.id,
+            d.clients,
+            d.pushed,
+            d.path.as_str(),
+            d.on_disk
         );
     }
     println!(
@@ -353,10 +416,9 @@ fn print_summary(s: &Summary) {
         "  {:<34} {:>10}  ({per_client:.0} per legacy push, 0 on the new path)",
         "look-ups by the legacy depot", s.lookups
     );
-    let how = if s.read_method == "tftp" {
-        "through tftpd-hpa"
-    } else {
-        "open+close (tftpd-hpa not installed)"
+    let how = match s.read_method {
+        ReadMethod::Tftp => "through tftpd-hpa",
+        ReadMethod::OpenClose => "open+close (tftpd-hpa not installed)",
     };
     println!("  {:<34} {:>10}  {how}", "configs read", s.reads);
     println!(

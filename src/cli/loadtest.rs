@@ -3,17 +3,18 @@
 //! and over the legacy path (`SetPxeConfigByFqdn`, seven look-ups per
 //! client), and how fast one depot writes when driven directly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::CliError;
+use super::error::CliError;
 use super::lab::{Lab, LabOptions};
-use crate::auth::AttachKey;
-use crate::domain::Secret;
+use crate::auth::{AttachKey, EnvKey, load_key};
+use crate::config::DEFAULT_IO_THREADS;
+use crate::configserver::dispatch::DispatchSettings;
 use crate::proto;
 use crate::telemetry::LogFormat;
 
@@ -24,10 +25,10 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 10_000)]
     pub clients: u32,
     /// Pushes in flight per depot.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DispatchSettings::default().concurrency)]
     pub concurrency: usize,
     /// Blocking I/O threads per depot.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DEFAULT_IO_THREADS)]
     pub io_threads: usize,
     /// Concurrent SetPxeConfig calls in the direct phase.
     #[arg(long, default_value_t = 64)]
@@ -96,17 +97,7 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
     if args.clients == 0 {
         return Err("--clients must be at least 1".into());
     }
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            let base = if std::path::Path::new("/dev/shm").is_dir() {
-                PathBuf::from("/dev/shm")
-            } else {
-                std::env::temp_dir()
-            };
-            base.join(format!("pxeconf-loadtest-{}", std::process::id()))
-        }
-    };
+    let dir = work_dir(args.dir.as_deref());
     std::fs::create_dir_all(&dir)?;
     let lab = Lab::start(LabOptions {
         dir: dir.clone(),
@@ -129,46 +120,16 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         ("new path (SetPxeConfig)", &new_clients),
         ("legacy path (SetPxeConfigByFqdn)", &legacy_clients),
     ] {
-        let lookups_before = lab.metrics.lookups_total();
-        let start = Instant::now();
-        lab.set_actions(clients, "setup").await?;
-        let admin_seconds = start.elapsed().as_secs_f64();
         delivered += clients.len() as u64;
-        lab.wait_delivered(delivered, Duration::from_secs(3600), |_| {})
-            .await?;
-        let seconds = start.elapsed().as_secs_f64();
-        let lookups = lab.metrics.lookups_total() - lookups_before;
-        phases.push(Phase {
-            name,
-            clients: clients.len() as u32,
-            seconds,
-            admin_seconds,
-            clients_per_second: clients.len() as f64 / seconds,
-            lookups_per_client: lookups as f64 / clients.len() as f64,
-            latency_ms: None,
-        });
+        phases.push(through_configserver(&lab, name, clients, delivered).await?);
     }
     phases.push(direct(&lab, args.clients, args.direct_concurrency).await?);
 
-    let new_rate = phases[0].clients_per_second;
-    let legacy_rate = phases[1].clients_per_second;
-    let configs_held = lab
-        .depots
-        .iter()
-        .map(|d| {
-            std::fs::read_dir(&d.pxe_dir)
-                .map(|r| {
-                    r.filter_map(Result::ok)
-                        .filter(|e| e.file_name().to_string_lossy().starts_with("01-"))
-                        .count()
-                })
-                .unwrap_or(0) as u64
-        })
-        .sum();
+    let new_over_legacy = phases[0].clients_per_second / phases[1].clients_per_second;
     let report = Report {
         phases,
-        new_over_legacy: new_rate / legacy_rate,
-        configs_held,
+        new_over_legacy,
+        configs_held: configs_held(&lab),
         peak_rss_mib: peak_rss_kib().map_or(0.0, |k| k as f64 / 1024.0),
         dir: dir.clone(),
     };
@@ -184,11 +145,68 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `dir`, else a fresh directory under /dev/shm (tmpfs) if present, else
+/// under the system temp dir.
+fn work_dir(dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = dir {
+        return dir.to_owned();
+    }
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("pxeconf-loadtest-{}", std::process::id()))
+}
+
+/// Sets `setup` for `clients` through the configserver and waits until
+/// `delivered` configs (these and the earlier phases') are delivered.
+async fn through_configserver(
+    lab: &Lab,
+    name: &'static str,
+    clients: &[u32],
+    delivered: u64,
+) -> Result<Phase, CliError> {
+    let lookups_before = lab.metrics.lookups_total();
+    let start = Instant::now();
+    lab.set_actions(clients, "setup").await?;
+    let admin_seconds = start.elapsed().as_secs_f64();
+    lab.wait_delivered(delivered, Duration::from_secs(3600), |_| {})
+        .await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let lookups = lab.metrics.lookups_total() - lookups_before;
+    Ok(Phase {
+        name,
+        clients: clients.len() as u32,
+        seconds,
+        admin_seconds,
+        clients_per_second: clients.len() as f64 / seconds,
+        lookups_per_client: lookups as f64 / clients.len() as f64,
+        latency_ms: None,
+    })
+}
+
+/// PXE configs (MAC-named files) the lab's depots hold.
+fn configs_held(lab: &Lab) -> u64 {
+    lab.depots
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(&d.pxe_dir)
+                .map(|r| {
+                    r.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("01-"))
+                        .count()
+                })
+                .unwrap_or(0) as u64
+        })
+        .sum()
+}
+
 /// Drives depot 1's `SetPxeConfig` directly with `concurrency` calls in
 /// flight over one HTTP/2 channel: the depot's own ceiling.
 async fn direct(lab: &Lab, clients: u32, concurrency: usize) -> Result<Phase, CliError> {
     let depot = &lab.depots[0];
-    let key = Secret::new(std::fs::read_to_string(&depot.key_file)?);
+    let key = load_key(&EnvKey::default(), Some(&depot.key_file))?.unwrap_or_default();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", depot.addr))?
         .connect()
         .await?;

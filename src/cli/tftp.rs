@@ -24,24 +24,20 @@ pub fn fetch(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Ve
     };
     let socket = UdpSocket::bind(local)?;
     socket.set_read_timeout(Some(timeout))?;
-    let mut request = RRQ.to_be_bytes().to_vec();
-    request.extend_from_slice(name.as_bytes());
-    request.push(0);
-    request.extend_from_slice(b"octet");
-    request.push(0);
-
-    let mut last_sent = request;
-    let mut last_to = server;
-    socket.send_to(&last_sent, last_to)?;
-    // The server answers from a fresh port (its transfer id); later packets
-    // from anywhere else are not ours.
-    let mut peer: Option<SocketAddr> = None;
-    let mut expected: u16 = 1;
-    let mut data = Vec::new();
+    let mut transfer = Transfer {
+        socket,
+        name,
+        last_sent: read_request(name),
+        last_to: server,
+        peer: None,
+        expected: 1,
+        data: Vec::new(),
+        retries: 0,
+    };
+    transfer.resend()?;
     let mut buf = [0u8; 4 + BLOCK];
-    let mut retries = 0;
     loop {
-        let (n, from) = match socket.recv_from(&mut buf) {
+        let (n, from) = match transfer.socket.recv_from(&mut buf) {
             Ok(received) => received,
             Err(e)
                 if matches!(
@@ -49,44 +45,87 @@ pub fn fetch(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Ve
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                retries += 1;
-                if retries > RETRIES {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("TFTP read of {name} timed out"),
-                    ));
-                }
-                socket.send_to(&last_sent, last_to)?;
+                transfer.timed_out()?;
                 continue;
             }
             Err(e) => return Err(e),
         };
-        if n < 4 || peer.is_some_and(|p| p != from) {
-            continue;
+        if let Some(data) = transfer.packet(&buf[..n], from)? {
+            return Ok(data);
         }
-        peer = Some(from);
-        let opcode = u16::from_be_bytes([buf[0], buf[1]]);
-        let number = u16::from_be_bytes([buf[2], buf[3]]);
+    }
+}
+
+/// A read request for `name` in octet mode.
+fn read_request(name: &str) -> Vec<u8> {
+    let mut request = RRQ.to_be_bytes().to_vec();
+    request.extend_from_slice(name.as_bytes());
+    request.push(0);
+    request.extend_from_slice(b"octet");
+    request.push(0);
+    request
+}
+
+/// One read in progress.
+struct Transfer<'a> {
+    socket: UdpSocket,
+    name: &'a str,
+    /// What was sent last (the request, then the last ACK), for resending.
+    last_sent: Vec<u8>,
+    last_to: SocketAddr,
+    /// The server answers from a fresh port (its transfer id); later packets
+    /// from anywhere else are not ours.
+    peer: Option<SocketAddr>,
+    expected: u16,
+    data: Vec<u8>,
+    retries: u32,
+}
+
+impl Transfer<'_> {
+    fn resend(&self) -> io::Result<()> {
+        self.socket.send_to(&self.last_sent, self.last_to).map(drop)
+    }
+
+    /// Nothing came in time: resend, or give up after [`RETRIES`].
+    fn timed_out(&mut self) -> io::Result<()> {
+        self.retries += 1;
+        if self.retries > RETRIES {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("TFTP read of {} timed out", self.name),
+            ));
+        }
+        self.resend()
+    }
+
+    /// Handles one packet; the file once its last block is in.
+    fn packet(&mut self, packet: &[u8], from: SocketAddr) -> io::Result<Option<Vec<u8>>> {
+        if packet.len() < 4 || self.peer.is_some_and(|p| p != from) {
+            return Ok(None);
+        }
+        self.peer = Some(from);
+        let opcode = u16::from_be_bytes([packet[0], packet[1]]);
+        let number = u16::from_be_bytes([packet[2], packet[3]]);
+        let payload = &packet[4..];
         match opcode {
-            DATA if number == expected => {
-                data.extend_from_slice(&buf[4..n]);
+            DATA if number == self.expected => {
+                self.data.extend_from_slice(payload);
                 let mut ack = ACK.to_be_bytes().to_vec();
                 ack.extend_from_slice(&number.to_be_bytes());
-                socket.send_to(&ack, from)?;
-                if n - 4 < BLOCK {
-                    return Ok(data);
+                self.socket.send_to(&ack, from)?;
+                if payload.len() < BLOCK {
+                    return Ok(Some(std::mem::take(&mut self.data)));
                 }
-                last_sent = ack;
-                last_to = from;
-                expected = expected.wrapping_add(1);
-                retries = 0;
+                self.last_sent = ack;
+                self.last_to = from;
+                self.expected = self.expected.wrapping_add(1);
+                self.retries = 0;
+                Ok(None)
             }
             // A duplicate of the previous block: our ACK was lost.
-            DATA => {
-                socket.send_to(&last_sent, last_to)?;
-            }
+            DATA => self.resend().map(|()| None),
             ERROR => {
-                let message = String::from_utf8_lossy(&buf[4..n])
+                let message = String::from_utf8_lossy(payload)
                     .trim_end_matches('\0')
                     .to_string();
                 let kind = if number == 1 {
@@ -94,17 +133,15 @@ pub fn fetch(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Ve
                 } else {
                     io::ErrorKind::Other
                 };
-                return Err(io::Error::new(
+                Err(io::Error::new(
                     kind,
-                    format!("TFTP error {number} for {name}: {message}"),
-                ));
+                    format!("TFTP error {number} for {}: {message}", self.name),
+                ))
             }
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected TFTP opcode {opcode}"),
-                ));
-            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected TFTP opcode {opcode}"),
+            )),
         }
     }
 }

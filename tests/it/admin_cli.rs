@@ -5,13 +5,11 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::common::*;
 use pxeconf::proto;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pxeconf");
 
 /// What a run of the binary left.
 struct Out {
@@ -58,16 +56,8 @@ async fn run(env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Out {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let stdin = stdin.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(BIN);
         // The developer's own settings must not leak into the test.
-        for var in [
-            "PXECONF_SERVER",
-            "PXECONF_ADMIN_KEY",
-            "PXECONF_ADMIN_KEY_FILE",
-        ] {
-            command.env_remove(var);
-        }
-        let mut child = command
+        let mut child = pxeconf_command()
             .args(&args)
             .envs(env)
             .stdin(Stdio::piped())
@@ -774,6 +764,6 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
     let nonsense = cli("nonsense", &["depots"]).await.failed();
     assert_eq!(
         nonsense,
-        "pxeconf: --server \"nonsense\" is not a URL like http://127.0.0.1:50050"
+        "pxeconf: --server: \"nonsense\" is not a URL like http://host.example.org:50051"
     );
 }

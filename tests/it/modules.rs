@@ -487,7 +487,6 @@ fn fake(module: &str, text: &str) -> Source {
 }
 
 #[test]
-#[ignore = "TEMPORARY while issue 7 untangles the last cycles"]
 fn the_crate_has_no_module_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let sources = sources(&src);

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::pxeconf_command;
 use pxeconf::cli::lab::{Lab, LabOptions, mac_file};
 use pxeconf::config::{ConfigServerArgs, DepotArgs};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pxeconf");
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -19,7 +18,7 @@ fn repo(path: &str) -> PathBuf {
 fn the_demo_runs_and_its_summary_matches_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
-    let out = Command::new(BIN)
+    let out = pxeconf_command()
         .args(["demo", "--clients", "200", "--json", "--dir"])
         .arg(&demo)
         .output()
@@ -77,7 +76,7 @@ fn the_demo_runs_and_its_summary_matches_the_disk() {
     );
 
     // The human summary of a second run (the directory is the demo's, so it is reused).
-    let out = Command::new(BIN)
+    let out = pxeconf_command()
         .args(["demo", "--clients", "30", "--dir"])
         .arg(&demo)
         .output()
@@ -102,7 +101,7 @@ fn the_demo_runs_and_its_summary_matches_the_disk() {
 fn the_demo_refuses_a_directory_it_did_not_make() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("precious"), "keep me").unwrap();
-    let out = Command::new(BIN)
+    let out = pxeconf_command()
         .args(["demo", "--clients", "5", "--dir"])
         .arg(dir.path())
         .output()
@@ -197,6 +196,9 @@ async fn metrics_are_served_with_the_named_series() {
 fn the_example_configs_load() {
     let key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key.path(), "0123456789abcdef0123456789abcdef\n").unwrap();
+    // Built in process, the args carry no `PXECONF_HOST_KEY` (only parsing the
+    // command line reads it), so a key in the host's environment cannot
+    // replace the file's.
     let depot = DepotArgs {
         config: Some(repo("contrib/depot.toml")),
         host_key_file: Some(key.path().to_owned()),
@@ -252,8 +254,8 @@ fn the_example_configs_load() {
 
 /// Runs the binary; (exit code, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("PXECONF_HOST_KEY");
+    let mut cmd = pxeconf_command();
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -357,7 +359,7 @@ fn a_depot_logs_json_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("templates");
     std::fs::create_dir_all(&templates).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = pxeconf_command()
         .args([
             "depot",
             "--listen",
@@ -370,7 +372,6 @@ fn a_depot_logs_json_and_drains_on_sigterm() {
         .env("PXECONF_PXE_DIR", dir.path().join("pxe"))
         .env("PXECONF_TEMPLATE_DIR", &templates)
         .env("RUST_LOG", "info")
-        .env_remove("PXECONF_HOST_KEY")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -115,3 +115,76 @@ async fn every_rpc_has_a_working_grpcurl_example() {
     }
     lab.shutdown().await;
 }
+
+/// Runs grpcurl with `args`, off the runtime; (success, stdout + stderr).
+async fn grpcurl(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("grpcurl").args(&args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_describe_works_on_the_configserver_and_on_a_depot() {
+    if !crate::common::have_tool("grpcurl", "describing the servers by reflection") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabOptions {
+        dir: dir.path().to_owned(),
+        pxe_root: dir.path().to_owned(),
+        depots: 1,
+        legacy: 0,
+        concurrency: 8,
+        io_threads: 2,
+    })
+    .await
+    .unwrap();
+    let standard = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let servers = [
+        (
+            lab.configserver,
+            vec!["pxeconf.v1.ConfigServer", "pxeconf.v1.Admin"],
+            vec!["pxeconf.v1.Depot"],
+        ),
+        (
+            lab.depots[0].addr,
+            vec!["pxeconf.v1.Depot"],
+            vec!["pxeconf.v1.Admin", "pxeconf.v1.ConfigServer"],
+        ),
+    ];
+    for (addr, own, others) in servers {
+        // No symbol: every advertised service, the reflection services'
+        // own descriptors included.
+        let args = [
+            "-plaintext".to_owned(),
+            addr.to_string(),
+            "describe".to_owned(),
+        ];
+        let (ok, output) = grpcurl(args.to_vec()).await;
+        assert!(ok, "grpcurl -plaintext {addr} describe failed:\n{output}");
+        for service in standard.iter().chain(&own) {
+            assert!(
+                output.contains(&format!("{service} is a service:")),
+                "{service} missing in the describe of {addr}:\n{output}"
+            );
+        }
+        for service in others {
+            assert!(
+                !output.contains(&format!("{service} is a service:")),
+                "{addr} advertises {service}:\n{output}"
+            );
+        }
+    }
+    lab.shutdown().await;
+}

@@ -33,6 +33,19 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// The binary under test with none of the developer's `PXECONF_*` settings
+/// (server, keys, listen address …) in its environment: a test sets what it
+/// means to.
+pub fn pxeconf_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pxeconf"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PXECONF_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Whether `program` can be run; outside CI a missing tool skips the test
 /// with a message, in CI it fails it.
 pub fn have_tool(program: &str, why: &str) -> bool {

@@ -1,0 +1,182 @@
+//! Bulk writes: lists sent in chunks of one transaction each, what the
+//! configserver did counted per section, a progress bar advanced, and a
+//! failed chunk reported with the item's index in the whole list and what
+//! was already applied.
+
+use std::future::Future;
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+use tonic::{Response, Status};
+
+use super::connect::{Admin, grpc_error};
+use super::output::progress_bar;
+use crate::cli::error::CliError;
+use crate::proto;
+
+/// Items per write call; the configserver applies each call as one transaction.
+const CHUNK: usize = 1000;
+
+/// What one section of a bulk write did.
+#[derive(Debug, Serialize)]
+pub(super) struct SectionTotals {
+    pub section: &'static str,
+    pub items: u64,
+    pub affected: u64,
+    pub pushes_queued: u64,
+}
+
+/// What a bulk write did, per section and in all.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Totals {
+    pub sections: Vec<SectionTotals>,
+    pub items: u64,
+    pub affected: u64,
+    pub pushes_queued: u64,
+}
+
+/// Sends lists in chunks of [`CHUNK`], counting what the configserver did and
+/// advancing a progress bar.
+pub(super) struct Bulk {
+    bar: ProgressBar,
+    totals: Totals,
+    /// Whether failures name the section (an import has several).
+    name_sections: bool,
+}
+
+impl Bulk {
+    /// A bulk write of `items` in all; the bar shows only on a terminal.
+    pub fn new(items: usize, name_sections: bool) -> Self {
+        Self {
+            bar: progress_bar(items),
+            totals: Totals::default(),
+            name_sections,
+        }
+    }
+
+    /// Sends `items` through `call`, one call per chunk, in order.
+    pub async fn send<T, F, Fut>(
+        &mut self,
+        section: &'static str,
+        items: Vec<T>,
+        mut call: F,
+    ) -> Result<(), CliError>
+    where
+        F: FnMut(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<Response<proto::WriteResponse>, Status>>,
+    {
+        let count = items.len();
+        if count == 0 {
+            return Ok(());
+        }
+        self.bar.set_message(section);
+        let mut done = SectionTotals {
+            section,
+            items: count as u64,
+            affected: 0,
+            pushes_queued: 0,
+        };
+        let mut items = items.into_iter();
+        let mut offset = 0;
+        while offset < count {
+            let chunk: Vec<T> = items.by_ref().take(CHUNK).collect();
+            let len = chunk.len();
+            let response = call(chunk)
+                .await
+                .map_err(|status| self.failure(section, offset, len, count, &status))?
+                .into_inner();
+            done.affected += response.affected;
+            done.pushes_queued += response.pushes_queued;
+            self.totals.items += len as u64;
+            self.bar.inc(len as u64);
+            offset += len;
+        }
+        self.totals.affected += done.affected;
+        self.totals.pushes_queued += done.pushes_queued;
+        self.totals.sections.push(done);
+        Ok(())
+    }
+
+    /// A failed chunk as one line. The configserver numbers items within the
+    /// call, so `clients[3]` in the third chunk becomes `clients[2003]`; and
+    /// since earlier chunks were committed, the line says how much was.
+    fn failure(
+        &self,
+        section: &str,
+        offset: usize,
+        len: usize,
+        count: usize,
+        status: &Status,
+    ) -> CliError {
+        let place = if count > CHUNK {
+            format!("{section}[{offset}..{}]: ", offset + len)
+        } else if self.name_sections {
+            format!("{section}: ")
+        } else {
+            String::new()
+        };
+        let applied = match self.totals.items {
+            0 => String::new(),
+            n => format!("; {n} earlier items were applied, none from here on"),
+        };
+        self.bar.abandon();
+        let error = renumber(&grpc_error(status), section, offset);
+        format!("{place}{error}{applied}").into()
+    }
+
+    /// Clears the bar and returns the totals.
+    pub fn finish(self) -> Totals {
+        self.bar.finish_and_clear();
+        self.totals
+    }
+}
+
+/// `CODE: section[i]…` with `i` moved by `offset`; anything else unchanged.
+fn renumber(line: &str, section: &str, offset: usize) -> String {
+    let renumbered = || {
+        let (code, message) = line.split_once(": ")?;
+        let rest = message.strip_prefix(section)?.strip_prefix('[')?;
+        let (index, tail) = rest.split_once(']')?;
+        let index: usize = index.parse().ok()?;
+        Some(format!("{code}: {section}[{}]{tail}", index + offset))
+    };
+    match renumbered() {
+        Some(line) if offset > 0 => line,
+        _ => line.to_owned(),
+    }
+}
+
+/// Sets action requests through `bulk`.
+pub(super) async fn send_actions(
+    admin: &Admin,
+    bulk: &mut Bulk,
+    actions: Vec<proto::ActionRequest>,
+) -> Result<(), CliError> {
+    bulk.send("action_requests", actions, |action_requests| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .set_action_requests(proto::SetActionRequestsRequest { action_requests })
+                .await
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_renumbered_within_the_section() {
+        let line = "INVALID_ARGUMENT: clients[3].hardware_address: invalid MAC";
+        assert_eq!(
+            renumber(line, "clients", 2000),
+            "INVALID_ARGUMENT: clients[2003].hardware_address: invalid MAC"
+        );
+        assert_eq!(renumber(line, "clients", 0), line);
+        assert_eq!(renumber(line, "depots", 1000), line);
+        let not_found = "NOT_FOUND: client ghost.example.org does not exist";
+        assert_eq!(renumber(not_found, "action_requests", 1000), not_found);
+    }
+}

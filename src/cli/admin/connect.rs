@@ -1,0 +1,181 @@
+//! Reaching the configserver's Admin service: the `--server` URL (checked by
+//! the one URL validator), the admin key (loaded by the one key loader), one
+//! connection per verb, and a failed call or connection as one line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
+
+use crate::auth::{AttachKey, EnvKey, load_key};
+use crate::cli::error::CliError;
+use crate::domain::Endpoint;
+use crate::proto;
+
+/// How long to wait for the configserver to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The environment variable that may hold the admin key (it wins over the key file).
+pub const ADMIN_KEY_ENV: &str = "PXECONF_ADMIN_KEY";
+
+/// The configserver's gRPC URL unless `--server` or `PXECONF_SERVER` says otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50050";
+
+/// How to reach the configserver, and how to print; shared by every verb.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The configserver's gRPC URL.
+    #[arg(long, env = "PXECONF_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// File holding the configserver's host key (the key itself may instead be in the
+    /// environment variable PXECONF_ADMIN_KEY, which wins).
+    #[arg(long, env = "PXECONF_ADMIN_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The key in `PXECONF_ADMIN_KEY`, read with the flags but never a flag
+    /// (`ps` would show it).
+    #[arg(skip = EnvKey::read(ADMIN_KEY_ENV))]
+    pub key_env: EnvKey,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An Admin client with the key attached to every call.
+pub(super) type Admin = proto::admin_client::AdminClient<InterceptedService<Channel, AttachKey>>;
+
+impl Connection {
+    /// An Admin client over one connection, the key attached to every call:
+    /// `PXECONF_ADMIN_KEY`, else the key file, else none (which a
+    /// configserver without a key accepts).
+    pub(super) async fn connect(&self) -> Result<Admin, CliError> {
+        let key = load_key(&self.key_env, self.key_file.as_deref())?.unwrap_or_default();
+        let attach = AttachKey::new(&key).map_err(|e| format!("admin key: {e}"))?;
+        let url = Endpoint::parse(&self.server, "--server")?;
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("--server {url}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach the configserver at {url}: {}", causes(&e)))?;
+        Ok(proto::admin_client::AdminClient::with_interceptor(
+            channel, attach,
+        ))
+    }
+
+    /// Prints `value` as JSON with `--json`, else as `table` prints it.
+    pub(super) fn print<T: Serialize>(
+        &self,
+        value: &T,
+        table: impl FnOnce(&T),
+    ) -> Result<(), CliError> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            table(value);
+        }
+        Ok(())
+    }
+}
+
+/// An error and its causes on one line: tonic's connect error on its own says
+/// only "transport error".
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// The canonical name of a gRPC code, as grpcurl and the gRPC docs print it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A failed call as one line: `NOT_FOUND: client x.example.org does not exist`.
+pub(super) fn grpc_error(status: &Status) -> String {
+    let message = status.message().trim();
+    if message.is_empty() {
+        code_name(status.code()).to_owned()
+    } else {
+        format!(
+            "{}: {}",
+            code_name(status.code()),
+            message.replace('\n', " ")
+        )
+    }
+}
+
+/// The answer of a call, or its failure as one line.
+pub(super) fn answer<T>(result: Result<Response<T>, Status>) -> Result<T, CliError> {
+    result
+        .map(Response::into_inner)
+        .map_err(|s| grpc_error(&s).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_errors_name_the_canonical_code() {
+        let status = Status::not_found("client x.example.org does not exist");
+        assert_eq!(
+            grpc_error(&status),
+            "NOT_FOUND: client x.example.org does not exist"
+        );
+        assert_eq!(
+            grpc_error(&Status::failed_precondition("")),
+            "FAILED_PRECONDITION"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_server_url_and_the_key_are_checked_before_connecting() {
+        let connection = |server: &str, key: &str| Connection {
+            server: server.into(),
+            key_file: None,
+            key_env: EnvKey::given(ADMIN_KEY_ENV, key),
+            json: false,
+        };
+        let err = connection("nonsense", "k").connect().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--server: \"nonsense\" is not a URL like http://host.example.org:50051"
+        );
+        let err = connection(DEFAULT_SERVER, "two words")
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PXECONF_ADMIN_KEY: the key must be printable ASCII without spaces"
+        );
+    }
+}

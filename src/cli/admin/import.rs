@@ -1,0 +1,201 @@
+//! `pxeconf import FILE`: an inventory file (TOML or JSON, sections and field
+//! names as in the Admin API), declared once as a table of sections and sent
+//! section by section, in dependency order.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::bulk::{Bulk, Totals};
+use super::connect::{Admin, Connection};
+use super::output::table;
+use crate::cli::error::CliError;
+use crate::proto;
+
+/// `pxeconf import FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Inventory file: `.toml` or `.json`, sections and field names as in the Admin API
+    /// (see examples/inventory.toml).
+    pub file: PathBuf,
+    /// How to reach the configserver.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Declares the inventory: per section, an entry type with the proto message's
+/// field names (each optional, defaulting to empty), its conversion to the
+/// message, and the Admin write that takes it. Sections are imported in the
+/// order they are declared.
+macro_rules! inventory {
+    ($(
+        $section:ident: $entry:ident => $message:ident {
+            $($field:ident: $ty:ty),* $(,)?
+        } by $rpc:ident($request:ident);
+    )*) => {
+        /// An inventory file.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct Inventory {
+            $($section: Vec<$entry>,)*
+        }
+
+        $(
+            /// One entry of its section, as in the file.
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields, default)]
+            struct $entry {
+                $($field: $ty,)*
+            }
+
+            // Every field is named, so a field added to the message does not
+            // compile until the inventory can carry it.
+            impl From<$entry> for proto::$message {
+                fn from(entry: $entry) -> Self {
+                    proto::$message { $($field: entry.$field,)* }
+                }
+            }
+        )*
+
+        impl Inventory {
+            /// Entries in all sections.
+            fn len(&self) -> usize {
+                0 $(+ self.$section.len())*
+            }
+
+            /// Sends every section in declaration order.
+            async fn send(self, admin: &Admin, bulk: &mut Bulk) -> Result<(), CliError> {
+                $(
+                    let items = self.$section.into_iter().map(proto::$message::from).collect();
+                    bulk.send(stringify!($section), items, |$section| {
+                        let mut admin = admin.clone();
+                        async move { admin.$rpc(proto::$request { $section }).await }
+                    })
+                    .await?;
+                )*
+                Ok(())
+            }
+        }
+    };
+}
+
+// Dependencies first: a depot before the products on it, a client before its
+// states, and action requests last, once everything a push needs is there.
+inventory! {
+    configs: ConfigEntry => Config {
+        id: String, default_values: Vec<String>, description: String,
+    } by upsert_configs(UpsertConfigsRequest);
+    depots: DepotEntry => DepotInfo {
+        id: String, endpoint: String, host_key: String, description: String,
+    } by upsert_depots(UpsertDepotsRequest);
+    products: ProductEntry => Product {
+        id: String, product_version: String, package_version: String, pxe_config_template: String,
+    } by upsert_products(UpsertProductsRequest);
+    product_on_depots: ProductOnDepotEntry => ProductOnDepot {
+        depot_id: String, product_id: String, product_version: String, package_version: String,
+    } by upsert_product_on_depots(UpsertProductOnDepotsRequest);
+    clients: ClientEntry => Host {
+        id: String, hardware_address: String, system_uuid: String, ip_address: String,
+        opsi_host_key: String,
+    } by upsert_clients(UpsertClientsRequest);
+    config_states: ConfigStateEntry => ConfigState {
+        object_id: String, config_id: String, values: Vec<String>,
+    } by upsert_config_states(UpsertConfigStatesRequest);
+    product_property_states: PropertyStateEntry => ProductPropertyState {
+        object_id: String, product_id: String, property_id: String, values: Vec<String>,
+    } by upsert_product_property_states(UpsertProductPropertyStatesRequest);
+    action_requests: ActionEntry => ActionRequest {
+        client_id: String, product_id: String, action_request: String,
+    } by set_action_requests(SetActionRequestsRequest);
+}
+
+/// Reads an inventory, TOML or JSON by the file's extension.
+fn read_inventory(path: &Path) -> Result<Inventory, CliError> {
+    let name = path.display();
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let json = match extension.as_deref() {
+        Some("json") => true,
+        Some("toml") => false,
+        _ => return Err(format!("{name}: an inventory is a .toml or a .json file").into()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    if json {
+        return serde_json::from_str(&text).map_err(|e| format!("{name}: {e}").into());
+    }
+    toml::from_str(&text).map_err(|e| {
+        // toml's own rendering spans several lines; keep the message, name the place.
+        let place = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line} column {column}")
+        });
+        format!(
+            "{name}: {}{}",
+            e.message().trim(),
+            place.unwrap_or_default()
+        )
+        .into()
+    })
+}
+
+/// `pxeconf import FILE`: every section of the file, in dependency order, in
+/// transactions of up to 1,000 items; then the totals.
+pub async fn import(args: ImportArgs) -> Result<(), CliError> {
+    let inventory = read_inventory(&args.file)?;
+    let admin = args.connection.connect().await?;
+    let mut bulk = Bulk::new(inventory.len(), true);
+    inventory.send(&admin, &mut bulk).await?;
+    let totals = bulk.finish();
+    args.connection
+        .print(&totals, |totals| print_totals(&args.file, totals))
+}
+
+/// Prints what an import did, per section and in all.
+fn print_totals(file: &Path, totals: &Totals) {
+    let row = |name: &str, items: u64, affected: u64, queued: u64| {
+        vec![
+            name.to_owned(),
+            items.to_string(),
+            affected.to_string(),
+            queued.to_string(),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = totals
+        .sections
+        .iter()
+        .map(|s| row(s.section, s.items, s.affected, s.pushes_queued))
+        .collect();
+    rows.push(row(
+        "total",
+        totals.items,
+        totals.affected,
+        totals.pushes_queued,
+    ));
+    table(&["SECTION", "ITEMS", "AFFECTED", "PUSHES QUEUED"], &rows);
+    println!(
+        "imported {}: {} rows changed, {} pushes queued",
+        file.display(),
+        totals.affected,
+        totals.pushes_queued
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_errors_name_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[[clients]]\nid = \"a.example.org\"\nmac = \"x\"\n").unwrap();
+        let err = read_inventory(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `mac`"), "{err}");
+        assert!(err.ends_with("at line 3 column 1"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}

@@ -1,0 +1,191 @@
+//! The verbs besides import: `set-action` (a bulk write), and the reads
+//! `status`, `depots` and `pending` (all pages).
+
+use std::io::BufRead;
+
+use serde::Serialize;
+
+use super::bulk::{Bulk, send_actions};
+use super::connect::{Admin, Connection, answer};
+use super::views::{DepotView, PendingView, StatusView, print_depots, print_pending, print_status};
+use crate::cli::error::CliError;
+use crate::proto;
+
+/// Entries asked for per `ListPending` call.
+const PAGE: u32 = 1000;
+
+/// `pxeconf set-action CLIENT… --product P --action A`.
+#[derive(Debug, clap::Args)]
+pub struct SetActionArgs {
+    /// Client FQDNs; `-` reads them from stdin, one per line (blank lines and `#` comments
+    /// are skipped).
+    #[arg(required = true)]
+    pub clients: Vec<String>,
+    /// The netboot product.
+    #[arg(long)]
+    pub product: String,
+    /// setup, uninstall, update, always, once, custom or none.
+    #[arg(long, default_value = "setup")]
+    pub action: String,
+    /// How to reach the configserver.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `pxeconf status CLIENT`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The client's FQDN.
+    pub client: String,
+    /// How to reach the configserver.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `pxeconf depots`.
+#[derive(Debug, clap::Args)]
+pub struct DepotsArgs {
+    /// How to reach the configserver.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `pxeconf pending --depot D`.
+#[derive(Debug, clap::Args)]
+pub struct PendingArgs {
+    /// The depot's id (its FQDN).
+    #[arg(long)]
+    pub depot: String,
+    /// How to reach the configserver.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// What `set-action` did.
+#[derive(Debug, Serialize)]
+struct SetActionView {
+    product: String,
+    action: String,
+    clients: u64,
+    affected: u64,
+    pushes_queued: u64,
+}
+
+/// The client FQDNs of the command line, `-` replaced by stdin's lines, each once.
+fn client_list(args: &[String]) -> Result<Vec<String>, CliError> {
+    let mut clients = Vec::new();
+    for arg in args {
+        if arg != "-" {
+            clients.push(arg.trim().to_owned());
+            continue;
+        }
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| format!("reading clients from stdin: {e}"))?;
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                clients.push(line.to_owned());
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    clients.retain(|c| seen.insert(c.to_ascii_lowercase()));
+    Ok(clients)
+}
+
+/// `pxeconf set-action CLIENT… --product P --action A`: one action request
+/// per client, in transactions of up to 1,000.
+pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
+    let clients = client_list(&args.clients)?;
+    let admin = args.connection.connect().await?;
+    let mut bulk = Bulk::new(clients.len(), false);
+    let actions = clients
+        .iter()
+        .map(|client| proto::ActionRequest {
+            client_id: client.clone(),
+            product_id: args.product.clone(),
+            action_request: args.action.clone(),
+        })
+        .collect();
+    send_actions(&admin, &mut bulk, actions).await?;
+    let totals = bulk.finish();
+    let view = SetActionView {
+        product: args.product,
+        action: args.action,
+        clients: clients.len() as u64,
+        affected: totals.affected,
+        pushes_queued: totals.pushes_queued,
+    };
+    args.connection.print(&view, |v| {
+        println!(
+            "{} {} for {} clients: {} rows changed, {} pushes queued",
+            v.action, v.product, v.clients, v.affected, v.pushes_queued
+        );
+    })
+}
+
+/// `pxeconf status CLIENT`: netboot products, the depot, and where its PXE
+/// config is: queued, delivered, read or failed.
+pub async fn status(args: StatusArgs) -> Result<(), CliError> {
+    let mut admin = args.connection.connect().await?;
+    let request = proto::GetClientStatusRequest { fqdn: args.client };
+    let view = StatusView::from(answer(admin.get_client_status(request).await)?);
+    args.connection.print(&view, print_status)
+}
+
+/// Every registered depot.
+async fn list_depots(admin: &mut Admin) -> Result<Vec<DepotView>, CliError> {
+    let depots = answer(admin.list_depots(proto::ListDepotsRequest {}).await)?.depots;
+    Ok(depots.into_iter().map(DepotView::from).collect())
+}
+
+/// `pxeconf depots`: endpoint, reachability, new or legacy path, pushes
+/// queued and configs delivered but not yet read.
+pub async fn depots(args: DepotsArgs) -> Result<(), CliError> {
+    let mut admin = args.connection.connect().await?;
+    let depots = list_depots(&mut admin).await?;
+    args.connection.print(&depots, |d| print_depots(d))
+}
+
+/// `pxeconf pending --depot D`: every push owed to the depot or delivered and
+/// not yet read, all pages of it.
+pub async fn pending(args: PendingArgs) -> Result<(), CliError> {
+    let mut admin = args.connection.connect().await?;
+    // An unknown depot has nothing pending; say so rather than print "0 pending".
+    let wanted = args.depot.trim().trim_end_matches('.').to_ascii_lowercase();
+    if !list_depots(&mut admin)
+        .await?
+        .iter()
+        .any(|d| d.id == wanted)
+    {
+        return Err(format!(
+            "depot {} is not registered (`pxeconf depots` lists them)",
+            args.depot
+        )
+        .into());
+    }
+    let pending = all_pending(&mut admin, &wanted).await?;
+    args.connection.print(&pending, |p| print_pending(p))
+}
+
+/// Every page of what is pending for `depot_id`.
+async fn all_pending(admin: &mut Admin, depot_id: &str) -> Result<Vec<PendingView>, CliError> {
+    let mut pending = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = proto::ListPendingRequest {
+            depot_id: depot_id.to_owned(),
+            page_size: PAGE,
+            page_token: token.clone(),
+        };
+        let page = answer(admin.list_pending(request).await)?;
+        pending.extend(page.pending.into_iter().map(PendingView::from));
+        if page.next_page_token.is_empty() {
+            return Ok(pending);
+        }
+        // A token that does not move would page forever.
+        if page.next_page_token == token {
+            return Err("the configserver returned the same page token twice".into());
+        }
+        token = page.next_page_token;
+    }
+}

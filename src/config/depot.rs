@@ -1,0 +1,305 @@
+//! `pxeconf depot` settings: its flags, its TOML file, their defaults, and
+//! the validated [`DepotConfig`] the depot starts with.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::common::{
+    Common, ConfigError, HOST_KEY_ENV, Shared, host_key, invalid, parse_endpoint, read_file,
+};
+use crate::auth::EnvKey;
+use crate::depot::DepotConfig;
+use crate::depot::template::TemplateConfig;
+use crate::domain::{Fqdn, TemplateName};
+use crate::telemetry::LogFormat;
+
+/// Where a depot listens for gRPC unless told otherwise.
+pub const DEFAULT_DEPOT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 50051));
+/// Where the TFTP server serves PXE configs from (opsi's layout).
+pub const DEFAULT_PXE_DIR: &str = "/tftpboot/opsi/pxelinux.cfg";
+/// The template for BIOS clients (pxelinux).
+pub const DEFAULT_TEMPLATE_BIOS: &str = "install";
+/// The template for 32-bit UEFI clients (elilo).
+pub const DEFAULT_TEMPLATE_UEFI_X86: &str = "install-elilo-x86";
+/// The template for 64-bit UEFI clients (grub).
+pub const DEFAULT_TEMPLATE_UEFI_X64: &str = "install-grub-x64";
+/// Blocking threads writing PXE files.
+pub const DEFAULT_IO_THREADS: usize = 4;
+/// The I/O thread counts a depot accepts.
+pub const IO_THREADS_RANGE: RangeInclusive<usize> = 1..=64;
+
+/// `pxeconf depot` flags; each also `PXECONF_<NAME>` and a key in the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DepotArgs {
+    /// TOML config file (keys as the flags, with `_`).
+    #[arg(long, env = "PXECONF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 0.0.0.0:50051].
+    #[arg(long, env = "PXECONF_LISTEN")]
+    pub listen: Option<String>,
+    /// This depot's FQDN (required).
+    #[arg(long, env = "PXECONF_DEPOT_ID")]
+    pub depot_id: Option<String>,
+    /// Directory the TFTP server serves PXE configs from [default: /tftpboot/opsi/pxelinux.cfg].
+    #[arg(long, env = "PXECONF_PXE_DIR")]
+    pub pxe_dir: Option<PathBuf>,
+    /// Directory holding the PXE templates [default: the PXE directory].
+    #[arg(long, env = "PXECONF_TEMPLATE_DIR")]
+    pub template_dir: Option<PathBuf>,
+    /// Template for BIOS clients [default: install].
+    #[arg(long, env = "PXECONF_DEFAULT_TEMPLATE")]
+    pub default_template: Option<String>,
+    /// Template for 32-bit UEFI clients [default: install-elilo-x86].
+    #[arg(long, env = "PXECONF_DEFAULT_TEMPLATE_UEFI_X86")]
+    pub default_template_uefi_x86: Option<String>,
+    /// Template for 64-bit UEFI clients [default: install-grub-x64].
+    #[arg(long, env = "PXECONF_DEFAULT_TEMPLATE_UEFI_X64")]
+    pub default_template_uefi_x64: Option<String>,
+    /// The configserver's gRPC URL, e.g. http://config.example.org:50050.
+    #[arg(long, env = "PXECONF_CONFIGSERVER")]
+    pub configserver: Option<String>,
+    /// File holding this depot's host key (or set PXECONF_HOST_KEY).
+    #[arg(long, env = "PXECONF_HOST_KEY_FILE")]
+    pub host_key_file: Option<PathBuf>,
+    /// The key in `PXECONF_HOST_KEY`, read with the flags but never a flag
+    /// (`ps` would show it); it wins over the key file. Settings built in
+    /// process start without one.
+    #[arg(skip = EnvKey::read(HOST_KEY_ENV))]
+    pub host_key_env: EnvKey,
+    /// Legacy-only mode: SetPxeConfig answers UNIMPLEMENTED.
+    #[arg(long, env = "PXECONF_LEGACY")]
+    pub legacy: bool,
+    /// Blocking threads for file I/O [default: 4].
+    #[arg(long, env = "PXECONF_IO_THREADS")]
+    pub io_threads: Option<usize>,
+    /// Prometheus /metrics address, e.g. 127.0.0.1:9151 [default: off].
+    #[arg(long, env = "PXECONF_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Log format [default: human].
+    #[arg(long, env = "PXECONF_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Time calls in flight get after SIGTERM [default: 10s].
+    #[arg(long, env = "PXECONF_GRACE_PERIOD")]
+    pub grace_period: Option<String>,
+}
+
+/// The depot's TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepotFile {
+    listen: Option<String>,
+    depot_id: Option<String>,
+    pxe_dir: Option<PathBuf>,
+    template_dir: Option<PathBuf>,
+    default_template: Option<String>,
+    default_template_uefi_x86: Option<String>,
+    default_template_uefi_x64: Option<String>,
+    configserver: Option<String>,
+    host_key_file: Option<PathBuf>,
+    legacy: Option<bool>,
+    io_threads: Option<usize>,
+    metrics_listen: Option<String>,
+    log_format: Option<LogFormat>,
+    grace_period: Option<String>,
+}
+
+/// A validated depot configuration.
+#[derive(Debug, Clone)]
+pub struct DepotSettings {
+    /// Shared server settings.
+    pub common: Common,
+    /// The depot itself.
+    pub depot: DepotConfig,
+}
+
+impl DepotArgs {
+    /// Merges flags, environment, file and defaults, and validates.
+    pub fn resolve(self) -> Result<DepotSettings, ConfigError> {
+        let file: DepotFile = read_file(self.config.as_deref())?;
+        let given = self.over(file);
+        let shared = Shared {
+            listen: given.listen.clone(),
+            metrics_listen: given.metrics_listen.clone(),
+            log_format: given.log_format,
+            grace_period: given.grace_period.clone(),
+        };
+        let depot = given.depot()?;
+        Ok(DepotSettings {
+            common: shared.resolve(DEFAULT_DEPOT_LISTEN)?,
+            depot,
+        })
+    }
+
+    /// These flags, each one not given taken from `file`.
+    fn over(self, file: DepotFile) -> Self {
+        Self {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            depot_id: self.depot_id.or(file.depot_id),
+            pxe_dir: self.pxe_dir.or(file.pxe_dir),
+            template_dir: self.template_dir.or(file.template_dir),
+            default_template: self.default_template.or(file.default_template),
+            default_template_uefi_x86: self
+                .default_template_uefi_x86
+                .or(file.default_template_uefi_x86),
+            default_template_uefi_x64: self
+                .default_template_uefi_x64
+                .or(file.default_template_uefi_x64),
+            configserver: self.configserver.or(file.configserver),
+            host_key_file: self.host_key_file.or(file.host_key_file),
+            host_key_env: self.host_key_env,
+            legacy: self.legacy || file.legacy.unwrap_or(false),
+            io_threads: self.io_threads.or(file.io_threads),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            log_format: self.log_format.or(file.log_format),
+            grace_period: self.grace_period.or(file.grace_period),
+        }
+    }
+
+    /// The depot's own settings, validated, defaults filled in.
+    fn depot(self) -> Result<DepotConfig, ConfigError> {
+        let depot_id = self
+            .depot_id
+            .as_deref()
+            .ok_or_else(|| invalid("depot_id", "is required (--depot-id or PXECONF_DEPOT_ID)"))?;
+        let depot_id =
+            Fqdn::parse(depot_id, "depot_id").map_err(|e| invalid("depot_id", e.message))?;
+        let pxe_dir = self
+            .pxe_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PXE_DIR));
+        let templates = self.templates(&pxe_dir)?;
+        let configserver = self
+            .configserver
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(|c| parse_endpoint("configserver", c))
+            .transpose()?
+            .map(|c| c.to_string());
+        let io_threads = self.io_threads.unwrap_or(DEFAULT_IO_THREADS);
+        if !IO_THREADS_RANGE.contains(&io_threads) {
+            return Err(invalid(
+                "io_threads",
+                format!(
+                    "must be between {} and {}",
+                    IO_THREADS_RANGE.start(),
+                    IO_THREADS_RANGE.end()
+                ),
+            ));
+        }
+        Ok(DepotConfig {
+            depot_id,
+            pxe_dir,
+            templates,
+            configserver,
+            host_key: host_key(&self.host_key_env, self.host_key_file.as_deref())?,
+            legacy: self.legacy,
+            io_threads,
+            salt: None,
+        })
+    }
+
+    /// The template directory (the PXE directory unless set) and the
+    /// template per boot mode.
+    fn templates(&self, pxe_dir: &std::path::Path) -> Result<TemplateConfig, ConfigError> {
+        Ok(TemplateConfig {
+            dir: self
+                .template_dir
+                .clone()
+                .unwrap_or_else(|| pxe_dir.to_owned()),
+            bios: template(
+                "default_template",
+                self.default_template.as_deref(),
+                DEFAULT_TEMPLATE_BIOS,
+            )?,
+            uefi_x86: template(
+                "default_template_uefi_x86",
+                self.default_template_uefi_x86.as_deref(),
+                DEFAULT_TEMPLATE_UEFI_X86,
+            )?,
+            uefi_x64: template(
+                "default_template_uefi_x64",
+                self.default_template_uefi_x64.as_deref(),
+                DEFAULT_TEMPLATE_UEFI_X64,
+            )?,
+        })
+    }
+}
+
+/// A template name, `default` when not given.
+fn template(
+    setting: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<TemplateName, ConfigError> {
+    TemplateName::parse(value.unwrap_or(default), setting).map_err(|e| invalid(setting, e.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> DepotArgs {
+        DepotArgs {
+            depot_id: Some("depot1.example.org".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_named_constants() {
+        let settings = args().resolve().unwrap();
+        assert_eq!(settings.common.listen.to_string(), "0.0.0.0:50051");
+        let depot = settings.depot;
+        assert_eq!(depot.pxe_dir, PathBuf::from(DEFAULT_PXE_DIR));
+        assert_eq!(depot.templates.dir, depot.pxe_dir);
+        assert_eq!(depot.templates.bios.as_str(), DEFAULT_TEMPLATE_BIOS);
+        assert_eq!(depot.io_threads, DEFAULT_IO_THREADS);
+        assert!(depot.configserver.is_none() && depot.host_key.is_none());
+    }
+
+    #[test]
+    fn the_key_in_the_environment_is_an_input_and_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("depot.key");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let with_file = DepotArgs {
+            host_key_file: Some(file),
+            ..args()
+        };
+        let key = with_file.clone().resolve().unwrap().depot.host_key.unwrap();
+        assert_eq!(key.expose(), "from-file");
+        let with_env = DepotArgs {
+            host_key_env: EnvKey::given(HOST_KEY_ENV, "from-env"),
+            ..with_file
+        };
+        let key = with_env.resolve().unwrap().depot.host_key.unwrap();
+        assert_eq!(key.expose(), "from-env");
+    }
+
+    #[test]
+    fn the_configserver_url_is_checked_and_normalized() {
+        let ok = DepotArgs {
+            configserver: Some("http://config.example.org:50050/".into()),
+            ..args()
+        };
+        assert_eq!(
+            ok.resolve().unwrap().depot.configserver.as_deref(),
+            Some("http://config.example.org:50050")
+        );
+        let bad = DepotArgs {
+            configserver: Some("config:50050".into()),
+            ..args()
+        };
+        let err = bad.resolve().unwrap_err().to_string();
+        assert!(
+            err.starts_with("configserver: \"config:50050\" is not a URL"),
+            "{err}"
+        );
+    }
+}
