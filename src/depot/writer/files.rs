@@ -13,8 +13,7 @@ use tracing::error;
 use super::error::WriterError;
 use super::state::FileOps;
 
-/// Prefix of the writer's temporary files; never a PXE config name.
-pub const TMP_PREFIX: &str = ".pxeconf-tmp-";
+pub use crate::domain::TMP_PREFIX;
 
 /// The mode of every PXE config: the TFTP server runs as another user.
 const FILE_MODE: u32 = 0o644;
@@ -64,7 +63,7 @@ pub async fn run_file_ops(
 pub fn apply(dir: &Path, ops: &FileOps) -> Result<(), WriterError> {
     let mut tmps = Vec::with_capacity(ops.writes.len());
     for (name, content) in &ops.writes {
-        let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+        let tmp = dir.join(format!("{TMP_PREFIX}-{name}"));
         if let Err(source) = write_file(&tmp, content.as_bytes()) {
             for t in tmps.iter().chain(std::iter::once(&tmp)) {
                 let _ = fs::remove_file(t);
@@ -115,20 +114,10 @@ pub fn read_since_written(dir: &Path, names: Vec<String>) -> Vec<String> {
 }
 
 /// Whether `name` is one the depot writes: a UUID, `01-` + MAC, or one of
-/// its temporary files.
+/// its temporary files (the one rule, in `domain`, that template names are
+/// checked against too).
 pub fn is_managed_name(name: &str) -> bool {
-    if name.starts_with(TMP_PREFIX) {
-        return true;
-    }
-    let is_mac_name = name.len() == 20
-        && name.starts_with("01-")
-        && name[3..].split('-').all(|o| {
-            o.len() == 2
-                && o.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-    let is_uuid_name = crate::domain::SystemUuid::parse(name, "").is_ok_and(|u| u.as_str() == name);
-    is_mac_name || is_uuid_name
+    crate::domain::is_pxe_file_name(name)
 }
 
 /// Removes PXE configs left by an earlier run: at start-up the depot holds
@@ -208,7 +197,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a"), "old").unwrap();
         // A directory where the second temporary file would go.
-        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}b"))).unwrap();
+        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}-b"))).unwrap();
         let ops = FileOps {
             writes: vec![
                 ("a".into(), Arc::from("new")),
@@ -224,7 +213,7 @@ mod tests {
         // The temporary of `a` is gone; only the obstacle is left.
         assert_eq!(
             names(dir.path()),
-            [format!("{TMP_PREFIX}b"), "a".to_string()]
+            [format!("{TMP_PREFIX}-b"), "a".to_string()]
         );
     }
 
@@ -254,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn a_rounds_work_is_spread_over_threads_with_one_result_each_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}bad"))).unwrap();
+        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}-bad"))).unwrap();
         let ops: Vec<FileOps> = ["a", "b", "bad", "c", "d"]
             .iter()
             .map(|n| FileOps {

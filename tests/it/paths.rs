@@ -1,0 +1,236 @@
+//! The new path (`SetPxeConfig(ClientBundle)`) and the legacy path
+//! (`SetPxeConfigByFqdn` + seven look-ups) write the same bytes: two sites
+//! with the same inventory, one depot of each kind, the same fixed `pwh`
+//! salt, compared file by file for pxelinux, elilo, grub and iPXE templates,
+//! with properties, a root password and UEFI clients.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::common::*;
+use pxeconf::depot::crypt::Salt;
+use pxeconf::proto;
+
+/// Templates in the formats a site uses, each with a `%lang%` property.
+const TEMPLATES: [(&str, &str); 4] = [
+    (
+        "install",
+        "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 lang=%lang% quiet\n",
+    ),
+    (
+        "install-elilo-x86",
+        "timeout=1\ndefault=opsi-install\nimage=install\n  label=opsi-install\n  initrd=miniroot.bz2\n  append=\"video=vesa:ywrap,mtrr lang=%lang% quiet\"\n",
+    ),
+    (
+        "install-grub-x64",
+        "set timeout=0\nmenuentry 'opsi-install' {\n  linux (pxe)/linux/install-x64 initrd=miniroot.bz2 lang=%lang%\n  initrd (pxe)/linux/miniroot-x64\n}\n",
+    ),
+    (
+        "memtest.ipxe",
+        "#!ipxe\nkernel http://depot/boot/memtest lang=%lang%\nboot\n",
+    ),
+];
+
+/// Client n: (DHCP boot file, product, bootimage append items).
+fn client_setup(n: u32) -> (&'static str, &'static str, Vec<&'static str>) {
+    match n {
+        0 => (
+            "linux/pxelinux.0",
+            "win10-x64",
+            vec!["nomodeset", "bootimagerootpassword=linux123", "Lang=fr"],
+        ),
+        1 => ("linux/pxelinux.cfg/elilo-x86.efi", "win10-x64", vec![]),
+        2 => (
+            "linux/pxelinux.cfg/shimx64.efi",
+            "win10-x64",
+            vec!["acpi=off", "bootimagerootpassword=pw"],
+        ),
+        _ => ("linux/pxelinux.0", "memtest", vec!["console=ttyS0"]),
+    }
+}
+
+const CLIENTS: u32 = 4;
+
+/// One configserver and one depot (new or legacy) on a fresh database, the
+/// same inventory every time; returns the PXE files the depot wrote and the
+/// path each client's push took.
+async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+    let db = tempfile::tempdir().unwrap();
+    let cs = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+    let dirs = DepotDirs::new();
+    for (name, text) in TEMPLATES {
+        std::fs::write(dirs.templates.join(name), text).unwrap();
+    }
+    let mut config = linked_depot_config(&dirs, 1, &cs.url(), legacy);
+    config.salt = Some(Salt::new("pxeconfTestSalt9").unwrap());
+    let depot = TestDepot::start(config).await;
+    let mut admin = cs.admin().await;
+    seed(&mut admin, &[(1, depot.url())], CLIENTS, |_| 1).await;
+    inventory(&mut admin).await;
+    admin
+        .set_action_requests(proto::SetActionRequestsRequest {
+            action_requests: (0..CLIENTS)
+                .map(|n| proto::ActionRequest {
+                    client_id: format!("client{n}.example.org"),
+                    product_id: client_setup(n).1.into(),
+                    action_request: "setup".into(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    wait_until("every client's two files are written", || {
+        dirs.files().len() == 2 * CLIENTS as usize
+    })
+    .await;
+    // The files are renamed into place before the depot answers; the path
+    // is recorded when the answer is.
+    let mut paths = Vec::new();
+    for n in 0..CLIENTS {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let path = loop {
+            let s = status(&mut admin, n).await;
+            match s.deliveries.first().map(|d| d.path.clone()) {
+                Some(path) if !path.is_empty() => break path,
+                _ if std::time::Instant::now() > deadline => panic!("client{n} not acknowledged"),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        paths.push(path);
+    }
+    let files = read_all(&dirs.pxe);
+    depot.stop().await;
+    cs.stop().await;
+    (files, paths)
+}
+
+fn read_all(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    list_dir(dir)
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// The per-client settings beyond `seed`: boot file, append items, a
+/// property set on the depot and overridden on one client, and an iPXE
+/// product with its own template.
+async fn inventory(admin: &mut Admin) {
+    admin
+        .upsert_products(proto::UpsertProductsRequest {
+            products: vec![proto::Product {
+                id: "memtest".into(),
+                product_version: "6.0".into(),
+                package_version: "1".into(),
+                pxe_config_template: "memtest.ipxe".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    admin
+        .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
+            product_on_depots: vec![proto::ProductOnDepot {
+                depot_id: depot_id(1),
+                product_id: "memtest".into(),
+                product_version: "6.0".into(),
+                package_version: "1".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let mut states = Vec::new();
+    for n in 0..CLIENTS {
+        let (dhcpd, _, append) = client_setup(n);
+        let object_id = format!("client{n}.example.org");
+        states.push(proto::ConfigState {
+            object_id: object_id.clone(),
+            config_id: "clientconfig.dhcpd.filename".into(),
+            values: vec![dhcpd.into()],
+        });
+        if !append.is_empty() {
+            states.push(proto::ConfigState {
+                object_id,
+                config_id: "opsi-linux-bootimage.append".into(),
+                values: append.into_iter().map(str::to_owned).collect(),
+            });
+        }
+    }
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: states,
+        })
+        .await
+        .unwrap();
+    let property = |object_id: String, product: &str, value: &str| proto::ProductPropertyState {
+        object_id,
+        product_id: product.into(),
+        property_id: "lang".into(),
+        values: vec![value.into()],
+    };
+    admin
+        .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {
+            product_property_states: vec![
+                property(depot_id(1), "win10-x64", "de_DE"),
+                property(depot_id(1), "memtest", "en_US"),
+                property("client2.example.org".into(), "win10-x64", "fr_FR"),
+            ],
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_and_the_legacy_path_write_the_same_bytes() {
+    let (new, new_paths) = site(false).await;
+    let (legacy, legacy_paths) = site(true).await;
+    assert_eq!(new_paths, vec!["new"; CLIENTS as usize]);
+    assert_eq!(legacy_paths, vec!["legacy"; CLIENTS as usize]);
+    assert_eq!(
+        new.keys().collect::<Vec<_>>(),
+        legacy.keys().collect::<Vec<_>>(),
+        "the same file names"
+    );
+    for (name, bytes) in &new {
+        assert_eq!(
+            String::from_utf8_lossy(bytes),
+            String::from_utf8_lossy(&legacy[name]),
+            "{name} differs between the paths"
+        );
+    }
+
+    // What was compared is what it should be: each format, its property,
+    // the fixed-salt password hash, the UEFI clients' templates.
+    let text = |n: u32| String::from_utf8(new[&mac_file(n)].clone()).unwrap();
+    let bios = text(0);
+    assert!(
+        bios.contains("  append initrd=miniroot.bz2 lang=de_DE quiet "),
+        "{bios}"
+    );
+    assert!(bios.contains(" nomodeset "), "{bios}");
+    assert!(
+        bios.contains(r" pwh=\$6\$pxeconfTestSalt9\$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/"),
+        "{bios}"
+    );
+    let elilo = text(1);
+    assert!(
+        elilo.contains("append=\"video=vesa:ywrap,mtrr lang=de_DE quiet hn=client1 "),
+        "{elilo}"
+    );
+    assert!(elilo.trim_end().ends_with('"'), "{elilo}");
+    let grub = text(2);
+    assert!(
+        grub.contains("linux (pxe)/linux/install-x64 initrd=miniroot.bz2 lang=fr_FR "),
+        "{grub}"
+    );
+    assert!(grub.contains(" acpi=off "), "{grub}");
+    assert!(grub.contains(" pwh="), "{grub}");
+    let ipxe = text(3);
+    assert!(ipxe.starts_with("#!ipxe\n"), "{ipxe}");
+    assert!(
+        ipxe.contains("kernel http://depot/boot/memtest lang=en_US hn=client3 "),
+        "{ipxe}"
+    );
+    assert!(ipxe.contains(" console=ttyS0"), "{ipxe}");
+}
