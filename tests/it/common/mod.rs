@@ -276,7 +276,10 @@ pub const ADMIN_KEY: &str = "admin-secret";
 pub fn fast_dispatch() -> DispatchSettings {
     DispatchSettings {
         concurrency: 16,
-        timeout: Duration::from_secs(5),
+        // Long enough that a loaded CI machine never times a push out: the
+        // tests count look-ups exactly, and a timed-out legacy push is made
+        // again (with its look-ups).
+        timeout: Duration::from_secs(30),
         min_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
     }
