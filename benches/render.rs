@@ -46,6 +46,7 @@ fn wire() -> proto::ClientBundle {
             secureboot: true,
         }),
         revision: 7,
+        epoch: Default::default(),
     }
 }
 

@@ -345,6 +345,7 @@ impl From<&ClientBundle> for proto::ClientBundle {
                 .collect(),
             modules: Some(b.modules.into()),
             revision: b.revision,
+            epoch: Default::default(),
         }
     }
 }
@@ -408,6 +409,7 @@ mod tests {
             product_property_states: [("askbeforeinst".to_string(), "false".to_string())].into(),
             modules: None,
             revision: 3,
+            epoch: Default::default(),
         }
     }
 

@@ -277,6 +277,7 @@ fn sample_bundle(depot_id: String) -> proto::ClientBundle {
             secureboot: true,
         }),
         revision: 1,
+        epoch: Default::default(),
     }
 }
 

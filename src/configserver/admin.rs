@@ -89,6 +89,8 @@ impl AdminService {
             depot_id: depot.unwrap_or_default(),
             note,
             deliveries,
+            active_product_id: Default::default(),
+            waiting_product_ids: Default::default(),
         })
     }
 

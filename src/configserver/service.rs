@@ -342,6 +342,8 @@ mod tests {
         let service = ConfigServerService::new(core);
         let request = proto::ListPendingBundlesRequest {
             depot_id: "d2.example.org".into(),
+            epoch: Default::default(),
+            highest_revision: Default::default(),
         };
         let refused = service
             .list_pending_bundles(as_depot(request, "d1.example.org"))

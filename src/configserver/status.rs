@@ -48,6 +48,9 @@ pub(super) fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::
         next_retry: next_retry.map(timestamp),
         attempts: p.attempts,
         path: p.path.map(|p| p.as_str().to_owned()).unwrap_or_default(),
+        read_file_present: Default::default(),
+        template: Default::default(),
+        template_reason: Default::default(),
     }
 }
 

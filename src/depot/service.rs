@@ -210,6 +210,7 @@ mod tests {
             let request = proto::RemovePxeConfigRequest {
                 fqdn: fqdn.into(),
                 revision,
+                epoch: Default::default(),
             };
             let response = self
                 .service
@@ -222,6 +223,7 @@ mod tests {
             let request = proto::SetPxeConfigByFqdnRequest {
                 fqdn: fqdn.into(),
                 revision: 0,
+                epoch: Default::default(),
             };
             self.service
                 .set_pxe_config_by_fqdn(Request::new(request))
@@ -276,6 +278,7 @@ mod tests {
                 secureboot: false,
             }),
             revision,
+            epoch: Default::default(),
         }
     }
 
@@ -476,6 +479,7 @@ mod tests {
         let request = proto::RemovePxeConfigRequest {
             fqdn: "no_domain".into(),
             revision: 0,
+            epoch: Default::default(),
         };
         let status = f
             .service

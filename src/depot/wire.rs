@@ -10,6 +10,7 @@ impl From<SetOutcome> for proto::SetPxeConfigResponse {
             files: o.files,
             template: o.template,
             revision: o.revision,
+            template_reason: Default::default(),
         }
     }
 }
@@ -24,6 +25,7 @@ impl From<ConfigInfo> for proto::PxeConfigInfo {
             since: Some(timestamp(c.since)),
             revision: c.revision,
             action_request: c.action_request.to_string(),
+            state: proto::PxeConfigState::Held as i32,
         }
     }
 }

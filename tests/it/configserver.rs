@@ -482,6 +482,8 @@ async fn wrong_or_missing_keys_are_unauthenticated_and_bad_input_is_refused() {
     let refused = depot1
         .list_pending_bundles(proto::ListPendingBundlesRequest {
             depot_id: depot_id(2),
+            epoch: Default::default(),
+            highest_revision: Default::default(),
         })
         .await
         .unwrap_err();

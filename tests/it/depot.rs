@@ -149,6 +149,7 @@ async fn setting_again_replaces_and_follows_a_changed_mac() {
         .remove_pxe_config(proto::RemovePxeConfigRequest {
             fqdn: "client1.example.org".into(),
             revision: 3,
+            epoch: Default::default(),
         })
         .await
         .unwrap()
@@ -162,6 +163,7 @@ async fn setting_again_replaces_and_follows_a_changed_mac() {
         .remove_pxe_config(proto::RemovePxeConfigRequest {
             fqdn: "client1.example.org".into(),
             revision: 0,
+            epoch: Default::default(),
         })
         .await
         .unwrap()

@@ -125,11 +125,19 @@ async fn call(
     let fqdn = fqdn.to_owned();
     match (job, path) {
         (Job::Remove, _) => {
-            let request = proto::RemovePxeConfigRequest { fqdn, revision };
+            let request = proto::RemovePxeConfigRequest {
+                fqdn,
+                revision,
+                epoch: Default::default(),
+            };
             client.remove_pxe_config(request).await.map(drop)
         }
         (Job::Set(_), PushPath::Legacy) => {
-            let request = proto::SetPxeConfigByFqdnRequest { fqdn, revision };
+            let request = proto::SetPxeConfigByFqdnRequest {
+                fqdn,
+                revision,
+                epoch: Default::default(),
+            };
             client.set_pxe_config_by_fqdn(request).await.map(drop)
         }
         (Job::Set(bundle), PushPath::New) => {

@@ -51,6 +51,7 @@ impl Upstream {
             product_property_states: properties,
             modules: Some(modules),
             revision,
+            epoch: Default::default(),
         };
         Ok(Some(ClientBundle::try_from(wire)?))
     }

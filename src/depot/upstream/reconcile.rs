@@ -60,6 +60,8 @@ impl Upstream {
             .client()
             .list_pending_bundles(proto::ListPendingBundlesRequest {
                 depot_id: self.depot_id().to_string(),
+                epoch: Default::default(),
+                highest_revision: Default::default(),
             })
             .await?
             .into_inner();

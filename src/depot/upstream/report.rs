@@ -92,6 +92,9 @@ impl Upstream {
                     fqdn: read.fqdn.to_string(),
                     product_id: read.product_id.to_string(),
                     revision: read.revision,
+                    epoch: Default::default(),
+                    files_present: Default::default(),
+                    read_at: Default::default(),
                 })
                 .await;
             match result {

@@ -212,6 +212,7 @@ pub fn bundle(n: u32, revision: u64) -> proto::ClientBundle {
             secureboot: false,
         }),
         revision,
+        epoch: Default::default(),
     }
 }
 
