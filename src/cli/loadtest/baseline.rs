@@ -1,0 +1,90 @@
+//! The raw file-pair baseline: what the directory itself allows — per
+//! client, two ~400-byte files each written to a temporary name and renamed
+//! into place (no fsync), as a depot does, in one plain loop.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::names::Names;
+use crate::cli::error::CliError;
+
+/// Bytes per file, about a rendered pxelinux config.
+const FILE_BYTES: usize = 400;
+
+/// The raw loop's result.
+#[derive(Debug, Serialize)]
+pub struct RawResult {
+    /// Where it ran.
+    pub dir: PathBuf,
+    /// Clients (two files each).
+    pub clients: u32,
+    /// Seconds.
+    pub seconds: f64,
+    /// Clients per second.
+    pub clients_per_second: f64,
+}
+
+/// Runs the loop for `clients` clients in `dir` (made, then removed).
+pub async fn raw_file_pairs(dir: &Path, names: Names, clients: u32) -> Result<RawResult, CliError> {
+    let dir = dir.to_owned();
+    let result = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        let seconds = file_pairs(&dir, &names, clients)?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok::<_, std::io::Error>(RawResult {
+            dir,
+            clients,
+            seconds,
+            clients_per_second: f64::from(clients) / seconds.max(1e-6),
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(result)
+}
+
+/// The loop itself; returns its seconds.
+fn file_pairs(dir: &Path, names: &Names, clients: u32) -> std::io::Result<f64> {
+    let content = vec![b'#'; FILE_BYTES];
+    let tmp = dir.join(".raw-tmp");
+    let start = Instant::now();
+    for n in 0..clients {
+        for name in [names.uuid(n), names.mac_file(n)] {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&content)?;
+            drop(file);
+            std::fs::rename(&tmp, dir.join(name))?;
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_raw_loop_writes_two_files_per_client_and_cleans_up() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("raw");
+        let names = Names::random();
+        let seconds = file_pairs(
+            &{
+                std::fs::create_dir_all(&dir).unwrap();
+                dir.clone()
+            },
+            &names,
+            10,
+        )
+        .unwrap();
+        assert!(seconds > 0.0);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let r = raw_file_pairs(&dir, names, 5).await.unwrap();
+        assert_eq!(r.clients, 5);
+        assert!(!dir.exists());
+    }
+}

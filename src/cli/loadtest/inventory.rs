@@ -1,0 +1,242 @@
+//! The run's objects at the configserver: one netboot product on the depots
+//! used, the synthetic clients (each pinned to a depot and to BIOS boot), and
+//! deleting all of it again — verified through the Admin API.
+
+use std::time::{Duration, Instant};
+
+use super::channel::AdminClient;
+use super::names::Names;
+use super::target::Target;
+use crate::cli::error::CliError;
+use crate::proto;
+
+/// Objects per Admin write (one transaction each; well under the 4 MiB
+/// message limit).
+pub const CHUNK: usize = 5000;
+/// Product and package version of the run's product.
+const VERSION: (&str, &str) = ("1.0", "1");
+
+/// A synthetic client and the depot (index into `Target::depots`) it belongs to.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its number in the namespace.
+    pub n: u32,
+    /// Its FQDN.
+    pub fqdn: String,
+    /// Its depot.
+    pub depot: usize,
+}
+
+/// Clients driven together over one push path.
+#[derive(Debug, Clone)]
+pub struct Cohort {
+    /// Whether their depots take the legacy path.
+    pub legacy: bool,
+    /// The clients.
+    pub members: Vec<Member>,
+}
+
+impl Cohort {
+    /// Clients `first..first + count`, spread round-robin over `depots`.
+    pub fn new(names: &Names, legacy: bool, first: u32, count: u32, depots: &[usize]) -> Self {
+        let members = (0..count)
+            .map(|j| Member {
+                n: first + j,
+                fqdn: names.fqdn(first + j),
+                depot: depots[j as usize % depots.len()],
+            })
+            .collect();
+        Self { legacy, members }
+    }
+
+    /// `new` or `legacy`.
+    pub fn path(&self) -> &'static str {
+        if self.legacy { "legacy" } else { "new" }
+    }
+
+    /// The FQDNs.
+    pub fn fqdns(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.fqdn.clone()).collect()
+    }
+}
+
+/// Creates the run's product on every depot of `target`.
+pub async fn create_product(target: &Target, names: &Names) -> Result<(), CliError> {
+    let mut admin = target.admin.clone();
+    admin
+        .upsert_products(proto::UpsertProductsRequest {
+            products: vec![proto::Product {
+                id: names.product(),
+                product_version: VERSION.0.into(),
+                package_version: VERSION.1.into(),
+                // The depot's default template for the boot mode.
+                pxe_config_template: String::new(),
+            }],
+        })
+        .await?;
+    let pods = target
+        .depots
+        .iter()
+        .map(|d| proto::ProductOnDepot {
+            depot_id: d.id.clone(),
+            product_id: names.product(),
+            product_version: VERSION.0.into(),
+            package_version: VERSION.1.into(),
+        })
+        .collect();
+    admin
+        .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
+            product_on_depots: pods,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Creates a cohort's clients, each on its depot and booting BIOS
+/// (whatever the site's default boot loader is).
+pub async fn create_clients(
+    target: &Target,
+    names: &Names,
+    cohort: &Cohort,
+) -> Result<(), CliError> {
+    let mut admin = target.admin.clone();
+    for chunk in cohort.members.chunks(CHUNK) {
+        admin
+            .upsert_clients(proto::UpsertClientsRequest {
+                clients: chunk.iter().map(|m| names.host(m.n)).collect(),
+            })
+            .await?;
+        let mut states = Vec::with_capacity(chunk.len() * 2);
+        for m in chunk {
+            states.push(config_state(
+                &m.fqdn,
+                "clientconfig.depot.id",
+                &target.depots[m.depot].id,
+            ));
+            states.push(config_state(
+                &m.fqdn,
+                "clientconfig.dhcpd.filename",
+                "linux/pxelinux.0",
+            ));
+        }
+        admin
+            .upsert_config_states(proto::UpsertConfigStatesRequest {
+                config_states: states,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+fn config_state(client: &str, id: &str, value: &str) -> proto::ConfigState {
+    proto::ConfigState {
+        object_id: client.into(),
+        config_id: id.into(),
+        values: vec![value.into()],
+    }
+}
+
+/// What the clean-up did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cleanup {
+    /// Clients deleted.
+    pub clients_deleted: u64,
+    /// Whether every removal reached its depot (nothing of the run pending).
+    pub verified: bool,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Deletes the run's clients and product, then waits until no depot owes a
+/// removal for the run (`ListPending` shows none of its clients).
+pub async fn delete_all(
+    target: &Target,
+    names: &Names,
+    fqdns: &[String],
+    timeout: Duration,
+) -> Result<Cleanup, CliError> {
+    let start = Instant::now();
+    let mut admin = target.admin.clone();
+    let mut deleted = 0;
+    for chunk in fqdns.chunks(CHUNK) {
+        deleted += admin
+            .delete_clients(proto::DeleteByIdRequest {
+                ids: chunk.to_vec(),
+            })
+            .await?
+            .into_inner()
+            .affected;
+    }
+    delete_product(&mut admin, target, names).await?;
+    let deadline = Instant::now() + timeout;
+    let verified = loop {
+        if !any_pending(target, names).await? {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    Ok(Cleanup {
+        clients_deleted: deleted,
+        verified,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+async fn delete_product(
+    admin: &mut AdminClient,
+    target: &Target,
+    names: &Names,
+) -> Result<(), CliError> {
+    let pods = target
+        .depots
+        .iter()
+        .map(|d| proto::ProductOnDepotKey {
+            depot_id: d.id.clone(),
+            product_id: names.product(),
+        })
+        .collect();
+    admin
+        .delete_product_on_depots(proto::DeleteProductOnDepotsRequest {
+            product_on_depots: pods,
+        })
+        .await?;
+    admin
+        .delete_products(proto::DeleteProductsRequest {
+            products: vec![proto::ProductKey {
+                id: names.product(),
+                product_version: VERSION.0.into(),
+                package_version: VERSION.1.into(),
+            }],
+        })
+        .await?;
+    Ok(())
+}
+
+/// Whether any depot still owes a push (or waits for a read) of the run.
+async fn any_pending(target: &Target, names: &Names) -> Result<bool, CliError> {
+    let mut admin = target.admin.clone();
+    for depot in &target.depots {
+        let mut token = String::new();
+        loop {
+            let page = admin
+                .list_pending(proto::ListPendingRequest {
+                    depot_id: depot.id.clone(),
+                    page_size: 10_000,
+                    page_token: token,
+                })
+                .await?
+                .into_inner();
+            if page.pending.iter().any(|p| names.owns(&p.client_id)) {
+                return Ok(true);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,260 @@
+//! Self-contained mode: a configserver and depots started as child
+//! processes on loopback, in a fresh directory (a tmpfs by default), with
+//! the shipped templates, keys, and tftpd-hpa when it can serve here.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::args::LoadtestArgs;
+use super::channel::{self, AdminClient};
+use super::names::{DOMAIN, Names};
+use super::roles::Role;
+use super::scrape::MetricsUrl;
+use super::target::{Target, TargetDepot};
+use crate::cli::error::CliError;
+use crate::cli::lab::TEMPLATES;
+use crate::cli::tftp::TftpServer;
+use crate::domain::Secret;
+use crate::proto;
+
+/// What a self-contained run started, to be measured and stopped.
+pub struct LocalSite {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The configserver, then the depots.
+    pub roles: Vec<Role>,
+    tftpds: Vec<TftpServer>,
+}
+
+impl LocalSite {
+    /// Per role: (name, peak RSS KiB).
+    pub fn peak_rss(&self) -> Vec<(String, Option<u64>)> {
+        self.roles
+            .iter()
+            .map(|r| (r.name.clone(), r.peak_rss_kib()))
+            .collect()
+    }
+
+    /// Whether tftpd-hpa serves the depots.
+    pub fn tftp(&self) -> bool {
+        !self.tftpds.is_empty()
+    }
+
+    /// Stops every role (depots first) and the TFTP servers.
+    pub async fn stop(mut self) {
+        self.tftpds.clear();
+        while let Some(role) = self.roles.pop() {
+            role.stop().await;
+        }
+    }
+}
+
+/// `--dir`, else a fresh directory under /dev/shm (tmpfs) if present, else
+/// under the system temp dir.
+pub fn run_dir(dir: Option<&Path>, names: &Names) -> PathBuf {
+    if let Some(dir) = dir {
+        return dir.to_owned();
+    }
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("pxeconf-loadtest-{}", names.run_id()))
+}
+
+/// Starts the site in `dir`: the configserver, `--depots` new-path depots
+/// and `--legacy-depots` legacy ones, registered and seeded with defaults.
+pub async fn start(args: &LoadtestArgs, dir: &Path) -> Result<(Target, LocalSite), CliError> {
+    let (new, legacy) = args.local_depots()?;
+    prepare_dir(dir)?;
+    let admin_key = Secret::new(random_key());
+    write_key(&dir.join("keys/admin.key"), admin_key.expose())?;
+    let configserver = Role::spawn(
+        "configserver",
+        os_args(&[
+            "configserver".as_ref(),
+            "--database".as_ref(),
+            dir.join("pxeconf.db").as_os_str(),
+            "--host-key-file".as_ref(),
+            dir.join("keys/admin.key").as_os_str(),
+            "--push-concurrency".as_ref(),
+            args.concurrency.to_string().as_ref(),
+        ]),
+        &dir.join("configserver.log"),
+    )
+    .await?;
+    tracing::info!("configserver started");
+    let cs_url = format!("http://{}", configserver.addr);
+    let mut admin = channel::admin(&cs_url, &admin_key).await?;
+    seed_defaults(&mut admin).await?;
+    let mut site = LocalSite {
+        dir: dir.to_owned(),
+        roles: vec![configserver],
+        tftpds: Vec::new(),
+    };
+    let depots = start_depots(args, dir, &cs_url, new, legacy, &mut admin, &mut site).await?;
+    let target = Target {
+        admin,
+        metrics: Some(MetricsUrl::of(site.roles[0].metrics)),
+        depots,
+        baseline_dir: Some(dir.join("raw-baseline")),
+    };
+    Ok((target, site))
+}
+
+/// Starts the depots (all at once), registers them, and starts a tftpd-hpa
+/// for each when one can serve here.
+async fn start_depots(
+    args: &LoadtestArgs,
+    dir: &Path,
+    cs_url: &str,
+    new: usize,
+    legacy: usize,
+    admin: &mut AdminClient,
+    site: &mut LocalSite,
+) -> Result<Vec<TargetDepot>, CliError> {
+    let mut planned = Vec::new();
+    for i in 1..=new + legacy {
+        let id = format!("depot{i}.{DOMAIN}");
+        let key = random_key();
+        let key_file = dir.join(format!("keys/depot{i}.key"));
+        write_key(&key_file, &key)?;
+        let pxe_dir = dir.join(format!("depot{i}"));
+        std::fs::create_dir_all(&pxe_dir)?;
+        planned.push((id, key, key_file, pxe_dir, i > new));
+    }
+    // Registered (with a placeholder endpoint) before they start, so that
+    // their start-up call to the configserver is accepted at once.
+    register(
+        admin,
+        planned.iter().map(|p| (&p.0, "http://127.0.0.1:9", &p.1)),
+    )
+    .await?;
+    let starts = planned.iter().map(|(id, _, key_file, pxe_dir, legacy)| {
+        let mut a = os_args(&[
+            "depot".as_ref(),
+            "--depot-id".as_ref(),
+            id.as_ref(),
+            "--pxe-dir".as_ref(),
+            pxe_dir.as_os_str(),
+            "--template-dir".as_ref(),
+            dir.join("templates").as_os_str(),
+            "--configserver".as_ref(),
+            cs_url.as_ref(),
+            "--host-key-file".as_ref(),
+            key_file.as_os_str(),
+            "--io-threads".as_ref(),
+            args.io_threads.to_string().as_ref(),
+        ]);
+        if *legacy {
+            a.push("--legacy".into());
+        }
+        let log = dir.join(format!("{id}.log"));
+        async move { Role::spawn(id, a, &log).await }
+    });
+    let roles = futures::future::join_all(starts).await;
+    let mut depots = Vec::new();
+    let tftpd = TftpServer::find();
+    for (role, (id, _, key_file, pxe_dir, legacy)) in roles.into_iter().zip(&planned) {
+        let role = role?;
+        let tftp = match &tftpd {
+            Some(binary) => {
+                let server = TftpServer::start(binary, pxe_dir)?;
+                let addr = server.addr;
+                site.tftpds.push(server);
+                Some(addr)
+            }
+            None => None,
+        };
+        depots.push(TargetDepot {
+            id: id.clone(),
+            endpoint: format!("http://{}", role.addr),
+            legacy: *legacy,
+            metrics: Some(MetricsUrl::of(role.metrics)),
+            pxe_dir: Some(pxe_dir.clone()),
+            key_file: Some(key_file.clone()),
+            tftp,
+        });
+        site.roles.push(role);
+    }
+    let real = depots
+        .iter()
+        .zip(&planned)
+        .map(|(d, p)| (&d.id, d.endpoint.as_str(), &p.1));
+    register(admin, real).await?;
+    Ok(depots)
+}
+
+/// Registers depots: (id, endpoint, key).
+async fn register<'a>(
+    admin: &mut AdminClient,
+    depots: impl Iterator<Item = (&'a String, &'a str, &'a String)>,
+) -> Result<(), CliError> {
+    let depots = depots
+        .map(|(id, endpoint, key)| proto::DepotInfo {
+            id: id.clone(),
+            endpoint: endpoint.to_owned(),
+            host_key: key.clone(),
+            description: "pxeconf loadtest".into(),
+        })
+        .collect();
+    admin
+        .upsert_depots(proto::UpsertDepotsRequest { depots })
+        .await?;
+    Ok(())
+}
+
+/// The defaults of the configs a PXE config reads.
+async fn seed_defaults(admin: &mut AdminClient) -> Result<(), CliError> {
+    let config = |id: &str, value: &str| proto::Config {
+        id: id.into(),
+        default_values: vec![value.into()],
+        description: String::new(),
+    };
+    admin
+        .upsert_configs(proto::UpsertConfigsRequest {
+            configs: vec![
+                config(
+                    "clientconfig.configserver.url",
+                    "https://config.loadtest.invalid:4447",
+                ),
+                config("clientconfig.dhcpd.filename", "linux/pxelinux.0"),
+                config("opsi-linux-bootimage.append", "nomodeset"),
+            ],
+        })
+        .await?;
+    Ok(())
+}
+
+/// Creates the run directory (readable by a TFTP server running as another
+/// user) with the shipped templates and a key directory.
+fn prepare_dir(dir: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        return Err(format!("{} is not empty; pass an empty or new --dir", dir.display()).into());
+    }
+    std::fs::create_dir_all(dir.join("keys"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates)?;
+    for (name, text) in TEMPLATES {
+        std::fs::write(templates.join(name), text)?;
+    }
+    Ok(())
+}
+
+fn os_args(args: &[&std::ffi::OsStr]) -> Vec<OsString> {
+    args.iter().map(|a| a.to_os_string()).collect()
+}
+
+fn random_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Writes a key file only its owner may read.
+fn write_key(path: &Path, key: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, key)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}

@@ -1,0 +1,115 @@
+//! The synthetic namespace of one run, apart from any real inventory:
+//! clients `lt-<n>.<run>.loadtest.invalid` (`.invalid` never resolves),
+//! locally administered MACs `02:1d:<run>:<n>` and UUIDs `10ad7e57-<run>-…`,
+//! one netboot product `loadtest-<run>`.
+
+use crate::proto;
+
+/// The domain every synthetic client and self-contained depot lives under.
+pub const DOMAIN: &str = "loadtest.invalid";
+
+/// First client number of the `direct` scenario's hosts (never in the
+/// inventory): the upper half of the 24 bits a MAC has for the number.
+pub const DIRECT_BASE: u32 = 1 << 23;
+
+/// One run's namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    run: u32,
+}
+
+impl Names {
+    /// A fresh run id.
+    pub fn random() -> Self {
+        Self {
+            run: rand::random(),
+        }
+    }
+
+    /// The run id, 8 hex digits.
+    pub fn run_id(&self) -> String {
+        format!("{:08x}", self.run)
+    }
+
+    /// Every client FQDN of this run ends so.
+    pub fn suffix(&self) -> String {
+        format!(".{}.{DOMAIN}", self.run_id())
+    }
+
+    /// Client n's FQDN.
+    pub fn fqdn(&self, n: u32) -> String {
+        format!("lt-{n}{}", self.suffix())
+    }
+
+    /// Client n's MAC: locally administered (02), a fixed `1d`, the run's
+    /// low byte, then 24 bits of n.
+    pub fn mac(&self, n: u32) -> String {
+        let b = n.to_be_bytes();
+        format!(
+            "02:1d:{:02x}:{:02x}:{:02x}:{:02x}",
+            self.run & 0xff,
+            b[1],
+            b[2],
+            b[3]
+        )
+    }
+
+    /// Client n's MAC-named PXE file.
+    pub fn mac_file(&self, n: u32) -> String {
+        format!("01-{}", self.mac(n).replace(':', "-"))
+    }
+
+    /// Client n's system UUID (version-4 shaped).
+    pub fn uuid(&self, n: u32) -> String {
+        format!(
+            "10ad7e57-{:04x}-4{:03x}-8000-{n:012x}",
+            self.run >> 16,
+            self.run & 0xfff
+        )
+    }
+
+    /// The netboot product of this run.
+    pub fn product(&self) -> String {
+        format!("loadtest-{}", self.run_id())
+    }
+
+    /// Client n as a host record, with a fresh host key.
+    pub fn host(&self, n: u32) -> proto::Host {
+        proto::Host {
+            id: self.fqdn(n),
+            hardware_address: self.mac(n),
+            system_uuid: self.uuid(n),
+            ip_address: String::new(),
+            opsi_host_key: format!("{:032x}", rand::random::<u128>()),
+        }
+    }
+
+    /// Whether `fqdn` belongs to this run.
+    pub fn owns(&self, fqdn: &str) -> bool {
+        fqdn.ends_with(&self.suffix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Fqdn, Mac, SystemUuid, is_pxe_file_name};
+
+    #[test]
+    fn names_are_valid_and_distinct() {
+        let names = Names { run: 0xdead_beef };
+        for n in [0, 1, 65_535, DIRECT_BASE - 1, DIRECT_BASE + 7] {
+            Fqdn::parse(&names.fqdn(n), "fqdn").unwrap();
+            let mac = Mac::parse(&names.mac(n), "mac").unwrap();
+            assert_eq!(mac.pxe_file_name(), names.mac_file(n));
+            assert!(is_pxe_file_name(&names.mac_file(n)));
+            let uuid = SystemUuid::parse(&names.uuid(n), "uuid").unwrap();
+            assert!(is_pxe_file_name(uuid.as_str()));
+            assert!(names.owns(&names.fqdn(n)));
+        }
+        assert_ne!(names.mac(1), names.mac(DIRECT_BASE + 1));
+        assert_ne!(names.uuid(1), names.uuid(DIRECT_BASE + 1));
+        assert!(!names.owns("lt-1.other.loadtest.invalid"));
+        crate::domain::ProductId::parse(&names.product(), "product").unwrap();
+    }
+}

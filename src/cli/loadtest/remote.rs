@@ -1,0 +1,70 @@
+//! Remote mode: a running configserver (`--configserver URL` with the admin
+//! key) and the depots registered there — all of them or `--depots a,b` —
+//! each on the path its capability shows.
+
+use super::args::LoadtestArgs;
+use super::channel;
+use super::scrape::MetricsUrl;
+use super::target::{Target, TargetDepot};
+use crate::auth::load_key;
+use crate::cli::error::CliError;
+use crate::proto;
+
+/// Connects to the configserver and picks the depots.
+pub async fn connect(args: &LoadtestArgs, url: &str) -> Result<Target, CliError> {
+    let key = load_key(&args.admin_key_env, args.admin_key_file.as_deref())?
+        .ok_or("--configserver needs the admin key: --admin-key-file or PXECONF_ADMIN_KEY")?;
+    let mut admin = channel::admin(url, &key).await?;
+    let listed = admin
+        .list_depots(proto::ListDepotsRequest {})
+        .await
+        .map_err(|s| format!("ListDepots: {}", s.message()))?
+        .into_inner()
+        .depots;
+    let wanted: Option<Vec<&str>> = args.depots.as_deref().map(|d| {
+        d.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    if let Some(wanted) = &wanted {
+        if let Some(missing) = wanted.iter().find(|w| !listed.iter().any(|d| d.id == **w)) {
+            return Err(format!("--depots: {missing} is not registered").into());
+        }
+    }
+    let tftp = args.tftp_servers()?;
+    let mut depots: Vec<TargetDepot> = listed
+        .into_iter()
+        .filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.id.as_str())))
+        .map(|d| TargetDepot {
+            tftp: tftp
+                .iter()
+                .find(|(id, _)| id.as_deref().is_none_or(|id| id == d.id))
+                .map(|(_, addr)| *addr),
+            legacy: d.capability == "legacy",
+            id: d.id,
+            endpoint: d.endpoint,
+            metrics: None,
+            pxe_dir: None,
+            key_file: None,
+        })
+        .collect();
+    if depots.is_empty() {
+        return Err("the configserver has no depot to use".into());
+    }
+    depots.sort_by_key(|d| d.legacy);
+    // `direct` drives the first new-path depot, with the key given.
+    if let Some(first) = depots.iter_mut().find(|d| !d.legacy) {
+        first.key_file = args.depot_key_file.clone();
+    }
+    Ok(Target {
+        admin,
+        metrics: args
+            .metrics_url
+            .as_deref()
+            .map(MetricsUrl::parse)
+            .transpose()?,
+        depots,
+        baseline_dir: args.dir.clone(),
+    })
+}

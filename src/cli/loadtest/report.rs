@@ -1,0 +1,263 @@
+//! The run's results: JSON for machines, tables for people, every result
+//! beside its baseline as a ratio.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::baseline::RawResult;
+use super::inventory::Cleanup;
+use super::scenario::boot::BootResult;
+use super::scenario::bulk::BulkResult;
+use super::scenario::direct::{DirectResult, Driven};
+use super::scenario::trickle::TrickleResult;
+use super::stats::Percentiles;
+
+/// The baselines measured in the same run.
+#[derive(Debug, Default, Serialize)]
+pub struct Baselines {
+    /// The raw file-pair loop on the run's directory.
+    pub raw_file_pairs: Option<RawResult>,
+    /// Health `Check` on the depot `direct` drives.
+    pub noop_rpc: Option<Driven>,
+}
+
+/// Results over baselines.
+#[derive(Debug, Default, Serialize)]
+pub struct Ratios {
+    /// Bulk clients/s, new path over legacy path.
+    pub new_over_legacy: Option<f64>,
+    /// Bulk clients/s on the new path over the raw file-pair loop.
+    pub bulk_new_over_raw: Option<f64>,
+    /// Direct calls/s over no-op calls/s.
+    pub direct_over_noop: Option<f64>,
+}
+
+/// A role's peak memory.
+#[derive(Debug, Serialize)]
+pub struct RoleMemory {
+    /// `configserver`, a depot id, or `loadtest` (this process).
+    pub role: String,
+    /// Peak resident set (VmHWM), MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// A depot used.
+#[derive(Debug, Serialize)]
+pub struct DepotLine {
+    /// Its id.
+    pub id: String,
+    /// `new` or `legacy`.
+    pub path: &'static str,
+}
+
+/// Everything a run found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// The run id (the clients' namespace `*.<run>.loadtest.invalid`).
+    pub run_id: String,
+    /// `self-contained` or `remote`.
+    pub mode: &'static str,
+    /// The run directory (self-contained).
+    pub dir: Option<PathBuf>,
+    /// The depots used.
+    pub depots: Vec<DepotLine>,
+    /// `bulk`, per path.
+    pub bulk: Vec<BulkResult>,
+    /// `boot`, per path.
+    pub boot: Vec<BootResult>,
+    /// `trickle`, per path.
+    pub trickle: Vec<TrickleResult>,
+    /// `direct`.
+    pub direct: Option<DirectResult>,
+    /// The baselines.
+    pub baselines: Baselines,
+    /// Results over baselines.
+    pub ratios: Ratios,
+    /// Peak memory per role.
+    pub memory: Vec<RoleMemory>,
+    /// What was skipped, and why.
+    pub notes: Vec<String>,
+    /// Clients not delivered, not read or not turned `none`; the run fails
+    /// unless this is empty.
+    pub failures: Vec<String>,
+    /// The clean-up.
+    pub cleanup: Option<Cleanup>,
+}
+
+impl Report {
+    /// Fills in the ratios from the results.
+    pub fn compute_ratios(&mut self) {
+        let bulk = |path: &str| {
+            self.bulk
+                .iter()
+                .find(|b| b.path == path)
+                .map(|b| b.clients_per_second)
+        };
+        let ratio =
+            |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+        self.ratios = Ratios {
+            new_over_legacy: ratio(bulk("new"), bulk("legacy")),
+            bulk_new_over_raw: ratio(
+                bulk("new"),
+                self.baselines
+                    .raw_file_pairs
+                    .as_ref()
+                    .map(|r| r.clients_per_second),
+            ),
+            direct_over_noop: ratio(
+                self.direct.as_ref().map(|d| d.driven.calls_per_second),
+                self.baselines.noop_rpc.as_ref().map(|n| n.calls_per_second),
+            ),
+        };
+    }
+
+    /// Prints the tables.
+    pub fn print(&self) {
+        println!(
+            "pxeconf loadtest {} ({}), depots: {}",
+            self.run_id,
+            self.mode,
+            self.depots
+                .iter()
+                .map(|d| format!("{} [{}]", d.id, d.path))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(dir) = &self.dir {
+            println!("  files in {}", dir.display());
+        }
+        self.print_bulk();
+        self.print_boot();
+        self.print_trickle();
+        self.print_direct();
+        self.print_tail();
+    }
+
+    fn print_bulk(&self) {
+        if self.bulk.is_empty() {
+            return;
+        }
+        println!("\nbulk: actions in Admin calls → every config acknowledged");
+        println!(
+            "  {:<7} {:>8} {:>9} {:>6} {:>8} {:>9} {:>10} {:>9}",
+            "path", "clients", "delivered", "calls", "admin s", "seconds", "clients/s", "look-ups"
+        );
+        for b in &self.bulk {
+            println!(
+                "  {:<7} {:>8} {:>9} {:>6} {:>8.2} {:>9.2} {:>10.0} {:>9}",
+                b.path,
+                b.clients,
+                b.delivered,
+                b.admin_calls,
+                b.admin_seconds,
+                b.seconds,
+                b.clients_per_second,
+                b.lookups_per_client
+                    .map_or("?".into(), |l| format!("{l:.1}"))
+            );
+            latency_line("call → ack", b.latency_ms.as_ref());
+        }
+    }
+
+    fn print_boot(&self) {
+        for b in &self.boot {
+            println!(
+                "\nboot, {} path: {} of {} configs read ({:?}) in {:.2} s, {:.0} reads/s; {} turned none",
+                b.path,
+                b.reads_ok,
+                b.clients,
+                b.read_method,
+                b.read_seconds,
+                b.reads_per_second,
+                b.turned_none
+            );
+            latency_line("read → none", b.latency_ms.as_ref());
+        }
+    }
+
+    fn print_trickle(&self) {
+        for t in &self.trickle {
+            println!(
+                "\ntrickle, {} path: {} single actions at {}/s, {} delivered",
+                t.path, t.clients, t.rate, t.delivered
+            );
+            latency_line("admin call", t.admin_call_ms.as_ref());
+            latency_line("call → on disk", t.to_disk_ms.as_ref());
+            latency_line("call → ack", t.to_ack_ms.as_ref());
+        }
+    }
+
+    fn print_direct(&self) {
+        if let Some(d) = &self.direct {
+            let v = &d.driven;
+            println!(
+                "\ndirect SetPxeConfig at {}: {} of {} ok, {} in flight, {:.2} s, {:.0}/s, depot counted {}",
+                d.depot,
+                v.ok,
+                v.calls,
+                v.concurrency,
+                v.seconds,
+                v.calls_per_second,
+                d.writes_counted.map_or("?".into(), |w| w.to_string())
+            );
+            latency_line("call", v.latency_ms.as_ref());
+            if let Some(e) = &v.first_error {
+                println!("  first error: {e}");
+            }
+        }
+    }
+
+    fn print_tail(&self) {
+        println!("\nbaselines and ratios");
+        if let Some(r) = &self.baselines.raw_file_pairs {
+            println!(
+                "  raw file-pair loop: {:.0} clients/s ({} clients in {:.2} s)",
+                r.clients_per_second, r.clients, r.seconds
+            );
+        }
+        if let Some(n) = &self.baselines.noop_rpc {
+            println!(
+                "  no-op RPC (health Check): {:.0}/s, {} in flight",
+                n.calls_per_second, n.concurrency
+            );
+            latency_line("call", n.latency_ms.as_ref());
+        }
+        let show = |name: &str, r: Option<f64>| {
+            if let Some(r) = r {
+                println!("  {name}: {r:.2}x");
+            }
+        };
+        show("bulk new / legacy", self.ratios.new_over_legacy);
+        show("bulk new / raw loop", self.ratios.bulk_new_over_raw);
+        show("direct / no-op RPC", self.ratios.direct_over_noop);
+        for m in &self.memory {
+            let mib = m.peak_rss_mib.map_or("?".into(), |v| format!("{v:.0} MiB"));
+            println!("  peak RSS {:<28} {mib}", m.role);
+        }
+        if let Some(c) = &self.cleanup {
+            println!(
+                "  clean-up: {} clients deleted, removals {} in {:.1} s",
+                c.clients_deleted,
+                if c.verified {
+                    "verified"
+                } else {
+                    "NOT verified"
+                },
+                c.seconds
+            );
+        }
+        for n in &self.notes {
+            println!("  note: {n}");
+        }
+        for f in &self.failures {
+            println!("  FAILED: {f}");
+        }
+    }
+}
+
+fn latency_line(what: &str, p: Option<&Percentiles>) {
+    if let Some(p) = p {
+        println!("  {what:<16} {p}");
+    }
+}

@@ -1,0 +1,370 @@
+//! The run: open the target (start the roles, or connect to a site), plan the
+//! cohorts, measure the scenarios and baselines, clean up — also after
+//! Ctrl-C or a failure — and report.
+
+use std::path::PathBuf;
+
+use super::args::{LoadtestArgs, PathChoice, Scenario};
+use super::inventory::{self, Cohort};
+use super::local::{self, LocalSite};
+use super::names::Names;
+use super::report::{DepotLine, Report, RoleMemory};
+use super::scenario::{boot, bulk, direct, trickle};
+use super::target::Target;
+use super::{baseline, remote};
+use crate::cli::error::CliError;
+use crate::telemetry::LogFormat;
+use tracing::info;
+
+/// Progress bars show on a terminal whatever the output format.
+const QUIET: bool = false;
+
+/// The cohorts of a run.
+struct Plan {
+    bulk: Vec<Cohort>,
+    trickle: Vec<Cohort>,
+}
+
+impl Plan {
+    /// Cohorts per path asked for: bulk clients `0..N` (new) and `N..2N`
+    /// (legacy), trickle clients after them.
+    fn new(
+        args: &LoadtestArgs,
+        target: &Target,
+        names: &Names,
+        notes: &mut Vec<String>,
+    ) -> Result<Self, CliError> {
+        let paths: &[bool] = match args.path {
+            PathChoice::New => &[false],
+            PathChoice::Legacy => &[true],
+            PathChoice::Both => &[false, true],
+        };
+        let (n, m) = (args.clients, args.trickle_clients);
+        let mut plan = Plan {
+            bulk: Vec::new(),
+            trickle: Vec::new(),
+        };
+        for &legacy in paths {
+            let depots = target.depots_on(legacy);
+            let path = if legacy { "legacy" } else { "new" };
+            if depots.is_empty() {
+                if args.path != PathChoice::Both {
+                    return Err(format!("no {path}-path depot to use").into());
+                }
+                notes.push(format!("no {path}-path depot: that path was skipped"));
+                continue;
+            }
+            let k = u32::from(legacy);
+            if args.runs(Scenario::Bulk) || args.runs(Scenario::Boot) {
+                plan.bulk
+                    .push(Cohort::new(names, legacy, k * n, n, &depots));
+            }
+            if args.runs(Scenario::Trickle) && m > 0 {
+                plan.trickle
+                    .push(Cohort::new(names, legacy, 2 * n + k * m, m, &depots));
+            }
+        }
+        Ok(plan)
+    }
+
+    fn cohorts(&self) -> impl Iterator<Item = &Cohort> {
+        self.bulk.iter().chain(&self.trickle)
+    }
+}
+
+/// Runs the load test.
+pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
+    crate::telemetry::init_with_default(LogFormat::Human, "warn");
+    args.check()?;
+    let names = Names::random();
+    let mut report = Report {
+        run_id: names.run_id(),
+        ..Default::default()
+    };
+    let (target, site) = open(&args, &names, &mut report).await?;
+    let plan = Plan::new(&args, &target, &names, &mut report.notes)?;
+    let result = tokio::select! {
+        r = measure(&args, &target, &names, &plan, &mut report) => r,
+        () = crate::server::shutdown_signal() => Err("interrupted".into()),
+    };
+    let finished = finish(&args, &target, &names, &plan, site, &mut report).await;
+    report.compute_ratios();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print();
+    }
+    result?;
+    finished?;
+    if !report.failures.is_empty() {
+        return Err(format!(
+            "{} check(s) failed: {}",
+            report.failures.len(),
+            report.failures.join("; ")
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Starts the roles or connects to the site.
+async fn open(
+    args: &LoadtestArgs,
+    names: &Names,
+    report: &mut Report,
+) -> Result<(Target, Option<LocalSite>), CliError> {
+    let (target, site) = match &args.configserver {
+        Some(url) => {
+            report.mode = "remote";
+            (remote::connect(args, url).await?, None)
+        }
+        None => {
+            report.mode = "self-contained";
+            let dir = local::run_dir(args.dir.as_deref(), names);
+            report.dir = Some(dir.clone());
+            let (target, site) = local::start(args, &dir).await?;
+            if !site.tftp() {
+                report.notes.push("tftpd-hpa cannot serve here (not installed, or not root): boot opens and closes the files".into());
+            }
+            (target, Some(site))
+        }
+    };
+    report.depots = target
+        .depots
+        .iter()
+        .map(|d| DepotLine {
+            id: d.id.clone(),
+            path: if d.legacy { "legacy" } else { "new" },
+        })
+        .collect();
+    Ok((target, site))
+}
+
+/// Creates the run's objects, then runs the baselines and scenarios.
+async fn measure(
+    args: &LoadtestArgs,
+    target: &Target,
+    names: &Names,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    info!("creating the run's clients");
+    inventory::create_product(target, names).await?;
+    let total: usize = plan.cohorts().map(|c| c.members.len()).sum();
+    let bar = super::progress::bar(total as u64, "creating clients", QUIET);
+    for cohort in plan.cohorts() {
+        inventory::create_clients(target, names, cohort).await?;
+        bar.inc(cohort.members.len() as u64);
+    }
+    bar.finish_and_clear();
+    if let Some(dir) = target
+        .baseline_dir
+        .as_deref()
+        .filter(|_| args.runs(Scenario::Bulk))
+    {
+        report.baselines.raw_file_pairs =
+            Some(baseline::raw_file_pairs(dir, *names, args.clients).await?);
+    }
+    info!("baselines done");
+    for cohort in &plan.bulk {
+        bulk_and_boot(args, target, names, cohort, report).await?;
+    }
+    info!("bulk and boot done");
+    for cohort in &plan.trickle {
+        let t = trickle::run(
+            target,
+            names,
+            cohort,
+            args.trickle_rate,
+            args.timeout,
+            QUIET,
+        )
+        .await?;
+        if t.delivered < u64::from(t.clients) {
+            report.failures.push(format!(
+                "trickle {}: {} of {} clients not delivered",
+                t.path,
+                u64::from(t.clients) - t.delivered,
+                t.clients
+            ));
+        }
+        report.trickle.push(t);
+    }
+    info!("trickle done");
+    if args.runs(Scenario::Direct) {
+        run_direct(args, target, names, report).await?;
+    }
+    info!("direct done");
+    Ok(())
+}
+
+/// `bulk` (timed, or untimed when only `boot` needs the configs), then `boot`.
+async fn bulk_and_boot(
+    args: &LoadtestArgs,
+    target: &Target,
+    names: &Names,
+    cohort: &Cohort,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    let product = names.product();
+    info!(path = cohort.path(), "bulk");
+    let (b, _) = bulk::run(
+        target,
+        cohort,
+        &product,
+        args.bulk_calls,
+        args.timeout,
+        QUIET,
+    )
+    .await?;
+    if b.delivered < u64::from(b.clients) {
+        report.failures.push(format!(
+            "bulk {}: {} of {} clients not delivered",
+            b.path,
+            u64::from(b.clients) - b.delivered,
+            b.clients
+        ));
+    }
+    if args.runs(Scenario::Bulk) {
+        report.bulk.push(b);
+    }
+    if !args.runs(Scenario::Boot) {
+        return Ok(());
+    }
+    if boot::method(target, cohort).is_none() {
+        report.notes.push(format!(
+            "boot, {} path: skipped, no TFTP server given (--tftp)",
+            cohort.path()
+        ));
+        return Ok(());
+    }
+    info!(path = cohort.path(), "boot");
+    let r = boot::run(
+        target,
+        names,
+        cohort,
+        args.boot_concurrency,
+        args.timeout,
+        QUIET,
+    )
+    .await?;
+    let n = u64::from(r.clients);
+    if r.reads_ok < n || r.turned_none < n {
+        report.failures.push(format!(
+            "boot {}: {} of {n} configs read, {} of {n} actions turned none",
+            r.path, r.reads_ok, r.turned_none
+        ));
+    }
+    report.boot.push(r);
+    Ok(())
+}
+
+/// The no-op baseline, then `direct`, at the first new-path depot.
+async fn run_direct(
+    args: &LoadtestArgs,
+    target: &Target,
+    names: &Names,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    let Some(depot) = target.depots.iter().find(|d| !d.legacy) else {
+        report
+            .notes
+            .push("direct: skipped, no new-path depot".into());
+        return Ok(());
+    };
+    if depot.key_file.is_none() {
+        report
+            .notes
+            .push("direct: skipped, the depot's key is not known (--depot-key-file)".into());
+        return Ok(());
+    }
+    let calls = args.direct_calls.unwrap_or(args.clients);
+    report.baselines.noop_rpc = Some(direct::noop(depot, calls, args.direct_concurrency).await?);
+    let d = direct::run(depot, names, calls, args.direct_concurrency).await?;
+    if d.driven.ok < u64::from(calls) {
+        report.failures.push(format!(
+            "direct: {} of {calls} calls failed ({})",
+            u64::from(calls) - d.driven.ok,
+            d.driven.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    if d.writes_counted.is_some_and(|w| w != d.driven.ok) {
+        report.failures.push(format!(
+            "direct: the depot counted {:?} writes for {} calls",
+            d.writes_counted, d.driven.ok
+        ));
+    }
+    report.direct = Some(d);
+    Ok(())
+}
+
+/// Leaves nothing behind: a site gets its inventory back (removals
+/// verified); self-contained roles are measured, stopped and their
+/// directory removed (unless --keep). A second Ctrl-C abandons the clean-up.
+async fn finish(
+    args: &LoadtestArgs,
+    target: &Target,
+    names: &Names,
+    plan: &Plan,
+    site: Option<LocalSite>,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    let Some(site) = site else {
+        let work = clean_remote(args, target, names, plan, report);
+        return tokio::select! {
+            r = work => r,
+            () = crate::server::shutdown_signal() => Err(format!(
+                "clean-up interrupted: delete the clients *{} and the product {} by hand",
+                names.suffix(),
+                names.product()
+            ).into()),
+        };
+    };
+    report.memory = site
+        .peak_rss()
+        .into_iter()
+        .map(|(role, kib)| RoleMemory {
+            role,
+            peak_rss_mib: kib.map(|k| k as f64 / 1024.0),
+        })
+        .collect();
+    report.memory.push(RoleMemory {
+        role: "loadtest".into(),
+        peak_rss_mib: super::roles::peak_rss_kib("/proc/self/status").map(|k| k as f64 / 1024.0),
+    });
+    let dir: PathBuf = site.dir.clone();
+    site.stop().await;
+    info!("roles stopped");
+    if !args.keep {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(())
+}
+
+async fn clean_remote(
+    args: &LoadtestArgs,
+    target: &Target,
+    names: &Names,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    if args.runs(Scenario::Direct) {
+        if let Some(depot) = target
+            .depots
+            .iter()
+            .find(|d| !d.legacy && d.key_file.is_some())
+        {
+            direct::remove(depot, names, args.direct_calls.unwrap_or(args.clients)).await?;
+        }
+    }
+    let fqdns: Vec<String> = plan.cohorts().flat_map(Cohort::fqdns).collect();
+    let cleanup = inventory::delete_all(target, names, &fqdns, args.timeout).await?;
+    if !cleanup.verified {
+        report.failures.push(format!(
+            "clean-up: removals of the clients *{} still pending",
+            names.suffix()
+        ));
+    }
+    report.cleanup = Some(cleanup);
+    Ok(())
+}
