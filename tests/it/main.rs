@@ -5,6 +5,7 @@ mod admin_cli;
 mod common;
 mod configserver;
 mod depot;
+mod loadtest;
 mod modules;
 mod operator;
 mod paths;

@@ -27,10 +27,10 @@ pub async fn connect(args: &LoadtestArgs, url: &str) -> Result<Target, CliError>
             .filter(|s| !s.is_empty())
             .collect()
     });
-    if let Some(wanted) = &wanted {
-        if let Some(missing) = wanted.iter().find(|w| !listed.iter().any(|d| d.id == **w)) {
-            return Err(format!("--depots: {missing} is not registered").into());
-        }
+    if let Some(wanted) = &wanted
+        && let Some(missing) = wanted.iter().find(|w| !listed.iter().any(|d| d.id == **w))
+    {
+        return Err(format!("--depots: {missing} is not registered").into());
     }
     let tftp = args.tftp_servers()?;
     let mut depots: Vec<TargetDepot> = listed

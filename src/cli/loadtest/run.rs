@@ -348,14 +348,13 @@ async fn clean_remote(
     plan: &Plan,
     report: &mut Report,
 ) -> Result<(), CliError> {
-    if args.runs(Scenario::Direct) {
-        if let Some(depot) = target
+    if args.runs(Scenario::Direct)
+        && let Some(depot) = target
             .depots
             .iter()
             .find(|d| !d.legacy && d.key_file.is_some())
-        {
-            direct::remove(depot, names, args.direct_calls.unwrap_or(args.clients)).await?;
-        }
+    {
+        direct::remove(depot, names, args.direct_calls.unwrap_or(args.clients)).await?;
     }
     let fqdns: Vec<String> = plan.cohorts().flat_map(Cohort::fqdns).collect();
     let cleanup = inventory::delete_all(target, names, &fqdns, args.timeout).await?;

@@ -62,8 +62,7 @@ impl MetricsUrl {
         let (head, body) = response
             .split_once("\r\n\r\n")
             .ok_or_else(|| format!("metrics at {}: no HTTP response", self.authority))?;
-        if !head.starts_with("HTTP/1.")
-            || !head.split_whitespace().nth(1).is_some_and(|c| c == "200")
+        if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1).is_none_or(|c| c != "200")
         {
             return Err(format!(
                 "metrics at {}: {}",

@@ -95,10 +95,7 @@ pub async fn run(
             to_ack.record(track::between(*sys, at));
         }
     }
-    let to_disk = match watch {
-        Some(watch) => Some(watch.latencies(names, cohort, &started)),
-        None => None,
-    };
+    let to_disk = watch.map(|watch| watch.latencies(names, cohort, &started));
     Ok(TrickleResult {
         path: cohort.path(),
         clients: cohort.members.len() as u32,
@@ -139,12 +136,11 @@ impl DiskWatch {
         let task = tokio::spawn(async move {
             while let Some(Ok(event)) = stream.next().await {
                 let now = Instant::now();
-                if event.mask.contains(EventMask::MOVED_TO) {
-                    if let Some(name) = event.name.and_then(|n| n.to_str().map(str::to_owned)) {
-                        if tx.send((name, now)).is_err() {
-                            return;
-                        }
-                    }
+                if event.mask.contains(EventMask::MOVED_TO)
+                    && let Some(name) = event.name.and_then(|n| n.to_str().map(str::to_owned))
+                    && tx.send((name, now)).is_err()
+                {
+                    return;
                 }
             }
         });
@@ -168,10 +164,11 @@ impl DiskWatch {
             .collect();
         let mut first: Vec<Option<Instant>> = vec![None; cohort.members.len()];
         while let Ok((name, at)) = self.events.try_recv() {
-            if let Some(&i) = by_file.get(&name) {
-                if at >= started[i].1 && first[i].is_none() {
-                    first[i] = Some(at);
-                }
+            if let Some(&i) = by_file.get(&name)
+                && at >= started[i].1
+                && first[i].is_none()
+            {
+                first[i] = Some(at);
             }
         }
         let mut latencies = Latencies::new();

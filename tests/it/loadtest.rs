@@ -1,0 +1,344 @@
+//! `pxeconf loadtest` as CI runs it: correctness, never timing. Self-contained
+//! (the roles as child processes of the built binary), every scenario, every
+//! client delivered, read and turned `none`; and against a running site
+//! (remote mode), which it must leave as it found it — also after Ctrl-C.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use pxeconf::cli::lab::{Lab, LabOptions};
+use pxeconf::cli::tftp::TftpServer;
+use pxeconf::proto;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Runs the binary to its end, off the async threads.
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        pxeconf_command()
+            .arg("loadtest")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pxeconf loadtest")
+    })
+    .await
+    .unwrap()
+}
+
+fn report(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// Every client of a bulk, boot and trickle entry made it.
+fn assert_every_client_through(r: &Value, clients: u64, trickle: u64) {
+    assert_eq!(r["failures"], serde_json::json!([]), "{r:#}");
+    for path in ["new", "legacy"] {
+        let of = |list: &str| {
+            r[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["path"] == path)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {list} entry for the {path} path: {r:#}"))
+        };
+        let bulk = of("bulk");
+        assert_eq!(u(&bulk["delivered"]), clients, "{bulk:#}");
+        let boot = of("boot");
+        assert_eq!(u(&boot["reads_ok"]), clients, "{boot:#}");
+        assert_eq!(u(&boot["turned_none"]), clients, "{boot:#}");
+        let trickle_entry = of("trickle");
+        assert_eq!(u(&trickle_entry["delivered"]), trickle, "{trickle_entry:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_none() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let (clients, trickle, direct) = (1000u64, 40u64, 1000u64);
+    let out = run(vec![
+        "--clients".into(),
+        clients.to_string(),
+        "--trickle-clients".into(),
+        trickle.to_string(),
+        "--trickle-rate".into(),
+        "100".into(),
+        "--direct-calls".into(),
+        direct.to_string(),
+        "--depots".into(),
+        "2".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--json".into(),
+    ])
+    .await;
+    let r = report(&out);
+    assert!(
+        out.status.success(),
+        "{r:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["mode"], "self-contained");
+    assert_every_client_through(&r, clients, trickle);
+    let boot_method = &r["boot"][0]["read_method"];
+    if have_tftpd() {
+        assert_eq!(
+            boot_method, "tftp",
+            "tftpd-hpa serves here, so boot reads over TFTP"
+        );
+    }
+    let bulk_new = &r["bulk"][0];
+    assert_eq!(bulk_new["path"], "new");
+    assert_eq!(
+        bulk_new["lookups_per_client"], 0.0,
+        "the new path makes no look-ups"
+    );
+    let legacy = r["bulk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["path"] == "legacy")
+        .unwrap();
+    assert!(
+        legacy["lookups_per_client"].as_f64().unwrap() >= 7.0,
+        "a legacy push looks the client up seven times: {legacy:#}"
+    );
+    assert_eq!(u(&r["direct"]["ok"]), direct);
+    assert_eq!(
+        u(&r["direct"]["writes_counted"]),
+        direct,
+        "the depot's write counter agrees"
+    );
+    assert!(u(&r["baselines"]["noop_rpc"]["ok"]) == direct);
+    assert!(
+        r["baselines"]["raw_file_pairs"]["clients_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    for role in r["memory"].as_array().unwrap() {
+        assert!(role["peak_rss_mib"].as_f64().unwrap() > 0.0, "{role}");
+    }
+    assert_eq!(
+        r["memory"].as_array().unwrap().len(),
+        1 + 3 + 1,
+        "configserver, 3 depots, loadtest"
+    );
+    assert!(!dir.exists(), "the run directory is removed without --keep");
+}
+
+/// A lab site (configserver and two new-path depots in this process) with
+/// a few real clients, and tftpd-hpa serving each depot when it can here.
+async fn site(root: &Path) -> (Lab, Vec<TftpServer>) {
+    let lab = Lab::start(LabOptions {
+        dir: root.to_owned(),
+        pxe_root: root.to_owned(),
+        depots: 2,
+        legacy: 0,
+        concurrency: 8,
+        io_threads: 2,
+    })
+    .await
+    .unwrap();
+    lab.seed(5).await.unwrap();
+    let tftpds = match TftpServer::find() {
+        Some(binary) => lab
+            .depots
+            .iter()
+            .map(|d| TftpServer::start(&binary, &d.pxe_dir).unwrap())
+            .collect(),
+        None => Vec::new(),
+    };
+    (lab, tftpds)
+}
+
+fn remote_args(lab: &Lab, tftpds: &[TftpServer]) -> Vec<String> {
+    let mut args = vec![
+        "--configserver".into(),
+        format!("http://{}", lab.configserver),
+        "--admin-key-file".into(),
+        lab.admin_key_file.display().to_string(),
+        "--depot-key-file".into(),
+        lab.depots[0].key_file.display().to_string(),
+        "--path".into(),
+        "new".into(),
+        "--json".into(),
+    ];
+    for (d, t) in lab.depots.iter().zip(tftpds) {
+        args.push("--tftp".into());
+        args.push(format!("{}={}", d.id, t.addr));
+    }
+    args
+}
+
+/// What the site holds of a run: PXE files on the depots, clients still
+/// known, pushes still pending.
+async fn leftovers(lab: &Lab, run_id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for d in &lab.depots {
+        left.extend(
+            list_dir(&d.pxe_dir)
+                .into_iter()
+                .map(|f| format!("{}: {f}", d.id)),
+        );
+        let pending = lab
+            .admin()
+            .await
+            .unwrap()
+            .list_pending(proto::ListPendingRequest {
+                depot_id: d.id.clone(),
+                page_size: 10_000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pending;
+        left.extend(
+            pending
+                .into_iter()
+                .map(|p| format!("pending {}", p.client_id)),
+        );
+    }
+    let fqdn = format!("lt-0.{run_id}.loadtest.invalid");
+    let status = lab
+        .admin()
+        .await
+        .unwrap()
+        .get_client_status(proto::GetClientStatusRequest { fqdn: fqdn.clone() })
+        .await;
+    if status.is_ok() {
+        left.push(format!("client {fqdn} still exists"));
+    }
+    left
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_mode_measures_a_running_site_and_leaves_it_as_it_was() {
+    let root = tempfile::tempdir().unwrap();
+    let (lab, tftpds) = site(root.path()).await;
+    let mut args = remote_args(&lab, &tftpds);
+    let boot = !tftpds.is_empty();
+    let scenarios = if boot {
+        "bulk,boot,trickle,direct"
+    } else {
+        "bulk,trickle,direct"
+    };
+    args.extend(
+        [
+            "--clients",
+            "300",
+            "--trickle-clients",
+            "20",
+            "--trickle-rate",
+            "100",
+            "--scenario",
+            scenarios,
+        ]
+        .map(String::from),
+    );
+    let out = run(args).await;
+    let r = report(&out);
+    assert!(
+        out.status.success(),
+        "{r:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["mode"], "remote");
+    assert_eq!(r["failures"], serde_json::json!([]), "{r:#}");
+    assert_eq!(u(&r["bulk"][0]["delivered"]), 300);
+    if boot {
+        assert_eq!(u(&r["boot"][0]["turned_none"]), 300);
+    }
+    assert_eq!(u(&r["trickle"][0]["delivered"]), 20);
+    assert_eq!(u(&r["direct"]["ok"]), 300);
+    assert_eq!(r["cleanup"]["verified"], true, "{r:#}");
+    let run_id = r["run_id"].as_str().unwrap();
+    assert_eq!(leftovers(&lab, run_id).await, Vec::<String>::new());
+    // The site's own clients are untouched.
+    let mut admin = lab.admin().await.unwrap();
+    for n in 0..5 {
+        admin
+            .get_client_status(proto::GetClientStatusRequest {
+                fqdn: pxeconf::cli::lab::client_fqdn(n),
+            })
+            .await
+            .unwrap();
+    }
+    drop(tftpds);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
+    let root = tempfile::tempdir().unwrap();
+    let (lab, _tftpds) = site(root.path()).await;
+    let mut args = remote_args(&lab, &[]);
+    // A trickle that would take minutes: it is interrupted long before.
+    args.extend(
+        [
+            "--clients",
+            "2000",
+            "--trickle-clients",
+            "2000",
+            "--trickle-rate",
+            "10",
+            "--scenario",
+            "trickle",
+        ]
+        .map(String::from),
+    );
+    let mut child = pxeconf_command()
+        .arg("loadtest")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pxe = lab.depots[0].pxe_dir.clone();
+    wait_for("the trickle's first config is on a depot", 60, || {
+        let pxe = pxe.clone();
+        async move { !list_dir(&pxe).is_empty() }
+    })
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || {
+        // wait_with_output drains both pipes, so the child never blocks on them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait_with_output().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "an interrupted run does not pass");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let r = report(&out);
+    assert_eq!(r["cleanup"]["verified"], true, "{r:#}");
+    let run_id = r["run_id"].as_str().unwrap();
+    assert_eq!(leftovers(&lab, run_id).await, Vec::<String>::new());
+    lab.shutdown().await;
+}
