@@ -11,6 +11,8 @@ use pxeconf::domain::ClientBundle;
 use pxeconf::proto;
 
 const TEMPLATE: &str = include_str!("../contrib/templates/install");
+const GRUB: &str = include_str!("../contrib/templates/install-grub-x64");
+const IPXE: &str = include_str!("../contrib/templates/install-ipxe");
 
 fn wire() -> proto::ClientBundle {
     proto::ClientBundle {
@@ -63,6 +65,18 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    for (name, template) in [
+        ("render grub (hash cached)", GRUB),
+        ("render iPXE (hash cached)", IPXE),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                renderer
+                    .render(black_box(template), black_box(&bundle))
+                    .unwrap()
+            })
+        });
+    }
     c.bench_function("sha512-crypt, 5000 rounds (uncached)", |b| {
         b.iter(|| sha512_crypt(black_box("linux123"), "0123456789abcdef").unwrap())
     });

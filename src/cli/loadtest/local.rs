@@ -3,6 +3,7 @@
 //! the shipped templates, keys, and tftpd-hpa when it can serve here.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::args::LoadtestArgs;
@@ -93,7 +94,7 @@ pub async fn start(args: &LoadtestArgs, dir: &Path) -> Result<(Target, LocalSite
         roles: vec![configserver],
         tftpds: Vec::new(),
     };
-    let depots = start_depots(args, dir, &cs_url, new, legacy, &mut admin, &mut site).await?;
+    let depots = start_depots(args, dir, &cs_url, (new, legacy), &mut admin, &mut site).await?;
     let target = Target {
         admin,
         metrics: Some(MetricsUrl::of(site.roles[0].metrics)),
@@ -103,85 +104,114 @@ pub async fn start(args: &LoadtestArgs, dir: &Path) -> Result<(Target, LocalSite
     Ok((target, site))
 }
 
+/// A depot before it starts.
+struct PlannedDepot {
+    id: String,
+    key: String,
+    key_file: PathBuf,
+    pxe_dir: PathBuf,
+    legacy: bool,
+}
+
+impl PlannedDepot {
+    /// Depot `i` (1-based): its key file and PXE directory made.
+    fn make(dir: &Path, i: usize, legacy: bool) -> std::io::Result<Self> {
+        let key = random_key();
+        let key_file = dir.join(format!("keys/depot{i}.key"));
+        write_key(&key_file, &key)?;
+        let pxe_dir = dir.join(format!("depot{i}"));
+        std::fs::create_dir_all(&pxe_dir)?;
+        Ok(Self {
+            id: format!("depot{i}.{DOMAIN}"),
+            key,
+            key_file,
+            pxe_dir,
+            legacy,
+        })
+    }
+
+    /// `pxeconf depot …` for it.
+    fn args(&self, args: &LoadtestArgs, dir: &Path, cs_url: &str) -> Vec<OsString> {
+        let mut a = os_args(&[
+            "depot".as_ref(),
+            "--depot-id".as_ref(),
+            self.id.as_ref(),
+            "--pxe-dir".as_ref(),
+            self.pxe_dir.as_os_str(),
+            "--template-dir".as_ref(),
+            dir.join("templates").as_os_str(),
+            "--configserver".as_ref(),
+            cs_url.as_ref(),
+            "--host-key-file".as_ref(),
+            self.key_file.as_os_str(),
+            "--io-threads".as_ref(),
+            args.io_threads.to_string().as_ref(),
+        ]);
+        if self.legacy {
+            a.push("--legacy".into());
+        }
+        a
+    }
+
+    /// What the load test uses of it once it runs.
+    fn target(&self, role: &Role, tftp: Option<SocketAddr>) -> TargetDepot {
+        TargetDepot {
+            id: self.id.clone(),
+            endpoint: format!("http://{}", role.addr),
+            legacy: self.legacy,
+            metrics: Some(MetricsUrl::of(role.metrics)),
+            pxe_dir: Some(self.pxe_dir.clone()),
+            key_file: Some(self.key_file.clone()),
+            tftp,
+        }
+    }
+}
+
 /// Starts the depots (all at once), registers them, and starts a tftpd-hpa
 /// for each when one can serve here.
 async fn start_depots(
     args: &LoadtestArgs,
     dir: &Path,
     cs_url: &str,
-    new: usize,
-    legacy: usize,
+    (new, legacy): (usize, usize),
     admin: &mut AdminClient,
     site: &mut LocalSite,
 ) -> Result<Vec<TargetDepot>, CliError> {
-    let mut planned = Vec::new();
-    for i in 1..=new + legacy {
-        let id = format!("depot{i}.{DOMAIN}");
-        let key = random_key();
-        let key_file = dir.join(format!("keys/depot{i}.key"));
-        write_key(&key_file, &key)?;
-        let pxe_dir = dir.join(format!("depot{i}"));
-        std::fs::create_dir_all(&pxe_dir)?;
-        planned.push((id, key, key_file, pxe_dir, i > new));
-    }
+    let planned = (1..=new + legacy)
+        .map(|i| PlannedDepot::make(dir, i, i > new))
+        .collect::<Result<Vec<_>, _>>()?;
     // Registered (with a placeholder endpoint) before they start, so that
     // their start-up call to the configserver is accepted at once.
-    register(
-        admin,
-        planned.iter().map(|p| (&p.0, "http://127.0.0.1:9", &p.1)),
-    )
-    .await?;
-    let starts = planned.iter().map(|(id, _, key_file, pxe_dir, legacy)| {
-        let mut a = os_args(&[
-            "depot".as_ref(),
-            "--depot-id".as_ref(),
-            id.as_ref(),
-            "--pxe-dir".as_ref(),
-            pxe_dir.as_os_str(),
-            "--template-dir".as_ref(),
-            dir.join("templates").as_os_str(),
-            "--configserver".as_ref(),
-            cs_url.as_ref(),
-            "--host-key-file".as_ref(),
-            key_file.as_os_str(),
-            "--io-threads".as_ref(),
-            args.io_threads.to_string().as_ref(),
-        ]);
-        if *legacy {
-            a.push("--legacy".into());
-        }
-        let log = dir.join(format!("{id}.log"));
-        async move { Role::spawn(id, a, &log).await }
+    let placeholder = planned
+        .iter()
+        .map(|p| (&p.id, "http://127.0.0.1:9", &p.key));
+    register(admin, placeholder).await?;
+    let starts = planned.iter().map(|p| {
+        let log = dir.join(format!("{}.log", p.id));
+        let a = p.args(args, dir, cs_url);
+        async move { Role::spawn(&p.id, a, &log).await }
     });
     let roles = futures::future::join_all(starts).await;
-    let mut depots = Vec::new();
     let tftpd = TftpServer::find();
-    for (role, (id, _, key_file, pxe_dir, legacy)) in roles.into_iter().zip(&planned) {
+    let mut depots = Vec::new();
+    for (role, plan) in roles.into_iter().zip(&planned) {
         let role = role?;
         let tftp = match &tftpd {
             Some(binary) => {
-                let server = TftpServer::start(binary, pxe_dir)?;
+                let server = TftpServer::start(binary, &plan.pxe_dir)?;
                 let addr = server.addr;
                 site.tftpds.push(server);
                 Some(addr)
             }
             None => None,
         };
-        depots.push(TargetDepot {
-            id: id.clone(),
-            endpoint: format!("http://{}", role.addr),
-            legacy: *legacy,
-            metrics: Some(MetricsUrl::of(role.metrics)),
-            pxe_dir: Some(pxe_dir.clone()),
-            key_file: Some(key_file.clone()),
-            tftp,
-        });
+        depots.push(plan.target(&role, tftp));
         site.roles.push(role);
     }
     let real = depots
         .iter()
         .zip(&planned)
-        .map(|(d, p)| (&d.id, d.endpoint.as_str(), &p.1));
+        .map(|(d, p)| (&d.id, d.endpoint.as_str(), &p.key));
     register(admin, real).await?;
     Ok(depots)
 }

@@ -15,4 +15,6 @@ mod task;
 pub use error::{SeenState, WriterError};
 pub use files::{TMP_PREFIX, is_managed_name, remove_stale};
 pub use messages::{ConfigInfo, ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
+// The pure state machine, public for the planning benchmark (benches/writer.rs).
+pub use state::{Committed, FileOps, Op, Planned, Round, SetPlan, State};
 pub use task::{WriterHandle, WriterOptions, spawn};

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::super::inventory::Cohort;
@@ -82,35 +83,12 @@ pub async fn run(
 ) -> Result<BootResult, CliError> {
     let read_method =
         method(target, cohort).ok_or("boot needs a TFTP server per depot (--tftp)")?;
-    let sources: Vec<Source> = cohort
-        .members
-        .iter()
-        .map(|m| {
-            let depot = &target.depots[m.depot];
-            let file = names.mac_file(m.n);
-            match (read_method, depot.tftp, &depot.pxe_dir) {
-                (ReadMethod::Tftp, Some(addr), _) => Source::Tftp(addr, file),
-                (_, _, Some(dir)) => Source::File(dir.join(file)),
-                _ => unreachable!("method() checked every depot"),
-            }
-        })
-        .collect();
+    let sources = sources(target, names, cohort, read_method);
     let what = format!("boot, {} path: configs read", cohort.path());
     let bar = super::super::progress::bar(sources.len() as u64, &what, quiet);
     let baseline = Baseline::take(target).await?;
     let start = Instant::now();
-    let read_at: Vec<Option<SystemTime>> = futures::stream::iter(sources)
-        .map(|source| {
-            let bar = bar.clone();
-            async move {
-                let done = tokio::task::spawn_blocking(move || read(&source)).await;
-                bar.inc(1);
-                matches!(done, Ok(Ok(()))).then(SystemTime::now)
-            }
-        })
-        .buffered(concurrency)
-        .collect()
-        .await;
+    let read_at = read_all(sources, concurrency, &bar).await;
     let read_seconds = start.elapsed().as_secs_f64().max(1e-3);
     bar.finish_and_clear();
     let reads_ok = read_at.iter().flatten().count() as u64;
@@ -145,6 +123,44 @@ pub async fn run(
         turned_none: reached.iter().flatten().count() as u64,
         latency_ms: latencies.percentiles(),
     })
+}
+
+/// Where each member's config is read from.
+fn sources(target: &Target, names: &Names, cohort: &Cohort, method: ReadMethod) -> Vec<Source> {
+    cohort
+        .members
+        .iter()
+        .map(|m| {
+            let depot = &target.depots[m.depot];
+            let file = names.mac_file(m.n);
+            match (method, depot.tftp, &depot.pxe_dir) {
+                (ReadMethod::Tftp, Some(addr), _) => Source::Tftp(addr, file),
+                (_, _, Some(dir)) => Source::File(dir.join(file)),
+                _ => unreachable!("method() checked every depot"),
+            }
+        })
+        .collect()
+}
+
+/// Reads every config, `concurrency` at once, in order; when each read
+/// completed (`None`: it failed).
+async fn read_all(
+    sources: Vec<Source>,
+    concurrency: usize,
+    bar: &ProgressBar,
+) -> Vec<Option<SystemTime>> {
+    futures::stream::iter(sources)
+        .map(|source| {
+            let bar = bar.clone();
+            async move {
+                let done = tokio::task::spawn_blocking(move || read(&source)).await;
+                bar.inc(1);
+                matches!(done, Ok(Ok(()))).then(SystemTime::now)
+            }
+        })
+        .buffered(concurrency)
+        .collect()
+        .await
 }
 
 /// Reads one config. Blocking.

@@ -110,14 +110,7 @@ pub async fn run(
         )
         .await?;
     bar.finish_and_clear();
-    let mut latencies = Latencies::new();
-    let mut last = None;
-    for (r, start) in reached.iter().zip(&started) {
-        if let Some(at) = r.and_then(|r| r.delivered_at) {
-            latencies.record(track::between(*start, at));
-            last = last.max(Some(at));
-        }
-    }
+    let (latencies, last) = latencies(&reached, &started);
     let delivered = latencies.count();
     // The ack times are the configserver's, in milliseconds; the wall time
     // (which includes noticing) stands in when none came back.
@@ -141,4 +134,20 @@ pub async fn run(
         lookups_per_client: lookups,
     };
     Ok((result, reached))
+}
+
+/// Per client: its call's start → its ack; and the last ack.
+fn latencies(
+    reached: &[Option<Reached>],
+    started: &[SystemTime],
+) -> (Latencies, Option<SystemTime>) {
+    let mut latencies = Latencies::new();
+    let mut last = None;
+    for (r, start) in reached.iter().zip(started) {
+        if let Some(at) = r.and_then(|r| r.delivered_at) {
+            latencies.record(track::between(*start, at));
+            last = last.max(Some(at));
+        }
+    }
+    (latencies, last)
 }

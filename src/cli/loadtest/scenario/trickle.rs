@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
+use indicatif::ProgressBar;
 use inotify::{EventMask, Inotify, WatchMask};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -55,27 +56,7 @@ pub async fn run(
     let what = format!("trickle, {} path: actions set", cohort.path());
     let bar = super::super::progress::bar(cohort.members.len() as u64, &what, quiet);
     let baseline = Baseline::take(target).await?;
-    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut admin = target.admin.clone();
-    let mut admin_calls = Latencies::new();
-    let mut started = Vec::with_capacity(cohort.members.len());
-    for m in &cohort.members {
-        pace.tick().await;
-        let (sys, t) = (SystemTime::now(), Instant::now());
-        admin
-            .set_action_requests(proto::SetActionRequestsRequest {
-                action_requests: vec![proto::ActionRequest {
-                    client_id: m.fqdn.clone(),
-                    product_id: product.clone(),
-                    action_request: "setup".into(),
-                }],
-            })
-            .await?;
-        admin_calls.record(t.elapsed());
-        started.push((sys, t));
-        bar.inc(1);
-    }
+    let (admin_calls, started) = send_paced(target, cohort, &product, rate, &bar).await?;
     bar.finish_and_clear();
     let bar = super::super::progress::bar(cohort.members.len() as u64, "trickle: delivered", quiet);
     let reached = baseline
@@ -105,6 +86,39 @@ pub async fn run(
         to_disk_ms: to_disk.and_then(|l| l.percentiles()),
         to_ack_ms: to_ack.percentiles(),
     })
+}
+
+/// One action per member at `rate` per second, each in its own Admin call
+/// (the pacing sleeps); the calls' latencies, and when each started.
+async fn send_paced(
+    target: &Target,
+    cohort: &Cohort,
+    product: &str,
+    rate: f64,
+    bar: &ProgressBar,
+) -> Result<(Latencies, Vec<(SystemTime, Instant)>), CliError> {
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut admin = target.admin.clone();
+    let mut admin_calls = Latencies::new();
+    let mut started = Vec::with_capacity(cohort.members.len());
+    for m in &cohort.members {
+        pace.tick().await;
+        let (sys, t) = (SystemTime::now(), Instant::now());
+        admin
+            .set_action_requests(proto::SetActionRequestsRequest {
+                action_requests: vec![proto::ActionRequest {
+                    client_id: m.fqdn.clone(),
+                    product_id: product.to_owned(),
+                    action_request: "setup".into(),
+                }],
+            })
+            .await?;
+        admin_calls.record(t.elapsed());
+        started.push((sys, t));
+        bar.inc(1);
+    }
+    Ok((admin_calls, started))
 }
 
 /// Renames into the depots' PXE directories, as this process's own inotify
