@@ -75,10 +75,10 @@ fn bench(c: &mut Criterion) {
                 let mut round = Round::default();
                 for config in configs {
                     let keys = state.set_keys(&config);
-                    if let SetPlan::Write(planned) = state.plan_set(config) {
-                        if !round.touches(&keys) {
-                            round.push(planned, ());
-                        }
+                    if let SetPlan::Write(planned) = state.plan_set(config)
+                        && !round.touches(&keys)
+                    {
+                        round.push(planned, ());
                     }
                 }
                 black_box(round.take())

@@ -87,7 +87,8 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         r = measure(&args, &target, &names, &plan, &mut report) => r,
         () = crate::server::shutdown_signal() => Err("interrupted".into()),
     };
-    let finished = finish(&args, &target, &names, &plan, site, &mut report).await;
+    let failed = result.is_err() || !report.failures.is_empty();
+    let finished = finish(&args, &target, &names, &plan, site, failed, &mut report).await;
     report.compute_ratios();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -300,13 +301,15 @@ async fn run_direct(
 
 /// Leaves nothing behind: a site gets its inventory back (removals
 /// verified); self-contained roles are measured, stopped and their
-/// directory removed (unless --keep). A second Ctrl-C abandons the clean-up.
+/// directory removed (unless --keep, or the run `failed`). A second Ctrl-C
+/// abandons the clean-up.
 async fn finish(
     args: &LoadtestArgs,
     target: &Target,
     names: &Names,
     plan: &Plan,
     site: Option<LocalSite>,
+    failed: bool,
     report: &mut Report,
 ) -> Result<(), CliError> {
     let Some(site) = site else {
@@ -335,7 +338,12 @@ async fn finish(
     let dir: PathBuf = site.dir.clone();
     site.stop().await;
     info!("roles stopped");
-    if !args.keep {
+    // A failed run keeps its directory: the roles' logs say why.
+    if args.keep || failed {
+        report
+            .notes
+            .push(format!("the run directory {} was kept", dir.display()));
+    } else {
         std::fs::remove_dir_all(&dir)?;
     }
     Ok(())

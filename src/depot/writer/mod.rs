@@ -9,6 +9,9 @@
 mod error;
 mod files;
 mod messages;
+// Public (re-exported below) for benches/writer.rs, which has no use for an
+// `is_empty` beside `State::len`.
+#[allow(clippy::len_without_is_empty)]
 mod state;
 mod task;
 
