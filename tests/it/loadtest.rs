@@ -342,3 +342,51 @@ async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
     assert_eq!(leftovers(&lab, run_id).await, Vec::<String>::new());
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_not_delivered_fails_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let (lab, _tftpds) = site(root.path()).await;
+    // A registered depot nobody answers for: nothing reaches it.
+    lab.admin()
+        .await
+        .unwrap()
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: vec![proto::DepotInfo {
+                id: "dead.example.org".into(),
+                endpoint: "http://127.0.0.1:1".into(),
+                host_key: "0123456789abcdef0123456789abcdef".into(),
+                description: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    let mut args = remote_args(&lab, &[]);
+    args.extend(
+        [
+            "--depots",
+            "dead.example.org",
+            "--scenario",
+            "bulk",
+            "--clients",
+            "5",
+            "--timeout",
+            "2s",
+        ]
+        .map(String::from),
+    );
+    let out = run(args).await;
+    assert!(
+        !out.status.success(),
+        "undelivered clients must fail the run"
+    );
+    let r = report(&out);
+    assert_eq!(u(&r["bulk"][0]["delivered"]), 0);
+    let failures = r["failures"].to_string();
+    assert!(
+        failures.contains("5 of 5 clients not delivered"),
+        "{failures}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("check(s) failed"));
+    lab.shutdown().await;
+}

@@ -153,8 +153,11 @@ impl LoadtestArgs {
                     .into(),
             );
         }
-        if self.trickle_clients > self.clients {
-            return Err("--trickle-clients must not exceed --clients".into());
+        if self.trickle_clients > MAX_CLIENTS || self.direct_calls.is_some_and(|d| d > MAX_CLIENTS)
+        {
+            return Err(format!(
+                "--trickle-clients and --direct-calls must be at most {MAX_CLIENTS}"
+            ));
         }
         if self.configserver.is_none() && (!self.tftp.is_empty() || self.metrics_url.is_some()) {
             return Err("--tftp and --metrics-url go with --configserver".into());
@@ -203,6 +206,7 @@ impl LoadtestArgs {
     }
 }
 
-/// The synthetic namespace numbers clients with 24 bits (see `names`); the
-/// `direct` scenario's hosts use the upper half.
-pub const MAX_CLIENTS: u32 = 4_000_000;
+/// The synthetic namespace numbers clients with 24 bits (see `names`): bulk
+/// and trickle clients of both paths (at most 4 × this) stay below the
+/// `direct` scenario's hosts in the upper half.
+pub const MAX_CLIENTS: u32 = 2_000_000;

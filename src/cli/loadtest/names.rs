@@ -12,6 +12,9 @@ pub const DOMAIN: &str = "loadtest.invalid";
 /// inventory): the upper half of the 24 bits a MAC has for the number.
 pub const DIRECT_BASE: u32 = 1 << 23;
 
+// Bulk and trickle clients of both paths never reach the direct hosts.
+const _: () = assert!(4 * super::args::MAX_CLIENTS <= DIRECT_BASE);
+
 /// One run's namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct Names {
