@@ -37,7 +37,13 @@ fn client_setup(n: u32) -> (&'static str, &'static str, Vec<&'static str>) {
         0 => (
             "linux/pxelinux.0",
             "win10-x64",
-            vec!["nomodeset", "bootimagerootpassword=linux123", "Lang=fr"],
+            // As opsi stores them: one value with a space (two items).
+            vec![
+                "nomodeset",
+                "acpi=off noapic",
+                "bootimagerootpassword=linux123",
+                "Lang=fr",
+            ],
         ),
         1 => ("linux/pxelinux.cfg/elilo-x86.efi", "win10-x64", vec![]),
         2 => (
@@ -50,6 +56,11 @@ fn client_setup(n: u32) -> (&'static str, &'static str, Vec<&'static str>) {
 }
 
 const CLIENTS: u32 = 4;
+
+/// Client n's host key, as `bundle` in the common harness makes it.
+fn key(n: u32) -> String {
+    bundle(n, 0).host.unwrap().opsi_host_key
+}
 
 /// One configserver and one depot (new or legacy) on a fresh database, the
 /// same inventory every time; returns the PXE files the depot wrote and the
@@ -203,22 +214,30 @@ async fn the_new_and_the_legacy_path_write_the_same_bytes() {
     // What was compared is what it should be: each format, its property,
     // the fixed-salt password hash, the UEFI clients' templates.
     let text = |n: u32| String::from_utf8(new[&mac_file(n)].clone()).unwrap();
+    // The kernel line in opsi's order: pckey hn dn product macaddress
+    // service, then the append items (a value with a space split in two).
     let bios = text(0);
-    assert!(
-        bios.contains("  append initrd=miniroot.bz2 lang=de_DE quiet "),
-        "{bios}"
-    );
-    assert!(bios.contains(" nomodeset "), "{bios}");
-    assert!(
-        bios.contains(r" pwh=\$6\$pxeconfTestSalt9\$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/"),
-        "{bios}"
+    assert_eq!(
+        bios,
+        format!(
+            "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 lang=de_DE quiet \
+pckey={} hn=client0 dn=example.org product=win10-x64 macaddress={} service=https://config.example.org:4447/rpc \
+nomodeset acpi=off noapic \
+pwh=\\$6\\$pxeconfTestSalt9\\$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/ lang=fr\n",
+            key(0),
+            mac(0)
+        )
     );
     let elilo = text(1);
-    assert!(
-        elilo.contains("append=\"video=vesa:ywrap,mtrr lang=de_DE quiet hn=client1 "),
-        "{elilo}"
+    assert_eq!(
+        elilo.lines().last().unwrap(),
+        format!(
+            "  append=\"video=vesa:ywrap,mtrr lang=de_DE quiet pckey={} hn=client1 dn=example.org product=win10-x64 \
+macaddress={} service=https://config.example.org:4447/rpc lang=de\"",
+            key(1),
+            mac(1)
+        )
     );
-    assert!(elilo.trim_end().ends_with('"'), "{elilo}");
     let grub = text(2);
     assert!(
         grub.contains("linux (pxe)/linux/install-x64 initrd=miniroot.bz2 lang=fr_FR "),
@@ -229,7 +248,7 @@ async fn the_new_and_the_legacy_path_write_the_same_bytes() {
     let ipxe = text(3);
     assert!(ipxe.starts_with("#!ipxe\n"), "{ipxe}");
     assert!(
-        ipxe.contains("kernel http://depot/boot/memtest lang=en_US hn=client3 "),
+        ipxe.contains("kernel http://depot/boot/memtest lang=en_US pckey="),
         "{ipxe}"
     );
     assert!(ipxe.contains(" console=ttyS0"), "{ipxe}");
