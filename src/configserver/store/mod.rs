@@ -12,7 +12,7 @@
 //!   existence checks; `triggers`: what a change owes the depots.
 //! - `delivery`: push results, read reports, the outbox per depot;
 //!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
-//!   assembly.
+//!   assembly; `templates`: the template a depot reports it used.
 
 mod actions;
 mod bundle;
@@ -26,6 +26,7 @@ mod records;
 mod rows;
 mod sql;
 mod states;
+mod templates;
 mod triggers;
 
 pub use bundle::{Job, Loaded, Rows};
@@ -36,3 +37,4 @@ pub use records::{
     ProductOnDepotRecord, ProductRecord, PropertyStateRecord, PushOp, PushPath, PushRecord,
     ReadOutcome, WriteOutcome,
 };
+pub use templates::TemplateNote;
