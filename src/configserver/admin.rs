@@ -308,6 +308,15 @@ impl admin_server::Admin for AdminService {
             .await
     }
 
+    #[instrument(skip_all)]
+    async fn import_inventory(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportInventoryRequest>>,
+    ) -> Result<Response<proto::ImportInventoryResponse>, Status> {
+        let answer = super::import::import(&self.core, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
     #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn))]
     async fn get_client_status(
         &self,

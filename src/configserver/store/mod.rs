@@ -8,7 +8,8 @@
 //!
 //! - `db`: the connections ([`Store`]), `sql`: values to and from SQLite,
 //!   `rows`: stored rows as records, `records`: what callers hand in and get.
-//! - `inventory`, `states`, `actions`: the admin writes; `checks`: their
+//! - `inventory`, `states`, `actions`: the admin writes (`import`: all of
+//!   them in one transaction); `checks`: their
 //!   existence checks; `triggers`: what a change owes the depots.
 //! - `delivery`: push results, read reports, the outbox per depot;
 //!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
@@ -20,6 +21,7 @@ mod checks;
 mod db;
 mod delivery;
 mod error;
+mod import;
 mod inventory;
 mod lookups;
 mod records;
@@ -32,6 +34,7 @@ mod triggers;
 pub use bundle::{Job, Loaded, Rows};
 pub use db::Store;
 pub use error::{Result, StoreError};
+pub use import::{ImportOutcome, Inventory};
 pub use records::{
     Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Owed, PocRecord,
     ProductOnDepotRecord, ProductRecord, PropertyStateRecord, PushOp, PushPath, PushRecord,
