@@ -7,6 +7,7 @@ mod configserver;
 mod depot;
 mod modules;
 mod operator;
+mod opsi;
 mod paths;
 mod readme;
 mod scale;

@@ -664,7 +664,7 @@ async fn a_mac_or_a_uuid_belongs_to_one_client() {
     let err = store.upsert_clients(&[a.clone(), b]).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("of client c6.example.org is already used by client c7.example.org"),
+            .contains("of client c7.example.org is already used by client c6.example.org"),
         "{err}"
     );
     // Swapping MACs in one write is fine, and so are opsi's placeholders.

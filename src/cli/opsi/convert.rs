@@ -514,9 +514,9 @@ mod tests {
                 ("vm-old.example.org", "hwinvent", "none"),
                 ("pc-ham-002.example.org", "win10-x64", "setup"),
                 ("pc-ber-001.example.org", "win10-x64", "setup"),
-                ("pc-ber-002.example.org", "memtest86", "once"),
+                ("pc-ber-002.example.org", "memtest86", "always"),
                 ("pc-ham-001.example.org", "win10-x64", "setup"),
-                ("pc-ham-002.example.org", "memtest86", "always"),
+                ("pc-ham-002.example.org", "memtest86", "once"),
                 ("pc-ham-003.example.org", "ubuntu", "setup"),
                 ("pc-hq-001.example.org", "hwinvent", "setup"),
             ]

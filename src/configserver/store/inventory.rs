@@ -121,10 +121,12 @@ async fn unique_address(
     what: &'static str,
 ) -> Result<()> {
     let index = if column == "hardware_address" { 1 } else { 2 };
+    // Of two clients of one request, the later is named as the duplicate.
     let duplicate: Option<(String, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT j.value ->> 0, c.id, c.{column} FROM json_each(?) j
+        "SELECT j.value ->> 0, c.id, c.{column} FROM json_each(?1) j
          JOIN clients c ON c.{column} = j.value ->> {index} AND c.id <> j.value ->> 0
          WHERE j.value ->> {index} <> '' AND j.value ->> {index} NOT LIKE '00:00:00:%'
+           AND NOT EXISTS (SELECT 1 FROM json_each(?1) k WHERE k.value ->> 0 = c.id AND k.key > j.key)
          ORDER BY j.key, c.id LIMIT 1"
     )))
     .bind(rows)
