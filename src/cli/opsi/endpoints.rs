@@ -104,4 +104,14 @@ mod tests {
         let e = DepotEndpoints::new(None, Some(&json)).unwrap();
         assert_eq!(e.endpoint("d.example.org").unwrap(), "http://d:1");
     }
+
+    #[test]
+    fn the_example_map_reads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/opsi-depots.toml");
+        let e = DepotEndpoints::new(None, Some(&example)).unwrap();
+        assert_eq!(
+            e.endpoint("depot-berlin.example.org").unwrap(),
+            "https://10.1.0.5:50051"
+        );
+    }
 }
