@@ -348,6 +348,15 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
         (s.active_product_id.as_str(), s.waiting_product_ids.clone()),
         ("memtest86", vec!["win10-x64".to_owned()])
     );
+    let shown = pxeconf(&site.cs.url(), &["status", "pc-ham-002.example.org"]).await;
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    for line in ["active   memtest86", "waiting  win10-x64"] {
+        assert!(
+            shown.stdout.lines().any(|l| l == line),
+            "{line}: {}",
+            shown.stdout
+        );
+    }
     // Its read uses up memtest86; win10-x64 (Hamburg's version) is pushed next.
     simulate_read(&ham2);
     let win10 = grub(
@@ -576,6 +585,29 @@ async fn a_dry_run_and_a_failed_import_change_nothing() {
         counts(&mut admin).await,
         0,
         "nothing of the failed imports landed"
+    );
+    // An inventory file's dry run goes through the same one transaction.
+    let inventory = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/inventory.toml");
+    let out = pxeconf(
+        &cs.url(),
+        &["import", inventory.to_str().unwrap(), "--dry-run", "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(out["dry_run"], json!(true));
+    assert_eq!(out["kinds"], json!([]));
+    let clients = out["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["section"] == "clients")
+        .unwrap()
+        .clone();
+    assert!(clients["changed"].as_u64().unwrap() > 0, "{clients}");
+    assert_eq!(
+        counts(&mut admin).await,
+        0,
+        "the inventory's dry run wrote nothing"
     );
     // A depot without an endpoint is refused before anything is sent.
     let line = pxeconf(&cs.url(), &["import", "--format", "opsi", &calls])

@@ -10,10 +10,10 @@ use serde::Deserialize;
 
 use super::bulk::{Bulk, Totals};
 use super::connect::{Admin, Connection};
-use super::opsi::{import_opsi, send_inventory};
+use super::opsi::{Target, import_opsi, send_inventory};
 use super::output::table;
 use crate::cli::error::CliError;
-use crate::cli::opsi::is_opsi_dump;
+use crate::cli::opsi::{DepotEndpoints, is_opsi_dump};
 use crate::proto;
 
 /// What `pxeconf import` reads.
@@ -198,8 +198,15 @@ fn is_opsi(args: &ImportArgs) -> Result<bool, CliError> {
 /// file's sections in dependency order, in transactions of up to 1,000
 /// items (with `--dry-run`: all in one, rolled back); then the totals.
 pub async fn import(args: ImportArgs) -> Result<(), CliError> {
+    let target = Target {
+        files: &args.files,
+        dry_run: args.dry_run,
+        connection: &args.connection,
+    };
     if is_opsi(&args)? {
-        return import_opsi(&args).await;
+        let endpoints =
+            DepotEndpoints::new(args.depot_endpoint.clone(), args.depot_map.as_deref())?;
+        return import_opsi(&target, &endpoints).await;
     }
     let [file] = args.files.as_slice() else {
         return Err(
@@ -212,7 +219,7 @@ pub async fn import(args: ImportArgs) -> Result<(), CliError> {
     let inventory = read_inventory(file)?;
     let mut admin = args.connection.connect().await?;
     if args.dry_run {
-        return send_inventory(&mut admin, &args, inventory.into_import(), None).await;
+        return send_inventory(&mut admin, &target, inventory.into_import(), None).await;
     }
     let mut bulk = Bulk::new(inventory.len(), true);
     inventory.send(&admin, &mut bulk).await?;

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tonic::Status;
 
-use super::connect::{Admin, grpc_error};
-use super::import::ImportArgs;
+use std::path::PathBuf;
+
+use super::connect::{Admin, Connection, grpc_error};
 use super::output::table;
 use crate::cli::error::CliError;
 use crate::cli::opsi::{Converted, DepotEndpoints, convert, read_objects};
@@ -50,32 +51,44 @@ struct ImportView {
     pushes_queued: u64,
 }
 
+/// What an import reads and where it goes.
+pub(super) struct Target<'a> {
+    /// The files given.
+    pub files: &'a [PathBuf],
+    /// Report only, change nothing.
+    pub dry_run: bool,
+    /// The configserver, and how to print.
+    pub connection: &'a Connection,
+}
+
 /// `pxeconf import --format opsi FILE…`.
-pub(super) async fn import_opsi(args: &ImportArgs) -> Result<(), CliError> {
-    let endpoints = DepotEndpoints::new(args.depot_endpoint.clone(), args.depot_map.as_deref())?;
-    let objects = read_objects(&args.files)?;
-    let mut converted = convert(objects, &endpoints)?;
+pub(super) async fn import_opsi(
+    target: &Target<'_>,
+    endpoints: &DepotEndpoints,
+) -> Result<(), CliError> {
+    let objects = read_objects(target.files)?;
+    let mut converted = convert(objects, endpoints)?;
     let inventory = std::mem::take(&mut converted.inventory);
-    let mut admin = args.connection.connect().await?;
-    send_inventory(&mut admin, args, inventory, Some(&converted)).await
+    let mut admin = target.connection.connect().await?;
+    send_inventory(&mut admin, target, inventory, Some(&converted)).await
 }
 
 /// Sends `inventory` as one import and prints what it did; `converted`
 /// names the opsi objects behind the items.
 pub(super) async fn send_inventory(
     admin: &mut Admin,
-    args: &ImportArgs,
+    target: &Target<'_>,
     inventory: proto::ImportInventoryRequest,
     converted: Option<&Converted>,
 ) -> Result<(), CliError> {
-    let parts = parts(inventory, args.dry_run);
+    let parts = parts(inventory, target.dry_run);
     let answer = admin
         .import_inventory(tokio_stream::iter(parts))
         .await
         .map_err(|status| explain(&status, converted))?
         .into_inner();
-    let view = view(args, answer, converted);
-    args.connection.print(&view, print)
+    let view = view(target, answer, converted);
+    target.connection.print(&view, print)
 }
 
 /// The inventory in parts of at most [`PART`] items, each of one section,
@@ -129,7 +142,7 @@ fn explain(status: &Status, converted: Option<&Converted>) -> CliError {
 }
 
 fn view(
-    args: &ImportArgs,
+    target: &Target<'_>,
     answer: proto::ImportInventoryResponse,
     converted: Option<&Converted>,
 ) -> ImportView {
@@ -155,7 +168,11 @@ fn view(
         .unwrap_or_default();
     ImportView {
         dry_run: answer.dry_run,
-        files: args.files.iter().map(|f| f.display().to_string()).collect(),
+        files: target
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
         kinds,
         sections: answer
             .sections

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use super::endpoints::DepotEndpoints;
-use super::objects::{Host, Object, ProductOnClient};
+use super::objects::{self, Host, Object, ProductOnClient};
 use crate::cli::error::CliError;
 use crate::domain::ActionRequest;
 use crate::domain::opsi::PXE_CONFIGS;
@@ -292,99 +292,102 @@ fn product_gap(known: &Known, product_type: &str, product: &str) -> Option<&'sta
 /// Product-on-depots, configs, config states, property states, other types.
 fn dependent(out: &mut Converted, known: &mut Known, object: Object) {
     match object {
-        Object::ProductOnDepot(p) => {
-            let (depot, product) = (id(&p.depot_id), id(&p.product_id));
-            let version = (p.product_version.clone(), p.package_version.clone());
-            let why = product_gap(known, &p.product_type, &product)
-                .or_else(|| {
-                    (!known.depots.contains(&depot)).then_some("its depot is not in the dump")
-                })
-                .or_else(|| {
-                    (!known.netboot[&product].contains(&version))
-                        .then_some("its product version is not in the dump")
-                })
-                .or_else(|| {
-                    (!known.seen.insert(format!("pod;{depot};{product}")))
-                        .then_some("repeated in the dump")
-                });
-            if let Some(why) = why {
-                return out.skipped("product on depots", why);
-            }
-            out.imported("product on depots", format!("{product} on {depot}"));
-            out.inventory.product_on_depots.push(proto::ProductOnDepot {
-                depot_id: depot,
-                product_id: product,
-                product_version: p.product_version,
-                package_version: p.package_version,
-            });
-        }
-        Object::Config(c) => {
-            if !PXE_CONFIGS.contains(&c.id.as_str()) {
-                return out.skipped("configs", "not one a PXE config depends on");
-            }
-            if !known.seen.insert(format!("config;{}", c.id)) {
-                return out.skipped("configs", "repeated in the dump");
-            }
-            out.imported("configs", c.id.clone());
-            out.inventory.configs.push(proto::Config {
-                id: c.id,
-                default_values: c.default_values,
-                description: one_line(&c.description),
-            });
-        }
-        Object::ConfigState(s) => {
-            let object = id(&s.object_id);
-            let why = if !PXE_CONFIGS.contains(&s.config_id.as_str()) {
-                Some("not one a PXE config depends on")
-            } else if !known.object(&object) {
-                Some("its client or depot is not in the dump")
-            } else if !known.seen.insert(format!("cs;{object};{}", s.config_id)) {
-                Some("repeated in the dump")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                return out.skipped("config states", why);
-            }
-            out.imported("config states", format!("{} of {object}", s.config_id));
-            out.inventory.config_states.push(proto::ConfigState {
-                object_id: object,
-                config_id: s.config_id,
-                values: s.values,
-            });
-        }
-        Object::PropertyState(s) => {
-            let (object, product) = (id(&s.object_id), id(&s.product_id));
-            let why = product_gap(known, "", &product)
-                .or_else(|| {
-                    (!known.object(&object)).then_some("its client or depot is not in the dump")
-                })
-                .or_else(|| {
-                    (!known
-                        .seen
-                        .insert(format!("pps;{object};{product};{}", s.property_id)))
-                    .then_some("repeated in the dump")
-                });
-            if let Some(why) = why {
-                return out.skipped("product property states", why);
-            }
-            out.imported(
-                "product property states",
-                format!("{product} {} of {object}", s.property_id),
-            );
-            out.inventory
-                .product_property_states
-                .push(proto::ProductPropertyState {
-                    object_id: object,
-                    product_id: product,
-                    property_id: s.property_id,
-                    values: s.values,
-                });
-        }
+        Object::ProductOnDepot(p) => product_on_depot(out, known, p),
+        Object::Config(c) => config(out, known, c),
+        Object::ConfigState(s) => config_state(out, known, s),
+        Object::PropertyState(s) => property_state(out, known, s),
         Object::Other(kind) => out.skipped("other objects", format!("type {kind}")),
         // Hosts, products and product-on-clients are handled by the caller.
         _ => {}
     }
+}
+
+fn product_on_depot(out: &mut Converted, known: &mut Known, p: objects::ProductOnDepot) {
+    let (depot, product) = (id(&p.depot_id), id(&p.product_id));
+    let version = (p.product_version.clone(), p.package_version.clone());
+    let why = product_gap(known, &p.product_type, &product)
+        .or_else(|| (!known.depots.contains(&depot)).then_some("its depot is not in the dump"))
+        .or_else(|| {
+            (!known.netboot[&product].contains(&version))
+                .then_some("its product version is not in the dump")
+        })
+        .or_else(|| {
+            (!known.seen.insert(format!("pod;{depot};{product}"))).then_some("repeated in the dump")
+        });
+    if let Some(why) = why {
+        return out.skipped("product on depots", why);
+    }
+    out.imported("product on depots", format!("{product} on {depot}"));
+    out.inventory.product_on_depots.push(proto::ProductOnDepot {
+        depot_id: depot,
+        product_id: product,
+        product_version: p.product_version,
+        package_version: p.package_version,
+    });
+}
+
+fn config(out: &mut Converted, known: &mut Known, c: objects::Config) {
+    if !PXE_CONFIGS.contains(&c.id.as_str()) {
+        return out.skipped("configs", "not one a PXE config depends on");
+    }
+    if !known.seen.insert(format!("config;{}", c.id)) {
+        return out.skipped("configs", "repeated in the dump");
+    }
+    out.imported("configs", c.id.clone());
+    out.inventory.configs.push(proto::Config {
+        id: c.id,
+        default_values: c.default_values,
+        description: one_line(&c.description),
+    });
+}
+
+fn config_state(out: &mut Converted, known: &mut Known, s: objects::ConfigState) {
+    let object = id(&s.object_id);
+    let why = if !PXE_CONFIGS.contains(&s.config_id.as_str()) {
+        Some("not one a PXE config depends on")
+    } else if !known.object(&object) {
+        Some("its client or depot is not in the dump")
+    } else if !known.seen.insert(format!("cs;{object};{}", s.config_id)) {
+        Some("repeated in the dump")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return out.skipped("config states", why);
+    }
+    out.imported("config states", format!("{} of {object}", s.config_id));
+    out.inventory.config_states.push(proto::ConfigState {
+        object_id: object,
+        config_id: s.config_id,
+        values: s.values,
+    });
+}
+
+fn property_state(out: &mut Converted, known: &mut Known, s: objects::ProductPropertyState) {
+    let (object, product) = (id(&s.object_id), id(&s.product_id));
+    let why = product_gap(known, "", &product)
+        .or_else(|| (!known.object(&object)).then_some("its client or depot is not in the dump"))
+        .or_else(|| {
+            (!known
+                .seen
+                .insert(format!("pps;{object};{product};{}", s.property_id)))
+            .then_some("repeated in the dump")
+        });
+    if let Some(why) = why {
+        return out.skipped("product property states", why);
+    }
+    out.imported(
+        "product property states",
+        format!("{product} {} of {object}", s.property_id),
+    );
+    out.inventory
+        .product_property_states
+        .push(proto::ProductPropertyState {
+            object_id: object,
+            product_id: product,
+            property_id: s.property_id,
+            values: s.values,
+        });
 }
 
 /// Netboot product-on-clients as action requests, oldest first by
@@ -433,7 +436,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::cli::opsi::read_objects;
+    use crate::cli::opsi::read::read_objects;
 
     fn fixture(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,7 +4,7 @@
 //! (opsiconfd 4.3 `productOnClient_*` write only the row they are given,
 //! `backend/rpc/obj_product_on_client.py` @ 4.3.24.1). A PXE config is for one
 //! product at a time: the most recently set action (the rule is
-//! `triggers::NEWEST_ACTION_FIRST`, the order is this module's sequence).
+//! `rules::NEWEST_ACTION_FIRST`, the order is this module's sequence).
 //! After its read the next one is pushed, as opsipxeconfd's update after a
 //! read does (`pxe_config_writer_callback` @ 4.3.3.4 l.302–346).
 

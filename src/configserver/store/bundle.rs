@@ -190,7 +190,7 @@ impl Snapshot {
     /// A client's effective values of a config: its own, else those set on
     /// its depot (this one: a set is pushed to the client's depot), else the
     /// default; the depot id has no depot layer. The same rule as
-    /// `triggers::effective_values_sql`, which the legacy look-up answers from.
+    /// `rules::effective_values_sql`, which the legacy look-up answers from.
     fn value(&self, client: &str, config: &str) -> &[String] {
         let state = |object: &str| {
             self.config_states

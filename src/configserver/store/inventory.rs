@@ -11,10 +11,11 @@ use super::error::{Result, StoreError};
 use super::records::{DepotRecord, ProductOnDepotRecord, ProductRecord, WriteOutcome};
 use super::rows;
 use super::sql::{json_list, json_rows};
-use super::triggers::{
+use super::touched::{
     clients_blocked_at, clients_blocked_on, clients_holding, clients_holding_at,
-    clients_naming_depots, finish,
+    clients_naming_depots,
 };
+use super::triggers::finish;
 use crate::domain::{Client, Fqdn, ProductId};
 
 /// A written batch: rows affected, and the clients whose pushes it touches.

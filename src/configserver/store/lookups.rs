@@ -10,8 +10,8 @@ use super::db::Store;
 use super::error::{Result, StoreError};
 use super::records::{PocRecord, ProductRecord};
 use super::rows;
+use super::rules::{NEWEST_ACTION_FIRST, effective_values_sql};
 use super::sql::{from_json, json_list};
-use super::triggers::{NEWEST_ACTION_FIRST, effective_values_sql};
 use crate::domain::opsi::DEPOT_ID;
 use crate::domain::{Client, ProductId, TemplateName};
 

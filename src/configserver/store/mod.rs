@@ -9,8 +9,9 @@
 //! - `db`: the connections ([`Store`]), `sql`: values to and from SQLite,
 //!   `rows`: stored rows as records, `records`: what callers hand in and get.
 //! - `inventory`, `states`, `actions`: the admin writes (`import`: all of
-//!   them in one transaction); `checks`: their
-//!   existence checks; `triggers`: what a change owes the depots.
+//!   them in one transaction); `checks`: their existence checks;
+//!   `triggers`: what a change owes the depots, `touched`: to which clients;
+//!   `rules`: opsi's rules as SQL.
 //! - `delivery`: push results, read reports, the outbox per depot;
 //!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
 //!   assembly; `templates`: the template a depot reports it used.
@@ -26,9 +27,11 @@ mod inventory;
 mod lookups;
 mod records;
 mod rows;
+mod rules;
 mod sql;
 mod states;
 mod templates;
+mod touched;
 mod triggers;
 
 pub use bundle::{Job, Loaded, Rows};

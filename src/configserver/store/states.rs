@@ -2,7 +2,7 @@
 //! product property states. A change re-pushes only the clients whose PXE
 //! config it touches; a depot's config state is the value of its clients
 //! that have none of their own (opsi 4.3's precedence, see
-//! `triggers::effective_values_sql`). Each `write_*` works inside a given
+//! `rules::effective_values_sql`). Each `write_*` works inside a given
 //! transaction (an import runs them all in one).
 
 use super::checks::{Exists, require_all};
@@ -11,9 +11,8 @@ use super::error::Result;
 use super::inventory::Written;
 use super::records::{ConfigRecord, ConfigStateRecord, PropertyStateRecord, WriteOutcome};
 use super::sql::{json_list, json_rows};
-use super::triggers::{
-    clients_of_config_states, clients_of_properties, clients_using_defaults, finish,
-};
+use super::touched::{clients_of_config_states, clients_of_properties, clients_using_defaults};
+use super::triggers::finish;
 use crate::domain::Fqdn;
 
 /// Inserts or updates configs (defaults). A changed default of a PXE config
