@@ -317,7 +317,8 @@ async fn products(conn: &mut SqliteConnection, depot_id: &str) -> Result<(OnDepo
 }
 
 /// The defaults of the PXE configs, and the values the clients of `list`
-/// and `depot_id` have of their own.
+/// and `depot_id` have of their own. (One `IN` list, not `= ? OR IN`: with
+/// the `OR` SQLite searches by config only, scanning every client's state.)
 async fn pxe_configs(
     conn: &mut SqliteConnection,
     depot_id: &str,
@@ -336,7 +337,7 @@ async fn pxe_configs(
     let states = sqlx::query(
         "SELECT object_id, config_id, \"values\" FROM config_states
          WHERE config_id IN (SELECT value FROM json_each(?1))
-           AND (object_id = ?2 OR object_id IN (SELECT value FROM json_each(?3)))",
+           AND object_id IN (SELECT ?2 UNION ALL SELECT value FROM json_each(?3))",
     )
     .bind(&configs)
     .bind(depot_id)
