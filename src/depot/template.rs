@@ -249,8 +249,13 @@ impl Templates {
         }
         let fqdn = &bundle.client.fqdn;
         match &bundle.product.template {
-            // The product's template was passed over: worth an operator's eye.
-            Some(own) if mode.is_uefi() && own != &name => {
+            // The product's template was passed over for the UEFI default:
+            // worth an operator's eye (opsi 4.2 logged it as an error).
+            Some(own)
+                if mode.is_uefi()
+                    && !own.is_obsolete()
+                    && own.efi_variant().as_ref() != Some(&name) =>
+            {
                 info!(%fqdn, template = %template.name, %reason, "template chosen")
             }
             _ => debug!(%fqdn, template = %template.name, %reason, "template chosen"),
