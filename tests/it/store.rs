@@ -780,3 +780,28 @@ async fn existence_is_checked_for_states_and_product_on_depots() {
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { what: "depot", .. }));
 }
+
+#[tokio::test]
+async fn a_depots_template_note_is_kept_for_its_revision_only() {
+    let (_dir, store) = seeded().await;
+    let pushed = row(&store, "c1.example.org", D1).await;
+    let note = |revision: u64, template: &str| TemplateNote {
+        client_id: "c1.example.org".into(),
+        depot_id: D1.into(),
+        revision,
+        template: template.into(),
+        reason: format!("why {template}"),
+    };
+    store
+        .record_templates(&[
+            note(pushed.revision, "winpe.efi"),
+            note(pushed.revision - 1, "stale"),
+        ])
+        .await
+        .unwrap();
+    let kept = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (kept.template.as_str(), kept.template_reason.as_str()),
+        ("winpe.efi", "why winpe.efi")
+    );
+}
