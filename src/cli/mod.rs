@@ -5,6 +5,7 @@ pub mod demo;
 mod error;
 pub mod lab;
 pub mod loadtest;
+pub mod opsi;
 mod serve;
 pub mod tftp;
 

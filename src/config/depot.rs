@@ -20,13 +20,17 @@ use crate::telemetry::LogFormat;
 /// Where a depot listens for gRPC unless told otherwise.
 pub const DEFAULT_DEPOT_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 50051));
-/// Where the TFTP server serves PXE configs from (opsi's layout).
-pub const DEFAULT_PXE_DIR: &str = "/tftpboot/opsi/pxelinux.cfg";
-/// The template for BIOS clients (pxelinux).
-pub const DEFAULT_TEMPLATE_BIOS: &str = "install";
-/// The template for 32-bit UEFI clients (elilo).
+/// Where the TFTP server serves PXE configs from: opsi 4.3's `pxe config
+/// dir` (opsipxeconfd.conf @ 4.3.3.4; `/tftpboot/linux/pxelinux.cfg` before
+/// 4.3.0.2).
+pub const DEFAULT_PXE_DIR: &str = "/tftpboot/opsi/opsi-linux-bootimage/cfg";
+/// The template for BIOS clients: opsi 4.3's one `pxe config template`
+/// (grub boots BIOS and UEFI clients alike there; 4.2 used pxelinux `install`).
+pub const DEFAULT_TEMPLATE_BIOS: &str = "install-grub-x64";
+/// The template for 32-bit UEFI clients (elilo): opsi 4.2's `uefi netboot
+/// config template x86`; 4.3 has none.
 pub const DEFAULT_TEMPLATE_UEFI_X86: &str = "install-elilo-x86";
-/// The template for 64-bit UEFI clients (grub).
+/// The template for 64-bit UEFI clients (grub), as in opsi 4.2 and 4.3.
 pub const DEFAULT_TEMPLATE_UEFI_X64: &str = "install-grub-x64";
 /// Blocking threads writing PXE files.
 pub const DEFAULT_IO_THREADS: usize = 4;
@@ -45,13 +49,13 @@ pub struct DepotArgs {
     /// This depot's FQDN (required).
     #[arg(long, env = "PXECONF_DEPOT_ID")]
     pub depot_id: Option<String>,
-    /// Directory the TFTP server serves PXE configs from [default: /tftpboot/opsi/pxelinux.cfg].
+    /// Directory the TFTP server serves PXE configs from [default: /tftpboot/opsi/opsi-linux-bootimage/cfg].
     #[arg(long, env = "PXECONF_PXE_DIR")]
     pub pxe_dir: Option<PathBuf>,
     /// Directory holding the PXE templates [default: the PXE directory].
     #[arg(long, env = "PXECONF_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
-    /// Template for BIOS clients [default: install].
+    /// Template for BIOS clients [default: install-grub-x64].
     #[arg(long, env = "PXECONF_DEFAULT_TEMPLATE")]
     pub default_template: Option<String>,
     /// Template for 32-bit UEFI clients [default: install-elilo-x86].

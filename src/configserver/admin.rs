@@ -67,10 +67,19 @@ impl AdminService {
             Some(d) => store.depot_exists(d).await?,
             None => false,
         };
-        let active = pocs
+        // Newest action first (the store's one rule): the first is pushed,
+        // the others wait for its read.
+        let mut with_action = pocs
             .iter()
-            .any(|p| p.action_request != ActionRequest::None.as_str());
-        let note = client_note(&client, active, depot.as_deref().map(|d| (d, depot_known)));
+            .filter(|p| p.action_request != ActionRequest::None.as_str())
+            .map(|p| p.product_id.clone());
+        let active_product_id = with_action.next();
+        let waiting_product_ids = with_action.collect();
+        let note = client_note(
+            &client,
+            active_product_id.is_some(),
+            depot.as_deref().map(|d| (d, depot_known)),
+        );
         let runtime = self.core.dispatcher.runtime();
         let deliveries = store
             .pushes_of_client(id.as_str())
@@ -89,8 +98,8 @@ impl AdminService {
             depot_id: depot.unwrap_or_default(),
             note,
             deliveries,
-            active_product_id: Default::default(),
-            waiting_product_ids: Default::default(),
+            active_product_id: active_product_id.unwrap_or_default(),
+            waiting_product_ids,
         })
     }
 
@@ -297,6 +306,15 @@ impl admin_server::Admin for AdminService {
         let keys = convert_each(keys, "product_on_clients", wire::poc_key);
         self.write(keys, async |s, k| s.delete_product_on_clients(k).await)
             .await
+    }
+
+    #[instrument(skip_all)]
+    async fn import_inventory(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportInventoryRequest>>,
+    ) -> Result<Response<proto::ImportInventoryResponse>, Status> {
+        let answer = super::import::import(&self.core, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn))]

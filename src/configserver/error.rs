@@ -43,6 +43,7 @@ impl From<Error> for Status {
         match err {
             Error::Invalid(_) => Status::invalid_argument(message),
             Error::Store(StoreError::NotFound { .. }) => Status::not_found(message),
+            Error::Store(StoreError::AlreadyExists { .. }) => Status::already_exists(message),
             Error::WrongDepot { .. } => Status::permission_denied(message),
             Error::Precondition(_) => Status::failed_precondition(message),
             // Database trouble is ours: the detail goes to the log.

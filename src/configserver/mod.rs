@@ -4,7 +4,8 @@
 //!
 //! - `server`: start-up and serving ([`ConfigServer`]); `core`: the state
 //!   the services share ([`Core`]); `keys`: which depot is calling.
-//! - `admin`, `status`: the Admin service and its status answers;
+//! - `admin`, `status`: the Admin service and its status answers; `import`:
+//!   its one-transaction import;
 //!   `service`: the ConfigServer service depots call; `wire`: the Admin
 //!   records' conversions; `error`: the one mapping to gRPC codes.
 //! - `store`: SQLite, all of the SQL; `dispatch`: the pushes.
@@ -13,6 +14,7 @@ pub mod admin;
 mod core;
 pub mod dispatch;
 mod error;
+mod import;
 mod keys;
 mod server;
 pub mod service;

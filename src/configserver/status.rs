@@ -14,6 +14,9 @@ use crate::wire::timestamp;
 /// tried itself.
 pub(super) fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::Delivery {
     use proto::DeliveryState as S;
+    if !p.blocked.is_empty() {
+        return blocked(p);
+    }
     let owed = p.revision > p.delivered_revision;
     let depot_down = runtime.filter(|rt| owed && !rt.reachable);
     let error = match depot_down {
@@ -49,8 +52,32 @@ pub(super) fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::
         attempts: p.attempts,
         path: p.path.map(|p| p.as_str().to_owned()).unwrap_or_default(),
         read_file_present: Default::default(),
-        template: Default::default(),
-        template_reason: Default::default(),
+        template: p.template,
+        template_reason: p.template_reason,
+    }
+}
+
+/// A config the inventory blocks (its product is not on the depot): a
+/// terminal failure with the reason, retried when the inventory changes,
+/// not on a schedule. What the depot may have held is removed meanwhile.
+fn blocked(p: PushRecord) -> proto::Delivery {
+    proto::Delivery {
+        depot_id: p.depot_id,
+        state: proto::DeliveryState::Failed as i32,
+        operation: "set".to_owned(),
+        revision: p.revision,
+        delivered_revision: p.delivered_revision,
+        product_id: p.product_id,
+        updated_at: Some(timestamp(p.updated_at)),
+        delivered_at: p.delivered_at.map(timestamp),
+        read_at: p.read_at.map(timestamp),
+        error: p.blocked,
+        next_retry: None,
+        attempts: p.attempts,
+        path: p.path.map(|p| p.as_str().to_owned()).unwrap_or_default(),
+        read_file_present: Default::default(),
+        template: String::new(),
+        template_reason: String::new(),
     }
 }
 
@@ -120,6 +147,9 @@ mod tests {
             updated_at: SystemTime::UNIX_EPOCH,
             delivered_at: None,
             read_at: None,
+            blocked: String::new(),
+            template: String::new(),
+            template_reason: String::new(),
         }
     }
 
@@ -162,6 +192,40 @@ mod tests {
         assert_eq!(
             state(&delivery(row(PushOp::Set, 2, 2, 0), Some(&down))),
             S::Delivered
+        );
+    }
+
+    #[test]
+    fn a_blocked_config_is_a_terminal_failure_with_its_reason() {
+        let mut r = row(PushOp::Remove, 3, 3, 0);
+        r.blocked = "product win is not installed on depot d.example.org".into();
+        let d = delivery(r, None);
+        assert_eq!(
+            (state(&d), d.operation.as_str(), d.error.as_str()),
+            (
+                S::Failed,
+                "set",
+                "product win is not installed on depot d.example.org"
+            )
+        );
+        assert_eq!(
+            d.next_retry, None,
+            "retried by an inventory change, not a timer"
+        );
+    }
+
+    #[test]
+    fn the_template_and_its_reason_are_shown() {
+        let mut r = row(PushOp::Set, 2, 2, 0);
+        r.template = "install-grub-x64".into();
+        r.template_reason = "no product template; the uefi-x64 default".into();
+        let d = delivery(r, None);
+        assert_eq!(
+            (d.template.as_str(), d.template_reason.as_str()),
+            (
+                "install-grub-x64",
+                "no product template; the uefi-x64 default"
+            )
         );
     }
 }

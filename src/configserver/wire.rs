@@ -105,7 +105,10 @@ impl TryFrom<proto::Config> for ConfigRecord {
 fn check_values(config_id: &str, values: &[String], field: &str) -> Result<(), ValidationError> {
     for (i, v) in values.iter().enumerate() {
         let f = format!("{field}[{i}]");
-        if [BOOTIMAGE_APPEND, SERVICE_URL].contains(&config_id) {
+        if config_id == BOOTIMAGE_APPEND {
+            // Words separated by spaces become kernel items (opsi stores `acpi=off noapic`).
+            crate::domain::opsi::check_append_value(v, &f)?;
+        } else if config_id == SERVICE_URL {
             check_token(v, &f)?;
         } else if config_id == DEPOT_ID {
             Fqdn::parse(v, &f)?;

@@ -8,6 +8,15 @@ use super::upstream::client::Upstream;
 use super::writer::{Rendered, SetOutcome, WriterError, WriterHandle};
 use crate::domain::{ActionRequest, ClientBundle, Fqdn};
 
+/// A config written: what the writer holds, and why its template was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The writer's outcome.
+    pub outcome: SetOutcome,
+    /// Why the template was chosen (empty when nothing was written).
+    pub template_reason: String,
+}
+
 /// The depot's shared core: render a bundle, hand it to the writer.
 pub struct DepotCore {
     /// This depot's id.
@@ -52,7 +61,7 @@ impl DepotCore {
     }
 
     /// Renders and writes a client's config.
-    pub async fn set(&self, bundle: ClientBundle) -> Result<SetOutcome, Error> {
+    pub async fn set(&self, bundle: ClientBundle) -> Result<Applied, Error> {
         if let Some(bundle_depot) = &bundle.depot_id
             && bundle_depot != &self.depot_id
         {
@@ -74,7 +83,8 @@ impl DepotCore {
             }
             .into());
         }
-        let template = self.templates.load(self.templates.choose(&bundle))?;
+        let picked = self.templates.pick(&bundle)?;
+        let (template, template_reason) = (picked.template, picked.reason);
         let content = self.renderer.render(&template.text, &bundle)?;
         let outcome = self
             .writer
@@ -88,21 +98,27 @@ impl DepotCore {
                 template: template.name.clone(),
             })
             .await?;
-        Ok(outcome)
+        Ok(Applied {
+            outcome,
+            template_reason,
+        })
     }
 
     /// The legacy path: looks the client up at the configserver and writes
     /// its config; removes it when the client has no netboot action.
-    pub async fn set_by_fqdn(&self, fqdn: Fqdn, revision: u64) -> Result<SetOutcome, Error> {
+    pub async fn set_by_fqdn(&self, fqdn: Fqdn, revision: u64) -> Result<Applied, Error> {
         let upstream = self.upstream.as_ref().ok_or(Error::NoConfigServer)?;
         match upstream.lookup_bundle(&fqdn, revision).await? {
             Some(bundle) => self.set(bundle).await,
             None => {
                 self.writer.remove(fqdn, revision).await?;
-                Ok(SetOutcome {
-                    files: Vec::new(),
-                    template: String::new(),
-                    revision,
+                Ok(Applied {
+                    outcome: SetOutcome {
+                        files: Vec::new(),
+                        template: String::new(),
+                        revision,
+                    },
+                    template_reason: String::new(),
                 })
             }
         }

@@ -87,7 +87,9 @@ impl From<Error> for Status {
         match err {
             Error::Invalid(_) => Status::invalid_argument(message),
             Error::Template(TemplateError::Escapes { .. }) => Status::invalid_argument(message),
-            Error::Template(TemplateError::Missing { .. }) => Status::failed_precondition(message),
+            Error::Template(
+                TemplateError::Missing { .. } | TemplateError::PxelinuxForUefi { .. },
+            ) => Status::failed_precondition(message),
             Error::Render(RenderError::UefiNotLicensed { .. }) => {
                 Status::failed_precondition(message)
             }

@@ -6,8 +6,9 @@
 //!   what is there), elilo `append="…"` lines (inside the quotes), grub
 //!   `linux`/`linuxefi`/`linux16` lines (after what is there) and `kernel`
 //!   lines of iPXE scripts (templates whose first line is `#!ipxe`);
-//! - added, in this order: `hn`, `dn`, `product`, `macaddress`, `service`
-//!   (ending in `/rpc`), `pckey`, then every `opsi-linux-bootimage.append`
+//! - added, in opsi's order (`pckey`, `hn`, `dn`, `product`, `macaddress`,
+//!   `service`: opsipxeconfd.py @ 4.3.3.4 l.456–467, 4.2 the same), with
+//!   `service` ending in `/rpc`, then every `opsi-linux-bootimage.append`
 //!   item (`key=value` or a bare flag; keys lower-cased; a later key replaces
 //!   the value of an earlier one in its place); `bootimagerootpassword=X`
 //!   becomes `pwh=<sha512-crypt of X>` in that item's place, and in every
@@ -258,6 +259,10 @@ impl Renderer {
     fn parameters(&self, bundle: &ClientBundle) -> Result<String, RenderError> {
         let mut params = Params::default();
         let client = &bundle.client;
+        // opsi's order, so that a file diffs cleanly against opsi's.
+        if !client.host_key.is_empty() {
+            params.set("pckey", Some(client.host_key.expose().to_owned()));
+        }
         params.set("hn", Some(client.fqdn.host().to_owned()));
         params.set("dn", Some(client.fqdn.domain().to_owned()));
         params.set("product", Some(bundle.product.id.to_string()));
@@ -266,9 +271,6 @@ impl Renderer {
         }
         if let Some(service) = service_url(&bundle.service_address) {
             params.set("service", Some(service));
-        }
-        if !client.host_key.is_empty() {
-            params.set("pckey", Some(client.host_key.expose().to_owned()));
         }
         for item in &bundle.bootimage_append {
             self.append_item(&mut params, item)?;
@@ -345,9 +347,9 @@ mod tests {
     const GLIBC_LINUX123: &str = "$6$pxeconfTestSalt9$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/";
 
     /// What every kernel line gets for `bundle(&[])`.
-    const BASE: &str = "hn=client1 dn=branch.example.org product=win10-x64 \
-macaddress=00:16:3e:aa:bb:cc service=https://config.example.org:4447/rpc \
-pckey=0123456789abcdef0123456789abcdef";
+    const BASE: &str = "pckey=0123456789abcdef0123456789abcdef hn=client1 \
+dn=branch.example.org product=win10-x64 macaddress=00:16:3e:aa:bb:cc \
+service=https://config.example.org:4447/rpc";
 
     fn bundle(append: &[&str]) -> ClientBundle {
         ClientBundle {
@@ -417,6 +419,35 @@ pckey=0123456789abcdef0123456789abcdef";
                 "  kernel install".to_owned(),
                 format!("  append initrd=miniroot.bz2 quiet lang=de_DE {BASE} nomodeset acpi=off"),
             ]
+        );
+    }
+
+    #[test]
+    fn the_kernel_line_diffs_cleanly_against_opsis() {
+        // The grub example of opsipxeconfd 4.3.3.4 (built-in keys in its
+        // order, then the append config's items), here with values as opsi
+        // stores them: one with a space, split like opsi 4.2 does.
+        let mut b = bundle(&[]);
+        b.client.fqdn = Fqdn::parse("client1.opsi.test", "id").unwrap();
+        b.client.mac = Some(Mac::parse("00:11:22:aa:bb:cc", "m").unwrap());
+        b.service_address = "https://server.opsi.test:4447".into();
+        b.bootimage_append = crate::domain::opsi::append_items(&[
+            "acpi=off noapic".to_owned(),
+            "bootimagerootpassword=linux123".to_owned(),
+            "lang=de".to_owned(),
+        ]);
+        let out = Renderer::with_salt(Salt::new(SALT).unwrap())
+            .render(
+                "linux (pxe)/linux/install-x64 initrd=miniroot-x64 video=vesa:ywrap,mtrr vga=791 quiet splash --no-log console=tty1 console=ttyS0\n",
+                &b,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "linux (pxe)/linux/install-x64 initrd=miniroot-x64 video=vesa:ywrap,mtrr vga=791 quiet splash --no-log console=tty1 console=ttyS0 pckey={KEY} hn=client1 dn=opsi.test product=win10-x64 macaddress=00:11:22:aa:bb:cc service=https://server.opsi.test:4447/rpc acpi=off noapic pwh={} lang=de\n",
+                GLIBC_LINUX123.replace('$', "\\$")
+            )
         );
     }
 
@@ -556,8 +587,8 @@ pckey=0123456789abcdef0123456789abcdef";
                 ],
             ),
             vec![format!(
-                "append x hn=other dn=branch.example.org product=win10-x64 \
-macaddress=00:16:3e:aa:bb:cc service=http://elsewhere/rpc pckey={KEY} lang=fr nomodeset"
+                "append x pckey={KEY} hn=other dn=branch.example.org product=win10-x64 \
+macaddress=00:16:3e:aa:bb:cc service=http://elsewhere/rpc lang=fr nomodeset"
             )]
         );
     }
@@ -590,8 +621,8 @@ macaddress=00:16:3e:aa:bb:cc service=http://elsewhere/rpc pckey={KEY} lang=fr no
             assert_eq!(
                 out,
                 format!(
-                    "append hn=client1 dn=branch.example.org product=win10-x64 \
-macaddress=00:16:3e:aa:bb:cc service={written} pckey={KEY}\n"
+                    "append pckey={KEY} hn=client1 dn=branch.example.org product=win10-x64 \
+macaddress=00:16:3e:aa:bb:cc service={written}\n"
                 )
             );
         }

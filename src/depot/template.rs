@@ -1,14 +1,25 @@
-//! Template choice and loading. A product's own template wins unless it is
-//! unset or one of opsi's obsolete names; otherwise the default for the
-//! client's boot mode. Every name resolves inside the template directory
-//! (symlinks followed, then checked). Texts are cached per file and read
-//! again only when the file's identity, size or times change.
+//! Template choice and loading, as opsipxeconfd 4.2 chooses
+//! (`_getPxeConfigTemplate`, opsipxeconfd.py @ 4.2.0.32 l.730–802):
+//! - a BIOS client gets its product's own template, unless it is unset or
+//!   one of opsi 4.3's obsolete names (then the BIOS default);
+//! - a UEFI client whose product names a template `T` gets `T.efi` if that
+//!   file exists in the template directory, else the UEFI default for its
+//!   boot mode (x86 or x64); without a product template, that default;
+//! - a UEFI client is never handed a template in pxelinux format (the
+//!   choice fails instead).
+//!
+//! The choice comes with its reason, for the log and the depot's answer.
+//! Every name resolves inside the template directory (symlinks followed,
+//! then checked). Texts are cached per file and read again only when the
+//! file's identity, size or times change.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+use tracing::{debug, info};
 
 use crate::domain::{BootMode, ClientBundle, TemplateName};
 
@@ -56,6 +67,89 @@ pub enum TemplateError {
         /// The error.
         source: std::io::Error,
     },
+    /// The chosen template is in pxelinux format, which a UEFI client
+    /// cannot boot.
+    #[error(
+        "template {name} is in pxelinux format, which a {mode} client cannot boot ({reason}); \
+         give the product a UEFI variant or make the depot's UEFI default a grub or elilo template"
+    )]
+    PxelinuxForUefi {
+        /// The template, relative to the template directory.
+        name: String,
+        /// The client's boot mode.
+        mode: &'static str,
+        /// Why it was chosen.
+        reason: String,
+    },
+}
+
+/// The syntax a template is written in, told from its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateFormat {
+    /// pxelinux: `label x`, `kernel k`, `append …` (BIOS only).
+    Pxelinux,
+    /// elilo: `image=…`, `append="…"`.
+    Elilo,
+    /// grub: `menuentry …`, `linux …`, `set …`.
+    Grub,
+    /// An iPXE script (`#!ipxe`).
+    Ipxe,
+    /// None of these could be told.
+    Unknown,
+}
+
+impl TemplateFormat {
+    /// Tells the format from the text: an iPXE shebang; else any grub
+    /// command; else any elilo `key=value` line; else any pxelinux keyword.
+    pub fn detect(text: &str) -> Self {
+        const GRUB: [&str; 7] = [
+            "menuentry",
+            "submenu",
+            "linux",
+            "linuxefi",
+            "linux16",
+            "set",
+            "insmod",
+        ];
+        const PXELINUX: [&str; 8] = [
+            "label",
+            "kernel",
+            "append",
+            "default",
+            "menu",
+            "localboot",
+            "prompt",
+            "ui",
+        ];
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .peekable();
+        if lines.peek().is_some_and(|l| l.starts_with("#!ipxe")) {
+            return Self::Ipxe;
+        }
+        let (mut elilo, mut pxelinux) = (false, false);
+        for line in lines.filter(|l| !l.starts_with('#')) {
+            let end = line
+                .find(|c: char| c.is_whitespace() || c == '=')
+                .unwrap_or(line.len());
+            let (word, rest) = line.split_at(end);
+            if GRUB.contains(&word) {
+                return Self::Grub;
+            }
+            if rest.trim_start().starts_with('=') {
+                elilo = true;
+            } else if PXELINUX.iter().any(|k| word.eq_ignore_ascii_case(k)) {
+                pxelinux = true;
+            }
+        }
+        match (elilo, pxelinux) {
+            (true, _) => Self::Elilo,
+            (false, true) => Self::Pxelinux,
+            (false, false) => Self::Unknown,
+        }
+    }
 }
 
 /// A loaded template.
@@ -66,6 +160,18 @@ pub struct Template {
     pub name: String,
     /// Its text.
     pub text: Arc<str>,
+    /// Its syntax, told once when it is read.
+    pub format: TemplateFormat,
+}
+
+/// The template chosen for a bundle, and why.
+#[derive(Debug)]
+pub struct Picked {
+    /// The template.
+    pub template: Arc<Template>,
+    /// Why this one, e.g. `UEFI client (uefi-x64): the product template's
+    /// UEFI variant T.efi`.
+    pub reason: String,
 }
 
 /// What identifies one version of a file without reading it: an edit in
@@ -128,17 +234,69 @@ impl Templates {
         })
     }
 
-    /// The template a bundle asks for: the product's own unless it is unset
-    /// or obsolete, else the default for the client's boot mode.
-    pub fn choose<'a>(&'a self, bundle: &'a ClientBundle) -> &'a TemplateName {
+    /// Chooses and loads the template for `bundle` (see the module's rules),
+    /// and logs which and why.
+    pub fn pick(&self, bundle: &ClientBundle) -> Result<Picked, TemplateError> {
+        let (name, reason) = self.choose(bundle);
+        let template = self.load(&name)?;
+        let mode = bundle.boot_mode;
+        if mode.is_uefi() && template.format == TemplateFormat::Pxelinux {
+            return Err(TemplateError::PxelinuxForUefi {
+                name: template.name.clone(),
+                mode: mode.as_str(),
+                reason,
+            });
+        }
+        let fqdn = &bundle.client.fqdn;
         match &bundle.product.template {
-            Some(own) if !own.is_obsolete() => own,
-            _ => match bundle.boot_mode {
-                BootMode::Bios => &self.config.bios,
-                BootMode::UefiX86 => &self.config.uefi_x86,
-                BootMode::UefiX64 => &self.config.uefi_x64,
+            // The product's template was passed over for the UEFI default:
+            // worth an operator's eye (opsi 4.2 logged it as an error).
+            Some(own)
+                if mode.is_uefi()
+                    && !own.is_obsolete()
+                    && own.efi_variant().as_ref() != Some(&name) =>
+            {
+                info!(%fqdn, template = %template.name, %reason, "template chosen")
+            }
+            _ => debug!(%fqdn, template = %template.name, %reason, "template chosen"),
+        }
+        Ok(Picked { template, reason })
+    }
+
+    /// The template a bundle asks for, and why: see the module's rules.
+    pub fn choose(&self, bundle: &ClientBundle) -> (TemplateName, String) {
+        let mode = bundle.boot_mode;
+        let default = match mode {
+            BootMode::Bios => &self.config.bios,
+            BootMode::UefiX86 => &self.config.uefi_x86,
+            BootMode::UefiX64 => &self.config.uefi_x64,
+        };
+        let m = mode.as_str();
+        let fallback = |why: String| (default.clone(), format!("{why}; the {m} default"));
+        match &bundle.product.template {
+            None => fallback("no product template".to_owned()),
+            Some(own) if own.is_obsolete() => fallback(format!(
+                "the product template {own} is obsolete (as in opsi 4.3)"
+            )),
+            Some(own) if !mode.is_uefi() => (own.clone(), "the product's template".to_owned()),
+            Some(own) => match own.efi_variant().filter(|efi| self.is_template(efi)) {
+                Some(efi) => {
+                    let why =
+                        format!("UEFI client ({m}): the product template's UEFI variant {efi}");
+                    (efi, why)
+                }
+                None => fallback(format!(
+                    "UEFI client ({m}): the product template {own} has no UEFI variant {own}.efi"
+                )),
             },
         }
+    }
+
+    /// Whether `name` is a file inside the template directory.
+    fn is_template(&self, name: &TemplateName) -> bool {
+        self.resolve(name).is_ok_and(|path| {
+            path.starts_with(&self.root) && std::fs::metadata(&path).is_ok_and(|m| m.is_file())
+        })
     }
 
     /// Resolves `name` inside the template directory and returns its text,
@@ -167,6 +325,7 @@ impl Templates {
         let (text, stamp) = read(&path)?;
         let template = Arc::new(Template {
             name: relative.to_string_lossy().into_owned(),
+            format: TemplateFormat::detect(&text),
             text: text.into(),
         });
         self.cache
@@ -294,49 +453,149 @@ mod tests {
         t.load(&name(n)).unwrap().text.to_string()
     }
 
+    /// The chosen name and reason.
+    fn chosen(t: &Templates, template: Option<&str>, mode: BootMode) -> (String, String) {
+        let (name, reason) = t.choose(&bundle(template, mode));
+        (name.to_string(), reason)
+    }
+
+    fn pair(name: &str, reason: &str) -> (String, String) {
+        (name.to_owned(), reason.to_owned())
+    }
+
     #[test]
-    fn the_product_template_wins_when_set() {
+    fn a_bios_client_gets_the_product_template() {
         let (_tmp, _dir, t) = setup();
-        for mode in [BootMode::Bios, BootMode::UefiX86, BootMode::UefiX64] {
+        assert_eq!(
+            chosen(&t, Some("sub/custom"), BootMode::Bios),
+            pair("sub/custom", "the product's template")
+        );
+    }
+
+    #[test]
+    fn a_uefi_client_gets_the_efi_variant_of_the_product_template_if_it_exists() {
+        let (_tmp, dir, t) = setup();
+        std::fs::write(dir.join("sub/custom.efi"), "menuentry x {\n}\n").unwrap();
+        for (mode, m) in [
+            (BootMode::UefiX64, "uefi-x64"),
+            (BootMode::UefiX86, "uefi-x86"),
+        ] {
             assert_eq!(
-                t.choose(&bundle(Some("sub/custom"), mode)).as_str(),
-                "sub/custom"
+                chosen(&t, Some("sub/custom"), mode),
+                pair(
+                    "sub/custom.efi",
+                    &format!(
+                        "UEFI client ({m}): the product template's UEFI variant sub/custom.efi"
+                    )
+                )
             );
         }
     }
 
     #[test]
-    fn without_a_product_template_the_boot_mode_default_is_used() {
-        let (_tmp, _dir, t) = setup();
-        assert_eq!(t.choose(&bundle(None, BootMode::Bios)).as_str(), "install");
+    fn a_uefi_client_without_an_efi_variant_gets_the_uefi_default() {
+        let (tmp, dir, t) = setup();
+        // Neither a directory nor a file outside the directory counts.
+        std::fs::create_dir(dir.join("dir.efi")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("outside"), dir.join("out.efi")).unwrap();
+        for product in ["sub/custom", "dir", "out"] {
+            assert_eq!(
+                chosen(&t, Some(product), BootMode::UefiX64),
+                pair(
+                    "install-grub-x64",
+                    &format!(
+                        "UEFI client (uefi-x64): the product template {product} has no UEFI variant {product}.efi; the uefi-x64 default"
+                    )
+                )
+            );
+        }
         assert_eq!(
-            t.choose(&bundle(None, BootMode::UefiX86)).as_str(),
+            chosen(&t, Some("sub/custom"), BootMode::UefiX86).0,
             "install-elilo-x86"
         );
+    }
+
+    #[test]
+    fn without_a_product_template_the_boot_mode_default_is_used() {
+        let (_tmp, _dir, t) = setup();
         assert_eq!(
-            t.choose(&bundle(None, BootMode::UefiX64)).as_str(),
-            "install-grub-x64"
+            chosen(&t, None, BootMode::Bios),
+            pair("install", "no product template; the bios default")
         );
+        assert_eq!(
+            chosen(&t, None, BootMode::UefiX86),
+            pair(
+                "install-elilo-x86",
+                "no product template; the uefi-x86 default"
+            )
+        );
+        assert_eq!(chosen(&t, None, BootMode::UefiX64).0, "install-grub-x64");
     }
 
     #[test]
     fn obsolete_product_templates_fall_back_to_the_boot_mode_default() {
         let (_tmp, _dir, t) = setup();
         assert_eq!(
-            t.choose(&bundle(Some("install3264"), BootMode::UefiX64))
-                .as_str(),
-            "install-grub-x64"
+            chosen(&t, Some("install3264"), BootMode::UefiX64),
+            pair(
+                "install-grub-x64",
+                "the product template install3264 is obsolete (as in opsi 4.3); the uefi-x64 default"
+            )
         );
+        assert_eq!(chosen(&t, Some("install-x64"), BootMode::Bios).0, "install");
         assert_eq!(
-            t.choose(&bundle(Some("install-x64"), BootMode::Bios))
-                .as_str(),
-            "install"
-        );
-        assert_eq!(
-            t.choose(&bundle(Some("install-x64"), BootMode::UefiX86))
-                .as_str(),
+            chosen(&t, Some("install-x64"), BootMode::UefiX86).0,
             "install-elilo-x86"
         );
+    }
+
+    #[test]
+    fn formats_are_told_from_the_lines() {
+        let contrib = |name: &str| {
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("contrib/templates")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        use TemplateFormat as F;
+        assert_eq!(F::detect(&contrib("install")), F::Pxelinux);
+        assert_eq!(F::detect(&contrib("install-elilo-x86")), F::Elilo);
+        assert_eq!(F::detect(&contrib("install-grub-x64")), F::Grub);
+        assert_eq!(F::detect(&contrib("install-ipxe")), F::Ipxe);
+        assert_eq!(F::detect("DEFAULT x\nLABEL x\n KERNEL k\n"), F::Pxelinux);
+        assert_eq!(F::detect("# a comment\n\nlinux /k\n"), F::Grub);
+        assert_eq!(F::detect("bios\n"), F::Unknown);
+    }
+
+    #[test]
+    fn a_uefi_client_is_never_handed_a_pxelinux_template() {
+        let (_tmp, dir, t) = setup();
+        let pxelinux = "label x\n  kernel k\n  append initrd=r\n";
+        std::fs::write(dir.join("winpe"), pxelinux).unwrap();
+        // The BIOS client gets it; the UEFI default being pxelinux is refused.
+        let picked = t.pick(&bundle(Some("winpe"), BootMode::Bios)).unwrap();
+        assert_eq!(
+            (picked.template.name.as_str(), picked.template.format),
+            ("winpe", TemplateFormat::Pxelinux)
+        );
+        std::fs::write(dir.join("install-grub-x64"), pxelinux).unwrap();
+        match t.pick(&bundle(Some("winpe"), BootMode::UefiX64)) {
+            Err(e @ TemplateError::PxelinuxForUefi { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.starts_with("template install-grub-x64 is in pxelinux format, which a uefi-x64 client cannot boot (UEFI client (uefi-x64): the product template winpe has no UEFI variant winpe.efi; the uefi-x64 default)"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected PxelinuxForUefi, got {other:?}"),
+        }
+        // A grub variant beside it is taken.
+        std::fs::write(dir.join("winpe.efi"), "set timeout=0\n").unwrap();
+        let picked = t.pick(&bundle(Some("winpe"), BootMode::UefiX64)).unwrap();
+        assert_eq!(picked.template.name, "winpe.efi");
+        assert_eq!(picked.template.format, TemplateFormat::Grub);
     }
 
     #[test]

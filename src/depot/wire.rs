@@ -1,16 +1,17 @@
 //! The depot's own messages: domain → wire.
 
-use super::writer::{ConfigInfo, SetOutcome};
+use super::core::Applied;
+use super::writer::ConfigInfo;
 use crate::proto;
 use crate::wire::timestamp;
 
-impl From<SetOutcome> for proto::SetPxeConfigResponse {
-    fn from(o: SetOutcome) -> Self {
+impl From<Applied> for proto::SetPxeConfigResponse {
+    fn from(a: Applied) -> Self {
         proto::SetPxeConfigResponse {
-            files: o.files,
-            template: o.template,
-            revision: o.revision,
-            template_reason: Default::default(),
+            files: a.outcome.files,
+            template: a.outcome.template,
+            revision: a.outcome.revision,
+            template_reason: a.template_reason,
         }
     }
 }

@@ -274,6 +274,13 @@ impl TemplateName {
         &self.0
     }
 
+    /// The UEFI variant of a product's template: `T.efi` beside `T`, as
+    /// opsipxeconfd 4.2 looks for it (`_getPxeConfigTemplate`, opsipxeconfd.py
+    /// @ 4.2.0.32 l.730–802); `None` when that name would be too long.
+    pub fn efi_variant(&self) -> Option<TemplateName> {
+        Self::parse(&format!("{}.efi", self.0), "template").ok()
+    }
+
     /// Names that opsi used for installers that no longer exist; they mean
     /// "the default template for the boot mode".
     pub fn is_obsolete(&self) -> bool {

@@ -4,6 +4,7 @@
 //! so the two paths cannot drift apart.
 
 use super::client::BootMode;
+use super::error::ValidationError;
 
 /// The config that names a client's depot.
 pub const DEPOT_ID: &str = "clientconfig.depot.id";
@@ -23,20 +24,52 @@ pub struct PxeSettings {
     pub service_address: String,
     /// From the first `clientconfig.dhcpd.filename` value.
     pub boot_mode: BootMode,
-    /// `opsi-linux-bootimage.append` items, in order.
+    /// `opsi-linux-bootimage.append` items, in order: every value split on
+    /// whitespace.
     pub bootimage_append: Vec<String>,
 }
 
 impl PxeSettings {
     /// Derives the settings from the client's effective values of each
-    /// config (`values(id)`: its own state, else the default).
+    /// config (`values(id)`: its own state, else its depot's, else the
+    /// default — resolved by the configserver for both paths).
     pub fn derive<'a>(values: impl Fn(&str) -> &'a [String]) -> Self {
         let first = |id: &str| values(id).first().cloned().unwrap_or_default();
         Self {
             service_address: first(SERVICE_URL),
             boot_mode: BootMode::from_dhcpd_filename(&first(DHCPD_FILENAME)),
-            bootimage_append: values(BOOTIMAGE_APPEND).to_vec(),
+            bootimage_append: append_items(values(BOOTIMAGE_APPEND)),
         }
+    }
+}
+
+/// The kernel command-line items of `opsi-linux-bootimage.append` values.
+/// opsi stores values such as `acpi=off noapic`; like opsipxeconfd 4.2
+/// (`opsipxeconfd.py` @ 4.2.0.32, l.882–907: the values joined by a space,
+/// then split on whitespace) each value becomes one item per word. Unlike
+/// 4.2 a value keeps every `=` after the first (`a=b=c` stays whole), and
+/// unlike 4.3 (which takes each value as one item) `noapic acpi=off` is two
+/// items, not a key `noapic acpi`.
+pub fn append_items(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks one `opsi-linux-bootimage.append` value: words separated by
+/// whitespace are fine (they become items), but a control character (a line
+/// break would inject lines into the PXE config) or a double quote (it would
+/// end elilo's `append="…"`) is refused.
+pub fn check_append_value(value: &str, field: &str) -> Result<(), ValidationError> {
+    let bad = value.chars().find(|c| *c == '"' || c.is_control());
+    match bad {
+        Some(c) => Err(ValidationError::new(
+            field,
+            format!("must not contain quotes or control characters (found {c:?})"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -73,5 +106,40 @@ mod tests {
             }
         );
         assert_eq!(PxeSettings::derive(|_| &[][..]), PxeSettings::default());
+    }
+
+    #[test]
+    fn append_values_with_spaces_become_one_item_per_word() {
+        // U+00A0 (no-break space) is whitespace too.
+        let values: Vec<String> = [
+            "acpi=off noapic",
+            " nomodeset ",
+            "",
+            "a=b=c\u{a0}vga=normal",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let settings = PxeSettings::derive(|id| {
+            if id == BOOTIMAGE_APPEND {
+                &values[..]
+            } else {
+                &[][..]
+            }
+        });
+        assert_eq!(
+            settings.bootimage_append,
+            vec!["acpi=off", "noapic", "nomodeset", "a=b=c", "vga=normal"]
+        );
+    }
+
+    #[test]
+    fn append_values_refuse_quotes_and_control_characters() {
+        assert!(check_append_value("acpi=off noapic", "v").is_ok());
+        assert!(check_append_value("", "v").is_ok());
+        for bad in ["a=\"b\"", "a\nappend x", "tab\there", "bell\u{7}"] {
+            let err = check_append_value(bad, "values[0]").unwrap_err();
+            assert_eq!(err.field, "values[0]");
+            assert!(err.message.contains("quotes or control"), "{err}");
+        }
     }
 }

@@ -582,12 +582,14 @@ async fn import_sends_chunks_of_1000_and_names_a_failure_by_its_index() {
     let url = server.url();
     let mut admin = server.admin().await;
     let dir = tempfile::tempdir().unwrap();
+    // Each file's clients have MACs of their own: a MAC is one client's.
     let clients = |prefix: &str, bad: Option<usize>| -> Value {
+        let first = if prefix == "good" { 0 } else { 10_000 };
         let clients: Vec<Value> = (0..1500)
             .map(|i| {
                 json!({
                     "id": format!("{prefix}{i}.example.org"),
-                    "hardware_address": if Some(i) == bad { "00:11".to_owned() } else { mac(i as u32) },
+                    "hardware_address": if Some(i) == bad { "00:11".to_owned() } else { mac(first + i as u32) },
                     "opsi_host_key": format!("{i:032x}"),
                 })
             })

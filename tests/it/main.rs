@@ -8,6 +8,7 @@ mod depot;
 mod loadtest;
 mod modules;
 mod operator;
+mod opsi;
 mod paths;
 mod readme;
 mod scale;

@@ -209,8 +209,9 @@ fn the_example_configs_load() {
     assert_eq!(depot.depot.depot_id.as_str(), "depot1.example.org");
     assert_eq!(
         depot.depot.pxe_dir,
-        PathBuf::from("/tftpboot/opsi/pxelinux.cfg")
+        PathBuf::from("/tftpboot/opsi/opsi-linux-bootimage/cfg")
     );
+    assert_eq!(depot.depot.templates.bios.as_str(), "install-grub-x64");
     assert_eq!(depot.depot.templates.uefi_x64.as_str(), "install-grub-x64");
     assert_eq!(
         depot.depot.configserver.as_deref(),

@@ -2,7 +2,9 @@
 //! (`SetPxeConfigByFqdn` + seven look-ups) write the same bytes: two sites
 //! with the same inventory, one depot of each kind, the same fixed `pwh`
 //! salt, compared file by file for pxelinux, elilo, grub and iPXE templates,
-//! with properties, a root password and UEFI clients.
+//! with properties, a root password and UEFI clients; with opsi's rules on
+//! both: a depot's own config state, a UEFI client's `T.efi`, the newest of
+//! two netboot actions.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +14,7 @@ use pxeconf::depot::crypt::Salt;
 use pxeconf::proto;
 
 /// Templates in the formats a site uses, each with a `%lang%` property.
-const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 6] = [
     (
         "install",
         "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 lang=%lang% quiet\n",
@@ -29,6 +31,12 @@ const TEMPLATES: [(&str, &str); 4] = [
         "memtest.ipxe",
         "#!ipxe\nkernel http://depot/boot/memtest lang=%lang%\nboot\n",
     ),
+    // A product's own pxelinux template, and its UEFI variant.
+    ("winpe", "label winpe\n  kernel winpe\n  append quiet\n"),
+    (
+        "winpe.efi",
+        "menuentry 'winpe' {\n  linux /winpe/efi quiet\n}\n",
+    ),
 ];
 
 /// Client n: (DHCP boot file, product, bootimage append items).
@@ -37,7 +45,13 @@ fn client_setup(n: u32) -> (&'static str, &'static str, Vec<&'static str>) {
         0 => (
             "linux/pxelinux.0",
             "win10-x64",
-            vec!["nomodeset", "bootimagerootpassword=linux123", "Lang=fr"],
+            // As opsi stores them: one value with a space (two items).
+            vec![
+                "nomodeset",
+                "acpi=off noapic",
+                "bootimagerootpassword=linux123",
+                "Lang=fr",
+            ],
         ),
         1 => ("linux/pxelinux.cfg/elilo-x86.efi", "win10-x64", vec![]),
         2 => (
@@ -45,11 +59,25 @@ fn client_setup(n: u32) -> (&'static str, &'static str, Vec<&'static str>) {
             "win10-x64",
             vec!["acpi=off", "bootimagerootpassword=pw"],
         ),
-        _ => ("linux/pxelinux.0", "memtest", vec!["console=ttyS0"]),
+        3 => ("linux/pxelinux.0", "memtest", vec!["console=ttyS0"]),
+        // UEFI with a product template T: T.efi.
+        4 => ("linux/pxelinux.cfg/shimx64.efi", "winpe", vec![]),
+        // winpe and then memtest set in one request: memtest is the newer.
+        _ => ("linux/pxelinux.0", "winpe", vec![]),
     }
 }
 
-const CLIENTS: u32 = 4;
+const CLIENTS: u32 = 6;
+
+/// The configserver URL set on the depot (opsi 4.3's depot layer), and one
+/// client's own.
+const DEPOT_URL: &str = "https://branch.example.org:4447";
+const OWN_URL: &str = "https://own.example.org:4447";
+
+/// Client n's host key, as `bundle` in the common harness makes it.
+fn key(n: u32) -> String {
+    bundle(n, 0).host.unwrap().opsi_host_key
+}
 
 /// One configserver and one depot (new or legacy) on a fresh database, the
 /// same inventory every time; returns the PXE files the depot wrote and the
@@ -67,15 +95,17 @@ async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     let mut admin = cs.admin().await;
     seed(&mut admin, &[(1, depot.url())], CLIENTS, |_| 1).await;
     inventory(&mut admin).await;
+    let action = |n: u32, product: &str| proto::ActionRequest {
+        client_id: format!("client{n}.example.org"),
+        product_id: product.into(),
+        action_request: "setup".into(),
+    };
+    let mut actions: Vec<proto::ActionRequest> =
+        (0..CLIENTS).map(|n| action(n, client_setup(n).1)).collect();
+    actions.push(action(5, "memtest"));
     admin
         .set_action_requests(proto::SetActionRequestsRequest {
-            action_requests: (0..CLIENTS)
-                .map(|n| proto::ActionRequest {
-                    client_id: format!("client{n}.example.org"),
-                    product_id: client_setup(n).1.into(),
-                    action_request: "setup".into(),
-                })
-                .collect(),
+            action_requests: actions,
         })
         .await
         .unwrap();
@@ -118,29 +148,53 @@ fn read_all(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// property set on the depot and overridden on one client, and an iPXE
 /// product with its own template.
 async fn inventory(admin: &mut Admin) {
+    let own = [("memtest", "memtest.ipxe"), ("winpe", "winpe")];
     admin
         .upsert_products(proto::UpsertProductsRequest {
-            products: vec![proto::Product {
-                id: "memtest".into(),
-                product_version: "6.0".into(),
-                package_version: "1".into(),
-                pxe_config_template: "memtest.ipxe".into(),
-            }],
+            products: own
+                .iter()
+                .map(|(id, template)| proto::Product {
+                    id: (*id).into(),
+                    product_version: "6.0".into(),
+                    package_version: "1".into(),
+                    pxe_config_template: (*template).into(),
+                })
+                .collect(),
         })
         .await
         .unwrap();
     admin
         .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
-            product_on_depots: vec![proto::ProductOnDepot {
-                depot_id: depot_id(1),
-                product_id: "memtest".into(),
-                product_version: "6.0".into(),
-                package_version: "1".into(),
-            }],
+            product_on_depots: own
+                .iter()
+                .map(|(id, _)| proto::ProductOnDepot {
+                    depot_id: depot_id(1),
+                    product_id: (*id).into(),
+                    product_version: "6.0".into(),
+                    package_version: "1".into(),
+                })
+                .collect(),
         })
         .await
         .unwrap();
-    let mut states = Vec::new();
+    let state = |object_id: String, config_id: &str, values: Vec<String>| proto::ConfigState {
+        object_id,
+        config_id: config_id.into(),
+        values,
+    };
+    // The depot's own configserver URL; client2 has one of its own.
+    let mut states = vec![
+        state(
+            depot_id(1),
+            "clientconfig.configserver.url",
+            vec![DEPOT_URL.into()],
+        ),
+        state(
+            "client2.example.org".into(),
+            "clientconfig.configserver.url",
+            vec![OWN_URL.into()],
+        ),
+    ];
     for n in 0..CLIENTS {
         let (dhcpd, _, append) = client_setup(n);
         let object_id = format!("client{n}.example.org");
@@ -203,22 +257,30 @@ async fn the_new_and_the_legacy_path_write_the_same_bytes() {
     // What was compared is what it should be: each format, its property,
     // the fixed-salt password hash, the UEFI clients' templates.
     let text = |n: u32| String::from_utf8(new[&mac_file(n)].clone()).unwrap();
+    // The kernel line in opsi's order: pckey hn dn product macaddress
+    // service, then the append items (a value with a space split in two).
     let bios = text(0);
-    assert!(
-        bios.contains("  append initrd=miniroot.bz2 lang=de_DE quiet "),
-        "{bios}"
-    );
-    assert!(bios.contains(" nomodeset "), "{bios}");
-    assert!(
-        bios.contains(r" pwh=\$6\$pxeconfTestSalt9\$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/"),
-        "{bios}"
+    assert_eq!(
+        bios,
+        format!(
+            "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 lang=de_DE quiet \
+pckey={} hn=client0 dn=example.org product=win10-x64 macaddress={} service=https://branch.example.org:4447/rpc \
+nomodeset acpi=off noapic \
+pwh=\\$6\\$pxeconfTestSalt9\\$CYqFOeC4PzbZUPmM12t6C75muVROl6Fq25sdg1Ng9ahYF9KyYnDcOj44pGnxL7mvip9lNgBSZXsUtlAU6t3rV/ lang=fr\n",
+            key(0),
+            mac(0)
+        )
     );
     let elilo = text(1);
-    assert!(
-        elilo.contains("append=\"video=vesa:ywrap,mtrr lang=de_DE quiet hn=client1 "),
-        "{elilo}"
+    assert_eq!(
+        elilo.lines().last().unwrap(),
+        format!(
+            "  append=\"video=vesa:ywrap,mtrr lang=de_DE quiet pckey={} hn=client1 dn=example.org product=win10-x64 \
+macaddress={} service=https://branch.example.org:4447/rpc lang=de\"",
+            key(1),
+            mac(1)
+        )
     );
-    assert!(elilo.trim_end().ends_with('"'), "{elilo}");
     let grub = text(2);
     assert!(
         grub.contains("linux (pxe)/linux/install-x64 initrd=miniroot.bz2 lang=fr_FR "),
@@ -226,11 +288,31 @@ async fn the_new_and_the_legacy_path_write_the_same_bytes() {
     );
     assert!(grub.contains(" acpi=off "), "{grub}");
     assert!(grub.contains(" pwh="), "{grub}");
+    assert!(
+        grub.contains(" service=https://own.example.org:4447/rpc "),
+        "the client's own state wins over its depot's: {grub}"
+    );
     let ipxe = text(3);
     assert!(ipxe.starts_with("#!ipxe\n"), "{ipxe}");
     assert!(
-        ipxe.contains("kernel http://depot/boot/memtest lang=en_US hn=client3 "),
+        ipxe.contains("kernel http://depot/boot/memtest lang=en_US pckey="),
         "{ipxe}"
     );
     assert!(ipxe.contains(" console=ttyS0"), "{ipxe}");
+    // A UEFI client whose product names `winpe` gets `winpe.efi`.
+    assert_eq!(
+        text(4),
+        format!(
+            "menuentry 'winpe' {{\n  linux /winpe/efi quiet pckey={} hn=client4 dn=example.org product=winpe \
+macaddress={} service=https://branch.example.org:4447/rpc lang=de\n}}\n",
+            key(4),
+            mac(4)
+        )
+    );
+    // Of winpe and memtest, set in that order, memtest is pushed.
+    assert!(
+        text(5).starts_with("#!ipxe\nkernel http://depot/boot/memtest lang=en_US pckey="),
+        "{}",
+        text(5)
+    );
 }

@@ -292,7 +292,7 @@ async fn each_change_owes_exactly_its_pushes() {
         ),
         pairs(&[(D2, "c3.example.org")])
     );
-    // Removing the product from d1 re-pushes c1 there; the push then fails with the reason.
+    // Removing the product from d1 removes c1's config there; c1 fails with the reason.
     assert_eq!(
         owed(
             store
@@ -304,38 +304,109 @@ async fn each_change_owes_exactly_its_pushes() {
     );
 }
 
-#[tokio::test]
-async fn one_netboot_product_per_client_and_all_or_nothing() {
-    let (_dir, store) = seeded().await;
+/// Registers product `id` 1-1 and installs it on `depots`.
+async fn add_product(store: &Store, id: &str, depots: &[&str]) {
     store
         .upsert_products(&[ProductRecord {
-            id: product_id("linux"),
+            id: product_id(id),
             product_version: "1".into(),
             package_version: "1".into(),
             template: None,
         }])
         .await
         .unwrap();
-    let act = |c: &str, p: &str, a: ActionRequest| ActionRecord {
+    let pods: Vec<ProductOnDepotRecord> = depots
+        .iter()
+        .map(|d| ProductOnDepotRecord {
+            depot_id: fqdn(d),
+            product_id: product_id(id),
+            product_version: "1".into(),
+            package_version: "1".into(),
+        })
+        .collect();
+    if !pods.is_empty() {
+        store.upsert_product_on_depots(&pods).await.unwrap();
+    }
+}
+
+fn act(c: &str, p: &str, a: ActionRequest) -> ActionRecord {
+    ActionRecord {
         client_id: fqdn(c),
         product_id: product_id(p),
         action: a,
-    };
+    }
+}
+
+/// A client's products with an action, newest first, as (product, action).
+async fn actions_of(store: &Store, client: &str) -> Vec<(String, String)> {
     store
+        .product_on_clients(client, true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.product_id, p.action_request))
+        .collect()
+}
+
+fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// The push row of `client` on `depot`.
+async fn row(store: &Store, client: &str, depot: &str) -> PushRecord {
+    store
+        .pushes_of_client(client)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.depot_id == depot)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next() {
+    let (_dir, store) = seeded().await;
+    add_product(&store, "linux", &[D1, D2]).await;
+    // Setting linux keeps win; linux, set last, is pushed.
+    let outcome = store
         .set_action_requests(&[act("c1.example.org", "linux", ActionRequest::Uninstall)])
         .await
         .unwrap();
-    let pocs = store
-        .product_on_clients("c1.example.org", true)
-        .await
-        .unwrap();
-    assert_eq!(pocs.len(), 1, "setting linux cleared win: {pocs:?}");
+    assert_eq!(owed(outcome), pairs(&[(D1, "c1.example.org")]));
     assert_eq!(
-        (pocs[0].product_id.as_str(), pocs[0].action_request.as_str()),
-        ("linux", "uninstall")
+        actions_of(&store, "c1.example.org").await,
+        owned(&[("linux", "uninstall"), ("win", "setup")])
+    );
+    let pushed = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (pushed.op, pushed.product_id.as_str()),
+        (PushOp::Set, "linux")
     );
 
-    // Within one request the last action for a client wins.
+    // Its read uses up linux's action and pushes win, the next one.
+    let read = store
+        .report_read(D1, "c1.example.org", "linux", pushed.revision)
+        .await
+        .unwrap();
+    assert!(read.applied && read.repushed, "{read:?}");
+    assert_eq!(owed_pairs(&read.owed), pairs(&[(D1, "c1.example.org")]));
+    let next = row(&store, "c1.example.org", D1).await;
+    assert_eq!((next.op, next.product_id.as_str()), (PushOp::Set, "win"));
+    assert!(next.revision > pushed.revision);
+    assert_eq!(
+        actions_of(&store, "c1.example.org").await,
+        owned(&[("win", "setup")])
+    );
+    // The last one's read owes nothing more.
+    let last = store
+        .report_read(D1, "c1.example.org", "win", next.revision)
+        .await
+        .unwrap();
+    assert!(last.applied && !last.repushed && last.owed.is_empty());
+
+    // Within one request the later action is the newer; both stay.
     store
         .set_action_requests(&[
             act("c2.example.org", "linux", ActionRequest::Setup),
@@ -343,15 +414,17 @@ async fn one_netboot_product_per_client_and_all_or_nothing() {
         ])
         .await
         .unwrap();
-    let pocs = store
-        .product_on_clients("c2.example.org", true)
+    assert_eq!(
+        actions_of(&store, "c2.example.org").await,
+        owned(&[("win", "once"), ("linux", "setup")])
+    );
+    assert_eq!(row(&store, "c2.example.org", D1).await.product_id, "win");
+    // Setting linux again makes it the newest.
+    store
+        .set_action_requests(&[act("c2.example.org", "linux", ActionRequest::Setup)])
         .await
         .unwrap();
-    assert_eq!(pocs.len(), 1);
-    assert_eq!(
-        (pocs[0].product_id.as_str(), pocs[0].action_request.as_str()),
-        ("win", "once")
-    );
+    assert_eq!(row(&store, "c2.example.org", D1).await.product_id, "linux");
 
     // An unknown client fails the whole call.
     let err = store
@@ -365,14 +438,243 @@ async fn one_netboot_product_per_client_and_all_or_nothing() {
         matches!(err, StoreError::NotFound { what: "client", .. }),
         "{err}"
     );
-    let pocs = store
-        .product_on_clients("c3.example.org", true)
+    assert_eq!(
+        actions_of(&store, "c3.example.org").await,
+        owned(&[("win", "setup")]),
+        "nothing of the failed call landed"
+    );
+}
+
+#[tokio::test]
+async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written() {
+    let (_dir, store) = seeded().await;
+    add_product(&store, "memtest", &[D2]).await;
+    // c1 may hold win on d1: the depot is owed its removal, and c1 fails.
+    let outcome = store
+        .set_action_requests(&[act("c1.example.org", "memtest", ActionRequest::Setup)])
+        .await
+        .unwrap();
+    assert_eq!(owed(outcome), pairs(&[(D1, "c1.example.org")]));
+    let blocked = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (
+            blocked.op,
+            blocked.product_id.as_str(),
+            blocked.blocked.as_str()
+        ),
+        (
+            PushOp::Remove,
+            "memtest",
+            "product memtest is not installed on depot d1.example.org"
+        )
+    );
+    // Once the removal is delivered nothing is owed: no retry every 30 s.
+    store
+        .record_acks(&[Ack::Delivered {
+            client_id: "c1.example.org".into(),
+            depot_id: D1.into(),
+            revision: blocked.revision,
+            path: PushPath::New,
+        }])
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .owed_clients(D1)
+            .await
+            .unwrap()
+            .contains(&"c1.example.org".to_owned())
+    );
+    // Other writes touching c1 leave it failed, owing nothing.
+    assert!(
+        owed(
+            store
+                .upsert_config_states(&[state("c1.example.org", SERVICE_URL, &["https://x"])])
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        row(&store, "c1.example.org", D1).await.revision,
+        blocked.revision
+    );
+    // A client that held nothing there is not owed even the removal.
+    store.upsert_clients(&[client(4, 4)]).await.unwrap();
+    store
+        .upsert_config_states(&[state("c4.example.org", DEPOT_ID, &[D1])])
+        .await
+        .unwrap();
+    let outcome = store
+        .set_action_requests(&[act("c4.example.org", "memtest", ActionRequest::Setup)])
+        .await
+        .unwrap();
+    assert!(owed(outcome).is_empty());
+    assert!(!row(&store, "c4.example.org", D1).await.blocked.is_empty());
+
+    // Installing memtest on d1 re-arms both.
+    let outcome = store
+        .upsert_product_on_depots(&[ProductOnDepotRecord {
+            depot_id: fqdn(D1),
+            product_id: product_id("memtest"),
+            product_version: "1".into(),
+            package_version: "1".into(),
+        }])
         .await
         .unwrap();
     assert_eq!(
-        pocs[0].product_id, "win",
-        "nothing of the failed call landed"
+        owed(outcome),
+        pairs(&[(D1, "c1.example.org"), (D1, "c4.example.org")])
     );
+    let armed = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (armed.op, armed.product_id.as_str(), armed.blocked.as_str()),
+        (PushOp::Set, "memtest", "")
+    );
+    let loaded = store
+        .load_bundles(
+            D1,
+            &["c1.example.org".into()],
+            Rows::Owed,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&loaded[0].job, Ok(Job::Set(b)) if b.product.id.as_str() == "memtest"));
+
+    // A version on the depot that is not registered blocks too.
+    store
+        .delete_products(&[(product_id("memtest"), "1".into(), "1".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        row(&store, "c1.example.org", D1).await.blocked,
+        "product memtest 1-1 (the version on depot d1.example.org) is not registered"
+    );
+}
+
+#[tokio::test]
+async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own() {
+    let (_dir, store) = seeded().await;
+    store
+        .upsert_config_states(&[state("c2.example.org", SERVICE_URL, &["https://own:4447"])])
+        .await
+        .unwrap();
+    // d1's value re-pushes d1's clients that have none of their own.
+    assert_eq!(
+        owed(
+            store
+                .upsert_config_states(&[state(D1, SERVICE_URL, &["https://branch:4447"])])
+                .await
+                .unwrap()
+        ),
+        pairs(&[(D1, "c1.example.org")])
+    );
+    let url = async |client: &str| {
+        store.config_values(client, &[SERVICE_URL]).await.unwrap()[SERVICE_URL].clone()
+    };
+    assert_eq!(url("c1.example.org").await, vec!["https://branch:4447"]);
+    assert_eq!(url("c2.example.org").await, vec!["https://own:4447"]);
+    assert!(
+        url("c3.example.org").await.is_empty(),
+        "d2 has none: the default"
+    );
+    // The bundle carries the same value the legacy look-up answers.
+    let loaded = store
+        .load_bundles(
+            D1,
+            &["c1.example.org".into(), "c2.example.org".into()],
+            Rows::Held,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let service = |i: usize| match &loaded[i].job {
+        Ok(Job::Set(b)) => b.service_address.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (service(0).as_str(), service(1).as_str()),
+        ("https://branch:4447", "https://own:4447")
+    );
+    // A new default reaches only clients whose depot has no value.
+    assert_eq!(
+        owed(
+            store
+                .upsert_configs(&[ConfigRecord {
+                    id: SERVICE_URL.into(),
+                    default_values: vec!["https://cfg:4447".into()],
+                    description: String::new(),
+                }])
+                .await
+                .unwrap()
+        ),
+        pairs(&[(D2, "c3.example.org")])
+    );
+    // The depot id has no depot layer; deleting d1's value re-pushes c1.
+    assert!(
+        owed(
+            store
+                .upsert_config_states(&[state(D1, DEPOT_ID, &[D2])])
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        owed(
+            store
+                .delete_config_states(&[(fqdn(D1), SERVICE_URL.into())])
+                .await
+                .unwrap()
+        ),
+        pairs(&[(D1, "c1.example.org")])
+    );
+    assert_eq!(url("c1.example.org").await, vec!["https://cfg:4447"]);
+}
+
+#[tokio::test]
+async fn a_mac_or_a_uuid_belongs_to_one_client() {
+    let (_dir, store) = seeded().await;
+    let mut dup = client(4, 4);
+    dup.mac = client(1, 1).mac;
+    let err = store
+        .upsert_clients(&[client(5, 5), dup])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "hardware address 02:00:00:00:01:01 of client c4.example.org is already used by client c1.example.org"
+    );
+    assert!(matches!(err, StoreError::AlreadyExists { .. }));
+    assert!(
+        store.client("c5.example.org").await.unwrap().is_none(),
+        "all or nothing"
+    );
+    let mut dup = client(4, 4);
+    dup.uuid = client(2, 2).uuid;
+    let err = store.upsert_clients(&[dup]).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "system UUID 00000000-0000-4000-8000-000000000002 of client c4.example.org is already used by client c2.example.org"
+    );
+    // Two new clients with one MAC.
+    let (mut a, mut b) = (client(6, 6), client(7, 7));
+    b.mac = a.mac;
+    let err = store.upsert_clients(&[a.clone(), b]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("of client c7.example.org is already used by client c6.example.org"),
+        "{err}"
+    );
+    // Swapping MACs in one write is fine, and so are opsi's placeholders.
+    let (mut c1, mut c2) = (client(1, 1), client(2, 2));
+    std::mem::swap(&mut c1.mac, &mut c2.mac);
+    store.upsert_clients(&[c1, c2]).await.unwrap();
+    a.mac = Some(Mac::parse("00:00:00:00:00:00", "m").unwrap());
+    let mut b = client(7, 7);
+    b.mac = a.mac;
+    store.upsert_clients(&[a, b]).await.unwrap();
 }
 
 #[tokio::test]
@@ -477,4 +779,29 @@ async fn existence_is_checked_for_states_and_product_on_depots() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { what: "depot", .. }));
+}
+
+#[tokio::test]
+async fn a_depots_template_note_is_kept_for_its_revision_only() {
+    let (_dir, store) = seeded().await;
+    let pushed = row(&store, "c1.example.org", D1).await;
+    let note = |revision: u64, template: &str| TemplateNote {
+        client_id: "c1.example.org".into(),
+        depot_id: D1.into(),
+        revision,
+        template: template.into(),
+        reason: format!("why {template}"),
+    };
+    store
+        .record_templates(&[
+            note(pushed.revision, "winpe.efi"),
+            note(pushed.revision - 1, "stale"),
+        ])
+        .await
+        .unwrap();
+    let kept = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (kept.template.as_str(), kept.template_reason.as_str()),
+        ("winpe.efi", "why winpe.efi")
+    );
 }

@@ -1,6 +1,8 @@
-//! `pxeconf import FILE`: an inventory file (TOML or JSON, sections and field
-//! names as in the Admin API), declared once as a table of sections and sent
-//! section by section, in dependency order.
+//! `pxeconf import FILE…`: an inventory file (TOML or JSON, sections and
+//! field names as in the Admin API), declared once as a table of sections
+//! and sent section by section, in dependency order; or, with `--dry-run`,
+//! through `ImportInventory` in one transaction that is rolled back. An opsi
+//! dump (`--format opsi`, or detected) goes to `super::opsi`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,16 +10,45 @@ use serde::Deserialize;
 
 use super::bulk::{Bulk, Totals};
 use super::connect::{Admin, Connection};
+use super::opsi::{Target, import_opsi, send_inventory};
 use super::output::table;
 use crate::cli::error::CliError;
+use crate::cli::opsi::{DepotEndpoints, is_opsi_dump};
 use crate::proto;
 
-/// `pxeconf import FILE`.
+/// What `pxeconf import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An opsi dump if the input looks like one, else an inventory file.
+    Auto,
+    /// A pxeconf inventory file (`.toml` or `.json`).
+    Inventory,
+    /// opsi's JSON object dumps (`*_getObjects` answers).
+    Opsi,
+}
+
+/// `pxeconf import FILE…`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// Inventory file: `.toml` or `.json`, sections and field names as in the Admin API
-    /// (see examples/inventory.toml).
-    pub file: PathBuf,
+    /// An inventory file (`.toml` or `.json`, sections and field names as in the Admin
+    /// API, see examples/inventory.toml), or opsi JSON dumps: files (one array of mixed
+    /// objects, or one file per `*_getObjects` call, or JSON-RPC answers) or directories
+    /// of them.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// What the files are.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: Format,
+    /// opsi: each depot's gRPC URL, `{id}` standing for its FQDN (and `{host}` for its
+    /// first label), e.g. 'https://{id}:50051'.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub depot_endpoint: Option<String>,
+    /// opsi: a TOML or JSON file of depot id = gRPC URL; wins over --depot-endpoint.
+    #[arg(long, value_name = "FILE")]
+    pub depot_map: Option<PathBuf>,
+    /// Report what would change (in one transaction that is rolled back), change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// How to reach the configserver.
     #[command(flatten)]
     pub connection: Connection,
@@ -61,6 +92,14 @@ macro_rules! inventory {
             /// Entries in all sections.
             fn len(&self) -> usize {
                 0 $(+ self.$section.len())*
+            }
+
+            /// The whole inventory as one import (its sections are named alike).
+            fn into_import(self) -> proto::ImportInventoryRequest {
+                proto::ImportInventoryRequest {
+                    $($section: self.$section.into_iter().map(proto::$message::from).collect(),)*
+                    dry_run: false,
+                }
             }
 
             /// Sends every section in declaration order.
@@ -142,16 +181,51 @@ fn read_inventory(path: &Path) -> Result<Inventory, CliError> {
     })
 }
 
-/// `pxeconf import FILE`: every section of the file, in dependency order, in
-/// transactions of up to 1,000 items; then the totals.
+/// Whether the files are an opsi dump: as `--format` says, else by a look.
+fn is_opsi(args: &ImportArgs) -> Result<bool, CliError> {
+    Ok(match args.format {
+        Format::Opsi => true,
+        Format::Inventory => false,
+        // Several files or a directory can only be a dump; one file is looked at.
+        Format::Auto => match args.files.as_slice() {
+            [file] => is_opsi_dump(file)?,
+            _ => true,
+        },
+    })
+}
+
+/// `pxeconf import FILE…`: an opsi dump in one transaction; an inventory
+/// file's sections in dependency order, in transactions of up to 1,000
+/// items (with `--dry-run`: all in one, rolled back); then the totals.
 pub async fn import(args: ImportArgs) -> Result<(), CliError> {
-    let inventory = read_inventory(&args.file)?;
-    let admin = args.connection.connect().await?;
+    let target = Target {
+        files: &args.files,
+        dry_run: args.dry_run,
+        connection: &args.connection,
+    };
+    if is_opsi(&args)? {
+        let endpoints =
+            DepotEndpoints::new(args.depot_endpoint.clone(), args.depot_map.as_deref())?;
+        return import_opsi(&target, &endpoints).await;
+    }
+    let [file] = args.files.as_slice() else {
+        return Err(
+            "an inventory is one file (several files are read as opsi dumps: --format opsi)".into(),
+        );
+    };
+    if args.depot_endpoint.is_some() || args.depot_map.is_some() {
+        return Err("--depot-endpoint and --depot-map are for opsi dumps (--format opsi)".into());
+    }
+    let inventory = read_inventory(file)?;
+    let mut admin = args.connection.connect().await?;
+    if args.dry_run {
+        return send_inventory(&mut admin, &target, inventory.into_import(), None).await;
+    }
     let mut bulk = Bulk::new(inventory.len(), true);
     inventory.send(&admin, &mut bulk).await?;
     let totals = bulk.finish();
     args.connection
-        .print(&totals, |totals| print_totals(&args.file, totals))
+        .print(&totals, |totals| print_totals(file, totals))
 }
 
 /// Prints what an import did, per section and in all.

@@ -7,12 +7,13 @@
 mod bulk;
 mod connect;
 mod import;
+mod opsi;
 mod output;
 mod verbs;
 mod views;
 
 pub use connect::{ADMIN_KEY_ENV, Connection, DEFAULT_SERVER};
-pub use import::{ImportArgs, import};
+pub use import::{Format, ImportArgs, import};
 pub use verbs::{
     DepotsArgs, PendingArgs, SetActionArgs, StatusArgs, depots, pending, set_action, status,
 };

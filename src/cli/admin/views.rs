@@ -30,6 +30,9 @@ pub(super) struct DeliveryView {
     #[serde(serialize_with = "rfc3339")]
     next_retry: Option<SystemTime>,
     attempts: u32,
+    /// The template the depot used, and why.
+    template: String,
+    template_reason: String,
 }
 
 impl From<proto::Delivery> for DeliveryView {
@@ -56,6 +59,8 @@ impl From<proto::Delivery> for DeliveryView {
             error: d.error,
             next_retry: time(d.next_retry),
             attempts: d.attempts,
+            template: d.template,
+            template_reason: d.template_reason,
         }
     }
 }
@@ -113,6 +118,10 @@ pub(super) struct StatusView {
     ip_address: String,
     depot_id: String,
     note: String,
+    /// The netboot product whose config is pushed now (the newest action).
+    active_product_id: String,
+    /// Products with an action waiting for its read, newest first.
+    waiting_product_ids: Vec<String>,
     products: Vec<ProductView>,
     deliveries: Vec<DeliveryView>,
 }
@@ -127,6 +136,8 @@ impl From<proto::ClientStatus> for StatusView {
             ip_address: host.ip_address,
             depot_id: s.depot_id,
             note: s.note,
+            active_product_id: s.active_product_id,
+            waiting_product_ids: s.waiting_product_ids,
             products: s
                 .product_on_clients
                 .into_iter()
@@ -146,12 +157,15 @@ impl From<proto::ClientStatus> for StatusView {
 /// Prints a client's status for people.
 pub(super) fn print_status(v: &StatusView) {
     println!("{:<8} {}", "client", v.client);
+    let waiting = v.waiting_product_ids.join(", ");
     let known = [
         ("mac", &v.hardware_address),
         ("uuid", &v.system_uuid),
         ("ip", &v.ip_address),
         ("depot", &v.depot_id),
         ("note", &v.note),
+        ("active", &v.active_product_id),
+        ("waiting", &waiting),
     ];
     for (name, value) in known.into_iter().filter(|(_, v)| !v.is_empty()) {
         println!("{name:<8} {value}");
@@ -179,6 +193,12 @@ pub(super) fn print_status(v: &StatusView) {
     } else {
         let rows: Vec<Vec<String>> = v.deliveries.iter().map(delivery_row).collect();
         table(&DELIVERY_HEADERS, &rows);
+        for d in v.deliveries.iter().filter(|d| !d.template.is_empty()) {
+            println!(
+                "template {} on {}: {}",
+                d.template, d.depot_id, d.template_reason
+            );
+        }
     }
 }
 

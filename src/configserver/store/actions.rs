@@ -1,78 +1,99 @@
 //! Admin writes of netboot action requests (product-on-clients).
+//!
+//! A client may have several netboot actions at once: opsi keeps them
+//! (opsiconfd 4.3 `productOnClient_*` write only the row they are given,
+//! `backend/rpc/obj_product_on_client.py` @ 4.3.24.1). A PXE config is for one
+//! product at a time: the most recently set action (the rule is
+//! `rules::NEWEST_ACTION_FIRST`, the order is this module's sequence).
+//! After its read the next one is pushed, as opsipxeconfd's update after a
+//! read does (`pxe_config_writer_callback` @ 4.3.3.4 l.302–346).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+
+use sqlx::SqliteConnection;
 
 use super::checks::{Exists, require_all};
-use super::db::Store;
+use super::db::{Store, WriteTx};
 use super::error::Result;
 use super::records::{ActionRecord, WriteOutcome};
-use super::sql::{json_list, json_rows};
-use super::triggers::{allocate_revisions, finish};
-use crate::domain::{ActionRequest, Fqdn, ProductId};
+use super::sql::json_rows;
+use super::triggers::finish;
+use crate::domain::{Fqdn, ProductId};
 
-/// The rows a list of actions writes, one per (client, product), and the
-/// clients that get an active action. A client boots one netboot product:
-/// within the list the last active action wins, and the client's other
-/// products get `none`.
-fn resolve(actions: &[ActionRecord]) -> (Vec<[&str; 3]>, Vec<&str>) {
-    let mut last_active: HashMap<&str, &str> = HashMap::new();
-    for a in actions.iter().filter(|a| a.action != ActionRequest::None) {
-        last_active.insert(a.client_id.as_str(), a.product_id.as_str());
+/// The rows a list of actions writes: one per (client, product) with its
+/// last action in the list, ordered by where that last action stands, so
+/// that the later of two actions gets the higher sequence number.
+fn resolve(actions: &[ActionRecord]) -> Vec<[&str; 3]> {
+    let mut seen = HashSet::new();
+    let mut rows: Vec<[&str; 3]> = actions
+        .iter()
+        .rev()
+        .filter(|a| seen.insert((a.client_id.as_str(), a.product_id.as_str())))
+        .map(|a| {
+            [
+                a.client_id.as_str(),
+                a.product_id.as_str(),
+                a.action.as_str(),
+            ]
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+/// Takes `n` numbers of the action sequence; returns the first.
+async fn allocate_sequence(conn: &mut SqliteConnection, n: u64) -> Result<u64> {
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE meta SET value = value + ? WHERE key = 'action_sequence' RETURNING value",
+    )
+    .bind(n as i64)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(last as u64 + 1 - n)
+}
+
+/// Writes action requests in `tx`, each newer than every earlier one (in
+/// list order); the client's other actions stay. Returns the rows written
+/// and the clients touched. Unknown clients or products fail the whole call.
+pub(super) async fn write_actions(
+    tx: &mut WriteTx,
+    actions: &[ActionRecord],
+) -> Result<(usize, Vec<String>)> {
+    if actions.is_empty() {
+        return Ok((0, Vec::new()));
     }
-    let mut rows: Vec<[&str; 3]> = Vec::with_capacity(actions.len());
-    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-    for a in actions {
-        let (c, p) = (a.client_id.as_str(), a.product_id.as_str());
-        let action = match last_active.get(c) {
-            Some(winner) if *winner != p => ActionRequest::None.as_str(),
-            _ => a.action.as_str(),
-        };
-        match index.get(&(c, p)) {
-            Some(&i) => rows[i][2] = action,
-            None => {
-                index.insert((c, p), rows.len());
-                rows.push([c, p, action]);
-            }
-        }
-    }
-    (rows, last_active.into_keys().collect())
+    let clients = actions.iter().map(|a| a.client_id.as_str());
+    require_all(tx, Exists::Client, clients).await?;
+    let products = actions.iter().map(|a| a.product_id.as_str());
+    require_all(tx, Exists::Product, products).await?;
+    let rows = resolve(actions);
+    let base = allocate_sequence(tx, rows.len() as u64).await?;
+    sqlx::query(
+        "INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
+         SELECT value ->> 0, value ->> 1, value ->> 2, '', ?2 + key FROM json_each(?1) WHERE true
+         ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
+           action_progress = '', modified = excluded.modified",
+    )
+    .bind(json_rows(rows.iter().copied()))
+    .bind(base as i64)
+    .execute(&mut **tx)
+    .await?;
+    let touched = rows.iter().map(|r| r[0].to_owned()).collect();
+    Ok((rows.len(), touched))
 }
 
 impl Store {
-    /// Sets netboot action requests. A client boots one product: setting an
-    /// action clears its other netboot action requests. Unknown clients or
-    /// products fail the whole call.
+    /// Sets netboot action requests. A client's other netboot actions stay
+    /// (as in opsi); its PXE config is for the most recently set one.
+    /// Unknown clients or products fail the whole call.
     pub async fn set_action_requests(&self, actions: &[ActionRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let clients = actions.iter().map(|a| a.client_id.as_str());
-        require_all(&mut tx, Exists::Client, clients).await?;
-        let products = actions.iter().map(|a| a.product_id.as_str());
-        require_all(&mut tx, Exists::Product, products).await?;
-        let (rows, active) = resolve(actions);
-        sqlx::query(
-            "UPDATE product_on_clients SET action_request = 'none'
-             WHERE action_request <> 'none' AND client_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json_list(&active))
-        .execute(&mut *tx)
-        .await?;
-        // Each row's `modified` is a fresh revision, so the newest action wins.
-        let base = allocate_revisions(&mut tx, rows.len() as u64).await?;
-        sqlx::query(
-            "INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
-             SELECT value ->> 0, value ->> 1, value ->> 2, '', ?2 + key FROM json_each(?1) WHERE true
-             ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
-               action_progress = '', modified = excluded.modified",
-        )
-        .bind(json_rows(rows.iter().copied()))
-        .bind(base as i64)
-        .execute(&mut *tx)
-        .await?;
-        let touched: Vec<String> = rows.iter().map(|r| r[0].to_owned()).collect();
-        finish(tx, rows.len(), &touched).await
+        let (affected, touched) = write_actions(&mut tx, actions).await?;
+        finish(tx, affected, &touched).await
     }
 
-    /// Deletes product-on-clients; configs for them are removed.
+    /// Deletes product-on-clients; configs for them are removed (or the
+    /// client's next netboot action is pushed).
     pub async fn delete_product_on_clients(
         &self,
         keys: &[(Fqdn, ProductId)],
@@ -94,6 +115,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ActionRequest;
 
     fn action(client: &str, product: &str, action: ActionRequest) -> ActionRecord {
         ActionRecord {
@@ -104,22 +126,20 @@ mod tests {
     }
 
     #[test]
-    fn the_last_active_action_of_a_client_wins() {
+    fn one_row_per_client_and_product_ordered_by_its_last_action() {
         let actions = [
             action("a.example.org", "win", ActionRequest::Setup),
             action("a.example.org", "linux", ActionRequest::Setup),
             action("b.example.org", "win", ActionRequest::None),
-            action("a.example.org", "win", ActionRequest::None),
+            action("a.example.org", "win", ActionRequest::Once),
         ];
-        let (rows, active) = resolve(&actions);
         assert_eq!(
-            rows,
+            resolve(&actions),
             vec![
-                ["a.example.org", "win", "none"],
                 ["a.example.org", "linux", "setup"],
                 ["b.example.org", "win", "none"],
+                ["a.example.org", "win", "once"],
             ]
         );
-        assert_eq!(active, vec!["a.example.org"]);
     }
 }

@@ -1,7 +1,8 @@
 //! Collects everything a depot needs for a batch of clients in one read
 //! transaction (one consistent snapshot, a fixed number of queries however
 //! many clients): host, product-on-client, product-on-depot, the product in
-//! the version on THAT depot, config states with defaults, property states
+//! the version on THAT depot, config states (the client's, else the
+//! depot's, else the default, as opsi 4.3 resolves them), property states
 //! with the depot's defaults. The PXE settings come from the one derivation
 //! in `domain::opsi`, which the depot's legacy look-ups use too.
 
@@ -14,7 +15,7 @@ use super::error::Result;
 use super::records::PushOp;
 use super::rows;
 use super::sql::{from_json, json_list};
-use crate::domain::opsi::{PXE_CONFIGS, PxeSettings};
+use crate::domain::opsi::{DEPOT_ID, PXE_CONFIGS, PxeSettings};
 use crate::domain::{
     ActionRequest, Client, ClientBundle, Fqdn, Modules, NetbootProduct, ProductId, TemplateName,
 };
@@ -76,7 +77,7 @@ type OnDepot = HashMap<String, (String, String)>;
 type Templates = HashMap<(String, String, String), String>;
 /// PXE config → default values.
 type Defaults = HashMap<String, Vec<String>>;
-/// (client, PXE config) → values.
+/// (client or depot, PXE config) → values.
 type ConfigStates = HashMap<(String, String), Vec<String>>;
 /// (client or depot, product) → property → values joined by `,`.
 type Properties = HashMap<(String, String), BTreeMap<String, String>>;
@@ -170,7 +171,7 @@ impl Snapshot {
     ) -> Result<Self> {
         let (hosts, actions) = clients(conn, list).await?;
         let (on_depot, templates) = products(conn, depot_id).await?;
-        let (defaults, config_states) = pxe_configs(conn, list).await?;
+        let (defaults, config_states) = pxe_configs(conn, depot_id, list).await?;
         let properties = properties(conn, depot_id, list).await?;
         Ok(Self {
             depot_id: depot_id.to_owned(),
@@ -186,10 +187,21 @@ impl Snapshot {
         })
     }
 
-    /// A client's effective values of a config: its own, else the default.
+    /// A client's effective values of a config: its own, else those set on
+    /// its depot (this one: a set is pushed to the client's depot), else the
+    /// default; the depot id has no depot layer. The same rule as
+    /// `rules::effective_values_sql`, which the legacy look-up answers from.
     fn value(&self, client: &str, config: &str) -> &[String] {
-        self.config_states
-            .get(&(client.to_owned(), config.to_owned()))
+        let state = |object: &str| {
+            self.config_states
+                .get(&(object.to_owned(), config.to_owned()))
+        };
+        state(client)
+            .or_else(|| {
+                (config != DEPOT_ID)
+                    .then(|| state(&self.depot_id))
+                    .flatten()
+            })
             .or_else(|| self.defaults.get(config))
             .map_or(&[], Vec::as_slice)
     }
@@ -305,8 +317,13 @@ async fn products(conn: &mut SqliteConnection, depot_id: &str) -> Result<(OnDepo
 }
 
 /// The defaults of the PXE configs, and the values the clients of `list`
-/// have of their own.
-async fn pxe_configs(conn: &mut SqliteConnection, list: &str) -> Result<(Defaults, ConfigStates)> {
+/// and `depot_id` have of their own. (One `IN` list, not `= ? OR IN`: with
+/// the `OR` SQLite searches by config only, scanning every client's state.)
+async fn pxe_configs(
+    conn: &mut SqliteConnection,
+    depot_id: &str,
+    list: &str,
+) -> Result<(Defaults, ConfigStates)> {
     let configs = json_list(PXE_CONFIGS);
     let defaults = sqlx::query(
         "SELECT id, default_values FROM configs WHERE id IN (SELECT value FROM json_each(?))",
@@ -319,9 +336,11 @@ async fn pxe_configs(conn: &mut SqliteConnection, list: &str) -> Result<(Default
     .collect();
     let states = sqlx::query(
         "SELECT object_id, config_id, \"values\" FROM config_states
-         WHERE config_id IN (SELECT value FROM json_each(?)) AND object_id IN (SELECT value FROM json_each(?))",
+         WHERE config_id IN (SELECT value FROM json_each(?1))
+           AND object_id IN (SELECT ?2 UNION ALL SELECT value FROM json_each(?3))",
     )
     .bind(&configs)
+    .bind(depot_id)
     .bind(list)
     .fetch_all(&mut *conn)
     .await?

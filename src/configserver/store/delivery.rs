@@ -135,7 +135,8 @@ impl Store {
 
     /// The depot saw the TFTP read of `revision`: progress is recorded, the
     /// action request becomes `none` unless it is `always` (then the config
-    /// is pushed again). Stale or repeated reports change nothing.
+    /// is pushed again); another netboot action of the client is pushed
+    /// next. Stale or repeated reports change nothing.
     pub async fn report_read(
         &self,
         depot_id: &str,
@@ -160,11 +161,9 @@ impl Store {
         }
         apply_read(&mut tx, depot_id, client_id, product_id, revision).await?;
         let always = action.as_deref() == Some(ActionRequest::Always.as_str());
-        let owed = if always {
-            reconcile(&mut tx, &[client_id.to_owned()]).await?
-        } else {
-            Vec::new()
-        };
+        // `always` is pushed again; else the client's next netboot action,
+        // if it has one (opsipxeconfd updates after each read).
+        let owed = reconcile(&mut tx, &[client_id.to_owned()]).await?;
         tx.commit().await?;
         let now_action = if always {
             ActionRequest::Always

@@ -25,6 +25,18 @@ pub enum StoreError {
         /// Its id.
         id: String,
     },
+    /// A value only one client may hold (a MAC, a system UUID) is another's.
+    #[error("{what} {value} of client {id} is already used by client {other}")]
+    AlreadyExists {
+        /// What the value is, e.g. `hardware address`.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// The client written.
+        id: String,
+        /// The client holding it already.
+        other: String,
+    },
     /// Stored data that no longer parses (edited by hand?).
     #[error("stored {what} {id:?} is invalid: {message}")]
     Corrupt {

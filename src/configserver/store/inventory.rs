@@ -1,6 +1,7 @@
 //! Admin writes of the inventory's things: depots, clients, products and
-//! the product versions on depots. Each is one transaction together with
-//! the pushes it owes (see `triggers`).
+//! the product versions on depots. Each `write_*` works inside a given
+//! transaction (an import runs them all in one); each `Store` method is one
+//! transaction together with the pushes it owes (see `triggers`).
 
 use sqlx::AssertSqlSafe;
 
@@ -10,8 +11,15 @@ use super::error::{Result, StoreError};
 use super::records::{DepotRecord, ProductOnDepotRecord, ProductRecord, WriteOutcome};
 use super::rows;
 use super::sql::{json_list, json_rows};
-use super::triggers::{clients_holding, clients_holding_at, clients_naming_depots, finish};
+use super::touched::{
+    clients_blocked_at, clients_blocked_on, clients_holding, clients_holding_at,
+    clients_naming_depots,
+};
+use super::triggers::finish;
 use crate::domain::{Client, Fqdn, ProductId};
+
+/// A written batch: rows affected, and the clients whose pushes it touches.
+pub(super) type Written = (usize, Vec<String>);
 
 /// Deletes the rows of `ids` from each `(table, column)`; returns how many
 /// rows of the first table went.
@@ -30,32 +38,197 @@ async fn delete_from(tx: &mut WriteTx, ids: &str, tables: &[(&str, &str)]) -> Re
     Ok(first.unwrap_or(0))
 }
 
+/// Inserts or updates depots; a new depot picks up the clients that
+/// already name it.
+pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Result<Written> {
+    let rows = json_rows(depots.iter().map(|d| {
+        [
+            d.id.as_str(),
+            d.endpoint.as_str(),
+            d.host_key.expose(),
+            d.description.as_str(),
+        ]
+    }));
+    let changed: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO depots (id, endpoint, host_key, description)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+         ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint,
+           host_key = excluded.host_key, description = excluded.description
+         WHERE (endpoint, host_key, description) IS NOT (excluded.endpoint, excluded.host_key, excluded.description)
+         RETURNING id",
+    )
+    .bind(rows)
+    .fetch_all(&mut **tx)
+    .await?;
+    let clients = clients_naming_depots(tx, &changed).await?;
+    Ok((changed.len(), clients))
+}
+
+/// Inserts or updates clients; a changed MAC, UUID or host key re-pushes.
+/// A MAC or UUID another client holds fails the whole write.
+pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Result<Written> {
+    let texts: Vec<[String; 2]> = clients
+        .iter()
+        .map(|c| {
+            [
+                c.mac.map(|m| m.to_string()).unwrap_or_default(),
+                c.uuid.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let rows = json_rows(clients.iter().zip(&texts).map(|(c, [mac, uuid])| {
+        [
+            c.fqdn.as_str(),
+            mac.as_str(),
+            uuid.as_str(),
+            c.ip_address.as_str(),
+            c.host_key.expose(),
+        ]
+    }));
+    let changed: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true
+         ON CONFLICT (id) DO UPDATE SET hardware_address = excluded.hardware_address,
+           system_uuid = excluded.system_uuid, ip_address = excluded.ip_address,
+           host_key = excluded.host_key
+         WHERE (hardware_address, system_uuid, ip_address, host_key)
+           IS NOT (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)
+         RETURNING id",
+    )
+    .bind(&rows)
+    .fetch_all(&mut **tx)
+    .await?;
+    // Checked after the write, so that two clients swapping MACs in one
+    // request pass; the transaction is dropped on a conflict.
+    for (column, what) in [
+        ("hardware_address", "hardware address"),
+        ("system_uuid", "system UUID"),
+    ] {
+        unique_address(tx, &rows, column, what).await?;
+    }
+    Ok((changed.len(), changed))
+}
+
+/// Fails with ALREADY_EXISTS naming both clients when a client of `rows`
+/// shares its `column` with another client, as opsiconfd refuses a
+/// duplicate hardware address (`_host_check_duplicate_hardware_address`,
+/// `backend/rpc/obj_host.py` @ 4.3.24.1 l.76–90; its `HOST` table has the
+/// system UUID unique too). Like opsi, MACs starting `00:00:00` (the
+/// placeholder some tools write) are exempt.
+async fn unique_address(
+    tx: &mut WriteTx,
+    rows: &str,
+    column: &str,
+    what: &'static str,
+) -> Result<()> {
+    let index = if column == "hardware_address" { 1 } else { 2 };
+    // Of two clients of one request, the later is named as the duplicate.
+    // `c.{column} <> ''` lets SQLite use the partial index (else: a scan per item).
+    let duplicate: Option<(String, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT j.value ->> 0, c.id, c.{column} FROM json_each(?1) j
+         JOIN clients c ON c.{column} = j.value ->> {index} AND c.{column} <> '' AND c.id <> j.value ->> 0
+         WHERE j.value ->> {index} <> '' AND j.value ->> {index} NOT LIKE '00:00:00:%'
+           AND NOT EXISTS (SELECT 1 FROM json_each(?1) k WHERE k.value ->> 0 = c.id AND k.key > j.key)
+         ORDER BY j.key, c.id LIMIT 1"
+    )))
+    .bind(rows)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match duplicate {
+        Some((id, other, value)) => Err(StoreError::AlreadyExists {
+            what,
+            value,
+            id,
+            other,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Inserts or updates products; clients holding a config for one re-push,
+/// and those waiting for a version of one to be registered.
+pub(super) async fn write_products(
+    tx: &mut WriteTx,
+    products: &[ProductRecord],
+) -> Result<Written> {
+    let rows = json_rows(products.iter().map(|p| {
+        [
+            p.id.as_str(),
+            p.product_version.as_str(),
+            p.package_version.as_str(),
+            p.template.as_ref().map_or("", |t| t.as_str()),
+        ]
+    }));
+    let changed: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO products (id, product_version, package_version, pxe_config_template)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+         ON CONFLICT (id, product_version, package_version) DO UPDATE
+           SET pxe_config_template = excluded.pxe_config_template
+         WHERE pxe_config_template IS NOT excluded.pxe_config_template
+         RETURNING id",
+    )
+    .bind(rows)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut clients = clients_holding(tx, &changed).await?;
+    clients.extend(clients_blocked_on(tx, &changed).await?);
+    Ok((changed.len(), clients))
+}
+
+/// Inserts or updates product-on-depots; that depot's clients of the
+/// product re-push, and those whose config waited for it are re-armed. The
+/// depot and the product version must exist.
+pub(super) async fn write_product_on_depots(
+    tx: &mut WriteTx,
+    pods: &[ProductOnDepotRecord],
+) -> Result<Written> {
+    require_all(tx, Exists::Depot, pods.iter().map(|p| p.depot_id.as_str())).await?;
+    let rows = json_rows(pods.iter().map(|p| {
+        [
+            p.depot_id.as_str(),
+            p.product_id.as_str(),
+            p.product_version.as_str(),
+            p.package_version.as_str(),
+        ]
+    }));
+    let unknown: Option<String> = sqlx::query_scalar(
+        "SELECT (value ->> 1) || ' ' || (value ->> 2) || '-' || (value ->> 3) FROM json_each(?)
+         WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = value ->> 1
+           AND p.product_version = value ->> 2 AND p.package_version = value ->> 3)
+         LIMIT 1",
+    )
+    .bind(&rows)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = unknown {
+        return Err(StoreError::NotFound {
+            what: "product",
+            id,
+        });
+    }
+    let changed: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO product_on_depots (depot_id, product_id, product_version, package_version)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+         ON CONFLICT (depot_id, product_id) DO UPDATE
+           SET product_version = excluded.product_version, package_version = excluded.package_version
+         WHERE (product_version, package_version) IS NOT (excluded.product_version, excluded.package_version)
+         RETURNING depot_id, product_id",
+    )
+    .bind(&rows)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut clients = clients_holding_at(tx, &changed).await?;
+    clients.extend(clients_blocked_at(tx, &changed).await?);
+    Ok((changed.len(), clients))
+}
+
 impl Store {
     /// Inserts or updates depots. A new depot picks up the clients that
     /// already name it.
     pub async fn upsert_depots(&self, depots: &[DepotRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let rows = json_rows(depots.iter().map(|d| {
-            [
-                d.id.as_str(),
-                d.endpoint.as_str(),
-                d.host_key.expose(),
-                d.description.as_str(),
-            ]
-        }));
-        let changed: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO depots (id, endpoint, host_key, description)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
-             ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint,
-               host_key = excluded.host_key, description = excluded.description
-             WHERE (endpoint, host_key, description) IS NOT (excluded.endpoint, excluded.host_key, excluded.description)
-             RETURNING id",
-        )
-        .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
-        let clients = clients_naming_depots(&mut tx, &changed).await?;
-        finish(tx, changed.len(), &clients).await
+        let (affected, clients) = write_depots(&mut tx, depots).await?;
+        finish(tx, affected, &clients).await
     }
 
     /// Deletes depots and what they held; their clients are left without a depot.
@@ -82,40 +255,11 @@ impl Store {
     }
 
     /// Inserts or updates clients; a changed MAC, UUID or host key re-pushes.
+    /// A MAC or UUID another client holds is ALREADY_EXISTS.
     pub async fn upsert_clients(&self, clients: &[Client]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let texts: Vec<[String; 2]> = clients
-            .iter()
-            .map(|c| {
-                [
-                    c.mac.map(|m| m.to_string()).unwrap_or_default(),
-                    c.uuid.as_ref().map(|u| u.to_string()).unwrap_or_default(),
-                ]
-            })
-            .collect();
-        let rows = json_rows(clients.iter().zip(&texts).map(|(c, [mac, uuid])| {
-            [
-                c.fqdn.as_str(),
-                mac.as_str(),
-                uuid.as_str(),
-                c.ip_address.as_str(),
-                c.host_key.expose(),
-            ]
-        }));
-        let changed: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true
-             ON CONFLICT (id) DO UPDATE SET hardware_address = excluded.hardware_address,
-               system_uuid = excluded.system_uuid, ip_address = excluded.ip_address,
-               host_key = excluded.host_key
-             WHERE (hardware_address, system_uuid, ip_address, host_key)
-               IS NOT (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)
-             RETURNING id",
-        )
-        .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
-        finish(tx, changed.len(), &changed).await
+        let (affected, touched) = write_clients(&mut tx, clients).await?;
+        finish(tx, affected, &touched).await
     }
 
     /// Deletes clients with their states; configs they hold are removed.
@@ -136,27 +280,8 @@ impl Store {
     /// Inserts or updates products; clients holding a config for one re-push.
     pub async fn upsert_products(&self, products: &[ProductRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let rows = json_rows(products.iter().map(|p| {
-            [
-                p.id.as_str(),
-                p.product_version.as_str(),
-                p.package_version.as_str(),
-                p.template.as_ref().map_or("", |t| t.as_str()),
-            ]
-        }));
-        let changed: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO products (id, product_version, package_version, pxe_config_template)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
-             ON CONFLICT (id, product_version, package_version) DO UPDATE
-               SET pxe_config_template = excluded.pxe_config_template
-             WHERE pxe_config_template IS NOT excluded.pxe_config_template
-             RETURNING id",
-        )
-        .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
-        let clients = clients_holding(&mut tx, &changed).await?;
-        finish(tx, changed.len(), &clients).await
+        let (affected, clients) = write_products(&mut tx, products).await?;
+        finish(tx, affected, &clients).await
     }
 
     /// Deletes product versions.
@@ -181,58 +306,20 @@ impl Store {
         finish(tx, deleted.len(), &clients).await
     }
 
-    /// Inserts or updates product-on-depots; that depot's clients re-push.
-    /// The depot and the product version must exist.
+    /// Inserts or updates product-on-depots; that depot's clients re-push,
+    /// and a client whose product was missing there is pushed now. The
+    /// depot and the product version must exist.
     pub async fn upsert_product_on_depots(
         &self,
         pods: &[ProductOnDepotRecord],
     ) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        require_all(
-            &mut tx,
-            Exists::Depot,
-            pods.iter().map(|p| p.depot_id.as_str()),
-        )
-        .await?;
-        let rows = json_rows(pods.iter().map(|p| {
-            [
-                p.depot_id.as_str(),
-                p.product_id.as_str(),
-                p.product_version.as_str(),
-                p.package_version.as_str(),
-            ]
-        }));
-        let unknown: Option<String> = sqlx::query_scalar(
-            "SELECT (value ->> 1) || ' ' || (value ->> 2) || '-' || (value ->> 3) FROM json_each(?)
-             WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = value ->> 1
-               AND p.product_version = value ->> 2 AND p.package_version = value ->> 3)
-             LIMIT 1",
-        )
-        .bind(&rows)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(id) = unknown {
-            return Err(StoreError::NotFound {
-                what: "product",
-                id,
-            });
-        }
-        let changed: Vec<(String, String)> = sqlx::query_as(
-            "INSERT INTO product_on_depots (depot_id, product_id, product_version, package_version)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
-             ON CONFLICT (depot_id, product_id) DO UPDATE
-               SET product_version = excluded.product_version, package_version = excluded.package_version
-             WHERE (product_version, package_version) IS NOT (excluded.product_version, excluded.package_version)
-             RETURNING depot_id, product_id",
-        )
-        .bind(&rows)
-        .fetch_all(&mut *tx)
-        .await?;
-        let clients = clients_holding_at(&mut tx, &changed).await?;
-        finish(tx, changed.len(), &clients).await
+        let (affected, clients) = write_product_on_depots(&mut tx, pods).await?;
+        finish(tx, affected, &clients).await
     }
 
-    /// Deletes product-on-depots.
+    /// Deletes product-on-depots; configs for them are removed (the clients
+    /// fail until the product is back).
     pub async fn delete_product_on_depots(
         &self,
         keys: &[(Fqdn, ProductId)],

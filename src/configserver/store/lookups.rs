@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::db::Store;
 use super::error::{Result, StoreError};
 use super::records::{PocRecord, ProductRecord};
 use super::rows;
+use super::rules::{NEWEST_ACTION_FIRST, effective_values_sql};
 use super::sql::{from_json, json_list};
 use crate::domain::opsi::DEPOT_ID;
 use crate::domain::{Client, ProductId, TemplateName};
@@ -31,11 +32,13 @@ impl Store {
         client_id: &str,
         active: bool,
     ) -> Result<Vec<PocRecord>> {
-        let rows = sqlx::query(
+        // Newest action first: a legacy depot boots the first one, the very
+        // product the new path's bundle is for.
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT * FROM product_on_clients WHERE client_id = ?
                AND (? = 0 OR action_request <> 'none')
-             ORDER BY modified DESC, product_id",
-        )
+             {NEWEST_ACTION_FIRST}"
+        )))
         .bind(client_id)
         .bind(active)
         .fetch_all(self.reader())
@@ -89,17 +92,19 @@ impl Store {
         }))
     }
 
-    /// A client's effective values of `config_ids`: its own, else the defaults.
+    /// A client's effective values of `config_ids`: its own, else its
+    /// depot's, else the defaults (opsi 4.3). The legacy `GetConfigStates`
+    /// answers with these, so a legacy depot derives what a bundle carries.
     pub async fn config_values(
         &self,
         client_id: &str,
         config_ids: &[&str],
     ) -> Result<BTreeMap<String, Vec<String>>> {
-        let rows = sqlx::query(
-            "SELECT c.id, coalesce(s.\"values\", c.default_values) AS v
-             FROM configs c LEFT JOIN config_states s ON s.config_id = c.id AND s.object_id = ?
-             WHERE c.id IN (SELECT value FROM json_each(?))",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT c.id, {} AS v FROM configs c
+             WHERE c.id IN (SELECT value FROM json_each(?2))",
+            effective_values_sql("?1", "c.id")
+        )))
         .bind(client_id)
         .bind(json_list(config_ids))
         .fetch_all(self.reader())

@@ -8,11 +8,13 @@
 //!
 //! - `db`: the connections ([`Store`]), `sql`: values to and from SQLite,
 //!   `rows`: stored rows as records, `records`: what callers hand in and get.
-//! - `inventory`, `states`, `actions`: the admin writes; `checks`: their
-//!   existence checks; `triggers`: what a change owes the depots.
+//! - `inventory`, `states`, `actions`: the admin writes (`import`: all of
+//!   them in one transaction); `checks`: their existence checks;
+//!   `triggers`: what a change owes the depots, `touched`: to which clients;
+//!   `rules`: opsi's rules as SQL.
 //! - `delivery`: push results, read reports, the outbox per depot;
 //!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
-//!   assembly.
+//!   assembly; `templates`: the template a depot reports it used.
 
 mod actions;
 mod bundle;
@@ -20,19 +22,25 @@ mod checks;
 mod db;
 mod delivery;
 mod error;
+mod import;
 mod inventory;
 mod lookups;
 mod records;
 mod rows;
+mod rules;
 mod sql;
 mod states;
+mod templates;
+mod touched;
 mod triggers;
 
 pub use bundle::{Job, Loaded, Rows};
 pub use db::Store;
 pub use error::{Result, StoreError};
+pub use import::{ImportOutcome, Inventory};
 pub use records::{
     Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Owed, PocRecord,
     ProductOnDepotRecord, ProductRecord, PropertyStateRecord, PushOp, PushPath, PushRecord,
     ReadOutcome, WriteOutcome,
 };
+pub use templates::TemplateNote;

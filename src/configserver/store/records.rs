@@ -213,6 +213,13 @@ pub struct PushRecord {
     pub delivered_at: Option<SystemTime>,
     /// The read.
     pub read_at: Option<SystemTime>,
+    /// Why the client's config cannot be pushed here until the inventory
+    /// changes (a terminal failure); empty if nothing blocks it.
+    pub blocked: String,
+    /// The template the depot used for the delivered config.
+    pub template: String,
+    /// Why the depot chose that template.
+    pub template_reason: String,
 }
 
 /// The result of a push, recorded in batches.

@@ -80,6 +80,9 @@ pub(super) fn push(r: &SqliteRow) -> Result<PushRecord> {
         updated_at: from_ms(r.get("updated_at")),
         delivered_at: time("delivered_at"),
         read_at: time("read_at"),
+        blocked: r.get("blocked"),
+        template: r.get("template"),
+        template_reason: r.get("template_reason"),
         client_id,
     })
 }

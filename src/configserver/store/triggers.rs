@@ -1,10 +1,14 @@
 //! What a change owes the depots. After any write, [`reconcile`] compares
-//! what each affected client should have — a config for its netboot action
-//! on its depot, or nothing — with the push rows, and bumps the revision of
-//! every row that must go out again: set on the client's depot, remove on
-//! any other depot that may hold one. It runs inside the write's
-//! transaction, so the outbox never disagrees with the inventory. The
-//! `clients_*` look-ups name the clients a change touches.
+//! what each affected client should have — a config for its newest netboot
+//! action on its depot, or nothing — with the push rows, and bumps the
+//! revision of every row that must go out again: set on the client's depot,
+//! remove on any other depot that may hold one. A config that cannot be
+//! built from the inventory (its product is not installed on the client's
+//! depot) is a terminal failure: the row says why (`blocked`), is owed only
+//! a removal of what the depot may still hold, and waits for a write of the
+//! missing product-on-depot. It runs inside the write's transaction, so the
+//! outbox never disagrees with the inventory (`touched` names the clients a
+//! change touches, `rules` has opsi's rules as SQL).
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,27 +17,34 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use super::db::WriteTx;
 use super::error::Result;
 use super::records::{Owed, PushOp, WriteOutcome};
+use super::rules::{active_product_sql, effective_depot_sql};
 use super::sql::{json_list, json_rows, now_ms};
-use crate::domain::opsi::{DEPOT_ID, PXE_CONFIGS};
-
-/// SQL for a client's effective depot id; `{client}` is the client column.
-fn effective_depot_sql(client: &str) -> String {
-    format!(
-        "json_extract(coalesce(
-            (SELECT s.\"values\" FROM config_states s WHERE s.object_id = {client} AND s.config_id = '{DEPOT_ID}'),
-            (SELECT default_values FROM configs WHERE id = '{DEPOT_ID}')), '$[0]')"
-    )
-}
+use super::touched::depot_ids;
 
 /// The tail of every admin write: the pushes the change owes, in the same
 /// transaction, then the commit.
 pub(super) async fn finish(
-    mut tx: WriteTx,
+    tx: WriteTx,
     affected: usize,
     clients: &[String],
 ) -> Result<WriteOutcome> {
+    settle(tx, affected, clients, true).await
+}
+
+/// [`finish`], or with `commit` false the same outcome and a rollback: a
+/// dry run reports what a write would change and owe, and changes nothing.
+pub(super) async fn settle(
+    mut tx: WriteTx,
+    affected: usize,
+    clients: &[String],
+    commit: bool,
+) -> Result<WriteOutcome> {
     let owed = reconcile(&mut tx, clients).await?;
-    tx.commit().await?;
+    if commit {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
     Ok(WriteOutcome {
         affected: affected as u64,
         owed,
@@ -51,19 +62,47 @@ pub(super) async fn allocate_revisions(conn: &mut SqliteConnection, n: u64) -> R
     Ok(last as u64 + 1 - n)
 }
 
-/// Where a client's config should be: `product`'s on `depot`.
+/// Where a client's config should be: `product`'s on `depot`, unless
+/// something in the inventory blocks it.
 struct Want {
     depot: String,
     product: String,
+    /// Why the config cannot be built (e.g. the product is not on the depot).
+    blocked: Option<String>,
 }
+
+/// A client's push row as it stands.
+struct Current {
+    op: String,
+    product: String,
+    revision: i64,
+    read_revision: i64,
+    blocked: String,
+}
+
+impl Current {
+    /// Whether the depot may hold a config of this row (a set, not read).
+    fn may_hold(&self) -> bool {
+        self.op == PushOp::Set.as_str()
+            && self.read_revision < self.revision
+            && self.blocked.is_empty()
+    }
+}
+
+/// (client, depot) → its push row.
+type Rows = HashMap<(String, String), Current>;
 
 /// One push row to (re)write.
 struct Change {
     client: String,
     depot: String,
     op: PushOp,
-    /// Empty for a remove (the row keeps the product it had).
+    /// Empty for a plain remove (the row keeps the product it had).
     product: String,
+    /// Why the set is blocked; empty if it is not.
+    blocked: String,
+    /// Whether the depot is owed a push for it.
+    owed: bool,
 }
 
 /// Brings the push rows of `clients` in line with the inventory; returns
@@ -83,14 +122,32 @@ pub(super) async fn reconcile(
     }
     let list = json_list(&clients);
     let desired = desired(conn, &list).await?;
-    let mut changes = removals(conn, &list, &desired).await?;
+    let current = current(conn, &list).await?;
+    let mut changes = removals(&current, &desired);
     changes.extend(desired.into_iter().filter_map(|(client, want)| {
-        want.map(|Want { depot, product }| Change {
-            client,
-            depot,
-            op: PushOp::Set,
-            product,
-        })
+        let want = want?;
+        let row = current.get(&(client.clone(), want.depot.clone()));
+        match want.blocked {
+            None => Some(Change {
+                client,
+                depot: want.depot,
+                op: PushOp::Set,
+                product: want.product,
+                blocked: String::new(),
+                owed: true,
+            }),
+            // Already failed for the same reason: nothing new to say or do.
+            Some(why) if row.is_some_and(|r| r.blocked == why && r.product == want.product) => None,
+            // Terminal: the depot is owed only the removal of what it may hold.
+            Some(why) => Some(Change {
+                owed: row.is_some_and(Current::may_hold),
+                client,
+                depot: want.depot,
+                op: PushOp::Remove,
+                product: want.product,
+                blocked: why,
+            }),
+        }
     }));
     if changes.is_empty() {
         return Ok(Vec::new());
@@ -98,6 +155,7 @@ pub(super) async fn reconcile(
     write_changes(conn, &changes).await?;
     Ok(changes
         .into_iter()
+        .filter(|c| c.owed)
         .map(|c| Owed {
             depot_id: c.depot,
             client_id: c.client,
@@ -105,28 +163,28 @@ pub(super) async fn reconcile(
         .collect())
 }
 
-/// Every registered depot.
-async fn depot_ids(conn: &mut SqliteConnection) -> Result<HashSet<String>> {
-    Ok(sqlx::query_scalar("SELECT id FROM depots")
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect())
-}
-
 /// What each client of `list` should have: a config for its newest netboot
-/// action on its (registered) depot, or nothing.
+/// action on its (registered) depot, or nothing; and what blocks it.
 async fn desired(conn: &mut SqliteConnection, list: &str) -> Result<HashMap<String, Option<Want>>> {
     let depots = depot_ids(conn).await?;
+    // The version on the depot must be registered too, or no bundle can be built.
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT j.value AS client_id,
+        "WITH w AS (SELECT j.value AS client_id,
            EXISTS (SELECT 1 FROM clients c WHERE c.id = j.value) AS client_exists,
-           (SELECT p.product_id FROM product_on_clients p
-             WHERE p.client_id = j.value AND p.action_request <> 'none'
-             ORDER BY p.modified DESC, p.product_id LIMIT 1) AS product_id,
-           {} AS depot_id
-         FROM json_each(?) j",
-        effective_depot_sql("j.value")
+           {product} AS product_id,
+           {depot} AS depot_id
+         FROM json_each(?) j)
+         SELECT w.*, (SELECT CASE
+             WHEN d.depot_id IS NULL THEN 'product ' || w.product_id || ' is not installed on depot ' || w.depot_id
+             WHEN p.id IS NULL THEN 'product ' || w.product_id || ' ' || d.product_version || '-' || d.package_version
+               || ' (the version on depot ' || w.depot_id || ') is not registered'
+             END
+           FROM (SELECT 1) LEFT JOIN product_on_depots d ON d.depot_id = w.depot_id AND d.product_id = w.product_id
+           LEFT JOIN products p ON p.id = d.product_id AND p.product_version = d.product_version
+             AND p.package_version = d.package_version) AS blocked
+         FROM w",
+        product = active_product_sql("j.value"),
+        depot = effective_depot_sql("j.value"),
     )))
     .bind(list)
     .fetch_all(&mut *conn)
@@ -138,9 +196,11 @@ async fn desired(conn: &mut SqliteConnection, list: &str) -> Result<HashMap<Stri
             let product: Option<String> = r.get("product_id");
             let depot: Option<String> = r.get("depot_id");
             let want = match (exists, product, depot) {
-                (true, Some(product), Some(depot)) if depots.contains(&depot) => {
-                    Some(Want { depot, product })
-                }
+                (true, Some(product), Some(depot)) if depots.contains(&depot) => Some(Want {
+                    depot,
+                    product,
+                    blocked: r.get("blocked"),
+                }),
                 _ => None,
             };
             (r.get("client_id"), want)
@@ -148,39 +208,55 @@ async fn desired(conn: &mut SqliteConnection, list: &str) -> Result<HashMap<Stri
         .collect())
 }
 
-/// Removes owed to depots that may hold a config of a client of `list`
-/// (a set it has not read) although the client's config belongs elsewhere
-/// or nowhere now.
-async fn removals(
-    conn: &mut SqliteConnection,
-    list: &str,
-    desired: &HashMap<String, Option<Want>>,
-) -> Result<Vec<Change>> {
-    let held: Vec<(String, String)> = sqlx::query_as(
-        "SELECT client_id, depot_id FROM pushes
-         WHERE client_id IN (SELECT value FROM json_each(?)) AND op = 'set' AND read_revision < revision",
+/// The push rows of the clients of `list`.
+async fn current(conn: &mut SqliteConnection, list: &str) -> Result<Rows> {
+    let rows = sqlx::query(
+        "SELECT client_id, depot_id, op, product_id, revision, read_revision, blocked FROM pushes
+         WHERE client_id IN (SELECT value FROM json_each(?))",
     )
     .bind(list)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(held
+    Ok(rows
         .into_iter()
-        .filter(|(client, depot)| {
+        .map(|r| {
+            let current = Current {
+                op: r.get("op"),
+                product: r.get("product_id"),
+                revision: r.get("revision"),
+                read_revision: r.get("read_revision"),
+                blocked: r.get("blocked"),
+            };
+            ((r.get("client_id"), r.get("depot_id")), current)
+        })
+        .collect())
+}
+
+/// Removes owed to depots that may hold a config of a client (a set it has
+/// not read) although the client's config belongs elsewhere or nowhere now.
+fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Change> {
+    current
+        .iter()
+        .filter(|(_, row)| row.may_hold())
+        .filter(|((client, depot), _)| {
             desired
                 .get(client)
                 .and_then(Option::as_ref)
                 .is_none_or(|want| &want.depot != depot)
         })
-        .map(|(client, depot)| Change {
-            client,
-            depot,
+        .map(|((client, depot), _)| Change {
+            client: client.clone(),
+            depot: depot.clone(),
             op: PushOp::Remove,
             product: String::new(),
+            blocked: String::new(),
+            owed: true,
         })
-        .collect())
+        .collect()
 }
 
-/// Writes `changes` with fresh revisions in one statement, owed again.
+/// Writes `changes` with fresh revisions in one statement; those owed are
+/// owed again, a blocked one not owed counts as delivered at once.
 async fn write_changes(conn: &mut SqliteConnection, changes: &[Change]) -> Result<()> {
     let base = allocate_revisions(conn, changes.len() as u64).await?;
     let rows = json_rows(changes.iter().map(|c| {
@@ -189,16 +265,23 @@ async fn write_changes(conn: &mut SqliteConnection, changes: &[Change]) -> Resul
             c.depot.as_str(),
             c.op.as_str(),
             c.product.as_str(),
+            c.blocked.as_str(),
+            if c.owed { "owed" } else { "" },
         ]
     }));
-    // The n-th row gets revision base + n (`key` is its index).
+    // The n-th row gets revision base + n (`key` is its index);
+    // `delivered_revision` 0 marks it owed.
     sqlx::query(
-        "INSERT INTO pushes (client_id, depot_id, op, product_id, revision, updated_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2 + key, ?3 FROM json_each(?1) WHERE true
+        "INSERT INTO pushes (client_id, depot_id, op, product_id, blocked, revision, delivered_revision, updated_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?2 + key,
+           CASE WHEN value ->> 5 = 'owed' THEN 0 ELSE ?2 + key END, ?3
+         FROM json_each(?1) WHERE true
          ON CONFLICT (client_id, depot_id) DO UPDATE SET op = excluded.op,
-           product_id = CASE WHEN excluded.op = 'set' THEN excluded.product_id ELSE pushes.product_id END,
-           revision = excluded.revision, attempts = 0, last_error = '', next_attempt_at = NULL,
-           updated_at = excluded.updated_at",
+           product_id = CASE WHEN excluded.product_id <> '' THEN excluded.product_id ELSE pushes.product_id END,
+           blocked = excluded.blocked, revision = excluded.revision,
+           delivered_revision = CASE WHEN excluded.delivered_revision = 0 THEN pushes.delivered_revision
+             ELSE excluded.delivered_revision END,
+           attempts = 0, last_error = '', next_attempt_at = NULL, updated_at = excluded.updated_at",
     )
     .bind(rows)
     .bind(base as i64)
@@ -206,110 +289,4 @@ async fn write_changes(conn: &mut SqliteConnection, changes: &[Change]) -> Resul
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Clients with a netboot action whose depot is one of `depot_ids`.
-pub(super) async fn clients_naming_depots(
-    conn: &mut SqliteConnection,
-    depot_ids: &[String],
-) -> Result<Vec<String>> {
-    if depot_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT DISTINCT p.client_id FROM product_on_clients p
-         WHERE p.action_request <> 'none' AND {} IN (SELECT value FROM json_each(?))",
-        effective_depot_sql("p.client_id")
-    )))
-    .bind(json_list(depot_ids))
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-/// Clients whose config for one of `product_ids` a depot holds or is to hold.
-pub(super) async fn clients_holding(
-    conn: &mut SqliteConnection,
-    product_ids: &[String],
-) -> Result<Vec<String>> {
-    if product_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_scalar(
-        "SELECT client_id FROM pushes WHERE op = 'set' AND read_revision < revision
-           AND product_id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(json_list(product_ids))
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-/// Clients whose config for a product a depot holds or is to hold, for
-/// each `(depot, product)` pair.
-pub(super) async fn clients_holding_at(
-    conn: &mut SqliteConnection,
-    pairs: &[(String, String)],
-) -> Result<Vec<String>> {
-    if pairs.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_scalar(
-        "SELECT client_id FROM pushes WHERE op = 'set' AND read_revision < revision
-           AND (depot_id, product_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
-    )
-    .bind(json_rows(
-        pairs.iter().map(|(d, p)| [d.as_str(), p.as_str()]),
-    ))
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-/// Clients with a netboot action that use the default of a PXE config among
-/// `config_ids` (other configs do not touch PXE configs).
-pub(super) async fn clients_using_defaults(
-    conn: &mut SqliteConnection,
-    config_ids: &[String],
-) -> Result<Vec<String>> {
-    let mut clients = Vec::new();
-    for id in config_ids
-        .iter()
-        .filter(|id| PXE_CONFIGS.contains(&id.as_str()))
-    {
-        clients.extend(
-            sqlx::query_scalar::<_, String>(
-                "SELECT DISTINCT p.client_id FROM product_on_clients p
-                 WHERE p.action_request <> 'none'
-                   AND NOT EXISTS (SELECT 1 FROM config_states s WHERE s.object_id = p.client_id AND s.config_id = ?)",
-            )
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?,
-        );
-    }
-    Ok(clients)
-}
-
-/// The clients among changed `(object, config)` pairs whose config is one a
-/// PXE config depends on.
-pub(super) fn clients_with_pxe_configs(changed: &[(String, String)]) -> Vec<String> {
-    changed
-        .iter()
-        .filter(|(_, config)| PXE_CONFIGS.contains(&config.as_str()))
-        .map(|(object, _)| object.clone())
-        .collect()
-}
-
-/// The clients whose config a property change touches: a client's own,
-/// or, for a depot's defaults, every client holding a config there.
-pub(super) async fn clients_of_properties(
-    conn: &mut SqliteConnection,
-    changed: &[(String, String)],
-) -> Result<Vec<String>> {
-    let depots = depot_ids(conn).await?;
-    let (at_depots, of_clients): (Vec<_>, Vec<_>) = changed
-        .iter()
-        .cloned()
-        .partition(|(object, _)| depots.contains(object));
-    let mut clients = clients_holding_at(conn, &at_depots).await?;
-    clients.extend(of_clients.into_iter().map(|(client, _)| client));
-    Ok(clients)
 }

@@ -1,0 +1,119 @@
+//! `Admin.ImportInventory`: the parts of a client stream joined section by
+//! section, validated once (items numbered across the parts), written in one
+//! transaction; then, unless it was a dry run, the depots' keys and workers
+//! refreshed and the pushes queued.
+
+use tonic::Streaming;
+use tracing::info;
+
+use super::core::Core;
+use super::error::Error;
+use super::store::{DepotRecord, Inventory};
+use crate::domain::limits::MAX_BULK;
+use crate::domain::{Client, ValidationError};
+use crate::proto;
+use crate::wire::convert_each;
+
+/// Appends `part` to `all`, failing when a section outgrows [`MAX_BULK`].
+fn join(
+    all: &mut proto::ImportInventoryRequest,
+    part: proto::ImportInventoryRequest,
+) -> Result<(), Error> {
+    let too_many = |name: &str, len: usize| {
+        if len > MAX_BULK {
+            Err(Error::from(ValidationError::new(
+                name,
+                format!("more than {MAX_BULK} items in one import"),
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    macro_rules! extend {
+        ($($section:ident),*) => {$(
+            all.$section.extend(part.$section);
+            too_many(stringify!($section), all.$section.len())?;
+        )*};
+    }
+    extend!(
+        configs,
+        depots,
+        products,
+        product_on_depots,
+        clients,
+        config_states,
+        product_property_states,
+        action_requests
+    );
+    all.dry_run |= part.dry_run;
+    Ok(())
+}
+
+/// The joined request, validated; a bad item is named `section[i].field`.
+fn validate(r: proto::ImportInventoryRequest) -> Result<Inventory, ValidationError> {
+    Ok(Inventory {
+        configs: convert_each(r.configs, "configs", TryFrom::try_from)?,
+        depots: convert_each(r.depots, "depots", DepotRecord::try_from)?,
+        products: convert_each(r.products, "products", TryFrom::try_from)?,
+        product_on_depots: convert_each(
+            r.product_on_depots,
+            "product_on_depots",
+            TryFrom::try_from,
+        )?,
+        clients: convert_each(r.clients, "clients", Client::try_from)?,
+        config_states: convert_each(r.config_states, "config_states", TryFrom::try_from)?,
+        property_states: convert_each(
+            r.product_property_states,
+            "product_property_states",
+            TryFrom::try_from,
+        )?,
+        actions: convert_each(r.action_requests, "action_requests", TryFrom::try_from)?,
+    })
+}
+
+/// Reads the stream, writes the inventory in one transaction and answers
+/// with the counts.
+pub(super) async fn import(
+    core: &Core,
+    mut parts: Streaming<proto::ImportInventoryRequest>,
+) -> Result<proto::ImportInventoryResponse, tonic::Status> {
+    let mut all = proto::ImportInventoryRequest::default();
+    while let Some(part) = parts.message().await? {
+        join(&mut all, part)?;
+    }
+    let dry_run = all.dry_run;
+    let inventory = validate(all).map_err(Error::from)?;
+    let outcome = core
+        .store
+        .import_inventory(&inventory, dry_run)
+        .await
+        .map_err(Error::from)?;
+    let pushes_queued = outcome.write.owed.len() as u64;
+    if !dry_run {
+        core.refresh_keys().await.map_err(Error::from)?;
+        for depot in inventory.depots {
+            core.dispatcher.depot_upserted(depot).await;
+        }
+        core.dispatcher.notify(outcome.write.owed).await;
+    }
+    info!(
+        dry_run,
+        affected = outcome.write.affected,
+        pushes = pushes_queued,
+        "inventory imported"
+    );
+    Ok(proto::ImportInventoryResponse {
+        sections: outcome
+            .sections
+            .into_iter()
+            .map(|(section, items, affected)| proto::ImportedSection {
+                section: section.to_owned(),
+                items,
+                affected,
+            })
+            .collect(),
+        affected: outcome.write.affected,
+        pushes_queued,
+        dry_run,
+    })
+}
