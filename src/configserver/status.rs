@@ -48,7 +48,7 @@ pub(super) fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::
         next_retry: next_retry.map(timestamp),
         attempts: p.attempts,
         path: p.path.map(|p| p.as_str().to_owned()).unwrap_or_default(),
-        read_file_present: Default::default(),
+        read_file_present: p.read_files_present && p.read_revision >= p.revision,
         template: Default::default(),
         template_reason: Default::default(),
     }
@@ -120,6 +120,7 @@ mod tests {
             updated_at: SystemTime::UNIX_EPOCH,
             delivered_at: None,
             read_at: None,
+            read_files_present: false,
         }
     }
 

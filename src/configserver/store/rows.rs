@@ -80,6 +80,7 @@ pub(super) fn push(r: &SqliteRow) -> Result<PushRecord> {
         updated_at: from_ms(r.get("updated_at")),
         delivered_at: time("delivered_at"),
         read_at: time("read_at"),
+        read_files_present: r.try_get::<i64, _>("read_files_present").unwrap_or(0) != 0,
         client_id,
     })
 }
