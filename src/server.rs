@@ -25,10 +25,7 @@ pub async fn with_standard_services(routes: RoutesBuilder, services: &[&str]) ->
 
 /// Like [`with_standard_services`], also returning the health of the
 /// services (to turn them NOT_SERVING when a critical task fails).
-pub async fn standard_services(
-    mut routes: RoutesBuilder,
-    services: &[&str],
-) -> (Routes, Health) {
+pub async fn standard_services(mut routes: RoutesBuilder, services: &[&str]) -> (Routes, Health) {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in services {
         reporter

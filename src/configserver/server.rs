@@ -20,9 +20,9 @@ use super::store::{DbLock, Store, StoreError};
 use crate::auth::RequireKey;
 use crate::domain::{Modules, Secret};
 use crate::metrics::Metrics;
-use crate::server::{ServeError, Supervisor};
 use crate::proto::admin_server::AdminServer;
 use crate::proto::config_server_server::ConfigServerServer;
+use crate::server::{ServeError, Supervisor};
 
 /// What a configserver needs to run, validated.
 #[derive(Debug, Clone)]

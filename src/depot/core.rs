@@ -1,7 +1,10 @@
 //! The depot's shared core: validate a bundle against this depot, render it,
 //! hand it to the writer; the legacy path looks the bundle up first.
 
+use std::sync::Arc;
+
 use super::error::Error;
+use super::marker;
 use super::render::Renderer;
 use super::template::Templates;
 use super::upstream::client::Upstream;
@@ -51,8 +54,9 @@ impl DepotCore {
         self
     }
 
-    /// Renders and writes a client's config.
-    pub async fn set(&self, bundle: ClientBundle) -> Result<SetOutcome, Error> {
+    /// Renders and writes a client's config, pushed in `epoch` (the
+    /// configserver store's; empty: none).
+    pub async fn set(&self, bundle: ClientBundle, epoch: &str) -> Result<SetOutcome, Error> {
         if let Some(bundle_depot) = &bundle.depot_id
             && bundle_depot != &self.depot_id
         {
@@ -76,6 +80,9 @@ impl DepotCore {
         }
         let template = self.templates.load(self.templates.choose(&bundle))?;
         let content = self.renderer.render(&template.text, &bundle)?;
+        // The marker goes in here, after rendering, so that both paths
+        // write it the same way.
+        let content = marker::stamp(&content, &bundle.client.fqdn, bundle.revision);
         let outcome = self
             .writer
             .set(Rendered {
@@ -86,6 +93,7 @@ impl DepotCore {
                 files,
                 content: content.into(),
                 template: template.name.clone(),
+                epoch: Arc::from(epoch),
             })
             .await?;
         Ok(outcome)
@@ -93,12 +101,17 @@ impl DepotCore {
 
     /// The legacy path: looks the client up at the configserver and writes
     /// its config; removes it when the client has no netboot action.
-    pub async fn set_by_fqdn(&self, fqdn: Fqdn, revision: u64) -> Result<SetOutcome, Error> {
+    pub async fn set_by_fqdn(
+        &self,
+        fqdn: Fqdn,
+        revision: u64,
+        epoch: &str,
+    ) -> Result<SetOutcome, Error> {
         let upstream = self.upstream.as_ref().ok_or(Error::NoConfigServer)?;
         match upstream.lookup_bundle(&fqdn, revision).await? {
-            Some(bundle) => self.set(bundle).await,
+            Some(bundle) => self.set(bundle, epoch).await,
             None => {
-                self.writer.remove(fqdn, revision).await?;
+                self.writer.remove(fqdn, revision, Arc::from(epoch)).await?;
                 Ok(SetOutcome {
                     files: Vec::new(),
                     template: String::new(),

@@ -398,7 +398,8 @@ impl Worker {
         let depot = self.depot.id.as_str();
         let (mine, others): (Vec<Owed>, Vec<Owed>) =
             owed.into_iter().partition(|o| o.depot_id == depot);
-        mine.into_iter().for_each(|o| self.queue.enqueue(o.client_id));
+        mine.into_iter()
+            .for_each(|o| self.queue.enqueue(o.client_id));
         if !others.is_empty() {
             let _ = self.shared.owed.send(others);
         }

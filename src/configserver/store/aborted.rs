@@ -62,12 +62,13 @@ impl Store {
     ) -> Result<Option<u64>> {
         let mut tx = self.begin().await?;
         bump_past(&mut tx, highest.max(revision)).await?;
-        let current = sqlx::query("SELECT revision FROM pushes WHERE client_id = ? AND depot_id = ?")
-            .bind(client_id)
-            .bind(depot_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.get::<i64, _>("revision").max(0) as u64);
+        let current =
+            sqlx::query("SELECT revision FROM pushes WHERE client_id = ? AND depot_id = ?")
+                .bind(client_id)
+                .bind(depot_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get::<i64, _>("revision").max(0) as u64);
         if current != Some(revision) {
             tx.commit().await?;
             return Ok(None);

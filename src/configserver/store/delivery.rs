@@ -140,7 +140,11 @@ fn verdict(report: &ReadReport, row: Option<&ReadRow>, modified: Option<u64>) ->
 /// Records the read of `report.revision` on its row, and as the action's
 /// progress when it `consumes` the action: the request becomes `none`
 /// unless it is `always`.
-async fn apply_read(conn: &mut SqliteConnection, report: &ReadReport, consumes: bool) -> Result<()> {
+async fn apply_read(
+    conn: &mut SqliteConnection,
+    report: &ReadReport,
+    consumes: bool,
+) -> Result<()> {
     let at = report.read_at.map_or_else(now_ms, to_ms);
     sqlx::query(
         "UPDATE pushes SET read_revision = ?1, read_at = ?2, read_files_present = ?3,
@@ -224,7 +228,11 @@ impl Store {
             .map_or_else(|| ActionRequest::None.as_str().to_owned(), |p| p.0.clone());
         let epoch_ok = report.epoch.is_empty() || report.epoch == self.epoch();
         let verdict = match epoch_ok {
-            true => verdict(report, row.as_ref(), poc.as_ref().map(|p| p.1.max(0) as u64)),
+            true => verdict(
+                report,
+                row.as_ref(),
+                poc.as_ref().map(|p| p.1.max(0) as u64),
+            ),
             false => ReadVerdict::Stale,
         };
         let unchanged = ReadOutcome {

@@ -210,7 +210,11 @@ impl Store {
                 "the depot holds other configs than the store believes; pushing the difference"
             );
         } else {
-            info!(depot = depot_id, held = held.len(), "depot holds what the store believes");
+            info!(
+                depot = depot_id,
+                held = held.len(),
+                "depot holds what the store believes"
+            );
         }
         owed.extend(removed);
         Ok(owed)

@@ -26,6 +26,13 @@ impl SeenState {
             Self::Removed => "removed",
         }
     }
+
+    /// The state back from its text; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Held, Self::Read, Self::Removed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
 }
 
 impl fmt::Display for SeenState {
@@ -48,6 +55,10 @@ pub enum WriterError {
         held: u64,
         /// What happened to `held`.
         state: SeenState,
+        /// The epoch of `held`.
+        epoch: String,
+        /// The highest revision the depot has seen in the command's epoch.
+        highest: u64,
     },
     /// Another client holds one of the file names.
     #[error("PXE config file {name} of {fqdn} already belongs to {owner}")]
@@ -73,6 +84,10 @@ pub enum WriterError {
         /// The error.
         source: io::Error,
     },
+    /// The journal could not record the command (the state directory is
+    /// full or unwritable); nothing was written.
+    #[error("the depot's journal failed: {0}")]
+    Journal(String),
     /// The writer task is gone (shutting down).
     #[error("the PXE config writer has stopped")]
     Stopped,

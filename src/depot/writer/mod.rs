@@ -1,18 +1,31 @@
 //! The writer: one task that owns every PXE config the depot holds.
 //!
 //! - `state`: the held configs, file owners and seen revisions; planning and
-//!   committing commands, without I/O;
-//! - `files`: the file work (atomic writes, deletions, start-up clean-up);
-//! - `task`: the task that drives both, and the handle to reach it;
+//!   committing commands, without I/O; `round`: commands planned together;
+//! - `files`: the file work (atomic writes, deletions, defusing, start-up scan);
+//! - `journal`: the durable record of held configs, floors and reads;
+//! - `task`: the task that drives both, journals each round, and the handle
+//!   to reach it;
 //! - `messages` and `error`: what goes in and comes out.
 
 mod error;
 mod files;
+mod journal;
 mod messages;
+mod round;
 mod state;
 mod task;
 
 pub use error::{SeenState, WriterError};
-pub use files::{TMP_PREFIX, is_managed_name, remove_stale};
-pub use messages::{ConfigInfo, ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
-pub use task::{WriterHandle, WriterOptions, spawn};
+pub use files::{
+    DEFAULT_FILE_MODE, FileAccess, Found, TMP_PREFIX, apply, delete_all, holds, is_managed_name,
+    scan,
+};
+pub use journal::{Batch, Contents, JOURNAL_FILE, Journal, JournalError, ReadKey};
+pub use messages::{
+    ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome, WatchEvent,
+};
+pub use state::{ClientRecord, Defused, FileOps, Held, Seen, State};
+#[cfg(test)]
+pub use task::spawn_fresh;
+pub use task::{WriterHandle, WriterOptions, start};

@@ -1,32 +1,79 @@
 //! The writer's state, without I/O: which client holds which config under
-//! which file names, the last revision seen per client, and how a command is
-//! planned against that state and its outcome committed to it. The task
-//! (`super::task`) runs each round's file work between plan and commit.
+//! which file names, the last revision seen per client (per epoch of the
+//! configserver's store), the reads whose files are still present, and how a
+//! command is planned against that state and its outcome committed to it.
+//! The task (`super::task`) journals each round and runs its file work
+//! between plan and commit; a snapshot taken before lets it undo a commit
+//! whose file work failed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::error::{SeenState, WriterError};
-use super::messages::{ConfigInfo, ConfigPage, ReadEvent, Rendered, SetOutcome};
+use super::messages::{ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome};
 use crate::domain::{ActionRequest, Fqdn, ProductId};
 
-/// A config the depot holds.
-struct Held {
-    product_id: ProductId,
-    action_request: ActionRequest,
-    revision: u64,
-    files: Vec<String>,
-    template: String,
-    since: SystemTime,
+/// A config the depot holds, with what it takes to write it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The netboot product.
+    pub product_id: ProductId,
+    /// The action request.
+    pub action_request: ActionRequest,
+    /// Its revision (0: unversioned).
+    pub revision: u64,
+    /// File names.
+    pub files: Vec<String>,
+    /// The template used.
+    pub template: String,
+    /// When it was written.
+    pub since: SystemTime,
+    /// The file content (a secret: never logged).
+    pub content: Arc<str>,
+    /// The epoch it was pushed in.
+    pub epoch: Arc<str>,
 }
 
 /// The last revision the depot saw for a client and what became of it; kept
 /// after a read or removal so that a late, older push cannot resurrect it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    revision: u64,
-    state: SeenState,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The revision.
+    pub revision: u64,
+    /// Held, read or removed.
+    pub state: SeenState,
+    /// The epoch of the revision: revisions of other epochs do not compare.
+    pub epoch: Arc<str>,
+}
+
+/// A read config whose files could not be deleted: overwritten with a
+/// local-boot config, the delete is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defused {
+    /// The netboot product.
+    pub product_id: ProductId,
+    /// The action request it carried.
+    pub action_request: ActionRequest,
+    /// The revision read.
+    pub revision: u64,
+    /// Files still present.
+    pub files: Vec<String>,
+    /// The epoch of the revision.
+    pub epoch: Arc<str>,
+    /// When the read was seen.
+    pub read_at: SystemTime,
+}
+
+/// What the journal keeps of one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// The client.
+    pub fqdn: Fqdn,
+    /// Its revision floor.
+    pub seen: Option<Seen>,
+    /// Its config, if one is held.
+    pub held: Option<Held>,
 }
 
 /// The file work of one command, relative to the PXE directory.
@@ -54,9 +101,21 @@ pub enum Op {
         fqdn: Fqdn,
         /// The revision of the removal (0: unversioned).
         revision: u64,
+        /// Its epoch.
+        epoch: Arc<str>,
     },
     /// The client read its config: delete all of its files.
     Read {
+        /// The client.
+        fqdn: Fqdn,
+    },
+    /// Write a held config's files again (the directory was recreated).
+    Rewrite {
+        /// The client.
+        fqdn: Fqdn,
+    },
+    /// Retry deleting the files of a defused read.
+    Sweep {
         /// The client.
         fqdn: Fqdn,
     },
@@ -67,8 +126,17 @@ impl Op {
     pub fn fqdn(&self) -> &Fqdn {
         match self {
             Op::Set { config, .. } => &config.fqdn,
-            Op::Remove { fqdn, .. } | Op::Read { fqdn } => fqdn,
+            Op::Remove { fqdn, .. }
+            | Op::Read { fqdn }
+            | Op::Rewrite { fqdn }
+            | Op::Sweep { fqdn } => fqdn,
         }
+    }
+
+    /// Whether the command changes what the journal keeps (a rewrite or a
+    /// sweep only repeats file work).
+    pub fn is_journaled(&self) -> bool {
+        matches!(self, Op::Set { .. } | Op::Remove { .. } | Op::Read { .. })
     }
 }
 
@@ -78,6 +146,18 @@ pub struct Planned {
     op: Op,
     files: FileOps,
     keys: Vec<String>,
+}
+
+impl Planned {
+    /// The command, its file work and its keys.
+    pub fn into_parts(self) -> (Op, FileOps, Vec<String>) {
+        (self.op, self.files, self.keys)
+    }
+
+    /// The file work.
+    pub fn files(&self) -> &FileOps {
+        &self.files
+    }
 }
 
 /// What planning a set came to.
@@ -99,60 +179,51 @@ pub enum Committed {
     Remove(Result<bool, WriterError>),
     /// A read to report, unless the config was gone already.
     Read(Option<ReadEvent>),
+    /// A rewrite or a sweep: nothing to answer; a sweep that emptied a
+    /// defused read reports it again (files gone now).
+    Repeat(Option<ReadEvent>),
 }
 
-/// Commands planned together: no two touch the same client or file name, so
-/// their file work can run in parallel and commit in any order. `T` is what
-/// the caller keeps with each command (its reply channel).
+/// A client's part of the state before a commit, to undo it.
 #[derive(Debug)]
-pub struct Round<T> {
-    keys: HashSet<String>,
-    entries: Vec<(Op, FileOps, T)>,
+pub struct Snapshot {
+    fqdn: Fqdn,
+    held: Option<Held>,
+    seen: Option<Seen>,
+    defused: Option<Defused>,
+    owners: Vec<(String, Option<Fqdn>)>,
+    moves: Vec<(String, Option<u32>)>,
 }
 
-impl<T> Default for Round<T> {
-    fn default() -> Self {
-        Self {
-            keys: HashSet::new(),
-            entries: Vec::new(),
-        }
-    }
-}
-
-impl<T> Round<T> {
-    /// Whether any of `keys` is already taken by a command in the round.
-    pub fn touches(&self, keys: &[String]) -> bool {
-        keys.iter().any(|k| self.keys.contains(k))
+impl Snapshot {
+    /// The client.
+    pub fn fqdn(&self) -> &Fqdn {
+        &self.fqdn
     }
 
-    /// Adds a planned command; the caller checked `touches` first.
-    pub fn push(&mut self, planned: Planned, tag: T) {
-        self.keys.extend(planned.keys);
-        self.entries.push((planned.op, planned.files, tag));
-    }
-
-    /// Whether the round holds no command.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Empties the round, handing out its commands in order.
-    pub fn take(&mut self) -> Vec<(Op, FileOps, T)> {
-        self.keys.clear();
-        std::mem::take(&mut self.entries)
+    /// The content of the config it held, if one.
+    pub fn held_content(&self) -> Option<&Arc<str>> {
+        self.held.as_ref().map(|h| &h.content)
     }
 }
 
-/// Every config the depot holds, who owns which file name, and the last
-/// revision seen per client.
+/// Every config the depot holds, who owns which file name, the last
+/// revision seen per client and the highest per epoch.
 #[derive(Default)]
 pub struct State {
     held: BTreeMap<Fqdn, Held>,
     owners: HashMap<String, Fqdn>,
     seen: HashMap<Fqdn, Seen>,
+    defused: BTreeMap<Fqdn, Defused>,
     /// Renames we made whose IN_MOVED_TO has not come back yet: a read of such
     /// a name seen now was a read of the version we replaced.
     unconfirmed_moves: HashMap<String, u32>,
+    /// The epoch of the newest push: the store the depot follows.
+    epoch: Arc<str>,
+    /// The highest revision seen per epoch.
+    highest: HashMap<Arc<str>, u64>,
+    /// A push brought a new epoch since the last look.
+    epoch_changed: bool,
 }
 
 fn client_key(fqdn: &Fqdn) -> String {
@@ -160,10 +231,73 @@ fn client_key(fqdn: &Fqdn) -> String {
     format!("client/{fqdn}")
 }
 
+/// Whether revisions of epochs `a` and `b` compare: the same epoch, or one
+/// of them none (a bundle made by hand).
+fn same_sequence(a: &str, b: &str) -> bool {
+    a.is_empty() || b.is_empty() || a == b
+}
+
 impl State {
+    /// The state the journal kept: clients, defused reads, the current
+    /// epoch and the highest revision per epoch.
+    pub fn restore(
+        clients: Vec<ClientRecord>,
+        defused: Vec<(Fqdn, Defused)>,
+        epoch: Arc<str>,
+        highest: HashMap<Arc<str>, u64>,
+    ) -> Self {
+        let mut state = State {
+            epoch,
+            highest,
+            defused: defused.into_iter().collect(),
+            ..State::default()
+        };
+        for record in clients {
+            if let Some(seen) = record.seen {
+                state.seen.insert(record.fqdn.clone(), seen);
+            }
+            if let Some(held) = record.held {
+                for name in &held.files {
+                    state.owners.insert(name.clone(), record.fqdn.clone());
+                }
+                state.held.insert(record.fqdn, held);
+            }
+        }
+        state
+    }
+
+    /// What the journal keeps of `fqdn` now.
+    pub fn record(&self, fqdn: &Fqdn) -> ClientRecord {
+        ClientRecord {
+            fqdn: fqdn.clone(),
+            seen: self.seen.get(fqdn).cloned(),
+            held: self.held.get(fqdn).cloned(),
+        }
+    }
+
     /// How many configs are held.
     pub fn len(&self) -> usize {
         self.held.len()
+    }
+
+    /// The epoch the depot follows (empty: none yet).
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// The highest revision seen in `epoch`.
+    pub fn highest(&self, epoch: &str) -> u64 {
+        self.highest.get(epoch).copied().unwrap_or(0)
+    }
+
+    /// Every epoch's highest revision, for the journal.
+    pub fn highest_all(&self) -> &HashMap<Arc<str>, u64> {
+        &self.highest
+    }
+
+    /// The new epoch a push brought since the last call, if any.
+    pub fn take_epoch_change(&mut self) -> Option<Arc<str>> {
+        std::mem::take(&mut self.epoch_changed).then(|| self.epoch.clone())
     }
 
     /// The round keys of a client: itself and the files it holds.
@@ -171,6 +305,9 @@ impl State {
         let mut keys = vec![client_key(fqdn)];
         if let Some(h) = self.held.get(fqdn) {
             keys.extend(h.files.iter().cloned());
+        }
+        if let Some(d) = self.defused.get(fqdn) {
+            keys.extend(d.files.iter().cloned());
         }
         keys
     }
@@ -217,15 +354,24 @@ impl State {
     }
 
     /// Plans removing a client's config; refused when `revision` is older
-    /// than the one seen.
-    pub fn plan_remove(&self, fqdn: Fqdn, revision: u64) -> Result<Planned, WriterError> {
-        if let Some(err) = self.check_revision(&fqdn, revision) {
+    /// than the one seen in the same epoch.
+    pub fn plan_remove(
+        &self,
+        fqdn: Fqdn,
+        revision: u64,
+        epoch: Arc<str>,
+    ) -> Result<Planned, WriterError> {
+        if let Some(err) = self.check_revision(&fqdn, revision, &epoch) {
             return Err(err);
         }
         let deletes = self.held_files(&fqdn);
         Ok(Planned {
             keys: self.client_keys(&fqdn),
-            op: Op::Remove { fqdn, revision },
+            op: Op::Remove {
+                fqdn,
+                revision,
+                epoch,
+            },
             files: FileOps {
                 writes: Vec::new(),
                 deletes,
@@ -256,6 +402,91 @@ impl State {
         }
     }
 
+    /// Plans writing a held config's files again.
+    pub fn plan_rewrite(&self, fqdn: Fqdn) -> Option<Planned> {
+        let held = self.held.get(&fqdn)?;
+        Some(Planned {
+            keys: self.client_keys(&fqdn),
+            files: FileOps {
+                writes: held
+                    .files
+                    .iter()
+                    .map(|f| (f.clone(), held.content.clone()))
+                    .collect(),
+                deletes: Vec::new(),
+            },
+            op: Op::Rewrite { fqdn },
+        })
+    }
+
+    /// Plans deleting the files of a defused read again.
+    pub fn plan_sweep(&self, fqdn: Fqdn) -> Option<Planned> {
+        let defused = self.defused.get(&fqdn)?;
+        Some(Planned {
+            keys: self.client_keys(&fqdn),
+            files: FileOps {
+                writes: Vec::new(),
+                deletes: defused.files.clone(),
+            },
+            op: Op::Sweep { fqdn },
+        })
+    }
+
+    /// Clients whose config is held.
+    pub fn held_clients(&self) -> Vec<Fqdn> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// Every held file name with the content it must have.
+    pub fn files_with_content(&self) -> Vec<(String, Arc<str>)> {
+        self.held
+            .values()
+            .flat_map(|h| h.files.iter().map(|f| (f.clone(), h.content.clone())))
+            .collect()
+    }
+
+    /// The files of defused reads.
+    pub fn defused_names(&self) -> Vec<String> {
+        self.defused
+            .values()
+            .flat_map(|d| d.files.clone())
+            .collect()
+    }
+
+    /// Clients with a defused read.
+    pub fn defused_clients(&self) -> Vec<Fqdn> {
+        self.defused.keys().cloned().collect()
+    }
+
+    /// Clients holding a config of another epoch than `epoch` (not none)
+    /// and not among `keep`: a new store does not owe them.
+    pub fn not_owed(&self, epoch: &str, keep: &std::collections::HashSet<Fqdn>) -> Vec<Fqdn> {
+        self.held
+            .iter()
+            .filter(|(f, h)| !h.epoch.is_empty() && *h.epoch != *epoch && !keep.contains(*f))
+            .map(|(f, _)| f.clone())
+            .collect()
+    }
+
+    /// A read whose files could not all be deleted: the files still there
+    /// (defused with a local-boot config) are deleted again later.
+    pub fn defuse(&mut self, read: &ReadEvent, files: Vec<String>) {
+        if files.is_empty() {
+            return;
+        }
+        self.defused.insert(
+            read.fqdn.clone(),
+            Defused {
+                product_id: read.product_id.clone(),
+                action_request: read.action_request,
+                revision: read.revision,
+                files,
+                epoch: read.epoch.clone(),
+                read_at: read.read_at,
+            },
+        );
+    }
+
     /// Our rename of `name` was seen by the watcher.
     pub fn moved(&mut self, name: &str) {
         if let Some(n) = self.unconfirmed_moves.get_mut(name) {
@@ -277,6 +508,66 @@ impl State {
         self.owners.keys().cloned().collect()
     }
 
+    /// The client's part of the state, before `op` commits.
+    pub fn snapshot(&self, op: &Op) -> Snapshot {
+        let fqdn = op.fqdn().clone();
+        let mut names = self.client_keys(&fqdn);
+        names.remove(0);
+        if let Op::Set { config, .. } = op {
+            names.extend(config.files.iter().cloned());
+        }
+        Snapshot {
+            held: self.held.get(&fqdn).cloned(),
+            seen: self.seen.get(&fqdn).cloned(),
+            defused: self.defused.get(&fqdn).cloned(),
+            owners: names
+                .iter()
+                .map(|n| (n.clone(), self.owners.get(n).cloned()))
+                .collect(),
+            moves: names
+                .iter()
+                .map(|n| (n.clone(), self.unconfirmed_moves.get(n).copied()))
+                .collect(),
+            fqdn,
+        }
+    }
+
+    /// Undoes a commit: the client's part as in `snapshot`.
+    pub fn rollback(&mut self, snapshot: Snapshot) {
+        let Snapshot {
+            fqdn,
+            held,
+            seen,
+            defused,
+            owners,
+            moves,
+        } = snapshot;
+        for (name, owner) in owners {
+            match owner {
+                Some(o) => self.owners.insert(name, o),
+                None => self.owners.remove(&name),
+            };
+        }
+        for (name, n) in moves {
+            match n {
+                Some(n) => self.unconfirmed_moves.insert(name, n),
+                None => self.unconfirmed_moves.remove(&name),
+            };
+        }
+        match held {
+            Some(h) => self.held.insert(fqdn.clone(), h),
+            None => self.held.remove(&fqdn),
+        };
+        match seen {
+            Some(s) => self.seen.insert(fqdn.clone(), s),
+            None => self.seen.remove(&fqdn),
+        };
+        match defused {
+            Some(d) => self.defused.insert(fqdn, d),
+            None => self.defused.remove(&fqdn),
+        };
+    }
+
     /// Records the outcome of a planned command's file work, at `now`.
     pub fn commit(
         &mut self,
@@ -288,43 +579,75 @@ impl State {
             Op::Set { config, released } => {
                 Committed::Set(result.map(|()| self.commit_set(config, &released, now)))
             }
-            Op::Remove { fqdn, revision } => {
-                Committed::Remove(result.map(|()| self.commit_remove(&fqdn, revision)))
-            }
+            Op::Remove {
+                fqdn,
+                revision,
+                epoch,
+            } => Committed::Remove(result.map(|()| self.commit_remove(&fqdn, revision, epoch))),
             // A read whose files could not all be deleted is still a read:
             // the client is booting its action.
-            Op::Read { fqdn } => Committed::Read(self.commit_read(fqdn)),
+            Op::Read { fqdn } => Committed::Read(self.commit_read(fqdn, now)),
+            Op::Rewrite { fqdn } => {
+                if result.is_ok()
+                    && let Some(held) = self.held.get(&fqdn)
+                {
+                    for name in &held.files {
+                        *self.unconfirmed_moves.entry(name.clone()).or_default() += 1;
+                    }
+                }
+                Committed::Repeat(None)
+            }
+            Op::Sweep { fqdn } => Committed::Repeat(match result {
+                Ok(()) => self.commit_sweep(fqdn),
+                Err(_) => None,
+            }),
         }
     }
 
-    /// A page of held configs after the FQDN `after`, of `product` if given.
+    /// A page of held configs (and defused reads) after the FQDN `after`, of
+    /// `product` if given.
     pub fn page(&self, after: Option<&str>, limit: usize, product: Option<&str>) -> ConfigPage {
         use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let start = || after.map_or(Bound::Unbounded, Bound::Excluded);
+        let held = self
+            .held
+            .range::<str, _>((start(), Bound::Unbounded))
+            .map(|(f, h)| (f, self.held_info(f, h)));
+        let defused = self
+            .defused
+            .range::<str, _>((start(), Bound::Unbounded))
+            .map(|(f, d)| (f, defused_info(f, d)));
+        let mut merged: Vec<(&Fqdn, ConfigInfo)> = held.chain(defused).collect();
+        merged.sort_by(|a, b| a.0.cmp(b.0));
         let mut configs: Vec<ConfigInfo> = Vec::new();
         let mut next_after = None;
-        for (fqdn, held) in self.held.range::<str, _>((start, Bound::Unbounded)) {
-            if product.is_some_and(|p| p != held.product_id.as_str()) {
+        for (_, info) in merged {
+            if product.is_some_and(|p| p != info.product_id.as_str()) {
                 continue;
             }
             if configs.len() == limit {
                 next_after = configs.last().map(|c| c.fqdn.to_string());
                 break;
             }
-            configs.push(ConfigInfo {
-                fqdn: fqdn.clone(),
-                product_id: held.product_id.clone(),
-                action_request: held.action_request,
-                files: held.files.clone(),
-                template: held.template.clone(),
-                since: held.since,
-                revision: held.revision,
-            });
+            configs.push(info);
         }
         ConfigPage {
             configs,
             next_after,
-            total: self.held.len(),
+            total: self.held.len() + self.defused.len(),
+        }
+    }
+
+    fn held_info(&self, fqdn: &Fqdn, held: &Held) -> ConfigInfo {
+        ConfigInfo {
+            fqdn: fqdn.clone(),
+            product_id: held.product_id.clone(),
+            action_request: held.action_request,
+            files: held.files.clone(),
+            template: held.template.clone(),
+            since: held.since,
+            revision: held.revision,
+            state: HeldState::Held,
         }
     }
 
@@ -346,6 +669,7 @@ impl State {
         if config.revision > 0 {
             if let Some(held) = self.held.get(&config.fqdn)
                 && held.revision == config.revision
+                && same_sequence(&held.epoch, &config.epoch)
             {
                 // A retried push of what we hold: answer as if written.
                 return Some(Ok(SetOutcome {
@@ -354,20 +678,34 @@ impl State {
                     revision: held.revision,
                 }));
             }
-            if let Some(seen) = self.seen.get(&config.fqdn) {
+            if let Some(seen) = self.seen.get(&config.fqdn)
+                && same_sequence(&seen.epoch, &config.epoch)
+            {
                 let repeat_of_gone =
                     seen.revision == config.revision && seen.state != SeenState::Held;
                 if config.revision < seen.revision || repeat_of_gone {
-                    return Some(Err(WriterError::Stale {
-                        fqdn: config.fqdn.clone(),
-                        got: config.revision,
-                        held: seen.revision,
-                        state: seen.state,
-                    }));
+                    return Some(Err(self.stale(
+                        &config.fqdn,
+                        config.revision,
+                        seen,
+                        &config.epoch,
+                    )));
                 }
             }
         }
         self.check_names(config).map(Err)
+    }
+
+    /// The refusal of revision `got` against `seen`.
+    fn stale(&self, fqdn: &Fqdn, got: u64, seen: &Seen, epoch: &str) -> WriterError {
+        WriterError::Stale {
+            fqdn: fqdn.clone(),
+            got,
+            held: seen.revision,
+            state: seen.state,
+            epoch: seen.epoch.to_string(),
+            highest: self.highest(epoch).max(seen.revision),
+        }
     }
 
     /// A conflict when another client holds one of the config's names.
@@ -382,17 +720,34 @@ impl State {
         })
     }
 
-    fn check_revision(&self, fqdn: &Fqdn, revision: u64) -> Option<WriterError> {
+    fn check_revision(&self, fqdn: &Fqdn, revision: u64, epoch: &str) -> Option<WriterError> {
         let seen = self.seen.get(fqdn)?;
-        (revision > 0 && revision < seen.revision).then(|| WriterError::Stale {
-            fqdn: fqdn.clone(),
-            got: revision,
-            held: seen.revision,
-            state: seen.state,
-        })
+        let older = revision > 0 && revision < seen.revision;
+        (older && same_sequence(&seen.epoch, epoch))
+            .then(|| self.stale(fqdn, revision, seen, epoch))
+    }
+
+    /// Notes a revision seen in `epoch`; a new epoch becomes the current one
+    /// (a new store: revisions of the old one do not compare with its).
+    fn observe(&mut self, epoch: &Arc<str>, revision: u64) {
+        if epoch.is_empty() {
+            return;
+        }
+        if *epoch != self.epoch {
+            self.epoch = epoch.clone();
+            self.epoch_changed = true;
+            // Floors of other epochs compare with nothing any more.
+            let current = &self.epoch;
+            let held = &self.held;
+            self.seen
+                .retain(|f, s| same_sequence(&s.epoch, current) || held.contains_key(f));
+        }
+        let highest = self.highest.entry(epoch.clone()).or_default();
+        *highest = (*highest).max(revision);
     }
 
     fn commit_set(&mut self, config: Rendered, released: &[String], now: SystemTime) -> SetOutcome {
+        self.observe(&config.epoch, config.revision);
         for name in released {
             self.owners.remove(name);
         }
@@ -400,12 +755,14 @@ impl State {
             self.owners.insert(name.clone(), config.fqdn.clone());
             *self.unconfirmed_moves.entry(name.clone()).or_default() += 1;
         }
+        self.release_defused(&config.files);
         if config.revision > 0 {
             self.seen.insert(
                 config.fqdn.clone(),
                 Seen {
                     revision: config.revision,
                     state: SeenState::Held,
+                    epoch: config.epoch.clone(),
                 },
             );
         }
@@ -423,30 +780,50 @@ impl State {
                 files: config.files,
                 template: config.template,
                 since: now,
+                content: config.content,
+                epoch: config.epoch,
             },
         );
         outcome
     }
 
+    /// Names written now are no defused read's any more: its delete must not
+    /// take the new config.
+    fn release_defused(&mut self, names: &[String]) {
+        if self.defused.is_empty() {
+            return;
+        }
+        for defused in self.defused.values_mut() {
+            defused.files.retain(|f| !names.contains(f));
+        }
+        // An emptied entry stays until its sweep commits: that reports the
+        // files gone.
+    }
+
     /// Forgets the client's config; true if one was held. A failed removal
     /// never gets here: the files may be partly gone, and keeping all of
     /// them lets a retry delete the rest.
-    fn commit_remove(&mut self, fqdn: &Fqdn, revision: u64) -> bool {
+    fn commit_remove(&mut self, fqdn: &Fqdn, revision: u64, epoch: Arc<str>) -> bool {
+        self.observe(&epoch, revision);
         let removed = self.forget(fqdn).is_some();
         if revision > 0 {
             let removal = Seen {
                 revision,
                 state: SeenState::Removed,
+                epoch,
             };
-            let seen = self.seen.entry(fqdn.clone()).or_insert(removal);
-            if revision >= seen.revision {
-                *seen = removal;
+            match self.seen.get(fqdn) {
+                Some(seen)
+                    if same_sequence(&seen.epoch, &removal.epoch) && seen.revision > revision => {}
+                _ => {
+                    self.seen.insert(fqdn.clone(), removal);
+                }
             }
         }
         removed
     }
 
-    fn commit_read(&mut self, fqdn: Fqdn) -> Option<ReadEvent> {
+    fn commit_read(&mut self, fqdn: Fqdn, now: SystemTime) -> Option<ReadEvent> {
         let held = self.forget(&fqdn)?;
         if held.revision > 0 {
             self.seen.insert(
@@ -454,6 +831,7 @@ impl State {
                 Seen {
                     revision: held.revision,
                     state: SeenState::Read,
+                    epoch: held.epoch.clone(),
                 },
             );
         }
@@ -462,6 +840,23 @@ impl State {
             product_id: held.product_id,
             revision: held.revision,
             action_request: held.action_request,
+            epoch: held.epoch,
+            files_present: false,
+            read_at: now,
+        })
+    }
+
+    /// The defused read's files are gone: reported again, files gone.
+    fn commit_sweep(&mut self, fqdn: Fqdn) -> Option<ReadEvent> {
+        let d = self.defused.remove(&fqdn)?;
+        Some(ReadEvent {
+            fqdn,
+            product_id: d.product_id,
+            revision: d.revision,
+            action_request: d.action_request,
+            epoch: d.epoch,
+            files_present: false,
+            read_at: d.read_at,
         })
     }
 
@@ -471,6 +866,19 @@ impl State {
             self.owners.remove(name);
         }
         Some(held)
+    }
+}
+
+fn defused_info(fqdn: &Fqdn, d: &Defused) -> ConfigInfo {
+    ConfigInfo {
+        fqdn: fqdn.clone(),
+        product_id: d.product_id.clone(),
+        action_request: d.action_request,
+        files: d.files.clone(),
+        template: String::new(),
+        since: d.read_at,
+        revision: d.revision,
+        state: HeldState::ReadFilePresent,
     }
 }
 
@@ -493,6 +901,7 @@ mod tests {
             files: files.iter().map(|f| f.to_string()).collect(),
             content: Arc::from(format!("config of {client} r{revision}\n")),
             template: "install".into(),
+            epoch: Arc::from(""),
         }
     }
 
@@ -520,7 +929,7 @@ mod tests {
     }
 
     fn remove(state: &mut State, client: &str, revision: u64) -> Result<bool, WriterError> {
-        let p = state.plan_remove(fqdn(client), revision)?;
+        let p = state.plan_remove(fqdn(client), revision, Arc::from(""))?;
         match state.commit(p.op, Ok(()), NOW) {
             Committed::Remove(result) => result,
             other => panic!("expected a removal, got {other:?}"),
@@ -711,7 +1120,7 @@ mod tests {
     fn a_removal_deletes_every_file_and_a_failed_one_keeps_them() {
         let mut state = State::default();
         set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
-        let p = state.plan_remove(fqdn("a"), 2).unwrap();
+        let p = state.plan_remove(fqdn("a"), 2, Arc::from("")).unwrap();
         assert_eq!(p.files.deletes, ["uuid-a", "01-a"]);
         assert!(p.files.writes.is_empty());
         let Committed::Remove(Err(_)) = state.commit(p.op, Err(io_error()), NOW) else {
@@ -724,7 +1133,7 @@ mod tests {
         assert!(!remove(&mut state, "a", 3).unwrap());
         assert!(!remove(&mut state, "never", 1).unwrap());
         assert_eq!(
-            stale_state(state.plan_remove(fqdn("a"), 1).map(|_| ())),
+            stale_state(state.plan_remove(fqdn("a"), 1, Arc::from("")).map(|_| ())),
             (1, 3, SeenState::Removed)
         );
     }
@@ -747,6 +1156,9 @@ mod tests {
                 product_id: ProductId::parse("win10-x64", "p").unwrap(),
                 revision: 4,
                 action_request: ActionRequest::Setup,
+                epoch: Arc::from(""),
+                files_present: false,
+                read_at: NOW,
             }
         );
         assert_eq!((state.len(), state.owner("uuid-a")), (0, None));
@@ -775,28 +1187,6 @@ mod tests {
         set(&mut state, config("a", 3, &["01-a"]));
         state.forget_moves();
         assert!(!state.is_replaced("01-a"));
-    }
-
-    #[test]
-    fn a_round_holds_commands_that_touch_nothing_in_common() {
-        let mut state = State::default();
-        set(&mut state, config("a", 1, &["01-a"]));
-        let mut round: Round<u32> = Round::default();
-        assert!(round.is_empty());
-        round.push(planned(state.plan_set(config("b", 1, &["01-b"]))), 7);
-        assert!(round.touches(&state.set_keys(&config("b", 2, &["01-b"]))));
-        assert!(round.touches(&state.client_keys(&fqdn("b"))));
-        assert!(!round.touches(&state.client_keys(&fqdn("a"))));
-        assert!(round.touches(&state.set_keys(&config("c", 1, &["01-b"]))));
-        round.push(state.plan_read(fqdn("a")), 8);
-        let entries = round.take();
-        assert!(round.is_empty());
-        assert!(
-            !round.touches(&state.client_keys(&fqdn("b"))),
-            "keys cleared"
-        );
-        let tags: Vec<(&Fqdn, u32)> = entries.iter().map(|(op, _, t)| (op.fqdn(), *t)).collect();
-        assert_eq!(tags, [(&fqdn("b"), 7), (&fqdn("a"), 8)]);
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
         legacy: false,
         io_threads: 2,
         salt: None,
+        // Beside the PXE directory: a depot started again on the same dirs
+        // finds its journal.
+        state_dir: dirs.root.path().join("state"),
+        file_access: Default::default(),
     }
 }
 

@@ -182,7 +182,12 @@ impl Worker {
     async fn already_read(&mut self, client_id: String, revision: u64) {
         self.reached();
         let depot = self.depot.id.to_string();
-        match self.shared.store.record_already_read(&depot, &client_id, revision).await {
+        match self
+            .shared
+            .store
+            .record_already_read(&depot, &client_id, revision)
+            .await
+        {
             Ok(outcome) => {
                 info!(client = %client_id, revision, applied = outcome.applied, action_request = %outcome.action_request, "depot answered ALREADY_READ; recorded as the client's read");
                 self.rejections.remove(&client_id);
@@ -204,8 +209,12 @@ impl Worker {
         *count += 1;
         let reason = aborted.reason.as_str();
         if *count > MAX_SUPERSEDES {
-            let error = format!("ABORTED {reason}: the depot keeps refusing fresh revisions (it holds revision {})", aborted.revision);
-            self.rejected(client_id, revision, error, REJECT_BACKOFF).await;
+            let error = format!(
+                "ABORTED {reason}: the depot keeps refusing fresh revisions (it holds revision {})",
+                aborted.revision
+            );
+            self.rejected(client_id, revision, error, REJECT_BACKOFF)
+                .await;
             return;
         }
         let note = format!(
@@ -230,5 +239,4 @@ impl Worker {
             }
         }
     }
-
 }
