@@ -31,8 +31,9 @@ const EVENT_BUFFER: usize = 64 * 1024;
 /// How often the watcher checks that it watches the directory at the path.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The environment variable of the test hook (test-only: see
-/// docs/RELIABILITY.md): `watcher` or `writer` makes that task end when a
-/// file named [`TEST_TRIGGER`] is read in the PXE directory.
+/// docs/RELIABILITY.md): `watcher` or `writer` makes that task end, and
+/// `writer-panic` the writer panic, when a file named [`TEST_TRIGGER`] is
+/// read in the PXE directory.
 pub const TEST_HOOK_ENV: &str = "PXECONF_TEST_END_TASK";
 /// The file whose read fires the test hook.
 pub const TEST_TRIGGER: &str = "pxeconf-test-end-task";
@@ -47,6 +48,8 @@ pub enum TestHook {
     Watcher,
     /// The writer.
     Writer,
+    /// The writer, by a panic.
+    WriterPanic,
 }
 
 impl TestHook {
@@ -55,6 +58,7 @@ impl TestHook {
         match std::env::var(TEST_HOOK_ENV).as_deref() {
             Ok("watcher") => Self::Watcher,
             Ok("writer") => Self::Writer,
+            Ok("writer-panic") => Self::WriterPanic,
             _ => Self::Off,
         }
     }
@@ -181,8 +185,9 @@ impl Watcher {
         }
         match self.hook {
             TestHook::Watcher => Err("ended by the test hook PXECONF_TEST_END_TASK=watcher".into()),
-            _ => {
-                let _ = self.writer.watch_event(WatchEvent::TestEnd).await;
+            hook => {
+                let panic = hook == TestHook::WriterPanic;
+                let _ = self.writer.watch_event(WatchEvent::TestEnd { panic }).await;
                 Ok(true)
             }
         }

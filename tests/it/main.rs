@@ -9,5 +9,6 @@ mod modules;
 mod operator;
 mod paths;
 mod readme;
+mod reliability;
 mod scale;
 mod store;

@@ -126,7 +126,10 @@ pub enum WatchEvent {
     /// The PXE directory was recreated and is watched again: every held
     /// config is written again.
     Rewatched,
-    /// Test hook only (`PXECONF_TEST_END_TASK=writer`): the writer ends, as
-    /// a failing task would.
-    TestEnd,
+    /// Test hook only (`PXECONF_TEST_END_TASK=writer` or `writer-panic`): the
+    /// writer ends, or panics, as a failing task would.
+    TestEnd {
+        /// Panic rather than end.
+        panic: bool,
+    },
 }

@@ -340,7 +340,13 @@ impl Writer {
                 self.execute(round).await;
                 self.rewrite_all().await;
             }
-            WatchEvent::TestEnd => self.ended = true,
+            WatchEvent::TestEnd { panic } => {
+                assert!(
+                    !panic,
+                    "the writer panicked: test hook PXECONF_TEST_END_TASK=writer-panic"
+                );
+                self.ended = true;
+            }
         }
     }
 

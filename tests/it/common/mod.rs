@@ -1,6 +1,8 @@
 //! Shared test harness: real servers on port 0, real directories, real tools.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
