@@ -83,14 +83,7 @@ impl Depot {
         };
         check_state_dir(&config.state_dir, &pxe_dir)?;
         std::fs::create_dir_all(&pxe_dir).map_err(pxe_err)?;
-        let journal = Journal::open(&config.state_dir).await?;
-        let contents = journal.load().await?;
-        let state = State::restore(
-            contents.clients,
-            contents.defused,
-            contents.epoch,
-            contents.highest,
-        );
+        let (journal, state, unreported) = restore(&config.state_dir).await?;
         prepare_pxe_dir(&pxe_dir, &state, config.file_access)
             .await
             .map_err(pxe_err)?;
@@ -136,8 +129,8 @@ impl Depot {
             metrics,
         };
         match upstream {
-            Some(upstream) => depot.report_to(&upstream, journal, contents.unreported, reads_rx),
-            None => depot.keep_reads(journal, contents.unreported, reads_rx),
+            Some(upstream) => depot.report_to(&upstream, journal, unreported, reads_rx),
+            None => depot.keep_reads(journal, unreported, reads_rx),
         }
         Ok(depot)
     }
@@ -250,6 +243,20 @@ impl Depot {
         self.stop.cancel();
         result
     }
+}
+
+/// The journal in `state_dir`, the writer's state as it kept it, and the
+/// reads it still has to report.
+async fn restore(state_dir: &Path) -> Result<(Journal, State, Vec<ReadEvent>), StartError> {
+    let journal = Journal::open(state_dir).await?;
+    let contents = journal.load().await?;
+    let state = State::restore(
+        contents.clients,
+        contents.defused,
+        contents.epoch,
+        contents.highest,
+    );
+    Ok((journal, state, contents.unreported))
 }
 
 /// The state directory must not be the PXE directory or inside it (the

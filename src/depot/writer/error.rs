@@ -92,3 +92,35 @@ pub enum WriterError {
     #[error("the PXE config writer has stopped")]
     Stopped,
 }
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The state directory or a file in it is unusable.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another depot uses the state directory.
+    #[error("state directory {path} is in use by another depot (pid {holder})")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// The holder's pid as written in the lock file.
+        holder: String,
+    },
+    /// SQLite failed.
+    #[error("journal: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored row does not parse (edited by hand?).
+    #[error("journal row for {fqdn:?} is invalid: {message}")]
+    Corrupt {
+        /// The client of the row.
+        fqdn: String,
+        /// What is wrong.
+        message: String,
+    },
+}

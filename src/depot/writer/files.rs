@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tracing::error;
 
 use super::error::WriterError;
-use super::state::FileOps;
+use super::ops::FileOps;
 use crate::depot::marker::{self, Marker};
 
 pub use crate::domain::TMP_PREFIX;

@@ -16,16 +16,19 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
-use super::error::SeenState;
+mod rows;
+
+use super::error::JournalError;
 use super::messages::ReadEvent;
-use super::state::{ClientRecord, Defused, Held, Seen};
-use crate::domain::{ActionRequest, Fqdn, ProductId};
+use super::records::{ClientRecord, Defused};
+use crate::domain::Fqdn;
+use rows::{client_json, client_record, read_json, read_row};
 
 /// The journal's file name inside the state directory.
 pub const JOURNAL_FILE: &str = "journal.db";
@@ -65,38 +68,6 @@ CREATE TABLE IF NOT EXISTS reads (
     PRIMARY KEY (fqdn, epoch, revision)
 );
 ";
-
-/// Why the journal failed.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    /// The state directory or a file in it is unusable.
-    #[error("state directory {path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Another depot uses the state directory.
-    #[error("state directory {path} is in use by another depot (pid {holder})")]
-    Locked {
-        /// The directory.
-        path: PathBuf,
-        /// The holder's pid as written in the lock file.
-        holder: String,
-    },
-    /// SQLite failed.
-    #[error("journal: {0}")]
-    Db(#[from] sqlx::Error),
-    /// A stored row does not parse (edited by hand?).
-    #[error("journal row for {fqdn:?} is invalid: {message}")]
-    Corrupt {
-        /// The client of the row.
-        fqdn: String,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 /// Which read a change is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -170,16 +141,6 @@ pub struct Journal {
     pool: SqlitePool,
     path: PathBuf,
     _lock: Arc<File>,
-}
-
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Takes the state directory's lock, writing our pid into it.
@@ -310,80 +271,9 @@ impl Journal {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        let (keep, forget): (Vec<&ClientRecord>, Vec<&ClientRecord>) = batch
-            .clients
-            .iter()
-            .partition(|c| c.seen.is_some() || c.held.is_some());
-        if !keep.is_empty() {
-            let rows = Value::Array(keep.iter().map(|c| client_json(c)).collect());
-            sqlx::query(
-                "INSERT OR REPLACE INTO clients (fqdn, seen_revision, seen_state, seen_epoch, held,
-                   product_id, action_request, held_revision, files, template, since, content, held_epoch)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                   value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12
-                 FROM json_each(?)",
-            )
-            .bind(rows.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !forget.is_empty() {
-            let names = Value::Array(forget.iter().map(|c| json!(c.fqdn.as_str())).collect());
-            sqlx::query("DELETE FROM clients WHERE fqdn IN (SELECT value FROM json_each(?))")
-                .bind(names.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !batch.reads.is_empty() {
-            let rows = Value::Array(batch.reads.iter().map(read_json).collect());
-            sqlx::query(
-                "INSERT OR REPLACE INTO reads (fqdn, epoch, revision, product_id, action_request, read_at)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
-                 FROM json_each(?)",
-            )
-            .bind(rows.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (key, files) in &batch.defused {
-            sqlx::query(
-                "UPDATE reads SET files = ?, files_present = 1, acked = 0
-                 WHERE fqdn = ? AND epoch = ? AND revision = ?",
-            )
-            .bind(Value::from(files.clone()).to_string())
-            .bind(&key.fqdn)
-            .bind(&key.epoch)
-            .bind(key.revision as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for key in &batch.swept {
-            sqlx::query(
-                "UPDATE reads SET files = '[]', files_present = 0, acked = 0
-                 WHERE fqdn = ? AND epoch = ? AND revision = ?",
-            )
-            .bind(&key.fqdn)
-            .bind(&key.epoch)
-            .bind(key.revision as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(epoch) = &batch.epoch {
-            sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)")
-                .bind(epoch.as_ref())
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (epoch, revision) in &batch.highest {
-            sqlx::query(
-                "INSERT INTO highest (epoch, revision) VALUES (?1, ?2)
-                 ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision)",
-            )
-            .bind(epoch.as_ref())
-            .bind(*revision as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
+        write_clients(&mut tx, &batch.clients).await?;
+        write_reads(&mut tx, batch).await?;
+        write_position(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -421,113 +311,100 @@ impl Journal {
     }
 }
 
-fn client_json(c: &ClientRecord) -> Value {
-    let seen = c.seen.as_ref();
-    let held = c.held.as_ref();
-    json!([
-        c.fqdn.as_str(),
-        seen.map(|s| s.revision),
-        seen.map(|s| s.state.as_str()),
-        seen.map(|s| s.epoch.as_ref()),
-        i64::from(held.is_some()),
-        held.map(|h| h.product_id.as_str()),
-        held.map(|h| h.action_request.as_str()),
-        held.map(|h| h.revision),
-        held.map(|h| Value::from(h.files.clone()).to_string()),
-        held.map(|h| h.template.as_str()),
-        held.map(|h| ms(h.since)),
-        held.map(|h| h.content.as_ref()),
-        held.map(|h| h.epoch.as_ref()),
-    ])
-}
-
-fn read_json(r: &ReadEvent) -> Value {
-    json!([
-        r.fqdn.as_str(),
-        r.epoch.as_ref(),
-        r.revision,
-        r.product_id.as_str(),
-        r.action_request.as_str(),
-        ms(r.read_at),
-    ])
-}
-
-fn corrupt(fqdn: &str, message: impl ToString) -> JournalError {
-    JournalError::Corrupt {
-        fqdn: fqdn.to_owned(),
-        message: message.to_string(),
+/// The clients' rows as they are now: kept (one statement for all), or
+/// deleted when nothing is left of them.
+async fn write_clients(
+    conn: &mut SqliteConnection,
+    clients: &[ClientRecord],
+) -> Result<(), JournalError> {
+    let (keep, forget): (Vec<&ClientRecord>, Vec<&ClientRecord>) = clients
+        .iter()
+        .partition(|c| c.seen.is_some() || c.held.is_some());
+    if !keep.is_empty() {
+        let rows = Value::Array(keep.iter().map(|c| client_json(c)).collect());
+        sqlx::query(
+            "INSERT OR REPLACE INTO clients (fqdn, seen_revision, seen_state, seen_epoch, held,
+               product_id, action_request, held_revision, files, template, since, content, held_epoch)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+               value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12
+             FROM json_each(?)",
+        )
+        .bind(rows.to_string())
+        .execute(&mut *conn)
+        .await?;
     }
+    if !forget.is_empty() {
+        let names = Value::Array(forget.iter().map(|c| json!(c.fqdn.as_str())).collect());
+        sqlx::query("DELETE FROM clients WHERE fqdn IN (SELECT value FROM json_each(?))")
+            .bind(names.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
-fn files(fqdn: &str, text: &str) -> Result<Vec<String>, JournalError> {
-    serde_json::from_str(text).map_err(|e| corrupt(fqdn, e))
+/// Reads seen, defused and swept.
+async fn write_reads(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), JournalError> {
+    if !batch.reads.is_empty() {
+        let rows = Value::Array(batch.reads.iter().map(read_json).collect());
+        sqlx::query(
+            "INSERT OR REPLACE INTO reads (fqdn, epoch, revision, product_id, action_request, read_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+             FROM json_each(?)",
+        )
+        .bind(rows.to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let defused = batch
+        .defused
+        .iter()
+        .map(|(k, files)| (k, files.as_slice(), true));
+    let swept = batch.swept.iter().map(|k| (k, &[][..], false));
+    for (key, files, present) in defused.chain(swept) {
+        sqlx::query(
+            "UPDATE reads SET files = ?, files_present = ?, acked = 0
+             WHERE fqdn = ? AND epoch = ? AND revision = ?",
+        )
+        .bind(Value::from(files.to_vec()).to_string())
+        .bind(present)
+        .bind(&key.fqdn)
+        .bind(&key.epoch)
+        .bind(key.revision as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
-fn client_record(row: &sqlx::sqlite::SqliteRow) -> Result<ClientRecord, JournalError> {
-    let name: String = row.get("fqdn");
-    let bad = |e: crate::domain::ValidationError| corrupt(&name, e.message);
-    let fqdn = Fqdn::parse(&name, "fqdn").map_err(bad)?;
-    let seen = match row.get::<Option<String>, _>("seen_state") {
-        None => None,
-        Some(state) => Some(Seen {
-            revision: row
-                .get::<Option<i64>, _>("seen_revision")
-                .unwrap_or(0)
-                .max(0) as u64,
-            state: SeenState::parse(&state).ok_or_else(|| corrupt(&name, state))?,
-            epoch: Arc::from(
-                row.get::<Option<String>, _>("seen_epoch")
-                    .unwrap_or_default(),
-            ),
-        }),
-    };
-    let held = match row.get::<i64, _>("held") {
-        0 => None,
-        _ => {
-            let text = |column: &str| row.get::<Option<String>, _>(column).unwrap_or_default();
-            Some(Held {
-                product_id: ProductId::parse(&text("product_id"), "product_id").map_err(bad)?,
-                action_request: text("action_request")
-                    .parse::<ActionRequest>()
-                    .map_err(|()| corrupt(&name, "unknown action request"))?,
-                revision: row
-                    .get::<Option<i64>, _>("held_revision")
-                    .unwrap_or(0)
-                    .max(0) as u64,
-                files: files(&name, &text("files"))?,
-                template: text("template"),
-                since: from_ms(row.get::<Option<i64>, _>("since").unwrap_or(0)),
-                content: Arc::from(text("content")),
-                epoch: Arc::from(text("held_epoch")),
-            })
-        }
-    };
-    Ok(ClientRecord { fqdn, seen, held })
-}
-
-fn read_row(row: &sqlx::sqlite::SqliteRow) -> Result<(ReadEvent, Vec<String>, bool), JournalError> {
-    let name: String = row.get("fqdn");
-    let bad = |e: crate::domain::ValidationError| corrupt(&name, e.message);
-    let read = ReadEvent {
-        fqdn: Fqdn::parse(&name, "fqdn").map_err(bad)?,
-        product_id: ProductId::parse(&row.get::<String, _>("product_id"), "product_id")
-            .map_err(bad)?,
-        revision: row.get::<i64, _>("revision").max(0) as u64,
-        action_request: row
-            .get::<String, _>("action_request")
-            .parse::<ActionRequest>()
-            .map_err(|()| corrupt(&name, "unknown action request"))?,
-        epoch: Arc::from(row.get::<String, _>("epoch")),
-        files_present: row.get::<i64, _>("files_present") != 0,
-        read_at: from_ms(row.get("read_at")),
-    };
-    let files = files(&name, &row.get::<String, _>("files"))?;
-    Ok((read, files, row.get::<i64, _>("acked") != 0))
+/// The epoch followed and the highest revision per epoch.
+async fn write_position(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), JournalError> {
+    if let Some(epoch) = &batch.epoch {
+        sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)")
+            .bind(epoch.as_ref())
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (epoch, revision) in &batch.highest {
+        sqlx::query(
+            "INSERT INTO highest (epoch, revision) VALUES (?1, ?2)
+             ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision)",
+        )
+        .bind(epoch.as_ref())
+        .bind(*revision as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::error::SeenState;
+    use super::super::records::{Held, Seen};
+    use super::rows::from_ms;
     use super::*;
+    use crate::domain::{ActionRequest, ProductId};
 
     fn held(revision: u64) -> Held {
         Held {

@@ -1,7 +1,8 @@
 //! The writer: one task that owns every PXE config the depot holds.
 //!
 //! - `state`: the held configs, file owners and seen revisions; planning and
-//!   committing commands, without I/O; `round`: commands planned together;
+//!   committing commands, without I/O; `records`: what it keeps of a client;
+//!   `ops`: a planned command; `round`: commands planned together;
 //! - `files`: the file work (atomic writes, deletions, defusing, start-up scan);
 //! - `journal`: the durable record of held configs, floors and reads;
 //! - `task`: the task that drives both, journals each round, and the handle
@@ -12,20 +13,24 @@ mod error;
 mod files;
 mod journal;
 mod messages;
+mod ops;
+mod records;
 mod round;
 mod state;
 mod task;
 
-pub use error::{SeenState, WriterError};
+pub use error::{JournalError, SeenState, WriterError};
 pub use files::{
     DEFAULT_FILE_MODE, FileAccess, Found, TMP_PREFIX, apply, delete_all, holds, is_managed_name,
     scan,
 };
-pub use journal::{Batch, Contents, JOURNAL_FILE, Journal, JournalError, ReadKey};
+pub use journal::{Batch, Contents, JOURNAL_FILE, Journal, ReadKey};
 pub use messages::{
     ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome, WatchEvent,
 };
-pub use state::{ClientRecord, Defused, FileOps, Held, Seen, State};
+pub use ops::FileOps;
+pub use records::{ClientRecord, Defused, Held, Seen};
+pub use state::State;
 #[cfg(test)]
 pub use task::spawn_fresh;
 pub use task::{WriterHandle, WriterOptions, start};

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use super::state::{FileOps, Op, Planned};
+use super::ops::{FileOps, Op, Planned};
 
 /// Commands planned together: no two touch the same client or file name, so
 /// their file work can run in parallel and commit in any order. `T` is what
@@ -56,7 +56,8 @@ mod tests {
 
     use super::*;
     use crate::depot::writer::messages::Rendered;
-    use crate::depot::writer::state::{SetPlan, State};
+    use crate::depot::writer::ops::SetPlan;
+    use crate::depot::writer::state::State;
     use crate::domain::{ActionRequest, Fqdn, ProductId};
 
     fn fqdn(name: &str) -> Fqdn {

@@ -3,209 +3,23 @@
 //! configserver's store), the reads whose files are still present, and how a
 //! command is planned against that state and its outcome committed to it.
 //! The task (`super::task`) journals each round and runs its file work
-//! between plan and commit; a snapshot taken before lets it undo a commit
-//! whose file work failed.
+//! between plan and commit; `journaled` restores the state, records it and
+//! undoes a commit whose file work failed; `listing` pages through it;
+//! `defused` keeps the reads whose files are still present.
+
+mod defused;
+pub(super) mod journaled;
+mod listing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::error::{SeenState, WriterError};
-use super::messages::{ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome};
-use crate::domain::{ActionRequest, Fqdn, ProductId};
-
-/// A config the depot holds, with what it takes to write it again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    /// The netboot product.
-    pub product_id: ProductId,
-    /// The action request.
-    pub action_request: ActionRequest,
-    /// Its revision (0: unversioned).
-    pub revision: u64,
-    /// File names.
-    pub files: Vec<String>,
-    /// The template used.
-    pub template: String,
-    /// When it was written.
-    pub since: SystemTime,
-    /// The file content (a secret: never logged).
-    pub content: Arc<str>,
-    /// The epoch it was pushed in.
-    pub epoch: Arc<str>,
-}
-
-/// The last revision the depot saw for a client and what became of it; kept
-/// after a read or removal so that a late, older push cannot resurrect it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    /// The revision.
-    pub revision: u64,
-    /// Held, read or removed.
-    pub state: SeenState,
-    /// The epoch of the revision: revisions of other epochs do not compare.
-    pub epoch: Arc<str>,
-}
-
-/// A read config whose files could not be deleted: overwritten with a
-/// local-boot config, the delete is retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Defused {
-    /// The netboot product.
-    pub product_id: ProductId,
-    /// The action request it carried.
-    pub action_request: ActionRequest,
-    /// The revision read.
-    pub revision: u64,
-    /// Files still present.
-    pub files: Vec<String>,
-    /// The epoch of the revision.
-    pub epoch: Arc<str>,
-    /// When the read was seen.
-    pub read_at: SystemTime,
-}
-
-/// What the journal keeps of one client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientRecord {
-    /// The client.
-    pub fqdn: Fqdn,
-    /// Its revision floor.
-    pub seen: Option<Seen>,
-    /// Its config, if one is held.
-    pub held: Option<Held>,
-}
-
-/// The file work of one command, relative to the PXE directory.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct FileOps {
-    /// Files to write (atomically), with their content.
-    pub writes: Vec<(String, Arc<str>)>,
-    /// Files to delete; a missing one is no error.
-    pub deletes: Vec<String>,
-}
-
-/// A command planned against the state, waiting for its file work.
-#[derive(Debug)]
-pub enum Op {
-    /// Write a client's config, deleting the names it no longer uses.
-    Set {
-        /// The config.
-        config: Rendered,
-        /// Names the client held before and gives up now.
-        released: Vec<String>,
-    },
-    /// Delete a client's config.
-    Remove {
-        /// The client.
-        fqdn: Fqdn,
-        /// The revision of the removal (0: unversioned).
-        revision: u64,
-        /// Its epoch.
-        epoch: Arc<str>,
-    },
-    /// The client read its config: delete all of its files.
-    Read {
-        /// The client.
-        fqdn: Fqdn,
-    },
-    /// Write a held config's files again (the directory was recreated).
-    Rewrite {
-        /// The client.
-        fqdn: Fqdn,
-    },
-    /// Retry deleting the files of a defused read.
-    Sweep {
-        /// The client.
-        fqdn: Fqdn,
-    },
-}
-
-impl Op {
-    /// The client the command is about.
-    pub fn fqdn(&self) -> &Fqdn {
-        match self {
-            Op::Set { config, .. } => &config.fqdn,
-            Op::Remove { fqdn, .. }
-            | Op::Read { fqdn }
-            | Op::Rewrite { fqdn }
-            | Op::Sweep { fqdn } => fqdn,
-        }
-    }
-
-    /// Whether the command changes what the journal keeps (a rewrite or a
-    /// sweep only repeats file work).
-    pub fn is_journaled(&self) -> bool {
-        matches!(self, Op::Set { .. } | Op::Remove { .. } | Op::Read { .. })
-    }
-}
-
-/// A command with its file work and the round keys it occupies.
-#[derive(Debug)]
-pub struct Planned {
-    op: Op,
-    files: FileOps,
-    keys: Vec<String>,
-}
-
-impl Planned {
-    /// The command, its file work and its keys.
-    pub fn into_parts(self) -> (Op, FileOps, Vec<String>) {
-        (self.op, self.files, self.keys)
-    }
-
-    /// The file work.
-    pub fn files(&self) -> &FileOps {
-        &self.files
-    }
-}
-
-/// What planning a set came to.
-#[derive(Debug)]
-pub enum SetPlan {
-    /// Files to write.
-    Write(Planned),
-    /// An answer without file work: a refusal, or the outcome of an exact
-    /// repeat of the held revision.
-    Answer(Result<SetOutcome, WriterError>),
-}
-
-/// What committing a command came to.
-#[derive(Debug)]
-pub enum Committed {
-    /// The answer to a set.
-    Set(Result<SetOutcome, WriterError>),
-    /// The answer to a removal: whether a config was held.
-    Remove(Result<bool, WriterError>),
-    /// A read to report, unless the config was gone already.
-    Read(Option<ReadEvent>),
-    /// A rewrite or a sweep: nothing to answer; a sweep that emptied a
-    /// defused read reports it again (files gone now).
-    Repeat(Option<ReadEvent>),
-}
-
-/// A client's part of the state before a commit, to undo it.
-#[derive(Debug)]
-pub struct Snapshot {
-    fqdn: Fqdn,
-    held: Option<Held>,
-    seen: Option<Seen>,
-    defused: Option<Defused>,
-    owners: Vec<(String, Option<Fqdn>)>,
-    moves: Vec<(String, Option<u32>)>,
-}
-
-impl Snapshot {
-    /// The client.
-    pub fn fqdn(&self) -> &Fqdn {
-        &self.fqdn
-    }
-
-    /// The content of the config it held, if one.
-    pub fn held_content(&self) -> Option<&Arc<str>> {
-        self.held.as_ref().map(|h| &h.content)
-    }
-}
+use super::messages::{ReadEvent, Rendered, SetOutcome};
+use super::ops::{Committed, FileOps, Op, Planned, SetPlan};
+use super::records::{Defused, Held, Seen};
+use crate::domain::Fqdn;
 
 /// Every config the depot holds, who owns which file name, the last
 /// revision seen per client and the highest per epoch.
@@ -238,46 +52,14 @@ fn same_sequence(a: &str, b: &str) -> bool {
 }
 
 impl State {
-    /// The state the journal kept: clients, defused reads, the current
-    /// epoch and the highest revision per epoch.
-    pub fn restore(
-        clients: Vec<ClientRecord>,
-        defused: Vec<(Fqdn, Defused)>,
-        epoch: Arc<str>,
-        highest: HashMap<Arc<str>, u64>,
-    ) -> Self {
-        let mut state = State {
-            epoch,
-            highest,
-            defused: defused.into_iter().collect(),
-            ..State::default()
-        };
-        for record in clients {
-            if let Some(seen) = record.seen {
-                state.seen.insert(record.fqdn.clone(), seen);
-            }
-            if let Some(held) = record.held {
-                for name in &held.files {
-                    state.owners.insert(name.clone(), record.fqdn.clone());
-                }
-                state.held.insert(record.fqdn, held);
-            }
-        }
-        state
-    }
-
-    /// What the journal keeps of `fqdn` now.
-    pub fn record(&self, fqdn: &Fqdn) -> ClientRecord {
-        ClientRecord {
-            fqdn: fqdn.clone(),
-            seen: self.seen.get(fqdn).cloned(),
-            held: self.held.get(fqdn).cloned(),
-        }
-    }
-
     /// How many configs are held.
     pub fn len(&self) -> usize {
         self.held.len()
+    }
+
+    /// Whether no config is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
     }
 
     /// The epoch the depot follows (empty: none yet).
@@ -419,43 +201,9 @@ impl State {
         })
     }
 
-    /// Plans deleting the files of a defused read again.
-    pub fn plan_sweep(&self, fqdn: Fqdn) -> Option<Planned> {
-        let defused = self.defused.get(&fqdn)?;
-        Some(Planned {
-            keys: self.client_keys(&fqdn),
-            files: FileOps {
-                writes: Vec::new(),
-                deletes: defused.files.clone(),
-            },
-            op: Op::Sweep { fqdn },
-        })
-    }
-
     /// Clients whose config is held.
     pub fn held_clients(&self) -> Vec<Fqdn> {
         self.held.keys().cloned().collect()
-    }
-
-    /// Every held file name with the content it must have.
-    pub fn files_with_content(&self) -> Vec<(String, Arc<str>)> {
-        self.held
-            .values()
-            .flat_map(|h| h.files.iter().map(|f| (f.clone(), h.content.clone())))
-            .collect()
-    }
-
-    /// The files of defused reads.
-    pub fn defused_names(&self) -> Vec<String> {
-        self.defused
-            .values()
-            .flat_map(|d| d.files.clone())
-            .collect()
-    }
-
-    /// Clients with a defused read.
-    pub fn defused_clients(&self) -> Vec<Fqdn> {
-        self.defused.keys().cloned().collect()
     }
 
     /// Clients holding a config of another epoch than `epoch` (not none)
@@ -466,25 +214,6 @@ impl State {
             .filter(|(f, h)| !h.epoch.is_empty() && *h.epoch != *epoch && !keep.contains(*f))
             .map(|(f, _)| f.clone())
             .collect()
-    }
-
-    /// A read whose files could not all be deleted: the files still there
-    /// (defused with a local-boot config) are deleted again later.
-    pub fn defuse(&mut self, read: &ReadEvent, files: Vec<String>) {
-        if files.is_empty() {
-            return;
-        }
-        self.defused.insert(
-            read.fqdn.clone(),
-            Defused {
-                product_id: read.product_id.clone(),
-                action_request: read.action_request,
-                revision: read.revision,
-                files,
-                epoch: read.epoch.clone(),
-                read_at: read.read_at,
-            },
-        );
     }
 
     /// Our rename of `name` was seen by the watcher.
@@ -506,66 +235,6 @@ impl State {
     /// Every file name held.
     pub fn file_names(&self) -> Vec<String> {
         self.owners.keys().cloned().collect()
-    }
-
-    /// The client's part of the state, before `op` commits.
-    pub fn snapshot(&self, op: &Op) -> Snapshot {
-        let fqdn = op.fqdn().clone();
-        let mut names = self.client_keys(&fqdn);
-        names.remove(0);
-        if let Op::Set { config, .. } = op {
-            names.extend(config.files.iter().cloned());
-        }
-        Snapshot {
-            held: self.held.get(&fqdn).cloned(),
-            seen: self.seen.get(&fqdn).cloned(),
-            defused: self.defused.get(&fqdn).cloned(),
-            owners: names
-                .iter()
-                .map(|n| (n.clone(), self.owners.get(n).cloned()))
-                .collect(),
-            moves: names
-                .iter()
-                .map(|n| (n.clone(), self.unconfirmed_moves.get(n).copied()))
-                .collect(),
-            fqdn,
-        }
-    }
-
-    /// Undoes a commit: the client's part as in `snapshot`.
-    pub fn rollback(&mut self, snapshot: Snapshot) {
-        let Snapshot {
-            fqdn,
-            held,
-            seen,
-            defused,
-            owners,
-            moves,
-        } = snapshot;
-        for (name, owner) in owners {
-            match owner {
-                Some(o) => self.owners.insert(name, o),
-                None => self.owners.remove(&name),
-            };
-        }
-        for (name, n) in moves {
-            match n {
-                Some(n) => self.unconfirmed_moves.insert(name, n),
-                None => self.unconfirmed_moves.remove(&name),
-            };
-        }
-        match held {
-            Some(h) => self.held.insert(fqdn.clone(), h),
-            None => self.held.remove(&fqdn),
-        };
-        match seen {
-            Some(s) => self.seen.insert(fqdn.clone(), s),
-            None => self.seen.remove(&fqdn),
-        };
-        match defused {
-            Some(d) => self.defused.insert(fqdn, d),
-            None => self.defused.remove(&fqdn),
-        };
     }
 
     /// Records the outcome of a planned command's file work, at `now`.
@@ -601,53 +270,6 @@ impl State {
                 Ok(()) => self.commit_sweep(fqdn),
                 Err(_) => None,
             }),
-        }
-    }
-
-    /// A page of held configs (and defused reads) after the FQDN `after`, of
-    /// `product` if given.
-    pub fn page(&self, after: Option<&str>, limit: usize, product: Option<&str>) -> ConfigPage {
-        use std::ops::Bound;
-        let start = || after.map_or(Bound::Unbounded, Bound::Excluded);
-        let held = self
-            .held
-            .range::<str, _>((start(), Bound::Unbounded))
-            .map(|(f, h)| (f, self.held_info(f, h)));
-        let defused = self
-            .defused
-            .range::<str, _>((start(), Bound::Unbounded))
-            .map(|(f, d)| (f, defused_info(f, d)));
-        let mut merged: Vec<(&Fqdn, ConfigInfo)> = held.chain(defused).collect();
-        merged.sort_by(|a, b| a.0.cmp(b.0));
-        let mut configs: Vec<ConfigInfo> = Vec::new();
-        let mut next_after = None;
-        for (_, info) in merged {
-            if product.is_some_and(|p| p != info.product_id.as_str()) {
-                continue;
-            }
-            if configs.len() == limit {
-                next_after = configs.last().map(|c| c.fqdn.to_string());
-                break;
-            }
-            configs.push(info);
-        }
-        ConfigPage {
-            configs,
-            next_after,
-            total: self.held.len() + self.defused.len(),
-        }
-    }
-
-    fn held_info(&self, fqdn: &Fqdn, held: &Held) -> ConfigInfo {
-        ConfigInfo {
-            fqdn: fqdn.clone(),
-            product_id: held.product_id.clone(),
-            action_request: held.action_request,
-            files: held.files.clone(),
-            template: held.template.clone(),
-            since: held.since,
-            revision: held.revision,
-            state: HeldState::Held,
         }
     }
 
@@ -787,19 +409,6 @@ impl State {
         outcome
     }
 
-    /// Names written now are no defused read's any more: its delete must not
-    /// take the new config.
-    fn release_defused(&mut self, names: &[String]) {
-        if self.defused.is_empty() {
-            return;
-        }
-        for defused in self.defused.values_mut() {
-            defused.files.retain(|f| !names.contains(f));
-        }
-        // An emptied entry stays until its sweep commits: that reports the
-        // files gone.
-    }
-
     /// Forgets the client's config; true if one was held. A failed removal
     /// never gets here: the files may be partly gone, and keeping all of
     /// them lets a retry delete the rest.
@@ -846,20 +455,6 @@ impl State {
         })
     }
 
-    /// The defused read's files are gone: reported again, files gone.
-    fn commit_sweep(&mut self, fqdn: Fqdn) -> Option<ReadEvent> {
-        let d = self.defused.remove(&fqdn)?;
-        Some(ReadEvent {
-            fqdn,
-            product_id: d.product_id,
-            revision: d.revision,
-            action_request: d.action_request,
-            epoch: d.epoch,
-            files_present: false,
-            read_at: d.read_at,
-        })
-    }
-
     fn forget(&mut self, fqdn: &Fqdn) -> Option<Held> {
         let held = self.held.remove(fqdn)?;
         for name in &held.files {
@@ -869,22 +464,10 @@ impl State {
     }
 }
 
-fn defused_info(fqdn: &Fqdn, d: &Defused) -> ConfigInfo {
-    ConfigInfo {
-        fqdn: fqdn.clone(),
-        product_id: d.product_id.clone(),
-        action_request: d.action_request,
-        files: d.files.clone(),
-        template: String::new(),
-        since: d.read_at,
-        revision: d.revision,
-        state: HeldState::ReadFilePresent,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ActionRequest, ProductId};
 
     const NOW: SystemTime = SystemTime::UNIX_EPOCH;
 

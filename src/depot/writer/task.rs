@@ -19,8 +19,9 @@ use super::error::WriterError;
 use super::files::{self, FileAccess};
 use super::journal::Journal;
 use super::messages::{ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
+use super::ops::{Committed, SetPlan};
 use super::round::Round;
-use super::state::{Committed, SetPlan, State};
+use super::state::State;
 use crate::domain::Fqdn;
 use crate::metrics::{DepotLabel, Metrics};
 
@@ -439,5 +440,164 @@ impl Writer {
             self.plan_read(name, &mut round).await;
         }
         self.execute(&mut round).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{ActionRequest, ProductId};
+
+    fn config(n: u32) -> Rendered {
+        Rendered {
+            fqdn: Fqdn::parse(&format!("client{n}.example.org"), "fqdn").unwrap(),
+            product_id: ProductId::parse("win10-x64", "p").unwrap(),
+            action_request: ActionRequest::Setup,
+            revision: 1,
+            files: vec![format!("01-02-00-00-00-00-{n:02x}")],
+            content: Arc::from("config\n"),
+            template: "install".into(),
+            epoch: Arc::from("e1"),
+        }
+    }
+
+    fn options(dir: &std::path::Path) -> WriterOptions {
+        WriterOptions {
+            pxe_dir: dir.to_path_buf(),
+            io_threads: 1,
+            depot_id: "depot1.example.org".into(),
+            access: FileAccess::default(),
+        }
+    }
+
+    /// A non-empty directory where a file is: neither a rename over it nor
+    /// an unlink of it works (even for root).
+    fn obstruct(path: &std::path::Path) {
+        let _ = std::fs::remove_file(path);
+        std::fs::create_dir(path).unwrap();
+        std::fs::write(path.join("x"), "x").unwrap();
+    }
+
+    async fn next(reads: &mut mpsc::Receiver<ReadEvent>) -> ReadEvent {
+        tokio::time::timeout(Duration::from_secs(10), reads.recv())
+            .await
+            .expect("a read was lost")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_reads_channel_holds_the_writer_and_loses_no_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(1);
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
+        for n in 0..3 {
+            let outcome = writer.set(config(n)).await.unwrap();
+            // The watcher saw our rename: a read now is a read of this version.
+            let name = outcome.files[0].clone();
+            writer.watch_event(WatchEvent::Moved(name)).await.unwrap();
+        }
+        for n in 0..3 {
+            let name = config(n).files[0].clone();
+            writer.watch_event(WatchEvent::Read(name)).await.unwrap();
+        }
+        // Room for one read: the writer waits with the others, so a listing
+        // sent after them cannot be answered yet.
+        let held_up = tokio::time::timeout(Duration::from_millis(200), writer.list(None, 10, None));
+        assert!(
+            held_up.await.is_err(),
+            "the writer went on past a full channel"
+        );
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(next(&mut reads).await.fqdn.to_string());
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "client0.example.org",
+                "client1.example.org",
+                "client2.example.org"
+            ]
+        );
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(page.total, 0);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state"], "only the journal is left");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_undone_in_the_state_and_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let pxe = dir.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        let (reads_tx, _reads) = mpsc::channel(16);
+        let writer = spawn_fresh(&state_dir, options(&pxe), reads_tx).await;
+        writer.set(config(1)).await.unwrap();
+        let mut newer = config(1);
+        newer.revision = 2;
+        newer.content = Arc::from("newer\n");
+        obstruct(&pxe.join(&newer.files[0]));
+        let failed = writer.set(newer.clone()).await;
+        assert!(matches!(failed, Err(WriterError::Io { .. })), "{failed:?}");
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(page.configs[0].revision, 1, "the state is as before");
+        drop(writer);
+        // The journal says the same: revision 2 was never held. (The writer
+        // task lets the journal go once it sees its handles gone.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let journal = loop {
+            match Journal::open(&state_dir).await {
+                Ok(journal) => break journal,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let contents = journal.load().await.unwrap();
+        let held = contents.clients[0].held.as_ref().unwrap();
+        assert_eq!((held.revision, &*held.content), (1, "config\n"));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_cannot_be_deleted_is_reported_with_its_files_and_swept_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(16);
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
+        let outcome = writer.set(config(1)).await.unwrap();
+        let name = outcome.files[0].clone();
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        obstruct(&dir.path().join(&name));
+        writer
+            .watch_event(WatchEvent::Read(name.clone()))
+            .await
+            .unwrap();
+        let read = next(&mut reads).await;
+        assert!(read.files_present, "{read:?}");
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(
+            page.configs[0].state,
+            super::super::HeldState::ReadFilePresent
+        );
+        // A second read of it is no read: nothing is held.
+        writer
+            .watch_event(WatchEvent::Read(name.clone()))
+            .await
+            .unwrap();
+        // The obstacle goes; the sweep deletes and reports the files gone.
+        std::fs::remove_dir_all(dir.path().join(&name)).unwrap();
+        std::fs::write(dir.path().join(&name), "local boot\n").unwrap();
+        let again = next(&mut reads).await;
+        assert_eq!((again.revision, again.files_present), (1, false));
+        assert!(!dir.path().join(&name).exists());
+        assert_eq!(writer.list(None, 10, None).await.unwrap().total, 0);
     }
 }
