@@ -125,9 +125,7 @@ impl From<Error> for Status {
             | Error::WrongDepot { .. }
             | Error::NoAction { .. }
             | Error::NoConfigServer => Status::failed_precondition(message),
-            Error::Writer(WriterError::Stopped | WriterError::Journal(_)) => {
-                Status::unavailable(message)
-            }
+            Error::Writer(WriterError::Stopped) => Status::unavailable(message),
             Error::LegacyOnly => Status::unimplemented(message),
             Error::Lookup { ref status, .. } => match status.code() {
                 tonic::Code::NotFound | tonic::Code::FailedPrecondition => {

@@ -525,3 +525,62 @@ async fn a_newer_revision_on_the_depot_moves_the_sequence_past_it() {
     // The sequence is past it for everyone now.
     assert!(cs.core.store.last_revision().await.unwrap() > future);
 }
+
+/// The figure in docs/RELIABILITY.md (run by hand, it takes a while):
+/// `cargo test --release --test it -- --ignored --nocapture sigkill_during_a_bulk`.
+/// A depot SIGKILLed while a 5,000-client bulk lands: after its restart
+/// every client's config is there once, at the store's revision, and the
+/// store shows all delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: 5,000 clients, run by hand"]
+async fn sigkill_during_a_bulk() {
+    const CLIENTS: u32 = 5_000;
+    let site = Site::start(CLIENTS).await;
+    let mut admin = site.admin().await;
+    let started = std::time::Instant::now();
+    set_actions(&mut admin, 0..CLIENTS, "setup").await;
+    wait_until("a fifth of the bulk has landed", || {
+        site.dirs.files().len() >= (CLIENTS / 5 * 2) as usize
+    })
+    .await;
+    let Site {
+        root: _root,
+        dirs,
+        cs,
+        depot,
+    } = site;
+    let again = depot.restart_later();
+    let landed = dirs.files().len() / 2;
+    depot.kill().await;
+    let killed = started.elapsed();
+    let restarted = std::time::Instant::now();
+    let _depot = again.start().await;
+    let all_delivered = || {
+        let mut admin = admin.clone();
+        async move {
+            let depots = admin
+                .list_depots(proto::ListDepotsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .depots;
+            depots[0].queued == 0 && depots[0].delivered == u64::from(CLIENTS)
+        }
+    };
+    wait_for("every push is delivered", 300, all_delivered).await;
+    let converged = restarted.elapsed();
+    assert_eq!(dirs.files().len(), 2 * CLIENTS as usize);
+    // Each file once, at the revision the store delivered.
+    for n in (0..CLIENTS).step_by(97) {
+        let delivery = &status(&mut admin, n).await.deliveries[0];
+        let text = peek(&dirs.pxe.join(mac_file(n)));
+        assert!(
+            text.contains(&format!("revision {},", delivery.delivered_revision)),
+            "client{n}: {text}"
+        );
+    }
+    eprintln!(
+        "SIGKILL after {killed:?} with {landed}/{CLIENTS} landed; {CLIENTS}/{CLIENTS} delivered, converged {converged:?} after the restart (configserver pid {})",
+        cs.pid()
+    );
+}

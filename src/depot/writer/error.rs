@@ -84,10 +84,6 @@ pub enum WriterError {
         /// The error.
         source: io::Error,
     },
-    /// The journal could not record the command (the state directory is
-    /// full or unwritable); nothing was written.
-    #[error("the depot's journal failed: {0}")]
-    Journal(String),
     /// The writer task is gone (shutting down).
     #[error("the PXE config writer has stopped")]
     Stopped,
