@@ -26,6 +26,10 @@ use crate::domain::{Fqdn, Secret};
 use crate::metrics::Metrics;
 use crate::server::{ServeError, Supervisor};
 
+/// The longest a stopping depot waits for its read reports (a caller's
+/// shorter grace period cuts it first); what is not sent stays journaled.
+const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Read events waiting to be reported. When the reporter falls this far
 /// behind (the configserver is down), the writer waits for room: a read is
 /// never dropped, and new writes queue behind it.
@@ -238,7 +242,12 @@ impl Depot {
             && let Some(reporting) = &self.reporting
         {
             info!("flushing read reports");
-            reporting.idle().await;
+            if tokio::time::timeout(REPORT_FLUSH, reporting.idle())
+                .await
+                .is_err()
+            {
+                warn!("read reports not sent stay in the journal for the next start");
+            }
         }
         self.stop.cancel();
         result
