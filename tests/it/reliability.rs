@@ -584,3 +584,182 @@ async fn sigkill_during_a_bulk() {
         cs.pid()
     );
 }
+
+mod store {
+    //! The store's side: revisions from a hybrid clock across a restore,
+    //! epochs, and a read accepted from the depot a moved client's config
+    //! was pushed to.
+
+    use super::copy_database;
+    use pxeconf::configserver::store::*;
+    use pxeconf::domain::opsi::DEPOT_ID;
+    use pxeconf::domain::{ActionRequest, Endpoint, Fqdn, Mac, ProductId, Secret};
+
+    const D1: &str = "d1.example.org";
+    const D2: &str = "d2.example.org";
+
+    fn fqdn(s: &str) -> Fqdn {
+        Fqdn::parse(s, "id").unwrap()
+    }
+
+    async fn seeded(path: &std::path::Path) -> Store {
+        let store = Store::open(path).await.unwrap();
+        let depot = |id: &str| DepotRecord {
+            id: fqdn(id),
+            endpoint: Endpoint::parse(&format!("http://{id}:50051"), "e").unwrap(),
+            host_key: Secret::new("k"),
+            description: String::new(),
+        };
+        store.upsert_depots(&[depot(D1), depot(D2)]).await.unwrap();
+        store
+            .upsert_products(&[ProductRecord {
+                id: ProductId::parse("win", "p").unwrap(),
+                product_version: "1".into(),
+                package_version: "1".into(),
+                template: None,
+            }])
+            .await
+            .unwrap();
+        let on = |d: &str| ProductOnDepotRecord {
+            depot_id: fqdn(d),
+            product_id: ProductId::parse("win", "p").unwrap(),
+            product_version: "1".into(),
+            package_version: "1".into(),
+        };
+        store
+            .upsert_product_on_depots(&[on(D1), on(D2)])
+            .await
+            .unwrap();
+        store
+            .upsert_clients(&[pxeconf::domain::Client {
+                fqdn: fqdn("c1.example.org"),
+                mac: Some(Mac::parse("02:00:00:00:00:01", "m").unwrap()),
+                uuid: None,
+                ip_address: String::new(),
+                host_key: Secret::new("key"),
+            }])
+            .await
+            .unwrap();
+        store
+            .upsert_configs(&[ConfigRecord {
+                id: DEPOT_ID.into(),
+                default_values: vec![D1.into()],
+                description: String::new(),
+            }])
+            .await
+            .unwrap();
+        store
+    }
+
+    async fn setup(store: &Store) -> u64 {
+        store
+            .set_action_requests(&[ActionRecord {
+                client_id: fqdn("c1.example.org"),
+                product_id: ProductId::parse("win", "p").unwrap(),
+                action: ActionRequest::Setup,
+            }])
+            .await
+            .unwrap();
+        store.pushes_of_client("c1.example.org").await.unwrap()[0].revision
+    }
+
+    fn now_micros() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    }
+
+    #[tokio::test]
+    async fn revisions_never_repeat_after_a_restore_and_a_new_database_is_a_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("pxeconf.db");
+        let backup = dir.path().join("backup/pxeconf.db");
+        let store = seeded(&db).await;
+        let before = now_micros();
+        let r1 = setup(&store).await;
+        assert!(r1 >= before, "a hybrid clock: {r1} < {before}");
+        let epoch = store.epoch().to_owned();
+        assert_eq!(epoch.len(), 32, "128 random bits in hex: {epoch}");
+        store.close().await;
+        copy_database(&db, &backup);
+        let store = Store::open(&db).await.unwrap();
+        let r2 = setup(&store).await;
+        store.close().await;
+        copy_database(&backup, &db);
+        let restored = Store::open(&db).await.unwrap();
+        assert_eq!(restored.epoch(), epoch, "a restored copy keeps its epoch");
+        let r3 = setup(&restored).await;
+        assert!(r1 < r2 && r2 < r3, "{r1} {r2} {r3}");
+        // A depot that saw a revision past the sequence moves it on.
+        let ahead = r3 + 1_000_000_000;
+        assert!(
+            !restored
+                .observe_revision("another-epoch", ahead)
+                .await
+                .unwrap()
+        );
+        assert!(restored.observe_revision(&epoch, ahead).await.unwrap());
+        assert!(setup(&restored).await > ahead);
+        let other = Store::open(&dir.path().join("other.db")).await.unwrap();
+        assert_ne!(other.epoch(), epoch, "a new database is a new epoch");
+    }
+
+    #[tokio::test]
+    async fn a_read_from_the_depot_a_moved_client_was_pushed_to_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(&dir.path().join("pxeconf.db")).await;
+        let r1 = setup(&store).await;
+        store
+            .record_acks(&[Ack::Delivered {
+                client_id: "c1.example.org".into(),
+                depot_id: D1.into(),
+                revision: r1,
+                path: PushPath::New,
+            }])
+            .await
+            .unwrap();
+        // The client moves to d2: a removal is owed on d1, a set on d2.
+        store
+            .upsert_config_states(&[ConfigStateRecord {
+                object_id: fqdn("c1.example.org"),
+                config_id: DEPOT_ID.into(),
+                values: vec![D2.into()],
+            }])
+            .await
+            .unwrap();
+        // Meanwhile the client booted d1's config: d1 reports the read.
+        let read = store
+            .record_read(&ReadReport {
+                depot_id: D1.into(),
+                client_id: "c1.example.org".into(),
+                product_id: "win".into(),
+                revision: r1,
+                epoch: store.epoch().to_owned(),
+                files_present: false,
+                read_at: None,
+            })
+            .await
+            .unwrap();
+        assert!(read.applied, "{read:?}");
+        assert_eq!(read.action_request, "none");
+        // d2 must not boot it a second time: its config is removed.
+        let rows = store.pushes_of_client("c1.example.org").await.unwrap();
+        let d2 = rows.iter().find(|r| r.depot_id == D2).unwrap();
+        assert_eq!(d2.op, PushOp::Remove, "{rows:?}");
+        // A report from another epoch changes nothing.
+        let stale = store
+            .record_read(&ReadReport {
+                depot_id: D1.into(),
+                client_id: "c1.example.org".into(),
+                product_id: "win".into(),
+                revision: r1,
+                epoch: "another-epoch".into(),
+                files_present: false,
+                read_at: None,
+            })
+            .await
+            .unwrap();
+        assert!(!stale.applied);
+    }
+}

@@ -69,6 +69,12 @@ impl Store {
         &self.epoch
     }
 
+    /// Closes the connections (a copy of the files is consistent after this).
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
     /// The read pool.
     pub(super) fn reader(&self) -> &SqlitePool {
         &self.read
