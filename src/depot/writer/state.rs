@@ -350,14 +350,15 @@ impl State {
     }
 
     /// Notes a revision seen in `epoch`; a new epoch becomes the current one
-    /// (a new store: revisions of the old one do not compare with its).
+    /// (a new store: revisions of the old one do not compare with its). The
+    /// first epoch a depot sees is adopted; only a change is news.
     fn observe(&mut self, epoch: &Arc<str>, revision: u64) {
         if epoch.is_empty() {
             return;
         }
         if *epoch != self.epoch {
+            self.epoch_changed |= !self.epoch.is_empty();
             self.epoch = epoch.clone();
-            self.epoch_changed = true;
             // Floors of other epochs compare with nothing any more.
             let current = &self.epoch;
             let held = &self.held;
@@ -798,5 +799,37 @@ mod tests {
         assert_eq!(ubuntu.configs.len(), 1);
         assert_eq!(ubuntu.configs[0].fqdn, fqdn("e"));
         assert_eq!(ubuntu.total, 5, "the total counts every product");
+    }
+
+    #[test]
+    fn revisions_compare_within_an_epoch_and_a_new_epoch_is_news() {
+        let mut state = State::default();
+        let in_epoch = |client, revision, epoch: &str| {
+            let mut c = config(client, revision, &[&format!("01-{client}")]);
+            c.epoch = Arc::from(epoch);
+            c
+        };
+        set(&mut state, in_epoch("a", 50, "e1"));
+        assert_eq!(
+            state.take_epoch_change(),
+            None,
+            "the first epoch is adopted"
+        );
+        assert_eq!(&**state.epoch(), "e1");
+        match answer(state.plan_set(in_epoch("a", 40, "e1"))) {
+            Err(WriterError::Stale { epoch, highest, .. }) => {
+                assert_eq!((epoch.as_str(), highest), ("e1", 50))
+            }
+            other => panic!("expected stale, got {other:?}"),
+        }
+        // Another store: its revisions start afresh.
+        set(&mut state, in_epoch("a", 3, "e2"));
+        assert_eq!(state.take_epoch_change().as_deref(), Some("e2"));
+        assert_eq!(state.take_epoch_change(), None);
+        assert_eq!((state.highest("e1"), state.highest("e2")), (50, 3));
+        // Configs of the old epoch not owed by the new store.
+        set(&mut state, in_epoch("b", 60, "e1"));
+        let keep = std::collections::HashSet::from([fqdn("a")]);
+        assert_eq!(state.not_owed("e2", &keep), [fqdn("b")]);
     }
 }
