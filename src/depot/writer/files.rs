@@ -60,28 +60,37 @@ impl Default for FileAccess {
     }
 }
 
-/// Runs every command's file operations, spread over up to `threads`
-/// blocking threads; one result per command, in order.
-pub async fn run_file_ops(
-    dir: Arc<PathBuf>,
-    access: FileAccess,
-    ops: Vec<FileOps>,
+/// A command's file work in two steps: its temporary files (invisible to
+/// TFTP clients, which ask for config names), then the renames that make
+/// them visible and the deletions. The first may run while the round is
+/// being journaled; the second only after.
+pub type Staged = Result<Vec<PathBuf>, WriterError>;
+
+/// Runs `work` on every item, spread over up to `threads` blocking
+/// threads; one result per item, in order (a failed thread fails its items).
+async fn spread<T, R>(
+    items: Vec<T>,
     threads: usize,
-) -> Vec<Result<(), WriterError>> {
-    let total = ops.len();
+    dir: &Path,
+    work: impl Fn(T) -> Result<R, WriterError> + Send + Sync + 'static,
+) -> Vec<Result<R, WriterError>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let total = items.len();
     let chunk = total.div_ceil(threads.max(1)).max(1);
-    let mut ops = ops.into_iter();
+    let work = Arc::new(work);
+    let mut items = items.into_iter();
     let mut tasks = Vec::new();
     loop {
-        let part: Vec<FileOps> = ops.by_ref().take(chunk).collect();
+        let part: Vec<T> = items.by_ref().take(chunk).collect();
         if part.is_empty() {
             break;
         }
-        let dir = dir.clone();
+        let work = work.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            part.iter()
-                .map(|o| apply(&dir, access, o))
-                .collect::<Vec<_>>()
+            part.into_iter().map(|i| work(i)).collect::<Vec<_>>()
         }));
     }
     let mut results = Vec::with_capacity(total);
@@ -103,6 +112,50 @@ pub async fn run_file_ops(
     results
 }
 
+/// The first step of every command: its temporary files.
+pub async fn stage_all(
+    dir: Arc<PathBuf>,
+    access: FileAccess,
+    ops: Arc<Vec<FileOps>>,
+    threads: usize,
+) -> Vec<Staged> {
+    let at = dir.clone();
+    let staged = spread((0..ops.len()).collect(), threads, &at, move |i| {
+        stage(&dir, access, &ops[i])
+    });
+    staged.await
+}
+
+/// The second step of every command staged without error: renames and
+/// deletions.
+pub async fn publish_all(
+    dir: Arc<PathBuf>,
+    ops: Arc<Vec<FileOps>>,
+    staged: Vec<Staged>,
+    threads: usize,
+) -> Vec<Result<(), WriterError>> {
+    let at = dir.clone();
+    let items: Vec<(usize, Staged)> = staged.into_iter().enumerate().collect();
+    spread(items, threads, &at, move |(i, staged)| {
+        publish(&dir, &ops[i], staged?)
+    })
+    .await
+}
+
+/// Runs every command's file operations, both steps, spread over up to
+/// `threads` blocking threads; one result per command, in order.
+#[cfg(test)]
+pub async fn run_file_ops(
+    dir: Arc<PathBuf>,
+    access: FileAccess,
+    ops: Vec<FileOps>,
+    threads: usize,
+) -> Vec<Result<(), WriterError>> {
+    let ops = Arc::new(ops);
+    let staged = stage_all(dir.clone(), access, ops.clone(), threads).await;
+    publish_all(dir, ops, staged, threads).await
+}
+
 /// A fresh temporary name: the prefix and 64 random bits.
 fn temporary(dir: &Path) -> PathBuf {
     dir.join(format!("{TMP_PREFIX}-{:016x}", rand::random::<u64>()))
@@ -111,6 +164,12 @@ fn temporary(dir: &Path) -> PathBuf {
 /// One command's file work: every temporary file first (so a failure leaves
 /// the old config whole), then the renames, then the deletions.
 pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), WriterError> {
+    let tmps = stage(dir, access, ops)?;
+    publish(dir, ops, tmps)
+}
+
+/// Writes the temporary files of `ops`; on an error none is left.
+pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
     let mut tmps = Vec::with_capacity(ops.writes.len());
     for (_, content) in &ops.writes {
         let tmp = temporary(dir);
@@ -122,6 +181,12 @@ pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), Writer
         }
         tmps.push(tmp);
     }
+    Ok(tmps)
+}
+
+/// Renames the staged temporary files over their names, then deletes; on
+/// a failed rename the temporaries left are removed.
+pub fn publish(dir: &Path, ops: &FileOps, tmps: Vec<PathBuf>) -> Result<(), WriterError> {
     for (i, (tmp, (name, _))) in tmps.iter().zip(&ops.writes).enumerate() {
         let path = dir.join(name);
         if let Err(source) = fs::rename(tmp, &path) {

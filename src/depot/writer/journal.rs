@@ -109,6 +109,17 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Whether the round must be on disk (not just handed to the kernel)
+    /// before its file work: it forgets a held config or records a read or
+    /// a change of epoch.
+    pub fn needs_fsync(&self) -> bool {
+        !self.reads.is_empty()
+            || !self.defused.is_empty()
+            || !self.swept.is_empty()
+            || self.epoch.is_some()
+            || self.clients.iter().any(|c| c.held.is_none())
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
@@ -192,7 +203,9 @@ impl Journal {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // Every commit is on disk before the renames it precedes.
+            // Rounds that forget a config or record a read are fsynced before
+            // their file work (see `commit`); the others are written ahead of
+            // it, durable against a crash of the process.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT);
         // One connection: the writer's rounds and the reporter's acks are
@@ -270,7 +283,18 @@ impl Journal {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        // A round that forgets a config (a read, a removal) or records a
+        // read must survive a power loss before its files go: fsync. One
+        // that only adds configs need not: a file whose record is lost has
+        // its marker line (start-up removes it) and the reconciliation writes
+        // it again, so the push path pays no fsync.
+        let sync = match batch.needs_fsync() {
+            true => "PRAGMA synchronous = FULL",
+            false => "PRAGMA synchronous = NORMAL",
+        };
+        sqlx::query(sync).execute(&mut *conn).await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         write_clients(&mut tx, &batch.clients).await?;
         write_reads(&mut tx, batch).await?;
         write_position(&mut tx, batch).await?;

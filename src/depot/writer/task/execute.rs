@@ -59,6 +59,7 @@ impl Writer {
         let now = SystemTime::now();
         let mut batch = Batch::default();
         let epoch_before = self.state.epoch().clone();
+        let highest_before = self.state.highest(&epoch_before);
         let mut entries = Vec::new();
         let mut ops = Vec::new();
         for (op, file_ops, reply) in round.take() {
@@ -66,17 +67,20 @@ impl Writer {
             entries.push((pending, reply));
             ops.push(file_ops);
         }
-        if !batch.is_empty() {
-            if *self.state.epoch() != epoch_before {
-                batch.epoch = Some(self.state.epoch().clone());
-            }
-            batch.highest = (self.state.highest_all().iter())
-                .map(|(e, r)| (e.clone(), *r))
-                .collect();
-            self.journal(&batch).await;
+        let epoch = self.state.epoch().clone();
+        if *epoch != *epoch_before {
+            batch.epoch = Some(epoch.clone());
         }
-        let results =
-            files::run_file_ops(self.dir.clone(), self.access, ops, self.io_threads).await;
+        let highest = self.state.highest(&epoch);
+        if batch.epoch.is_some() || highest != highest_before {
+            batch.highest = vec![(epoch, highest)];
+        }
+        // The temporary files are written while the round is journaled:
+        // nothing becomes visible before the journal has it.
+        let ops = std::sync::Arc::new(ops);
+        let staging = files::stage_all(self.dir.clone(), self.access, ops.clone(), self.io_threads);
+        let ((), staged) = tokio::join!(self.journal(&batch), staging);
+        let results = files::publish_all(self.dir.clone(), ops, staged, self.io_threads).await;
         let mut after = Batch::default();
         let mut reads = Vec::new();
         for ((pending, reply), result) in entries.into_iter().zip(results) {
@@ -243,6 +247,9 @@ impl Writer {
     /// on before it (a read not journaled must not be deleted, a config not
     /// journaled must not appear).
     async fn journal(&self, batch: &Batch) {
+        if batch.is_empty() {
+            return;
+        }
         let mut delay = JOURNAL_RETRY.0;
         while let Err(error) = self.journal.commit(batch).await {
             error!(%error, retry_in = ?delay, "the depot's journal cannot be written; the writer waits");
