@@ -585,7 +585,7 @@ mod tests {
         let page = writer.list(None, 10, None).await.unwrap();
         assert_eq!(
             page.configs[0].state,
-            super::super::HeldState::ReadFilePresent
+            super::super::messages::HeldState::ReadFilePresent
         );
         // A second read of it is no read: nothing is held.
         writer
