@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 
@@ -40,8 +40,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS highest (epoch TEXT PRIMARY KEY, revision INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS clients (
-    fqdn           TEXT PRIMARY KEY,
+-- Appended, never updated in place: a round's rows land on the last pages
+-- (a few pages per round, not one per client). The newest row of a client
+-- is its state; a row with neither floor nor config forgets it. Compacted
+-- at start-up and when it has grown well past the clients it describes.
+CREATE TABLE IF NOT EXISTS client_log (
+    seq            INTEGER PRIMARY KEY,
+    fqdn           TEXT NOT NULL,
     seen_revision  INTEGER,
     seen_state     TEXT,
     seen_epoch     TEXT,
@@ -152,7 +157,13 @@ pub struct Journal {
     pool: SqlitePool,
     path: PathBuf,
     _lock: Arc<File>,
+    /// Client rows appended since the last compaction, and the rows left
+    /// by it.
+    growth: Arc<std::sync::Mutex<(u64, u64)>>,
 }
+
+/// Rows appended before a compaction is considered.
+const COMPACT_AFTER: u64 = 50_000;
 
 /// Takes the state directory's lock, writing our pid into it.
 fn lock(dir: &Path) -> Result<File, JournalError> {
@@ -217,11 +228,41 @@ impl Journal {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(&path))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(Self {
+        let journal = Self {
             pool,
             path,
             _lock: Arc::new(lock),
-        })
+            growth: Arc::default(),
+        };
+        journal.compact().await?;
+        Ok(journal)
+    }
+
+    /// Keeps only each client's newest row (and none for a forgotten one).
+    async fn compact(&self) -> Result<(), JournalError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM client_log WHERE seq NOT IN (SELECT max(seq) FROM client_log GROUP BY fqdn)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM client_log WHERE seen_state IS NULL AND held = 0")
+            .execute(&mut *tx)
+            .await?;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM client_log")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        *self.growth.lock().unwrap_or_else(|p| p.into_inner()) = (0, rows.max(0) as u64);
+        Ok(())
+    }
+
+    /// Counts `rows` appended; true when the log has grown enough to
+    /// compact (past [`COMPACT_AFTER`] and past the rows it describes).
+    fn grown(&self, rows: usize) -> bool {
+        let mut growth = self.growth.lock().unwrap_or_else(|p| p.into_inner());
+        growth.0 += rows as u64;
+        growth.0 > COMPACT_AFTER.max(growth.1)
     }
 
     /// The journal file.
@@ -241,12 +282,15 @@ impl Journal {
             .into_iter()
             .map(|(e, r)| (Arc::from(e), r.max(0) as u64))
             .collect();
-        let clients = sqlx::query("SELECT * FROM clients")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(client_record)
-            .collect::<Result<Vec<_>, _>>()?;
+        let clients = sqlx::query(
+            "SELECT * FROM client_log WHERE seq IN (SELECT max(seq) FROM client_log GROUP BY fqdn)
+               AND (seen_state IS NOT NULL OR held <> 0)",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(client_record)
+        .collect::<Result<Vec<_>, _>>()?;
         let reads = sqlx::query("SELECT * FROM reads ORDER BY read_at")
             .fetch_all(&self.pool)
             .await?;
@@ -299,6 +343,10 @@ impl Journal {
         write_reads(&mut tx, batch).await?;
         write_position(&mut tx, batch).await?;
         tx.commit().await?;
+        drop(conn);
+        if self.grown(batch.clients.len()) {
+            self.compact().await?;
+        }
         Ok(())
     }
 
@@ -335,35 +383,26 @@ impl Journal {
     }
 }
 
-/// The clients' rows as they are now: kept (one statement for all), or
-/// deleted when nothing is left of them.
+/// The clients' rows as they are now, appended in one statement (a client
+/// with neither floor nor config is forgotten by its row).
 async fn write_clients(
     conn: &mut SqliteConnection,
     clients: &[ClientRecord],
 ) -> Result<(), JournalError> {
-    let (keep, forget): (Vec<&ClientRecord>, Vec<&ClientRecord>) = clients
-        .iter()
-        .partition(|c| c.seen.is_some() || c.held.is_some());
-    if !keep.is_empty() {
-        let rows = Value::Array(keep.iter().map(|c| client_json(c)).collect());
-        sqlx::query(
-            "INSERT OR REPLACE INTO clients (fqdn, seen_revision, seen_state, seen_epoch, held,
-               product_id, action_request, held_revision, files, template, since, content, held_epoch)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-               value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12
-             FROM json_each(?)",
-        )
-        .bind(rows.to_string())
-        .execute(&mut *conn)
-        .await?;
+    if clients.is_empty() {
+        return Ok(());
     }
-    if !forget.is_empty() {
-        let names = Value::Array(forget.iter().map(|c| json!(c.fqdn.as_str())).collect());
-        sqlx::query("DELETE FROM clients WHERE fqdn IN (SELECT value FROM json_each(?))")
-            .bind(names.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
+    let rows = Value::Array(clients.iter().map(client_json).collect());
+    sqlx::query(
+        "INSERT INTO client_log (fqdn, seen_revision, seen_state, seen_epoch, held,
+           product_id, action_request, held_revision, files, template, since, content, held_epoch)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+           value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12
+         FROM json_each(?)",
+    )
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -541,5 +580,28 @@ mod tests {
         };
         journal.commit(&forget).await.unwrap();
         assert_eq!(journal.load().await.unwrap().clients.len(), 1);
+
+        // The log is appended to; a reopen keeps each client's newest row.
+        for revision in [6, 7, 8] {
+            let again = Batch {
+                clients: vec![ClientRecord {
+                    fqdn: fqdn(3),
+                    seen: Some(floor(revision, SeenState::Held)),
+                    held: Some(held(revision)),
+                }],
+                ..Batch::default()
+            };
+            journal.commit(&again).await.unwrap();
+        }
+        drop(journal);
+        let journal = Journal::open(&state).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM client_log")
+            .fetch_one(&journal.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2, "c2's floor and c3's newest");
+        let contents = journal.load().await.unwrap();
+        let c3 = contents.clients.iter().find(|c| c.fqdn == fqdn(3)).unwrap();
+        assert_eq!(c3.held.as_ref().unwrap().revision, 8);
     }
 }
