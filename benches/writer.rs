@@ -31,6 +31,7 @@ fn rendered(n: u32, revision: u64, content: &Arc<str>) -> Rendered {
         ],
         content: content.clone(),
         template: "install".into(),
+        epoch: Arc::from(""),
     }
 }
 

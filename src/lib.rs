@@ -15,5 +15,6 @@ pub mod domain;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 pub mod wire;

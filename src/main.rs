@@ -66,6 +66,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A server that lost a task it needs, or panicked: 1, so that
+        // systemd restarts it (settings and start-up errors are 2).
+        Err(e) if e.downcast_ref::<pxeconf::server::ServeError>().is_some() => {
+            eprintln!("pxeconf: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("pxeconf: {e}");
             ExitCode::from(2)

@@ -1,6 +1,7 @@
 //! What every gRPC server of pxeconf shares: reflection (v1 and v1alpha, so
 //! old and new grpcurl both work), the standard health service, a latency
-//! histogram per RPC, and serving an already bound listener until shutdown.
+//! histogram per RPC, serving an already bound listener until shutdown, and
+//! the supervision of the background tasks a service needs ([`Supervisor`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,13 +19,23 @@ use crate::metrics::{Metrics, RpcLatencyLabels};
 
 /// Adds reflection and health for `services` (full gRPC names) to `routes`
 /// and returns the finished route table.
-pub async fn with_standard_services(mut routes: RoutesBuilder, services: &[&str]) -> Routes {
+pub async fn with_standard_services(routes: RoutesBuilder, services: &[&str]) -> Routes {
+    standard_services(routes, services).await.0
+}
+
+/// Like [`with_standard_services`], also returning the health of the
+/// services (to turn them NOT_SERVING when a critical task fails).
+pub async fn standard_services(mut routes: RoutesBuilder, services: &[&str]) -> (Routes, Health) {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in services {
         reporter
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
             .await;
     }
+    let handle = Health {
+        reporter,
+        services: services.iter().map(|s| s.to_string()).collect(),
+    };
     // Advertise only what this server serves: the descriptor set holds every
     // pxeconf service, and a depot listing Admin would mislead grpcurl users.
     // Each reflection builder adds only its own version's descriptors, but
@@ -56,7 +67,76 @@ pub async fn with_standard_services(mut routes: RoutesBuilder, services: &[&str]
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);
-    routes.routes()
+    (routes.routes(), handle)
+}
+
+/// The health of a server's services.
+#[derive(Clone)]
+pub struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<String>,
+}
+
+impl Health {
+    /// Every service, and the server as a whole, NOT_SERVING.
+    pub async fn not_serving(&self) {
+        use tonic_health::ServingStatus::NotServing;
+        for name in self.services.iter().map(String::as_str).chain([""]) {
+            self.reporter.set_service_status(name, NotServing).await;
+        }
+    }
+}
+
+/// How long a server that lost a critical task keeps answering (health
+/// NOT_SERVING, calls in flight) before it exits.
+pub const FAILED_DRAIN: Duration = Duration::from_secs(3);
+
+/// Why serving ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// A task the service needs ended or panicked.
+    #[error("{0}")]
+    TaskFailed(TaskFailure),
+    /// The server task itself panicked.
+    #[error("the server panicked: {0}")]
+    Panicked(String),
+}
+
+/// Serves `routes` until `shutdown`, or until a task of `supervisor` fails:
+/// then health goes NOT_SERVING, calls in flight get [`FAILED_DRAIN`], and
+/// the failure is returned (the process exits ≠ 0).
+pub async fn serve_supervised(
+    routes: Routes,
+    health: Health,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    supervisor: &Supervisor,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            _ = supervisor.failed() => health.not_serving().await,
+        }
+    };
+    let serving = serve_routes(routes, listener, metrics, stop);
+    tokio::pin!(serving);
+    // After a failure the drain is bounded: a watch stream never ends.
+    let result = tokio::select! {
+        result = &mut serving => result,
+        () = async {
+            supervisor.failed().await;
+            tokio::time::sleep(FAILED_DRAIN).await;
+        } => Ok(()),
+    };
+    supervisor.shutdown();
+    if let Some(failure) = supervisor.failure() {
+        return Err(ServeError::TaskFailed(failure));
+    }
+    Ok(result?)
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes, then lets calls
@@ -79,21 +159,27 @@ pub async fn serve_routes(
 
 /// Runs `serve` (which stops taking calls when its shutdown future fires)
 /// until `signal` completes, then gives calls in flight `grace` to finish.
-pub async fn run_with_grace<F>(
+/// A server that panics or fails is an error (the process exits ≠ 0).
+pub async fn run_with_grace<F, E>(
     name: &str,
     serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
     signal: impl Future<Output = ()>,
     grace: Duration,
-) -> Result<(), tonic::transport::Error>
+) -> Result<(), ServeError>
 where
-    F: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<ServeError> + Send + 'static,
 {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(serve(Box::pin(async move {
         let _ = stop_rx.await;
     })));
+    let joined = |result: Result<Result<(), E>, tokio::task::JoinError>| match result {
+        Ok(result) => result.map_err(Into::into),
+        Err(join) => Err(ServeError::Panicked(join.to_string())),
+    };
     tokio::select! {
-        result = &mut server => return result.unwrap_or(Ok(())),
+        result = &mut server => return joined(result),
         () = signal => {}
     }
     info!(
@@ -103,7 +189,7 @@ where
     );
     let _ = stop_tx.send(());
     match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result.unwrap_or(Ok(())),
+        Ok(result) => joined(result),
         Err(_) => {
             warn!(
                 server = name,
@@ -123,12 +209,13 @@ pub struct Background {
 
 impl Background {
     /// Spawns `serve`, handing it the future that completes on `stop`.
-    pub fn spawn<F>(
+    pub fn spawn<F, E>(
         name: &'static str,
         serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
     ) -> Self
     where
-        F: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
     {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = serve(Box::pin(async move {
@@ -185,6 +272,132 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// A task that ended when it should not have, and why.
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    /// The task's name.
+    pub task: String,
+    /// Why it ended: its error, "ended", or its panic message.
+    pub cause: String,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task {} failed: {}", self.task, self.cause)
+    }
+}
+
+/// The background tasks a service needs (writer, watcher, reporter,
+/// dispatcher workers, ack writers). A task that panics, returns an error,
+/// or — if critical — ends before [`Supervisor::shutdown`] is a failure: it
+/// is logged, and the server serving with [`serve_supervised`] goes
+/// NOT_SERVING and exits ≠ 0, so that systemd restarts it. Transient
+/// trouble (a busy database, a peer away) is retried inside the tasks.
+#[derive(Clone, Default)]
+pub struct Supervisor {
+    inner: Arc<SupervisorState>,
+}
+
+#[derive(Default)]
+struct SupervisorState {
+    failed: tokio_util::sync::CancellationToken,
+    first: std::sync::Mutex<Option<TaskFailure>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Supervisor {
+    /// A supervisor with no task yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawns a task that must run until shutdown: its end before then is a
+    /// failure, as are its error and its panic.
+    pub fn spawn_critical<F>(&self, name: impl Into<String>, task: F)
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.spawn(name.into(), task, true);
+    }
+
+    /// Spawns a task that may end on its own; its error or panic is a
+    /// failure.
+    pub fn spawn_worker<F>(&self, name: impl Into<String>, task: F)
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.spawn(name.into(), task, false);
+    }
+
+    fn spawn<F>(&self, name: String, task: F, critical: bool)
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        use futures::FutureExt;
+        let supervisor = self.clone();
+        tokio::spawn(async move {
+            let ended = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+            let cause = match ended {
+                Ok(Ok(())) if !critical => return,
+                Ok(Ok(())) => "ended".to_owned(),
+                Ok(Err(error)) => error,
+                Err(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
+            };
+            supervisor.fail(TaskFailure { task: name, cause });
+        });
+    }
+
+    /// Records a failure (unless shutting down); the first one counts.
+    pub fn fail(&self, failure: TaskFailure) {
+        if self.is_shutting_down() {
+            return;
+        }
+        tracing::error!(task = %failure.task, cause = %failure.cause, "a task the service needs failed; health goes NOT_SERVING and the process exits");
+        let mut first = self.inner.first.lock().unwrap_or_else(|p| p.into_inner());
+        first.get_or_insert(failure);
+        self.inner.failed.cancel();
+    }
+
+    /// The service is stopping: tasks ending from now on are no failure.
+    pub fn shutdown(&self) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the service is stopping.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes when a task has failed.
+    pub async fn failed(&self) {
+        self.inner.failed.cancelled().await;
+    }
+
+    /// The first failure, if any.
+    pub fn failure(&self) -> Option<TaskFailure> {
+        self.inner
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A panic's message, if it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }
 

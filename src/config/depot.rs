@@ -14,6 +14,7 @@ use super::common::{
 use crate::auth::EnvKey;
 use crate::depot::DepotConfig;
 use crate::depot::template::TemplateConfig;
+use crate::depot::writer::{DEFAULT_FILE_MODE, FileAccess};
 use crate::domain::{Fqdn, TemplateName};
 use crate::telemetry::LogFormat;
 
@@ -34,6 +35,10 @@ pub const DEFAULT_TEMPLATE_UEFI_X86: &str = "install-elilo-x86";
 pub const DEFAULT_TEMPLATE_UEFI_X64: &str = "install-grub-x64";
 /// Blocking threads writing PXE files.
 pub const DEFAULT_IO_THREADS: usize = 4;
+/// Where the depot keeps its journal (systemd `StateDirectory=pxeconf-depot`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pxeconf-depot";
+/// Where group names are looked up.
+const GROUP_FILE: &str = "/etc/group";
 /// The I/O thread counts a depot accepts.
 pub const IO_THREADS_RANGE: RangeInclusive<usize> = 1..=64;
 
@@ -81,6 +86,15 @@ pub struct DepotArgs {
     /// Blocking threads for file I/O [default: 4].
     #[arg(long, env = "PXECONF_IO_THREADS")]
     pub io_threads: Option<usize>,
+    /// Directory of the depot's journal, not inside the TFTP root [default: /var/lib/pxeconf-depot].
+    #[arg(long, env = "PXECONF_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Group the written PXE files get, e.g. opsiadmin [default: the depot's].
+    #[arg(long, env = "PXECONF_FILE_GROUP")]
+    pub file_group: Option<String>,
+    /// Mode of the written PXE files: 0644 or 0640 [default: 0644].
+    #[arg(long, env = "PXECONF_FILE_MODE")]
+    pub file_mode: Option<String>,
     /// Prometheus /metrics address, e.g. 127.0.0.1:9151 [default: off].
     #[arg(long, env = "PXECONF_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -107,6 +121,9 @@ pub struct DepotFile {
     host_key_file: Option<PathBuf>,
     legacy: Option<bool>,
     io_threads: Option<usize>,
+    state_dir: Option<PathBuf>,
+    file_group: Option<String>,
+    file_mode: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
     grace_period: Option<String>,
@@ -159,6 +176,9 @@ impl DepotArgs {
             host_key_env: self.host_key_env,
             legacy: self.legacy || file.legacy.unwrap_or(false),
             io_threads: self.io_threads.or(file.io_threads),
+            state_dir: self.state_dir.or(file.state_dir),
+            file_group: self.file_group.or(file.file_group),
+            file_mode: self.file_mode.or(file.file_mode),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_format: self.log_format.or(file.log_format),
             grace_period: self.grace_period.or(file.grace_period),
@@ -205,6 +225,18 @@ impl DepotArgs {
             legacy: self.legacy,
             io_threads,
             salt: None,
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            file_access: FileAccess {
+                mode: file_mode(self.file_mode.as_deref())?,
+                group: self
+                    .file_group
+                    .as_deref()
+                    .map(|g| group_id(g, std::path::Path::new(GROUP_FILE)))
+                    .transpose()?,
+            },
         })
     }
 
@@ -233,6 +265,49 @@ impl DepotArgs {
             )?,
         })
     }
+}
+
+/// The mode of written files: 0644 (everyone reads: the TFTP server runs as
+/// another user) or 0640 (with `file_group`: only that group reads).
+fn file_mode(value: Option<&str>) -> Result<u32, ConfigError> {
+    match value.map(str::trim) {
+        None => Ok(DEFAULT_FILE_MODE),
+        Some("0644" | "644") => Ok(0o644),
+        Some("0640" | "640") => Ok(0o640),
+        Some(other) => Err(invalid(
+            "file_mode",
+            format!("{other:?} is not 0644 or 0640"),
+        )),
+    }
+}
+
+/// The id of group `name` (or a number) from `groups` (`/etc/group`); a
+/// group that does not exist is a configuration error.
+fn group_id(name: &str, groups: &std::path::Path) -> Result<u32, ConfigError> {
+    let name = name.trim();
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string(groups).map_err(|e| {
+        invalid(
+            "file_group",
+            format!("cannot read {}: {e}", groups.display()),
+        )
+    })?;
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let group = fields.next()?;
+            let gid = fields.nth(1)?.parse::<u32>().ok()?;
+            (group == name).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| {
+            invalid(
+                "file_group",
+                format!("no group named {name:?} in {}", groups.display()),
+            )
+        })
 }
 
 /// A template name, `default` when not given.
@@ -264,6 +339,8 @@ mod tests {
         assert_eq!(depot.templates.dir, depot.pxe_dir);
         assert_eq!(depot.templates.bios.as_str(), DEFAULT_TEMPLATE_BIOS);
         assert_eq!(depot.io_threads, DEFAULT_IO_THREADS);
+        assert_eq!(depot.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(depot.file_access, FileAccess::default());
         assert!(depot.configserver.is_none() && depot.host_key.is_none());
     }
 
@@ -305,5 +382,44 @@ mod tests {
             err.starts_with("configserver: \"config:50050\" is not a URL"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn file_mode_and_group_are_checked_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = dir.path().join("group");
+        std::fs::write(
+            &groups,
+            "root:x:0:\nopsiadmin:x:992:adminuser\npcpatch:x:991:\n",
+        )
+        .unwrap();
+        assert_eq!(group_id("opsiadmin", &groups).unwrap(), 992);
+        assert_eq!(group_id("1234", &groups).unwrap(), 1234);
+        let missing = group_id("nosuch", &groups).unwrap_err().to_string();
+        assert!(
+            missing.starts_with("file_group: no group named \"nosuch\""),
+            "{missing}"
+        );
+        assert!(!missing.contains('\n'), "one line: {missing}");
+        assert_eq!(file_mode(Some("0640")).unwrap(), 0o640);
+        assert_eq!(file_mode(None).unwrap(), 0o644);
+        let bad = file_mode(Some("0777")).unwrap_err().to_string();
+        assert!(bad.starts_with("file_mode: "), "{bad}");
+        let settings = DepotArgs {
+            file_mode: Some("0640".into()),
+            file_group: Some("0".into()),
+            state_dir: Some(dir.path().join("state")),
+            ..args()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            settings.depot.file_access,
+            FileAccess {
+                mode: 0o640,
+                group: Some(0)
+            }
+        );
+        assert_eq!(settings.depot.state_dir, dir.path().join("state"));
     }
 }

@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
+use tracing::warn;
+
 use super::dispatch::Dispatcher;
 use super::keys::DepotKeys;
-use super::store::{Store, StoreError};
-use crate::domain::Modules;
+use super::store::{ReadReport, Store, StoreError};
+use crate::domain::{ClientBundle, Fqdn, Modules, ProductId};
 use crate::metrics::Metrics;
+use crate::proto;
 
 /// The shared state of the configserver's services.
 pub struct Core {
@@ -36,6 +39,61 @@ impl Core {
     }
 }
 
+impl Core {
+    /// A depot reconciles: it says which epoch its journal follows and the
+    /// highest revision it has seen there; the sequence moves past it (a
+    /// restored store must not hand out revisions the depot has seen).
+    pub async fn observe_reconciliation(
+        &self,
+        request: &proto::ListPendingBundlesRequest,
+    ) -> Result<(), StoreError> {
+        let moved = self
+            .store
+            .observe_revision(&request.epoch, request.highest_revision)
+            .await?;
+        if moved {
+            warn!(depot = %request.depot_id, highest = request.highest_revision, "the depot has seen revisions past this store's sequence (restored from a backup, or clock skew); the sequence moves past them");
+        }
+        Ok(())
+    }
+}
+
+/// A bundle as sent to depots: the wire form, with the store's epoch.
+pub(super) fn wire_bundle(store: &Store, bundle: &ClientBundle) -> proto::ClientBundle {
+    let mut wire = proto::ClientBundle::from(bundle);
+    wire.epoch = store.epoch().to_owned();
+    wire
+}
+
+/// A depot's read report as the store records it.
+pub(super) fn read_report(
+    depot: &str,
+    client: &Fqdn,
+    product: &ProductId,
+    request: &proto::ReportPxeConfigReadRequest,
+) -> ReadReport {
+    ReadReport {
+        depot_id: depot.to_owned(),
+        client_id: client.to_string(),
+        product_id: product.to_string(),
+        revision: request.revision,
+        epoch: request.epoch.clone(),
+        files_present: request.files_present,
+        read_at: request.read_at.and_then(|t| {
+            let secs = u64::try_from(t.seconds).ok()?;
+            let nanos = u32::try_from(t.nanos).ok()?;
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+        }),
+    }
+}
+
+/// Tags a response with the store's epoch (see `status::EPOCH_METADATA`).
+pub(super) fn tag_epoch(metadata: &mut tonic::metadata::MetadataMap, epoch: &str) {
+    if let Ok(value) = epoch.parse() {
+        metadata.insert(crate::status::EPOCH_METADATA, value);
+    }
+}
+
 /// A core over a fresh database, for handler tests without sockets.
 #[cfg(test)]
 pub(super) async fn test_core() -> (tempfile::TempDir, Arc<Core>) {
@@ -51,6 +109,7 @@ pub(super) async fn test_core() -> (tempfile::TempDir, Arc<Core>) {
         modules,
         metrics.clone(),
         tokio_util::sync::CancellationToken::new(),
+        crate::server::Supervisor::new(),
     )
     .await
     .unwrap();

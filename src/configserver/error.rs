@@ -46,6 +46,11 @@ impl From<Error> for Status {
             Error::Store(StoreError::AlreadyExists { .. }) => Status::already_exists(message),
             Error::WrongDepot { .. } => Status::permission_denied(message),
             Error::Precondition(_) => Status::failed_precondition(message),
+            // A busy database is a moment's trouble: the caller retries.
+            Error::Store(ref e) if e.is_busy() => {
+                tracing::warn!(error = %message, "database busy");
+                Status::unavailable("the configserver's database is busy; retry")
+            }
             // Database trouble is ours: the detail goes to the log.
             Error::Store(_) => {
                 tracing::error!(error = %message, "configserver internal error");
@@ -76,5 +81,7 @@ mod tests {
         }));
         assert_eq!(corrupt.code(), Code::Internal);
         assert!(!corrupt.message().contains("secret-detail"));
+        let busy = Status::from(Error::Store(StoreError::Db(sqlx::Error::PoolTimedOut)));
+        assert_eq!(busy.code(), Code::Unavailable, "{busy:?}");
     }
 }

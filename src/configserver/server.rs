@@ -1,6 +1,7 @@
-//! A configserver's life: open the store, start the dispatcher, serve the
+//! A configserver's life: lock the database (one configserver per file),
+//! open the store, start the dispatcher under a supervisor, serve the
 //! ConfigServer and Admin services (with reflection and health) until shut
-//! down, then stop pushing.
+//! down or a task it needs fails, then stop pushing.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,12 +16,13 @@ use super::core::Core;
 use super::dispatch::{DispatchSettings, Dispatcher};
 use super::keys::DepotKeys;
 use super::service::ConfigServerService;
-use super::store::{Store, StoreError};
+use super::store::{DbLock, Store, StoreError};
 use crate::auth::RequireKey;
 use crate::domain::{Modules, Secret};
 use crate::metrics::Metrics;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::config_server_server::ConfigServerServer;
+use crate::server::{ServeError, Supervisor};
 
 /// What a configserver needs to run, validated.
 #[derive(Debug, Clone)]
@@ -41,22 +43,29 @@ pub struct ConfigServer {
     core: Arc<Core>,
     host_key: Option<Secret>,
     stop: CancellationToken,
+    supervisor: Supervisor,
+    // Held while serving; dropped (unlocked) when the server is.
+    _lock: DbLock,
 }
 
 impl ConfigServer {
-    /// Opens the store and starts pushing what is owed.
+    /// Locks the database (a second configserver on it is refused, naming
+    /// the holder's pid), opens the store and starts pushing what is owed.
     pub async fn start(
         config: ConfigServerConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
+        let lock = DbLock::acquire(&config.database)?;
         let store = Store::open(&config.database).await?;
         let stop = CancellationToken::new();
+        let supervisor = Supervisor::new();
         let dispatcher = Dispatcher::start(
             store.clone(),
             config.dispatch.clone(),
             config.modules,
             metrics.clone(),
             stop.clone(),
+            supervisor.clone(),
         )
         .await?;
         let core = Arc::new(Core {
@@ -67,11 +76,13 @@ impl ConfigServer {
             keys: DepotKeys::default(),
         });
         core.refresh_keys().await?;
-        info!(database = %config.database.display(), "configserver store open");
+        info!(database = %config.database.display(), epoch = core.store.epoch(), "configserver store open");
         Ok(Self {
             core,
             host_key: config.host_key,
             stop,
+            supervisor,
+            _lock: lock,
         })
     }
 
@@ -81,12 +92,13 @@ impl ConfigServer {
     }
 
     /// Serves ConfigServer, Admin, reflection and health on `listener` until
-    /// `shutdown` completes; then stops pushing.
+    /// `shutdown` completes, or a task it needs fails (health NOT_SERVING,
+    /// then an error); then stops pushing.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
+    ) -> Result<(), ServeError> {
         if self.host_key.is_none() {
             warn!("no host key configured: the Admin service accepts unauthenticated calls");
         }
@@ -100,14 +112,20 @@ impl ConfigServer {
             AdminService::new(self.core.clone()),
             RequireKey::new(self.host_key.clone()),
         ));
-        let routes = crate::server::with_standard_services(
+        let (routes, health) = crate::server::standard_services(
             routes,
             &["pxeconf.v1.ConfigServer", "pxeconf.v1.Admin"],
         )
         .await;
-        let result =
-            crate::server::serve_routes(routes, listener, self.core.metrics.clone(), shutdown)
-                .await;
+        let result = crate::server::serve_supervised(
+            routes,
+            health,
+            listener,
+            self.core.metrics.clone(),
+            &self.supervisor,
+            shutdown,
+        )
+        .await;
         self.stop.cancel();
         result
     }

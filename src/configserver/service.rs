@@ -73,7 +73,7 @@ async fn stream_bundles(
             match l.job {
                 Ok(Job::Set(b)) => {
                     if tx
-                        .send(Ok(proto::ClientBundle::from(b.as_ref())))
+                        .send(Ok(super::core::wire_bundle(&store, &b)))
                         .await
                         .is_err()
                     {
@@ -252,7 +252,10 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .await
             .map_err(Error::from)?;
         match loaded.into_iter().next().map(|l| l.job) {
-            Some(Ok(Job::Set(b))) => Ok(Response::new(proto::ClientBundle::from(b.as_ref()))),
+            Some(Ok(Job::Set(b))) => Ok(Response::new(super::core::wire_bundle(
+                &self.core.store,
+                &b,
+            ))),
             Some(Err(why)) => Err(Error::Precondition(why).into()),
             _ => Err(Error::Precondition(format!(
                 "{id} has no pending PXE config on depot {depot}"
@@ -270,10 +273,11 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let r = request.into_inner();
         let id = Fqdn::parse(&r.fqdn, "fqdn").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        let report = super::core::read_report(&depot, &id, &product, &r);
         let outcome = self
             .core
             .store
-            .report_read(&depot, id.as_str(), product.as_str(), r.revision)
+            .record_read(&report)
             .await
             .map_err(Error::from)?;
         if outcome.applied {
@@ -303,6 +307,10 @@ impl config_server_server::ConfigServer for ConfigServerService {
             }
             .into());
         }
+        self.core
+            .observe_reconciliation(request.get_ref())
+            .await
+            .map_err(Error::from)?;
         let clients = self
             .core
             .store
@@ -316,7 +324,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let (tx, rx) = mpsc::channel(STREAM_BATCH);
         let (store, modules) = (self.core.store.clone(), self.core.modules);
         tokio::spawn(stream_bundles(store, depot, clients, modules, tx).in_current_span());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as BundleStream);
+        super::core::tag_epoch(response.metadata_mut(), self.core.store.epoch());
+        Ok(response)
     }
 }
 

@@ -51,7 +51,7 @@ pub(super) fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::
         next_retry: next_retry.map(timestamp),
         attempts: p.attempts,
         path: p.path.map(|p| p.as_str().to_owned()).unwrap_or_default(),
-        read_file_present: Default::default(),
+        read_file_present: p.read_files_present && p.read_revision >= p.revision,
         template: p.template,
         template_reason: p.template_reason,
     }
@@ -150,6 +150,7 @@ mod tests {
             blocked: String::new(),
             template: String::new(),
             template_reason: String::new(),
+            read_files_present: false,
         }
     }
 

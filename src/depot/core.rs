@@ -1,7 +1,10 @@
 //! The depot's shared core: validate a bundle against this depot, render it,
 //! hand it to the writer; the legacy path looks the bundle up first.
 
+use std::sync::Arc;
+
 use super::error::Error;
+use super::marker;
 use super::render::Renderer;
 use super::template::Templates;
 use super::upstream::client::Upstream;
@@ -60,8 +63,9 @@ impl DepotCore {
         self
     }
 
-    /// Renders and writes a client's config.
-    pub async fn set(&self, bundle: ClientBundle) -> Result<Applied, Error> {
+    /// Renders and writes a client's config, pushed in `epoch` (the
+    /// configserver store's; empty: none).
+    pub async fn set(&self, bundle: ClientBundle, epoch: &str) -> Result<Applied, Error> {
         if let Some(bundle_depot) = &bundle.depot_id
             && bundle_depot != &self.depot_id
         {
@@ -86,6 +90,9 @@ impl DepotCore {
         let picked = self.templates.pick(&bundle)?;
         let (template, template_reason) = (picked.template, picked.reason);
         let content = self.renderer.render(&template.text, &bundle)?;
+        // The marker goes in here, after rendering, so that both paths
+        // write it the same way.
+        let content = marker::stamp(&content, &bundle.client.fqdn, bundle.revision);
         let outcome = self
             .writer
             .set(Rendered {
@@ -96,6 +103,7 @@ impl DepotCore {
                 files,
                 content: content.into(),
                 template: template.name.clone(),
+                epoch: Arc::from(epoch),
             })
             .await?;
         Ok(Applied {
@@ -106,12 +114,17 @@ impl DepotCore {
 
     /// The legacy path: looks the client up at the configserver and writes
     /// its config; removes it when the client has no netboot action.
-    pub async fn set_by_fqdn(&self, fqdn: Fqdn, revision: u64) -> Result<Applied, Error> {
+    pub async fn set_by_fqdn(
+        &self,
+        fqdn: Fqdn,
+        revision: u64,
+        epoch: &str,
+    ) -> Result<Applied, Error> {
         let upstream = self.upstream.as_ref().ok_or(Error::NoConfigServer)?;
         match upstream.lookup_bundle(&fqdn, revision).await? {
-            Some(bundle) => self.set(bundle).await,
+            Some(bundle) => self.set(bundle, epoch).await,
             None => {
-                self.writer.remove(fqdn, revision).await?;
+                self.writer.remove(fqdn, revision, Arc::from(epoch)).await?;
                 Ok(Applied {
                     outcome: SetOutcome {
                         files: Vec::new(),

@@ -8,8 +8,9 @@ use tracing::error;
 
 use super::render::RenderError;
 use super::template::TemplateError;
-use super::writer::WriterError;
+use super::writer::{JournalError, SeenState, WriterError};
 use crate::domain::{Fqdn, ValidationError};
+use crate::status::{AbortReason, Aborted};
 
 /// Why a depot request failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,17 @@ pub enum StartError {
     /// The configserver URL or host key is unusable.
     #[error("configserver: {0}")]
     ConfigServer(String),
+    /// The journal in the state directory is unusable.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The state directory is unusable for the depot.
+    #[error("state directory {path}: {why}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl From<Error> for Status {
@@ -93,7 +105,23 @@ impl From<Error> for Status {
             Error::Render(RenderError::UefiNotLicensed { .. }) => {
                 Status::failed_precondition(message)
             }
-            Error::Writer(WriterError::Stale { .. }) => Status::aborted(message),
+            Error::Writer(WriterError::Stale {
+                held,
+                state,
+                epoch,
+                highest,
+                ..
+            }) => Aborted {
+                reason: match state {
+                    SeenState::Held => AbortReason::NewerHeld,
+                    SeenState::Read => AbortReason::AlreadyRead,
+                    SeenState::Removed => AbortReason::Removed,
+                },
+                revision: held,
+                epoch,
+                highest,
+            }
+            .to_status(message),
             Error::Writer(WriterError::Conflict { .. }) => Status::already_exists(message),
             Error::Writer(WriterError::NoFileNames { .. })
             | Error::WrongDepot { .. }

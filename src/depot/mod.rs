@@ -6,15 +6,19 @@
 //! - `service`: the thin gRPC handlers; `error`: errors and their statuses;
 //! - `core`: a bundle checked against this depot, rendered, handed to the writer;
 //! - `template`, `render`, `crypt`: template choice, rendering, password hashes;
-//! - `writer`: the one owner of the configs held; `watch`: the read watcher;
+//! - `writer`: the one owner of the configs held, and its journal; `watch`:
+//!   the read watcher; `marker`: the line that says a file is ours;
+//!   `startup`: the PXE directory brought in line with the journal;
 //! - `upstream`: calls to the configserver; `wire`: the depot's own messages.
 
 mod core;
 pub mod crypt;
 mod error;
+pub mod marker;
 pub mod render;
 mod run;
 pub mod service;
+mod startup;
 pub mod template;
 pub mod upstream;
 pub mod watch;

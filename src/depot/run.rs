@@ -1,8 +1,9 @@
-//! A running depot: its validated settings, start-up (PXE directory clean-up,
-//! writer, read watcher, configserver tasks) and serving the gRPC routes.
+//! A running depot: its validated settings, start-up (journal, PXE
+//! directory against it, writer, read watcher, configserver tasks, all
+//! supervised) and serving the gRPC routes.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -15,12 +16,19 @@ use super::crypt::Salt;
 use super::error::StartError;
 use super::render::Renderer;
 use super::service;
+use super::startup;
 use super::template::{TemplateConfig, Templates};
 use super::upstream::client::Upstream;
-use super::watch;
-use super::writer::{self, ReadEvent, WriterOptions};
+use super::upstream::report::Reporting;
+use super::watch::{self, TestHook};
+use super::writer::{self, FileAccess, Journal, ReadEvent, ReadKey, State, WriterOptions};
 use crate::domain::{Fqdn, Secret};
 use crate::metrics::Metrics;
+use crate::server::{ServeError, Supervisor};
+
+/// The longest a stopping depot waits for its read reports (a caller's
+/// shorter grace period cuts it first); what is not sent stays journaled.
+const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Read events waiting to be reported. When the reporter falls this far
 /// behind (the configserver is down), the writer waits for room: a read is
@@ -48,6 +56,10 @@ pub struct DepotConfig {
     /// written files byte for byte; `None` (always, in production) draws a
     /// random salt per depot run.
     pub salt: Option<Salt>,
+    /// The directory of the depot's journal (never inside the PXE directory).
+    pub state_dir: PathBuf,
+    /// The mode and group of written files.
+    pub file_access: FileAccess,
 }
 
 /// A started depot: the writer and the read watcher run; `serve` adds the
@@ -56,34 +68,46 @@ pub struct Depot {
     core: Arc<DepotCore>,
     config: DepotConfig,
     reads: Option<mpsc::Receiver<ReadEvent>>,
+    reporting: Option<Reporting>,
     stop: CancellationToken,
+    supervisor: Supervisor,
     metrics: Arc<Metrics>,
 }
 
 impl Depot {
-    /// Prepares the PXE directory (creating it, removing stale configs),
-    /// starts the writer and the read watcher, and with a configserver the
-    /// read reporter and the start-up reconciliation.
+    /// Opens the journal, brings the PXE directory in line with it, starts
+    /// the writer and the read watcher, and with a configserver the read
+    /// reporter (the journal's unacknowledged reads first) and the
+    /// reconciliation; every task runs under a supervisor.
     pub async fn start(config: DepotConfig, metrics: Arc<Metrics>) -> Result<Self, StartError> {
         let pxe_dir = config.pxe_dir.clone();
         let pxe_err = |source| StartError::PxeDir {
             path: pxe_dir.clone(),
             source,
         };
-        prepare_pxe_dir(&pxe_dir).await.map_err(pxe_err)?;
+        check_state_dir(&config.state_dir, &pxe_dir)?;
+        std::fs::create_dir_all(&pxe_dir).map_err(pxe_err)?;
+        let (journal, state, unreported) = restore(&config.state_dir).await?;
+        prepare_pxe_dir(&pxe_dir, &state, config.file_access)
+            .await
+            .map_err(pxe_err)?;
         let templates = Templates::new(config.templates.clone())?;
-        let (reads_tx, reads_rx) = mpsc::channel(READS_CAPACITY);
-        let (writer, _writer_task) = writer::spawn(
-            WriterOptions {
-                pxe_dir: pxe_dir.clone(),
-                io_threads: config.io_threads,
-                depot_id: config.depot_id.to_string(),
-            },
-            reads_tx,
-            metrics.clone(),
-        );
+        let supervisor = Supervisor::new();
         let stop = CancellationToken::new();
-        watch::spawn(&pxe_dir, writer.clone(), stop.clone()).map_err(pxe_err)?;
+        let (reads_tx, reads_rx) = mpsc::channel(READS_CAPACITY);
+        let options = WriterOptions {
+            pxe_dir: pxe_dir.clone(),
+            io_threads: config.io_threads,
+            depot_id: config.depot_id.to_string(),
+            access: config.file_access,
+        };
+        let (writer, task) =
+            writer::start(options, journal.clone(), state, reads_tx, metrics.clone());
+        supervisor.spawn_critical("writer", task);
+        let hook = TestHook::from_env();
+        let watcher =
+            watch::start(&pxe_dir, writer.clone(), stop.clone(), hook).map_err(pxe_err)?;
+        supervisor.spawn_critical("read watcher", watcher);
         let upstream = config
             .configserver
             .as_deref()
@@ -99,23 +123,74 @@ impl Depot {
                 .with_legacy(config.legacy)
                 .with_upstream(upstream.clone()),
         );
-        let mut reads = Some(reads_rx);
-        if let Some(upstream) = upstream {
-            if config.host_key.is_none() {
-                warn!("no host key configured: the configserver will refuse this depot's calls");
-            }
-            if let Some(reads) = reads.take() {
-                upstream.spawn_reporter(reads, metrics.clone(), stop.clone());
-            }
-            upstream.spawn_reconcile(core.clone(), stop.clone());
-        }
-        Ok(Self {
+        let mut depot = Self {
             core,
             config,
-            reads,
+            reads: None,
+            reporting: None,
             stop,
+            supervisor,
             metrics,
-        })
+        };
+        match upstream {
+            Some(upstream) => depot.report_to(&upstream, journal, unreported, reads_rx),
+            None => depot.keep_reads(journal, unreported, reads_rx),
+        }
+        Ok(depot)
+    }
+
+    /// Reads go to the configserver; the reconciliation follows.
+    fn report_to(
+        &mut self,
+        upstream: &Upstream,
+        journal: Journal,
+        unreported: Vec<ReadEvent>,
+        reads: mpsc::Receiver<ReadEvent>,
+    ) {
+        if self.config.host_key.is_none() {
+            warn!("no host key configured: the configserver will refuse this depot's calls");
+        }
+        let reporting = upstream.start_reporter(
+            journal,
+            unreported,
+            reads,
+            self.metrics.clone(),
+            self.stop.clone(),
+            &self.supervisor,
+        );
+        let reconciler =
+            upstream.reconciler(self.core.clone(), reporting.clone(), self.stop.clone());
+        self.supervisor.spawn_critical("reconciliation", reconciler);
+        self.reporting = Some(reporting);
+    }
+
+    /// Without a configserver the reads go to whoever takes them (tests),
+    /// else to the log; either way they leave the journal.
+    fn keep_reads(
+        &mut self,
+        journal: Journal,
+        unreported: Vec<ReadEvent>,
+        mut reads: mpsc::Receiver<ReadEvent>,
+    ) {
+        let (tx, rx) = mpsc::channel(READS_CAPACITY);
+        self.supervisor
+            .spawn_critical("read forwarder", async move {
+                let mut pending = unreported;
+                loop {
+                    for read in pending.drain(..) {
+                        let key = (ReadKey::of(&read), read.files_present);
+                        let _ = tx.send(read).await;
+                        if let Err(e) = journal.ack_reads(&[key]).await {
+                            warn!(error = %e, "a read stays in the journal");
+                        }
+                    }
+                    match reads.recv().await {
+                        Some(read) => pending.push(read),
+                        None => return Ok(()),
+                    }
+                }
+            });
+        self.reads = Some(rx);
     }
 
     /// The read events, for a caller that handles them itself (tests; a
@@ -131,12 +206,14 @@ impl Depot {
     }
 
     /// Serves the Depot service, reflection and health on `listener` until
-    /// `shutdown` completes.
+    /// `shutdown` completes — then the read reports in flight are flushed
+    /// (the caller's grace period bounds that) — or until a task the depot
+    /// needs fails: health goes NOT_SERVING and the failure is returned.
     pub async fn serve(
         mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
+    ) -> Result<(), ServeError> {
         if let Some(mut reads) = self.reads.take() {
             // Nobody to report to: keep the channel drained, the log says it.
             tokio::spawn(async move {
@@ -149,24 +226,78 @@ impl Depot {
             warn!(depot = %self.core.depot_id, "no host key configured: the Depot service accepts unauthenticated calls");
         }
         let addr = listener.local_addr().ok();
-        info!(depot = %self.core.depot_id, addr = ?addr, legacy = self.core.is_legacy(), pxe_dir = %self.config.pxe_dir.display(), "depot serving");
-        let routes = service::routes(self.core.clone(), self.config.host_key.clone()).await;
-        let result =
-            crate::server::serve_routes(routes, listener, self.metrics.clone(), shutdown).await;
+        info!(depot = %self.core.depot_id, addr = ?addr, legacy = self.core.is_legacy(), pxe_dir = %self.config.pxe_dir.display(), state_dir = %self.config.state_dir.display(), "depot serving");
+        let (routes, health) =
+            service::routes(self.core.clone(), self.config.host_key.clone()).await;
+        let result = crate::server::serve_supervised(
+            routes,
+            health,
+            listener,
+            self.metrics.clone(),
+            &self.supervisor,
+            shutdown,
+        )
+        .await;
+        if result.is_ok()
+            && let Some(reporting) = &self.reporting
+        {
+            info!("flushing read reports");
+            if tokio::time::timeout(REPORT_FLUSH, reporting.idle())
+                .await
+                .is_err()
+            {
+                warn!("read reports not sent stay in the journal for the next start");
+            }
+        }
         self.stop.cancel();
         result
     }
 }
 
-/// Creates the PXE directory and removes configs an earlier run left there.
-async fn prepare_pxe_dir(pxe_dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(pxe_dir)?;
-    let dir = pxe_dir.to_path_buf();
-    let removed = tokio::task::spawn_blocking(move || writer::remove_stale(&dir))
-        .await
-        .map_err(std::io::Error::other)??;
-    if removed > 0 {
-        info!(removed, dir = %pxe_dir.display(), "removed PXE configs left by an earlier run");
+/// The journal in `state_dir`, the writer's state as it kept it, and the
+/// reads it still has to report.
+async fn restore(state_dir: &Path) -> Result<(Journal, State, Vec<ReadEvent>), StartError> {
+    let journal = Journal::open(state_dir).await?;
+    let contents = journal.load().await?;
+    let state = State::restore(
+        contents.clients,
+        contents.defused,
+        contents.epoch,
+        contents.highest,
+    );
+    Ok((journal, state, contents.unreported))
+}
+
+/// The state directory must not be the PXE directory or inside it (the
+/// TFTP server would serve the journal, host keys and all).
+fn check_state_dir(state_dir: &Path, pxe_dir: &Path) -> Result<(), StartError> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    if absolute(state_dir).starts_with(absolute(pxe_dir)) {
+        return Err(StartError::StateDir {
+            path: state_dir.to_owned(),
+            why: format!(
+                "is inside the PXE directory {}; the TFTP server would serve the journal",
+                pxe_dir.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Brings the PXE directory in line with the journal (blocking work).
+async fn prepare_pxe_dir(dir: &Path, state: &State, access: FileAccess) -> std::io::Result<()> {
+    let held = state.files_with_content();
+    let defused = state.defused_names();
+    let path = dir.to_owned();
+    let prepared =
+        tokio::task::spawn_blocking(move || startup::prepare(&path, &held, &defused, access))
+            .await
+            .map_err(std::io::Error::other)??;
+    if prepared.removed > 0 || prepared.rewritten > 0 {
+        info!(removed = prepared.removed, rewritten = prepared.rewritten, held = state.len(), dir = %dir.display(), "PXE directory brought in line with the journal");
+    }
+    if let Some(warning) = prepared.foreign_warning() {
+        warn!(dir = %dir.display(), "{warning}");
     }
     Ok(())
 }

@@ -17,14 +17,18 @@ const DEFAULT_PAGE: usize = 1000;
 /// The largest page `ListPxeConfigs` returns.
 const MAX_PAGE: usize = 10_000;
 
-/// The Depot service with its auth check, plus reflection and health.
-pub async fn routes(core: Arc<DepotCore>, host_key: Option<Secret>) -> tonic::service::Routes {
+/// The Depot service with its auth check, plus reflection and health (and
+/// the health's handle).
+pub async fn routes(
+    core: Arc<DepotCore>,
+    host_key: Option<Secret>,
+) -> (tonic::service::Routes, crate::server::Health) {
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(depot_server::DepotServer::with_interceptor(
         DepotService::new(core),
         RequireKey::new(host_key),
     ));
-    crate::server::with_standard_services(routes, &["pxeconf.v1.Depot"]).await
+    crate::server::standard_services(routes, &["pxeconf.v1.Depot"]).await
 }
 
 /// The gRPC handlers.
@@ -55,8 +59,9 @@ impl depot_server::Depot for DepotService {
         if let Some(host) = &wire.host {
             span.record("fqdn", host.id.as_str());
         }
+        let epoch = wire.epoch.clone();
         let bundle = ClientBundle::try_from(wire).map_err(Error::from)?;
-        let outcome = self.core.set(bundle).await?;
+        let outcome = self.core.set(bundle, &epoch).await?;
         Ok(Response::new(outcome.into()))
     }
 
@@ -67,7 +72,10 @@ impl depot_server::Depot for DepotService {
     ) -> Result<Response<proto::SetPxeConfigResponse>, Status> {
         let request = request.into_inner();
         let fqdn = Fqdn::parse(&request.fqdn, "fqdn").map_err(Error::from)?;
-        let outcome = self.core.set_by_fqdn(fqdn, request.revision).await?;
+        let outcome = self
+            .core
+            .set_by_fqdn(fqdn, request.revision, &request.epoch)
+            .await?;
         Ok(Response::new(outcome.into()))
     }
 
@@ -81,7 +89,7 @@ impl depot_server::Depot for DepotService {
         let removed = self
             .core
             .writer()
-            .remove(fqdn, request.revision)
+            .remove(fqdn, request.revision, request.epoch.into())
             .await
             .map_err(Error::from)?;
         Ok(Response::new(proto::RemovePxeConfigResponse { removed }))
@@ -130,7 +138,6 @@ mod tests {
     use crate::depot::template::{TemplateConfig, Templates};
     use crate::depot::writer::{self, ReadEvent, WriterOptions};
     use crate::domain::TemplateName;
-    use crate::metrics::Metrics;
     use crate::proto::depot_server::Depot as _;
 
     const PXELINUX: &str = "default opsi-install\nlabel opsi-install\n  kernel install\n  append initrd=miniroot.bz2 quiet\n";
@@ -148,7 +155,7 @@ mod tests {
     }
 
     impl Fixture {
-        fn new(legacy: bool) -> Self {
+        async fn new(legacy: bool) -> Self {
             let root = tempfile::tempdir().unwrap();
             let pxe = root.path().join("pxe");
             let templates = root.path().join("templates");
@@ -165,15 +172,13 @@ mod tests {
             })
             .unwrap();
             let (reads_tx, reads) = mpsc::channel(16);
-            let (writer, _task) = writer::spawn(
-                WriterOptions {
-                    pxe_dir: pxe.clone(),
-                    io_threads: 1,
-                    depot_id: "depot1.example.org".into(),
-                },
-                reads_tx,
-                Metrics::new(),
-            );
+            let options = WriterOptions {
+                pxe_dir: pxe.clone(),
+                io_threads: 1,
+                depot_id: "depot1.example.org".into(),
+                access: Default::default(),
+            };
+            let writer = writer::spawn_fresh(&root.path().join("state"), options, reads_tx).await;
             let depot_id = Fqdn::parse("depot1.example.org", "depot_id").unwrap();
             let core =
                 DepotCore::new(depot_id, templates, Renderer::new(), writer).with_legacy(legacy);
@@ -293,7 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_input_gets_a_clear_status_and_writes_nothing() {
-        let f = Fixture::new(false);
+        let f = Fixture::new(false).await;
         // A template outside the template dir, reachable by a symlink inside it.
         let outside = f.root.path().join("outside");
         std::fs::write(&outside, PXELINUX).unwrap();
@@ -409,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_clients_mac_or_uuid_already_exists() {
-        let f = Fixture::new(false);
+        let f = Fixture::new(false).await;
         f.set(bundle(1, 1)).await.unwrap();
         let before = f.files();
         let content_before = f.peek(&mac_file(1));
@@ -431,7 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stale_revision_is_aborted() {
-        let f = Fixture::new(false);
+        let f = Fixture::new(false).await;
         f.set(bundle(1, 5)).await.unwrap();
         let before = f.files();
         let content_before = f.peek(&mac_file(1));
@@ -458,7 +463,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_legacy_only_depot_does_not_implement_set_pxe_config() {
-        let f = Fixture::new(true);
+        let f = Fixture::new(true).await;
         let status = f.set(bundle(1, 1)).await.unwrap_err();
         assert_status(&status, Code::Unimplemented, "SetPxeConfigByFqdn", "legacy");
         assert!(f.files().is_empty());
@@ -466,7 +471,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_legacy_path_checks_the_fqdn_and_needs_a_configserver() {
-        let f = Fixture::new(false);
+        let f = Fixture::new(false).await;
         let status = f.set_by_fqdn("no_domain").await;
         assert_status(&status, Code::InvalidArgument, "fqdn", "bad FQDN");
         let status = f.set_by_fqdn("client1.example.org").await;
@@ -491,7 +496,7 @@ mod tests {
 
     #[tokio::test]
     async fn listing_pages_and_filters_by_product() {
-        let f = Fixture::new(false);
+        let f = Fixture::new(false).await;
         for n in 0..3 {
             f.set(bundle(n, 1)).await.unwrap();
         }

@@ -1,91 +1,254 @@
 //! The read watcher: one inotify instance with one watch on the PXE
 //! directory, for every client at once (opsi's per-client watches hit the
-//! kernel's 128-instance limit).
+//! kernel's 128-instance limit), and one on its parent.
 //!
 //! `IN_CLOSE_NOWRITE` on a file is a read that ended: the TFTP server opened
 //! the file and closed it without writing. `IN_MOVED_TO` comes from our own
 //! atomic writes and lets the writer tell a read of a replaced version apart.
+//!
+//! The watch survives the directory: when it is deleted or moved away, the
+//! watcher waits for it to come back (the parent's watch says so at once, a
+//! check each second catches the rest), watches the new one and has the
+//! writer write every held config again. If the new one cannot be watched
+//! the task fails, and with it the depot (health NOT_SERVING, exit ≠ 0).
 
 use std::ffi::OsStr;
 use std::io;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::StreamExt;
-use inotify::{EventMask, Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::writer::{TMP_PREFIX, WatchEvent, WriterHandle};
 
 /// Bytes read from inotify at once: room for ~1000 events per read; the
 /// kernel queue holds the rest.
 const EVENT_BUFFER: usize = 64 * 1024;
+/// How often the watcher checks that it watches the directory at the path.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The environment variable of the test hook (test-only: see
+/// docs/RELIABILITY.md): `watcher` or `writer` makes that task end, and
+/// `writer-panic` the writer panic, when a file named [`TEST_TRIGGER`] is
+/// read in the PXE directory.
+pub const TEST_HOOK_ENV: &str = "PXECONF_TEST_END_TASK";
+/// The file whose read fires the test hook.
+pub const TEST_TRIGGER: &str = "pxeconf-test-end-task";
 
-/// Starts watching `dir`; events go to the writer until `stop` fires. The
-/// watch is in place when this returns, so no read after it is missed.
-pub fn spawn(
+/// Which task the test hook ends, read once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TestHook {
+    /// None (always, outside tests).
+    #[default]
+    Off,
+    /// The watcher.
+    Watcher,
+    /// The writer.
+    Writer,
+    /// The writer, by a panic.
+    WriterPanic,
+}
+
+impl TestHook {
+    /// The hook the environment asks for.
+    pub fn from_env() -> Self {
+        match std::env::var(TEST_HOOK_ENV).as_deref() {
+            Ok("watcher") => Self::Watcher,
+            Ok("writer") => Self::Writer,
+            Ok("writer-panic") => Self::WriterPanic,
+            _ => Self::Off,
+        }
+    }
+}
+
+const DIR_MASK: WatchMask = WatchMask::CLOSE_NOWRITE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF);
+
+/// The directory as watched: its watch and its identity (device, inode).
+struct Watched {
+    wd: WatchDescriptor,
+    id: (u64, u64),
+}
+
+/// The watcher's state.
+struct Watcher {
+    dir: PathBuf,
+    name: Option<std::ffi::OsString>,
+    watches: Watches,
+    watched: Option<Watched>,
+    parent: Option<WatchDescriptor>,
+    writer: WriterHandle,
+    hook: TestHook,
+}
+
+fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
+}
+
+/// Starts watching `dir`; the watch is in place when this returns, so no
+/// read after it is missed. Returns the task to run: it forwards events to
+/// the writer until `stop` fires, and fails if the directory cannot be
+/// watched again after it was recreated.
+pub fn start(
     dir: &Path,
     writer: WriterHandle,
     stop: CancellationToken,
-) -> io::Result<tokio::task::JoinHandle<()>> {
+    hook: TestHook,
+) -> io::Result<impl Future<Output = Result<(), String>> + Send + 'static> {
     let inotify = Inotify::init()?;
-    inotify.watches().add(
-        dir,
-        WatchMask::CLOSE_NOWRITE
-            | WatchMask::MOVED_TO
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF,
-    )?;
-    let mut stream = inotify.into_event_stream(vec![0u8; EVENT_BUFFER])?;
-    let dir = dir.display().to_string();
-    Ok(tokio::spawn(async move {
+    let mut watches = inotify.watches();
+    let wd = watches.add(dir, DIR_MASK)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .and_then(|p| {
+            watches
+                .add(
+                    p,
+                    WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR,
+                )
+                .ok()
+        });
+    let stream = inotify.into_event_stream(vec![0u8; EVENT_BUFFER])?;
+    let watcher = Watcher {
+        dir: dir.to_owned(),
+        name: dir.file_name().map(OsStr::to_owned),
+        watched: Some(Watched {
+            wd,
+            id: identity(dir)?,
+        }),
+        watches,
+        parent,
+        writer,
+        hook,
+    };
+    Ok(watcher.run(stream, stop))
+}
+
+impl Watcher {
+    async fn run(
+        mut self,
+        mut stream: inotify::EventStream<Vec<u8>>,
+        stop: CancellationToken,
+    ) -> Result<(), String> {
+        let dir = self.dir.display().to_string();
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
-                () = stop.cancelled() => break,
+                () = stop.cancelled() => return Ok(()),
+                _ = check.tick() => {
+                    self.check().await?;
+                    continue;
+                }
                 event = stream.next() => event,
             };
             let event = match event {
                 Some(Ok(event)) => event,
-                Some(Err(error)) => {
-                    error!(%error, %dir, "inotify read failed; reads are no longer seen");
-                    break;
-                }
-                None => break,
+                Some(Err(error)) => return Err(format!("inotify read failed on {dir}: {error}")),
+                None => return Err(format!("the inotify stream on {dir} ended")),
             };
-            if let Some(forward) = forward(event.mask, event.name.as_deref(), &dir)
-                && writer.watch_event(forward).await.is_err()
+            let name = event.name.as_deref();
+            if self.watched.as_ref().is_some_and(|w| w.wd == event.wd) {
+                if self.hooked(event.mask, name).await? {
+                    continue;
+                }
+                if let Some(forward) = self.forward(event.mask, name)
+                    && self.writer.watch_event(forward).await.is_err()
+                {
+                    return Ok(());
+                }
+            } else if Some(&event.wd) == self.parent.as_ref()
+                && event.mask.contains(EventMask::ISDIR)
+                && name.is_some()
+                && name == self.name.as_deref()
             {
-                break;
+                self.check().await?;
+            } else if event.mask.contains(EventMask::Q_OVERFLOW) {
+                let _ = self.writer.watch_event(WatchEvent::Overflow).await;
             }
         }
-        debug!(%dir, "read watcher stopped");
-        if stop.is_cancelled() {
-            return;
-        }
-        warn!(%dir, "read watcher ended before shutdown");
-    }))
-}
+    }
 
-/// What an inotify event means to the writer, if anything.
-fn forward(mask: EventMask, name: Option<&OsStr>, dir: &str) -> Option<WatchEvent> {
-    if mask.contains(EventMask::Q_OVERFLOW) {
-        return Some(WatchEvent::Overflow);
+    /// The test hook: true if the event was its trigger.
+    async fn hooked(&self, mask: EventMask, name: Option<&OsStr>) -> Result<bool, String> {
+        if self.hook == TestHook::Off
+            || !mask.contains(EventMask::CLOSE_NOWRITE)
+            || name != Some(OsStr::new(TEST_TRIGGER))
+        {
+            return Ok(false);
+        }
+        match self.hook {
+            TestHook::Watcher => Err("ended by the test hook PXECONF_TEST_END_TASK=watcher".into()),
+            hook => {
+                let panic = hook == TestHook::WriterPanic;
+                let _ = self.writer.watch_event(WatchEvent::TestEnd { panic }).await;
+                Ok(true)
+            }
+        }
     }
-    if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
-        error!(%dir, "the PXE directory was removed or moved; reads are no longer seen");
-        return None;
+
+    /// What an inotify event on the directory means to the writer, if
+    /// anything; the directory going away drops the watch.
+    fn forward(&mut self, mask: EventMask, name: Option<&OsStr>) -> Option<WatchEvent> {
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            return Some(WatchEvent::Overflow);
+        }
+        if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {
+            if self.watched.take().is_some() {
+                warn!(dir = %self.dir.display(), "the PXE directory was removed or moved; waiting for it to come back");
+            }
+            return None;
+        }
+        if mask.contains(EventMask::ISDIR) {
+            return None;
+        }
+        let name = name?.to_str()?.to_owned();
+        if name.starts_with(TMP_PREFIX) {
+            None
+        } else if mask.contains(EventMask::CLOSE_NOWRITE) {
+            Some(WatchEvent::Read(name))
+        } else if mask.contains(EventMask::MOVED_TO) {
+            Some(WatchEvent::Moved(name))
+        } else {
+            None
+        }
     }
-    if mask.contains(EventMask::ISDIR) {
-        return None;
-    }
-    let name = name?.to_str()?.to_owned();
-    if name.starts_with(TMP_PREFIX) {
-        None
-    } else if mask.contains(EventMask::CLOSE_NOWRITE) {
-        Some(WatchEvent::Read(name))
-    } else if mask.contains(EventMask::MOVED_TO) {
-        Some(WatchEvent::Moved(name))
-    } else {
-        None
+
+    /// Watches the directory at the path again if it is not the one
+    /// watched (gone, or replaced); fails if it exists and cannot be
+    /// watched.
+    async fn check(&mut self) -> Result<(), String> {
+        let id = match identity(&self.dir) {
+            Ok(id) => id,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("PXE directory {}: {e}", self.dir.display())),
+        };
+        if self.watched.as_ref().is_some_and(|w| w.id == id) {
+            return Ok(());
+        }
+        if let Some(old) = self.watched.take() {
+            let _ = self.watches.remove(old.wd);
+        }
+        let wd = self.watches.add(&self.dir, DIR_MASK).map_err(|e| {
+            error!(dir = %self.dir.display(), error = %e, "the recreated PXE directory cannot be watched");
+            format!("cannot watch the recreated PXE directory {}: {e}", self.dir.display())
+        })?;
+        self.watched = Some(Watched { wd, id });
+        info!(dir = %self.dir.display(), "PXE directory back; watching it again");
+        if self
+            .writer
+            .watch_event(WatchEvent::Rewatched)
+            .await
+            .is_err()
+        {
+            debug!("the writer is gone");
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The depot's own messages: domain → wire.
 
 use super::core::Applied;
-use super::writer::ConfigInfo;
+use super::writer::{ConfigInfo, HeldState};
 use crate::proto;
 use crate::wire::timestamp;
 
@@ -26,7 +26,10 @@ impl From<ConfigInfo> for proto::PxeConfigInfo {
             since: Some(timestamp(c.since)),
             revision: c.revision,
             action_request: c.action_request.to_string(),
-            state: proto::PxeConfigState::Held as i32,
+            state: match c.state {
+                HeldState::Held => proto::PxeConfigState::Held,
+                HeldState::ReadFilePresent => proto::PxeConfigState::ReadFilePresent,
+            } as i32,
         }
     }
 }

@@ -174,15 +174,20 @@ async fn setting_again_replaces_and_follows_a_changed_mac() {
 #[tokio::test]
 async fn start_up_removes_stale_configs_and_keeps_other_files() {
     let dirs = DepotDirs::new();
-    for stale in [mac_file(1), uuid(2), ".pxeconf-tmp-01-aa".to_string()] {
-        std::fs::write(dirs.pxe.join(stale), "stale").unwrap();
+    // Ours (by the marker line) from a run whose journal is gone, and a
+    // temporary file; an operator's file with a config-like name.
+    let marked = "# pxeconf: one-time config for client1.example.org revision 3, deleted after its read\nstale\n";
+    for stale in [mac_file(1), uuid(2)] {
+        std::fs::write(dirs.pxe.join(stale), marked).unwrap();
     }
+    std::fs::write(dirs.pxe.join(".pxeconf-tmp-01-aa"), "stale").unwrap();
+    std::fs::write(dirs.pxe.join(mac_file(9)), "default operator\n").unwrap();
     std::fs::write(dirs.pxe.join("pxelinux.0"), "loader").unwrap();
     std::fs::write(dirs.pxe.join("install"), "template").unwrap();
     let _depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
     assert_eq!(
         dirs.files(),
-        vec!["install".to_string(), "pxelinux.0".to_string()]
+        vec![mac_file(9), "install".to_string(), "pxelinux.0".to_string()]
     );
 }
 

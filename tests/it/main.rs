@@ -11,5 +11,6 @@ mod operator;
 mod opsi;
 mod paths;
 mod readme;
+mod reliability;
 mod scale;
 mod store;

@@ -372,6 +372,7 @@ fn a_depot_logs_json_and_drains_on_sigterm() {
         ])
         .env("PXECONF_PXE_DIR", dir.path().join("pxe"))
         .env("PXECONF_TEMPLATE_DIR", &templates)
+        .env("PXECONF_STATE_DIR", dir.path().join("state"))
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -159,7 +159,7 @@ impl Site {
 async fn wait_content(path: &Path, want: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let now = path.exists().then(|| peek(path));
+        let now = path.exists().then(|| without_marker(&peek(path)));
         if now.as_deref() == Some(want) {
             return;
         }
@@ -690,7 +690,7 @@ async fn a_uefi_client_gets_the_efi_variant_or_the_uefi_default_never_pxelinux()
     );
     let key = bundle(1, 1).host.unwrap().opsi_host_key;
     assert_eq!(
-        peek(&dirs.pxe.join(mac_file(1))),
+        without_marker(&peek(&dirs.pxe.join(mac_file(1)))),
         format!(
             "menuentry 'winpe' {{\n  linux /winpe/efi quiet pckey={key} hn=client1 dn=example.org product=win10-x64 macaddress={} service=https://config.example.org:4447/rpc lang=de\n}}\n",
             mac(1)
@@ -709,7 +709,9 @@ async fn a_uefi_client_gets_the_efi_variant_or_the_uefi_default_never_pxelinux()
             "UEFI client (uefi-x64): the product template other has no UEFI variant other.efi; the uefi-x64 default"
         )
     );
-    assert!(peek(&dirs.pxe.join(mac_file(2))).starts_with("set timeout=0\nmenuentry"));
+    assert!(
+        without_marker(&peek(&dirs.pxe.join(mac_file(2)))).starts_with("set timeout=0\nmenuentry")
+    );
     // A BIOS client gets the product's own.
     let mut bios = uefi_bundle(3, "winpe");
     bios.boot_mode = proto::BootMode::Bios as i32;

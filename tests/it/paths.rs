@@ -80,9 +80,9 @@ fn key(n: u32) -> String {
 }
 
 /// One configserver and one depot (new or legacy) on a fresh database, the
-/// same inventory every time; returns the PXE files the depot wrote and the
-/// path each client's push took.
-async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+/// same inventory every time; returns the PXE files the depot wrote, the
+/// path each client's push took and its revision.
+async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>, Vec<u64>) {
     let db = tempfile::tempdir().unwrap();
     let cs = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
     let dirs = DepotDirs::new();
@@ -116,12 +116,20 @@ async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     // The files are renamed into place before the depot answers; the path
     // is recorded when the answer is.
     let mut paths = Vec::new();
+    let mut revisions = Vec::new();
     for n in 0..CLIENTS {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let path = loop {
             let s = status(&mut admin, n).await;
-            match s.deliveries.first().map(|d| d.path.clone()) {
-                Some(path) if !path.is_empty() => break path,
+            match s
+                .deliveries
+                .first()
+                .map(|d| (d.path.clone(), d.delivered_revision))
+            {
+                Some((path, revision)) if !path.is_empty() => {
+                    revisions.push(revision);
+                    break path;
+                }
                 _ if std::time::Instant::now() > deadline => panic!("client{n} not acknowledged"),
                 _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
@@ -131,7 +139,17 @@ async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     let files = read_all(&dirs.pxe);
     depot.stop().await;
     cs.stop().await;
-    (files, paths)
+    (files, paths, revisions)
+}
+
+/// A PXE file's marker line (first, or second after `#!ipxe`) and the file
+/// without it.
+fn split_marker(bytes: &[u8]) -> (String, String) {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let at = usize::from(lines[0].starts_with("#!ipxe"));
+    let marker = lines.remove(at).trim_end().to_owned();
+    (marker, lines.concat())
 }
 
 fn read_all(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -237,8 +255,8 @@ async fn inventory(admin: &mut Admin) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_new_and_the_legacy_path_write_the_same_bytes() {
-    let (new, new_paths) = site(false).await;
-    let (legacy, legacy_paths) = site(true).await;
+    let (new, new_paths, new_revisions) = site(false).await;
+    let (legacy, legacy_paths, legacy_revisions) = site(true).await;
     assert_eq!(new_paths, vec!["new"; CLIENTS as usize]);
     assert_eq!(legacy_paths, vec!["legacy"; CLIENTS as usize]);
     assert_eq!(
@@ -246,17 +264,34 @@ async fn the_new_and_the_legacy_path_write_the_same_bytes() {
         legacy.keys().collect::<Vec<_>>(),
         "the same file names"
     );
+    // Each site's store gives its own revisions (a hybrid clock): the
+    // marker line names the client and that site's revision; the rest is
+    // byte for byte the same.
     for (name, bytes) in &new {
-        assert_eq!(
-            String::from_utf8_lossy(bytes),
-            String::from_utf8_lossy(&legacy[name]),
-            "{name} differs between the paths"
-        );
+        let (new_marker, new_rest) = split_marker(bytes);
+        let (legacy_marker, legacy_rest) = split_marker(&legacy[name]);
+        assert_eq!(new_rest, legacy_rest, "{name} differs between the paths");
+        for (marker, revisions) in [
+            (new_marker, &new_revisions),
+            (legacy_marker, &legacy_revisions),
+        ] {
+            let n = (0..CLIENTS)
+                .find(|n| *name == mac_file(*n) || *name == uuid(*n))
+                .unwrap();
+            assert_eq!(
+                marker,
+                format!(
+                    "# pxeconf: one-time config for client{n}.example.org revision {}, deleted after its read",
+                    revisions[n as usize]
+                ),
+                "{name}"
+            );
+        }
     }
 
     // What was compared is what it should be: each format, its property,
     // the fixed-salt password hash, the UEFI clients' templates.
-    let text = |n: u32| String::from_utf8(new[&mac_file(n)].clone()).unwrap();
+    let text = |n: u32| without_marker(&String::from_utf8(new[&mac_file(n)].clone()).unwrap());
     // The kernel line in opsi's order: pckey hn dn product macaddress
     // service, then the append items (a value with a space split in two).
     let bios = text(0);
@@ -293,7 +328,9 @@ macaddress={} service=https://branch.example.org:4447/rpc lang=de\"",
         "the client's own state wins over its depot's: {grub}"
     );
     let ipxe = text(3);
-    assert!(ipxe.starts_with("#!ipxe\n"), "{ipxe}");
+    assert!(ipxe.starts_with("#!ipxe\nkernel "), "{ipxe}");
+    let raw = String::from_utf8(new[&mac_file(3)].clone()).unwrap();
+    assert!(raw.starts_with("#!ipxe\n# pxeconf: "), "the marker follows #!ipxe: {raw}");
     assert!(
         ipxe.contains("kernel http://depot/boot/memtest lang=en_US pckey="),
         "{ipxe}"

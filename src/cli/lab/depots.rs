@@ -99,6 +99,9 @@ impl PlannedDepot {
             legacy: self.legacy,
             io_threads,
             salt: None,
+            // Beside the PXE directory, never inside it.
+            state_dir: self.pxe_dir.with_extension("state"),
+            file_access: Default::default(),
         })
     }
 

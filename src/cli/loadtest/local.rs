@@ -146,6 +146,9 @@ impl PlannedDepot {
             self.key_file.as_os_str(),
             "--io-threads".as_ref(),
             args.io_threads.to_string().as_ref(),
+            // Each depot its own journal: the default state dir is one per host.
+            "--state-dir".as_ref(),
+            self.pxe_dir.with_extension("state").as_os_str(),
         ]);
         if self.legacy {
             a.push("--legacy".into());

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 
 use crate::configserver::store::{Ack, Store};
+use crate::server::Supervisor;
 
 /// Results waiting for the writer before workers wait (back-pressure).
 pub(super) const ACK_QUEUE: usize = 4096;
@@ -19,10 +20,14 @@ const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duratio
 /// The sending side, for workers.
 pub(super) type AckSender = mpsc::Sender<Ack>;
 
-/// Starts the writer; it stops when every sender is gone.
-pub(super) fn spawn(store: Store) -> AckSender {
+/// Starts the writer under `supervisor`; it stops when every sender is gone
+/// (the configserver stops), and its end before that stops the configserver.
+pub(super) fn spawn(store: Store, supervisor: &Supervisor) -> AckSender {
     let (tx, rx) = mpsc::channel(ACK_QUEUE);
-    tokio::spawn(write_acks(store, rx));
+    supervisor.spawn_critical("push result writer", async move {
+        write_acks(store, rx).await;
+        Ok(())
+    });
     tx
 }
 

@@ -3,8 +3,9 @@
 //! are owed, status queries read each worker's published state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -15,6 +16,7 @@ use super::worker::{Msg, Shared, Worker, WorkerHandle};
 use crate::configserver::store::{DepotRecord, Owed, Store, StoreError};
 use crate::domain::Modules;
 use crate::metrics::{DepotLabel, Metrics};
+use crate::server::Supervisor;
 
 /// The push dispatcher of the configserver.
 pub struct Dispatcher {
@@ -25,19 +27,25 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts a worker per stored depot; each first sends what it is owed.
+    /// Its tasks run under `supervisor`: a panic, or the ack writer ending
+    /// before `stop`, stops the configserver.
     pub async fn start(
         store: Store,
         settings: DispatchSettings,
         modules: Modules,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
+        supervisor: Supervisor,
     ) -> Result<Arc<Self>, StoreError> {
+        let (owed_tx, owed_rx) = mpsc::unbounded_channel();
         let shared = Shared {
-            acks: acks::spawn(store.clone()),
+            acks: acks::spawn(store.clone(), &supervisor),
             store: store.clone(),
             settings,
             modules,
             metrics,
+            owed: owed_tx,
+            supervisor: supervisor.clone(),
         };
         let dispatcher = Arc::new(Self {
             shared,
@@ -51,6 +59,10 @@ impl Dispatcher {
             workers.insert(id, dispatcher.spawn_worker(depot));
         }
         drop(workers);
+        supervisor.spawn_worker(
+            "dispatch router",
+            route_owed(Arc::downgrade(&dispatcher), owed_rx),
+        );
         Ok(dispatcher)
     }
 
@@ -126,4 +138,19 @@ impl Dispatcher {
             .map(|(id, w)| (id.clone(), w.runtime.borrow().clone()))
             .collect()
     }
+}
+
+/// Routes pushes a worker found owed to other depots to their workers, while
+/// the dispatcher lives.
+async fn route_owed(
+    dispatcher: Weak<Dispatcher>,
+    mut owed: mpsc::UnboundedReceiver<Vec<Owed>>,
+) -> Result<(), String> {
+    while let Some(batch) = owed.recv().await {
+        let Some(dispatcher) = dispatcher.upgrade() else {
+            break;
+        };
+        dispatcher.notify(batch).await;
+    }
+    Ok(())
 }

@@ -1,9 +1,12 @@
 //! Pushes to depots. The [`Dispatcher`] runs one worker per depot
 //! (`worker`), which keeps each owed client once (`queue`), sends one push
 //! at a time per client over the depot's channel (`push`), and hands the
-//! results to the batched ack writer (`acks`). Each worker publishes its
+//! results to the batched ack writer (`acks`); when it starts it checks what
+//! the depot really holds against the outbox (`verify`). Each worker publishes its
 //! depot's [`DepotRuntime`]; [`DispatchSettings`] holds the knobs and their
-//! defaults. Every channel is bounded: a full one makes its sender wait.
+//! defaults. Every channel is bounded, so a full one makes its sender wait,
+//! except the router of pushes a worker finds owed to other depots: rare,
+//! and bounding it could make two workers wait for each other.
 
 mod acks;
 mod dispatcher;
@@ -11,6 +14,7 @@ mod push;
 mod queue;
 mod runtime;
 mod settings;
+mod verify;
 mod worker;
 
 pub use dispatcher::Dispatcher;

@@ -12,6 +12,7 @@ use super::runtime::Capability;
 use crate::auth::AttachKey;
 use crate::configserver::store::{DepotRecord, Job, Loaded, PushOp, PushPath};
 use crate::proto;
+use crate::status::{AbortReason, Aborted};
 
 /// How long connecting to a depot may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,8 +51,15 @@ pub(super) enum PushResult {
     Unimplemented,
     /// The depot could not be reached or could not take calls.
     Unreachable(String),
+    /// The client read that revision or a newer one (`ALREADY_READ`).
+    AlreadyRead,
+    /// The depot has seen a newer revision (`NEWER_HELD`, `REMOVED`).
+    Superseded(Aborted),
     /// The depot refused this client's push; or no bundle could be built.
     Rejected(String),
+    /// The depot failed on its side (disk full, read-only directory): retried
+    /// soon, so that the push lands shortly after the cause is gone.
+    Local(String),
 }
 
 impl PushResult {
@@ -61,7 +69,10 @@ impl PushResult {
             PushResult::Delivered => "ok",
             PushResult::Unimplemented => "unimplemented",
             PushResult::Unreachable(_) => "unavailable",
+            PushResult::AlreadyRead => "already_read",
+            PushResult::Superseded(_) => "superseded",
             PushResult::Rejected(_) => "rejected",
+            PushResult::Local(_) => "depot_error",
         }
     }
 }
@@ -81,6 +92,7 @@ pub(super) async fn push_one(
     client: DepotClient,
     loaded: Loaded,
     capability: Capability,
+    epoch: String,
 ) -> Outcome {
     let Loaded {
         client_id,
@@ -97,7 +109,12 @@ pub(super) async fn push_one(
                 PushPath::New
             };
             let op = job.op();
-            let result = match call(client, &client_id, revision, job, path).await {
+            let push = Push {
+                fqdn: &client_id,
+                revision,
+                epoch,
+            };
+            let result = match call(client, push, job, path).await {
                 Ok(()) => PushResult::Delivered,
                 Err(status) => classify(&status, path),
             };
@@ -115,20 +132,31 @@ pub(super) async fn push_one(
 
 /// The RPC of `job` on `path`. A remove is the same RPC on both paths;
 /// only a set differs (the whole bundle, or the FQDN to look up).
+/// What every push names: the client, the revision and the store's epoch.
+struct Push<'a> {
+    fqdn: &'a str,
+    revision: u64,
+    epoch: String,
+}
+
 async fn call(
     mut client: DepotClient,
-    fqdn: &str,
-    revision: u64,
+    push: Push<'_>,
     job: Job,
     path: PushPath,
 ) -> Result<(), tonic::Status> {
+    let Push {
+        fqdn,
+        revision,
+        epoch,
+    } = push;
     let fqdn = fqdn.to_owned();
     match (job, path) {
         (Job::Remove, _) => {
             let request = proto::RemovePxeConfigRequest {
                 fqdn,
                 revision,
-                epoch: Default::default(),
+                epoch,
             };
             client.remove_pxe_config(request).await.map(drop)
         }
@@ -136,12 +164,13 @@ async fn call(
             let request = proto::SetPxeConfigByFqdnRequest {
                 fqdn,
                 revision,
-                epoch: Default::default(),
+                epoch,
             };
             client.set_pxe_config_by_fqdn(request).await.map(drop)
         }
         (Job::Set(bundle), PushPath::New) => {
-            let request = proto::ClientBundle::from(bundle.as_ref());
+            let mut request = proto::ClientBundle::from(bundle.as_ref());
+            request.epoch = epoch;
             client.set_pxe_config(request).await.map(drop)
         }
     }
@@ -151,8 +180,13 @@ async fn call(
 fn classify(status: &tonic::Status, path: PushPath) -> PushResult {
     let message = || format!("{:?}: {}", status.code(), status.message());
     match status.code() {
-        // The depot already holds a newer revision or has seen this one read.
-        Code::Aborted => PushResult::Delivered,
+        // Never "delivered": the reason says what became of the revision.
+        Code::Aborted => match Aborted::from_status(status) {
+            Some(a) if a.reason == AbortReason::AlreadyRead => PushResult::AlreadyRead,
+            Some(a) => PushResult::Superseded(a),
+            None => PushResult::Rejected(message()),
+        },
+        Code::Internal | Code::DataLoss => PushResult::Local(message()),
         Code::Unimplemented if path == PushPath::New => PushResult::Unimplemented,
         Code::Unavailable
         | Code::DeadlineExceeded
@@ -172,9 +206,29 @@ mod tests {
     #[test]
     fn answers_are_classified_by_code_and_path() {
         let status = |code| tonic::Status::new(code, "why");
+        // An ABORTED without pxeconf's details is no delivery.
         assert_eq!(
             classify(&status(Code::Aborted), PushPath::New),
-            PushResult::Delivered
+            PushResult::Rejected("Aborted: why".into())
+        );
+        let aborted = |reason| Aborted {
+            reason,
+            revision: 9,
+            epoch: "e".into(),
+            highest: 12,
+        };
+        let read = aborted(AbortReason::AlreadyRead).to_status("read");
+        assert_eq!(classify(&read, PushPath::Legacy), PushResult::AlreadyRead);
+        for reason in [AbortReason::NewerHeld, AbortReason::Removed] {
+            let status = aborted(reason).to_status("newer");
+            assert_eq!(
+                classify(&status, PushPath::New),
+                PushResult::Superseded(aborted(reason))
+            );
+        }
+        assert_eq!(
+            classify(&status(Code::Internal), PushPath::New),
+            PushResult::Local("Internal: why".into())
         );
         assert_eq!(
             classify(&status(Code::Unimplemented), PushPath::New),

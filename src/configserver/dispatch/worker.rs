@@ -4,24 +4,30 @@
 //! the depot's one HTTP/2 channel, an unreachable depot is retried with
 //! exponential backoff and jitter, and a depot that answers `SetPxeConfig`
 //! with UNIMPLEMENTED is served the legacy `SetPxeConfigByFqdn` from then on
-//! (probed again after it comes back).
+//! (probed again after it comes back). When it starts, the worker checks
+//! what the depot really holds against the outbox (`super::verify`); what
+//! becomes of each push is decided in `outcome`.
+
+mod outcome;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span};
 
 use super::acks::AckSender;
-use super::push::{DepotClient, Outcome, PushResult, connect, push_one};
+use super::push::{DepotClient, Outcome, connect, push_one};
 use super::queue::ClientQueue;
 use super::runtime::{Capability, DepotRuntime};
 use super::settings::DispatchSettings;
-use crate::configserver::store::{Ack, DepotRecord, Loaded, PushOp, PushPath, Rows, Store};
+use super::verify::{VerifyFailure, verify};
+use crate::configserver::store::{DepotRecord, Loaded, Owed, Rows, Store};
 use crate::domain::Modules;
-use crate::metrics::{DepotLabel, Metrics, PushLabels};
+use crate::metrics::{DepotLabel, Metrics};
+use crate::server::Supervisor;
 
 /// Clients whose bundles are built in one store read.
 const BATCH: usize = 256;
@@ -34,6 +40,9 @@ const LEGACY_RECHECK: Duration = Duration::from_secs(600);
 const REJECT_BACKOFF: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(600));
 /// Wait before retrying clients whose bundles could not be loaded.
 const LOAD_RETRY: Duration = Duration::from_secs(1);
+/// First and longest wait before checking the depot's holdings again after a
+/// failed check.
+const VERIFY_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 /// What every worker uses and nobody changes.
 #[derive(Clone)]
@@ -43,6 +52,11 @@ pub(super) struct Shared {
     pub(super) modules: Modules,
     pub(super) metrics: Arc<Metrics>,
     pub(super) acks: AckSender,
+    /// Pushes owed to any depot, found by a worker (a read recorded from an
+    /// ABORTED, a check of the depot's holdings); the dispatcher routes them.
+    pub(super) owed: mpsc::UnboundedSender<Vec<Owed>>,
+    /// Where the worker task runs: its panic stops the configserver.
+    pub(super) supervisor: Supervisor,
 }
 
 /// What the dispatcher tells a worker.
@@ -70,6 +84,19 @@ enum Event {
     },
     /// A push finished.
     Pushed(Outcome),
+    /// The check of the depot's holdings finished.
+    Verified(Result<Vec<Owed>, VerifyFailure>),
+}
+
+/// Where the check of the depot's holdings stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// Due at this time.
+    Due(tokio::time::Instant, Duration),
+    /// Running.
+    Running(Duration),
+    /// Done (or impossible: an old depot).
+    Done,
 }
 
 /// A depot's worker.
@@ -84,6 +111,9 @@ pub(super) struct Worker {
     loading: bool,
     sending: usize,
     rejections: HashMap<String, u32>,
+    /// Fresh revisions given to a client in a row after `NEWER_HELD`.
+    superseded: HashMap<String, u32>,
+    verify: Verify,
     capability: Capability,
     legacy_since: Option<Instant>,
     down: bool,
@@ -103,7 +133,7 @@ impl Worker {
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
         // One slot per helper task that can be running: the pushes in flight
         // and the one load, so a helper never waits to report.
-        let (events_tx, events) = mpsc::channel(shared.settings.concurrency + 1);
+        let (events_tx, events) = mpsc::channel(shared.settings.concurrency + 2);
         let (runtime_tx, runtime) = watch::channel(DepotRuntime::default());
         let span = info_span!("depot", depot = %depot.id);
         let worker = Self {
@@ -117,13 +147,25 @@ impl Worker {
             loading: false,
             sending: 0,
             rejections: HashMap::new(),
+            superseded: HashMap::new(),
+            verify: Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0),
             capability: Capability::Unknown,
             legacy_since: None,
             down: false,
             retry_at: None,
             events: events_tx,
         };
-        tokio::spawn(worker.run(inbox, events, stop).instrument(span));
+        let supervisor = worker.shared.supervisor.clone();
+        // Ends when its depot is deleted or the configserver stops; a panic
+        // stops the configserver.
+        supervisor.spawn_worker(
+            format!("dispatch worker of {}", worker.depot.id),
+            async move {
+                worker.run(inbox, events, stop).await;
+                Ok(())
+            }
+            .instrument(span),
+        );
         WorkerHandle {
             inbox: inbox_tx,
             runtime,
@@ -144,6 +186,10 @@ impl Worker {
             self.launch();
             self.publish();
             let retry_at = self.retry_at;
+            let verify_at = match self.verify {
+                Verify::Due(at, _) => Some(at),
+                _ => None,
+            };
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     None => break,
@@ -157,7 +203,11 @@ impl Worker {
                         self.sending -= 1;
                         self.handle(outcome).await;
                     }
+                    Event::Verified(result) => self.verified(result),
                 },
+                () = async { tokio::time::sleep_until(verify_at.unwrap_or_else(tokio::time::Instant::now)).await }, if verify_at.is_some() => {
+                    self.start_verify();
+                }
                 () = async { tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)).await }, if retry_at.is_some() => {
                     self.retry_at = None;
                 }
@@ -193,6 +243,10 @@ impl Worker {
             self.backoff = self.shared.settings.min_backoff;
             // Whatever waited for the old endpoint gets a fresh try.
             self.queue.wake_delayed();
+            // Another depot may answer there: check what it holds.
+            if self.verify == Verify::Done {
+                self.verify = Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
+            }
         }
         self.depot = depot;
     }
@@ -257,7 +311,8 @@ impl Worker {
             };
             self.sending += 1;
             let events = self.events.clone();
-            let push = push_one(client.clone(), loaded, self.capability);
+            let epoch = self.shared.store.epoch().to_owned();
+            let push = push_one(client.clone(), loaded, self.capability, epoch);
             tokio::spawn(
                 async move {
                     let _ = events.send(Event::Pushed(push.await)).await;
@@ -289,134 +344,65 @@ impl Worker {
         }
     }
 
-    async fn handle(&mut self, outcome: Outcome) {
-        let Outcome {
-            client_id,
-            revision,
-            op,
-            path,
-            result,
-        } = outcome;
-        self.count(op, path, &result);
-        match result {
-            PushResult::Delivered => self.delivered(client_id, revision, op, path).await,
-            PushResult::Unimplemented => self.unimplemented(client_id),
-            PushResult::Unreachable(error) => self.unreachable(client_id, revision, error).await,
-            PushResult::Rejected(error) => self.rejected(client_id, revision, error).await,
-        }
-    }
-
-    /// Counts a push at the metrics edge, where the labels become text.
-    fn count(&self, op: PushOp, path: PushPath, result: &PushResult) {
-        let labels = PushLabels {
-            depot: self.depot.id.to_string(),
-            path: path.as_str().to_owned(),
-            op: op.as_str().to_owned(),
-            result: result.label().to_owned(),
+    /// Starts the check of what the depot holds (once at a time).
+    fn start_verify(&mut self) {
+        let Verify::Due(_, wait) = self.verify else {
+            return;
         };
-        self.shared.metrics.pushes.get_or_create(&labels).inc();
-    }
-
-    async fn delivered(&mut self, client_id: String, revision: u64, op: PushOp, path: PushPath) {
-        self.rejections.remove(&client_id);
-        self.reached();
-        if op == PushOp::Set && path == PushPath::New && self.capability == Capability::Unknown {
-            self.capability = Capability::New;
-        }
-        self.runtime.send_modify(|rt| match path {
-            PushPath::Legacy => rt.pushes_legacy += 1,
-            PushPath::New => rt.pushes_new += 1,
-        });
-        self.ack(Ack::Delivered {
-            client_id: client_id.clone(),
-            depot_id: self.depot.id.to_string(),
-            revision,
-            path,
-        })
-        .await;
-        self.queue.settle(client_id);
-    }
-
-    fn unimplemented(&mut self, client_id: String) {
-        self.reached();
-        if self.capability != Capability::Legacy {
-            info!("depot does not implement SetPxeConfig; falling back to SetPxeConfigByFqdn");
-            self.capability = Capability::Legacy;
-            self.legacy_since = Some(Instant::now());
-        }
-        self.queue.retry_first(client_id);
-    }
-
-    /// The depot is down: the push waits at the front, and the first failure
-    /// of a round sets when the depot is probed next.
-    async fn unreachable(&mut self, client_id: String, revision: u64, error: String) {
-        self.queue.retry_first(client_id.clone());
-        if self.retry_at.is_none() {
-            let wait = jitter(self.backoff);
-            self.retry_at = Some(tokio::time::Instant::now() + wait);
-            self.backoff = (self.backoff * 2).min(self.shared.settings.max_backoff);
-            if !self.down {
-                warn!(%error, retry_in = ?wait, "depot unreachable; pushes wait");
-            } else {
-                debug!(%error, retry_in = ?wait, "depot still unreachable");
+        let Ok(client) = &self.client else {
+            // An unusable endpoint: checked again when it changes.
+            self.verify = Verify::Done;
+            return;
+        };
+        self.verify = Verify::Running(wait);
+        let check = verify(
+            client.clone(),
+            self.shared.store.clone(),
+            self.depot.id.to_string(),
+        );
+        let events = self.events.clone();
+        tokio::spawn(
+            async move {
+                let _ = events.send(Event::Verified(check.await)).await;
             }
-            let next = SystemTime::now() + wait;
-            self.runtime.send_modify(|rt| rt.next_retry = Some(next));
-            self.ack(Ack::Failed {
-                client_id,
-                depot_id: self.depot.id.to_string(),
-                revision,
-                error: error.clone(),
-                next_attempt_at: next,
-            })
-            .await;
+            .in_current_span(),
+        );
+    }
+
+    /// The check is done: what it found is owed; a failed one is retried.
+    fn verified(&mut self, result: Result<Vec<Owed>, VerifyFailure>) {
+        let wait = match self.verify {
+            Verify::Running(wait) => wait,
+            _ => VERIFY_RETRY.0,
+        };
+        match result {
+            Ok(owed) => {
+                self.verify = Verify::Done;
+                self.notify(owed);
+            }
+            Err(VerifyFailure::Unsupported) => {
+                info!("the depot cannot list its configs; its holdings are not checked");
+                self.verify = Verify::Done;
+            }
+            Err(VerifyFailure::Failed(error)) => {
+                debug!(%error, retry_in = ?wait, "checking the depot's holdings failed; retrying");
+                let next = (wait * 2).min(VERIFY_RETRY.1);
+                self.verify = Verify::Due(tokio::time::Instant::now() + jitter(wait), next);
+            }
         }
-        self.down = true;
-        self.runtime.send_modify(|rt| {
-            rt.reachable = false;
-            rt.last_error = error;
-        });
     }
 
-    /// The depot refused this client: it is retried on its own backoff.
-    async fn rejected(&mut self, client_id: String, revision: u64, error: String) {
-        let attempts = self.rejections.entry(client_id.clone()).or_insert(0);
-        let wait = (REJECT_BACKOFF.0 * 2u32.saturating_pow(*attempts)).min(REJECT_BACKOFF.1);
-        *attempts += 1;
-        warn!(client = %client_id, revision, %error, retry_in = ?wait, "push refused");
-        self.ack(Ack::Failed {
-            client_id: client_id.clone(),
-            depot_id: self.depot.id.to_string(),
-            revision,
-            error,
-            next_attempt_at: SystemTime::now() + wait,
-        })
-        .await;
-        self.queue.retry_after(client_id, wait);
-    }
-
-    /// Hands a result to the ack writer, waiting while it is behind.
-    async fn ack(&self, ack: Ack) {
-        // Gone only while the configserver shuts down; the outbox still
-        // owes what was not recorded, so nothing is lost.
-        let _ = self.shared.acks.send(ack).await;
-    }
-
-    /// The depot answered: it is up.
-    fn reached(&mut self) {
-        if self.down {
-            info!("depot reachable again");
-            self.down = false;
-            // It may have been upgraded or replaced while away.
-            self.capability = Capability::Unknown;
+    /// Pushes found owed: this depot's are queued here, others go through
+    /// the dispatcher.
+    fn notify(&mut self, owed: Vec<Owed>) {
+        let depot = self.depot.id.as_str();
+        let (mine, others): (Vec<Owed>, Vec<Owed>) =
+            owed.into_iter().partition(|o| o.depot_id == depot);
+        mine.into_iter()
+            .for_each(|o| self.queue.enqueue(o.client_id));
+        if !others.is_empty() {
+            let _ = self.shared.owed.send(others);
         }
-        self.backoff = self.shared.settings.min_backoff;
-        self.retry_at = None;
-        self.runtime.send_modify(|rt| {
-            rt.reachable = true;
-            rt.last_contact = Some(SystemTime::now());
-            rt.next_retry = None;
-        });
     }
 
     /// Publishes the queue depth and path in use.

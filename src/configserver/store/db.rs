@@ -2,6 +2,7 @@
 //! pool serves reads. The store's other modules add methods to [`Store`].
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -22,6 +23,7 @@ pub(super) type WriteTx = Transaction<'static, Sqlite>;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    epoch: Arc<str>,
 }
 
 impl Store {
@@ -47,11 +49,30 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
+        let epoch: String = sqlx::query_scalar("SELECT value FROM identity WHERE key = 'epoch'")
+            .fetch_one(&write)
+            .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { write, read })
+        Ok(Self {
+            write,
+            read,
+            epoch: epoch.into(),
+        })
+    }
+
+    /// The store's epoch: a random id made with the database (a restored
+    /// copy keeps it; a new database has another).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Closes the connections (a copy of the files is consistent after this).
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
     }
 
     /// The read pool.

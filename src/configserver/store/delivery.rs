@@ -7,7 +7,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::db::Store;
 use super::error::Result;
-use super::records::{Ack, PushOp, PushRecord, ReadOutcome};
+use super::records::{Ack, PushOp, PushRecord, ReadOutcome, ReadReport};
 use super::rows;
 use super::sql::{now_ms, to_ms};
 use super::triggers::reconcile;
@@ -61,60 +61,115 @@ async fn record_ack(conn: &mut SqliteConnection, ack: &Ack, now: i64) -> Result<
     Ok(())
 }
 
-/// Whether a read report of `revision` of `product_id` is news: the row is
-/// a set of exactly that product and revision, not read yet.
-async fn read_is_fresh(
-    conn: &mut SqliteConnection,
-    depot_id: &str,
-    client_id: &str,
-    product_id: &str,
+/// The push row a read report is about, as far as a read needs it.
+struct ReadRow {
+    op: PushOp,
+    product_id: String,
     revision: u64,
-) -> Result<bool> {
-    let row = sqlx::query(
-        "SELECT op, product_id, revision, read_revision FROM pushes WHERE client_id = ? AND depot_id = ?",
-    )
-    .bind(client_id)
-    .bind(depot_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(false) };
-    Ok(rows::op(&row, client_id)? == PushOp::Set
-        && row.get::<String, _>("product_id") == product_id
-        && row.get::<i64, _>("revision") as u64 == revision
-        && (row.get::<i64, _>("read_revision") as u64) < revision)
+    read_revision: u64,
+    files_present: bool,
 }
 
-/// Records the read of `revision`: on the push row, and as the action's
-/// progress; the action request becomes `none` unless it is `always`.
+/// The row of `client_id` on the reporting depot: a report is accepted from
+/// the depot the config was pushed to, even if the client has moved since
+/// (its row there is a removal now, and still names the product).
+async fn read_row(conn: &mut SqliteConnection, report: &ReadReport) -> Result<Option<ReadRow>> {
+    let row = sqlx::query(
+        "SELECT op, product_id, revision, read_revision, read_files_present FROM pushes
+         WHERE client_id = ? AND depot_id = ?",
+    )
+    .bind(&report.client_id)
+    .bind(&report.depot_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(ReadRow {
+        op: rows::op(&row, &report.client_id)?,
+        product_id: row.get("product_id"),
+        revision: row.get::<i64, _>("revision").max(0) as u64,
+        read_revision: row.get::<i64, _>("read_revision").max(0) as u64,
+        files_present: row.get::<i64, _>("read_files_present") != 0,
+    }))
+}
+
+/// What a read report means for its row.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadVerdict {
+    /// News: the read of the row's revision, or of an older set of the same
+    /// product on this depot; `consumes` whether the action it booted is
+    /// still the one requested (not set again since that revision).
+    Fresh { consumes: bool },
+    /// A repeat of the read already recorded (maybe with news of its files).
+    Repeat,
+    /// Nothing this store pushed: another depot, product or epoch, or a
+    /// revision older than the action it would have booted.
+    Stale,
+}
+
+/// Judges `report` against its row and the action's `modified` revision.
+fn verdict(report: &ReadReport, row: Option<&ReadRow>, modified: Option<u64>) -> ReadVerdict {
+    let Some(row) = row else {
+        return ReadVerdict::Stale;
+    };
+    let r = report.revision;
+    if row.product_id != report.product_id || r == 0 || r > row.revision {
+        return ReadVerdict::Stale;
+    }
+    if r <= row.read_revision {
+        return if r == row.read_revision {
+            ReadVerdict::Repeat
+        } else {
+            ReadVerdict::Stale
+        };
+    }
+    // The action was set at `modified`, before its config got a revision:
+    // a read of a revision older than that booted an earlier action.
+    let consumes = modified.is_some_and(|m| m < r);
+    if row.op == PushOp::Set && r == row.revision {
+        return ReadVerdict::Fresh { consumes };
+    }
+    // An older revision than the row's (the config changed while the client
+    // booted), or the client moved and its row here is a removal now.
+    if consumes {
+        ReadVerdict::Fresh { consumes }
+    } else {
+        ReadVerdict::Stale
+    }
+}
+
+/// Records the read of `report.revision` on its row, and as the action's
+/// progress when it `consumes` the action: the request becomes `none`
+/// unless it is `always`.
 async fn apply_read(
     conn: &mut SqliteConnection,
-    depot_id: &str,
-    client_id: &str,
-    product_id: &str,
-    revision: u64,
+    report: &ReadReport,
+    consumes: bool,
 ) -> Result<()> {
-    let now = now_ms();
+    let at = report.read_at.map_or_else(now_ms, to_ms);
     sqlx::query(
-        "UPDATE pushes SET read_revision = ?1, read_at = ?2,
-               delivered_revision = max(delivered_revision, ?1),
+        "UPDATE pushes SET read_revision = ?1, read_at = ?2, read_files_present = ?3,
+               delivered_revision = CASE WHEN op = 'set' THEN max(delivered_revision, ?1) ELSE delivered_revision END,
                delivered_at = coalesce(delivered_at, ?2)
-             WHERE client_id = ?3 AND depot_id = ?4",
+             WHERE client_id = ?4 AND depot_id = ?5",
     )
-    .bind(revision as i64)
-    .bind(now)
-    .bind(client_id)
-    .bind(depot_id)
+    .bind(report.revision as i64)
+    .bind(at)
+    .bind(report.files_present)
+    .bind(&report.client_id)
+    .bind(&report.depot_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE product_on_clients SET action_progress = 'pxe boot configuration read',
-               action_request = CASE WHEN action_request = 'always' THEN 'always' ELSE 'none' END
-             WHERE client_id = ? AND product_id = ?",
-    )
-    .bind(client_id)
-    .bind(product_id)
-    .execute(&mut *conn)
-    .await?;
+    if consumes {
+        sqlx::query(
+            "UPDATE product_on_clients SET action_progress = 'pxe boot configuration read',
+                   action_request = CASE WHEN action_request = 'always' THEN 'always' ELSE 'none' END
+                 WHERE client_id = ? AND product_id = ?",
+        )
+        .bind(&report.client_id)
+        .bind(&report.product_id)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -133,10 +188,8 @@ impl Store {
         Ok(())
     }
 
-    /// The depot saw the TFTP read of `revision`: progress is recorded, the
-    /// action request becomes `none` unless it is `always` (then the config
-    /// is pushed again); another netboot action of the client is pushed
-    /// next. Stale or repeated reports change nothing.
+    /// The depot saw the TFTP read of `revision` (a report made by hand:
+    /// any epoch, read now, files gone).
     pub async fn report_read(
         &self,
         depot_id: &str,
@@ -144,35 +197,78 @@ impl Store {
         product_id: &str,
         revision: u64,
     ) -> Result<ReadOutcome> {
+        self.record_read(&ReadReport {
+            depot_id: depot_id.to_owned(),
+            client_id: client_id.to_owned(),
+            product_id: product_id.to_owned(),
+            revision,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A depot saw a TFTP read: progress is recorded and the action request
+    /// becomes `none` unless it is `always` (then the config is pushed
+    /// again); whatever else the client's configs now owe follows in the
+    /// same transaction (a client that moved has its new depot's config
+    /// removed). Stale or repeated reports change nothing, except that a
+    /// repeat may say the read's files are gone now.
+    pub async fn record_read(&self, report: &ReadReport) -> Result<ReadOutcome> {
         let mut tx = self.begin().await?;
-        let fresh = read_is_fresh(&mut tx, depot_id, client_id, product_id, revision).await?;
-        let action: Option<String> = sqlx::query_scalar(
-            "SELECT action_request FROM product_on_clients WHERE client_id = ? AND product_id = ?",
+        let row = read_row(&mut tx, report).await?;
+        let poc: Option<(String, i64)> = sqlx::query_as(
+            "SELECT action_request, modified FROM product_on_clients WHERE client_id = ? AND product_id = ?",
         )
-        .bind(client_id)
-        .bind(product_id)
+        .bind(&report.client_id)
+        .bind(&report.product_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if !fresh {
-            return Ok(ReadOutcome {
-                action_request: action.unwrap_or_else(|| ActionRequest::None.as_str().into()),
-                ..Default::default()
-            });
-        }
-        apply_read(&mut tx, depot_id, client_id, product_id, revision).await?;
-        let always = action.as_deref() == Some(ActionRequest::Always.as_str());
-        // `always` is pushed again; else the client's next netboot action,
-        // if it has one (opsipxeconfd updates after each read).
-        let owed = reconcile(&mut tx, &[client_id.to_owned()]).await?;
+        let action = poc
+            .as_ref()
+            .map_or_else(|| ActionRequest::None.as_str().to_owned(), |p| p.0.clone());
+        let epoch_ok = report.epoch.is_empty() || report.epoch == self.epoch();
+        let verdict = match epoch_ok {
+            true => verdict(
+                report,
+                row.as_ref(),
+                poc.as_ref().map(|p| p.1.max(0) as u64),
+            ),
+            false => ReadVerdict::Stale,
+        };
+        let unchanged = ReadOutcome {
+            action_request: action.clone(),
+            ..Default::default()
+        };
+        let consumes = match verdict {
+            ReadVerdict::Stale => return Ok(unchanged),
+            ReadVerdict::Repeat => {
+                if row.is_some_and(|r| r.files_present != report.files_present) {
+                    sqlx::query(
+                        "UPDATE pushes SET read_files_present = ? WHERE client_id = ? AND depot_id = ?",
+                    )
+                    .bind(report.files_present)
+                    .bind(&report.client_id)
+                    .bind(&report.depot_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                }
+                return Ok(unchanged);
+            }
+            ReadVerdict::Fresh { consumes } => consumes,
+        };
+        apply_read(&mut tx, report, consumes).await?;
+        let owed = reconcile(&mut tx, std::slice::from_ref(&report.client_id)).await?;
         tx.commit().await?;
-        let now_action = if always {
-            ActionRequest::Always
-        } else {
-            ActionRequest::None
+        let always = action == ActionRequest::Always.as_str();
+        let now_action = match (consumes, always) {
+            (true, false) => ActionRequest::None.as_str().to_owned(),
+            _ => action,
         };
         Ok(ReadOutcome {
-            action_request: now_action.as_str().into(),
-            repushed: !owed.is_empty(),
+            action_request: now_action,
+            // `always`, or the client's next netboot action, is pushed now.
+            repushed: consumes && !owed.is_empty(),
             applied: true,
             owed,
         })

@@ -37,6 +37,26 @@ pub enum StoreError {
         /// The client holding it already.
         other: String,
     },
+    /// Another process holds the database (a second configserver on one file).
+    #[error(
+        "database {path} is in use by another configserver (pid {holder}, lock file {lock}); one configserver per database"
+    )]
+    Locked {
+        /// The database file.
+        path: String,
+        /// The lock file beside it.
+        lock: String,
+        /// The holder's pid as written in the lock file ("unknown" if unreadable).
+        holder: String,
+    },
+    /// The lock file beside the database could not be used.
+    #[error("database lock file {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Stored data that no longer parses (edited by hand?).
     #[error("stored {what} {id:?} is invalid: {message}")]
     Corrupt {
@@ -50,6 +70,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether SQLite was busy or locked, or no connection was free in time:
+    /// a retry can succeed (callers answer UNAVAILABLE, never INTERNAL).
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => e
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+            _ => false,
+        }
+    }
+
     /// Stored data of `what` `id` that does not parse.
     pub(super) fn corrupt(what: &'static str, id: &str, message: impl ToString) -> Self {
         StoreError::Corrupt {

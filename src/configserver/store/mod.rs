@@ -15,7 +15,11 @@
 //! - `delivery`: push results, read reports, the outbox per depot;
 //!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
 //!   assembly; `templates`: the template a depot reports it used.
+//! - `sequence`: the epoch and the revision sequence (a hybrid clock);
+//!   `aborted`: what a depot's ABORTED means; `verify`: the outbox checked
+//!   against a depot's own list; `lock`: one configserver per database.
 
+mod aborted;
 mod actions;
 mod bundle;
 mod checks;
@@ -24,23 +28,27 @@ mod delivery;
 mod error;
 mod import;
 mod inventory;
+mod lock;
 mod lookups;
 mod records;
 mod rows;
 mod rules;
+mod sequence;
 mod sql;
 mod states;
 mod templates;
 mod touched;
 mod triggers;
+mod verify;
 
 pub use bundle::{Job, Loaded, Rows};
 pub use db::Store;
 pub use error::{Result, StoreError};
 pub use import::{ImportOutcome, Inventory};
+pub use lock::{DbLock, lock_path};
 pub use records::{
     Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Owed, PocRecord,
     ProductOnDepotRecord, ProductRecord, PropertyStateRecord, PushOp, PushPath, PushRecord,
-    ReadOutcome, WriteOutcome,
+    ReadOutcome, ReadReport, WriteOutcome,
 };
 pub use templates::TemplateNote;

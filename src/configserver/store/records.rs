@@ -220,6 +220,8 @@ pub struct PushRecord {
     pub template: String,
     /// Why the depot chose that template.
     pub template_reason: String,
+    /// The read's files are still on the depot (defused, delete retried).
+    pub read_files_present: bool,
 }
 
 /// The result of a push, recorded in batches.
@@ -249,6 +251,25 @@ pub enum Ack {
         /// When the retry is due.
         next_attempt_at: SystemTime,
     },
+}
+
+/// A depot's report of a TFTP read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadReport {
+    /// The reporting depot.
+    pub depot_id: String,
+    /// The client.
+    pub client_id: String,
+    /// The product it booted.
+    pub product_id: String,
+    /// The revision it read.
+    pub revision: u64,
+    /// The epoch of that revision; empty: any (a report made by hand).
+    pub epoch: String,
+    /// The depot could not delete the files yet (it defused them).
+    pub files_present: bool,
+    /// When the depot saw the read; `None`: now.
+    pub read_at: Option<SystemTime>,
 }
 
 /// The outcome of a read report.

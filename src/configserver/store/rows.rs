@@ -83,6 +83,7 @@ pub(super) fn push(r: &SqliteRow) -> Result<PushRecord> {
         blocked: r.get("blocked"),
         template: r.get("template"),
         template_reason: r.get("template_reason"),
+        read_files_present: r.try_get::<i64, _>("read_files_present").unwrap_or(0) != 0,
         client_id,
     })
 }

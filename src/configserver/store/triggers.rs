@@ -51,15 +51,10 @@ pub(super) async fn settle(
     })
 }
 
-/// Takes `n` fresh revisions; returns the first.
+/// Takes `n` fresh revisions; returns the first (the hybrid clock in
+/// `super::sequence`).
 pub(super) async fn allocate_revisions(conn: &mut SqliteConnection, n: u64) -> Result<u64> {
-    let last: i64 = sqlx::query_scalar(
-        "UPDATE meta SET value = value + ? WHERE key = 'revision' RETURNING value",
-    )
-    .bind(n as i64)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(last as u64 + 1 - n)
+    super::sequence::allocate(conn, n).await
 }
 
 /// Where a client's config should be: `product`'s on `depot`, unless

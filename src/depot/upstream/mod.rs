@@ -8,6 +8,6 @@
 pub mod client;
 mod lookup;
 mod reconcile;
-mod report;
+pub mod report;
 
 pub use client::Upstream;

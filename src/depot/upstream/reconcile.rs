@@ -1,20 +1,29 @@
-//! The start-up reconciliation: fetch every bundle this depot should hold
-//! (`ListPendingBundles`) and write them through the core, retrying until the
-//! configserver answers once in full.
+//! The reconciliation: fetch every bundle this depot should hold
+//! (`ListPendingBundles`, telling the configserver the epoch the journal
+//! follows and the highest revision seen there) and write them through the
+//! core, retrying until the configserver answers once in full. It runs at
+//! start-up — after the journal's unacknowledged reads are sent — and again
+//! whenever a push brings a new epoch (a different database): then the
+//! configs of other epochs that the new store does not list are dropped.
+//! A listed config the depot has seen read is reported read again, never
+//! written again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::client::Upstream;
+use super::report::Reporting;
 use crate::depot::core::DepotCore;
 use crate::depot::error::Error;
-use crate::depot::writer::WriterError;
-use crate::domain::ClientBundle;
+use crate::depot::writer::{ReadEvent, SeenState, WriterError};
+use crate::domain::{ClientBundle, Fqdn};
 use crate::proto;
+use crate::status::EPOCH_METADATA;
 
 /// Bundles applied at once during reconciliation.
 const RECONCILE_CONCURRENCY: usize = 64;
@@ -24,81 +33,181 @@ const FIRST_RETRY: Duration = Duration::from_millis(200);
 /// The longest wait between two tries.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// What one pass came to.
+#[derive(Debug, Default)]
+struct Pass {
+    written: usize,
+    refused: usize,
+    read_again: usize,
+    listed: HashSet<Fqdn>,
+}
+
+/// What became of one listed bundle.
+enum Applied {
+    Written(Fqdn),
+    /// The depot has seen it read: reported read again.
+    Read(Fqdn),
+    Refused(Option<Fqdn>),
+}
+
 impl Upstream {
-    /// Fetches every bundle this depot should hold and writes them, retrying
-    /// until the configserver answers once in full.
-    pub fn spawn_reconcile(&self, core: Arc<DepotCore>, stop: CancellationToken) {
+    /// The reconciliation task: once the journal's reads are sent, then
+    /// again on each new epoch, until `stop`.
+    pub fn reconciler(
+        &self,
+        core: Arc<DepotCore>,
+        reporting: Reporting,
+        stop: CancellationToken,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
         let upstream = self.clone();
         let span = info_span!("reconcile", depot = %self.depot_id());
-        tokio::spawn(
-            async move {
-                let mut delay = FIRST_RETRY;
-                loop {
-                    match upstream.reconcile_once(&core).await {
-                        Ok((written, refused)) => {
-                            info!(written, refused, "start-up reconciliation done");
-                            return;
-                        }
-                        Err(status) => {
-                            warn!(%status, retry_in = ?delay, "start-up reconciliation failed; retrying");
-                            tokio::select! {
-                                () = tokio::time::sleep(delay) => {}
-                                () = stop.cancelled() => return,
-                            }
-                            delay = (delay * 2).min(MAX_RETRY);
-                        }
-                    }
-                }
+        async move {
+            let mut epochs = core.writer().epochs();
+            tokio::select! {
+                () = reporting.initial_sent() => {}
+                () = stop.cancelled() => return Ok(()),
             }
-            .instrument(span),
-        );
+            loop {
+                epochs.borrow_and_update();
+                if !upstream.reconcile_until_done(&core, &reporting, &stop).await {
+                    return Ok(());
+                }
+                tokio::select! {
+                    changed = epochs.changed() => if changed.is_err() { return Ok(()) },
+                    () = stop.cancelled() => return Ok(()),
+                }
+                info!(epoch = %*epochs.borrow(), "a push came from another configserver database; reconciling with it");
+            }
+        }
+        .instrument(span)
     }
 
-    /// One pass: (written, refused), or the status that broke the stream.
-    async fn reconcile_once(&self, core: &Arc<DepotCore>) -> Result<(usize, usize), tonic::Status> {
-        let stream = self
+    /// Reconciles, retrying until one pass succeeds; false if stopped.
+    async fn reconcile_until_done(
+        &self,
+        core: &Arc<DepotCore>,
+        reporting: &Reporting,
+        stop: &CancellationToken,
+    ) -> bool {
+        let mut delay = FIRST_RETRY;
+        loop {
+            match self.reconcile_once(core, reporting).await {
+                Ok(pass) => {
+                    info!(
+                        written = pass.written,
+                        refused = pass.refused,
+                        read_again = pass.read_again,
+                        "reconciliation done"
+                    );
+                    return true;
+                }
+                Err(status) => {
+                    warn!(%status, retry_in = ?delay, "reconciliation failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => return false,
+                    }
+                    delay = (delay * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    /// One pass: every listed bundle applied; then, in a new epoch, what it
+    /// does not list dropped.
+    async fn reconcile_once(
+        &self,
+        core: &Arc<DepotCore>,
+        reporting: &Reporting,
+    ) -> Result<Pass, tonic::Status> {
+        let (epoch, highest) = core
+            .writer()
+            .position()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let response = self
             .client()
             .list_pending_bundles(proto::ListPendingBundlesRequest {
                 depot_id: self.depot_id().to_string(),
-                epoch: Default::default(),
-                highest_revision: Default::default(),
+                epoch: epoch.to_string(),
+                highest_revision: highest,
             })
-            .await?
-            .into_inner();
-        let results: Vec<Result<bool, tonic::Status>> = stream
-            .map(|item| {
-                let core = core.clone();
-                async move { Ok(apply(&core, item?).await) }
-            })
+            .await?;
+        let store_epoch = response
+            .metadata()
+            .get(EPOCH_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let applied: Vec<Result<Applied, tonic::Status>> = response
+            .into_inner()
+            .map(|item| async move { Ok(apply(core, reporting, item?).await) })
             .buffer_unordered(RECONCILE_CONCURRENCY)
             .collect()
             .await;
-        let mut written = 0;
-        let mut refused = 0;
-        for r in results {
-            if r? {
-                written += 1;
-            } else {
-                refused += 1;
+        let mut pass = Pass::default();
+        for a in applied {
+            match a? {
+                Applied::Written(f) => {
+                    pass.written += 1;
+                    pass.listed.insert(f);
+                }
+                Applied::Read(f) => {
+                    pass.read_again += 1;
+                    pass.listed.insert(f);
+                }
+                Applied::Refused(f) => {
+                    pass.refused += 1;
+                    pass.listed.extend(f);
+                }
             }
         }
-        Ok((written, refused))
+        if !store_epoch.is_empty() {
+            core.writer()
+                .retain(Arc::from(store_epoch.as_str()), pass.listed.clone())
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        }
+        Ok(pass)
     }
 }
 
-/// Writes one pending bundle; false when it was refused (logged). A stale
-/// one counts as written: the depot already has something newer.
-async fn apply(core: &DepotCore, wire: proto::ClientBundle) -> bool {
-    let fqdn = wire.host.as_ref().map(|h| h.id.clone()).unwrap_or_default();
-    let applied = match ClientBundle::try_from(wire) {
-        Ok(bundle) => core.set(bundle).await,
-        Err(e) => Err(Error::from(e)),
+/// Writes one pending bundle. A stale one is what the depot has already
+/// moved past; one the depot has seen read is reported read again (the
+/// configserver still lists it: a restored database, a lost report).
+async fn apply(core: &DepotCore, reporting: &Reporting, wire: proto::ClientBundle) -> Applied {
+    let name = wire.host.as_ref().map(|h| h.id.clone()).unwrap_or_default();
+    let epoch = wire.epoch.clone();
+    let bundle = match ClientBundle::try_from(wire) {
+        Ok(bundle) => bundle,
+        Err(e) => {
+            warn!(fqdn = %name, error = %e, "pending config not written");
+            return Applied::Refused(None);
+        }
     };
-    match applied {
-        Ok(_) | Err(Error::Writer(WriterError::Stale { .. })) => true,
+    let fqdn = bundle.client.fqdn.clone();
+    let read = ReadEvent {
+        fqdn: fqdn.clone(),
+        product_id: bundle.product.id.clone(),
+        revision: bundle.revision,
+        action_request: bundle.action_request,
+        epoch: Arc::from(epoch.as_str()),
+        files_present: false,
+        read_at: SystemTime::now(),
+    };
+    match core.set(bundle, &epoch).await {
+        Ok(_) => Applied::Written(fqdn),
+        Err(Error::Writer(WriterError::Stale {
+            state: SeenState::Read,
+            ..
+        })) => {
+            reporting.report(read).await;
+            Applied::Read(fqdn)
+        }
+        Err(Error::Writer(WriterError::Stale { .. })) => Applied::Written(fqdn),
         Err(error) => {
             warn!(%fqdn, %error, "pending config not written");
-            false
+            Applied::Refused(Some(fqdn))
         }
     }
 }

@@ -1,18 +1,26 @@
 //! Read reports: every TFTP read goes to the configserver, retried until it
-//! lands or the configserver refuses it for good.
+//! lands or the configserver refuses it for good. Reads come from the
+//! writer (journaled before their files went) and, at start-up, from the
+//! journal (those not acknowledged before the depot stopped) — sent before
+//! the reconciliation, so that the configserver never pushes again a config
+//! that was read. An acknowledged read leaves the journal (acks are written
+//! in batches). On SIGTERM the depot gives the reports in flight its grace
+//! period; what is not sent by then stays in the journal.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::client::Upstream;
-use crate::depot::writer::ReadEvent;
+use crate::depot::writer::{Journal, ReadEvent, ReadKey};
 use crate::metrics::{Metrics, WriteLabels};
 use crate::proto;
+use crate::server::Supervisor;
+use crate::wire::timestamp;
 
 /// Read reports in flight at once.
 const REPORT_CONCURRENCY: usize = 16;
@@ -20,6 +28,8 @@ const REPORT_CONCURRENCY: usize = 16;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 /// The longest wait between two tries of one report.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Acknowledgements written to the journal at once.
+const ACK_BATCH: usize = 1024;
 
 /// How a read report ended, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +38,7 @@ enum Reported {
     Ok,
     /// The configserver refused it for good.
     Refused,
-    /// The depot shut down before it landed.
+    /// The depot shut down before it landed (it stays in the journal).
     Abandoned,
 }
 
@@ -42,45 +52,92 @@ impl Reported {
     }
 }
 
+/// The running reporter: reads to send besides the writer's, and whether
+/// the journal's reads are sent and every report is done.
+#[derive(Clone)]
+pub struct Reporting {
+    extra: mpsc::Sender<ReadEvent>,
+    in_flight: watch::Receiver<usize>,
+    initial: watch::Receiver<bool>,
+}
+
+impl Reporting {
+    /// Reports a read that is not in the journal (a config the
+    /// configserver still lists although the depot has seen it read).
+    pub async fn report(&self, read: ReadEvent) {
+        let _ = self.extra.send(read).await;
+    }
+
+    /// Completes when the reads the journal held at start-up are
+    /// acknowledged or refused.
+    pub async fn initial_sent(&self) {
+        let mut initial = self.initial.clone();
+        let _ = initial.wait_for(|done| *done).await;
+    }
+
+    /// Completes when no report is in flight (the shutdown's flush).
+    pub async fn idle(&self) {
+        let mut in_flight = self.in_flight.clone();
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// What every report task shares.
+#[derive(Clone)]
+struct Shared {
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    acks: mpsc::Sender<(ReadKey, bool)>,
+    in_flight: Arc<watch::Sender<usize>>,
+    slots: Arc<Semaphore>,
+}
+
 impl Upstream {
-    /// Reports every read to the configserver, retrying each until it lands
-    /// (or the configserver refuses it for good).
-    pub fn spawn_reporter(
+    /// Starts reporting: first `initial` (the journal's unacknowledged
+    /// reads), then every read from `reads` and [`Reporting::report`], each
+    /// retried until it lands; acknowledgements go to `journal`.
+    pub fn start_reporter(
         &self,
-        mut reads: mpsc::Receiver<ReadEvent>,
+        journal: Journal,
+        initial: Vec<ReadEvent>,
+        reads: mpsc::Receiver<ReadEvent>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
-    ) {
-        let upstream = self.clone();
-        let slots = Arc::new(Semaphore::new(REPORT_CONCURRENCY));
+        supervisor: &Supervisor,
+    ) -> Reporting {
+        let (acks_tx, acks) = mpsc::channel(ACK_BATCH);
+        let (extra_tx, extra) = mpsc::channel(REPORT_CONCURRENCY);
+        let (in_flight_tx, in_flight) = watch::channel(0usize);
+        let (initial_tx, initial_rx) = watch::channel(initial.is_empty());
+        let shared = Shared {
+            upstream: self.clone(),
+            metrics,
+            stop,
+            acks: acks_tx,
+            in_flight: Arc::new(in_flight_tx),
+            slots: Arc::new(Semaphore::new(REPORT_CONCURRENCY)),
+        };
         let span = info_span!("reporter", depot = %self.depot_id());
-        tokio::spawn(
-            async move {
-                while let Some(read) = reads.recv().await {
-                    let Ok(slot) = slots.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let upstream = upstream.clone();
-                    let metrics = metrics.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(
-                        async move {
-                            let result = upstream.report(&read, &stop).await;
-                            metrics
-                                .read_reports
-                                .get_or_create(&WriteLabels {
-                                    depot: upstream.depot_id().to_string(),
-                                    result: result.as_str().to_owned(),
-                                })
-                                .inc();
-                            drop(slot);
-                        }
-                        .in_current_span(),
-                    );
-                }
-            }
-            .instrument(span),
+        supervisor.spawn_critical(
+            "read acknowledgement writer",
+            write_acks(journal, acks).instrument(span.clone()),
         );
+        if !initial.is_empty() {
+            info!(
+                reads = initial.len(),
+                "re-sending reads not acknowledged before the depot stopped"
+            );
+        }
+        supervisor.spawn_critical(
+            "read reporter",
+            receive(shared, initial, initial_tx, reads, extra).instrument(span),
+        );
+        Reporting {
+            extra: extra_tx,
+            in_flight,
+            initial: initial_rx,
+        }
     }
 
     async fn report(&self, read: &ReadEvent, stop: &CancellationToken) -> Reported {
@@ -92,9 +149,9 @@ impl Upstream {
                     fqdn: read.fqdn.to_string(),
                     product_id: read.product_id.to_string(),
                     revision: read.revision,
-                    epoch: Default::default(),
-                    files_present: Default::default(),
-                    read_at: Default::default(),
+                    epoch: read.epoch.to_string(),
+                    files_present: read.files_present,
+                    read_at: Some(timestamp(read.read_at)),
                 })
                 .await;
             match result {
@@ -126,4 +183,92 @@ impl Upstream {
             }
         }
     }
+}
+
+/// Takes reads (the initial ones first) and reports each in its own task,
+/// at most [`REPORT_CONCURRENCY`] at once.
+async fn receive(
+    shared: Shared,
+    initial: Vec<ReadEvent>,
+    initial_done: watch::Sender<bool>,
+    mut reads: mpsc::Receiver<ReadEvent>,
+    mut extra: mpsc::Receiver<ReadEvent>,
+) -> Result<(), String> {
+    if !initial.is_empty() {
+        let (done_tx, mut done) = mpsc::channel(initial.len());
+        for read in initial {
+            spawn_report(&shared, read, Some(done_tx.clone())).await;
+        }
+        drop(done_tx);
+        let shared_initial = initial_done;
+        tokio::spawn(async move {
+            while done.recv().await.is_some() {}
+            shared_initial.send_replace(true);
+        });
+    }
+    loop {
+        let read = tokio::select! {
+            read = reads.recv() => match read {
+                Some(read) => read,
+                // The writer is gone: the depot stops.
+                None => return Ok(()),
+            },
+            Some(read) = extra.recv() => read,
+        };
+        spawn_report(&shared, read, None).await;
+    }
+}
+
+/// Reports `read` in a task of its own once a slot is free; `done` hears
+/// when it is over.
+async fn spawn_report(shared: &Shared, read: ReadEvent, done: Option<mpsc::Sender<()>>) {
+    shared.in_flight.send_modify(|n| *n += 1);
+    let Ok(slot) = shared.slots.clone().acquire_owned().await else {
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(
+        async move {
+            let result = shared.upstream.report(&read, &shared.stop).await;
+            shared
+                .metrics
+                .read_reports
+                .get_or_create(&WriteLabels {
+                    depot: shared.upstream.depot_id().to_string(),
+                    result: result.as_str().to_owned(),
+                })
+                .inc();
+            if result != Reported::Abandoned {
+                let _ = shared
+                    .acks
+                    .send((ReadKey::of(&read), read.files_present))
+                    .await;
+            }
+            drop(slot);
+            shared.in_flight.send_modify(|n| *n -= 1);
+            if let Some(done) = done {
+                let _ = done.send(()).await;
+            }
+        }
+        .in_current_span(),
+    );
+}
+
+/// Writes acknowledgements to the journal in batches, retrying until they
+/// land (a lost one only means the read is reported once more).
+async fn write_acks(
+    journal: Journal,
+    mut acks: mpsc::Receiver<(ReadKey, bool)>,
+) -> Result<(), String> {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    while acks.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        let mut delay = FIRST_RETRY;
+        while let Err(e) = journal.ack_reads(&batch).await {
+            error!(error = %e, "recording read acknowledgements in the journal failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY);
+        }
+        batch.clear();
+    }
+    Ok(())
 }

@@ -26,6 +26,13 @@ impl SeenState {
             Self::Removed => "removed",
         }
     }
+
+    /// The state back from its text; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Held, Self::Read, Self::Removed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
 }
 
 impl fmt::Display for SeenState {
@@ -48,6 +55,10 @@ pub enum WriterError {
         held: u64,
         /// What happened to `held`.
         state: SeenState,
+        /// The epoch of `held`.
+        epoch: String,
+        /// The highest revision the depot has seen in the command's epoch.
+        highest: u64,
     },
     /// Another client holds one of the file names.
     #[error("PXE config file {name} of {fqdn} already belongs to {owner}")]
@@ -76,4 +87,36 @@ pub enum WriterError {
     /// The writer task is gone (shutting down).
     #[error("the PXE config writer has stopped")]
     Stopped,
+}
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The state directory or a file in it is unusable.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another depot uses the state directory.
+    #[error("state directory {path} is in use by another depot (pid {holder})")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// The holder's pid as written in the lock file.
+        holder: String,
+    },
+    /// SQLite failed.
+    #[error("journal: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored row does not parse (edited by hand?).
+    #[error("journal row for {fqdn:?} is invalid: {message}")]
+    Corrupt {
+        /// The client of the row.
+        fqdn: String,
+        /// What is wrong.
+        message: String,
+    },
 }

@@ -1,9 +1,13 @@
-//! The writer's file work in the PXE directory: atomic writes (temporary
-//! file, rename, mode 0644), deletions, spreading a round's work over a
-//! bounded number of blocking threads, and the start-up clean-up.
+//! The writer's file work in the PXE directory: atomic writes (a temporary
+//! file with a random name, created `O_CREAT|O_EXCL|O_NOFOLLOW` with the
+//! configured mode and group, then renamed over the name), deletions,
+//! defusing a read config that cannot be deleted, spreading a round's work
+//! over a bounded number of blocking threads, and what start-up finds.
+//! No file is opened through a symlink: creation is exclusive, an existing
+//! file is opened `O_NOFOLLOW`, and rename and unlink act on the name itself.
 
 use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,32 +15,82 @@ use std::sync::Arc;
 use tracing::error;
 
 use super::error::WriterError;
-use super::state::FileOps;
+use super::ops::FileOps;
+use crate::depot::marker::{self, Marker};
 
 pub use crate::domain::TMP_PREFIX;
 
-/// The mode of every PXE config: the TFTP server runs as another user.
-const FILE_MODE: u32 = 0o644;
+/// `O_NOFOLLOW` (std has no constant for it and the crate uses no libc):
+/// the value on this architecture.
+#[cfg(any(
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+))]
+const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(not(any(
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+const O_NOFOLLOW: i32 = 0o400000;
 
-/// Runs every command's file operations, spread over up to `threads`
-/// blocking threads; one result per command, in order.
-pub async fn run_file_ops(
-    dir: Arc<PathBuf>,
-    ops: Vec<FileOps>,
+/// The default mode of every PXE config: the TFTP server runs as another user.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Bytes of a file start-up reads to find a marker.
+const HEAD: u64 = 512;
+
+/// Who may read the written files: their mode, and a group to give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileAccess {
+    /// The mode (0644 or 0640).
+    pub mode: u32,
+    /// The group id, if the files get one (opsi: `opsiadmin`).
+    pub group: Option<u32>,
+}
+
+impl Default for FileAccess {
+    fn default() -> Self {
+        Self {
+            mode: DEFAULT_FILE_MODE,
+            group: None,
+        }
+    }
+}
+
+/// A command's file work in two steps: its temporary files (invisible to
+/// TFTP clients, which ask for config names), then the renames that make
+/// them visible and the deletions. The first may run while the round is
+/// being journaled; the second only after.
+pub type Staged = Result<Vec<PathBuf>, WriterError>;
+
+/// Runs `work` on every item, spread over up to `threads` blocking
+/// threads; one result per item, in order (a failed thread fails its items).
+async fn spread<T, R>(
+    items: Vec<T>,
     threads: usize,
-) -> Vec<Result<(), WriterError>> {
-    let total = ops.len();
+    dir: &Path,
+    work: impl Fn(T) -> Result<R, WriterError> + Send + Sync + 'static,
+) -> Vec<Result<R, WriterError>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let total = items.len();
     let chunk = total.div_ceil(threads.max(1)).max(1);
-    let mut ops = ops.into_iter();
+    let work = Arc::new(work);
+    let mut items = items.into_iter();
     let mut tasks = Vec::new();
     loop {
-        let part: Vec<FileOps> = ops.by_ref().take(chunk).collect();
+        let part: Vec<T> = items.by_ref().take(chunk).collect();
         if part.is_empty() {
             break;
         }
-        let dir = dir.clone();
+        let work = work.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            part.iter().map(|o| apply(&dir, o)).collect::<Vec<_>>()
+            part.into_iter().map(|i| work(i)).collect::<Vec<_>>()
         }));
     }
     let mut results = Vec::with_capacity(total);
@@ -58,13 +112,68 @@ pub async fn run_file_ops(
     results
 }
 
+/// The first step of every command: its temporary files.
+pub async fn stage_all(
+    dir: Arc<PathBuf>,
+    access: FileAccess,
+    ops: Arc<Vec<FileOps>>,
+    threads: usize,
+) -> Vec<Staged> {
+    let at = dir.clone();
+    let staged = spread((0..ops.len()).collect(), threads, &at, move |i| {
+        stage(&dir, access, &ops[i])
+    });
+    staged.await
+}
+
+/// The second step of every command staged without error: renames and
+/// deletions.
+pub async fn publish_all(
+    dir: Arc<PathBuf>,
+    ops: Arc<Vec<FileOps>>,
+    staged: Vec<Staged>,
+    threads: usize,
+) -> Vec<Result<(), WriterError>> {
+    let at = dir.clone();
+    let items: Vec<(usize, Staged)> = staged.into_iter().enumerate().collect();
+    spread(items, threads, &at, move |(i, staged)| {
+        publish(&dir, &ops[i], staged?)
+    })
+    .await
+}
+
+/// Runs every command's file operations, both steps, spread over up to
+/// `threads` blocking threads; one result per command, in order.
+#[cfg(test)]
+pub async fn run_file_ops(
+    dir: Arc<PathBuf>,
+    access: FileAccess,
+    ops: Vec<FileOps>,
+    threads: usize,
+) -> Vec<Result<(), WriterError>> {
+    let ops = Arc::new(ops);
+    let staged = stage_all(dir.clone(), access, ops.clone(), threads).await;
+    publish_all(dir, ops, staged, threads).await
+}
+
+/// A fresh temporary name: the prefix and 64 random bits.
+fn temporary(dir: &Path) -> PathBuf {
+    dir.join(format!("{TMP_PREFIX}-{:016x}", rand::random::<u64>()))
+}
+
 /// One command's file work: every temporary file first (so a failure leaves
 /// the old config whole), then the renames, then the deletions.
-pub fn apply(dir: &Path, ops: &FileOps) -> Result<(), WriterError> {
+pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), WriterError> {
+    let tmps = stage(dir, access, ops)?;
+    publish(dir, ops, tmps)
+}
+
+/// Writes the temporary files of `ops`; on an error none is left.
+pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
     let mut tmps = Vec::with_capacity(ops.writes.len());
-    for (name, content) in &ops.writes {
-        let tmp = dir.join(format!("{TMP_PREFIX}-{name}"));
-        if let Err(source) = write_file(&tmp, content.as_bytes()) {
+    for (_, content) in &ops.writes {
+        let tmp = temporary(dir);
+        if let Err(source) = write_new(&tmp, content.as_bytes(), access) {
             for t in tmps.iter().chain(std::iter::once(&tmp)) {
                 let _ = fs::remove_file(t);
             }
@@ -72,11 +181,27 @@ pub fn apply(dir: &Path, ops: &FileOps) -> Result<(), WriterError> {
         }
         tmps.push(tmp);
     }
-    for (tmp, (name, _)) in tmps.iter().zip(&ops.writes) {
+    Ok(tmps)
+}
+
+/// Renames the staged temporary files over their names, then deletes; on
+/// a failed rename the temporaries left are removed.
+pub fn publish(dir: &Path, ops: &FileOps, tmps: Vec<PathBuf>) -> Result<(), WriterError> {
+    for (i, (tmp, (name, _))) in tmps.iter().zip(&ops.writes).enumerate() {
         let path = dir.join(name);
-        fs::rename(tmp, &path).map_err(|source| WriterError::Io { path, source })?;
+        if let Err(source) = fs::rename(tmp, &path) {
+            for t in &tmps[i..] {
+                let _ = fs::remove_file(t);
+            }
+            return Err(WriterError::Io { path, source });
+        }
     }
-    for name in &ops.deletes {
+    delete_all(dir, &ops.deletes)
+}
+
+/// Deletes `names`; a missing one is no error.
+pub fn delete_all(dir: &Path, names: &[String]) -> Result<(), WriterError> {
+    for name in names {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -87,17 +212,53 @@ pub fn apply(dir: &Path, ops: &FileOps) -> Result<(), WriterError> {
     Ok(())
 }
 
-fn write_file(path: &Path, content: &[u8]) -> io::Result<()> {
+/// Creates `path` (never through a symlink, never over an existing file)
+/// with `content`, the mode and group of `access`.
+fn write_new(path: &Path, content: &[u8], access: FileAccess) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
+        .create_new(true)
+        .custom_flags(O_NOFOLLOW)
+        .mode(access.mode)
         .open(path)?;
     file.write_all(content)?;
+    if let Some(gid) = access.group {
+        std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    }
     // The process umask may have narrowed the mode; the TFTP server runs as
     // another user and must be able to read the file.
-    file.set_permissions(Permissions::from_mode(FILE_MODE))
+    file.set_permissions(Permissions::from_mode(access.mode))
+}
+
+/// Overwrites the existing file `name` in place (a read-only directory
+/// still lets its files be written) with `content`; never through a symlink.
+pub fn overwrite(dir: &Path, name: &str, content: &str) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(dir.join(name))?;
+    file.write_all(content.as_bytes())
+}
+
+/// Defuses the files of a read that could not all be deleted: each one
+/// still there becomes `local` (a local-boot config). Returns the names
+/// still present; an error is logged (the file may still boot the action).
+pub fn defuse(dir: &Path, names: &[String], local: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            match fs::symlink_metadata(dir.join(name)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+                _ => {}
+            }
+            if let Err(error) = overwrite(dir, name, local) {
+                error!(file = %name, %error, "a read PXE config can neither be deleted nor defused; the client may boot it again");
+            }
+            true
+        })
+        .cloned()
+        .collect()
 }
 
 /// The names among `names` in `dir` read since they were written: their
@@ -120,21 +281,72 @@ pub fn is_managed_name(name: &str) -> bool {
     crate::domain::is_pxe_file_name(name)
 }
 
-/// Removes PXE configs left by an earlier run: at start-up the depot holds
-/// nothing, and such files would boot a client into a stale action. Other
-/// files in the directory are left alone. Returns how many were removed.
-pub fn remove_stale(dir: &Path) -> io::Result<usize> {
-    let mut removed = 0;
+/// A config-like file found in the PXE directory at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// One of our temporary files.
+    Temporary(String),
+    /// A file with our marker.
+    Ours(String, Marker),
+    /// A config-like name without our marker: the operator's.
+    Foreign(String),
+}
+
+/// The config-like regular files in `dir` (symlinks and directories are
+/// never ours), with what their first lines say.
+pub fn scan(dir: &Path) -> io::Result<Vec<Found>> {
+    let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if is_managed_name(name) && entry.file_type()?.is_file() {
-            fs::remove_file(entry.path())?;
-            removed += 1;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_managed_name(&name) || !entry.file_type()?.is_file() {
+            continue;
+        }
+        if name.starts_with(TMP_PREFIX) {
+            found.push(Found::Temporary(name));
+            continue;
+        }
+        match head(&dir.join(&name))
+            .ok()
+            .as_deref()
+            .and_then(marker::find)
+        {
+            Some(m) => found.push(Found::Ours(name, m)),
+            None => found.push(Found::Foreign(name)),
         }
     }
-    Ok(removed)
+    found.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    Ok(found)
+}
+
+/// The first bytes of a file, opened without following a symlink. (Its
+/// close is an IN_CLOSE_NOWRITE like a TFTP read: start-up reads files
+/// before the watcher starts.)
+fn head(path: &Path) -> io::Result<String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)?;
+    let mut text = String::new();
+    file.take(HEAD).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Whether file `name` in `dir` holds exactly `content`.
+pub fn holds(dir: &Path, name: &str, content: &str) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(dir.join(name))
+    else {
+        return false;
+    };
+    let mut text = String::new();
+    file.take(content.len() as u64 + 1)
+        .read_to_string(&mut text)
+        .is_ok_and(|_| text == content)
 }
 
 #[cfg(test)]
@@ -148,6 +360,20 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// A directory with a file in it where a config would go: its rename
+    /// fails (even for root).
+    fn obstacle(dir: &Path, name: &str) {
+        fs::create_dir(dir.join(name)).unwrap();
+        fs::write(dir.join(name).join("x"), "x").unwrap();
+    }
+
+    fn write(name: &str) -> FileOps {
+        FileOps {
+            writes: vec![(name.to_owned(), Arc::from("new\n"))],
+            deletes: Vec::new(),
+        }
     }
 
     #[test]
@@ -169,10 +395,17 @@ mod tests {
         ] {
             assert!(!is_managed_name(name), "{name}");
         }
+        assert!(is_managed_name(
+            &temporary(Path::new("/x"))
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        ));
+        assert_ne!(temporary(Path::new("/x")), temporary(Path::new("/x")));
     }
 
     #[test]
-    fn writes_are_renamed_into_place_with_mode_0644_then_deletes_run() {
+    fn writes_are_renamed_into_place_with_mode_and_group_then_deletes_run() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("old"), "old").unwrap();
         let ops = FileOps {
@@ -182,76 +415,109 @@ mod tests {
             ],
             deletes: vec!["old".into(), "never-there".into()],
         };
-        apply(dir.path(), &ops).unwrap();
+        let gid = fs::metadata(dir.path()).unwrap().gid();
+        let access = FileAccess {
+            mode: 0o640,
+            group: Some(gid),
+        };
+        apply(dir.path(), access, &ops).unwrap();
         assert_eq!(names(dir.path()), ["a", "b"]);
         assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "text\n");
-        let mode = fs::metadata(dir.path().join("b"))
+        let meta = fs::metadata(dir.path().join("b")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.gid(), gid);
+        apply(dir.path(), FileAccess::default(), &write("c")).unwrap();
+        let mode = fs::metadata(dir.path().join("c"))
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, FILE_MODE);
+        assert_eq!(mode & 0o777, DEFAULT_FILE_MODE);
     }
 
     #[test]
-    fn a_failed_write_leaves_the_old_files_whole_and_removes_its_temporaries() {
+    fn a_failed_write_leaves_no_temporary_and_says_where() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a"), "old").unwrap();
-        // A directory where the second temporary file would go.
-        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}-b"))).unwrap();
+        obstacle(dir.path(), "b");
         let ops = FileOps {
             writes: vec![
                 ("a".into(), Arc::from("new")),
                 ("b".into(), Arc::from("new")),
             ],
-            deletes: vec!["a".into()],
+            deletes: Vec::new(),
         };
-        assert!(matches!(
-            apply(dir.path(), &ops),
-            Err(WriterError::Io { .. })
-        ));
-        assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "old");
-        // The temporary of `a` is gone; only the obstacle is left.
-        assert_eq!(
-            names(dir.path()),
-            [format!("{TMP_PREFIX}-b"), "a".to_string()]
-        );
+        match apply(dir.path(), FileAccess::default(), &ops) {
+            Err(WriterError::Io { path, .. }) => assert_eq!(path, dir.path().join("b")),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        assert_eq!(names(dir.path()), ["a", "b"], "no temporary left");
+        // Nothing can be created in a directory that is gone.
+        let gone = dir.path().join("gone");
+        assert!(apply(&gone, FileAccess::default(), &write("x")).is_err());
     }
 
     #[test]
-    fn stale_configs_go_and_other_files_stay() {
+    fn a_planted_symlink_is_replaced_never_followed() {
         let dir = tempfile::tempdir().unwrap();
-        for name in [
-            "01-00-16-3e-aa-bb-cc",
-            ".pxeconf-tmp-x",
-            "pxelinux.0",
-            "install",
-        ] {
-            fs::write(dir.path().join(name), "x").unwrap();
-        }
-        fs::create_dir(dir.path().join("7c9e6679-7425-40de-944b-e07fc1f90ae7")).unwrap();
-        assert_eq!(remove_stale(dir.path()).unwrap(), 2);
-        assert_eq!(
-            names(dir.path()),
-            [
-                "7c9e6679-7425-40de-944b-e07fc1f90ae7",
-                "install",
-                "pxelinux.0"
-            ]
-        );
+        let pxe = dir.path().join("pxe");
+        fs::create_dir(&pxe).unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, pxe.join("01-02-00-00-00-00-01")).unwrap();
+        // Defusing opens the existing file: refused through the symlink.
+        let left = defuse(&pxe, &["01-02-00-00-00-00-01".to_owned()], "local\n");
+        assert_eq!(left, ["01-02-00-00-00-00-01"]);
+        assert!(overwrite(&pxe, "01-02-00-00-00-00-01", "x").is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        // A write renames over the link itself.
+        apply(&pxe, FileAccess::default(), &write("01-02-00-00-00-00-01")).unwrap();
+        let meta = fs::symlink_metadata(pxe.join("01-02-00-00-00-00-01")).unwrap();
+        assert!(meta.file_type().is_file(), "the symlink was replaced");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        // A start-up scan does not read through one either.
+        std::os::unix::fs::symlink(&target, pxe.join("01-02-00-00-00-00-02")).unwrap();
+        let found = scan(&pxe).unwrap();
+        assert_eq!(found, [Found::Foreign("01-02-00-00-00-00-01".into())]);
+    }
+
+    #[test]
+    fn start_up_tells_ours_from_the_operators() {
+        let dir = tempfile::tempdir().unwrap();
+        let fqdn = crate::domain::Fqdn::parse("pc1.example.org", "f").unwrap();
+        let ours = marker::stamp("default x\n", &fqdn, 5);
+        fs::write(dir.path().join("01-00-16-3e-aa-bb-cc"), &ours).unwrap();
+        fs::write(dir.path().join(".pxeconf-tmp-1234"), "x").unwrap();
+        fs::write(
+            dir.path().join("7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+            "default op\n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("pxelinux.0"), "loader").unwrap();
+        obstacle(dir.path(), "01-00-16-3e-aa-bb-dd");
+        let found = scan(dir.path()).unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.contains(&Found::Temporary(".pxeconf-tmp-1234".into())));
+        assert!(found.contains(&Found::Foreign(
+            "7c9e6679-7425-40de-944b-e07fc1f90ae7".into()
+        )));
+        assert!(found.iter().any(
+            |f| matches!(f, Found::Ours(n, m) if n == "01-00-16-3e-aa-bb-cc" && m.revision == 5)
+        ));
+        assert!(holds(dir.path(), "01-00-16-3e-aa-bb-cc", &ours));
+        assert!(!holds(dir.path(), "01-00-16-3e-aa-bb-cc", "default x\n"));
+        assert!(!holds(dir.path(), "missing", ""));
     }
 
     #[tokio::test]
     async fn a_rounds_work_is_spread_over_threads_with_one_result_each_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}-bad"))).unwrap();
+        obstacle(dir.path(), "bad");
         let ops: Vec<FileOps> = ["a", "b", "bad", "c", "d"]
             .iter()
-            .map(|n| FileOps {
-                writes: vec![(n.to_string(), Arc::from("x"))],
-                deletes: Vec::new(),
-            })
+            .map(|n| write(n))
             .collect();
-        let results = run_file_ops(Arc::new(dir.path().to_path_buf()), ops, 2).await;
+        let dir = Arc::new(dir.path().to_path_buf());
+        let results = run_file_ops(dir, FileAccess::default(), ops, 2).await;
         let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
         assert_eq!(ok, [true, true, false, true, true]);
     }

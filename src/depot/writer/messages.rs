@@ -23,6 +23,8 @@ pub struct Rendered {
     pub content: Arc<str>,
     /// The template used, relative to the template directory.
     pub template: String,
+    /// The configserver store's epoch it was pushed in (empty: none).
+    pub epoch: Arc<str>,
 }
 
 // The content holds the host key and a password hash: never in a log.
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Rendered {
             .field("files", &self.files)
             .field("content", &format_args!("<{} bytes>", self.content.len()))
             .field("template", &self.template)
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
@@ -67,6 +70,18 @@ pub struct ConfigInfo {
     pub since: SystemTime,
     /// Its revision.
     pub revision: u64,
+    /// Held, or read with its files still present.
+    pub state: HeldState,
+}
+
+/// Where a listed config stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldState {
+    /// Written, waiting for the client's read.
+    Held,
+    /// Read, but its files could not be deleted yet: they were overwritten
+    /// with a local-boot config, and the delete is retried.
+    ReadFilePresent,
 }
 
 /// One page of pending configs.
@@ -91,6 +106,12 @@ pub struct ReadEvent {
     pub revision: u64,
     /// The action request of that revision.
     pub action_request: ActionRequest,
+    /// The epoch the config was pushed in (empty: none).
+    pub epoch: Arc<str>,
+    /// Its files could not be deleted yet (defused, the delete is retried).
+    pub files_present: bool,
+    /// When the read was seen.
+    pub read_at: SystemTime,
 }
 
 /// What the read watcher tells the writer.
@@ -102,4 +123,13 @@ pub enum WatchEvent {
     Moved(String),
     /// The kernel dropped events; the writer rechecks the files it holds.
     Overflow,
+    /// The PXE directory was recreated and is watched again: every held
+    /// config is written again.
+    Rewatched,
+    /// Test hook only (`PXECONF_TEST_END_TASK=writer` or `writer-panic`): the
+    /// writer ends, or panics, as a failing task would.
+    TestEnd {
+        /// Panic rather than end.
+        panic: bool,
+    },
 }

@@ -1,23 +1,38 @@
 //! The writer: one task that owns every PXE config the depot holds.
 //!
 //! - `state`: the held configs, file owners and seen revisions; planning and
-//!   committing commands, without I/O;
-//! - `files`: the file work (atomic writes, deletions, start-up clean-up);
-//! - `task`: the task that drives both, and the handle to reach it;
+//!   committing commands, without I/O; `records`: what it keeps of a client;
+//!   `ops`: a planned command; `round`: commands planned together;
+//! - `files`: the file work (atomic writes, deletions, defusing, start-up scan);
+//! - `journal`: the durable record of held configs, floors and reads;
+//! - `task`: the task that drives both, journals each round, and the handle
+//!   to reach it;
 //! - `messages` and `error`: what goes in and comes out.
 
 mod error;
 mod files;
+mod journal;
 mod messages;
-// Public (re-exported below) for benches/writer.rs, which has no use for an
-// `is_empty` beside `State::len`.
-#[allow(clippy::len_without_is_empty)]
+mod ops;
+mod records;
+mod round;
 mod state;
 mod task;
 
-pub use error::{SeenState, WriterError};
-pub use files::{TMP_PREFIX, is_managed_name, remove_stale};
-pub use messages::{ConfigInfo, ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
-// The pure state machine, public for the planning benchmark (benches/writer.rs).
-pub use state::{Committed, FileOps, Op, Planned, Round, SetPlan, State};
-pub use task::{WriterHandle, WriterOptions, spawn};
+pub use error::{JournalError, SeenState, WriterError};
+pub use files::{
+    DEFAULT_FILE_MODE, FileAccess, Found, TMP_PREFIX, apply, delete_all, holds, is_managed_name,
+    scan,
+};
+pub use journal::{Batch, Contents, JOURNAL_FILE, Journal, ReadKey};
+pub use messages::{
+    ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome, WatchEvent,
+};
+// The pure state machine is public for the planning benchmark (benches/writer.rs).
+pub use ops::{Committed, FileOps, Op, Planned, SetPlan};
+pub use records::{ClientRecord, Defused, Held, Seen};
+pub use round::Round;
+pub use state::State;
+#[cfg(test)]
+pub use task::spawn_fresh;
+pub use task::{WriterHandle, WriterOptions, start};

@@ -1,163 +1,54 @@
 //! The writer's state, without I/O: which client holds which config under
-//! which file names, the last revision seen per client, and how a command is
-//! planned against that state and its outcome committed to it. The task
-//! (`super::task`) runs each round's file work between plan and commit.
+//! which file names, the last revision seen per client (per epoch of the
+//! configserver's store), the reads whose files are still present, and how a
+//! command is planned against that state and its outcome committed to it.
+//! The task (`super::task`) journals each round and runs its file work
+//! between plan and commit; `journaled` restores the state, records it and
+//! undoes a commit whose file work failed; `listing` pages through it;
+//! `defused` keeps the reads whose files are still present.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod defused;
+pub(super) mod journaled;
+mod listing;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::error::{SeenState, WriterError};
-use super::messages::{ConfigInfo, ConfigPage, ReadEvent, Rendered, SetOutcome};
-use crate::domain::{ActionRequest, Fqdn, ProductId};
+use super::messages::{ReadEvent, Rendered, SetOutcome};
+use super::ops::{Committed, FileOps, Op, Planned, SetPlan};
+use super::records::{Defused, Held, Seen};
+use crate::domain::Fqdn;
 
-/// A config the depot holds.
-struct Held {
-    product_id: ProductId,
-    action_request: ActionRequest,
-    revision: u64,
-    files: Vec<String>,
-    template: String,
-    since: SystemTime,
-}
-
-/// The last revision the depot saw for a client and what became of it; kept
-/// after a read or removal so that a late, older push cannot resurrect it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    revision: u64,
-    state: SeenState,
-}
-
-/// The file work of one command, relative to the PXE directory.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct FileOps {
-    /// Files to write (atomically), with their content.
-    pub writes: Vec<(String, Arc<str>)>,
-    /// Files to delete; a missing one is no error.
-    pub deletes: Vec<String>,
-}
-
-/// A command planned against the state, waiting for its file work.
-#[derive(Debug)]
-pub enum Op {
-    /// Write a client's config, deleting the names it no longer uses.
-    Set {
-        /// The config.
-        config: Rendered,
-        /// Names the client held before and gives up now.
-        released: Vec<String>,
-    },
-    /// Delete a client's config.
-    Remove {
-        /// The client.
-        fqdn: Fqdn,
-        /// The revision of the removal (0: unversioned).
-        revision: u64,
-    },
-    /// The client read its config: delete all of its files.
-    Read {
-        /// The client.
-        fqdn: Fqdn,
-    },
-}
-
-impl Op {
-    /// The client the command is about.
-    pub fn fqdn(&self) -> &Fqdn {
-        match self {
-            Op::Set { config, .. } => &config.fqdn,
-            Op::Remove { fqdn, .. } | Op::Read { fqdn } => fqdn,
-        }
-    }
-}
-
-/// A command with its file work and the round keys it occupies.
-#[derive(Debug)]
-pub struct Planned {
-    op: Op,
-    files: FileOps,
-    keys: Vec<String>,
-}
-
-/// What planning a set came to.
-#[derive(Debug)]
-pub enum SetPlan {
-    /// Files to write.
-    Write(Planned),
-    /// An answer without file work: a refusal, or the outcome of an exact
-    /// repeat of the held revision.
-    Answer(Result<SetOutcome, WriterError>),
-}
-
-/// What committing a command came to.
-#[derive(Debug)]
-pub enum Committed {
-    /// The answer to a set.
-    Set(Result<SetOutcome, WriterError>),
-    /// The answer to a removal: whether a config was held.
-    Remove(Result<bool, WriterError>),
-    /// A read to report, unless the config was gone already.
-    Read(Option<ReadEvent>),
-}
-
-/// Commands planned together: no two touch the same client or file name, so
-/// their file work can run in parallel and commit in any order. `T` is what
-/// the caller keeps with each command (its reply channel).
-#[derive(Debug)]
-pub struct Round<T> {
-    keys: HashSet<String>,
-    entries: Vec<(Op, FileOps, T)>,
-}
-
-impl<T> Default for Round<T> {
-    fn default() -> Self {
-        Self {
-            keys: HashSet::new(),
-            entries: Vec::new(),
-        }
-    }
-}
-
-impl<T> Round<T> {
-    /// Whether any of `keys` is already taken by a command in the round.
-    pub fn touches(&self, keys: &[String]) -> bool {
-        keys.iter().any(|k| self.keys.contains(k))
-    }
-
-    /// Adds a planned command; the caller checked `touches` first.
-    pub fn push(&mut self, planned: Planned, tag: T) {
-        self.keys.extend(planned.keys);
-        self.entries.push((planned.op, planned.files, tag));
-    }
-
-    /// Whether the round holds no command.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Empties the round, handing out its commands in order.
-    pub fn take(&mut self) -> Vec<(Op, FileOps, T)> {
-        self.keys.clear();
-        std::mem::take(&mut self.entries)
-    }
-}
-
-/// Every config the depot holds, who owns which file name, and the last
-/// revision seen per client.
+/// Every config the depot holds, who owns which file name, the last
+/// revision seen per client and the highest per epoch.
 #[derive(Default)]
 pub struct State {
     held: BTreeMap<Fqdn, Held>,
     owners: HashMap<String, Fqdn>,
     seen: HashMap<Fqdn, Seen>,
+    defused: BTreeMap<Fqdn, Defused>,
     /// Renames we made whose IN_MOVED_TO has not come back yet: a read of such
     /// a name seen now was a read of the version we replaced.
     unconfirmed_moves: HashMap<String, u32>,
+    /// The epoch of the newest push: the store the depot follows.
+    epoch: Arc<str>,
+    /// The highest revision seen per epoch.
+    highest: HashMap<Arc<str>, u64>,
+    /// A push brought a new epoch since the last look.
+    epoch_changed: bool,
 }
 
 fn client_key(fqdn: &Fqdn) -> String {
     // File names never contain '/', so this cannot collide with one.
     format!("client/{fqdn}")
+}
+
+/// Whether revisions of epochs `a` and `b` compare: the same epoch, or one
+/// of them none (a bundle made by hand).
+fn same_sequence(a: &str, b: &str) -> bool {
+    a.is_empty() || b.is_empty() || a == b
 }
 
 impl State {
@@ -166,11 +57,39 @@ impl State {
         self.held.len()
     }
 
+    /// Whether no config is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// The epoch the depot follows (empty: none yet).
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// The highest revision seen in `epoch`.
+    pub fn highest(&self, epoch: &str) -> u64 {
+        self.highest.get(epoch).copied().unwrap_or(0)
+    }
+
+    /// Every epoch's highest revision, for the journal.
+    pub fn highest_all(&self) -> &HashMap<Arc<str>, u64> {
+        &self.highest
+    }
+
+    /// The new epoch a push brought since the last call, if any.
+    pub fn take_epoch_change(&mut self) -> Option<Arc<str>> {
+        std::mem::take(&mut self.epoch_changed).then(|| self.epoch.clone())
+    }
+
     /// The round keys of a client: itself and the files it holds.
     pub fn client_keys(&self, fqdn: &Fqdn) -> Vec<String> {
         let mut keys = vec![client_key(fqdn)];
         if let Some(h) = self.held.get(fqdn) {
             keys.extend(h.files.iter().cloned());
+        }
+        if let Some(d) = self.defused.get(fqdn) {
+            keys.extend(d.files.iter().cloned());
         }
         keys
     }
@@ -217,15 +136,24 @@ impl State {
     }
 
     /// Plans removing a client's config; refused when `revision` is older
-    /// than the one seen.
-    pub fn plan_remove(&self, fqdn: Fqdn, revision: u64) -> Result<Planned, WriterError> {
-        if let Some(err) = self.check_revision(&fqdn, revision) {
+    /// than the one seen in the same epoch.
+    pub fn plan_remove(
+        &self,
+        fqdn: Fqdn,
+        revision: u64,
+        epoch: Arc<str>,
+    ) -> Result<Planned, WriterError> {
+        if let Some(err) = self.check_revision(&fqdn, revision, &epoch) {
             return Err(err);
         }
         let deletes = self.held_files(&fqdn);
         Ok(Planned {
             keys: self.client_keys(&fqdn),
-            op: Op::Remove { fqdn, revision },
+            op: Op::Remove {
+                fqdn,
+                revision,
+                epoch,
+            },
             files: FileOps {
                 writes: Vec::new(),
                 deletes,
@@ -254,6 +182,38 @@ impl State {
             },
             op: Op::Read { fqdn },
         }
+    }
+
+    /// Plans writing a held config's files again.
+    pub fn plan_rewrite(&self, fqdn: Fqdn) -> Option<Planned> {
+        let held = self.held.get(&fqdn)?;
+        Some(Planned {
+            keys: self.client_keys(&fqdn),
+            files: FileOps {
+                writes: held
+                    .files
+                    .iter()
+                    .map(|f| (f.clone(), held.content.clone()))
+                    .collect(),
+                deletes: Vec::new(),
+            },
+            op: Op::Rewrite { fqdn },
+        })
+    }
+
+    /// Clients whose config is held.
+    pub fn held_clients(&self) -> Vec<Fqdn> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// Clients holding a config of another epoch than `epoch` (not none)
+    /// and not among `keep`: a new store does not owe them.
+    pub fn not_owed(&self, epoch: &str, keep: &std::collections::HashSet<Fqdn>) -> Vec<Fqdn> {
+        self.held
+            .iter()
+            .filter(|(f, h)| !h.epoch.is_empty() && *h.epoch != *epoch && !keep.contains(*f))
+            .map(|(f, _)| f.clone())
+            .collect()
     }
 
     /// Our rename of `name` was seen by the watcher.
@@ -288,43 +248,28 @@ impl State {
             Op::Set { config, released } => {
                 Committed::Set(result.map(|()| self.commit_set(config, &released, now)))
             }
-            Op::Remove { fqdn, revision } => {
-                Committed::Remove(result.map(|()| self.commit_remove(&fqdn, revision)))
-            }
+            Op::Remove {
+                fqdn,
+                revision,
+                epoch,
+            } => Committed::Remove(result.map(|()| self.commit_remove(&fqdn, revision, epoch))),
             // A read whose files could not all be deleted is still a read:
             // the client is booting its action.
-            Op::Read { fqdn } => Committed::Read(self.commit_read(fqdn)),
-        }
-    }
-
-    /// A page of held configs after the FQDN `after`, of `product` if given.
-    pub fn page(&self, after: Option<&str>, limit: usize, product: Option<&str>) -> ConfigPage {
-        use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut configs: Vec<ConfigInfo> = Vec::new();
-        let mut next_after = None;
-        for (fqdn, held) in self.held.range::<str, _>((start, Bound::Unbounded)) {
-            if product.is_some_and(|p| p != held.product_id.as_str()) {
-                continue;
+            Op::Read { fqdn } => Committed::Read(self.commit_read(fqdn, now)),
+            Op::Rewrite { fqdn } => {
+                if result.is_ok()
+                    && let Some(held) = self.held.get(&fqdn)
+                {
+                    for name in &held.files {
+                        *self.unconfirmed_moves.entry(name.clone()).or_default() += 1;
+                    }
+                }
+                Committed::Repeat(None)
             }
-            if configs.len() == limit {
-                next_after = configs.last().map(|c| c.fqdn.to_string());
-                break;
-            }
-            configs.push(ConfigInfo {
-                fqdn: fqdn.clone(),
-                product_id: held.product_id.clone(),
-                action_request: held.action_request,
-                files: held.files.clone(),
-                template: held.template.clone(),
-                since: held.since,
-                revision: held.revision,
-            });
-        }
-        ConfigPage {
-            configs,
-            next_after,
-            total: self.held.len(),
+            Op::Sweep { fqdn } => Committed::Repeat(match result {
+                Ok(()) => self.commit_sweep(fqdn),
+                Err(_) => None,
+            }),
         }
     }
 
@@ -346,6 +291,7 @@ impl State {
         if config.revision > 0 {
             if let Some(held) = self.held.get(&config.fqdn)
                 && held.revision == config.revision
+                && same_sequence(&held.epoch, &config.epoch)
             {
                 // A retried push of what we hold: answer as if written.
                 return Some(Ok(SetOutcome {
@@ -354,20 +300,34 @@ impl State {
                     revision: held.revision,
                 }));
             }
-            if let Some(seen) = self.seen.get(&config.fqdn) {
+            if let Some(seen) = self.seen.get(&config.fqdn)
+                && same_sequence(&seen.epoch, &config.epoch)
+            {
                 let repeat_of_gone =
                     seen.revision == config.revision && seen.state != SeenState::Held;
                 if config.revision < seen.revision || repeat_of_gone {
-                    return Some(Err(WriterError::Stale {
-                        fqdn: config.fqdn.clone(),
-                        got: config.revision,
-                        held: seen.revision,
-                        state: seen.state,
-                    }));
+                    return Some(Err(self.stale(
+                        &config.fqdn,
+                        config.revision,
+                        seen,
+                        &config.epoch,
+                    )));
                 }
             }
         }
         self.check_names(config).map(Err)
+    }
+
+    /// The refusal of revision `got` against `seen`.
+    fn stale(&self, fqdn: &Fqdn, got: u64, seen: &Seen, epoch: &str) -> WriterError {
+        WriterError::Stale {
+            fqdn: fqdn.clone(),
+            got,
+            held: seen.revision,
+            state: seen.state,
+            epoch: seen.epoch.to_string(),
+            highest: self.highest(epoch).max(seen.revision),
+        }
     }
 
     /// A conflict when another client holds one of the config's names.
@@ -382,17 +342,35 @@ impl State {
         })
     }
 
-    fn check_revision(&self, fqdn: &Fqdn, revision: u64) -> Option<WriterError> {
+    fn check_revision(&self, fqdn: &Fqdn, revision: u64, epoch: &str) -> Option<WriterError> {
         let seen = self.seen.get(fqdn)?;
-        (revision > 0 && revision < seen.revision).then(|| WriterError::Stale {
-            fqdn: fqdn.clone(),
-            got: revision,
-            held: seen.revision,
-            state: seen.state,
-        })
+        let older = revision > 0 && revision < seen.revision;
+        (older && same_sequence(&seen.epoch, epoch))
+            .then(|| self.stale(fqdn, revision, seen, epoch))
+    }
+
+    /// Notes a revision seen in `epoch`; a new epoch becomes the current one
+    /// (a new store: revisions of the old one do not compare with its). The
+    /// first epoch a depot sees is adopted; only a change is news.
+    fn observe(&mut self, epoch: &Arc<str>, revision: u64) {
+        if epoch.is_empty() {
+            return;
+        }
+        if *epoch != self.epoch {
+            self.epoch_changed |= !self.epoch.is_empty();
+            self.epoch = epoch.clone();
+            // Floors of other epochs compare with nothing any more.
+            let current = &self.epoch;
+            let held = &self.held;
+            self.seen
+                .retain(|f, s| same_sequence(&s.epoch, current) || held.contains_key(f));
+        }
+        let highest = self.highest.entry(epoch.clone()).or_default();
+        *highest = (*highest).max(revision);
     }
 
     fn commit_set(&mut self, config: Rendered, released: &[String], now: SystemTime) -> SetOutcome {
+        self.observe(&config.epoch, config.revision);
         for name in released {
             self.owners.remove(name);
         }
@@ -400,12 +378,14 @@ impl State {
             self.owners.insert(name.clone(), config.fqdn.clone());
             *self.unconfirmed_moves.entry(name.clone()).or_default() += 1;
         }
+        self.release_defused(&config.files);
         if config.revision > 0 {
             self.seen.insert(
                 config.fqdn.clone(),
                 Seen {
                     revision: config.revision,
                     state: SeenState::Held,
+                    epoch: config.epoch.clone(),
                 },
             );
         }
@@ -423,6 +403,8 @@ impl State {
                 files: config.files,
                 template: config.template,
                 since: now,
+                content: config.content,
+                epoch: config.epoch,
             },
         );
         outcome
@@ -431,22 +413,27 @@ impl State {
     /// Forgets the client's config; true if one was held. A failed removal
     /// never gets here: the files may be partly gone, and keeping all of
     /// them lets a retry delete the rest.
-    fn commit_remove(&mut self, fqdn: &Fqdn, revision: u64) -> bool {
+    fn commit_remove(&mut self, fqdn: &Fqdn, revision: u64, epoch: Arc<str>) -> bool {
+        self.observe(&epoch, revision);
         let removed = self.forget(fqdn).is_some();
         if revision > 0 {
             let removal = Seen {
                 revision,
                 state: SeenState::Removed,
+                epoch,
             };
-            let seen = self.seen.entry(fqdn.clone()).or_insert(removal);
-            if revision >= seen.revision {
-                *seen = removal;
+            match self.seen.get(fqdn) {
+                Some(seen)
+                    if same_sequence(&seen.epoch, &removal.epoch) && seen.revision > revision => {}
+                _ => {
+                    self.seen.insert(fqdn.clone(), removal);
+                }
             }
         }
         removed
     }
 
-    fn commit_read(&mut self, fqdn: Fqdn) -> Option<ReadEvent> {
+    fn commit_read(&mut self, fqdn: Fqdn, now: SystemTime) -> Option<ReadEvent> {
         let held = self.forget(&fqdn)?;
         if held.revision > 0 {
             self.seen.insert(
@@ -454,6 +441,7 @@ impl State {
                 Seen {
                     revision: held.revision,
                     state: SeenState::Read,
+                    epoch: held.epoch.clone(),
                 },
             );
         }
@@ -462,6 +450,9 @@ impl State {
             product_id: held.product_id,
             revision: held.revision,
             action_request: held.action_request,
+            epoch: held.epoch,
+            files_present: false,
+            read_at: now,
         })
     }
 
@@ -477,6 +468,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ActionRequest, ProductId};
 
     const NOW: SystemTime = SystemTime::UNIX_EPOCH;
 
@@ -493,6 +485,7 @@ mod tests {
             files: files.iter().map(|f| f.to_string()).collect(),
             content: Arc::from(format!("config of {client} r{revision}\n")),
             template: "install".into(),
+            epoch: Arc::from(""),
         }
     }
 
@@ -520,7 +513,7 @@ mod tests {
     }
 
     fn remove(state: &mut State, client: &str, revision: u64) -> Result<bool, WriterError> {
-        let p = state.plan_remove(fqdn(client), revision)?;
+        let p = state.plan_remove(fqdn(client), revision, Arc::from(""))?;
         match state.commit(p.op, Ok(()), NOW) {
             Committed::Remove(result) => result,
             other => panic!("expected a removal, got {other:?}"),
@@ -711,7 +704,7 @@ mod tests {
     fn a_removal_deletes_every_file_and_a_failed_one_keeps_them() {
         let mut state = State::default();
         set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
-        let p = state.plan_remove(fqdn("a"), 2).unwrap();
+        let p = state.plan_remove(fqdn("a"), 2, Arc::from("")).unwrap();
         assert_eq!(p.files.deletes, ["uuid-a", "01-a"]);
         assert!(p.files.writes.is_empty());
         let Committed::Remove(Err(_)) = state.commit(p.op, Err(io_error()), NOW) else {
@@ -724,7 +717,7 @@ mod tests {
         assert!(!remove(&mut state, "a", 3).unwrap());
         assert!(!remove(&mut state, "never", 1).unwrap());
         assert_eq!(
-            stale_state(state.plan_remove(fqdn("a"), 1).map(|_| ())),
+            stale_state(state.plan_remove(fqdn("a"), 1, Arc::from("")).map(|_| ())),
             (1, 3, SeenState::Removed)
         );
     }
@@ -747,6 +740,9 @@ mod tests {
                 product_id: ProductId::parse("win10-x64", "p").unwrap(),
                 revision: 4,
                 action_request: ActionRequest::Setup,
+                epoch: Arc::from(""),
+                files_present: false,
+                read_at: NOW,
             }
         );
         assert_eq!((state.len(), state.owner("uuid-a")), (0, None));
@@ -778,28 +774,6 @@ mod tests {
     }
 
     #[test]
-    fn a_round_holds_commands_that_touch_nothing_in_common() {
-        let mut state = State::default();
-        set(&mut state, config("a", 1, &["01-a"]));
-        let mut round: Round<u32> = Round::default();
-        assert!(round.is_empty());
-        round.push(planned(state.plan_set(config("b", 1, &["01-b"]))), 7);
-        assert!(round.touches(&state.set_keys(&config("b", 2, &["01-b"]))));
-        assert!(round.touches(&state.client_keys(&fqdn("b"))));
-        assert!(!round.touches(&state.client_keys(&fqdn("a"))));
-        assert!(round.touches(&state.set_keys(&config("c", 1, &["01-b"]))));
-        round.push(state.plan_read(fqdn("a")), 8);
-        let entries = round.take();
-        assert!(round.is_empty());
-        assert!(
-            !round.touches(&state.client_keys(&fqdn("b"))),
-            "keys cleared"
-        );
-        let tags: Vec<(&Fqdn, u32)> = entries.iter().map(|(op, _, t)| (op.fqdn(), *t)).collect();
-        assert_eq!(tags, [(&fqdn("b"), 7), (&fqdn("a"), 8)]);
-    }
-
-    #[test]
     fn pages_follow_fqdn_order_and_filter_by_product() {
         let mut state = State::default();
         for (i, client) in ["d", "b", "a", "c"].iter().enumerate() {
@@ -825,5 +799,37 @@ mod tests {
         assert_eq!(ubuntu.configs.len(), 1);
         assert_eq!(ubuntu.configs[0].fqdn, fqdn("e"));
         assert_eq!(ubuntu.total, 5, "the total counts every product");
+    }
+
+    #[test]
+    fn revisions_compare_within_an_epoch_and_a_new_epoch_is_news() {
+        let mut state = State::default();
+        let in_epoch = |client, revision, epoch: &str| {
+            let mut c = config(client, revision, &[&format!("01-{client}")]);
+            c.epoch = Arc::from(epoch);
+            c
+        };
+        set(&mut state, in_epoch("a", 50, "e1"));
+        assert_eq!(
+            state.take_epoch_change(),
+            None,
+            "the first epoch is adopted"
+        );
+        assert_eq!(&**state.epoch(), "e1");
+        match answer(state.plan_set(in_epoch("a", 40, "e1"))) {
+            Err(WriterError::Stale { epoch, highest, .. }) => {
+                assert_eq!((epoch.as_str(), highest), ("e1", 50))
+            }
+            other => panic!("expected stale, got {other:?}"),
+        }
+        // Another store: its revisions start afresh.
+        set(&mut state, in_epoch("a", 3, "e2"));
+        assert_eq!(state.take_epoch_change().as_deref(), Some("e2"));
+        assert_eq!(state.take_epoch_change(), None);
+        assert_eq!((state.highest("e1"), state.highest("e2")), (50, 3));
+        // Configs of the old epoch not owed by the new store.
+        set(&mut state, in_epoch("b", 60, "e1"));
+        let keep = std::collections::HashSet::from([fqdn("a")]);
+        assert_eq!(state.not_owed("e2", &keep), [fqdn("b")]);
     }
 }

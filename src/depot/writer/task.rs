@@ -1,28 +1,36 @@
 //! The writer task and its handle. Handlers and the read watcher send
 //! commands; the task takes them in batches, plans them against its state in
-//! order (`super::state`), runs a round's file work on a bounded number of
-//! blocking threads (`super::files`) and commits the outcomes. One owner
-//! means no locks and no lost update between a push, a removal and a read of
-//! the same client.
+//! order (`super::state`), journals each round in one durable transaction,
+//! runs its file work on a bounded number of blocking threads
+//! (`super::files`) and answers (`execute`). One owner means no locks and
+//! no lost update between a push, a removal and a read of the same client.
 
+mod execute;
+
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, warn};
 
 use super::error::WriterError;
-use super::files;
+use super::files::{self, FileAccess};
+use super::journal::Journal;
 use super::messages::{ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
-use super::state::{Committed, Op, Round, SetPlan, State};
+use super::ops::{Committed, SetPlan};
+use super::round::Round;
+use super::state::State;
 use crate::domain::Fqdn;
-use crate::metrics::{DepotLabel, Metrics, WriteLabels};
+use crate::metrics::{DepotLabel, Metrics};
 
 /// Commands waiting for the writer; handlers wait here when it is busy.
 const CHANNEL_CAPACITY: usize = 16_384;
 /// Commands taken from the channel at once.
 const MAX_BATCH: usize = 1024;
+/// How often the deletes of defused reads are retried.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 enum Command {
     Set {
@@ -32,6 +40,7 @@ enum Command {
     Remove {
         fqdn: Fqdn,
         revision: u64,
+        epoch: Arc<str>,
         reply: oneshot::Sender<Result<bool, WriterError>>,
     },
     List {
@@ -40,6 +49,14 @@ enum Command {
         product: Option<String>,
         reply: oneshot::Sender<ConfigPage>,
     },
+    Position {
+        reply: oneshot::Sender<(Arc<str>, u64)>,
+    },
+    Retain {
+        epoch: Arc<str>,
+        keep: HashSet<Fqdn>,
+        reply: oneshot::Sender<usize>,
+    },
     Watch(WatchEvent),
 }
 
@@ -47,7 +64,7 @@ enum Command {
 enum Reply {
     Set(oneshot::Sender<Result<SetOutcome, WriterError>>),
     Remove(oneshot::Sender<Result<bool, WriterError>>),
-    /// A read: nobody waits for it.
+    /// A read, a rewrite, a sweep or a drop: nobody waits for it.
     None,
 }
 
@@ -67,26 +84,11 @@ impl Reply {
     }
 }
 
-/// How a write went, for the metrics.
-#[derive(Debug, Clone, Copy)]
-enum WriteResult {
-    Ok,
-    IoError,
-}
-
-impl WriteResult {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::IoError => "io_error",
-        }
-    }
-}
-
 /// A handle to send commands to the writer; cheap to clone.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
+    epoch: watch::Receiver<Arc<str>>,
 }
 
 impl WriterHandle {
@@ -97,12 +99,19 @@ impl WriterHandle {
         rx.await.map_err(|_| WriterError::Stopped)?
     }
 
-    /// Removes a client's config; true if one was held.
-    pub async fn remove(&self, fqdn: Fqdn, revision: u64) -> Result<bool, WriterError> {
+    /// Removes a client's config; true if one was held. `revision` 0 and
+    /// an empty `epoch` remove unconditionally.
+    pub async fn remove(
+        &self,
+        fqdn: Fqdn,
+        revision: u64,
+        epoch: Arc<str>,
+    ) -> Result<bool, WriterError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Remove {
             fqdn,
             revision,
+            epoch,
             reply,
         })
         .await?;
@@ -127,6 +136,26 @@ impl WriterHandle {
         rx.await.map_err(|_| WriterError::Stopped)
     }
 
+    /// The epoch the depot follows and the highest revision seen in it.
+    pub async fn position(&self) -> Result<(Arc<str>, u64), WriterError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Position { reply }).await?;
+        rx.await.map_err(|_| WriterError::Stopped)
+    }
+
+    /// Drops the configs of other epochs than `epoch` that are not in
+    /// `keep` (a new store does not owe them); returns how many.
+    pub async fn retain(&self, epoch: Arc<str>, keep: HashSet<Fqdn>) -> Result<usize, WriterError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Retain { epoch, keep, reply }).await?;
+        rx.await.map_err(|_| WriterError::Stopped)
+    }
+
+    /// The epoch the depot follows, changing when a push brings a new one.
+    pub fn epochs(&self) -> watch::Receiver<Arc<str>> {
+        self.epoch.clone()
+    }
+
     /// Passes a watcher event to the writer.
     pub async fn watch_event(&self, event: WatchEvent) -> Result<(), WriterError> {
         self.send(Command::Watch(event)).await
@@ -149,54 +178,103 @@ pub struct WriterOptions {
     pub io_threads: usize,
     /// The depot id, for metrics and logs.
     pub depot_id: String,
+    /// The mode and group of written files.
+    pub access: FileAccess,
 }
 
-/// Starts the writer task. Read events go to `reads`; when that channel is
-/// full the writer waits for room (a read is never dropped).
-pub fn spawn(
+/// Prepares the writer over `state` (as the journal kept it): its handle,
+/// and the task to run (under a supervisor: it ends only when every handle
+/// is gone). Read events go to `reads`; when that channel is full the
+/// writer waits for room (a read is never dropped).
+pub fn start(
     options: WriterOptions,
+    journal: Journal,
+    state: State,
     reads: mpsc::Sender<ReadEvent>,
     metrics: Arc<Metrics>,
-) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+) -> (
+    WriterHandle,
+    impl Future<Output = Result<(), String>> + Send + 'static,
+) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (epoch_tx, epoch) = watch::channel(state.epoch().clone());
     let writer = Writer {
         dir: Arc::new(options.pxe_dir),
+        access: options.access,
         io_threads: options.io_threads.max(1),
-        state: State::default(),
+        state,
+        journal,
         reads,
+        epoch: epoch_tx,
         depot: DepotLabel {
             depot: options.depot_id,
         },
         metrics,
+        ended: false,
     };
-    let task = tokio::spawn(writer.run(rx));
-    (WriterHandle { tx }, task)
+    (WriterHandle { tx, epoch }, writer.run(rx))
+}
+
+/// A writer with an empty journal in `state_dir`, its task spawned: for
+/// tests of what sits on top of it.
+#[cfg(test)]
+pub async fn spawn_fresh(
+    state_dir: &std::path::Path,
+    options: WriterOptions,
+    reads: mpsc::Sender<ReadEvent>,
+) -> WriterHandle {
+    let journal = Journal::open(state_dir).await.unwrap();
+    let (handle, task) = start(options, journal, State::default(), reads, Metrics::new());
+    tokio::spawn(task);
+    handle
 }
 
 struct Writer {
     dir: Arc<PathBuf>,
+    access: FileAccess,
     io_threads: usize,
     state: State,
+    journal: Journal,
     reads: mpsc::Sender<ReadEvent>,
+    epoch: watch::Sender<Arc<str>>,
     depot: DepotLabel,
     metrics: Arc<Metrics>,
+    /// The test hook ended the writer.
+    ended: bool,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Result<(), String> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let mut round = Round::default();
-            for command in batch.drain(..) {
-                self.plan(command, &mut round).await;
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut round = Round::default();
+                    for command in batch.drain(..) {
+                        self.plan(command, &mut round).await;
+                    }
+                    self.execute(&mut round).await;
+                }
+                _ = sweep.tick(), if !self.state.defused_clients().is_empty() => self.sweep().await,
             }
-            self.execute(&mut round).await;
+            if self.ended {
+                return Err("ended by the test hook PXECONF_TEST_END_TASK=writer".into());
+            }
             self.metrics
                 .pending_configs
                 .get_or_create(&self.depot)
                 .set(self.state.len() as i64);
+            if let Some(epoch) = self.state.take_epoch_change() {
+                self.epoch.send_replace(epoch);
+            }
         }
         debug!("writer stopped");
+        Ok(())
     }
 
     /// Plans one command into `round`, executing the round first when the
@@ -216,10 +294,11 @@ impl Writer {
             Command::Remove {
                 fqdn,
                 revision,
+                epoch,
                 reply,
             } => {
                 self.make_room(round, &self.state.client_keys(&fqdn)).await;
-                match self.state.plan_remove(fqdn, revision) {
+                match self.state.plan_remove(fqdn, revision, epoch) {
                     Ok(planned) => round.push(planned, Reply::Remove(reply)),
                     Err(err) => {
                         let _ = reply.send(Err(err));
@@ -236,11 +315,38 @@ impl Writer {
                 self.execute(round).await;
                 let _ = reply.send(self.state.page(after.as_deref(), limit, product.as_deref()));
             }
-            Command::Watch(WatchEvent::Moved(name)) => self.state.moved(&name),
-            Command::Watch(WatchEvent::Read(name)) => self.plan_read(name, round).await,
-            Command::Watch(WatchEvent::Overflow) => {
+            Command::Position { reply } => {
+                self.execute(round).await;
+                let epoch = self.state.epoch().clone();
+                let highest = self.state.highest(&epoch);
+                let _ = reply.send((epoch, highest));
+            }
+            Command::Retain { epoch, keep, reply } => {
+                self.execute(round).await;
+                let _ = reply.send(self.retain(epoch, &keep).await);
+            }
+            Command::Watch(event) => self.watch(event, round).await,
+        }
+    }
+
+    async fn watch(&mut self, event: WatchEvent, round: &mut Round<Reply>) {
+        match event {
+            WatchEvent::Moved(name) => self.state.moved(&name),
+            WatchEvent::Read(name) => self.plan_read(name, round).await,
+            WatchEvent::Overflow => {
                 self.execute(round).await;
                 self.recheck_after_overflow().await;
+            }
+            WatchEvent::Rewatched => {
+                self.execute(round).await;
+                self.rewrite_all().await;
+            }
+            WatchEvent::TestEnd { panic } => {
+                assert!(
+                    !panic,
+                    "the writer panicked: test hook PXECONF_TEST_END_TASK=writer-panic"
+                );
+                self.ended = true;
             }
         }
     }
@@ -271,80 +377,46 @@ impl Writer {
         }
     }
 
-    /// Runs the round's file I/O on at most `io_threads` blocking threads,
-    /// commits each command's outcome and answers it, then hands on the reads
-    /// (waiting for room in the reads channel).
-    async fn execute(&mut self, round: &mut Round<Reply>) {
-        if round.is_empty() {
-            return;
-        }
-        let mut commands = Vec::new();
-        let mut ops = Vec::new();
-        for (op, files, reply) in round.take() {
-            commands.push((op, reply));
-            ops.push(files);
-        }
-        let results = files::run_file_ops(self.dir.clone(), ops, self.io_threads).await;
-        let mut reads = Vec::new();
-        for ((op, reply), result) in commands.into_iter().zip(results) {
-            reads.extend(self.commit(op, result, reply));
-        }
-        for read in reads {
-            if self.reads.send(read).await.is_err() {
-                warn!("read events have no receiver any more; a read goes unreported");
+    /// Drops configs of other epochs that a new store does not owe.
+    async fn retain(&mut self, epoch: Arc<str>, keep: &HashSet<Fqdn>) -> usize {
+        let drop = self.state.not_owed(&epoch, keep);
+        let mut round = Round::default();
+        for fqdn in &drop {
+            if let Ok(planned) = self.state.plan_remove(fqdn.clone(), 0, epoch.clone()) {
+                round.push(planned, Reply::None);
             }
         }
+        if !drop.is_empty() {
+            warn!(dropped = drop.len(), %epoch, "configs of another configserver database dropped: the new one does not owe them");
+        }
+        self.execute(&mut round).await;
+        drop.len()
     }
 
-    /// Commits one command, logs and counts it, and answers it; returns the
-    /// read to report, if it was one.
-    fn commit(
-        &mut self,
-        op: Op,
-        result: Result<(), WriterError>,
-        reply: Reply,
-    ) -> Option<ReadEvent> {
-        let fqdn = op.fqdn().clone();
-        if let (Op::Read { .. }, Err(error)) = (&op, &result) {
-            error!(%fqdn, %error, "read PXE config could not be deleted; the client may boot it again");
-        }
-        let committed = self.state.commit(op, result, SystemTime::now());
-        match &committed {
-            Committed::Set(Ok(outcome)) => {
-                self.count_write(WriteResult::Ok);
-                debug!(%fqdn, revision = outcome.revision, files = ?outcome.files, "PXE config written");
-            }
-            Committed::Set(Err(error)) => {
-                self.count_write(WriteResult::IoError);
-                warn!(%fqdn, %error, "PXE config not written");
-            }
-            Committed::Remove(Ok(removed)) => debug!(%fqdn, removed, "PXE config removed"),
-            // The files may be partly gone; none is forgotten, so a retry
-            // deletes the rest.
-            Committed::Remove(Err(error)) => warn!(%fqdn, %error, "PXE config not removed"),
-            Committed::Read(Some(read)) => {
-                self.metrics.tftp_reads.get_or_create(&self.depot).inc();
-                info!(%fqdn, product = %read.product_id, revision = read.revision, "PXE config read by the client");
-            }
-            Committed::Read(None) => {}
-        }
-        match committed {
-            Committed::Read(read) => read,
-            answer => {
-                reply.answer(answer);
-                None
+    /// The PXE directory was recreated: every held config is written again.
+    async fn rewrite_all(&mut self) {
+        let mut round = Round::default();
+        for fqdn in self.state.held_clients() {
+            if let Some(planned) = self.state.plan_rewrite(fqdn) {
+                round.push(planned, Reply::None);
             }
         }
+        warn!(
+            configs = self.state.len(),
+            "PXE directory recreated; writing the held configs again"
+        );
+        self.execute(&mut round).await;
     }
 
-    fn count_write(&self, result: WriteResult) {
-        self.metrics
-            .config_writes
-            .get_or_create(&WriteLabels {
-                depot: self.depot.depot.clone(),
-                result: result.as_str().to_owned(),
-            })
-            .inc();
+    /// Retries deleting the files of defused reads.
+    async fn sweep(&mut self) {
+        let mut round = Round::default();
+        for fqdn in self.state.defused_clients() {
+            if let Some(planned) = self.state.plan_sweep(fqdn) {
+                round.push(planned, Reply::None);
+            }
+        }
+        self.execute(&mut round).await;
     }
 
     /// After the kernel dropped events, reads may have been missed: a file
@@ -387,19 +459,39 @@ mod tests {
             files: vec![format!("01-02-00-00-00-00-{n:02x}")],
             content: Arc::from("config\n"),
             template: "install".into(),
+            epoch: Arc::from("e1"),
         }
+    }
+
+    fn options(dir: &std::path::Path) -> WriterOptions {
+        WriterOptions {
+            pxe_dir: dir.to_path_buf(),
+            io_threads: 1,
+            depot_id: "depot1.example.org".into(),
+            access: FileAccess::default(),
+        }
+    }
+
+    /// A non-empty directory where a file is: neither a rename over it nor
+    /// an unlink of it works (even for root).
+    fn obstruct(path: &std::path::Path) {
+        let _ = std::fs::remove_file(path);
+        std::fs::create_dir(path).unwrap();
+        std::fs::write(path.join("x"), "x").unwrap();
+    }
+
+    async fn next(reads: &mut mpsc::Receiver<ReadEvent>) -> ReadEvent {
+        tokio::time::timeout(Duration::from_secs(10), reads.recv())
+            .await
+            .expect("a read was lost")
+            .unwrap()
     }
 
     #[tokio::test]
     async fn a_full_reads_channel_holds_the_writer_and_loses_no_read() {
         let dir = tempfile::tempdir().unwrap();
         let (reads_tx, mut reads) = mpsc::channel(1);
-        let options = WriterOptions {
-            pxe_dir: dir.path().to_path_buf(),
-            io_threads: 1,
-            depot_id: "depot1.example.org".into(),
-        };
-        let (writer, _task) = spawn(options, reads_tx, Metrics::new());
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
         for n in 0..3 {
             let outcome = writer.set(config(n)).await.unwrap();
             // The watcher saw our rename: a read now is a read of this version.
@@ -419,11 +511,7 @@ mod tests {
         );
         let mut seen = Vec::new();
         for _ in 0..3 {
-            let read = tokio::time::timeout(Duration::from_secs(5), reads.recv())
-                .await
-                .expect("a read was lost")
-                .unwrap();
-            seen.push(read.fqdn.to_string());
+            seen.push(next(&mut reads).await.fqdn.to_string());
         }
         seen.sort();
         assert_eq!(
@@ -436,6 +524,80 @@ mod tests {
         );
         let page = writer.list(None, 10, None).await.unwrap();
         assert_eq!(page.total, 0);
-        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state"], "only the journal is left");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_undone_in_the_state_and_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let pxe = dir.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        let (reads_tx, _reads) = mpsc::channel(16);
+        let writer = spawn_fresh(&state_dir, options(&pxe), reads_tx).await;
+        writer.set(config(1)).await.unwrap();
+        let mut newer = config(1);
+        newer.revision = 2;
+        newer.content = Arc::from("newer\n");
+        obstruct(&pxe.join(&newer.files[0]));
+        let failed = writer.set(newer.clone()).await;
+        assert!(matches!(failed, Err(WriterError::Io { .. })), "{failed:?}");
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(page.configs[0].revision, 1, "the state is as before");
+        drop(writer);
+        // The journal says the same: revision 2 was never held. (The writer
+        // task lets the journal go once it sees its handles gone.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let journal = loop {
+            match Journal::open(&state_dir).await {
+                Ok(journal) => break journal,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let contents = journal.load().await.unwrap();
+        let held = contents.clients[0].held.as_ref().unwrap();
+        assert_eq!((held.revision, &*held.content), (1, "config\n"));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_cannot_be_deleted_is_reported_with_its_files_and_swept_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(16);
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
+        let outcome = writer.set(config(1)).await.unwrap();
+        let name = outcome.files[0].clone();
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        obstruct(&dir.path().join(&name));
+        writer
+            .watch_event(WatchEvent::Read(name.clone()))
+            .await
+            .unwrap();
+        let read = next(&mut reads).await;
+        assert!(read.files_present, "{read:?}");
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(
+            page.configs[0].state,
+            super::super::messages::HeldState::ReadFilePresent
+        );
+        // A second read of it is no read: nothing is held.
+        writer
+            .watch_event(WatchEvent::Read(name.clone()))
+            .await
+            .unwrap();
+        // The obstacle goes; the sweep deletes and reports the files gone.
+        std::fs::remove_dir_all(dir.path().join(&name)).unwrap();
+        std::fs::write(dir.path().join(&name), "local boot\n").unwrap();
+        let again = next(&mut reads).await;
+        assert_eq!((again.revision, again.files_present), (1, false));
+        assert!(!dir.path().join(&name).exists());
+        assert_eq!(writer.list(None, 10, None).await.unwrap().total, 0);
     }
 }

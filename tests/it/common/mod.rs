@@ -1,6 +1,8 @@
 //! Shared test harness: real servers on port 0, real directories, real tools.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -137,6 +139,10 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
         legacy: false,
         io_threads: 2,
         salt: None,
+        // Beside the PXE directory: a depot started again on the same dirs
+        // finds its journal.
+        state_dir: dirs.root.path().join("state"),
+        file_access: Default::default(),
     }
 }
 
@@ -540,4 +546,13 @@ pub fn peek(path: &Path) -> String {
         .read_to_string(&mut text)
         .unwrap();
     text
+}
+
+/// A PXE config's text without pxeconf's marker line (the comment naming
+/// the client and the revision, which differs between runs).
+pub fn without_marker(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("# pxeconf: "))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }

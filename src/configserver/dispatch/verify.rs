@@ -1,0 +1,64 @@
+//! The worker's check of a depot: its own list of the configs it holds
+//! (`ListPxeConfigs`, never a secret) against the outbox. Run when the
+//! worker starts and when the depot's endpoint changes, until one listing
+//! succeeds; the store turns every difference into a push.
+
+use std::collections::HashMap;
+
+use tonic::Code;
+
+use super::push::DepotClient;
+use crate::configserver::store::{Owed, Store};
+use crate::proto;
+
+/// Configs listed per page (the depot's largest page).
+const PAGE: u32 = 10_000;
+
+/// Why a check did not happen.
+#[derive(Debug)]
+pub(super) enum VerifyFailure {
+    /// The depot cannot list (an old depot): no check, nothing to retry.
+    Unsupported,
+    /// The depot or the store failed; retry later.
+    Failed(String),
+}
+
+/// Lists what the depot holds (client → revision; read configs whose files
+/// are still present count as not held) and lets the store compare.
+pub(super) async fn verify(
+    mut client: DepotClient,
+    store: Store,
+    depot_id: String,
+) -> Result<Vec<Owed>, VerifyFailure> {
+    let mut held = HashMap::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_pxe_configs(proto::ListPxeConfigsRequest {
+                page_size: PAGE,
+                page_token: token,
+                product_id: String::new(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                Code::Unimplemented => VerifyFailure::Unsupported,
+                _ => VerifyFailure::Failed(format!("{:?}: {}", status.code(), status.message())),
+            })?
+            .into_inner();
+        let read = proto::PxeConfigState::ReadFilePresent as i32;
+        held.extend(
+            page.configs
+                .into_iter()
+                .filter(|c| c.state != read)
+                .map(|c| (c.fqdn, c.revision)),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    store
+        .verify_depot(&depot_id, &held)
+        .await
+        .map_err(|e| VerifyFailure::Failed(e.to_string()))
+}

@@ -1,0 +1,53 @@
+//! The store's identity and its revision sequence.
+//!
+//! Revisions come from a hybrid clock: the next one is
+//! `max(last + 1, unix time in microseconds)`. They never go backwards,
+//! not even after the database is restored from an older backup: the clock
+//! has moved on since the backup was taken, so actions set after a restore
+//! get revisions no depot has seen. Clock skew is the remaining hole; every
+//! revision a depot reports (at reconciliation, in an ABORTED) moves the
+//! sequence past it ([`bump_past`]), so one number is never given to two
+//! actions in one epoch.
+//!
+//! The epoch is a random 128-bit id made with the database (migration
+//! 0002): bundles and removals carry it, and a depot that sees another
+//! epoch starts a fresh sequence.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::SqliteConnection;
+
+use super::error::Result;
+
+/// Microseconds since the Unix epoch, the clock half of the hybrid clock.
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Takes `n` fresh revisions (consecutive); returns the first.
+pub(super) async fn allocate(conn: &mut SqliteConnection, n: u64) -> Result<u64> {
+    let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE meta SET value = max(value + 1, ?1) + ?2 - 1 WHERE key = 'revision' RETURNING value",
+    )
+    .bind(now_micros())
+    .bind(n)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((last - n + 1) as u64)
+}
+
+/// Moves the sequence past `revision` (a revision a depot has seen); true
+/// if it was behind.
+pub(super) async fn bump_past(conn: &mut SqliteConnection, revision: u64) -> Result<bool> {
+    let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+    let moved = sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'revision' AND value < ?1")
+        .bind(revision)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(moved > 0)
+}

@@ -1,0 +1,270 @@
+//! Executing a round: commit its commands to the state, journal what
+//! changed (durably, before any file becomes visible or goes), run the file
+//! work, undo the commands whose file work failed (journaling that too),
+//! defuse reads whose files could not be deleted, then answer and hand on
+//! the reads.
+
+use std::time::{Duration, SystemTime};
+
+use tracing::{debug, error, info, warn};
+
+use super::super::error::WriterError;
+use super::super::files;
+use super::super::journal::{Batch, ReadKey};
+use super::super::messages::ReadEvent;
+use super::super::ops::{Committed, FileOps, Op};
+use super::super::round::Round;
+use super::super::state::journaled::Snapshot;
+use super::{Reply, Writer};
+use crate::depot::marker::{self, Format};
+use crate::metrics::WriteLabels;
+
+/// First and longest wait before the journal is tried again.
+const JOURNAL_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// A command of the round, committed or waiting for its file work.
+enum Pending {
+    /// Committed before the file work (journaled commands).
+    Done {
+        snapshot: Box<Snapshot>,
+        committed: Committed,
+        files: Vec<String>,
+    },
+    /// Committed after it (rewrites and sweeps: nothing to journal first).
+    Later(Op),
+}
+
+/// How a write went, for the metrics.
+#[derive(Debug, Clone, Copy)]
+enum WriteResult {
+    Ok,
+    IoError,
+}
+
+impl WriteResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::IoError => "io_error",
+        }
+    }
+}
+
+impl Writer {
+    /// Runs the round: commits, journals, file work, undo, answers, reads.
+    pub(super) async fn execute(&mut self, round: &mut Round<Reply>) {
+        if round.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        let mut batch = Batch::default();
+        let epoch_before = self.state.epoch().clone();
+        let highest_before = self.state.highest(&epoch_before);
+        let mut entries = Vec::new();
+        let mut ops = Vec::new();
+        for (op, file_ops, reply) in round.take() {
+            let pending = self.commit_first(op, &file_ops, now, &mut batch);
+            entries.push((pending, reply));
+            ops.push(file_ops);
+        }
+        let epoch = self.state.epoch().clone();
+        if *epoch != *epoch_before {
+            batch.epoch = Some(epoch.clone());
+        }
+        let highest = self.state.highest(&epoch);
+        if batch.epoch.is_some() || highest != highest_before {
+            batch.highest = vec![(epoch, highest)];
+        }
+        // The temporary files are written while the round is journaled:
+        // nothing becomes visible before the journal has it.
+        let ops = std::sync::Arc::new(ops);
+        let staging = files::stage_all(self.dir.clone(), self.access, ops.clone(), self.io_threads);
+        let ((), staged) = tokio::join!(self.journal(&batch), staging);
+        let results = files::publish_all(self.dir.clone(), ops, staged, self.io_threads).await;
+        let mut after = Batch::default();
+        let mut reads = Vec::new();
+        for ((pending, reply), result) in entries.into_iter().zip(results) {
+            if let Some(read) = self.finish(pending, reply, result, now, &mut after).await {
+                reads.push(read);
+            }
+        }
+        self.journal(&after).await;
+        for read in reads {
+            if self.reads.send(read).await.is_err() {
+                warn!("read events have no receiver any more; the read stays in the journal");
+            }
+        }
+    }
+
+    /// Commits a journaled command at once (its file work is undone if it
+    /// fails), noting what the journal must record; others wait.
+    fn commit_first(
+        &mut self,
+        op: Op,
+        file_ops: &FileOps,
+        now: SystemTime,
+        batch: &mut Batch,
+    ) -> Pending {
+        if !op.is_journaled() {
+            return Pending::Later(op);
+        }
+        let fqdn = op.fqdn().clone();
+        let snapshot = Box::new(self.state.snapshot(&op));
+        let committed = self.state.commit(op, Ok(()), now);
+        batch.clients.push(self.state.record(&fqdn));
+        if let Committed::Read(Some(read)) = &committed {
+            batch.reads.push(read.clone());
+        }
+        Pending::Done {
+            snapshot,
+            committed,
+            files: file_ops.deletes.clone(),
+        }
+    }
+
+    /// The file work of one command is done: answer it, or undo it; a read
+    /// whose files stayed is defused. Returns the read to hand on.
+    async fn finish(
+        &mut self,
+        pending: Pending,
+        reply: Reply,
+        result: Result<(), WriterError>,
+        now: SystemTime,
+        after: &mut Batch,
+    ) -> Option<ReadEvent> {
+        match pending {
+            Pending::Later(op) => {
+                let fqdn = op.fqdn().clone();
+                if let Err(error) = &result {
+                    warn!(%fqdn, %error, "PXE config files not written again / not deleted yet");
+                }
+                match self.state.commit(op, result, now) {
+                    Committed::Repeat(Some(read)) => {
+                        info!(%fqdn, revision = read.revision, "files of a read PXE config deleted at last");
+                        after.swept.push(ReadKey::of(&read));
+                        Some(read)
+                    }
+                    _ => None,
+                }
+            }
+            Pending::Done {
+                snapshot,
+                committed,
+                files,
+            } => match (committed, result) {
+                (Committed::Read(Some(read)), Err(error)) => {
+                    let format = snapshot
+                        .held_content()
+                        .map_or(Format::Pxelinux, |c| Format::of(c));
+                    Some(self.defuse(read, format, files, &error, after).await)
+                }
+                (Committed::Read(read), Ok(())) => {
+                    if let Some(read) = &read {
+                        self.metrics.tftp_reads.get_or_create(&self.depot).inc();
+                        info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, "PXE config read by the client");
+                    }
+                    read
+                }
+                (committed, Ok(())) => {
+                    self.answered(&committed);
+                    reply.answer(committed);
+                    None
+                }
+                (committed, Err(error)) => {
+                    self.undo(*snapshot, &committed, &error, after);
+                    reply.answer(match committed {
+                        Committed::Set(_) => Committed::Set(Err(error)),
+                        Committed::Remove(_) => Committed::Remove(Err(error)),
+                        other => other,
+                    });
+                    None
+                }
+            },
+        }
+    }
+
+    /// Logs and counts a command that went through.
+    fn answered(&self, committed: &Committed) {
+        match committed {
+            Committed::Set(Ok(outcome)) => {
+                self.count_write(WriteResult::Ok);
+                debug!(revision = outcome.revision, files = ?outcome.files, "PXE config written");
+            }
+            Committed::Remove(Ok(removed)) => debug!(removed, "PXE config removed"),
+            _ => {}
+        }
+    }
+
+    /// The file work of a committed set or removal failed: the state goes
+    /// back to what it was (a failed removal keeps every file, so a retry
+    /// deletes the rest), and so does the journal.
+    fn undo(
+        &mut self,
+        snapshot: Snapshot,
+        committed: &Committed,
+        error: &WriterError,
+        after: &mut Batch,
+    ) {
+        let fqdn = snapshot.fqdn().clone();
+        self.state.rollback(snapshot);
+        after.clients.push(self.state.record(&fqdn));
+        match committed {
+            Committed::Set(_) => {
+                self.count_write(WriteResult::IoError);
+                warn!(%fqdn, %error, "PXE config not written");
+            }
+            _ => warn!(%fqdn, %error, "PXE config not removed"),
+        }
+    }
+
+    /// A read whose files could not all be deleted is still a read (the
+    /// client is booting its action): the files still there are overwritten
+    /// with a local-boot config and deleted later.
+    async fn defuse(
+        &mut self,
+        mut read: ReadEvent,
+        format: Format,
+        files: Vec<String>,
+        error: &WriterError,
+        after: &mut Batch,
+    ) -> ReadEvent {
+        error!(fqdn = %read.fqdn, %error, "read PXE config could not be deleted; defusing it with a local-boot config and retrying the delete");
+        self.metrics.tftp_reads.get_or_create(&self.depot).inc();
+        let dir = self.dir.clone();
+        let local = marker::local_boot(format, &read.fqdn, read.revision);
+        let present = tokio::task::spawn_blocking(move || files::defuse(&dir, &files, &local))
+            .await
+            .unwrap_or_default();
+        read.files_present = !present.is_empty();
+        if read.files_present {
+            after.defused.push((ReadKey::of(&read), present.clone()));
+            self.state.defuse(&read, present);
+        }
+        read
+    }
+
+    /// Writes `batch` to the journal, retrying until it lands: nothing goes
+    /// on before it (a read not journaled must not be deleted, a config not
+    /// journaled must not appear).
+    async fn journal(&self, batch: &Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut delay = JOURNAL_RETRY.0;
+        while let Err(error) = self.journal.commit(batch).await {
+            error!(%error, retry_in = ?delay, "the depot's journal cannot be written; the writer waits");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(JOURNAL_RETRY.1);
+        }
+    }
+
+    fn count_write(&self, result: WriteResult) {
+        self.metrics
+            .config_writes
+            .get_or_create(&WriteLabels {
+                depot: self.depot.depot.clone(),
+                result: result.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
