@@ -82,7 +82,16 @@ fn key(n: u32) -> String {
 /// One configserver and one depot (new or legacy) on a fresh database, the
 /// same inventory every time; returns the PXE files the depot wrote, the
 /// path each client's push took and its revision.
-async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>, Vec<u64>) {
+/// What a site wrote: the files, and per client the path its push took, the
+/// delivered revision, and the template the depot reported with its reason.
+type Written = (
+    BTreeMap<String, Vec<u8>>,
+    Vec<String>,
+    Vec<u64>,
+    Vec<(String, String)>,
+);
+
+async fn site(legacy: bool) -> Written {
     let db = tempfile::tempdir().unwrap();
     let cs = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
     let dirs = DepotDirs::new();
@@ -117,6 +126,7 @@ async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>, Vec<u64>
     // is recorded when the answer is.
     let mut paths = Vec::new();
     let mut revisions = Vec::new();
+    let mut templates = Vec::new();
     for n in 0..CLIENTS {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let path = loop {
@@ -124,10 +134,11 @@ async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>, Vec<u64>
             match s
                 .deliveries
                 .first()
-                .map(|d| (d.path.clone(), d.delivered_revision))
+                .map(|d| (d.path.clone(), d.delivered_revision, d))
             {
-                Some((path, revision)) if !path.is_empty() => {
+                Some((path, revision, d)) if !path.is_empty() => {
                     revisions.push(revision);
+                    templates.push((d.template.clone(), d.template_reason.clone()));
                     break path;
                 }
                 _ if std::time::Instant::now() > deadline => panic!("client{n} not acknowledged"),
@@ -139,7 +150,7 @@ async fn site(legacy: bool) -> (BTreeMap<String, Vec<u8>>, Vec<String>, Vec<u64>
     let files = read_all(&dirs.pxe);
     depot.stop().await;
     cs.stop().await;
-    (files, paths, revisions)
+    (files, paths, revisions, templates)
 }
 
 /// A PXE file's marker line (first, or second after `#!ipxe`) and the file
@@ -255,8 +266,24 @@ async fn inventory(admin: &mut Admin) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_new_and_the_legacy_path_write_the_same_bytes() {
-    let (new, new_paths, new_revisions) = site(false).await;
-    let (legacy, legacy_paths, legacy_revisions) = site(true).await;
+    let (new, new_paths, new_revisions, new_templates) = site(false).await;
+    let (legacy, legacy_paths, legacy_revisions, legacy_templates) = site(true).await;
+    // Status shows the template each depot used and why, the same on both paths.
+    assert_eq!(new_templates, legacy_templates);
+    assert!(
+        new_templates
+            .iter()
+            .all(|(t, why)| !t.is_empty() && !why.is_empty()),
+        "{new_templates:?}"
+    );
+    assert_eq!(
+        new_templates[1],
+        (
+            "install-elilo-x86".to_owned(),
+            "no product template; the uefi-x86 default".to_owned()
+        )
+    );
+    assert_eq!(new_templates[4].0, "winpe.efi", "{new_templates:?}");
     assert_eq!(new_paths, vec!["new"; CLIENTS as usize]);
     assert_eq!(legacy_paths, vec!["legacy"; CLIENTS as usize]);
     assert_eq!(
@@ -330,7 +357,10 @@ macaddress={} service=https://branch.example.org:4447/rpc lang=de\"",
     let ipxe = text(3);
     assert!(ipxe.starts_with("#!ipxe\nkernel "), "{ipxe}");
     let raw = String::from_utf8(new[&mac_file(3)].clone()).unwrap();
-    assert!(raw.starts_with("#!ipxe\n# pxeconf: "), "the marker follows #!ipxe: {raw}");
+    assert!(
+        raw.starts_with("#!ipxe\n# pxeconf: "),
+        "the marker follows #!ipxe: {raw}"
+    );
     assert!(
         ipxe.contains("kernel http://depot/boot/memtest lang=en_US pckey="),
         "{ipxe}"

@@ -717,6 +717,7 @@ mod store {
                 depot_id: D1.into(),
                 revision: r1,
                 path: PushPath::New,
+                template: None,
             }])
             .await
             .unwrap();

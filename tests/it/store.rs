@@ -475,6 +475,7 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
             depot_id: D1.into(),
             revision: blocked.revision,
             path: PushPath::New,
+            template: None,
         }])
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 
 use super::runtime::Capability;
 use crate::auth::AttachKey;
-use crate::configserver::store::{DepotRecord, Job, Loaded, PushOp, PushPath};
+use crate::configserver::store::{DepotRecord, Job, Loaded, PushOp, PushPath, UsedTemplate};
 use crate::proto;
 use crate::status::{AbortReason, Aborted};
 
@@ -85,6 +85,8 @@ pub(super) struct Outcome {
     pub(super) op: PushOp,
     pub(super) path: PushPath,
     pub(super) result: PushResult,
+    /// For a delivered set: the template the depot used, and why.
+    pub(super) template: Option<UsedTemplate>,
 }
 
 /// Sends one loaded push the way `capability` says.
@@ -99,6 +101,7 @@ pub(super) async fn push_one(
         revision,
         job,
     } = loaded;
+    let mut template = None;
     let (op, path, result) = match job {
         // No bundle could be built: refused without a call, counted as a set.
         Err(error) => (PushOp::Set, PushPath::New, PushResult::Rejected(error)),
@@ -115,7 +118,10 @@ pub(super) async fn push_one(
                 epoch,
             };
             let result = match call(client, push, job, path).await {
-                Ok(()) => PushResult::Delivered,
+                Ok(used) => {
+                    template = used;
+                    PushResult::Delivered
+                }
                 Err(status) => classify(&status, path),
             };
             (op, path, result)
@@ -127,6 +133,7 @@ pub(super) async fn push_one(
         op,
         path,
         result,
+        template,
     }
 }
 
@@ -144,7 +151,7 @@ async fn call(
     push: Push<'_>,
     job: Job,
     path: PushPath,
-) -> Result<(), tonic::Status> {
+) -> Result<Option<UsedTemplate>, tonic::Status> {
     let Push {
         fqdn,
         revision,
@@ -158,7 +165,7 @@ async fn call(
                 revision,
                 epoch,
             };
-            client.remove_pxe_config(request).await.map(drop)
+            client.remove_pxe_config(request).await.map(|_| None)
         }
         (Job::Set(_), PushPath::Legacy) => {
             let request = proto::SetPxeConfigByFqdnRequest {
@@ -166,14 +173,25 @@ async fn call(
                 revision,
                 epoch,
             };
-            client.set_pxe_config_by_fqdn(request).await.map(drop)
+            let answer = client.set_pxe_config_by_fqdn(request).await?;
+            Ok(used_template(answer.into_inner()))
         }
         (Job::Set(bundle), PushPath::New) => {
             let mut request = proto::ClientBundle::from(bundle.as_ref());
             request.epoch = epoch;
-            client.set_pxe_config(request).await.map(drop)
+            let answer = client.set_pxe_config(request).await?;
+            Ok(used_template(answer.into_inner()))
         }
     }
+}
+
+/// The template a set's answer names; none when nothing was written (the
+/// legacy path's removal of a client without an action).
+fn used_template(answer: proto::SetPxeConfigResponse) -> Option<UsedTemplate> {
+    (!answer.template.is_empty()).then_some(UsedTemplate {
+        name: answer.template,
+        reason: answer.template_reason,
+    })
 }
 
 /// What a failed call on `path` means.

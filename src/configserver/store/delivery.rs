@@ -10,6 +10,7 @@ use super::error::Result;
 use super::records::{Ack, PushOp, PushRecord, ReadOutcome, ReadReport};
 use super::rows;
 use super::sql::{now_ms, to_ms};
+use super::templates::{TemplateNote, record_template};
 use super::triggers::reconcile;
 use crate::domain::ActionRequest;
 
@@ -21,7 +22,18 @@ async fn record_ack(conn: &mut SqliteConnection, ack: &Ack, now: i64) -> Result<
             depot_id,
             revision,
             path,
+            template,
         } => {
+            if let Some(used) = template {
+                let note = TemplateNote {
+                    client_id: client_id.clone(),
+                    depot_id: depot_id.clone(),
+                    revision: *revision,
+                    template: used.name.clone(),
+                    reason: used.reason.clone(),
+                };
+                record_template(&mut *conn, &note).await?;
+            }
             sqlx::query(
                 "UPDATE pushes SET delivered_revision = max(delivered_revision, ?1), delivered_at = ?2,
                    path = ?3,

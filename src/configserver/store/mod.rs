@@ -49,6 +49,6 @@ pub use lock::{DbLock, lock_path};
 pub use records::{
     Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Owed, PocRecord,
     ProductOnDepotRecord, ProductRecord, PropertyStateRecord, PushOp, PushPath, PushRecord,
-    ReadOutcome, ReadReport, WriteOutcome,
+    ReadOutcome, ReadReport, UsedTemplate, WriteOutcome,
 };
 pub use templates::TemplateNote;

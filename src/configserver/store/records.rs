@@ -224,6 +224,15 @@ pub struct PushRecord {
     pub read_files_present: bool,
 }
 
+/// The template a depot used for a config, as its answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedTemplate {
+    /// The template, relative to the depot's template directory.
+    pub name: String,
+    /// Why the depot chose it.
+    pub reason: String,
+}
+
 /// The result of a push, recorded in batches.
 #[derive(Debug, Clone)]
 pub enum Ack {
@@ -237,6 +246,8 @@ pub enum Ack {
         revision: u64,
         /// The RPC that carried it.
         path: PushPath,
+        /// The template the depot says it used for a set, and why.
+        template: Option<UsedTemplate>,
     },
     /// The push failed; retry later.
     Failed {

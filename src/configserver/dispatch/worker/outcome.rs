@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use super::super::push::{Outcome, PushResult};
 use super::super::runtime::Capability;
 use super::{REJECT_BACKOFF, Worker, jitter};
-use crate::configserver::store::{Ack, PushOp, PushPath};
+use crate::configserver::store::{Ack, PushOp, PushPath, UsedTemplate};
 use crate::metrics::PushLabels;
 use crate::status::Aborted;
 
@@ -30,10 +30,14 @@ impl Worker {
             op,
             path,
             result,
+            template,
         } = outcome;
         self.count(op, path, &result);
         match result {
-            PushResult::Delivered => self.delivered(client_id, revision, op, path).await,
+            PushResult::Delivered => {
+                self.delivered(client_id, revision, (op, path), template)
+                    .await
+            }
             PushResult::Unimplemented => self.unimplemented(client_id),
             PushResult::Unreachable(error) => self.unreachable(client_id, revision, error).await,
             PushResult::Rejected(error) => {
@@ -49,7 +53,7 @@ impl Worker {
                 self.already_read(client_id, revision).await
             }
             // A removal of a config that was read: nothing is held, as wanted.
-            PushResult::AlreadyRead => self.delivered(client_id, revision, op, path).await,
+            PushResult::AlreadyRead => self.delivered(client_id, revision, (op, path), None).await,
             PushResult::Superseded(aborted) => {
                 self.superseded(client_id, revision, op, aborted).await
             }
@@ -67,7 +71,13 @@ impl Worker {
         self.shared.metrics.pushes.get_or_create(&labels).inc();
     }
 
-    async fn delivered(&mut self, client_id: String, revision: u64, op: PushOp, path: PushPath) {
+    async fn delivered(
+        &mut self,
+        client_id: String,
+        revision: u64,
+        (op, path): (PushOp, PushPath),
+        template: Option<UsedTemplate>,
+    ) {
         self.rejections.remove(&client_id);
         self.superseded.remove(&client_id);
         self.reached();
@@ -83,6 +93,7 @@ impl Worker {
             depot_id: self.depot.id.to_string(),
             revision,
             path,
+            template,
         })
         .await;
         self.queue.settle(client_id);
