@@ -9,9 +9,7 @@
 //! And what a depot reports at reconciliation: the highest revision it has
 //! seen, which the sequence moves past.
 
-use sqlx::Row;
-
-use super::db::Store;
+use super::db::{Store, on};
 use super::error::Result;
 use super::records::{ReadOutcome, ReadReport};
 use super::sequence::{allocate, bump_past};
@@ -26,13 +24,16 @@ impl Store {
         client_id: &str,
         revision: u64,
     ) -> Result<ReadOutcome> {
-        let product: Option<String> = sqlx::query_scalar(
-            "SELECT product_id FROM pushes WHERE client_id = ? AND depot_id = ? AND op = 'set'",
+        let product: Option<String> =
+            on!(self.reader(), |c| {
+                sqlx::query_scalar(
+            "SELECT product_id FROM pushes WHERE client_id = $1 AND depot_id = $2 AND op = 'set'",
         )
         .bind(client_id)
         .bind(depot_id)
-        .fetch_optional(self.reader())
-        .await?;
+        .fetch_optional(c)
+        .await?
+            });
         let Some(product_id) = product else {
             return Ok(ReadOutcome::default());
         };
@@ -62,29 +63,32 @@ impl Store {
     ) -> Result<Option<u64>> {
         let mut tx = self.begin().await?;
         bump_past(&mut tx, highest.max(revision)).await?;
-        let current =
-            sqlx::query("SELECT revision FROM pushes WHERE client_id = ? AND depot_id = ?")
-                .bind(client_id)
-                .bind(depot_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.get::<i64, _>("revision").max(0) as u64);
+        let current = on!(tx.conn(), |c| sqlx::query_scalar::<_, i64>(
+            "SELECT revision FROM pushes WHERE client_id = $1 AND depot_id = $2"
+        )
+        .bind(client_id)
+        .bind(depot_id)
+        .fetch_optional(c)
+        .await?)
+        .map(|r| r.max(0) as u64);
         if current != Some(revision) {
             tx.commit().await?;
             return Ok(None);
         }
         let fresh = allocate(&mut tx, 1).await?;
-        sqlx::query(
-            "UPDATE pushes SET revision = ?, attempts = 0, last_error = ?, next_attempt_at = NULL,
-               updated_at = ? WHERE client_id = ? AND depot_id = ?",
+        on!(tx.conn(), |c| {
+            sqlx::query(
+            "UPDATE pushes SET revision = $1, attempts = 0, last_error = $2, next_attempt_at = NULL,
+               updated_at = $3 WHERE client_id = $4 AND depot_id = $5",
         )
         .bind(fresh as i64)
         .bind(note)
         .bind(now_ms())
         .bind(client_id)
         .bind(depot_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await?.rows_affected()
+        });
         tx.commit().await?;
         Ok(Some(fresh))
     }
@@ -106,9 +110,11 @@ impl Store {
 
     /// The last revision given out.
     pub async fn last_revision(&self) -> Result<u64> {
-        let last: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'revision'")
-            .fetch_one(self.reader())
-            .await?;
+        let last: i64 = on!(self.reader(), |c| sqlx::query_scalar(
+            "SELECT value FROM meta WHERE key = 'revision'"
+        )
+        .fetch_one(c)
+        .await?);
         Ok(last.max(0) as u64)
     }
 }

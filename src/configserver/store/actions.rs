@@ -10,10 +10,8 @@
 
 use std::collections::HashSet;
 
-use sqlx::SqliteConnection;
-
 use super::checks::{Exists, require_all};
-use super::db::{Store, WriteTx};
+use super::db::{Store, Tx, WriteTx, on};
 use super::error::Result;
 use super::records::{ActionRecord, WriteOutcome};
 use super::sql::json_rows;
@@ -42,13 +40,13 @@ fn resolve(actions: &[ActionRecord]) -> Vec<[&str; 3]> {
 }
 
 /// Takes `n` numbers of the action sequence; returns the first.
-async fn allocate_sequence(conn: &mut SqliteConnection, n: u64) -> Result<u64> {
-    let last: i64 = sqlx::query_scalar(
-        "UPDATE meta SET value = value + ? WHERE key = 'action_sequence' RETURNING value",
+async fn allocate_sequence(conn: &mut Tx, n: u64) -> Result<u64> {
+    let last: i64 = on!(conn.conn(), |c| sqlx::query_scalar(
+        "UPDATE meta SET value = value + $1 WHERE key = 'action_sequence' RETURNING value",
     )
     .bind(n as i64)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c)
+    .await?);
     Ok(last as u64 + 1 - n)
 }
 
@@ -68,16 +66,18 @@ pub(super) async fn write_actions(
     require_all(tx, Exists::Product, products).await?;
     let rows = resolve(actions);
     let base = allocate_sequence(tx, rows.len() as u64).await?;
-    sqlx::query(
+    on!(tx.conn(), |c| {
+        sqlx::query(
         "INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
-         SELECT value ->> 0, value ->> 1, value ->> 2, '', ?2 + key FROM json_each(?1) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2, '', $2 + key FROM json_each($1) WHERE true
          ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
            action_progress = '', modified = excluded.modified",
     )
     .bind(json_rows(rows.iter().copied()))
     .bind(base as i64)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await?.rows_affected()
+    });
     let touched = rows.iter().map(|r| r[0].to_owned()).collect();
     Ok((rows.len(), touched))
 }
@@ -100,14 +100,14 @@ impl Store {
     ) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let rows = json_rows(keys.iter().map(|(c, p)| [c.as_str(), p.as_str()]));
-        let deleted: Vec<String> = sqlx::query_scalar(
+        let deleted: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
             "DELETE FROM product_on_clients WHERE (client_id, product_id) IN
-               (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+               (SELECT value ->> 0, value ->> 1 FROM json_each($1))
              RETURNING client_id",
         )
         .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(c)
+        .await?);
         finish(tx, deleted.len(), &deleted).await
     }
 }

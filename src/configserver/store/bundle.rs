@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::AssertSqlSafe;
 
-use super::db::Store;
-use super::error::Result;
+use super::db::{Store, Tx, on};
+use super::error::{Result, StoreError};
 use super::records::PushOp;
-use super::rows;
+use super::rows::{self, Get};
 use super::sql::{from_json, json_list};
 use crate::domain::opsi::{DEPOT_ID, PXE_CONFIGS, PxeSettings};
 use crate::domain::{
@@ -106,7 +106,7 @@ impl Store {
         rows: Rows,
         modules: Modules,
     ) -> Result<Vec<Loaded>> {
-        let mut tx = self.reader().begin().await?;
+        let mut tx = self.begin_read().await?;
         let list = json_list(clients);
         let pushes = push_rows(&mut tx, depot_id, &list, rows).await?;
         if pushes.is_empty() {
@@ -129,46 +129,39 @@ impl Store {
 }
 
 /// The push rows of `list` (a JSON id list) for `depot_id`, in client order.
-async fn push_rows(
-    conn: &mut SqliteConnection,
-    depot_id: &str,
-    list: &str,
-    rows: Rows,
-) -> Result<Vec<PushRow>> {
+async fn push_rows(conn: &mut Tx, depot_id: &str, list: &str, rows: Rows) -> Result<Vec<PushRow>> {
     let condition = match rows {
         Rows::Owed => "revision > delivered_revision",
         Rows::Held => "op = 'set' AND read_revision < revision",
     };
-    sqlx::query(AssertSqlSafe(format!(
+    let sql = format!(
         "SELECT client_id, op, product_id, revision FROM pushes
-         WHERE depot_id = ? AND client_id IN (SELECT value FROM json_each(?)) AND {condition}
+         WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}
          ORDER BY client_id"
-    )))
-    .bind(depot_id)
-    .bind(list)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        let client_id: String = r.get("client_id");
-        Ok(PushRow {
-            op: rows::op(r, &client_id)?,
-            product_id: r.get("product_id"),
-            revision: r.get::<i64, _>("revision") as u64,
-            client_id,
+    );
+    let found: Vec<(String, String, String, i64)> =
+        on!(conn.conn(), |c| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(depot_id)
+            .bind(list)
+            .fetch_all(c)
+            .await?);
+    found
+        .into_iter()
+        .map(|(client_id, op, product_id, revision)| {
+            Ok(PushRow {
+                op: PushOp::parse(&op)
+                    .ok_or_else(|| StoreError::corrupt("push", &client_id, format!("op {op:?}")))?,
+                product_id,
+                revision: revision.max(0) as u64,
+                client_id,
+            })
         })
-    })
-    .collect()
+        .collect()
 }
 
 impl Snapshot {
     /// Reads what the clients of `list` (a JSON id list) need on `depot_id`.
-    async fn read(
-        conn: &mut SqliteConnection,
-        depot_id: &str,
-        list: &str,
-        modules: Modules,
-    ) -> Result<Self> {
+    async fn read(conn: &mut Tx, depot_id: &str, list: &str, modules: Modules) -> Result<Self> {
         let (hosts, actions) = clients(conn, list).await?;
         let (on_depot, templates) = products(conn, depot_id).await?;
         let (defaults, config_states) = pxe_configs(conn, depot_id, list).await?;
@@ -271,48 +264,49 @@ impl Snapshot {
 }
 
 /// The clients of `list` by id, and their action requests by (client, product).
-async fn clients(conn: &mut SqliteConnection, list: &str) -> Result<(Hosts, Actions)> {
-    let hosts = sqlx::query("SELECT * FROM clients WHERE id IN (SELECT value FROM json_each(?))")
-        .bind(list)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| (r.get::<String, _>("id"), rows::client(r)))
-        .collect();
-    let actions = sqlx::query(
-        "SELECT client_id, product_id, action_request FROM product_on_clients
-         WHERE client_id IN (SELECT value FROM json_each(?))",
+async fn clients(conn: &mut Tx, list: &str) -> Result<(Hosts, Actions)> {
+    let hosts = on!(conn.conn(), |c| sqlx::query(
+        "SELECT * FROM clients WHERE id IN (SELECT value FROM json_each($1))"
     )
     .bind(list)
-    .fetch_all(&mut *conn)
+    .fetch_all(c)
     .await?
     .iter()
-    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-    .collect();
+    .map(|r| (r.text("id"), rows::client(r)))
+    .collect());
+    let actions: Vec<(String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
+        "SELECT client_id, product_id, action_request FROM product_on_clients
+         WHERE client_id IN (SELECT value FROM json_each($1))",
+    )
+    .bind(list)
+    .fetch_all(c)
+    .await?);
+    let actions = actions.into_iter().map(|(c, p, a)| ((c, p), a)).collect();
     Ok((hosts, actions))
 }
 
 /// The product versions on `depot_id`, and the templates of those products.
-async fn products(conn: &mut SqliteConnection, depot_id: &str) -> Result<(OnDepot, Templates)> {
-    let on_depot = sqlx::query(
-        "SELECT product_id, product_version, package_version FROM product_on_depots WHERE depot_id = ?",
+async fn products(conn: &mut Tx, depot_id: &str) -> Result<(OnDepot, Templates)> {
+    let on_depot: Vec<(String, String, String)> = on!(conn.conn(), |c| {
+        sqlx::query_as(
+        "SELECT product_id, product_version, package_version FROM product_on_depots WHERE depot_id = $1",
     )
     .bind(depot_id)
-    .fetch_all(&mut *conn)
+    .fetch_all(c)
     .await?
-    .iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2))))
-    .collect();
-    let templates = sqlx::query(
+    });
+    let on_depot = on_depot.into_iter().map(|(p, v, k)| (p, (v, k))).collect();
+    let templates: Vec<(String, String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
         "SELECT id, product_version, package_version, pxe_config_template FROM products
-         WHERE id IN (SELECT product_id FROM product_on_depots WHERE depot_id = ?)",
+         WHERE id IN (SELECT product_id FROM product_on_depots WHERE depot_id = $1)",
     )
     .bind(depot_id)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
-    .collect();
+    .fetch_all(c)
+    .await?);
+    let templates = templates
+        .into_iter()
+        .map(|(id, v, k, t)| ((id, v, k), t))
+        .collect();
     Ok((on_depot, templates))
 }
 
@@ -320,54 +314,56 @@ async fn products(conn: &mut SqliteConnection, depot_id: &str) -> Result<(OnDepo
 /// and `depot_id` have of their own. (One `IN` list, not `= ? OR IN`: with
 /// the `OR` SQLite searches by config only, scanning every client's state.)
 async fn pxe_configs(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     depot_id: &str,
     list: &str,
 ) -> Result<(Defaults, ConfigStates)> {
     let configs = json_list(PXE_CONFIGS);
-    let defaults = sqlx::query(
-        "SELECT id, default_values FROM configs WHERE id IN (SELECT value FROM json_each(?))",
+    let defaults: Vec<(String, String)> = on!(conn.conn(), |c| sqlx::query_as(
+        "SELECT id, default_values FROM configs WHERE id IN (SELECT value FROM json_each($1))",
     )
     .bind(&configs)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| (r.get(0), from_json(&r.get::<String, _>(1))))
-    .collect();
-    let states = sqlx::query(
+    .fetch_all(c)
+    .await?);
+    let defaults = defaults
+        .into_iter()
+        .map(|(id, values)| (id, from_json(&values)))
+        .collect();
+    let states: Vec<(String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
         "SELECT object_id, config_id, \"values\" FROM config_states
-         WHERE config_id IN (SELECT value FROM json_each(?1))
-           AND object_id IN (SELECT ?2 UNION ALL SELECT value FROM json_each(?3))",
+         WHERE config_id IN (SELECT value FROM json_each($1))
+           AND object_id IN (SELECT $2 UNION ALL SELECT value FROM json_each($3))",
     )
     .bind(&configs)
     .bind(depot_id)
     .bind(list)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| ((r.get(0), r.get(1)), from_json(&r.get::<String, _>(2))))
-    .collect();
+    .fetch_all(c)
+    .await?);
+    let states = states
+        .into_iter()
+        .map(|(object, config, values)| ((object, config), from_json(&values)))
+        .collect();
     Ok((defaults, states))
 }
 
 /// The property values of `depot_id` and of the clients of `list`.
-async fn properties(conn: &mut SqliteConnection, depot_id: &str, list: &str) -> Result<Properties> {
+async fn properties(conn: &mut Tx, depot_id: &str, list: &str) -> Result<Properties> {
     let mut properties = Properties::new();
     // Depot rows first so that a client's own values overwrite them later.
-    for r in sqlx::query(
+    let found: Vec<(String, String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
         "SELECT object_id, product_id, property_id, \"values\" FROM product_property_states
-         WHERE object_id = ?1 OR object_id IN (SELECT value FROM json_each(?2))
-         ORDER BY object_id <> ?1",
+         WHERE object_id = $1 OR object_id IN (SELECT value FROM json_each($2))
+         ORDER BY object_id <> $1",
     )
     .bind(depot_id)
     .bind(list)
-    .fetch_all(&mut *conn)
-    .await?
-    {
+    .fetch_all(c)
+    .await?);
+    for (object, product, property, values) in found {
         properties
-            .entry((r.get(0), r.get(1)))
+            .entry((object, product))
             .or_default()
-            .insert(r.get(2), from_json(&r.get::<String, _>(3)).join(","));
+            .insert(property, from_json(&values).join(","));
     }
     Ok(properties)
 }

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use sqlx::{AssertSqlSafe, SqliteConnection};
+use sqlx::AssertSqlSafe;
 
+use super::db::{Tx, on};
 use super::error::{Result, StoreError};
 use super::sql::json_list;
 
@@ -52,18 +53,20 @@ impl Exists {
 /// Fails with NOT_FOUND naming the first (in sort order) of `ids` that is
 /// not an existing `kind`.
 pub(super) async fn require_all<'a>(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     kind: Exists,
     ids: impl IntoIterator<Item = &'a str>,
 ) -> Result<()> {
     let unique: BTreeSet<&str> = ids.into_iter().collect();
-    let missing: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT j.value FROM json_each(?) j WHERE NOT {} ORDER BY j.value LIMIT 1",
+    let sql = format!(
+        "SELECT j.value FROM json_each($1) j WHERE NOT {} ORDER BY j.value LIMIT 1",
         kind.sql()
-    )))
-    .bind(json_list(&unique))
-    .fetch_optional(&mut *conn)
-    .await?;
+    );
+    let list = json_list(&unique);
+    let missing: Option<String> = on!(tx.conn(), |c| sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(&list)
+        .fetch_optional(c)
+        .await?);
     match missing {
         Some(id) => Err(StoreError::NotFound {
             what: kind.what(),

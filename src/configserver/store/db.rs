@@ -1,12 +1,20 @@
-//! The SQLite database: one writer connection serialises writes, a small
-//! pool serves reads. The store's other modules add methods to [`Store`].
+//! The database: SQLite (one writer connection serialises writes, a small
+//! pool serves reads) or PostgreSQL (one pool; writes serialised by a
+//! transaction-scoped advisory lock, so several configservers on one
+//! database write one at a time as SQLite's single writer does). The SQL is
+//! the same for both (see `migrations/postgres/` for the few functions that
+//! make SQLite's JSON idioms work in PostgreSQL); [`on!`] runs one query
+//! text on whichever engine is open. The store's other modules add methods
+//! to [`Store`].
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::error::{Result, StoreError};
 
@@ -14,20 +22,139 @@ use super::error::{Result, StoreError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read connections (WAL readers do not block the writer).
 const READERS: u32 = 4;
+/// PostgreSQL connections of one configserver.
+const PG_CONNECTIONS: u32 = 8;
+/// The advisory lock key every PostgreSQL write transaction takes first
+/// ("pxeconf" in ASCII): writes are serialised across replicas.
+pub(super) const WRITE_LOCK: i64 = 0x7078_6563_6f6e_66;
 
+/// One value per engine: a connection, a pool, a transaction.
+pub(super) enum Engine<S, P> {
+    /// SQLite's.
+    Sqlite(S),
+    /// PostgreSQL's.
+    Postgres(P),
+}
+
+/// Runs `$body` with `$c` bound to the SQLite or the PostgreSQL side of an
+/// [`Engine`]: one query text, one result type, either engine.
+macro_rules! on {
+    ($target:expr, |$c:ident| $body:expr) => {
+        match $target {
+            $crate::configserver::store::db::Engine::Sqlite($c) => $body,
+            $crate::configserver::store::db::Engine::Postgres($c) => $body,
+        }
+    };
+}
+pub(super) use on;
+
+/// A transaction on either engine (a write, or a read snapshot).
+pub(super) type Tx = Engine<Transaction<'static, Sqlite>, Transaction<'static, Postgres>>;
 /// A write transaction.
-pub(super) type WriteTx = Transaction<'static, Sqlite>;
+pub(super) type WriteTx = Tx;
 
-/// The SQLite store.
+impl Tx {
+    /// The transaction's connection, for [`on!`].
+    pub(super) fn conn(&mut self) -> Engine<&mut SqliteConnection, &mut PgConnection> {
+        match self {
+            Engine::Sqlite(tx) => Engine::Sqlite(&mut **tx),
+            Engine::Postgres(tx) => Engine::Postgres(&mut **tx),
+        }
+    }
+
+    /// Commits.
+    pub(super) async fn commit(self) -> Result<()> {
+        on!(self, |tx| tx.commit().await?);
+        Ok(())
+    }
+
+    /// Rolls back.
+    pub(super) async fn rollback(self) -> Result<()> {
+        on!(self, |tx| tx.rollback().await?);
+        Ok(())
+    }
+}
+
+/// Where the store lives: a SQLite file or a PostgreSQL database.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://…` or `postgresql://…`).
+    Postgres(String),
+}
+
+impl Location {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; `sqlite:` with a
+    /// path after it, or a bare path, is a SQLite file.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Location::Postgres(text.to_owned());
+        }
+        let path = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+            .unwrap_or(text);
+        Location::Sqlite(PathBuf::from(path))
+    }
+
+    /// The SQLite file, if this is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Location::Sqlite(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
+    }
+}
+
+/// Shown without a password, so a location can be logged.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A URL with the password of its user-info (`user:password@`) replaced.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The open connections.
+#[derive(Clone)]
+enum Db {
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// The store (SQLite or PostgreSQL).
 #[derive(Clone)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
+    db: Db,
     epoch: Arc<str>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -49,18 +176,46 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
-        let epoch: String = sqlx::query_scalar("SELECT value FROM identity WHERE key = 'epoch'")
-            .fetch_one(&write)
-            .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self {
-            write,
-            read,
-            epoch: epoch.into(),
-        })
+        Self::with(Db::Sqlite { write, read }).await
+    }
+
+    /// Connects to the PostgreSQL database at `url` and migrates it (one
+    /// replica at a time: sqlx's migrator holds an advisory lock).
+    pub async fn connect_postgres(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(PG_CONNECTIONS)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Self::with(Db::Postgres(pool)).await
+    }
+
+    /// Opens the store at `location`.
+    pub async fn connect(location: &Location) -> Result<Self> {
+        match location {
+            Location::Sqlite(path) => Self::open(path).await,
+            Location::Postgres(url) => Self::connect_postgres(url).await,
+        }
+    }
+
+    async fn with(db: Db) -> Result<Self> {
+        let mut store = Self {
+            db,
+            epoch: Arc::from(""),
+        };
+        let epoch: String = on!(store.reader(), |p| {
+            sqlx::query_scalar("SELECT value FROM identity WHERE key = 'epoch'")
+                .fetch_one(p)
+                .await?
+        });
+        store.epoch = epoch.into();
+        Ok(store)
     }
 
     /// The store's epoch: a random id made with the database (a restored
@@ -69,19 +224,95 @@ impl Store {
         &self.epoch
     }
 
-    /// Closes the connections (a copy of the files is consistent after this).
+    /// Whether this is a PostgreSQL store (several configservers may share it).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// The PostgreSQL pool, for what only PostgreSQL has (LISTEN/NOTIFY).
+    pub(super) fn postgres(&self) -> Option<&PgPool> {
+        match &self.db {
+            Db::Postgres(pool) => Some(pool),
+            Db::Sqlite { .. } => None,
+        }
+    }
+
+    /// Closes the connections (a copy of SQLite's files is consistent after this).
     pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
+        match &self.db {
+            Db::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 
-    /// The read pool.
-    pub(super) fn reader(&self) -> &SqlitePool {
-        &self.read
+    /// The pool reads go to, for [`on!`].
+    pub(super) fn reader(&self) -> Engine<&SqlitePool, &PgPool> {
+        match &self.db {
+            Db::Sqlite { read, .. } => Engine::Sqlite(read),
+            Db::Postgres(pool) => Engine::Postgres(pool),
+        }
     }
 
-    /// A write transaction on the one writer connection.
+    /// A write transaction: on SQLite's one writer connection; on
+    /// PostgreSQL after the write lock (see [`WRITE_LOCK`]).
     pub(super) async fn begin(&self) -> Result<WriteTx> {
-        Ok(self.write.begin().await?)
+        match &self.db {
+            Db::Sqlite { write, .. } => Ok(Engine::Sqlite(write.begin().await?)),
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Engine::Postgres(tx))
+            }
+        }
+    }
+
+    /// A read transaction: one consistent snapshot for all its queries.
+    pub(super) async fn begin_read(&self) -> Result<Tx> {
+        match &self.db {
+            Db::Sqlite { read, .. } => Ok(Engine::Sqlite(read.begin().await?)),
+            Db::Postgres(pool) => Ok(Engine::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_hide_passwords() {
+        assert_eq!(
+            Location::parse("/var/lib/pxeconf/pxeconf.db"),
+            Location::Sqlite("/var/lib/pxeconf/pxeconf.db".into())
+        );
+        assert_eq!(
+            Location::parse("sqlite:///tmp/a.db"),
+            Location::Sqlite("/tmp/a.db".into())
+        );
+        assert_eq!(
+            Location::parse("sqlite:a.db"),
+            Location::Sqlite("a.db".into())
+        );
+        let pg =
+            Location::parse("postgres://pxe:s3cret@db.example.org:5432/pxeconf?sslmode=require");
+        assert_eq!(
+            pg.to_string(),
+            "postgres://pxe:***@db.example.org:5432/pxeconf?sslmode=require"
+        );
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        assert_eq!(
+            Location::parse("postgresql://db/pxeconf").to_string(),
+            "postgresql://db/pxeconf"
+        );
+        assert_eq!(pg.sqlite_path(), None);
     }
 }

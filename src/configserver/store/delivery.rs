@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 
-use sqlx::{Row, SqliteConnection};
-
-use super::db::Store;
-use super::error::Result;
+use super::db::{Store, Tx, on};
+use super::error::{Result, StoreError};
 use super::records::{Ack, PushOp, PushRecord, ReadOutcome, ReadReport};
 use super::rows;
 use super::sql::{now_ms, to_ms};
@@ -15,7 +13,7 @@ use super::triggers::reconcile;
 use crate::domain::ActionRequest;
 
 /// Records one push result.
-async fn record_ack(conn: &mut SqliteConnection, ack: &Ack, now: i64) -> Result<()> {
+async fn record_ack(conn: &mut Tx, ack: &Ack, now: i64) -> Result<()> {
     match ack {
         Ack::Delivered {
             client_id,
@@ -34,21 +32,23 @@ async fn record_ack(conn: &mut SqliteConnection, ack: &Ack, now: i64) -> Result<
                 };
                 record_template(&mut *conn, &note).await?;
             }
-            sqlx::query(
-                "UPDATE pushes SET delivered_revision = max(delivered_revision, ?1), delivered_at = ?2,
-                   path = ?3,
-                   attempts = CASE WHEN revision = ?1 THEN 0 ELSE attempts END,
-                   last_error = CASE WHEN revision = ?1 THEN '' ELSE last_error END,
-                   next_attempt_at = CASE WHEN revision = ?1 THEN NULL ELSE next_attempt_at END
-                 WHERE client_id = ?4 AND depot_id = ?5",
+            on!(conn.conn(), |c| {
+                sqlx::query(
+                "UPDATE pushes SET delivered_revision = max(delivered_revision, $1), delivered_at = $2,
+                   path = $3,
+                   attempts = CASE WHEN revision = $1 THEN 0 ELSE attempts END,
+                   last_error = CASE WHEN revision = $1 THEN '' ELSE last_error END,
+                   next_attempt_at = CASE WHEN revision = $1 THEN NULL ELSE next_attempt_at END
+                 WHERE client_id = $4 AND depot_id = $5",
             )
             .bind(*revision as i64)
             .bind(now)
             .bind(path.as_str())
             .bind(client_id)
             .bind(depot_id)
-            .execute(&mut *conn)
-            .await?;
+            .execute(c)
+            .await?.rows_affected()
+            });
         }
         Ack::Failed {
             client_id,
@@ -57,17 +57,18 @@ async fn record_ack(conn: &mut SqliteConnection, ack: &Ack, now: i64) -> Result<
             error,
             next_attempt_at,
         } => {
-            sqlx::query(
-                "UPDATE pushes SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?
-                 WHERE client_id = ? AND depot_id = ? AND revision = ?",
+            on!(conn.conn(), |c| sqlx::query(
+                "UPDATE pushes SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2
+                 WHERE client_id = $3 AND depot_id = $4 AND revision = $5",
             )
             .bind(error)
             .bind(to_ms(*next_attempt_at))
             .bind(client_id)
             .bind(depot_id)
             .bind(*revision as i64)
-            .execute(&mut *conn)
-            .await?;
+            .execute(c)
+            .await?
+            .rows_affected());
         }
     }
     Ok(())
@@ -85,22 +86,25 @@ struct ReadRow {
 /// The row of `client_id` on the reporting depot: a report is accepted from
 /// the depot the config was pushed to, even if the client has moved since
 /// (its row there is a removal now, and still names the product).
-async fn read_row(conn: &mut SqliteConnection, report: &ReadReport) -> Result<Option<ReadRow>> {
-    let row = sqlx::query(
+async fn read_row(conn: &mut Tx, report: &ReadReport) -> Result<Option<ReadRow>> {
+    let row: Option<(String, String, i64, i64, i64)> = on!(conn.conn(), |c| sqlx::query_as(
         "SELECT op, product_id, revision, read_revision, read_files_present FROM pushes
-         WHERE client_id = ? AND depot_id = ?",
+         WHERE client_id = $1 AND depot_id = $2",
     )
     .bind(&report.client_id)
     .bind(&report.depot_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
+    .fetch_optional(c)
+    .await?);
+    let Some((op, product_id, revision, read_revision, files_present)) = row else {
+        return Ok(None);
+    };
     Ok(Some(ReadRow {
-        op: rows::op(&row, &report.client_id)?,
-        product_id: row.get("product_id"),
-        revision: row.get::<i64, _>("revision").max(0) as u64,
-        read_revision: row.get::<i64, _>("read_revision").max(0) as u64,
-        files_present: row.get::<i64, _>("read_files_present") != 0,
+        op: PushOp::parse(&op)
+            .ok_or_else(|| StoreError::corrupt("push", &report.client_id, format!("op {op:?}")))?,
+        product_id,
+        revision: revision.max(0) as u64,
+        read_revision: read_revision.max(0) as u64,
+        files_present: files_present != 0,
     }))
 }
 
@@ -152,35 +156,35 @@ fn verdict(report: &ReadReport, row: Option<&ReadRow>, modified: Option<u64>) ->
 /// Records the read of `report.revision` on its row, and as the action's
 /// progress when it `consumes` the action: the request becomes `none`
 /// unless it is `always`.
-async fn apply_read(
-    conn: &mut SqliteConnection,
-    report: &ReadReport,
-    consumes: bool,
-) -> Result<()> {
+async fn apply_read(conn: &mut Tx, report: &ReadReport, consumes: bool) -> Result<()> {
     let at = report.read_at.map_or_else(now_ms, to_ms);
-    sqlx::query(
-        "UPDATE pushes SET read_revision = ?1, read_at = ?2, read_files_present = ?3,
-               delivered_revision = CASE WHEN op = 'set' THEN max(delivered_revision, ?1) ELSE delivered_revision END,
-               delivered_at = coalesce(delivered_at, ?2)
-             WHERE client_id = ?4 AND depot_id = ?5",
+    on!(conn.conn(), |c| {
+        sqlx::query(
+        "UPDATE pushes SET read_revision = $1, read_at = $2, read_files_present = $3,
+               delivered_revision = CASE WHEN op = 'set' THEN max(delivered_revision, $1) ELSE delivered_revision END,
+               delivered_at = coalesce(delivered_at, $2)
+             WHERE client_id = $4 AND depot_id = $5",
     )
     .bind(report.revision as i64)
     .bind(at)
-    .bind(report.files_present)
+    .bind(i64::from(report.files_present))
     .bind(&report.client_id)
     .bind(&report.depot_id)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await?.rows_affected()
+    });
     if consumes {
-        sqlx::query(
+        on!(conn.conn(), |c| {
+            sqlx::query(
             "UPDATE product_on_clients SET action_progress = 'pxe boot configuration read',
                    action_request = CASE WHEN action_request = 'always' THEN 'always' ELSE 'none' END
-                 WHERE client_id = ? AND product_id = ?",
+                 WHERE client_id = $1 AND product_id = $2",
         )
         .bind(&report.client_id)
         .bind(&report.product_id)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c)
+        .await?.rows_affected()
+        });
     }
     Ok(())
 }
@@ -228,13 +232,15 @@ impl Store {
     pub async fn record_read(&self, report: &ReadReport) -> Result<ReadOutcome> {
         let mut tx = self.begin().await?;
         let row = read_row(&mut tx, report).await?;
-        let poc: Option<(String, i64)> = sqlx::query_as(
-            "SELECT action_request, modified FROM product_on_clients WHERE client_id = ? AND product_id = ?",
+        let poc: Option<(String, i64)> = on!(tx.conn(), |c| {
+            sqlx::query_as(
+            "SELECT action_request, modified FROM product_on_clients WHERE client_id = $1 AND product_id = $2",
         )
         .bind(&report.client_id)
         .bind(&report.product_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c)
+        .await?
+        });
         let action = poc
             .as_ref()
             .map_or_else(|| ActionRequest::None.as_str().to_owned(), |p| p.0.clone());
@@ -255,14 +261,16 @@ impl Store {
             ReadVerdict::Stale => return Ok(unchanged),
             ReadVerdict::Repeat => {
                 if row.is_some_and(|r| r.files_present != report.files_present) {
-                    sqlx::query(
-                        "UPDATE pushes SET read_files_present = ? WHERE client_id = ? AND depot_id = ?",
+                    on!(tx.conn(), |c| {
+                        sqlx::query(
+                        "UPDATE pushes SET read_files_present = $1 WHERE client_id = $2 AND depot_id = $3",
                     )
-                    .bind(report.files_present)
+                    .bind(i64::from(report.files_present))
                     .bind(&report.client_id)
                     .bind(&report.depot_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(c)
+                    .await?.rows_affected()
+                    });
                     tx.commit().await?;
                 }
                 return Ok(unchanged);
@@ -288,34 +296,40 @@ impl Store {
 
     /// The clients owed a push by `depot`, in client order.
     pub async fn owed_clients(&self, depot_id: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT client_id FROM pushes WHERE depot_id = ? AND revision > delivered_revision ORDER BY client_id",
+        Ok(on!(self.reader(), |c| {
+            sqlx::query_scalar(
+            "SELECT client_id FROM pushes WHERE depot_id = $1 AND revision > delivered_revision ORDER BY client_id",
         )
         .bind(depot_id)
-        .fetch_all(self.reader())
-        .await?)
+        .fetch_all(c)
+        .await?
+        }))
     }
 
     /// The clients whose config `depot` should hold now (set, not read).
     pub async fn held_clients(&self, depot_id: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT client_id FROM pushes WHERE depot_id = ? AND op = 'set' AND read_revision < revision
+        Ok(on!(self.reader(), |c| {
+            sqlx::query_scalar(
+            "SELECT client_id FROM pushes WHERE depot_id = $1 AND op = 'set' AND read_revision < revision
              ORDER BY client_id",
         )
         .bind(depot_id)
-        .fetch_all(self.reader())
-        .await?)
+        .fetch_all(c)
+        .await?
+        }))
     }
 
     /// Push rows of one client.
     pub async fn pushes_of_client(&self, client_id: &str) -> Result<Vec<PushRecord>> {
-        sqlx::query("SELECT * FROM pushes WHERE client_id = ? ORDER BY updated_at DESC, depot_id")
-            .bind(client_id)
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(rows::push)
-            .collect()
+        on!(self.reader(), |c| sqlx::query(
+            "SELECT * FROM pushes WHERE client_id = $1 ORDER BY updated_at DESC, depot_id"
+        )
+        .bind(client_id)
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(rows::push)
+        .collect())
     }
 
     /// Push rows owed to `depot` or delivered and unread, after `after`.
@@ -325,42 +339,35 @@ impl Store {
         after: &str,
         limit: u32,
     ) -> Result<Vec<PushRecord>> {
-        sqlx::query(
-            "SELECT * FROM pushes WHERE depot_id = ? AND client_id > ?
+        on!(self.reader(), |c| sqlx::query(
+            "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2
                AND (revision > delivered_revision OR (op = 'set' AND read_revision < revision))
-             ORDER BY client_id LIMIT ?",
+             ORDER BY client_id LIMIT $3",
         )
         .bind(depot_id)
         .bind(after)
-        .bind(limit)
-        .fetch_all(self.reader())
+        .bind(i64::from(limit))
+        .fetch_all(c)
         .await?
         .iter()
         .map(rows::push)
-        .collect()
+        .collect())
     }
 
     /// Per depot: pushes owed, and configs delivered and not read.
     pub async fn depot_counts(&self) -> Result<HashMap<String, (u64, u64)>> {
-        let rows = sqlx::query(
+        let rows: Vec<(String, i64, i64)> = on!(self.reader(), |c| sqlx::query_as(
             "SELECT depot_id,
-               sum(revision > delivered_revision) AS owed,
-               sum(op = 'set' AND delivered_revision >= revision AND read_revision < revision) AS delivered
+               count(*) FILTER (WHERE revision > delivered_revision) AS owed,
+               count(*) FILTER (WHERE op = 'set' AND delivered_revision >= revision
+                 AND read_revision < revision) AS delivered
              FROM pushes GROUP BY depot_id",
         )
-        .fetch_all(self.reader())
-        .await?;
+        .fetch_all(c)
+        .await?);
         Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<String, _>("depot_id"),
-                    (
-                        r.get::<i64, _>("owed") as u64,
-                        r.get::<i64, _>("delivered") as u64,
-                    ),
-                )
-            })
+            .into_iter()
+            .map(|(depot, owed, delivered)| (depot, (owed.max(0) as u64, delivered.max(0) as u64)))
             .collect())
     }
 }

@@ -6,7 +6,7 @@
 use sqlx::AssertSqlSafe;
 
 use super::checks::{Exists, require_all};
-use super::db::{Store, WriteTx};
+use super::db::{Store, WriteTx, on};
 use super::error::{Result, StoreError};
 use super::records::{DepotRecord, ProductOnDepotRecord, ProductRecord, WriteOutcome};
 use super::rows;
@@ -26,13 +26,13 @@ pub(super) type Written = (usize, Vec<String>);
 async fn delete_from(tx: &mut WriteTx, ids: &str, tables: &[(&str, &str)]) -> Result<u64> {
     let mut first = None;
     for (table, column) in tables {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))"
+        let rows = on!(tx.conn(), |c| sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each($1))"
         )))
         .bind(ids)
-        .execute(&mut **tx)
+        .execute(c)
         .await?
-        .rows_affected();
+        .rows_affected());
         first.get_or_insert(rows);
     }
     Ok(first.unwrap_or(0))
@@ -49,17 +49,19 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
             d.description.as_str(),
         ]
     }));
-    let changed: Vec<String> = sqlx::query_scalar(
+    let changed: Vec<String> = on!(tx.conn(), |c| {
+        sqlx::query_scalar(
         "INSERT INTO depots (id, endpoint, host_key, description)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint,
            host_key = excluded.host_key, description = excluded.description
-         WHERE (endpoint, host_key, description) IS NOT (excluded.endpoint, excluded.host_key, excluded.description)
+         WHERE (endpoint, host_key, description) IS DISTINCT FROM (excluded.endpoint, excluded.host_key, excluded.description)
          RETURNING id",
     )
     .bind(rows)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await?
+    });
     let clients = clients_naming_depots(tx, &changed).await?;
     Ok((changed.len(), clients))
 }
@@ -85,19 +87,21 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
             c.host_key.expose(),
         ]
     }));
-    let changed: Vec<String> = sqlx::query_scalar(
+    let changed: Vec<String> = on!(tx.conn(), |c| {
+        sqlx::query_scalar(
         "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET hardware_address = excluded.hardware_address,
            system_uuid = excluded.system_uuid, ip_address = excluded.ip_address,
            host_key = excluded.host_key
          WHERE (hardware_address, system_uuid, ip_address, host_key)
-           IS NOT (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)
+           IS DISTINCT FROM (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)
          RETURNING id",
     )
     .bind(&rows)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await?
+    });
     // Checked after the write, so that two clients swapping MACs in one
     // request pass; the transaction is dropped on a conflict.
     for (column, what) in [
@@ -124,16 +128,18 @@ async fn unique_address(
     let index = if column == "hardware_address" { 1 } else { 2 };
     // Of two clients of one request, the later is named as the duplicate.
     // `c.{column} <> ''` lets SQLite use the partial index (else: a scan per item).
-    let duplicate: Option<(String, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT j.value ->> 0, c.id, c.{column} FROM json_each(?1) j
+    let duplicate: Option<(String, String, String)> = on!(tx.conn(), |c| {
+        sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT j.value ->> 0, c.id, c.{column} FROM json_each($1) j
          JOIN clients c ON c.{column} = j.value ->> {index} AND c.{column} <> '' AND c.id <> j.value ->> 0
          WHERE j.value ->> {index} <> '' AND j.value ->> {index} NOT LIKE '00:00:00:%'
-           AND NOT EXISTS (SELECT 1 FROM json_each(?1) k WHERE k.value ->> 0 = c.id AND k.key > j.key)
+           AND NOT EXISTS (SELECT 1 FROM json_each($1) k WHERE k.value ->> 0 = c.id AND k.key > j.key)
          ORDER BY j.key, c.id LIMIT 1"
     )))
     .bind(rows)
-    .fetch_optional(&mut **tx)
-    .await?;
+    .fetch_optional(c)
+    .await?
+    });
     match duplicate {
         Some((id, other, value)) => Err(StoreError::AlreadyExists {
             what,
@@ -159,17 +165,17 @@ pub(super) async fn write_products(
             p.template.as_ref().map_or("", |t| t.as_str()),
         ]
     }));
-    let changed: Vec<String> = sqlx::query_scalar(
+    let changed: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
         "INSERT INTO products (id, product_version, package_version, pxe_config_template)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (id, product_version, package_version) DO UPDATE
            SET pxe_config_template = excluded.pxe_config_template
-         WHERE pxe_config_template IS NOT excluded.pxe_config_template
+         WHERE pxe_config_template IS DISTINCT FROM excluded.pxe_config_template
          RETURNING id",
     )
     .bind(rows)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await?);
     let mut clients = clients_holding(tx, &changed).await?;
     clients.extend(clients_blocked_on(tx, &changed).await?);
     Ok((changed.len(), clients))
@@ -191,32 +197,37 @@ pub(super) async fn write_product_on_depots(
             p.package_version.as_str(),
         ]
     }));
-    let unknown: Option<String> = sqlx::query_scalar(
-        "SELECT (value ->> 1) || ' ' || (value ->> 2) || '-' || (value ->> 3) FROM json_each(?)
+    let unknown: Option<String> =
+        on!(tx.conn(), |c| {
+            sqlx::query_scalar(
+        "SELECT (value ->> 1) || ' ' || (value ->> 2) || '-' || (value ->> 3) FROM json_each($1)
          WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = value ->> 1
            AND p.product_version = value ->> 2 AND p.package_version = value ->> 3)
          LIMIT 1",
     )
     .bind(&rows)
-    .fetch_optional(&mut **tx)
-    .await?;
+    .fetch_optional(c)
+    .await?
+        });
     if let Some(id) = unknown {
         return Err(StoreError::NotFound {
             what: "product",
             id,
         });
     }
-    let changed: Vec<(String, String)> = sqlx::query_as(
+    let changed: Vec<(String, String)> = on!(tx.conn(), |c| {
+        sqlx::query_as(
         "INSERT INTO product_on_depots (depot_id, product_id, product_version, package_version)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (depot_id, product_id) DO UPDATE
            SET product_version = excluded.product_version, package_version = excluded.package_version
-         WHERE (product_version, package_version) IS NOT (excluded.product_version, excluded.package_version)
+         WHERE (product_version, package_version) IS DISTINCT FROM (excluded.product_version, excluded.package_version)
          RETURNING depot_id, product_id",
     )
     .bind(&rows)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await?
+    });
     let mut clients = clients_holding_at(tx, &changed).await?;
     clients.extend(clients_blocked_at(tx, &changed).await?);
     Ok((changed.len(), clients))
@@ -246,12 +257,14 @@ impl Store {
 
     /// Every depot.
     pub async fn depots(&self) -> Result<Vec<DepotRecord>> {
-        sqlx::query("SELECT id, endpoint, host_key, description FROM depots ORDER BY id")
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(rows::depot)
-            .collect()
+        on!(self.reader(), |c| sqlx::query(
+            "SELECT id, endpoint, host_key, description FROM depots ORDER BY id"
+        )
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(rows::depot)
+        .collect())
     }
 
     /// Inserts or updates clients; a changed MAC, UUID or host key re-pushes.
@@ -294,14 +307,14 @@ impl Store {
             keys.iter()
                 .map(|(id, pv, pkv)| [id.as_str(), pv.as_str(), pkv.as_str()]),
         );
-        let deleted: Vec<String> = sqlx::query_scalar(
+        let deleted: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
             "DELETE FROM products WHERE (id, product_version, package_version) IN
-               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
+               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1))
              RETURNING id",
         )
         .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(c)
+        .await?);
         let clients = clients_holding(&mut tx, &deleted).await?;
         finish(tx, deleted.len(), &clients).await
     }
@@ -326,14 +339,14 @@ impl Store {
     ) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let rows = json_rows(keys.iter().map(|(d, p)| [d.as_str(), p.as_str()]));
-        let deleted: Vec<(String, String)> = sqlx::query_as(
+        let deleted: Vec<(String, String)> = on!(tx.conn(), |c| sqlx::query_as(
             "DELETE FROM product_on_depots WHERE (depot_id, product_id) IN
-               (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+               (SELECT value ->> 0, value ->> 1 FROM json_each($1))
              RETURNING depot_id, product_id",
         )
         .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(c)
+        .await?);
         let clients = clients_holding_at(&mut tx, &deleted).await?;
         finish(tx, deleted.len(), &clients).await
     }

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::db::Store;
+use super::db::{Store, on};
 use super::error::{Result, StoreError};
 use super::records::{PocRecord, ProductRecord};
 use super::rows;
@@ -18,11 +18,14 @@ use crate::domain::{Client, ProductId, TemplateName};
 impl Store {
     /// A client.
     pub async fn client(&self, id: &str) -> Result<Option<Client>> {
-        let row = sqlx::query("SELECT * FROM clients WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?;
-        row.map(|r| rows::client(&r)).transpose()
+        on!(self.reader(), |c| sqlx::query(
+            "SELECT * FROM clients WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await?
+        .map(|r| rows::client(&r))
+        .transpose())
     }
 
     /// The product-on-clients of a client; with `active`, only those with an
@@ -34,16 +37,19 @@ impl Store {
     ) -> Result<Vec<PocRecord>> {
         // Newest action first: a legacy depot boots the first one, the very
         // product the new path's bundle is for.
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT * FROM product_on_clients WHERE client_id = ?
-               AND (? = 0 OR action_request <> 'none')
+        let sql = format!(
+            "SELECT * FROM product_on_clients WHERE client_id = $1
+               AND ($2 = 0 OR action_request <> 'none')
              {NEWEST_ACTION_FIRST}"
-        )))
-        .bind(client_id)
-        .bind(active)
-        .fetch_all(self.reader())
-        .await?;
-        Ok(rows.iter().map(rows::product_on_client).collect())
+        );
+        Ok(on!(self.reader(), |c| sqlx::query(AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(i64::from(active))
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(rows::product_on_client)
+            .collect()))
     }
 
     /// The version of a product on a depot.
@@ -52,14 +58,15 @@ impl Store {
         depot_id: &str,
         product_id: &str,
     ) -> Result<Option<(String, String)>> {
-        let row = sqlx::query(
-            "SELECT product_version, package_version FROM product_on_depots WHERE depot_id = ? AND product_id = ?",
+        Ok(on!(self.reader(), |c| {
+            sqlx::query_as(
+            "SELECT product_version, package_version FROM product_on_depots WHERE depot_id = $1 AND product_id = $2",
         )
         .bind(depot_id)
         .bind(product_id)
-        .fetch_optional(self.reader())
-        .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        .fetch_optional(c)
+        .await?
+        }))
     }
 
     /// A product in one version.
@@ -69,14 +76,16 @@ impl Store {
         product_version: &str,
         package_version: &str,
     ) -> Result<Option<ProductRecord>> {
-        let template: Option<String> = sqlx::query_scalar(
-            "SELECT pxe_config_template FROM products WHERE id = ? AND product_version = ? AND package_version = ?",
+        let template: Option<String> = on!(self.reader(), |c| {
+            sqlx::query_scalar(
+            "SELECT pxe_config_template FROM products WHERE id = $1 AND product_version = $2 AND package_version = $3",
         )
         .bind(id)
         .bind(product_version)
         .bind(package_version)
-        .fetch_optional(self.reader())
-        .await?;
+        .fetch_optional(c)
+        .await?
+        });
         let Some(template) = template else {
             return Ok(None);
         };
@@ -100,18 +109,21 @@ impl Store {
         client_id: &str,
         config_ids: &[&str],
     ) -> Result<BTreeMap<String, Vec<String>>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT c.id, {} AS v FROM configs c
-             WHERE c.id IN (SELECT value FROM json_each(?2))",
-            effective_values_sql("?1", "c.id")
-        )))
-        .bind(client_id)
-        .bind(json_list(config_ids))
-        .fetch_all(self.reader())
-        .await?;
+             WHERE c.id IN (SELECT value FROM json_each($2))",
+            effective_values_sql("$1", "c.id")
+        );
+        let list = json_list(config_ids);
+        let rows: Vec<(String, String)> =
+            on!(self.reader(), |c| sqlx::query_as(AssertSqlSafe(sql))
+                .bind(client_id)
+                .bind(&list)
+                .fetch_all(c)
+                .await?);
         Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), from_json(&r.get::<String, _>(1))))
+            .into_iter()
+            .map(|(id, values)| (id, from_json(&values)))
             .collect())
     }
 
@@ -123,23 +135,20 @@ impl Store {
         product_id: &str,
         depot_id: &str,
     ) -> Result<BTreeMap<String, String>> {
-        let rows = sqlx::query(
-            "SELECT property_id, \"values\", object_id = ? AS own FROM product_property_states
-             WHERE product_id = ? AND object_id IN (?, ?) ORDER BY own",
+        let rows: Vec<(String, String)> = on!(self.reader(), |c| sqlx::query_as(
+            "SELECT property_id, \"values\" FROM product_property_states
+             WHERE product_id = $2 AND object_id IN ($3, $4) ORDER BY object_id = $1",
         )
         .bind(client_id)
         .bind(product_id)
         .bind(client_id)
         .bind(depot_id)
-        .fetch_all(self.reader())
-        .await?;
+        .fetch_all(c)
+        .await?);
         // Depot rows sort first, so the client's own values overwrite them.
         Ok(rows
-            .iter()
-            .map(|r| {
-                let values = from_json(&r.get::<String, _>(1));
-                (r.get::<String, _>(0), values.join(","))
-            })
+            .into_iter()
+            .map(|(property, values)| (property, from_json(&values).join(",")))
             .collect())
     }
 
@@ -155,10 +164,12 @@ impl Store {
 
     /// Whether a depot exists.
     pub async fn depot_exists(&self, depot_id: &str) -> Result<bool> {
-        Ok(sqlx::query("SELECT 1 FROM depots WHERE id = ?")
-            .bind(depot_id)
-            .fetch_optional(self.reader())
-            .await?
-            .is_some())
+        Ok(on!(self.reader(), |c| sqlx::query(
+            "SELECT 1 FROM depots WHERE id = $1"
+        )
+        .bind(depot_id)
+        .fetch_optional(c)
+        .await?
+        .is_some()))
     }
 }

@@ -2,6 +2,7 @@
 //! and one that no longer parses is `StoreError::Corrupt`, never a panic.
 
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::error::{Result, StoreError};
@@ -9,23 +10,53 @@ use super::records::{DepotRecord, PocRecord, PushOp, PushPath, PushRecord};
 use super::sql::from_ms;
 use crate::domain::{Client, Endpoint, Fqdn, Mac, Secret, SystemUuid};
 
+/// A row of either engine, read by column name. The schemas of both keep
+/// to these types (text, 64-bit integers, maybe NULL), so one mapping
+/// serves both.
+pub(super) trait Get {
+    /// A text column.
+    fn text(&self, column: &str) -> String;
+    /// An integer column.
+    fn int(&self, column: &str) -> i64;
+    /// An integer column that may be NULL.
+    fn opt_int(&self, column: &str) -> Option<i64>;
+}
+
+macro_rules! get_for {
+    ($row:ty) => {
+        impl Get for $row {
+            fn text(&self, column: &str) -> String {
+                self.get(column)
+            }
+            fn int(&self, column: &str) -> i64 {
+                self.get(column)
+            }
+            fn opt_int(&self, column: &str) -> Option<i64> {
+                self.get(column)
+            }
+        }
+    };
+}
+get_for!(SqliteRow);
+get_for!(PgRow);
+
 /// A `depots` row.
-pub(super) fn depot(r: &SqliteRow) -> Result<DepotRecord> {
-    let id: String = r.get("id");
+pub(super) fn depot(r: &impl Get) -> Result<DepotRecord> {
+    let id = r.text("id");
     let bad = |e| StoreError::corrupt("depot", &id, e);
     Ok(DepotRecord {
         id: Fqdn::parse(&id, "id").map_err(bad)?,
-        endpoint: Endpoint::parse(&r.get::<String, _>("endpoint"), "endpoint").map_err(bad)?,
-        host_key: Secret::new(r.get::<String, _>("host_key")),
-        description: r.get("description"),
+        endpoint: Endpoint::parse(&r.text("endpoint"), "endpoint").map_err(bad)?,
+        host_key: Secret::new(r.text("host_key")),
+        description: r.text("description"),
     })
 }
 
 /// A `clients` row as a domain client.
-pub(super) fn client(r: &SqliteRow) -> Result<Client> {
-    let id: String = r.get("id");
-    let mac: String = r.get("hardware_address");
-    let uuid: String = r.get("system_uuid");
+pub(super) fn client(r: &impl Get) -> Result<Client> {
+    let id = r.text("id");
+    let mac = r.text("hardware_address");
+    let uuid = r.text("system_uuid");
     let bad = |e| StoreError::corrupt("client", &id, e);
     Ok(Client {
         fqdn: Fqdn::parse(&id, "id").map_err(bad)?,
@@ -37,53 +68,53 @@ pub(super) fn client(r: &SqliteRow) -> Result<Client> {
             .then(|| SystemUuid::parse(&uuid, "system_uuid"))
             .transpose()
             .map_err(bad)?,
-        ip_address: r.get("ip_address"),
-        host_key: Secret::new(r.get::<String, _>("host_key")),
+        ip_address: r.text("ip_address"),
+        host_key: Secret::new(r.text("host_key")),
     })
 }
 
 /// A `product_on_clients` row.
-pub(super) fn product_on_client(r: &SqliteRow) -> PocRecord {
+pub(super) fn product_on_client(r: &impl Get) -> PocRecord {
     PocRecord {
-        client_id: r.get("client_id"),
-        product_id: r.get("product_id"),
-        action_request: r.get("action_request"),
-        action_progress: r.get("action_progress"),
-        product_version: r.get("product_version"),
-        package_version: r.get("package_version"),
+        client_id: r.text("client_id"),
+        product_id: r.text("product_id"),
+        action_request: r.text("action_request"),
+        action_progress: r.text("action_progress"),
+        product_version: r.text("product_version"),
+        package_version: r.text("package_version"),
     }
 }
 
 /// The `op` column (checked by the schema, so only a hand edit fails here).
-pub(super) fn op(r: &SqliteRow, client_id: &str) -> Result<PushOp> {
-    let text: String = r.get("op");
+pub(super) fn op(r: &impl Get, client_id: &str) -> Result<PushOp> {
+    let text = r.text("op");
     PushOp::parse(&text)
         .ok_or_else(|| StoreError::corrupt("push", client_id, format!("op {text:?}")))
 }
 
 /// A `pushes` row.
-pub(super) fn push(r: &SqliteRow) -> Result<PushRecord> {
-    let client_id: String = r.get("client_id");
-    let revision = |column: &str| r.get::<i64, _>(column).max(0) as u64;
-    let time = |column: &str| r.get::<Option<i64>, _>(column).map(from_ms);
+pub(super) fn push(r: &impl Get) -> Result<PushRecord> {
+    let client_id = r.text("client_id");
+    let revision = |column: &str| r.int(column).max(0) as u64;
+    let time = |column: &str| r.opt_int(column).map(from_ms);
     Ok(PushRecord {
         op: op(r, &client_id)?,
-        depot_id: r.get("depot_id"),
-        product_id: r.get("product_id"),
+        depot_id: r.text("depot_id"),
+        product_id: r.text("product_id"),
         revision: revision("revision"),
         delivered_revision: revision("delivered_revision"),
         read_revision: revision("read_revision"),
-        path: PushPath::parse(&r.get::<String, _>("path")),
-        attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
-        last_error: r.get("last_error"),
+        path: PushPath::parse(&r.text("path")),
+        attempts: u32::try_from(r.int("attempts")).unwrap_or(u32::MAX),
+        last_error: r.text("last_error"),
         next_attempt_at: time("next_attempt_at"),
-        updated_at: from_ms(r.get("updated_at")),
+        updated_at: from_ms(r.int("updated_at")),
         delivered_at: time("delivered_at"),
         read_at: time("read_at"),
-        blocked: r.get("blocked"),
-        template: r.get("template"),
-        template_reason: r.get("template_reason"),
-        read_files_present: r.try_get::<i64, _>("read_files_present").unwrap_or(0) != 0,
+        blocked: r.text("blocked"),
+        template: r.text("template"),
+        template_reason: r.text("template_reason"),
+        read_files_present: r.int("read_files_present") != 0,
         client_id,
     })
 }

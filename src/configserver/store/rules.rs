@@ -26,9 +26,9 @@ pub(super) fn active_product_sql(client: &str) -> String {
 /// SQL for a client's effective depot id; `{client}` is the client column.
 pub(super) fn effective_depot_sql(client: &str) -> String {
     format!(
-        "json_extract(coalesce(
+        "(coalesce(
             (SELECT s.\"values\" FROM config_states s WHERE s.object_id = {client} AND s.config_id = '{DEPOT_ID}'),
-            (SELECT default_values FROM configs WHERE id = '{DEPOT_ID}')), '$[0]')"
+            (SELECT default_values FROM configs WHERE id = '{DEPOT_ID}')) ->> 0)"
     )
 }
 

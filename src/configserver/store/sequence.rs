@@ -15,8 +15,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::SqliteConnection;
-
+use super::db::{Tx, on};
 use super::error::Result;
 
 /// Microseconds since the Unix epoch, the clock half of the hybrid clock.
@@ -28,26 +27,29 @@ fn now_micros() -> i64 {
 }
 
 /// Takes `n` fresh revisions (consecutive); returns the first.
-pub(super) async fn allocate(conn: &mut SqliteConnection, n: u64) -> Result<u64> {
+pub(super) async fn allocate(tx: &mut Tx, n: u64) -> Result<u64> {
     let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
-    let last: i64 = sqlx::query_scalar(
-        "UPDATE meta SET value = max(value + 1, ?1) + ?2 - 1 WHERE key = 'revision' RETURNING value",
+    let last: i64 = on!(tx.conn(), |c| sqlx::query_scalar(
+        "UPDATE meta SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END + $2 - 1
+         WHERE key = 'revision' RETURNING value",
     )
     .bind(now_micros())
     .bind(n)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c)
+    .await?);
     Ok((last - n + 1) as u64)
 }
 
 /// Moves the sequence past `revision` (a revision a depot has seen); true
 /// if it was behind.
-pub(super) async fn bump_past(conn: &mut SqliteConnection, revision: u64) -> Result<bool> {
+pub(super) async fn bump_past(tx: &mut Tx, revision: u64) -> Result<bool> {
     let revision = i64::try_from(revision).unwrap_or(i64::MAX);
-    let moved = sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'revision' AND value < ?1")
-        .bind(revision)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let moved = on!(tx.conn(), |c| sqlx::query(
+        "UPDATE meta SET value = $1 WHERE key = 'revision' AND value < $1"
+    )
+    .bind(revision)
+    .execute(c)
+    .await?
+    .rows_affected());
     Ok(moved > 0)
 }

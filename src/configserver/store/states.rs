@@ -6,7 +6,7 @@
 //! transaction (an import runs them all in one).
 
 use super::checks::{Exists, require_all};
-use super::db::{Store, WriteTx};
+use super::db::{Store, WriteTx, on};
 use super::error::Result;
 use super::inventory::Written;
 use super::records::{ConfigRecord, ConfigStateRecord, PropertyStateRecord, WriteOutcome};
@@ -28,17 +28,19 @@ pub(super) async fn write_configs(tx: &mut WriteTx, configs: &[ConfigRecord]) ->
             .zip(&defaults)
             .map(|(c, d)| [c.id.as_str(), d.as_str(), c.description.as_str()]),
     );
-    let changed: Vec<String> = sqlx::query_scalar(
+    let changed: Vec<String> = on!(tx.conn(), |c| {
+        sqlx::query_scalar(
         "INSERT INTO configs (id, default_values, description)
-         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET default_values = excluded.default_values,
            description = excluded.description
-         WHERE (default_values, description) IS NOT (excluded.default_values, excluded.description)
+         WHERE (default_values, description) IS DISTINCT FROM (excluded.default_values, excluded.description)
          RETURNING id",
     )
     .bind(rows)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await?
+    });
     let clients = clients_using_defaults(tx, &changed).await?;
     Ok((changed.len(), clients))
 }
@@ -60,16 +62,16 @@ pub(super) async fn write_config_states(
             .zip(&values)
             .map(|(s, v)| [s.object_id.as_str(), s.config_id.as_str(), v.as_str()]),
     );
-    let changed: Vec<(String, String)> = sqlx::query_as(
+    let changed: Vec<(String, String)> = on!(tx.conn(), |c| sqlx::query_as(
         "INSERT INTO config_states (object_id, config_id, \"values\")
-         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true
          ON CONFLICT (object_id, config_id) DO UPDATE SET \"values\" = excluded.\"values\"
-         WHERE \"values\" IS NOT excluded.\"values\"
+         WHERE \"values\" IS DISTINCT FROM excluded.\"values\"
          RETURNING object_id, config_id",
     )
     .bind(rows)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await?);
     let clients = clients_of_config_states(tx, &changed).await?;
     Ok((changed.len(), clients))
 }
@@ -93,16 +95,18 @@ pub(super) async fn write_property_states(
             v.as_str(),
         ]
     }));
-    let changed: Vec<(String, String)> = sqlx::query_as(
+    let changed: Vec<(String, String)> = on!(tx.conn(), |c| {
+        sqlx::query_as(
         "INSERT INTO product_property_states (object_id, product_id, property_id, \"values\")
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (object_id, product_id, property_id) DO UPDATE SET \"values\" = excluded.\"values\"
-         WHERE \"values\" IS NOT excluded.\"values\"
+         WHERE \"values\" IS DISTINCT FROM excluded.\"values\"
          RETURNING object_id, product_id",
     )
     .bind(rows)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(c)
+    .await?
+    });
     let clients = clients_of_properties(tx, &changed).await?;
     Ok((changed.len(), clients))
 }
@@ -129,14 +133,14 @@ impl Store {
     pub async fn delete_config_states(&self, keys: &[(Fqdn, String)]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let rows = json_rows(keys.iter().map(|(o, c)| [o.as_str(), c.as_str()]));
-        let deleted: Vec<(String, String)> = sqlx::query_as(
+        let deleted: Vec<(String, String)> = on!(tx.conn(), |c| sqlx::query_as(
             "DELETE FROM config_states WHERE (object_id, config_id) IN
-               (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+               (SELECT value ->> 0, value ->> 1 FROM json_each($1))
              RETURNING object_id, config_id",
         )
         .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(c)
+        .await?);
         let clients = clients_of_config_states(&mut tx, &deleted).await?;
         finish(tx, deleted.len(), &clients).await
     }
@@ -165,14 +169,14 @@ impl Store {
                 s.property_id.as_str(),
             ]
         }));
-        let deleted: Vec<(String, String)> = sqlx::query_as(
+        let deleted: Vec<(String, String)> = on!(tx.conn(), |c| sqlx::query_as(
             "DELETE FROM product_property_states WHERE (object_id, product_id, property_id) IN
-               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
+               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1))
              RETURNING object_id, product_id",
         )
         .bind(rows)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(c)
+        .await?);
         let clients = clients_of_properties(&mut tx, &deleted).await?;
         finish(tx, deleted.len(), &clients).await
     }

@@ -2,9 +2,7 @@
 //! why (`SetPxeConfigResponse.template` and `template_reason`), kept on the
 //! push row for the status.
 
-use sqlx::SqliteConnection;
-
-use super::db::Store;
+use super::db::{Store, Tx, on};
 use super::error::Result;
 
 /// The template a depot used for one delivered revision, and why.
@@ -25,21 +23,19 @@ pub struct TemplateNote {
 /// Records `note` on its push row, inside a caller's transaction (the ack
 /// writer's batch). A note for an older revision than the row's is stale and
 /// changes nothing.
-pub(super) async fn record_template(
-    conn: &mut SqliteConnection,
-    note: &TemplateNote,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE pushes SET template = ?1, template_reason = ?2
-         WHERE client_id = ?3 AND depot_id = ?4 AND revision = ?5",
+pub(super) async fn record_template(conn: &mut Tx, note: &TemplateNote) -> Result<()> {
+    on!(conn.conn(), |c| sqlx::query(
+        "UPDATE pushes SET template = $1, template_reason = $2
+         WHERE client_id = $3 AND depot_id = $4 AND revision = $5",
     )
     .bind(&note.template)
     .bind(&note.reason)
     .bind(&note.client_id)
     .bind(&note.depot_id)
     .bind(note.revision as i64)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await?
+    .rows_affected());
     Ok(())
 }
 

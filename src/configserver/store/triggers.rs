@@ -12,9 +12,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::AssertSqlSafe;
 
-use super::db::WriteTx;
+use super::db::{Tx, WriteTx, on};
 use super::error::Result;
 use super::records::{Owed, PushOp, WriteOutcome};
 use super::rules::{active_product_sql, effective_depot_sql};
@@ -53,7 +53,7 @@ pub(super) async fn settle(
 
 /// Takes `n` fresh revisions; returns the first (the hybrid clock in
 /// `super::sequence`).
-pub(super) async fn allocate_revisions(conn: &mut SqliteConnection, n: u64) -> Result<u64> {
+pub(super) async fn allocate_revisions(conn: &mut Tx, n: u64) -> Result<u64> {
     super::sequence::allocate(conn, n).await
 }
 
@@ -102,10 +102,7 @@ struct Change {
 
 /// Brings the push rows of `clients` in line with the inventory; returns
 /// the pushes now owed.
-pub(super) async fn reconcile(
-    conn: &mut SqliteConnection,
-    clients: &[String],
-) -> Result<Vec<Owed>> {
+pub(super) async fn reconcile(conn: &mut Tx, clients: &[String]) -> Result<Vec<Owed>> {
     let mut seen = HashSet::new();
     let clients: Vec<&str> = clients
         .iter()
@@ -160,70 +157,75 @@ pub(super) async fn reconcile(
 
 /// What each client of `list` should have: a config for its newest netboot
 /// action on its (registered) depot, or nothing; and what blocks it.
-async fn desired(conn: &mut SqliteConnection, list: &str) -> Result<HashMap<String, Option<Want>>> {
+async fn desired(conn: &mut Tx, list: &str) -> Result<HashMap<String, Option<Want>>> {
     let depots = depot_ids(conn).await?;
     // The version on the depot must be registered too, or no bundle can be built.
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    let sql = format!(
         "WITH w AS (SELECT j.value AS client_id,
            EXISTS (SELECT 1 FROM clients c WHERE c.id = j.value) AS client_exists,
            {product} AS product_id,
            {depot} AS depot_id
-         FROM json_each(?) j)
+         FROM json_each($1) j)
          SELECT w.*, (SELECT CASE
              WHEN d.depot_id IS NULL THEN 'product ' || w.product_id || ' is not installed on depot ' || w.depot_id
              WHEN p.id IS NULL THEN 'product ' || w.product_id || ' ' || d.product_version || '-' || d.package_version
                || ' (the version on depot ' || w.depot_id || ') is not registered'
              END
-           FROM (SELECT 1) LEFT JOIN product_on_depots d ON d.depot_id = w.depot_id AND d.product_id = w.product_id
+           FROM (SELECT 1) AS one LEFT JOIN product_on_depots d ON d.depot_id = w.depot_id AND d.product_id = w.product_id
            LEFT JOIN products p ON p.id = d.product_id AND p.product_version = d.product_version
              AND p.package_version = d.package_version) AS blocked
          FROM w",
         product = active_product_sql("j.value"),
         depot = effective_depot_sql("j.value"),
-    )))
-    .bind(list)
-    .fetch_all(&mut *conn)
-    .await?;
+    );
+    type Wanted = (String, bool, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Wanted> = on!(conn.conn(), |c| sqlx::query_as(AssertSqlSafe(sql))
+        .bind(list)
+        .fetch_all(c)
+        .await?);
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let exists: bool = r.get("client_exists");
-            let product: Option<String> = r.get("product_id");
-            let depot: Option<String> = r.get("depot_id");
+        .map(|(client, exists, product, depot, blocked)| {
             let want = match (exists, product, depot) {
                 (true, Some(product), Some(depot)) if depots.contains(&depot) => Some(Want {
                     depot,
                     product,
-                    blocked: r.get("blocked"),
+                    blocked,
                 }),
                 _ => None,
             };
-            (r.get("client_id"), want)
+            (client, want)
         })
         .collect())
 }
 
 /// The push rows of the clients of `list`.
-async fn current(conn: &mut SqliteConnection, list: &str) -> Result<Rows> {
-    let rows = sqlx::query(
+async fn current(conn: &mut Tx, list: &str) -> Result<Rows> {
+    type Found = (String, String, String, String, i64, i64, String);
+    let rows: Vec<Found> =
+        on!(conn.conn(), |c| {
+            sqlx::query_as(
         "SELECT client_id, depot_id, op, product_id, revision, read_revision, blocked FROM pushes
-         WHERE client_id IN (SELECT value FROM json_each(?))",
+         WHERE client_id IN (SELECT value FROM json_each($1))",
     )
     .bind(list)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c)
+    .await?
+        });
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let current = Current {
-                op: r.get("op"),
-                product: r.get("product_id"),
-                revision: r.get("revision"),
-                read_revision: r.get("read_revision"),
-                blocked: r.get("blocked"),
-            };
-            ((r.get("client_id"), r.get("depot_id")), current)
-        })
+        .map(
+            |(client, depot, op, product, revision, read_revision, blocked)| {
+                let current = Current {
+                    op,
+                    product,
+                    revision,
+                    read_revision,
+                    blocked,
+                };
+                ((client, depot), current)
+            },
+        )
         .collect())
 }
 
@@ -252,7 +254,7 @@ fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Chan
 
 /// Writes `changes` with fresh revisions in one statement; those owed are
 /// owed again, a blocked one not owed counts as delivered at once.
-async fn write_changes(conn: &mut SqliteConnection, changes: &[Change]) -> Result<()> {
+async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
     let base = allocate_revisions(conn, changes.len() as u64).await?;
     let rows = json_rows(changes.iter().map(|c| {
         [
@@ -266,11 +268,12 @@ async fn write_changes(conn: &mut SqliteConnection, changes: &[Change]) -> Resul
     }));
     // The n-th row gets revision base + n (`key` is its index);
     // `delivered_revision` 0 marks it owed.
-    sqlx::query(
+    on!(conn.conn(), |c| {
+        sqlx::query(
         "INSERT INTO pushes (client_id, depot_id, op, product_id, blocked, revision, delivered_revision, updated_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?2 + key,
-           CASE WHEN value ->> 5 = 'owed' THEN 0 ELSE ?2 + key END, ?3
-         FROM json_each(?1) WHERE true
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, $2 + key,
+           CASE WHEN value ->> 5 = 'owed' THEN 0 ELSE $2 + key END, $3
+         FROM json_each($1) WHERE true
          ON CONFLICT (client_id, depot_id) DO UPDATE SET op = excluded.op,
            product_id = CASE WHEN excluded.product_id <> '' THEN excluded.product_id ELSE pushes.product_id END,
            blocked = excluded.blocked, revision = excluded.revision,
@@ -281,7 +284,8 @@ async fn write_changes(conn: &mut SqliteConnection, changes: &[Change]) -> Resul
     .bind(rows)
     .bind(base as i64)
     .bind(now_ms())
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await?.rows_affected()
+    });
     Ok(())
 }

@@ -8,13 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Row, SqliteConnection};
 use tracing::{info, warn};
 
-use super::db::Store;
+use super::db::{Store, Tx, on};
 use super::error::Result;
 use super::records::{Owed, PushOp};
-use super::rows;
+use super::rows::{self, Get};
 use super::sequence::{allocate, bump_past};
 use super::sql::{json_list, now_ms};
 use super::triggers::reconcile;
@@ -64,60 +63,66 @@ fn fix(row: &Row0, held: Option<u64>) -> Fix {
     }
 }
 
-async fn depot_rows(conn: &mut SqliteConnection, depot_id: &str) -> Result<Vec<Row0>> {
-    sqlx::query(
-        "SELECT client_id, op, revision, delivered_revision, read_revision FROM pushes WHERE depot_id = ?",
+async fn depot_rows(conn: &mut Tx, depot_id: &str) -> Result<Vec<Row0>> {
+    on!(conn.conn(), |c| {
+        sqlx::query(
+        "SELECT client_id, op, revision, delivered_revision, read_revision FROM pushes WHERE depot_id = $1",
     )
     .bind(depot_id)
-    .fetch_all(&mut *conn)
+    .fetch_all(c)
     .await?
     .iter()
     .map(|r| {
-        let client: String = r.get("client_id");
+        let client = r.text("client_id");
         Ok(Row0 {
             op: rows::op(r, &client)?,
-            revision: r.get::<i64, _>("revision").max(0) as u64,
-            delivered: r.get::<i64, _>("delivered_revision").max(0) as u64,
-            read: r.get::<i64, _>("read_revision").max(0) as u64,
+            revision: r.int("revision").max(0) as u64,
+            delivered: r.int("delivered_revision").max(0) as u64,
+            read: r.int("read_revision").max(0) as u64,
             client,
         })
     })
     .collect()
+    })
 }
 
 /// Owed again at the same revision.
-async fn resend(conn: &mut SqliteConnection, depot_id: &str, client: &str) -> Result<()> {
-    sqlx::query(
+async fn resend(conn: &mut Tx, depot_id: &str, client: &str) -> Result<()> {
+    on!(conn.conn(), |c| {
+        sqlx::query(
         "UPDATE pushes SET delivered_revision = min(delivered_revision, read_revision), attempts = 0,
-           next_attempt_at = NULL WHERE client_id = ? AND depot_id = ?",
+           next_attempt_at = NULL WHERE client_id = $1 AND depot_id = $2",
     )
     .bind(client)
     .bind(depot_id)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await?.rows_affected()
+    });
     Ok(())
 }
 
 /// Owed again at a fresh revision; a row the store has as read becomes a
 /// removal (the depot must not serve it a second time).
-async fn refresh(conn: &mut SqliteConnection, depot_id: &str, row: &Row0, held: u64) -> Result<()> {
+async fn refresh(conn: &mut Tx, depot_id: &str, row: &Row0, held: u64) -> Result<()> {
     bump_past(conn, held).await?;
     let fresh = allocate(conn, 1).await?;
     let op = match row.op {
         PushOp::Set if row.read >= row.revision => PushOp::Remove,
         op => op,
     };
-    sqlx::query(
-        "UPDATE pushes SET op = ?, revision = ?, attempts = 0, last_error = '', next_attempt_at = NULL,
-           updated_at = ? WHERE client_id = ? AND depot_id = ?",
+    on!(conn.conn(), |c| {
+        sqlx::query(
+        "UPDATE pushes SET op = $1, revision = $2, attempts = 0, last_error = '', next_attempt_at = NULL,
+           updated_at = $3 WHERE client_id = $4 AND depot_id = $5",
     )
     .bind(op.as_str())
     .bind(fresh as i64)
     .bind(now_ms())
     .bind(&row.client)
     .bind(depot_id)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await?.rows_affected()
+    });
     Ok(())
 }
 
@@ -126,33 +131,32 @@ async fn refresh(conn: &mut SqliteConnection, depot_id: &str, row: &Row0, held: 
 /// (then brought in line with it, which may make them sets again); clients
 /// unknown to the inventory (a bundle pushed by hand) are left alone.
 /// Returns the pushes now owed.
-async fn unknown_held(
-    conn: &mut SqliteConnection,
-    depot_id: &str,
-    clients: &[&str],
-) -> Result<Vec<Owed>> {
+async fn unknown_held(conn: &mut Tx, depot_id: &str, clients: &[&str]) -> Result<Vec<Owed>> {
     if clients.is_empty() {
         return Ok(Vec::new());
     }
-    let known: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM clients WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(json_list(clients))
-            .fetch_all(&mut *conn)
-            .await?;
+    let known: Vec<String> = on!(conn.conn(), |c| sqlx::query_scalar(
+        "SELECT id FROM clients WHERE id IN (SELECT value FROM json_each($1))"
+    )
+    .bind(json_list(clients))
+    .fetch_all(c)
+    .await?);
     if known.is_empty() {
         return Ok(Vec::new());
     }
     let base = allocate(conn, known.len() as u64).await?;
     for (i, client) in known.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO pushes (client_id, depot_id, op, revision, updated_at) VALUES (?, ?, 'remove', ?, ?)",
+        on!(conn.conn(), |c| {
+            sqlx::query(
+            "INSERT INTO pushes (client_id, depot_id, op, revision, updated_at) VALUES ($1, $2, 'remove', $3, $4)",
         )
         .bind(client)
         .bind(depot_id)
         .bind((base + i as u64) as i64)
         .bind(now_ms())
-        .execute(&mut *conn)
-        .await?;
+        .execute(c)
+        .await?.rows_affected()
+        });
     }
     let mut owed = reconcile(conn, &known).await?;
     owed.extend(known.into_iter().map(|client_id| Owed {
