@@ -1,9 +1,12 @@
-//! The store's triggers on a real SQLite file: every kind of inventory change
+//! The store's triggers on a real SQLite file and a real PostgreSQL database: every kind of inventory change
 //! owes exactly the pushes it should, and repeating a write owes nothing.
 
 use std::collections::BTreeSet;
 
 use pxeconf::configserver::store::*;
+
+use crate::common::postgres::{Engine, store as pg_store};
+use crate::on_both_engines;
 use pxeconf::domain::opsi::{DEPOT_ID, SERVICE_URL};
 use pxeconf::domain::{
     ActionRequest, Client, Endpoint, Fqdn, Mac, ProductId, Secret, SystemUuid, TemplateName,
@@ -87,11 +90,15 @@ const D2: &str = "d2.example.org";
 
 /// Two depots, product win 1-1 on both, c1 and c2 on d1, c3 on d2, all with
 /// a `setup` action.
-async fn seeded() -> (tempfile::TempDir, Store) {
+async fn seeded(engine: Engine) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("nested/pxeconf.db"))
-        .await
-        .unwrap();
+    let store = match engine {
+        // A nested path: the store makes the directory.
+        Engine::Sqlite => Store::open(&dir.path().join("nested/pxeconf.db"))
+            .await
+            .unwrap(),
+        Engine::Postgres => pg_store(engine, dir.path()).await.unwrap(),
+    };
     let depot = |id: &str| DepotRecord {
         id: fqdn(id),
         endpoint: Endpoint::parse(&format!("http://{id}:50051"), "endpoint").unwrap(),
@@ -139,9 +146,8 @@ async fn seeded() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-#[tokio::test]
-async fn each_change_owes_exactly_its_pushes() {
-    let (_dir, store) = seeded().await;
+async fn each_change_owes_exactly_its_pushes(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
 
     // Repeating writes owes nothing.
     assert!(
@@ -365,9 +371,8 @@ async fn row(store: &Store, client: &str, depot: &str) -> PushRecord {
         .unwrap()
 }
 
-#[tokio::test]
-async fn several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next() {
-    let (_dir, store) = seeded().await;
+async fn several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
     add_product(&store, "linux", &[D1, D2]).await;
     // Setting linux keeps win; linux, set last, is pushed.
     let outcome = store
@@ -445,9 +450,8 @@ async fn several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next() {
     );
 }
 
-#[tokio::test]
-async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written() {
-    let (_dir, store) = seeded().await;
+async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
     add_product(&store, "memtest", &[D2]).await;
     // c1 may hold win on d1: the depot is owed its removal, and c1 fails.
     let outcome = store
@@ -554,9 +558,8 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
     );
 }
 
-#[tokio::test]
-async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own() {
-    let (_dir, store) = seeded().await;
+async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
     store
         .upsert_config_states(&[state("c2.example.org", SERVICE_URL, &["https://own:4447"])])
         .await
@@ -634,9 +637,8 @@ async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own() {
     assert_eq!(url("c1.example.org").await, vec!["https://cfg:4447"]);
 }
 
-#[tokio::test]
-async fn a_mac_or_a_uuid_belongs_to_one_client() {
-    let (_dir, store) = seeded().await;
+async fn a_mac_or_a_uuid_belongs_to_one_client(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
     let mut dup = client(4, 4);
     dup.mac = client(1, 1).mac;
     let err = store
@@ -678,9 +680,8 @@ async fn a_mac_or_a_uuid_belongs_to_one_client() {
     store.upsert_clients(&[a, b]).await.unwrap();
 }
 
-#[tokio::test]
-async fn read_reports_clear_the_action_once_and_always_repushes() {
-    let (_dir, store) = seeded().await;
+async fn read_reports_clear_the_action_once_and_always_repushes(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
     let revision = |rows: Vec<PushRecord>| rows[0].revision;
     let r1 = revision(store.pushes_of_client("c1.example.org").await.unwrap());
     // A revision older than the action it would have booted (revisions are
@@ -755,9 +756,8 @@ fn owed_pairs(owed: &[Owed]) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn existence_is_checked_for_states_and_product_on_depots() {
-    let (_dir, store) = seeded().await;
+async fn existence_is_checked_for_states_and_product_on_depots(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
     let err = store
         .upsert_config_states(&[state("ghost.example.org", DEPOT_ID, &[D1])])
         .await
@@ -783,9 +783,8 @@ async fn existence_is_checked_for_states_and_product_on_depots() {
     assert!(matches!(err, StoreError::NotFound { what: "depot", .. }));
 }
 
-#[tokio::test]
-async fn a_depots_template_note_is_kept_for_its_revision_only() {
-    let (_dir, store) = seeded().await;
+async fn a_depots_template_note_is_kept_for_its_revision_only(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
     let pushed = row(&store, "c1.example.org", D1).await;
     let note = |revision: u64, template: &str| TemplateNote {
         client_id: "c1.example.org".into(),
@@ -807,3 +806,14 @@ async fn a_depots_template_note_is_kept_for_its_revision_only() {
         ("winpe.efi", "why winpe.efi")
     );
 }
+
+on_both_engines!(
+    each_change_owes_exactly_its_pushes,
+    several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next,
+    a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written,
+    a_depots_config_state_is_the_value_of_its_clients_without_their_own,
+    a_mac_or_a_uuid_belongs_to_one_client,
+    read_reports_clear_the_action_once_and_always_repushes,
+    existence_is_checked_for_states_and_product_on_depots,
+    a_depots_template_note_is_kept_for_its_revision_only,
+);

@@ -24,16 +24,15 @@ impl Store {
         client_id: &str,
         revision: u64,
     ) -> Result<ReadOutcome> {
-        let product: Option<String> =
-            on!(self.reader(), |c| {
-                sqlx::query_scalar(
+        let product: Option<String> = on!(self.reader(), |c| {
+            sqlx::query_scalar(
             "SELECT product_id FROM pushes WHERE client_id = $1 AND depot_id = $2 AND op = 'set'",
         )
         .bind(client_id)
         .bind(depot_id)
         .fetch_optional(c)
         .await?
-            });
+        });
         let Some(product_id) = product else {
             return Ok(ReadOutcome::default());
         };

@@ -34,7 +34,8 @@ async fn record_ack(conn: &mut Tx, ack: &Ack, now: i64) -> Result<()> {
             }
             on!(conn.conn(), |c| {
                 sqlx::query(
-                "UPDATE pushes SET delivered_revision = max(delivered_revision, $1), delivered_at = $2,
+                "UPDATE pushes SET delivered_revision = CASE WHEN delivered_revision > $1 THEN delivered_revision ELSE $1 END,
+                   delivered_at = $2,
                    path = $3,
                    attempts = CASE WHEN revision = $1 THEN 0 ELSE attempts END,
                    last_error = CASE WHEN revision = $1 THEN '' ELSE last_error END,
@@ -161,7 +162,7 @@ async fn apply_read(conn: &mut Tx, report: &ReadReport, consumes: bool) -> Resul
     on!(conn.conn(), |c| {
         sqlx::query(
         "UPDATE pushes SET read_revision = $1, read_at = $2, read_files_present = $3,
-               delivered_revision = CASE WHEN op = 'set' THEN max(delivered_revision, $1) ELSE delivered_revision END,
+               delivered_revision = CASE WHEN op = 'set' AND $1 > delivered_revision THEN $1 ELSE delivered_revision END,
                delivered_at = coalesce(delivered_at, $2)
              WHERE client_id = $4 AND depot_id = $5",
     )

@@ -55,7 +55,7 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint,
            host_key = excluded.host_key, description = excluded.description
-         WHERE (endpoint, host_key, description) IS DISTINCT FROM (excluded.endpoint, excluded.host_key, excluded.description)
+         WHERE (depots.endpoint, depots.host_key, depots.description) IS DISTINCT FROM (excluded.endpoint, excluded.host_key, excluded.description)
          RETURNING id",
     )
     .bind(rows)
@@ -94,7 +94,7 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
          ON CONFLICT (id) DO UPDATE SET hardware_address = excluded.hardware_address,
            system_uuid = excluded.system_uuid, ip_address = excluded.ip_address,
            host_key = excluded.host_key
-         WHERE (hardware_address, system_uuid, ip_address, host_key)
+         WHERE (clients.hardware_address, clients.system_uuid, clients.ip_address, clients.host_key)
            IS DISTINCT FROM (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)
          RETURNING id",
     )
@@ -170,7 +170,7 @@ pub(super) async fn write_products(
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (id, product_version, package_version) DO UPDATE
            SET pxe_config_template = excluded.pxe_config_template
-         WHERE pxe_config_template IS DISTINCT FROM excluded.pxe_config_template
+         WHERE products.pxe_config_template IS DISTINCT FROM excluded.pxe_config_template
          RETURNING id",
     )
     .bind(rows)
@@ -197,9 +197,8 @@ pub(super) async fn write_product_on_depots(
             p.package_version.as_str(),
         ]
     }));
-    let unknown: Option<String> =
-        on!(tx.conn(), |c| {
-            sqlx::query_scalar(
+    let unknown: Option<String> = on!(tx.conn(), |c| {
+        sqlx::query_scalar(
         "SELECT (value ->> 1) || ' ' || (value ->> 2) || '-' || (value ->> 3) FROM json_each($1)
          WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = value ->> 1
            AND p.product_version = value ->> 2 AND p.package_version = value ->> 3)
@@ -208,7 +207,7 @@ pub(super) async fn write_product_on_depots(
     .bind(&rows)
     .fetch_optional(c)
     .await?
-        });
+    });
     if let Some(id) = unknown {
         return Err(StoreError::NotFound {
             what: "product",
@@ -221,7 +220,7 @@ pub(super) async fn write_product_on_depots(
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (depot_id, product_id) DO UPDATE
            SET product_version = excluded.product_version, package_version = excluded.package_version
-         WHERE (product_version, package_version) IS DISTINCT FROM (excluded.product_version, excluded.package_version)
+         WHERE (product_on_depots.product_version, product_on_depots.package_version) IS DISTINCT FROM (excluded.product_version, excluded.package_version)
          RETURNING depot_id, product_id",
     )
     .bind(&rows)

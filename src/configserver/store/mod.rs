@@ -42,7 +42,7 @@ mod triggers;
 mod verify;
 
 pub use bundle::{Job, Loaded, Rows};
-pub use db::Store;
+pub use db::{Location, Store};
 pub use error::{Result, StoreError};
 pub use import::{ImportOutcome, Inventory};
 pub use lock::{DbLock, lock_path};

@@ -34,7 +34,7 @@ pub(super) async fn write_configs(tx: &mut WriteTx, configs: &[ConfigRecord]) ->
          SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET default_values = excluded.default_values,
            description = excluded.description
-         WHERE (default_values, description) IS DISTINCT FROM (excluded.default_values, excluded.description)
+         WHERE (configs.default_values, configs.description) IS DISTINCT FROM (excluded.default_values, excluded.description)
          RETURNING id",
     )
     .bind(rows)
@@ -66,7 +66,7 @@ pub(super) async fn write_config_states(
         "INSERT INTO config_states (object_id, config_id, \"values\")
          SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true
          ON CONFLICT (object_id, config_id) DO UPDATE SET \"values\" = excluded.\"values\"
-         WHERE \"values\" IS DISTINCT FROM excluded.\"values\"
+         WHERE config_states.\"values\" IS DISTINCT FROM excluded.\"values\"
          RETURNING object_id, config_id",
     )
     .bind(rows)
@@ -100,7 +100,7 @@ pub(super) async fn write_property_states(
         "INSERT INTO product_property_states (object_id, product_id, property_id, \"values\")
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
          ON CONFLICT (object_id, product_id, property_id) DO UPDATE SET \"values\" = excluded.\"values\"
-         WHERE \"values\" IS DISTINCT FROM excluded.\"values\"
+         WHERE product_property_states.\"values\" IS DISTINCT FROM excluded.\"values\"
          RETURNING object_id, product_id",
     )
     .bind(rows)

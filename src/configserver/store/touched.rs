@@ -125,9 +125,9 @@ pub(super) async fn clients_using_defaults(
     let sql = format!(
         "SELECT DISTINCT p.client_id FROM product_on_clients p
          WHERE p.action_request <> 'none'
-           AND NOT EXISTS (SELECT 1 FROM config_states s WHERE s.object_id = p.client_id AND s.config_id = ?1)
-           AND (?1 = '{DEPOT_ID}' OR NOT EXISTS (SELECT 1 FROM config_states s
-                WHERE s.object_id = {} AND s.config_id = ?1))",
+           AND NOT EXISTS (SELECT 1 FROM config_states s WHERE s.object_id = p.client_id AND s.config_id = $1)
+           AND ($1 = '{DEPOT_ID}' OR NOT EXISTS (SELECT 1 FROM config_states s
+                WHERE s.object_id = {} AND s.config_id = $1))",
         effective_depot_sql("p.client_id")
     );
     let mut clients = Vec::new();
@@ -156,8 +156,8 @@ pub(super) async fn clients_of_config_states(
     let depots = depot_ids(conn).await?;
     let sql = format!(
         "SELECT DISTINCT p.client_id FROM product_on_clients p
-         WHERE p.action_request <> 'none' AND {} = ?1
-           AND NOT EXISTS (SELECT 1 FROM config_states s WHERE s.object_id = p.client_id AND s.config_id = ?2)",
+         WHERE p.action_request <> 'none' AND {} = $1
+           AND NOT EXISTS (SELECT 1 FROM config_states s WHERE s.object_id = p.client_id AND s.config_id = $2)",
         effective_depot_sql("p.client_id")
     );
     let mut clients = Vec::new();

@@ -202,16 +202,15 @@ async fn desired(conn: &mut Tx, list: &str) -> Result<HashMap<String, Option<Wan
 /// The push rows of the clients of `list`.
 async fn current(conn: &mut Tx, list: &str) -> Result<Rows> {
     type Found = (String, String, String, String, i64, i64, String);
-    let rows: Vec<Found> =
-        on!(conn.conn(), |c| {
-            sqlx::query_as(
+    let rows: Vec<Found> = on!(conn.conn(), |c| {
+        sqlx::query_as(
         "SELECT client_id, depot_id, op, product_id, revision, read_revision, blocked FROM pushes
          WHERE client_id IN (SELECT value FROM json_each($1))",
     )
     .bind(list)
     .fetch_all(c)
     .await?
-        });
+    });
     Ok(rows
         .into_iter()
         .map(

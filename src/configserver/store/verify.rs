@@ -90,7 +90,8 @@ async fn depot_rows(conn: &mut Tx, depot_id: &str) -> Result<Vec<Row0>> {
 async fn resend(conn: &mut Tx, depot_id: &str, client: &str) -> Result<()> {
     on!(conn.conn(), |c| {
         sqlx::query(
-        "UPDATE pushes SET delivered_revision = min(delivered_revision, read_revision), attempts = 0,
+        "UPDATE pushes SET delivered_revision = CASE WHEN read_revision < delivered_revision THEN read_revision
+             ELSE delivered_revision END, attempts = 0,
            next_attempt_at = NULL WHERE client_id = $1 AND depot_id = $2",
     )
     .bind(client)

@@ -1,6 +1,7 @@
 //! Shared test harness: real servers on port 0, real directories, real tools.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod process;
 
 use std::net::SocketAddr;
