@@ -16,6 +16,7 @@ use super::lab::{Lab, LabOptions, client_fqdn, mac_file};
 use super::tftp::TftpServer;
 use crate::config::DEFAULT_IO_THREADS;
 use crate::configserver::dispatch::DispatchSettings;
+use crate::configserver::store::Location;
 use crate::telemetry::LogFormat;
 
 /// Marks a directory as the demo's own, so that it may be wiped.
@@ -31,6 +32,10 @@ pub struct DemoArgs {
     /// (emptied first if an earlier demo made it).
     #[arg(long, default_value = "pxeconf-demo")]
     pub dir: PathBuf,
+    /// The store: a PostgreSQL URL (`postgres://…`) or a SQLite file
+    /// [default: pxeconf.db in --dir].
+    #[arg(long, env = "PXECONF_DATABASE")]
+    pub database: Option<String>,
     /// Share of the clients whose config is then read through TFTP.
     #[arg(long, default_value_t = 0.1)]
     pub read_share: f64,
@@ -139,6 +144,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         legacy: 1,
         concurrency: DispatchSettings::default().concurrency,
         io_threads: DEFAULT_IO_THREADS,
+        database: args.database.as_deref().map(Location::parse),
     })
     .await?;
     if !args.json {
@@ -217,7 +223,10 @@ fn print_lab(lab: &Lab, dir: &Path) {
     println!(
         "  configserver  {}  (database {})",
         lab.configserver,
-        dir.join("pxeconf.db").display()
+        lab.options
+            .database
+            .clone()
+            .unwrap_or_else(|| Location::Sqlite(dir.join("pxeconf.db")))
     );
     for d in &lab.depots {
         println!(

@@ -14,6 +14,7 @@ use super::common::{
 };
 use crate::auth::EnvKey;
 use crate::configserver::dispatch::DispatchSettings;
+use crate::configserver::store::Location;
 use crate::domain::{Modules, Secret};
 use crate::telemetry::LogFormat;
 
@@ -36,9 +37,11 @@ pub struct ConfigServerArgs {
     /// gRPC listen address [default: 0.0.0.0:50050].
     #[arg(long, env = "PXECONF_LISTEN")]
     pub listen: Option<String>,
-    /// SQLite database file, created if missing [default: /var/lib/pxeconf/pxeconf.db].
+    /// The store: a SQLite file, created if missing (a path, or `sqlite:` and
+    /// a path), or a PostgreSQL URL `postgres://user:password@host/db` that
+    /// several configservers may share [default: /var/lib/pxeconf/pxeconf.db].
     #[arg(long, env = "PXECONF_DATABASE")]
-    pub database: Option<PathBuf>,
+    pub database: Option<String>,
     /// File holding the configserver's host key, required by the Admin service (or set PXECONF_HOST_KEY).
     #[arg(long, env = "PXECONF_HOST_KEY_FILE")]
     pub host_key_file: Option<PathBuf>,
@@ -75,7 +78,7 @@ pub struct ConfigServerArgs {
 #[serde(deny_unknown_fields)]
 pub struct ConfigServerFile {
     listen: Option<String>,
-    database: Option<PathBuf>,
+    database: Option<String>,
     host_key_file: Option<PathBuf>,
     modules: Option<Vec<String>>,
     push_concurrency: Option<usize>,
@@ -91,8 +94,8 @@ pub struct ConfigServerFile {
 pub struct ConfigServerSettings {
     /// Shared server settings.
     pub common: Common,
-    /// The SQLite file.
-    pub database: PathBuf,
+    /// The store: a SQLite file or a PostgreSQL database.
+    pub database: Location,
     /// Key required by the Admin service.
     pub host_key: Option<Secret>,
     /// Licensed modules.
@@ -116,9 +119,7 @@ impl ConfigServerArgs {
                 grace_period: given.grace_period,
             }
             .resolve(DEFAULT_CONFIGSERVER_LISTEN)?,
-            database: given
-                .database
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE)),
+            database: Location::parse(given.database.as_deref().unwrap_or(DEFAULT_DATABASE)),
             host_key: host_key(&given.host_key_env, given.host_key_file.as_deref())?,
             modules,
             dispatch,
@@ -203,7 +204,7 @@ mod tests {
     fn defaults_are_the_named_constants_and_the_dispatchers() {
         let settings = ConfigServerArgs::default().resolve().unwrap();
         assert_eq!(settings.common.listen.to_string(), "0.0.0.0:50050");
-        assert_eq!(settings.database, PathBuf::from(DEFAULT_DATABASE));
+        assert_eq!(settings.database, Location::parse(DEFAULT_DATABASE));
         assert!(settings.modules.uefi && settings.modules.secureboot);
         assert!(settings.host_key.is_none());
         let defaults = DispatchSettings::default();

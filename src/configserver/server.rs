@@ -4,7 +4,6 @@
 //! down or a task it needs fails, then stop pushing.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -16,7 +15,7 @@ use super::core::Core;
 use super::dispatch::{DispatchSettings, Dispatcher};
 use super::keys::DepotKeys;
 use super::service::ConfigServerService;
-use super::store::{DbLock, Store, StoreError};
+use super::store::{DbLock, Location, Store, StoreError};
 use crate::auth::RequireKey;
 use crate::domain::{Modules, Secret};
 use crate::metrics::Metrics;
@@ -27,8 +26,8 @@ use crate::server::{ServeError, Supervisor};
 /// What a configserver needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct ConfigServerConfig {
-    /// The SQLite file.
-    pub database: PathBuf,
+    /// The store: a SQLite file or a PostgreSQL database.
+    pub database: Location,
     /// Key required by the Admin service; none: Admin is open.
     pub host_key: Option<Secret>,
     /// Licensed modules.
@@ -44,19 +43,25 @@ pub struct ConfigServer {
     host_key: Option<Secret>,
     stop: CancellationToken,
     supervisor: Supervisor,
-    // Held while serving; dropped (unlocked) when the server is.
-    _lock: DbLock,
+    // Held while serving; dropped (unlocked) when the server is. PostgreSQL
+    // needs none: several configservers share one database.
+    _lock: Option<DbLock>,
 }
 
 impl ConfigServer {
-    /// Locks the database (a second configserver on it is refused, naming
-    /// the holder's pid), opens the store and starts pushing what is owed.
+    /// Locks a SQLite database (a second configserver on it is refused,
+    /// naming the holder's pid), opens the store and starts pushing what is
+    /// owed.
     pub async fn start(
         config: ConfigServerConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
-        let lock = DbLock::acquire(&config.database)?;
-        let store = Store::open(&config.database).await?;
+        let lock = config
+            .database
+            .sqlite_path()
+            .map(DbLock::acquire)
+            .transpose()?;
+        let store = Store::connect(&config.database).await?;
         let stop = CancellationToken::new();
         let supervisor = Supervisor::new();
         let dispatcher = Dispatcher::start(
@@ -76,7 +81,7 @@ impl ConfigServer {
             keys: DepotKeys::default(),
         });
         core.refresh_keys().await?;
-        info!(database = %config.database.display(), epoch = core.store.epoch(), "configserver store open");
+        info!(database = %config.database, epoch = core.store.epoch(), "configserver store open");
         Ok(Self {
             core,
             host_key: config.host_key,

@@ -1,9 +1,13 @@
 //! The configserver and three depots (one legacy) in one process, over real
-//! sockets, with a real SQLite file.
+//! sockets, with a real SQLite file or a real PostgreSQL database (the
+//! delivery tests run on both engines).
 
 use std::collections::HashMap;
 
+use crate::common::postgres::{Engine, location};
 use crate::common::*;
+use crate::on_both_engines;
+use pxeconf::configserver::store::Location;
 use pxeconf::proto;
 use tonic::Code;
 
@@ -16,6 +20,7 @@ fn depot_of(n: u32) -> usize {
 
 struct Site {
     db: tempfile::TempDir,
+    location: Location,
     dirs: Vec<DepotDirs>,
     depots: Vec<Option<TestDepot>>,
     ports: Vec<u16>,
@@ -24,8 +29,13 @@ struct Site {
 
 impl Site {
     async fn start(clients: u32) -> Self {
+        Self::start_on(Engine::Sqlite, clients).await
+    }
+
+    async fn start_on(engine: Engine, clients: u32) -> Self {
         let db = tempfile::tempdir().unwrap();
-        let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+        let location = Location::parse(&location(engine, db.path()).await.unwrap());
+        let server = TestConfigServer::start_at(location.clone(), 0).await;
         let dirs: Vec<DepotDirs> = (0..3).map(|_| DepotDirs::new()).collect();
         let mut depots = Vec::new();
         let mut ports = Vec::new();
@@ -44,6 +54,7 @@ impl Site {
         seed(&mut admin, &list, clients, depot_of).await;
         Self {
             db,
+            location,
             dirs,
             depots,
             ports,
@@ -103,9 +114,8 @@ fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
         .sum::<f64>() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action() {
-    let site = Site::start(CLIENTS).await;
+async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action(engine: Engine) {
+    let site = Site::start_on(engine, CLIENTS).await;
     let mut admin = site.admin().await;
     let response = set_actions(&mut admin, 0..CLIENTS, "setup").await;
     assert_eq!(response.affected, u64::from(CLIENTS));
@@ -228,9 +238,8 @@ async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action() 
     assert!(dir.files().contains(&uuid(1)) && dir.files().contains(&mac_file(1)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back() {
-    let mut site = Site::start(CLIENTS).await;
+async fn a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back(engine: Engine) {
+    let mut site = Site::start_on(engine, CLIENTS).await;
     let mut admin = site.admin().await;
     site.stop_depot(2).await;
     set_actions(&mut admin, 0..CLIENTS, "setup").await;
@@ -274,16 +283,14 @@ async fn a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back() {
     assert_final_state(&site, &mut admin).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configserver_restarted_mid_bulk_delivers_everything() {
-    let mut site = Site::start(CLIENTS).await;
+async fn a_configserver_restarted_mid_bulk_delivers_everything(engine: Engine) {
+    let mut site = Site::start_on(engine, CLIENTS).await;
     let mut admin = site.admin().await;
     set_actions(&mut admin, 0..CLIENTS, "setup").await;
-    let db = site.db.path().join("pxeconf.db");
     let port = site.server().addr.port();
     // Stop at once, with pushes owed and in flight.
     site.server.take().unwrap().stop().await;
-    let server = TestConfigServer::start(&db, port).await;
+    let server = TestConfigServer::start_at(site.location.clone(), port).await;
     site.server = Some(server);
     let mut admin = site.admin().await;
     wait_for("all clients are placed", 60, || async {
@@ -366,9 +373,8 @@ async fn assert_final_state(site: &Site, admin: &mut Admin) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moving_deleting_and_renaming_clients_follow_on_the_depots() {
-    let site = Site::start(6).await;
+async fn moving_deleting_and_renaming_clients_follow_on_the_depots(engine: Engine) {
+    let site = Site::start_on(engine, 6).await;
     let mut admin = site.admin().await;
     set_actions(&mut admin, 0..6, "setup").await;
     wait_for("placed", 30, || async { site.placed(0..6) }).await;
@@ -539,3 +545,10 @@ async fn wrong_or_missing_keys_are_unauthenticated_and_bad_input_is_refused() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+on_both_engines!(
+    a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action,
+    a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back,
+    a_configserver_restarted_mid_bulk_delivers_everything,
+    moving_deleting_and_renaming_clients_follow_on_the_depots,
+);

@@ -151,6 +151,7 @@ async fn site(root: &Path) -> (Lab, Vec<TftpServer>) {
         legacy: 0,
         concurrency: 8,
         io_threads: 2,
+        database: None,
     })
     .await
     .unwrap();

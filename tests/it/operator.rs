@@ -138,6 +138,7 @@ async fn metrics_are_served_with_the_named_series() {
         legacy: 1,
         concurrency: 8,
         io_threads: 2,
+        database: None,
     })
     .await
     .unwrap();
@@ -235,7 +236,7 @@ fn the_example_configs_load() {
     .unwrap();
     assert_eq!(
         configserver.database,
-        PathBuf::from("/var/lib/pxeconf/pxeconf.db")
+        pxeconf::configserver::store::Location::parse("/var/lib/pxeconf/pxeconf.db")
     );
     assert_eq!(configserver.dispatch.concurrency, 32);
     assert_eq!(configserver.dispatch.max_backoff, Duration::from_secs(60));

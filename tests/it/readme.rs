@@ -68,6 +68,7 @@ async fn every_rpc_has_a_working_grpcurl_example() {
         legacy: 1,
         concurrency: 8,
         io_threads: 2,
+        database: None,
     })
     .await
     .unwrap();
@@ -143,6 +144,7 @@ async fn a_bare_describe_works_on_the_configserver_and_on_a_depot() {
         legacy: 0,
         concurrency: 8,
         io_threads: 2,
+        database: None,
     })
     .await
     .unwrap();

@@ -15,6 +15,7 @@ use super::inventory::{
 };
 use crate::cli::error::CliError;
 use crate::configserver::dispatch::DispatchSettings;
+use crate::configserver::store::Location;
 use crate::configserver::{ConfigServer, ConfigServerConfig, Core};
 use crate::depot::Depot;
 use crate::domain::{Modules, Secret};
@@ -37,6 +38,8 @@ pub struct LabOptions {
     pub concurrency: usize,
     /// Blocking I/O threads per depot.
     pub io_threads: usize,
+    /// The store; none: a SQLite file in `dir`.
+    pub database: Option<Location>,
 }
 
 /// A running lab.
@@ -211,7 +214,10 @@ async fn start_configserver(
     let addr = listener.local_addr()?;
     let server = ConfigServer::start(
         ConfigServerConfig {
-            database: options.dir.join("pxeconf.db"),
+            database: options
+                .database
+                .clone()
+                .unwrap_or_else(|| Location::Sqlite(options.dir.join("pxeconf.db"))),
             host_key: Some(admin_key.clone()),
             modules: Modules {
                 uefi: true,

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pxeconf::configserver::store::Location;
 use pxeconf::depot::template::TemplateConfig;
 use pxeconf::depot::writer::ReadEvent;
 use pxeconf::depot::{Depot, DepotConfig};
@@ -303,12 +304,17 @@ pub struct TestConfigServer {
 
 impl TestConfigServer {
     pub async fn start(database: &Path, port: u16) -> Self {
+        Self::start_at(Location::Sqlite(database.to_owned()), port).await
+    }
+
+    /// A configserver on the store at `database` (SQLite or PostgreSQL).
+    pub async fn start_at(database: Location, port: u16) -> Self {
         let metrics = Metrics::new();
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = ConfigServer::start(
             ConfigServerConfig {
-                database: database.to_owned(),
+                database,
                 host_key: secret(ADMIN_KEY),
                 modules: Modules {
                     uefi: true,

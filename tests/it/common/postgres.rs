@@ -325,7 +325,7 @@ macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::postgres::Engine::Sqlite).await
                 }
