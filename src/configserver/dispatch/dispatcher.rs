@@ -1,19 +1,22 @@
 //! The push dispatcher: one worker per depot, started for every stored
 //! depot and for each one registered later; writes tell it which clients
-//! are owed, status queries read each worker's published state.
+//! are owed, status queries read each worker's published state. On
+//! PostgreSQL several configservers share the database: a worker runs only
+//! for the depots whose lease this replica holds (`replica`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::acks;
+use super::replica::{self, Lost};
 use super::runtime::DepotRuntime;
 use super::settings::DispatchSettings;
 use super::worker::{Msg, Shared, Worker, WorkerHandle};
-use crate::configserver::store::{DepotRecord, Owed, Store, StoreError};
+use crate::configserver::store::{Announcement, DepotRecord, Owed, Store, StoreError};
 use crate::domain::Modules;
 use crate::metrics::{DepotLabel, Metrics};
 use crate::server::Supervisor;
@@ -23,6 +26,10 @@ pub struct Dispatcher {
     shared: Shared,
     workers: Mutex<HashMap<String, WorkerHandle>>,
     stop: CancellationToken,
+    /// Several replicas share the database: workers follow the leases.
+    replicated: bool,
+    /// Announcements may have been lost (see `replica`).
+    pub(super) lost: Lost,
 }
 
 impl Dispatcher {
@@ -47,11 +54,36 @@ impl Dispatcher {
             owed: owed_tx,
             supervisor: supervisor.clone(),
         };
+        let replicated = store.is_postgres();
         let dispatcher = Arc::new(Self {
             shared,
             workers: Mutex::new(HashMap::new()),
-            stop,
+            stop: stop.clone(),
+            replicated,
+            lost: Lost::default(),
         });
+        supervisor.spawn_worker(
+            "dispatch router",
+            route_owed(Arc::downgrade(&dispatcher), owed_rx),
+        );
+        if replicated {
+            let holder = replica::holder_id();
+            info!(%holder, "several configservers may share this database: pushing to the depots whose lease this one holds");
+            supervisor.spawn_worker(
+                "depot leases",
+                replica::hold_leases(
+                    Arc::downgrade(&dispatcher),
+                    store.clone(),
+                    holder,
+                    stop.clone(),
+                ),
+            );
+            supervisor.spawn_worker(
+                "owed push announcements",
+                replica::follow_announcements(Arc::downgrade(&dispatcher), store, stop),
+            );
+            return Ok(dispatcher);
+        }
         let depots = store.depots().await?;
         let mut workers = dispatcher.workers();
         for depot in depots {
@@ -59,10 +91,6 @@ impl Dispatcher {
             workers.insert(id, dispatcher.spawn_worker(depot));
         }
         drop(workers);
-        supervisor.spawn_worker(
-            "dispatch router",
-            route_owed(Arc::downgrade(&dispatcher), owed_rx),
-        );
         Ok(dispatcher)
     }
 
@@ -97,6 +125,14 @@ impl Dispatcher {
                 Some(inbox) => {
                     let _ = inbox.send(Msg::Owed(clients)).await;
                 }
+                // Another replica holds the depot; it was told (NOTIFY).
+                None if self.replicated => {
+                    debug!(
+                        depot,
+                        clients = clients.len(),
+                        "pushes owed to a depot another replica holds"
+                    )
+                }
                 None => warn!(
                     depot,
                     clients = clients.len(),
@@ -106,12 +142,19 @@ impl Dispatcher {
         }
     }
 
-    /// A depot was added or changed.
+    /// A depot was added or changed. With replicas, a new depot gets its
+    /// worker on the replica that takes its lease.
     pub async fn depot_upserted(&self, depot: DepotRecord) {
+        self.start_or_update(depot, !self.replicated).await;
+    }
+
+    /// Sends `depot` to its worker, or starts one if `start`.
+    async fn start_or_update(&self, depot: DepotRecord, start: bool) {
         let inbox = {
             let mut workers = self.workers();
             match workers.get(depot.id.as_str()) {
                 Some(w) => w.inbox.clone(),
+                None if !start => return,
                 None => {
                     let id = depot.id.to_string();
                     let handle = self.spawn_worker(depot);
@@ -129,6 +172,68 @@ impl Dispatcher {
         self.shared.metrics.queue_depth.remove(&DepotLabel {
             depot: id.to_owned(),
         });
+    }
+
+    /// A held depot: started, or told of its changed record.
+    pub(super) async fn lease_held(&self, depot: DepotRecord) {
+        self.start_or_update(depot, true).await;
+    }
+
+    /// Stops the workers of depots not in `held` (leases lost or lapsed).
+    pub(super) fn keep_only(&self, held: &HashSet<String>) {
+        let gone: Vec<String> = self
+            .workers()
+            .keys()
+            .filter(|id| !held.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            info!(depot = %id, "no longer holding the depot's lease; its pushes stop here");
+            self.depot_deleted(&id);
+        }
+    }
+
+    /// Hands an announcement of owed pushes to the depot's worker, if this
+    /// replica holds it; one naming no clients reloads what it is owed.
+    pub(super) async fn announced(&self, store: &Store, announcement: Announcement) {
+        let Announcement { depot_id, clients } = announcement;
+        if !self.workers().contains_key(&depot_id) {
+            return;
+        }
+        let clients = match clients.is_empty() {
+            false => clients,
+            true => match store.owed_clients(&depot_id).await {
+                Ok(owed) => owed,
+                Err(error) => {
+                    warn!(%error, depot = %depot_id, "loading owed pushes failed; reloading later");
+                    self.lost.set();
+                    return;
+                }
+            },
+        };
+        let owed = clients
+            .into_iter()
+            .map(|client_id| Owed {
+                depot_id: depot_id.clone(),
+                client_id,
+            })
+            .collect();
+        self.notify(owed).await;
+    }
+
+    /// Every held depot reloads what it is owed.
+    pub(super) async fn reload(&self, store: &Store) {
+        let held: Vec<String> = self.workers().keys().cloned().collect();
+        for depot_id in held {
+            self.announced(
+                store,
+                Announcement {
+                    depot_id,
+                    clients: Vec::new(),
+                },
+            )
+            .await;
+        }
     }
 
     /// What the dispatcher knows of each depot.

@@ -12,12 +12,14 @@ mod acks;
 mod dispatcher;
 mod push;
 mod queue;
+mod replica;
 mod runtime;
 mod settings;
 mod verify;
 mod worker;
 
 pub use dispatcher::Dispatcher;
+pub use replica::{LEASE_TTL, holder_id};
 pub use runtime::{Capability, DepotRuntime};
 pub use settings::{
     DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, DEFAULT_PUSH_CONCURRENCY, DEFAULT_PUSH_TIMEOUT,

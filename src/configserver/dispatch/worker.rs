@@ -113,6 +113,10 @@ pub(super) struct Worker {
     rejections: HashMap<String, u32>,
     /// Fresh revisions given to a client in a row after `NEWER_HELD`.
     superseded: HashMap<String, u32>,
+    /// The revision this worker delivered per client: its ack may not be
+    /// in the store yet, and a late notice of the same revision (another
+    /// replica's announcement) must not push it twice.
+    pushed: HashMap<String, u64>,
     verify: Verify,
     capability: Capability,
     legacy_since: Option<Instant>,
@@ -148,6 +152,7 @@ impl Worker {
             sending: 0,
             rejections: HashMap::new(),
             superseded: HashMap::new(),
+            pushed: HashMap::new(),
             verify: Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0),
             capability: Capability::Unknown,
             legacy_since: None,
@@ -327,11 +332,16 @@ impl Worker {
         match loaded {
             Ok(loaded) => {
                 let found: HashSet<&str> = loaded.iter().map(|l| l.client_id.as_str()).collect();
-                let gone: Vec<String> = requested
+                let mut gone: Vec<String> = requested
                     .into_iter()
                     .filter(|c| !found.contains(c.as_str()))
                     .collect();
-                self.ready.extend(loaded);
+                for l in loaded {
+                    match self.pushed.get(&l.client_id) == Some(&l.revision) {
+                        true => gone.push(l.client_id),
+                        false => self.ready.push_back(l),
+                    }
+                }
                 // Delivered meanwhile, or no longer owed to this depot.
                 gone.into_iter().for_each(|c| self.queue.settle(c));
             }
@@ -398,8 +408,11 @@ impl Worker {
         let depot = self.depot.id.as_str();
         let (mine, others): (Vec<Owed>, Vec<Owed>) =
             owed.into_iter().partition(|o| o.depot_id == depot);
-        mine.into_iter()
-            .for_each(|o| self.queue.enqueue(o.client_id));
+        for o in mine {
+            // Found owed again: whatever was delivered is to be sent again.
+            self.pushed.remove(&o.client_id);
+            self.queue.enqueue(o.client_id);
+        }
         if !others.is_empty() {
             let _ = self.shared.owed.send(others);
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::db::{Store, Tx, on};
 use super::error::{Result, StoreError};
+use super::leases::announce;
 use super::records::{Ack, PushOp, PushRecord, ReadOutcome, ReadReport};
 use super::rows;
 use super::sql::{now_ms, to_ms};
@@ -280,6 +281,7 @@ impl Store {
         };
         apply_read(&mut tx, report, consumes).await?;
         let owed = reconcile(&mut tx, std::slice::from_ref(&report.client_id)).await?;
+        announce(&mut tx, &owed).await?;
         tx.commit().await?;
         let always = action == ActionRequest::Always.as_str();
         let now_action = match (consumes, always) {

@@ -3,7 +3,7 @@
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite failed.
+    /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     /// Migrations failed.
@@ -70,16 +70,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether SQLite was busy or locked, or no connection was free in time:
-    /// a retry can succeed (callers answer UNAVAILABLE, never INTERNAL).
+    /// Whether SQLite was busy or locked, PostgreSQL unreachable, restarting
+    /// or failing over, or no connection was free in time: a retry can
+    /// succeed (callers answer UNAVAILABLE, never INTERNAL).
     pub fn is_busy(&self) -> bool {
         match self {
-            StoreError::Db(sqlx::Error::Database(e)) => e
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
+            StoreError::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
+                // PostgreSQL's SQLSTATEs: connection exceptions (08…),
+                // shutdown and recovery (57P…), serialization and deadlock (40…).
+                let pg = ["08", "57P", "40"].iter().any(|p| code.starts_with(p));
                 // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
-            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+                let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+                pg || sqlite
+            }),
+            StoreError::Db(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => true,
             _ => false,
         }
     }

@@ -1,12 +1,13 @@
-//! The inventory and the push outbox in SQLite (WAL). Every admin write runs
-//! in one transaction together with the pushes it causes (`triggers`), so a
-//! crash loses nothing and half a bulk never lands.
+//! The inventory and the push outbox in SQLite (WAL) or PostgreSQL. Every
+//! admin write runs in one transaction together with the pushes it causes
+//! (`triggers`), so a crash loses nothing and half a bulk never lands.
 //!
-//! All SQL lives under this module; callers only see [`Store`]'s methods and
-//! the records below, so a PostgreSQL store can implement the same surface
-//! later.
+//! All SQL lives under this module, one text for both engines; callers only
+//! see [`Store`]'s methods and the records below. The schema is described
+//! once, in docs/SCHEMA.md.
 //!
-//! - `db`: the connections ([`Store`]), `sql`: values to and from SQLite,
+//! - `db`: the connections ([`Store`], [`Location`]), `sql`: values to and
+//!   from the database,
 //!   `rows`: stored rows as records, `records`: what callers hand in and get.
 //! - `inventory`, `states`, `actions`: the admin writes (`import`: all of
 //!   them in one transaction); `checks`: their existence checks;
@@ -17,7 +18,9 @@
 //!   assembly; `templates`: the template a depot reports it used.
 //! - `sequence`: the epoch and the revision sequence (a hybrid clock);
 //!   `aborted`: what a depot's ABORTED means; `verify`: the outbox checked
-//!   against a depot's own list; `lock`: one configserver per database.
+//!   against a depot's own list; `lock`: one configserver per SQLite file;
+//!   `leases`: several configservers on one PostgreSQL database (a lease
+//!   per depot, owed pushes announced with NOTIFY).
 
 mod aborted;
 mod actions;
@@ -28,6 +31,7 @@ mod delivery;
 mod error;
 mod import;
 mod inventory;
+mod leases;
 mod lock;
 mod lookups;
 mod records;
@@ -45,6 +49,7 @@ pub use bundle::{Job, Loaded, Rows};
 pub use db::{Location, Store};
 pub use error::{Result, StoreError};
 pub use import::{ImportOutcome, Inventory};
+pub use leases::{Announcement, OWED_CHANNEL};
 pub use lock::{DbLock, lock_path};
 pub use records::{
     Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Owed, PocRecord,

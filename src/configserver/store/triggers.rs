@@ -16,6 +16,7 @@ use sqlx::AssertSqlSafe;
 
 use super::db::{Tx, WriteTx, on};
 use super::error::Result;
+use super::leases::announce;
 use super::records::{Owed, PushOp, WriteOutcome};
 use super::rules::{active_product_sql, effective_depot_sql};
 use super::sql::{json_list, json_rows, now_ms};
@@ -41,6 +42,7 @@ pub(super) async fn settle(
 ) -> Result<WriteOutcome> {
     let owed = reconcile(&mut tx, clients).await?;
     if commit {
+        announce(&mut tx, &owed).await?;
         tx.commit().await?;
     } else {
         tx.rollback().await?;

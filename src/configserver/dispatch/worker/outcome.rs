@@ -80,6 +80,7 @@ impl Worker {
     ) {
         self.rejections.remove(&client_id);
         self.superseded.remove(&client_id);
+        self.pushed.insert(client_id.clone(), revision);
         self.reached();
         if op == PushOp::Set && path == PushPath::New && self.capability == Capability::Unknown {
             self.capability = Capability::New;

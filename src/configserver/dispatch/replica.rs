@@ -1,0 +1,191 @@
+//! Several configservers on one PostgreSQL database. Each replica runs a
+//! worker only for the depots whose lease it holds ([`hold_leases`]: taken
+//! and renewed every second, on the database's clock; a dead replica's
+//! leases expire and another takes its depots), and follows the
+//! announcements of owed pushes ([`follow_announcements`]: a write on any
+//! replica wakes the holder at once). Database trouble is retried here,
+//! never fatal: a replica that cannot renew stops its workers before its
+//! leases can expire, and after trouble every held depot reloads what it
+//! is owed (announcements made meanwhile are lost).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::dispatcher::Dispatcher;
+use crate::configserver::store::{Announcement, DepotRecord, Store};
+
+/// How long a lease lasts unless renewed: a dead replica's depots move
+/// after at most this long.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+/// How often a replica renews its leases (and takes free ones).
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// A lease is given up locally this long before it expires in the
+/// database, so two replicas never both believe they hold it.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// Every this many renewals, held depots reload what they are owed: a
+/// backstop for an announcement lost in a reconnect.
+const RELOAD_EVERY: u32 = 30;
+
+/// A replica's name in the lease table: host, pid and a random part.
+pub fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    format!(
+        "{host}/{}/{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Set when announcements may have been lost (the listener's connection
+/// dropped); the next good renewal reloads every held depot.
+#[derive(Default)]
+pub(super) struct Lost(AtomicBool);
+
+impl Lost {
+    pub(super) fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Whether a depot's record changed in a way its worker must know.
+fn changed(old: &DepotRecord, new: &DepotRecord) -> bool {
+    old.endpoint.as_str() != new.endpoint.as_str()
+        || old.host_key.expose() != new.host_key.expose()
+        || old.description != new.description
+}
+
+/// Takes and renews leases until `stop`, keeping the dispatcher's workers
+/// to the depots held; releases them at the end.
+pub(super) async fn hold_leases(
+    dispatcher: Weak<Dispatcher>,
+    store: Store,
+    holder: String,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let mut tick = tokio::time::interval(RENEW_EVERY);
+    let mut valid_until: Option<Instant> = None;
+    let mut known: HashMap<String, DepotRecord> = HashMap::new();
+    let mut rounds = 0u32;
+    let mut troubled = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let Some(dispatcher) = dispatcher.upgrade() else {
+            break;
+        };
+        let started = Instant::now();
+        let claimed = match store.claim_leases(&holder, LEASE_TTL).await {
+            Ok(held) => store.depots().await.map(|depots| (held, depots)),
+            Err(error) => Err(error),
+        };
+        let (held, depots) = match claimed {
+            Ok(found) => found,
+            Err(error) => {
+                if !troubled {
+                    warn!(%error, "renewing depot leases failed; retrying");
+                }
+                troubled = true;
+                if valid_until.is_some_and(|v| Instant::now() >= v) {
+                    warn!("depot leases lapsed: pushing nothing until the database is back");
+                    dispatcher.keep_only(&HashSet::new());
+                    known.clear();
+                    valid_until = None;
+                }
+                continue;
+            }
+        };
+        valid_until = Some(started + LEASE_TTL - LEASE_MARGIN);
+        let held: HashSet<String> = held.into_iter().collect();
+        dispatcher.keep_only(&held);
+        for depot in depots {
+            let id = depot.id.to_string();
+            if !held.contains(&id) {
+                known.remove(&id);
+                continue;
+            }
+            match known.get(&id) {
+                Some(old) if !changed(old, &depot) => {}
+                Some(_) => dispatcher.lease_held(depot.clone()).await,
+                None => {
+                    info!(depot = %id, "took the depot's lease");
+                    dispatcher.lease_held(depot.clone()).await;
+                }
+            }
+            known.insert(id, depot);
+        }
+        rounds = rounds.wrapping_add(1);
+        let lost = dispatcher.lost.take();
+        if troubled || lost || rounds.is_multiple_of(RELOAD_EVERY) {
+            if troubled {
+                info!("the database is back; reloading what the held depots are owed");
+            }
+            troubled = false;
+            dispatcher.reload(&store).await;
+        }
+    }
+    if let Err(error) = store.release_leases(&holder).await {
+        warn!(%error, "releasing depot leases failed; they expire on their own");
+    }
+    Ok(())
+}
+
+/// Hands announcements of owed pushes to the workers until `stop`.
+pub(super) async fn follow_announcements(
+    dispatcher: Weak<Dispatcher>,
+    store: Store,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let mut listener = loop {
+        match store.listen_owed().await {
+            Ok(Some(listener)) => break listener,
+            Ok(None) => return Ok(()),
+            Err(error) => warn!(%error, "listening for owed pushes failed; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RENEW_EVERY) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            received = listener.try_recv() => received,
+            () = stop.cancelled() => break,
+        };
+        let Some(dispatcher) = dispatcher.upgrade() else {
+            break;
+        };
+        match received {
+            Ok(Some(notification)) => {
+                dispatcher
+                    .announced(&store, Announcement::from_notification(&notification))
+                    .await;
+            }
+            // The connection dropped (it reconnects on the next call).
+            Ok(None) => dispatcher.lost.set(),
+            Err(error) => {
+                dispatcher.lost.set();
+                warn!(%error, "listening for owed pushes failed; retrying");
+                drop(dispatcher);
+                tokio::select! {
+                    () = tokio::time::sleep(RENEW_EVERY) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
