@@ -19,7 +19,8 @@ fn depot_of(n: u32) -> usize {
 }
 
 struct Site {
-    db: tempfile::TempDir,
+    // Holds the SQLite file (kept for the test's life).
+    _db: tempfile::TempDir,
     location: Location,
     dirs: Vec<DepotDirs>,
     depots: Vec<Option<TestDepot>>,
@@ -53,7 +54,7 @@ impl Site {
             .collect();
         seed(&mut admin, &list, clients, depot_of).await;
         Self {
-            db,
+            _db: db,
             location,
             dirs,
             depots,

@@ -12,5 +12,6 @@ mod opsi;
 mod paths;
 mod readme;
 mod reliability;
+mod replicas;
 mod scale;
 mod store;

@@ -253,6 +253,12 @@ pub fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
 
 /// A configserver on `database`, Admin key [`ADMIN_KEY`], fast retries.
 pub fn configserver(database: &Path, keys: &Path) -> Launch {
+    configserver_on(&database.display().to_string(), keys)
+}
+
+/// A configserver on `database` (a SQLite path or a PostgreSQL URL), as
+/// [`configserver`].
+pub fn configserver_on(database: &str, keys: &Path) -> Launch {
     let key = key_file(keys, "admin.key", ADMIN_KEY);
     Launch {
         args: [
@@ -260,7 +266,7 @@ pub fn configserver(database: &Path, keys: &Path) -> Launch {
             "--listen",
             "127.0.0.1:0",
             "--database",
-            &database.display().to_string(),
+            database,
             "--host-key-file",
             &key.display().to_string(),
             "--max-backoff",

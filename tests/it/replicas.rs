@@ -1,0 +1,258 @@
+//! Several configservers on one PostgreSQL database, as real processes of
+//! the built binary: a replica SIGKILLed mid-bulk, PostgreSQL restarted
+//! mid-bulk, two replicas racing for one depot. "Exactly once" is the
+//! depot's own count: one config write per client (a re-push of a revision
+//! the depot holds is answered without a write), and, where no replica
+//! dies, one SetPxeConfig call per client.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::postgres::{self, Cluster};
+use crate::common::process::{self, Server};
+use crate::common::*;
+use pxeconf::proto;
+
+/// A depot process with its metrics served on a loopback port.
+struct Depot {
+    server: Server,
+    dirs: DepotDirs,
+    metrics: String,
+}
+
+impl Depot {
+    async fn start(configservers: &[String]) -> Self {
+        let dirs = DepotDirs::new();
+        let state = dirs.root.path().join("state");
+        let launch = process::depot(1, &dirs, &state, &configservers[0])
+            .arg(&["--metrics-listen", "127.0.0.1:0"]);
+        let server = launch.start().await;
+        let line = server.wait_log("metrics on /metrics", 30).await;
+        let metrics = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .expect("the metrics line names the address")
+            .to_owned();
+        Self {
+            server,
+            dirs,
+            metrics,
+        }
+    }
+
+    /// The sum of `family`'s series whose labels contain all of `labels`.
+    async fn counter(&self, family: &str, labels: &[&str]) -> u64 {
+        let mut stream = tokio::net::TcpStream::connect(&self.metrics).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).await.unwrap();
+        page.lines()
+            .filter(|l| l.starts_with(family) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Configs the depot wrote (repeats of a held revision are no write).
+    async fn writes(&self) -> u64 {
+        self.counter("pxeconf_config_writes_total", &["result=\"ok\""])
+            .await
+    }
+
+    /// SetPxeConfig calls the depot served.
+    async fn set_calls(&self) -> u64 {
+        self.counter(
+            "pxeconf_rpc_duration_seconds_count",
+            &["Depot/SetPxeConfig\""],
+        )
+        .await
+    }
+}
+
+/// The pid of the replica holding `depot`'s lease (its holder id is
+/// host/pid/random), once one does.
+async fn lease_holder(url: &str, depot: &str) -> u32 {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    for _ in 0..600 {
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT holder FROM depot_leases WHERE depot_id = $1 AND expires_at > clock_timestamp()",
+        )
+        .bind(depot)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        if let Some(pid) = holder.and_then(|h| h.split('/').nth(1)?.parse().ok()) {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no replica took the lease of {depot}");
+}
+
+/// Replicas on the database at `url`.
+async fn replicas(url: &str, keys: &Path, n: usize) -> Vec<Server> {
+    let launches: Vec<_> = (0..n)
+        .map(|_| process::configserver_on(url, keys).start())
+        .collect();
+    futures::future::join_all(launches).await
+}
+
+/// Waits until the store (read through `admin`) has every one of `clients`
+/// delivered to depot 1 and nothing queued.
+async fn all_delivered(admin: &Admin, clients: u32, secs: u64) {
+    wait_for("every push is delivered", secs, || {
+        let mut admin = admin.clone();
+        async move {
+            let Ok(reply) = admin.list_depots(proto::ListDepotsRequest {}).await else {
+                return false;
+            };
+            let depots = reply.into_inner().depots;
+            depots[0].queued == 0 && depots[0].delivered == u64::from(clients)
+        }
+    })
+    .await;
+}
+
+/// Every sampled client's file carries the revision the store delivered.
+async fn at_store_revision(admin: &mut Admin, depot: &Depot, clients: u32) {
+    assert_eq!(depot.dirs.files().len(), 2 * clients as usize);
+    for n in (0..clients).step_by(97) {
+        let delivery = &status(admin, n).await.deliveries[0];
+        let text = peek(&depot.dirs.pxe.join(mac_file(n)));
+        assert!(
+            text.contains(&format!("revision {},", delivery.delivered_revision)),
+            "client{n}: {text}"
+        );
+    }
+}
+
+/// Three replicas; the one driving the depot is SIGKILLed while a
+/// 5,000-client bulk lands: another takes the depot over, every client is
+/// delivered at its newest revision, and the depot wrote each config once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_sigkilled_mid_bulk_loses_nothing_and_writes_each_config_once() {
+    const CLIENTS: u32 = 5_000;
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let keys = tempfile::tempdir().unwrap();
+    let mut servers = replicas(&url, keys.path(), 3).await;
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let depot = Depot::start(&urls).await;
+    let mut admin = process::admin_at(&urls[1]).await;
+    seed(&mut admin, &[(1, depot.server.url())], CLIENTS, |_| 1).await;
+    let holder = lease_holder(&url, &depot_id(1)).await;
+    set_actions(&mut admin, 0..CLIENTS, "setup").await;
+    wait_until("a fifth of the bulk has landed", || {
+        depot.dirs.files().len() >= (CLIENTS / 5 * 2) as usize
+    })
+    .await;
+    let victim = servers.iter().position(|s| s.pid() == holder).unwrap();
+    servers.remove(victim).kill().await;
+    let landed = depot.dirs.files().len() / 2;
+    eprintln!("replica {holder} SIGKILLed with {landed}/{CLIENTS} landed");
+    let survivor = &servers[0];
+    let mut admin = process::admin_at(&survivor.url()).await;
+    all_delivered(&admin, CLIENTS, 600).await;
+    assert_ne!(lease_holder(&url, &depot_id(1)).await, holder);
+    at_store_revision(&mut admin, &depot, CLIENTS).await;
+    assert_eq!(
+        depot.writes().await,
+        u64::from(CLIENTS),
+        "one write per client"
+    );
+}
+
+/// PostgreSQL restarts (a fast shutdown, every session cut) while a bulk
+/// lands on two replicas: they reconnect and finish, each config written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_bulk_the_replicas_reconnect_and_finish() {
+    const CLIENTS: u32 = 1_000;
+    if !postgres::available() {
+        return;
+    }
+    // A cluster of its own: the restart must not disturb other tests.
+    let cluster = Cluster::start();
+    let url = cluster.fresh_database().await;
+    let keys = tempfile::tempdir().unwrap();
+    let servers = replicas(&url, keys.path(), 2).await;
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let depot = Depot::start(&urls).await;
+    let mut admin = process::admin_at(&urls[0]).await;
+    seed(&mut admin, &[(1, depot.server.url())], CLIENTS, |_| 1).await;
+    lease_holder(&url, &depot_id(1)).await;
+    set_actions(&mut admin, 0..CLIENTS, "setup").await;
+    wait_until("a fifth of the bulk has landed", || {
+        depot.dirs.files().len() >= (CLIENTS / 5 * 2) as usize
+    })
+    .await;
+    eprintln!(
+        "PostgreSQL stopped with {}/{CLIENTS} landed",
+        depot.dirs.files().len() / 2
+    );
+    // Down for two seconds: pushes, acks and renewals fail meanwhile.
+    let _cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.start_again();
+        cluster
+    })
+    .await
+    .unwrap();
+    all_delivered(&admin, CLIENTS, 300).await;
+    for server in &servers {
+        assert!(
+            !server.log().contains("panicked"),
+            "a replica panicked:\n{}",
+            server.log()
+        );
+    }
+    at_store_revision(&mut admin, &depot, CLIENTS).await;
+    assert_eq!(
+        depot.writes().await,
+        u64::from(CLIENTS),
+        "one write per client"
+    );
+}
+
+/// Two replicas start at once on one database with one depot and race for
+/// it: one drives it, and no client's push is ever sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_racing_for_a_depot_never_push_a_client_twice() {
+    const CLIENTS: u32 = 1_000;
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let keys = tempfile::tempdir().unwrap();
+    let servers = replicas(&url, keys.path(), 2).await;
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let depot = Depot::start(&urls).await;
+    // Writes go to both replicas at once.
+    let mut first = process::admin_at(&urls[0]).await;
+    let mut second = process::admin_at(&urls[1]).await;
+    seed(&mut first, &[(1, depot.server.url())], CLIENTS, |_| 1).await;
+    let half = CLIENTS / 2;
+    tokio::join!(
+        set_actions(&mut first, 0..half, "setup"),
+        set_actions(&mut second, half..CLIENTS, "setup"),
+    );
+    all_delivered(&first, CLIENTS, 300).await;
+    at_store_revision(&mut second, &depot, CLIENTS).await;
+    assert_eq!(
+        depot.writes().await,
+        u64::from(CLIENTS),
+        "one write per client"
+    );
+    assert_eq!(
+        depot.set_calls().await,
+        u64::from(CLIENTS),
+        "one push per client: never sent twice"
+    );
+}
