@@ -69,9 +69,11 @@ pub struct DepotArgs {
     /// Template for 64-bit UEFI clients [default: install-grub-x64].
     #[arg(long, env = "PXECONF_DEFAULT_TEMPLATE_UEFI_X64")]
     pub default_template_uefi_x64: Option<String>,
-    /// The configserver's gRPC URL, e.g. http://config.example.org:50050.
-    #[arg(long, env = "PXECONF_CONFIGSERVER")]
-    pub configserver: Option<String>,
+    /// The configserver's gRPC URL, e.g. http://config.example.org:50050;
+    /// repeated (or comma-separated) for several replicas, tried in order
+    /// when one is unreachable.
+    #[arg(long, env = "PXECONF_CONFIGSERVER", value_delimiter = ',')]
+    pub configserver: Vec<String>,
     /// File holding this depot's host key (or set PXECONF_HOST_KEY).
     #[arg(long, env = "PXECONF_HOST_KEY_FILE")]
     pub host_key_file: Option<PathBuf>,
@@ -106,6 +108,16 @@ pub struct DepotArgs {
     pub grace_period: Option<String>,
 }
 
+/// A TOML value that is one URL (maybe comma-separated) or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One string.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
 /// The depot's TOML file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,7 +129,7 @@ pub struct DepotFile {
     default_template: Option<String>,
     default_template_uefi_x86: Option<String>,
     default_template_uefi_x64: Option<String>,
-    configserver: Option<String>,
+    configserver: Option<OneOrMany>,
     host_key_file: Option<PathBuf>,
     legacy: Option<bool>,
     io_threads: Option<usize>,
@@ -171,7 +183,12 @@ impl DepotArgs {
             default_template_uefi_x64: self
                 .default_template_uefi_x64
                 .or(file.default_template_uefi_x64),
-            configserver: self.configserver.or(file.configserver),
+            configserver: match (self.configserver, file.configserver) {
+                (flags, _) if !flags.is_empty() => flags,
+                (_, Some(OneOrMany::One(url))) => url.split(',').map(str::to_owned).collect(),
+                (_, Some(OneOrMany::Many(urls))) => urls,
+                (_, None) => Vec::new(),
+            },
             host_key_file: self.host_key_file.or(file.host_key_file),
             host_key_env: self.host_key_env,
             legacy: self.legacy || file.legacy.unwrap_or(false),
@@ -198,13 +215,13 @@ impl DepotArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PXE_DIR));
         let templates = self.templates(&pxe_dir)?;
-        let configserver = self
+        let configservers = self
             .configserver
-            .as_deref()
+            .iter()
+            .map(|c| c.trim())
             .filter(|c| !c.is_empty())
-            .map(|c| parse_endpoint("configserver", c))
-            .transpose()?
-            .map(|c| c.to_string());
+            .map(|c| parse_endpoint("configserver", c).map(|c| c.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         let io_threads = self.io_threads.unwrap_or(DEFAULT_IO_THREADS);
         if !IO_THREADS_RANGE.contains(&io_threads) {
             return Err(invalid(
@@ -220,7 +237,7 @@ impl DepotArgs {
             depot_id,
             pxe_dir,
             templates,
-            configserver,
+            configservers,
             host_key: host_key(&self.host_key_env, self.host_key_file.as_deref())?,
             legacy: self.legacy,
             io_threads,
@@ -341,7 +358,7 @@ mod tests {
         assert_eq!(depot.io_threads, DEFAULT_IO_THREADS);
         assert_eq!(depot.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(depot.file_access, FileAccess::default());
-        assert!(depot.configserver.is_none() && depot.host_key.is_none());
+        assert!(depot.configservers.is_empty() && depot.host_key.is_none());
     }
 
     #[test]
@@ -366,15 +383,21 @@ mod tests {
     #[test]
     fn the_configserver_url_is_checked_and_normalized() {
         let ok = DepotArgs {
-            configserver: Some("http://config.example.org:50050/".into()),
+            configserver: vec![
+                "http://config.example.org:50050/".into(),
+                "http://replica.example.org:50050".into(),
+            ],
             ..args()
         };
         assert_eq!(
-            ok.resolve().unwrap().depot.configserver.as_deref(),
-            Some("http://config.example.org:50050")
+            ok.resolve().unwrap().depot.configservers,
+            [
+                "http://config.example.org:50050",
+                "http://replica.example.org:50050"
+            ]
         );
         let bad = DepotArgs {
-            configserver: Some("config:50050".into()),
+            configserver: vec!["config:50050".into()],
             ..args()
         };
         let err = bad.resolve().unwrap_err().to_string();

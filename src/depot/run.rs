@@ -44,8 +44,9 @@ pub struct DepotConfig {
     pub pxe_dir: PathBuf,
     /// Templates and per-boot-mode defaults.
     pub templates: TemplateConfig,
-    /// The configserver's gRPC URL, for legacy look-ups and read reports.
-    pub configserver: Option<String>,
+    /// The configservers' gRPC URLs (replicas, tried in order), for legacy
+    /// look-ups, read reports and reconciliation; none: no upstream.
+    pub configservers: Vec<String>,
     /// This depot's host key: required from callers, presented to the configserver.
     pub host_key: Option<Secret>,
     /// Legacy-only mode: `SetPxeConfig` answers UNIMPLEMENTED.
@@ -108,10 +109,14 @@ impl Depot {
         let watcher =
             watch::start(&pxe_dir, writer.clone(), stop.clone(), hook).map_err(pxe_err)?;
         supervisor.spawn_critical("read watcher", watcher);
-        let upstream = config
-            .configserver
-            .as_deref()
-            .map(|url| Upstream::connect(url, config.host_key.as_ref(), config.depot_id.clone()))
+        let upstream = (!config.configservers.is_empty())
+            .then(|| {
+                Upstream::connect(
+                    &config.configservers,
+                    config.host_key.as_ref(),
+                    config.depot_id.clone(),
+                )
+            })
             .transpose()
             .map_err(StartError::ConfigServer)?;
         let renderer = match &config.salt {

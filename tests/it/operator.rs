@@ -215,8 +215,8 @@ fn the_example_configs_load() {
     assert_eq!(depot.depot.templates.bios.as_str(), "install-grub-x64");
     assert_eq!(depot.depot.templates.uefi_x64.as_str(), "install-grub-x64");
     assert_eq!(
-        depot.depot.configserver.as_deref(),
-        Some("http://config.example.org:50050")
+        depot.depot.configservers,
+        ["http://config.example.org:50050"]
     );
     assert_eq!(
         depot.common.metrics_listen,

@@ -118,7 +118,7 @@ impl Site {
             }
             let mut config = depot_config(&dirs, id);
             config.templates.bios = TemplateName::parse("install-grub-x64", "t").unwrap();
-            config.configserver = Some(cs.url());
+            config.configservers = vec![cs.url()];
             config.host_key = secret(key);
             config.salt = Some(Salt::new("pxeconfTestSalt9").unwrap());
             let depot = TestDepot::start(config).await;

@@ -27,8 +27,12 @@ impl Depot {
     async fn start(configservers: &[String]) -> Self {
         let dirs = DepotDirs::new();
         let state = dirs.root.path().join("state");
-        let launch = process::depot(1, &dirs, &state, &configservers[0])
+        // Repeated: the depot fails over between them.
+        let mut launch = process::depot(1, &dirs, &state, &configservers[0])
             .arg(&["--metrics-listen", "127.0.0.1:0"]);
+        for other in &configservers[1..] {
+            launch = launch.arg(&["--configserver", other]);
+        }
         let server = launch.start().await;
         let line = server.wait_log("metrics on /metrics", 30).await;
         let metrics = line
@@ -255,4 +259,56 @@ async fn two_replicas_racing_for_a_depot_never_push_a_client_twice() {
         u64::from(CLIENTS),
         "one push per client: never sent twice"
     );
+}
+
+/// A depot knowing two replicas loses the first (SIGKILL): its read
+/// reports land on the second, and so does its start-up reconciliation
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_fails_over_to_another_replica_for_reports_and_reconciliation() {
+    const CLIENTS: u32 = 20;
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let keys = tempfile::tempdir().unwrap();
+    let mut servers = replicas(&url, keys.path(), 2).await;
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let depot = Depot::start(&urls).await;
+    let mut admin = process::admin_at(&urls[1]).await;
+    seed(&mut admin, &[(1, depot.server.url())], CLIENTS, |_| 1).await;
+    set_actions(&mut admin, 0..CLIENTS, "once").await;
+    all_delivered(&admin, CLIENTS, 120).await;
+    // The depot's first configserver dies.
+    servers.remove(0).kill().await;
+    for n in 0..CLIENTS / 2 {
+        simulate_read(&depot.dirs.pxe.join(mac_file(n)));
+    }
+    wait_for("the reads are recorded by the second replica", 120, || {
+        let mut admin = admin.clone();
+        async move {
+            for n in 0..CLIENTS / 2 {
+                let s = status(&mut admin, n).await;
+                if s.product_on_clients[0].action_request != "none" {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(
+        depot.server.log().contains("failing over"),
+        "{}",
+        depot.server.log()
+    );
+    // Restarted, the depot reconciles with the replica still up.
+    let again = depot.server.restart_later();
+    depot.server.kill().await;
+    let restarted = again.start().await;
+    restarted.wait_log("reconciliation done", 120).await;
+    let after = restarted.log();
+    assert!(after.contains("failing over"), "{after}");
+    // The unread half is still held, the read half gone.
+    assert_eq!(depot.dirs.files().len(), CLIENTS as usize);
 }

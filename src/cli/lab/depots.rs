@@ -94,7 +94,7 @@ impl PlannedDepot {
                 uefi_x86: template(DEFAULT_TEMPLATE_UEFI_X86)?,
                 uefi_x64: template(DEFAULT_TEMPLATE_UEFI_X64)?,
             },
-            configserver: Some(format!("http://{configserver}")),
+            configservers: vec![format!("http://{configserver}")],
             host_key: Some(Secret::new(self.key.clone())),
             legacy: self.legacy,
             io_threads,

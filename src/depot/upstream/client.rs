@@ -1,9 +1,15 @@
-//! The depot's connection to its configserver, presenting the host key.
+//! The depot's connections to its configservers (several replicas on one
+//! database may serve it), presenting the host key. Calls go to one of
+//! them; when it is unreachable the next one takes the calls (fail-over).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::warn;
 
 use crate::auth::AttachKey;
 use crate::domain::{Fqdn, Secret};
@@ -19,32 +25,79 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// The configserver's gRPC client with the depot's key attached.
 pub type Client = ConfigServerClient<InterceptedService<Channel, AttachKey>>;
 
-/// A connection to the configserver.
+/// Connections to the configservers.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client,
+    clients: Arc<[(String, Client)]>,
+    /// The one calls go to now.
+    current: Arc<AtomicUsize>,
     depot_id: Fqdn,
 }
 
+/// Whether `status` says the configserver could not be reached or could
+/// not answer now (another may): the call is worth making elsewhere.
+pub fn unreachable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
+}
+
 impl Upstream {
-    /// A lazy connection to `url`, presenting `key`.
-    pub fn connect(url: &str, key: Option<&Secret>, depot_id: Fqdn) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("invalid URL {url}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE);
+    /// Lazy connections to `urls` (at least one), presenting `key`.
+    pub fn connect(urls: &[String], key: Option<&Secret>, depot_id: Fqdn) -> Result<Self, String> {
+        if urls.is_empty() {
+            return Err("no configserver URL".to_owned());
+        }
         let auth = AttachKey::new(key.unwrap_or(&Secret::default())).map_err(|e| e.to_string())?;
+        let clients = urls
+            .iter()
+            .map(|url| {
+                let endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("invalid URL {url}: {e}"))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(CALL_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(KEEP_ALIVE);
+                let client =
+                    ConfigServerClient::with_interceptor(endpoint.connect_lazy(), auth.clone());
+                Ok((url.clone(), client))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
-            client: ConfigServerClient::with_interceptor(endpoint.connect_lazy(), auth),
+            clients: clients.into(),
+            current: Arc::default(),
             depot_id,
         })
     }
 
-    /// A client for one call (clones share the channel).
+    /// A client of the configserver calls go to now (clones share the channel).
     pub fn client(&self) -> Client {
-        self.client.clone()
+        let at = self.current.load(Ordering::Relaxed) % self.clients.len();
+        self.clients[at].1.clone()
+    }
+
+    /// How many configservers there are to try.
+    pub fn count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// A call failed with `status`: if the configserver was unreachable and
+    /// there is another, calls go to the next one from now on. True if the
+    /// call is worth repeating there at once.
+    pub fn failed(&self, status: &tonic::Status) -> bool {
+        if !unreachable(status) || self.clients.len() < 2 {
+            return false;
+        }
+        let from = self.current.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let to = (from + 1) % self.clients.len();
+        warn!(
+            from = %self.clients[from].0,
+            to = %self.clients[to].0,
+            %status,
+            "configserver unreachable; failing over"
+        );
+        true
     }
 
     /// This depot's id, as the configserver knows it.

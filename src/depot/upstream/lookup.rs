@@ -18,6 +18,19 @@ impl Upstream {
         fqdn: &Fqdn,
         revision: u64,
     ) -> Result<Option<ClientBundle>, Error> {
+        // An unreachable configserver: the look-ups start over on the next.
+        let mut tries = self.count();
+        loop {
+            tries -= 1;
+            match self.lookup_once(fqdn, revision).await {
+                Err(Error::Lookup { status, .. }) if tries > 0 && self.failed(&status) => {}
+                result => return result,
+            }
+        }
+    }
+
+    /// [`Self::lookup_bundle`] on the configserver calls go to now.
+    async fn lookup_once(&self, fqdn: &Fqdn, revision: u64) -> Result<Option<ClientBundle>, Error> {
         let mut lookup = Lookup {
             client: self.client(),
             fqdn,

@@ -90,6 +90,8 @@ impl Upstream {
         stop: &CancellationToken,
     ) -> bool {
         let mut delay = FIRST_RETRY;
+        // Each configserver once at once; then wait before another round.
+        let mut failovers = 0;
         loop {
             match self.reconcile_once(core, reporting).await {
                 Ok(pass) => {
@@ -101,7 +103,12 @@ impl Upstream {
                     );
                     return true;
                 }
+                Err(status) if failovers + 1 < self.count() && self.failed(&status) => {
+                    failovers += 1;
+                }
                 Err(status) => {
+                    failovers = 0;
+                    self.failed(&status);
                     warn!(%status, retry_in = ?delay, "reconciliation failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}

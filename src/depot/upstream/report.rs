@@ -142,6 +142,8 @@ impl Upstream {
 
     async fn report(&self, read: &ReadEvent, stop: &CancellationToken) -> Reported {
         let mut delay = FIRST_RETRY;
+        // Each configserver once at once; then wait before another round.
+        let mut failovers = 0;
         loop {
             let result = self
                 .client()
@@ -172,7 +174,12 @@ impl Upstream {
                     warn!(fqdn = %read.fqdn, %status, "read report refused; not retried");
                     return Reported::Refused;
                 }
+                Err(status) if failovers + 1 < self.count() && self.failed(&status) => {
+                    failovers += 1;
+                }
                 Err(status) => {
+                    failovers = 0;
+                    self.failed(&status);
                     warn!(fqdn = %read.fqdn, %status, retry_in = ?delay, "read report failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}

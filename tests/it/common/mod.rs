@@ -136,7 +136,7 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
             uefi_x86: TemplateName::parse("install-elilo-x86", "t").unwrap(),
             uefi_x64: TemplateName::parse("install-grub-x64", "t").unwrap(),
         },
-        configserver: None,
+        configservers: Vec::new(),
         host_key: None,
         legacy: false,
         io_threads: 2,
@@ -380,7 +380,7 @@ pub fn linked_depot_config(
     legacy: bool,
 ) -> DepotConfig {
     let mut config = depot_config(dirs, &depot_id(i));
-    config.configserver = Some(configserver.to_owned());
+    config.configservers = vec![configserver.to_owned()];
     config.host_key = secret(&depot_key(i));
     config.legacy = legacy;
     config
