@@ -82,6 +82,11 @@ pub struct LoadtestArgs {
     /// temp dir]. The raw file-pair baseline runs there too.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Self-contained: the configserver's store, a PostgreSQL URL
+    /// (`postgres://…`; the run's names are fresh, so a used database
+    /// serves) [default: a SQLite file in the run's directory].
+    #[arg(long)]
+    pub database: Option<String>,
     /// Self-contained: keep the directory (and the roles' logs) afterwards.
     #[arg(long)]
     pub keep: bool,

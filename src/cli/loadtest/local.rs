@@ -71,12 +71,16 @@ pub async fn start(args: &LoadtestArgs, dir: &Path) -> Result<(Target, LocalSite
     prepare_dir(dir)?;
     let admin_key = Secret::new(random_key());
     write_key(&dir.join("keys/admin.key"), admin_key.expose())?;
+    let database = match &args.database {
+        Some(url) => std::ffi::OsString::from(url),
+        None => dir.join("pxeconf.db").into_os_string(),
+    };
     let configserver = Role::spawn(
         "configserver",
         os_args(&[
             "configserver".as_ref(),
             "--database".as_ref(),
-            dir.join("pxeconf.db").as_os_str(),
+            database.as_os_str(),
             "--host-key-file".as_ref(),
             dir.join("keys/admin.key").as_os_str(),
             "--push-concurrency".as_ref(),

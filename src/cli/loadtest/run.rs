@@ -121,6 +121,10 @@ async fn open(
         }
         None => {
             report.mode = "self-contained";
+            if let Some(url) = &args.database {
+                let store = crate::configserver::store::Location::parse(url);
+                report.notes.push(format!("store: {store}"));
+            }
             let dir = local::run_dir(args.dir.as_deref(), names);
             report.dir = Some(dir.clone());
             let (target, site) = local::start(args, &dir).await?;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::acks;
-use super::replica::{self, Lost};
+use super::replica::{self, Holder, Lost};
 use super::runtime::DepotRuntime;
 use super::settings::DispatchSettings;
 use super::worker::{Msg, Shared, Worker, WorkerHandle};
@@ -29,7 +29,7 @@ pub struct Dispatcher {
     /// Several replicas share the database: workers follow the leases.
     replicated: bool,
     /// Announcements may have been lost (see `replica`).
-    pub(super) lost: Lost,
+    lost: Lost,
 }
 
 impl Dispatcher {
@@ -174,13 +174,23 @@ impl Dispatcher {
         });
     }
 
+    /// What the dispatcher knows of each depot.
+    pub fn runtime(&self) -> HashMap<String, DepotRuntime> {
+        self.workers()
+            .iter()
+            .map(|(id, w)| (id.clone(), w.runtime.borrow().clone()))
+            .collect()
+    }
+}
+
+impl Holder for Dispatcher {
     /// A held depot: started, or told of its changed record.
-    pub(super) async fn lease_held(&self, depot: DepotRecord) {
+    async fn lease_held(&self, depot: DepotRecord) {
         self.start_or_update(depot, true).await;
     }
 
     /// Stops the workers of depots not in `held` (leases lost or lapsed).
-    pub(super) fn keep_only(&self, held: &HashSet<String>) {
+    fn keep_only(&self, held: &HashSet<String>) {
         let gone: Vec<String> = self
             .workers()
             .keys()
@@ -195,7 +205,7 @@ impl Dispatcher {
 
     /// Hands an announcement of owed pushes to the depot's worker, if this
     /// replica holds it; one naming no clients reloads what it is owed.
-    pub(super) async fn announced(&self, store: &Store, announcement: Announcement) {
+    async fn announced(&self, store: &Store, announcement: Announcement) {
         let Announcement { depot_id, clients } = announcement;
         if !self.workers().contains_key(&depot_id) {
             return;
@@ -222,7 +232,7 @@ impl Dispatcher {
     }
 
     /// Every held depot reloads what it is owed.
-    pub(super) async fn reload(&self, store: &Store) {
+    async fn reload(&self, store: &Store) {
         let held: Vec<String> = self.workers().keys().cloned().collect();
         for depot_id in held {
             self.announced(
@@ -236,12 +246,8 @@ impl Dispatcher {
         }
     }
 
-    /// What the dispatcher knows of each depot.
-    pub fn runtime(&self) -> HashMap<String, DepotRuntime> {
-        self.workers()
-            .iter()
-            .map(|(id, w)| (id.clone(), w.runtime.borrow().clone()))
-            .collect()
+    fn lost(&self) -> &Lost {
+        &self.lost
     }
 }
 

@@ -9,6 +9,7 @@
 //! is owed (announcements made meanwhile are lost).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +18,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::dispatcher::Dispatcher;
 use crate::configserver::store::{Announcement, DepotRecord, Store};
 
 /// How long a lease lasts unless renewed: a dead replica's depots move
@@ -44,6 +44,24 @@ pub fn holder_id() -> String {
     )
 }
 
+/// What the lease and announcement tasks drive (the dispatcher).
+pub(super) trait Holder: Send + Sync + 'static {
+    /// Stops the workers of depots not in `held`.
+    fn keep_only(&self, held: &HashSet<String>);
+    /// A held depot: started, or told of its changed record.
+    fn lease_held(&self, depot: DepotRecord) -> impl Future<Output = ()> + Send;
+    /// Hands an announcement to the depot's worker, if it runs here.
+    fn announced(
+        &self,
+        store: &Store,
+        announcement: Announcement,
+    ) -> impl Future<Output = ()> + Send;
+    /// Every held depot reloads what it is owed.
+    fn reload(&self, store: &Store) -> impl Future<Output = ()> + Send;
+    /// Whether announcements may have been lost.
+    fn lost(&self) -> &Lost;
+}
+
 /// Set when announcements may have been lost (the listener's connection
 /// dropped); the next good renewal reloads every held depot.
 #[derive(Default)]
@@ -68,8 +86,8 @@ fn changed(old: &DepotRecord, new: &DepotRecord) -> bool {
 
 /// Takes and renews leases until `stop`, keeping the dispatcher's workers
 /// to the depots held; releases them at the end.
-pub(super) async fn hold_leases(
-    dispatcher: Weak<Dispatcher>,
+pub(super) async fn hold_leases<D: Holder>(
+    dispatcher: Weak<D>,
     store: Store,
     holder: String,
     stop: CancellationToken,
@@ -128,7 +146,7 @@ pub(super) async fn hold_leases(
             known.insert(id, depot);
         }
         rounds = rounds.wrapping_add(1);
-        let lost = dispatcher.lost.take();
+        let lost = dispatcher.lost().take();
         if troubled || lost || rounds.is_multiple_of(RELOAD_EVERY) {
             if troubled {
                 info!("the database is back; reloading what the held depots are owed");
@@ -144,8 +162,8 @@ pub(super) async fn hold_leases(
 }
 
 /// Hands announcements of owed pushes to the workers until `stop`.
-pub(super) async fn follow_announcements(
-    dispatcher: Weak<Dispatcher>,
+pub(super) async fn follow_announcements<D: Holder>(
+    dispatcher: Weak<D>,
     store: Store,
     stop: CancellationToken,
 ) -> Result<(), String> {
@@ -175,9 +193,9 @@ pub(super) async fn follow_announcements(
                     .await;
             }
             // The connection dropped (it reconnects on the next call).
-            Ok(None) => dispatcher.lost.set(),
+            Ok(None) => dispatcher.lost().set(),
             Err(error) => {
-                dispatcher.lost.set();
+                dispatcher.lost().set();
                 warn!(%error, "listening for owed pushes failed; retrying");
                 drop(dispatcher);
                 tokio::select! {
