@@ -312,3 +312,49 @@ async fn a_depot_fails_over_to_another_replica_for_reports_and_reconciliation() 
     // The unread half is still held, the read half gone.
     assert_eq!(depot.dirs.files().len(), CLIENTS as usize);
 }
+
+/// `pxeconf demo --database postgres://…` runs its site on PostgreSQL: every
+/// client pushed, the read ones' actions cleared, no SQLite file made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_on_postgres() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = {
+        let demo = demo.clone();
+        tokio::task::spawn_blocking(move || {
+            pxeconf_command()
+                .args([
+                    "demo",
+                    "--clients",
+                    "100",
+                    "--json",
+                    "--database",
+                    &url,
+                    "--dir",
+                ])
+                .arg(&demo)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["clients"], 100);
+    assert_eq!(
+        summary["pushes_new"].as_u64().unwrap() + summary["pushes_legacy"].as_u64().unwrap(),
+        100
+    );
+    assert_eq!(summary["reads"], 10);
+    assert_eq!(summary["actions_none"], 10);
+    assert!(!demo.join("pxeconf.db").exists(), "no SQLite file");
+}
