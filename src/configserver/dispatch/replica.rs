@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::configserver::store::{Announcement, DepotRecord, Store};
+use crate::configserver::store::{Announcement, DepotRecord, Store, StoreError};
 
 /// How long a lease lasts unless renewed: a dead replica's depots move
 /// after at most this long.
@@ -28,6 +28,10 @@ const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// A lease is given up locally this long before it expires in the
 /// database, so two replicas never both believe they hold it.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// How long one renewal may take: a database that does not answer must
+/// not keep a replica pushing past its leases (the check of the lapse runs
+/// after each attempt).
+const RENEW_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Every this many renewals, held depots reload what they are owed: a
 /// backstop for an announcement lost in a reconnect.
 const RELOAD_EVERY: u32 = 30;
@@ -84,6 +88,75 @@ fn changed(old: &DepotRecord, new: &DepotRecord) -> bool {
         || old.description != new.description
 }
 
+/// What the lease task remembers between renewals.
+#[derive(Default)]
+struct Leases {
+    /// Until when this replica may act on its leases (local clock).
+    valid_until: Option<Instant>,
+    /// The held depots' records, to tell their workers of changes.
+    known: HashMap<String, DepotRecord>,
+    rounds: u32,
+    /// The last renewal failed.
+    troubled: bool,
+}
+
+impl Leases {
+    /// One renewal: leases claimed, workers kept to them, held depots told
+    /// of changes and, after trouble or now and then, reloaded.
+    async fn renew<D: Holder>(&mut self, dispatcher: &D, store: &Store, holder: &str) {
+        let started = Instant::now();
+        let claim = async {
+            let held = store.claim_leases(holder, LEASE_TTL).await?;
+            Ok::<_, StoreError>((held, store.depots().await?))
+        };
+        let (held, depots) = match tokio::time::timeout(RENEW_TIMEOUT, claim).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => return self.failed(dispatcher, &error.to_string()),
+            Err(_) => return self.failed(dispatcher, "the database did not answer in time"),
+        };
+        self.valid_until = Some(started + LEASE_TTL - LEASE_MARGIN);
+        let held: HashSet<String> = held.into_iter().collect();
+        dispatcher.keep_only(&held);
+        self.known.retain(|id, _| held.contains(id));
+        for depot in depots.into_iter().filter(|d| held.contains(d.id.as_str())) {
+            let id = depot.id.to_string();
+            match self.known.get(&id) {
+                Some(old) if !changed(old, &depot) => {}
+                Some(_) => dispatcher.lease_held(depot.clone()).await,
+                None => {
+                    info!(depot = %id, "took the depot's lease");
+                    dispatcher.lease_held(depot.clone()).await;
+                }
+            }
+            self.known.insert(id, depot);
+        }
+        self.rounds = self.rounds.wrapping_add(1);
+        let lost = dispatcher.lost().take();
+        if self.troubled || lost || self.rounds.is_multiple_of(RELOAD_EVERY) {
+            if self.troubled {
+                info!("the database is back; reloading what the held depots are owed");
+            }
+            self.troubled = false;
+            dispatcher.reload(store).await;
+        }
+    }
+
+    /// A renewal failed: retried next round; once the leases may have
+    /// lapsed, this replica stops pushing.
+    fn failed<D: Holder>(&mut self, dispatcher: &D, error: &str) {
+        if !self.troubled {
+            warn!(%error, "renewing depot leases failed; retrying");
+        }
+        self.troubled = true;
+        if self.valid_until.is_some_and(|v| Instant::now() >= v) {
+            warn!("depot leases lapsed: pushing nothing until the database is back");
+            dispatcher.keep_only(&HashSet::new());
+            self.known.clear();
+            self.valid_until = None;
+        }
+    }
+}
+
 /// Takes and renews leases until `stop`, keeping the dispatcher's workers
 /// to the depots held; releases them at the end.
 pub(super) async fn hold_leases<D: Holder>(
@@ -93,10 +166,8 @@ pub(super) async fn hold_leases<D: Holder>(
     stop: CancellationToken,
 ) -> Result<(), String> {
     let mut tick = tokio::time::interval(RENEW_EVERY);
-    let mut valid_until: Option<Instant> = None;
-    let mut known: HashMap<String, DepotRecord> = HashMap::new();
-    let mut rounds = 0u32;
-    let mut troubled = false;
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leases = Leases::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -105,55 +176,7 @@ pub(super) async fn hold_leases<D: Holder>(
         let Some(dispatcher) = dispatcher.upgrade() else {
             break;
         };
-        let started = Instant::now();
-        let claimed = match store.claim_leases(&holder, LEASE_TTL).await {
-            Ok(held) => store.depots().await.map(|depots| (held, depots)),
-            Err(error) => Err(error),
-        };
-        let (held, depots) = match claimed {
-            Ok(found) => found,
-            Err(error) => {
-                if !troubled {
-                    warn!(%error, "renewing depot leases failed; retrying");
-                }
-                troubled = true;
-                if valid_until.is_some_and(|v| Instant::now() >= v) {
-                    warn!("depot leases lapsed: pushing nothing until the database is back");
-                    dispatcher.keep_only(&HashSet::new());
-                    known.clear();
-                    valid_until = None;
-                }
-                continue;
-            }
-        };
-        valid_until = Some(started + LEASE_TTL - LEASE_MARGIN);
-        let held: HashSet<String> = held.into_iter().collect();
-        dispatcher.keep_only(&held);
-        for depot in depots {
-            let id = depot.id.to_string();
-            if !held.contains(&id) {
-                known.remove(&id);
-                continue;
-            }
-            match known.get(&id) {
-                Some(old) if !changed(old, &depot) => {}
-                Some(_) => dispatcher.lease_held(depot.clone()).await,
-                None => {
-                    info!(depot = %id, "took the depot's lease");
-                    dispatcher.lease_held(depot.clone()).await;
-                }
-            }
-            known.insert(id, depot);
-        }
-        rounds = rounds.wrapping_add(1);
-        let lost = dispatcher.lost().take();
-        if troubled || lost || rounds.is_multiple_of(RELOAD_EVERY) {
-            if troubled {
-                info!("the database is back; reloading what the held depots are owed");
-            }
-            troubled = false;
-            dispatcher.reload(&store).await;
-        }
+        leases.renew(&*dispatcher, &store, &holder).await;
     }
     if let Err(error) = store.release_leases(&holder).await {
         warn!(%error, "releasing depot leases failed; they expire on their own");
