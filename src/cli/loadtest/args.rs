@@ -83,8 +83,9 @@ pub struct LoadtestArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Self-contained: the configserver's store, a PostgreSQL URL
-    /// (`postgres://…`; the run's names are fresh, so a used database
-    /// serves) [default: a SQLite file in the run's directory].
+    /// (`postgres://…`) of an empty database, one per run (the depots'
+    /// names repeat between runs) [default: a SQLite file in the run's
+    /// directory].
     #[arg(long)]
     pub database: Option<String>,
     /// Self-contained: keep the directory (and the roles' logs) afterwards.

@@ -131,10 +131,10 @@ fn redact(url: &str) -> String {
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
     }
 }
@@ -312,6 +312,10 @@ mod tests {
         assert_eq!(
             Location::parse("postgresql://db/pxeconf").to_string(),
             "postgresql://db/pxeconf"
+        );
+        assert_eq!(
+            Location::parse("postgres://pxe@db/pxeconf").to_string(),
+            "postgres://pxe@db/pxeconf"
         );
         assert_eq!(pg.sqlite_path(), None);
     }
