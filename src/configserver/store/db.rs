@@ -26,7 +26,7 @@ const READERS: u32 = 4;
 const PG_CONNECTIONS: u32 = 8;
 /// The advisory lock key every PostgreSQL write transaction takes first
 /// ("pxeconf" in ASCII): writes are serialised across replicas.
-pub(super) const WRITE_LOCK: i64 = 0x7078_6563_6f6e_66;
+pub(super) const WRITE_LOCK: i64 = 0x0070_7865_636f_6e66;
 
 /// One value per engine: a connection, a pool, a transaction.
 pub(super) enum Engine<S, P> {

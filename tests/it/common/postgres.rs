@@ -100,8 +100,9 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     server: Mutex<Child>,
-    // Held open for the test process's life; its end tells the watchdog.
-    _watchdog: ChildStdin,
+    // Its stdin is held open while the cluster lives (for the shared one:
+    // the test process's life); its end tells the watchdog to clean up.
+    _watchdog: (Child, ChildStdin),
     next_db: AtomicU32,
 }
 
@@ -250,7 +251,7 @@ fn spawn_server(bin: &Path, dir: &Path, port: u16) -> Child {
 
 /// A shell that waits for its stdin to close (the test process ended),
 /// then stops the server named in the data directory and removes it all.
-fn watchdog(dir: &Path) -> ChildStdin {
+fn watchdog(dir: &Path) -> (Child, ChildStdin) {
     let script = r#"
         read -r _ || true
         pidfile="$1/data/postmaster.pid"
@@ -272,7 +273,7 @@ fn watchdog(dir: &Path) -> ChildStdin {
     let mut stdin = child.stdin.take().unwrap();
     // Nothing is written until the end; a flush keeps the pipe honest.
     let _ = stdin.flush();
-    stdin
+    (child, stdin)
 }
 
 /// Whether PostgreSQL can be used; outside CI a missing one skips with a
