@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod telemetry;
+pub mod transport;
 pub mod wire;

@@ -15,8 +15,9 @@ use super::core::Core;
 use super::error::Error;
 use super::keys::CallerDepot;
 use super::store::{Job, Rows, Store};
+use crate::domain::limits::{MAX_ID, MAX_ITEMS, shown};
 use crate::domain::opsi::PXE_CONFIGS;
-use crate::domain::{Fqdn, Modules, ProductId};
+use crate::domain::{Fqdn, Modules, ProductId, ValidationError};
 use crate::metrics::RpcLabel;
 use crate::proto::{self, config_server_server};
 
@@ -29,6 +30,24 @@ impl ConfigServerService {
     /// Handlers over `core`.
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
+    }
+
+    /// Fails with PERMISSION_DENIED unless `client` exists and belongs to
+    /// `depot`; the message names neither the client's depot nor its data,
+    /// and an unknown client is refused alike (no probing for names).
+    async fn own_client(&self, depot: &CallerDepot, client: &Fqdn) -> Result<(), Error> {
+        if self
+            .core
+            .store
+            .is_client_of(client.as_str(), depot.id())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Denied(format!(
+                "{client} is not a client of this depot"
+            )))
+        }
     }
 
     fn count(&self, rpc: &str) {
@@ -45,6 +64,25 @@ impl ConfigServerService {
 /// Bundles of the start-up stream built per store read, and sent ahead of
 /// the depot reading them.
 const STREAM_BATCH: usize = 256;
+
+/// Config ids asked for: at most [`MAX_ITEMS`], each a bounded token.
+fn check_config_ids(ids: &[String]) -> Result<(), ValidationError> {
+    if ids.len() > MAX_ITEMS {
+        return Err(ValidationError::new(
+            "config_ids",
+            format!("at most {MAX_ITEMS} items ({} given)", ids.len()),
+        ));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if id.len() > MAX_ID || id.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                format!("config_ids[{i}]"),
+                format!("invalid config id {}", shown(id)),
+            ));
+        }
+    }
+    Ok(())
+}
 
 type BundleStream = Pin<Box<dyn Stream<Item = Result<proto::ClientBundle, Status>> + Send>>;
 
@@ -97,7 +135,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetHostRequest>,
     ) -> Result<Response<proto::Host>, Status> {
         self.count("GetHost");
+        let depot = CallerDepot::of(&request)?;
         let id = Fqdn::parse(&request.get_ref().id, "id").map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let client = self
             .core
             .store
@@ -114,7 +154,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetNetbootProductOnClientsRequest>,
     ) -> Result<Response<proto::GetNetbootProductOnClientsResponse>, Status> {
         self.count("GetNetbootProductOnClients");
+        let depot = CallerDepot::of(&request)?;
         let id = Fqdn::parse(&request.get_ref().client_id, "client_id").map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let pocs = self
             .core
             .store
@@ -132,9 +174,17 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetProductOnDepotRequest>,
     ) -> Result<Response<proto::ProductOnDepot>, Status> {
         self.count("GetProductOnDepot");
+        let caller = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let depot = Fqdn::parse(&r.depot_id, "depot_id").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        if depot.as_str() != caller.id() {
+            return Err(Error::WrongDepot {
+                caller: caller.to_string(),
+                target: depot.to_string(),
+            }
+            .into());
+        }
         let (product_version, package_version) = self
             .core
             .store
@@ -156,8 +206,23 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::Product>, Status> {
         self.count("GetProduct");
+        let depot = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let id = ProductId::parse(&r.id, "id").map_err(Error::from)?;
+        // A depot reads the product versions installed on it, nothing else.
+        let installed = self
+            .core
+            .store
+            .product_on_depot(depot.id(), id.as_str())
+            .await
+            .map_err(Error::from)?;
+        if installed.as_ref() != Some(&(r.product_version.clone(), r.package_version.clone())) {
+            return Err(Error::Denied(format!(
+                "product {id} {} is not installed on this depot",
+                shown(&format!("{}-{}", r.product_version, r.package_version))
+            ))
+            .into());
+        }
         let product = self
             .core
             .store
@@ -184,8 +249,11 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetConfigStatesRequest>,
     ) -> Result<Response<proto::GetConfigStatesResponse>, Status> {
         self.count("GetConfigStates");
+        let depot = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
+        check_config_ids(&r.config_ids).map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let wanted: Vec<&str> = if r.config_ids.is_empty() {
             PXE_CONFIGS.to_vec()
         } else {
@@ -219,10 +287,11 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let r = request.into_inner();
         let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let states = self
             .core
             .store
-            .property_values(id.as_str(), product.as_str(), &depot)
+            .property_values(id.as_str(), product.as_str(), depot.id())
             .await
             .map_err(Error::from)?;
         Ok(Response::new(proto::GetProductPropertyStatesResponse {
@@ -235,6 +304,8 @@ impl config_server_server::ConfigServer for ConfigServerService {
         _request: Request<proto::GetModulesRequest>,
     ) -> Result<Response<proto::Modules>, Status> {
         self.count("GetModules");
+        // Only an admitted depot gets here; the modules are no client's data.
+        let _depot = CallerDepot::of(&_request)?;
         Ok(Response::new(self.core.modules.into()))
     }
 
@@ -248,7 +319,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let loaded = self
             .core
             .store
-            .load_bundles(&depot, &[id.to_string()], Rows::Held, self.core.modules)
+            .load_bundles(depot.id(), &[id.to_string()], Rows::Held, self.core.modules)
             .await
             .map_err(Error::from)?;
         match loaded.into_iter().next().map(|l| l.job) {
@@ -273,7 +344,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let outcome = self
             .core
             .store
-            .report_read(&depot, id.as_str(), product.as_str(), r.revision)
+            .report_read(depot.id(), id.as_str(), product.as_str(), r.revision)
             .await
             .map_err(Error::from)?;
         if outcome.applied {
@@ -296,9 +367,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
     ) -> Result<Response<Self::ListPendingBundlesStream>, Status> {
         let caller = CallerDepot::of(&request)?;
         let depot = Fqdn::parse(&request.get_ref().depot_id, "depot_id").map_err(Error::from)?;
-        if depot.as_str() != caller {
+        if depot.as_str() != caller.id() {
             return Err(Error::WrongDepot {
-                caller,
+                caller: caller.to_string(),
                 target: depot.to_string(),
             }
             .into());
@@ -315,7 +386,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
         );
         let (tx, rx) = mpsc::channel(STREAM_BATCH);
         let (store, modules) = (self.core.store.clone(), self.core.modules);
-        tokio::spawn(stream_bundles(store, depot, clients, modules, tx).in_current_span());
+        // The stream holds the caller's in-flight slot until it ends.
+        let stream = stream_bundles(store, depot, clients, modules, tx);
+        tokio::spawn(async move { (stream.await, drop(caller)) }.in_current_span());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -330,9 +403,7 @@ mod tests {
 
     fn as_depot<T>(message: T, depot: &str) -> Request<T> {
         let mut request = Request::new(message);
-        request
-            .extensions_mut()
-            .insert(CallerDepot(depot.to_owned()));
+        request.extensions_mut().insert(CallerDepot::new(depot));
         request
     }
 

@@ -21,6 +21,8 @@ use super::watch;
 use super::writer::{self, ReadEvent, WriterOptions};
 use crate::domain::{Fqdn, Secret};
 use crate::metrics::Metrics;
+use crate::server::ServeOptions;
+use crate::transport::Transport;
 
 /// Read events waiting to be reported. When the reporter falls this far
 /// behind (the configserver is down), the writer waits for room: a read is
@@ -48,6 +50,9 @@ pub struct DepotConfig {
     /// written files byte for byte; `None` (always, in production) draws a
     /// random salt per depot run.
     pub salt: Option<Salt>,
+    /// TLS (also for an `https://` configserver), how callers authenticate,
+    /// connection limits.
+    pub transport: Transport,
 }
 
 /// A started depot: the writer and the read watcher run; `serve` adds the
@@ -87,7 +92,10 @@ impl Depot {
         let upstream = config
             .configserver
             .as_deref()
-            .map(|url| Upstream::connect(url, config.host_key.as_ref(), config.depot_id.clone()))
+            .map(|url| {
+                let tls = config.transport.tls.as_ref();
+                Upstream::connect(url, config.host_key.as_ref(), config.depot_id.clone(), tls)
+            })
             .transpose()
             .map_err(StartError::ConfigServer)?;
         let renderer = match &config.salt {
@@ -150,9 +158,17 @@ impl Depot {
         }
         let addr = listener.local_addr().ok();
         info!(depot = %self.core.depot_id, addr = ?addr, legacy = self.core.is_legacy(), pxe_dir = %self.config.pxe_dir.display(), "depot serving");
-        let routes = service::routes(self.core.clone(), self.config.host_key.clone()).await;
-        let result =
-            crate::server::serve_routes(routes, listener, self.metrics.clone(), shutdown).await;
+        let transport = self.config.transport.clone();
+        // With client_auth = cert the key is presented upstream, not required.
+        let key = (self.config.host_key.clone()).filter(|_| transport.client_auth.needs_key());
+        let routes = service::routes(self.core.clone(), key).await;
+        let options = ServeOptions {
+            server: "depot",
+            transport,
+            metrics: self.metrics.clone(),
+            guarded: &["pxeconf.v1.Depot"],
+        };
+        let result = crate::server::serve_routes(routes, listener, options, shutdown).await;
         self.stop.cancel();
         result
     }

@@ -32,8 +32,22 @@ async fn delete_from(tx: &mut WriteTx, ids: &str, tables: &[(&str, &str)]) -> Re
 
 impl Store {
     /// Inserts or updates depots. A new depot picks up the clients that
-    /// already name it.
+    /// already name it. A host key another depot holds (or another depot of
+    /// the same call) is refused: the key is how a depot is recognised.
     pub async fn upsert_depots(&self, depots: &[DepotRecord]) -> Result<WriteOutcome> {
+        let taken = |id: &str| StoreError::Duplicate {
+            what: "depot",
+            id: id.to_owned(),
+            message: "its host_key is already another depot's".into(),
+        };
+        let mut keys = std::collections::HashMap::new();
+        for d in depots {
+            if let Some(other) = keys.insert(d.host_key.expose(), d.id.as_str())
+                && other != d.id.as_str()
+            {
+                return Err(taken(d.id.as_str()));
+            }
+        }
         let mut tx = self.begin().await?;
         let rows = json_rows(depots.iter().map(|d| {
             [
@@ -43,6 +57,18 @@ impl Store {
                 d.description.as_str(),
             ]
         }));
+        let clash: Option<String> = sqlx::query_scalar(
+            "SELECT n.value ->> 0 FROM json_each(?) n
+             WHERE EXISTS (SELECT 1 FROM depots d
+               WHERE d.host_key = n.value ->> 2 AND d.id <> n.value ->> 0)
+             LIMIT 1",
+        )
+        .bind(&rows)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = clash {
+            return Err(taken(&id));
+        }
         let changed: Vec<String> = sqlx::query_scalar(
             "INSERT INTO depots (id, endpoint, host_key, description)
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
@@ -51,7 +77,7 @@ impl Store {
              WHERE (endpoint, host_key, description) IS NOT (excluded.endpoint, excluded.host_key, excluded.description)
              RETURNING id",
         )
-        .bind(rows)
+        .bind(&rows)
         .fetch_all(&mut *tx)
         .await?;
         let clients = clients_naming_depots(&mut tx, &changed).await?;

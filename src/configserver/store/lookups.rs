@@ -148,6 +148,23 @@ impl Store {
             .cloned())
     }
 
+    /// Whether `client_id` exists and belongs to `depot_id` (its
+    /// `clientconfig.depot.id`, else the default): one query, as the legacy
+    /// look-ups ask it each time.
+    pub async fn is_client_of(&self, client_id: &str, depot_id: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM clients c WHERE c.id = ?1 AND coalesce(
+               (SELECT s.\"values\" FROM config_states s WHERE s.object_id = c.id AND s.config_id = ?2),
+               (SELECT g.default_values FROM configs g WHERE g.id = ?2)) ->> 0 = ?3",
+        )
+        .bind(client_id)
+        .bind(DEPOT_ID)
+        .bind(depot_id)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Whether a depot exists.
     pub async fn depot_exists(&self, depot_id: &str) -> Result<bool> {
         Ok(sqlx::query("SELECT 1 FROM depots WHERE id = ?")
