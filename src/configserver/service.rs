@@ -436,7 +436,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_input_names_the_field_and_unknown_things_are_not_found() {
+    async fn bad_input_names_the_field_and_unknown_clients_are_denied_alike() {
         let (_dir, core) = test_core().await;
         let service = ConfigServerService::new(core);
         let bad = service
@@ -473,7 +473,13 @@ mod tests {
             ))
             .await
             .unwrap_err();
-        assert_eq!(missing.code(), Code::NotFound);
+        // An unknown client is refused like another depot's: a depot cannot
+        // probe which names exist.
+        assert_eq!(missing.code(), Code::PermissionDenied);
+        assert_eq!(
+            missing.message(),
+            "ghost.example.org is not a client of this depot"
+        );
         let none = service
             .get_client_bundle(as_depot(
                 proto::GetClientBundleRequest {

@@ -4,19 +4,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use super::inventory::{AdminClient, depot_fqdn, random_key};
-use super::pki::{ThrowawayCa, Usage};
+use super::pki::write_key;
 use crate::cli::error::CliError;
 use crate::config::{DEFAULT_TEMPLATE_BIOS, DEFAULT_TEMPLATE_UEFI_X64, DEFAULT_TEMPLATE_UEFI_X86};
 use crate::depot::DepotConfig;
 use crate::depot::template::TemplateConfig;
 use crate::domain::{Fqdn, Secret, TemplateName};
 use crate::proto;
-use crate::transport::{Tls, TlsFiles, Transport};
+use crate::transport::Transport;
 
 /// The templates that ship with pxeconf (contrib/templates).
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -60,22 +59,6 @@ pub(super) fn write_templates(dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::write(templates.join(name), text)?;
     }
     Ok(templates)
-}
-
-/// Writes a key file only its owner may read (created so, never readable
-/// by others even for a moment).
-pub fn write_key(path: &Path, key: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open: set it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(key.as_bytes())
 }
 
 /// A depot of the lab before it starts.
@@ -186,52 +169,4 @@ pub(super) async fn register_depots(
         .upsert_depots(proto::UpsertDepotsRequest { depots })
         .await?;
     Ok(())
-}
-
-/// The lab's TLS: a throwaway CA in `dir/tls`, a certificate per server
-/// (for its name, `localhost` and `127.0.0.1`, usable as server and client).
-pub struct LabPki {
-    ca: ThrowawayCa,
-    dir: PathBuf,
-    /// The CA certificate file (grpcurl's `-cacert`).
-    pub ca_file: PathBuf,
-}
-
-impl LabPki {
-    /// A new CA written into `dir/tls`.
-    pub fn new(dir: &Path) -> Result<Self, CliError> {
-        let dir = dir.join("tls");
-        std::fs::create_dir_all(&dir)?;
-        let ca = ThrowawayCa::new("pxeconf lab CA (throwaway)")?;
-        let ca_file = dir.join("ca.pem");
-        ca.write(&ca_file)?;
-        Ok(Self { ca, dir, ca_file })
-    }
-
-    /// TLS for server `name`: its certificate and key, the CA as trust for
-    /// peers (and for client certificates when `client_ca`).
-    pub fn transport(&self, name: &str, client_ca: bool) -> Result<Transport, CliError> {
-        let leaf = self
-            .ca
-            .issue(&[name, "localhost", "127.0.0.1"], Usage::Both)?;
-        let (cert, key) = leaf.write(&self.dir, name)?;
-        let tls = Tls::load(TlsFiles {
-            cert: Some(cert),
-            key: Some(key),
-            ca: Some(self.ca_file.clone()),
-            client_ca: client_ca.then(|| self.ca_file.clone()),
-        })?;
-        Ok(Transport {
-            tls: Some(tls),
-            ..Transport::default()
-        })
-    }
-
-    /// Client-only TLS: the CA as trust (operator verbs, the lab's admin).
-    pub fn client(&self) -> Result<Arc<Tls>, CliError> {
-        Ok(Tls::load(TlsFiles {
-            ca: Some(self.ca_file.clone()),
-            ..TlsFiles::default()
-        })?)
-    }
 }

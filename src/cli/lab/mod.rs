@@ -8,6 +8,7 @@ mod inventory;
 pub mod pki;
 mod site;
 
-pub use depots::{LabDepot, LabPki, TEMPLATES, write_key};
+pub use depots::{LabDepot, TEMPLATES};
 pub use inventory::{AdminClient, client_fqdn, depot_fqdn, host, mac_file};
+pub use pki::{LabPki, write_key};
 pub use site::{Lab, LabOptions};

@@ -3,6 +3,7 @@
 //! written as PEM files, keys readable by their owner only.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -10,6 +11,23 @@ use rcgen::{
 };
 
 use crate::cli::error::CliError;
+use crate::transport::{Tls, TlsFiles, Transport};
+
+/// Writes a key file only its owner may read (created so, never readable
+/// by others even for a moment).
+pub fn write_key(path: &Path, key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(key.as_bytes())
+}
 
 /// What a certificate may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +54,7 @@ impl Leaf {
         let cert = dir.join(format!("{name}.pem"));
         let key = dir.join(format!("{name}.key"));
         std::fs::write(&cert, &self.cert_pem)?;
-        super::depots::write_key(&key, &self.key_pem)?;
+        write_key(&key, &self.key_pem)?;
         Ok((cert, key))
     }
 }
@@ -105,5 +123,53 @@ impl ThrowawayCa {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+}
+
+/// The lab's TLS: a throwaway CA in `dir/tls`, a certificate per server
+/// (for its name, `localhost` and `127.0.0.1`, usable as server and client).
+pub struct LabPki {
+    ca: ThrowawayCa,
+    dir: PathBuf,
+    /// The CA certificate file (grpcurl's `-cacert`).
+    pub ca_file: PathBuf,
+}
+
+impl LabPki {
+    /// A new CA written into `dir/tls`.
+    pub fn new(dir: &Path) -> Result<Self, CliError> {
+        let dir = dir.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let ca = ThrowawayCa::new("pxeconf lab CA (throwaway)")?;
+        let ca_file = dir.join("ca.pem");
+        ca.write(&ca_file)?;
+        Ok(Self { ca, dir, ca_file })
+    }
+
+    /// TLS for server `name`: its certificate and key, the CA as trust for
+    /// peers (and for client certificates when `client_ca`).
+    pub fn transport(&self, name: &str, client_ca: bool) -> Result<Transport, CliError> {
+        let leaf = self
+            .ca
+            .issue(&[name, "localhost", "127.0.0.1"], Usage::Both)?;
+        let (cert, key) = leaf.write(&self.dir, name)?;
+        let tls = Tls::load(TlsFiles {
+            cert: Some(cert),
+            key: Some(key),
+            ca: Some(self.ca_file.clone()),
+            client_ca: client_ca.then(|| self.ca_file.clone()),
+        })?;
+        Ok(Transport {
+            tls: Some(tls),
+            ..Transport::default()
+        })
+    }
+
+    /// Client-only TLS: the CA as trust (operator verbs, the lab's admin).
+    pub fn client(&self) -> Result<Arc<Tls>, CliError> {
+        Ok(Tls::load(TlsFiles {
+            ca: Some(self.ca_file.clone()),
+            ..TlsFiles::default()
+        })?)
     }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use super::depots::{LabDepot, LabPki, plan_depots, register_depots, write_key, write_templates};
+use super::depots::{LabDepot, plan_depots, register_depots, write_templates};
 use super::inventory::{
     AdminClient, CHUNK, admin_client, client_fqdn, product_of, random_key, seed_clients,
     seed_configs, seed_products,
 };
+use super::pki::{LabPki, write_key};
 use crate::cli::error::CliError;
 use crate::configserver::dispatch::DispatchSettings;
 use crate::configserver::{ConfigServer, ConfigServerConfig, Core};

@@ -137,6 +137,7 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
         legacy: false,
         io_threads: 2,
         salt: None,
+        transport: pxeconf::transport::Transport::plaintext(),
     }
 }
 
@@ -271,7 +272,7 @@ use pxeconf::configserver::{ConfigServer, ConfigServerConfig, Core};
 use pxeconf::domain::Modules;
 
 /// The admin key of test configservers.
-pub const ADMIN_KEY: &str = "admin-secret";
+pub const ADMIN_KEY: &str = "admin-secret-0123456789abcdef0123456789";
 
 /// Dispatch settings that retry quickly, for tests.
 pub fn fast_dispatch() -> DispatchSettings {
@@ -283,6 +284,7 @@ pub fn fast_dispatch() -> DispatchSettings {
         timeout: Duration::from_secs(30),
         min_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
+        tls: None,
     }
 }
 
@@ -308,6 +310,7 @@ impl TestConfigServer {
                     secureboot: true,
                 },
                 dispatch: fast_dispatch(),
+                transport: pxeconf::transport::Transport::plaintext(),
             },
             metrics.clone(),
         )
@@ -349,9 +352,10 @@ pub type Admin = proto::admin_client::AdminClient<
     tonic::service::interceptor::InterceptedService<Channel, pxeconf::auth::AttachKey>,
 >;
 
-/// The host key of test depot `i`.
+/// The host key of test depot `i` (32 characters and more, as the Admin
+/// API requires).
 pub fn depot_key(i: usize) -> String {
-    format!("depot-key-{i}")
+    format!("depot-key-{i}-0123456789abcdef0123456789")
 }
 
 /// Test depot `i`'s id.
