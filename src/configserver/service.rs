@@ -325,6 +325,15 @@ impl config_server_server::ConfigServer for ConfigServerService {
         match loaded.into_iter().next().map(|l| l.job) {
             Some(Ok(Job::Set(b))) => Ok(Response::new(proto::ClientBundle::from(b.as_ref()))),
             Some(Err(why)) => Err(Error::Precondition(why).into()),
+            _ if !self
+                .core
+                .store
+                .is_client_of(id.as_str(), depot.id())
+                .await
+                .map_err(Error::from)? =>
+            {
+                Err(Error::Denied(format!("{id} is not a client of this depot")).into())
+            }
             _ => Err(Error::Precondition(format!(
                 "{id} has no pending PXE config on depot {depot}"
             ))
@@ -349,6 +358,16 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .map_err(Error::from)?;
         if outcome.applied {
             info!(%depot, action_request = %outcome.action_request, repushed = outcome.repushed, "PXE config read reported");
+        } else if !self
+            .core
+            .store
+            .is_client_of(id.as_str(), depot.id())
+            .await
+            .map_err(Error::from)?
+        {
+            // A report that changed nothing tells a foreign depot nothing,
+            // not even the client's action request.
+            return Err(Error::Denied(format!("{id} is not a client of this depot")).into());
         }
         self.core.dispatcher.notify(outcome.owed).await;
         Ok(Response::new(proto::ReportPxeConfigReadResponse {
@@ -489,6 +508,6 @@ mod tests {
             ))
             .await
             .unwrap_err();
-        assert_eq!(none.code(), Code::FailedPrecondition);
+        assert_eq!(none.code(), Code::PermissionDenied);
     }
 }

@@ -147,6 +147,9 @@ struct Shared {
     limits: Limits,
     slots: Arc<Semaphore>,
     cap: usize,
+    /// New connections waiting for an evicted one's slot: bounded too, as
+    /// each holds a descriptor.
+    waiting: Arc<Semaphore>,
     /// Admitted connections, oldest first, to find a silent one to evict.
     admitted: Mutex<VecDeque<Weak<ConnState>>>,
     metrics: Arc<Metrics>,
@@ -210,7 +213,9 @@ impl Shared {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Some(self.admit(state, permit));
         }
-        if self.evict_silent() {
+        if let Ok(_waiting) = self.waiting.clone().try_acquire_owned()
+            && self.evict_silent()
+        {
             self.closed(Closed::Evicted);
             if let Ok(Ok(permit)) =
                 tokio::time::timeout(EVICT_WAIT, self.slots.clone().acquire_owned()).await
@@ -396,6 +401,7 @@ pub fn incoming(
         limits,
         slots: Arc::new(Semaphore::new(cap)),
         cap,
+        waiting: Arc::new(Semaphore::new((cap / 16).max(1))),
         admitted: Mutex::new(VecDeque::new()),
         metrics,
         limit_log: RateLimited::default(),

@@ -3,7 +3,7 @@
 //! budget the connection cap must fit in; and a log line per limit that
 //! bites, at most one per interval.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Connections a server keeps open unless told otherwise (and unless its
@@ -89,52 +89,61 @@ fn parse_open_file_limit(text: &str) -> Option<u64> {
         .ok()
 }
 
-/// A log line that is written at most once per interval; the lines held
-/// back in between are counted and reported with the next one. A peer that
-/// hits a limit thousands of times a second must not flood the log.
+/// Log lines of one kind, at most `burst` per interval; the lines held back
+/// are counted and reported with the next one written. A peer that hits a
+/// limit thousands of times a second must not flood the log.
 #[derive(Debug)]
 pub struct RateLimited {
-    start: Instant,
-    interval_ms: u64,
-    /// Milliseconds since `start` of the last line written, plus one (0: never).
-    last: AtomicU64,
-    held: AtomicU64,
+    interval: Duration,
+    burst: u32,
+    window: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Option<Instant>,
+    written: u32,
+    held: u64,
 }
 
 impl RateLimited {
-    /// At most one line per `interval`.
-    pub fn new(interval: Duration) -> Self {
+    /// At most `burst` lines per `interval`.
+    pub fn new(interval: Duration, burst: u32) -> Self {
         Self {
-            start: Instant::now(),
-            interval_ms: interval.as_millis() as u64,
-            last: AtomicU64::new(0),
-            held: AtomicU64::new(0),
+            interval,
+            burst: burst.max(1),
+            window: Mutex::new(Window {
+                start: None,
+                written: 0,
+                held: 0,
+            }),
         }
     }
 
     /// `Some(lines held back since the last one)` when a line may be
     /// written now, else `None` (and this one is counted as held back).
     pub fn allow(&self) -> Option<u64> {
-        let now = self.start.elapsed().as_millis() as u64 + 1;
-        let last = self.last.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= self.interval_ms;
-        if due
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if w.start
+            .is_none_or(|s| now.duration_since(s) >= self.interval)
         {
-            return Some(self.held.swap(0, Ordering::AcqRel));
+            w.start = Some(now);
+            w.written = 0;
         }
-        self.held.fetch_add(1, Ordering::Relaxed);
+        if w.written < self.burst {
+            w.written += 1;
+            return Some(std::mem::take(&mut w.held));
+        }
+        w.held += 1;
         None
     }
 }
 
 impl Default for RateLimited {
-    /// One line per 10 seconds.
+    /// Five lines per 10 seconds.
     fn default() -> Self {
-        Self::new(Duration::from_secs(10))
+        Self::new(Duration::from_secs(10), 5)
     }
 }
 
@@ -160,12 +169,13 @@ mod tests {
 
     #[test]
     fn lines_are_held_back_within_the_interval_and_counted() {
-        let log = RateLimited::new(Duration::from_secs(3600));
+        let log = RateLimited::new(Duration::from_secs(3600), 2);
+        assert_eq!(log.allow(), Some(0));
         assert_eq!(log.allow(), Some(0));
         assert_eq!(log.allow(), None);
         assert_eq!(log.allow(), None);
-        let log = RateLimited::new(Duration::ZERO);
+        let log = RateLimited::new(Duration::ZERO, 1);
         assert_eq!(log.allow(), Some(0));
-        assert!(log.allow().is_some());
+        assert_eq!(log.allow(), Some(0));
     }
 }

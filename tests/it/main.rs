@@ -10,4 +10,5 @@ mod operator;
 mod paths;
 mod readme;
 mod scale;
+mod security;
 mod store;

@@ -298,6 +298,15 @@ pub struct TestConfigServer {
 
 impl TestConfigServer {
     pub async fn start(database: &Path, port: u16) -> Self {
+        Self::start_with(database, port, pxeconf::transport::Transport::plaintext()).await
+    }
+
+    /// A configserver with `transport` (TLS, client auth, limits).
+    pub async fn start_with(
+        database: &Path,
+        port: u16,
+        transport: pxeconf::transport::Transport,
+    ) -> Self {
         let metrics = Metrics::new();
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -310,7 +319,7 @@ impl TestConfigServer {
                     secureboot: true,
                 },
                 dispatch: fast_dispatch(),
-                transport: pxeconf::transport::Transport::plaintext(),
+                transport,
             },
             metrics.clone(),
         )

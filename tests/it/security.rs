@@ -1,0 +1,535 @@
+//! The trust boundary, over real sockets and real processes: TLS and mTLS
+//! on every hop (wrong CA, expired certificate, a depot certificate naming
+//! another depot), certificates reloaded without dropping a call, the key
+//! matrix over every RPC of the descriptor set, least privilege per depot,
+//! connection limits (a depot under a 256-descriptor limit with 300 idle
+//! peers), private files, bounded input and metrics labels.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pxeconf::cli::lab::pki::{ThrowawayCa, Usage};
+use pxeconf::cli::lab::{Lab, LabOptions};
+use pxeconf::domain::{Endpoint, Secret};
+use pxeconf::proto;
+use pxeconf::transport::{ChannelOptions, ClientAuth, Limits, Tls, TlsFiles, Transport};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::*;
+
+// ---- helpers ----------------------------------------------------------------
+
+/// A PKI in a directory: a CA and the files of the certificates it issued.
+struct Pki {
+    ca: ThrowawayCa,
+    ca_file: PathBuf,
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Self {
+        let ca = ThrowawayCa::new(name).unwrap();
+        let ca_file = dir.join(format!("{name}-ca.pem"));
+        ca.write(&ca_file).unwrap();
+        Self {
+            ca,
+            ca_file,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Writes a certificate for `names` as `file.pem`/`file.key`.
+    fn issue(&self, file: &str, names: &[&str], usage: Usage, expired: bool) -> (PathBuf, PathBuf) {
+        self.ca
+            .issue_with(names, usage, expired)
+            .unwrap()
+            .write(&self.dir, file)
+            .unwrap()
+    }
+
+    /// TLS for a server `name` on 127.0.0.1, its certificate also its client
+    /// certificate; client certificates verified with this CA if `mtls`.
+    fn server(&self, name: &str, mtls: bool) -> Arc<Tls> {
+        let (cert, key) = self.issue(name, &[name, "127.0.0.1"], Usage::Both, false);
+        Tls::load(TlsFiles {
+            cert: Some(cert),
+            key: Some(key),
+            ca: Some(self.ca_file.clone()),
+            client_ca: mtls.then(|| self.ca_file.clone()),
+        })
+        .unwrap()
+    }
+
+    /// Client TLS trusting `ca`, presenting `identity` if any.
+    fn client(ca: &Path, identity: Option<(PathBuf, PathBuf)>) -> Arc<Tls> {
+        let (cert, key) = identity.unzip();
+        Tls::load(TlsFiles {
+            cert,
+            key,
+            ca: Some(ca.to_owned()),
+            client_ca: None,
+        })
+        .unwrap()
+    }
+}
+
+fn transport(tls: Arc<Tls>, client_auth: ClientAuth) -> Transport {
+    Transport {
+        tls: Some(tls),
+        client_auth,
+        limits: Limits::default(),
+    }
+}
+
+fn https(addr: SocketAddr) -> Endpoint {
+    Endpoint::parse(&format!("https://{addr}"), "url").unwrap()
+}
+
+fn http(addr: SocketAddr) -> Endpoint {
+    Endpoint::parse(&format!("http://{addr}"), "url").unwrap()
+}
+
+fn channel(endpoint: &Endpoint, tls: Option<&Arc<Tls>>) -> Channel {
+    pxeconf::transport::channel(endpoint, tls, ChannelOptions::default()).unwrap()
+}
+
+/// `message` with `authorization: Bearer key` (none for an empty key).
+fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if !key.is_empty() {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    request
+}
+
+fn config_client(ch: Channel) -> proto::config_server_client::ConfigServerClient<Channel> {
+    proto::config_server_client::ConfigServerClient::new(ch)
+}
+
+async fn modules(ch: Channel, key: &str) -> Result<proto::Modules, tonic::Status> {
+    config_client(ch)
+        .get_modules(keyed(proto::GetModulesRequest {}, key))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The stderr lines of a child process, collected by a thread.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn collect(child: &mut Child) -> Self {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    fn any(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.0.lock().unwrap().iter().any(|l| pred(l))
+    }
+
+    fn all(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a JSON line with `message`, returns it parsed.
+    async fn wait_for(&self, message: &str, secs: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            let found = self.0.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["message"] == message).then_some(v)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no log line {message:?} in {secs} s:\n{}", self.all());
+    }
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bound address from a server's JSON "gRPC listening" line.
+async fn listening(lines: &Lines) -> SocketAddr {
+    let line = lines.wait_for("gRPC listening", 60).await;
+    line["addr"].as_str().unwrap().parse().unwrap()
+}
+
+fn write_key_file(path: &Path, key: &str) {
+    pxeconf::cli::lab::write_key(path, key).unwrap();
+}
+
+// ---- TLS and mTLS -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hop_runs_over_tls_and_plaintext_or_a_foreign_ca_get_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start_tls(LabOptions {
+        dir: dir.path().to_owned(),
+        pxe_root: dir.path().to_owned(),
+        depots: 2,
+        legacy: 1,
+        concurrency: 8,
+        io_threads: 2,
+    })
+    .await
+    .unwrap();
+    assert!(lab.configserver_url().starts_with("https://"));
+    lab.seed(40).await.unwrap();
+    let all: Vec<u32> = (0..40).collect();
+    lab.set_actions(&all, "setup").await.unwrap();
+    // The pushes (new and legacy path), the legacy depot's look-ups and the
+    // start-up calls all went over TLS: nothing listens in plaintext.
+    lab.wait_delivered(40, Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert!(lab.metrics.lookups_total() > 0, "the legacy depot looked up over TLS");
+
+    let key = std::fs::read_to_string(&lab.admin_key_file).unwrap();
+    let admin = |ch| {
+        proto::admin_client::AdminClient::new(ch)
+    };
+    // A plaintext client gets no answer from a TLS port (it reads the TLS
+    // alert as a broken HTTP/2 frame).
+    let plain = admin(channel(&http(lab.configserver), None))
+        .list_depots(keyed(proto::ListDepotsRequest {}, &key))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(plain.code(), Code::Internal | Code::Unavailable | Code::Unknown),
+        "{plain:?}"
+    );
+    // A client trusting another CA refuses the server's certificate.
+    let other = Pki::new(dir.path(), "other");
+    let foreign = Pki::client(&other.ca_file, None);
+    let refused = admin(channel(&https(lab.configserver), Some(&foreign)))
+        .list_depots(keyed(proto::ListDepotsRequest {}, &key))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("UnknownIssuer"),
+        "the client names why: {refused:?}"
+    );
+    // With the lab's CA it works.
+    let listed = admin(channel(&https(lab.configserver), lab.client_tls()))
+        .list_depots(keyed(proto::ListDepotsRequest {}, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.depots.iter().all(|d| d.endpoint.starts_with("https://")));
+    lab.shutdown().await;
+}
+
+/// A configserver binary requiring key and certificate from depots:
+/// every refusal has a clear status, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "site");
+    let (cert, key) = pki.issue("configserver", &["config.example.org", "127.0.0.1"], Usage::Both, false);
+    let admin_key = "admin-key-0123456789abcdef0123456789abcdef";
+    let key_file = dir.path().join("admin.key");
+    write_key_file(&key_file, admin_key);
+    let mut child = pxeconf_command()
+        .args(["configserver", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--database")
+        .arg(dir.path().join("pxeconf.db"))
+        .arg("--host-key-file")
+        .arg(&key_file)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--tls-ca")
+        .arg(&pki.ca_file)
+        .arg("--tls-client-ca")
+        .arg(&pki.ca_file)
+        .args(["--client-auth", "both"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::collect(&mut child);
+    let _running = Running(child);
+    let addr = listening(&lines).await;
+    let endpoint = https(addr);
+    let trust = Pki::client(&pki.ca_file, None);
+
+    // Two depots, registered by an operator over TLS.
+    let keys = [depot_key(1), depot_key(2)];
+    let mut admin = proto::admin_client::AdminClient::new(channel(&endpoint, Some(&trust)));
+    admin
+        .upsert_depots(keyed(
+            proto::UpsertDepotsRequest {
+                depots: (1..=2)
+                    .map(|i| proto::DepotInfo {
+                        id: depot_id(i),
+                        endpoint: format!("https://127.0.0.1:{}", 1000 + i),
+                        host_key: keys[i - 1].clone(),
+                        description: String::new(),
+                    })
+                    .collect(),
+            },
+            admin_key,
+        ))
+        .await
+        .unwrap();
+
+    let as_client = |file: &str, names: &[&str], expired: bool, ca: &Pki| {
+        let id = ca.issue(file, names, Usage::Client, expired);
+        channel(&endpoint, Some(&Pki::client(&pki.ca_file, Some(id))))
+    };
+    // The right key with a certificate naming that depot.
+    let depot1 = as_client("depot1", &[&depot_id(1)], false, &pki);
+    modules(depot1, &keys[0]).await.unwrap();
+    // The right key without a certificate.
+    let none = modules(channel(&endpoint, Some(&trust)), &keys[0]).await.unwrap_err();
+    assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
+    assert!(none.message().contains("client certificate is required"), "{none:?}");
+    // Depot 1's key with depot 2's certificate.
+    let wrong = as_client("depot2", &[&depot_id(2)], false, &pki);
+    let denied = modules(wrong, &keys[0]).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("does not name the depot"), "{denied:?}");
+    // A certificate from another CA, and an expired one: the server ends
+    // the handshake (with TLS 1.3 the client learns it at its first call,
+    // as a closed connection; the server's log names the reason).
+    let other = Pki::new(dir.path(), "other");
+    let transport_error = [Code::Unavailable, Code::Unknown, Code::Cancelled, Code::Internal];
+    let foreign = as_client("foreign", &[&depot_id(1)], false, &other);
+    let refused = modules(foreign, &keys[0]).await.unwrap_err();
+    assert!(transport_error.contains(&refused.code()), "{refused:?}");
+    let expired = as_client("expired", &[&depot_id(1)], true, &pki);
+    let refused = modules(expired, &keys[0]).await.unwrap_err();
+    assert!(transport_error.contains(&refused.code()), "{refused:?}");
+
+    // The log says why, one line each.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logged = |what: &str| lines.any(|l| l.contains(what));
+    while !(logged("UnknownIssuer") && logged("certificate expired")) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = lines.all();
+    let handshakes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .collect();
+    assert!(
+        handshakes.iter().any(|l| l.contains("UnknownIssuer"))
+            && handshakes.iter().any(|l| l.contains("certificate expired")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("depot call refused")
+            && l.contains("client certificate is required")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("depot call refused")
+            && l.contains("does not name the depot")),
+        "{text}"
+    );
+}
+
+/// mTLS end to end: a configserver accepting depots by certificate only,
+/// a depot presenting one that names it; pushes, look-ups and a read report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_known_by_its_certificate_only_gets_its_pushes_and_reports_its_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "site");
+    let db = tempfile::tempdir().unwrap();
+    let cs_tls = pki.server("config.example.org", true);
+    let server = TestConfigServer::start_with(
+        &db.path().join("pxeconf.db"),
+        0,
+        transport(cs_tls, ClientAuth::Cert),
+    )
+    .await;
+    let dirs = DepotDirs::new();
+    let mut config = linked_depot_config(&dirs, 1, &https(server.addr).to_string(), true);
+    config.transport = transport(pki.server(&depot_id(1), true), ClientAuth::Both);
+    config.host_key = None; // known by its certificate alone
+    let depot = TestDepot::start_on(config, 0).await;
+
+    let trust = Pki::client(&pki.ca_file, None);
+    let mut admin = proto::admin_client::AdminClient::with_interceptor(
+        channel(&https(server.addr), Some(&trust)),
+        pxeconf::auth::AttachKey::new(&Secret::new(ADMIN_KEY)).unwrap(),
+    );
+    seed(&mut admin, &[(1, https(depot.addr).to_string())], 3, |_| 1).await;
+    set_actions(&mut admin, 0..3, "setup").await;
+    // The legacy depot looked every client up, as itself, by certificate.
+    wait_for("three configs on the depot", 60, || {
+        let n = dirs.files().len();
+        async move { n == 6 }
+    })
+    .await;
+    simulate_read(&dirs.pxe.join(mac_file(1)));
+    wait_for("the read reported", 30, || {
+        let mut admin = admin.clone();
+        async move { status(&mut admin, 1).await.product_on_clients[0].action_request == "none" }
+    })
+    .await;
+    // The depot's own service wants key and certificate (client_auth both).
+    let mut no_cert = proto::depot_client::DepotClient::new(channel(&https(depot.addr), Some(&trust)));
+    let refused = no_cert
+        .list_pxe_configs(keyed(proto::ListPxeConfigsRequest::default(), &depot_key(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}
+
+/// Certificates replaced on disk are picked up; a call in flight (a
+/// reconciliation stream paused by the client) and an open connection
+/// survive; new connections see the new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_without_dropping_a_call_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "first");
+    let (cert, key) = pki.issue("cs", &["127.0.0.1"], Usage::Server, false);
+    let tls = Tls::load(TlsFiles {
+        cert: Some(cert.clone()),
+        key: Some(key.clone()),
+        ..TlsFiles::default()
+    })
+    .unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let server =
+        TestConfigServer::start_with(&db.path().join("pxeconf.db"), 0, transport(tls, ClientAuth::Key))
+            .await;
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(linked_depot_config(&dirs, 1, "http://127.0.0.1:9", false)).await;
+    let old_trust = Pki::client(&pki.ca_file, None);
+    let old = channel(&https(server.addr), Some(&old_trust));
+    let mut admin = proto::admin_client::AdminClient::with_interceptor(
+        old.clone(),
+        pxeconf::auth::AttachKey::new(&Secret::new(ADMIN_KEY)).unwrap(),
+    );
+    const HELD: u32 = 1500;
+    seed(&mut admin, &[(1, depot.url())], HELD, |_| 1).await;
+    set_actions(&mut admin, 0..HELD, "setup").await;
+    wait_for("every config on the depot", 120, || {
+        let n = dirs.files().len();
+        async move { n == 2 * HELD as usize }
+    })
+    .await;
+
+    // A stream of 1500 bundles, read one at a time: the server waits on
+    // flow control while the certificates change under it.
+    let mut stream = config_client(old.clone())
+        .list_pending_bundles(keyed(
+            proto::ListPendingBundlesRequest {
+                depot_id: depot_id(1),
+                ..Default::default()
+            },
+            &depot_key(1),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    while got < 10 {
+        stream.message().await.unwrap().unwrap();
+        got += 1;
+    }
+    // A broken key is refused, the old certificate stays in use.
+    let next = Pki::new(dir.path(), "second");
+    let leaf = next.ca.issue(&["127.0.0.1"], Usage::Server).unwrap();
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    // Then the right one: the file watcher reloads.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let new_trust = Pki::client(&next.ca_file, None);
+    wait_for("a new connection sees the new certificate", 30, || {
+        let ch = channel(&https(server.addr), Some(&new_trust));
+        async move { modules(ch, &depot_key(1)).await.is_ok() }
+    })
+    .await;
+    let stale = modules(channel(&https(server.addr), Some(&old_trust)), &depot_key(1))
+        .await
+        .unwrap_err();
+    assert!(format!("{stale:?}").contains("UnknownIssuer"), "{stale:?}");
+    // The call in flight finishes whole; the old connection still works.
+    while let Some(bundle) = stream.message().await.unwrap() {
+        assert!(bundle.host.is_some());
+        got += 1;
+    }
+    assert_eq!(got, HELD);
+    admin
+        .list_depots(proto::ListDepotsRequest {})
+        .await
+        .expect("the connection opened before the reload still works");
+}
+
+/// SIGHUP makes a depot binary re-read its certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_reloads_the_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "first");
+    let (cert, key) = pki.issue("depot", &["127.0.0.1"], Usage::Server, false);
+    let dirs = DepotDirs::new();
+    let mut child = pxeconf_command()
+        .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--depot-id", "depot1.example.org"])
+        .arg("--pxe-dir")
+        .arg(&dirs.pxe)
+        .arg("--template-dir")
+        .arg(&dirs.templates)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::collect(&mut child);
+    let running = Running(child);
+    let addr = listening(&lines).await;
+    let health = |tls: Arc<Tls>| async move {
+        tonic_health::pb::health_client::HealthClient::new(channel(&https(addr), Some(&tls)))
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+    };
+    health(Pki::client(&pki.ca_file, None)).await.unwrap();
+    let next = Pki::new(dir.path(), "second");
+    let leaf = next.ca.issue(&["127.0.0.1"], Usage::Server).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    let pid = running.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines.any(|l| l.contains("TLS certificates reloaded") && l.contains("SIGHUP")) {
+        assert!(Instant::now() < deadline, "no reload on SIGHUP:\n{}", lines.all());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    health(Pki::client(&next.ca_file, None)).await.unwrap();
+    drop(running);
+}
