@@ -207,12 +207,13 @@ async fn every_hop_runs_over_tls_and_plaintext_or_a_foreign_ca_get_nothing() {
     lab.wait_delivered(40, Duration::from_secs(60), |_| {})
         .await
         .unwrap();
-    assert!(lab.metrics.lookups_total() > 0, "the legacy depot looked up over TLS");
+    assert!(
+        lab.metrics.lookups_total() > 0,
+        "the legacy depot looked up over TLS"
+    );
 
     let key = std::fs::read_to_string(&lab.admin_key_file).unwrap();
-    let admin = |ch| {
-        proto::admin_client::AdminClient::new(ch)
-    };
+    let admin = |ch| proto::admin_client::AdminClient::new(ch);
     // A plaintext client gets no answer from a TLS port (it reads the TLS
     // alert as a broken HTTP/2 frame).
     let plain = admin(channel(&http(lab.configserver), None))
@@ -220,7 +221,10 @@ async fn every_hop_runs_over_tls_and_plaintext_or_a_foreign_ca_get_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(plain.code(), Code::Internal | Code::Unavailable | Code::Unknown),
+        matches!(
+            plain.code(),
+            Code::Internal | Code::Unavailable | Code::Unknown
+        ),
         "{plain:?}"
     );
     // A client trusting another CA refuses the server's certificate.
@@ -240,7 +244,12 @@ async fn every_hop_runs_over_tls_and_plaintext_or_a_foreign_ca_get_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert!(listed.depots.iter().all(|d| d.endpoint.starts_with("https://")));
+    assert!(
+        listed
+            .depots
+            .iter()
+            .all(|d| d.endpoint.starts_with("https://"))
+    );
     lab.shutdown().await;
 }
 
@@ -250,12 +259,23 @@ async fn every_hop_runs_over_tls_and_plaintext_or_a_foreign_ca_get_nothing() {
 async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_cert() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "site");
-    let (cert, key) = pki.issue("configserver", &["config.example.org", "127.0.0.1"], Usage::Both, false);
+    let (cert, key) = pki.issue(
+        "configserver",
+        &["config.example.org", "127.0.0.1"],
+        Usage::Both,
+        false,
+    );
     let admin_key = "admin-key-0123456789abcdef0123456789abcdef";
     let key_file = dir.path().join("admin.key");
     write_key_file(&key_file, admin_key);
     let mut child = pxeconf_command()
-        .args(["configserver", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "configserver",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .arg("--database")
         .arg(dir.path().join("pxeconf.db"))
         .arg("--host-key-file")
@@ -308,19 +328,32 @@ async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_ce
     let depot1 = as_client("depot1", &[&depot_id(1)], false, &pki);
     modules(depot1, &keys[0]).await.unwrap();
     // The right key without a certificate.
-    let none = modules(channel(&endpoint, Some(&trust)), &keys[0]).await.unwrap_err();
+    let none = modules(channel(&endpoint, Some(&trust)), &keys[0])
+        .await
+        .unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
-    assert!(none.message().contains("client certificate is required"), "{none:?}");
+    assert!(
+        none.message().contains("client certificate is required"),
+        "{none:?}"
+    );
     // Depot 1's key with depot 2's certificate.
     let wrong = as_client("depot2", &[&depot_id(2)], false, &pki);
     let denied = modules(wrong, &keys[0]).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert!(denied.message().contains("does not name the depot"), "{denied:?}");
+    assert!(
+        denied.message().contains("does not name the depot"),
+        "{denied:?}"
+    );
     // A certificate from another CA, and an expired one: the server ends
     // the handshake (with TLS 1.3 the client learns it at its first call,
     // as a closed connection; the server's log names the reason).
     let other = Pki::new(dir.path(), "other");
-    let transport_error = [Code::Unavailable, Code::Unknown, Code::Cancelled, Code::Internal];
+    let transport_error = [
+        Code::Unavailable,
+        Code::Unknown,
+        Code::Cancelled,
+        Code::Internal,
+    ];
     let foreign = as_client("foreign", &[&depot_id(1)], false, &other);
     let refused = modules(foreign, &keys[0]).await.unwrap_err();
     assert!(transport_error.contains(&refused.code()), "{refused:?}");
@@ -345,13 +378,14 @@ async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_ce
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l.contains("depot call refused")
-            && l.contains("client certificate is required")),
+        text.lines()
+            .any(|l| l.contains("depot call refused")
+                && l.contains("client certificate is required")),
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l.contains("depot call refused")
-            && l.contains("does not name the depot")),
+        text.lines()
+            .any(|l| l.contains("depot call refused") && l.contains("does not name the depot")),
         "{text}"
     );
 }
@@ -396,9 +430,13 @@ async fn a_depot_known_by_its_certificate_only_gets_its_pushes_and_reports_its_r
     })
     .await;
     // The depot's own service wants key and certificate (client_auth both).
-    let mut no_cert = proto::depot_client::DepotClient::new(channel(&https(depot.addr), Some(&trust)));
+    let mut no_cert =
+        proto::depot_client::DepotClient::new(channel(&https(depot.addr), Some(&trust)));
     let refused = no_cert
-        .list_pxe_configs(keyed(proto::ListPxeConfigsRequest::default(), &depot_key(1)))
+        .list_pxe_configs(keyed(
+            proto::ListPxeConfigsRequest::default(),
+            &depot_key(1),
+        ))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
@@ -419,9 +457,12 @@ async fn certificates_reload_without_dropping_a_call_in_flight() {
     })
     .unwrap();
     let db = tempfile::tempdir().unwrap();
-    let server =
-        TestConfigServer::start_with(&db.path().join("pxeconf.db"), 0, transport(tls, ClientAuth::Key))
-            .await;
+    let server = TestConfigServer::start_with(
+        &db.path().join("pxeconf.db"),
+        0,
+        transport(tls, ClientAuth::Key),
+    )
+    .await;
     let dirs = DepotDirs::new();
     let depot = TestDepot::start(linked_depot_config(&dirs, 1, "http://127.0.0.1:9", false)).await;
     let old_trust = Pki::client(&pki.ca_file, None);
@@ -471,9 +512,12 @@ async fn certificates_reload_without_dropping_a_call_in_flight() {
         async move { modules(ch, &depot_key(1)).await.is_ok() }
     })
     .await;
-    let stale = modules(channel(&https(server.addr), Some(&old_trust)), &depot_key(1))
-        .await
-        .unwrap_err();
+    let stale = modules(
+        channel(&https(server.addr), Some(&old_trust)),
+        &depot_key(1),
+    )
+    .await
+    .unwrap_err();
     assert!(format!("{stale:?}").contains("UnknownIssuer"), "{stale:?}");
     // The call in flight finishes whole; the old connection still works.
     while let Some(bundle) = stream.message().await.unwrap() {
@@ -524,12 +568,368 @@ async fn a_sighup_reloads_the_certificates() {
     std::fs::write(&key, &leaf.key_pem).unwrap();
     std::fs::write(&cert, &leaf.cert_pem).unwrap();
     let pid = running.0.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !lines.any(|l| l.contains("TLS certificates reloaded") && l.contains("SIGHUP")) {
-        assert!(Instant::now() < deadline, "no reload on SIGHUP:\n{}", lines.all());
+        assert!(
+            Instant::now() < deadline,
+            "no reload on SIGHUP:\n{}",
+            lines.all()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     health(Pki::client(&next.ca_file, None)).await.unwrap();
     drop(running);
+}
+
+// ---- the key matrix -----------------------------------------------------------
+
+/// Passes request bytes through as they are: any RPC can be called with
+/// a message encoded beforehand (or none: every field default).
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// One RPC of the descriptor sets.
+#[derive(Debug, Clone)]
+struct Rpc {
+    path: String,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+/// Every RPC of every service the servers know, from the descriptor sets
+/// (so a new RPC is in the matrix without anyone adding it).
+fn rpcs() -> Vec<Rpc> {
+    use prost::Message;
+    let mut all = Vec::new();
+    for set in [
+        pxeconf::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ] {
+        let set = prost_types::FileDescriptorSet::decode(set).unwrap();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    all.push(Rpc {
+                        path: format!("/{}.{}/{}", file.package(), service.name(), method.name()),
+                        client_streaming: method.client_streaming(),
+                        server_streaming: method.server_streaming(),
+                    });
+                }
+            }
+        }
+    }
+    all
+}
+
+/// Calls `rpc` with `body` and `key`; the status, and the bytes of the
+/// first response message if there was one.
+async fn call_raw(
+    ch: Channel,
+    rpc: &Rpc,
+    body: Vec<u8>,
+    key: &str,
+) -> (Code, Option<tonic::Status>, usize) {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path: http::uri::PathAndQuery = rpc.path.parse().unwrap();
+    let result: Result<Option<Vec<u8>>, tonic::Status> =
+        match (rpc.client_streaming, rpc.server_streaming) {
+            (false, false) => grpc
+                .unary(keyed(body, key), path, Raw)
+                .await
+                .map(|r| Some(r.into_inner())),
+            (false, true) => match grpc.server_streaming(keyed(body, key), path, Raw).await {
+                Ok(r) => r.into_inner().message().await,
+                Err(e) => Err(e),
+            },
+            (true, false) => grpc
+                .client_streaming(keyed(tokio_stream::iter(vec![body]), key), path, Raw)
+                .await
+                .map(|r| Some(r.into_inner())),
+            (true, true) => match grpc
+                .streaming(keyed(tokio_stream::iter(vec![body]), key), path, Raw)
+                .await
+            {
+                Ok(r) => r.into_inner().message().await,
+                Err(e) => Err(e),
+            },
+        };
+    match result {
+        Ok(message) => (Code::Ok, None, message.map_or(0, |m| m.len())),
+        Err(status) => (status.code(), Some(status), 0),
+    }
+}
+
+fn encode(message: impl prost::Message) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+/// A request that names depot 2's client 1 (or depot 2), for the RPCs that
+/// take one; others get an empty message (every field default).
+fn sample(path: &str) -> Vec<u8> {
+    let victim = "client1.example.org".to_string();
+    let product = "win10-x64".to_string();
+    match path.rsplit('/').next().unwrap() {
+        "GetHost" => encode(proto::GetHostRequest { id: victim }),
+        "GetNetbootProductOnClients" => encode(proto::GetNetbootProductOnClientsRequest {
+            client_id: victim,
+        }),
+        "GetProductOnDepot" => encode(proto::GetProductOnDepotRequest {
+            depot_id: depot_id(2),
+            product_id: product,
+        }),
+        "GetProduct" => encode(proto::GetProductRequest {
+            id: product,
+            product_version: "10.0".into(),
+            package_version: "3".into(),
+        }),
+        "GetConfigStates" => encode(proto::GetConfigStatesRequest {
+            client_id: victim,
+            config_ids: vec![],
+        }),
+        "GetProductPropertyStates" => encode(proto::GetProductPropertyStatesRequest {
+            client_id: victim,
+            product_id: product,
+        }),
+        "GetClientBundle" => encode(proto::GetClientBundleRequest { fqdn: victim }),
+        "ReportPxeConfigRead" => encode(proto::ReportPxeConfigReadRequest {
+            fqdn: victim,
+            product_id: product,
+            revision: 1,
+            ..Default::default()
+        }),
+        "ListPendingBundles" => encode(proto::ListPendingBundlesRequest {
+            depot_id: depot_id(2),
+            ..Default::default()
+        }),
+        "GetClientStatus" => encode(proto::GetClientStatusRequest { fqdn: victim }),
+        "ListPending" => encode(proto::ListPendingRequest {
+            depot_id: depot_id(2),
+            ..Default::default()
+        }),
+        // The Depot service is asked about a client of its own (depot 1).
+        "SetPxeConfig" => encode(bundle(98, 5)),
+        "SetPxeConfigByFqdn" => encode(proto::SetPxeConfigByFqdnRequest {
+            fqdn: "client0.example.org".into(),
+            ..Default::default()
+        }),
+        "RemovePxeConfig" => encode(proto::RemovePxeConfigRequest {
+            fqdn: "client98.example.org".into(),
+            ..Default::default()
+        }),
+        "ServerReflectionInfo" if path.contains(".v1alpha.") => {
+            encode(tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(
+                    tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+                ),
+            })
+        }
+        "ServerReflectionInfo" => encode(tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        }),
+        _ => Vec::new(),
+    }
+}
+
+const CREDENTIALS: [&str; 5] = [
+    "no key",
+    "wrong key",
+    "a client's key",
+    "another depot's key",
+    "the right key",
+];
+
+/// Every RPC of every service × {no key, wrong key, a client's key, another
+/// depot's key, the right key}: refused exactly where it must be, a refusal
+/// carries no data and names nothing of the client's, health and reflection
+/// stay open. Prints the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_matrix_over_every_rpc_of_the_descriptor_set() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+    let dirs = [DepotDirs::new(), DepotDirs::new()];
+    let depot1 = TestDepot::start(linked_depot_config(&dirs[0], 1, &server.url(), false)).await;
+    let depot2 = TestDepot::start(linked_depot_config(&dirs[1], 2, &server.url(), false)).await;
+    let mut admin = server.admin().await;
+    seed(
+        &mut admin,
+        &[(1, depot1.url()), (2, depot2.url())],
+        4,
+        |n| (n % 2) as usize + 1,
+    )
+    .await;
+    set_actions(&mut admin, 0..4, "setup").await;
+    wait_for("both depots hold their clients", 60, || {
+        let n = dirs[0].files().len() + dirs[1].files().len();
+        async move { n == 8 }
+    })
+    .await;
+    let victim = bundle(1, 0).host.unwrap();
+    let secrets = [
+        victim.hardware_address.clone(),
+        victim.system_uuid.clone(),
+        victim.opsi_host_key.clone(),
+        depot_id(2),
+        depot_key(2),
+    ];
+
+    let mut table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for rpc in rpcs() {
+        let service = rpc.path[1..].split('/').next().unwrap().to_owned();
+        let open = !service.starts_with("pxeconf.");
+        // (where, row label, right key, another depot's key)
+        let targets: Vec<(SocketAddr, String, String, String)> = match service.as_str() {
+            "pxeconf.v1.Depot" => vec![(depot1.addr, rpc.path.clone(), depot_key(1), depot_key(2))],
+            "pxeconf.v1.ConfigServer" => {
+                vec![(server.addr, rpc.path.clone(), depot_key(2), depot_key(1))]
+            }
+            "pxeconf.v1.Admin" => vec![(
+                server.addr,
+                rpc.path.clone(),
+                ADMIN_KEY.into(),
+                depot_key(1),
+            )],
+            _ => vec![
+                (
+                    server.addr,
+                    format!("{} @configserver", rpc.path),
+                    ADMIN_KEY.into(),
+                    depot_key(1),
+                ),
+                (
+                    depot1.addr,
+                    format!("{} @depot", rpc.path),
+                    depot_key(1),
+                    depot_key(2),
+                ),
+            ],
+        };
+        for (addr, row, right, other) in targets {
+            let keys = [
+                String::new(),
+                "wrong-key-0123456789abcdef0123456789".to_string(),
+                victim.opsi_host_key.clone(),
+                other,
+                right,
+            ];
+            let body = sample(&rpc.path);
+            let request_text = String::from_utf8_lossy(&body).into_owned();
+            let mut cells = Vec::new();
+            for (column, key) in CREDENTIALS.iter().zip(&keys) {
+                let (code, status, _) =
+                    call_raw(channel(&http(addr), None), &rpc, body.clone(), key).await;
+                cells.push(format!("{code:?}"));
+                let denied = matches!(code, Code::Unauthenticated | Code::PermissionDenied);
+                let expected_denial = !open
+                    && match *column {
+                        "the right key" => false,
+                        // Not about any client: any registered depot may ask.
+                        "another depot's key" => {
+                            !(row.ends_with("ConfigServer/GetModules")
+                                || row.ends_with("ConfigServer/GetProduct"))
+                        }
+                        _ => true,
+                    };
+                if denied != expected_denial {
+                    failures.push(format!("{row} with {column}: {code:?} {status:?}"));
+                }
+                if let Some(status) = status.filter(|_| denied) {
+                    // A refusal is a status alone: no details, nothing of the client.
+                    if !status.details().is_empty() {
+                        failures.push(format!("{row} with {column}: details in a refusal"));
+                    }
+                    for secret in &secrets {
+                        if status.message().contains(secret.as_str())
+                            && !request_text.contains(secret.as_str())
+                        {
+                            failures
+                                .push(format!("{row} with {column}: the refusal names {secret:?}"));
+                        }
+                    }
+                }
+            }
+            table.insert(row, cells);
+        }
+    }
+    let width = table.keys().map(String::len).max().unwrap_or(0);
+    let mut printed = format!("| {:width$} | {} |\n", "RPC", CREDENTIALS.join(" | "));
+    printed.push_str(&format!(
+        "|{}|{}\n",
+        "-".repeat(width + 2),
+        "---|".repeat(CREDENTIALS.len())
+    ));
+    for (row, cells) in &table {
+        printed.push_str(&format!("| {row:width$} | {} |\n", cells.join(" | ")));
+    }
+    println!("{printed}");
+    assert!(failures.is_empty(), "{}\n{printed}", failures.join("\n"));
+    // Every pxeconf service was in the matrix.
+    for service in [
+        "pxeconf.v1.Depot/",
+        "pxeconf.v1.ConfigServer/",
+        "pxeconf.v1.Admin/",
+        "grpc.health.v1.Health/",
+    ] {
+        assert!(
+            table.keys().any(|r| r.contains(service)),
+            "{service} missing"
+        );
+    }
 }
