@@ -217,6 +217,10 @@ impl Shared {
             && self.evict_silent()
         {
             self.closed(Closed::Evicted);
+            if let Some(held) = self.limit_log.allow() {
+                warn!(server = self.server, %peer, max_connections = self.cap, held_back = held,
+                    "connection limit reached; closing the oldest connection that has made no call");
+            }
             if let Ok(Ok(permit)) =
                 tokio::time::timeout(EVICT_WAIT, self.slots.clone().acquire_owned()).await
             {

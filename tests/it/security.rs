@@ -933,3 +933,291 @@ async fn the_key_matrix_over_every_rpc_of_the_descriptor_set() {
         );
     }
 }
+
+// ---- nothing a peer can exhaust ----------------------------------------------
+
+/// Whether the server closed `tcp` within `secs` (EOF or reset); `false`
+/// when it is still open then.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // the server's SETTINGS frame
+        }
+    }
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+fn health(ch: Channel) -> tonic_health::pb::health_client::HealthClient<Channel> {
+    tonic_health::pb::health_client::HealthClient::new(ch)
+}
+
+/// Small limits on an in-process depot: silent peers are closed after the
+/// handshake deadline, idle ones after the idle deadline (a channel
+/// reconnects by itself), a call in flight keeps its connection, and a
+/// full server makes room by closing a silent peer, never a busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_peers_are_closed_and_a_full_depot_evicts_only_silent_ones() {
+    let dirs = DepotDirs::new();
+    let mut config = depot_config(&dirs, "depot1.example.org");
+    config.transport.limits = Limits {
+        max_connections: 3,
+        handshake_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let depot = TestDepot::start(config).await;
+    let endpoint = http(depot.addr);
+
+    // A silent peer is closed by the first-call deadline.
+    let mut silent = tokio::net::TcpStream::connect(depot.addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, 30).await,
+        "a silent peer stays forever"
+    );
+
+    // Three silent peers fill the depot; a real caller still gets in.
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        peers.push(tokio::net::TcpStream::connect(depot.addr).await.unwrap());
+    }
+    let mut client = proto::depot_client::DepotClient::new(channel(&endpoint, None));
+    client
+        .set_pxe_config(bundle(1, 1))
+        .await
+        .expect("a real call gets a silent peer's place");
+
+    // An idle channel is closed, and reconnects on its next call.
+    wait_for("the idle channel is closed", 30, || {
+        let text = depot.metrics.encode();
+        async move { text.contains("reason=\"idle\"") }
+    })
+    .await;
+    // (A call racing the close may fail; the channel then reconnects.)
+    wait_for("the idle channel reconnects", 30, || {
+        let mut client = client.clone();
+        async move { client.set_pxe_config(bundle(2, 1)).await.is_ok() }
+    })
+    .await;
+    drop((client, peers));
+    wait_for("every connection is gone", 30, || {
+        let text = depot.metrics.encode();
+        async move { text.contains("pxeconf_connections{server=\"depot\"} 0") }
+    })
+    .await;
+
+    // Three connections with calls in flight (health watches) fill it:
+    // a fourth connection is turned away, the watches are not touched.
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        let mut h = health(channel(&endpoint, None));
+        let mut w = h
+            .watch(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        w.message().await.unwrap().unwrap();
+        watches.push((h, w));
+    }
+    let refused = proto::depot_client::DepotClient::new(channel(&endpoint, None))
+        .list_pxe_configs(proto::ListPxeConfigsRequest::default())
+        .await;
+    assert!(
+        refused.is_err(),
+        "every connection busy: the new one is closed"
+    );
+    // Longer than two idle periods, and the watches are still open.
+    for (_, w) in &mut watches {
+        let still_open = tokio::time::timeout(Duration::from_secs(5), w.message()).await;
+        assert!(
+            still_open.is_err(),
+            "a call in flight was cut: {still_open:?}"
+        );
+    }
+    let text = depot.metrics.encode();
+    for reason in ["silent", "idle", "evicted", "limit"] {
+        assert!(
+            text.contains(&format!("reason=\"{reason}\"")),
+            "no {reason} close counted:\n{text}"
+        );
+    }
+}
+
+/// The CPU time (user + system, clock ticks) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The share of one core process `pid` used over `secs` seconds, in percent.
+async fn cpu_percent(pid: u32, secs: u64) -> f64 {
+    let ticks_per_second = 100.0; // CLK_TCK on Linux
+    let start = (cpu_ticks(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let used = (cpu_ticks(pid) - start.0) as f64 / ticks_per_second;
+    100.0 * used / start.1.elapsed().as_secs_f64()
+}
+
+/// A depot binary limited to 256 file descriptors, 300 idle TCP connections
+/// from a peer that never authenticates: real calls keep working, the depot
+/// idles, and the silent peers are gone after the handshake deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_with_256_descriptors_and_300_idle_peers_keeps_answering() {
+    if !have_tool("prlimit", "starting a depot with 256 file descriptors") {
+        return;
+    }
+    let dirs = DepotDirs::new();
+    let key = depot_key(1);
+    let key_file = dirs.root.path().join("depot.key");
+    write_key_file(&key_file, &key);
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .args(["--nofile=256:256", "--"])
+        .arg(env!("CARGO_BIN_EXE_pxeconf"))
+        .args([
+            "depot",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--depot-id", "depot1.example.org", "--log-format", "json"])
+        .arg("--pxe-dir")
+        .arg(&dirs.pxe)
+        .arg("--template-dir")
+        .arg(&dirs.templates)
+        .arg("--host-key-file")
+        .arg(&key_file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PXECONF_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    let lines = Lines::collect(&mut child);
+    let running = Running(child);
+    let pid = running.0.id();
+    let addr = listening(&lines).await;
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 256 ")),
+        "{limits}"
+    );
+    let cap = lines.wait_for("connection limits", 10).await["max_connections"]
+        .as_u64()
+        .unwrap();
+    let metrics_addr = lines.wait_for("metrics on /metrics", 10).await["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The configserver's long-lived channel, connected before the flood.
+    let endpoint = http(addr);
+    let mut before = proto::depot_client::DepotClient::new(channel(&endpoint, None));
+    let mut n = 0;
+    let mut push = async |client: &mut proto::depot_client::DepotClient<Channel>| {
+        n += 1;
+        let started = Instant::now();
+        client
+            .set_pxe_config(keyed(bundle(n, 1), &key))
+            .await
+            .unwrap();
+        started.elapsed()
+    };
+    push(&mut before).await;
+
+    let flood_start = Instant::now();
+    let mut peers = Vec::new();
+    for _ in 0..300 {
+        peers.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let idle_cpu = cpu_percent(pid, 5).await;
+
+    // Real calls: over the channel made before, and over a new connection.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        slowest = slowest.max(push(&mut before).await);
+    }
+    let mut after = proto::depot_client::DepotClient::new(channel(&endpoint, None));
+    for _ in 0..10 {
+        slowest = slowest.max(push(&mut after).await);
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+
+    // Every silent peer is closed once its first-call deadline passes.
+    let mut closed = 0;
+    for peer in &mut peers {
+        if closed_within(peer, 60).await {
+            closed += 1;
+        }
+    }
+    let all_closed_after = flood_start.elapsed();
+    let metrics = reqwest_free_get(&metrics_addr).await;
+    push(&mut before).await;
+    let report = format!(
+        "fd test: cap {cap} connections (limit 256 descriptors); 300 silent peers; depot CPU {idle_cpu:.1} % over 5 s \
+         while flooded; {fds} descriptors open; 20 real calls, slowest {slowest:?}; {closed}/300 silent peers \
+         closed by the depot, the last {:.1} s after the flood began; evicted {}, silent {}, limit {}",
+        all_closed_after.as_secs_f64(),
+        counter(
+            &metrics,
+            "pxeconf_connections_closed_total{server=\"depot\",reason=\"evicted\"}"
+        ),
+        counter(
+            &metrics,
+            "pxeconf_connections_closed_total{server=\"depot\",reason=\"silent\"}"
+        ),
+        counter(
+            &metrics,
+            "pxeconf_connections_closed_total{server=\"depot\",reason=\"limit\"}"
+        ),
+    );
+    println!("{report}");
+    assert_eq!(cap, 192, "the cap leaves a quarter of 256 descriptors free");
+    assert_eq!(closed, 300, "{report}");
+    assert!(idle_cpu < 25.0, "the depot spins: {report}");
+    assert!((fds as u64) < 256, "{report}");
+    assert!(
+        lines.any(|l| l.contains("connection limit reached")),
+        "the limit biting is logged:\n{}",
+        lines.all()
+    );
+    drop(running);
+}
+
+/// `GET /metrics` over a plain TCP stream (no HTTP client crate needed).
+async fn reqwest_free_get(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.unwrap();
+    body
+}
