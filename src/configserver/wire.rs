@@ -77,7 +77,7 @@ impl TryFrom<proto::Product> for ProductRecord {
             package_version: required_token(&p.package_version, "package_version")?,
             template: match p.pxe_config_template.trim() {
                 "" => None,
-                t => Some(TemplateName::parse(t, "pxe_config_template")?),
+                t => Some(TemplateName::parse_relative(t, "pxe_config_template")?),
             },
         })
     }

@@ -1221,3 +1221,236 @@ async fn reqwest_free_get(addr: &str) -> String {
     tcp.read_to_string(&mut body).await.unwrap();
     body
 }
+
+// ---- files, settings, input, metrics ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_and_key_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start_tls(LabOptions {
+        dir: dir.path().to_owned(),
+        pxe_root: dir.path().to_owned(),
+        depots: 1,
+        legacy: 0,
+        concurrency: 4,
+        io_threads: 1,
+    })
+    .await
+    .unwrap();
+    lab.seed(2).await.unwrap();
+    let db = dir.path().join("pxeconf.db");
+    for file in [
+        db.clone(),
+        db.with_extension("db-wal"),
+        db.with_extension("db-shm"),
+        lab.admin_key_file.clone(),
+        lab.depots[0].key_file.clone(),
+        dir.path().join("tls/configserver.example.org.key"),
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    lab.shutdown().await;
+}
+
+/// Runs the binary until it exits; (exit code, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = pxeconf_command().args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_configserver_refuses_to_start_open_or_with_a_readable_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pxeconf.db").display().to_string();
+    // No admin key and a listener others can reach: refused, one line.
+    let (code, stderr) = run(&["configserver", "--listen", "0.0.0.0:0", "--database", &db]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("pxeconf: host_key_file: is required"), "{stderr}");
+    // A key file the group may read: refused, one line.
+    let key = dir.path().join("configserver.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let key = key.display().to_string();
+    let (code, stderr) = run(&["configserver", "--listen", "127.0.0.1:0", "--database", &db, "--host-key-file", &key]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("mode 640") && stderr.contains("chmod 600"), "{stderr}");
+    // A short key: refused.
+    std::fs::write(&key, "admin-secret\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = run(&["configserver", "--listen", "127.0.0.1:0", "--database", &db, "--host-key-file", &key]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("32 to 256 characters"), "{stderr}");
+    // TLS settings are checked before anything binds.
+    let (code, stderr) = run(&["depot", "--depot-id", "d.example.org", "--tls-cert", &key]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.starts_with("pxeconf: tls_key: is required with tls_cert"), "{stderr}");
+    let (code, stderr) = run(&["depot", "--depot-id", "d.example.org", "--client-auth", "cert"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.starts_with("pxeconf: client_auth: cert needs tls_client_ca"), "{stderr}");
+    let (code, stderr) = run(&["depot", "--depot-id", "d.example.org", "--configserver", "https://c.example.org:1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.starts_with("pxeconf: tls_ca: is required"), "{stderr}");
+}
+
+/// A configserver without a key on loopback starts, and says it is
+/// unencrypted and open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_plaintext_configserver_on_loopback_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = pxeconf_command()
+        .args(["configserver", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--database")
+        .arg(dir.path().join("pxeconf.db"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::collect(&mut child);
+    let _running = Running(child);
+    lines.wait_for("plaintext gRPC: this hop is unencrypted (set tls_cert and tls_key)", 60).await;
+    lines
+        .wait_for("no host key configured: the Admin service accepts unauthenticated calls", 10)
+        .await;
+}
+
+/// Oversized and malformed input is INVALID_ARGUMENT with a short message
+/// naming the field; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_input_is_refused_with_a_short_message() {
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let mut client = depot.client().await;
+    type Mutation = Box<dyn Fn(&mut proto::ClientBundle)>;
+    let cases: Vec<(Mutation, &str)> = vec![
+        (
+            Box::new(|b| b.host.as_mut().unwrap().opsi_host_key = "k".repeat(3_900_000)),
+            "host.opsi_host_key",
+        ),
+        (
+            Box::new(|b| b.host.as_mut().unwrap().id = format!("{}.example.org", "a".repeat(1_000_000))),
+            "host.id",
+        ),
+        (
+            Box::new(|b| b.host.as_mut().unwrap().hardware_address = "+0:11:22:33:44:55".into()),
+            "host.hardware_address",
+        ),
+        (
+            Box::new(|b| b.bootimage_append = vec!["x=1".into(); 1001]),
+            "bootimage_append",
+        ),
+        (Box::new(|b| b.bootimage_append = vec!["x".repeat(4097)]), "bootimage_append[0]"),
+        (
+            Box::new(|b| {
+                b.product_property_states.insert("lang".into(), "d".repeat(4097));
+            }),
+            "product_property_states[lang]",
+        ),
+        (
+            Box::new(|b| {
+                b.product_property_states = (0..1001).map(|i| (format!("p{i}"), "v".into())).collect();
+            }),
+            "product_property_states",
+        ),
+        (
+            Box::new(|b| b.product.as_mut().unwrap().pxe_config_template = "01-aa-bb-cc-dd-ee-ff".into()),
+            "product.pxe_config_template",
+        ),
+    ];
+    for (mutate, field) in cases {
+        let mut b = bundle(1, 1);
+        mutate(&mut b);
+        let status = client.set_pxe_config(b).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(&format!("{field}: ")), "{}", status.message());
+        assert!(status.message().len() < 300, "{field}: {} bytes", status.message().len());
+    }
+    assert!(dirs.files().is_empty());
+}
+
+/// The Admin API refuses template names that look like managed PXE files,
+/// absolute paths and `..`, like the depot does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_templates_named_like_pxe_files() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+    let mut admin = server.admin().await;
+    for template in [
+        "01-00-16-3e-10-00-01",
+        "4c4c4544-0035-3010-8045-b4c04f4e4b01",
+        ".pxeconf-tmp-x",
+        "../etc/passwd",
+        "/etc/passwd",
+    ] {
+        let status = admin
+            .upsert_products(proto::UpsertProductsRequest {
+                products: vec![proto::Product {
+                    id: "p".into(),
+                    product_version: "1".into(),
+                    package_version: "1".into(),
+                    pxe_config_template: template.into(),
+                }],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{template}: {status:?}");
+        assert!(status.message().contains("pxe_config_template"), "{status:?}");
+    }
+}
+
+/// Only the RPCs a server serves become metric labels; refused callers are
+/// counted apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_label_only_served_rpcs_and_count_refused_callers() {
+    let dirs = DepotDirs::new();
+    let mut config = depot_config(&dirs, "depot1.example.org");
+    config.host_key = Some(Secret::new(depot_key(1)));
+    let depot = TestDepot::start(config).await;
+    let ch = channel(&http(depot.addr), None);
+    let made_up = Rpc {
+        path: String::new(),
+        client_streaming: false,
+        server_streaming: false,
+    };
+    for path in ["/pxeconf.v1.Depot/Nope", "/pxeconf.v1.Made/Up", "/evil/x"] {
+        let rpc = Rpc {
+            path: path.into(),
+            ..made_up.clone()
+        };
+        let (code, _, _) = call_raw(ch.clone(), &rpc, Vec::new(), &depot_key(1)).await;
+        assert_eq!(code, Code::Unimplemented, "{path}");
+    }
+    let mut client = proto::depot_client::DepotClient::new(ch);
+    for key in ["", "wrong-key-0123456789abcdef0123456789"] {
+        let status = client
+            .list_pxe_configs(keyed(proto::ListPxeConfigsRequest::default(), key))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    client
+        .list_pxe_configs(keyed(proto::ListPxeConfigsRequest::default(), &depot_key(1)))
+        .await
+        .unwrap();
+    let text = depot.metrics.encode();
+    let paths: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split("path=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(paths.contains("other"), "{paths:?}");
+    assert!(paths.contains("/pxeconf.v1.Depot/ListPxeConfigs"), "{paths:?}");
+    assert!(
+        paths.iter().all(|p| *p == "other" || !p.contains("Nope") && !p.contains("Made") && !p.contains("evil")),
+        "{paths:?}"
+    );
+    assert_eq!(
+        counter(&text, "pxeconf_auth_failures_total{service=\"pxeconf.v1.Depot\",reason=\"unauthenticated\"}"),
+        2,
+        "{text}"
+    );
+}
