@@ -221,7 +221,10 @@ fn product_identity(
     let id = ProductId::parse(&product.id, "product.id")?;
     let template = match product.pxe_config_template.trim() {
         "" => None,
-        t => Some(TemplateName::parse_relative(t, "product.pxe_config_template")?),
+        t => Some(TemplateName::parse_relative(
+            t,
+            "product.pxe_config_template",
+        )?),
     };
     Ok((id, template))
 }

@@ -8,6 +8,7 @@ mod depot;
 mod modules;
 mod operator;
 mod paths;
+mod properties;
 mod readme;
 mod scale;
 mod security;

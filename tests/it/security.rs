@@ -1257,7 +1257,10 @@ async fn the_database_and_key_files_are_private() {
 /// Runs the binary until it exits; (exit code, stderr).
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = pxeconf_command().args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -1269,32 +1272,75 @@ fn a_configserver_refuses_to_start_open_or_with_a_readable_key() {
     let (code, stderr) = run(&["configserver", "--listen", "0.0.0.0:0", "--database", &db]);
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("pxeconf: host_key_file: is required"), "{stderr}");
+    assert!(
+        stderr.starts_with("pxeconf: host_key_file: is required"),
+        "{stderr}"
+    );
     // A key file the group may read: refused, one line.
     let key = dir.path().join("configserver.key");
     std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let key = key.display().to_string();
-    let (code, stderr) = run(&["configserver", "--listen", "127.0.0.1:0", "--database", &db, "--host-key-file", &key]);
+    let (code, stderr) = run(&[
+        "configserver",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &db,
+        "--host-key-file",
+        &key,
+    ]);
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("mode 640") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("mode 640") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
     // A short key: refused.
     std::fs::write(&key, "admin-secret\n").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (code, stderr) = run(&["configserver", "--listen", "127.0.0.1:0", "--database", &db, "--host-key-file", &key]);
+    let (code, stderr) = run(&[
+        "configserver",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &db,
+        "--host-key-file",
+        &key,
+    ]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("32 to 256 characters"), "{stderr}");
     // TLS settings are checked before anything binds.
     let (code, stderr) = run(&["depot", "--depot-id", "d.example.org", "--tls-cert", &key]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.starts_with("pxeconf: tls_key: is required with tls_cert"), "{stderr}");
-    let (code, stderr) = run(&["depot", "--depot-id", "d.example.org", "--client-auth", "cert"]);
+    assert!(
+        stderr.starts_with("pxeconf: tls_key: is required with tls_cert"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&[
+        "depot",
+        "--depot-id",
+        "d.example.org",
+        "--client-auth",
+        "cert",
+    ]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.starts_with("pxeconf: client_auth: cert needs tls_client_ca"), "{stderr}");
-    let (code, stderr) = run(&["depot", "--depot-id", "d.example.org", "--configserver", "https://c.example.org:1"]);
+    assert!(
+        stderr.starts_with("pxeconf: client_auth: cert needs tls_client_ca"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&[
+        "depot",
+        "--depot-id",
+        "d.example.org",
+        "--configserver",
+        "https://c.example.org:1",
+    ]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.starts_with("pxeconf: tls_ca: is required"), "{stderr}");
+    assert!(
+        stderr.starts_with("pxeconf: tls_ca: is required"),
+        "{stderr}"
+    );
 }
 
 /// A configserver without a key on loopback starts, and says it is
@@ -1303,7 +1349,13 @@ fn a_configserver_refuses_to_start_open_or_with_a_readable_key() {
 async fn a_keyless_plaintext_configserver_on_loopback_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = pxeconf_command()
-        .args(["configserver", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "configserver",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .arg("--database")
         .arg(dir.path().join("pxeconf.db"))
         .env("RUST_LOG", "info")
@@ -1313,9 +1365,17 @@ async fn a_keyless_plaintext_configserver_on_loopback_says_so() {
         .unwrap();
     let lines = Lines::collect(&mut child);
     let _running = Running(child);
-    lines.wait_for("plaintext gRPC: this hop is unencrypted (set tls_cert and tls_key)", 60).await;
     lines
-        .wait_for("no host key configured: the Admin service accepts unauthenticated calls", 10)
+        .wait_for(
+            "plaintext gRPC: this hop is unencrypted (set tls_cert and tls_key)",
+            60,
+        )
+        .await;
+    lines
+        .wait_for(
+            "no host key configured: the Admin service accepts unauthenticated calls",
+            10,
+        )
         .await;
 }
 
@@ -1333,7 +1393,9 @@ async fn oversized_input_is_refused_with_a_short_message() {
             "host.opsi_host_key",
         ),
         (
-            Box::new(|b| b.host.as_mut().unwrap().id = format!("{}.example.org", "a".repeat(1_000_000))),
+            Box::new(|b| {
+                b.host.as_mut().unwrap().id = format!("{}.example.org", "a".repeat(1_000_000))
+            }),
             "host.id",
         ),
         (
@@ -1344,21 +1406,28 @@ async fn oversized_input_is_refused_with_a_short_message() {
             Box::new(|b| b.bootimage_append = vec!["x=1".into(); 1001]),
             "bootimage_append",
         ),
-        (Box::new(|b| b.bootimage_append = vec!["x".repeat(4097)]), "bootimage_append[0]"),
+        (
+            Box::new(|b| b.bootimage_append = vec!["x".repeat(4097)]),
+            "bootimage_append[0]",
+        ),
         (
             Box::new(|b| {
-                b.product_property_states.insert("lang".into(), "d".repeat(4097));
+                b.product_property_states
+                    .insert("lang".into(), "d".repeat(4097));
             }),
             "product_property_states[lang]",
         ),
         (
             Box::new(|b| {
-                b.product_property_states = (0..1001).map(|i| (format!("p{i}"), "v".into())).collect();
+                b.product_property_states =
+                    (0..1001).map(|i| (format!("p{i}"), "v".into())).collect();
             }),
             "product_property_states",
         ),
         (
-            Box::new(|b| b.product.as_mut().unwrap().pxe_config_template = "01-aa-bb-cc-dd-ee-ff".into()),
+            Box::new(|b| {
+                b.product.as_mut().unwrap().pxe_config_template = "01-aa-bb-cc-dd-ee-ff".into()
+            }),
             "product.pxe_config_template",
         ),
     ];
@@ -1367,8 +1436,16 @@ async fn oversized_input_is_refused_with_a_short_message() {
         mutate(&mut b);
         let status = client.set_pxe_config(b).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().starts_with(&format!("{field}: ")), "{}", status.message());
-        assert!(status.message().len() < 300, "{field}: {} bytes", status.message().len());
+        assert!(
+            status.message().starts_with(&format!("{field}: ")),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().len() < 300,
+            "{field}: {} bytes",
+            status.message().len()
+        );
     }
     assert!(dirs.files().is_empty());
 }
@@ -1398,8 +1475,15 @@ async fn the_admin_api_refuses_templates_named_like_pxe_files() {
             })
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{template}: {status:?}");
-        assert!(status.message().contains("pxe_config_template"), "{status:?}");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{template}: {status:?}"
+        );
+        assert!(
+            status.message().contains("pxe_config_template"),
+            "{status:?}"
+        );
     }
 }
 
@@ -1434,7 +1518,10 @@ async fn metrics_label_only_served_rpcs_and_count_refused_callers() {
         assert_eq!(status.code(), Code::Unauthenticated);
     }
     client
-        .list_pxe_configs(keyed(proto::ListPxeConfigsRequest::default(), &depot_key(1)))
+        .list_pxe_configs(keyed(
+            proto::ListPxeConfigsRequest::default(),
+            &depot_key(1),
+        ))
         .await
         .unwrap();
     let text = depot.metrics.encode();
@@ -1443,13 +1530,22 @@ async fn metrics_label_only_served_rpcs_and_count_refused_callers() {
         .filter_map(|l| l.split("path=\"").nth(1)?.split('"').next())
         .collect();
     assert!(paths.contains("other"), "{paths:?}");
-    assert!(paths.contains("/pxeconf.v1.Depot/ListPxeConfigs"), "{paths:?}");
     assert!(
-        paths.iter().all(|p| *p == "other" || !p.contains("Nope") && !p.contains("Made") && !p.contains("evil")),
+        paths.contains("/pxeconf.v1.Depot/ListPxeConfigs"),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .all(|p| *p == "other"
+                || !p.contains("Nope") && !p.contains("Made") && !p.contains("evil")),
         "{paths:?}"
     );
     assert_eq!(
-        counter(&text, "pxeconf_auth_failures_total{service=\"pxeconf.v1.Depot\",reason=\"unauthenticated\"}"),
+        counter(
+            &text,
+            "pxeconf_auth_failures_total{service=\"pxeconf.v1.Depot\",reason=\"unauthenticated\"}"
+        ),
         2,
         "{text}"
     );
