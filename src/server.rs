@@ -100,26 +100,7 @@ pub async fn serve_routes(
         &[]
     };
     let limits = transport.limits;
-    let addr = listener.local_addr().ok();
-    if transport.serves_tls() {
-        let client_ca = transport.tls.as_ref().is_some_and(|t| t.verifies_clients());
-        info!(server, ?addr, client_certificates = client_ca, client_auth = %transport.client_auth, "gRPC over TLS");
-    } else {
-        warn!(
-            server,
-            ?addr,
-            "plaintext gRPC: this hop is unencrypted (set tls_cert and tls_key)"
-        );
-    }
-    info!(
-        server,
-        max_connections = limits.effective_connections(),
-        handshake_timeout_secs = limits.handshake_timeout.as_secs_f64(),
-        idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
-        max_streams = limits.max_streams,
-        request_timeout_secs = limits.request_timeout.as_secs_f64(),
-        "connection limits"
-    );
+    log_transport(server, listener.local_addr().ok(), &transport);
     let reloading = CancellationToken::new();
     if let Some(tls) = &transport.tls {
         tls.spawn_reloader(reloading.clone());
@@ -144,6 +125,30 @@ pub async fn serve_routes(
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Says at start whether the hop is encrypted, and the limits in force.
+fn log_transport(server: &str, addr: Option<std::net::SocketAddr>, transport: &Transport) {
+    let limits = transport.limits;
+    if transport.serves_tls() {
+        let client_ca = transport.tls.as_ref().is_some_and(|t| t.verifies_clients());
+        info!(server, ?addr, client_certificates = client_ca, client_auth = %transport.client_auth, "gRPC over TLS");
+    } else {
+        warn!(
+            server,
+            ?addr,
+            "plaintext gRPC: this hop is unencrypted (set tls_cert and tls_key)"
+        );
+    }
+    info!(
+        server,
+        max_connections = limits.effective_connections(),
+        handshake_timeout_secs = limits.handshake_timeout.as_secs_f64(),
+        idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
+        max_streams = limits.max_streams,
+        request_timeout_secs = limits.request_timeout.as_secs_f64(),
+        "connection limits"
+    );
 }
 
 /// Runs `serve` (which stops taking calls when its shutdown future fires)

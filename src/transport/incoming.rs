@@ -46,7 +46,7 @@ pub struct ConnInfo {
     /// The client certificate chain the peer presented, leaf first, already
     /// verified against the client CA; `None` without one (or without TLS).
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
-    state: Arc<ConnState>,
+    pub(super) state: Arc<ConnState>,
 }
 
 impl ConnInfo {
@@ -64,7 +64,7 @@ impl ConnInfo {
 
 /// The state of one connection, shared by its IO and its requests.
 #[derive(Debug)]
-struct ConnState {
+pub(super) struct ConnState {
     accepted: Instant,
     /// Calls in flight.
     active: AtomicUsize,
@@ -87,7 +87,7 @@ impl ConnState {
         }
     }
 
-    fn enter(self: &Arc<Self>) -> ActiveGuard {
+    pub(super) fn enter(self: &Arc<Self>) -> ActiveGuard {
         self.used.store(true, Ordering::Release);
         self.active.fetch_add(1, Ordering::AcqRel);
         ActiveGuard(self.clone())
@@ -107,7 +107,8 @@ impl ConnState {
     }
 }
 
-struct ActiveGuard(Arc<ConnState>);
+/// A call in flight on a connection; dropped when the call is over.
+pub(super) struct ActiveGuard(Arc<ConnState>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -480,56 +481,4 @@ async fn accept_one(
         }
     };
     let _ = tx.send(Ok(ConnIo::new(stream, state, slot))).await;
-}
-
-/// A tower layer marking a connection busy from a request's start until its
-/// response body is done, so that the idle deadline spares streaming calls.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ActivityLayer;
-
-impl<S> tower::Layer<S> for ActivityLayer {
-    type Service = Activity<S>;
-
-    fn layer(&self, inner: S) -> Activity<S> {
-        Activity(inner)
-    }
-}
-
-/// The service of [`ActivityLayer`].
-#[derive(Clone, Debug)]
-pub struct Activity<S>(S);
-
-impl<S, B, RB> tower::Service<http::Request<B>> for Activity<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    RB::Error: Into<tonic::codegen::StdError>,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use http_body_util::BodyExt;
-        let guard = request
-            .extensions()
-            .get::<ConnInfo>()
-            .map(|info| info.state.enter());
-        let future = self.0.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            // The closure owns the guard: it lives as long as the body.
-            Ok(response.map(|body| {
-                tonic::body::Body::new(body.map_frame(move |frame| {
-                    let _ = &guard;
-                    frame
-                }))
-            }))
-        })
-    }
 }

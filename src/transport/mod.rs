@@ -6,9 +6,11 @@
 //! - `incoming`: accepted connections under a cap and deadlines, the peer's
 //!   certificate on each request ([`ConnInfo`]);
 //! - `client`: channels to peers, `http://` or `https://`;
+//! - `activity`: which connections have a call in flight;
 //! - `guard`: calls to a service refused without a client certificate;
 //! - `limits`: the numbers, the descriptor budget, rate-limited log lines.
 
+mod activity;
 pub mod client;
 mod guard;
 pub mod incoming;
@@ -16,9 +18,10 @@ pub mod limits;
 mod settings;
 pub mod tls;
 
+pub use activity::ActivityLayer;
 pub use client::{ChannelError, ChannelOptions, channel, connect};
 pub use guard::RequireCertLayer;
-pub use incoming::{ActivityLayer, ConnInfo, incoming};
+pub use incoming::{ConnInfo, incoming};
 pub use limits::{Limits, RateLimited};
 pub use settings::{ClientAuth, Transport};
 pub use tls::{Tls, TlsError, TlsFiles};

@@ -275,6 +275,7 @@ impl Tls {
                             hup = None; // the signal driver is gone
                             continue;
                         }
+                        seen = tls.stamp();
                         "SIGHUP"
                     }
                     _ = poll.tick() => {

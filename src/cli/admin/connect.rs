@@ -1,6 +1,7 @@
 //! Reaching the configserver's Admin service: the `--server` URL (checked by
 //! the one URL validator), the admin key (loaded by the one key loader), TLS
-//! for `https://` (`--tls-ca`), one connection per verb, and a failed call or connection as one line.
+//! for `https://` (`--tls-ca`) through the one channel builder, one
+//! connection per verb, and a failed call or connection as one line.
 
 use std::path::PathBuf;
 use std::time::Duration;
