@@ -1550,3 +1550,56 @@ async fn metrics_label_only_served_rpcs_and_count_refused_callers() {
         "{text}"
     );
 }
+
+/// The operator verbs reach an https:// configserver with `--tls-ca`, and
+/// say in one line what is missing without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_verbs_speak_tls_with_the_ca_they_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start_tls(LabOptions {
+        dir: dir.path().to_owned(),
+        pxe_root: dir.path().to_owned(),
+        depots: 1,
+        legacy: 0,
+        concurrency: 4,
+        io_threads: 1,
+    })
+    .await
+    .unwrap();
+    let url = lab.configserver_url();
+    let ca = lab.pki.as_ref().unwrap().ca_file.clone();
+    let key = lab.admin_key_file.clone();
+    let run = move |with_ca: bool| {
+        let mut command = pxeconf_command();
+        command
+            .args(["depots", "--json", "--server", &url])
+            .env("PXECONF_ADMIN_KEY_FILE", &key);
+        if with_ca {
+            command.arg("--tls-ca").arg(&ca);
+        }
+        command.output().unwrap()
+    };
+    let ok = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(true)
+    })
+    .await
+    .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("depot1.example.org"));
+    let refused = tokio::task::spawn_blocking(move || run(false))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is https:// but no --tls-ca is given"),
+        "{stderr}"
+    );
+    lab.shutdown().await;
+}
