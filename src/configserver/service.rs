@@ -510,4 +510,49 @@ mod tests {
             .unwrap_err();
         assert_eq!(none.code(), Code::PermissionDenied);
     }
+
+    #[tokio::test]
+    async fn a_client_belongs_to_the_depot_its_config_names_in_any_spelling() {
+        use crate::configserver::store::ConfigStateRecord;
+        use crate::domain::{Client, Secret};
+        let (_dir, core) = test_core().await;
+        let client = |id: &str| Client {
+            fqdn: Fqdn::parse(id, "id").unwrap(),
+            mac: None,
+            uuid: None,
+            ip_address: String::new(),
+            host_key: Secret::new("0123456789abcdef0123456789abcdef"),
+        };
+        let store = &core.store;
+        store
+            .upsert_clients(&[client("pc1.example.org"), client("pc2.example.org")])
+            .await
+            .unwrap();
+        store
+            .upsert_config_states(&[ConfigStateRecord {
+                object_id: Fqdn::parse("pc1.example.org", "id").unwrap(),
+                config_id: crate::domain::opsi::DEPOT_ID.into(),
+                values: vec!["D1.Example.ORG.".into()],
+            }])
+            .await
+            .unwrap();
+        let service = ConfigServerService::new(core);
+        let get = |id: &str, depot: &str| {
+            service.get_host(as_depot(proto::GetHostRequest { id: id.into() }, depot))
+        };
+        let host = get("pc1.example.org", "d1.example.org").await.unwrap();
+        assert_eq!(host.get_ref().id, "pc1.example.org");
+        for (id, depot) in [
+            ("pc1.example.org", "d2.example.org"),
+            ("pc2.example.org", "d1.example.org"),
+        ] {
+            let denied = get(id, depot).await.unwrap_err();
+            assert_eq!(denied.code(), Code::PermissionDenied, "{id} as {depot}");
+            assert!(
+                !denied.message().contains("d1.example"),
+                "{}",
+                denied.message()
+            );
+        }
+    }
 }
