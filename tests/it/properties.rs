@@ -150,7 +150,7 @@ proptest! {
             }
             Err(e) => {
                 prop_assert!(!e.field.is_empty());
-                prop_assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
+                prop_assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
             }
         }
     }
