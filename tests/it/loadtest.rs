@@ -400,3 +400,70 @@ async fn a_client_not_delivered_fails_the_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("check(s) failed"));
     lab.shutdown().await;
 }
+
+/// The pid of a process whose command line holds `needle`.
+fn pid_with(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
+                .then_some(pid)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_dies_ends_the_run_at_once_and_names_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let child = pxeconf_command()
+        .args(["loadtest", "--scenario", "trickle", "--trickle-clients"])
+        .args(["100000", "--trickle-rate", "20", "--depots", "1"])
+        .args(["--legacy-depots", "0", "--timeout", "10m", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The depot role's command line names its PXE directory in the run dir.
+    let needle = format!("{}/depot1 ", dir.display());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let depot = loop {
+        if let Some(pid) = pid_with(&needle) {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no depot role started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Let the trickle begin, then take the depot away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &depot.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "a run whose depot died cannot pass");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("depot1.loadtest.invalid exited during the run"),
+        "{stderr}"
+    );
+    // Not the 10 minutes of --timeout: the end of the role ends the run.
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+}

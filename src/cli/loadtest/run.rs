@@ -86,11 +86,18 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         run_id: names.run_id(),
         ..Default::default()
     };
-    let (target, site) = open(&args, &names, &mut report).await?;
+    let (target, mut site) = open(&args, &names, &mut report).await?;
     let plan = Plan::new(&args, &target, &names, &mut report.notes)?;
+    let exited = async {
+        match site.as_mut() {
+            Some(site) => site.role_exited().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = measure(&args, &target, &names, &plan, &mut report) => r,
         () = crate::server::shutdown_signal() => Err("interrupted".into()),
+        why = exited => Err(why.into()),
     };
     let failed = result.is_err() || !report.failures.is_empty();
     let finished = finish(&args, &target, &names, &plan, site, failed, &mut report).await;
