@@ -361,9 +361,86 @@ mod tests {
         proto::DepotInfo {
             id: id.into(),
             endpoint: endpoint.into(),
-            host_key: "key".into(),
+            host_key: format!("key-of-{id}-0123456789abcdef0123456789"),
             description: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn depot_keys_are_long_printable_ascii_and_unique() {
+        let (_dir, core) = test_core().await;
+        let admin = AdminService::new(core.clone());
+        let upsert = |depots: Vec<proto::DepotInfo>| {
+            let admin = &admin;
+            async move {
+                admin
+                    .upsert_depots(Request::new(proto::UpsertDepotsRequest { depots }))
+                    .await
+            }
+        };
+        let with_key = |id: &str, key: &str| proto::DepotInfo {
+            host_key: key.into(),
+            ..depot(id, "http://127.0.0.1:9")
+        };
+        let long = "k".repeat(32);
+        for (key, why) in [
+            ("depot-key-1", "32 to 256"),
+            (&"k".repeat(257)[..], "32 to 256"),
+            (&format!("{long}ü")[..], "printable ASCII"),
+            (&format!("{long} x")[..], "printable ASCII"),
+            (&format!("{long}\n")[..], "printable ASCII"),
+        ] {
+            let bad = upsert(vec![with_key("d1.example.org", key)])
+                .await
+                .unwrap_err();
+            assert_eq!(bad.code(), Code::InvalidArgument, "{key:?}");
+            assert!(
+                bad.message().starts_with("depots[0].host_key: "),
+                "{}",
+                bad.message()
+            );
+            assert!(bad.message().contains(why), "{}", bad.message());
+            assert!(!bad.message().contains(&long), "the key is never echoed");
+        }
+        upsert(vec![with_key("d1.example.org", &long)])
+            .await
+            .unwrap();
+        // The same depot again with its own key is fine.
+        upsert(vec![with_key("d1.example.org", &long)])
+            .await
+            .unwrap();
+        // Another depot with that key, in a later call or the same one, is not.
+        let taken = upsert(vec![with_key("d2.example.org", &long)])
+            .await
+            .unwrap_err();
+        assert_eq!(taken.code(), Code::AlreadyExists);
+        assert!(
+            taken.message().contains("d2.example.org"),
+            "{}",
+            taken.message()
+        );
+        assert!(!taken.message().contains(&long));
+        let other = "o".repeat(40);
+        let taken = upsert(vec![
+            with_key("d3.example.org", &other),
+            with_key("d4.example.org", &other),
+        ])
+        .await
+        .unwrap_err();
+        assert_eq!(taken.code(), Code::AlreadyExists);
+        let ids: Vec<String> = core
+            .store
+            .depots()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id.to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            ["d1.example.org"],
+            "nothing of a refused call is written"
+        );
     }
 
     #[tokio::test]

@@ -22,6 +22,11 @@ pub enum Error {
         /// The depot named in the request.
         target: String,
     },
+    /// A depot asked about something that is not its own (a client of
+    /// another depot, a product not installed on it); the message names
+    /// what was asked for, never whose it is.
+    #[error("{0}")]
+    Denied(String),
     /// The request cannot be served in the current state.
     #[error("{0}")]
     Precondition(String),
@@ -43,8 +48,10 @@ impl From<Error> for Status {
         match err {
             Error::Invalid(_) => Status::invalid_argument(message),
             Error::Store(StoreError::NotFound { .. }) => Status::not_found(message),
-            Error::Store(StoreError::AlreadyExists { .. }) => Status::already_exists(message),
-            Error::WrongDepot { .. } => Status::permission_denied(message),
+            Error::Store(StoreError::AlreadyExists { .. } | StoreError::Duplicate { .. }) => {
+                Status::already_exists(message)
+            }
+            Error::WrongDepot { .. } | Error::Denied(_) => Status::permission_denied(message),
             Error::Precondition(_) => Status::failed_precondition(message),
             // A busy database is a moment's trouble: the caller retries.
             Error::Store(ref e) if e.is_busy() => {

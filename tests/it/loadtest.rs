@@ -142,17 +142,22 @@ async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_non
 }
 
 /// A lab site (configserver and two new-path depots in this process) with
-/// a few real clients, and tftpd-hpa serving each depot when it can here.
-async fn site(root: &Path) -> (Lab, Vec<TftpServer>) {
-    let lab = Lab::start(LabOptions {
+/// a few real clients, and tftpd-hpa serving each depot when it can here;
+/// every hop over TLS from a throwaway CA with `tls`.
+async fn site(root: &Path, tls: bool) -> (Lab, Vec<TftpServer>) {
+    let options = LabOptions {
         dir: root.to_owned(),
         pxe_root: root.to_owned(),
         depots: 2,
         legacy: 0,
         concurrency: 8,
         io_threads: 2,
-    })
-    .await
+    };
+    let lab = if tls {
+        Lab::start_tls(options).await
+    } else {
+        Lab::start(options).await
+    }
     .unwrap();
     lab.seed(5).await.unwrap();
     let tftpds = match TftpServer::find() {
@@ -167,9 +172,10 @@ async fn site(root: &Path) -> (Lab, Vec<TftpServer>) {
 }
 
 fn remote_args(lab: &Lab, tftpds: &[TftpServer]) -> Vec<String> {
+    let scheme = if lab.pki.is_some() { "https" } else { "http" };
     let mut args = vec![
         "--configserver".into(),
-        format!("http://{}", lab.configserver),
+        format!("{scheme}://{}", lab.configserver),
         "--admin-key-file".into(),
         lab.admin_key_file.display().to_string(),
         "--depot-key-file".into(),
@@ -178,6 +184,10 @@ fn remote_args(lab: &Lab, tftpds: &[TftpServer]) -> Vec<String> {
         "new".into(),
         "--json".into(),
     ];
+    if let Some(pki) = &lab.pki {
+        args.push("--tls-ca".into());
+        args.push(pki.ca_file.display().to_string());
+    }
     for (d, t) in lab.depots.iter().zip(tftpds) {
         args.push("--tftp".into());
         args.push(format!("{}={}", d.id, t.addr));
@@ -228,9 +238,9 @@ async fn leftovers(lab: &Lab, run_id: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_mode_measures_a_running_site_and_leaves_it_as_it_was() {
+async fn remote_mode_measures_a_running_site_over_tls_and_leaves_it_as_it_was() {
     let root = tempfile::tempdir().unwrap();
-    let (lab, tftpds) = site(root.path()).await;
+    let (lab, tftpds) = site(root.path(), true).await;
     let mut args = remote_args(&lab, &tftpds);
     let boot = !tftpds.is_empty();
     let scenarios = if boot {
@@ -286,7 +296,7 @@ async fn remote_mode_measures_a_running_site_and_leaves_it_as_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
     let root = tempfile::tempdir().unwrap();
-    let (lab, _tftpds) = site(root.path()).await;
+    let (lab, _tftpds) = site(root.path(), false).await;
     let mut args = remote_args(&lab, &[]);
     // A trickle that would take minutes: it is interrupted long before.
     args.extend(
@@ -346,7 +356,7 @@ async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_not_delivered_fails_the_run() {
     let root = tempfile::tempdir().unwrap();
-    let (lab, _tftpds) = site(root.path()).await;
+    let (lab, _tftpds) = site(root.path(), false).await;
     // A registered depot nobody answers for: nothing reaches it.
     lab.admin()
         .await

@@ -76,6 +76,11 @@ impl Plan {
 pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
     crate::telemetry::init_with_default(LogFormat::Human, "warn");
     args.check()?;
+    super::channel::configure(
+        args.tls_ca.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
     let names = Names::random();
     let mut report = Report {
         run_id: names.run_id(),

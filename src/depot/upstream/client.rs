@@ -1,20 +1,19 @@
-//! The depot's connection to its configserver, presenting the host key.
+//! The depot's connection to its configserver, presenting the host key
+//! (and, over `https://`, its certificate when it has one).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::auth::AttachKey;
-use crate::domain::{Fqdn, Secret};
+use crate::domain::{Endpoint, Fqdn, Secret};
 use crate::proto::config_server_client::ConfigServerClient;
+use crate::transport::{ChannelOptions, Tls};
 
-/// How long connecting to the configserver may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The deadline of one call to the configserver.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// HTTP/2 keep-alive ping interval on the channel.
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The configserver's gRPC client with the depot's key attached.
 pub type Client = ConfigServerClient<InterceptedService<Channel, AttachKey>>;
@@ -27,17 +26,24 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A lazy connection to `url`, presenting `key`.
-    pub fn connect(url: &str, key: Option<&Secret>, depot_id: Fqdn) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("invalid URL {url}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE);
+    /// A lazy connection to `url`, presenting `key`; `tls` is needed for an
+    /// `https://` URL.
+    pub fn connect(
+        url: &str,
+        key: Option<&Secret>,
+        depot_id: Fqdn,
+        tls: Option<&Arc<Tls>>,
+    ) -> Result<Self, String> {
+        let endpoint = Endpoint::parse(url, "configserver").map_err(|e| e.to_string())?;
+        let options = ChannelOptions {
+            call_timeout: Some(CALL_TIMEOUT),
+            ..ChannelOptions::default()
+        };
+        let channel =
+            crate::transport::channel(&endpoint, tls, options).map_err(|e| e.to_string())?;
         let auth = AttachKey::new(key.unwrap_or(&Secret::default())).map_err(|e| e.to_string())?;
         Ok(Self {
-            client: ConfigServerClient::with_interceptor(endpoint.connect_lazy(), auth),
+            client: ConfigServerClient::with_interceptor(channel, auth),
             depot_id,
         })
     }

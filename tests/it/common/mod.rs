@@ -143,6 +143,7 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
         // finds its journal.
         state_dir: dirs.root.path().join("state"),
         file_access: Default::default(),
+        transport: pxeconf::transport::Transport::plaintext(),
     }
 }
 
@@ -277,7 +278,7 @@ use pxeconf::configserver::{ConfigServer, ConfigServerConfig, Core};
 use pxeconf::domain::Modules;
 
 /// The admin key of test configservers.
-pub const ADMIN_KEY: &str = "admin-secret";
+pub const ADMIN_KEY: &str = "admin-secret-0123456789abcdef0123456789";
 
 /// Dispatch settings that retry quickly, for tests.
 pub fn fast_dispatch() -> DispatchSettings {
@@ -289,6 +290,7 @@ pub fn fast_dispatch() -> DispatchSettings {
         timeout: Duration::from_secs(30),
         min_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
+        tls: None,
     }
 }
 
@@ -302,6 +304,15 @@ pub struct TestConfigServer {
 
 impl TestConfigServer {
     pub async fn start(database: &Path, port: u16) -> Self {
+        Self::start_with(database, port, pxeconf::transport::Transport::plaintext()).await
+    }
+
+    /// A configserver with `transport` (TLS, client auth, limits).
+    pub async fn start_with(
+        database: &Path,
+        port: u16,
+        transport: pxeconf::transport::Transport,
+    ) -> Self {
         let metrics = Metrics::new();
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -314,6 +325,7 @@ impl TestConfigServer {
                     secureboot: true,
                 },
                 dispatch: fast_dispatch(),
+                transport,
             },
             metrics.clone(),
         )
@@ -355,9 +367,10 @@ pub type Admin = proto::admin_client::AdminClient<
     tonic::service::interceptor::InterceptedService<Channel, pxeconf::auth::AttachKey>,
 >;
 
-/// The host key of test depot `i`.
+/// The host key of test depot `i` (32 characters and more, as the Admin
+/// API requires).
 pub fn depot_key(i: usize) -> String {
-    format!("depot-key-{i}")
+    format!("depot-key-{i}-0123456789abcdef0123456789")
 }
 
 /// Test depot `i`'s id.
