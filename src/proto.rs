@@ -5,6 +5,9 @@
 
 tonic::include_proto!("pxeconf.v1");
 
+mod compat;
+pub use compat::Written;
+
 /// The encoded file descriptor set of `proto/`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/pxeconf_descriptor.bin"));

@@ -108,7 +108,7 @@ fn example(name: &str) -> String {
 async fn client_status(
     admin: &mut Admin,
     fqdn: &str,
-) -> Result<proto::ClientStatus, tonic::Status> {
+) -> Result<proto::GetClientStatusResponse, tonic::Status> {
     admin
         .get_client_status(proto::GetClientStatusRequest { fqdn: fqdn.into() })
         .await

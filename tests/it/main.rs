@@ -2,8 +2,10 @@
 //! on port 0, real SQLite files, real directories and real tools.
 
 mod admin_cli;
+mod apidoc;
 mod common;
 mod configserver;
+mod contract;
 mod depot;
 mod loadtest;
 mod modules;

@@ -114,7 +114,7 @@ fn config_client(ch: Channel) -> proto::config_server_client::ConfigServerClient
     proto::config_server_client::ConfigServerClient::new(ch)
 }
 
-async fn modules(ch: Channel, key: &str) -> Result<proto::Modules, tonic::Status> {
+async fn modules(ch: Channel, key: &str) -> Result<proto::GetModulesResponse, tonic::Status> {
     config_client(ch)
         .get_modules(keyed(proto::GetModulesRequest {}, key))
         .await

@@ -55,7 +55,7 @@ impl Bulk {
     }
 
     /// Sends `items` through `call`, one call per chunk, in order.
-    pub async fn send<T, F, Fut>(
+    pub async fn send<T, R, F, Fut>(
         &mut self,
         section: &'static str,
         items: Vec<T>,
@@ -63,7 +63,8 @@ impl Bulk {
     ) -> Result<(), CliError>
     where
         F: FnMut(Vec<T>) -> Fut,
-        Fut: Future<Output = Result<Response<proto::WriteResponse>, Status>>,
+        R: Into<proto::Written>,
+        Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let count = items.len();
         if count == 0 {
@@ -84,7 +85,9 @@ impl Bulk {
             let response = call(chunk)
                 .await
                 .map_err(|status| self.failure(section, offset, len, count, &status))?
-                .into_inner();
+                .into_inner()
+                .into();
+            let response: proto::Written = response;
             done.affected += response.affected;
             done.pushes_queued += response.pushes_queued;
             self.totals.items += len as u64;
