@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
 use super::reason::{DOMAIN, Reason};
+use crate::domain::ValidationError;
 
 /// One error as a status with pxeconf's details: the code, a message for
 /// people, and for programs the reason, metadata, field violations,
@@ -34,6 +35,14 @@ impl Problem {
             preconditions: vec![],
             retry: None,
         }
+    }
+
+    /// INVALID_ARGUMENT for `e`, with one field violation per bad field.
+    pub fn invalid(e: &ValidationError) -> Self {
+        e.violations().fold(
+            Self::new(Reason::InvalidField, e.to_string()),
+            |p, (f, m)| p.violation(f, m),
+        )
     }
 
     /// The same with another code (a reason some roles answer differently).

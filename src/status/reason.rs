@@ -67,10 +67,12 @@ reasons! {
     MacConflict = "MAC_CONFLICT", AlreadyExists;
     /// The system UUID is another client's (metadata `client`, `other`).
     UuidConflict = "UUID_CONFLICT", AlreadyExists;
+    /// The host key is another depot's: a key identifies one depot.
+    HostKeyConflict = "HOST_KEY_CONFLICT", AlreadyExists;
     /// A PXE file name the config needs is held by another client on the
     /// depot (metadata `file`, `owner`).
     FileNameConflict = "FILE_NAME_CONFLICT", AlreadyExists;
-    /// The caller may not act for the depot the request names.
+    /// The caller may not act for the depot or client the request names.
     WrongDepot = "WRONG_DEPOT", PermissionDenied;
     /// The caller presented no host key, or a wrong one.
     Unauthenticated = "UNAUTHENTICATED", Unauthenticated;

@@ -7,6 +7,7 @@ mod common;
 mod configserver;
 mod contract;
 mod depot;
+mod errors;
 mod loadtest;
 mod modules;
 mod operator;
