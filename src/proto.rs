@@ -5,8 +5,7 @@
 
 tonic::include_proto!("pxeconf.v1");
 
-mod compat;
-pub use compat::Written;
+pub mod compat;
 
 /// The encoded file descriptor set of `proto/`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -34,7 +34,7 @@ impl AdminService {
     }
 
     /// Runs one write of validated `items` and queues the pushes it owes.
-    async fn write<R, T: From<proto::Written>>(
+    async fn write<R, T: From<proto::compat::Written>>(
         &self,
         items: Result<Vec<R>, ValidationError>,
         run: impl AsyncFnOnce(&Store, &[R]) -> store::Result<WriteOutcome>,
@@ -45,10 +45,10 @@ impl AdminService {
     }
 
     /// Queues the write's pushes and answers with its counts.
-    async fn done<T: From<proto::Written>>(&self, outcome: WriteOutcome) -> Response<T> {
+    async fn done<T: From<proto::compat::Written>>(&self, outcome: WriteOutcome) -> Response<T> {
         let pushes_queued = outcome.owed.len() as u64;
         self.core.dispatcher.notify(outcome.owed).await;
-        Response::new(T::from(proto::Written {
+        Response::new(T::from(proto::compat::Written {
             affected: outcome.affected,
             pushes_queued,
         }))

@@ -63,7 +63,7 @@ impl Bulk {
     ) -> Result<(), CliError>
     where
         F: FnMut(Vec<T>) -> Fut,
-        R: Into<proto::Written>,
+        R: Into<proto::compat::Written>,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let count = items.len();
@@ -87,7 +87,7 @@ impl Bulk {
                 .map_err(|status| self.failure(section, offset, len, count, &status))?
                 .into_inner()
                 .into();
-            let response: proto::Written = response;
+            let response: proto::compat::Written = response;
             done.affected += response.affected;
             done.pushes_queued += response.pushes_queued;
             self.totals.items += len as u64;
