@@ -89,7 +89,9 @@ pub struct ConfigServerFile {
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
     grace_period: Option<String>,
-    // TLS and connection limits (the same keys as the depot's).
+    // TLS and connection limits (the same keys as the depot's), spelled out
+    // rather than a flattened struct: serde refuses `flatten` together with
+    // `deny_unknown_fields`, and a misspelt key must stay an error.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,

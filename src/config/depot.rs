@@ -132,7 +132,8 @@ pub struct DepotFile {
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
     grace_period: Option<String>,
-    // TLS and connection limits (the same keys as the configserver's).
+    // TLS and connection limits (the same keys as the configserver's; spelled
+    // out because serde refuses `flatten` with `deny_unknown_fields`).
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
