@@ -419,9 +419,10 @@ async fn a_depot_known_by_its_certificate_only_gets_its_pushes_and_reports_its_r
     seed(&mut admin, &[(1, https(depot.addr).to_string())], 3, |_| 1).await;
     set_actions(&mut admin, 0..3, "setup").await;
     // The legacy depot looked every client up, as itself, by certificate.
+    // Six published files (a listing may also hold a write's temporary file).
     wait_for("three configs on the depot", 60, || {
-        let n = dirs.files().len();
-        async move { n == 6 }
+        let files = dirs.files();
+        async move { files.contains(&mac_file(1)) && files.len() == 6 }
     })
     .await;
     simulate_read(&dirs.pxe.join(mac_file(1)));
