@@ -28,10 +28,15 @@ pub fn keys_equal(a: &str, b: &str) -> bool {
 /// The status for a request without the right key.
 pub fn unauthenticated(missing: bool) -> Status {
     if missing {
-        Status::unauthenticated("missing 'authorization: Bearer <host key>' metadata")
+        refused("missing 'authorization: Bearer <host key>' metadata")
     } else {
-        Status::unauthenticated("wrong host key")
+        refused("wrong host key")
     }
+}
+
+/// UNAUTHENTICATED with pxeconf's `ErrorInfo`.
+pub fn refused(message: &str) -> Status {
+    crate::status::Problem::new(crate::status::Reason::Unauthenticated, message).into_status()
 }
 
 /// A server interceptor accepting exactly one key; with no key configured it

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use crate::domain::limits::{MAX_BULK, MAX_ID, MAX_ITEMS, MAX_KEY, MAX_VALUE, shown};
 use crate::domain::{
-    ActionRequest, BootMode, Client, ClientBundle, Fqdn, Mac, Modules, NetbootProduct, ProductId,
-    Secret, SystemUuid, TemplateName, ValidationError,
+    ActionRequest, BootMode, Client, ClientBundle, Fqdn, MAX_VIOLATIONS, Mac, Modules,
+    NetbootProduct, ProductId, Secret, SystemUuid, TemplateName, ValidationError,
 };
 use crate::proto;
 
@@ -67,27 +67,36 @@ pub fn check_line(value: &str, field: &str) -> Result<(), ValidationError> {
 impl TryFrom<proto::Host> for Client {
     type Error = ValidationError;
 
+    // Every field is checked, so that the caller learns all bad ones at once.
     fn try_from(host: proto::Host) -> Result<Self, Self::Error> {
-        let fqdn = Fqdn::parse(&host.id, "id")?;
+        let fqdn = Fqdn::parse(&host.id, "id");
         let mac = match host.hardware_address.trim() {
-            "" => None,
-            m => Some(Mac::parse(m, "hardware_address")?),
+            "" => Ok(None),
+            m => Mac::parse(m, "hardware_address").map(Some),
         };
         let uuid = match host.system_uuid.trim() {
-            "" => None,
-            u => Some(SystemUuid::parse(u, "system_uuid")?),
+            "" => Ok(None),
+            u => SystemUuid::parse(u, "system_uuid").map(Some),
         };
-        check_len(&host.opsi_host_key, MAX_KEY, "opsi_host_key")?;
-        check_token(&host.opsi_host_key, "opsi_host_key")?;
-        check_len(&host.ip_address, MAX_ID, "ip_address")?;
-        check_line(&host.ip_address, "ip_address")?;
-        Ok(Client {
-            fqdn,
-            mac,
-            uuid,
-            ip_address: host.ip_address.trim().to_owned(),
-            host_key: Secret::new(host.opsi_host_key),
-        })
+        let key = check_len(&host.opsi_host_key, MAX_KEY, "opsi_host_key")
+            .and_then(|()| check_token(&host.opsi_host_key, "opsi_host_key"));
+        let ip = check_len(&host.ip_address, MAX_ID, "ip_address")
+            .and_then(|()| check_line(&host.ip_address, "ip_address"));
+        match (fqdn, mac, uuid, key, ip) {
+            (Ok(fqdn), Ok(mac), Ok(uuid), Ok(()), Ok(())) => Ok(Client {
+                fqdn,
+                mac,
+                uuid,
+                ip_address: host.ip_address.trim().to_owned(),
+                host_key: Secret::new(host.opsi_host_key),
+            }),
+            (fqdn, mac, uuid, key, ip) => Err(ValidationError::join(
+                [fqdn.err(), mac.err(), uuid.err(), key.err(), ip.err()]
+                    .into_iter()
+                    .flatten(),
+            )
+            .unwrap_err()),
+        }
     }
 }
 
@@ -398,27 +407,41 @@ pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 }
 
 /// Validates each item with `f`, naming a failure `field[i].…`; at most
-/// [`MAX_BULK`] items (one Admin write).
+/// [`MAX_BULK`] items (one Admin write). Every bad item is named (up to
+/// `MAX_VIOLATIONS` fields), not just the first.
 pub fn convert_each<W, D>(
     items: Vec<W>,
     field: &str,
     f: impl Fn(W) -> Result<D, ValidationError>,
 ) -> Result<Vec<D>, ValidationError> {
     check_count(items.len(), MAX_BULK, field)?;
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| f(w).map_err(|e| e.within(&format!("{field}[{i}]"))))
-        .collect()
+    collect_each(items, |i, w| {
+        f(w).map_err(|e| e.within(&format!("{field}[{i}]")))
+    })
 }
 
-/// Validates FQDNs, naming a failure `field[i]`; at most [`MAX_BULK`].
+/// Validates FQDNs, naming each failure `field[i]`; at most [`MAX_BULK`].
 pub fn fqdns(ids: Vec<String>, field: &str) -> Result<Vec<Fqdn>, ValidationError> {
     check_count(ids.len(), MAX_BULK, field)?;
-    ids.iter()
-        .enumerate()
-        .map(|(i, id)| Fqdn::parse(id, &format!("{field}[{i}]")))
-        .collect()
+    collect_each(ids, |i, id| Fqdn::parse(&id, &format!("{field}[{i}]")))
+}
+
+/// `f` over every item with its index: all results, or one error naming
+/// every bad item (at most `MAX_VIOLATIONS`).
+fn collect_each<W, D>(
+    items: Vec<W>,
+    f: impl Fn(usize, W) -> Result<D, ValidationError>,
+) -> Result<Vec<D>, ValidationError> {
+    let mut good = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for (i, w) in items.into_iter().enumerate() {
+        match f(i, w) {
+            Ok(d) => good.push(d),
+            Err(e) if bad.len() < MAX_VIOLATIONS => bad.push(e),
+            Err(_) => {}
+        }
+    }
+    ValidationError::join(bad).map(|()| good)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tracing::warn;
 
 use crate::auth::{bearer_token, keys_equal, unauthenticated};
 use crate::domain::Secret;
+use crate::status::{Problem, RETRY_BUSY, Reason};
 use crate::transport::tls::cert_names;
 use crate::transport::{ClientAuth, ConnInfo, RateLimited};
 
@@ -42,7 +43,7 @@ impl CallerDepot {
             .extensions()
             .get::<CallerDepot>()
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("no depot identity"))
+            .ok_or_else(|| crate::auth::refused("no depot identity"))
     }
 
     /// The depot's id.
@@ -120,15 +121,15 @@ impl DepotKeys {
     fn depot_named_by(&self, info: Option<&ConnInfo>) -> Result<String, Status> {
         let cert = info
             .and_then(ConnInfo::peer_cert)
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required (mTLS)"))?;
+            .ok_or_else(|| crate::auth::refused("a client certificate is required (mTLS)"))?;
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let mut named = known.keys.iter().filter(|(id, _)| cert_names(cert, id));
         match (named.next(), named.next()) {
             (Some((id, _)), None) => Ok(id.clone()),
-            (None, _) => Err(Status::unauthenticated(
+            (None, _) => Err(crate::auth::refused(
                 "the client certificate names no registered depot",
             )),
-            (Some(_), Some(_)) => Err(Status::unauthenticated(
+            (Some(_), Some(_)) => Err(crate::auth::refused(
                 "the client certificate names more than one depot",
             )),
         }
@@ -145,13 +146,15 @@ impl DepotKeys {
             .depot_for(token)
             .ok_or_else(|| unauthenticated(false))?;
         if mode.needs_cert() {
-            let cert = info.and_then(ConnInfo::peer_cert).ok_or_else(|| {
-                Status::unauthenticated("a client certificate is required (mTLS)")
-            })?;
+            let cert = info
+                .and_then(ConnInfo::peer_cert)
+                .ok_or_else(|| crate::auth::refused("a client certificate is required (mTLS)"))?;
             if !cert_names(cert, &depot) {
-                return Err(Status::permission_denied(
+                return Err(Problem::new(
+                    Reason::WrongDepot,
                     "the client certificate does not name the depot this key belongs to",
-                ));
+                )
+                .into_status());
             }
         }
         Ok(depot)
@@ -165,10 +168,15 @@ impl DepotKeys {
         };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(Arc::new(permit))),
-            Err(_) => Err(Status::resource_exhausted(format!(
-                "too many calls in flight from this depot (at most {})",
-                self.max_calls
-            ))),
+            Err(_) => Err(Problem::new(
+                Reason::TooManyRequests,
+                format!(
+                    "too many calls in flight from this depot (at most {})",
+                    self.max_calls
+                ),
+            )
+            .retry_after(RETRY_BUSY)
+            .into_status()),
         }
     }
 
@@ -240,6 +248,10 @@ mod tests {
             .call(with_token("k1"))
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            crate::status::reason_of(&refused).as_deref(),
+            Some("UNAUTHENTICATED")
+        );
     }
 
     #[test]
@@ -251,6 +263,15 @@ mod tests {
         let second = admit.call(with_token("k1")).unwrap();
         let refused = admit.call(with_token("k1")).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        use tonic_types::StatusExt;
+        assert_eq!(
+            crate::status::reason_of(&refused).as_deref(),
+            Some("TOO_MANY_REQUESTS")
+        );
+        assert_eq!(
+            refused.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(RETRY_BUSY)
+        );
         // Re-registering keeps the slots taken.
         keys.set(vec![("d1.example.org".into(), Secret::new("k1"))]);
         assert!(admit.call(with_token("k1")).is_err());

@@ -133,7 +133,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_host(
         &self,
         request: Request<proto::GetHostRequest>,
-    ) -> Result<Response<proto::Host>, Status> {
+    ) -> Result<Response<proto::GetHostResponse>, Status> {
         self.count("GetHost");
         let depot = CallerDepot::of(&request)?;
         let id = Fqdn::parse(&request.get_ref().id, "id").map_err(Error::from)?;
@@ -145,7 +145,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| Error::not_found("client", id.as_str()))?;
-        Ok(Response::new(proto::Host::from(&client)))
+        Ok(Response::new(proto::Host::from(&client).into()))
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id))]
@@ -172,7 +172,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_product_on_depot(
         &self,
         request: Request<proto::GetProductOnDepotRequest>,
-    ) -> Result<Response<proto::ProductOnDepot>, Status> {
+    ) -> Result<Response<proto::GetProductOnDepotResponse>, Status> {
         self.count("GetProductOnDepot");
         let caller = CallerDepot::of(&request)?;
         let r = request.into_inner();
@@ -192,7 +192,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| Error::not_found("product on depot", format!("{product} on {depot}")))?;
-        Ok(Response::new(proto::ProductOnDepot {
+        Ok(Response::new(proto::GetProductOnDepotResponse {
             depot_id: depot.to_string(),
             product_id: product.to_string(),
             product_version,
@@ -204,7 +204,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_product(
         &self,
         request: Request<proto::GetProductRequest>,
-    ) -> Result<Response<proto::Product>, Status> {
+    ) -> Result<Response<proto::GetProductResponse>, Status> {
         self.count("GetProduct");
         let depot = CallerDepot::of(&request)?;
         let r = request.into_inner();
@@ -235,7 +235,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
                     format!("{id} {}-{}", r.product_version, r.package_version),
                 )
             })?;
-        Ok(Response::new(proto::Product {
+        Ok(Response::new(proto::GetProductResponse {
             id: product.id.to_string(),
             product_version: product.product_version,
             package_version: product.package_version,
@@ -302,11 +302,13 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_modules(
         &self,
         _request: Request<proto::GetModulesRequest>,
-    ) -> Result<Response<proto::Modules>, Status> {
+    ) -> Result<Response<proto::GetModulesResponse>, Status> {
         self.count("GetModules");
         // Only an admitted depot gets here; the modules are no client's data.
         let _depot = CallerDepot::of(&_request)?;
-        Ok(Response::new(self.core.modules.into()))
+        Ok(Response::new(
+            proto::Modules::from(self.core.modules).into(),
+        ))
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn))]

@@ -78,9 +78,8 @@ where
                     "call without a client certificate refused"
                 );
             }
-            let status = tonic::Status::unauthenticated(
-                "a client certificate from the client CA is required (mTLS)",
-            );
+            let status =
+                crate::auth::refused("a client certificate from the client CA is required (mTLS)");
             return Box::pin(async move { Ok(status.into_http()) });
         }
         Box::pin(self.inner.call(request))

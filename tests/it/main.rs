@@ -2,9 +2,12 @@
 //! on port 0, real SQLite files, real directories and real tools.
 
 mod admin_cli;
+mod apidoc;
 mod common;
 mod configserver;
+mod contract;
 mod depot;
+mod errors;
 mod loadtest;
 mod modules;
 mod operator;

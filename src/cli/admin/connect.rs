@@ -129,8 +129,24 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A failed call as one line: `NOT_FOUND: client x.example.org does not exist`.
+/// A failed call as one line, `NOT_FOUND: client x.example.org does not
+/// exist`; when the status names several bad fields (`BadRequest`), one more
+/// line for each: `  clients[3].hardware_address: invalid MAC address …`.
 pub(super) fn grpc_error(status: &Status) -> String {
+    let fields = crate::status::violation_lines(status);
+    if fields.len() > 1 {
+        // The message names a few; the lines name them all.
+        let mut out = format!(
+            "{}: {} invalid fields",
+            code_name(status.code()),
+            fields.len()
+        );
+        for field in fields {
+            out.push_str("\n  ");
+            out.push_str(&field.replace('\n', " "));
+        }
+        return out;
+    }
     let message = status.message().trim();
     if message.is_empty() {
         code_name(status.code()).to_owned()
@@ -164,6 +180,16 @@ mod tests {
         assert_eq!(
             grpc_error(&Status::failed_precondition("")),
             "FAILED_PRECONDITION"
+        );
+        let two = crate::domain::ValidationError::join([
+            crate::domain::ValidationError::new("clients[0].id", "bad"),
+            crate::domain::ValidationError::new("clients[2].system_uuid", "short"),
+        ])
+        .unwrap_err();
+        let status = crate::status::Problem::invalid(&two).into_status();
+        assert_eq!(
+            grpc_error(&status),
+            "INVALID_ARGUMENT: 2 invalid fields\n  clients[0].id: bad\n  clients[2].system_uuid: short"
         );
     }
 

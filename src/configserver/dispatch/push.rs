@@ -168,7 +168,7 @@ async fn call(
                 epoch,
             };
             let answer = client.set_pxe_config_by_fqdn(request).await?;
-            Ok(used_template(answer.into_inner()))
+            Ok(used_template(answer.into_inner().into()))
         }
         (Job::Set(bundle), PushPath::New) => {
             let mut request = proto::ClientBundle::from(bundle.as_ref());

@@ -497,7 +497,7 @@ pub async fn set_actions(
     admin: &mut Admin,
     clients: impl IntoIterator<Item = u32>,
     action: &str,
-) -> proto::WriteResponse {
+) -> proto::SetActionRequestsResponse {
     admin
         .set_action_requests(proto::SetActionRequestsRequest {
             action_requests: clients
@@ -515,7 +515,7 @@ pub async fn set_actions(
 }
 
 /// A client's status.
-pub async fn status(admin: &mut Admin, n: u32) -> proto::ClientStatus {
+pub async fn status(admin: &mut Admin, n: u32) -> proto::GetClientStatusResponse {
     admin
         .get_client_status(proto::GetClientStatusRequest {
             fqdn: format!("client{n}.example.org"),
