@@ -369,8 +369,18 @@ impl State {
         *highest = (*highest).max(revision);
     }
 
-    fn commit_set(&mut self, config: Rendered, released: &[String], now: SystemTime) -> SetOutcome {
+    fn commit_set(
+        &mut self,
+        mut config: Rendered,
+        released: &[String],
+        now: SystemTime,
+    ) -> SetOutcome {
         self.observe(&config.epoch, config.revision);
+        // Every push carries its own copy of the epoch; held configs share
+        // the current one (100,000 of them would otherwise hold 100,000).
+        if config.epoch == self.epoch {
+            config.epoch = self.epoch.clone();
+        }
         for name in released {
             self.owners.remove(name);
         }
