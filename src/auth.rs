@@ -11,6 +11,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::domain::Secret;
+use crate::domain::limits::MAX_KEY;
 
 /// The bearer token of a request, if it carries one.
 pub fn bearer_token<T>(request: &Request<T>) -> Option<&str> {
@@ -27,10 +28,15 @@ pub fn keys_equal(a: &str, b: &str) -> bool {
 /// The status for a request without the right key.
 pub fn unauthenticated(missing: bool) -> Status {
     if missing {
-        Status::unauthenticated("missing 'authorization: Bearer <host key>' metadata")
+        refused("missing 'authorization: Bearer <host key>' metadata")
     } else {
-        Status::unauthenticated("wrong host key")
+        refused("wrong host key")
     }
+}
+
+/// UNAUTHENTICATED with pxeconf's `ErrorInfo`.
+pub fn refused(message: &str) -> Status {
+    crate::status::Problem::new(crate::status::Reason::Unauthenticated, message).into_status()
 }
 
 /// A server interceptor accepting exactly one key; with no key configured it
@@ -117,6 +123,11 @@ impl EnvKey {
         }
     }
 
+    /// Whether the variable holds more than blanks (it then wins over a file).
+    pub fn is_set(&self) -> bool {
+        self.value.as_deref().is_some_and(|v| !v.trim().is_empty())
+    }
+
     /// `value`, as if the variable `name` held it.
     pub fn given(name: &'static str, value: impl Into<String>) -> Self {
         Self {
@@ -178,6 +189,44 @@ pub enum KeyError {
         /// Where it came from.
         origin: KeyOrigin,
     },
+    /// A server's key that is too short to resist guessing, or too long.
+    #[error("{origin}: the key must be {} to {} characters", SERVER_KEY_LENGTH.start(), SERVER_KEY_LENGTH.end())]
+    Length {
+        /// Where it came from.
+        origin: KeyOrigin,
+    },
+}
+
+/// How long a key a server requires (its own, and every depot's key the
+/// Admin API registers) must be: long enough that guessing is hopeless.
+pub const SERVER_KEY_LENGTH: std::ops::RangeInclusive<usize> = 32..=MAX_KEY;
+
+/// Checks a key a server requires: [`SERVER_KEY_LENGTH`] characters, each
+/// printable ASCII (no spaces), so that it fits an `authorization` header.
+pub fn check_server_key(key: &str) -> Result<(), &'static str> {
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces");
+    }
+    if !SERVER_KEY_LENGTH.contains(&key.len()) {
+        return Err("must be 32 to 256 characters");
+    }
+    Ok(())
+}
+
+/// A server's own key, loaded as [`load_key`] does and as long as
+/// [`SERVER_KEY_LENGTH`] asks.
+pub fn load_server_key(env: &EnvKey, file: Option<&Path>) -> Result<Option<Secret>, KeyError> {
+    let key = load_key(env, file)?;
+    if let Some(k) = &key
+        && !SERVER_KEY_LENGTH.contains(&k.expose().len())
+    {
+        let origin = match (env.is_set(), file) {
+            (false, Some(path)) => KeyOrigin::File(path.to_owned()),
+            _ => KeyOrigin::Env(env.name),
+        };
+        return Err(KeyError::Length { origin });
+    }
+    Ok(key)
 }
 
 /// Loads a key by the rules every role and verb shares: the environment

@@ -17,4 +17,5 @@ pub mod proto;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod transport;
 pub mod wire;

@@ -3,7 +3,8 @@
 //! Families are labelled by depot so that a process hosting several depots
 //! (the demo, the tests) keeps their series apart.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +49,31 @@ pub struct RpcLatencyLabels {
     pub code: String,
 }
 
+/// Labels naming a server of this process (`depot`, `configserver`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    /// The server's role.
+    pub server: String,
+}
+
+/// Labels of a connection the server closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    /// The server's role.
+    pub server: String,
+    /// `limit`, `evicted`, `handshake_timeout`, `tls_error`, `silent`, `idle`.
+    pub reason: String,
+}
+
+/// Labels of a refused caller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// The gRPC service (a known one, else `other`), or `tls`.
+    pub service: String,
+    /// `unauthenticated`, `permission_denied` or `handshake`.
+    pub reason: String,
+}
+
 /// Labels of a depot's config write.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
@@ -87,10 +113,18 @@ pub struct Metrics {
     pub read_reports: Family<WriteLabels, Counter>,
     /// Served RPC latency in seconds, by path and status code.
     pub rpc_latency: Family<RpcLatencyLabels, Histogram, fn() -> Histogram>,
+    /// Open connections, by server.
+    pub connections: Family<ServerLabel, Gauge>,
+    /// Connections the server closed, by server and reason.
+    pub connections_closed: Family<ConnLabels, Counter>,
+    /// Refused callers, by service and reason.
+    pub auth_failures: Family<AuthLabels, Counter>,
 }
 
 impl Metrics {
     /// A fresh registry with every family registered.
+    // One entry per family, names and help side by side: longer than 60
+    // lines, but splitting it would only scatter the list.
     pub fn new() -> Arc<Self> {
         let mut r = Registry::with_prefix("pxeconf");
         let latency =
@@ -146,6 +180,24 @@ impl Metrics {
                 "Served gRPC call latency",
                 latency,
             ),
+            connections: registered(
+                &mut r,
+                "connections",
+                "Open gRPC connections",
+                Family::default(),
+            ),
+            connections_closed: registered(
+                &mut r,
+                "connections_closed",
+                "gRPC connections the server closed: limit, evicted, handshake_timeout, tls_error, silent, idle",
+                Family::default(),
+            ),
+            auth_failures: registered(
+                &mut r,
+                "auth_failures",
+                "Refused callers: a missing or wrong key or certificate, a failed TLS handshake",
+                Family::default(),
+            ),
             registry: r,
         })
     }
@@ -156,6 +208,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts a refused caller of `service`.
+    pub fn auth_failure(&self, service: &str, reason: &str) {
+        self.auth_failures
+            .get_or_create(&AuthLabels {
+                service: service.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The look-up count for one RPC name.
@@ -173,6 +235,60 @@ impl Metrics {
             .iter()
             .map(|rpc| self.lookup_count(rpc))
             .sum()
+    }
+}
+
+/// Every RPC path pxeconf serves (`/package.Service/Method`): its own
+/// services, health and reflection, from their descriptor sets.
+fn known_paths() -> &'static HashSet<String> {
+    static PATHS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+        use prost::Message;
+        let sets = [
+            crate::proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut paths = HashSet::new();
+        for bytes in sets {
+            // The sets are embedded at build time; one that does not decode
+            // leaves its paths under "other".
+            let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+                continue;
+            };
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        paths.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        paths
+    });
+    &PATHS
+}
+
+/// The metrics label of a request path: the path itself when pxeconf
+/// serves it, else `other` (a caller cannot grow the label set).
+pub fn rpc_label(path: &str) -> &str {
+    if known_paths().contains(path) {
+        path
+    } else {
+        "other"
+    }
+}
+
+/// The service of a known path (`pxeconf.v1.Depot`), else `other`.
+pub fn service_label(path: &str) -> &str {
+    match rpc_label(path) {
+        "other" => "other",
+        known => known[1..].split('/').next().unwrap_or("other"),
     }
 }
 
@@ -202,4 +318,35 @@ pub async fn serve_http(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_paths_become_labels() {
+        assert_eq!(
+            rpc_label("/pxeconf.v1.Depot/SetPxeConfig"),
+            "/pxeconf.v1.Depot/SetPxeConfig"
+        );
+        assert_eq!(
+            rpc_label("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        for made_up in [
+            "/pxeconf.v1.Depot/Nope",
+            "/pxeconf.v1.X/Y",
+            "/",
+            "",
+            "/a/b/c",
+        ] {
+            assert_eq!(rpc_label(made_up), "other", "{made_up}");
+        }
+        assert_eq!(
+            service_label("/pxeconf.v1.Admin/ListDepots"),
+            "pxeconf.v1.Admin"
+        );
+        assert_eq!(service_label("/pxeconf.v1.Admin/Nope"), "other");
+    }
 }

@@ -5,6 +5,8 @@
 
 tonic::include_proto!("pxeconf.v1");
 
+pub mod compat;
+
 /// The encoded file descriptor set of `proto/`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/pxeconf_descriptor.bin"));

@@ -1,7 +1,9 @@
 //! What every gRPC server of pxeconf shares: reflection (v1 and v1alpha, so
 //! old and new grpcurl both work), the standard health service, a latency
-//! histogram per RPC, serving an already bound listener until shutdown, and
-//! the supervision of the background tasks a service needs ([`Supervisor`]).
+//! histogram per RPC (and a count of refused callers), serving an already
+//! bound listener until shutdown over the transport (TLS, limits) of
+//! `crate::transport`, and the supervision of the background tasks a service
+//! needs ([`Supervisor`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,12 +12,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
-use tonic::transport::server::TcpIncoming;
 use tower::{Layer, Service};
 use tracing::{info, warn};
 
 use crate::metrics::{Metrics, RpcLatencyLabels};
+use crate::transport::limits::MAX_HEADER_LIST;
+use crate::transport::{ActivityLayer, RequireCertLayer, Transport};
 
 /// Adds reflection and health for `services` (full gRPC names) to `routes`
 /// and returns the finished route table.
@@ -45,6 +49,9 @@ pub async fn standard_services(mut routes: RoutesBuilder, services: &[&str]) -> 
         let mut b = b
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The google.rpc error details (ErrorInfo, BadRequest, …), so that
+            // grpcurl -format-error decodes them.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
@@ -112,7 +119,7 @@ pub async fn serve_supervised(
     routes: Routes,
     health: Health,
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    options: ServeOptions,
     supervisor: &Supervisor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -122,7 +129,7 @@ pub async fn serve_supervised(
             _ = supervisor.failed() => health.not_serving().await,
         }
     };
-    let serving = serve_routes(routes, listener, metrics, stop);
+    let serving = serve_routes(routes, listener, options, stop);
     tokio::pin!(serving);
     // After a failure the drain is bounded: a watch stream never ends.
     let result = tokio::select! {
@@ -139,22 +146,92 @@ pub async fn serve_supervised(
     Ok(result?)
 }
 
+/// How a server is served: its role (for logs and metrics labels), its
+/// transport (TLS, limits) and the metrics registry.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// `depot` or `configserver`.
+    pub server: &'static str,
+    /// TLS and connection limits.
+    pub transport: Transport,
+    /// Where latency, connection and auth-failure series go.
+    pub metrics: Arc<Metrics>,
+    /// Services (full gRPC names) whose calls need a verified client
+    /// certificate when the transport's `client_auth` asks for one.
+    pub guarded: &'static [&'static str],
+}
+
 /// Serves `routes` on `listener` until `shutdown` completes, then lets calls
-/// in flight finish.
+/// in flight finish. TLS when the transport has a server certificate
+/// (reloaded on SIGHUP or file change meanwhile), else plaintext, which the
+/// log says at start.
 pub async fn serve_routes(
     routes: Routes,
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let ServeOptions {
+        server,
+        transport,
+        metrics,
+        guarded,
+    } = options;
+    let guarded = if transport.client_auth.needs_cert() {
+        guarded
+    } else {
+        &[]
+    };
+    let limits = transport.limits;
+    log_transport(server, listener.local_addr().ok(), &transport);
+    let reloading = CancellationToken::new();
+    if let Some(tls) = &transport.tls {
+        tls.spawn_reloader(reloading.clone());
+    }
+    let _stop_reloading = reloading.drop_guard();
+    let incoming = crate::transport::incoming(
+        server,
+        listener,
+        transport.tls.clone(),
+        limits,
+        metrics.clone(),
+    );
     tonic::transport::Server::builder()
+        .timeout(limits.request_timeout)
+        .max_concurrent_streams(limits.max_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(ActivityLayer)
         .layer(LatencyLayer { metrics })
+        .layer(RequireCertLayer::new(guarded))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Says at start whether the hop is encrypted, and the limits in force.
+fn log_transport(server: &str, addr: Option<std::net::SocketAddr>, transport: &Transport) {
+    let limits = transport.limits;
+    if transport.serves_tls() {
+        let client_ca = transport.tls.as_ref().is_some_and(|t| t.verifies_clients());
+        info!(server, ?addr, client_certificates = client_ca, client_auth = %transport.client_auth, "gRPC over TLS");
+    } else {
+        warn!(
+            server,
+            ?addr,
+            "plaintext gRPC: this hop is unencrypted (set tls_cert and tls_key)"
+        );
+    }
+    info!(
+        server,
+        max_connections = limits.effective_connections(),
+        handshake_timeout_secs = limits.handshake_timeout.as_secs_f64(),
+        idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
+        max_streams = limits.max_streams,
+        request_timeout_secs = limits.request_timeout.as_secs_f64(),
+        "connection limits"
+    );
 }
 
 /// Runs `serve` (which stops taking calls when its shutdown future fires)
@@ -438,30 +515,34 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        // Only known services get their own series: a client cannot blow up
-        // the label cardinality with made-up paths.
-        let path = if path.starts_with("/pxeconf.v1.") || path.starts_with("/grpc.") {
-            path.to_owned()
-        } else {
-            "other".to_owned()
-        };
+        // Only the RPCs pxeconf serves get their own series: a caller
+        // cannot blow up the label set with made-up paths.
+        let path = crate::metrics::rpc_label(request.uri().path()).to_owned();
         let start = Instant::now();
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = future.await;
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or("Ok".to_owned(), |c| {
-                        format!("{:?}", tonic::Code::from_i32(c))
-                    }),
-                Err(_) => "transport_error".to_owned(),
+            let status = match &result {
+                Ok(response) => Some(
+                    response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                ),
+                Err(_) => None,
             };
+            let code = status.map_or("transport_error".to_owned(), |c| format!("{c:?}"));
+            let refused = match status {
+                Some(tonic::Code::Unauthenticated) => Some("unauthenticated"),
+                Some(tonic::Code::PermissionDenied) => Some("permission_denied"),
+                _ => None,
+            };
+            if let Some(reason) = refused {
+                metrics.auth_failure(crate::metrics::service_label(&path), reason);
+            }
             metrics
                 .rpc_latency
                 .get_or_create(&RpcLatencyLabels { path, code })

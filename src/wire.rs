@@ -5,15 +5,40 @@
 
 use std::time::SystemTime;
 
+use crate::domain::limits::{MAX_BULK, MAX_ID, MAX_ITEMS, MAX_KEY, MAX_VALUE, shown};
 use crate::domain::{
-    ActionRequest, BootMode, Client, ClientBundle, Fqdn, Mac, Modules, NetbootProduct, ProductId,
-    Secret, SystemUuid, TemplateName, ValidationError,
+    ActionRequest, BootMode, Client, ClientBundle, Fqdn, MAX_VIOLATIONS, Mac, Modules,
+    NetbootProduct, ProductId, Secret, SystemUuid, TemplateName, ValidationError,
 };
 use crate::proto;
 
-/// Fails when `value` holds whitespace, a quote or a control character: it
-/// goes onto a kernel command line, where those would split or end it.
+/// Fails when `value` is longer than `max` bytes; the error quotes none of it.
+pub fn check_len(value: &str, max: usize, field: &str) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("longer than {max} bytes ({} given)", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails when a list has more than `max` items.
+pub fn check_count(count: usize, max: usize, field: &str) -> Result<(), ValidationError> {
+    if count > max {
+        return Err(ValidationError::new(
+            field,
+            format!("at most {max} items ({count} given)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails when `value` is longer than [`MAX_VALUE`] or holds whitespace, a
+/// quote or a control character: it goes onto a kernel command line, where
+/// those would split or end it.
 pub fn check_token(value: &str, field: &str) -> Result<(), ValidationError> {
+    check_len(value, MAX_VALUE, field)?;
     if let Some(c) = value
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || *c == '"')
@@ -26,9 +51,10 @@ pub fn check_token(value: &str, field: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Fails when `value` holds a control character (a line break would inject
-/// lines into a PXE config).
+/// Fails when `value` is longer than [`MAX_VALUE`] or holds a control
+/// character (a line break would inject lines into a PXE config).
 pub fn check_line(value: &str, field: &str) -> Result<(), ValidationError> {
+    check_len(value, MAX_VALUE, field)?;
     if value.chars().any(char::is_control) {
         return Err(ValidationError::new(
             field,
@@ -41,25 +67,36 @@ pub fn check_line(value: &str, field: &str) -> Result<(), ValidationError> {
 impl TryFrom<proto::Host> for Client {
     type Error = ValidationError;
 
+    // Every field is checked, so that the caller learns all bad ones at once.
     fn try_from(host: proto::Host) -> Result<Self, Self::Error> {
-        let fqdn = Fqdn::parse(&host.id, "id")?;
+        let fqdn = Fqdn::parse(&host.id, "id");
         let mac = match host.hardware_address.trim() {
-            "" => None,
-            m => Some(Mac::parse(m, "hardware_address")?),
+            "" => Ok(None),
+            m => Mac::parse(m, "hardware_address").map(Some),
         };
         let uuid = match host.system_uuid.trim() {
-            "" => None,
-            u => Some(SystemUuid::parse(u, "system_uuid")?),
+            "" => Ok(None),
+            u => SystemUuid::parse(u, "system_uuid").map(Some),
         };
-        check_token(&host.opsi_host_key, "opsi_host_key")?;
-        check_line(&host.ip_address, "ip_address")?;
-        Ok(Client {
-            fqdn,
-            mac,
-            uuid,
-            ip_address: host.ip_address.trim().to_owned(),
-            host_key: Secret::new(host.opsi_host_key),
-        })
+        let key = check_len(&host.opsi_host_key, MAX_KEY, "opsi_host_key")
+            .and_then(|()| check_token(&host.opsi_host_key, "opsi_host_key"));
+        let ip = check_len(&host.ip_address, MAX_ID, "ip_address")
+            .and_then(|()| check_line(&host.ip_address, "ip_address"));
+        match (fqdn, mac, uuid, key, ip) {
+            (Ok(fqdn), Ok(mac), Ok(uuid), Ok(()), Ok(())) => Ok(Client {
+                fqdn,
+                mac,
+                uuid,
+                ip_address: host.ip_address.trim().to_owned(),
+                host_key: Secret::new(host.opsi_host_key),
+            }),
+            (fqdn, mac, uuid, key, ip) => Err(ValidationError::join(
+                [fqdn.err(), mac.err(), uuid.err(), key.err(), ip.err()]
+                    .into_iter()
+                    .flatten(),
+            )
+            .unwrap_err()),
+        }
     }
 }
 
@@ -120,6 +157,7 @@ impl From<Modules> for proto::Modules {
 }
 
 fn check_version(value: &str, field: &str) -> Result<String, ValidationError> {
+    check_len(value, MAX_ID, field)?;
     check_token(value, field)?;
     Ok(value.to_owned())
 }
@@ -145,7 +183,7 @@ impl TryFrom<proto::ClientBundle> for ClientBundle {
         check_token(&wire.service_address, "service_address")?;
         let boot_mode = boot_mode(wire.boot_mode)?;
         check_kernel_items(&wire.bootimage_append)?;
-        check_properties(&wire.product_property_states)?;
+        check_properties(wire.product_property_states.iter())?;
         Ok(ClientBundle {
             client,
             product: netboot_product(&product, product_id, template)?,
@@ -169,7 +207,11 @@ fn required(field: &str) -> ValidationError {
 fn mismatch(field: &str, given: &str, other_field: &str, other: &str) -> ValidationError {
     ValidationError::new(
         field,
-        format!("{given:?} does not match {other_field} {other:?}"),
+        format!(
+            "{} does not match {other_field} {}",
+            shown(given),
+            shown(other)
+        ),
     )
 }
 
@@ -188,7 +230,10 @@ fn product_identity(
     let id = ProductId::parse(&product.id, "product.id")?;
     let template = match product.pxe_config_template.trim() {
         "" => None,
-        t => Some(TemplateName::parse(t, "product.pxe_config_template")?),
+        t => Some(TemplateName::parse_relative(
+            t,
+            "product.pxe_config_template",
+        )?),
     };
     Ok((id, template))
 }
@@ -278,6 +323,7 @@ fn boot_mode(value: i32) -> Result<BootMode, ValidationError> {
 
 /// Every `opsi-linux-bootimage.append` item goes onto the kernel command line.
 fn check_kernel_items(items: &[String]) -> Result<(), ValidationError> {
+    check_count(items.len(), MAX_ITEMS, "bootimage_append")?;
     for (i, item) in items.iter().enumerate() {
         check_token(item, &format!("bootimage_append[{i}]"))?;
     }
@@ -286,13 +332,18 @@ fn check_kernel_items(items: &[String]) -> Result<(), ValidationError> {
 
 /// Property ids are `%id%` placeholders; values are substituted into lines.
 fn check_properties<'a>(
-    properties: impl IntoIterator<Item = (&'a String, &'a String)>,
+    properties: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
 ) -> Result<(), ValidationError> {
+    check_count(properties.len(), MAX_ITEMS, "product_property_states")?;
     for (key, value) in properties {
-        if key.is_empty() || key.contains('%') {
+        if key.is_empty()
+            || key.len() > MAX_ID
+            || key.contains('%')
+            || key.chars().any(char::is_control)
+        {
             return Err(ValidationError::new(
                 "product_property_states",
-                format!("invalid property id {key:?}"),
+                format!("invalid property id {}", shown(key)),
             ));
         }
         check_line(value, &format!("product_property_states[{key}]"))?;
@@ -355,25 +406,42 @@ pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
-/// Validates each item with `f`, naming a failure `field[i].…`.
+/// Validates each item with `f`, naming a failure `field[i].…`; at most
+/// [`MAX_BULK`] items (one Admin write). Every bad item is named (up to
+/// `MAX_VIOLATIONS` fields), not just the first.
 pub fn convert_each<W, D>(
     items: Vec<W>,
     field: &str,
     f: impl Fn(W) -> Result<D, ValidationError>,
 ) -> Result<Vec<D>, ValidationError> {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| f(w).map_err(|e| e.within(&format!("{field}[{i}]"))))
-        .collect()
+    check_count(items.len(), MAX_BULK, field)?;
+    collect_each(items, |i, w| {
+        f(w).map_err(|e| e.within(&format!("{field}[{i}]")))
+    })
 }
 
-/// Validates FQDNs, naming a failure `field[i]`.
+/// Validates FQDNs, naming each failure `field[i]`; at most [`MAX_BULK`].
 pub fn fqdns(ids: Vec<String>, field: &str) -> Result<Vec<Fqdn>, ValidationError> {
-    ids.iter()
-        .enumerate()
-        .map(|(i, id)| Fqdn::parse(id, &format!("{field}[{i}]")))
-        .collect()
+    check_count(ids.len(), MAX_BULK, field)?;
+    collect_each(ids, |i, id| Fqdn::parse(&id, &format!("{field}[{i}]")))
+}
+
+/// `f` over every item with its index: all results, or one error naming
+/// every bad item (at most `MAX_VIOLATIONS`).
+fn collect_each<W, D>(
+    items: Vec<W>,
+    f: impl Fn(usize, W) -> Result<D, ValidationError>,
+) -> Result<Vec<D>, ValidationError> {
+    let mut good = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for (i, w) in items.into_iter().enumerate() {
+        match f(i, w) {
+            Ok(d) => good.push(d),
+            Err(e) if bad.len() < MAX_VIOLATIONS => bad.push(e),
+            Err(_) => {}
+        }
+    }
+    ValidationError::join(bad).map(|()| good)
 }
 
 #[cfg(test)]

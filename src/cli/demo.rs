@@ -1,5 +1,6 @@
 //! `pxeconf demo`: a configserver and three depots (one legacy-only) on
-//! loopback, a generated inventory, a netboot `setup` for every client, a
+//! loopback, TLS on every hop from a throwaway CA (or `--plaintext`), a
+//! generated inventory, a netboot `setup` for every client, a
 //! share of the configs read through TFTP, and a summary.
 
 use std::io::IsTerminal;
@@ -45,6 +46,9 @@ pub struct DemoArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run every hop as plaintext http:// instead of TLS from a throwaway CA.
+    #[arg(long)]
+    pub plaintext: bool,
     /// Log format (logs go to stderr; RUST_LOG sets the level, default warn).
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -137,7 +141,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         return Err("--clients must be at least 1".into());
     }
     let dir = prepare_dir(&args.dir)?;
-    let lab = Lab::start(LabOptions {
+    let options = LabOptions {
         dir: dir.clone(),
         pxe_root: dir.clone(),
         depots: 3,
@@ -145,8 +149,12 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         concurrency: DispatchSettings::default().concurrency,
         io_threads: DEFAULT_IO_THREADS,
         database: args.database.as_deref().map(Location::parse),
-    })
-    .await?;
+    };
+    let lab = if args.plaintext {
+        Lab::start(options).await?
+    } else {
+        Lab::start_tls(options).await?
+    };
     if !args.json {
         print_lab(&lab, &dir);
     }
@@ -220,9 +228,16 @@ async fn run_on(lab: &Lab, args: &DemoArgs, dir: &Path) -> Result<Summary, CliEr
 /// What was started, for people.
 fn print_lab(lab: &Lab, dir: &Path) {
     println!("pxeconf demo in {}", dir.display());
+    match &lab.pki {
+        Some(pki) => println!(
+            "  TLS on every hop, certificates from a throwaway CA: {}",
+            pki.ca_file.display()
+        ),
+        None => println!("  plaintext on every hop (--plaintext): unencrypted"),
+    }
     println!(
         "  configserver  {}  (database {})",
-        lab.configserver,
+        lab.configserver_url(),
         lab.options
             .database
             .clone()
@@ -447,6 +462,15 @@ fn print_summary(s: &Summary) {
 }
 
 fn print_grpcurl(lab: &Lab, dir: &Path) {
+    // grpcurl verifies the servers against the demo's CA (their
+    // certificates name 127.0.0.1), or speaks plaintext with --plaintext.
+    let (tls, tls_env) = match &lab.pki {
+        Some(pki) => (
+            format!("-cacert {}", pki.ca_file.display()),
+            format!("PXECONF_TLS_CA={} ", pki.ca_file.display()),
+        ),
+        None => ("-plaintext".to_owned(), String::new()),
+    };
     let admin = format!(
         "-H \"authorization: Bearer $(cat {})\"",
         lab.admin_key_file.display()
@@ -454,26 +478,27 @@ fn print_grpcurl(lab: &Lab, dir: &Path) {
     let cs = lab.configserver;
     println!();
     println!("  the servers keep running; try (Ctrl-C stops them):");
-    println!("  grpcurl -plaintext {cs} list");
-    println!("  grpcurl -plaintext {cs} describe pxeconf.v1.ClientBundle");
-    println!("  grpcurl -plaintext {admin} {cs} pxeconf.v1.Admin/ListDepots");
+    println!("  grpcurl {tls} {cs} list");
+    println!("  grpcurl {tls} {cs} describe pxeconf.v1.ClientBundle");
+    println!("  grpcurl {tls} {admin} {cs} pxeconf.v1.Admin/ListDepots");
     println!(
-        "  grpcurl -plaintext {admin} -d '{{\"fqdn\":\"{}\"}}' {cs} pxeconf.v1.Admin/GetClientStatus",
+        "  grpcurl {tls} {admin} -d '{{\"fqdn\":\"{}\"}}' {cs} pxeconf.v1.Admin/GetClientStatus",
         client_fqdn(1)
     );
     println!(
-        "  grpcurl -plaintext {admin} -d '{{\"action_requests\":[{{\"client_id\":\"{}\",\"product_id\":\"win10-x64\",\"action_request\":\"setup\"}}]}}' {cs} pxeconf.v1.Admin/SetActionRequests",
+        "  grpcurl {tls} {admin} -d '{{\"action_requests\":[{{\"client_id\":\"{}\",\"product_id\":\"win10-x64\",\"action_request\":\"setup\"}}]}}' {cs} pxeconf.v1.Admin/SetActionRequests",
         client_fqdn(0)
     );
     if let Some(d) = lab.depots.first() {
         println!(
-            "  grpcurl -plaintext -H \"authorization: Bearer $(cat {})\" -d '{{\"page_size\":5}}' {} pxeconf.v1.Depot/ListPxeConfigs",
+            "  grpcurl {tls} -H \"authorization: Bearer $(cat {})\" -d '{{\"page_size\":5}}' {} pxeconf.v1.Depot/ListPxeConfigs",
             d.key_file.display(),
             d.addr
         );
     }
     println!(
-        "  PXECONF_SERVER=http://{cs} PXECONF_ADMIN_KEY_FILE={} pxeconf depots",
+        "  PXECONF_SERVER={} {tls_env}PXECONF_ADMIN_KEY_FILE={} pxeconf depots",
+        lab.configserver_url(),
         dir.join("keys/admin.key").display()
     );
 }

@@ -72,6 +72,7 @@ pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
             host_key: settings.host_key,
             modules: settings.modules,
             dispatch: settings.dispatch,
+            transport: settings.transport,
         },
         metrics,
     )

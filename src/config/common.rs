@@ -11,6 +11,11 @@ use serde::Deserialize;
 use crate::auth::{EnvKey, KeyError, KeyOrigin};
 use crate::domain::{Endpoint, Secret};
 use crate::telemetry::LogFormat;
+use crate::transport::limits::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STREAMS,
+    DEFAULT_REQUEST_TIMEOUT,
+};
+use crate::transport::{ClientAuth, Limits, Tls, TlsFiles, Transport};
 
 /// The environment variable that may hold a server's host key instead of
 /// its key file (it wins over the file).
@@ -100,18 +105,45 @@ pub(super) fn parse_endpoint(setting: &'static str, value: &str) -> Result<Endpo
 }
 
 /// The server's host key: `env` (read from [`HOST_KEY_ENV`]) wins, else the
-/// key file, by the rules of [`crate::auth::load_key`].
-pub(super) fn host_key(env: &EnvKey, file: Option<&Path>) -> Result<Option<Secret>, ConfigError> {
-    crate::auth::load_key(env, file).map_err(|e| {
-        // Name the setting the operator has to fix.
-        let setting = match &e {
-            KeyError::Unprintable {
-                origin: KeyOrigin::Env(_),
-            } => "host_key",
-            _ => "host_key_file",
-        };
-        invalid(setting, e.to_string())
-    })
+/// key file, by the rules of [`crate::auth::load_key`]; it must be
+/// [`crate::auth::SERVER_KEY_LENGTH`] long. With `private`, a key file
+/// others may read is refused.
+pub(super) fn host_key(
+    env: &EnvKey,
+    file: Option<&Path>,
+    private: bool,
+) -> Result<Option<Secret>, ConfigError> {
+    let from_env = env.is_set();
+    // Name the setting the operator has to fix.
+    let setting = |e: &KeyError| match e {
+        KeyError::Unprintable {
+            origin: KeyOrigin::Env(_),
+        }
+        | KeyError::Length {
+            origin: KeyOrigin::Env(_),
+        } => "host_key",
+        _ => "host_key_file",
+    };
+    let key =
+        crate::auth::load_server_key(env, file).map_err(|e| invalid(setting(&e), e.to_string()))?;
+    if let (true, false, Some(path)) = (private, from_env, file) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| invalid("host_key_file", format!("{}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(invalid(
+                "host_key_file",
+                format!(
+                    "{} may be read by group or others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
+    }
+    Ok(key)
 }
 
 /// The settings every server takes, as given: each role fills them from its
@@ -148,6 +180,156 @@ impl Shared {
                 .map(|g| parse_duration("grace_period", &g))
                 .transpose()?
                 .unwrap_or(DEFAULT_GRACE_PERIOD),
+        })
+    }
+}
+
+/// The connection caps a server accepts.
+pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// The per-connection stream caps a server accepts.
+pub const MAX_STREAMS_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
+
+// ---- TLS and connection limits (both roles; flags, env, TOML keys alike) ----
+
+/// TLS and connection-limit settings, as given; both roles take them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TransportArgs {
+    /// PEM certificate chain of this server (also its client certificate towards peers);
+    /// with --tls-key, gRPC is served over TLS [default: plaintext].
+    #[arg(long, env = "PXECONF_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PXECONF_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates trusted for the https:// peers this server calls.
+    #[arg(long, env = "PXECONF_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM CA certificates callers' client certificates are verified with (mTLS).
+    #[arg(long, env = "PXECONF_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How callers of this server's own service authenticate: key, cert or both [default: key].
+    #[arg(long, env = "PXECONF_CLIENT_AUTH", value_enum)]
+    pub client_auth: Option<ClientAuth>,
+    /// Open connections at most (lowered to fit the open-file limit) [default: 1024].
+    #[arg(long, env = "PXECONF_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time from accept to TLS done and first call started [default: 10s].
+    #[arg(long, env = "PXECONF_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<String>,
+    /// A connection without a call for this long is closed [default: 5m].
+    #[arg(long, env = "PXECONF_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Concurrent calls per connection [default: 1024].
+    #[arg(long, env = "PXECONF_MAX_STREAMS")]
+    pub max_streams: Option<u32>,
+    /// Server-side deadline of one call [default: 60s].
+    #[arg(long, env = "PXECONF_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+}
+
+impl TransportArgs {
+    /// These settings, each one not given taken from `file`.
+    pub(super) fn or(self, file: TransportArgs) -> Self {
+        Self {
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_ca: self.tls_ca.or(file.tls_ca),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
+            client_auth: self.client_auth.or(file.client_auth),
+            max_connections: self.max_connections.or(file.max_connections),
+            handshake_timeout: self.handshake_timeout.or(file.handshake_timeout),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            max_streams: self.max_streams.or(file.max_streams),
+            request_timeout: self.request_timeout.or(file.request_timeout),
+        }
+    }
+
+    /// Validates; the TLS files are read and checked now.
+    pub(super) fn resolve(self) -> Result<Transport, ConfigError> {
+        let limits = self.limits()?;
+        let files = TlsFiles {
+            cert: self.tls_cert,
+            key: self.tls_key,
+            ca: self.tls_ca,
+            client_ca: self.tls_client_ca,
+        };
+        let client_auth = self.client_auth.unwrap_or_default();
+        if client_auth.needs_cert() && files.client_ca.is_none() {
+            return Err(invalid(
+                "client_auth",
+                format!("{client_auth} needs tls_client_ca (and tls_cert, tls_key)"),
+            ));
+        }
+        let tls = if files.is_empty() {
+            None
+        } else {
+            Some(Tls::load(files).map_err(|e| match e {
+                crate::transport::TlsError::Read { setting, .. }
+                | crate::transport::TlsError::Invalid { setting, .. } => {
+                    let message = e.to_string();
+                    let message = message
+                        .strip_prefix(&format!("{setting}: "))
+                        .unwrap_or(&message)
+                        .to_owned();
+                    invalid(setting, message)
+                }
+            })?)
+        };
+        Ok(Transport {
+            tls,
+            client_auth,
+            limits,
+        })
+    }
+
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !MAX_CONNECTIONS_RANGE.contains(&max_connections) {
+            return Err(invalid(
+                "max_connections",
+                format!(
+                    "must be between {} and {}",
+                    MAX_CONNECTIONS_RANGE.start(),
+                    MAX_CONNECTIONS_RANGE.end()
+                ),
+            ));
+        }
+        let max_streams = self.max_streams.unwrap_or(DEFAULT_MAX_STREAMS);
+        if !MAX_STREAMS_RANGE.contains(&max_streams) {
+            return Err(invalid(
+                "max_streams",
+                format!(
+                    "must be between {} and {}",
+                    MAX_STREAMS_RANGE.start(),
+                    MAX_STREAMS_RANGE.end()
+                ),
+            ));
+        }
+        let duration = |setting, value: &Option<String>, default: Duration| {
+            let d = value
+                .as_deref()
+                .map(|v| parse_duration(setting, v))
+                .transpose()?
+                .unwrap_or(default);
+            if d.is_zero() {
+                return Err(invalid(setting, "must be longer than 0s"));
+            }
+            Ok(d)
+        };
+        Ok(Limits {
+            max_connections,
+            handshake_timeout: duration(
+                "handshake_timeout",
+                &self.handshake_timeout,
+                DEFAULT_HANDSHAKE_TIMEOUT,
+            )?,
+            idle_timeout: duration("idle_timeout", &self.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+            max_streams,
+            request_timeout: duration(
+                "request_timeout",
+                &self.request_timeout,
+                DEFAULT_REQUEST_TIMEOUT,
+            )?,
         })
     }
 }
@@ -190,7 +372,7 @@ mod tests {
     #[test]
     fn a_bad_host_key_names_the_setting_to_fix() {
         let env = EnvKey::given(HOST_KEY_ENV, "has space");
-        let err = host_key(&env, None).unwrap_err().to_string();
+        let err = host_key(&env, None, false).unwrap_err().to_string();
         assert_eq!(
             err,
             "host_key: PXECONF_HOST_KEY: the key must be printable ASCII without spaces"
@@ -198,9 +380,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.key");
         std::fs::write(&empty, "\n").unwrap();
-        let err = host_key(&EnvKey::default(), Some(&empty))
+        let err = host_key(&EnvKey::default(), Some(&empty), false)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("host_key_file: key file "), "{err}");
+        // Too short to be guessed at no cost: refused, naming the length.
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "admin-secret\n").unwrap();
+        let err = host_key(&EnvKey::default(), Some(&short), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("host_key_file: key file "), "{err}");
+        assert!(err.contains("32 to 256"), "{err}");
+    }
+
+    #[test]
+    fn a_private_key_file_must_stay_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("configserver.key");
+        std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = host_key(&EnvKey::default(), Some(&file), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("host_key_file: ")
+                && err.contains("mode 644")
+                && err.ends_with("chmod 600 it"),
+            "{err}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            host_key(&EnvKey::default(), Some(&file), true)
+                .unwrap()
+                .is_some()
+        );
+        // Not the depot's concern (its key is checked the same way otherwise).
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            host_key(&EnvKey::default(), Some(&file), false)
+                .unwrap()
+                .is_some()
+        );
     }
 }

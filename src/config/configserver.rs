@@ -10,13 +10,15 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::common::{
-    Common, ConfigError, HOST_KEY_ENV, Shared, host_key, invalid, parse_duration, read_file,
+    Common, ConfigError, HOST_KEY_ENV, Shared, TransportArgs, host_key, invalid, parse_duration,
+    read_file,
 };
 use crate::auth::EnvKey;
 use crate::configserver::dispatch::DispatchSettings;
 use crate::configserver::store::Location;
 use crate::domain::{Modules, Secret};
 use crate::telemetry::LogFormat;
+use crate::transport::{ClientAuth, Transport};
 
 /// Where the configserver listens for gRPC unless told otherwise.
 pub const DEFAULT_CONFIGSERVER_LISTEN: SocketAddr =
@@ -71,6 +73,9 @@ pub struct ConfigServerArgs {
     /// Time calls in flight get after SIGTERM [default: 10s].
     #[arg(long, env = "PXECONF_GRACE_PERIOD")]
     pub grace_period: Option<String>,
+    /// TLS and connection limits.
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 /// The configserver's TOML file.
@@ -87,6 +92,37 @@ pub struct ConfigServerFile {
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
     grace_period: Option<String>,
+    // TLS and connection limits (the same keys as the depot's), spelled out
+    // rather than a flattened struct: serde refuses `flatten` together with
+    // `deny_unknown_fields`, and a misspelt key must stay an error.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    client_auth: Option<ClientAuth>,
+    max_connections: Option<usize>,
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_streams: Option<u32>,
+    request_timeout: Option<String>,
+}
+
+impl ConfigServerFile {
+    /// The file's TLS and limit keys.
+    fn transport(&mut self) -> TransportArgs {
+        TransportArgs {
+            tls_cert: self.tls_cert.take(),
+            tls_key: self.tls_key.take(),
+            tls_ca: self.tls_ca.take(),
+            tls_client_ca: self.tls_client_ca.take(),
+            client_auth: self.client_auth.take(),
+            max_connections: self.max_connections.take(),
+            handshake_timeout: self.handshake_timeout.take(),
+            idle_timeout: self.idle_timeout.take(),
+            max_streams: self.max_streams.take(),
+            request_timeout: self.request_timeout.take(),
+        }
+    }
 }
 
 /// A validated configserver configuration.
@@ -102,6 +138,8 @@ pub struct ConfigServerSettings {
     pub modules: Modules,
     /// Push behaviour.
     pub dispatch: DispatchSettings,
+    /// TLS, how depots authenticate, connection limits.
+    pub transport: Transport,
 }
 
 impl ConfigServerArgs {
@@ -111,24 +149,39 @@ impl ConfigServerArgs {
         let given = self.over(file);
         let modules = modules(given.modules.as_deref())?;
         let dispatch = given.dispatch()?;
+        let common = Shared {
+            listen: given.listen,
+            metrics_listen: given.metrics_listen,
+            log_format: given.log_format,
+            grace_period: given.grace_period,
+        }
+        .resolve(DEFAULT_CONFIGSERVER_LISTEN)?;
+        let transport = given.transport.resolve()?;
+        let host_key = host_key(&given.host_key_env, given.host_key_file.as_deref(), true)?;
+        // Without a key the Admin service would take anyone's writes.
+        if host_key.is_none() && !common.listen.ip().is_loopback() {
+            return Err(invalid(
+                "host_key_file",
+                format!(
+                    "is required: the Admin service would be open to anyone who reaches {} (listen on a loopback address to run without a key)",
+                    common.listen
+                ),
+            ));
+        }
         Ok(ConfigServerSettings {
-            common: Shared {
-                listen: given.listen,
-                metrics_listen: given.metrics_listen,
-                log_format: given.log_format,
-                grace_period: given.grace_period,
-            }
-            .resolve(DEFAULT_CONFIGSERVER_LISTEN)?,
+            common,
             database: Location::parse(given.database.as_deref().unwrap_or(DEFAULT_DATABASE)),
-            host_key: host_key(&given.host_key_env, given.host_key_file.as_deref())?,
+            host_key,
             modules,
             dispatch,
+            transport,
         })
     }
 
     /// These flags, each one not given taken from `file`.
-    fn over(self, file: ConfigServerFile) -> Self {
+    fn over(self, mut file: ConfigServerFile) -> Self {
         Self {
+            transport: self.transport.or(file.transport()),
             config: self.config,
             listen: self.listen.or(file.listen),
             database: self.database.or(file.database),
@@ -172,6 +225,7 @@ impl ConfigServerArgs {
             timeout,
             min_backoff: defaults.min_backoff,
             max_backoff: max_backoff.max(defaults.min_backoff),
+            tls: None,
         })
     }
 }
@@ -202,8 +256,19 @@ mod tests {
 
     #[test]
     fn defaults_are_the_named_constants_and_the_dispatchers() {
-        let settings = ConfigServerArgs::default().resolve().unwrap();
-        assert_eq!(settings.common.listen.to_string(), "0.0.0.0:50050");
+        // Without a key only a loopback listener is allowed.
+        let err = ConfigServerArgs::default()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("host_key_file: is required"), "{err}");
+        let settings = ConfigServerArgs {
+            listen: Some("127.0.0.1:50050".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.common.listen.to_string(), "127.0.0.1:50050");
         assert_eq!(settings.database, Location::parse(DEFAULT_DATABASE));
         assert!(settings.modules.uefi && settings.modules.secureboot);
         assert!(settings.host_key.is_none());
@@ -216,6 +281,7 @@ mod tests {
     #[test]
     fn the_backoff_never_drops_below_its_start() {
         let settings = ConfigServerArgs {
+            listen: Some("[::1]:50050".into()),
             max_backoff: Some("1ms".into()),
             modules: Some(vec!["uefi".into(), " ".into()]),
             ..Default::default()

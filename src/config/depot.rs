@@ -9,7 +9,8 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::common::{
-    Common, ConfigError, HOST_KEY_ENV, Shared, host_key, invalid, parse_endpoint, read_file,
+    Common, ConfigError, HOST_KEY_ENV, Shared, TransportArgs, host_key, invalid, parse_endpoint,
+    read_file,
 };
 use crate::auth::EnvKey;
 use crate::depot::DepotConfig;
@@ -17,6 +18,7 @@ use crate::depot::template::TemplateConfig;
 use crate::depot::writer::{DEFAULT_FILE_MODE, FileAccess};
 use crate::domain::{Fqdn, TemplateName};
 use crate::telemetry::LogFormat;
+use crate::transport::ClientAuth;
 
 /// Where a depot listens for gRPC unless told otherwise.
 pub const DEFAULT_DEPOT_LISTEN: SocketAddr =
@@ -106,6 +108,9 @@ pub struct DepotArgs {
     /// Time calls in flight get after SIGTERM [default: 10s].
     #[arg(long, env = "PXECONF_GRACE_PERIOD")]
     pub grace_period: Option<String>,
+    /// TLS and connection limits.
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 /// A TOML value that is one URL (maybe comma-separated) or a list of them.
@@ -139,6 +144,36 @@ pub struct DepotFile {
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
     grace_period: Option<String>,
+    // TLS and connection limits (the same keys as the configserver's; spelled
+    // out because serde refuses `flatten` with `deny_unknown_fields`).
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    client_auth: Option<ClientAuth>,
+    max_connections: Option<usize>,
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_streams: Option<u32>,
+    request_timeout: Option<String>,
+}
+
+impl DepotFile {
+    /// The file's TLS and limit keys.
+    fn transport(&mut self) -> TransportArgs {
+        TransportArgs {
+            tls_cert: self.tls_cert.take(),
+            tls_key: self.tls_key.take(),
+            tls_ca: self.tls_ca.take(),
+            tls_client_ca: self.tls_client_ca.take(),
+            client_auth: self.client_auth.take(),
+            max_connections: self.max_connections.take(),
+            handshake_timeout: self.handshake_timeout.take(),
+            idle_timeout: self.idle_timeout.take(),
+            max_streams: self.max_streams.take(),
+            request_timeout: self.request_timeout.take(),
+        }
+    }
 }
 
 /// A validated depot configuration.
@@ -169,8 +204,9 @@ impl DepotArgs {
     }
 
     /// These flags, each one not given taken from `file`.
-    fn over(self, file: DepotFile) -> Self {
+    fn over(self, mut file: DepotFile) -> Self {
         Self {
+            transport: self.transport.or(file.transport()),
             config: self.config,
             listen: self.listen.or(file.listen),
             depot_id: self.depot_id.or(file.depot_id),
@@ -233,12 +269,21 @@ impl DepotArgs {
                 ),
             ));
         }
+        let transport = self.transport.resolve()?;
+        if configservers.iter().any(|c| c.starts_with("https://"))
+            && transport.tls.as_ref().is_none_or(|t| t.client().is_none())
+        {
+            return Err(invalid(
+                "tls_ca",
+                "is required to verify an https:// configserver",
+            ));
+        }
         Ok(DepotConfig {
             depot_id,
             pxe_dir,
             templates,
             configservers,
-            host_key: host_key(&self.host_key_env, self.host_key_file.as_deref())?,
+            host_key: host_key(&self.host_key_env, self.host_key_file.as_deref(), false)?,
             legacy: self.legacy,
             io_threads,
             salt: None,
@@ -254,6 +299,7 @@ impl DepotArgs {
                     .map(|g| group_id(g, std::path::Path::new(GROUP_FILE)))
                     .transpose()?,
             },
+            transport,
         })
     }
 
@@ -365,19 +411,19 @@ mod tests {
     fn the_key_in_the_environment_is_an_input_and_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("depot.key");
-        std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::write(&file, "from-file-0123456789abcdef0123456789\n").unwrap();
         let with_file = DepotArgs {
             host_key_file: Some(file),
             ..args()
         };
         let key = with_file.clone().resolve().unwrap().depot.host_key.unwrap();
-        assert_eq!(key.expose(), "from-file");
+        assert_eq!(key.expose(), "from-file-0123456789abcdef0123456789");
         let with_env = DepotArgs {
-            host_key_env: EnvKey::given(HOST_KEY_ENV, "from-env"),
+            host_key_env: EnvKey::given(HOST_KEY_ENV, "from-env-0123456789abcdef0123456789"),
             ..with_file
         };
         let key = with_env.resolve().unwrap().depot.host_key.unwrap();
-        assert_eq!(key.expose(), "from-env");
+        assert_eq!(key.expose(), "from-env-0123456789abcdef0123456789");
     }
 
     #[test]

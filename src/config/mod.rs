@@ -12,7 +12,10 @@ mod common;
 mod configserver;
 mod depot;
 
-pub use common::{Common, ConfigError, DEFAULT_GRACE_PERIOD, HOST_KEY_ENV};
+pub use common::{
+    Common, ConfigError, DEFAULT_GRACE_PERIOD, HOST_KEY_ENV, MAX_CONNECTIONS_RANGE,
+    MAX_STREAMS_RANGE, TransportArgs,
+};
 pub use configserver::{
     ConfigServerArgs, ConfigServerFile, ConfigServerSettings, DEFAULT_CONFIGSERVER_LISTEN,
     DEFAULT_DATABASE, DEFAULT_MODULES, PUSH_CONCURRENCY_RANGE,

@@ -25,7 +25,7 @@ pub struct AdminService {
     core: Arc<Core>,
 }
 
-type WriteResult = Result<Response<proto::WriteResponse>, Status>;
+type WriteResult<T> = Result<Response<T>, Status>;
 
 impl AdminService {
     /// Handlers over `core`.
@@ -34,28 +34,28 @@ impl AdminService {
     }
 
     /// Runs one write of validated `items` and queues the pushes it owes.
-    async fn write<R>(
+    async fn write<R, T: From<proto::compat::Written>>(
         &self,
         items: Result<Vec<R>, ValidationError>,
         run: impl AsyncFnOnce(&Store, &[R]) -> store::Result<WriteOutcome>,
-    ) -> WriteResult {
+    ) -> WriteResult<T> {
         let items = items.map_err(Error::from)?;
         let outcome = run(&self.core.store, &items).await.map_err(Error::from)?;
         Ok(self.done(outcome).await)
     }
 
     /// Queues the write's pushes and answers with its counts.
-    async fn done(&self, outcome: WriteOutcome) -> Response<proto::WriteResponse> {
+    async fn done<T: From<proto::compat::Written>>(&self, outcome: WriteOutcome) -> Response<T> {
         let pushes_queued = outcome.owed.len() as u64;
         self.core.dispatcher.notify(outcome.owed).await;
-        Response::new(proto::WriteResponse {
+        Response::new(T::from(proto::compat::Written {
             affected: outcome.affected,
             pushes_queued,
-        })
+        }))
     }
 
     /// A client's status, or why there is none.
-    async fn client_status(&self, id: Fqdn) -> Result<proto::ClientStatus, Error> {
+    async fn client_status(&self, id: Fqdn) -> Result<proto::GetClientStatusResponse, Error> {
         let store = &self.core.store;
         let client = store
             .client(id.as_str())
@@ -92,7 +92,7 @@ impl AdminService {
             .collect();
         let mut host = proto::Host::from(&client);
         host.opsi_host_key.clear();
-        Ok(proto::ClientStatus {
+        Ok(proto::GetClientStatusResponse {
             host: Some(host),
             product_on_clients: pocs.into_iter().map(Into::into).collect(),
             depot_id: depot.unwrap_or_default(),
@@ -143,7 +143,10 @@ impl AdminService {
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
     #[instrument(skip_all, fields(count = request.get_ref().depots.len()))]
-    async fn upsert_depots(&self, request: Request<proto::UpsertDepotsRequest>) -> WriteResult {
+    async fn upsert_depots(
+        &self,
+        request: Request<proto::UpsertDepotsRequest>,
+    ) -> WriteResult<proto::UpsertDepotsResponse> {
         let depots: Vec<DepotRecord> =
             convert_each(request.into_inner().depots, "depots", DepotRecord::try_from)
                 .map_err(Error::from)?;
@@ -162,7 +165,10 @@ impl admin_server::Admin for AdminService {
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().ids.len()))]
-    async fn delete_depots(&self, request: Request<proto::DeleteByIdRequest>) -> WriteResult {
+    async fn delete_depots(
+        &self,
+        request: Request<proto::DeleteDepotsRequest>,
+    ) -> WriteResult<proto::DeleteDepotsResponse> {
         let ids = fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
         let outcome = self
             .core
@@ -178,28 +184,40 @@ impl admin_server::Admin for AdminService {
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().clients.len()))]
-    async fn upsert_clients(&self, request: Request<proto::UpsertClientsRequest>) -> WriteResult {
+    async fn upsert_clients(
+        &self,
+        request: Request<proto::UpsertClientsRequest>,
+    ) -> WriteResult<proto::UpsertClientsResponse> {
         let clients = convert_each(request.into_inner().clients, "clients", Client::try_from);
         self.write(clients, async |s, c| s.upsert_clients(c).await)
             .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().ids.len()))]
-    async fn delete_clients(&self, request: Request<proto::DeleteByIdRequest>) -> WriteResult {
+    async fn delete_clients(
+        &self,
+        request: Request<proto::DeleteClientsRequest>,
+    ) -> WriteResult<proto::DeleteClientsResponse> {
         let ids = fqdns(request.into_inner().ids, "ids");
         self.write(ids, async |s, ids| s.delete_clients(ids).await)
             .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().products.len()))]
-    async fn upsert_products(&self, request: Request<proto::UpsertProductsRequest>) -> WriteResult {
+    async fn upsert_products(
+        &self,
+        request: Request<proto::UpsertProductsRequest>,
+    ) -> WriteResult<proto::UpsertProductsResponse> {
         let products = convert_each(request.into_inner().products, "products", TryFrom::try_from);
         self.write(products, async |s, p| s.upsert_products(p).await)
             .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().products.len()))]
-    async fn delete_products(&self, request: Request<proto::DeleteProductsRequest>) -> WriteResult {
+    async fn delete_products(
+        &self,
+        request: Request<proto::DeleteProductsRequest>,
+    ) -> WriteResult<proto::DeleteProductsResponse> {
         let keys = convert_each(request.into_inner().products, "products", wire::product_key);
         self.write(keys, async |s, k| s.delete_products(k).await)
             .await
@@ -209,7 +227,7 @@ impl admin_server::Admin for AdminService {
     async fn upsert_product_on_depots(
         &self,
         request: Request<proto::UpsertProductOnDepotsRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::UpsertProductOnDepotsResponse> {
         let pods = request.into_inner().product_on_depots;
         let pods = convert_each(pods, "product_on_depots", TryFrom::try_from);
         self.write(pods, async |s, p| s.upsert_product_on_depots(p).await)
@@ -220,7 +238,7 @@ impl admin_server::Admin for AdminService {
     async fn delete_product_on_depots(
         &self,
         request: Request<proto::DeleteProductOnDepotsRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::DeleteProductOnDepotsResponse> {
         let keys = request.into_inner().product_on_depots;
         let keys = convert_each(keys, "product_on_depots", wire::pod_key);
         self.write(keys, async |s, k| s.delete_product_on_depots(k).await)
@@ -228,7 +246,10 @@ impl admin_server::Admin for AdminService {
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().configs.len()))]
-    async fn upsert_configs(&self, request: Request<proto::UpsertConfigsRequest>) -> WriteResult {
+    async fn upsert_configs(
+        &self,
+        request: Request<proto::UpsertConfigsRequest>,
+    ) -> WriteResult<proto::UpsertConfigsResponse> {
         let configs = convert_each(request.into_inner().configs, "configs", TryFrom::try_from);
         self.write(configs, async |s, c| s.upsert_configs(c).await)
             .await
@@ -238,7 +259,7 @@ impl admin_server::Admin for AdminService {
     async fn upsert_config_states(
         &self,
         request: Request<proto::UpsertConfigStatesRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::UpsertConfigStatesResponse> {
         let states = request.into_inner().config_states;
         let states = convert_each(states, "config_states", TryFrom::try_from);
         self.write(states, async |s, st| s.upsert_config_states(st).await)
@@ -249,7 +270,7 @@ impl admin_server::Admin for AdminService {
     async fn delete_config_states(
         &self,
         request: Request<proto::DeleteConfigStatesRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::DeleteConfigStatesResponse> {
         let keys = request.into_inner().config_states;
         let keys = convert_each(keys, "config_states", wire::config_state_key);
         self.write(keys, async |s, k| s.delete_config_states(k).await)
@@ -260,7 +281,7 @@ impl admin_server::Admin for AdminService {
     async fn upsert_product_property_states(
         &self,
         request: Request<proto::UpsertProductPropertyStatesRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::UpsertProductPropertyStatesResponse> {
         let states = request.into_inner().product_property_states;
         let states = convert_each(states, "product_property_states", TryFrom::try_from);
         self.write(states, async |s, st| s.upsert_property_states(st).await)
@@ -271,7 +292,7 @@ impl admin_server::Admin for AdminService {
     async fn delete_product_property_states(
         &self,
         request: Request<proto::DeleteProductPropertyStatesRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::DeleteProductPropertyStatesResponse> {
         let keys = request.into_inner().product_property_states;
         let keys = convert_each(keys, "product_property_states", TryFrom::try_from);
         self.write(keys, async |s, k| s.delete_property_states(k).await)
@@ -282,7 +303,7 @@ impl admin_server::Admin for AdminService {
     async fn set_action_requests(
         &self,
         request: Request<proto::SetActionRequestsRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::SetActionRequestsResponse> {
         let actions = request.into_inner().action_requests;
         let actions = convert_each(actions, "action_requests", TryFrom::try_from);
         self.write(actions, async |s, a| {
@@ -301,7 +322,7 @@ impl admin_server::Admin for AdminService {
     async fn delete_product_on_clients(
         &self,
         request: Request<proto::DeleteProductOnClientsRequest>,
-    ) -> WriteResult {
+    ) -> WriteResult<proto::DeleteProductOnClientsResponse> {
         let keys = request.into_inner().product_on_clients;
         let keys = convert_each(keys, "product_on_clients", wire::poc_key);
         self.write(keys, async |s, k| s.delete_product_on_clients(k).await)
@@ -321,7 +342,7 @@ impl admin_server::Admin for AdminService {
     async fn get_client_status(
         &self,
         request: Request<proto::GetClientStatusRequest>,
-    ) -> Result<Response<proto::ClientStatus>, Status> {
+    ) -> Result<Response<proto::GetClientStatusResponse>, Status> {
         let id = Fqdn::parse(&request.get_ref().fqdn, "fqdn").map_err(Error::from)?;
         Ok(Response::new(self.client_status(id).await?))
     }
@@ -361,9 +382,86 @@ mod tests {
         proto::DepotInfo {
             id: id.into(),
             endpoint: endpoint.into(),
-            host_key: "key".into(),
+            host_key: format!("key-of-{id}-0123456789abcdef0123456789"),
             description: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn depot_keys_are_long_printable_ascii_and_unique() {
+        let (_dir, core) = test_core().await;
+        let admin = AdminService::new(core.clone());
+        let upsert = |depots: Vec<proto::DepotInfo>| {
+            let admin = &admin;
+            async move {
+                admin
+                    .upsert_depots(Request::new(proto::UpsertDepotsRequest { depots }))
+                    .await
+            }
+        };
+        let with_key = |id: &str, key: &str| proto::DepotInfo {
+            host_key: key.into(),
+            ..depot(id, "http://127.0.0.1:9")
+        };
+        let long = "k".repeat(32);
+        for (key, why) in [
+            ("depot-key-1", "32 to 256"),
+            (&"k".repeat(257)[..], "32 to 256"),
+            (&format!("{long}ü")[..], "printable ASCII"),
+            (&format!("{long} x")[..], "printable ASCII"),
+            (&format!("{long}\n")[..], "printable ASCII"),
+        ] {
+            let bad = upsert(vec![with_key("d1.example.org", key)])
+                .await
+                .unwrap_err();
+            assert_eq!(bad.code(), Code::InvalidArgument, "{key:?}");
+            assert!(
+                bad.message().starts_with("depots[0].host_key: "),
+                "{}",
+                bad.message()
+            );
+            assert!(bad.message().contains(why), "{}", bad.message());
+            assert!(!bad.message().contains(&long), "the key is never echoed");
+        }
+        upsert(vec![with_key("d1.example.org", &long)])
+            .await
+            .unwrap();
+        // The same depot again with its own key is fine.
+        upsert(vec![with_key("d1.example.org", &long)])
+            .await
+            .unwrap();
+        // Another depot with that key, in a later call or the same one, is not.
+        let taken = upsert(vec![with_key("d2.example.org", &long)])
+            .await
+            .unwrap_err();
+        assert_eq!(taken.code(), Code::AlreadyExists);
+        assert!(
+            taken.message().contains("d2.example.org"),
+            "{}",
+            taken.message()
+        );
+        assert!(!taken.message().contains(&long));
+        let other = "o".repeat(40);
+        let taken = upsert(vec![
+            with_key("d3.example.org", &other),
+            with_key("d4.example.org", &other),
+        ])
+        .await
+        .unwrap_err();
+        assert_eq!(taken.code(), Code::AlreadyExists);
+        let ids: Vec<String> = core
+            .store
+            .depots()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id.to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            ["d1.example.org"],
+            "nothing of a refused call is written"
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@ use tonic::Status;
 
 use super::store::StoreError;
 use crate::domain::ValidationError;
+use crate::status::{Problem, RETRY_BUSY, Reason};
 
 /// Why a configserver request failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,11 @@ pub enum Error {
         /// The depot named in the request.
         target: String,
     },
+    /// A depot asked about something that is not its own (a client of
+    /// another depot, a product not installed on it); the message names
+    /// what was asked for, never whose it is.
+    #[error("{0}")]
+    Denied(String),
     /// The request cannot be served in the current state.
     #[error("{0}")]
     Precondition(String),
@@ -39,23 +45,53 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        let message = err.to_string();
-        match err {
-            Error::Invalid(_) => Status::invalid_argument(message),
-            Error::Store(StoreError::NotFound { .. }) => Status::not_found(message),
-            Error::Store(StoreError::AlreadyExists { .. }) => Status::already_exists(message),
-            Error::WrongDepot { .. } => Status::permission_denied(message),
-            Error::Precondition(_) => Status::failed_precondition(message),
-            // A busy database is a moment's trouble: the caller retries.
-            Error::Store(ref e) if e.is_busy() => {
-                tracing::warn!(error = %message, "database busy");
-                Status::unavailable("the configserver's database is busy; retry")
-            }
-            // Database trouble is ours: the detail goes to the log.
-            Error::Store(_) => {
-                tracing::error!(error = %message, "configserver internal error");
-                Status::internal("internal error on the configserver; its log has the detail")
-            }
+        problem(err).into_status()
+    }
+}
+
+/// The error as a [`Problem`]: the code, the reason, the details.
+fn problem(err: Error) -> Problem {
+    let message = err.to_string();
+    match err {
+        Error::Invalid(e) => Problem::invalid(&e),
+        Error::Store(StoreError::NotFound { what, id }) => Problem::new(Reason::NotFound, message)
+            .meta("kind", what)
+            .meta("id", id),
+        Error::Store(StoreError::AlreadyExists {
+            what, id, other, ..
+        }) => {
+            let reason = if what.contains("hardware") {
+                Reason::MacConflict
+            } else {
+                Reason::UuidConflict
+            };
+            Problem::new(reason, message)
+                .meta("client", id)
+                .meta("other", other)
+        }
+        Error::Store(StoreError::Duplicate { what, id, .. }) => {
+            Problem::new(Reason::HostKeyConflict, message).meta(what, id)
+        }
+        Error::WrongDepot { .. } | Error::Denied(_) => Problem::new(Reason::WrongDepot, message),
+        Error::Precondition(why) => {
+            Problem::new(Reason::NotDeliverable, message).precondition("CLIENT", "", why)
+        }
+        // A busy database is a moment's trouble: the caller retries.
+        Error::Store(ref e) if e.is_busy() => {
+            tracing::warn!(error = %message, "database busy");
+            Problem::new(
+                Reason::DatabaseBusy,
+                "the configserver's database is busy; retry",
+            )
+            .retry_after(RETRY_BUSY)
+        }
+        // Database trouble is ours: the detail goes to the log.
+        Error::Store(_) => {
+            tracing::error!(error = %message, "configserver internal error");
+            Problem::new(
+                Reason::Internal,
+                "internal error on the configserver; its log has the detail",
+            )
         }
     }
 }
@@ -63,6 +99,7 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::reason_of;
     use tonic::Code;
 
     #[test]
@@ -83,5 +120,35 @@ mod tests {
         assert!(!corrupt.message().contains("secret-detail"));
         let busy = Status::from(Error::Store(StoreError::Db(sqlx::Error::PoolTimedOut)));
         assert_eq!(busy.code(), Code::Unavailable, "{busy:?}");
+        // Every error carries its reason; a retryable one the delay.
+        use tonic_types::StatusExt;
+        assert_eq!(reason_of(&busy).as_deref(), Some("DATABASE_BUSY"));
+        assert_eq!(
+            busy.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(RETRY_BUSY)
+        );
+        assert_eq!(reason_of(&corrupt).as_deref(), Some("INTERNAL"));
+        assert_eq!(reason_of(&invalid).as_deref(), Some("INVALID_FIELD"));
+        let fields: Vec<String> = invalid
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["fqdn"]);
+        let mac = Status::from(Error::Store(StoreError::AlreadyExists {
+            what: "hardware address",
+            value: "00:11:22:33:44:55".into(),
+            id: "a.example.org".into(),
+            other: "b.example.org".into(),
+        }));
+        assert_eq!(mac.code(), Code::AlreadyExists);
+        assert_eq!(reason_of(&mac).as_deref(), Some("MAC_CONFLICT"));
+        let info = mac.get_details_error_info().unwrap();
+        assert_eq!(info.metadata["other"], "b.example.org");
+        let why = Status::from(Error::Precondition("no product".into()));
+        let failure = why.get_details_precondition_failure().unwrap();
+        assert_eq!(failure.violations[0].r#type, "CLIENT");
     }
 }

@@ -1,44 +1,115 @@
-//! Which depot is calling: the registered depots' host keys, and the
-//! interceptor that admits a depot by its key and names it on the request.
+//! Which depot is calling: the registered depots' host keys (and, with
+//! mTLS, the depot id their client certificate names), the interceptor that
+//! admits a depot and names it on the request, and a bound on the calls one
+//! depot may have in flight.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Status};
+use tracing::warn;
 
 use crate::auth::{bearer_token, keys_equal, unauthenticated};
 use crate::domain::Secret;
+use crate::status::{Problem, RETRY_BUSY, Reason};
+use crate::transport::tls::cert_names;
+use crate::transport::{ClientAuth, ConnInfo, RateLimited};
 
-/// The depot a ConfigServer call was authenticated as.
+/// Calls one depot may have in flight unless its pushes need more (see
+/// [`DepotKeys::new`]); more are refused with RESOURCE_EXHAUSTED.
+pub const DEFAULT_MAX_DEPOT_CALLS: usize = 256;
+
+/// The depot a ConfigServer call was authenticated as; it holds one of the
+/// depot's in-flight slots while the handler keeps it.
 #[derive(Debug, Clone)]
-pub struct CallerDepot(pub String);
+pub struct CallerDepot {
+    id: String,
+    _slot: Option<Arc<OwnedSemaphorePermit>>,
+}
 
 impl CallerDepot {
+    /// A caller named `id`, holding no slot (handler tests).
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            _slot: None,
+        }
+    }
+
     /// The depot that made `request` (set by [`DepotKeys::interceptor`]).
-    pub fn of<T>(request: &Request<T>) -> Result<String, Status> {
+    pub fn of<T>(request: &Request<T>) -> Result<CallerDepot, Status> {
         request
             .extensions()
             .get::<CallerDepot>()
-            .map(|c| c.0.clone())
-            .ok_or_else(|| Status::unauthenticated("no depot identity"))
+            .cloned()
+            .ok_or_else(|| crate::auth::refused("no depot identity"))
+    }
+
+    /// The depot's id.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 }
 
+impl std::fmt::Display for CallerDepot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+#[derive(Default)]
+struct Known {
+    keys: Vec<(String, Secret)>,
+    slots: HashMap<String, Arc<Semaphore>>,
+}
+
 /// Depot host keys, to tell which depot is calling.
-#[derive(Clone, Default)]
-pub struct DepotKeys(Arc<RwLock<Vec<(String, Secret)>>>);
+#[derive(Clone)]
+pub struct DepotKeys {
+    known: Arc<RwLock<Known>>,
+    max_calls: usize,
+    log: Arc<RateLimited>,
+}
+
+impl Default for DepotKeys {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_DEPOT_CALLS)
+    }
+}
 
 impl DepotKeys {
-    /// Replaces the known keys.
+    /// No depots yet; each may have `max_calls` calls in flight.
+    pub fn new(max_calls: usize) -> Self {
+        Self {
+            known: Arc::default(),
+            max_calls: max_calls.max(1),
+            log: Arc::new(RateLimited::default()),
+        }
+    }
+
+    /// Replaces the known keys (a depot keeps its in-flight slots).
     pub fn set(&self, keys: Vec<(String, Secret)>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let mut slots = std::mem::take(&mut known.slots);
+        known.slots = keys
+            .iter()
+            .map(|(id, _)| {
+                let slot = slots
+                    .remove(id)
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(self.max_calls)));
+                (id.clone(), slot)
+            })
+            .collect();
+        known.keys = keys;
     }
 
     /// The depot whose key `token` is. Every key is compared, in constant
     /// time each, so timing tells nothing about which one almost matched.
     fn depot_for(&self, token: &str) -> Option<String> {
-        let keys = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let mut found = None;
-        for (id, key) in keys.iter() {
+        for (id, key) in known.keys.iter() {
             if !key.is_empty() && keys_equal(token, key.expose()) {
                 found = Some(id.clone());
             }
@@ -46,16 +117,97 @@ impl DepotKeys {
         found
     }
 
-    /// A server interceptor admitting registered depots.
-    pub fn interceptor(&self) -> impl tonic::service::Interceptor + Clone + use<> {
+    /// The one registered depot a client certificate names.
+    fn depot_named_by(&self, info: Option<&ConnInfo>) -> Result<String, Status> {
+        let cert = info
+            .and_then(ConnInfo::peer_cert)
+            .ok_or_else(|| crate::auth::refused("a client certificate is required (mTLS)"))?;
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let mut named = known.keys.iter().filter(|(id, _)| cert_names(cert, id));
+        match (named.next(), named.next()) {
+            (Some((id, _)), None) => Ok(id.clone()),
+            (None, _) => Err(crate::auth::refused(
+                "the client certificate names no registered depot",
+            )),
+            (Some(_), Some(_)) => Err(crate::auth::refused(
+                "the client certificate names more than one depot",
+            )),
+        }
+    }
+
+    /// Who is calling, by `mode`.
+    fn identify(&self, request: &Request<()>, mode: ClientAuth) -> Result<String, Status> {
+        let info = ConnInfo::of(request);
+        if !mode.needs_key() {
+            return self.depot_named_by(info);
+        }
+        let token = bearer_token(request).ok_or_else(|| unauthenticated(true))?;
+        let depot = self
+            .depot_for(token)
+            .ok_or_else(|| unauthenticated(false))?;
+        if mode.needs_cert() {
+            let cert = info
+                .and_then(ConnInfo::peer_cert)
+                .ok_or_else(|| crate::auth::refused("a client certificate is required (mTLS)"))?;
+            if !cert_names(cert, &depot) {
+                return Err(Problem::new(
+                    Reason::WrongDepot,
+                    "the client certificate does not name the depot this key belongs to",
+                )
+                .into_status());
+            }
+        }
+        Ok(depot)
+    }
+
+    /// One of `depot`'s in-flight slots, if it has one free.
+    fn slot(&self, depot: &str) -> Result<Option<Arc<OwnedSemaphorePermit>>, Status> {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let Some(slots) = known.slots.get(depot) else {
+            return Ok(None);
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(Arc::new(permit))),
+            Err(_) => Err(Problem::new(
+                Reason::TooManyRequests,
+                format!(
+                    "too many calls in flight from this depot (at most {})",
+                    self.max_calls
+                ),
+            )
+            .retry_after(RETRY_BUSY)
+            .into_status()),
+        }
+    }
+
+    /// A server interceptor admitting registered depots, identified as
+    /// `mode` says; a refusal is logged (at most one line per interval).
+    pub fn interceptor(
+        &self,
+        mode: ClientAuth,
+    ) -> impl tonic::service::Interceptor + Clone + use<> {
         let keys = self.clone();
         move |mut request: Request<()>| -> Result<Request<()>, Status> {
-            let token = bearer_token(&request).ok_or_else(|| unauthenticated(true))?;
-            let depot = keys
-                .depot_for(token)
-                .ok_or_else(|| unauthenticated(false))?;
-            request.extensions_mut().insert(CallerDepot(depot));
-            Ok(request)
+            let admitted = keys.identify(&request, mode).and_then(|depot| {
+                let slot = keys.slot(&depot)?;
+                Ok(CallerDepot {
+                    id: depot,
+                    _slot: slot,
+                })
+            });
+            match admitted {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    Ok(request)
+                }
+                Err(status) => {
+                    if let Some(held) = keys.log.allow() {
+                        let peer = ConnInfo::of(&request).and_then(|i| i.remote_addr);
+                        warn!(?peer, code = ?status.code(), reason = status.message(), held_back = held, "depot call refused");
+                    }
+                    Err(status)
+                }
+            }
         }
     }
 }
@@ -81,14 +233,49 @@ mod tests {
             ("d1.example.org".into(), Secret::new("k1")),
             ("d2.example.org".into(), Secret::new("")),
         ]);
-        let mut admit = keys.interceptor();
+        let mut admit = keys.interceptor(ClientAuth::Key);
         let request = admit.call(with_token("k1")).unwrap();
-        assert_eq!(CallerDepot::of(&request).unwrap(), "d1.example.org");
+        assert_eq!(CallerDepot::of(&request).unwrap().id(), "d1.example.org");
         // An empty key admits nobody, not even an empty token.
         for token in ["", "k2"] {
             let refused = admit.call(with_token(token)).unwrap_err();
             assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         }
         assert!(CallerDepot::of(&Request::new(())).is_err());
+        // Without a TLS connection there is no certificate to name a depot.
+        let refused = keys
+            .interceptor(ClientAuth::Both)
+            .call(with_token("k1"))
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            crate::status::reason_of(&refused).as_deref(),
+            Some("UNAUTHENTICATED")
+        );
+    }
+
+    #[test]
+    fn a_depot_has_a_bounded_number_of_calls_in_flight() {
+        let keys = DepotKeys::new(2);
+        keys.set(vec![("d1.example.org".into(), Secret::new("k1"))]);
+        let mut admit = keys.interceptor(ClientAuth::Key);
+        let first = admit.call(with_token("k1")).unwrap();
+        let second = admit.call(with_token("k1")).unwrap();
+        let refused = admit.call(with_token("k1")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        use tonic_types::StatusExt;
+        assert_eq!(
+            crate::status::reason_of(&refused).as_deref(),
+            Some("TOO_MANY_REQUESTS")
+        );
+        assert_eq!(
+            refused.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(RETRY_BUSY)
+        );
+        // Re-registering keeps the slots taken.
+        keys.set(vec![("d1.example.org".into(), Secret::new("k1"))]);
+        assert!(admit.call(with_token("k1")).is_err());
+        drop((first, second));
+        assert!(admit.call(with_token("k1")).is_ok());
     }
 }

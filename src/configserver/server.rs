@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::admin::AdminService;
 use super::core::Core;
 use super::dispatch::{DispatchSettings, Dispatcher};
-use super::keys::DepotKeys;
+use super::keys::{DEFAULT_MAX_DEPOT_CALLS, DepotKeys};
 use super::service::ConfigServerService;
 use super::store::{DbLock, Location, Store, StoreError};
 use crate::auth::RequireKey;
@@ -21,7 +21,9 @@ use crate::domain::{Modules, Secret};
 use crate::metrics::Metrics;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::config_server_server::ConfigServerServer;
+use crate::server::ServeOptions;
 use crate::server::{ServeError, Supervisor};
+use crate::transport::Transport;
 
 /// What a configserver needs to run, validated.
 #[derive(Debug, Clone)]
@@ -34,6 +36,9 @@ pub struct ConfigServerConfig {
     pub modules: Modules,
     /// Push behaviour.
     pub dispatch: DispatchSettings,
+    /// TLS (also for pushes to `https://` depots), how depots authenticate,
+    /// connection limits.
+    pub transport: Transport,
 }
 
 /// A started configserver: store open, dispatcher running; `serve` adds the
@@ -41,6 +46,7 @@ pub struct ConfigServerConfig {
 pub struct ConfigServer {
     core: Arc<Core>,
     host_key: Option<Secret>,
+    transport: Transport,
     stop: CancellationToken,
     supervisor: Supervisor,
     // Held while serving; dropped (unlocked) when the server is. PostgreSQL
@@ -61,12 +67,23 @@ impl ConfigServer {
             .sqlite_path()
             .map(DbLock::acquire)
             .transpose()?;
+        if let Some(path) = config.database.sqlite_path() {
+            create_private(path).map_err(|source| StoreError::Dir {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
         let store = Store::connect(&config.database).await?;
         let stop = CancellationToken::new();
         let supervisor = Supervisor::new();
+        let dispatch = DispatchSettings {
+            tls: config.transport.tls.clone(),
+            ..config.dispatch.clone()
+        };
+        let max_depot_calls = DEFAULT_MAX_DEPOT_CALLS.max(dispatch.concurrency + 16);
         let dispatcher = Dispatcher::start(
             store.clone(),
-            config.dispatch.clone(),
+            dispatch,
             config.modules,
             metrics.clone(),
             stop.clone(),
@@ -78,13 +95,14 @@ impl ConfigServer {
             dispatcher,
             modules: config.modules,
             metrics,
-            keys: DepotKeys::default(),
+            keys: DepotKeys::new(max_depot_calls),
         });
         core.refresh_keys().await?;
         info!(database = %config.database, epoch = core.store.epoch(), "configserver store open");
         Ok(Self {
             core,
             host_key: config.host_key,
+            transport: config.transport,
             stop,
             supervisor,
             _lock: lock,
@@ -107,11 +125,11 @@ impl ConfigServer {
         if self.host_key.is_none() {
             warn!("no host key configured: the Admin service accepts unauthenticated calls");
         }
-        info!(addr = ?listener.local_addr().ok(), "configserver serving");
+        info!(addr = ?listener.local_addr().ok(), depot_auth = %self.transport.client_auth, "configserver serving");
         let mut routes = tonic::service::RoutesBuilder::default();
         routes.add_service(ConfigServerServer::with_interceptor(
             ConfigServerService::new(self.core.clone()),
-            self.core.keys.interceptor(),
+            self.core.keys.interceptor(self.transport.client_auth),
         ));
         routes.add_service(AdminServer::with_interceptor(
             AdminService::new(self.core.clone()),
@@ -122,16 +140,47 @@ impl ConfigServer {
             &["pxeconf.v1.ConfigServer", "pxeconf.v1.Admin"],
         )
         .await;
+        let options = ServeOptions {
+            server: "configserver",
+            transport: self.transport.clone(),
+            metrics: self.core.metrics.clone(),
+            // The ConfigServer interceptor checks the certificate itself (it
+            // must name the depot); Admin callers are operators with the key.
+            guarded: &[],
+        };
         let result = crate::server::serve_supervised(
             routes,
             health,
             listener,
-            self.core.metrics.clone(),
+            options,
             &self.supervisor,
             shutdown,
         )
         .await;
         self.stop.cancel();
         result
+    }
+}
+
+/// Creates the database file readable by its owner only, before SQLite
+/// opens it (SQLite gives its -wal and -shm files the same mode): it holds
+/// host keys.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }

@@ -15,8 +15,9 @@ use super::core::Core;
 use super::error::Error;
 use super::keys::CallerDepot;
 use super::store::{Job, Rows, Store};
+use crate::domain::limits::{MAX_ID, MAX_ITEMS, shown};
 use crate::domain::opsi::PXE_CONFIGS;
-use crate::domain::{Fqdn, Modules, ProductId};
+use crate::domain::{Fqdn, Modules, ProductId, ValidationError};
 use crate::metrics::RpcLabel;
 use crate::proto::{self, config_server_server};
 
@@ -29,6 +30,24 @@ impl ConfigServerService {
     /// Handlers over `core`.
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
+    }
+
+    /// Fails with PERMISSION_DENIED unless `client` exists and belongs to
+    /// `depot`; the message names neither the client's depot nor its data,
+    /// and an unknown client is refused alike (no probing for names).
+    async fn own_client(&self, depot: &CallerDepot, client: &Fqdn) -> Result<(), Error> {
+        if self
+            .core
+            .store
+            .is_client_of(client.as_str(), depot.id())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Denied(format!(
+                "{client} is not a client of this depot"
+            )))
+        }
     }
 
     fn count(&self, rpc: &str) {
@@ -45,6 +64,25 @@ impl ConfigServerService {
 /// Bundles of the start-up stream built per store read, and sent ahead of
 /// the depot reading them.
 const STREAM_BATCH: usize = 256;
+
+/// Config ids asked for: at most [`MAX_ITEMS`], each a bounded token.
+fn check_config_ids(ids: &[String]) -> Result<(), ValidationError> {
+    if ids.len() > MAX_ITEMS {
+        return Err(ValidationError::new(
+            "config_ids",
+            format!("at most {MAX_ITEMS} items ({} given)", ids.len()),
+        ));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if id.len() > MAX_ID || id.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                format!("config_ids[{i}]"),
+                format!("invalid config id {}", shown(id)),
+            ));
+        }
+    }
+    Ok(())
+}
 
 type BundleStream = Pin<Box<dyn Stream<Item = Result<proto::ClientBundle, Status>> + Send>>;
 
@@ -95,9 +133,11 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_host(
         &self,
         request: Request<proto::GetHostRequest>,
-    ) -> Result<Response<proto::Host>, Status> {
+    ) -> Result<Response<proto::GetHostResponse>, Status> {
         self.count("GetHost");
+        let depot = CallerDepot::of(&request)?;
         let id = Fqdn::parse(&request.get_ref().id, "id").map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let client = self
             .core
             .store
@@ -105,7 +145,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| Error::not_found("client", id.as_str()))?;
-        Ok(Response::new(proto::Host::from(&client)))
+        Ok(Response::new(proto::Host::from(&client).into()))
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id))]
@@ -114,7 +154,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetNetbootProductOnClientsRequest>,
     ) -> Result<Response<proto::GetNetbootProductOnClientsResponse>, Status> {
         self.count("GetNetbootProductOnClients");
+        let depot = CallerDepot::of(&request)?;
         let id = Fqdn::parse(&request.get_ref().client_id, "client_id").map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let pocs = self
             .core
             .store
@@ -130,11 +172,19 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_product_on_depot(
         &self,
         request: Request<proto::GetProductOnDepotRequest>,
-    ) -> Result<Response<proto::ProductOnDepot>, Status> {
+    ) -> Result<Response<proto::GetProductOnDepotResponse>, Status> {
         self.count("GetProductOnDepot");
+        let caller = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let depot = Fqdn::parse(&r.depot_id, "depot_id").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        if depot.as_str() != caller.id() {
+            return Err(Error::WrongDepot {
+                caller: caller.to_string(),
+                target: depot.to_string(),
+            }
+            .into());
+        }
         let (product_version, package_version) = self
             .core
             .store
@@ -142,7 +192,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| Error::not_found("product on depot", format!("{product} on {depot}")))?;
-        Ok(Response::new(proto::ProductOnDepot {
+        Ok(Response::new(proto::GetProductOnDepotResponse {
             depot_id: depot.to_string(),
             product_id: product.to_string(),
             product_version,
@@ -154,10 +204,25 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_product(
         &self,
         request: Request<proto::GetProductRequest>,
-    ) -> Result<Response<proto::Product>, Status> {
+    ) -> Result<Response<proto::GetProductResponse>, Status> {
         self.count("GetProduct");
+        let depot = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let id = ProductId::parse(&r.id, "id").map_err(Error::from)?;
+        // A depot reads the product versions installed on it, nothing else.
+        let installed = self
+            .core
+            .store
+            .product_on_depot(depot.id(), id.as_str())
+            .await
+            .map_err(Error::from)?;
+        if installed.as_ref() != Some(&(r.product_version.clone(), r.package_version.clone())) {
+            return Err(Error::Denied(format!(
+                "product {id} {} is not installed on this depot",
+                shown(&format!("{}-{}", r.product_version, r.package_version))
+            ))
+            .into());
+        }
         let product = self
             .core
             .store
@@ -170,7 +235,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
                     format!("{id} {}-{}", r.product_version, r.package_version),
                 )
             })?;
-        Ok(Response::new(proto::Product {
+        Ok(Response::new(proto::GetProductResponse {
             id: product.id.to_string(),
             product_version: product.product_version,
             package_version: product.package_version,
@@ -184,8 +249,11 @@ impl config_server_server::ConfigServer for ConfigServerService {
         request: Request<proto::GetConfigStatesRequest>,
     ) -> Result<Response<proto::GetConfigStatesResponse>, Status> {
         self.count("GetConfigStates");
+        let depot = CallerDepot::of(&request)?;
         let r = request.into_inner();
         let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
+        check_config_ids(&r.config_ids).map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let wanted: Vec<&str> = if r.config_ids.is_empty() {
             PXE_CONFIGS.to_vec()
         } else {
@@ -219,10 +287,11 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let r = request.into_inner();
         let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+        self.own_client(&depot, &id).await?;
         let states = self
             .core
             .store
-            .property_values(id.as_str(), product.as_str(), &depot)
+            .property_values(id.as_str(), product.as_str(), depot.id())
             .await
             .map_err(Error::from)?;
         Ok(Response::new(proto::GetProductPropertyStatesResponse {
@@ -233,9 +302,13 @@ impl config_server_server::ConfigServer for ConfigServerService {
     async fn get_modules(
         &self,
         _request: Request<proto::GetModulesRequest>,
-    ) -> Result<Response<proto::Modules>, Status> {
+    ) -> Result<Response<proto::GetModulesResponse>, Status> {
         self.count("GetModules");
-        Ok(Response::new(self.core.modules.into()))
+        // Only an admitted depot gets here; the modules are no client's data.
+        let _depot = CallerDepot::of(&_request)?;
+        Ok(Response::new(
+            proto::Modules::from(self.core.modules).into(),
+        ))
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn))]
@@ -248,7 +321,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let loaded = self
             .core
             .store
-            .load_bundles(&depot, &[id.to_string()], Rows::Held, self.core.modules)
+            .load_bundles(depot.id(), &[id.to_string()], Rows::Held, self.core.modules)
             .await
             .map_err(Error::from)?;
         match loaded.into_iter().next().map(|l| l.job) {
@@ -257,6 +330,15 @@ impl config_server_server::ConfigServer for ConfigServerService {
                 &b,
             ))),
             Some(Err(why)) => Err(Error::Precondition(why).into()),
+            _ if !self
+                .core
+                .store
+                .is_client_of(id.as_str(), depot.id())
+                .await
+                .map_err(Error::from)? =>
+            {
+                Err(Error::Denied(format!("{id} is not a client of this depot")).into())
+            }
             _ => Err(Error::Precondition(format!(
                 "{id} has no pending PXE config on depot {depot}"
             ))
@@ -273,7 +355,7 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let r = request.into_inner();
         let id = Fqdn::parse(&r.fqdn, "fqdn").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
-        let report = super::core::read_report(&depot, &id, &product, &r);
+        let report = super::core::read_report(depot.id(), &id, &product, &r);
         let outcome = self
             .core
             .store
@@ -282,6 +364,16 @@ impl config_server_server::ConfigServer for ConfigServerService {
             .map_err(Error::from)?;
         if outcome.applied {
             info!(%depot, action_request = %outcome.action_request, repushed = outcome.repushed, "PXE config read reported");
+        } else if !self
+            .core
+            .store
+            .is_client_of(id.as_str(), depot.id())
+            .await
+            .map_err(Error::from)?
+        {
+            // A report that changed nothing tells a foreign depot nothing,
+            // not even the client's action request.
+            return Err(Error::Denied(format!("{id} is not a client of this depot")).into());
         }
         self.core.dispatcher.notify(outcome.owed).await;
         Ok(Response::new(proto::ReportPxeConfigReadResponse {
@@ -300,9 +392,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
     ) -> Result<Response<Self::ListPendingBundlesStream>, Status> {
         let caller = CallerDepot::of(&request)?;
         let depot = Fqdn::parse(&request.get_ref().depot_id, "depot_id").map_err(Error::from)?;
-        if depot.as_str() != caller {
+        if depot.as_str() != caller.id() {
             return Err(Error::WrongDepot {
-                caller,
+                caller: caller.to_string(),
                 target: depot.to_string(),
             }
             .into());
@@ -323,7 +415,9 @@ impl config_server_server::ConfigServer for ConfigServerService {
         );
         let (tx, rx) = mpsc::channel(STREAM_BATCH);
         let (store, modules) = (self.core.store.clone(), self.core.modules);
-        tokio::spawn(stream_bundles(store, depot, clients, modules, tx).in_current_span());
+        // The stream holds the caller's in-flight slot until it ends.
+        let stream = stream_bundles(store, depot, clients, modules, tx);
+        tokio::spawn(async move { (stream.await, drop(caller)) }.in_current_span());
         let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as BundleStream);
         super::core::tag_epoch(response.metadata_mut(), self.core.store.epoch());
         Ok(response)
@@ -340,9 +434,7 @@ mod tests {
 
     fn as_depot<T>(message: T, depot: &str) -> Request<T> {
         let mut request = Request::new(message);
-        request
-            .extensions_mut()
-            .insert(CallerDepot(depot.to_owned()));
+        request.extensions_mut().insert(CallerDepot::new(depot));
         request
     }
 
@@ -375,7 +467,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_input_names_the_field_and_unknown_things_are_not_found() {
+    async fn bad_input_names_the_field_and_unknown_clients_are_denied_alike() {
         let (_dir, core) = test_core().await;
         let service = ConfigServerService::new(core);
         let bad = service
@@ -412,7 +504,13 @@ mod tests {
             ))
             .await
             .unwrap_err();
-        assert_eq!(missing.code(), Code::NotFound);
+        // An unknown client is refused like another depot's: a depot cannot
+        // probe which names exist.
+        assert_eq!(missing.code(), Code::PermissionDenied);
+        assert_eq!(
+            missing.message(),
+            "ghost.example.org is not a client of this depot"
+        );
         let none = service
             .get_client_bundle(as_depot(
                 proto::GetClientBundleRequest {
@@ -422,6 +520,51 @@ mod tests {
             ))
             .await
             .unwrap_err();
-        assert_eq!(none.code(), Code::FailedPrecondition);
+        assert_eq!(none.code(), Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn a_client_belongs_to_the_depot_its_config_names_in_any_spelling() {
+        use crate::configserver::store::ConfigStateRecord;
+        use crate::domain::{Client, Secret};
+        let (_dir, core) = test_core().await;
+        let client = |id: &str| Client {
+            fqdn: Fqdn::parse(id, "id").unwrap(),
+            mac: None,
+            uuid: None,
+            ip_address: String::new(),
+            host_key: Secret::new("0123456789abcdef0123456789abcdef"),
+        };
+        let store = &core.store;
+        store
+            .upsert_clients(&[client("pc1.example.org"), client("pc2.example.org")])
+            .await
+            .unwrap();
+        store
+            .upsert_config_states(&[ConfigStateRecord {
+                object_id: Fqdn::parse("pc1.example.org", "id").unwrap(),
+                config_id: crate::domain::opsi::DEPOT_ID.into(),
+                values: vec!["D1.Example.ORG.".into()],
+            }])
+            .await
+            .unwrap();
+        let service = ConfigServerService::new(core);
+        let get = |id: &str, depot: &str| {
+            service.get_host(as_depot(proto::GetHostRequest { id: id.into() }, depot))
+        };
+        let host = get("pc1.example.org", "d1.example.org").await.unwrap();
+        assert_eq!(host.get_ref().id, "pc1.example.org");
+        for (id, depot) in [
+            ("pc1.example.org", "d2.example.org"),
+            ("pc2.example.org", "d1.example.org"),
+        ] {
+            let denied = get(id, depot).await.unwrap_err();
+            assert_eq!(denied.code(), Code::PermissionDenied, "{id} as {depot}");
+            assert!(
+                !denied.message().contains("d1.example"),
+                "{}",
+                denied.message()
+            );
+        }
     }
 }

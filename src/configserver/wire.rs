@@ -4,36 +4,46 @@ use super::store::{
     ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, PocRecord, ProductOnDepotRecord,
     ProductRecord, PropertyStateRecord,
 };
+use crate::auth::check_server_key;
+use crate::domain::limits::{MAX_ID, MAX_ITEMS, shown};
 use crate::domain::opsi::{BOOTIMAGE_APPEND, DEPOT_ID, SERVICE_URL};
 use crate::domain::{
     ActionRequest, Endpoint, Fqdn, ProductId, Secret, TemplateName, ValidationError,
 };
 use crate::proto;
-use crate::wire::{check_line, check_token};
+use crate::wire::{check_count, check_len, check_line, check_token};
 
 fn required_token(value: &str, field: &str) -> Result<String, ValidationError> {
     if value.trim().is_empty() {
         return Err(ValidationError::new(field, "is required"));
     }
+    check_len(value, MAX_ID, field)?;
     check_token(value, field)?;
     Ok(value.trim().to_owned())
 }
 
-/// The longest config or property id.
-const MAX_ID_LEN: usize = 200;
+/// A depot's host key: what [`check_server_key`] asks. The error quotes
+/// nothing of it (it is a secret).
+fn depot_key(value: &str, field: &str) -> Result<Secret, ValidationError> {
+    check_server_key(value).map_err(|why| ValidationError::new(field, why))?;
+    Ok(Secret::new(value))
+}
 
 /// A config or property id: lower-case letters, digits, `.`, `_`, `-`.
 fn config_id(value: &str, field: &str) -> Result<String, ValidationError> {
     let id = value.trim().to_ascii_lowercase();
     if id.is_empty()
-        || id.len() > MAX_ID_LEN
+        || id.len() > MAX_ID
         || !id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
     {
         return Err(ValidationError::new(
             field,
-            format!("invalid id {value:?}: use a-z 0-9 . _ -"),
+            format!(
+                "invalid id {}: use up to {MAX_ID} of a-z 0-9 . _ -",
+                shown(value)
+            ),
         ));
     }
     Ok(id)
@@ -46,7 +56,7 @@ impl TryFrom<proto::DepotInfo> for DepotRecord {
         // Checked in this order, so the first bad field is the one named.
         let endpoint = Endpoint::parse(&d.endpoint, "endpoint")?;
         let id = Fqdn::parse(&d.id, "id")?;
-        let host_key = Secret::new(required_token(&d.host_key, "host_key")?);
+        let host_key = depot_key(&d.host_key, "host_key")?;
         check_line(&d.description, "description")?;
         Ok(DepotRecord {
             id,
@@ -67,7 +77,7 @@ impl TryFrom<proto::Product> for ProductRecord {
             package_version: required_token(&p.package_version, "package_version")?,
             template: match p.pxe_config_template.trim() {
                 "" => None,
-                t => Some(TemplateName::parse(t, "pxe_config_template")?),
+                t => Some(TemplateName::parse_relative(t, "pxe_config_template")?),
             },
         })
     }
@@ -103,6 +113,7 @@ impl TryFrom<proto::Config> for ConfigRecord {
 
 /// Values of the configs that end up on a kernel command line must be tokens.
 fn check_values(config_id: &str, values: &[String], field: &str) -> Result<(), ValidationError> {
+    check_count(values.len(), MAX_ITEMS, field)?;
     for (i, v) in values.iter().enumerate() {
         let f = format!("{field}[{i}]");
         if config_id == BOOTIMAGE_APPEND {
@@ -125,6 +136,7 @@ impl TryFrom<proto::ConfigState> for ConfigStateRecord {
     fn try_from(s: proto::ConfigState) -> Result<Self, Self::Error> {
         let config_id = config_id(&s.config_id, "config_id")?;
         let mut values = s.values;
+        check_count(values.len(), MAX_ITEMS, "values")?;
         if config_id == DEPOT_ID {
             for (i, v) in values.iter_mut().enumerate() {
                 *v = Fqdn::parse(v, &format!("values[{i}]"))?.to_string();
@@ -144,6 +156,7 @@ impl TryFrom<proto::ProductPropertyState> for PropertyStateRecord {
 
     fn try_from(s: proto::ProductPropertyState) -> Result<Self, Self::Error> {
         let property_id = config_id(&s.property_id, "property_id")?;
+        check_count(s.values.len(), MAX_ITEMS, "values")?;
         for (i, v) in s.values.iter().enumerate() {
             check_line(v, &format!("values[{i}]"))?;
         }

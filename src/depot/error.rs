@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use tonic::Status;
+use tonic::{Code, Status};
 use tracing::error;
 
 use super::render::RenderError;
 use super::template::TemplateError;
 use super::writer::{JournalError, SeenState, WriterError};
 use crate::domain::{Fqdn, ValidationError};
-use crate::status::{AbortReason, Aborted};
+use crate::status::{AbortReason, Aborted, Problem, RETRY_BUSY, RETRY_STOPPING, Reason};
 
 /// Why a depot request failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,52 +97,161 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let message = err.to_string();
         match err {
-            Error::Invalid(_) => Status::invalid_argument(message),
-            Error::Template(TemplateError::Escapes { .. }) => Status::invalid_argument(message),
-            Error::Template(
-                TemplateError::Missing { .. } | TemplateError::PxelinuxForUefi { .. },
-            ) => Status::failed_precondition(message),
-            Error::Render(RenderError::UefiNotLicensed { .. }) => {
-                Status::failed_precondition(message)
-            }
             Error::Writer(WriterError::Stale {
                 held,
                 state,
                 epoch,
                 highest,
                 ..
-            }) => Aborted {
-                reason: match state {
+            }) => {
+                let reason = match state {
                     SeenState::Held => AbortReason::NewerHeld,
                     SeenState::Read => AbortReason::AlreadyRead,
                     SeenState::Removed => AbortReason::Removed,
-                },
-                revision: held,
-                epoch,
-                highest,
+                };
+                let aborted = Aborted {
+                    reason,
+                    revision: held,
+                    epoch,
+                    highest,
+                };
+                aborted.to_status(message)
             }
-            .to_status(message),
-            Error::Writer(WriterError::Conflict { .. }) => Status::already_exists(message),
-            Error::Writer(WriterError::NoFileNames { .. })
-            | Error::WrongDepot { .. }
-            | Error::NoAction { .. }
-            | Error::NoConfigServer => Status::failed_precondition(message),
-            Error::Writer(WriterError::Stopped) => Status::unavailable(message),
-            Error::LegacyOnly => Status::unimplemented(message),
-            Error::Lookup { ref status, .. } => match status.code() {
-                tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
-                    Status::failed_precondition(message)
-                }
-                _ => Status::unavailable(message),
-            },
-            // File system trouble is ours, not the caller's: the detail goes
-            // to the log, the caller learns that it happened.
-            Error::Writer(WriterError::Io { .. })
-            | Error::Template(TemplateError::Io { .. } | TemplateError::Dir { .. })
-            | Error::Render(RenderError::Hash(_)) => {
-                error!(error = %message, "depot internal error");
-                Status::internal("internal error on the depot; the depot log has the detail")
-            }
+            other => problem(other, message).into_status(),
         }
+    }
+}
+
+/// Every other error as a [`Problem`]: the code, the reason, the details.
+fn problem(err: Error, message: String) -> Problem {
+    match err {
+        Error::Invalid(e) => Problem::invalid(&e),
+        Error::Template(TemplateError::Escapes { name }) => {
+            Problem::new(Reason::InvalidField, message).violation(
+                "product.pxe_config_template",
+                format!("{name:?} is outside the template directory"),
+            )
+        }
+        Error::Template(TemplateError::Missing { path }) => {
+            Problem::new(Reason::TemplateMissing, message).precondition(
+                "TEMPLATE",
+                path.display().to_string(),
+                "the template file does not exist on the depot",
+            )
+        }
+        Error::Template(TemplateError::PxelinuxForUefi { name, mode, .. }) => {
+            Problem::new(Reason::TemplateNotUefi, message).precondition(
+                "TEMPLATE",
+                name,
+                format!("pxelinux format cannot boot a {mode} client"),
+            )
+        }
+        Error::Render(RenderError::UefiNotLicensed { mode }) => {
+            Problem::new(Reason::ModuleNotLicensed, message).precondition(
+                "MODULE",
+                "uefi",
+                format!("boot mode {mode} needs the uefi module"),
+            )
+        }
+        Error::Writer(WriterError::Conflict { name, owner, .. }) => {
+            Problem::new(Reason::FileNameConflict, message)
+                .meta("file", name)
+                .meta("owner", owner)
+        }
+        Error::Writer(WriterError::NoFileNames { fqdn }) => {
+            Problem::new(Reason::NoFileNames, message).precondition(
+                "CLIENT",
+                fqdn.to_string(),
+                "neither a MAC address nor a system UUID",
+            )
+        }
+        Error::WrongDepot { .. } => {
+            Problem::new(Reason::WrongDepot, message).code(Code::FailedPrecondition)
+        }
+        Error::NoAction { fqdn, product } => Problem::new(Reason::NoActionRequest, message)
+            .precondition(
+                "ACTION",
+                format!("{fqdn}/{product}"),
+                "no netboot action request",
+            ),
+        Error::NoConfigServer => Problem::new(Reason::NoConfigServer, message).precondition(
+            "CONFIG",
+            "configserver",
+            "not configured on this depot",
+        ),
+        Error::Writer(WriterError::Stopped) => {
+            Problem::new(Reason::ShuttingDown, message).retry_after(RETRY_STOPPING)
+        }
+        Error::LegacyOnly => Problem::new(Reason::LegacyOnly, message),
+        Error::Lookup { rpc, status, .. } => lookup(rpc, &status, message),
+        // File system trouble is ours, not the caller's: the detail goes
+        // to the log, the caller learns that it happened.
+        Error::Writer(WriterError::Io { .. } | WriterError::Stale { .. })
+        | Error::Template(TemplateError::Io { .. } | TemplateError::Dir { .. })
+        | Error::Render(RenderError::Hash(_)) => {
+            error!(error = %message, "depot internal error");
+            Problem::new(
+                Reason::Internal,
+                "internal error on the depot; the depot log has the detail",
+            )
+        }
+    }
+}
+
+/// A failed legacy look-up: the configserver's answer decides whether the
+/// caller may retry (it could not answer) or not (it answered no).
+fn lookup(rpc: &'static str, status: &Status, message: String) -> Problem {
+    let problem = Problem::new(Reason::LookupFailed, message)
+        .meta("rpc", rpc)
+        .meta("code", format!("{:?}", status.code()));
+    match status.code() {
+        Code::NotFound | Code::FailedPrecondition => {
+            problem.precondition("LOOKUP", rpc, status.message())
+        }
+        _ => problem.code(Code::Unavailable).retry_after(RETRY_BUSY),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::reason_of;
+    use tonic_types::StatusExt;
+
+    #[test]
+    fn every_error_carries_a_reason_and_retryable_ones_a_delay() {
+        let stopped = Status::from(Error::Writer(WriterError::Stopped));
+        assert_eq!(stopped.code(), Code::Unavailable);
+        assert_eq!(reason_of(&stopped).as_deref(), Some("SHUTTING_DOWN"));
+        assert_eq!(
+            stopped.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(RETRY_STOPPING)
+        );
+        let down = Status::from(Error::Lookup {
+            rpc: "GetHost",
+            fqdn: "a.example.org".into(),
+            status: Status::unavailable("connection refused"),
+        });
+        assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(reason_of(&down).as_deref(), Some("LOOKUP_FAILED"));
+        assert!(down.get_details_retry_info().is_some());
+        let gone = Status::from(Error::Lookup {
+            rpc: "GetHost",
+            fqdn: "a.example.org".into(),
+            status: Status::not_found("no such client"),
+        });
+        assert_eq!(gone.code(), Code::FailedPrecondition);
+        let failure = gone.get_details_precondition_failure().unwrap();
+        assert_eq!(failure.violations[0].subject, "GetHost");
+        let legacy = Status::from(Error::LegacyOnly);
+        assert_eq!(legacy.code(), Code::Unimplemented);
+        assert_eq!(reason_of(&legacy).as_deref(), Some("LEGACY_ONLY"));
+        let io = Status::from(Error::Writer(WriterError::Io {
+            path: "/secret/path".into(),
+            source: std::io::Error::other("disk"),
+        }));
+        assert_eq!(io.code(), Code::Internal);
+        assert!(!io.message().contains("secret"));
+        assert_eq!(reason_of(&io).as_deref(), Some("INTERNAL"));
     }
 }

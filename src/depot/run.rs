@@ -24,7 +24,8 @@ use super::watch::{self, TestHook};
 use super::writer::{self, FileAccess, Journal, ReadEvent, ReadKey, State, WriterOptions};
 use crate::domain::{Fqdn, Secret};
 use crate::metrics::Metrics;
-use crate::server::{ServeError, Supervisor};
+use crate::server::{ServeError, ServeOptions, Supervisor};
+use crate::transport::Transport;
 
 /// The longest a stopping depot waits for its read reports (a caller's
 /// shorter grace period cuts it first); what is not sent stays journaled.
@@ -61,6 +62,9 @@ pub struct DepotConfig {
     pub state_dir: PathBuf,
     /// The mode and group of written files.
     pub file_access: FileAccess,
+    /// TLS (also for an `https://` configserver), how callers authenticate,
+    /// connection limits.
+    pub transport: Transport,
 }
 
 /// A started depot: the writer and the read watcher run; `serve` adds the
@@ -111,10 +115,12 @@ impl Depot {
         supervisor.spawn_critical("read watcher", watcher);
         let upstream = (!config.configservers.is_empty())
             .then(|| {
+                let tls = config.transport.tls.as_ref();
                 Upstream::connect(
                     &config.configservers,
                     config.host_key.as_ref(),
                     config.depot_id.clone(),
+                    tls,
                 )
             })
             .transpose()
@@ -232,13 +238,21 @@ impl Depot {
         }
         let addr = listener.local_addr().ok();
         info!(depot = %self.core.depot_id, addr = ?addr, legacy = self.core.is_legacy(), pxe_dir = %self.config.pxe_dir.display(), state_dir = %self.config.state_dir.display(), "depot serving");
-        let (routes, health) =
-            service::routes(self.core.clone(), self.config.host_key.clone()).await;
+        let transport = self.config.transport.clone();
+        // With client_auth = cert the key is presented upstream, not required.
+        let key = (self.config.host_key.clone()).filter(|_| transport.client_auth.needs_key());
+        let (routes, health) = service::routes(self.core.clone(), key).await;
+        let options = ServeOptions {
+            server: "depot",
+            transport,
+            metrics: self.metrics.clone(),
+            guarded: &["pxeconf.v1.Depot"],
+        };
         let result = crate::server::serve_supervised(
             routes,
             health,
             listener,
-            self.metrics.clone(),
+            options,
             &self.supervisor,
             shutdown,
         )

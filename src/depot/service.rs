@@ -69,14 +69,16 @@ impl depot_server::Depot for DepotService {
     async fn set_pxe_config_by_fqdn(
         &self,
         request: Request<proto::SetPxeConfigByFqdnRequest>,
-    ) -> Result<Response<proto::SetPxeConfigResponse>, Status> {
+    ) -> Result<Response<proto::SetPxeConfigByFqdnResponse>, Status> {
         let request = request.into_inner();
         let fqdn = Fqdn::parse(&request.fqdn, "fqdn").map_err(Error::from)?;
         let outcome = self
             .core
             .set_by_fqdn(fqdn, request.revision, &request.epoch)
             .await?;
-        Ok(Response::new(outcome.into()))
+        Ok(Response::new(
+            proto::SetPxeConfigResponse::from(outcome).into(),
+        ))
     }
 
     #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn = %request.get_ref().fqdn, revision = request.get_ref().revision))]

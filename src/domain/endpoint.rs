@@ -18,7 +18,10 @@ impl Endpoint {
         if !ok {
             return Err(ValidationError::new(
                 field,
-                format!("{value:?} is not a URL like http://host.example.org:50051"),
+                format!(
+                    "{} is not a URL like http://host.example.org:50051",
+                    super::limits::shown(value)
+                ),
             ));
         }
         Ok(Self(url.to_owned()))

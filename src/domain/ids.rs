@@ -7,8 +7,10 @@ use super::error::ValidationError;
 use super::limits::{MAX_FQDN, MAX_ID, MAX_TEMPLATE_NAME, shown};
 
 /// A fully qualified domain name: at least two labels, lower-cased.
+// Shared text: a depot's maps key the same client several times (held,
+// seen, each file name's owner), and a clone is a count, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Fqdn(String);
+pub struct Fqdn(std::sync::Arc<str>);
 
 impl Fqdn {
     /// Parses and lower-cases an FQDN; `field` names it in the error.
@@ -41,7 +43,7 @@ impl Fqdn {
                 return Err(err("a label may not start or end with '-'"));
             }
         }
-        Ok(Self(lower))
+        Ok(Self(lower.into()))
     }
 
     /// The FQDN as text.

@@ -15,5 +15,5 @@ pub use client::{
     ActionRequest, BootMode, Client, ClientBundle, Modules, NetbootProduct, Secret, is_secret_param,
 };
 pub use endpoint::Endpoint;
-pub use error::ValidationError;
+pub use error::{MAX_VIOLATIONS, ValidationError};
 pub use ids::{Fqdn, Mac, ProductId, SystemUuid, TMP_PREFIX, TemplateName, is_pxe_file_name};

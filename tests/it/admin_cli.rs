@@ -108,7 +108,7 @@ fn example(name: &str) -> String {
 async fn client_status(
     admin: &mut Admin,
     fqdn: &str,
-) -> Result<proto::ClientStatus, tonic::Status> {
+) -> Result<proto::GetClientStatusResponse, tonic::Status> {
     admin
         .get_client_status(proto::GetClientStatusRequest { fqdn: fqdn.into() })
         .await
@@ -768,4 +768,41 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
         nonsense,
         "pxeconf: --server: \"nonsense\" is not a URL like http://host.example.org:50051"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_prints_every_bad_field_on_its_own_line() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    let inventory = json!({ "clients": [
+        {"id": "ok1.example.org", "hardware_address": "00:16:3e:00:00:01"},
+        {"id": "bad1.example.org", "hardware_address": "00:16"},
+        {"id": "nodomain", "system_uuid": "not-a-uuid"},
+    ]});
+    std::fs::write(&file, inventory.to_string()).unwrap();
+    let out = cli(&url, &["import", file.to_str().unwrap()]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "a summary and one line per bad field: {lines:#?}"
+    );
+    assert!(
+        lines[0] == "pxeconf: clients: INVALID_ARGUMENT: 3 invalid fields",
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("  clients[1].hardware_address: "),
+        "{lines:#?}"
+    );
+    assert!(lines[2].starts_with("  clients[2].id: "), "{lines:#?}");
+    assert!(
+        lines[3].starts_with("  clients[2].system_uuid: "),
+        "{lines:#?}"
+    );
+    server.stop().await;
 }

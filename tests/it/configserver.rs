@@ -418,7 +418,7 @@ async fn moving_deleting_and_renaming_clients_follow_on_the_depots(engine: Engin
 
     // Client 2 is deleted: its files go.
     admin
-        .delete_clients(proto::DeleteByIdRequest {
+        .delete_clients(proto::DeleteClientsRequest {
             ids: vec!["client2.example.org".into()],
         })
         .await

@@ -195,7 +195,7 @@ async fn start_up_removes_stale_configs_and_keeps_other_files() {
 async fn a_host_key_is_required_when_configured() {
     let dirs = DepotDirs::new();
     let mut config = depot_config(&dirs, "depot1.example.org");
-    config.host_key = secret("depot-secret");
+    config.host_key = secret("depot-secret-0123456789abcdef0123456789");
     let depot = TestDepot::start(config).await;
     let mut client = depot.client().await;
     let status = client.set_pxe_config(bundle(1, 1)).await.unwrap_err();
@@ -209,9 +209,12 @@ async fn a_host_key_is_required_when_configured() {
         Code::Unauthenticated
     );
     let mut request = tonic::Request::new(bundle(1, 1));
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer depot-secret".parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer depot-secret-0123456789abcdef0123456789"
+            .parse()
+            .unwrap(),
+    );
     client.set_pxe_config(request).await.unwrap();
     assert_eq!(dirs.files().len(), 2);
 }

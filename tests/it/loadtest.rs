@@ -142,9 +142,10 @@ async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_non
 }
 
 /// A lab site (configserver and two new-path depots in this process) with
-/// a few real clients, and tftpd-hpa serving each depot when it can here.
-async fn site(root: &Path) -> (Lab, Vec<TftpServer>) {
-    let lab = Lab::start(LabOptions {
+/// a few real clients, and tftpd-hpa serving each depot when it can here;
+/// every hop over TLS from a throwaway CA with `tls`.
+async fn site(root: &Path, tls: bool) -> (Lab, Vec<TftpServer>) {
+    let options = LabOptions {
         dir: root.to_owned(),
         pxe_root: root.to_owned(),
         depots: 2,
@@ -152,8 +153,12 @@ async fn site(root: &Path) -> (Lab, Vec<TftpServer>) {
         concurrency: 8,
         io_threads: 2,
         database: None,
-    })
-    .await
+    };
+    let lab = if tls {
+        Lab::start_tls(options).await
+    } else {
+        Lab::start(options).await
+    }
     .unwrap();
     lab.seed(5).await.unwrap();
     let tftpds = match TftpServer::find() {
@@ -168,9 +173,10 @@ async fn site(root: &Path) -> (Lab, Vec<TftpServer>) {
 }
 
 fn remote_args(lab: &Lab, tftpds: &[TftpServer]) -> Vec<String> {
+    let scheme = if lab.pki.is_some() { "https" } else { "http" };
     let mut args = vec![
         "--configserver".into(),
-        format!("http://{}", lab.configserver),
+        format!("{scheme}://{}", lab.configserver),
         "--admin-key-file".into(),
         lab.admin_key_file.display().to_string(),
         "--depot-key-file".into(),
@@ -179,6 +185,10 @@ fn remote_args(lab: &Lab, tftpds: &[TftpServer]) -> Vec<String> {
         "new".into(),
         "--json".into(),
     ];
+    if let Some(pki) = &lab.pki {
+        args.push("--tls-ca".into());
+        args.push(pki.ca_file.display().to_string());
+    }
     for (d, t) in lab.depots.iter().zip(tftpds) {
         args.push("--tftp".into());
         args.push(format!("{}={}", d.id, t.addr));
@@ -229,9 +239,9 @@ async fn leftovers(lab: &Lab, run_id: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_mode_measures_a_running_site_and_leaves_it_as_it_was() {
+async fn remote_mode_measures_a_running_site_over_tls_and_leaves_it_as_it_was() {
     let root = tempfile::tempdir().unwrap();
-    let (lab, tftpds) = site(root.path()).await;
+    let (lab, tftpds) = site(root.path(), true).await;
     let mut args = remote_args(&lab, &tftpds);
     let boot = !tftpds.is_empty();
     let scenarios = if boot {
@@ -287,7 +297,7 @@ async fn remote_mode_measures_a_running_site_and_leaves_it_as_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
     let root = tempfile::tempdir().unwrap();
-    let (lab, _tftpds) = site(root.path()).await;
+    let (lab, _tftpds) = site(root.path(), false).await;
     let mut args = remote_args(&lab, &[]);
     // A trickle that would take minutes: it is interrupted long before.
     args.extend(
@@ -347,7 +357,7 @@ async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_not_delivered_fails_the_run() {
     let root = tempfile::tempdir().unwrap();
-    let (lab, _tftpds) = site(root.path()).await;
+    let (lab, _tftpds) = site(root.path(), false).await;
     // A registered depot nobody answers for: nothing reaches it.
     lab.admin()
         .await
@@ -390,4 +400,71 @@ async fn a_client_not_delivered_fails_the_run() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("check(s) failed"));
     lab.shutdown().await;
+}
+
+/// The pid of a process whose command line holds `needle`.
+fn pid_with(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
+                .then_some(pid)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_dies_ends_the_run_at_once_and_names_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let child = pxeconf_command()
+        .args(["loadtest", "--scenario", "trickle", "--trickle-clients"])
+        .args(["100000", "--trickle-rate", "20", "--depots", "1"])
+        .args(["--legacy-depots", "0", "--timeout", "10m", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The depot role's command line names its PXE directory in the run dir.
+    let needle = format!("{}/depot1 ", dir.display());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let depot = loop {
+        if let Some(pid) = pid_with(&needle) {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no depot role started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Let the trickle begin, then take the depot away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &depot.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "a run whose depot died cannot pass");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("depot1.loadtest.invalid exited during the run"),
+        "{stderr}"
+    );
+    // Not the 10 minutes of --timeout: the end of the role ends the run.
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -146,7 +146,10 @@ impl Site {
         &self.depots[i].0.pxe
     }
 
-    async fn status(&mut self, fqdn: &str) -> Result<proto::ClientStatus, tonic::Status> {
+    async fn status(
+        &mut self,
+        fqdn: &str,
+    ) -> Result<proto::GetClientStatusResponse, tonic::Status> {
         self.admin
             .get_client_status(proto::GetClientStatusRequest { fqdn: fqdn.into() })
             .await

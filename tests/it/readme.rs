@@ -61,7 +61,8 @@ async fn every_rpc_has_a_working_grpcurl_example() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let lab = Lab::start(LabOptions {
+    // As the demo runs: TLS from a throwaway CA.
+    let lab = Lab::start_tls(LabOptions {
         dir: dir.path().to_owned(),
         pxe_root: dir.path().to_owned(),
         depots: 2,
@@ -74,7 +75,9 @@ async fn every_rpc_has_a_working_grpcurl_example() {
     .unwrap();
     lab.seed(0).await.unwrap();
     let key = |path: &Path| std::fs::read_to_string(path).unwrap();
+    let ca = lab.pki.as_ref().unwrap().ca_file.display().to_string();
     let env = [
+        ("CA", ca),
         ("CS", lab.configserver.to_string()),
         ("DEPOT", lab.depots[0].addr.to_string()),
         (

@@ -608,7 +608,7 @@ mod store {
         let depot = |id: &str| DepotRecord {
             id: fqdn(id),
             endpoint: Endpoint::parse(&format!("http://{id}:50051"), "e").unwrap(),
-            host_key: Secret::new("k"),
+            host_key: Secret::new(format!("{id}-key-0123456789abcdef0123456789")),
             description: String::new(),
         };
         store.upsert_depots(&[depot(D1), depot(D2)]).await.unwrap();

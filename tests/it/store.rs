@@ -26,7 +26,7 @@ fn client(n: u32, mac_byte: u8) -> Client {
         mac: Some(Mac::parse(&format!("02:00:00:00:{n:02x}:{mac_byte:02x}"), "m").unwrap()),
         uuid: Some(SystemUuid::parse(&format!("00000000-0000-4000-8000-{n:012x}"), "u").unwrap()),
         ip_address: String::new(),
-        host_key: Secret::new(format!("key{n}")),
+        host_key: Secret::new(format!("client-key-{n:04}-0123456789abcdef0123456789")),
     }
 }
 
@@ -102,7 +102,7 @@ async fn seeded(engine: Engine) -> (tempfile::TempDir, Store) {
     let depot = |id: &str| DepotRecord {
         id: fqdn(id),
         endpoint: Endpoint::parse(&format!("http://{id}:50051"), "endpoint").unwrap(),
-        host_key: Secret::new("k"),
+        host_key: Secret::new(format!("host-key-of-{id}-0123456789abcdef")),
         description: String::new(),
     };
     store.upsert_depots(&[depot(D1), depot(D2)]).await.unwrap();

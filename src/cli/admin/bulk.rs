@@ -55,7 +55,7 @@ impl Bulk {
     }
 
     /// Sends `items` through `call`, one call per chunk, in order.
-    pub async fn send<T, F, Fut>(
+    pub async fn send<T, R, F, Fut>(
         &mut self,
         section: &'static str,
         items: Vec<T>,
@@ -63,7 +63,8 @@ impl Bulk {
     ) -> Result<(), CliError>
     where
         F: FnMut(Vec<T>) -> Fut,
-        Fut: Future<Output = Result<Response<proto::WriteResponse>, Status>>,
+        R: Into<proto::compat::Written>,
+        Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let count = items.len();
         if count == 0 {
@@ -84,7 +85,9 @@ impl Bulk {
             let response = call(chunk)
                 .await
                 .map_err(|status| self.failure(section, offset, len, count, &status))?
-                .into_inner();
+                .into_inner()
+                .into();
+            let response: proto::compat::Written = response;
             done.affected += response.affected;
             done.pushes_queued += response.pushes_queued;
             self.totals.items += len as u64;
@@ -121,7 +124,11 @@ impl Bulk {
         };
         self.bar.abandon();
         let error = renumber(&grpc_error(status), section, offset);
-        format!("{place}{error}{applied}").into()
+        // The summary line first, then one line per bad field, if any.
+        match error.split_once('\n') {
+            Some((line, fields)) => format!("{place}{line}{applied}\n{fields}").into(),
+            None => format!("{place}{error}{applied}").into(),
+        }
     }
 
     /// Clears the bar and returns the totals.
@@ -132,18 +139,29 @@ impl Bulk {
 }
 
 /// `CODE: section[i]…` with `i` moved by `offset`; anything else unchanged.
-fn renumber(line: &str, section: &str, offset: usize) -> String {
-    let renumbered = || {
-        let (code, message) = line.split_once(": ")?;
-        let rest = message.strip_prefix(section)?.strip_prefix('[')?;
-        let (index, tail) = rest.split_once(']')?;
-        let index: usize = index.parse().ok()?;
-        Some(format!("{code}: {section}[{}]{tail}", index + offset))
-    };
-    match renumbered() {
-        Some(line) if offset > 0 => line,
-        _ => line.to_owned(),
+fn renumber(text: &str, section: &str, offset: usize) -> String {
+    if offset == 0 {
+        return text.to_owned();
     }
+    // Every `section[i]` (the message and each field violation line).
+    let needle = format!("{section}[");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&needle) {
+        let after = &rest[at + needle.len()..];
+        out.push_str(&rest[..at + needle.len()]);
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match (
+            after[..digits].parse::<usize>(),
+            after[digits..].starts_with(']'),
+        ) {
+            (Ok(index), true) => out.push_str(&(index + offset).to_string()),
+            _ => out.push_str(&after[..digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Sets action requests through `bulk`.
@@ -176,6 +194,11 @@ mod tests {
         );
         assert_eq!(renumber(line, "clients", 0), line);
         assert_eq!(renumber(line, "depots", 1000), line);
+        let many = "INVALID_ARGUMENT: clients[3].id: bad; clients[12].id: bad\n  clients[3].id: bad\n  clients[12].id: bad";
+        assert_eq!(
+            renumber(many, "clients", 500),
+            "INVALID_ARGUMENT: clients[503].id: bad; clients[512].id: bad\n  clients[503].id: bad\n  clients[512].id: bad"
+        );
         let not_found = "NOT_FOUND: client ghost.example.org does not exist";
         assert_eq!(renumber(not_found, "action_requests", 1000), not_found);
     }

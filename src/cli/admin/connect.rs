@@ -1,5 +1,6 @@
 //! Reaching the configserver's Admin service: the `--server` URL (checked by
-//! the one URL validator), the admin key (loaded by the one key loader), one
+//! the one URL validator), the admin key (loaded by the one key loader), TLS
+//! for `https://` (`--tls-ca`) through the one channel builder, one
 //! connection per verb, and a failed call or connection as one line.
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use crate::auth::{AttachKey, EnvKey, load_key};
 use crate::cli::error::CliError;
 use crate::domain::Endpoint;
 use crate::proto;
+use crate::transport::{ChannelError, ChannelOptions, Tls, TlsFiles};
 
 /// How long to wait for the configserver to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +39,15 @@ pub struct Connection {
     /// (`ps` would show it).
     #[arg(skip = EnvKey::read(ADMIN_KEY_ENV))]
     pub key_env: EnvKey,
+    /// PEM CA certificates to verify an https:// configserver with.
+    #[arg(long, env = "PXECONF_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a configserver that asks for one (with --tls-key).
+    #[arg(long, env = "PXECONF_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PXECONF_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -53,12 +64,28 @@ impl Connection {
         let key = load_key(&self.key_env, self.key_file.as_deref())?.unwrap_or_default();
         let attach = AttachKey::new(&key).map_err(|e| format!("admin key: {e}"))?;
         let url = Endpoint::parse(&self.server, "--server")?;
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("--server {url}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect()
+        let files = TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_ca.clone(),
+            client_ca: None,
+        };
+        let tls = (!files.is_empty()).then(|| Tls::load(files)).transpose()?;
+        let options = ChannelOptions {
+            connect_timeout: CONNECT_TIMEOUT,
+            call_timeout: None,
+        };
+        let channel = crate::transport::connect(&url, tls.as_ref(), options)
             .await
-            .map_err(|e| format!("cannot reach the configserver at {url}: {}", causes(&e)))?;
+            .map_err(|e| match e {
+                ChannelError::Connect { url, message } => {
+                    format!("cannot reach the configserver at {url}: {message}")
+                }
+                ChannelError::NoCa { url } => {
+                    format!("--server {url} is https:// but no --tls-ca is given")
+                }
+                other => other.to_string(),
+            })?;
         Ok(proto::admin_client::AdminClient::with_interceptor(
             channel, attach,
         ))
@@ -77,22 +104,6 @@ impl Connection {
         }
         Ok(())
     }
-}
-
-/// An error and its causes on one line: tonic's connect error on its own says
-/// only "transport error".
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
 }
 
 /// The canonical name of a gRPC code, as grpcurl and the gRPC docs print it.
@@ -118,8 +129,24 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A failed call as one line: `NOT_FOUND: client x.example.org does not exist`.
+/// A failed call as one line, `NOT_FOUND: client x.example.org does not
+/// exist`; when the status names several bad fields (`BadRequest`), one more
+/// line for each: `  clients[3].hardware_address: invalid MAC address …`.
 pub(super) fn grpc_error(status: &Status) -> String {
+    let fields = crate::status::violation_lines(status);
+    if fields.len() > 1 {
+        // The message names a few; the lines name them all.
+        let mut out = format!(
+            "{}: {} invalid fields",
+            code_name(status.code()),
+            fields.len()
+        );
+        for field in fields {
+            out.push_str("\n  ");
+            out.push_str(&field.replace('\n', " "));
+        }
+        return out;
+    }
     let message = status.message().trim();
     if message.is_empty() {
         code_name(status.code()).to_owned()
@@ -154,6 +181,16 @@ mod tests {
             grpc_error(&Status::failed_precondition("")),
             "FAILED_PRECONDITION"
         );
+        let two = crate::domain::ValidationError::join([
+            crate::domain::ValidationError::new("clients[0].id", "bad"),
+            crate::domain::ValidationError::new("clients[2].system_uuid", "short"),
+        ])
+        .unwrap_err();
+        let status = crate::status::Problem::invalid(&two).into_status();
+        assert_eq!(
+            grpc_error(&status),
+            "INVALID_ARGUMENT: 2 invalid fields\n  clients[0].id: bad\n  clients[2].system_uuid: short"
+        );
     }
 
     #[tokio::test]
@@ -162,6 +199,9 @@ mod tests {
             server: server.into(),
             key_file: None,
             key_env: EnvKey::given(ADMIN_KEY_ENV, key),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             json: false,
         };
         let err = connection("nonsense", "k").connect().await.unwrap_err();

@@ -126,8 +126,8 @@ pub(super) struct StatusView {
     deliveries: Vec<DeliveryView>,
 }
 
-impl From<proto::ClientStatus> for StatusView {
-    fn from(s: proto::ClientStatus) -> Self {
+impl From<proto::GetClientStatusResponse> for StatusView {
+    fn from(s: proto::GetClientStatusResponse) -> Self {
         let host = s.host.unwrap_or_default();
         StatusView {
             client: host.id,

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
 
 use super::inventory::{AdminClient, depot_fqdn, random_key};
+use super::pki::write_key;
 use crate::cli::error::CliError;
 use crate::config::{DEFAULT_TEMPLATE_BIOS, DEFAULT_TEMPLATE_UEFI_X64, DEFAULT_TEMPLATE_UEFI_X86};
 use crate::depot::DepotConfig;
 use crate::depot::template::TemplateConfig;
 use crate::domain::{Fqdn, Secret, TemplateName};
 use crate::proto;
+use crate::transport::Transport;
 
 /// The templates that ship with pxeconf (contrib/templates).
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -59,13 +61,6 @@ pub(super) fn write_templates(dir: &Path) -> std::io::Result<PathBuf> {
     Ok(templates)
 }
 
-/// Writes a key file only its owner may read.
-pub(super) fn write_key(path: &Path, key: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, key)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
 /// A depot of the lab before it starts.
 pub(super) struct PlannedDepot {
     id: String,
@@ -77,12 +72,19 @@ pub(super) struct PlannedDepot {
 }
 
 impl PlannedDepot {
-    /// What it starts with.
+    /// Its id.
+    pub fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    /// What it starts with: `configserver` is the URL it calls, `transport`
+    /// its TLS (see [`LabPki`]).
     pub fn config(
         &self,
         templates: &Path,
-        configserver: SocketAddr,
+        configserver: &str,
         io_threads: usize,
+        transport: Transport,
     ) -> Result<DepotConfig, CliError> {
         let template = |n: &str| TemplateName::parse(n, "template").map_err(|e| e.to_string());
         Ok(DepotConfig {
@@ -94,7 +96,7 @@ impl PlannedDepot {
                 uefi_x86: template(DEFAULT_TEMPLATE_UEFI_X86)?,
                 uefi_x64: template(DEFAULT_TEMPLATE_UEFI_X64)?,
             },
-            configservers: vec![format!("http://{configserver}")],
+            configservers: vec![configserver.to_owned()],
             host_key: Some(Secret::new(self.key.clone())),
             legacy: self.legacy,
             io_threads,
@@ -102,6 +104,7 @@ impl PlannedDepot {
             // Beside the PXE directory, never inside it.
             state_dir: self.pxe_dir.with_extension("state"),
             file_access: Default::default(),
+            transport,
         })
     }
 
@@ -143,17 +146,19 @@ pub(super) async fn plan_depots(
     Ok(planned)
 }
 
-/// Registers the planned depots at the configserver, endpoints and keys.
+/// Registers the planned depots at the configserver, endpoints (`scheme`
+/// `http` or `https`) and keys.
 pub(super) async fn register_depots(
     admin: &mut AdminClient,
     planned: &[PlannedDepot],
+    scheme: &str,
 ) -> Result<(), CliError> {
     let depots = planned
         .iter()
         .map(|d| {
             Ok(proto::DepotInfo {
                 id: d.id.clone(),
-                endpoint: format!("http://{}", d.listener.local_addr()?),
+                endpoint: format!("{scheme}://{}", d.listener.local_addr()?),
                 host_key: d.key.clone(),
                 description: if d.legacy {
                     "legacy-only depot".into()

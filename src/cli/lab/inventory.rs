@@ -2,15 +2,16 @@
 //! MACs and UUIDs derived from their number, two netboot products — and the
 //! Admin writes that load it.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::auth::AttachKey;
 use crate::cli::error::CliError;
-use crate::domain::Secret;
+use crate::domain::{Endpoint, Secret};
 use crate::proto;
+use crate::transport::{ChannelOptions, Tls};
 
 /// The netboot products of the lab: id, product version, package version,
 /// template (empty: the depot's default for the boot mode).
@@ -25,14 +26,14 @@ pub(super) const CHUNK: usize = 5000;
 /// An Admin client with the admin key attached.
 pub type AdminClient = proto::admin_client::AdminClient<InterceptedService<Channel, AttachKey>>;
 
-/// An Admin client of the configserver at `configserver`.
+/// An Admin client of the configserver at `url` (TLS from `tls` for https).
 pub(super) async fn admin_client(
-    configserver: SocketAddr,
+    url: &str,
+    tls: Option<&Arc<Tls>>,
     key: &Secret,
 ) -> Result<AdminClient, CliError> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{configserver}"))?
-        .connect()
-        .await?;
+    let endpoint = Endpoint::parse(url, "configserver")?;
+    let channel = crate::transport::connect(&endpoint, tls, ChannelOptions::default()).await?;
     Ok(proto::admin_client::AdminClient::with_interceptor(
         channel,
         AttachKey::new(key)?,

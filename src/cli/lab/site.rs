@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use super::depots::{LabDepot, plan_depots, register_depots, write_key, write_templates};
+use super::depots::{LabDepot, plan_depots, register_depots, write_templates};
 use super::inventory::{
     AdminClient, CHUNK, admin_client, client_fqdn, product_of, random_key, seed_clients,
     seed_configs, seed_products,
 };
+use super::pki::{LabPki, write_key};
 use crate::cli::error::CliError;
 use crate::configserver::dispatch::DispatchSettings;
 use crate::configserver::store::Location;
@@ -22,6 +23,7 @@ use crate::domain::{Modules, Secret};
 use crate::metrics::Metrics;
 use crate::proto;
 use crate::server::Background;
+use crate::transport::{Tls, Transport};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -56,32 +58,56 @@ pub struct Lab {
     pub depots: Vec<LabDepot>,
     /// The admin key file.
     pub admin_key_file: PathBuf,
+    /// The throwaway CA when the lab runs TLS.
+    pub pki: Option<LabPki>,
     admin_key: Secret,
+    admin_tls: Option<Arc<Tls>>,
     servers: Vec<Background>,
 }
 
 impl Lab {
-    /// Starts the configserver and the depots; nothing is in the inventory yet.
+    /// Starts the configserver and the depots, plaintext (`http://`, the
+    /// log says so); nothing is in the inventory yet.
     pub async fn start(options: LabOptions) -> Result<Self, CliError> {
+        Self::start_with(options, false).await
+    }
+
+    /// Like [`start`](Self::start), but every hop is TLS with certificates
+    /// from a throwaway CA in `dir/tls` (what the demo runs).
+    pub async fn start_tls(options: LabOptions) -> Result<Self, CliError> {
+        Self::start_with(options, true).await
+    }
+
+    async fn start_with(options: LabOptions, tls: bool) -> Result<Self, CliError> {
         let templates = write_templates(&options.dir)?;
         let keys = options.dir.join("keys");
         std::fs::create_dir_all(&keys)?;
+        let pki = tls.then(|| LabPki::new(&options.dir)).transpose()?;
+        let transport = |name: &str| match &pki {
+            Some(pki) => pki.transport(name, false),
+            None => Ok(Transport::plaintext()),
+        };
+        let admin_tls = pki.as_ref().map(LabPki::client).transpose()?;
         let metrics = Metrics::new();
         let admin_key_file = keys.join("admin.key");
         let admin_key = Secret::new(random_key());
         write_key(&admin_key_file, admin_key.expose())?;
+        let cs_transport = transport("configserver.example.org")?;
         let (configserver, core, server) =
-            start_configserver(&options, &admin_key, metrics.clone()).await?;
+            start_configserver(&options, &admin_key, metrics.clone(), cs_transport).await?;
         let mut servers = vec![server];
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{configserver}");
 
         // Depots are registered before they start, so that their first call
         // to the configserver (start-up reconciliation) is accepted.
         let planned = plan_depots(options.depots, options.legacy, &options.pxe_root, &keys).await?;
-        let mut admin = admin_client(configserver, &admin_key).await?;
-        register_depots(&mut admin, &planned).await?;
+        let mut admin = admin_client(&url, admin_tls.as_ref(), &admin_key).await?;
+        register_depots(&mut admin, &planned, scheme).await?;
         let mut depots = Vec::new();
         for plan in planned {
-            let config = plan.config(&templates, configserver, options.io_threads)?;
+            let depot_transport = transport(&plan.id())?;
+            let config = plan.config(&templates, &url, options.io_threads, depot_transport)?;
             let depot = Depot::start(config, metrics.clone()).await?;
             let (lab_depot, listener) = plan.into_parts()?;
             servers.push(Background::spawn("depot", move |stop| {
@@ -96,14 +122,32 @@ impl Lab {
             metrics,
             depots,
             admin_key_file,
+            pki,
             admin_key,
+            admin_tls,
             servers,
         })
     }
 
+    /// The configserver's URL (`https://` when the lab runs TLS).
+    pub fn configserver_url(&self) -> String {
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.configserver)
+    }
+
+    /// The TLS a client of the lab needs (the CA as trust), if it runs TLS.
+    pub fn client_tls(&self) -> Option<&Arc<Tls>> {
+        self.admin_tls.as_ref()
+    }
+
     /// An Admin client.
     pub async fn admin(&self) -> Result<AdminClient, CliError> {
-        admin_client(self.configserver, &self.admin_key).await
+        admin_client(
+            &self.configserver_url(),
+            self.admin_tls.as_ref(),
+            &self.admin_key,
+        )
+        .await
     }
 
     /// The depot client n belongs to (0-based index).
@@ -209,6 +253,7 @@ async fn start_configserver(
     options: &LabOptions,
     admin_key: &Secret,
     metrics: Arc<Metrics>,
+    transport: Transport,
 ) -> Result<(SocketAddr, Arc<Core>, Background), CliError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -227,6 +272,7 @@ async fn start_configserver(
                 concurrency: options.concurrency,
                 ..DispatchSettings::default()
             },
+            transport,
         },
         metrics,
     )

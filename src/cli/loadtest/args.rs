@@ -111,6 +111,16 @@ pub struct LoadtestArgs {
     /// (the first new-path depot used); without it `direct` is skipped.
     #[arg(long)]
     pub depot_key_file: Option<PathBuf>,
+    /// With --configserver over https://: PEM CA certificate(s) trusted for
+    /// the configserver and the depots (their certificates' issuer).
+    #[arg(long, env = "PXECONF_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that ask for one (with --tls-key).
+    #[arg(long, env = "PXECONF_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PXECONF_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Give up waiting for deliveries, reads or clean-up after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     pub timeout: std::time::Duration,
@@ -164,6 +174,9 @@ impl LoadtestArgs {
             return Err(format!(
                 "--trickle-clients and --direct-calls must be at most {MAX_CLIENTS}"
             ));
+        }
+        if self.configserver.is_none() && self.tls_ca.is_some() {
+            return Err("--tls-ca goes with --configserver (self-contained roles talk plaintext on loopback)".into());
         }
         if self.configserver.is_none() && (!self.tftp.is_empty() || self.metrics_url.is_some()) {
             return Err("--tftp and --metrics-url go with --configserver".into());

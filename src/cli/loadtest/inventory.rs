@@ -160,7 +160,7 @@ pub async fn delete_all(
     let mut deleted = 0;
     for chunk in fqdns.chunks(CHUNK) {
         deleted += admin
-            .delete_clients(proto::DeleteByIdRequest {
+            .delete_clients(proto::DeleteClientsRequest {
                 ids: chunk.to_vec(),
             })
             .await?

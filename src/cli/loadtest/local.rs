@@ -36,6 +36,15 @@ impl LocalSite {
             .collect()
     }
 
+    /// Resolves when any role exits before it is stopped, saying which.
+    pub async fn role_exited(&mut self) -> String {
+        let exits = self.roles.iter_mut().map(|r| Box::pin(r.exited()));
+        match exits.len() {
+            0 => std::future::pending().await,
+            _ => futures::future::select_all(exits).await.0,
+        }
+    }
+
     /// Whether tftpd-hpa serves the depots.
     pub fn tftp(&self) -> bool {
         !self.tftpds.is_empty()

@@ -30,6 +30,8 @@ pub struct Role {
     pub metrics: SocketAddr,
     child: Child,
     log: PathBuf,
+    // Resolves when the role's stderr closes: it exited (or crashed).
+    ended: oneshot::Receiver<()>,
 }
 
 /// The addresses a role logs when it has bound its ports.
@@ -67,8 +69,13 @@ impl Role {
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let log_path = log.to_owned();
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(copy_log(stderr, log.to_owned(), tx));
+        let (ended_tx, ended) = oneshot::channel();
+        tokio::spawn(async move {
+            copy_log(stderr, log_path, tx).await;
+            let _ = ended_tx.send(());
+        });
         let bound = tokio::time::timeout(START_TIMEOUT, rx).await;
         let Ok(Ok((addr, metrics))) = bound else {
             let _ = child.start_kill();
@@ -85,7 +92,21 @@ impl Role {
             metrics,
             child,
             log: log.to_owned(),
+            ended,
         })
+    }
+
+    /// Waits until the role exits on its own (a crash, a failed task) and
+    /// says so with the end of its log; a load test must not wait for
+    /// acknowledgements from a process that is gone.
+    pub async fn exited(&mut self) -> String {
+        let _ = (&mut self.ended).await;
+        format!(
+            "{} exited during the run; its log is {}:\n{}",
+            self.name,
+            self.log.display(),
+            tail(&self.log)
+        )
     }
 
     /// Its process id.

@@ -76,16 +76,28 @@ impl Plan {
 pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
     crate::telemetry::init_with_default(LogFormat::Human, "warn");
     args.check()?;
+    super::channel::configure(
+        args.tls_ca.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
     let names = Names::random();
     let mut report = Report {
         run_id: names.run_id(),
         ..Default::default()
     };
-    let (target, site) = open(&args, &names, &mut report).await?;
+    let (target, mut site) = open(&args, &names, &mut report).await?;
     let plan = Plan::new(&args, &target, &names, &mut report.notes)?;
+    let exited = async {
+        match site.as_mut() {
+            Some(site) => site.role_exited().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = measure(&args, &target, &names, &plan, &mut report) => r,
         () = crate::server::shutdown_signal() => Err("interrupted".into()),
+        why = exited => Err(why.into()),
     };
     let failed = result.is_err() || !report.failures.is_empty();
     let finished = finish(&args, &target, &names, &plan, site, failed, &mut report).await;

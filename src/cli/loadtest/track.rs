@@ -131,7 +131,7 @@ async fn confirm(
 
 /// Whether a client's status shows `goal` reached for `product` on `depot`.
 pub fn reached_by(
-    status: &proto::ClientStatus,
+    status: &proto::GetClientStatusResponse,
     depot: &str,
     product: &str,
     goal: Goal,

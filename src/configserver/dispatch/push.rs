@@ -2,43 +2,37 @@
 //! path), `SetPxeConfigByFqdn` (the legacy path) or `RemovePxeConfig`, and
 //! what the answer means for the worker.
 
-use std::time::Duration;
-
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::runtime::Capability;
+use super::settings::DispatchSettings;
 use crate::auth::AttachKey;
 use crate::configserver::store::{DepotRecord, Job, Loaded, PushOp, PushPath, UsedTemplate};
 use crate::proto;
 use crate::status::{AbortReason, Aborted};
-
-/// How long connecting to a depot may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 pings on an idle channel, so a dead depot is noticed.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a ping may go unanswered.
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::transport::ChannelOptions;
 
 /// A depot's client over its one long-lived channel.
 pub(super) type DepotClient =
     proto::depot_client::DepotClient<InterceptedService<Channel, AttachKey>>;
 
-/// A lazily connecting client for `depot`; each call has `timeout`.
-pub(super) fn connect(depot: &DepotRecord, timeout: Duration) -> Result<DepotClient, String> {
-    let url = depot.endpoint.as_str();
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("invalid endpoint {url}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+/// A lazily connecting client for `depot` (TLS for an `https://` endpoint);
+/// each call has the push timeout.
+pub(super) fn connect(
+    depot: &DepotRecord,
+    settings: &DispatchSettings,
+) -> Result<DepotClient, String> {
+    let options = ChannelOptions {
+        call_timeout: Some(settings.timeout),
+        ..ChannelOptions::default()
+    };
+    let channel = crate::transport::channel(&depot.endpoint, settings.tls.as_ref(), options)
+        .map_err(|e| e.to_string())?;
     let auth = AttachKey::new(&depot.host_key).map_err(|e| e.to_string())?;
     Ok(proto::depot_client::DepotClient::with_interceptor(
-        endpoint.connect_lazy(),
-        auth,
+        channel, auth,
     ))
 }
 
@@ -174,7 +168,7 @@ async fn call(
                 epoch,
             };
             let answer = client.set_pxe_config_by_fqdn(request).await?;
-            Ok(used_template(answer.into_inner()))
+            Ok(used_template(answer.into_inner().into()))
         }
         (Job::Set(bundle), PushPath::New) => {
             let mut request = proto::ClientBundle::from(bundle.as_ref());

@@ -1,7 +1,10 @@
 //! How the configserver pushes to depots, and the defaults: the one place
 //! each default is written down.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::transport::Tls;
 
 /// Pushes in flight per depot unless configured otherwise.
 pub const DEFAULT_PUSH_CONCURRENCY: usize = 32;
@@ -23,6 +26,8 @@ pub struct DispatchSettings {
     pub min_backoff: Duration,
     /// Longest wait between retries.
     pub max_backoff: Duration,
+    /// TLS for `https://` depots (the configserver's own, set at start).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for DispatchSettings {
@@ -32,6 +37,7 @@ impl Default for DispatchSettings {
             timeout: DEFAULT_PUSH_TIMEOUT,
             min_backoff: DEFAULT_MIN_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            tls: None,
         }
     }
 }

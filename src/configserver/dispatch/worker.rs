@@ -141,7 +141,7 @@ impl Worker {
         let (runtime_tx, runtime) = watch::channel(DepotRuntime::default());
         let span = info_span!("depot", depot = %depot.id);
         let worker = Self {
-            client: connect(&depot, shared.settings.timeout),
+            client: connect(&depot, &shared.settings),
             backoff: shared.settings.min_backoff,
             shared,
             depot,
@@ -241,7 +241,7 @@ impl Worker {
     fn update(&mut self, depot: DepotRecord) {
         if depot.endpoint != self.depot.endpoint || depot.host_key != self.depot.host_key {
             info!(endpoint = %depot.endpoint, "depot endpoint or key changed; reconnecting");
-            self.client = connect(&depot, self.shared.settings.timeout);
+            self.client = connect(&depot, &self.shared.settings);
             self.capability = Capability::Unknown;
             self.down = false;
             self.retry_at = None;

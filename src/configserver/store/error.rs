@@ -57,6 +57,16 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// A value that must be unique is already taken (a depot's host key).
+    #[error("{what} {id}: {message}")]
+    Duplicate {
+        /// The kind of thing.
+        what: &'static str,
+        /// Its id.
+        id: String,
+        /// What is taken (never the secret itself).
+        message: String,
+    },
     /// Stored data that no longer parses (edited by hand?).
     #[error("stored {what} {id:?} is invalid: {message}")]
     Corrupt {

@@ -40,7 +40,22 @@ async fn delete_from(tx: &mut WriteTx, ids: &str, tables: &[(&str, &str)]) -> Re
 
 /// Inserts or updates depots; a new depot picks up the clients that
 /// already name it.
+/// A host key another depot holds (in the store or in the same write) is
+/// refused: the key is how a depot is recognised. Upserts and imports alike.
 pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Result<Written> {
+    let taken = |id: &str| StoreError::Duplicate {
+        what: "depot",
+        id: id.to_owned(),
+        message: "its host_key is already another depot's".into(),
+    };
+    let mut keys = std::collections::HashMap::new();
+    for d in depots {
+        if let Some(other) = keys.insert(d.host_key.expose(), d.id.as_str())
+            && other != d.id.as_str()
+        {
+            return Err(taken(d.id.as_str()));
+        }
+    }
     let rows = json_rows(depots.iter().map(|d| {
         [
             d.id.as_str(),
@@ -49,6 +64,20 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
             d.description.as_str(),
         ]
     }));
+    let clash: Option<String> = on!(tx.conn(), |c| {
+        sqlx::query_scalar(
+            "SELECT n.value ->> 0 FROM json_each($1) n
+             WHERE EXISTS (SELECT 1 FROM depots d
+               WHERE d.host_key = n.value ->> 2 AND d.id <> n.value ->> 0)
+             LIMIT 1",
+        )
+        .bind(&rows)
+        .fetch_optional(c)
+        .await?
+    });
+    if let Some(id) = clash {
+        return Err(taken(&id));
+    }
     let changed: Vec<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
         "INSERT INTO depots (id, endpoint, host_key, description)
@@ -234,7 +263,8 @@ pub(super) async fn write_product_on_depots(
 
 impl Store {
     /// Inserts or updates depots. A new depot picks up the clients that
-    /// already name it.
+    /// already name it. A host key another depot holds (or another depot of
+    /// the same call) is refused: the key is how a depot is recognised.
     pub async fn upsert_depots(&self, depots: &[DepotRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let (affected, clients) = write_depots(&mut tx, depots).await?;

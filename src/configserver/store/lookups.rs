@@ -13,7 +13,7 @@ use super::rows;
 use super::rules::{NEWEST_ACTION_FIRST, effective_values_sql};
 use super::sql::{from_json, json_list};
 use crate::domain::opsi::DEPOT_ID;
-use crate::domain::{Client, ProductId, TemplateName};
+use crate::domain::{Client, Fqdn, ProductId, TemplateName};
 
 impl Store {
     /// A client.
@@ -160,6 +160,28 @@ impl Store {
             .and_then(|v| v.first())
             .filter(|d| !d.is_empty())
             .cloned())
+    }
+
+    /// Whether `client_id` exists and belongs to `depot_id` (its
+    /// `clientconfig.depot.id`, else the default, read as an FQDN): one
+    /// query, as the legacy look-ups ask it each time.
+    pub async fn is_client_of(&self, client_id: &str, depot_id: &str) -> Result<bool> {
+        let depot: Option<Option<String>> = on!(self.reader(), |c| {
+            sqlx::query_scalar(
+            "SELECT coalesce(
+               (SELECT s.\"values\" FROM config_states s WHERE s.object_id = c.id AND s.config_id = $2),
+               (SELECT g.default_values FROM configs g WHERE g.id = $2)) ->> 0
+             FROM clients c WHERE c.id = $1",
+        )
+        .bind(client_id)
+        .bind(DEPOT_ID)
+        .fetch_optional(c)
+        .await?
+        });
+        Ok(depot
+            .flatten()
+            .and_then(|d| Fqdn::parse(&d, DEPOT_ID).ok())
+            .is_some_and(|d| d.as_str() == depot_id))
     }
 
     /// Whether a depot exists.

@@ -1,6 +1,7 @@
 //! The depot's connections to its configservers (several replicas on one
-//! database may serve it), presenting the host key. Calls go to one of
-//! them; when it is unreachable the next one takes the calls (fail-over).
+//! database may serve it), presenting the host key (and, over `https://`,
+//! its certificate when it has one). Calls go to one of them; when it is
+//! unreachable the next one takes the calls (fail-over).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,19 +9,16 @@ use std::time::Duration;
 
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::warn;
 
 use crate::auth::AttachKey;
-use crate::domain::{Fqdn, Secret};
+use crate::domain::{Endpoint, Fqdn, Secret};
 use crate::proto::config_server_client::ConfigServerClient;
+use crate::transport::{ChannelOptions, Tls};
 
-/// How long connecting to the configserver may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The deadline of one call to the configserver.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// HTTP/2 keep-alive ping interval on the channel.
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The configserver's gRPC client with the depot's key attached.
 pub type Client = ConfigServerClient<InterceptedService<Channel, AttachKey>>;
@@ -44,8 +42,14 @@ pub fn unreachable(status: &tonic::Status) -> bool {
 }
 
 impl Upstream {
-    /// Lazy connections to `urls` (at least one), presenting `key`.
-    pub fn connect(urls: &[String], key: Option<&Secret>, depot_id: Fqdn) -> Result<Self, String> {
+    /// Lazy connections to `urls` (at least one), presenting `key`; `tls`
+    /// is needed for an `https://` URL.
+    pub fn connect(
+        urls: &[String],
+        key: Option<&Secret>,
+        depot_id: Fqdn,
+        tls: Option<&Arc<Tls>>,
+    ) -> Result<Self, String> {
         if urls.is_empty() {
             return Err("no configserver URL".to_owned());
         }
@@ -53,14 +57,14 @@ impl Upstream {
         let clients = urls
             .iter()
             .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|e| format!("invalid URL {url}: {e}"))?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .timeout(CALL_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(KEEP_ALIVE);
-                let client =
-                    ConfigServerClient::with_interceptor(endpoint.connect_lazy(), auth.clone());
+                let endpoint = Endpoint::parse(url, "configserver").map_err(|e| e.to_string())?;
+                let options = ChannelOptions {
+                    call_timeout: Some(CALL_TIMEOUT),
+                    ..ChannelOptions::default()
+                };
+                let channel = crate::transport::channel(&endpoint, tls, options)
+                    .map_err(|e| e.to_string())?;
+                let client = ConfigServerClient::with_interceptor(channel, auth.clone());
                 Ok((url.clone(), client))
             })
             .collect::<Result<Vec<_>, String>>()?;

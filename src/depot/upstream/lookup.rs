@@ -93,7 +93,8 @@ impl Lookup<'_> {
             .get_host(request)
             .await
             .map_err(failed)?
-            .into_inner())
+            .into_inner()
+            .into())
     }
 
     /// The client's (first) netboot product with an action, if any.
@@ -125,7 +126,7 @@ impl Lookup<'_> {
             .get_product_on_depot(request)
             .await
             .map_err(failed)?;
-        Ok(response.into_inner())
+        Ok(response.into_inner().into())
     }
 
     /// The product in the version installed on the depot.
@@ -141,7 +142,8 @@ impl Lookup<'_> {
             .get_product(request)
             .await
             .map_err(failed)?
-            .into_inner())
+            .into_inner()
+            .into())
     }
 
     async fn config_states(&mut self) -> Result<Vec<proto::ConfigState>, Error> {
@@ -182,6 +184,6 @@ impl Lookup<'_> {
             .get_modules(proto::GetModulesRequest {})
             .await
             .map_err(failed)?;
-        Ok(response.into_inner())
+        Ok(response.into_inner().into())
     }
 }

@@ -369,8 +369,18 @@ impl State {
         *highest = (*highest).max(revision);
     }
 
-    fn commit_set(&mut self, config: Rendered, released: &[String], now: SystemTime) -> SetOutcome {
+    fn commit_set(
+        &mut self,
+        mut config: Rendered,
+        released: &[String],
+        now: SystemTime,
+    ) -> SetOutcome {
         self.observe(&config.epoch, config.revision);
+        // Every push carries its own copy of the epoch; held configs share
+        // the current one (100,000 of them would otherwise hold 100,000).
+        if config.epoch == self.epoch {
+            config.epoch = self.epoch.clone();
+        }
         for name in released {
             self.owners.remove(name);
         }
@@ -413,9 +423,17 @@ impl State {
     /// Forgets the client's config; true if one was held. A failed removal
     /// never gets here: the files may be partly gone, and keeping all of
     /// them lets a retry delete the rest.
+    ///
+    /// Removing a client this depot neither holds nor has seen leaves no
+    /// trace: a floor (or a highest revision) taken from such a call would
+    /// let one bad `RemovePxeConfig` (revision u64::MAX) block the client for
+    /// good, and the configserver's sequence with it.
     fn commit_remove(&mut self, fqdn: &Fqdn, revision: u64, epoch: Arc<str>) -> bool {
-        self.observe(&epoch, revision);
         let removed = self.forget(fqdn).is_some();
+        if !removed && !self.seen.contains_key(fqdn) {
+            return false;
+        }
+        self.observe(&epoch, revision);
         if revision > 0 {
             let removal = Seen {
                 revision,
@@ -613,6 +631,20 @@ mod tests {
             assert_eq!(stale_state(err), (revision, 8, SeenState::Removed));
         }
         set(&mut state, config("a", 9, &["01-a"]));
+    }
+
+    #[test]
+    fn removing_a_client_never_held_leaves_no_floor() {
+        let mut state = State::default();
+        let p = state
+            .plan_remove(fqdn("a"), u64::MAX, Arc::from("e1"))
+            .unwrap();
+        let Committed::Remove(Ok(false)) = state.commit(p.op, Ok(()), NOW) else {
+            panic!("expected a removal of nothing");
+        };
+        // Neither the client nor the epoch's highest revision is poisoned.
+        assert_eq!(state.highest("e1"), 0);
+        assert_eq!(set(&mut state, config("a", 3, &["01-a"])).revision, 3);
     }
 
     #[test]

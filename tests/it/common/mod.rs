@@ -145,6 +145,7 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
         // finds its journal.
         state_dir: dirs.root.path().join("state"),
         file_access: Default::default(),
+        transport: pxeconf::transport::Transport::plaintext(),
     }
 }
 
@@ -279,7 +280,7 @@ use pxeconf::configserver::{ConfigServer, ConfigServerConfig, Core};
 use pxeconf::domain::Modules;
 
 /// The admin key of test configservers.
-pub const ADMIN_KEY: &str = "admin-secret";
+pub const ADMIN_KEY: &str = "admin-secret-0123456789abcdef0123456789";
 
 /// Dispatch settings that retry quickly, for tests.
 pub fn fast_dispatch() -> DispatchSettings {
@@ -291,6 +292,7 @@ pub fn fast_dispatch() -> DispatchSettings {
         timeout: Duration::from_secs(30),
         min_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
+        tls: None,
     }
 }
 
@@ -304,11 +306,29 @@ pub struct TestConfigServer {
 
 impl TestConfigServer {
     pub async fn start(database: &Path, port: u16) -> Self {
-        Self::start_at(Location::Sqlite(database.to_owned()), port).await
+        Self::start_with(database, port, pxeconf::transport::Transport::plaintext()).await
     }
 
     /// A configserver on the store at `database` (SQLite or PostgreSQL).
     pub async fn start_at(database: Location, port: u16) -> Self {
+        Self::start_on(database, port, pxeconf::transport::Transport::plaintext()).await
+    }
+
+    /// A configserver with `transport` (TLS, client auth, limits).
+    pub async fn start_with(
+        database: &Path,
+        port: u16,
+        transport: pxeconf::transport::Transport,
+    ) -> Self {
+        Self::start_on(Location::Sqlite(database.to_owned()), port, transport).await
+    }
+
+    /// A configserver on the store at `database` with `transport`.
+    pub async fn start_on(
+        database: Location,
+        port: u16,
+        transport: pxeconf::transport::Transport,
+    ) -> Self {
         let metrics = Metrics::new();
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -321,6 +341,7 @@ impl TestConfigServer {
                     secureboot: true,
                 },
                 dispatch: fast_dispatch(),
+                transport,
             },
             metrics.clone(),
         )
@@ -362,9 +383,10 @@ pub type Admin = proto::admin_client::AdminClient<
     tonic::service::interceptor::InterceptedService<Channel, pxeconf::auth::AttachKey>,
 >;
 
-/// The host key of test depot `i`.
+/// The host key of test depot `i` (32 characters and more, as the Admin
+/// API requires).
 pub fn depot_key(i: usize) -> String {
-    format!("depot-key-{i}")
+    format!("depot-key-{i}-0123456789abcdef0123456789")
 }
 
 /// Test depot `i`'s id.
@@ -491,7 +513,7 @@ pub async fn set_actions(
     admin: &mut Admin,
     clients: impl IntoIterator<Item = u32>,
     action: &str,
-) -> proto::WriteResponse {
+) -> proto::SetActionRequestsResponse {
     admin
         .set_action_requests(proto::SetActionRequestsRequest {
             action_requests: clients
@@ -509,7 +531,7 @@ pub async fn set_actions(
 }
 
 /// A client's status.
-pub async fn status(admin: &mut Admin, n: u32) -> proto::ClientStatus {
+pub async fn status(admin: &mut Admin, n: u32) -> proto::GetClientStatusResponse {
     admin
         .get_client_status(proto::GetClientStatusRequest {
             fqdn: format!("client{n}.example.org"),

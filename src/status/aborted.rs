@@ -1,27 +1,12 @@
-//! Machine-readable error details both roles share: a `google.rpc.ErrorInfo`
-//! (domain `pxeconf`, a reason, metadata) in a status's details, built and
-//! read in this one place so that every role agrees on the words. Today it
-//! carries why a depot answered ABORTED; it grows with more reasons.
+//! Why a depot answered ABORTED, machine-readably (the one-time guarantee's
+//! reasons and their metadata).
 
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// Response metadata of `ListPendingBundles`: the store's epoch, so that a
-/// depot learns it even from an empty stream.
-pub const EPOCH_METADATA: &str = "pxeconf-epoch";
-
-/// The `ErrorInfo.domain` of every pxeconf error.
-pub const DOMAIN: &str = "pxeconf";
-
-/// Metadata key: the depot's revision for the client (decimal).
-pub const META_REVISION: &str = "revision";
-/// Metadata key: the epoch that revision belongs to.
-pub const META_EPOCH: &str = "epoch";
-/// Metadata key: the highest revision the depot has seen in the request's
-/// epoch (decimal).
-pub const META_HIGHEST: &str = "highest";
+use super::reason::{DOMAIN, META_EPOCH, META_HIGHEST, META_REVISION};
 
 /// Why a depot refused a revision (the ABORTED reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,18 @@
+//! Machine-readable error details both roles share, in the `google.rpc`
+//! types every gRPC client and grpcurl understand: each error carries an
+//! `ErrorInfo` (domain `pxeconf`, a stable [`Reason`], metadata); an invalid
+//! argument a `BadRequest` with one `FieldViolation` per bad field; a failed
+//! precondition a `PreconditionFailure`; UNAVAILABLE and RESOURCE_EXHAUSTED a
+//! `RetryInfo` with the delay the server wants. Built and read in this one
+//! place ([`Problem`]) so that every role agrees on the words.
+
+mod aborted;
+mod problem;
+mod reason;
+
+pub use aborted::{AbortReason, Aborted};
+pub use problem::{Problem, reason_of, violation_lines};
+pub use reason::{
+    DOMAIN, EPOCH_METADATA, META_EPOCH, META_HIGHEST, META_REVISION, RETRY_BUSY, RETRY_STOPPING,
+    Reason,
+};
