@@ -46,4 +46,14 @@ mod tests {
         assert!(s.ends_with("(2000 bytes)"), "{s}");
         assert!(s.len() < 200);
     }
+
+    #[test]
+    fn the_worst_quote_stays_under_a_kibibyte() {
+        // Each quoted character escaped at its longest (`\u{10ffff}`): the
+        // limit is on characters, so bytes can reach ten times that.
+        let worst = "\u{10ffff}".repeat(100_000);
+        let s = shown(&worst);
+        assert!(s.len() > 400, "{} bytes", s.len());
+        assert!(s.len() < 1024, "{} bytes", s.len());
+    }
 }

@@ -169,11 +169,22 @@ pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), Writer
 }
 
 /// Writes the temporary files of `ops`; on an error none is left.
+///
+/// A client's names carry one content: the first is written, the others
+/// are hard links of it (one inode, one write; a read through any name is
+/// a read of the config, and every name is deleted after it).
 pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
-    let mut tmps = Vec::with_capacity(ops.writes.len());
-    for (_, content) in &ops.writes {
+    let mut tmps: Vec<PathBuf> = Vec::with_capacity(ops.writes.len());
+    for (i, (_, content)) in ops.writes.iter().enumerate() {
         let tmp = temporary(dir);
-        if let Err(source) = write_new(&tmp, content.as_bytes(), access) {
+        let same = ops.writes[..i]
+            .iter()
+            .position(|(_, earlier)| Arc::ptr_eq(earlier, content));
+        let written = match same {
+            Some(j) => link_or_write(&tmps[j], &tmp, content, access),
+            None => write_new(&tmp, content.as_bytes(), access),
+        };
+        if let Err(source) = written {
             for t in tmps.iter().chain(std::iter::once(&tmp)) {
                 let _ = fs::remove_file(t);
             }
@@ -210,6 +221,18 @@ pub fn delete_all(dir: &Path, names: &[String]) -> Result<(), WriterError> {
         }
     }
     Ok(())
+}
+
+/// Links `path` to the staged `first` (`link` neither follows a symlink nor
+/// replaces an existing name, like `O_EXCL|O_NOFOLLOW`); where the file
+/// system has no hard links, writes it instead.
+fn link_or_write(first: &Path, path: &Path, content: &str, access: FileAccess) -> io::Result<()> {
+    match fs::hard_link(first, path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            write_new(path, content.as_bytes(), access)
+        }
+        linked => linked,
+    }
 }
 
 /// Creates `path` (never through a symlink, never over an existing file)
@@ -478,6 +501,35 @@ mod tests {
         std::os::unix::fs::symlink(&target, pxe.join("01-02-00-00-00-00-02")).unwrap();
         let found = scan(&pxe).unwrap();
         assert_eq!(found, [Found::Foreign("01-02-00-00-00-00-01".into())]);
+    }
+
+    #[test]
+    fn a_clients_names_are_one_file_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Arc<str> = Arc::from("set timeout=0\n");
+        let other: Arc<str> = Arc::from("set timeout=0\n");
+        let ops = FileOps {
+            writes: vec![
+                ("uuid-a".into(), content.clone()),
+                ("01-a".into(), content),
+                ("01-b".into(), other),
+            ],
+            deletes: Vec::new(),
+        };
+        apply(dir.path(), FileAccess::default(), &ops).unwrap();
+        let ino = |name: &str| fs::metadata(dir.path().join(name)).unwrap().ino();
+        assert_eq!(ino("uuid-a"), ino("01-a"), "one inode for one content");
+        assert_ne!(ino("01-a"), ino("01-b"), "equal text, another content");
+        for name in ["uuid-a", "01-a", "01-b"] {
+            let meta = fs::metadata(dir.path().join(name)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, DEFAULT_FILE_MODE);
+            assert_eq!(
+                fs::read_to_string(dir.path().join(name)).unwrap(),
+                "set timeout=0\n"
+            );
+        }
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 
     #[test]
