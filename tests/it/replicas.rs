@@ -358,3 +358,48 @@ async fn the_demo_runs_on_postgres() {
     assert_eq!(summary["actions_none"], 10);
     assert!(!demo.join("pxeconf.db").exists(), "no SQLite file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_loadtest_run_reports_bulk_on_both_engines() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let out = tokio::task::spawn_blocking(move || {
+        pxeconf_command()
+            .args(["loadtest", "--scenario", "bulk", "--clients", "300"])
+            .args(["--depots", "2", "--legacy-depots", "1", "--json"])
+            .args(["--compare-database", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let delivered = |bulk: &serde_json::Value, path: &str| {
+        bulk.as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["path"] == path)
+            .map(|b| b["delivered"].as_u64().unwrap())
+    };
+    for path in ["new", "legacy"] {
+        assert_eq!(delivered(&r["bulk"], path), Some(300), "{r:#}");
+        assert_eq!(delivered(&r["compared"]["bulk"], path), Some(300), "{r:#}");
+    }
+    assert!(
+        r["compared"]["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres"),
+        "{r:#}"
+    );
+    assert!(r["ratios"]["compared_over_first"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["failures"], serde_json::json!([]), "{r:#}");
+}

@@ -34,7 +34,7 @@ pub enum PathChoice {
 }
 
 /// `pxeconf loadtest` flags.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadtestArgs {
     /// Clients per push path in `bulk` (and so read in `boot`).
     #[arg(long, default_value_t = 10_000)]
@@ -88,6 +88,11 @@ pub struct LoadtestArgs {
     /// directory].
     #[arg(long)]
     pub database: Option<String>,
+    /// Self-contained: after the run, `bulk` again with the same clients and
+    /// paths on this store (e.g. the `postgres://…` URL of an empty
+    /// database, or a file), its rates beside the first store's.
+    #[arg(long)]
+    pub compare_database: Option<String>,
     /// Self-contained: keep the directory (and the roles' logs) afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -174,6 +179,11 @@ impl LoadtestArgs {
             return Err(format!(
                 "--trickle-clients and --direct-calls must be at most {MAX_CLIENTS}"
             ));
+        }
+        if self.configserver.is_some() && self.compare_database.is_some() {
+            return Err(
+                "--compare-database is for self-contained runs (without --configserver)".into(),
+            );
         }
         if self.configserver.is_none() && self.tls_ca.is_some() {
             return Err("--tls-ca goes with --configserver (self-contained roles talk plaintext on loopback)".into());

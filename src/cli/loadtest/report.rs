@@ -31,6 +31,8 @@ pub struct Ratios {
     pub bulk_new_over_raw: Option<f64>,
     /// Direct calls/s over no-op calls/s.
     pub direct_over_noop: Option<f64>,
+    /// Bulk clients/s on the new path, the second store over the first.
+    pub compared_over_first: Option<f64>,
 }
 
 /// A role's peak memory.
@@ -83,6 +85,19 @@ pub struct Report {
     pub failures: Vec<String>,
     /// The clean-up.
     pub cleanup: Option<Cleanup>,
+    /// `bulk` again on a second store (`--compare-database`).
+    pub compared: Option<Compared>,
+}
+
+/// `bulk` on a second store, in the same run.
+#[derive(Debug, Serialize)]
+pub struct Compared {
+    /// The second store, as `--database` names it (no password).
+    pub store: String,
+    /// `bulk`, per path, on it.
+    pub bulk: Vec<BulkResult>,
+    /// Peak memory per role on it.
+    pub memory: Vec<RoleMemory>,
 }
 
 impl Report {
@@ -109,6 +124,13 @@ impl Report {
                 self.direct.as_ref().map(|d| d.driven.calls_per_second),
                 self.baselines.noop_rpc.as_ref().map(|n| n.calls_per_second),
             ),
+            compared_over_first: ratio(
+                self.compared.as_ref().and_then(|c| {
+                    let new = c.bulk.iter().find(|b| b.path == "new");
+                    new.map(|b| b.clients_per_second)
+                }),
+                bulk("new"),
+            ),
         };
     }
 
@@ -131,7 +153,31 @@ impl Report {
         self.print_boot();
         self.print_trickle();
         self.print_direct();
+        self.print_compared();
         self.print_tail();
+    }
+
+    fn print_compared(&self) {
+        if let Some(c) = &self.compared {
+            println!("\nbulk again on {}", c.store);
+            for b in &c.bulk {
+                println!(
+                    "  {:<8} {:>7} {:>9} {:>6} {:>8.2} {:>9.2} {:>10.0}",
+                    b.path,
+                    b.clients,
+                    b.delivered,
+                    b.admin_calls,
+                    b.admin_seconds,
+                    b.seconds,
+                    b.clients_per_second
+                );
+                latency_line("call → ack", b.latency_ms.as_ref());
+            }
+            for m in &c.memory {
+                let mib = m.peak_rss_mib.map_or("?".into(), |v| format!("{v:.0} MiB"));
+                println!("  peak RSS {:<28} {mib}", m.role);
+            }
+        }
     }
 
     fn print_bulk(&self) {
@@ -231,6 +277,10 @@ impl Report {
         show("bulk new / legacy", self.ratios.new_over_legacy);
         show("bulk new / raw loop", self.ratios.bulk_new_over_raw);
         show("direct / no-op RPC", self.ratios.direct_over_noop);
+        show(
+            "bulk new, second store / first",
+            self.ratios.compared_over_first,
+        );
         for m in &self.memory {
             let mib = m.peak_rss_mib.map_or("?".into(), |v| format!("{v:.0} MiB"));
             println!("  peak RSS {:<28} {mib}", m.role);

@@ -8,7 +8,7 @@ use super::args::{LoadtestArgs, PathChoice, Scenario};
 use super::inventory::{self, Cohort};
 use super::local::{self, LocalSite};
 use super::names::Names;
-use super::report::{DepotLine, Report, RoleMemory};
+use super::report::{Compared, DepotLine, Report, RoleMemory};
 use super::scenario::{boot, bulk, direct, trickle};
 use super::target::Target;
 use super::{baseline, remote};
@@ -81,34 +81,33 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         args.tls_cert.clone(),
         args.tls_key.clone(),
     )?;
-    let names = Names::random();
-    let mut report = Report {
-        run_id: names.run_id(),
-        ..Default::default()
-    };
-    let (target, mut site) = open(&args, &names, &mut report).await?;
-    let plan = Plan::new(&args, &target, &names, &mut report.notes)?;
-    let exited = async {
-        match site.as_mut() {
-            Some(site) => site.role_exited().await,
-            None => std::future::pending().await,
-        }
-    };
-    let result = tokio::select! {
-        r = measure(&args, &target, &names, &plan, &mut report) => r,
-        () = crate::server::shutdown_signal() => Err("interrupted".into()),
-        why = exited => Err(why.into()),
-    };
-    let failed = result.is_err() || !report.failures.is_empty();
-    let finished = finish(&args, &target, &names, &plan, site, failed, &mut report).await;
+    let (mut report, mut outcome) = run_once(&args).await;
+    if outcome.is_ok()
+        && let Some(store) = &args.compare_database
+    {
+        let mut again = args.clone();
+        again.database = Some(store.clone());
+        again.compare_database = None;
+        again.scenario = vec![Scenario::Bulk];
+        let (second, second_outcome) = run_once(&again).await;
+        let shown = crate::configserver::store::Location::parse(store).to_string();
+        report
+            .failures
+            .extend((second.failures.iter()).map(|f| format!("on {shown}: {f}")));
+        report.compared = Some(Compared {
+            store: shown,
+            bulk: second.bulk,
+            memory: second.memory,
+        });
+        outcome = second_outcome;
+    }
     report.compute_ratios();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report.print();
     }
-    result?;
-    finished?;
+    outcome?;
     if !report.failures.is_empty() {
         return Err(format!(
             "{} check(s) failed: {}",
@@ -118,6 +117,39 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         .into());
     }
     Ok(())
+}
+
+/// One run: the site opened (roles started, or the remote one), the
+/// scenarios measured, everything it made removed; the report, and how it
+/// went (the measurement's error first, else the clean-up's).
+async fn run_once(args: &LoadtestArgs) -> (Report, Result<(), CliError>) {
+    let names = Names::random();
+    let mut report = Report {
+        run_id: names.run_id(),
+        ..Default::default()
+    };
+    let (target, mut site) = match open(args, &names, &mut report).await {
+        Ok(opened) => opened,
+        Err(e) => return (report, Err(e)),
+    };
+    let plan = match Plan::new(args, &target, &names, &mut report.notes) {
+        Ok(plan) => plan,
+        Err(e) => return (report, Err(e)),
+    };
+    let exited = async {
+        match site.as_mut() {
+            Some(site) => site.role_exited().await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = measure(args, &target, &names, &plan, &mut report) => r,
+        () = crate::server::shutdown_signal() => Err("interrupted".into()),
+        why = exited => Err(why.into()),
+    };
+    let failed = result.is_err() || !report.failures.is_empty();
+    let finished = finish(args, &target, &names, &plan, site, failed, &mut report).await;
+    (report, result.and(finished))
 }
 
 /// Starts the roles or connects to the site.
