@@ -604,7 +604,10 @@ mod store {
     }
 
     async fn seeded(path: &std::path::Path) -> Store {
-        let store = Store::open(path).await.unwrap();
+        seed(Store::open(path).await.unwrap()).await
+    }
+
+    async fn seed(store: Store) -> Store {
         let depot = |id: &str| DepotRecord {
             id: fqdn(id),
             endpoint: Endpoint::parse(&format!("http://{id}:50051"), "e").unwrap(),
@@ -704,6 +707,52 @@ mod store {
         assert!(setup(&restored).await > ahead);
         let other = Store::open(&dir.path().join("other.db")).await.unwrap();
         assert_ne!(other.epoch(), epoch, "a new database is a new epoch");
+    }
+
+    /// PostgreSQL fails over to a standby that lost the newest commits — as
+    /// if restored from a copy taken before them (`CREATE DATABASE …
+    /// TEMPLATE`): the same rule as after a restore, revisions never repeat.
+    #[tokio::test]
+    async fn revisions_never_repeat_after_a_postgres_failover_that_lost_commits() {
+        use sqlx::Connection;
+        let Some(cluster) = crate::common::postgres::shared() else {
+            return;
+        };
+        let url = cluster.fresh_database().await;
+        let name = url.rsplit('/').next().unwrap().to_owned();
+        let admin = || async {
+            sqlx::PgConnection::connect(&cluster.url("postgres"))
+                .await
+                .unwrap()
+        };
+        let run = |sql: String| async move {
+            let mut conn = admin().await;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        };
+        let location = Location::parse(&url);
+        let store = seed(Store::connect(&location).await.unwrap()).await;
+        let r1 = setup(&store).await;
+        let epoch = store.epoch().to_owned();
+        store.close().await;
+        run(format!("CREATE DATABASE {name}_standby TEMPLATE {name}")).await;
+        let store = Store::connect(&location).await.unwrap();
+        let r2 = setup(&store).await;
+        store.close().await;
+        // The failover: the standby, without r2's commit, takes the name.
+        run(format!("DROP DATABASE {name} WITH (FORCE)")).await;
+        run(format!("ALTER DATABASE {name}_standby RENAME TO {name}")).await;
+        let promoted = Store::connect(&location).await.unwrap();
+        assert_eq!(promoted.epoch(), epoch, "the standby keeps the epoch");
+        let r3 = setup(&promoted).await;
+        assert!(r1 < r2 && r2 < r3, "{r1} {r2} {r3}");
+        // A depot that saw a revision past the sequence moves it on.
+        let ahead = r3 + 1_000_000_000;
+        assert!(promoted.observe_revision(&epoch, ahead).await.unwrap());
+        assert!(setup(&promoted).await > ahead);
+        promoted.close().await;
     }
 
     #[tokio::test]
