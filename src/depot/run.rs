@@ -21,7 +21,9 @@ use super::template::{TemplateConfig, Templates};
 use super::upstream::client::Upstream;
 use super::upstream::report::Reporting;
 use super::watch::{self, TestHook};
-use super::writer::{self, FileAccess, Journal, ReadEvent, ReadKey, State, WriterOptions};
+use super::writer::{
+    self, ClientRecord, FileAccess, Journal, ReadEvent, ReadKey, State, WriterOptions,
+};
 use crate::domain::{Fqdn, Secret};
 use crate::metrics::Metrics;
 use crate::server::{ServeError, ServeOptions, Supervisor};
@@ -92,8 +94,13 @@ impl Depot {
         };
         check_state_dir(&config.state_dir, &pxe_dir)?;
         std::fs::create_dir_all(&pxe_dir).map_err(pxe_err)?;
-        let (journal, state, unreported) = restore(&config.state_dir).await?;
-        prepare_pxe_dir(&pxe_dir, &state, config.file_access)
+        let Restored {
+            journal,
+            state,
+            unreported,
+            held_files,
+        } = restore(&config.state_dir).await?;
+        prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access)
             .await
             .map_err(pxe_err)?;
         let templates = Templates::new(config.templates.clone())?;
@@ -275,16 +282,38 @@ impl Depot {
 
 /// The journal in `state_dir`, the writer's state as it kept it, and the
 /// reads it still has to report.
-async fn restore(state_dir: &Path) -> Result<(Journal, State, Vec<ReadEvent>), StartError> {
+async fn restore(state_dir: &Path) -> Result<Restored, StartError> {
     let journal = Journal::open(state_dir).await?;
     let contents = journal.load().await?;
+    // The content of what is held is needed once, to check the files; the
+    // state keeps none of it.
+    let held_files = contents
+        .clients
+        .iter()
+        .flat_map(ClientRecord::held_files)
+        .collect();
     let state = State::restore(
         contents.clients,
         contents.defused,
         contents.epoch,
         contents.highest,
     );
-    Ok((journal, state, contents.unreported))
+    Ok(Restored {
+        journal,
+        state,
+        unreported: contents.unreported,
+        held_files,
+    })
+}
+
+/// What the journal gave back at start.
+struct Restored {
+    journal: Journal,
+    state: State,
+    /// Reads still to report.
+    unreported: Vec<ReadEvent>,
+    /// Every held file name with the content it must have.
+    held_files: Vec<(String, std::sync::Arc<str>)>,
 }
 
 /// The state directory must not be the PXE directory or inside it (the
@@ -304,8 +333,12 @@ fn check_state_dir(state_dir: &Path, pxe_dir: &Path) -> Result<(), StartError> {
 }
 
 /// Brings the PXE directory in line with the journal (blocking work).
-async fn prepare_pxe_dir(dir: &Path, state: &State, access: FileAccess) -> std::io::Result<()> {
-    let held = state.files_with_content();
+async fn prepare_pxe_dir(
+    dir: &Path,
+    state: &State,
+    held: Vec<(String, std::sync::Arc<str>)>,
+    access: FileAccess,
+) -> std::io::Result<()> {
     let defused = state.defused_names();
     let path = dir.to_owned();
     let prepared =

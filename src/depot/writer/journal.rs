@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS client_log (
     content        TEXT,
     held_epoch     TEXT
 );
+-- A record without content finds its config's row by client.
+CREATE INDEX IF NOT EXISTS client_log_fqdn ON client_log (fqdn, seq);
 CREATE TABLE IF NOT EXISTS reads (
     fqdn           TEXT NOT NULL,
     epoch          TEXT NOT NULL,
@@ -265,6 +267,16 @@ impl Journal {
         growth.0 > COMPACT_AFTER.max(growth.1)
     }
 
+    /// Compacts the log if it has grown enough. Called between rounds,
+    /// never inside one: an undo's record takes its content from the row
+    /// its config was journaled with, which must still be there.
+    pub async fn compact_if_grown(&self) -> Result<(), JournalError> {
+        if self.grown(0) {
+            self.compact().await?;
+        }
+        Ok(())
+    }
+
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -344,9 +356,7 @@ impl Journal {
         write_position(&mut tx, batch).await?;
         tx.commit().await?;
         drop(conn);
-        if self.grown(batch.clients.len()) {
-            self.compact().await?;
-        }
+        self.grown(batch.clients.len());
         Ok(())
     }
 
@@ -393,11 +403,23 @@ async fn write_clients(
         return Ok(());
     }
     let rows = Value::Array(clients.iter().map(client_json).collect());
+    // A record of a held config without its content (anything but a set:
+    // an undo, a stale removal) carries the content over from the row that
+    // config was journaled with (same revision, epoch and time), so every
+    // held row has its content and compaction may keep the newest only.
     sqlx::query(
         "INSERT INTO client_log (fqdn, seen_revision, seen_state, seen_epoch, held,
            product_id, action_request, held_revision, files, template, since, content, held_epoch)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-           value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12
+           value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10,
+           CASE WHEN value ->> 4 = 1 AND value ->> 11 IS NULL THEN
+             (SELECT l.content FROM client_log l
+              WHERE l.fqdn = value ->> 0 AND l.held = 1 AND l.content IS NOT NULL
+                AND l.held_revision IS value ->> 7 AND l.since IS value ->> 10
+                AND l.held_epoch IS value ->> 12
+              ORDER BY l.seq DESC LIMIT 1)
+           ELSE value ->> 11 END,
+           value ->> 12
          FROM json_each(?)",
     )
     .bind(rows.to_string())
@@ -477,7 +499,7 @@ mod tests {
             files: vec!["01-02-00-00-00-00-01".into()],
             template: "install".into(),
             since: from_ms(1_700_000_000_000),
-            content: Arc::from("#!ipxe\nsecret\n"),
+            format: crate::depot::marker::Format::Ipxe,
             epoch: Arc::from("e1"),
         }
     }
@@ -513,11 +535,13 @@ mod tests {
                     fqdn: fqdn(1),
                     seen: Some(floor(5, SeenState::Held)),
                     held: Some(held(5)),
+                    content: Some(Arc::from("#!ipxe\nsecret\n")),
                 },
                 ClientRecord {
                     fqdn: fqdn(2),
                     seen: Some(floor(7, SeenState::Read)),
                     held: None,
+                    content: None,
                 },
             ],
             reads: vec![read.clone()],
@@ -575,6 +599,7 @@ mod tests {
                 fqdn: fqdn(1),
                 seen: None,
                 held: None,
+                content: None,
             }],
             ..Batch::default()
         };
@@ -588,6 +613,7 @@ mod tests {
                     fqdn: fqdn(3),
                     seen: Some(floor(revision, SeenState::Held)),
                     held: Some(held(revision)),
+                    content: Some(Arc::from(format!("#!ipxe\nr{revision}\n"))),
                 }],
                 ..Batch::default()
             };
@@ -603,5 +629,41 @@ mod tests {
         let contents = journal.load().await.unwrap();
         let c3 = contents.clients.iter().find(|c| c.fqdn == fqdn(3)).unwrap();
         assert_eq!(c3.held.as_ref().unwrap().revision, 8);
+        assert_eq!(c3.content.as_deref(), Some("#!ipxe\nr8\n"));
+    }
+
+    #[tokio::test]
+    async fn a_record_without_content_keeps_its_configs_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("state")).await.unwrap();
+        let record = |revision, content: Option<&str>| ClientRecord {
+            fqdn: fqdn(1),
+            seen: None,
+            held: Some(held(revision)),
+            content: content.map(Arc::from),
+        };
+        let commit = |r: ClientRecord| {
+            let journal = &journal;
+            async move {
+                let batch = Batch {
+                    clients: vec![r],
+                    ..Batch::default()
+                };
+                journal.commit(&batch).await.unwrap();
+            }
+        };
+        // r5 is journaled with its content, then r6 (a set whose file work
+        // fails), then the undo: r5 again, without content.
+        commit(record(5, Some("r5\n"))).await;
+        commit(record(6, Some("r6\n"))).await;
+        commit(record(5, None)).await;
+        let loaded = journal.load().await.unwrap().clients;
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].held.as_ref().unwrap().revision, 5);
+        assert_eq!(loaded[0].content.as_deref(), Some("r5\n"), "not r6's");
+        // Compaction keeps it.
+        journal.compact().await.unwrap();
+        let loaded = journal.load().await.unwrap().clients;
+        assert_eq!(loaded[0].content.as_deref(), Some("r5\n"));
     }
 }

@@ -1,14 +1,17 @@
 //! What the writer keeps of a client, and what the journal records: the
-//! config it holds (with its content, to write it again), its revision
-//! floor, a read whose files are still present.
+//! config it holds (its content stays in the journal, which writes it again),
+//! its revision floor, a read whose files are still present.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::error::SeenState;
+use crate::depot::marker::Format;
 use crate::domain::{ActionRequest, Fqdn, ProductId};
 
-/// A config the depot holds, with what it takes to write it again.
+/// A config the depot holds. Its content is not kept in memory (100,000
+/// held configs would carry ~60 MB of it): the journal has it, for the rare
+/// rewrite and undo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     /// The netboot product.
@@ -23,8 +26,9 @@ pub struct Held {
     pub template: String,
     /// When it was written.
     pub since: SystemTime,
-    /// The file content (a secret: never logged).
-    pub content: Arc<str>,
+    /// The format of its content (how a read that cannot be deleted is
+    /// defused).
+    pub format: Format,
     /// The epoch it was pushed in.
     pub epoch: Arc<str>,
 }
@@ -60,7 +64,7 @@ pub struct Defused {
 }
 
 /// What the journal keeps of one client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientRecord {
     /// The client.
     pub fqdn: Fqdn,
@@ -68,4 +72,41 @@ pub struct ClientRecord {
     pub seen: Option<Seen>,
     /// Its config, if one is held.
     pub held: Option<Held>,
+    /// The held config's content (a secret: never logged): loaded from the
+    /// journal, and given when a record is written with a new one (a set).
+    /// `None` on a record of a held config: the journal keeps the content
+    /// it has for that config.
+    pub content: Option<Arc<str>>,
+}
+
+impl ClientRecord {
+    /// The held config's file names, each with the content it must have.
+    pub fn held_files(&self) -> Vec<(String, Arc<str>)> {
+        match (&self.held, &self.content) {
+            (Some(held), Some(content)) => held
+                .files
+                .iter()
+                .map(|f| (f.clone(), content.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+// The content holds host keys: a record's Debug shows its length only.
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("fqdn", &self.fqdn)
+            .field("seen", &self.seen)
+            .field("held", &self.held)
+            .field(
+                "content",
+                &self
+                    .content
+                    .as_ref()
+                    .map(|c| format!("<{} bytes>", c.len())),
+            )
+            .finish()
+    }
 }

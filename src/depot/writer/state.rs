@@ -19,6 +19,7 @@ use super::error::{SeenState, WriterError};
 use super::messages::{ReadEvent, Rendered, SetOutcome};
 use super::ops::{Committed, FileOps, Op, Planned, SetPlan};
 use super::records::{Defused, Held, Seen};
+use crate::depot::marker::Format;
 use crate::domain::Fqdn;
 
 /// Every config the depot holds, who owns which file name, the last
@@ -184,8 +185,9 @@ impl State {
         }
     }
 
-    /// Plans writing a held config's files again.
-    pub fn plan_rewrite(&self, fqdn: Fqdn) -> Option<Planned> {
+    /// Plans writing a held config's files again, with its `content` (from
+    /// the journal).
+    pub fn plan_rewrite(&self, fqdn: Fqdn, content: Arc<str>) -> Option<Planned> {
         let held = self.held.get(&fqdn)?;
         Some(Planned {
             keys: self.client_keys(&fqdn),
@@ -193,7 +195,7 @@ impl State {
                 writes: held
                     .files
                     .iter()
-                    .map(|f| (f.clone(), held.content.clone()))
+                    .map(|f| (f.clone(), content.clone()))
                     .collect(),
                 deletes: Vec::new(),
             },
@@ -413,7 +415,7 @@ impl State {
                 files: config.files,
                 template: config.template,
                 since: now,
-                content: config.content,
+                format: Format::of(&config.content),
                 epoch: config.epoch,
             },
         );

@@ -395,9 +395,19 @@ impl Writer {
 
     /// The PXE directory was recreated: every held config is written again.
     async fn rewrite_all(&mut self) {
+        // The contents are in the journal only; a rewrite is rare.
+        let contents = match self.journal.load().await {
+            Ok(contents) => contents,
+            Err(error) => {
+                error!(%error, "PXE directory recreated, but the journal cannot be read: the held configs are not written again");
+                return;
+            }
+        };
         let mut round = Round::default();
-        for fqdn in self.state.held_clients() {
-            if let Some(planned) = self.state.plan_rewrite(fqdn) {
+        for record in contents.clients {
+            if let (Some(_), Some(content)) = (&record.held, record.content)
+                && let Some(planned) = self.state.plan_rewrite(record.fqdn, content)
+            {
                 round.push(planned, Reply::None);
             }
         }
@@ -561,7 +571,8 @@ mod tests {
         };
         let contents = journal.load().await.unwrap();
         let held = contents.clients[0].held.as_ref().unwrap();
-        assert_eq!((held.revision, &*held.content), (1, "config\n"));
+        let content = contents.clients[0].content.as_deref();
+        assert_eq!((held.revision, content), (1, Some("config\n")));
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use sqlx::Row;
 use super::super::error::{JournalError, SeenState};
 use super::super::messages::ReadEvent;
 use super::super::records::{ClientRecord, Held, Seen};
+use crate::depot::marker::Format;
 use crate::domain::{ActionRequest, Fqdn, ProductId};
 
 pub(super) fn ms(t: SystemTime) -> i64 {
@@ -37,7 +38,7 @@ pub(super) fn client_json(c: &ClientRecord) -> Value {
         held.map(|h| Value::from(h.files.clone()).to_string()),
         held.map(|h| h.template.as_str()),
         held.map(|h| ms(h.since)),
-        held.map(|h| h.content.as_ref()),
+        held.and(c.content.as_deref()),
         held.map(|h| h.epoch.as_ref()),
     ])
 }
@@ -98,12 +99,20 @@ pub(super) fn client_record(row: &sqlx::sqlite::SqliteRow) -> Result<ClientRecor
                 files: files(&name, &text("files"))?,
                 template: text("template"),
                 since: from_ms(row.get::<Option<i64>, _>("since").unwrap_or(0)),
-                content: Arc::from(text("content")),
+                format: Format::of(&text("content")),
                 epoch: Arc::from(text("held_epoch")),
             })
         }
     };
-    Ok(ClientRecord { fqdn, seen, held })
+    let content = held
+        .as_ref()
+        .map(|_| Arc::from(row.get::<Option<String>, _>("content").unwrap_or_default()));
+    Ok(ClientRecord {
+        fqdn,
+        seen,
+        held,
+        content,
+    })
 }
 
 pub(super) fn read_row(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::super::ops::Op;
 use super::super::records::{ClientRecord, Defused, Held, Seen};
 use super::State;
+use crate::depot::marker::Format;
 use crate::domain::Fqdn;
 
 /// A client's part of the state before a commit, to undo it.
@@ -27,9 +28,9 @@ impl Snapshot {
         &self.fqdn
     }
 
-    /// The content of the config it held, if one.
-    pub fn held_content(&self) -> Option<&Arc<str>> {
-        self.held.as_ref().map(|h| &h.content)
+    /// The format of the config it held, if one.
+    pub fn held_format(&self) -> Option<Format> {
+        self.held.as_ref().map(|h| h.format)
     }
 }
 
@@ -62,21 +63,16 @@ impl State {
         state
     }
 
-    /// What the journal keeps of `fqdn` now.
-    pub fn record(&self, fqdn: &Fqdn) -> ClientRecord {
+    /// What the journal keeps of `fqdn` now; `content` is the held config's
+    /// when it is new (a set), else the journal keeps the one it has.
+    pub fn record(&self, fqdn: &Fqdn, content: Option<Arc<str>>) -> ClientRecord {
+        let held = self.held.get(fqdn).cloned();
         ClientRecord {
             fqdn: fqdn.clone(),
             seen: self.seen.get(fqdn).cloned(),
-            held: self.held.get(fqdn).cloned(),
+            content: content.filter(|_| held.is_some()),
+            held,
         }
-    }
-
-    /// Every held file name with the content it must have.
-    pub fn files_with_content(&self) -> Vec<(String, Arc<str>)> {
-        self.held
-            .values()
-            .flat_map(|h| h.files.iter().map(|f| (f.clone(), h.content.clone())))
-            .collect()
     }
 
     /// The files of defused reads.

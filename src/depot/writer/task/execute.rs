@@ -56,6 +56,10 @@ impl Writer {
         if round.is_empty() {
             return;
         }
+        // Between rounds: an undo inside this one reads rows it must find.
+        if let Err(error) = self.journal.compact_if_grown().await {
+            warn!(%error, "compacting the journal failed; it stays as it is");
+        }
         let now = SystemTime::now();
         let mut batch = Batch::default();
         let epoch_before = self.state.epoch().clone();
@@ -110,8 +114,12 @@ impl Writer {
         }
         let fqdn = op.fqdn().clone();
         let snapshot = Box::new(self.state.snapshot(&op));
+        let content = match &op {
+            Op::Set { config, .. } => Some(config.content.clone()),
+            _ => None,
+        };
         let committed = self.state.commit(op, Ok(()), now);
-        batch.clients.push(self.state.record(&fqdn));
+        batch.clients.push(self.state.record(&fqdn, content));
         if let Committed::Read(Some(read)) = &committed {
             batch.reads.push(read.clone());
         }
@@ -153,9 +161,7 @@ impl Writer {
                 files,
             } => match (committed, result) {
                 (Committed::Read(Some(read)), Err(error)) => {
-                    let format = snapshot
-                        .held_content()
-                        .map_or(Format::Pxelinux, |c| Format::of(c));
+                    let format = snapshot.held_format().unwrap_or(Format::Pxelinux);
                     Some(self.defuse(read, format, files, &error, after).await)
                 }
                 (Committed::Read(read), Ok(())) => {
@@ -207,7 +213,9 @@ impl Writer {
     ) {
         let fqdn = snapshot.fqdn().clone();
         self.state.rollback(snapshot);
-        after.clients.push(self.state.record(&fqdn));
+        // The journal still has the old config's content (compaction waits
+        // for the next round): the record names it by revision and time.
+        after.clients.push(self.state.record(&fqdn, None));
         match committed {
             Committed::Set(_) => {
                 self.count_write(WriteResult::IoError);
