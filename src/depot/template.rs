@@ -11,7 +11,8 @@
 //! The choice comes with its reason, for the log and the depot's answer.
 //! Every name resolves inside the template directory (symlinks followed,
 //! then checked). Texts are cached per file and read again only when the
-//! file's identity, size or times change.
+//! file's identity, size or times change; a relative name that still leads
+//! to the same file costs one `stat` (no resolution) per push.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -209,6 +210,9 @@ pub struct Templates {
     root: PathBuf,
     /// Canonical path → the text last read from it.
     cache: RwLock<HashMap<PathBuf, Cached>>,
+    /// Relative name → the file it led to last time, so that a push whose
+    /// template is unchanged costs one `stat`, not a path resolution.
+    by_name: RwLock<HashMap<TemplateName, Cached>>,
 }
 
 impl Templates {
@@ -231,6 +235,7 @@ impl Templates {
             config,
             root,
             cache: RwLock::new(HashMap::new()),
+            by_name: RwLock::new(HashMap::new()),
         })
     }
 
@@ -302,6 +307,23 @@ impl Templates {
     /// Resolves `name` inside the template directory and returns its text,
     /// from the cache while the file is unchanged (one `stat`, no read).
     pub fn load(&self, name: &TemplateName) -> Result<Arc<Template>, TemplateError> {
+        // The same file (device, inode, size, times) as last time through
+        // this relative name: resolved and checked then, the same text now.
+        let relative = Path::new(name.as_str());
+        if !relative.is_absolute()
+            && let Ok(meta) = std::fs::metadata(self.root.join(relative))
+            && let Some(cached) = self.read_by_name().get(name)
+            && cached.stamp == Stamp::of(&meta)
+        {
+            return Ok(cached.template.clone());
+        }
+        let template = self.load_resolved(name)?;
+        Ok(template)
+    }
+
+    /// [`load`](Self::load) through the path resolution and the
+    /// per-file cache; remembers the file under its relative name.
+    fn load_resolved(&self, name: &TemplateName) -> Result<Arc<Template>, TemplateError> {
         let path = self.resolve(name)?;
         // Symlinks are resolved by now: this catches one leading out.
         let relative = path
@@ -320,7 +342,9 @@ impl Templates {
         if let Some(cached) = self.read_cache().get(&path)
             && cached.stamp == stamp
         {
-            return Ok(cached.template.clone());
+            let template = cached.template.clone();
+            self.remember(name, stamp, &template);
+            return Ok(template);
         }
         let (text, stamp) = read(&path)?;
         let template = Arc::new(Template {
@@ -338,7 +362,29 @@ impl Templates {
                     template: template.clone(),
                 },
             );
+        self.remember(name, stamp, &template);
         Ok(template)
+    }
+
+    /// Notes the file a relative name led to (absolute names always take
+    /// the resolution: they are checked before the file system is asked).
+    fn remember(&self, name: &TemplateName, stamp: Stamp, template: &Arc<Template>) {
+        if Path::new(name.as_str()).is_absolute() {
+            return;
+        }
+        let cached = Cached {
+            stamp,
+            template: template.clone(),
+        };
+        self.by_name
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), cached);
+    }
+
+    fn read_by_name(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TemplateName, Cached>> {
+        // Entries are inserted whole; a panicked writer leaves nothing half-done.
+        self.by_name.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The canonical path `name` leads to (symlinks followed, not yet
@@ -640,6 +686,27 @@ mod tests {
         assert!(matches!(
             t.load(&name(&n)),
             Err(TemplateError::Escapes { .. })
+        ));
+    }
+
+    #[test]
+    fn a_name_served_from_the_cache_is_checked_again_once_it_leads_elsewhere() {
+        let (tmp, dir, t) = setup();
+        std::fs::write(dir.join("swap"), "inside\n").unwrap();
+        assert_eq!(&*t.load(&name("swap")).unwrap().text, "inside\n");
+        let again = t.load(&name("swap")).unwrap();
+        assert!(Arc::ptr_eq(&again, &t.load(&name("swap")).unwrap()));
+        // The name now leads out of the directory: refused, not served.
+        std::fs::remove_file(dir.join("swap")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("outside"), dir.join("swap")).unwrap();
+        assert!(matches!(
+            t.load(&name("swap")),
+            Err(TemplateError::Escapes { .. })
+        ));
+        std::fs::remove_file(dir.join("swap")).unwrap();
+        assert!(matches!(
+            t.load(&name("swap")),
+            Err(TemplateError::Missing { .. })
         ));
     }
 
