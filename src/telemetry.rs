@@ -118,10 +118,37 @@ pub fn init_server(
         .with_tracer(provider.tracer("pxeconf"))
         .boxed();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     install(format, "info", Some(layer));
     Ok(Telemetry {
         provider: Some(provider),
     })
+}
+
+/// Set once spans are exported: servers then open a span per call.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans go to a collector (`init_server` with an endpoint).
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The span of one incoming gRPC call, a child of the caller's span when
+/// the call carries a W3C `traceparent` (for tonic's `trace_fn`).
+pub fn server_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", rpc = %request.uri().path());
+    let cx = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    let _ = span.set_parent(cx);
+    span
+}
+
+/// Wraps `message` in a request carrying the current span's `traceparent`.
+pub fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    inject(request.metadata_mut());
+    request
 }
 
 /// Adds the current span's W3C `traceparent` to outgoing gRPC metadata
