@@ -359,9 +359,7 @@ pub struct Common {
 /// An OTLP endpoint must be an `http://` or `https://` URL.
 fn parse_otlp_endpoint(endpoint: &str) -> Result<String, ConfigError> {
     match endpoint.parse::<http::Uri>() {
-        Ok(uri)
-            if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
-        {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
             Ok(endpoint.to_string())
         }
         _ => Err(invalid(

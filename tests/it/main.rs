@@ -19,3 +19,4 @@ mod reliability;
 mod scale;
 mod security;
 mod store;
+mod traces;

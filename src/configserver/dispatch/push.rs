@@ -162,7 +162,8 @@ async fn call(
             };
             client
                 .remove_pxe_config(crate::telemetry::request(request))
-                .await.map(|_| None)
+                .await
+                .map(|_| None)
         }
         (Job::Set(_), PushPath::Legacy) => {
             let request = proto::SetPxeConfigByFqdnRequest {
