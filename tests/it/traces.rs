@@ -105,61 +105,101 @@ fn chain<'a>(spans: &'a [Got], want: &[(&str, &str)]) -> Option<Vec<&'a Got>> {
         })
 }
 
+/// Traced configserver and depot 1 (legacy when `legacy`) as processes, one
+/// client with a `setup` action set: the spans the collector got so far
+/// come from `collector`.
+async fn push_one_traced(collector: &Collector, legacy: bool) -> (Server, Server, DepotDirs) {
+    let addr = collector.start().await;
+    let endpoint = format!("http://{addr}");
+    let traced = |launch: process::Launch| {
+        launch
+            .arg(&["--otlp-endpoint", &endpoint])
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+    };
+    let dirs = DepotDirs::new();
+    let db = dirs.root.path().join("db").join("pxeconf.db");
+    let cs = Server::start(traced(process::configserver(&db, dirs.root.path()))).await;
+    let state = dirs.root.path().join("state");
+    let mut depot = traced(process::depot(1, &dirs, &state, &cs.url()));
+    if legacy {
+        depot = depot.arg(&["--legacy"]);
+    }
+    let depot = Server::start(depot).await;
+    let mut admin = admin_at(&cs.url()).await;
+    seed(&mut admin, &[(1, depot.url())], 1, |_| 1).await;
+    set_actions(&mut admin, 0..1, "setup").await;
+    (cs, depot, dirs)
+}
+
+/// The depot's `handler` span of one push, found in a trace that goes
+/// push → depot `grpc` → handler, with its render and write children.
+fn pushed<'a>(spans: &'a [Got], handler: &str) -> Option<(Vec<&'a Got>, &'a Got, &'a Got)> {
+    let want = [
+        ("pxeconf-configserver", "push"),
+        ("pxeconf-depot", "grpc"),
+        ("pxeconf-depot", handler),
+    ];
+    let chain = chain(spans, &want)?;
+    let last = *chain.last().unwrap();
+    let child = |name: &str| spans.iter().find(|s| s.name == name && s.parent == last.id);
+    let (render, write) = (child("render")?, child("write")?);
+    Some((chain, render, write))
+}
+
 /// The configserver's push, the depot's call span (the push's child across
 /// the processes), its SetPxeConfig handler, and render and write under it
 /// are one trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_goes_from_the_push_to_the_depots_write() {
     let collector = Collector::default();
-    let addr = collector.start().await;
-    let endpoint = format!("http://{addr}");
-    let root = tempfile::tempdir().unwrap();
-    let traced = |launch: process::Launch| {
-        launch
-            .arg(&["--otlp-endpoint", &endpoint])
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-    };
-    let db = root.path().join("db").join("pxeconf.db");
-    let cs = Server::start(traced(process::configserver(&db, root.path()))).await;
-    let dirs = DepotDirs::new();
-    let state = dirs.root.path().join("state");
-    let depot = Server::start(traced(process::depot(1, &dirs, &state, &cs.url()))).await;
-    let mut admin = admin_at(&cs.url()).await;
-    seed(&mut admin, &[(1, depot.url())], 1, |_| 1).await;
-    set_actions(&mut admin, 0..1, "setup").await;
-    let want = [
-        ("pxeconf-configserver", "push"),
-        ("pxeconf-depot", "grpc"),
-        ("pxeconf-depot", "set_pxe_config"),
-    ];
-    let done = |spans: &[Got]| {
-        let chain = chain(spans, &want)?;
-        let handler = *chain.last().unwrap();
-        // Render and write are both children of the handler.
-        let child = |name: &str| {
-            spans
-                .iter()
-                .find(|s| s.name == name && s.parent == handler.id)
-                .cloned()
-        };
-        Some((
-            chain.into_iter().cloned().collect::<Vec<_>>(),
-            child("render")?,
-            child("write")?,
-        ))
-    };
+    let _site = push_one_traced(&collector, false).await;
     wait_for("the push's trace is exported", 60, || {
-        let spans = collector.spans();
-        let found = done(&spans).is_some();
+        let found = pushed(&collector.spans(), "set_pxe_config").is_some();
         async move { found }
     })
     .await;
     let spans = collector.spans();
-    let (chain, render, write) = done(&spans).unwrap();
+    let (chain, render, write) = pushed(&spans, "set_pxe_config").unwrap();
     let trace = &chain[0].trace;
     assert!(chain.iter().all(|s| &s.trace == trace), "{chain:?}");
     assert_eq!(&render.trace, trace);
     assert_eq!(&write.trace, trace);
-    drop(depot);
-    drop(cs);
+}
+
+/// The legacy path: under SetPxeConfigByFqdn the seven look-ups are
+/// children, each the parent of the configserver's handler call span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_push_shows_its_seven_lookups_as_children() {
+    let collector = Collector::default();
+    let _site = push_one_traced(&collector, true).await;
+    let lookups = |spans: &[Got]| -> Option<usize> {
+        let (chain, _, _) = pushed(spans, "set_pxe_config_by_fqdn")?;
+        let handler = chain.last().unwrap();
+        let lookups: Vec<&Got> = spans
+            .iter()
+            .filter(|s| s.name == "lookup" && s.parent == handler.id)
+            .collect();
+        // Each look-up's call on the configserver is its child.
+        let served = lookups
+            .iter()
+            .filter(|l| {
+                spans.iter().any(|s| {
+                    s.service == "pxeconf-configserver"
+                        && s.name == "grpc"
+                        && s.parent == l.id
+                        && s.trace == handler.trace
+                })
+            })
+            .count();
+        (lookups.len() == 7 && served == 7).then_some(served)
+    };
+    wait_for(
+        "the legacy push's trace with 7 look-ups is exported",
+        60,
+        || {
+            let found = lookups(&collector.spans()).is_some();
+            async move { found }
+        },
+    )
+    .await;
 }
