@@ -196,7 +196,13 @@ pub async fn serve_routes(
         limits,
         metrics.clone(),
     );
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    // Only with export on: a span per call (parented on the caller's
+    // traceparent) costs nothing when nobody collects it.
+    if crate::telemetry::exporting() {
+        builder = builder.trace_fn(crate::telemetry::server_span);
+    }
+    builder
         .timeout(limits.request_timeout)
         .max_concurrent_streams(limits.max_streams)
         .http2_max_header_list_size(MAX_HEADER_LIST)

@@ -40,27 +40,40 @@ async fn bind(common: &Common, metrics: &Arc<Metrics>) -> Result<TcpListener, Cl
 /// `pxeconf depot`.
 pub async fn run_depot(args: DepotArgs) -> Result<(), CliError> {
     let settings = args.resolve()?;
-    crate::telemetry::init(settings.common.log_format);
+    let telemetry = crate::telemetry::init_server(
+        settings.common.log_format,
+        settings.common.otlp_endpoint.as_deref(),
+        "pxeconf-depot",
+    )
+    .map_err(|e| e.to_string())?;
     // Before anything starts: a SIGTERM during start-up drains, never kills.
     let signal = crate::server::shutdown_signal();
     let metrics = Metrics::new();
     let listener = bind(&settings.common, &metrics).await?;
     info!(addr = %listener.local_addr()?, "gRPC listening");
     let depot = crate::depot::Depot::start(settings.depot, metrics).await?;
-    crate::server::run_with_grace(
+    let served = crate::server::run_with_grace(
         "depot",
         move |stop| depot.serve(listener, stop),
         signal,
         settings.common.grace_period,
     )
-    .await?;
+    .await;
+    // Flush the last spans (the shutdown's too) whatever the outcome.
+    telemetry.shutdown();
+    served?;
     Ok(())
 }
 
 /// `pxeconf configserver`.
 pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
     let settings = args.resolve()?;
-    crate::telemetry::init(settings.common.log_format);
+    let telemetry = crate::telemetry::init_server(
+        settings.common.log_format,
+        settings.common.otlp_endpoint.as_deref(),
+        "pxeconf-configserver",
+    )
+    .map_err(|e| e.to_string())?;
     // Before anything starts: a SIGTERM during start-up drains, never kills.
     let signal = crate::server::shutdown_signal();
     let metrics = Metrics::new();
@@ -77,12 +90,15 @@ pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
         metrics,
     )
     .await?;
-    crate::server::run_with_grace(
+    let served = crate::server::run_with_grace(
         "configserver",
         move |stop| server.serve(listener, stop),
         signal,
         settings.common.grace_period,
     )
-    .await?;
+    .await;
+    // Flush the last spans (the shutdown's too) whatever the outcome.
+    telemetry.shutdown();
+    served?;
     Ok(())
 }

@@ -158,6 +158,8 @@ pub(super) struct Shared {
     pub log_format: Option<LogFormat>,
     /// Drain time on SIGTERM.
     pub grace_period: Option<String>,
+    /// OTLP/gRPC collector for traces; empty is off.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Shared {
@@ -180,6 +182,11 @@ impl Shared {
                 .map(|g| parse_duration("grace_period", &g))
                 .transpose()?
                 .unwrap_or(DEFAULT_GRACE_PERIOD),
+            otlp_endpoint: self
+                .otlp_endpoint
+                .filter(|e| !e.is_empty())
+                .map(|e| parse_otlp_endpoint(&e))
+                .transpose()?,
         })
     }
 }
@@ -345,6 +352,21 @@ pub struct Common {
     pub log_format: LogFormat,
     /// How long calls in flight may take after SIGTERM.
     pub grace_period: Duration,
+    /// OTLP/gRPC collector traces go to, if any (off: no tracing layer at all).
+    pub otlp_endpoint: Option<String>,
+}
+
+/// An OTLP endpoint must be an `http://` or `https://` URL.
+fn parse_otlp_endpoint(endpoint: &str) -> Result<String, ConfigError> {
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Ok(endpoint.to_string())
+        }
+        _ => Err(invalid(
+            "otlp_endpoint",
+            format!("{endpoint:?} is not an http:// or https:// URL"),
+        )),
+    }
 }
 
 #[cfg(test)]

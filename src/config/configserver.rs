@@ -70,6 +70,9 @@ pub struct ConfigServerArgs {
     /// Log format [default: human].
     #[arg(long, env = "PXECONF_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// OTLP/gRPC collector for traces, e.g. http://127.0.0.1:4317 [default: off].
+    #[arg(long, env = "PXECONF_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Time calls in flight get after SIGTERM [default: 10s].
     #[arg(long, env = "PXECONF_GRACE_PERIOD")]
     pub grace_period: Option<String>,
@@ -91,6 +94,7 @@ pub struct ConfigServerFile {
     max_backoff: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
+    otlp_endpoint: Option<String>,
     grace_period: Option<String>,
     // TLS and connection limits (the same keys as the depot's), spelled out
     // rather than a flattened struct: serde refuses `flatten` together with
@@ -153,6 +157,7 @@ impl ConfigServerArgs {
             listen: given.listen,
             metrics_listen: given.metrics_listen,
             log_format: given.log_format,
+            otlp_endpoint: given.otlp_endpoint.clone(),
             grace_period: given.grace_period,
         }
         .resolve(DEFAULT_CONFIGSERVER_LISTEN)?;
@@ -193,6 +198,7 @@ impl ConfigServerArgs {
             max_backoff: self.max_backoff.or(file.max_backoff),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_format: self.log_format.or(file.log_format),
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
             grace_period: self.grace_period.or(file.grace_period),
         }
     }

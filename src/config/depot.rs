@@ -105,6 +105,9 @@ pub struct DepotArgs {
     /// Log format [default: human].
     #[arg(long, env = "PXECONF_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// OTLP/gRPC collector for traces, e.g. http://127.0.0.1:4317 [default: off].
+    #[arg(long, env = "PXECONF_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Time calls in flight get after SIGTERM [default: 10s].
     #[arg(long, env = "PXECONF_GRACE_PERIOD")]
     pub grace_period: Option<String>,
@@ -143,6 +146,7 @@ pub struct DepotFile {
     file_mode: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
+    otlp_endpoint: Option<String>,
     grace_period: Option<String>,
     // TLS and connection limits (the same keys as the configserver's; spelled
     // out because serde refuses `flatten` with `deny_unknown_fields`).
@@ -194,6 +198,7 @@ impl DepotArgs {
             listen: given.listen.clone(),
             metrics_listen: given.metrics_listen.clone(),
             log_format: given.log_format,
+            otlp_endpoint: given.otlp_endpoint.clone(),
             grace_period: given.grace_period.clone(),
         };
         let depot = given.depot()?;
@@ -234,6 +239,7 @@ impl DepotArgs {
             file_mode: self.file_mode.or(file.file_mode),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_format: self.log_format.or(file.log_format),
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
             grace_period: self.grace_period.or(file.grace_period),
         }
     }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::error::Error;
 use super::marker;
 use super::render::Renderer;
@@ -89,7 +91,8 @@ impl DepotCore {
         }
         let picked = self.templates.pick(&bundle)?;
         let (template, template_reason) = (picked.template, picked.reason);
-        let content = self.renderer.render(&template.text, &bundle)?;
+        let content = tracing::info_span!("render", template = %template.name)
+            .in_scope(|| self.renderer.render(&template.text, &bundle))?;
         // The marker goes in here, after rendering, so that both paths
         // write it the same way.
         let content = marker::stamp(&content, &bundle.client.fqdn, bundle.revision);
@@ -105,6 +108,8 @@ impl DepotCore {
                 template: template.name.clone(),
                 epoch: Arc::from(epoch),
             })
+            // The caller's wait for the writer round that makes it durable.
+            .instrument(tracing::info_span!("write"))
             .await?;
         Ok(Applied {
             outcome,

@@ -20,3 +20,4 @@ mod replicas;
 mod scale;
 mod security;
 mod store;
+mod traces;

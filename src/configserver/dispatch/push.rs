@@ -140,6 +140,7 @@ struct Push<'a> {
     epoch: String,
 }
 
+#[tracing::instrument(name = "push", skip_all, fields(fqdn = push.fqdn, revision = push.revision, legacy = matches!(path, PushPath::Legacy)))]
 async fn call(
     mut client: DepotClient,
     push: Push<'_>,
@@ -159,7 +160,10 @@ async fn call(
                 revision,
                 epoch,
             };
-            client.remove_pxe_config(request).await.map(|_| None)
+            client
+                .remove_pxe_config(crate::telemetry::request(request))
+                .await
+                .map(|_| None)
         }
         (Job::Set(_), PushPath::Legacy) => {
             let request = proto::SetPxeConfigByFqdnRequest {
@@ -167,13 +171,17 @@ async fn call(
                 revision,
                 epoch,
             };
-            let answer = client.set_pxe_config_by_fqdn(request).await?;
+            let answer = client
+                .set_pxe_config_by_fqdn(crate::telemetry::request(request))
+                .await?;
             Ok(used_template(answer.into_inner().into()))
         }
         (Job::Set(bundle), PushPath::New) => {
             let mut request = proto::ClientBundle::from(bundle.as_ref());
             request.epoch = epoch;
-            let answer = client.set_pxe_config(request).await?;
+            let answer = client
+                .set_pxe_config(crate::telemetry::request(request))
+                .await?;
             Ok(used_template(answer.into_inner()))
         }
     }

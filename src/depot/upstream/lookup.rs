@@ -83,6 +83,7 @@ impl Lookup<'_> {
         move |status| Error::Lookup { rpc, fqdn, status }
     }
 
+    #[tracing::instrument(name = "lookup", skip_all, fields(rpc = "GetHost"))]
     async fn host(&mut self) -> Result<proto::Host, Error> {
         let request = proto::GetHostRequest {
             id: self.fqdn.to_string(),
@@ -90,7 +91,7 @@ impl Lookup<'_> {
         let failed = self.failed("GetHost");
         Ok(self
             .client
-            .get_host(request)
+            .get_host(crate::telemetry::request(request))
             .await
             .map_err(failed)?
             .into_inner()
@@ -98,6 +99,7 @@ impl Lookup<'_> {
     }
 
     /// The client's (first) netboot product with an action, if any.
+    #[tracing::instrument(name = "lookup", skip_all, fields(rpc = "GetNetbootProductOnClients"))]
     async fn netboot_product_on_client(&mut self) -> Result<Option<proto::ProductOnClient>, Error> {
         let request = proto::GetNetbootProductOnClientsRequest {
             client_id: self.fqdn.to_string(),
@@ -105,12 +107,13 @@ impl Lookup<'_> {
         let failed = self.failed("GetNetbootProductOnClients");
         let response = self
             .client
-            .get_netboot_product_on_clients(request)
+            .get_netboot_product_on_clients(crate::telemetry::request(request))
             .await
             .map_err(failed)?;
         Ok(response.into_inner().product_on_clients.into_iter().next())
     }
 
+    #[tracing::instrument(name = "lookup", skip_all, fields(rpc = "GetProductOnDepot"))]
     async fn product_on_depot(
         &mut self,
         depot_id: &Fqdn,
@@ -123,13 +126,14 @@ impl Lookup<'_> {
         let failed = self.failed("GetProductOnDepot");
         let response = self
             .client
-            .get_product_on_depot(request)
+            .get_product_on_depot(crate::telemetry::request(request))
             .await
             .map_err(failed)?;
         Ok(response.into_inner().into())
     }
 
     /// The product in the version installed on the depot.
+    #[tracing::instrument(name = "lookup", skip_all, fields(rpc = "GetProduct"))]
     async fn product(&mut self, pod: &proto::ProductOnDepot) -> Result<proto::Product, Error> {
         let request = proto::GetProductRequest {
             id: pod.product_id.clone(),
@@ -139,13 +143,14 @@ impl Lookup<'_> {
         let failed = self.failed("GetProduct");
         Ok(self
             .client
-            .get_product(request)
+            .get_product(crate::telemetry::request(request))
             .await
             .map_err(failed)?
             .into_inner()
             .into())
     }
 
+    #[tracing::instrument(name = "lookup", skip_all, fields(rpc = "GetConfigStates"))]
     async fn config_states(&mut self) -> Result<Vec<proto::ConfigState>, Error> {
         let request = proto::GetConfigStatesRequest {
             client_id: self.fqdn.to_string(),
@@ -154,12 +159,13 @@ impl Lookup<'_> {
         let failed = self.failed("GetConfigStates");
         let response = self
             .client
-            .get_config_states(request)
+            .get_config_states(crate::telemetry::request(request))
             .await
             .map_err(failed)?;
         Ok(response.into_inner().config_states)
     }
 
+    #[tracing::instrument(name = "lookup", skip_all, fields(rpc = "GetProductPropertyStates"))]
     async fn property_states(
         &mut self,
         product_id: &str,
@@ -171,17 +177,18 @@ impl Lookup<'_> {
         let failed = self.failed("GetProductPropertyStates");
         let response = self
             .client
-            .get_product_property_states(request)
+            .get_product_property_states(crate::telemetry::request(request))
             .await
             .map_err(failed)?;
         Ok(response.into_inner().product_property_states)
     }
 
+    #[tracing::instrument(name = "lookup", skip_all, fields(rpc = "GetModules"))]
     async fn modules(&mut self) -> Result<proto::Modules, Error> {
         let failed = self.failed("GetModules");
         let response = self
             .client
-            .get_modules(proto::GetModulesRequest {})
+            .get_modules(crate::telemetry::request(proto::GetModulesRequest {}))
             .await
             .map_err(failed)?;
         Ok(response.into_inner().into())
