@@ -350,9 +350,14 @@ async fn the_demo_runs_on_postgres() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["clients"], 100);
-    assert_eq!(
-        summary["pushes_new"].as_u64().unwrap() + summary["pushes_legacy"].as_u64().unwrap(),
-        100
+    // Every client pushed; a late notice can send one again (the depot
+    // answers a revision it holds without writing it: see the replica
+    // tests for the write counts), so this is a floor, not an equality.
+    let pushes =
+        summary["pushes_new"].as_u64().unwrap() + summary["pushes_legacy"].as_u64().unwrap();
+    assert!(
+        (100..=110).contains(&pushes),
+        "{pushes} pushes for 100 clients"
     );
     assert_eq!(summary["reads"], 10);
     assert_eq!(summary["actions_none"], 10);
