@@ -299,6 +299,9 @@ impl Templates {
 
     /// Whether `name` is a file inside the template directory.
     fn is_template(&self, name: &TemplateName) -> bool {
+        if self.unchanged(name).is_some() {
+            return true;
+        }
         self.resolve(name).is_ok_and(|path| {
             path.starts_with(&self.root) && std::fs::metadata(&path).is_ok_and(|m| m.is_file())
         })
@@ -307,18 +310,24 @@ impl Templates {
     /// Resolves `name` inside the template directory and returns its text,
     /// from the cache while the file is unchanged (one `stat`, no read).
     pub fn load(&self, name: &TemplateName) -> Result<Arc<Template>, TemplateError> {
-        // The same file (device, inode, size, times) as last time through
-        // this relative name: resolved and checked then, the same text now.
-        let relative = Path::new(name.as_str());
-        if !relative.is_absolute()
-            && let Ok(meta) = std::fs::metadata(self.root.join(relative))
-            && let Some(cached) = self.read_by_name().get(name)
-            && cached.stamp == Stamp::of(&meta)
-        {
-            return Ok(cached.template.clone());
+        match self.unchanged(name) {
+            Some(template) => Ok(template),
+            None => self.load_resolved(name),
         }
-        let template = self.load_resolved(name)?;
-        Ok(template)
+    }
+
+    /// The template a relative name led to last time, if it still leads to
+    /// the same file (device, inode, size, times): resolved and checked
+    /// then, the same text now, for one `stat`.
+    fn unchanged(&self, name: &TemplateName) -> Option<Arc<Template>> {
+        let relative = Path::new(name.as_str());
+        if relative.is_absolute() {
+            return None;
+        }
+        let meta = std::fs::metadata(self.root.join(relative)).ok()?;
+        let by_name = self.read_by_name();
+        let cached = by_name.get(name)?;
+        (cached.stamp == Stamp::of(&meta)).then(|| cached.template.clone())
     }
 
     /// [`load`](Self::load) through the path resolution and the

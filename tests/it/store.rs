@@ -807,6 +807,69 @@ async fn a_depots_template_note_is_kept_for_its_revision_only(engine: Engine) {
     );
 }
 
+/// A batch of push results lands as one after the other would have left
+/// it: the highest delivered revision wins, a failed try followed by the
+/// delivery of the same revision ends delivered, the template is kept only
+/// for the revision it was used for, and a failure of the owed revision
+/// counts an attempt.
+async fn a_batch_of_push_results_ends_as_applied_one_by_one(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let c1 = row(&store, "c1.example.org", D1).await;
+    let c2 = row(&store, "c2.example.org", D1).await;
+    let delivered = |client: &str, revision: u64, template: Option<&str>| Ack::Delivered {
+        client_id: client.into(),
+        depot_id: D1.into(),
+        revision,
+        path: PushPath::New,
+        template: template.map(|t| UsedTemplate {
+            name: t.into(),
+            reason: format!("why {t}"),
+        }),
+    };
+    let failed = |client: &str, revision: u64| Ack::Failed {
+        client_id: client.into(),
+        depot_id: D1.into(),
+        revision,
+        error: "depot unreachable".into(),
+        next_attempt_at: std::time::SystemTime::now(),
+    };
+    store
+        .record_acks(&[
+            failed("c1.example.org", c1.revision),
+            delivered("c1.example.org", c1.revision, Some("winpe.efi")),
+            delivered("c1.example.org", c1.revision - 1, Some("stale")),
+            failed("c2.example.org", c2.revision),
+        ])
+        .await
+        .unwrap();
+    let c1 = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (
+            c1.delivered_revision,
+            c1.attempts,
+            c1.last_error.as_str(),
+            c1.template.as_str(),
+            c1.path
+        ),
+        (c1.revision, 0, "", "winpe.efi", Some(PushPath::New))
+    );
+    let c2 = row(&store, "c2.example.org", D1).await;
+    assert_eq!(
+        (c2.delivered_revision, c2.attempts, c2.last_error.as_str()),
+        (0, 1, "depot unreachable")
+    );
+    // An older revision's result arriving later moves nothing back.
+    store
+        .record_acks(&[delivered("c1.example.org", c1.revision - 1, Some("old"))])
+        .await
+        .unwrap();
+    let again = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (again.delivered_revision, again.template.as_str()),
+        (c1.revision, "winpe.efi")
+    );
+}
+
 on_both_engines!(
     each_change_owes_exactly_its_pushes,
     several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next,
@@ -816,4 +879,5 @@ on_both_engines!(
     read_reports_clear_the_action_once_and_always_repushes,
     existence_is_checked_for_states_and_product_on_depots,
     a_depots_template_note_is_kept_for_its_revision_only,
+    a_batch_of_push_results_ends_as_applied_one_by_one,
 );

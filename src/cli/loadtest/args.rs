@@ -96,6 +96,11 @@ pub struct LoadtestArgs {
     /// Self-contained: keep the directory (and the roles' logs) afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Self-contained: the roles' log filter (`RUST_LOG` syntax), e.g.
+    /// `warn,sqlx::query=debug` with --keep to count the statements a
+    /// push costs. Their bind lines are always logged.
+    #[arg(long, default_value = "warn")]
+    pub role_log: String,
     /// Run against this configserver (gRPC URL) instead of starting one.
     #[arg(long)]
     pub configserver: Option<String>,

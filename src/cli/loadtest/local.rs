@@ -96,6 +96,7 @@ pub async fn start(args: &LoadtestArgs, dir: &Path) -> Result<(Target, LocalSite
             args.concurrency.to_string().as_ref(),
         ]),
         &dir.join("configserver.log"),
+        &args.role_log,
     )
     .await?;
     tracing::info!("configserver started");
@@ -205,7 +206,7 @@ async fn start_depots(
     let starts = planned.iter().map(|p| {
         let log = dir.join(format!("{}.log", p.id));
         let a = p.args(args, dir, cs_url);
-        async move { Role::spawn(&p.id, a, &log).await }
+        async move { Role::spawn(&p.id, a, &log, &args.role_log).await }
     });
     let roles = futures::future::join_all(starts).await;
     let tftpd = TftpServer::find();

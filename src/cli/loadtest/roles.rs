@@ -44,15 +44,20 @@ struct Bound {
 impl Role {
     /// Starts `pxeconf <args>` (this binary), logging to `log`, and waits
     /// until it has bound its gRPC and metrics ports (both given as port 0).
-    pub async fn spawn(name: &str, args: Vec<OsString>, log: &Path) -> Result<Self, CliError> {
+    pub async fn spawn(
+        name: &str,
+        args: Vec<OsString>,
+        log: &Path,
+        filter: &str,
+    ) -> Result<Self, CliError> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
         command
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(["--log-format", "json", "--grace-period", "5s"])
-            // The bind lines only; anything at warn or above is kept too.
-            .env("RUST_LOG", "warn,pxeconf::cli::serve=info")
+            // The bind lines are what the load test waits for.
+            .env("RUST_LOG", format!("{filter},pxeconf::cli::serve=info"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -9,70 +9,101 @@ use super::leases::announce;
 use super::records::{Ack, PushOp, PushRecord, ReadOutcome, ReadReport};
 use super::rows;
 use super::sql::{now_ms, to_ms};
-use super::templates::{TemplateNote, record_template};
 use super::triggers::reconcile;
 use crate::domain::ActionRequest;
 
-/// Records one push result.
-async fn record_ack(conn: &mut Tx, ack: &Ack, now: i64) -> Result<()> {
-    match ack {
+/// Records a batch of push results in two statements whatever its size:
+/// failures first, then every delivery at once. Per client and depot only
+/// the highest delivered revision counts (what one after the other would
+/// leave too), and a failure followed by the delivery of the same revision
+/// (a retry that worked) ends delivered either way.
+async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
+    let mut delivered: HashMap<(&str, &str), &Ack> = HashMap::new();
+    for ack in acks {
+        match ack {
+            Ack::Delivered {
+                client_id,
+                depot_id,
+                revision,
+                ..
+            } => {
+                let slot = delivered.entry((client_id, depot_id)).or_insert(ack);
+                if let Ack::Delivered { revision: kept, .. } = slot
+                    && revision >= kept
+                {
+                    *slot = ack;
+                }
+            }
+            Ack::Failed {
+                client_id,
+                depot_id,
+                revision,
+                error,
+                next_attempt_at,
+            } => {
+                on!(conn.conn(), |c| {
+                    sqlx::query(
+                    "UPDATE pushes SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2
+                     WHERE client_id = $3 AND depot_id = $4 AND revision = $5",
+                )
+                .bind(error)
+                .bind(to_ms(*next_attempt_at))
+                .bind(client_id)
+                .bind(depot_id)
+                .bind(*revision as i64)
+                .execute(c)
+                .await?
+                .rows_affected()
+                });
+            }
+        }
+    }
+    if delivered.is_empty() {
+        return Ok(());
+    }
+    let rows = delivered.values().filter_map(|ack| match ack {
         Ack::Delivered {
             client_id,
             depot_id,
             revision,
             path,
             template,
-        } => {
-            if let Some(used) = template {
-                let note = TemplateNote {
-                    client_id: client_id.clone(),
-                    depot_id: depot_id.clone(),
-                    revision: *revision,
-                    template: used.name.clone(),
-                    reason: used.reason.clone(),
-                };
-                record_template(&mut *conn, &note).await?;
-            }
-            on!(conn.conn(), |c| {
-                sqlx::query(
-                "UPDATE pushes SET delivered_revision = CASE WHEN delivered_revision > $1 THEN delivered_revision ELSE $1 END,
-                   delivered_at = $2,
-                   path = $3,
-                   attempts = CASE WHEN revision = $1 THEN 0 ELSE attempts END,
-                   last_error = CASE WHEN revision = $1 THEN '' ELSE last_error END,
-                   next_attempt_at = CASE WHEN revision = $1 THEN NULL ELSE next_attempt_at END
-                 WHERE client_id = $4 AND depot_id = $5",
-            )
-            .bind(*revision as i64)
-            .bind(now)
-            .bind(path.as_str())
-            .bind(client_id)
-            .bind(depot_id)
-            .execute(c)
-            .await?.rows_affected()
-            });
-        }
-        Ack::Failed {
+        } => Some(serde_json::json!([
             client_id,
             depot_id,
             revision,
-            error,
-            next_attempt_at,
-        } => {
-            on!(conn.conn(), |c| sqlx::query(
-                "UPDATE pushes SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2
-                 WHERE client_id = $3 AND depot_id = $4 AND revision = $5",
-            )
-            .bind(error)
-            .bind(to_ms(*next_attempt_at))
-            .bind(client_id)
-            .bind(depot_id)
-            .bind(*revision as i64)
-            .execute(c)
-            .await?
-            .rows_affected());
-        }
-    }
+            path.as_str(),
+            template.as_ref().map(|t| &t.name),
+            template.as_ref().map(|t| &t.reason),
+        ])),
+        Ack::Failed { .. } => None,
+    });
+    let rows = serde_json::Value::Array(rows.collect()).to_string();
+    // The template a depot used belongs to the revision it names; the
+    // delivered revision only grows.
+    on!(conn.conn(), |c| {
+        sqlx::query(
+            "UPDATE pushes SET
+               template = CASE WHEN revision = a.rev AND a.used IS NOT NULL THEN a.used ELSE template END,
+               template_reason = CASE WHEN revision = a.rev AND a.used IS NOT NULL THEN a.why ELSE template_reason END,
+               delivered_revision = CASE WHEN delivered_revision > a.rev THEN delivered_revision ELSE a.rev END,
+               delivered_at = $2,
+               path = a.via,
+               attempts = CASE WHEN revision = a.rev THEN 0 ELSE attempts END,
+               last_error = CASE WHEN revision = a.rev THEN '' ELSE last_error END,
+               next_attempt_at = CASE WHEN revision = a.rev THEN NULL ELSE next_attempt_at END
+             FROM (SELECT value ->> 0 AS client, value ->> 1 AS depot,
+                          CAST(value ->> 2 AS BIGINT) AS rev, value ->> 3 AS via,
+                          value ->> 4 AS used, value ->> 5 AS why
+                   FROM json_each($1)) AS a
+             WHERE pushes.client_id = a.client AND pushes.depot_id = a.depot",
+        )
+        .bind(&rows)
+        .bind(now)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
     Ok(())
 }
 
@@ -198,10 +229,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let now = now_ms();
-        for ack in acks {
-            record_ack(&mut tx, ack, now).await?;
-        }
+        record_batch(&mut tx, acks, now_ms()).await?;
         tx.commit().await?;
         Ok(())
     }

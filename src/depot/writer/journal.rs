@@ -162,6 +162,10 @@ pub struct Journal {
     /// Client rows appended since the last compaction, and the rows left
     /// by it.
     growth: Arc<std::sync::Mutex<(u64, u64)>>,
+    /// Whether `synchronous = FULL` was the last mode set on the
+    /// connection. A connection opened anew starts FULL (the connect
+    /// options), so the connection is FULL or as recorded: never less safe.
+    full_sync: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Rows appended before a compaction is considered.
@@ -235,6 +239,7 @@ impl Journal {
             path,
             _lock: Arc::new(lock),
             growth: Arc::default(),
+            full_sync: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         journal.compact().await?;
         Ok(journal)
@@ -345,11 +350,20 @@ impl Journal {
         // that only adds configs need not: a file whose record is lost has
         // its marker line (start-up removes it) and the reconciliation writes
         // it again, so the push path pays no fsync.
-        let sync = match batch.needs_fsync() {
-            true => "PRAGMA synchronous = FULL",
-            false => "PRAGMA synchronous = NORMAL",
-        };
-        sqlx::query(sync).execute(&mut *conn).await?;
+        let full = batch.needs_fsync();
+        // Only the writer commits, one round at a time: the mode recorded
+        // is the connection's (or FULL, see `full_sync`). A round whose
+        // mode is unchanged saves a statement.
+        let was = self.full_sync.load(std::sync::atomic::Ordering::Relaxed);
+        if full != was {
+            let sync = match full {
+                true => "PRAGMA synchronous = FULL",
+                false => "PRAGMA synchronous = NORMAL",
+            };
+            sqlx::query(sync).execute(&mut *conn).await?;
+            self.full_sync
+                .store(full, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         write_clients(&mut tx, &batch.clients).await?;
         write_reads(&mut tx, batch).await?;
