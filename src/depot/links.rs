@@ -14,7 +14,9 @@ use std::sync::Mutex;
 
 use crate::domain::Fqdn;
 
-/// client → the revision last written and the `traceparent` of its push.
+/// client → the revision last written and the `traceparent` of its push:
+/// at most one entry per client written since the start (a read takes it;
+/// a removal leaves it until the client's next set overwrites it).
 #[derive(Debug, Default)]
 pub struct PushLinks {
     written: Mutex<HashMap<Fqdn, (u64, String)>>,
