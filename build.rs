@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // `sqlx::migrate!` embeds migrations/ at compile time: a new file there
+    // must rebuild the crate even when no source changed.
+    println!("cargo:rerun-if-changed=migrations");
     let files = [
         "proto/pxeconf/v1/bundle.proto",
         "proto/pxeconf/v1/depot.proto",

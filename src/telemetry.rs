@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -180,6 +180,20 @@ pub fn set_parent_from(span: &tracing::Span, traceparent: &str) {
     let fields = std::collections::HashMap::from([("traceparent".to_string(), traceparent.into())]);
     let cx = TraceContextPropagator::new().extract(&fields);
     let _ = span.set_parent(cx);
+}
+
+/// Links `span` to the span a stored `traceparent` names (another trace,
+/// e.g. the push that wrote a config whose read `span` is).
+pub fn add_link_from(span: &tracing::Span, traceparent: &str) {
+    let fields = std::collections::HashMap::from([("traceparent".to_string(), traceparent.into())]);
+    let cx = TraceContextPropagator::new().extract(&fields);
+    span.add_link(cx.span().span_context().clone());
+}
+
+/// Makes `span` the root of a trace of its own, whatever span it runs in
+/// (for work that outlives its task's long-lived span, e.g. a read).
+pub fn set_root(span: &tracing::Span) {
+    let _ = span.set_parent(opentelemetry::Context::new());
 }
 
 /// Writes propagation fields into tonic metadata.

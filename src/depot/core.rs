@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use super::error::Error;
+use super::links::PushLinks;
 use super::marker;
 use super::render::Renderer;
 use super::template::Templates;
@@ -31,6 +32,7 @@ pub struct DepotCore {
     renderer: Renderer,
     writer: WriterHandle,
     upstream: Option<Upstream>,
+    links: Arc<PushLinks>,
 }
 
 impl DepotCore {
@@ -49,6 +51,7 @@ impl DepotCore {
             renderer,
             writer,
             upstream: None,
+            links: Arc::default(),
         }
     }
 
@@ -96,6 +99,9 @@ impl DepotCore {
         // The marker goes in here, after rendering, so that both paths
         // write it the same way.
         let content = marker::stamp(&content, &bundle.client.fqdn, bundle.revision);
+        // Only when traces are exported: the read of this config links here.
+        let noted = crate::telemetry::exporting().then(|| bundle.client.fqdn.clone());
+        let revision = bundle.revision;
         let outcome = self
             .writer
             .set(Rendered {
@@ -111,6 +117,9 @@ impl DepotCore {
             // The caller's wait for the writer round that makes it durable.
             .instrument(tracing::info_span!("write"))
             .await?;
+        if let Some(fqdn) = noted {
+            self.links.note(&fqdn, revision);
+        }
         Ok(Applied {
             outcome,
             template_reason,
@@ -145,6 +154,11 @@ impl DepotCore {
     /// The writer, for removal and listing.
     pub fn writer(&self) -> &WriterHandle {
         &self.writer
+    }
+
+    /// Which push wrote each held config, for the links of their reads.
+    pub fn links(&self) -> Arc<PushLinks> {
+        self.links.clone()
     }
 
     /// Whether `SetPxeConfig` is switched off.

@@ -9,11 +9,13 @@
 //! - `writer`: the one owner of the configs held, and its journal; `watch`:
 //!   the read watcher; `marker`: the line that says a file is ours;
 //!   `startup`: the PXE directory brought in line with the journal;
-//! - `upstream`: calls to the configserver; `wire`: the depot's own messages.
+//! - `upstream`: calls to the configserver; `wire`: the depot's own messages;
+//!   `links`: which push wrote each held config (the read span's link).
 
 mod core;
 pub mod crypt;
 mod error;
+pub mod links;
 pub mod marker;
 pub mod render;
 mod run;

@@ -19,7 +19,7 @@ use super::service;
 use super::startup;
 use super::template::{TemplateConfig, Templates};
 use super::upstream::client::Upstream;
-use super::upstream::report::Reporting;
+use super::upstream::report::{Reads, Reporting};
 use super::watch::{self, TestHook};
 use super::writer::{
     self, ClientRecord, FileAccess, Journal, ReadEvent, ReadKey, State, WriterOptions,
@@ -168,9 +168,13 @@ impl Depot {
         if self.config.host_key.is_none() {
             warn!("no host key configured: the configserver will refuse this depot's calls");
         }
+        let reads = Reads {
+            initial: unreported,
+            events: reads,
+            links: self.core.links(),
+        };
         let reporting = upstream.start_reporter(
             journal,
-            unreported,
             reads,
             self.metrics.clone(),
             self.stop.clone(),

@@ -5,6 +5,7 @@
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use super::runtime::Capability;
 use super::settings::DispatchSettings;
@@ -94,6 +95,7 @@ pub(super) async fn push_one(
         client_id,
         revision,
         job,
+        traceparent,
     } = loaded;
     let mut template = None;
     let (op, path, result) = match job {
@@ -111,7 +113,13 @@ pub(super) async fn push_one(
                 revision,
                 epoch,
             };
-            let result = match call(client, push, job, path).await {
+            let span = tracing::info_span!("push", fqdn = %client_id, revision, legacy = path == PushPath::Legacy);
+            // The call that made the push owed (stored with its outbox row)
+            // is the parent: one trace from that call to the depot's write.
+            if let Some(traceparent) = &traceparent {
+                crate::telemetry::set_parent_from(&span, traceparent);
+            }
+            let result = match call(client, push, job, path).instrument(span).await {
                 Ok(used) => {
                     template = used;
                     PushResult::Delivered
@@ -131,8 +139,6 @@ pub(super) async fn push_one(
     }
 }
 
-/// The RPC of `job` on `path`. A remove is the same RPC on both paths;
-/// only a set differs (the whole bundle, or the FQDN to look up).
 /// What every push names: the client, the revision and the store's epoch.
 struct Push<'a> {
     fqdn: &'a str,
@@ -140,7 +146,9 @@ struct Push<'a> {
     epoch: String,
 }
 
-#[tracing::instrument(name = "push", skip_all, fields(fqdn = push.fqdn, revision = push.revision, legacy = matches!(path, PushPath::Legacy)))]
+/// The RPC of `job` on `path`, in the caller's `push` span. A remove is
+/// the same RPC on both paths; only a set differs (the whole bundle, or
+/// the FQDN to look up).
 async fn call(
     mut client: DepotClient,
     push: Push<'_>,

@@ -57,6 +57,10 @@ pub struct Loaded {
     pub revision: u64,
     /// The job, or why no bundle can be built from the inventory now.
     pub job: Result<Job, String>,
+    /// The W3C `traceparent` of the call that made the push owed (an admin
+    /// write, a read report), stored when traces are exported: the push
+    /// span's parent, so that one trace goes from that call to the depot.
+    pub traceparent: Option<String>,
 }
 
 /// A push row to load a job for.
@@ -65,6 +69,7 @@ struct PushRow {
     op: PushOp,
     product_id: String,
     revision: u64,
+    traceparent: Option<String>,
 }
 
 /// client → the client, or why its row does not parse.
@@ -123,6 +128,7 @@ impl Store {
                 },
                 client_id: p.client_id,
                 revision: p.revision,
+                traceparent: p.traceparent,
             })
             .collect())
     }
@@ -135,25 +141,26 @@ async fn push_rows(conn: &mut Tx, depot_id: &str, list: &str, rows: Rows) -> Res
         Rows::Held => "op = 'set' AND read_revision < revision",
     };
     let sql = format!(
-        "SELECT client_id, op, product_id, revision FROM pushes
+        "SELECT client_id, op, product_id, revision, traceparent FROM pushes
          WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}
          ORDER BY client_id"
     );
-    let found: Vec<(String, String, String, i64)> =
-        on!(conn.conn(), |c| sqlx::query_as(AssertSqlSafe(sql))
-            .bind(depot_id)
-            .bind(list)
-            .fetch_all(c)
-            .await?);
+    type Found = (String, String, String, i64, Option<String>);
+    let found: Vec<Found> = on!(conn.conn(), |c| sqlx::query_as(AssertSqlSafe(sql))
+        .bind(depot_id)
+        .bind(list)
+        .fetch_all(c)
+        .await?);
     found
         .into_iter()
-        .map(|(client_id, op, product_id, revision)| {
+        .map(|(client_id, op, product_id, revision, traceparent)| {
             Ok(PushRow {
                 op: PushOp::parse(&op)
                     .ok_or_else(|| StoreError::corrupt("push", &client_id, format!("op {op:?}")))?,
                 product_id,
                 revision: revision.max(0) as u64,
                 client_id,
+                traceparent,
             })
         })
         .collect()

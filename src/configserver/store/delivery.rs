@@ -258,7 +258,9 @@ impl Store {
     /// again); whatever else the client's configs now owe follows in the
     /// same transaction (a client that moved has its new depot's config
     /// removed). Stale or repeated reports change nothing, except that a
-    /// repeat may say the read's files are gone now.
+    /// repeat may say the read's files are gone now. Its span
+    /// (`record_read`) says the action request it left.
+    #[tracing::instrument(name = "record_read", skip_all, fields(fqdn = %report.client_id, revision = report.revision, action = tracing::field::Empty))]
     pub async fn record_read(&self, report: &ReadReport) -> Result<ReadOutcome> {
         let mut tx = self.begin().await?;
         let row = read_row(&mut tx, report).await?;
@@ -287,8 +289,12 @@ impl Store {
             action_request: action.clone(),
             ..Default::default()
         };
+        let span = tracing::Span::current();
         let consumes = match verdict {
-            ReadVerdict::Stale => return Ok(unchanged),
+            ReadVerdict::Stale => {
+                span.record("action", action.as_str());
+                return Ok(unchanged);
+            }
             ReadVerdict::Repeat => {
                 if row.is_some_and(|r| r.files_present != report.files_present) {
                     on!(tx.conn(), |c| {
@@ -303,6 +309,7 @@ impl Store {
                     });
                     tx.commit().await?;
                 }
+                span.record("action", action.as_str());
                 return Ok(unchanged);
             }
             ReadVerdict::Fresh { consumes } => consumes,
@@ -316,6 +323,7 @@ impl Store {
             (true, false) => ActionRequest::None.as_str().to_owned(),
             _ => action,
         };
+        span.record("action", now_action.as_str());
         Ok(ReadOutcome {
             action_request: now_action,
             // `always`, or the client's next netboot action, is pushed now.

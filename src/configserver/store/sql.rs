@@ -36,6 +36,15 @@ pub(super) fn from_json(text: &str) -> Vec<String> {
     })
 }
 
+/// The W3C `traceparent` of the current call, stored with the outbox rows
+/// it owes so that their pushes continue its trace; `None` (NULL) when
+/// traces are not exported, so that tracing off costs nothing.
+pub(super) fn traceparent() -> Option<String> {
+    crate::telemetry::exporting()
+        .then(crate::telemetry::current_traceparent)
+        .flatten()
+}
+
 /// Milliseconds since the epoch.
 pub(super) fn now_ms() -> i64 {
     to_ms(SystemTime::now())

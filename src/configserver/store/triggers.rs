@@ -19,7 +19,7 @@ use super::error::Result;
 use super::leases::announce;
 use super::records::{Owed, PushOp, WriteOutcome};
 use super::rules::{active_product_sql, effective_depot_sql};
-use super::sql::{json_list, json_rows, now_ms};
+use super::sql::{json_list, json_rows, now_ms, traceparent};
 use super::touched::depot_ids;
 
 /// The tail of every admin write: the pushes the change owes, in the same
@@ -254,7 +254,8 @@ fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Chan
 }
 
 /// Writes `changes` with fresh revisions in one statement; those owed are
-/// owed again, a blocked one not owed counts as delivered at once.
+/// owed again, a blocked one not owed counts as delivered at once. Every
+/// row takes the current call's `traceparent` (one value, bound once).
 async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
     let base = allocate_revisions(conn, changes.len() as u64).await?;
     let rows = json_rows(changes.iter().map(|c| {
@@ -271,20 +272,22 @@ async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
     // `delivered_revision` 0 marks it owed.
     on!(conn.conn(), |c| {
         sqlx::query(
-        "INSERT INTO pushes (client_id, depot_id, op, product_id, blocked, revision, delivered_revision, updated_at)
+        "INSERT INTO pushes (client_id, depot_id, op, product_id, blocked, revision, delivered_revision, updated_at, traceparent)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, $2 + key,
-           CASE WHEN value ->> 5 = 'owed' THEN 0 ELSE $2 + key END, $3
+           CASE WHEN value ->> 5 = 'owed' THEN 0 ELSE $2 + key END, $3, $4
          FROM json_each($1) WHERE true
          ON CONFLICT (client_id, depot_id) DO UPDATE SET op = excluded.op,
            product_id = CASE WHEN excluded.product_id <> '' THEN excluded.product_id ELSE pushes.product_id END,
            blocked = excluded.blocked, revision = excluded.revision,
            delivered_revision = CASE WHEN excluded.delivered_revision = 0 THEN pushes.delivered_revision
              ELSE excluded.delivered_revision END,
-           attempts = 0, last_error = '', next_attempt_at = NULL, updated_at = excluded.updated_at",
+           attempts = 0, last_error = '', next_attempt_at = NULL, updated_at = excluded.updated_at,
+           traceparent = excluded.traceparent",
     )
     .bind(rows)
     .bind(base as i64)
     .bind(now_ms())
+    .bind(traceparent())
     .execute(c)
     .await?.rows_affected()
     });

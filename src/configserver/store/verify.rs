@@ -15,7 +15,7 @@ use super::error::Result;
 use super::records::{Owed, PushOp};
 use super::rows::{self, Get};
 use super::sequence::{allocate, bump_past};
-use super::sql::{json_list, now_ms};
+use super::sql::{json_list, now_ms, traceparent};
 use super::triggers::reconcile;
 
 /// A push row as the check needs it.
@@ -114,13 +114,14 @@ async fn refresh(conn: &mut Tx, depot_id: &str, row: &Row0, held: u64) -> Result
     on!(conn.conn(), |c| {
         sqlx::query(
         "UPDATE pushes SET op = $1, revision = $2, attempts = 0, last_error = '', next_attempt_at = NULL,
-           updated_at = $3 WHERE client_id = $4 AND depot_id = $5",
+           updated_at = $3, traceparent = $6 WHERE client_id = $4 AND depot_id = $5",
     )
     .bind(op.as_str())
     .bind(fresh as i64)
     .bind(now_ms())
     .bind(&row.client)
     .bind(depot_id)
+    .bind(traceparent())
     .execute(c)
     .await?.rows_affected()
     });
@@ -146,17 +147,21 @@ async fn unknown_held(conn: &mut Tx, depot_id: &str, clients: &[&str]) -> Result
         return Ok(Vec::new());
     }
     let base = allocate(conn, known.len() as u64).await?;
+    let trace = traceparent();
     for (i, client) in known.iter().enumerate() {
         on!(conn.conn(), |c| {
             sqlx::query(
-            "INSERT INTO pushes (client_id, depot_id, op, revision, updated_at) VALUES ($1, $2, 'remove', $3, $4)",
-        )
-        .bind(client)
-        .bind(depot_id)
-        .bind((base + i as u64) as i64)
-        .bind(now_ms())
-        .execute(c)
-        .await?.rows_affected()
+                "INSERT INTO pushes (client_id, depot_id, op, revision, updated_at, traceparent)
+             VALUES ($1, $2, 'remove', $3, $4, $5)",
+            )
+            .bind(client)
+            .bind(depot_id)
+            .bind((base + i as u64) as i64)
+            .bind(now_ms())
+            .bind(&trace)
+            .execute(c)
+            .await?
+            .rows_affected()
         });
     }
     let mut owed = reconcile(conn, &known).await?;

@@ -16,6 +16,7 @@ use tonic::Code;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::client::Upstream;
+use crate::depot::links::PushLinks;
 use crate::depot::writer::{Journal, ReadEvent, ReadKey};
 use crate::metrics::{Metrics, WriteLabels};
 use crate::proto;
@@ -82,10 +83,21 @@ impl Reporting {
     }
 }
 
+/// The reads a reporter sends.
+pub struct Reads {
+    /// The journal's unacknowledged reads, sent first.
+    pub initial: Vec<ReadEvent>,
+    /// The writer's reads as they happen.
+    pub events: mpsc::Receiver<ReadEvent>,
+    /// Which push wrote each config read: the read span links to it.
+    pub links: Arc<PushLinks>,
+}
+
 /// What every report task shares.
 #[derive(Clone)]
 struct Shared {
     upstream: Upstream,
+    links: Arc<PushLinks>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     acks: mpsc::Sender<(ReadKey, bool)>,
@@ -94,24 +106,30 @@ struct Shared {
 }
 
 impl Upstream {
-    /// Starts reporting: first `initial` (the journal's unacknowledged
-    /// reads), then every read from `reads` and [`Reporting::report`], each
-    /// retried until it lands; acknowledgements go to `journal`.
+    /// Starts reporting: first the journal's unacknowledged reads, then
+    /// every read from the writer and [`Reporting::report`], each retried
+    /// until it lands, each in a trace of its own (span `read`);
+    /// acknowledgements go to `journal`.
     pub fn start_reporter(
         &self,
         journal: Journal,
-        initial: Vec<ReadEvent>,
-        reads: mpsc::Receiver<ReadEvent>,
+        reads: Reads,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
         supervisor: &Supervisor,
     ) -> Reporting {
+        let Reads {
+            initial,
+            events: reads,
+            links,
+        } = reads;
         let (acks_tx, acks) = mpsc::channel(ACK_BATCH);
         let (extra_tx, extra) = mpsc::channel(REPORT_CONCURRENCY);
         let (in_flight_tx, in_flight) = watch::channel(0usize);
         let (initial_tx, initial_rx) = watch::channel(initial.is_empty());
         let shared = Shared {
             upstream: self.clone(),
+            links,
             metrics,
             stop,
             acks: acks_tx,
@@ -147,14 +165,16 @@ impl Upstream {
         loop {
             let result = self
                 .client()
-                .report_pxe_config_read(proto::ReportPxeConfigReadRequest {
-                    fqdn: read.fqdn.to_string(),
-                    product_id: read.product_id.to_string(),
-                    revision: read.revision,
-                    epoch: read.epoch.to_string(),
-                    files_present: read.files_present,
-                    read_at: Some(timestamp(read.read_at)),
-                })
+                .report_pxe_config_read(crate::telemetry::request(
+                    proto::ReportPxeConfigReadRequest {
+                        fqdn: read.fqdn.to_string(),
+                        product_id: read.product_id.to_string(),
+                        revision: read.revision,
+                        epoch: read.epoch.to_string(),
+                        files_present: read.files_present,
+                        read_at: Some(timestamp(read.read_at)),
+                    },
+                ))
                 .await;
             match result {
                 Ok(r) => {
@@ -234,6 +254,7 @@ async fn spawn_report(shared: &Shared, read: ReadEvent, done: Option<mpsc::Sende
         return;
     };
     let shared = shared.clone();
+    let span = read_span(&read, &shared.links);
     tokio::spawn(
         async move {
             let result = shared.upstream.report(&read, &shared.stop).await;
@@ -257,8 +278,23 @@ async fn spawn_report(shared: &Shared, read: ReadEvent, done: Option<mpsc::Sende
                 let _ = done.send(()).await;
             }
         }
-        .in_current_span(),
+        .instrument(span),
     );
+}
+
+/// The span of one read's report: in the reporter's span for the logs, but
+/// the root of a trace of its own (the report and the configserver's
+/// recording of it are its children), linked to the push that wrote the
+/// config when this depot noted it.
+fn read_span(read: &ReadEvent, links: &PushLinks) -> tracing::Span {
+    let span = info_span!("read", fqdn = %read.fqdn, revision = read.revision);
+    if crate::telemetry::exporting() {
+        crate::telemetry::set_root(&span);
+        if let Some(traceparent) = links.take(&read.fqdn, read.revision) {
+            crate::telemetry::add_link_from(&span, &traceparent);
+        }
+    }
+    span
 }
 
 /// Writes acknowledgements to the journal in batches, retrying until they
