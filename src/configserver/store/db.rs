@@ -24,8 +24,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const READERS: u32 = 4;
 /// Page cache per connection, in KiB when negative (SQLite's convention).
 const CACHE_SIZE: &str = "-32768";
-/// Bytes of the database file read through a memory map.
-const MMAP_SIZE: &str = "1073741824";
 /// PostgreSQL connections of one configserver.
 const PG_CONNECTIONS: u32 = 8;
 /// The advisory lock key every PostgreSQL write transaction takes first
@@ -174,11 +172,9 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(false)
             // SQLite's default 2 MiB page cache holds a few thousand
-            // clients; past that every bundle read is a `pread` per page.
-            // The cache grows only as pages are used, and mapped pages
-            // are the kernel's page cache, shared between connections.
-            .pragma("cache_size", CACHE_SIZE)
-            .pragma("mmap_size", MMAP_SIZE);
+            // clients; past that a bundle batch reads pages with `pread`
+            // again. The cache grows only as pages are used.
+            .pragma("cache_size", CACHE_SIZE);
         // One writer: SQLite takes one at a time anyway, and queueing in the
         // pool is cheaper than SQLITE_BUSY retries.
         let write = SqlitePoolOptions::new()

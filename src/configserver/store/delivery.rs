@@ -393,20 +393,29 @@ impl Store {
         .collect())
     }
 
-    /// Per depot: pushes owed, and configs delivered and not read.
+    /// Per depot: pushes owed, and configs delivered and not read. Each
+    /// count reads only its partial index (`pushes_owed`, `pushes_held`):
+    /// the cost follows what is owed and held, not every push row, so a
+    /// poll of `ListDepots` stays cheap on a large site.
     pub async fn depot_counts(&self) -> Result<HashMap<String, (u64, u64)>> {
-        let rows: Vec<(String, i64, i64)> = on!(self.reader(), |c| sqlx::query_as(
-            "SELECT depot_id,
-               count(*) FILTER (WHERE revision > delivered_revision) AS owed,
-               count(*) FILTER (WHERE op = 'set' AND delivered_revision >= revision
-                 AND read_revision < revision) AS delivered
-             FROM pushes GROUP BY depot_id",
+        let counted: Vec<(String, bool, i64)> = on!(self.reader(), |c| sqlx::query_as(
+            "SELECT depot_id, true, count(*) FROM pushes
+               WHERE revision > delivered_revision GROUP BY depot_id
+             UNION ALL
+             SELECT depot_id, false, count(*) FROM pushes
+               WHERE op = 'set' AND delivered_revision >= revision AND read_revision < revision
+               GROUP BY depot_id",
         )
         .fetch_all(c)
         .await?);
-        Ok(rows
-            .into_iter()
-            .map(|(depot, owed, delivered)| (depot, (owed.max(0) as u64, delivered.max(0) as u64)))
-            .collect())
+        let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
+        for (depot, owed, n) in counted {
+            let entry = counts.entry(depot).or_default();
+            match owed {
+                true => entry.0 = n.max(0) as u64,
+                false => entry.1 = n.max(0) as u64,
+            }
+        }
+        Ok(counts)
     }
 }
