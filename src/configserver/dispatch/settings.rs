@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use crate::transport::Tls;
 
-/// Pushes in flight per depot unless configured otherwise.
-pub const DEFAULT_PUSH_CONCURRENCY: usize = 32;
+/// Pushes in flight per depot unless configured otherwise. More in flight
+/// make larger writer rounds on the depot (one journal transaction and one
+/// hand-off to the file threads for more configs): bulk over 4 depots is
+/// faster at 128 than at 32, and the depots spend less CPU per config
+/// (docs/BENCHMARKS.md, "Push concurrency").
+pub const DEFAULT_PUSH_CONCURRENCY: usize = 128;
 /// Deadline of one push unless configured otherwise.
 pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// First wait before retrying an unreachable depot unless configured otherwise.

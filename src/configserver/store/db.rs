@@ -22,8 +22,6 @@ use super::error::{Result, StoreError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read connections (WAL readers do not block the writer).
 const READERS: u32 = 4;
-/// Page cache per connection, in KiB when negative (SQLite's convention).
-const CACHE_SIZE: &str = "-32768";
 /// PostgreSQL connections of one configserver.
 const PG_CONNECTIONS: u32 = 8;
 /// The advisory lock key every PostgreSQL write transaction takes first
@@ -170,11 +168,7 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(false)
-            // SQLite's default 2 MiB page cache holds a few thousand
-            // clients; past that a bundle batch reads pages with `pread`
-            // again. The cache grows only as pages are used.
-            .pragma("cache_size", CACHE_SIZE);
+            .foreign_keys(false);
         // One writer: SQLite takes one at a time anyway, and queueing in the
         // pool is cheaper than SQLITE_BUSY retries.
         let write = SqlitePoolOptions::new()
