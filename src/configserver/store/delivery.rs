@@ -6,32 +6,33 @@ use std::collections::HashMap;
 use super::db::{Store, Tx, on};
 use super::error::{Result, StoreError};
 use super::leases::announce;
-use super::records::{Ack, PushOp, PushRecord, ReadOutcome, ReadReport};
+use super::records::{Ack, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate};
 use super::rows;
 use super::sql::{now_ms, to_ms};
 use super::triggers::reconcile;
 use crate::domain::ActionRequest;
 
-/// Records a batch of push results in two statements whatever its size:
-/// failures first, then every delivery at once. Per client and depot only
-/// the highest delivered revision counts (what one after the other would
-/// leave too), and a failure followed by the delivery of the same revision
-/// (a retry that worked) ends delivered either way.
+/// Records a batch of push results: each failure (rare) on its own, then
+/// every delivery in one statement. Per client and depot only the highest
+/// delivered revision counts (what one after the other would leave too),
+/// and a failure followed by the delivery of the same revision (a retry
+/// that worked) ends delivered either way.
 async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
-    let mut delivered: HashMap<(&str, &str), &Ack> = HashMap::new();
+    type Delivery<'a> = (u64, &'a PushPath, Option<&'a UsedTemplate>);
+    let mut delivered: HashMap<(&str, &str), Delivery> = HashMap::new();
     for ack in acks {
         match ack {
             Ack::Delivered {
                 client_id,
                 depot_id,
                 revision,
-                ..
+                path,
+                template,
             } => {
-                let slot = delivered.entry((client_id, depot_id)).or_insert(ack);
-                if let Ack::Delivered { revision: kept, .. } = slot
-                    && revision >= kept
-                {
-                    *slot = ack;
+                let this = (*revision, path, template.as_ref());
+                let slot = delivered.entry((client_id, depot_id)).or_insert(this);
+                if *revision >= slot.0 {
+                    *slot = this;
                 }
             }
             Ack::Failed {
@@ -61,23 +62,18 @@ async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
     if delivered.is_empty() {
         return Ok(());
     }
-    let rows = delivered.values().filter_map(|ack| match ack {
-        Ack::Delivered {
-            client_id,
-            depot_id,
-            revision,
-            path,
-            template,
-        } => Some(serde_json::json!([
-            client_id,
-            depot_id,
-            revision,
-            path.as_str(),
-            template.as_ref().map(|t| &t.name),
-            template.as_ref().map(|t| &t.reason),
-        ])),
-        Ack::Failed { .. } => None,
-    });
+    let rows = delivered
+        .iter()
+        .map(|((client, depot), (revision, path, template))| {
+            serde_json::json!([
+                client,
+                depot,
+                revision,
+                path.as_str(),
+                template.map(|t| &t.name),
+                template.map(|t| &t.reason),
+            ])
+        });
     let rows = serde_json::Value::Array(rows.collect()).to_string();
     // The template a depot used belongs to the revision it names; the
     // delivered revision only grows.
