@@ -19,6 +19,56 @@ fn text(good: &'static str) -> impl Strategy<Value = String> {
     ]
 }
 
+/// What the bundle strategies draw; [`bundle`] puts it together.
+struct Parts {
+    id: String,
+    mac: String,
+    uuid: String,
+    key: String,
+    product: String,
+    template: String,
+    service: String,
+    append: Vec<String>,
+    properties: std::collections::BTreeMap<String, String>,
+    boot_mode: i32,
+    revision: u64,
+}
+
+/// A bundle of `parts`: the rest is fixed.
+fn bundle(p: Parts) -> proto::ClientBundle {
+    proto::ClientBundle {
+        host: Some(proto::Host {
+            id: p.id,
+            hardware_address: p.mac,
+            system_uuid: p.uuid,
+            ip_address: String::new(),
+            opsi_host_key: p.key,
+        }),
+        product_on_client: Some(proto::ProductOnClient {
+            action_request: "setup".into(),
+            ..Default::default()
+        }),
+        product_on_depot: None,
+        product: Some(proto::Product {
+            id: p.product,
+            product_version: "1.0".into(),
+            package_version: "1".into(),
+            pxe_config_template: p.template,
+        }),
+        depot_id: "depot1.example.org".into(),
+        service_address: p.service,
+        boot_mode: p.boot_mode,
+        bootimage_append: p.append,
+        product_property_states: p.properties.into_iter().collect(),
+        modules: Some(proto::Modules {
+            uefi: true,
+            secureboot: false,
+        }),
+        revision: p.revision,
+        epoch: Default::default(),
+    }
+}
+
 prop_compose! {
     fn wire_bundle()(
         id in text("[a-z][a-z0-9-]{0,20}\\.example\\.org"),
@@ -33,34 +83,7 @@ prop_compose! {
         boot_mode in 0i32..4,
         revision in any::<u64>(),
     ) -> proto::ClientBundle {
-        proto::ClientBundle {
-            host: Some(proto::Host {
-                id,
-                hardware_address: mac,
-                system_uuid: uuid,
-                ip_address: String::new(),
-                opsi_host_key: key,
-            }),
-            product_on_client: Some(proto::ProductOnClient {
-                action_request: "setup".into(),
-                ..Default::default()
-            }),
-            product_on_depot: None,
-            product: Some(proto::Product {
-                id: product,
-                product_version: "1.0".into(),
-                package_version: "1".into(),
-                pxe_config_template: template,
-            }),
-            depot_id: "depot1.example.org".into(),
-            service_address: service,
-            boot_mode,
-            bootimage_append: append,
-            product_property_states: properties.into_iter().collect(),
-            modules: Some(proto::Modules { uefi: true, secureboot: false }),
-            revision,
-            epoch: Default::default(),
-        }
+        bundle(Parts { id, mac, uuid, key, product, template, service, append, properties, boot_mode, revision })
     }
 }
 
@@ -80,34 +103,7 @@ prop_compose! {
         boot_mode in 0i32..4,
         revision in any::<u64>(),
     ) -> proto::ClientBundle {
-        proto::ClientBundle {
-            host: Some(proto::Host {
-                id,
-                hardware_address: mac,
-                system_uuid: uuid,
-                ip_address: String::new(),
-                opsi_host_key: key,
-            }),
-            product_on_client: Some(proto::ProductOnClient {
-                action_request: "setup".into(),
-                ..Default::default()
-            }),
-            product_on_depot: None,
-            product: Some(proto::Product {
-                id: product,
-                product_version: "1.0".into(),
-                package_version: "1".into(),
-                pxe_config_template: template,
-            }),
-            depot_id: "depot1.example.org".into(),
-            service_address: service,
-            boot_mode,
-            bootimage_append: append,
-            product_property_states: properties.into_iter().collect(),
-            modules: Some(proto::Modules { uefi: true, secureboot: false }),
-            revision,
-            epoch: Default::default(),
-        }
+        bundle(Parts { id, mac, uuid, key, product, template, service, append, properties, boot_mode, revision })
     }
 }
 

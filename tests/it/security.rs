@@ -1316,35 +1316,23 @@ fn a_configserver_refuses_to_start_open_or_with_a_readable_key() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("32 to 256 characters"), "{stderr}");
     // TLS settings are checked before anything binds.
-    let (code, stderr) = run(&["depot", "--depot-id", "d.example.org", "--tls-cert", &key]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.starts_with("pxeconf: tls_key: is required with tls_cert"),
-        "{stderr}"
+    let refused = |args: &[&str], starts: &str| {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.starts_with(starts), "{stderr}");
+    };
+    let depot = ["depot", "--depot-id", "d.example.org"];
+    refused(
+        &[&depot[..], &["--tls-cert", &key]].concat(),
+        "pxeconf: tls_key: is required with tls_cert",
     );
-    let (code, stderr) = run(&[
-        "depot",
-        "--depot-id",
-        "d.example.org",
-        "--client-auth",
-        "cert",
-    ]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.starts_with("pxeconf: client_auth: cert needs tls_client_ca"),
-        "{stderr}"
+    refused(
+        &[&depot[..], &["--client-auth", "cert"]].concat(),
+        "pxeconf: client_auth: cert needs tls_client_ca",
     );
-    let (code, stderr) = run(&[
-        "depot",
-        "--depot-id",
-        "d.example.org",
-        "--configserver",
-        "https://c.example.org:1",
-    ]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.starts_with("pxeconf: tls_ca: is required"),
-        "{stderr}"
+    refused(
+        &[&depot[..], &["--configserver", "https://c.example.org:1"]].concat(),
+        "pxeconf: tls_ca: is required",
     );
 }
 

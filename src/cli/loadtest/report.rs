@@ -161,17 +161,7 @@ impl Report {
         if let Some(c) = &self.compared {
             println!("\nbulk again on {}", c.store);
             for b in &c.bulk {
-                println!(
-                    "  {:<8} {:>7} {:>9} {:>6} {:>8.2} {:>9.2} {:>10.0}",
-                    b.path,
-                    b.clients,
-                    b.delivered,
-                    b.admin_calls,
-                    b.admin_seconds,
-                    b.seconds,
-                    b.clients_per_second
-                );
-                latency_line("call → ack", b.latency_ms.as_ref());
+                bulk_row(b);
             }
             for m in &c.memory {
                 let mib = m.peak_rss_mib.map_or("?".into(), |v| format!("{v:.0} MiB"));
@@ -190,19 +180,7 @@ impl Report {
             "path", "clients", "delivered", "calls", "admin s", "seconds", "clients/s", "look-ups"
         );
         for b in &self.bulk {
-            println!(
-                "  {:<7} {:>8} {:>9} {:>6} {:>8.2} {:>9.2} {:>10.0} {:>9}",
-                b.path,
-                b.clients,
-                b.delivered,
-                b.admin_calls,
-                b.admin_seconds,
-                b.seconds,
-                b.clients_per_second,
-                b.lookups_per_client
-                    .map_or("?".into(), |l| format!("{l:.1}"))
-            );
-            latency_line("call → ack", b.latency_ms.as_ref());
+            bulk_row(b);
         }
     }
 
@@ -304,6 +282,24 @@ impl Report {
             println!("  FAILED: {f}");
         }
     }
+}
+
+/// One path's bulk row (the columns of `print_bulk`'s header) and its
+/// latency line; the second store's table has the same columns.
+fn bulk_row(b: &BulkResult) {
+    println!(
+        "  {:<7} {:>8} {:>9} {:>6} {:>8.2} {:>9.2} {:>10.0} {:>9}",
+        b.path,
+        b.clients,
+        b.delivered,
+        b.admin_calls,
+        b.admin_seconds,
+        b.seconds,
+        b.clients_per_second,
+        b.lookups_per_client
+            .map_or("?".into(), |l| format!("{l:.1}"))
+    );
+    latency_line("call → ack", b.latency_ms.as_ref());
 }
 
 fn latency_line(what: &str, p: Option<&Percentiles>) {
