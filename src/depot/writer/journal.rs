@@ -16,11 +16,12 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
 
 mod rows;
 
@@ -34,6 +35,10 @@ use rows::{client_json, client_record, read_json, read_row};
 pub const JOURNAL_FILE: &str = "journal.db";
 /// The lock file beside it: one depot per state directory.
 const LOCK_FILE: &str = "journal.lock";
+/// `Journal::sync_mode` values.
+const SYNC_NORMAL: u8 = 0;
+const SYNC_FULL: u8 = 1;
+const SYNC_UNKNOWN: u8 = 2;
 /// How long a statement waits for a lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -162,10 +167,11 @@ pub struct Journal {
     /// Client rows appended since the last compaction, and the rows left
     /// by it.
     growth: Arc<std::sync::Mutex<(u64, u64)>>,
-    /// Whether `synchronous = FULL` was the last mode set on the
-    /// connection. A connection opened anew starts FULL (the connect
-    /// options), so the connection is FULL or as recorded: never less safe.
-    full_sync: Arc<std::sync::atomic::AtomicBool>,
+    /// The `synchronous` mode last set on the connection ([`SYNC_FULL`],
+    /// [`SYNC_NORMAL`], or [`SYNC_UNKNOWN`] after a failed round). A
+    /// connection opened anew starts FULL (the connect options), so the
+    /// connection is FULL or as recorded: never less safe.
+    sync_mode: Arc<AtomicU8>,
 }
 
 /// Rows appended before a compaction is considered.
@@ -227,8 +233,11 @@ impl Journal {
             .busy_timeout(BUSY_TIMEOUT);
         // One connection: the writer's rounds and the reporter's acks are
         // serialised by SQLite anyway.
+        // A local file does not go stale: no ping (a round trip to the
+        // connection's thread) before each round.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
@@ -239,7 +248,7 @@ impl Journal {
             path,
             _lock: Arc::new(lock),
             growth: Arc::default(),
-            full_sync: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            sync_mode: Arc::new(AtomicU8::new(SYNC_FULL)),
         };
         journal.compact().await?;
         Ok(journal)
@@ -340,11 +349,14 @@ impl Journal {
     }
 
     /// Writes a round's changes in one durable transaction.
+    ///
+    /// The whole transaction is one script sent to the connection's thread
+    /// at once: each statement handed over on its own costs a wake-up there
+    /// and one back, and a round on an idle depot is mostly those.
     pub async fn commit(&self, batch: &Batch) -> Result<(), JournalError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut conn = self.pool.acquire().await?;
         // A round that forgets a config (a read, a removal) or records a
         // read must survive a power loss before its files go: fsync. One
         // that only adds configs need not: a file whose record is lost has
@@ -352,23 +364,31 @@ impl Journal {
         // it again, so the push path pays no fsync.
         let full = batch.needs_fsync();
         // Only the writer commits, one round at a time: the mode recorded
-        // is the connection's (or FULL, see `full_sync`). A round whose
+        // is the connection's (or unknown, then set again). A round whose
         // mode is unchanged saves a statement.
-        let was = self.full_sync.load(std::sync::atomic::Ordering::Relaxed);
-        if full != was {
-            let sync = match full {
-                true => "PRAGMA synchronous = FULL",
-                false => "PRAGMA synchronous = NORMAL",
-            };
-            sqlx::query(sync).execute(&mut *conn).await?;
-            self.full_sync
-                .store(full, std::sync::atomic::Ordering::Relaxed);
+        let was = self.sync_mode.load(Ordering::Relaxed);
+        let wanted = if full { SYNC_FULL } else { SYNC_NORMAL };
+        let script = Script::of(batch, was != wanted, full);
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(script.sql))
+            .bind(script.clients)
+            .bind(script.reads)
+            .bind(script.changed_reads)
+            .bind(batch.epoch.as_deref())
+            .bind(script.highest)
+            .execute(&mut *conn)
+            .await;
+        match done {
+            Ok(_) => self.sync_mode.store(wanted, Ordering::Relaxed),
+            Err(error) => {
+                // A statement failed inside the script's transaction: end it
+                // (there may be none left to end), and set the mode again
+                // next time.
+                self.sync_mode.store(SYNC_UNKNOWN, Ordering::Relaxed);
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(error.into());
+            }
         }
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        write_clients(&mut tx, &batch.clients).await?;
-        write_reads(&mut tx, batch).await?;
-        write_position(&mut tx, batch).await?;
-        tx.commit().await?;
         drop(conn);
         self.grown(batch.clients.len());
         Ok(())
@@ -407,94 +427,132 @@ impl Journal {
     }
 }
 
-/// The clients' rows as they are now, appended in one statement (a client
-/// with neither floor nor config is forgotten by its row).
-async fn write_clients(
-    conn: &mut SqliteConnection,
-    clients: &[ClientRecord],
-) -> Result<(), JournalError> {
-    if clients.is_empty() {
-        return Ok(());
-    }
-    let rows = Value::Array(clients.iter().map(client_json).collect());
-    // A record of a held config without its content (anything but a set:
-    // an undo, a stale removal) carries the content over from the row that
-    // config was journaled with (same revision, epoch and time), so every
-    // held row has its content and compaction may keep the newest only.
-    sqlx::query(
-        "INSERT INTO client_log (fqdn, seen_revision, seen_state, seen_epoch, held,
-           product_id, action_request, held_revision, files, template, since, content, held_epoch)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-           value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10,
-           CASE WHEN value ->> 4 = 1 AND value ->> 11 IS NULL THEN
-             (SELECT l.content FROM client_log l
-              WHERE l.fqdn = value ->> 0 AND l.held = 1 AND l.content IS NOT NULL
-                AND l.held_revision IS value ->> 7 AND l.since IS value ->> 10
-                AND l.held_epoch IS value ->> 12
-              ORDER BY l.seq DESC LIMIT 1)
-           ELSE value ->> 11 END,
-           value ->> 12
-         FROM json_each(?)",
-    )
-    .bind(rows.to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// A round's transaction as one script: only the statements the round
+/// needs, their rows bound as JSON arrays (`$1` clients, `$2` reads seen,
+/// `$3` reads defused or swept, `$4` the epoch, `$5` the highest revisions).
+struct Script {
+    sql: String,
+    clients: Option<String>,
+    reads: Option<String>,
+    changed_reads: Option<String>,
+    highest: Option<String>,
 }
 
-/// Reads seen, defused and swept.
-async fn write_reads(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), JournalError> {
-    if !batch.reads.is_empty() {
-        let rows = Value::Array(batch.reads.iter().map(read_json).collect());
-        sqlx::query(
-            "INSERT OR REPLACE INTO reads (fqdn, epoch, revision, product_id, action_request, read_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
-             FROM json_each(?)",
-        )
-        .bind(rows.to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    let defused = batch
-        .defused
-        .iter()
-        .map(|(k, files)| (k, files.as_slice(), true));
-    let swept = batch.swept.iter().map(|k| (k, &[][..], false));
-    for (key, files, present) in defused.chain(swept) {
-        sqlx::query(
-            "UPDATE reads SET files = ?, files_present = ?, acked = 0
-             WHERE fqdn = ? AND epoch = ? AND revision = ?",
-        )
-        .bind(Value::from(files.to_vec()).to_string())
-        .bind(present)
-        .bind(&key.fqdn)
-        .bind(&key.epoch)
-        .bind(key.revision as i64)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
+/// Appends the clients' rows as they are now (a client with neither floor
+/// nor config is forgotten by its row). A record of a held config without
+/// its content (anything but a set: an undo, a stale removal) carries the
+/// content over from the row that config was journaled with (same revision,
+/// epoch and time), so every held row has its content and compaction may
+/// keep the newest only.
+const INSERT_CLIENTS: &str =
+    "INSERT INTO client_log (fqdn, seen_revision, seen_state, seen_epoch, held,
+   product_id, action_request, held_revision, files, template, since, content, held_epoch)
+ SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+   value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10,
+   CASE WHEN value ->> 4 = 1 AND value ->> 11 IS NULL THEN
+     (SELECT l.content FROM client_log l
+      WHERE l.fqdn = value ->> 0 AND l.held = 1 AND l.content IS NOT NULL
+        AND l.held_revision IS value ->> 7 AND l.since IS value ->> 10
+        AND l.held_epoch IS value ->> 12
+      ORDER BY l.seq DESC LIMIT 1)
+   ELSE value ->> 11 END,
+   value ->> 12
+ FROM json_each($1);
+";
+/// Records the reads seen.
+const INSERT_READS: &str =
+    "INSERT OR REPLACE INTO reads (fqdn, epoch, revision, product_id, action_request, read_at)
+ SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+ FROM json_each($2);
+";
+/// Reads whose files are still present (defused) or gone now (swept): to
+/// be reported again.
+const UPDATE_READS: &str = "UPDATE reads SET files = j.value ->> 3, files_present = j.value ->> 4, acked = 0
+ FROM json_each($3) AS j
+ WHERE reads.fqdn = j.value ->> 0 AND reads.epoch = j.value ->> 1 AND reads.revision = j.value ->> 2;
+";
+/// The epoch followed.
+const WRITE_EPOCH: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', $4);
+";
+/// The highest revision per epoch.
+const WRITE_HIGHEST: &str = "INSERT INTO highest (epoch, revision)
+ SELECT value ->> 0, value ->> 1 FROM json_each($5) WHERE true
+ ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision);
+";
 
-/// The epoch followed and the highest revision per epoch.
-async fn write_position(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), JournalError> {
-    if let Some(epoch) = &batch.epoch {
-        sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)")
-            .bind(epoch.as_ref())
-            .execute(&mut *conn)
-            .await?;
+impl Script {
+    /// The script of `batch`; with `set_sync` it first sets the
+    /// `synchronous` mode (`full` or normal).
+    fn of(batch: &Batch, set_sync: bool, full: bool) -> Self {
+        let mut sql = String::new();
+        if set_sync {
+            sql.push_str(match full {
+                true => "PRAGMA synchronous = FULL;\n",
+                false => "PRAGMA synchronous = NORMAL;\n",
+            });
+        }
+        sql.push_str("BEGIN;\n");
+        let array = |rows: Vec<Value>| Some(Value::Array(rows).to_string());
+        let mut script = Self {
+            sql,
+            clients: None,
+            reads: None,
+            changed_reads: None,
+            highest: None,
+        };
+        if !batch.clients.is_empty() {
+            script.sql.push_str(INSERT_CLIENTS);
+            script.clients = array(batch.clients.iter().map(client_json).collect());
+        }
+        if !batch.reads.is_empty() {
+            script.sql.push_str(INSERT_READS);
+            script.reads = array(batch.reads.iter().map(read_json).collect());
+        }
+        // One row per read: of two changes to one read the later stands, as
+        // when they were applied one after the other.
+        let mut changed: HashMap<&ReadKey, (&[String], bool)> = HashMap::new();
+        let defused = batch.defused.iter().map(|(k, f)| (k, f.as_slice(), true));
+        let swept = batch.swept.iter().map(|k| (k, &[][..], false));
+        let mut order = Vec::new();
+        for (key, files, present) in defused.chain(swept) {
+            if changed.insert(key, (files, present)).is_none() {
+                order.push(key);
+            }
+        }
+        if !order.is_empty() {
+            script.sql.push_str(UPDATE_READS);
+            script.changed_reads = array(
+                order
+                    .into_iter()
+                    .map(|key| {
+                        let (files, present) = changed[key];
+                        serde_json::json!([
+                            key.fqdn,
+                            key.epoch,
+                            key.revision,
+                            Value::from(files.to_vec()).to_string(),
+                            present,
+                        ])
+                    })
+                    .collect(),
+            );
+        }
+        if batch.epoch.is_some() {
+            script.sql.push_str(WRITE_EPOCH);
+        }
+        if !batch.highest.is_empty() {
+            script.sql.push_str(WRITE_HIGHEST);
+            script.highest = array(
+                batch
+                    .highest
+                    .iter()
+                    .map(|(e, r)| serde_json::json!([e.as_ref(), r]))
+                    .collect(),
+            );
+        }
+        script.sql.push_str("COMMIT;");
+        script
     }
-    for (epoch, revision) in &batch.highest {
-        sqlx::query(
-            "INSERT INTO highest (epoch, revision) VALUES (?1, ?2)
-             ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision)",
-        )
-        .bind(epoch.as_ref())
-        .bind(*revision as i64)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -679,5 +737,66 @@ mod tests {
         journal.compact().await.unwrap();
         let loaded = journal.load().await.unwrap().clients;
         assert_eq!(loaded[0].content.as_deref(), Some("r5\n"));
+    }
+
+    #[tokio::test]
+    async fn a_round_that_fails_midway_leaves_nothing_and_the_next_one_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("state")).await.unwrap();
+        // The script's last statement fails for this epoch only.
+        sqlx::raw_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON highest WHEN NEW.epoch = 'bad'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(&journal.pool)
+        .await
+        .unwrap();
+        let batch = |n: u32, epoch: &str| Batch {
+            clients: vec![ClientRecord {
+                fqdn: fqdn(n),
+                seen: None,
+                held: Some(held(5)),
+                content: Some(Arc::from("r5\n")),
+            }],
+            reads: Vec::new(),
+            defused: Vec::new(),
+            swept: Vec::new(),
+            epoch: Some(Arc::from(epoch)),
+            highest: vec![(Arc::from(epoch), 5)],
+        };
+        // A round that only adds a config is not fsynced: the connection
+        // is NORMAL before the failing round sets FULL.
+        let add = Batch {
+            clients: batch(9, "").clients,
+            ..Batch::default()
+        };
+        journal.commit(&add).await.unwrap();
+        assert!(journal.commit(&batch(1, "bad")).await.is_err());
+        let contents = journal.load().await.unwrap();
+        let names: Vec<_> = contents.clients.iter().map(|c| c.fqdn.clone()).collect();
+        assert_eq!(
+            names,
+            [fqdn(9)],
+            "the failed round's client row was rolled back"
+        );
+        assert_eq!(&*contents.epoch, "", "so was the epoch");
+        // No transaction is left open: the next round commits and stays
+        // after a reopen.
+        journal.commit(&batch(2, "good")).await.unwrap();
+        let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&journal.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "FULL: a change of epoch is fsynced");
+        let state = dir.path().join("state");
+        drop(journal);
+        let journal = Journal::open(&state).await.unwrap();
+        let contents = journal.load().await.unwrap();
+        let names: Vec<_> = contents.clients.iter().map(|c| c.fqdn.clone()).collect();
+        assert_eq!(names, [fqdn(9), fqdn(2)]);
+        assert_eq!(
+            (&*contents.epoch, contents.highest.get("good")),
+            ("good", Some(&5))
+        );
     }
 }
