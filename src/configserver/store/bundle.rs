@@ -1,6 +1,7 @@
-//! Collects everything a depot needs for a batch of clients in one read
-//! transaction (one consistent snapshot, a fixed number of queries however
-//! many clients): host, product-on-client, product-on-depot, the product in
+//! Collects everything a depot needs for a batch of clients in one
+//! statement (one consistent snapshot, one round trip to the database
+//! however many clients — on an idle system a push is mostly round trips):
+//! the push rows, host, product-on-client, product-on-depot, the product in
 //! the version on THAT depot, config states (the client's, else the
 //! depot's, else the default, as opsi 4.3 resolves them), property states
 //! with the depot's defaults. The PXE settings come from the one derivation
@@ -10,10 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::AssertSqlSafe;
 
-use super::db::{Store, Tx, on};
+use super::db::{Store, on};
 use super::error::{Result, StoreError};
 use super::records::PushOp;
-use super::rows::{self, Get};
+use super::rows;
 use super::sql::{from_json, json_list};
 use crate::domain::opsi::{DEPOT_ID, PXE_CONFIGS, PxeSettings};
 use crate::domain::{
@@ -111,14 +112,8 @@ impl Store {
         rows: Rows,
         modules: Modules,
     ) -> Result<Vec<Loaded>> {
-        let mut tx = self.begin_read().await?;
         let list = json_list(clients);
-        let pushes = push_rows(&mut tx, depot_id, &list, rows).await?;
-        if pushes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let snapshot = Snapshot::read(&mut tx, depot_id, &list, modules).await?;
-        tx.commit().await?;
+        let (pushes, snapshot) = Snapshot::read(self, depot_id, &list, rows, modules).await?;
         Ok(pushes
             .into_iter()
             .map(|p| Loaded {
@@ -134,57 +129,120 @@ impl Store {
     }
 }
 
-/// The push rows of `list` (a JSON id list) for `depot_id`, in client order.
-async fn push_rows(conn: &mut Tx, depot_id: &str, list: &str, rows: Rows) -> Result<Vec<PushRow>> {
-    let condition = match rows {
-        Rows::Owed => "revision > delivered_revision",
-        Rows::Held => "op = 'set' AND read_revision < revision",
-    };
-    let sql = format!(
-        "SELECT client_id, op, product_id, revision, traceparent FROM pushes
-         WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}
-         ORDER BY client_id"
-    );
-    type Found = (String, String, String, i64, Option<String>);
-    let found: Vec<Found> = on!(conn.conn(), |c| sqlx::query_as(AssertSqlSafe(sql))
-        .bind(depot_id)
-        .bind(list)
-        .fetch_all(c)
-        .await?);
-    found
-        .into_iter()
-        .map(|(client_id, op, product_id, revision, traceparent)| {
-            Ok(PushRow {
-                op: PushOp::parse(&op)
-                    .ok_or_else(|| StoreError::corrupt("push", &client_id, format!("op {op:?}")))?,
-                product_id,
-                revision: revision.max(0) as u64,
-                client_id,
-                traceparent,
-            })
-        })
-        .collect()
-}
+/// Every part of a snapshot as rows of one shape: the part, then up to five
+/// texts (the revision of a push as text; a push's traceparent may be NULL).
+/// `$1` is the depot, `$2` the clients (a JSON list), `$3` the PXE configs;
+/// `{condition}` picks the push rows. The `WHERE` clauses are those the
+/// parts had as statements of their own (their query plans are kept).
+const SNAPSHOT_SQL: &str = "
+SELECT 'push' AS part, client_id AS a, op AS b, product_id AS c, CAST(revision AS TEXT) AS d,
+       traceparent AS e
+  FROM pushes
+  WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}
+UNION ALL
+SELECT 'client', id, hardware_address, system_uuid, ip_address, host_key
+  FROM clients WHERE id IN (SELECT value FROM json_each($2))
+UNION ALL
+SELECT 'action', client_id, product_id, action_request, '', ''
+  FROM product_on_clients WHERE client_id IN (SELECT value FROM json_each($2))
+UNION ALL
+SELECT 'on_depot', product_id, product_version, package_version, '', ''
+  FROM product_on_depots WHERE depot_id = $1
+UNION ALL
+SELECT 'template', id, product_version, package_version, pxe_config_template, ''
+  FROM products WHERE id IN (SELECT product_id FROM product_on_depots WHERE depot_id = $1)
+UNION ALL
+SELECT 'default', id, default_values, '', '', ''
+  FROM configs WHERE id IN (SELECT value FROM json_each($3))
+UNION ALL
+SELECT 'config', object_id, config_id, \"values\", '', ''
+  FROM config_states
+  WHERE config_id IN (SELECT value FROM json_each($3))
+    AND object_id IN (SELECT $1 UNION ALL SELECT value FROM json_each($2))
+UNION ALL
+SELECT 'property', object_id, product_id, property_id, \"values\", ''
+  FROM product_property_states
+  WHERE object_id = $1 OR object_id IN (SELECT value FROM json_each($2))
+";
+
+/// One row of [`SNAPSHOT_SQL`].
+type Part = (String, String, String, String, String, Option<String>);
 
 impl Snapshot {
-    /// Reads what the clients of `list` (a JSON id list) need on `depot_id`.
-    async fn read(conn: &mut Tx, depot_id: &str, list: &str, modules: Modules) -> Result<Self> {
-        let (hosts, actions) = clients(conn, list).await?;
-        let (on_depot, templates) = products(conn, depot_id).await?;
-        let (defaults, config_states) = pxe_configs(conn, depot_id, list).await?;
-        let properties = properties(conn, depot_id, list).await?;
-        Ok(Self {
+    /// Reads the push rows of `list` (a JSON id list) for `depot_id`, in
+    /// client order, and what those clients need on `depot_id`.
+    async fn read(
+        store: &Store,
+        depot_id: &str,
+        list: &str,
+        rows: Rows,
+        modules: Modules,
+    ) -> Result<(Vec<PushRow>, Self)> {
+        let condition = match rows {
+            Rows::Owed => "revision > delivered_revision",
+            Rows::Held => "op = 'set' AND read_revision < revision",
+        };
+        let sql = SNAPSHOT_SQL.replace("{condition}", condition);
+        let configs = json_list(PXE_CONFIGS);
+        let parts: Vec<Part> = on!(store.reader(), |p| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(depot_id)
+            .bind(list)
+            .bind(&configs)
+            .fetch_all(p)
+            .await?);
+        let mut pushes = Vec::new();
+        let mut snapshot = Self {
             depot_id: depot_id.to_owned(),
             depot: Fqdn::parse(depot_id, "depot_id").ok(),
             modules,
-            hosts,
-            actions,
-            on_depot,
-            templates,
-            defaults,
-            config_states,
-            properties,
-        })
+            hosts: Hosts::new(),
+            actions: Actions::new(),
+            on_depot: OnDepot::new(),
+            templates: Templates::new(),
+            defaults: Defaults::new(),
+            config_states: ConfigStates::new(),
+            properties: Properties::new(),
+        };
+        for (part, a, b, c, d, e) in parts {
+            match part.as_str() {
+                "push" => pushes.push(push_row(a, b, c, &d, e)?),
+                "client" => {
+                    let client = rows::client_of(&a, &b, &c, d, e.unwrap_or_default());
+                    snapshot.hosts.insert(a, client);
+                }
+                "action" => {
+                    snapshot.actions.insert((a, b), c);
+                }
+                "on_depot" => {
+                    snapshot.on_depot.insert(a, (b, c));
+                }
+                "template" => {
+                    snapshot.templates.insert((a, b, c), d);
+                }
+                "default" => {
+                    snapshot.defaults.insert(a, from_json(&b));
+                }
+                "config" => {
+                    snapshot.config_states.insert((a, b), from_json(&c));
+                }
+                "property" => {
+                    // Keyed by object: a client's values and its depot's
+                    // stay apart, the client's laid over the depot's later.
+                    let values = from_json(&d).join(",");
+                    snapshot
+                        .properties
+                        .entry((a, b))
+                        .or_default()
+                        .insert(c, values);
+                }
+                other => {
+                    let what = format!("a snapshot row of part {other:?}");
+                    return Err(StoreError::corrupt("depot", depot_id, what));
+                }
+            }
+        }
+        pushes.sort_by(|x, y| x.client_id.cmp(&y.client_id));
+        Ok((pushes, snapshot))
     }
 
     /// A client's effective values of a config: its own, else those set on
@@ -270,107 +328,23 @@ impl Snapshot {
     }
 }
 
-/// The clients of `list` by id, and their action requests by (client, product).
-async fn clients(conn: &mut Tx, list: &str) -> Result<(Hosts, Actions)> {
-    let hosts = on!(conn.conn(), |c| sqlx::query(
-        "SELECT * FROM clients WHERE id IN (SELECT value FROM json_each($1))"
-    )
-    .bind(list)
-    .fetch_all(c)
-    .await?
-    .iter()
-    .map(|r| (r.text("id"), rows::client(r)))
-    .collect());
-    let actions: Vec<(String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
-        "SELECT client_id, product_id, action_request FROM product_on_clients
-         WHERE client_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(list)
-    .fetch_all(c)
-    .await?);
-    let actions = actions.into_iter().map(|(c, p, a)| ((c, p), a)).collect();
-    Ok((hosts, actions))
-}
-
-/// The product versions on `depot_id`, and the templates of those products.
-async fn products(conn: &mut Tx, depot_id: &str) -> Result<(OnDepot, Templates)> {
-    let on_depot: Vec<(String, String, String)> = on!(conn.conn(), |c| {
-        sqlx::query_as(
-        "SELECT product_id, product_version, package_version FROM product_on_depots WHERE depot_id = $1",
-    )
-    .bind(depot_id)
-    .fetch_all(c)
-    .await?
-    });
-    let on_depot = on_depot.into_iter().map(|(p, v, k)| (p, (v, k))).collect();
-    let templates: Vec<(String, String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
-        "SELECT id, product_version, package_version, pxe_config_template FROM products
-         WHERE id IN (SELECT product_id FROM product_on_depots WHERE depot_id = $1)",
-    )
-    .bind(depot_id)
-    .fetch_all(c)
-    .await?);
-    let templates = templates
-        .into_iter()
-        .map(|(id, v, k, t)| ((id, v, k), t))
-        .collect();
-    Ok((on_depot, templates))
-}
-
-/// The defaults of the PXE configs, and the values the clients of `list`
-/// and `depot_id` have of their own. (One `IN` list, not `= ? OR IN`: with
-/// the `OR` SQLite searches by config only, scanning every client's state.)
-async fn pxe_configs(
-    conn: &mut Tx,
-    depot_id: &str,
-    list: &str,
-) -> Result<(Defaults, ConfigStates)> {
-    let configs = json_list(PXE_CONFIGS);
-    let defaults: Vec<(String, String)> = on!(conn.conn(), |c| sqlx::query_as(
-        "SELECT id, default_values FROM configs WHERE id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(&configs)
-    .fetch_all(c)
-    .await?);
-    let defaults = defaults
-        .into_iter()
-        .map(|(id, values)| (id, from_json(&values)))
-        .collect();
-    let states: Vec<(String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
-        "SELECT object_id, config_id, \"values\" FROM config_states
-         WHERE config_id IN (SELECT value FROM json_each($1))
-           AND object_id IN (SELECT $2 UNION ALL SELECT value FROM json_each($3))",
-    )
-    .bind(&configs)
-    .bind(depot_id)
-    .bind(list)
-    .fetch_all(c)
-    .await?);
-    let states = states
-        .into_iter()
-        .map(|(object, config, values)| ((object, config), from_json(&values)))
-        .collect();
-    Ok((defaults, states))
-}
-
-/// The property values of `depot_id` and of the clients of `list`.
-async fn properties(conn: &mut Tx, depot_id: &str, list: &str) -> Result<Properties> {
-    let mut properties = Properties::new();
-    // Depot rows first so that a client's own values overwrite them later.
-    let found: Vec<(String, String, String, String)> = on!(conn.conn(), |c| sqlx::query_as(
-        "SELECT object_id, product_id, property_id, \"values\" FROM product_property_states
-         WHERE object_id = $1 OR object_id IN (SELECT value FROM json_each($2))
-         ORDER BY object_id <> $1",
-    )
-    .bind(depot_id)
-    .bind(list)
-    .fetch_all(c)
-    .await?);
-    for (object, product, property, values) in found {
-        properties
-            .entry((object, product))
-            .or_default()
-            .insert(property, from_json(&values).join(","));
-    }
-    Ok(properties)
+/// A push row from its part of the snapshot.
+fn push_row(
+    client_id: String,
+    op: String,
+    product_id: String,
+    revision: &str,
+    traceparent: Option<String>,
+) -> Result<PushRow> {
+    let corrupt = |what: String| StoreError::corrupt("push", &client_id, what);
+    Ok(PushRow {
+        op: PushOp::parse(&op).ok_or_else(|| corrupt(format!("op {op:?}")))?,
+        product_id,
+        revision: revision
+            .parse::<i64>()
+            .map_err(|_| corrupt(format!("revision {revision:?}")))?
+            .max(0) as u64,
+        traceparent,
+        client_id,
+    })
 }

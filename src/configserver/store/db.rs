@@ -281,17 +281,6 @@ impl Store {
             }
         }
     }
-
-    /// A read transaction: one consistent snapshot for all its queries.
-    pub(super) async fn begin_read(&self) -> Result<Tx> {
-        match &self.db {
-            Db::Sqlite { read, .. } => Ok(Engine::Sqlite(read.begin().await?)),
-            Db::Postgres(pool) => Ok(Engine::Postgres(
-                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?,
-            )),
-        }
-    }
 }
 
 #[cfg(test)]

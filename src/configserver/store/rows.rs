@@ -54,22 +54,36 @@ pub(super) fn depot(r: &impl Get) -> Result<DepotRecord> {
 
 /// A `clients` row as a domain client.
 pub(super) fn client(r: &impl Get) -> Result<Client> {
-    let id = r.text("id");
-    let mac = r.text("hardware_address");
-    let uuid = r.text("system_uuid");
-    let bad = |e| StoreError::corrupt("client", &id, e);
+    client_of(
+        &r.text("id"),
+        &r.text("hardware_address"),
+        &r.text("system_uuid"),
+        r.text("ip_address"),
+        r.text("host_key"),
+    )
+}
+
+/// A client from the columns of its `clients` row.
+pub(super) fn client_of(
+    id: &str,
+    mac: &str,
+    uuid: &str,
+    ip_address: String,
+    host_key: String,
+) -> Result<Client> {
+    let bad = |e| StoreError::corrupt("client", id, e);
     Ok(Client {
-        fqdn: Fqdn::parse(&id, "id").map_err(bad)?,
+        fqdn: Fqdn::parse(id, "id").map_err(bad)?,
         mac: (!mac.is_empty())
-            .then(|| Mac::parse(&mac, "hardware_address"))
+            .then(|| Mac::parse(mac, "hardware_address"))
             .transpose()
             .map_err(bad)?,
         uuid: (!uuid.is_empty())
-            .then(|| SystemUuid::parse(&uuid, "system_uuid"))
+            .then(|| SystemUuid::parse(uuid, "system_uuid"))
             .transpose()
             .map_err(bad)?,
-        ip_address: r.text("ip_address"),
-        host_key: Secret::new(r.text("host_key")),
+        ip_address,
+        host_key: Secret::new(host_key),
     })
 }
 
