@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -30,6 +30,9 @@ pub struct Dispatcher {
     replicated: bool,
     /// Announcements may have been lost (see `replica`).
     lost: Lost,
+    /// Renews the leases at once (a new depot is claimed now, not at the
+    /// next renewal a second later).
+    renew_now: Arc<Notify>,
 }
 
 impl Dispatcher {
@@ -61,6 +64,7 @@ impl Dispatcher {
             stop: stop.clone(),
             replicated,
             lost: Lost::default(),
+            renew_now: Arc::new(Notify::new()),
         });
         supervisor.spawn_worker(
             "dispatch router",
@@ -75,6 +79,7 @@ impl Dispatcher {
                     Arc::downgrade(&dispatcher),
                     store.clone(),
                     holder,
+                    dispatcher.renew_now.clone(),
                     stop.clone(),
                 ),
             );
@@ -145,6 +150,9 @@ impl Dispatcher {
     /// A depot was added or changed. With replicas, a new depot gets its
     /// worker on the replica that takes its lease.
     pub async fn depot_upserted(&self, depot: DepotRecord) {
+        if self.replicated {
+            self.renew_now.notify_one();
+        }
         self.start_or_update(depot, !self.replicated).await;
     }
 

@@ -10,10 +10,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -158,11 +159,13 @@ impl Leases {
 }
 
 /// Takes and renews leases until `stop`, keeping the dispatcher's workers
-/// to the depots held; releases them at the end.
+/// to the depots held, every [`RENEW_EVERY`] and at once when `renew_now`
+/// is notified (a depot was registered); releases them at the end.
 pub(super) async fn hold_leases<D: Holder>(
     dispatcher: Weak<D>,
     store: Store,
     holder: String,
+    renew_now: Arc<Notify>,
     stop: CancellationToken,
 ) -> Result<(), String> {
     let mut tick = tokio::time::interval(RENEW_EVERY);
@@ -171,6 +174,7 @@ pub(super) async fn hold_leases<D: Holder>(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = renew_now.notified() => tick.reset(),
             () = stop.cancelled() => break,
         }
         let Some(dispatcher) = dispatcher.upgrade() else {

@@ -196,7 +196,12 @@ impl Store {
     /// Connects to the PostgreSQL database at `url` and migrates it (one
     /// replica at a time: sqlx's migrator holds an advisory lock).
     pub async fn connect_postgres(url: &str) -> Result<Self> {
-        let options: PgConnectOptions = url.parse()?;
+        // No JIT compilation: PostgreSQL estimates 1,000 rows for every
+        // `json_each` list, so an admin write's one-client reconcile query
+        // looked expensive enough to compile — ~27 ms of JIT for a query
+        // that runs in well under one (measured with EXPLAIN ANALYZE; see
+        // docs/BENCHMARKS.md). Short transactions never gain from it.
+        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(PG_CONNECTIONS)
             .acquire_timeout(BUSY_TIMEOUT)
@@ -232,6 +237,20 @@ impl Store {
     /// copy keeps it; a new database has another).
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// The value of a run-time setting on the store's PostgreSQL
+    /// connections (`current_setting`); none on SQLite. For diagnostics.
+    pub async fn postgres_setting(&self, name: &str) -> Result<Option<String>> {
+        match &self.db {
+            Db::Postgres(pool) => Ok(Some(
+                sqlx::query_scalar("SELECT current_setting($1)")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?,
+            )),
+            Db::Sqlite { .. } => Ok(None),
+        }
     }
 
     /// Whether this is a PostgreSQL store (several configservers may share it).
