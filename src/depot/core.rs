@@ -117,7 +117,9 @@ impl DepotCore {
             // The caller's wait for the writer round that makes it durable.
             .instrument(tracing::info_span!("write"))
             .await?;
-        if let Some(fqdn) = noted {
+        // A retried push of the config held wrote nothing: the read links
+        // to the push that did.
+        if let Some(fqdn) = noted.filter(|_| outcome.written) {
             self.links.note(&fqdn, revision);
         }
         Ok(Applied {
@@ -144,6 +146,7 @@ impl DepotCore {
                         files: Vec::new(),
                         template: String::new(),
                         revision,
+                        written: false,
                     },
                     template_reason: String::new(),
                 })

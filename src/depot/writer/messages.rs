@@ -51,6 +51,9 @@ pub struct SetOutcome {
     pub template: String,
     /// The revision now held.
     pub revision: u64,
+    /// Whether this call wrote the files (false: a retried push of the
+    /// config already held, answered as if written).
+    pub written: bool,
 }
 
 /// A pending config as listed: never a secret.

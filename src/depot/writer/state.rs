@@ -300,6 +300,7 @@ impl State {
                     files: held.files.clone(),
                     template: held.template.clone(),
                     revision: held.revision,
+                    written: false,
                 }));
             }
             if let Some(seen) = self.seen.get(&config.fqdn)
@@ -405,6 +406,7 @@ impl State {
             files: config.files.clone(),
             template: config.template.clone(),
             revision: config.revision,
+            written: true,
         };
         self.held.insert(
             config.fqdn,
@@ -598,7 +600,14 @@ mod tests {
         let mut state = State::default();
         let first = set(&mut state, config("a", 3, &["01-a"]));
         let again = answer(state.plan_set(config("a", 3, &["01-a"]))).unwrap();
-        assert_eq!(again, first);
+        assert!(first.written && !again.written, "the repeat wrote nothing");
+        assert_eq!(
+            SetOutcome {
+                written: true,
+                ..again
+            },
+            first
+        );
         // Unversioned configs are always written again.
         set(&mut state, config("b", 0, &["01-b"]));
         planned(state.plan_set(config("b", 0, &["01-b"])));
