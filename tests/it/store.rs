@@ -443,10 +443,35 @@ async fn several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next(eng
         matches!(err, StoreError::NotFound { what: "client", .. }),
         "{err}"
     );
+    // Clients are checked before products (one statement for both); the
+    // first missing id in sort order is named.
+    let err = store
+        .set_action_requests(&[
+            act("ghost.example.org", "nothing", ActionRequest::Setup),
+            act("c3.example.org", "zzz", ActionRequest::Setup),
+            act("c3.example.org", "aaa", ActionRequest::Setup),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { what: "client", id } if id == "ghost.example.org"),
+        "{err}"
+    );
+    let err = store
+        .set_action_requests(&[
+            act("c3.example.org", "zzz", ActionRequest::Setup),
+            act("c3.example.org", "aaa", ActionRequest::Setup),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { what: "product", id } if id == "aaa"),
+        "{err}"
+    );
     assert_eq!(
         actions_of(&store, "c3.example.org").await,
         owned(&[("win", "setup")]),
-        "nothing of the failed call landed"
+        "nothing of the failed calls landed"
     );
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use super::checks::{Exists, require_all};
+use super::checks::{Exists, require_each};
 use super::db::{Store, Tx, WriteTx, on};
 use super::error::Result;
 use super::records::{ActionRecord, WriteOutcome};
@@ -60,10 +60,9 @@ pub(super) async fn write_actions(
     if actions.is_empty() {
         return Ok((0, Vec::new()));
     }
-    let clients = actions.iter().map(|a| a.client_id.as_str());
-    require_all(tx, Exists::Client, clients).await?;
-    let products = actions.iter().map(|a| a.product_id.as_str());
-    require_all(tx, Exists::Product, products).await?;
+    let clients = actions.iter().map(|a| a.client_id.as_str()).collect();
+    let products = actions.iter().map(|a| a.product_id.as_str()).collect();
+    require_each(tx, [(Exists::Client, clients), (Exists::Product, products)]).await?;
     let rows = resolve(actions);
     let base = allocate_sequence(tx, rows.len() as u64).await?;
     on!(tx.conn(), |c| {

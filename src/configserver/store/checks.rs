@@ -57,19 +57,38 @@ pub(super) async fn require_all<'a>(
     kind: Exists,
     ids: impl IntoIterator<Item = &'a str>,
 ) -> Result<()> {
-    let unique: BTreeSet<&str> = ids.into_iter().collect();
-    let sql = format!(
-        "SELECT j.value FROM json_each($1) j WHERE NOT {} ORDER BY j.value LIMIT 1",
-        kind.sql()
-    );
-    let list = json_list(&unique);
-    let missing: Option<String> = on!(tx.conn(), |c| sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(&list)
-        .fetch_optional(c)
-        .await?);
+    require_each(tx, [(kind, ids.into_iter().collect())]).await
+}
+
+/// [`require_all`] for several kinds in one statement (one round trip):
+/// the first kind with a missing id fails, naming its first missing id.
+pub(super) async fn require_each<const N: usize>(
+    tx: &mut Tx,
+    checks: [(Exists, BTreeSet<&str>); N],
+) -> Result<()> {
+    let sql = checks
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, _))| {
+            format!(
+                "SELECT {i} AS n, j.value FROM json_each(${}) j WHERE NOT {}",
+                i + 1,
+                kind.sql()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+        + " ORDER BY 1, 2 LIMIT 1";
+    let missing: Option<(i32, String)> = on!(tx.conn(), |c| {
+        let mut query = sqlx::query_as(AssertSqlSafe(sql));
+        for (_, ids) in &checks {
+            query = query.bind(json_list(ids));
+        }
+        query.fetch_optional(c).await?
+    });
     match missing {
-        Some(id) => Err(StoreError::NotFound {
-            what: kind.what(),
+        Some((n, id)) => Err(StoreError::NotFound {
+            what: checks[n.clamp(0, N as i32 - 1) as usize].0.what(),
             id,
         }),
         None => Ok(()),

@@ -20,7 +20,6 @@ use super::leases::announce;
 use super::records::{Owed, PushOp, WriteOutcome};
 use super::rules::{active_product_sql, effective_depot_sql};
 use super::sql::{json_list, json_rows, now_ms, traceparent};
-use super::touched::depot_ids;
 
 /// The tail of every admin write: the pushes the change owes, in the same
 /// transaction, then the commit.
@@ -160,7 +159,6 @@ pub(super) async fn reconcile(conn: &mut Tx, clients: &[String]) -> Result<Vec<O
 /// What each client of `list` should have: a config for its newest netboot
 /// action on its (registered) depot, or nothing; and what blocks it.
 async fn desired(conn: &mut Tx, list: &str) -> Result<HashMap<String, Option<Want>>> {
-    let depots = depot_ids(conn).await?;
     // The version on the depot must be registered too, or no bundle can be built.
     let sql = format!(
         "WITH w AS (SELECT j.value AS client_id,
@@ -175,21 +173,29 @@ async fn desired(conn: &mut Tx, list: &str) -> Result<HashMap<String, Option<Wan
              END
            FROM (SELECT 1) AS one LEFT JOIN product_on_depots d ON d.depot_id = w.depot_id AND d.product_id = w.product_id
            LEFT JOIN products p ON p.id = d.product_id AND p.product_version = d.product_version
-             AND p.package_version = d.package_version) AS blocked
+             AND p.package_version = d.package_version) AS blocked,
+           EXISTS (SELECT 1 FROM depots k WHERE k.id = w.depot_id) AS depot_known
          FROM w",
         product = active_product_sql("j.value"),
         depot = effective_depot_sql("j.value"),
     );
-    type Wanted = (String, bool, Option<String>, Option<String>, Option<String>);
+    type Wanted = (
+        String,
+        bool,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        bool,
+    );
     let rows: Vec<Wanted> = on!(conn.conn(), |c| sqlx::query_as(AssertSqlSafe(sql))
         .bind(list)
         .fetch_all(c)
         .await?);
     Ok(rows
         .into_iter()
-        .map(|(client, exists, product, depot, blocked)| {
+        .map(|(client, exists, product, depot, blocked, depot_known)| {
             let want = match (exists, product, depot) {
-                (true, Some(product), Some(depot)) if depots.contains(&depot) => Some(Want {
+                (true, Some(product), Some(depot)) if depot_known => Some(Want {
                     depot,
                     product,
                     blocked,
