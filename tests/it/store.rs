@@ -431,43 +431,32 @@ async fn several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next(eng
         .unwrap();
     assert_eq!(row(&store, "c2.example.org", D1).await.product_id, "linux");
 
-    // An unknown client fails the whole call.
-    let err = store
-        .set_action_requests(&[
-            act("c3.example.org", "linux", ActionRequest::Setup),
-            act("ghost.example.org", "linux", ActionRequest::Setup),
-        ])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::NotFound { what: "client", .. }),
-        "{err}"
+    // An unknown client or product fails the whole call, naming what is
+    // missing: clients are checked before products (one statement for
+    // both), the first missing id in sort order.
+    let missing = |actions: Vec<(&'static str, &'static str)>| {
+        let store = &store;
+        async move {
+            let actions: Vec<_> = actions
+                .into_iter()
+                .map(|(c, p)| act(c, p, ActionRequest::Setup))
+                .collect();
+            match store.set_action_requests(&actions).await {
+                Err(StoreError::NotFound { what, id }) => (what, id),
+                other => panic!("expected NOT_FOUND, got {other:?}"),
+            }
+        }
+    };
+    let ghost = ("client", "ghost.example.org".to_owned());
+    let c3 = "c3.example.org";
+    assert_eq!(
+        missing(vec![(c3, "linux"), ("ghost.example.org", "linux")]).await,
+        ghost
     );
-    // Clients are checked before products (one statement for both); the
-    // first missing id in sort order is named.
-    let err = store
-        .set_action_requests(&[
-            act("ghost.example.org", "nothing", ActionRequest::Setup),
-            act("c3.example.org", "zzz", ActionRequest::Setup),
-            act("c3.example.org", "aaa", ActionRequest::Setup),
-        ])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::NotFound { what: "client", id } if id == "ghost.example.org"),
-        "{err}"
-    );
-    let err = store
-        .set_action_requests(&[
-            act("c3.example.org", "zzz", ActionRequest::Setup),
-            act("c3.example.org", "aaa", ActionRequest::Setup),
-        ])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::NotFound { what: "product", id } if id == "aaa"),
-        "{err}"
-    );
+    let both = vec![("ghost.example.org", "nothing"), (c3, "zzz"), (c3, "aaa")];
+    assert_eq!(missing(both).await, ghost);
+    let products = vec![(c3, "zzz"), (c3, "aaa")];
+    assert_eq!(missing(products).await, ("product", "aaa".to_owned()));
     assert_eq!(
         actions_of(&store, "c3.example.org").await,
         owned(&[("win", "setup")]),
