@@ -196,11 +196,12 @@ impl Store {
     /// Connects to the PostgreSQL database at `url` and migrates it (one
     /// replica at a time: sqlx's migrator holds an advisory lock).
     pub async fn connect_postgres(url: &str) -> Result<Self> {
-        // No JIT compilation: PostgreSQL estimates 1,000 rows for every
-        // `json_each` list, so an admin write's one-client reconcile query
-        // looked expensive enough to compile — ~27 ms of JIT for a query
-        // that runs in well under one (measured with EXPLAIN ANALYZE; see
-        // docs/BENCHMARKS.md). Short transactions never gain from it.
+        // No JIT compilation: short transactions never gain from it. With
+        // PostgreSQL's guess of 1,000 rows per `json_each` list (10 since
+        // migration 0005) an admin write's one-client reconcile query looked
+        // expensive enough to compile — ~27 ms of JIT for a query that runs
+        // in well under one (EXPLAIN ANALYZE; docs/BENCHMARKS.md), and any
+        // other query over a long list still could.
         let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(PG_CONNECTIONS)
