@@ -87,8 +87,12 @@ pub(super) async fn require_each<const N: usize>(
         query.fetch_optional(c).await?
     });
     match missing {
+        // `n` is the check's position in `checks`, as the statement numbers it.
         Some((n, id)) => Err(StoreError::NotFound {
-            what: checks[n.clamp(0, N as i32 - 1) as usize].0.what(),
+            what: usize::try_from(n)
+                .ok()
+                .and_then(|i| checks.get(i))
+                .map_or("id", |(kind, _)| kind.what()),
             id,
         }),
         None => Ok(()),
