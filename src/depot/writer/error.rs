@@ -110,7 +110,10 @@ pub enum JournalError {
     },
     /// SQLite failed.
     #[error("journal: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] rusqlite::Error),
+    /// The blocking thread running a journal call failed.
+    #[error("journal: its thread failed: {0}")]
+    Thread(String),
     /// A stored row does not parse (edited by hand?).
     #[error("journal row for {fqdn:?} is invalid: {message}")]
     Corrupt {

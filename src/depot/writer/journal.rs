@@ -15,13 +15,11 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde_json::Value;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 mod rows;
 
@@ -29,16 +27,12 @@ use super::error::JournalError;
 use super::messages::ReadEvent;
 use super::records::{ClientRecord, Defused};
 use crate::domain::Fqdn;
-use rows::{client_json, client_record, read_json, read_row};
+use rows::{client_record, insert_client, insert_read, read_row};
 
 /// The journal's file name inside the state directory.
 pub const JOURNAL_FILE: &str = "journal.db";
 /// The lock file beside it: one depot per state directory.
 const LOCK_FILE: &str = "journal.lock";
-/// `Journal::sync_mode` values.
-const SYNC_NORMAL: u8 = 0;
-const SYNC_FULL: u8 = 1;
-const SYNC_UNKNOWN: u8 = 2;
 /// How long a statement waits for a lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -158,20 +152,29 @@ pub struct Contents {
     pub highest: HashMap<Arc<str>, u64>,
 }
 
-/// The journal.
+/// The journal; cheap to clone (one connection, shared).
+///
+/// Its calls are blocking (the connection is SQLite's own, used on the
+/// calling thread): the writer journals a round on the blocking thread that
+/// also does the round's file work, so an idle depot's round is one hand-off
+/// instead of one per statement; async callers use the `async` wrappers.
 #[derive(Clone)]
 pub struct Journal {
-    pool: SqlitePool,
+    inner: Arc<Mutex<Inner>>,
     path: PathBuf,
     _lock: Arc<File>,
+}
+
+/// The connection and what is known of it.
+struct Inner {
+    conn: Connection,
     /// Client rows appended since the last compaction, and the rows left
     /// by it.
-    growth: Arc<std::sync::Mutex<(u64, u64)>>,
-    /// The `synchronous` mode last set on the connection ([`SYNC_FULL`],
-    /// [`SYNC_NORMAL`], or [`SYNC_UNKNOWN`] after a failed round). A
-    /// connection opened anew starts FULL (the connect options), so the
-    /// connection is FULL or as recorded: never less safe.
-    sync_mode: Arc<AtomicU8>,
+    growth: (u64, u64),
+    /// The `synchronous` mode last set on the connection: `None` when a
+    /// round failed (it is set again). A connection opened anew is FULL,
+    /// so the connection is FULL or as recorded: never less safe.
+    sync_full: Option<bool>,
 }
 
 /// Rows appended before a compaction is considered.
@@ -211,6 +214,12 @@ impl Journal {
     /// Opens (creating if needed) the journal in `state_dir`; the directory
     /// is created mode 0700, the file mode 0600.
     pub async fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        let state_dir = state_dir.to_owned();
+        run_blocking(move || Self::open_blocking(&state_dir)).await
+    }
+
+    /// [`Journal::open`] on the calling thread.
+    pub fn open_blocking(state_dir: &Path) -> Result<Self, JournalError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| JournalError::Io { path, source }
@@ -222,71 +231,75 @@ impl Journal {
         }
         let lock = lock(state_dir)?;
         let path = state_dir.join(JOURNAL_FILE);
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Rounds that forget a config or record a read are fsynced before
-            // their file work (see `commit`); the others are written ahead of
-            // it, durable against a crash of the process.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
-        // One connection: the writer's rounds and the reporter's acks are
-        // serialised by SQLite anyway.
-        // A local file does not go stale: no ping (a round trip to the
-        // connection's thread) before each round.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(&path))?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(JournalError::Corrupt {
+                fqdn: String::new(),
+                message: format!("the journal cannot use write-ahead logging (mode {mode})"),
+            });
+        }
+        // Rounds that forget a config or record a read are fsynced before
+        // their file work (see `commit`); the others are written ahead of
+        // it, durable against a crash of the process.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
         let journal = Self {
-            pool,
+            inner: Arc::new(Mutex::new(Inner {
+                conn,
+                growth: (0, 0),
+                sync_full: Some(true),
+            })),
             path,
             _lock: Arc::new(lock),
-            growth: Arc::default(),
-            sync_mode: Arc::new(AtomicU8::new(SYNC_FULL)),
         };
-        journal.compact().await?;
+        journal.compact()?;
         Ok(journal)
     }
 
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic inside a call leaves no transaction open (a dropped
+        // `Transaction` rolls back): the connection is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Keeps only each client's newest row (and none for a forgotten one).
-    async fn compact(&self) -> Result<(), JournalError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+    fn compact(&self) -> Result<(), JournalError> {
+        let mut inner = self.inner();
+        let tx = inner.conn.transaction()?;
+        tx.execute(
             "DELETE FROM client_log WHERE seq NOT IN (SELECT max(seq) FROM client_log GROUP BY fqdn)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM client_log WHERE seen_state IS NULL AND held = 0")
-            .execute(&mut *tx)
-            .await?;
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM client_log")
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        *self.growth.lock().unwrap_or_else(|p| p.into_inner()) = (0, rows.max(0) as u64);
+            [],
+        )?;
+        tx.execute(
+            "DELETE FROM client_log WHERE seen_state IS NULL AND held = 0",
+            [],
+        )?;
+        let rows: i64 = tx.query_row("SELECT count(*) FROM client_log", [], |row| row.get(0))?;
+        tx.commit()?;
+        inner.growth = (0, rows.max(0) as u64);
         Ok(())
     }
 
-    /// Counts `rows` appended; true when the log has grown enough to
-    /// compact (past [`COMPACT_AFTER`] and past the rows it describes).
-    fn grown(&self, rows: usize) -> bool {
-        let mut growth = self.growth.lock().unwrap_or_else(|p| p.into_inner());
-        growth.0 += rows as u64;
-        growth.0 > COMPACT_AFTER.max(growth.1)
-    }
-
-    /// Compacts the log if it has grown enough. Called between rounds,
-    /// never inside one: an undo's record takes its content from the row
-    /// its config was journaled with, which must still be there.
-    pub async fn compact_if_grown(&self) -> Result<(), JournalError> {
-        if self.grown(0) {
-            self.compact().await?;
+    /// Compacts the log if it has grown well past the clients it describes
+    /// (past [`COMPACT_AFTER`] rows). Called between rounds, never inside
+    /// one: an undo's record takes its content from the row its config was
+    /// journaled with, which must still be there.
+    pub fn compact_if_grown(&self) -> Result<(), JournalError> {
+        let grown = {
+            let inner = self.inner();
+            inner.growth.0 > COMPACT_AFTER.max(inner.growth.1)
+        };
+        if grown {
+            self.compact()?;
         }
         Ok(())
     }
@@ -298,35 +311,43 @@ impl Journal {
 
     /// Everything the journal holds.
     pub async fn load(&self) -> Result<Contents, JournalError> {
-        let epoch: Option<String> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
-                .fetch_optional(&self.pool)
-                .await?;
-        let highest = sqlx::query_as::<_, (String, i64)>("SELECT epoch, revision FROM highest")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|(e, r)| (Arc::from(e), r.max(0) as u64))
-            .collect();
-        let clients = sqlx::query(
+        let journal = self.clone();
+        run_blocking(move || journal.load_blocking()).await
+    }
+
+    fn load_blocking(&self) -> Result<Contents, JournalError> {
+        let inner = self.inner();
+        let conn = &inner.conn;
+        let epoch: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let highest = conn
+            .prepare("SELECT epoch, revision FROM highest")?
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?
+            .map(|row| row.map(|(e, r)| (Arc::from(e), r.max(0) as u64)))
+            .collect::<Result<_, _>>()?;
+        let mut statement = conn.prepare(
             "SELECT * FROM client_log WHERE seq IN (SELECT max(seq) FROM client_log GROUP BY fqdn)
                AND (seen_state IS NOT NULL OR held <> 0)",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(client_record)
-        .collect::<Result<Vec<_>, _>>()?;
-        let reads = sqlx::query("SELECT * FROM reads ORDER BY read_at")
-            .fetch_all(&self.pool)
-            .await?;
+        )?;
+        let mut rows = statement.query([])?;
+        let mut clients = Vec::new();
+        while let Some(row) = rows.next()? {
+            clients.push(client_record(row)?);
+        }
         let mut snapshot = Contents {
             clients,
             epoch: Arc::from(epoch.unwrap_or_default()),
             highest,
             ..Contents::default()
         };
-        for row in &reads {
+        let mut statement = conn.prepare("SELECT * FROM reads ORDER BY read_at")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
             let (read, files, acked) = read_row(row)?;
             if !files.is_empty() && read.files_present {
                 snapshot.defused.push((
@@ -348,16 +369,10 @@ impl Journal {
         Ok(snapshot)
     }
 
-    /// Writes a round's changes in one durable transaction.
-    ///
-    /// The whole transaction is one script sent to the connection's thread
-    /// at once: each statement handed over on its own costs a wake-up there
-    /// and one back, and a round on an idle depot is mostly those. (sqlx's
-    /// SQLite driver runs every statement of one query text, binding `$N`
-    /// across them; upstream calls that behaviour deprecated — sqlx issue
-    /// 3108 — so an upgrade must keep the journal tests passing, which fail
-    /// when a statement of the script is skipped.)
-    pub async fn commit(&self, batch: &Batch) -> Result<(), JournalError> {
+    /// Writes a round's changes in one durable transaction, on the calling
+    /// thread (the writer's blocking thread); on an error nothing of it
+    /// stays.
+    pub fn commit(&self, batch: &Batch) -> Result<(), JournalError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -367,35 +382,25 @@ impl Journal {
         // its marker line (start-up removes it) and the reconciliation writes
         // it again, so the push path pays no fsync.
         let full = batch.needs_fsync();
-        // Only the writer commits, one round at a time: the mode recorded
-        // is the connection's (or unknown, then set again). A round whose
-        // mode is unchanged saves a statement.
-        let was = self.sync_mode.load(Ordering::Relaxed);
-        let wanted = if full { SYNC_FULL } else { SYNC_NORMAL };
-        let script = Script::of(batch, was != wanted, full);
-        let mut conn = self.pool.acquire().await?;
-        let done = sqlx::query(sqlx::AssertSqlSafe(script.sql))
-            .bind(script.clients)
-            .bind(script.reads)
-            .bind(script.changed_reads)
-            .bind(batch.epoch.as_deref())
-            .bind(script.highest)
-            .execute(&mut *conn)
-            .await;
-        match done {
-            Ok(_) => self.sync_mode.store(wanted, Ordering::Relaxed),
-            Err(error) => {
-                // A statement failed inside the script's transaction: end it
-                // (there may be none left to end), and set the mode again
-                // next time.
-                self.sync_mode.store(SYNC_UNKNOWN, Ordering::Relaxed);
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(error.into());
-            }
+        let mut inner = self.inner();
+        if inner.sync_full != Some(full) {
+            inner.sync_full = None;
+            let mode = if full { "FULL" } else { "NORMAL" };
+            inner.conn.pragma_update(None, "synchronous", mode)?;
+            inner.sync_full = Some(full);
         }
-        drop(conn);
-        self.grown(batch.clients.len());
+        // A statement that fails drops the transaction, which rolls back.
+        let tx = inner.conn.transaction()?;
+        write_batch(&tx, batch)?;
+        tx.commit()?;
+        inner.growth.0 += batch.clients.len() as u64;
         Ok(())
+    }
+
+    /// [`Journal::commit`] on a blocking thread, for async callers.
+    pub async fn commit_async(&self, batch: Arc<Batch>) -> Result<(), JournalError> {
+        let journal = self.clone();
+        run_blocking(move || journal.commit(&batch)).await
     }
 
     /// The configserver acknowledged these reads (each with whether its
@@ -405,159 +410,117 @@ impl Journal {
         if acks.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for (key, files_present) in acks {
-            sqlx::query(
-                "DELETE FROM reads WHERE fqdn = ? AND epoch = ? AND revision = ? AND files_present = 0 AND ? = 0",
-            )
-            .bind(&key.fqdn)
-            .bind(&key.epoch)
-            .bind(key.revision as i64)
-            .bind(*files_present)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE reads SET acked = 1 WHERE fqdn = ? AND epoch = ? AND revision = ? AND files_present = ?",
-            )
-            .bind(&key.fqdn)
-            .bind(&key.epoch)
-            .bind(key.revision as i64)
-            .bind(*files_present)
-            .execute(&mut *tx)
-            .await?;
+        let journal = self.clone();
+        let acks = acks.to_vec();
+        run_blocking(move || journal.ack_reads_blocking(&acks)).await
+    }
+
+    fn ack_reads_blocking(&self, acks: &[(ReadKey, bool)]) -> Result<(), JournalError> {
+        let mut inner = self.inner();
+        let tx = inner.conn.transaction()?;
+        {
+            let mut forget = tx.prepare_cached(
+                "DELETE FROM reads WHERE fqdn = ?1 AND epoch = ?2 AND revision = ?3 AND files_present = 0 AND ?4 = 0",
+            )?;
+            let mut acked = tx.prepare_cached(
+                "UPDATE reads SET acked = 1 WHERE fqdn = ?1 AND epoch = ?2 AND revision = ?3 AND files_present = ?4",
+            )?;
+            for (key, files_present) in acks {
+                let key = params![key.fqdn, key.epoch, key.revision as i64, *files_present];
+                forget.execute(key)?;
+                acked.execute(key)?;
+            }
         }
-        tx.commit().await?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Runs `f` on the connection: for tests that reach past the API.
+    #[cfg(test)]
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> T {
+        f(&self.inner().conn).unwrap()
     }
 }
 
-/// A round's transaction as one script: only the statements the round
-/// needs, their rows bound as JSON arrays (`$1` clients, `$2` reads seen,
-/// `$3` reads defused or swept, `$4` the epoch, `$5` the highest revisions).
-struct Script {
-    sql: String,
-    clients: Option<String>,
-    reads: Option<String>,
-    changed_reads: Option<String>,
-    highest: Option<String>,
+/// Runs a journal call on a blocking thread.
+async fn run_blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, JournalError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|join| JournalError::Thread(join.to_string()))?
 }
 
-/// Appends the clients' rows as they are now (a client with neither floor
-/// nor config is forgotten by its row). A record of a held config without
-/// its content (anything but a set: an undo, a stale removal) carries the
+/// The statements of `batch`, in its order: each prepared once per
+/// connection and bound per row (the rows' text is not parsed again).
+fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), JournalError> {
+    if !batch.clients.is_empty() {
+        let mut insert = tx.prepare_cached(INSERT_CLIENT)?;
+        for client in &batch.clients {
+            insert_client(&mut insert, client)?;
+        }
+    }
+    if !batch.reads.is_empty() {
+        let mut insert = tx.prepare_cached(INSERT_READ)?;
+        for read in &batch.reads {
+            insert_read(&mut insert, read)?;
+        }
+    }
+    // Of two changes to one read the later stands.
+    let defused = batch.defused.iter().map(|(k, f)| (k, f.as_slice(), true));
+    let swept = batch.swept.iter().map(|k| (k, &[][..], false));
+    let mut changes = defused.chain(swept).peekable();
+    if changes.peek().is_some() {
+        let mut update = tx.prepare_cached(UPDATE_READ)?;
+        for (key, files, present) in changes {
+            let files = Value::from(files.to_vec()).to_string();
+            let revision = i64::try_from(key.revision).unwrap_or(i64::MAX);
+            update.execute(params![key.fqdn, key.epoch, revision, files, present])?;
+        }
+    }
+    if let Some(epoch) = &batch.epoch {
+        tx.prepare_cached(WRITE_EPOCH)?.execute([epoch.as_ref()])?;
+    }
+    if !batch.highest.is_empty() {
+        let mut write = tx.prepare_cached(WRITE_HIGHEST)?;
+        for (epoch, highest) in &batch.highest {
+            let highest = i64::try_from(*highest).unwrap_or(i64::MAX);
+            write.execute(params![epoch.as_ref(), highest])?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends a client's row as it is now (a client with neither floor nor
+/// config is forgotten by its row). A record of a held config without its
+/// content (anything but a set: an undo, a stale removal) carries the
 /// content over from the row that config was journaled with (same revision,
 /// epoch and time), so every held row has its content and compaction may
 /// keep the newest only.
-const INSERT_CLIENTS: &str =
+const INSERT_CLIENT: &str =
     "INSERT INTO client_log (fqdn, seen_revision, seen_state, seen_epoch, held,
    product_id, action_request, held_revision, files, template, since, content, held_epoch)
- SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-   value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10,
-   CASE WHEN value ->> 4 = 1 AND value ->> 11 IS NULL THEN
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+   CASE WHEN ?5 = 1 AND ?12 IS NULL THEN
      (SELECT l.content FROM client_log l
-      WHERE l.fqdn = value ->> 0 AND l.held = 1 AND l.content IS NOT NULL
-        AND l.held_revision IS value ->> 7 AND l.since IS value ->> 10
-        AND l.held_epoch IS value ->> 12
+      WHERE l.fqdn = ?1 AND l.held = 1 AND l.content IS NOT NULL
+        AND l.held_revision IS ?8 AND l.since IS ?11 AND l.held_epoch IS ?13
       ORDER BY l.seq DESC LIMIT 1)
-   ELSE value ->> 11 END,
-   value ->> 12
- FROM json_each($1);
-";
-/// Records the reads seen.
-const INSERT_READS: &str =
+   ELSE ?12 END,
+   ?13)";
+/// Records a read seen.
+const INSERT_READ: &str =
     "INSERT OR REPLACE INTO reads (fqdn, epoch, revision, product_id, action_request, read_at)
- SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
- FROM json_each($2);
-";
-/// Reads whose files are still present (defused) or gone now (swept): to
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// A read whose files are still present (defused) or gone now (swept): to
 /// be reported again.
-const UPDATE_READS: &str = "UPDATE reads SET files = j.value ->> 3, files_present = j.value ->> 4, acked = 0
- FROM json_each($3) AS j
- WHERE reads.fqdn = j.value ->> 0 AND reads.epoch = j.value ->> 1 AND reads.revision = j.value ->> 2;
-";
+const UPDATE_READ: &str = "UPDATE reads SET files = ?4, files_present = ?5, acked = 0
+ WHERE fqdn = ?1 AND epoch = ?2 AND revision = ?3";
 /// The epoch followed.
-const WRITE_EPOCH: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', $4);
-";
-/// The highest revision per epoch.
-const WRITE_HIGHEST: &str = "INSERT INTO highest (epoch, revision)
- SELECT value ->> 0, value ->> 1 FROM json_each($5) WHERE true
- ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision);
-";
-
-impl Script {
-    /// The script of `batch`; with `set_sync` it first sets the
-    /// `synchronous` mode (`full` or normal).
-    fn of(batch: &Batch, set_sync: bool, full: bool) -> Self {
-        let mut sql = String::new();
-        if set_sync {
-            sql.push_str(match full {
-                true => "PRAGMA synchronous = FULL;\n",
-                false => "PRAGMA synchronous = NORMAL;\n",
-            });
-        }
-        sql.push_str("BEGIN;\n");
-        let array = |rows: Vec<Value>| Some(Value::Array(rows).to_string());
-        let mut script = Self {
-            sql,
-            clients: None,
-            reads: None,
-            changed_reads: None,
-            highest: None,
-        };
-        if !batch.clients.is_empty() {
-            script.sql.push_str(INSERT_CLIENTS);
-            script.clients = array(batch.clients.iter().map(client_json).collect());
-        }
-        if !batch.reads.is_empty() {
-            script.sql.push_str(INSERT_READS);
-            script.reads = array(batch.reads.iter().map(read_json).collect());
-        }
-        // One row per read: of two changes to one read the later stands, as
-        // when they were applied one after the other.
-        let mut changed: HashMap<&ReadKey, (&[String], bool)> = HashMap::new();
-        let defused = batch.defused.iter().map(|(k, f)| (k, f.as_slice(), true));
-        let swept = batch.swept.iter().map(|k| (k, &[][..], false));
-        let mut order = Vec::new();
-        for (key, files, present) in defused.chain(swept) {
-            if changed.insert(key, (files, present)).is_none() {
-                order.push(key);
-            }
-        }
-        if !order.is_empty() {
-            script.sql.push_str(UPDATE_READS);
-            script.changed_reads = array(
-                order
-                    .into_iter()
-                    .map(|key| {
-                        let (files, present) = changed[key];
-                        serde_json::json!([
-                            key.fqdn,
-                            key.epoch,
-                            key.revision,
-                            Value::from(files.to_vec()).to_string(),
-                            present,
-                        ])
-                    })
-                    .collect(),
-            );
-        }
-        if batch.epoch.is_some() {
-            script.sql.push_str(WRITE_EPOCH);
-        }
-        if !batch.highest.is_empty() {
-            script.sql.push_str(WRITE_HIGHEST);
-            script.highest = array(
-                batch
-                    .highest
-                    .iter()
-                    .map(|(e, r)| serde_json::json!([e.as_ref(), r]))
-                    .collect(),
-            );
-        }
-        script.sql.push_str("COMMIT;");
-        script
-    }
-}
+const WRITE_EPOCH: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?1)";
+/// The highest revision of an epoch.
+const WRITE_HIGHEST: &str = "INSERT INTO highest (epoch, revision) VALUES (?1, ?2)
+ ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision)";
 
 #[cfg(test)]
 mod tests {
@@ -625,7 +588,7 @@ mod tests {
             highest: vec![(Arc::from("e1"), 7)],
             ..Batch::default()
         };
-        journal.commit(&batch).await.unwrap();
+        journal.commit(&batch).unwrap();
         // A second depot on the same state directory is refused.
         assert!(matches!(
             Journal::open(&state).await,
@@ -652,7 +615,7 @@ mod tests {
             defused: vec![(key.clone(), vec!["01-x".into()])],
             ..Batch::default()
         };
-        journal.commit(&defused).await.unwrap();
+        journal.commit(&defused).unwrap();
         journal.ack_reads(&[(key.clone(), true)]).await.unwrap();
         let snapshot = journal.load().await.unwrap();
         assert!(snapshot.unreported.is_empty());
@@ -661,7 +624,7 @@ mod tests {
             swept: vec![key.clone()],
             ..Batch::default()
         };
-        journal.commit(&swept).await.unwrap();
+        journal.commit(&swept).unwrap();
         let snapshot = journal.load().await.unwrap();
         assert_eq!(snapshot.unreported.len(), 1, "reported again: files gone");
         assert!(snapshot.defused.is_empty());
@@ -679,7 +642,7 @@ mod tests {
             }],
             ..Batch::default()
         };
-        journal.commit(&forget).await.unwrap();
+        journal.commit(&forget).unwrap();
         assert_eq!(journal.load().await.unwrap().clients.len(), 1);
 
         // The log is appended to; a reopen keeps each client's newest row.
@@ -693,14 +656,12 @@ mod tests {
                 }],
                 ..Batch::default()
             };
-            journal.commit(&again).await.unwrap();
+            journal.commit(&again).unwrap();
         }
         drop(journal);
         let journal = Journal::open(&state).await.unwrap();
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM client_log")
-            .fetch_one(&journal.pool)
-            .await
-            .unwrap();
+        let rows: i64 =
+            journal.with_conn(|c| c.query_row("SELECT count(*) FROM client_log", [], |r| r.get(0)));
         assert_eq!(rows, 2, "c2's floor and c3's newest");
         let contents = journal.load().await.unwrap();
         let c3 = contents.clients.iter().find(|c| c.fqdn == fqdn(3)).unwrap();
@@ -725,7 +686,7 @@ mod tests {
                     clients: vec![r],
                     ..Batch::default()
                 };
-                journal.commit(&batch).await.unwrap();
+                journal.commit(&batch).unwrap();
             }
         };
         // r5 is journaled with its content, then r6 (a set whose file work
@@ -738,7 +699,7 @@ mod tests {
         assert_eq!(loaded[0].held.as_ref().unwrap().revision, 5);
         assert_eq!(loaded[0].content.as_deref(), Some("r5\n"), "not r6's");
         // Compaction keeps it.
-        journal.compact().await.unwrap();
+        journal.compact().unwrap();
         let loaded = journal.load().await.unwrap().clients;
         assert_eq!(loaded[0].content.as_deref(), Some("r5\n"));
     }
@@ -748,13 +709,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(&dir.path().join("state")).await.unwrap();
         // The script's last statement fails for this epoch only.
-        sqlx::raw_sql(
-            "CREATE TRIGGER refuse BEFORE INSERT ON highest WHEN NEW.epoch = 'bad'
-             BEGIN SELECT RAISE(ABORT, 'refused'); END",
-        )
-        .execute(&journal.pool)
-        .await
-        .unwrap();
+        journal.with_conn(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON highest WHEN NEW.epoch = 'bad'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+        });
         let batch = |n: u32, epoch: &str| Batch {
             clients: vec![ClientRecord {
                 fqdn: fqdn(n),
@@ -774,8 +734,8 @@ mod tests {
             clients: batch(9, "").clients,
             ..Batch::default()
         };
-        journal.commit(&add).await.unwrap();
-        assert!(journal.commit(&batch(1, "bad")).await.is_err());
+        journal.commit(&add).unwrap();
+        assert!(journal.commit(&batch(1, "bad")).is_err());
         let contents = journal.load().await.unwrap();
         let names: Vec<_> = contents.clients.iter().map(|c| c.fqdn.clone()).collect();
         assert_eq!(
@@ -786,11 +746,8 @@ mod tests {
         assert_eq!(&*contents.epoch, "", "so was the epoch");
         // No transaction is left open: the next round commits and stays
         // after a reopen.
-        journal.commit(&batch(2, "good")).await.unwrap();
-        let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&journal.pool)
-            .await
-            .unwrap();
+        journal.commit(&batch(2, "good")).unwrap();
+        let mode: i64 = journal.with_conn(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)));
         assert_eq!(mode, 2, "FULL: a change of epoch is fsynced");
         let state = dir.path().join("state");
         drop(journal);

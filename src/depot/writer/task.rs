@@ -575,6 +575,78 @@ mod tests {
         assert_eq!((held.revision, content), (1, Some("config\n")));
     }
 
+    /// Sets `n` configs while the journal refuses every client row: none
+    /// is answered and no file is visible; once the journal takes rows
+    /// again, all are answered, on disk and journaled.
+    async fn a_refused_round_waits_invisible(n: u32, io_threads: usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let pxe = dir.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        let journal = Journal::open(&dir.path().join("state")).await.unwrap();
+        journal.with_conn(|c| {
+            c.execute_batch(
+                "CREATE TABLE refuse (x);
+                 INSERT INTO refuse VALUES (1);
+                 CREATE TRIGGER refuse BEFORE INSERT ON client_log
+                 WHEN EXISTS (SELECT 1 FROM refuse)
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+        });
+        let (reads_tx, _reads) = mpsc::channel(16);
+        let options = WriterOptions {
+            io_threads,
+            ..options(&pxe)
+        };
+        let (writer, task) = start(
+            options,
+            journal.clone(),
+            State::default(),
+            reads_tx,
+            Metrics::new(),
+        );
+        tokio::spawn(task);
+        let mut sets = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let writer = writer.clone();
+            sets.spawn(async move { writer.set(config(i)).await });
+        }
+        // The writer retries (after 100 ms, then 200 ms): still nothing.
+        let waited = tokio::time::timeout(Duration::from_millis(400), sets.join_next()).await;
+        assert!(
+            waited.is_err(),
+            "a set was answered before its round was journaled"
+        );
+        // Temporary files may wait; no config name may.
+        let visible: Vec<_> = std::fs::read_dir(&pxe)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with(files::TMP_PREFIX))
+            .collect();
+        assert!(visible.is_empty(), "visible before journaled: {visible:?}");
+        journal.with_conn(|c| c.execute("DELETE FROM refuse", []));
+        while let Some(set) = sets.join_next().await {
+            set.unwrap().unwrap();
+        }
+        for i in 0..n {
+            let name = &config(i).files[0];
+            assert_eq!(std::fs::read_to_string(pxe.join(name)).unwrap(), "config\n");
+        }
+        let left = std::fs::read_dir(&pxe).unwrap().count();
+        assert_eq!(left, n as usize, "no temporary file is left");
+        assert_eq!(journal.load().await.unwrap().clients.len(), n as usize);
+    }
+
+    #[tokio::test]
+    async fn a_small_round_the_journal_refuses_waits_invisible_and_lands_later() {
+        a_refused_round_waits_invisible(3, 4).await;
+    }
+
+    #[tokio::test]
+    async fn a_large_round_the_journal_refuses_waits_invisible_and_lands_later() {
+        // More than one thread's round: the files are staged on several.
+        a_refused_round_waits_invisible(100, 4).await;
+    }
+
     #[tokio::test]
     async fn a_read_that_cannot_be_deleted_is_reported_with_its_files_and_swept_later() {
         let dir = tempfile::tempdir().unwrap();

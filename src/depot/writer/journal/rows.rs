@@ -1,11 +1,11 @@
-//! Journal rows: what the journal stores, as JSON for one `json_each`
-//! statement per round, and back from SQLite rows, validated again.
+//! Journal rows: what the journal stores, bound to its prepared statements,
+//! and back from SQLite rows, validated again.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
-use sqlx::Row;
+use rusqlite::{CachedStatement, Row, params};
+use serde_json::Value;
 
 use super::super::error::{JournalError, SeenState};
 use super::super::messages::ReadEvent;
@@ -23,18 +23,27 @@ pub(super) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-pub(super) fn client_json(c: &ClientRecord) -> Value {
+/// A stored revision: SQLite's integers are signed.
+fn revision(r: u64) -> i64 {
+    i64::try_from(r).unwrap_or(i64::MAX)
+}
+
+/// Appends `c`'s row with [`INSERT_CLIENT`](super::INSERT_CLIENT).
+pub(super) fn insert_client(
+    statement: &mut CachedStatement<'_>,
+    c: &ClientRecord,
+) -> rusqlite::Result<usize> {
     let seen = c.seen.as_ref();
     let held = c.held.as_ref();
-    json!([
+    statement.execute(params![
         c.fqdn.as_str(),
-        seen.map(|s| s.revision),
+        seen.map(|s| revision(s.revision)),
         seen.map(|s| s.state.as_str()),
         seen.map(|s| s.epoch.as_ref()),
         i64::from(held.is_some()),
         held.map(|h| h.product_id.as_str()),
         held.map(|h| h.action_request.as_str()),
-        held.map(|h| h.revision),
+        held.map(|h| revision(h.revision)),
         held.map(|h| Value::from(h.files.clone()).to_string()),
         held.map(|h| h.template.as_str()),
         held.map(|h| ms(h.since)),
@@ -43,11 +52,15 @@ pub(super) fn client_json(c: &ClientRecord) -> Value {
     ])
 }
 
-pub(super) fn read_json(r: &ReadEvent) -> Value {
-    json!([
+/// Records the read `r` with [`INSERT_READ`](super::INSERT_READ).
+pub(super) fn insert_read(
+    statement: &mut CachedStatement<'_>,
+    r: &ReadEvent,
+) -> rusqlite::Result<usize> {
+    statement.execute(params![
         r.fqdn.as_str(),
         r.epoch.as_ref(),
-        r.revision,
+        revision(r.revision),
         r.product_id.as_str(),
         r.action_request.as_str(),
         ms(r.read_at),
@@ -65,48 +78,53 @@ fn files(fqdn: &str, text: &str) -> Result<Vec<String>, JournalError> {
     serde_json::from_str(text).map_err(|e| corrupt(fqdn, e))
 }
 
-pub(super) fn client_record(row: &sqlx::sqlite::SqliteRow) -> Result<ClientRecord, JournalError> {
-    let name: String = row.get("fqdn");
+pub(super) fn client_record(row: &Row<'_>) -> Result<ClientRecord, JournalError> {
+    let name: String = row.get("fqdn")?;
     let bad = |e: crate::domain::ValidationError| corrupt(&name, e.message);
     let fqdn = Fqdn::parse(&name, "fqdn").map_err(bad)?;
-    let seen = match row.get::<Option<String>, _>("seen_state") {
+    let seen = match row.get::<_, Option<String>>("seen_state")? {
         None => None,
         Some(state) => Some(Seen {
             revision: row
-                .get::<Option<i64>, _>("seen_revision")
+                .get::<_, Option<i64>>("seen_revision")?
                 .unwrap_or(0)
                 .max(0) as u64,
             state: SeenState::parse(&state).ok_or_else(|| corrupt(&name, state))?,
             epoch: Arc::from(
-                row.get::<Option<String>, _>("seen_epoch")
+                row.get::<_, Option<String>>("seen_epoch")?
                     .unwrap_or_default(),
             ),
         }),
     };
-    let held = match row.get::<i64, _>("held") {
+    let held = match row.get::<_, i64>("held")? {
         0 => None,
         _ => {
-            let text = |column: &str| row.get::<Option<String>, _>(column).unwrap_or_default();
+            let text = |column: &str| -> Result<String, JournalError> {
+                Ok(row.get::<_, Option<String>>(column)?.unwrap_or_default())
+            };
             Some(Held {
-                product_id: ProductId::parse(&text("product_id"), "product_id").map_err(bad)?,
-                action_request: text("action_request")
+                product_id: ProductId::parse(&text("product_id")?, "product_id").map_err(bad)?,
+                action_request: text("action_request")?
                     .parse::<ActionRequest>()
                     .map_err(|()| corrupt(&name, "unknown action request"))?,
                 revision: row
-                    .get::<Option<i64>, _>("held_revision")
+                    .get::<_, Option<i64>>("held_revision")?
                     .unwrap_or(0)
                     .max(0) as u64,
-                files: files(&name, &text("files"))?,
-                template: text("template"),
-                since: from_ms(row.get::<Option<i64>, _>("since").unwrap_or(0)),
-                format: Format::of(&text("content")),
-                epoch: Arc::from(text("held_epoch")),
+                files: files(&name, &text("files")?)?,
+                template: text("template")?,
+                since: from_ms(row.get::<_, Option<i64>>("since")?.unwrap_or(0)),
+                format: Format::of(&text("content")?),
+                epoch: Arc::from(text("held_epoch")?),
             })
         }
     };
-    let content = held
-        .as_ref()
-        .map(|_| Arc::from(row.get::<Option<String>, _>("content").unwrap_or_default()));
+    let content = match held {
+        Some(_) => Some(Arc::from(
+            row.get::<_, Option<String>>("content")?.unwrap_or_default(),
+        )),
+        None => None,
+    };
     Ok(ClientRecord {
         fqdn,
         seen,
@@ -115,24 +133,22 @@ pub(super) fn client_record(row: &sqlx::sqlite::SqliteRow) -> Result<ClientRecor
     })
 }
 
-pub(super) fn read_row(
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<(ReadEvent, Vec<String>, bool), JournalError> {
-    let name: String = row.get("fqdn");
+pub(super) fn read_row(row: &Row<'_>) -> Result<(ReadEvent, Vec<String>, bool), JournalError> {
+    let name: String = row.get("fqdn")?;
     let bad = |e: crate::domain::ValidationError| corrupt(&name, e.message);
     let read = ReadEvent {
         fqdn: Fqdn::parse(&name, "fqdn").map_err(bad)?,
-        product_id: ProductId::parse(&row.get::<String, _>("product_id"), "product_id")
+        product_id: ProductId::parse(&row.get::<_, String>("product_id")?, "product_id")
             .map_err(bad)?,
-        revision: row.get::<i64, _>("revision").max(0) as u64,
+        revision: row.get::<_, i64>("revision")?.max(0) as u64,
         action_request: row
-            .get::<String, _>("action_request")
+            .get::<_, String>("action_request")?
             .parse::<ActionRequest>()
             .map_err(|()| corrupt(&name, "unknown action request"))?,
-        epoch: Arc::from(row.get::<String, _>("epoch")),
-        files_present: row.get::<i64, _>("files_present") != 0,
-        read_at: from_ms(row.get("read_at")),
+        epoch: Arc::from(row.get::<_, String>("epoch")?),
+        files_present: row.get::<_, i64>("files_present")? != 0,
+        read_at: from_ms(row.get("read_at")?),
     };
-    let files = files(&name, &row.get::<String, _>("files"))?;
-    Ok((read, files, row.get::<i64, _>("acked") != 0))
+    let files = files(&name, &row.get::<_, String>("files")?)?;
+    Ok((read, files, row.get::<_, i64>("acked")? != 0))
 }

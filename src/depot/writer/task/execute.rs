@@ -4,13 +4,14 @@
 //! defuse reads whose files could not be deleted, then answer and hand on
 //! the reads.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
-use super::super::error::WriterError;
+use super::super::error::{JournalError, WriterError};
 use super::super::files;
-use super::super::journal::{Batch, ReadKey};
+use super::super::journal::{Batch, Journal, ReadKey};
 use super::super::messages::ReadEvent;
 use super::super::ops::{Committed, FileOps, Op};
 use super::super::round::Round;
@@ -21,6 +22,19 @@ use crate::metrics::WriteLabels;
 
 /// First and longest wait before the journal is tried again.
 const JOURNAL_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Rounds of up to this many commands run on one blocking thread.
+const ONE_THREAD_ROUND: usize = 32;
+
+/// Journals a round on the calling (blocking) thread, compacting the log
+/// first if it has grown: between rounds, as an undo inside one reads rows
+/// it must find.
+fn journal_round(journal: &Journal, batch: &Batch) -> Result<(), JournalError> {
+    if let Err(error) = journal.compact_if_grown() {
+        warn!(%error, "compacting the journal failed; it stays as it is");
+    }
+    journal.commit(batch)
+}
 
 /// A command of the round, committed or waiting for its file work.
 enum Pending {
@@ -56,10 +70,6 @@ impl Writer {
         if round.is_empty() {
             return;
         }
-        // Between rounds: an undo inside this one reads rows it must find.
-        if let Err(error) = self.journal.compact_if_grown().await {
-            warn!(%error, "compacting the journal failed; it stays as it is");
-        }
         let now = SystemTime::now();
         let mut batch = Batch::default();
         let epoch_before = self.state.epoch().clone();
@@ -79,12 +89,7 @@ impl Writer {
         if batch.epoch.is_some() || highest != highest_before {
             batch.highest = vec![(epoch, highest)];
         }
-        // The temporary files are written while the round is journaled:
-        // nothing becomes visible before the journal has it.
-        let ops = std::sync::Arc::new(ops);
-        let staging = files::stage_all(self.dir.clone(), self.access, ops.clone(), self.io_threads);
-        let ((), staged) = tokio::join!(self.journal(&batch), staging);
-        let results = files::publish_all(self.dir.clone(), ops, staged, self.io_threads).await;
+        let results = self.journal_and_files(Arc::new(batch), Arc::new(ops)).await;
         let mut after = Batch::default();
         let mut reads = Vec::new();
         for ((pending, reply), result) in entries.into_iter().zip(results) {
@@ -92,7 +97,7 @@ impl Writer {
                 reads.push(read);
             }
         }
-        self.journal(&after).await;
+        self.journal(Arc::new(after)).await;
         for read in reads {
             if self.reads.send(read).await.is_err() {
                 warn!("read events have no receiver any more; the read stays in the journal");
@@ -251,15 +256,85 @@ impl Writer {
         read
     }
 
+    /// Journals the round and does its file work: the temporary files may
+    /// be written before the journal has the round (nothing is visible
+    /// yet), the renames and deletions only after. One result per command.
+    ///
+    /// A small round (a push on an idle depot, or `direct` load) runs on
+    /// one blocking thread, journal included: one hand-off there and one
+    /// back. A large one spreads its files over `io_threads` threads while
+    /// another journals it.
+    async fn journal_and_files(
+        &self,
+        batch: Arc<Batch>,
+        ops: Arc<Vec<FileOps>>,
+    ) -> Vec<Result<(), WriterError>> {
+        let (dir, access) = (self.dir.clone(), self.access);
+        if ops.len() <= ONE_THREAD_ROUND || self.io_threads == 1 {
+            let journal = self.journal.clone();
+            let (work, b) = (ops.clone(), batch.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let staged: Vec<_> = work.iter().map(|o| files::stage(&dir, access, o)).collect();
+                match journal_round(&journal, &b) {
+                    Ok(()) => Ok(work
+                        .iter()
+                        .zip(staged)
+                        .map(|(o, staged)| files::publish(&dir, o, staged?))
+                        .collect()),
+                    Err(error) => Err((error, staged)),
+                }
+            })
+            .await;
+            return match done {
+                Ok(Ok(results)) => results,
+                Ok(Err((error, staged))) => {
+                    error!(%error, "the depot's journal cannot be written; the writer waits");
+                    self.journal(batch).await;
+                    files::publish_all(self.dir.clone(), ops, staged, 1).await
+                }
+                Err(join) => {
+                    // Whether the journal has the round is unknown: every
+                    // command is undone, and the undo is journaled.
+                    error!(error = %join, "the writer's I/O thread failed; the round's commands are undone");
+                    (0..ops.len())
+                        .map(|_| {
+                            Err(WriterError::Io {
+                                path: self.dir.to_path_buf(),
+                                source: std::io::Error::other("the writer's I/O thread failed"),
+                            })
+                        })
+                        .collect()
+                }
+            };
+        }
+        let staging = files::stage_all(dir, access, ops.clone(), self.io_threads);
+        let journal = self.journal.clone();
+        let b = batch.clone();
+        let journaling = tokio::task::spawn_blocking(move || journal_round(&journal, &b));
+        let (journaled, staged) = tokio::join!(journaling, staging);
+        match journaled {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                error!(%error, "the depot's journal cannot be written; the writer waits");
+                self.journal(batch).await;
+            }
+            Err(join) => {
+                error!(error = %join, "the journal's thread failed; the round is journaled again");
+                self.journal(batch).await;
+            }
+        }
+        files::publish_all(self.dir.clone(), ops, staged, self.io_threads).await
+    }
+
     /// Writes `batch` to the journal, retrying until it lands: nothing goes
     /// on before it (a read not journaled must not be deleted, a config not
     /// journaled must not appear).
-    async fn journal(&self, batch: &Batch) {
+    async fn journal(&self, batch: Arc<Batch>) {
         if batch.is_empty() {
             return;
         }
         let mut delay = JOURNAL_RETRY.0;
-        while let Err(error) = self.journal.commit(batch).await {
+        while let Err(error) = self.journal.commit_async(batch.clone()).await {
             error!(%error, retry_in = ?delay, "the depot's journal cannot be written; the writer waits");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(JOURNAL_RETRY.1);
