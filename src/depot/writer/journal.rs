@@ -547,6 +547,28 @@ mod tests {
         Fqdn::parse(&format!("c{n}.example.org"), "f").unwrap()
     }
 
+    #[test]
+    fn the_bundled_sqlite_is_built_without_process_wide_allocation_locks() {
+        // Set in .cargo/config.toml (LIBSQLITE3_FLAGS): sqlx and the journal
+        // link this one SQLite.
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_round_survives_a_reopen_and_acks_forget_reads() {
         let dir = tempfile::tempdir().unwrap();
