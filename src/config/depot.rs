@@ -35,8 +35,11 @@ pub const DEFAULT_TEMPLATE_BIOS: &str = "install-grub-x64";
 pub const DEFAULT_TEMPLATE_UEFI_X86: &str = "install-elilo-x86";
 /// The template for 64-bit UEFI clients (grub), as in opsi 4.2 and 4.3.
 pub const DEFAULT_TEMPLATE_UEFI_X64: &str = "install-grub-x64";
-/// Blocking threads writing PXE files.
-pub const DEFAULT_IO_THREADS: usize = 4;
+/// Blocking threads writing PXE files. With one, every writer round
+/// (journal and files) is one hand-off to one thread: on tmpfs and 2 cores
+/// that beat four for every round size (docs/BENCHMARKS.md, third pass).
+/// More spread a large round's files, for a disk whose writes wait.
+pub const DEFAULT_IO_THREADS: usize = 1;
 /// Where the depot keeps its journal (systemd `StateDirectory=pxeconf-depot`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pxeconf-depot";
 /// Where group names are looked up.
@@ -87,7 +90,7 @@ pub struct DepotArgs {
     /// Legacy-only mode: SetPxeConfig answers UNIMPLEMENTED.
     #[arg(long, env = "PXECONF_LEGACY")]
     pub legacy: bool,
-    /// Blocking threads for file I/O [default: 4].
+    /// Blocking threads for file I/O; more than one spreads a large round's files [default: 1].
     #[arg(long, env = "PXECONF_IO_THREADS")]
     pub io_threads: Option<usize>,
     /// Directory of the depot's journal, not inside the TFTP root [default: /var/lib/pxeconf-depot].
