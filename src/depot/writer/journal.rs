@@ -27,7 +27,7 @@ use super::error::JournalError;
 use super::messages::ReadEvent;
 use super::records::{ClientRecord, Defused};
 use crate::domain::Fqdn;
-use rows::{client_record, insert_client, insert_read, read_row};
+use rows::{client_record, insert_client, insert_read, read_row, revision};
 
 /// The journal's file name inside the state directory.
 pub const JOURNAL_FILE: &str = "journal.db";
@@ -171,9 +171,10 @@ struct Inner {
     /// Client rows appended since the last compaction, and the rows left
     /// by it.
     growth: (u64, u64),
-    /// The `synchronous` mode last set on the connection: `None` when a
-    /// round failed (it is set again). A connection opened anew is FULL,
-    /// so the connection is FULL or as recorded: never less safe.
+    /// Whether the connection's `synchronous` mode is FULL (else NORMAL);
+    /// `None` after setting it failed (it is set again). A connection opened
+    /// anew is FULL, so the connection is FULL or as recorded: never less
+    /// safe.
     sync_full: Option<bool>,
 }
 
@@ -219,7 +220,7 @@ impl Journal {
     }
 
     /// [`Journal::open`] on the calling thread.
-    pub fn open_blocking(state_dir: &Path) -> Result<Self, JournalError> {
+    fn open_blocking(state_dir: &Path) -> Result<Self, JournalError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| JournalError::Io { path, source }
@@ -242,10 +243,8 @@ impl Journal {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(JournalError::Corrupt {
-                fqdn: String::new(),
-                message: format!("the journal cannot use write-ahead logging (mode {mode})"),
-            });
+            let why = format!("the journal cannot use write-ahead logging (mode {mode})");
+            return Err(io(&path)(std::io::Error::other(why)));
         }
         // Rounds that forget a config or record a read are fsynced before
         // their file work (see `commit`); the others are written ahead of
@@ -426,7 +425,7 @@ impl Journal {
                 "UPDATE reads SET acked = 1 WHERE fqdn = ?1 AND epoch = ?2 AND revision = ?3 AND files_present = ?4",
             )?;
             for (key, files_present) in acks {
-                let key = params![key.fqdn, key.epoch, key.revision as i64, *files_present];
+                let key = params![key.fqdn, key.epoch, revision(key.revision), *files_present];
                 forget.execute(key)?;
                 acked.execute(key)?;
             }
@@ -474,8 +473,13 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), JournalError> 
         let mut update = tx.prepare_cached(UPDATE_READ)?;
         for (key, files, present) in changes {
             let files = Value::from(files.to_vec()).to_string();
-            let revision = i64::try_from(key.revision).unwrap_or(i64::MAX);
-            update.execute(params![key.fqdn, key.epoch, revision, files, present])?;
+            update.execute(params![
+                key.fqdn,
+                key.epoch,
+                revision(key.revision),
+                files,
+                present
+            ])?;
         }
     }
     if let Some(epoch) = &batch.epoch {
@@ -484,8 +488,7 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), JournalError> 
     if !batch.highest.is_empty() {
         let mut write = tx.prepare_cached(WRITE_HIGHEST)?;
         for (epoch, highest) in &batch.highest {
-            let highest = i64::try_from(*highest).unwrap_or(i64::MAX);
-            write.execute(params![epoch.as_ref(), highest])?;
+            write.execute(params![epoch.as_ref(), revision(*highest)])?;
         }
     }
     Ok(())

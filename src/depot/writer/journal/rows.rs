@@ -24,7 +24,7 @@ pub(super) fn from_ms(ms: i64) -> SystemTime {
 }
 
 /// A stored revision: SQLite's integers are signed.
-fn revision(r: u64) -> i64 {
+pub(super) fn revision(r: u64) -> i64 {
     i64::try_from(r).unwrap_or(i64::MAX)
 }
 
