@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The vendored `google.rpc.Status` is tonic-types' type, the one
+        // `tonic::Status` details are encoded with.
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_fds(fds)?;
     Ok(())
 }

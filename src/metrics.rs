@@ -109,6 +109,9 @@ pub struct Metrics {
     pub tftp_reads: Family<DepotLabel, Counter>,
     /// Config writes on a depot, by result.
     pub config_writes: Family<WriteLabels, Counter>,
+    /// Bundles a depot was asked to write (each `SetPxeConfig`, each bundle
+    /// of a `BatchSetPxeConfigs`), by result: `ok` or the status code.
+    pub bundles_received: Family<WriteLabels, Counter>,
     /// Read reports a depot sent, by result.
     pub read_reports: Family<WriteLabels, Counter>,
     /// Served RPC latency in seconds, by path and status code.
@@ -166,6 +169,12 @@ impl Metrics {
                 &mut r,
                 "config_writes",
                 "PXE config writes on a depot",
+                Family::default(),
+            ),
+            bundles_received: registered(
+                &mut r,
+                "bundles_received",
+                "Bundles a depot was asked to write (SetPxeConfig, or one of a BatchSetPxeConfigs), by result",
                 Family::default(),
             ),
             read_reports: registered(

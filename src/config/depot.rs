@@ -90,6 +90,10 @@ pub struct DepotArgs {
     /// Legacy-only mode: SetPxeConfig answers UNIMPLEMENTED.
     #[arg(long, env = "PXECONF_LEGACY")]
     pub legacy: bool,
+    /// Answers BatchSetPxeConfigs UNIMPLEMENTED, as depots before it did:
+    /// for mixed-version tests and comparisons, not for production.
+    #[arg(long, hide = true)]
+    pub no_batches: bool,
     /// Blocking threads for file I/O; more than one spreads a large round's files [default: 1].
     #[arg(long, env = "PXECONF_IO_THREADS")]
     pub io_threads: Option<usize>,
@@ -236,6 +240,7 @@ impl DepotArgs {
             host_key_file: self.host_key_file.or(file.host_key_file),
             host_key_env: self.host_key_env,
             legacy: self.legacy || file.legacy.unwrap_or(false),
+            no_batches: self.no_batches,
             io_threads: self.io_threads.or(file.io_threads),
             state_dir: self.state_dir.or(file.state_dir),
             file_group: self.file_group.or(file.file_group),
@@ -294,6 +299,7 @@ impl DepotArgs {
             configservers,
             host_key: host_key(&self.host_key_env, self.host_key_file.as_deref(), false)?,
             legacy: self.legacy,
+            batches: !self.no_batches,
             io_threads,
             salt: None,
             state_dir: self

@@ -13,6 +13,7 @@ use super::template::Templates;
 use super::upstream::client::Upstream;
 use super::writer::{Rendered, SetOutcome, WriterError, WriterHandle};
 use crate::domain::{ActionRequest, ClientBundle, Fqdn};
+use crate::metrics::{Metrics, WriteLabels};
 
 /// A config written: what the writer holds, and why its template was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +29,13 @@ pub struct DepotCore {
     /// This depot's id.
     pub depot_id: Fqdn,
     legacy: bool,
+    batches: bool,
     templates: Templates,
     renderer: Renderer,
     writer: WriterHandle,
     upstream: Option<Upstream>,
     links: Arc<PushLinks>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl DepotCore {
@@ -47,11 +50,13 @@ impl DepotCore {
         Self {
             depot_id,
             legacy: false,
+            batches: true,
             templates,
             renderer,
             writer,
             upstream: None,
             links: Arc::default(),
+            metrics: None,
         }
     }
 
@@ -60,6 +65,36 @@ impl DepotCore {
     pub fn with_legacy(mut self, legacy: bool) -> Self {
         self.legacy = legacy;
         self
+    }
+
+    /// The same core answering `BatchSetPxeConfigs` UNIMPLEMENTED (as
+    /// depots before it did) when `batches` is false.
+    pub fn with_batches(mut self, batches: bool) -> Self {
+        self.batches = batches;
+        self
+    }
+
+    /// The same core counting the bundles it is asked to write in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a bundle the depot was asked to write, by what became of it
+    /// (`ok`, or [`Error::label`]).
+    pub fn count_bundle<T>(&self, result: &Result<T, Error>) {
+        let Some(metrics) = &self.metrics else { return };
+        let result = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.label().to_owned(),
+        };
+        metrics
+            .bundles_received
+            .get_or_create(&WriteLabels {
+                depot: self.depot_id.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// The same core looking clients up at `upstream` on the legacy path.
@@ -167,5 +202,10 @@ impl DepotCore {
     /// Whether `SetPxeConfig` is switched off.
     pub fn is_legacy(&self) -> bool {
         self.legacy
+    }
+
+    /// Whether `BatchSetPxeConfigs` is served.
+    pub fn takes_batches(&self) -> bool {
+        self.batches && !self.legacy
     }
 }

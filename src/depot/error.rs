@@ -51,6 +51,18 @@ pub enum Error {
     /// This depot runs in legacy-only mode.
     #[error("this depot runs in legacy mode; use SetPxeConfigByFqdn")]
     LegacyOnly,
+    /// This depot serves `SetPxeConfig` per client only (as depots did
+    /// before `BatchSetPxeConfigs`).
+    #[error("this depot takes no batches; use SetPxeConfig")]
+    NoBatches,
+    /// A batch with more pushes than one call may carry.
+    #[error("a batch carries at most {max} pushes, this one {pushes}")]
+    BatchTooLarge {
+        /// Pushes in the batch.
+        pushes: usize,
+        /// The most one batch may carry.
+        max: usize,
+    },
     /// A look-up at the configserver failed.
     #[error("look-up {rpc} for {fqdn} at the configserver failed: {status}")]
     Lookup {
@@ -93,6 +105,21 @@ pub enum StartError {
     },
 }
 
+impl Error {
+    /// What went wrong, for metrics: `aborted` (the depot holds a newer
+    /// revision, or it was read or removed), `internal` (the depot's own
+    /// failure) or `refused` (the request's fault).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Writer(WriterError::Stale { .. }) => "aborted",
+            Error::Writer(WriterError::Io { .. } | WriterError::Stopped)
+            | Error::Template(TemplateError::Io { .. } | TemplateError::Dir { .. })
+            | Error::Render(RenderError::Hash(_)) => "internal",
+            _ => "refused",
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let message = err.to_string();
@@ -117,6 +144,8 @@ impl From<Error> for Status {
                 };
                 aborted.to_status(message)
             }
+            // What a depot from before the batch RPC answers: no details.
+            Error::NoBatches => Status::unimplemented(message),
             other => problem(other, message).into_status(),
         }
     }
@@ -183,6 +212,9 @@ fn problem(err: Error, message: String) -> Problem {
             Problem::new(Reason::ShuttingDown, message).retry_after(RETRY_STOPPING)
         }
         Error::LegacyOnly => Problem::new(Reason::LegacyOnly, message),
+        Error::NoBatches => Problem::new(Reason::Internal, message).code(Code::Unimplemented),
+        Error::BatchTooLarge { max, .. } => Problem::new(Reason::InvalidField, message)
+            .violation("pushes", format!("at most {max} per call")),
         Error::Lookup { rpc, status, .. } => lookup(rpc, &status, message),
         // File system trouble is ours, not the caller's: the detail goes
         // to the log, the caller learns that it happened.

@@ -54,6 +54,9 @@ pub struct DepotConfig {
     pub host_key: Option<Secret>,
     /// Legacy-only mode: `SetPxeConfig` answers UNIMPLEMENTED.
     pub legacy: bool,
+    /// Whether `BatchSetPxeConfigs` is served (false: UNIMPLEMENTED, as
+    /// depots before it answered).
+    pub batches: bool,
     /// Blocking threads for file I/O.
     pub io_threads: usize,
     /// A fixed salt for boot image password hashes, for tests that compare
@@ -139,6 +142,8 @@ impl Depot {
         let core = Arc::new(
             DepotCore::new(config.depot_id.clone(), templates, renderer, writer)
                 .with_legacy(config.legacy)
+                .with_batches(config.batches)
+                .with_metrics(metrics.clone())
                 .with_upstream(upstream.clone()),
         );
         let mut depot = Self {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Span, instrument};
+use tracing::{Instrument, Span, field, instrument};
 
 use super::core::DepotCore;
 use super::error::Error;
@@ -16,6 +16,9 @@ use crate::proto::{self, depot_server};
 const DEFAULT_PAGE: usize = 1000;
 /// The largest page `ListPxeConfigs` returns.
 const MAX_PAGE: usize = 10_000;
+/// The most pushes one `BatchSetPxeConfigs` call may carry (a configserver
+/// sends far fewer; this bounds what one call can hold in memory).
+pub const MAX_BATCH: usize = 1000;
 
 /// The Depot service with its auth check, plus reflection and health (and
 /// the health's handle).
@@ -43,6 +46,30 @@ impl DepotService {
     }
 }
 
+impl DepotService {
+    /// One push of a batch, handled as `SetPxeConfig` handles its bundle, in
+    /// a span of the same name continuing the push's own trace.
+    async fn set_one(&self, push: proto::PxeConfigPush) -> proto::PxeConfigPushResult {
+        let wire = push.bundle.unwrap_or_default();
+        let span = tracing::info_span!("set_pxe_config", depot = %self.core.depot_id, fqdn = field::Empty, revision = wire.revision);
+        if let Some(host) = &wire.host {
+            span.record("fqdn", host.id.as_str());
+        }
+        if !push.traceparent.is_empty() {
+            crate::telemetry::set_parent_from(&span, &push.traceparent);
+        }
+        let result = async {
+            let epoch = wire.epoch.clone();
+            let bundle = ClientBundle::try_from(wire)?;
+            self.core.set(bundle, &epoch).await
+        }
+        .instrument(span)
+        .await;
+        self.core.count_bundle(&result);
+        super::wire::push_result(result)
+    }
+}
+
 #[tonic::async_trait]
 impl depot_server::Depot for DepotService {
     #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn, revision))]
@@ -60,9 +87,37 @@ impl depot_server::Depot for DepotService {
             span.record("fqdn", host.id.as_str());
         }
         let epoch = wire.epoch.clone();
-        let bundle = ClientBundle::try_from(wire).map_err(Error::from)?;
-        let outcome = self.core.set(bundle, &epoch).await?;
-        Ok(Response::new(outcome.into()))
+        let result = match ClientBundle::try_from(wire) {
+            Ok(bundle) => self.core.set(bundle, &epoch).await,
+            Err(invalid) => Err(invalid.into()),
+        };
+        self.core.count_bundle(&result);
+        Ok(Response::new(result?.into()))
+    }
+
+    #[instrument(skip_all, fields(depot = %self.core.depot_id, pushes = request.get_ref().pushes.len()))]
+    async fn batch_set_pxe_configs(
+        &self,
+        request: Request<proto::BatchSetPxeConfigsRequest>,
+    ) -> Result<Response<proto::BatchSetPxeConfigsResponse>, Status> {
+        if self.core.is_legacy() {
+            return Err(Error::LegacyOnly.into());
+        }
+        if !self.core.takes_batches() {
+            return Err(Error::NoBatches.into());
+        }
+        let pushes = request.into_inner().pushes;
+        if pushes.len() > MAX_BATCH {
+            return Err(Error::BatchTooLarge {
+                pushes: pushes.len(),
+                max: MAX_BATCH,
+            }
+            .into());
+        }
+        // All at once: the writer takes them in one or a few rounds.
+        let results =
+            futures::future::join_all(pushes.into_iter().map(|push| self.set_one(push))).await;
+        Ok(Response::new(proto::BatchSetPxeConfigsResponse { results }))
     }
 
     #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn = %request.get_ref().fqdn, revision = request.get_ref().revision))]

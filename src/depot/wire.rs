@@ -1,6 +1,7 @@
 //! The depot's own messages: domain → wire.
 
 use super::core::Applied;
+use super::error::Error;
 use super::writer::{ConfigInfo, HeldState};
 use crate::proto;
 use crate::wire::timestamp;
@@ -31,5 +32,19 @@ impl From<ConfigInfo> for proto::PxeConfigInfo {
                 HeldState::ReadFilePresent => proto::PxeConfigState::ReadFilePresent,
             } as i32,
         }
+    }
+}
+
+/// One bundle's result in a batch: written, or the status `SetPxeConfig`
+/// would have failed with.
+pub(super) fn push_result(result: Result<Applied, Error>) -> proto::PxeConfigPushResult {
+    let result = match result {
+        Ok(applied) => proto::pxe_config_push_result::Result::Written(applied.into()),
+        Err(error) => proto::pxe_config_push_result::Result::Error(crate::status::to_item(
+            &tonic::Status::from(error),
+        )),
+    };
+    proto::PxeConfigPushResult {
+        result: Some(result),
     }
 }

@@ -7,10 +7,12 @@
 //! place ([`Problem`]) so that every role agrees on the words.
 
 mod aborted;
+mod item;
 mod problem;
 mod reason;
 
 pub use aborted::{AbortReason, Aborted};
+pub use item::{from_item, to_item};
 pub use problem::{Problem, reason_of, violation_lines};
 pub use reason::{
     DOMAIN, EPOCH_METADATA, META_EPOCH, META_HIGHEST, META_REVISION, RETRY_BUSY, RETRY_STOPPING,

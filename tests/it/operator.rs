@@ -182,8 +182,16 @@ async fn metrics_are_served_with_the_named_series() {
     sample("pxeconf_pending_configs{depot=\"depot1.example.org\"}");
     sample("pxeconf_tftp_reads_total{depot=\"depot1.example.org\"}");
     sample("pxeconf_rpc_duration_seconds_bucket{");
+    // The new path goes in batches; the legacy-only depot refused them.
     sample(
-        "pxeconf_rpc_duration_seconds_count{path=\"/pxeconf.v1.Depot/SetPxeConfig\",code=\"Ok\"}",
+        "pxeconf_rpc_duration_seconds_count{path=\"/pxeconf.v1.Depot/BatchSetPxeConfigs\",code=\"Ok\"}",
+    );
+    sample(
+        "pxeconf_rpc_duration_seconds_count{path=\"/pxeconf.v1.Depot/BatchSetPxeConfigs\",code=\"Unimplemented\"}",
+    );
+    assert!(
+        sample("pxeconf_bundles_received_total{depot=\"depot1.example.org\",result=\"ok\"}")
+            .ends_with(" 10")
     );
     sample(
         "pxeconf_rpc_duration_seconds_count{path=\"/pxeconf.v1.ConfigServer/GetHost\",code=\"Ok\"}",

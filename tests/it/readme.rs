@@ -116,6 +116,11 @@ async fn every_rpc_has_a_working_grpcurl_example() {
         if example.contains("Depot/SetPxeConfig ") || example.ends_with("Depot/SetPxeConfig") {
             assert!(output.contains("01-00-16-3e-99-00-01"), "{output}");
         }
+        if example.ends_with("Depot/BatchSetPxeConfigs") {
+            // One written, one refused on its own.
+            assert!(output.contains("01-00-16-3e-99-00-02"), "{output}");
+            assert!(output.contains("WRONG_DEPOT"), "{output}");
+        }
     }
     lab.shutdown().await;
 }

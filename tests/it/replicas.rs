@@ -68,13 +68,10 @@ impl Depot {
             .await
     }
 
-    /// SetPxeConfig calls the depot served.
+    /// Bundles the depot was pushed (one per SetPxeConfig, one per bundle
+    /// of a BatchSetPxeConfigs).
     async fn set_calls(&self) -> u64 {
-        self.counter(
-            "pxeconf_rpc_duration_seconds_count",
-            &["Depot/SetPxeConfig\""],
-        )
-        .await
+        self.counter("pxeconf_bundles_received_total", &[]).await
     }
 }
 

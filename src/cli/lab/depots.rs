@@ -99,6 +99,7 @@ impl PlannedDepot {
             configservers: vec![configserver.to_owned()],
             host_key: Some(Secret::new(self.key.clone())),
             legacy: self.legacy,
+            batches: true,
             io_threads,
             salt: None,
             // Beside the PXE directory, never inside it.

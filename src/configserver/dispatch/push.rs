@@ -139,6 +139,150 @@ pub(super) async fn push_one(
     }
 }
 
+/// The most pushes one `BatchSetPxeConfigs` call carries.
+pub(super) const MAX_BATCH: usize = 64;
+
+/// What a batch came to.
+#[derive(Debug)]
+pub(super) struct BatchOutcome {
+    /// One per push, in any order.
+    pub(super) outcomes: Vec<Outcome>,
+    /// The depot answered the batch UNIMPLEMENTED (each push then went as
+    /// `SetPxeConfig`).
+    pub(super) refused: bool,
+}
+
+/// Whether `loaded` can go in a batch: a set with its bundle.
+pub(super) fn batchable(loaded: &Loaded) -> bool {
+    matches!(loaded.job, Ok(Job::Set(_)))
+}
+
+/// Sends `batch` (sets with their bundles, see [`batchable`]) in one
+/// `BatchSetPxeConfigs`: each push's result is classified exactly as its
+/// own `SetPxeConfig`'s would be. A depot that answers UNIMPLEMENTED gets
+/// each push as `SetPxeConfig` at once, the way `capability` says.
+pub(super) async fn push_batch(
+    client: DepotClient,
+    batch: Vec<Loaded>,
+    capability: Capability,
+    epoch: String,
+) -> BatchOutcome {
+    // Each push keeps its own span, a child of the call that made it owed,
+    // and the depot's handling of its bundle continues that span's trace.
+    let spans: Vec<tracing::Span> = batch
+        .iter()
+        .map(|loaded| {
+            let span = tracing::info_span!("push", fqdn = %loaded.client_id, revision = loaded.revision, legacy = false);
+            if let Some(traceparent) = &loaded.traceparent {
+                crate::telemetry::set_parent_from(&span, traceparent);
+            }
+            span
+        })
+        .collect();
+    let pushes = batch
+        .iter()
+        .zip(&spans)
+        .filter_map(|(loaded, span)| {
+            let Ok(Job::Set(bundle)) = &loaded.job else {
+                return None;
+            };
+            let mut bundle = proto::ClientBundle::from(bundle.as_ref());
+            bundle.epoch.clone_from(&epoch);
+            let traceparent = crate::telemetry::exporting()
+                .then(|| span.in_scope(crate::telemetry::current_traceparent))
+                .flatten()
+                .unwrap_or_default();
+            Some(proto::PxeConfigPush {
+                bundle: Some(bundle),
+                traceparent,
+            })
+        })
+        .collect::<Vec<_>>();
+    debug_assert_eq!(
+        pushes.len(),
+        batch.len(),
+        "only sets with bundles are batched"
+    );
+    let request = proto::BatchSetPxeConfigsRequest { pushes };
+    let call_span = tracing::info_span!("push_batch", pushes = batch.len());
+    let answer = {
+        let mut client = client.clone();
+        async move {
+            client
+                .batch_set_pxe_configs(crate::telemetry::request(request))
+                .await
+        }
+        .instrument(call_span)
+        .await
+    };
+    let results = match answer {
+        Ok(answer) => answer.into_inner().results,
+        Err(status) if status.code() == Code::Unimplemented => {
+            drop(spans);
+            let outcomes = futures::future::join_all(
+                batch
+                    .into_iter()
+                    .map(|loaded| push_one(client.clone(), loaded, capability, epoch.clone())),
+            )
+            .await;
+            return BatchOutcome {
+                outcomes,
+                refused: true,
+            };
+        }
+        Err(status) => {
+            let result = classify(&status, PushPath::New);
+            let outcomes = batch
+                .into_iter()
+                .map(|loaded| batched(loaded, result.clone(), None))
+                .collect();
+            return BatchOutcome {
+                outcomes,
+                refused: false,
+            };
+        }
+    };
+    let (got, sent) = (results.len(), batch.len());
+    let mut results = results.into_iter();
+    let outcomes = batch
+        .into_iter()
+        .map(|loaded| {
+            use proto::pxe_config_push_result::Result as Item;
+            let (result, template) = match results.next().and_then(|r| r.result) {
+                Some(Item::Written(written)) => (PushResult::Delivered, used_template(written)),
+                Some(Item::Error(error)) => (
+                    classify(&crate::status::from_item(error), PushPath::New),
+                    None,
+                ),
+                // Never delivered on an incomplete answer: pushed again later.
+                None => (
+                    PushResult::Rejected(format!(
+                        "the depot answered {got} results for {sent} pushes"
+                    )),
+                    None,
+                ),
+            };
+            batched(loaded, result, template)
+        })
+        .collect();
+    BatchOutcome {
+        outcomes,
+        refused: false,
+    }
+}
+
+/// The outcome of a batched set.
+fn batched(loaded: Loaded, result: PushResult, template: Option<UsedTemplate>) -> Outcome {
+    Outcome {
+        client_id: loaded.client_id,
+        revision: loaded.revision,
+        op: PushOp::Set,
+        path: PushPath::New,
+        result,
+        template,
+    }
+}
+
 /// What every push names: the client, the revision and the store's epoch.
 struct Push<'a> {
     fqdn: &'a str,

@@ -4,7 +4,9 @@
 //! the depot's one HTTP/2 channel, an unreachable depot is retried with
 //! exponential backoff and jitter, and a depot that answers `SetPxeConfig`
 //! with UNIMPLEMENTED is served the legacy `SetPxeConfigByFqdn` from then on
-//! (probed again after it comes back). When it starts, the worker checks
+//! (probed again after it comes back). Sets go many to one
+//! `BatchSetPxeConfigs` call where the depot implements it (one call, one
+//! writer round for many clients), else one `SetPxeConfig` each. When it starts, the worker checks
 //! what the depot really holds against the outbox (`super::verify`); what
 //! becomes of each push is decided in `outcome`.
 
@@ -19,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span};
 
 use super::acks::AckSender;
-use super::push::{DepotClient, Outcome, connect, push_one};
+use super::push::{
+    BatchOutcome, DepotClient, MAX_BATCH, Outcome, batchable, connect, push_batch, push_one,
+};
 use super::queue::ClientQueue;
 use super::runtime::{Capability, DepotRuntime};
 use super::settings::DispatchSettings;
@@ -36,6 +40,10 @@ const BATCH: usize = 256;
 const INBOX: usize = 64;
 /// How long a depot stays marked legacy before `SetPxeConfig` is tried again.
 const LEGACY_RECHECK: Duration = Duration::from_secs(600);
+/// Batches in flight per depot when the queue is long: several, so that the
+/// depot writes one while the next is on its way, and each still a round of
+/// many clients.
+const BATCHES_IN_FLIGHT: usize = 4;
 /// First and longest wait before retrying a push the depot refused.
 const REJECT_BACKOFF: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(600));
 /// Wait before retrying clients whose bundles could not be loaded.
@@ -84,6 +92,8 @@ enum Event {
     },
     /// A push finished.
     Pushed(Outcome),
+    /// A batch of pushes finished.
+    PushedBatch(BatchOutcome),
     /// The check of the depot's holdings finished.
     Verified(Result<Vec<Owed>, VerifyFailure>),
 }
@@ -120,6 +130,9 @@ pub(super) struct Worker {
     verify: Verify,
     capability: Capability,
     legacy_since: Option<Instant>,
+    /// Since when the depot answers `BatchSetPxeConfigs` UNIMPLEMENTED
+    /// (asked again after `LEGACY_RECHECK`, or when it comes back).
+    no_batches_since: Option<Instant>,
     down: bool,
     backoff: Duration,
     retry_at: Option<tokio::time::Instant>,
@@ -156,6 +169,7 @@ impl Worker {
             verify: Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0),
             capability: Capability::Unknown,
             legacy_since: None,
+            no_batches_since: None,
             down: false,
             retry_at: None,
             events: events_tx,
@@ -208,6 +222,7 @@ impl Worker {
                         self.sending -= 1;
                         self.handle(outcome).await;
                     }
+                    Event::PushedBatch(batch) => self.handle_batch(batch).await,
                     Event::Verified(result) => self.verified(result),
                 },
                 () = async { tokio::time::sleep_until(verify_at.unwrap_or_else(tokio::time::Instant::now)).await }, if verify_at.is_some() => {
@@ -243,6 +258,7 @@ impl Worker {
             info!(endpoint = %depot.endpoint, "depot endpoint or key changed; reconnecting");
             self.client = connect(&depot, &self.shared.settings);
             self.capability = Capability::Unknown;
+            self.no_batches_since = None;
             self.down = false;
             self.retry_at = None;
             self.backoff = self.shared.settings.min_backoff;
@@ -310,13 +326,45 @@ impl Worker {
         {
             self.capability = Capability::Unknown;
         }
+        if self
+            .no_batches_since
+            .is_some_and(|t| t.elapsed() > LEGACY_RECHECK)
+        {
+            self.no_batches_since = None;
+        }
+        let batches = self.capability != Capability::Legacy && self.no_batches_since.is_none();
+        // A long queue goes out in a few batches at once, a short one as it
+        // comes (a single action is a batch of one).
+        let most = (limit / BATCHES_IN_FLIGHT).clamp(1, MAX_BATCH);
         while self.sending < limit {
             let Some(loaded) = self.ready.pop_front() else {
                 break;
             };
-            self.sending += 1;
             let events = self.events.clone();
             let epoch = self.shared.store.epoch().to_owned();
+            if batches && batchable(&loaded) {
+                let room = most.min(limit - self.sending);
+                let mut batch = vec![loaded];
+                while batch.len() < room
+                    && let Some(next) = self.ready.pop_front()
+                {
+                    if !batchable(&next) {
+                        self.ready.push_front(next);
+                        break;
+                    }
+                    batch.push(next);
+                }
+                self.sending += batch.len();
+                let push = push_batch(client.clone(), batch, self.capability, epoch);
+                tokio::spawn(
+                    async move {
+                        let _ = events.send(Event::PushedBatch(push.await)).await;
+                    }
+                    .in_current_span(),
+                );
+                continue;
+            }
+            self.sending += 1;
             let push = push_one(client.clone(), loaded, self.capability, epoch);
             tokio::spawn(
                 async move {
@@ -324,6 +372,20 @@ impl Worker {
                 }
                 .in_current_span(),
             );
+        }
+    }
+
+    /// A batch's outcomes, each handled as its own push's.
+    async fn handle_batch(&mut self, batch: BatchOutcome) {
+        self.sending -= batch.outcomes.len();
+        if batch.refused && self.no_batches_since.is_none() {
+            info!(
+                "depot does not implement BatchSetPxeConfigs; pushing one SetPxeConfig per client"
+            );
+            self.no_batches_since = Some(Instant::now());
+        }
+        for outcome in batch.outcomes {
+            self.handle(outcome).await;
         }
     }
 

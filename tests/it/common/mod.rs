@@ -139,6 +139,7 @@ pub fn depot_config(dirs: &DepotDirs, id: &str) -> DepotConfig {
         configservers: Vec::new(),
         host_key: None,
         legacy: false,
+        batches: true,
         io_threads: 2,
         salt: None,
         // Beside the PXE directory: a depot started again on the same dirs

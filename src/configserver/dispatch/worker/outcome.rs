@@ -179,6 +179,7 @@ impl Worker {
             self.down = false;
             // It may have been upgraded or replaced while away.
             self.capability = Capability::Unknown;
+            self.no_batches_since = None;
         }
         self.backoff = self.shared.settings.min_backoff;
         self.retry_at = None;
