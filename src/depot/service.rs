@@ -213,6 +213,10 @@ mod tests {
 
     impl Fixture {
         async fn new(legacy: bool) -> Self {
+            Self::with(legacy, true).await
+        }
+
+        async fn with(legacy: bool, batches: bool) -> Self {
             let root = tempfile::tempdir().unwrap();
             let pxe = root.path().join("pxe");
             let templates = root.path().join("templates");
@@ -237,8 +241,9 @@ mod tests {
             };
             let writer = writer::spawn_fresh(&root.path().join("state"), options, reads_tx).await;
             let depot_id = Fqdn::parse("depot1.example.org", "depot_id").unwrap();
-            let core =
-                DepotCore::new(depot_id, templates, Renderer::new(), writer).with_legacy(legacy);
+            let core = DepotCore::new(depot_id, templates, Renderer::new(), writer)
+                .with_legacy(legacy)
+                .with_batches(batches);
             Self {
                 root,
                 pxe,
@@ -580,5 +585,119 @@ mod tests {
         assert!(none.configs.is_empty());
         let some = list(10, "", " WIN10-x64 ").await.unwrap().into_inner();
         assert_eq!(some.configs.len(), 3);
+    }
+
+    /// A batch of `bundles` (no trace context).
+    fn batch(bundles: Vec<proto::ClientBundle>) -> Request<proto::BatchSetPxeConfigsRequest> {
+        Request::new(proto::BatchSetPxeConfigsRequest {
+            pushes: bundles
+                .into_iter()
+                .map(|b| proto::PxeConfigPush {
+                    bundle: Some(b),
+                    traceparent: String::new(),
+                })
+                .collect(),
+        })
+    }
+
+    /// A batch result's error as the status it stands for.
+    fn refused(result: &proto::PxeConfigPushResult) -> Status {
+        match result.result.clone() {
+            Some(proto::pxe_config_push_result::Result::Error(e)) => crate::status::from_item(e),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_each_bundle_as_set_pxe_config_would_and_writes_the_good_ones() {
+        let f = Fixture::new(false).await;
+        f.set(bundle(3, 5)).await.unwrap();
+        let mut bad_mac = bundle(2, 1);
+        bad_mac.host.as_mut().unwrap().hardware_address = "not-a-mac".into();
+        let mut elsewhere = bundle(4, 1);
+        elsewhere.depot_id = "depot9.example.org".into();
+        let request = batch(vec![
+            bundle(1, 1),
+            bad_mac,
+            bundle(3, 4),
+            elsewhere,
+            bundle(5, 2),
+        ]);
+        let results = f
+            .service
+            .batch_set_pxe_configs(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert_eq!(results.len(), 5, "one result per push, in order");
+        for (i, n) in [(0, 1), (4, 5)] {
+            match &results[i].result {
+                Some(proto::pxe_config_push_result::Result::Written(w)) => {
+                    assert!(w.files.contains(&mac_file(n)), "{w:?}");
+                }
+                other => panic!("push {i} not written: {other:?}"),
+            }
+        }
+        assert_status(
+            &refused(&results[1]),
+            Code::InvalidArgument,
+            "not-a-mac",
+            "bad MAC",
+        );
+        // The stale push keeps the ABORTED details the configserver reads.
+        let stale = refused(&results[2]);
+        assert_status(&stale, Code::Aborted, "stale revision 4", "older set");
+        let aborted = crate::status::Aborted::from_status(&stale).expect("ABORTED details");
+        assert_eq!(aborted.revision, 5);
+        assert_eq!(refused(&results[3]).code(), Code::FailedPrecondition);
+        // Only the two good ones (and the earlier set) are on disk.
+        let mut want: Vec<String> = [1, 3, 5]
+            .iter()
+            .flat_map(|&n| [mac_file(n), uuid(n)])
+            .collect();
+        want.sort();
+        assert_eq!(f.files(), want);
+    }
+
+    #[tokio::test]
+    async fn a_batch_over_the_limit_is_refused_whole_and_writes_nothing() {
+        let f = Fixture::new(false).await;
+        let bundles = (0..=MAX_BATCH as u32).map(|n| bundle(n, 1)).collect();
+        let status = f
+            .service
+            .batch_set_pxe_configs(batch(bundles))
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::InvalidArgument, "at most 1000", "too many");
+        assert!(f.files().is_empty());
+        // An empty batch is no error.
+        let none = f
+            .service
+            .batch_set_pxe_configs(batch(vec![]))
+            .await
+            .unwrap();
+        assert!(none.into_inner().results.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_legacy_depot_and_one_without_batches_answer_unimplemented() {
+        let legacy = Fixture::new(true).await;
+        let status = legacy
+            .service
+            .batch_set_pxe_configs(batch(vec![bundle(1, 1)]))
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::Unimplemented, "SetPxeConfigByFqdn", "legacy");
+        assert!(legacy.files().is_empty());
+        let older = Fixture::with(false, false).await;
+        let status = older
+            .service
+            .batch_set_pxe_configs(batch(vec![bundle(1, 1)]))
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::Unimplemented, "SetPxeConfig", "no batches");
+        assert!(older.files().is_empty());
+        older.set(bundle(1, 1)).await.unwrap();
     }
 }

@@ -18,6 +18,18 @@ fn depot_of(n: u32) -> usize {
     (n % 3) as usize + 1
 }
 
+/// Depot `i` of a [`Site`]: 1 takes batches, 2 serves only `SetPxeConfig`
+/// (as depots before `BatchSetPxeConfigs`), 3 is legacy-only.
+fn site_depot_config(
+    dirs: &DepotDirs,
+    i: usize,
+    configserver: &str,
+) -> pxeconf::depot::DepotConfig {
+    let mut config = linked_depot_config(dirs, i, configserver, i == 3);
+    config.batches = i != 2;
+    config
+}
+
 struct Site {
     // Holds the SQLite file (kept for the test's life).
     _db: tempfile::TempDir,
@@ -41,8 +53,7 @@ impl Site {
         let mut depots = Vec::new();
         let mut ports = Vec::new();
         for (i, d) in dirs.iter().enumerate() {
-            let depot =
-                TestDepot::start_on(linked_depot_config(d, i + 1, &server.url(), i == 2), 0).await;
+            let depot = TestDepot::start_on(site_depot_config(d, i + 1, &server.url()), 0).await;
             ports.push(depot.addr.port());
             depots.push(Some(depot));
         }
@@ -80,12 +91,7 @@ impl Site {
     }
 
     async fn start_depot(&mut self, depot: usize) {
-        let config = linked_depot_config(
-            &self.dirs[depot - 1],
-            depot,
-            &self.server().url(),
-            depot == 3,
-        );
+        let config = site_depot_config(&self.dirs[depot - 1], depot, &self.server().url());
         self.depots[depot - 1] = Some(TestDepot::start_on(config, self.ports[depot - 1]).await);
     }
 
@@ -138,6 +144,42 @@ async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action(en
         d.queued == 0 && d.delivered == 100
     })
     .await;
+
+    // Depot 1 got its configs in batches; depot 2 refused batches and got
+    // one SetPxeConfig per client; the legacy depot refused both.
+    let calls = |depot: usize, rpc: &str, code: &str| {
+        let metrics = site.depots[depot - 1].as_ref().unwrap().metrics.encode();
+        counter(
+            &metrics,
+            "pxeconf_rpc_duration_seconds_count",
+            &[
+                ("path", &format!("/pxeconf.v1.Depot/{rpc}")),
+                ("code", code),
+            ],
+        )
+    };
+    assert!(calls(1, "BatchSetPxeConfigs", "Ok") >= 1);
+    assert!(
+        calls(1, "BatchSetPxeConfigs", "Ok") < 100,
+        "many clients per batch"
+    );
+    assert_eq!(calls(1, "SetPxeConfig", "Ok"), 0);
+    assert!(calls(2, "BatchSetPxeConfigs", "Unimplemented") >= 1);
+    assert_eq!(calls(2, "BatchSetPxeConfigs", "Ok"), 0);
+    assert_eq!(calls(2, "SetPxeConfig", "Ok"), 100);
+    assert!(calls(3, "BatchSetPxeConfigs", "Unimplemented") >= 1);
+    for depot in [1, 2] {
+        let metrics = site.depots[depot - 1].as_ref().unwrap().metrics.encode();
+        assert_eq!(
+            counter(
+                &metrics,
+                "pxeconf_bundles_received_total",
+                &[("result", "ok")]
+            ),
+            100,
+            "depot {depot}: each client's bundle once"
+        );
+    }
 
     // The legacy depot got its configs by fallback; the others by the new path.
     let metrics = site.server().metrics.encode();
