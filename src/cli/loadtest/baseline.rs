@@ -2,7 +2,10 @@
 //! client, two ~400-byte files each written to a temporary name and renamed
 //! into place (no fsync), as a depot does, in one plain loop; three passes,
 //! the median one counts (one pass of 10,000 clients takes well under a
-//! second, short enough for a busy neighbour to skew it).
+//! second, short enough for a busy neighbour to skew it). Each pass, and
+//! each bulk, starts with the file system's dirty pages written back
+//! ([`settle`]): on a disk, the writeback of one phase's files would
+//! otherwise land on the next phase's clock.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,7 @@ pub async fn raw_file_pairs(dir: &Path, names: Names, clients: u32) -> Result<Ra
         let mut seconds = Vec::with_capacity(PASSES);
         for _ in 0..PASSES {
             std::fs::create_dir_all(&dir)?;
+            settle_blocking(&dir)?;
             seconds.push(file_pairs(&dir, &names, clients)?.max(1e-6));
             std::fs::remove_dir_all(&dir)?;
         }
@@ -57,6 +61,23 @@ pub async fn raw_file_pairs(dir: &Path, names: Names, clients: u32) -> Result<Ra
     .await
     .map_err(|e| e.to_string())??;
     Ok(result)
+}
+
+/// Writes back the dirty pages of the file system holding `dir` (`syncfs`),
+/// so that a timed phase does not pay for the one before it. Best effort:
+/// a failure is logged and the phase runs anyway.
+pub async fn settle(dir: &Path) {
+    let dir = dir.to_owned();
+    let done = tokio::task::spawn_blocking(move || settle_blocking(&dir)).await;
+    if let Ok(Err(error)) = done {
+        tracing::warn!(%error, "writing back the directory's file system failed");
+    }
+}
+
+fn settle_blocking(dir: &Path) -> std::io::Result<()> {
+    let handle = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&handle)?;
+    Ok(())
 }
 
 /// The loop itself; returns its seconds.

@@ -256,6 +256,14 @@ async fn bulk_and_boot(
     report: &mut Report,
 ) -> Result<(), CliError> {
     let product = names.product();
+    if let Some(dir) = target
+        .baseline_dir
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .filter(|d| d.is_dir())
+    {
+        baseline::settle(dir).await;
+    }
     info!(path = cohort.path(), "bulk");
     let (b, _) = bulk::run(
         target,
