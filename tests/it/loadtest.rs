@@ -259,6 +259,9 @@ async fn remote_mode_measures_a_running_site_over_tls_and_leaves_it_as_it_was() 
             "100",
             "--scenario",
             scenarios,
+            // `direct` in batches: 300 configs in 10 calls.
+            "--direct-batch",
+            "32",
         ]
         .map(String::from),
     );
@@ -276,7 +279,9 @@ async fn remote_mode_measures_a_running_site_over_tls_and_leaves_it_as_it_was() 
         assert_eq!(u(&r["boot"][0]["turned_none"]), 300);
     }
     assert_eq!(u(&r["trickle"][0]["delivered"]), 20);
-    assert_eq!(u(&r["direct"]["ok"]), 300);
+    assert_eq!(u(&r["direct"]["batch"]), 32);
+    assert_eq!(u(&r["direct"]["ok"]), 10, "calls");
+    assert_eq!(u(&r["direct"]["configs"]), 300);
     assert_eq!(r["cleanup"]["verified"], true, "{r:#}");
     let run_id = r["run_id"].as_str().unwrap();
     assert_eq!(leftovers(&lab, run_id).await, Vec::<String>::new());

@@ -68,6 +68,10 @@ pub struct LoadtestArgs {
     /// Calls in flight in `direct` and in the no-op RPC baseline.
     #[arg(long, default_value_t = 64)]
     pub direct_concurrency: usize,
+    /// Bundles per call in `direct`: 1 drives `SetPxeConfig`, more drive
+    /// `BatchSetPxeConfigs` with that many bundles per call (at most 1000).
+    #[arg(long, default_value_t = 1)]
+    pub direct_batch: usize,
     /// Concurrent readers in `boot`.
     #[arg(long, default_value_t = 16)]
     pub boot_concurrency: usize,
@@ -172,6 +176,12 @@ impl LoadtestArgs {
         }
         if !(self.trickle_rate > 0.0 && self.trickle_rate <= 10_000.0) {
             return Err("--trickle-rate must be between 0 and 10000 per second".into());
+        }
+        if self.direct_batch == 0 || self.direct_batch > crate::depot::service::MAX_BATCH {
+            return Err(format!(
+                "--direct-batch must be 1 to {}",
+                crate::depot::service::MAX_BATCH
+            ));
         }
         if self.bulk_calls == 0 || self.direct_concurrency == 0 || self.boot_concurrency == 0 {
             return Err(

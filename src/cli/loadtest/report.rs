@@ -121,7 +121,7 @@ impl Report {
                     .map(|r| r.clients_per_second),
             ),
             direct_over_noop: ratio(
-                self.direct.as_ref().map(|d| d.driven.calls_per_second),
+                self.direct.as_ref().map(|d| d.configs_per_second),
                 self.baselines.noop_rpc.as_ref().map(|n| n.calls_per_second),
             ),
             compared_over_first: ratio(
@@ -215,14 +215,18 @@ impl Report {
     fn print_direct(&self) {
         if let Some(d) = &self.direct {
             let v = &d.driven;
+            let rpc = match d.batch {
+                1 => "SetPxeConfig".to_owned(),
+                n => format!("BatchSetPxeConfigs ({n} per call)"),
+            };
             println!(
-                "\ndirect SetPxeConfig at {}: {} of {} ok, {} in flight, {:.2} s, {:.0}/s, depot counted {}",
+                "\ndirect {rpc} at {}: {} of {} calls ok, {} in flight, {:.2} s, {:.0} configs/s, depot counted {}",
                 d.depot,
                 v.ok,
                 v.calls,
                 v.concurrency,
                 v.seconds,
-                v.calls_per_second,
+                d.configs_per_second,
                 d.writes_counted.map_or("?".into(), |w| w.to_string())
             );
             latency_line("call", v.latency_ms.as_ref());

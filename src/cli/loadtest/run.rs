@@ -337,18 +337,25 @@ async fn run_direct(
     }
     let calls = args.direct_calls.unwrap_or(args.clients);
     report.baselines.noop_rpc = Some(direct::noop(depot, calls, args.direct_concurrency).await?);
-    let d = direct::run(depot, names, calls, args.direct_concurrency).await?;
-    if d.driven.ok < u64::from(calls) {
+    let d = direct::run(
+        depot,
+        names,
+        calls,
+        args.direct_concurrency,
+        args.direct_batch,
+    )
+    .await?;
+    if d.configs < u64::from(calls) {
         report.failures.push(format!(
-            "direct: {} of {calls} calls failed ({})",
-            u64::from(calls) - d.driven.ok,
+            "direct: {} of {calls} configs not written ({})",
+            u64::from(calls) - d.configs,
             d.driven.first_error.as_deref().unwrap_or("?")
         ));
     }
-    if d.writes_counted.is_some_and(|w| w != d.driven.ok) {
+    if d.writes_counted.is_some_and(|w| w != d.configs) {
         report.failures.push(format!(
-            "direct: the depot counted {:?} writes for {} calls",
-            d.writes_counted, d.driven.ok
+            "direct: the depot counted {:?} writes for {} configs",
+            d.writes_counted, d.configs
         ));
     }
     report.direct = Some(d);

@@ -1,5 +1,6 @@
 //! `direct`: C concurrent `SetPxeConfig` calls over one HTTP/2 channel at one
-//! depot (like ghz), for hosts outside the inventory; and its baseline, the
+//! depot (like ghz), for hosts outside the inventory — or, with a batch size
+//! above one, `BatchSetPxeConfigs` calls of that many bundles; and its baseline, the
 //! standard health `Check` — a no-op on the same server stack — driven the
 //! same way. Writes are cross-checked with the depot's write counter.
 
@@ -42,9 +43,15 @@ pub struct Driven {
 pub struct DirectResult {
     /// The depot driven.
     pub depot: String,
-    /// The `SetPxeConfig` calls.
+    /// Bundles per call: 1 is `SetPxeConfig`, more `BatchSetPxeConfigs`.
+    pub batch: usize,
+    /// The calls.
     #[serde(flatten)]
     pub driven: Driven,
+    /// Configs written by the calls that succeeded (each of their bundles).
+    pub configs: u64,
+    /// Configs per second.
+    pub configs_per_second: f64,
     /// Configs the depot counted as written during the run, if its metrics
     /// are known (must equal `ok`).
     pub writes_counted: Option<u64>,
@@ -100,12 +107,13 @@ fn depot_key(depot: &TargetDepot) -> Result<crate::domain::Secret, CliError> {
     Ok(load_key(&EnvKey::default(), Some(file))?.ok_or("the depot key file is empty")?)
 }
 
-/// Runs `direct` against `depot`.
+/// Runs `direct` against `depot`: `configs` bundles, `batch` per call.
 pub async fn run(
     depot: &TargetDepot,
     names: &Names,
-    calls: u32,
+    configs: u32,
     concurrency: usize,
+    batch: usize,
 ) -> Result<DirectResult, CliError> {
     let client = channel::depot(&depot.endpoint, &depot_key(depot)?).await?;
     let product = names.product();
@@ -122,15 +130,60 @@ pub async fn run(
         }
     };
     let before = writes().await;
-    let driven = drive(calls, concurrency, |i| {
-        let mut client = client.clone();
-        let bundle = bundle(names, DIRECT_BASE + i, &depot.id, &product);
-        async move { client.set_pxe_config(bundle).await.map(drop) }
-    })
-    .await;
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let driven = if batch <= 1 {
+        drive(configs, concurrency, |i| {
+            let mut client = client.clone();
+            let bundle = bundle(names, DIRECT_BASE + i, &depot.id, &product);
+            let written = &written;
+            async move {
+                client.set_pxe_config(bundle).await?;
+                written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await
+    } else {
+        let calls = configs.div_ceil(batch as u32);
+        drive(calls, concurrency, |i| {
+            let mut client = client.clone();
+            let first = i * batch as u32;
+            let pushes = (first..configs.min(first + batch as u32))
+                .map(|n| proto::PxeConfigPush {
+                    bundle: Some(bundle(names, DIRECT_BASE + n, &depot.id, &product)),
+                    traceparent: String::new(),
+                })
+                .collect();
+            let written = &written;
+            async move {
+                let request = proto::BatchSetPxeConfigsRequest { pushes };
+                let results = client.batch_set_pxe_configs(request).await?.into_inner();
+                let count = results.results.len() as u64;
+                // The call counts as failed with its first refused bundle.
+                if let Some(error) = results.results.into_iter().find_map(|r| match r.result {
+                    Some(proto::pxe_config_push_result::Result::Written(_)) => None,
+                    Some(proto::pxe_config_push_result::Result::Error(e)) => Some(e),
+                    None => Some(tonic_types::pb::Status {
+                        code: tonic::Code::Unknown as i32,
+                        message: "a bundle without a result".into(),
+                        details: vec![],
+                    }),
+                }) {
+                    return Err(crate::status::from_item(error));
+                }
+                written.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await
+    };
     let after = writes().await;
+    let configs = written.into_inner();
     Ok(DirectResult {
         depot: depot.id.clone(),
+        batch: batch.max(1),
+        configs_per_second: configs as f64 / driven.seconds,
+        configs,
         driven,
         writes_counted: before.zip(after).map(|(b, a)| (a - b) as u64),
     })
