@@ -102,6 +102,7 @@ pub(super) fn depot_status(
         last_contact: rt.last_contact.map(timestamp),
         pushes_new: rt.pushes_new,
         pushes_legacy: rt.pushes_legacy,
+        batches: rt.batches,
     }
 }
 

@@ -223,7 +223,11 @@ async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action(en
         .map(|d| (d.id.clone(), d.capability.clone()))
         .collect();
     assert_eq!(caps[&depot_id(1)], "new");
+    assert_eq!(caps[&depot_id(2)], "new");
     assert_eq!(caps[&depot_id(3)], "legacy");
+    let batches: HashMap<String, bool> = depots.iter().map(|d| (d.id.clone(), d.batches)).collect();
+    assert!(batches[&depot_id(1)], "depot 1 takes batches");
+    assert!(!batches[&depot_id(2)], "depot 2 answered UNIMPLEMENTED");
     assert!(
         depots.iter().all(|d| d.queued == 0 && d.delivered == 100),
         "{depots:?}"

@@ -138,7 +138,7 @@ async fn list_depots(admin: &mut Admin) -> Result<Vec<DepotView>, CliError> {
     Ok(depots.into_iter().map(DepotView::from).collect())
 }
 
-/// `pxeconf depots`: endpoint, reachability, new or legacy path, pushes
+/// `pxeconf depots`: endpoint, reachability, new (batches or unary) or legacy path, pushes
 /// queued and configs delivered but not yet read.
 pub async fn depots(args: DepotsArgs) -> Result<(), CliError> {
     let mut admin = args.connection.connect().await?;

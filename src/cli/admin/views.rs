@@ -211,6 +211,8 @@ pub(super) struct DepotView {
     reachable: bool,
     /// `unknown`, `new` or `legacy`.
     capability: String,
+    /// Whether new-path pushes go in batches.
+    batches: bool,
     queued: u64,
     delivered: u64,
     pushes_new: u64,
@@ -228,6 +230,7 @@ impl From<proto::DepotStatus> for DepotView {
             description: d.description,
             reachable: d.reachable,
             capability: d.capability,
+            batches: d.batches,
             queued: d.queued,
             delivered: d.delivered,
             pushes_new: d.pushes_new,
@@ -247,7 +250,10 @@ pub(super) fn print_depots(depots: &[DepotView]) {
                 d.id.clone(),
                 d.endpoint.clone(),
                 if d.reachable { "yes" } else { "no" }.to_owned(),
-                d.capability.clone(),
+                match (d.capability.as_str(), d.batches) {
+                    ("new", false) => "new (unary)".to_owned(),
+                    (c, _) => c.to_owned(),
+                },
                 d.queued.to_string(),
                 d.delivered.to_string(),
                 cell_time(d.last_contact),

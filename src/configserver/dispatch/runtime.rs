@@ -45,6 +45,9 @@ pub struct DepotRuntime {
     pub pushes_legacy: u64,
     /// When an unreachable depot is tried next.
     pub next_retry: Option<SystemTime>,
+    /// Whether new-path pushes go in `BatchSetPxeConfigs` calls (false
+    /// while the depot is known not to take them).
+    pub batches: bool,
 }
 
 impl Default for DepotRuntime {
@@ -58,6 +61,7 @@ impl Default for DepotRuntime {
             pushes_new: 0,
             pushes_legacy: 0,
             next_retry: None,
+            batches: true,
         }
     }
 }

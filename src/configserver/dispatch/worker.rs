@@ -492,10 +492,13 @@ impl Worker {
             })
             .set(queued as i64);
         let capability = self.capability;
+        let batches = self.no_batches_since.is_none();
         self.runtime.send_if_modified(|rt| {
-            let changed = rt.queued != queued || rt.capability != capability;
+            let changed =
+                rt.queued != queued || rt.capability != capability || rt.batches != batches;
             rt.queued = queued;
             rt.capability = capability;
+            rt.batches = batches;
             changed
         });
     }
