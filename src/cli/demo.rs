@@ -425,7 +425,7 @@ fn print_summary(s: &Summary) {
     }
     println!(
         "  {:<34} {:>10}",
-        "pushes, new path (SetPxeConfig)", s.pushes_new
+        "pushes, new path (bundles)", s.pushes_new
     );
     println!(
         "  {:<34} {:>10}",
