@@ -158,9 +158,10 @@ pub(super) fn batchable(loaded: &Loaded) -> bool {
 }
 
 /// Sends `batch` (sets with their bundles, see [`batchable`]) in one
-/// `BatchSetPxeConfigs`: each push's result is classified exactly as its
-/// own `SetPxeConfig`'s would be. A depot that answers UNIMPLEMENTED gets
-/// each push as `SetPxeConfig` at once, the way `capability` says.
+/// `BatchSetPxeConfigs` — or a few, when the bundles together exceed
+/// [`MAX_BATCH_BYTES`]: each push's result is classified exactly as its own
+/// `SetPxeConfig`'s would be. A depot that answers UNIMPLEMENTED gets each
+/// push as `SetPxeConfig` at once, the way `capability` says.
 pub(super) async fn push_batch(
     client: DepotClient,
     batch: Vec<Loaded>,
@@ -179,30 +180,80 @@ pub(super) async fn push_batch(
             span
         })
         .collect();
-    let pushes = batch
-        .iter()
-        .zip(&spans)
-        .filter_map(|(loaded, span)| {
-            let Ok(Job::Set(bundle)) = &loaded.job else {
-                return None;
-            };
+    let sized = batch.into_iter().zip(&spans).map(|(loaded, span)| {
+        let push = wire_push(&loaded, span, &epoch);
+        let size = prost::Message::encoded_len(&push);
+        ((loaded, push), size)
+    });
+    let sent = chunks(sized, MAX_BATCH_BYTES).into_iter().map(|chunk| {
+        let (loaded, pushes) = chunk.into_iter().unzip();
+        send_chunk(client.clone(), loaded, pushes, capability, epoch.clone())
+    });
+    let mut outcome = BatchOutcome {
+        outcomes: Vec::new(),
+        refused: false,
+    };
+    for chunk in futures::future::join_all(sent).await {
+        outcome.outcomes.extend(chunk.outcomes);
+        outcome.refused |= chunk.refused;
+    }
+    drop(spans);
+    outcome
+}
+
+/// The most bytes of bundles one `BatchSetPxeConfigs` carries (a quarter of
+/// gRPC's usual 4 MiB message limit); a larger batch is sent as several.
+pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// `items` with their sizes, in order, in runs of at most `max` bytes (an
+/// item larger than `max` alone).
+fn chunks<T>(items: impl IntoIterator<Item = (T, usize)>, max: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for (item, size) in items {
+        match out.last_mut() {
+            Some(chunk) if bytes + size <= max => {
+                chunk.push(item);
+                bytes += size;
+            }
+            _ => {
+                out.push(vec![item]);
+                bytes = size;
+            }
+        }
+    }
+    out
+}
+
+/// The wire form of a batched set, carrying `span`'s trace context.
+fn wire_push(loaded: &Loaded, span: &tracing::Span, epoch: &str) -> proto::PxeConfigPush {
+    let bundle = match &loaded.job {
+        Ok(Job::Set(bundle)) => {
             let mut bundle = proto::ClientBundle::from(bundle.as_ref());
-            bundle.epoch.clone_from(&epoch);
-            let traceparent = crate::telemetry::exporting()
-                .then(|| span.in_scope(crate::telemetry::current_traceparent))
-                .flatten()
-                .unwrap_or_default();
-            Some(proto::PxeConfigPush {
-                bundle: Some(bundle),
-                traceparent,
-            })
-        })
-        .collect::<Vec<_>>();
-    debug_assert_eq!(
-        pushes.len(),
-        batch.len(),
-        "only sets with bundles are batched"
-    );
+            bundle.epoch = epoch.to_owned();
+            Some(bundle)
+        }
+        // Never batched (see `batchable`); an empty push would be refused.
+        _ => None,
+    };
+    let traceparent = crate::telemetry::exporting()
+        .then(|| span.in_scope(crate::telemetry::current_traceparent))
+        .flatten()
+        .unwrap_or_default();
+    proto::PxeConfigPush {
+        bundle,
+        traceparent,
+    }
+}
+
+/// One `BatchSetPxeConfigs` call of `pushes` (the wire form of `batch`).
+async fn send_chunk(
+    client: DepotClient,
+    batch: Vec<Loaded>,
+    pushes: Vec<proto::PxeConfigPush>,
+    capability: Capability,
+    epoch: String,
+) -> BatchOutcome {
     let request = proto::BatchSetPxeConfigsRequest { pushes };
     let call_span = tracing::info_span!("push_batch", pushes = batch.len());
     let answer = {
@@ -218,7 +269,6 @@ pub(super) async fn push_batch(
     let results = match answer {
         Ok(answer) => answer.into_inner().results,
         Err(status) if status.code() == Code::Unimplemented => {
-            drop(spans);
             let outcomes = futures::future::join_all(
                 batch
                     .into_iter()
@@ -374,6 +424,21 @@ fn classify(status: &tonic::Status, path: PushPath) -> PushResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_cut_by_size_in_order() {
+        let sized = |sizes: &[usize]| -> Vec<Vec<usize>> {
+            chunks(sizes.iter().copied().enumerate().map(|(i, s)| (i, s)), 10)
+        };
+        assert_eq!(sized(&[]), Vec::<Vec<usize>>::new());
+        assert_eq!(sized(&[3, 3, 3]), vec![vec![0, 1, 2]]);
+        assert_eq!(
+            sized(&[4, 6, 1, 9, 2]),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
+        // One larger than the limit goes alone, the next starts afresh.
+        assert_eq!(sized(&[2, 25, 3]), vec![vec![0], vec![1], vec![2]]);
+    }
 
     #[test]
     fn answers_are_classified_by_code_and_path() {
