@@ -427,9 +427,8 @@ mod tests {
 
     #[test]
     fn batches_are_cut_by_size_in_order() {
-        let sized = |sizes: &[usize]| -> Vec<Vec<usize>> {
-            chunks(sizes.iter().copied().enumerate().map(|(i, s)| (i, s)), 10)
-        };
+        let sized =
+            |sizes: &[usize]| -> Vec<Vec<usize>> { chunks(sizes.iter().copied().enumerate(), 10) };
         assert_eq!(sized(&[]), Vec::<Vec<usize>>::new());
         assert_eq!(sized(&[3, 3, 3]), vec![vec![0, 1, 2]]);
         assert_eq!(
