@@ -212,6 +212,8 @@ fn problem(err: Error, message: String) -> Problem {
             Problem::new(Reason::ShuttingDown, message).retry_after(RETRY_STOPPING)
         }
         Error::LegacyOnly => Problem::new(Reason::LegacyOnly, message),
+        // Answered without details in `From` (as a depot before the RPC
+        // answers); the same code here keeps this match whole.
         Error::NoBatches => Problem::new(Reason::Internal, message).code(Code::Unimplemented),
         Error::BatchTooLarge { max, .. } => Problem::new(Reason::InvalidField, message)
             .violation("pushes", format!("at most {max} per call")),

@@ -53,7 +53,7 @@ pub struct DirectResult {
     /// Configs per second.
     pub configs_per_second: f64,
     /// Configs the depot counted as written during the run, if its metrics
-    /// are known (must equal `ok`).
+    /// are known (must equal `configs`).
     pub writes_counted: Option<u64>,
 }
 
