@@ -473,3 +473,81 @@ async fn a_role_that_dies_ends_the_run_at_once_and_names_it() {
         started.elapsed()
     );
 }
+
+/// The run databases left on the shared cluster.
+async fn run_databases(server: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'pxeconf_loadtest_%' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// `--database postgres://…` names a server: each run creates a database of
+/// its own there and drops it afterwards, so runs in a row on one URL never
+/// see each other's depots; `--keep` keeps it, named in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_one_postgres_server_each_get_a_database_of_their_own() {
+    let Some(cluster) = crate::common::postgres::shared() else {
+        return;
+    };
+    let server = cluster.url("postgres");
+    let before = run_databases(&server).await;
+    let root = tempfile::tempdir().unwrap();
+    let args = |keep: bool, dir: &str| {
+        let mut args: Vec<String> = [
+            "--json",
+            "--clients",
+            "200",
+            "--scenario",
+            "bulk",
+            "--path",
+            "new",
+            "--depots",
+            "1",
+            "--legacy-depots",
+            "0",
+            "--database",
+            &server,
+            "--dir",
+            &root.path().join(dir).display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        if keep {
+            args.push("--keep".into());
+        }
+        args
+    };
+    for dir in ["one", "two"] {
+        let out = run(args(false, dir)).await;
+        let r = report(&out);
+        assert!(out.status.success(), "{r:#}");
+        assert_eq!(u(&r["bulk"][0]["delivered"]), 200, "{r:#}");
+        assert_eq!(
+            run_databases(&server).await,
+            before,
+            "dropped after the run"
+        );
+    }
+    let out = run(args(true, "three")).await;
+    let r = report(&out);
+    assert!(out.status.success(), "{r:#}");
+    let kept: Vec<String> = run_databases(&server)
+        .await
+        .into_iter()
+        .filter(|d| !before.contains(d))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let notes = r["notes"].to_string();
+    assert!(notes.contains(&kept[0]), "the report names it: {notes}");
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {}", kept[0])))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}

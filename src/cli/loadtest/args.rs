@@ -86,15 +86,16 @@ pub struct LoadtestArgs {
     /// temp dir]. The raw file-pair baseline runs there too.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Self-contained: the configserver's store, a PostgreSQL URL
-    /// (`postgres://…`) of an empty database, one per run (the depots'
-    /// names repeat between runs) [default: a SQLite file in the run's
-    /// directory].
+    /// Self-contained: the configserver's store on a PostgreSQL server
+    /// (`postgres://user@host/postgres`): the run creates a database of its
+    /// own there, `pxeconf_loadtest_<run>` (the user needs CREATEDB), and
+    /// drops it afterwards — kept, like the directory, with --keep or when
+    /// the run failed [default: a SQLite file in the run's directory].
     #[arg(long)]
     pub database: Option<String>,
     /// Self-contained: after the run, `bulk` again with the same clients and
-    /// paths on this store (e.g. the `postgres://…` URL of an empty
-    /// database, or a file), its rates beside the first store's.
+    /// paths on this store (a `postgres://…` server as for --database, or a
+    /// file), its rates beside the first store's.
     #[arg(long)]
     pub compare_database: Option<String>,
     /// Self-contained: keep the directory (and the roles' logs) afterwards.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::args::LoadtestArgs;
 use super::channel::{self, AdminClient};
+use super::database::RunDatabase;
 use super::names::{DOMAIN, Names};
 use super::roles::Role;
 use super::scrape::MetricsUrl;
@@ -25,6 +26,8 @@ pub struct LocalSite {
     /// The configserver, then the depots.
     pub roles: Vec<Role>,
     tftpds: Vec<TftpServer>,
+    /// The run's own PostgreSQL database, if the store is PostgreSQL.
+    pub database: Option<RunDatabase>,
 }
 
 impl LocalSite {
@@ -50,13 +53,23 @@ impl LocalSite {
         !self.tftpds.is_empty()
     }
 
-    /// Stops every role (depots first) and the TFTP servers.
-    pub async fn stop(mut self) {
+    /// Stops every role (depots first) and the TFTP servers; hands back the
+    /// run's database (to drop or keep).
+    pub async fn stop(mut self) -> Option<RunDatabase> {
         self.tftpds.clear();
         while let Some(role) = self.roles.pop() {
             role.stop().await;
         }
+        self.database
     }
+}
+
+/// Whether `location` names a PostgreSQL server rather than a SQLite file.
+fn is_postgres(location: &str) -> bool {
+    matches!(
+        crate::configserver::store::Location::parse(location),
+        crate::configserver::store::Location::Postgres(_)
+    )
 }
 
 /// `--dir`, else a fresh directory under /dev/shm (tmpfs) if present, else
@@ -75,21 +88,53 @@ pub fn run_dir(dir: Option<&Path>, names: &Names) -> PathBuf {
 
 /// Starts the site in `dir`: the configserver, `--depots` new-path depots
 /// and `--legacy-depots` legacy ones, registered and seeded with defaults.
-pub async fn start(args: &LoadtestArgs, dir: &Path) -> Result<(Target, LocalSite), CliError> {
+pub async fn start(
+    args: &LoadtestArgs,
+    dir: &Path,
+    names: &Names,
+) -> Result<(Target, LocalSite), CliError> {
     let (new, legacy) = args.local_depots()?;
     prepare_dir(dir)?;
     let admin_key = Secret::new(random_key());
     write_key(&dir.join("keys/admin.key"), admin_key.expose())?;
-    let database = match &args.database {
-        Some(url) => std::ffi::OsString::from(url),
-        None => dir.join("pxeconf.db").into_os_string(),
+    let run_database = match &args.database {
+        Some(url) if is_postgres(url) => Some(RunDatabase::create(url, &names.run_id()).await?),
+        _ => None,
     };
+    let database = match (&run_database, &args.database) {
+        (Some(run), _) => std::ffi::OsString::from(&run.url),
+        (None, Some(file)) => std::ffi::OsString::from(file),
+        (None, None) => dir.join("pxeconf.db").into_os_string(),
+    };
+    match launch(args, dir, &admin_key, &database, (new, legacy)).await {
+        Ok((target, mut site)) => {
+            site.database = run_database;
+            Ok((target, site))
+        }
+        // Nothing ran on it yet: the database goes with the failed start.
+        Err(error) => {
+            if let Some(db) = run_database {
+                let _ = db.drop_database().await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Starts the roles on `database` and registers the depots.
+async fn launch(
+    args: &LoadtestArgs,
+    dir: &Path,
+    admin_key: &Secret,
+    database: &std::ffi::OsStr,
+    (new, legacy): (usize, usize),
+) -> Result<(Target, LocalSite), CliError> {
     let configserver = Role::spawn(
         "configserver",
         os_args(&[
             "configserver".as_ref(),
             "--database".as_ref(),
-            database.as_os_str(),
+            database,
             "--host-key-file".as_ref(),
             dir.join("keys/admin.key").as_os_str(),
             "--push-concurrency".as_ref(),
@@ -101,12 +146,13 @@ pub async fn start(args: &LoadtestArgs, dir: &Path) -> Result<(Target, LocalSite
     .await?;
     tracing::info!("configserver started");
     let cs_url = format!("http://{}", configserver.addr);
-    let mut admin = channel::admin(&cs_url, &admin_key).await?;
+    let mut admin = channel::admin(&cs_url, admin_key).await?;
     seed_defaults(&mut admin).await?;
     let mut site = LocalSite {
         dir: dir.to_owned(),
         roles: vec![configserver],
         tftpds: Vec::new(),
+        database: None,
     };
     let depots = start_depots(args, dir, &cs_url, (new, legacy), &mut admin, &mut site).await?;
     let target = Target {

@@ -6,6 +6,7 @@
 mod args;
 mod baseline;
 mod channel;
+mod database;
 mod inventory;
 mod local;
 mod names;

@@ -171,7 +171,7 @@ async fn open(
             }
             let dir = local::run_dir(args.dir.as_deref(), names);
             report.dir = Some(dir.clone());
-            let (target, site) = local::start(args, &dir).await?;
+            let (target, site) = local::start(args, &dir, names).await?;
             if !site.tftp() {
                 report.notes.push("tftpd-hpa cannot serve here (not installed, or not root): boot opens and closes the files".into());
             }
@@ -399,15 +399,24 @@ async fn finish(
         peak_rss_mib: super::roles::peak_rss_kib("/proc/self/status").map(|k| k as f64 / 1024.0),
     });
     let dir: PathBuf = site.dir.clone();
-    site.stop().await;
+    let database = site.stop().await;
     info!("roles stopped");
-    // A failed run keeps its directory: the roles' logs say why.
+    // A failed run keeps its directory and database: the roles' logs say
+    // why, and the database shows what the configserver held.
     if args.keep || failed {
         report
             .notes
             .push(format!("the run directory {} was kept", dir.display()));
+        if let Some(db) = database {
+            report
+                .notes
+                .push(format!("the run's database {} was kept", db.name()));
+        }
     } else {
         std::fs::remove_dir_all(&dir)?;
+        if let Some(db) = database {
+            db.drop_database().await?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,92 @@
+//! Self-contained runs on PostgreSQL: `--database postgres://…` names a
+//! server (and a database to connect to there); each run creates a database
+//! of its own on it, so that runs never see each other's depots and clients,
+//! and drops it afterwards.
+
+use sqlx::Connection;
+use url::Url;
+
+use crate::cli::error::CliError;
+
+/// A database this run created.
+#[derive(Debug)]
+pub struct RunDatabase {
+    /// Where to connect to create and drop it (the URL given).
+    server: String,
+    /// Its name.
+    name: String,
+    /// The URL of the database itself, for the configserver.
+    pub url: String,
+}
+
+impl RunDatabase {
+    /// Creates `pxeconf_loadtest_<run>` on the server of `server` (a
+    /// `postgres://` URL; its user needs CREATEDB).
+    pub async fn create(server: &str, run_id: &str) -> Result<Self, CliError> {
+        let name = format!("pxeconf_loadtest_{run_id}");
+        let mut url = Url::parse(server).map_err(|e| format!("--database {server:?}: {e}"))?;
+        url.set_path(&format!("/{name}"));
+        let mut conn = connect(server).await?;
+        // The name is ours (hex digits), never the caller's text.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("creating the run's database {name}: {e}"))?;
+        let _ = conn.close().await;
+        Ok(Self {
+            server: server.to_owned(),
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    /// Its name, for notes.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drops it (after the configserver stopped).
+    pub async fn drop_database(self) -> Result<(), CliError> {
+        let mut conn = connect(&self.server).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("dropping the run's database {}: {e}", self.name))?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+}
+
+async fn connect(server: &str) -> Result<sqlx::PgConnection, CliError> {
+    Ok(sqlx::PgConnection::connect(server)
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", shown(server)))?)
+}
+
+/// `url` without its password, for messages.
+fn shown(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "the --database URL".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_reaches_a_message() {
+        assert_eq!(
+            shown("postgres://lt:s3cret@db.example.org:5432/postgres"),
+            "postgres://lt@db.example.org:5432/postgres"
+        );
+        assert!(!shown("postgres://lt:s3cret@[bad").contains("s3cret"));
+    }
+}
