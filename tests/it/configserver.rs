@@ -599,3 +599,81 @@ on_both_engines!(
     a_configserver_restarted_mid_bulk_delivers_everything,
     moving_deleting_and_renaming_clients_follow_on_the_depots,
 );
+
+/// Bundles too large to go many to a call under gRPC's 4 MiB message limit
+/// (~160 KB each; at the default push concurrency a batch holds 32 of them,
+/// 5 MB) are cut into several `BatchSetPxeConfigs` calls of at most 1 MiB,
+/// and every one lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bundles_go_in_several_batches_and_all_land() {
+    const N: u32 = 64;
+    let db = tempfile::tempdir().unwrap();
+    let dispatch = pxeconf::configserver::dispatch::DispatchSettings {
+        concurrency: pxeconf::configserver::dispatch::DEFAULT_PUSH_CONCURRENCY,
+        ..fast_dispatch()
+    };
+    let server = TestConfigServer::start_dispatching(
+        Location::Sqlite(db.path().join("db")),
+        0,
+        pxeconf::transport::Transport::plaintext(),
+        dispatch,
+    )
+    .await;
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(linked_depot_config(&dirs, 1, &server.url(), false)).await;
+    let mut admin = server.admin().await;
+    seed(&mut admin, &[(1, depot.url())], N, |_| 1).await;
+    // 40 properties of one 4,000-byte value each (a value's limit is 4,096).
+    let value = "x".repeat(4000);
+    // A few clients per Admin call: the calls have the same 4 MiB limit.
+    let clients: Vec<u32> = (0..N).collect();
+    for chunk in clients.chunks(10) {
+        admin
+            .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {
+                product_property_states: chunk
+                    .iter()
+                    .flat_map(|&n| {
+                        let value = &value;
+                        (0..40).map(move |p| proto::ProductPropertyState {
+                            object_id: format!("client{n}.example.org"),
+                            product_id: "win10-x64".into(),
+                            property_id: format!("big{p}"),
+                            values: vec![value.clone()],
+                        })
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap();
+    }
+    set_actions(&mut admin, 0..N, "setup").await;
+    wait_for_depots(&admin, "the depot has every large bundle", |d| {
+        d.queued == 0 && d.delivered == u64::from(N)
+    })
+    .await;
+    let metrics = depot.metrics.encode();
+    let calls = |code: &str| {
+        counter(
+            &metrics,
+            "pxeconf_rpc_duration_seconds_count",
+            &[
+                ("path", "/pxeconf.v1.Depot/BatchSetPxeConfigs"),
+                ("code", code),
+            ],
+        )
+    };
+    // 64 bundles of ~160 KB: at least 10 calls of at most 1 MiB, none refused.
+    assert!(calls("Ok") >= 10, "{} batch calls", calls("Ok"));
+    assert_eq!(calls("OutOfRange") + calls("ResourceExhausted"), 0);
+    assert_eq!(
+        counter(
+            &metrics,
+            "pxeconf_bundles_received_total",
+            &[("result", "ok")]
+        ),
+        u64::from(N)
+    );
+    for n in 0..N {
+        assert!(dirs.pxe.join(mac_file(n)).exists(), "client {n}");
+    }
+}

@@ -330,6 +330,17 @@ impl TestConfigServer {
         port: u16,
         transport: pxeconf::transport::Transport,
     ) -> Self {
+        Self::start_dispatching(database, port, transport, fast_dispatch()).await
+    }
+
+    /// A configserver on the store at `database` with `transport`, pushing
+    /// as `dispatch` says.
+    pub async fn start_dispatching(
+        database: Location,
+        port: u16,
+        transport: pxeconf::transport::Transport,
+        dispatch: DispatchSettings,
+    ) -> Self {
         let metrics = Metrics::new();
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -341,7 +352,7 @@ impl TestConfigServer {
                     uefi: true,
                     secureboot: true,
                 },
-                dispatch: fast_dispatch(),
+                dispatch,
                 transport,
             },
             metrics.clone(),
