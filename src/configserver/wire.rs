@@ -160,6 +160,19 @@ impl TryFrom<proto::ProductPropertyState> for PropertyStateRecord {
         for (i, v) in s.values.iter().enumerate() {
             check_line(v, &format!("values[{i}]"))?;
         }
+        // A depot receives the values joined by `,` as one value, which has
+        // the one-value limit: refused here, not at every push.
+        let joined =
+            s.values.iter().map(String::len).sum::<usize>() + s.values.len().saturating_sub(1);
+        if joined > crate::domain::limits::MAX_VALUE {
+            return Err(ValidationError::new(
+                "values",
+                format!(
+                    "longer than {} bytes joined by commas, as a depot receives them ({joined} given)",
+                    crate::domain::limits::MAX_VALUE
+                ),
+            ));
+        }
         Ok(PropertyStateRecord {
             object_id: Fqdn::parse(&s.object_id, "object_id")?,
             product_id: ProductId::parse(&s.product_id, "product_id")?,
@@ -238,4 +251,24 @@ pub fn product_key(k: proto::ProductKey) -> Result<(ProductId, String, String), 
         required_token(&k.product_version, "product_version")?,
         required_token(&k.package_version, "package_version")?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_property_states_values_together_fit_one_value() {
+        let state = |values: Vec<String>| proto::ProductPropertyState {
+            object_id: "pc1.example.org".into(),
+            product_id: "win10-x64".into(),
+            property_id: "lang".into(),
+            values,
+        };
+        let fits = state(vec!["a".repeat(2047), "b".repeat(2048)]);
+        assert!(PropertyStateRecord::try_from(fits).is_ok());
+        let over = state(vec!["a".repeat(2048), "b".repeat(2048)]);
+        let error = PropertyStateRecord::try_from(over).unwrap_err();
+        assert!(error.to_string().contains("4097 given"), "{error}");
+    }
 }
