@@ -110,7 +110,8 @@ pub struct Metrics {
     /// Config writes on a depot, by result.
     pub config_writes: Family<WriteLabels, Counter>,
     /// Bundles a depot was asked to write (each `SetPxeConfig`, each bundle
-    /// of a `BatchSetPxeConfigs`), by result: `ok` or the status code.
+    /// of a `BatchSetPxeConfigs`), by result: `ok`, `aborted`, `refused` or
+    /// `internal`.
     pub bundles_received: Family<WriteLabels, Counter>,
     /// Read reports a depot sent, by result.
     pub read_reports: Family<WriteLabels, Counter>,

@@ -474,16 +474,17 @@ async fn a_role_that_dies_ends_the_run_at_once_and_names_it() {
     );
 }
 
-/// The run databases left on the shared cluster.
-async fn run_databases(server: &str) -> Vec<String> {
+/// Whether the database of loadtest run `run_id` exists on the cluster
+/// (other tests' runs may come and go meanwhile).
+async fn run_database_exists(server: &str, run_id: &str) -> bool {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
-    sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'pxeconf_loadtest_%' ORDER BY 1",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap()
+    sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(format!("pxeconf_loadtest_{run_id}"))
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+        .is_some()
 }
 
 /// `--database postgres://…` names a server: each run creates a database of
@@ -495,7 +496,6 @@ async fn runs_on_one_postgres_server_each_get_a_database_of_their_own() {
         return;
     };
     let server = cluster.url("postgres");
-    let before = run_databases(&server).await;
     let root = tempfile::tempdir().unwrap();
     let args = |keep: bool, dir: &str| {
         let mut args: Vec<String> = [
@@ -527,26 +527,23 @@ async fn runs_on_one_postgres_server_each_get_a_database_of_their_own() {
         let r = report(&out);
         assert!(out.status.success(), "{r:#}");
         assert_eq!(u(&r["bulk"][0]["delivered"]), 200, "{r:#}");
-        assert_eq!(
-            run_databases(&server).await,
-            before,
+        let run_id = r["run_id"].as_str().unwrap();
+        assert!(
+            !run_database_exists(&server, run_id).await,
             "dropped after the run"
         );
     }
     let out = run(args(true, "three")).await;
     let r = report(&out);
     assert!(out.status.success(), "{r:#}");
-    let kept: Vec<String> = run_databases(&server)
-        .await
-        .into_iter()
-        .filter(|d| !before.contains(d))
-        .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
+    let run_id = r["run_id"].as_str().unwrap();
+    assert!(run_database_exists(&server, run_id).await, "kept");
+    let kept = format!("pxeconf_loadtest_{run_id}");
     let notes = r["notes"].to_string();
-    assert!(notes.contains(&kept[0]), "the report names it: {notes}");
+    assert!(notes.contains(&kept), "the report names it: {notes}");
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {}", kept[0])))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {kept}")))
         .execute(&mut conn)
         .await
         .unwrap();

@@ -43,7 +43,7 @@ pub async fn raw_file_pairs(dir: &Path, names: Names, clients: u32) -> Result<Ra
         let mut seconds = Vec::with_capacity(PASSES);
         for _ in 0..PASSES {
             std::fs::create_dir_all(&dir)?;
-            settle_blocking(&dir)?;
+            settle_logged(&dir);
             seconds.push(file_pairs(&dir, &names, clients)?.max(1e-6));
             std::fs::remove_dir_all(&dir)?;
         }
@@ -68,16 +68,14 @@ pub async fn raw_file_pairs(dir: &Path, names: Names, clients: u32) -> Result<Ra
 /// a failure is logged and the phase runs anyway.
 pub async fn settle(dir: &Path) {
     let dir = dir.to_owned();
-    let done = tokio::task::spawn_blocking(move || settle_blocking(&dir)).await;
-    if let Ok(Err(error)) = done {
-        tracing::warn!(%error, "writing back the directory's file system failed");
-    }
+    let _ = tokio::task::spawn_blocking(move || settle_logged(&dir)).await;
 }
 
-fn settle_blocking(dir: &Path) -> std::io::Result<()> {
-    let handle = std::fs::File::open(dir)?;
-    rustix::fs::syncfs(&handle)?;
-    Ok(())
+fn settle_logged(dir: &Path) {
+    let synced = std::fs::File::open(dir).and_then(|handle| Ok(rustix::fs::syncfs(&handle)?));
+    if let Err(error) = synced {
+        tracing::warn!(%error, "writing back the directory's file system failed");
+    }
 }
 
 /// The loop itself; returns its seconds.

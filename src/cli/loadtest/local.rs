@@ -114,7 +114,10 @@ pub async fn start(
         // Nothing ran on it yet: the database goes with the failed start.
         Err(error) => {
             if let Some(db) = run_database {
-                let _ = db.drop_database().await;
+                let name = db.name().to_owned();
+                if let Err(drop_error) = db.drop_database().await {
+                    tracing::warn!(error = %drop_error, database = %name, "the run's database could not be dropped; drop it by hand");
+                }
             }
             Err(error)
         }

@@ -413,10 +413,17 @@ async fn finish(
                 .push(format!("the run's database {} was kept", db.name()));
         }
     } else {
-        std::fs::remove_dir_all(&dir)?;
+        // The database first: a directory that cannot be removed must not
+        // leave it behind; a drop that fails is named, not fatal.
         if let Some(db) = database {
-            db.drop_database().await?;
+            let name = db.name().to_owned();
+            if let Err(error) = db.drop_database().await {
+                report.notes.push(format!(
+                    "the run's database {name} could not be dropped ({error}); drop it by hand"
+                ));
+            }
         }
+        std::fs::remove_dir_all(&dir)?;
     }
     Ok(())
 }

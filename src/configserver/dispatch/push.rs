@@ -292,33 +292,45 @@ async fn send_chunk(
             };
         }
     };
+    BatchOutcome {
+        outcomes: outcomes_of(batch, results),
+        refused: false,
+    }
+}
+
+/// What each push of `batch` came to, by the depot's `results`.
+fn outcomes_of(batch: Vec<Loaded>, results: Vec<proto::PxeConfigPushResult>) -> Vec<Outcome> {
     let (got, sent) = (results.len(), batch.len());
-    let mut results = results.into_iter();
-    let outcomes = batch
+    // Results match pushes by position: an answer of another length says
+    // nothing reliable about any push, which all go out again later.
+    if got != sent {
+        let result = PushResult::Rejected(format!(
+            "the depot answered {got} results for {sent} pushes"
+        ));
+        return batch
+            .into_iter()
+            .map(|loaded| batched(loaded, result.clone(), None))
+            .collect();
+    }
+    batch
         .into_iter()
-        .map(|loaded| {
+        .zip(results)
+        .map(|(loaded, answer)| {
             use proto::pxe_config_push_result::Result as Item;
-            let (result, template) = match results.next().and_then(|r| r.result) {
+            let (result, template) = match answer.result {
                 Some(Item::Written(written)) => (PushResult::Delivered, used_template(written)),
                 Some(Item::Error(error)) => (
                     classify(&crate::status::from_item(error), PushPath::New),
                     None,
                 ),
-                // Never delivered on an incomplete answer: pushed again later.
                 None => (
-                    PushResult::Rejected(format!(
-                        "the depot answered {got} results for {sent} pushes"
-                    )),
+                    PushResult::Rejected("the depot's result for this push is empty".into()),
                     None,
                 ),
             };
             batched(loaded, result, template)
         })
-        .collect();
-    BatchOutcome {
-        outcomes,
-        refused: false,
-    }
+        .collect()
 }
 
 /// The outcome of a batched set.
@@ -424,6 +436,61 @@ fn classify(status: &tonic::Status, path: PushPath) -> PushResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_results_match_pushes_by_position_or_not_at_all() {
+        use proto::pxe_config_push_result::Result as Item;
+        let loaded = |n: u64| Loaded {
+            client_id: format!("c{n}.example.org"),
+            revision: n,
+            job: Ok(Job::Remove),
+            traceparent: None,
+        };
+        let written = || proto::PxeConfigPushResult {
+            result: Some(Item::Written(proto::SetPxeConfigResponse {
+                template: "install".into(),
+                ..Default::default()
+            })),
+        };
+        let refused = || proto::PxeConfigPushResult {
+            result: Some(Item::Error(crate::status::to_item(
+                &tonic::Status::invalid_argument("bad"),
+            ))),
+        };
+        let results = |o: Vec<Outcome>| -> Vec<(String, &'static str)> {
+            o.into_iter()
+                .map(|o| (o.client_id, o.result.label()))
+                .collect()
+        };
+        let all = outcomes_of(
+            vec![loaded(1), loaded(2), loaded(3)],
+            vec![
+                written(),
+                refused(),
+                proto::PxeConfigPushResult { result: None },
+            ],
+        );
+        assert_eq!(
+            results(all),
+            [
+                ("c1.example.org".into(), "ok"),
+                ("c2.example.org".into(), "rejected"),
+                ("c3.example.org".into(), "rejected")
+            ]
+        );
+        // One result missing: none of the three counts as delivered.
+        let short = outcomes_of(
+            vec![loaded(1), loaded(2), loaded(3)],
+            vec![written(), written()],
+        );
+        assert!(
+            short.iter().all(|o| o.result.label() == "rejected"),
+            "{short:?}"
+        );
+        assert_eq!(short.len(), 3);
+        let long = outcomes_of(vec![loaded(1)], vec![written(), written()]);
+        assert_eq!(long[0].result.label(), "rejected");
+    }
 
     #[test]
     fn batches_are_cut_by_size_in_order() {

@@ -378,14 +378,16 @@ impl Worker {
     /// A batch's outcomes, each handled as its own push's.
     async fn handle_batch(&mut self, batch: BatchOutcome) {
         self.sending -= batch.outcomes.len();
+        for outcome in batch.outcomes {
+            self.handle(outcome).await;
+        }
+        // After the outcomes: a depot back from an outage resets what is
+        // known about it (`reached`), and this refusal is news from now.
         if batch.refused && self.no_batches_since.is_none() {
             info!(
                 "depot does not implement BatchSetPxeConfigs; pushing one SetPxeConfig per client"
             );
             self.no_batches_since = Some(Instant::now());
-        }
-        for outcome in batch.outcomes {
-            self.handle(outcome).await;
         }
     }
 

@@ -158,21 +158,30 @@ pub async fn run(
             async move {
                 let request = proto::BatchSetPxeConfigsRequest { pushes };
                 let results = client.batch_set_pxe_configs(request).await?.into_inner();
-                let count = results.results.len() as u64;
-                // The call counts as failed with its first refused bundle.
-                if let Some(error) = results.results.into_iter().find_map(|r| match r.result {
-                    Some(proto::pxe_config_push_result::Result::Written(_)) => None,
-                    Some(proto::pxe_config_push_result::Result::Error(e)) => Some(e),
-                    None => Some(tonic_types::pb::Status {
-                        code: tonic::Code::Unknown as i32,
-                        message: "a bundle without a result".into(),
-                        details: vec![],
-                    }),
-                }) {
-                    return Err(crate::status::from_item(error));
+                // Every written bundle counts; the call counts as failed
+                // with its first refused one.
+                let mut first_error = None;
+                for r in results.results {
+                    match r.result {
+                        Some(proto::pxe_config_push_result::Result::Written(_)) => {
+                            written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Some(proto::pxe_config_push_result::Result::Error(e)) => {
+                            first_error.get_or_insert(e);
+                        }
+                        None => {
+                            first_error.get_or_insert(tonic_types::pb::Status {
+                                code: tonic::Code::Unknown as i32,
+                                message: "a bundle without a result".into(),
+                                details: vec![],
+                            });
+                        }
+                    }
                 }
-                written.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
+                match first_error {
+                    Some(error) => Err(crate::status::from_item(error)),
+                    None => Ok(()),
+                }
             }
         })
         .await
