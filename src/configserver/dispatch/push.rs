@@ -91,6 +91,18 @@ pub(super) async fn push_one(
     capability: Capability,
     epoch: String,
 ) -> Outcome {
+    push_in(client, loaded, capability, epoch, None).await
+}
+
+/// [`push_one`] in `span` when given (a batched push sent on its own keeps
+/// its batch span), else in a `push` span of its own.
+async fn push_in(
+    client: DepotClient,
+    loaded: Loaded,
+    capability: Capability,
+    epoch: String,
+    span: Option<tracing::Span>,
+) -> Outcome {
     let Loaded {
         client_id,
         revision,
@@ -113,12 +125,16 @@ pub(super) async fn push_one(
                 revision,
                 epoch,
             };
-            let span = tracing::info_span!("push", fqdn = %client_id, revision, legacy = path == PushPath::Legacy);
-            // The call that made the push owed (stored with its outbox row)
-            // is the parent: one trace from that call to the depot's write.
-            if let Some(traceparent) = &traceparent {
-                crate::telemetry::set_parent_from(&span, traceparent);
-            }
+            let span = span.unwrap_or_else(|| {
+                let span = tracing::info_span!("push", fqdn = %client_id, revision, legacy = path == PushPath::Legacy);
+                // The call that made the push owed (stored with its outbox
+                // row) is the parent: one trace from that call to the
+                // depot's write.
+                if let Some(traceparent) = &traceparent {
+                    crate::telemetry::set_parent_from(&span, traceparent);
+                }
+                span
+            });
             let result = match call(client, push, job, path).instrument(span).await {
                 Ok(used) => {
                     template = used;
@@ -180,15 +196,14 @@ pub(super) async fn push_batch(
             span
         })
         .collect();
-    let sized = batch.into_iter().zip(&spans).map(|(loaded, span)| {
-        let push = wire_push(&loaded, span, &epoch);
+    let sized = batch.into_iter().zip(spans).map(|(loaded, span)| {
+        let push = wire_push(&loaded, &span, &epoch);
         let size = prost::Message::encoded_len(&push);
-        ((loaded, push), size)
+        (Batched { loaded, push, span }, size)
     });
-    let sent = chunks(sized, MAX_BATCH_BYTES).into_iter().map(|chunk| {
-        let (loaded, pushes) = chunk.into_iter().unzip();
-        send_chunk(client.clone(), loaded, pushes, capability, epoch.clone())
-    });
+    let sent = chunks(sized, MAX_BATCH_BYTES)
+        .into_iter()
+        .map(|chunk| send_chunk(client.clone(), chunk, capability, epoch.clone()));
     let mut outcome = BatchOutcome {
         outcomes: Vec::new(),
         refused: false,
@@ -197,8 +212,14 @@ pub(super) async fn push_batch(
         outcome.outcomes.extend(chunk.outcomes);
         outcome.refused |= chunk.refused;
     }
-    drop(spans);
     outcome
+}
+
+/// One push of a batch: what was loaded, its wire form, and its span.
+struct Batched {
+    loaded: Loaded,
+    push: proto::PxeConfigPush,
+    span: tracing::Span,
 }
 
 /// The most bytes of bundles one `BatchSetPxeConfigs` carries (a quarter of
@@ -246,14 +267,21 @@ fn wire_push(loaded: &Loaded, span: &tracing::Span, epoch: &str) -> proto::PxeCo
     }
 }
 
-/// One `BatchSetPxeConfigs` call of `pushes` (the wire form of `batch`).
+/// One `BatchSetPxeConfigs` call of `chunk`.
 async fn send_chunk(
     client: DepotClient,
-    batch: Vec<Loaded>,
-    pushes: Vec<proto::PxeConfigPush>,
+    chunk: Vec<Batched>,
     capability: Capability,
     epoch: String,
 ) -> BatchOutcome {
+    let mut batch = Vec::with_capacity(chunk.len());
+    let mut pushes = Vec::with_capacity(chunk.len());
+    let mut spans = Vec::with_capacity(chunk.len());
+    for b in chunk {
+        batch.push(b.loaded);
+        pushes.push(b.push);
+        spans.push(b.span);
+    }
     let request = proto::BatchSetPxeConfigsRequest { pushes };
     let call_span = tracing::info_span!("push_batch", pushes = batch.len());
     let answer = {
@@ -269,12 +297,17 @@ async fn send_chunk(
     let results = match answer {
         Ok(answer) => answer.into_inner().results,
         Err(status) if status.code() == Code::Unimplemented => {
-            let outcomes = futures::future::join_all(
-                batch
-                    .into_iter()
-                    .map(|loaded| push_one(client.clone(), loaded, capability, epoch.clone())),
-            )
-            .await;
+            let outcomes =
+                futures::future::join_all(batch.into_iter().zip(spans).map(|(loaded, span)| {
+                    push_in(
+                        client.clone(),
+                        loaded,
+                        capability,
+                        epoch.clone(),
+                        Some(span),
+                    )
+                }))
+                .await;
             return BatchOutcome {
                 outcomes,
                 refused: true,
