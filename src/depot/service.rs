@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span, field, instrument};
 
-use super::core::DepotCore;
+use super::core::{Applied, DepotCore};
 use super::error::Error;
 use crate::auth::RequireKey;
 use crate::domain::{ClientBundle, Fqdn, Secret};
@@ -47,6 +47,18 @@ impl DepotService {
 }
 
 impl DepotService {
+    /// A wire bundle validated, rendered and written (pushed in its own
+    /// epoch), counted either way: what both set RPCs do per bundle.
+    async fn apply(&self, wire: proto::ClientBundle) -> Result<Applied, Error> {
+        let epoch = wire.epoch.clone();
+        let result = match ClientBundle::try_from(wire) {
+            Ok(bundle) => self.core.set(bundle, &epoch).await,
+            Err(invalid) => Err(invalid.into()),
+        };
+        self.core.count_bundle(&result);
+        result
+    }
+
     /// One push of a batch, handled as `SetPxeConfig` handles its bundle, in
     /// a span of the same name continuing the push's own trace.
     async fn set_one(&self, push: proto::PxeConfigPush) -> proto::PxeConfigPushResult {
@@ -58,14 +70,7 @@ impl DepotService {
         if !push.traceparent.is_empty() {
             crate::telemetry::set_parent_from(&span, &push.traceparent);
         }
-        let result = async {
-            let epoch = wire.epoch.clone();
-            let bundle = ClientBundle::try_from(wire)?;
-            self.core.set(bundle, &epoch).await
-        }
-        .instrument(span)
-        .await;
-        self.core.count_bundle(&result);
+        let result = self.apply(wire).instrument(span).await;
         super::wire::push_result(result)
     }
 }
@@ -86,13 +91,7 @@ impl depot_server::Depot for DepotService {
         if let Some(host) = &wire.host {
             span.record("fqdn", host.id.as_str());
         }
-        let epoch = wire.epoch.clone();
-        let result = match ClientBundle::try_from(wire) {
-            Ok(bundle) => self.core.set(bundle, &epoch).await,
-            Err(invalid) => Err(invalid.into()),
-        };
-        self.core.count_bundle(&result);
-        Ok(Response::new(result?.into()))
+        Ok(Response::new(self.apply(wire).await?.into()))
     }
 
     #[instrument(skip_all, fields(depot = %self.core.depot_id, pushes = request.get_ref().pushes.len()))]

@@ -68,25 +68,5 @@ async fn connect(server: &str) -> Result<sqlx::PgConnection, CliError> {
 
 /// `url` without its password, for messages.
 fn shown(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Err(_) => "the --database URL".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_password_never_reaches_a_message() {
-        assert_eq!(
-            shown("postgres://lt:s3cret@db.example.org:5432/postgres"),
-            "postgres://lt@db.example.org:5432/postgres"
-        );
-        assert!(!shown("postgres://lt:s3cret@[bad").contains("s3cret"));
-    }
+    crate::configserver::store::Location::parse(url).to_string()
 }
