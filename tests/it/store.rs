@@ -1,7 +1,7 @@
 //! The store's triggers on a real SQLite file and a real PostgreSQL database: every kind of inventory change
 //! owes exactly the pushes it should, and repeating a write owes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pxeconf::configserver::store::*;
 
@@ -884,6 +884,62 @@ async fn a_batch_of_push_results_ends_as_applied_one_by_one(engine: Engine) {
     );
 }
 
+/// A bundle carries the property states of its own product — the client's
+/// over its depot's — and nothing of the other products on the depot or on
+/// the client (the snapshot reads only the products its push rows name).
+async fn a_bundle_carries_the_properties_of_its_product_only(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    add_product(&store, "office", &[D1]).await;
+    let prop = |object: &str, product: &str, id: &str, value: &str| PropertyStateRecord {
+        object_id: fqdn(object),
+        product_id: product_id(product),
+        property_id: id.into(),
+        values: vec![value.into()],
+    };
+    store
+        .upsert_property_states(&[
+            prop(D1, "win", "lang", "de"),
+            prop(D1, "win", "edition", "pro"),
+            prop(D1, "office", "lang", "fr"),
+            prop(D1, "office", "suite", "full"),
+            prop("c1.example.org", "win", "lang", "en"),
+            prop("c1.example.org", "office", "suite", "lite"),
+        ])
+        .await
+        .unwrap();
+    store
+        .set_action_requests(&[act("c1.example.org", "office", ActionRequest::None)])
+        .await
+        .unwrap();
+    let loaded = store
+        .load_bundles(
+            D1,
+            &["c1.example.org".into(), "c2.example.org".into()],
+            Rows::Owed,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let properties = |i: usize| match &loaded[i].job {
+        Ok(Job::Set(b)) => {
+            assert_eq!(b.product.id.as_str(), "win");
+            assert_eq!(b.action_request, ActionRequest::Setup);
+            b.properties.clone()
+        }
+        _ => panic!("{} has no bundle", loaded[i].client_id),
+    };
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(loaded[0].client_id, "c1.example.org");
+    assert_eq!(properties(0), map(&[("edition", "pro"), ("lang", "en")]));
+    assert_eq!(properties(1), map(&[("edition", "pro"), ("lang", "de")]));
+}
+
 /// PostgreSQL's connections run without JIT compilation: with it, every
 /// one-client admin write paid ~27 ms compiling its reconcile query
 /// (PostgreSQL guesses 1,000 rows per `json_each` list). SQLite has no such
@@ -908,4 +964,5 @@ on_both_engines!(
     existence_is_checked_for_states_and_product_on_depots,
     a_depots_template_note_is_kept_for_its_revision_only,
     a_batch_of_push_results_ends_as_applied_one_by_one,
+    a_bundle_carries_the_properties_of_its_product_only,
 );

@@ -199,6 +199,10 @@ async fn push_one(collector: Option<&Collector>, legacy: bool, engine: Engine) -
     let depot = Server::start(depot).await;
     let mut admin = admin_at(&cs.url()).await;
     seed(&mut admin, &[(1, depot.url())], 1, |_| 1).await;
+    // The depot's start-up reconciliation retries until the depot is
+    // registered; one landing after the action would write the config
+    // itself, racing the push whose spans these tests follow.
+    depot.wait_log("reconciliation done", 60).await;
     let mut request = tonic::Request::new(proto::SetActionRequestsRequest {
         action_requests: vec![proto::ActionRequest {
             client_id: "client0.example.org".into(),

@@ -132,8 +132,13 @@ impl Store {
 /// Every part of a snapshot as rows of one shape: the part, then up to five
 /// texts (the revision of a push as text; a push's traceparent may be NULL).
 /// `$1` is the depot, `$2` the clients (a JSON list), `$3` the PXE configs;
-/// `{condition}` picks the push rows. The `WHERE` clauses are those the
-/// parts had as statements of their own (their query plans are kept).
+/// `{pushed}` is [`PUSHED_SQL`]. What a bundle needs of a product — the
+/// action, the version on the depot, the template, the property states — is
+/// read only for the products the push rows name: a site's depot holds
+/// hundreds of products with dozens of properties each, and a client has
+/// many localboot products, none of which a netboot bundle uses. The other
+/// `WHERE` clauses are those the parts had as statements of their own
+/// (their query plans are kept).
 const SNAPSHOT_SQL: &str = "
 SELECT 'push' AS part, client_id AS a, op AS b, product_id AS c, CAST(revision AS TEXT) AS d,
        traceparent AS e
@@ -144,13 +149,14 @@ SELECT 'client', id, hardware_address, system_uuid, ip_address, host_key
   FROM clients WHERE id IN (SELECT value FROM json_each($2))
 UNION ALL
 SELECT 'action', client_id, product_id, action_request, '', ''
-  FROM product_on_clients WHERE client_id IN (SELECT value FROM json_each($2))
+  FROM product_on_clients
+  WHERE client_id IN (SELECT value FROM json_each($2)) AND product_id IN ({pushed})
 UNION ALL
 SELECT 'on_depot', product_id, product_version, package_version, '', ''
-  FROM product_on_depots WHERE depot_id = $1
+  FROM product_on_depots WHERE depot_id = $1 AND product_id IN ({pushed})
 UNION ALL
 SELECT 'template', id, product_version, package_version, pxe_config_template, ''
-  FROM products WHERE id IN (SELECT product_id FROM product_on_depots WHERE depot_id = $1)
+  FROM products WHERE id IN ({pushed})
 UNION ALL
 SELECT 'default', id, default_values, '', '', ''
   FROM configs WHERE id IN (SELECT value FROM json_each($3))
@@ -161,9 +167,27 @@ SELECT 'config', object_id, config_id, \"values\", '', ''
     AND object_id IN (SELECT $1 UNION ALL SELECT value FROM json_each($2))
 UNION ALL
 SELECT 'property', object_id, product_id, property_id, \"values\", ''
+  FROM product_property_states WHERE object_id = $1 AND product_id IN ({pushed})
+UNION ALL
+SELECT 'property', object_id, product_id, property_id, \"values\", ''
   FROM product_property_states
-  WHERE object_id = $1 OR object_id IN (SELECT value FROM json_each($2))
+  WHERE object_id IN (SELECT value FROM json_each($2)) AND product_id IN ({pushed})
 ";
+
+/// The products of the push rows [`SNAPSHOT_SQL`] loads.
+const PUSHED_SQL: &str = "SELECT product_id FROM pushes
+    WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}";
+
+/// [`SNAPSHOT_SQL`] for `rows`.
+fn snapshot_sql(rows: Rows) -> String {
+    let condition = match rows {
+        Rows::Owed => "revision > delivered_revision",
+        Rows::Held => "op = 'set' AND read_revision < revision",
+    };
+    SNAPSHOT_SQL
+        .replace("{pushed}", PUSHED_SQL)
+        .replace("{condition}", condition)
+}
 
 /// One row of [`SNAPSHOT_SQL`].
 type Part = (String, String, String, String, String, Option<String>);
@@ -178,11 +202,7 @@ impl Snapshot {
         rows: Rows,
         modules: Modules,
     ) -> Result<(Vec<PushRow>, Self)> {
-        let condition = match rows {
-            Rows::Owed => "revision > delivered_revision",
-            Rows::Held => "op = 'set' AND read_revision < revision",
-        };
-        let sql = SNAPSHOT_SQL.replace("{condition}", condition);
+        let sql = snapshot_sql(rows);
         let configs = json_list(PXE_CONFIGS);
         let parts: Vec<Part> = on!(store.reader(), |p| sqlx::query_as(AssertSqlSafe(sql))
             .bind(depot_id)

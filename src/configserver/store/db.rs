@@ -171,6 +171,13 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(false)
+            // Nearly every statement reads a JSON id list through `IN
+            // (SELECT … json_each(…))`, an ephemeral table each; kept in a
+            // temporary file's page cache they cost a heap grow and trim
+            // per statement (`brk`/`madvise` in a trace of an idle push):
+            // in memory a bundle load took 31–40 µs instead of 54–241
+            // (docs/BENCHMARKS.md).
+            .pragma("temp_store", "memory")
             // A multi-row result streams through a channel from the
             // connection's thread: room for a batch's rows saves a wake-up
             // per 50 rows.
