@@ -98,6 +98,13 @@ pub struct LoadtestArgs {
     /// file), its rates beside the first store's.
     #[arg(long)]
     pub compare_database: Option<String>,
+    /// Self-contained: a site's other products, as a real inventory has
+    /// them — this many products on every depot, each with 20 property
+    /// states there, and all of them on every client with no action. A push
+    /// carries only its own product's, so they cost only the reads of a
+    /// bigger inventory [default: 0, the run's one product alone].
+    #[arg(long, default_value_t = 0)]
+    pub site_products: u32,
     /// Self-contained: keep the directory (and the roles' logs) afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -201,6 +208,17 @@ impl LoadtestArgs {
                 "--compare-database is for self-contained runs (without --configserver)".into(),
             );
         }
+        if self.configserver.is_some() && self.site_products > 0 {
+            return Err(
+                "--site-products is for self-contained runs: a running site has its own products"
+                    .into(),
+            );
+        }
+        if self.site_products > MAX_SITE_PRODUCTS {
+            return Err(format!(
+                "--site-products must be at most {MAX_SITE_PRODUCTS}"
+            ));
+        }
         if self.configserver.is_none() && self.tls_ca.is_some() {
             return Err("--tls-ca goes with --configserver (self-contained roles talk plaintext on loopback)".into());
         }
@@ -250,6 +268,9 @@ impl LoadtestArgs {
             .collect()
     }
 }
+
+/// The most `--site-products` (opsi sites have tens to a few hundred).
+pub const MAX_SITE_PRODUCTS: u32 = 1000;
 
 /// The synthetic namespace numbers clients with 24 bits (see `names`): bulk
 /// and trickle clients of both paths (at most 4 × this) stay below the

@@ -92,6 +92,108 @@ pub async fn create_product(target: &Target, names: &Names) -> Result<(), CliErr
     Ok(())
 }
 
+/// Property states of each of the site's other products on each depot.
+const SITE_PROPERTIES: u32 = 20;
+
+/// The site's `count` other products (`--site-products`): on every depot,
+/// each with [`SITE_PROPERTIES`] property states there.
+pub async fn create_site_products(
+    target: &Target,
+    names: &Names,
+    count: u32,
+) -> Result<(), CliError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut admin = target.admin.clone();
+    let ids: Vec<String> = (0..count).map(|i| names.site_product(i)).collect();
+    admin
+        .upsert_products(proto::UpsertProductsRequest {
+            products: ids
+                .iter()
+                .map(|id| proto::Product {
+                    id: id.clone(),
+                    product_version: VERSION.0.into(),
+                    package_version: VERSION.1.into(),
+                    pxe_config_template: String::new(),
+                })
+                .collect(),
+        })
+        .await?;
+    let on_depots = || {
+        target
+            .depots
+            .iter()
+            .flat_map(|d| ids.iter().map(move |id| (d, id)))
+    };
+    let pods: Vec<proto::ProductOnDepot> = on_depots()
+        .map(|(d, id)| proto::ProductOnDepot {
+            depot_id: d.id.clone(),
+            product_id: id.clone(),
+            product_version: VERSION.0.into(),
+            package_version: VERSION.1.into(),
+        })
+        .collect();
+    for chunk in pods.chunks(CHUNK) {
+        admin
+            .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
+                product_on_depots: chunk.to_vec(),
+            })
+            .await?;
+    }
+    let states: Vec<proto::ProductPropertyState> = on_depots()
+        .flat_map(|(d, id)| {
+            (0..SITE_PROPERTIES).map(move |j| proto::ProductPropertyState {
+                object_id: d.id.clone(),
+                product_id: id.clone(),
+                property_id: format!("property{j}"),
+                values: vec![format!("value{j}")],
+            })
+        })
+        .collect();
+    for chunk in states.chunks(CHUNK) {
+        admin
+            .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {
+                product_property_states: chunk.to_vec(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Puts the site's `count` other products on every client of `cohort` with
+/// no action, as a client's localboot products are.
+pub async fn put_site_products(
+    target: &Target,
+    names: &Names,
+    cohort: &Cohort,
+    count: u32,
+) -> Result<(), CliError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut admin = target.admin.clone();
+    let actions: Vec<proto::ActionRequest> = cohort
+        .members
+        .iter()
+        .flat_map(|m| {
+            (0..count).map(move |i| proto::ActionRequest {
+                client_id: m.fqdn.clone(),
+                product_id: names.site_product(i),
+                action_request: "none".into(),
+            })
+        })
+        .collect();
+    for chunk in actions.chunks(CHUNK) {
+        admin
+            .set_action_requests(proto::SetActionRequestsRequest {
+                action_requests: chunk.to_vec(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// Creates a cohort's clients, each on its depot and booting BIOS
 /// (whatever the site's default boot loader is).
 pub async fn create_clients(

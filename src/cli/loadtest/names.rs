@@ -76,6 +76,11 @@ impl Names {
         format!("loadtest-{}", self.run_id())
     }
 
+    /// The i-th of the site's other products (`--site-products`).
+    pub fn site_product(&self, i: u32) -> String {
+        format!("loadtest-{}-site-{i}", self.run_id())
+    }
+
     /// Client n as a host record, with a fresh host key.
     pub fn host(&self, n: u32) -> proto::Host {
         proto::Host {

@@ -64,6 +64,8 @@ pub struct Report {
     pub dir: Option<PathBuf>,
     /// The depots used.
     pub depots: Vec<DepotLine>,
+    /// The site's other products (`--site-products`).
+    pub site_products: u32,
     /// `bulk`, per path.
     pub bulk: Vec<BulkResult>,
     /// `boot`, per path.
@@ -148,6 +150,12 @@ impl Report {
         );
         if let Some(dir) = &self.dir {
             println!("  files in {}", dir.display());
+        }
+        if self.site_products > 0 {
+            println!(
+                "  a site's inventory: {} other products on every depot and every client",
+                self.site_products
+            );
         }
         self.print_bulk();
         self.print_boot();

@@ -126,6 +126,7 @@ async fn run_once(args: &LoadtestArgs) -> (Report, Result<(), CliError>) {
     let names = Names::random();
     let mut report = Report {
         run_id: names.run_id(),
+        site_products: args.site_products,
         ..Default::default()
     };
     let (target, mut site) = match open(args, &names, &mut report).await {
@@ -199,10 +200,12 @@ async fn measure(
 ) -> Result<(), CliError> {
     info!("creating the run's clients");
     inventory::create_product(target, names).await?;
+    inventory::create_site_products(target, names, args.site_products).await?;
     let total: usize = plan.cohorts().map(|c| c.members.len()).sum();
     let bar = super::progress::bar(total as u64, "creating clients", QUIET);
     for cohort in plan.cohorts() {
         inventory::create_clients(target, names, cohort).await?;
+        inventory::put_site_products(target, names, cohort, args.site_products).await?;
         bar.inc(cohort.members.len() as u64);
     }
     bar.finish_and_clear();
