@@ -81,6 +81,10 @@ async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_non
         direct.to_string(),
         "--depots".into(),
         "2".into(),
+        // Other products on every depot and client, as a site has them:
+        // each bundle must still be its own product's.
+        "--site-products".into(),
+        "3".into(),
         "--dir".into(),
         dir.display().to_string(),
         "--json".into(),
@@ -93,6 +97,7 @@ async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_non
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(r["mode"], "self-contained");
+    assert_eq!(r["site_products"], 3);
     assert_every_client_through(&r, clients, trickle);
     let boot_method = &r["boot"][0]["read_method"];
     if have_tftpd() {
@@ -547,4 +552,26 @@ async fn runs_on_one_postgres_server_each_get_a_database_of_their_own() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+/// A site's inventory is built in self-contained runs only: against a
+/// running site it would add products to a production inventory. Refused
+/// before anything connects, with one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_products_are_refused_against_a_running_site() {
+    let out = run([
+        "--configserver",
+        "http://127.0.0.1:1",
+        "--site-products",
+        "3",
+    ]
+    .map(String::from)
+    .to_vec())
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--site-products is for self-contained runs"),
+        "{stderr}"
+    );
 }
