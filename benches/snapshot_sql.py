@@ -50,7 +50,7 @@ def statement(commit: str) -> str:
         return text.replace('\\"', '"')
 
     sql = const("SNAPSHOT_SQL")
-    if "{pushed}" in sql:
+    if "PUSHED_SQL" in src and "{pushed}" in sql:
         sql = sql.replace("{pushed}", const("PUSHED_SQL"))
     sql = sql.replace("{condition}", "op = 'set' AND read_revision < revision")
     return re.sub(r"\$(\d)", r"?\1", sql)

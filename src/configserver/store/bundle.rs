@@ -132,31 +132,32 @@ impl Store {
 /// Every part of a snapshot as rows of one shape: the part, then up to five
 /// texts (the revision of a push as text; a push's traceparent may be NULL).
 /// `$1` is the depot, `$2` the clients (a JSON list), `$3` the PXE configs;
-/// `{pushed}` is [`PUSHED_SQL`]. What a bundle needs of a product — the
-/// action, the version on the depot, the template, the property states — is
-/// read only for the products the push rows name: a site's depot holds
-/// hundreds of products with dozens of properties each, and a client has
-/// many localboot products, none of which a netboot bundle uses. The other
-/// `WHERE` clauses are those the parts had as statements of their own
-/// (their query plans are kept).
+/// `{condition}` picks the push rows (`owed`). What a bundle needs of a
+/// product — the action, the version on the depot, the template, the
+/// property states — is read from the push rows by key, for their products
+/// only (`pushed`): a site's depot holds hundreds of products with dozens of
+/// properties each, and a client has many localboot products, none of which
+/// a netboot bundle uses. Both engines materialise a CTE used more than once.
 const SNAPSHOT_SQL: &str = "
+WITH owed AS (
+  SELECT client_id, op, product_id, revision, traceparent FROM pushes
+  WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}
+), pushed AS (SELECT DISTINCT product_id FROM owed)
 SELECT 'push' AS part, client_id AS a, op AS b, product_id AS c, CAST(revision AS TEXT) AS d,
        traceparent AS e
-  FROM pushes
-  WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}
+  FROM owed
 UNION ALL
 SELECT 'client', id, hardware_address, system_uuid, ip_address, host_key
   FROM clients WHERE id IN (SELECT value FROM json_each($2))
 UNION ALL
-SELECT 'action', client_id, product_id, action_request, '', ''
-  FROM product_on_clients
-  WHERE client_id IN (SELECT value FROM json_each($2)) AND product_id IN ({pushed})
+SELECT 'action', c.client_id, c.product_id, c.action_request, '', ''
+  FROM owed o JOIN product_on_clients c ON c.client_id = o.client_id AND c.product_id = o.product_id
 UNION ALL
-SELECT 'on_depot', product_id, product_version, package_version, '', ''
-  FROM product_on_depots WHERE depot_id = $1 AND product_id IN ({pushed})
+SELECT 'on_depot', d.product_id, d.product_version, d.package_version, '', ''
+  FROM pushed p JOIN product_on_depots d ON d.depot_id = $1 AND d.product_id = p.product_id
 UNION ALL
-SELECT 'template', id, product_version, package_version, pxe_config_template, ''
-  FROM products WHERE id IN ({pushed})
+SELECT 'template', r.id, r.product_version, r.package_version, r.pxe_config_template, ''
+  FROM pushed p JOIN products r ON r.id = p.product_id
 UNION ALL
 SELECT 'default', id, default_values, '', '', ''
   FROM configs WHERE id IN (SELECT value FROM json_each($3))
@@ -166,17 +167,13 @@ SELECT 'config', object_id, config_id, \"values\", '', ''
   WHERE config_id IN (SELECT value FROM json_each($3))
     AND object_id IN (SELECT $1 UNION ALL SELECT value FROM json_each($2))
 UNION ALL
-SELECT 'property', object_id, product_id, property_id, \"values\", ''
-  FROM product_property_states WHERE object_id = $1 AND product_id IN ({pushed})
+SELECT 'property', s.object_id, s.product_id, s.property_id, s.\"values\", ''
+  FROM pushed p JOIN product_property_states s ON s.object_id = $1 AND s.product_id = p.product_id
 UNION ALL
-SELECT 'property', object_id, product_id, property_id, \"values\", ''
-  FROM product_property_states
-  WHERE object_id IN (SELECT value FROM json_each($2)) AND product_id IN ({pushed})
+SELECT 'property', s.object_id, s.product_id, s.property_id, s.\"values\", ''
+  FROM owed o JOIN product_property_states s
+    ON s.object_id = o.client_id AND s.product_id = o.product_id
 ";
-
-/// The products of the push rows [`SNAPSHOT_SQL`] loads.
-const PUSHED_SQL: &str = "SELECT product_id FROM pushes
-    WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}";
 
 /// [`SNAPSHOT_SQL`] for `rows`.
 fn snapshot_sql(rows: Rows) -> String {
@@ -184,9 +181,7 @@ fn snapshot_sql(rows: Rows) -> String {
         Rows::Owed => "revision > delivered_revision",
         Rows::Held => "op = 'set' AND read_revision < revision",
     };
-    SNAPSHOT_SQL
-        .replace("{pushed}", PUSHED_SQL)
-        .replace("{condition}", condition)
+    SNAPSHOT_SQL.replace("{condition}", condition)
 }
 
 /// One row of [`SNAPSHOT_SQL`].
