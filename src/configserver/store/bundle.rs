@@ -1,10 +1,10 @@
 //! Collects everything a depot needs for a batch of clients in one
 //! statement (one consistent snapshot, one round trip to the database
 //! however many clients — on an idle system a push is mostly round trips):
-//! the push rows, host, product-on-client, product-on-depot, the product in
-//! the version on THAT depot, config states (the client's, else the
-//! depot's, else the default, as opsi 4.3 resolves them), property states
-//! with the depot's defaults. The PXE settings come from the one derivation
+//! the push rows, host, and — of the pushed product only — product-on-client,
+//! product-on-depot, the product in the version on THAT depot and the
+//! property states with the depot's defaults; config states (the client's,
+//! else the depot's, else the default, as opsi 4.3 resolves them). The PXE settings come from the one derivation
 //! in `domain::opsi`, which the depot's legacy look-ups use too.
 
 use std::collections::{BTreeMap, HashMap};

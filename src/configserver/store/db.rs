@@ -172,11 +172,11 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(false)
             // Nearly every statement reads a JSON id list through `IN
-            // (SELECT … json_each(…))`, an ephemeral table each; kept in a
-            // temporary file's page cache they cost a heap grow and trim
-            // per statement (`brk`/`madvise` in a trace of an idle push):
-            // in memory a bundle load took 31–40 µs instead of 54–241
-            // (docs/BENCHMARKS.md).
+            // (SELECT … json_each(…))` or a CTE, an ephemeral table each;
+            // backed by a temporary file's pager they cost a heap grow and
+            // trim per statement (`brk`/`madvise` in a trace of an idle
+            // push): a bundle load on a site-sized inventory 172 → 130 µs
+            // (`benches/snapshot_sql.py`, docs/BENCHMARKS.md fifth pass).
             .pragma("temp_store", "memory")
             // A multi-row result streams through a channel from the
             // connection's thread: room for a batch's rows saves a wake-up
