@@ -886,7 +886,8 @@ async fn a_batch_of_push_results_ends_as_applied_one_by_one(engine: Engine) {
 
 /// A bundle carries the property states of its own product — the client's
 /// over its depot's — and nothing of the other products on the depot or on
-/// the client (the snapshot reads only the products its push rows name).
+/// the client: reading only the products its push rows name, the snapshot
+/// must still find every row of the pushed one.
 async fn a_bundle_carries_the_properties_of_its_product_only(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     add_product(&store, "office", &[D1]).await;

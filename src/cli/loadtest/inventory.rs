@@ -173,22 +173,21 @@ pub async fn put_site_products(
         return Ok(());
     }
     let mut admin = target.admin.clone();
-    let actions: Vec<proto::ActionRequest> = cohort
-        .members
-        .iter()
-        .flat_map(|m| {
-            (0..count).map(move |i| proto::ActionRequest {
-                client_id: m.fqdn.clone(),
-                product_id: names.site_product(i),
-                action_request: "none".into(),
+    // One call's worth at a time: a cohort's whole list is clients × products.
+    let members = (CHUNK / count as usize).max(1);
+    for chunk in cohort.members.chunks(members) {
+        let action_requests = chunk
+            .iter()
+            .flat_map(|m| {
+                (0..count).map(move |i| proto::ActionRequest {
+                    client_id: m.fqdn.clone(),
+                    product_id: names.site_product(i),
+                    action_request: "none".into(),
+                })
             })
-        })
-        .collect();
-    for chunk in actions.chunks(CHUNK) {
+            .collect();
         admin
-            .set_action_requests(proto::SetActionRequestsRequest {
-                action_requests: chunk.to_vec(),
-            })
+            .set_action_requests(proto::SetActionRequestsRequest { action_requests })
             .await?;
     }
     Ok(())

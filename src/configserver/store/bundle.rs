@@ -137,12 +137,15 @@ impl Store {
 /// property states — is read from the push rows by key, for their products
 /// only (`pushed`): a site's depot holds hundreds of products with dozens of
 /// properties each, and a client has many localboot products, none of which
-/// a netboot bundle uses. Both engines materialise a CTE used more than once.
+/// a netboot bundle uses. The CTEs are materialised (SQLite would fold `owed`
+/// into each use and look the push rows up four times), and each part reads
+/// from them first (`CROSS JOIN` keeps that order in SQLite; with a plain join
+/// its planner scanned `products` and the depot's property states instead).
 const SNAPSHOT_SQL: &str = "
-WITH owed AS (
+WITH owed AS MATERIALIZED (
   SELECT client_id, op, product_id, revision, traceparent FROM pushes
   WHERE depot_id = $1 AND client_id IN (SELECT value FROM json_each($2)) AND {condition}
-), pushed AS (SELECT DISTINCT product_id FROM owed)
+), pushed AS MATERIALIZED (SELECT DISTINCT product_id FROM owed)
 SELECT 'push' AS part, client_id AS a, op AS b, product_id AS c, CAST(revision AS TEXT) AS d,
        traceparent AS e
   FROM owed
@@ -151,13 +154,15 @@ SELECT 'client', id, hardware_address, system_uuid, ip_address, host_key
   FROM clients WHERE id IN (SELECT value FROM json_each($2))
 UNION ALL
 SELECT 'action', c.client_id, c.product_id, c.action_request, '', ''
-  FROM owed o JOIN product_on_clients c ON c.client_id = o.client_id AND c.product_id = o.product_id
+  FROM owed o CROSS JOIN product_on_clients c
+  WHERE c.client_id = o.client_id AND c.product_id = o.product_id
 UNION ALL
 SELECT 'on_depot', d.product_id, d.product_version, d.package_version, '', ''
-  FROM pushed p JOIN product_on_depots d ON d.depot_id = $1 AND d.product_id = p.product_id
+  FROM pushed p CROSS JOIN product_on_depots d
+  WHERE d.depot_id = $1 AND d.product_id = p.product_id
 UNION ALL
 SELECT 'template', r.id, r.product_version, r.package_version, r.pxe_config_template, ''
-  FROM pushed p JOIN products r ON r.id = p.product_id
+  FROM pushed p CROSS JOIN products r WHERE r.id = p.product_id
 UNION ALL
 SELECT 'default', id, default_values, '', '', ''
   FROM configs WHERE id IN (SELECT value FROM json_each($3))
@@ -168,11 +173,12 @@ SELECT 'config', object_id, config_id, \"values\", '', ''
     AND object_id IN (SELECT $1 UNION ALL SELECT value FROM json_each($2))
 UNION ALL
 SELECT 'property', s.object_id, s.product_id, s.property_id, s.\"values\", ''
-  FROM pushed p JOIN product_property_states s ON s.object_id = $1 AND s.product_id = p.product_id
+  FROM pushed p CROSS JOIN product_property_states s
+  WHERE s.object_id = $1 AND s.product_id = p.product_id
 UNION ALL
 SELECT 'property', s.object_id, s.product_id, s.property_id, s.\"values\", ''
-  FROM owed o JOIN product_property_states s
-    ON s.object_id = o.client_id AND s.product_id = o.product_id
+  FROM owed o CROSS JOIN product_property_states s
+  WHERE s.object_id = o.client_id AND s.product_id = o.product_id
 ";
 
 /// [`SNAPSHOT_SQL`] for `rows`.

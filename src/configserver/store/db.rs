@@ -175,8 +175,9 @@ impl Store {
             // (SELECT … json_each(…))` or a CTE, an ephemeral table each;
             // backed by a temporary file's pager they cost a heap grow and
             // trim per statement (`brk`/`madvise` in a trace of an idle
-            // push): a bundle load on a site-sized inventory 172 → 130 µs
-            // (`benches/snapshot_sql.py`, docs/BENCHMARKS.md fifth pass).
+            // push). The price: a sort or temporary table of a very large
+            // statement (a bulk write of 100,000 clients) is held in memory
+            // while it runs, tens of MB, instead of spilling to a file.
             .pragma("temp_store", "memory")
             // A multi-row result streams through a channel from the
             // connection's thread: room for a batch's rows saves a wake-up

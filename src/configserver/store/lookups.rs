@@ -36,15 +36,20 @@ impl Store {
         active: bool,
     ) -> Result<Vec<PocRecord>> {
         // Newest action first: a legacy depot boots the first one, the very
-        // product the new path's bundle is for.
+        // product the new path's bundle is for. The active ones are a text
+        // of their own: its condition is the partial index's
+        // (`product_on_clients_newest`), which a `$2 = 0 OR …` hides.
+        let active = if active {
+            "AND action_request <> 'none'"
+        } else {
+            ""
+        };
         let sql = format!(
-            "SELECT * FROM product_on_clients WHERE client_id = $1
-               AND ($2 = 0 OR action_request <> 'none')
+            "SELECT * FROM product_on_clients WHERE client_id = $1 {active}
              {NEWEST_ACTION_FIRST}"
         );
         Ok(on!(self.reader(), |c| sqlx::query(AssertSqlSafe(sql))
             .bind(client_id)
-            .bind(i64::from(active))
             .fetch_all(c)
             .await?
             .iter()
