@@ -62,33 +62,46 @@ impl Cohort {
 
 /// Creates the run's product on every depot of `target`.
 pub async fn create_product(target: &Target, names: &Names) -> Result<(), CliError> {
+    install(target, &[names.product()]).await
+}
+
+/// Registers `ids` (version [`VERSION`], no template of their own: the
+/// depot's default for the boot mode) and installs them on every depot of
+/// `target`.
+async fn install(target: &Target, ids: &[String]) -> Result<(), CliError> {
     let mut admin = target.admin.clone();
     admin
         .upsert_products(proto::UpsertProductsRequest {
-            products: vec![proto::Product {
-                id: names.product(),
-                product_version: VERSION.0.into(),
-                package_version: VERSION.1.into(),
-                // The depot's default template for the boot mode.
-                pxe_config_template: String::new(),
-            }],
+            products: ids
+                .iter()
+                .map(|id| proto::Product {
+                    id: id.clone(),
+                    product_version: VERSION.0.into(),
+                    package_version: VERSION.1.into(),
+                    pxe_config_template: String::new(),
+                })
+                .collect(),
         })
         .await?;
-    let pods = target
+    let pods: Vec<proto::ProductOnDepot> = target
         .depots
         .iter()
-        .map(|d| proto::ProductOnDepot {
-            depot_id: d.id.clone(),
-            product_id: names.product(),
-            product_version: VERSION.0.into(),
-            package_version: VERSION.1.into(),
+        .flat_map(|d| {
+            ids.iter().map(|id| proto::ProductOnDepot {
+                depot_id: d.id.clone(),
+                product_id: id.clone(),
+                product_version: VERSION.0.into(),
+                package_version: VERSION.1.into(),
+            })
         })
         .collect();
-    admin
-        .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
-            product_on_depots: pods,
-        })
-        .await?;
+    for chunk in pods.chunks(CHUNK) {
+        admin
+            .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
+                product_on_depots: chunk.to_vec(),
+            })
+            .await?;
+    }
     Ok(())
 }
 
@@ -105,43 +118,12 @@ pub async fn create_site_products(
     if count == 0 {
         return Ok(());
     }
-    let mut admin = target.admin.clone();
     let ids: Vec<String> = (0..count).map(|i| names.site_product(i)).collect();
-    admin
-        .upsert_products(proto::UpsertProductsRequest {
-            products: ids
-                .iter()
-                .map(|id| proto::Product {
-                    id: id.clone(),
-                    product_version: VERSION.0.into(),
-                    package_version: VERSION.1.into(),
-                    pxe_config_template: String::new(),
-                })
-                .collect(),
-        })
-        .await?;
-    let on_depots = || {
-        target
-            .depots
-            .iter()
-            .flat_map(|d| ids.iter().map(move |id| (d, id)))
-    };
-    let pods: Vec<proto::ProductOnDepot> = on_depots()
-        .map(|(d, id)| proto::ProductOnDepot {
-            depot_id: d.id.clone(),
-            product_id: id.clone(),
-            product_version: VERSION.0.into(),
-            package_version: VERSION.1.into(),
-        })
-        .collect();
-    for chunk in pods.chunks(CHUNK) {
-        admin
-            .upsert_product_on_depots(proto::UpsertProductOnDepotsRequest {
-                product_on_depots: chunk.to_vec(),
-            })
-            .await?;
-    }
-    let states: Vec<proto::ProductPropertyState> = on_depots()
+    install(target, &ids).await?;
+    let states: Vec<proto::ProductPropertyState> = target
+        .depots
+        .iter()
+        .flat_map(|d| ids.iter().map(move |id| (d, id)))
         .flat_map(|(d, id)| {
             (0..SITE_PROPERTIES).map(move |j| proto::ProductPropertyState {
                 object_id: d.id.clone(),
@@ -151,6 +133,7 @@ pub async fn create_site_products(
             })
         })
         .collect();
+    let mut admin = target.admin.clone();
     for chunk in states.chunks(CHUNK) {
         admin
             .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {

@@ -4,8 +4,9 @@
 //! the push rows, host, and — of the pushed product only — product-on-client,
 //! product-on-depot, the product in the version on THAT depot and the
 //! property states with the depot's defaults; config states (the client's,
-//! else the depot's, else the default, as opsi 4.3 resolves them). The PXE settings come from the one derivation
-//! in `domain::opsi`, which the depot's legacy look-ups use too.
+//! else the depot's, else the default, as opsi 4.3 resolves them). The PXE
+//! settings come from the one derivation in `domain::opsi`, which the
+//! depot's legacy look-ups use too.
 
 use std::collections::{BTreeMap, HashMap};
 
