@@ -102,7 +102,7 @@ pub struct LoadtestArgs {
     /// them — this many products on every depot, each with 20 property
     /// states there, and all of them on every client with no action. A push
     /// carries only its own product's, so they cost only the reads of a
-    /// bigger inventory [default: 0, the run's one product alone].
+    /// bigger inventory; 0 leaves the run's one product alone.
     #[arg(long, default_value_t = 0)]
     pub site_products: u32,
     /// Self-contained: keep the directory (and the roles' logs) afterwards.
