@@ -173,9 +173,10 @@ impl Store {
             .foreign_keys(false)
             // Nearly every statement reads a JSON id list through `IN
             // (SELECT … json_each(…))` or a CTE, an ephemeral table each;
-            // backed by a temporary file's pager they cost a heap grow and
-            // trim per statement (`brk`/`madvise` in a trace of an idle
-            // push). The price: a sort or temporary table of a very large
+            // backed by a temporary file's pager they cost heap trims
+            // (`madvise` in a trace of an idle push) and made a bundle load
+            // on a site-sized inventory 4× slower (docs/BENCHMARKS.md,
+            // fifth pass). The price: a sort or temporary table of a very large
             // statement (a bulk write of 100,000 clients) is held in memory
             // while it runs, tens of MB, instead of spilling to a file.
             .pragma("temp_store", "memory")

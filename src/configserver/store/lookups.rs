@@ -39,13 +39,13 @@ impl Store {
         // product the new path's bundle is for. The active ones are a text
         // of their own: its condition is the partial index's
         // (`product_on_clients_newest`), which a `$2 = 0 OR …` hides.
-        let active = if active {
+        let condition = if active {
             "AND action_request <> 'none'"
         } else {
             ""
         };
         let sql = format!(
-            "SELECT * FROM product_on_clients WHERE client_id = $1 {active}
+            "SELECT * FROM product_on_clients WHERE client_id = $1 {condition}
              {NEWEST_ACTION_FIRST}"
         );
         Ok(on!(self.reader(), |c| sqlx::query(AssertSqlSafe(sql))
