@@ -8,14 +8,15 @@
 //! After its read the next one is pushed, as opsipxeconfd's update after a
 //! read does (`pxe_config_writer_callback` @ 4.3.3.4 l.302–346).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-use super::checks::{Exists, require_each};
-use super::db::{Store, Tx, WriteTx, on};
+use super::checks::{Exists, missing, require};
+use super::db::{Store, WriteTx, on};
 use super::error::Result;
 use super::records::{ActionRecord, WriteOutcome};
+use super::script::{Ran, Script, Value};
 use super::sql::json_rows;
-use super::triggers::finish;
+use super::triggers::{distinct, finish, finish_read, reads, state};
 use crate::domain::{Fqdn, ProductId};
 
 /// The rows a list of actions writes: one per (client, product) with its
@@ -39,20 +40,57 @@ fn resolve(actions: &[ActionRecord]) -> Vec<[&str; 3]> {
     rows
 }
 
-/// Takes `n` numbers of the action sequence; returns the first.
-async fn allocate_sequence(conn: &mut Tx, n: u64) -> Result<u64> {
-    let last: i64 = on!(conn.conn(), |c| sqlx::query_scalar(
-        "UPDATE meta SET value = value + $1 WHERE key = 'action_sequence' RETURNING value",
-    )
-    .bind(n as i64)
-    .fetch_one(c)
-    .await?);
-    Ok(last as u64 + 1 - n)
+/// A list of actions to write: what must exist, and the rows.
+struct ActionWrite<'a> {
+    checks: [(Exists, BTreeSet<&'a str>); 2],
+    rows: Vec<[&'a str; 3]>,
 }
 
-/// Writes action requests in `tx`, each newer than every earlier one (in
-/// list order); the client's other actions stay. Returns the rows written
-/// and the clients touched. Unknown clients or products fail the whole call.
+impl<'a> ActionWrite<'a> {
+    fn new(actions: &'a [ActionRecord]) -> Self {
+        let clients = actions.iter().map(|a| a.client_id.as_str()).collect();
+        let products = actions.iter().map(|a| a.product_id.as_str()).collect();
+        Self {
+            checks: [(Exists::Client, clients), (Exists::Product, products)],
+            rows: resolve(actions),
+        }
+    }
+
+    /// `script` and then the write: the existence check (a guard), the
+    /// sequence numbers taken, and the rows, each newer than every earlier
+    /// one (in list order; the n-th row takes the n-th number taken, `key`
+    /// being its index); the client's other actions stay.
+    fn script(&self, script: Script) -> Script {
+        let n = i64::try_from(self.rows.len()).unwrap_or(i64::MAX);
+        require(script, &self.checks)
+            .then(
+                "UPDATE meta SET value = value + $1 WHERE key = 'action_sequence'",
+                vec![Value::Int(n)],
+            )
+            .then(
+                "WITH taken AS (SELECT value - $2 + 1 AS first FROM meta WHERE key = 'action_sequence')
+         INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
+         SELECT value ->> 0, value ->> 1, value ->> 2, '', first + key FROM json_each($1) CROSS JOIN taken WHERE true
+         ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
+           action_progress = '', modified = excluded.modified",
+                vec![Value::Text(json_rows(self.rows.iter().copied())), Value::Int(n)],
+            )
+    }
+
+    /// The rows written and the clients touched, from the script's results
+    /// (NOT_FOUND naming the first unknown client or product).
+    fn written(&self, ran: &mut Ran) -> Result<(usize, Vec<String>)> {
+        missing(&self.checks, ran.next()?)?;
+        ran.next()?;
+        ran.next()?;
+        let touched = self.rows.iter().map(|r| r[0].to_owned()).collect();
+        Ok((self.rows.len(), touched))
+    }
+}
+
+/// Writes action requests in `tx` ([`ActionWrite::script`]). Returns the
+/// rows written and the clients touched. Unknown clients or products fail
+/// the whole call.
 pub(super) async fn write_actions(
     tx: &mut WriteTx,
     actions: &[ActionRecord],
@@ -60,25 +98,9 @@ pub(super) async fn write_actions(
     if actions.is_empty() {
         return Ok((0, Vec::new()));
     }
-    let clients = actions.iter().map(|a| a.client_id.as_str()).collect();
-    let products = actions.iter().map(|a| a.product_id.as_str()).collect();
-    require_each(tx, [(Exists::Client, clients), (Exists::Product, products)]).await?;
-    let rows = resolve(actions);
-    let base = allocate_sequence(tx, rows.len() as u64).await?;
-    on!(tx.conn(), |c| {
-        sqlx::query(
-        "INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
-         SELECT value ->> 0, value ->> 1, value ->> 2, '', $2 + key FROM json_each($1) WHERE true
-         ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
-           action_progress = '', modified = excluded.modified",
-    )
-    .bind(json_rows(rows.iter().copied()))
-    .bind(base as i64)
-    .execute(c)
-    .await?.rows_affected()
-    });
-    let touched = rows.iter().map(|r| r[0].to_owned()).collect();
-    Ok((rows.len(), touched))
+    let write = ActionWrite::new(actions);
+    let mut ran = write.script(Script::default()).run(tx).await?;
+    write.written(&mut ran)
 }
 
 impl Store {
@@ -87,8 +109,18 @@ impl Store {
     /// Unknown clients or products fail the whole call.
     pub async fn set_action_requests(&self, actions: &[ActionRecord]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let (affected, touched) = write_actions(&mut tx, actions).await?;
-        finish(tx, affected, &touched).await
+        if actions.is_empty() {
+            return finish(tx, 0, &[]).await;
+        }
+        // The write and the reconciliation's reads in one script: the
+        // clients it touches are known before it runs.
+        let write = ActionWrite::new(actions);
+        let clients = distinct(write.rows.iter().map(|r| r[0]));
+        let mut ran = reads(write.script(Script::default()), &clients)
+            .run(&mut tx)
+            .await?;
+        let (affected, _) = write.written(&mut ran)?;
+        finish_read(tx, affected, state(&mut ran)?).await
     }
 
     /// Deletes product-on-clients; configs for them are removed (or the

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use sqlx::AssertSqlSafe;
-
-use super::db::{Tx, on};
+use super::db::Tx;
 use super::error::{Result, StoreError};
+use super::script::{Rows, Script, Value};
 use super::sql::json_list;
 
 /// What must exist, as an SQL test on `j.value`.
@@ -66,6 +65,13 @@ pub(super) async fn require_each<const N: usize>(
     tx: &mut Tx,
     checks: [(Exists, BTreeSet<&str>); N],
 ) -> Result<()> {
+    let mut ran = require(Script::default(), &checks).run(tx).await?;
+    missing(&checks, ran.next()?)
+}
+
+/// `script` and then [`require_each`]'s statement, as its guard; the
+/// statement's rows go to [`missing`].
+pub(super) fn require(script: Script, checks: &[(Exists, BTreeSet<&str>)]) -> Script {
     let sql = checks
         .iter()
         .enumerate()
@@ -79,14 +85,17 @@ pub(super) async fn require_each<const N: usize>(
         .collect::<Vec<_>>()
         .join(" UNION ALL ")
         + " ORDER BY 1, 2 LIMIT 1";
-    let missing: Option<(i32, String)> = on!(tx.conn(), |c| {
-        let mut query = sqlx::query_as(AssertSqlSafe(sql));
-        for (_, ids) in &checks {
-            query = query.bind(json_list(ids));
-        }
-        query.fetch_optional(c).await?
-    });
-    match missing {
+    let values = checks
+        .iter()
+        .map(|(_, ids)| Value::Text(json_list(ids)))
+        .collect();
+    script.guard(sql, values)
+}
+
+/// NOT_FOUND if [`require`]'s statement found a missing id.
+pub(super) fn missing(checks: &[(Exists, BTreeSet<&str>)], rows: Rows) -> Result<()> {
+    let missing: Vec<(i32, String)> = rows.decode()?;
+    match missing.into_iter().next() {
         // `n` is the check's position in `checks`, as the statement numbers it.
         Some((n, id)) => Err(StoreError::NotFound {
             what: usize::try_from(n)

@@ -12,7 +12,8 @@
 //! - `inventory`, `states`, `actions`: the admin writes (`import`: all of
 //!   them in one transaction); `checks`: their existence checks;
 //!   `triggers`: what a change owes the depots, `touched`: to which clients;
-//!   `rules`: opsi's rules as SQL.
+//!   `rules`: opsi's rules as SQL; `script`: a transaction's statements in
+//!   one hand-off to SQLite's connection thread.
 //! - `delivery`: push results, read reports, the outbox per depot;
 //!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
 //!   assembly; `templates`: the template a depot reports it used.
@@ -37,6 +38,7 @@ mod lookups;
 mod records;
 mod rows;
 mod rules;
+mod script;
 mod sequence;
 mod sql;
 mod states;

@@ -15,8 +15,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sqlx::AssertSqlSafe;
+
 use super::db::{Tx, on};
 use super::error::Result;
+use super::script::{Script, Value};
 
 /// Microseconds since the Unix epoch, the clock half of the hybrid clock.
 fn now_micros() -> i64 {
@@ -26,18 +29,33 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// Takes `$2` fresh revisions (consecutive) at the clock's time `$1`: the
+/// sequence's value is the last of them afterwards.
+const TAKE_SQL: &str =
+    "UPDATE meta SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END + $2 - 1
+         WHERE key = 'revision'";
+
 /// Takes `n` fresh revisions (consecutive); returns the first.
 pub(super) async fn allocate(tx: &mut Tx, n: u64) -> Result<u64> {
     let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
-    let last: i64 = on!(tx.conn(), |c| sqlx::query_scalar(
-        "UPDATE meta SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END + $2 - 1
-         WHERE key = 'revision' RETURNING value",
-    )
+    let last: i64 = on!(tx.conn(), |c| sqlx::query_scalar(AssertSqlSafe(format!(
+        "{TAKE_SQL} RETURNING value"
+    )))
     .bind(now_micros())
     .bind(n)
     .fetch_one(c)
     .await?);
     Ok((last - n + 1) as u64)
+}
+
+/// `script` and then the statement that takes `n` fresh revisions
+/// ([`allocate`] where a later statement of the script reads them: the
+/// sequence's value is the last of them afterwards).
+pub(super) fn take(script: Script, n: i64) -> Script {
+    script.then(
+        TAKE_SQL,
+        vec![Value::Int(now_micros()), Value::Int(n.max(1))],
+    )
 }
 
 /// Moves the sequence past `revision` (a revision a depot has seen); true

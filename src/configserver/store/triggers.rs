@@ -12,13 +12,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::AssertSqlSafe;
-
-use super::db::{Tx, WriteTx, on};
+use super::db::{Tx, WriteTx};
 use super::error::Result;
 use super::leases::announce;
 use super::records::{Owed, PushOp, WriteOutcome};
 use super::rules::{active_product_sql, effective_depot_sql};
+use super::script::{Ran, Script, Value};
+use super::sequence;
 use super::sql::{json_list, json_rows, now_ms, traceparent};
 
 /// The tail of every admin write: the pushes the change owes, in the same
@@ -40,6 +40,27 @@ pub(super) async fn settle(
     commit: bool,
 ) -> Result<WriteOutcome> {
     let owed = reconcile(&mut tx, clients).await?;
+    close(tx, affected, owed, commit).await
+}
+
+/// [`finish`] for a write whose own script ended with [`reads`] (one
+/// hand-off less): `state` is what they read.
+pub(super) async fn finish_read(
+    mut tx: WriteTx,
+    affected: usize,
+    state: State,
+) -> Result<WriteOutcome> {
+    let owed = apply(&mut tx, state).await?;
+    close(tx, affected, owed, true).await
+}
+
+/// Announces what is owed and commits, or rolls back.
+async fn close(
+    mut tx: WriteTx,
+    affected: usize,
+    owed: Vec<Owed>,
+    commit: bool,
+) -> Result<WriteOutcome> {
     if commit {
         announce(&mut tx, &owed).await?;
         tx.commit().await?;
@@ -50,12 +71,6 @@ pub(super) async fn settle(
         affected: affected as u64,
         owed,
     })
-}
-
-/// Takes `n` fresh revisions; returns the first (the hybrid clock in
-/// `super::sequence`).
-pub(super) async fn allocate_revisions(conn: &mut Tx, n: u64) -> Result<u64> {
-    super::sequence::allocate(conn, n).await
 }
 
 /// Where a client's config should be: `product`'s on `depot`, unless
@@ -101,21 +116,49 @@ struct Change {
     owed: bool,
 }
 
+/// What the clients of a write should have, and the push rows they have.
+pub(super) struct State {
+    desired: HashMap<String, Option<Want>>,
+    current: Rows,
+}
+
 /// Brings the push rows of `clients` in line with the inventory; returns
 /// the pushes now owed.
 pub(super) async fn reconcile(conn: &mut Tx, clients: &[String]) -> Result<Vec<Owed>> {
-    let mut seen = HashSet::new();
-    let clients: Vec<&str> = clients
-        .iter()
-        .map(String::as_str)
-        .filter(|c| seen.insert(*c))
-        .collect();
+    let clients = distinct(clients.iter().map(String::as_str));
     if clients.is_empty() {
         return Ok(Vec::new());
     }
-    let list = json_list(&clients);
-    let desired = desired(conn, &list).await?;
-    let current = current(conn, &list).await?;
+    let mut ran = reads(Script::default(), &clients).run(conn).await?;
+    let state = state(&mut ran)?;
+    apply(conn, state).await
+}
+
+/// Each client once, in first-seen order.
+pub(super) fn distinct<'a>(clients: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    clients.into_iter().filter(|c| seen.insert(*c)).collect()
+}
+
+/// `script` and then the reconciliation's two reads for `clients`; their
+/// rows go to [`state`].
+pub(super) fn reads(script: Script, clients: &[&str]) -> Script {
+    let list = json_list(clients);
+    script
+        .then(desired_sql(), vec![Value::Text(list.clone())])
+        .then(CURRENT_SQL, vec![Value::Text(list)])
+}
+
+/// What [`reads`] read.
+pub(super) fn state(ran: &mut Ran) -> Result<State> {
+    let desired = wanted(ran.next()?.decode()?);
+    let current = found(ran.next()?.decode()?);
+    Ok(State { desired, current })
+}
+
+/// Writes the push rows `state` calls for; returns the pushes now owed.
+async fn apply(conn: &mut Tx, state: State) -> Result<Vec<Owed>> {
+    let State { desired, current } = state;
     let mut changes = removals(&current, &desired);
     changes.extend(desired.into_iter().filter_map(|(client, want)| {
         let want = want?;
@@ -156,11 +199,23 @@ pub(super) async fn reconcile(conn: &mut Tx, clients: &[String]) -> Result<Vec<O
         .collect())
 }
 
-/// What each client of `list` should have: a config for its newest netboot
-/// action on its (registered) depot, or nothing; and what blocks it.
-async fn desired(conn: &mut Tx, list: &str) -> Result<HashMap<String, Option<Want>>> {
+/// A client of the list: it exists, its newest netboot product, its
+/// depot, what blocks the config, whether the depot is registered.
+type Wanted = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
+
+/// What each client of `$1` (a JSON list) should have: a config for its
+/// newest netboot action on its (registered) depot, or nothing; and what
+/// blocks it.
+fn desired_sql() -> String {
     // The version on the depot must be registered too, or no bundle can be built.
-    let sql = format!(
+    format!(
         "WITH w AS (SELECT j.value AS client_id,
            EXISTS (SELECT 1 FROM clients c WHERE c.id = j.value) AS client_exists,
            {product} AS product_id,
@@ -178,21 +233,12 @@ async fn desired(conn: &mut Tx, list: &str) -> Result<HashMap<String, Option<Wan
          FROM w",
         product = active_product_sql("j.value"),
         depot = effective_depot_sql("j.value"),
-    );
-    type Wanted = (
-        String,
-        bool,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        bool,
-    );
-    let rows: Vec<Wanted> = on!(conn.conn(), |c| sqlx::query_as(AssertSqlSafe(sql))
-        .bind(list)
-        .fetch_all(c)
-        .await?);
-    Ok(rows
-        .into_iter()
+    )
+}
+
+/// [`desired_sql`]'s rows by client.
+fn wanted(rows: Vec<Wanted>) -> HashMap<String, Option<Want>> {
+    rows.into_iter()
         .map(|(client, exists, product, depot, blocked, depot_known)| {
             let want = match (exists, product, depot) {
                 (true, Some(product), Some(depot)) if depot_known => Some(Want {
@@ -204,23 +250,20 @@ async fn desired(conn: &mut Tx, list: &str) -> Result<HashMap<String, Option<Wan
             };
             (client, want)
         })
-        .collect())
+        .collect()
 }
 
-/// The push rows of the clients of `list`.
-async fn current(conn: &mut Tx, list: &str) -> Result<Rows> {
-    type Found = (String, String, String, String, i64, i64, String);
-    let rows: Vec<Found> = on!(conn.conn(), |c| {
-        sqlx::query_as(
-        "SELECT client_id, depot_id, op, product_id, revision, read_revision, blocked FROM pushes
-         WHERE client_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(list)
-    .fetch_all(c)
-    .await?
-    });
-    Ok(rows
-        .into_iter()
+/// The push rows of the clients of `$1` (a JSON list).
+const CURRENT_SQL: &str =
+    "SELECT client_id, depot_id, op, product_id, revision, read_revision, blocked FROM pushes
+         WHERE client_id IN (SELECT value FROM json_each($1))";
+
+/// A push row as [`CURRENT_SQL`] reads it.
+type Found = (String, String, String, String, i64, i64, String);
+
+/// [`CURRENT_SQL`]'s rows by client and depot.
+fn found(rows: Vec<Found>) -> Rows {
+    rows.into_iter()
         .map(
             |(client, depot, op, product, revision, read_revision, blocked)| {
                 let current = Current {
@@ -233,7 +276,7 @@ async fn current(conn: &mut Tx, list: &str) -> Result<Rows> {
                 ((client, depot), current)
             },
         )
-        .collect())
+        .collect()
 }
 
 /// Removes owed to depots that may hold a config of a client (a set it has
@@ -259,11 +302,12 @@ fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Chan
         .collect()
 }
 
-/// Writes `changes` with fresh revisions in one statement; those owed are
-/// owed again, a blocked one not owed counts as delivered at once. Every
-/// row takes the current call's `traceparent` (one value, bound once).
+/// Writes `changes` with fresh revisions (taken in the same hand-off, and
+/// read back by the insert); those owed are owed again, a blocked one not
+/// owed counts as delivered at once. Every row takes the current call's
+/// `traceparent` (one value, bound once).
 async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
-    let base = allocate_revisions(conn, changes.len() as u64).await?;
+    let n = i64::try_from(changes.len()).unwrap_or(i64::MAX);
     let rows = json_rows(changes.iter().map(|c| {
         [
             c.client.as_str(),
@@ -274,28 +318,32 @@ async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
             if c.owed { "owed" } else { "" },
         ]
     }));
-    // The n-th row gets revision base + n (`key` is its index);
+    // The n-th row gets revision first + n (`key` is its index), the first
+    // of those just taken being the sequence's value less n − 1;
     // `delivered_revision` 0 marks it owed.
-    on!(conn.conn(), |c| {
-        sqlx::query(
-        "INSERT INTO pushes (client_id, depot_id, op, product_id, blocked, revision, delivered_revision, updated_at, traceparent)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, $2 + key,
-           CASE WHEN value ->> 5 = 'owed' THEN 0 ELSE $2 + key END, $3, $4
-         FROM json_each($1) WHERE true
+    let insert = "WITH taken AS (SELECT value - $2 + 1 AS first FROM meta WHERE key = 'revision')
+         INSERT INTO pushes (client_id, depot_id, op, product_id, blocked, revision, delivered_revision, updated_at, traceparent)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, first + key,
+           CASE WHEN value ->> 5 = 'owed' THEN 0 ELSE first + key END, $3, $4
+         FROM json_each($1) CROSS JOIN taken WHERE true
          ON CONFLICT (client_id, depot_id) DO UPDATE SET op = excluded.op,
            product_id = CASE WHEN excluded.product_id <> '' THEN excluded.product_id ELSE pushes.product_id END,
            blocked = excluded.blocked, revision = excluded.revision,
            delivered_revision = CASE WHEN excluded.delivered_revision = 0 THEN pushes.delivered_revision
              ELSE excluded.delivered_revision END,
            attempts = 0, last_error = '', next_attempt_at = NULL, updated_at = excluded.updated_at,
-           traceparent = excluded.traceparent",
-    )
-    .bind(rows)
-    .bind(base as i64)
-    .bind(now_ms())
-    .bind(traceparent())
-    .execute(c)
-    .await?.rows_affected()
-    });
+           traceparent = excluded.traceparent";
+    sequence::take(Script::default(), n)
+        .then(
+            insert,
+            vec![
+                Value::Text(rows),
+                Value::Int(n),
+                Value::Int(now_ms()),
+                Value::MaybeText(traceparent()),
+            ],
+        )
+        .run(conn)
+        .await?;
     Ok(())
 }

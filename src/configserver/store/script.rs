@@ -1,0 +1,245 @@
+//! Statements of one transaction that need nothing from each other's rows
+//! in Rust, sent together: on SQLite as one command to its connection's
+//! thread, on PostgreSQL one after another.
+//!
+//! sqlx runs each SQLite statement on a thread of the connection's own and
+//! hands it over twice (the command, then the rows): on an idle configserver
+//! each hand-off is a wake-up of a sleeping thread, and a one-client admin
+//! write spent ~0.56 ms of its ~0.9 ms in ten of them while the statements
+//! themselves took a few µs each (`perf record -e syscalls:…` of a trickle,
+//! docs/BENCHMARKS.md, sixth pass). A script is one hand-off however many
+//! statements it holds. sqlx's SQLite driver runs every statement of a query
+//! text, binding `$n` across them all; sqlx calls that behaviour deprecated
+//! (launchbadge/sqlx#3108), so the tests of every script's caller run on
+//! SQLite and would fail with the first sqlx that drops it.
+
+use futures::TryStreamExt;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Either, Executor, FromRow};
+
+use super::db::{Engine, Tx};
+use super::error::Result;
+
+/// A value bound to a statement of a script.
+#[derive(Debug, Clone)]
+pub(super) enum Value {
+    /// Text.
+    Text(String),
+    /// An integer.
+    Int(i64),
+    /// Text or NULL.
+    MaybeText(Option<String>),
+}
+
+/// One statement, numbering its values `$1`, `$2`, … in its own text.
+struct Statement {
+    sql: String,
+    values: Vec<Value>,
+    /// Rows from it fail the write: later statements need not run.
+    guard: bool,
+}
+
+/// Statements run in order in one transaction; each one's rows come back.
+#[derive(Default)]
+pub(super) struct Script {
+    statements: Vec<Statement>,
+}
+
+/// The rows of one statement of a script.
+pub(super) enum Rows {
+    /// From SQLite.
+    Sqlite(Vec<SqliteRow>),
+    /// From PostgreSQL.
+    Postgres(Vec<PgRow>),
+}
+
+impl Rows {
+    /// The rows as `T`s (tuples decode by position).
+    pub(super) fn decode<T>(self) -> Result<Vec<T>>
+    where
+        T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow>,
+    {
+        Ok(match self {
+            Rows::Sqlite(rows) => rows.iter().map(T::from_row).collect::<Result<_, _>>()?,
+            Rows::Postgres(rows) => rows.iter().map(T::from_row).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether the statement returned no rows.
+    pub(super) fn is_empty(&self) -> bool {
+        match self {
+            Rows::Sqlite(rows) => rows.is_empty(),
+            Rows::Postgres(rows) => rows.is_empty(),
+        }
+    }
+}
+
+/// The rows of a script's statements, in order.
+pub(super) struct Ran(std::vec::IntoIter<Rows>);
+
+impl Ran {
+    /// The next statement's rows; an error if it did not run (a guard
+    /// before it returned rows on PostgreSQL — check guards first).
+    pub(super) fn next(&mut self) -> Result<Rows> {
+        self.0.next().ok_or_else(|| {
+            sqlx::Error::Protocol("a statement of the script did not run".into()).into()
+        })
+    }
+}
+
+impl Script {
+    /// Adds a statement.
+    pub(super) fn then(mut self, sql: impl Into<String>, values: Vec<Value>) -> Self {
+        self.statements.push(Statement {
+            sql: sql.into(),
+            values,
+            guard: false,
+        });
+        self
+    }
+
+    /// Adds a statement whose rows fail the write (an existence check): on
+    /// PostgreSQL the statements after it do not run when it returns rows
+    /// (they could break a constraint there); on SQLite they run in the
+    /// same hand-off and the caller's error rolls the transaction back.
+    pub(super) fn guard(mut self, sql: impl Into<String>, values: Vec<Value>) -> Self {
+        self.statements.push(Statement {
+            sql: sql.into(),
+            values,
+            guard: true,
+        });
+        self
+    }
+
+    /// Runs the statements in `tx`: one [`Rows`] per statement run, in
+    /// order — all of them, or on PostgreSQL up to a guard that returned rows.
+    pub(super) async fn run(self, tx: &mut Tx) -> Result<Ran> {
+        let ran = self.run_all(tx).await?;
+        Ok(Ran(ran.into_iter()))
+    }
+
+    async fn run_all(self, tx: &mut Tx) -> Result<Vec<Rows>> {
+        match tx.conn() {
+            Engine::Sqlite(c) => {
+                let (sql, values) = self.joined();
+                let query = values
+                    .into_iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), bind);
+                let mut steps = c.fetch_many(query);
+                let mut out = Vec::new();
+                let mut rows = Vec::new();
+                while let Some(step) = steps.try_next().await? {
+                    match step {
+                        Either::Right(row) => rows.push(row),
+                        // Each statement ends with its result, rows or not.
+                        Either::Left(_) => out.push(Rows::Sqlite(std::mem::take(&mut rows))),
+                    }
+                }
+                Ok(out)
+            }
+            Engine::Postgres(c) => {
+                let mut out = Vec::new();
+                for statement in self.statements {
+                    let query = statement
+                        .values
+                        .into_iter()
+                        .fold(sqlx::query(AssertSqlSafe(statement.sql)), bind);
+                    let rows = Rows::Postgres(query.fetch_all(&mut *c).await?);
+                    let stop = statement.guard && !rows.is_empty();
+                    out.push(rows);
+                    if stop {
+                        break;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// One text of all statements, each one's `$n` moved past the values of
+    /// those before it, and all the values in order.
+    fn joined(self) -> (String, Vec<Value>) {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        for statement in self.statements {
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&renumber(&statement.sql, values.len()));
+            values.extend(statement.values);
+        }
+        (sql, values)
+    }
+}
+
+/// Binds `value` next.
+fn bind<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    value: Value,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    match value {
+        Value::Text(text) => query.bind(text),
+        Value::Int(n) => query.bind(n),
+        Value::MaybeText(text) => query.bind(text),
+    }
+}
+
+/// `sql` with every parameter `$n` outside quotes made `$(n + offset)`.
+fn renumber(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(ch) = chars.next() {
+        match (quote, ch) {
+            (Some(q), _) if ch == q => quote = None,
+            (None, '\'' | '"') => quote = Some(ch),
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut digits = String::new();
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    digits.push(d);
+                }
+                out.push('$');
+                match digits.parse::<usize>() {
+                    Ok(n) => out.push_str(&(n + offset).to_string()),
+                    // Too many digits for a parameter: not one; left as it is.
+                    Err(_) => out.push_str(&digits),
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_move_past_the_earlier_statements_values() {
+        assert_eq!(
+            renumber("SELECT $1, '$1', \"$2\" || $12 FROM t WHERE a = $2", 3),
+            "SELECT $4, '$1', \"$2\" || $15 FROM t WHERE a = $5"
+        );
+        assert_eq!(renumber("SELECT $1", 0), "SELECT $1");
+        let (sql, values) = Script::default()
+            .then("SELECT $1", vec![Value::Int(1)])
+            .guard("SELECT $1, $2", vec![Value::Int(2), Value::Int(3)])
+            .then("UPDATE t SET a = $1", vec![Value::Int(4)])
+            .joined();
+        assert_eq!(sql, "SELECT $1;\nSELECT $2, $3;\nUPDATE t SET a = $4");
+        assert_eq!(values.len(), 4);
+    }
+}
