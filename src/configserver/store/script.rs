@@ -4,14 +4,15 @@
 //!
 //! sqlx runs each SQLite statement on a thread of the connection's own and
 //! hands it over twice (the command, then the rows): on an idle configserver
-//! each hand-off is a wake-up of a sleeping thread, and a one-client admin
-//! write spent ~0.56 ms of its ~0.9 ms in ten of them while the statements
-//! themselves took a few µs each (`perf record -e syscalls:…` of a trickle,
-//! docs/BENCHMARKS.md, sixth pass). A script is one hand-off however many
-//! statements it holds. sqlx's SQLite driver runs every statement of a query
-//! text, binding `$n` across them all; sqlx calls that behaviour deprecated
-//! (launchbadge/sqlx#3108), so the tests of every script's caller run on
-//! SQLite and would fail with the first sqlx that drops it.
+//! each hand-off is a wake-up of a sleeping thread, ~35 µs, while most of a
+//! one-client write's statements run in a few µs. A script is one hand-off
+//! however many statements it holds: a one-client action write went from
+//! ten hand-offs to four, and its statements from first to commit from a
+//! median of 295–374 µs to 217–223 µs (syscall tracepoints of a trickle,
+//! docs/BENCHMARKS.md, sixth pass). sqlx's SQLite driver runs every
+//! statement of a query text, binding `$n` across them all; sqlx calls that
+//! behaviour deprecated (launchbadge/sqlx#3108): the test below pins it, so
+//! the first sqlx that drops it fails there.
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
@@ -226,6 +227,40 @@ fn renumber(sql: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::configserver::store::Store;
+
+    /// The behaviour sqlx calls deprecated, pinned: one command runs every
+    /// statement, binds each one's values, and returns each one's rows —
+    /// the statements after a guard with rows too (SQLite).
+    #[tokio::test]
+    async fn a_script_runs_every_statement_and_returns_each_ones_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("script.db")).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let mut ran = Script::default()
+            .guard(
+                "SELECT $1 WHERE $2 = 'missing'",
+                vec![Value::Text("ghost".into()), Value::Text("missing".into())],
+            )
+            .then(
+                "UPDATE meta SET value = $1 WHERE key = 'action_sequence'",
+                vec![Value::Int(41)],
+            )
+            .then(
+                "SELECT value + $1, $2 FROM meta WHERE key = 'action_sequence'",
+                vec![Value::Int(1), Value::MaybeText(None)],
+            )
+            .run(&mut tx)
+            .await
+            .unwrap();
+        let guard: Vec<(String,)> = ran.next().unwrap().decode().unwrap();
+        assert_eq!(guard, vec![("ghost".to_owned(),)]);
+        assert!(ran.next().unwrap().is_empty(), "an UPDATE returns no rows");
+        let read: Vec<(i64, Option<String>)> = ran.next().unwrap().decode().unwrap();
+        assert_eq!(read, vec![(42, None)], "the read saw the update before it");
+        assert!(ran.next().is_err(), "three statements, three results");
+        tx.rollback().await.unwrap();
+    }
 
     #[test]
     fn parameters_move_past_the_earlier_statements_values() {
