@@ -48,13 +48,25 @@ impl RunDatabase {
     /// Drops it (after the configserver stopped).
     pub async fn drop_database(self) -> Result<(), CliError> {
         let mut conn = connect(&self.server).await?;
+        let failed = |e: sqlx::Error| format!("dropping the run's database {}: {e}", self.name);
+        // A connection the configserver left (killed, or still closing)
+        // would make the drop fail; `DROP … WITH (FORCE)` ends them too but
+        // needs PostgreSQL 13, and the store runs on 12.
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .execute(&mut conn)
+        .await
+        .map_err(failed)?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            "DROP DATABASE IF EXISTS {}",
             self.name
         )))
         .execute(&mut conn)
         .await
-        .map_err(|e| format!("dropping the run's database {}: {e}", self.name))?;
+        .map_err(failed)?;
         let _ = conn.close().await;
         Ok(())
     }
