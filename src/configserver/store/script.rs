@@ -227,7 +227,7 @@ fn renumber(sql: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configserver::store::Store;
+    use super::super::db::Store;
 
     /// The behaviour sqlx calls deprecated, pinned: one command runs every
     /// statement, binds each one's values, and returns each one's rows —
