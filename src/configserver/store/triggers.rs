@@ -10,12 +10,13 @@
 //! outbox never disagrees with the inventory (`touched` names the clients a
 //! change touches, `rules` has opsi's rules as SQL).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::bundle;
 use super::db::{Tx, WriteTx};
 use super::error::Result;
 use super::leases::announce;
-use super::records::{Owed, PushOp, WriteOutcome};
+use super::records::{Owed, Preloaded, PushOp, WriteOutcome};
 use super::rules::{active_product_sql, effective_depot_sql};
 use super::script::{Ran, Script, Value};
 use super::sequence;
@@ -50,8 +51,10 @@ pub(super) async fn finish_read(
     affected: usize,
     state: State,
 ) -> Result<WriteOutcome> {
-    let owed = apply(&mut tx, state).await?;
-    close(tx, affected, owed, true).await
+    let (owed, preloaded) = apply(&mut tx, state, true).await?;
+    let mut outcome = close(tx, affected, owed, true).await?;
+    outcome.preloaded = preloaded;
+    Ok(outcome)
 }
 
 /// Announces what is owed and commits, or rolls back.
@@ -70,6 +73,7 @@ async fn close(
     Ok(WriteOutcome {
         affected: affected as u64,
         owed,
+        preloaded: Vec::new(),
     })
 }
 
@@ -131,7 +135,7 @@ pub(super) async fn reconcile(conn: &mut Tx, clients: &[String]) -> Result<Vec<O
     }
     let mut ran = reads(Script::default(), &clients).run(conn).await?;
     let state = state(&mut ran)?;
-    apply(conn, state).await
+    Ok(apply(conn, state, false).await?.0)
 }
 
 /// Each client once, in first-seen order.
@@ -156,8 +160,10 @@ pub(super) fn state(ran: &mut Ran) -> Result<State> {
     Ok(State { desired, current })
 }
 
-/// Writes the push rows `state` calls for; returns the pushes now owed.
-async fn apply(conn: &mut Tx, state: State) -> Result<Vec<Owed>> {
+/// Writes the push rows `state` calls for; returns the pushes now owed,
+/// and with `preload` their bundles' rows when they are few (see
+/// [`PRELOAD_MAX`]).
+async fn apply(conn: &mut Tx, state: State, preload: bool) -> Result<(Vec<Owed>, Vec<Preloaded>)> {
     let State { desired, current } = state;
     let mut changes = removals(&current, &desired);
     changes.extend(desired.into_iter().filter_map(|(client, want)| {
@@ -186,17 +192,18 @@ async fn apply(conn: &mut Tx, state: State) -> Result<Vec<Owed>> {
         }
     }));
     if changes.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    write_changes(conn, &changes).await?;
-    Ok(changes
+    let preloaded = write_changes(conn, &changes, preload).await?;
+    let owed = changes
         .into_iter()
         .filter(|c| c.owed)
         .map(|c| Owed {
             depot_id: c.depot,
             client_id: c.client,
         })
-        .collect())
+        .collect();
+    Ok((owed, preloaded))
 }
 
 /// A client of the list: it exists, its newest netboot product, its
@@ -302,11 +309,19 @@ fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Chan
         .collect()
 }
 
+/// Owed pushes a write reads the bundles of before its commit, at most (a
+/// person's action, a few clients): the depot's worker then sends them
+/// without a read of its own. A bulk's are loaded by the workers in batches
+/// as before, outside the write.
+const PRELOAD_MAX: usize = 8;
+
 /// Writes `changes` with fresh revisions (taken in the same hand-off, and
 /// read back by the insert); those owed are owed again, a blocked one not
 /// owed counts as delivered at once. Every row takes the current call's
-/// `traceparent` (one value, bound once).
-async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
+/// `traceparent` (one value, bound once). With `preload`, and at most
+/// [`PRELOAD_MAX`] owed, the owed pushes' bundle rows are read in the same
+/// hand-off, one statement per depot.
+async fn write_changes(conn: &mut Tx, changes: &[Change], preload: bool) -> Result<Vec<Preloaded>> {
     let n = i64::try_from(changes.len()).unwrap_or(i64::MAX);
     let rows = json_rows(changes.iter().map(|c| {
         [
@@ -333,17 +348,29 @@ async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
              ELSE excluded.delivered_revision END,
            attempts = 0, last_error = '', next_attempt_at = NULL, updated_at = excluded.updated_at,
            traceparent = excluded.traceparent";
-    sequence::take(Script::default(), n)
-        .then(
-            insert,
-            vec![
-                Value::Text(rows),
-                Value::Int(n),
-                Value::Int(now_ms()),
-                Value::MaybeText(traceparent()),
-            ],
-        )
-        .run(conn)
-        .await?;
-    Ok(())
+    let mut script = sequence::take(Script::default(), n).then(
+        insert,
+        vec![
+            Value::Text(rows),
+            Value::Int(n),
+            Value::Int(now_ms()),
+            Value::MaybeText(traceparent()),
+        ],
+    );
+    let mut by_depot: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    if preload && changes.iter().filter(|c| c.owed).count() <= PRELOAD_MAX {
+        for c in changes.iter().filter(|c| c.owed) {
+            by_depot.entry(&c.depot).or_default().push(&c.client);
+        }
+    }
+    for (depot, clients) in &by_depot {
+        script = bundle::preload(script, depot, clients);
+    }
+    let mut ran = script.run(conn).await?;
+    ran.next()?;
+    ran.next()?;
+    by_depot
+        .keys()
+        .map(|depot| bundle::preloaded(depot, ran.next()?))
+        .collect()
 }
