@@ -47,10 +47,7 @@ impl AdminService {
     /// Queues the write's pushes and answers with its counts.
     async fn done<T: From<proto::compat::Written>>(&self, outcome: WriteOutcome) -> Response<T> {
         let pushes_queued = outcome.owed.len() as u64;
-        self.core
-            .dispatcher
-            .notify_preloaded(outcome.owed, outcome.preloaded)
-            .await;
+        self.core.dispatcher.notify(outcome.owed).await;
         Response::new(T::from(proto::compat::Written {
             affected: outcome.affected,
             pushes_queued,

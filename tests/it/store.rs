@@ -954,49 +954,6 @@ async fn the_store_turns_postgres_jit_off(engine: Engine) {
     }
 }
 
-/// An action write reads its few owed pushes' bundles before its commit:
-/// per depot, the very pushes a load right after the commit returns, with
-/// the same bundles; a write owing more than a few leaves them to the
-/// workers' loads.
-async fn an_action_write_preloads_the_bundles_a_load_would_return(engine: Engine) {
-    let (_dir, store) = seeded(engine).await;
-    let modules = pxeconf::domain::Modules::default();
-    let actions: Vec<ActionRecord> = (1..=3)
-        .map(|n| act(&format!("c{n}.example.org"), "win", ActionRequest::Once))
-        .collect();
-    let outcome = store.set_action_requests(&actions).await.unwrap();
-    let mut depots: Vec<&str> = outcome.preloaded.iter().map(|p| p.depot_id()).collect();
-    depots.sort();
-    assert_eq!(depots, vec![D1, D2], "one read per depot owed");
-    for preloaded in outcome.preloaded.clone() {
-        let depot = preloaded.depot_id().to_owned();
-        let clients: Vec<String> = outcome
-            .owed
-            .iter()
-            .filter(|o| o.depot_id == depot)
-            .map(|o| o.client_id.clone())
-            .collect();
-        let loaded = store
-            .load_bundles(&depot, &clients, Rows::Owed, modules)
-            .await
-            .unwrap();
-        let pre = preloaded.assemble(modules).unwrap();
-        assert_eq!(pre.len(), clients.len(), "{depot}: every owed push");
-        assert!(pre.iter().all(|l| matches!(l.job, Ok(Job::Set(_)))));
-        assert_eq!(format!("{pre:?}"), format!("{loaded:?}"), "{depot}");
-    }
-
-    // More than a few owed: none preloaded.
-    let many: Vec<Client> = (10..20).map(|n| client(n, n as u8)).collect();
-    store.upsert_clients(&many).await.unwrap();
-    let actions: Vec<ActionRecord> = (10..20)
-        .map(|n| act(&format!("c{n}.example.org"), "win", ActionRequest::Setup))
-        .collect();
-    let outcome = store.set_action_requests(&actions).await.unwrap();
-    assert_eq!(outcome.owed.len(), 10);
-    assert!(outcome.preloaded.is_empty());
-}
-
 on_both_engines!(
     the_store_turns_postgres_jit_off,
     each_change_owes_exactly_its_pushes,
@@ -1009,5 +966,4 @@ on_both_engines!(
     a_depots_template_note_is_kept_for_its_revision_only,
     a_batch_of_push_results_ends_as_applied_one_by_one,
     a_bundle_carries_the_properties_of_its_product_only,
-    an_action_write_preloads_the_bundles_a_load_would_return,
 );

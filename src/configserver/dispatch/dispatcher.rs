@@ -16,7 +16,6 @@ use super::replica::{self, Holder, Lost};
 use super::runtime::DepotRuntime;
 use super::settings::DispatchSettings;
 use super::worker::{Msg, Shared, Worker, WorkerHandle};
-use crate::configserver::store::Preloaded;
 use crate::configserver::store::{Announcement, DepotRecord, Owed, Store, StoreError};
 use crate::domain::Modules;
 use crate::metrics::{DepotLabel, Metrics};
@@ -111,37 +110,25 @@ impl Dispatcher {
     /// Tells the depots' workers about pushes now owed; waits while a
     /// worker's inbox is full.
     pub async fn notify(&self, owed: Vec<Owed>) {
-        self.notify_preloaded(owed, Vec::new()).await;
-    }
-
-    /// [`Self::notify`], with the bundles' rows the write read of some of
-    /// them before its commit: their depots' workers send those without a
-    /// read of their own.
-    pub async fn notify_preloaded(&self, owed: Vec<Owed>, preloaded: Vec<Preloaded>) {
-        let mut by_depot: HashMap<String, (Vec<String>, Option<Preloaded>)> = HashMap::new();
+        let mut by_depot: HashMap<String, Vec<String>> = HashMap::new();
         for o in owed {
-            by_depot.entry(o.depot_id).or_default().0.push(o.client_id);
-        }
-        for p in preloaded {
-            if let Some((_, slot)) = by_depot.get_mut(p.depot_id()) {
-                *slot = Some(p);
-            }
+            by_depot.entry(o.depot_id).or_default().push(o.client_id);
         }
         let targets: Vec<_> = {
             let workers = self.workers();
             by_depot
                 .into_iter()
-                .map(|(depot, (clients, preloaded))| {
+                .map(|(depot, clients)| {
                     let inbox = workers.get(&depot).map(|w| w.inbox.clone());
-                    (depot, clients, preloaded, inbox)
+                    (depot, clients, inbox)
                 })
                 .collect()
         };
-        for (depot, clients, preloaded, inbox) in targets {
+        for (depot, clients, inbox) in targets {
             match inbox {
                 // A closed inbox: the depot was deleted meanwhile.
                 Some(inbox) => {
-                    let _ = inbox.send(Msg::Owed(clients, preloaded)).await;
+                    let _ = inbox.send(Msg::Owed(clients)).await;
                 }
                 // Another replica holds the depot; it was told (NOTIFY).
                 None if self.replicated => {

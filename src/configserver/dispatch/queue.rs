@@ -39,17 +39,6 @@ impl ClientQueue {
         }
     }
 
-    /// The waiting `client`, now in flight (its bundle came with the
-    /// notice); false if it is not waiting.
-    pub(super) fn take_one(&mut self, client: &str) -> bool {
-        if !self.queued.remove(client) {
-            return false;
-        }
-        self.waiting.retain(|c| c != client);
-        self.in_flight.insert(client.to_owned());
-        true
-    }
-
     /// Whether clients wait to be loaded.
     pub(super) fn has_waiting(&self) -> bool {
         !self.waiting.is_empty()

@@ -1,7 +1,5 @@
 //! One worker task per depot owns that depot's queue: a client appears in it
-//! once however often it changes (the bundle is loaded when the client's
-//! turn comes, or came with the notice of a small write that read it before
-//! its commit; a change while in flight queues the client again, so the
+//! once however often it changes (the bundle is built when sent, so the
 //! newest revision wins), at most `concurrency` pushes are in flight over
 //! the depot's one HTTP/2 channel, an unreachable depot is retried with
 //! exponential backoff and jitter, and a depot that answers `SetPxeConfig`
@@ -30,7 +28,7 @@ use super::queue::ClientQueue;
 use super::runtime::{Capability, DepotRuntime};
 use super::settings::DispatchSettings;
 use super::verify::{VerifyFailure, verify};
-use crate::configserver::store::{DepotRecord, Loaded, Owed, Preloaded, Rows, Store};
+use crate::configserver::store::{DepotRecord, Loaded, Owed, Rows, Store};
 use crate::domain::Modules;
 use crate::metrics::{DepotLabel, Metrics};
 use crate::server::Supervisor;
@@ -71,9 +69,8 @@ pub(super) struct Shared {
 
 /// What the dispatcher tells a worker.
 pub(super) enum Msg {
-    /// These clients are owed a push; the bundles' rows of some of them,
-    /// read by the write that made them owed.
-    Owed(Vec<String>, Option<Preloaded>),
+    /// These clients are owed a push.
+    Owed(Vec<String>),
     /// The depot's record changed.
     Update(DepotRecord),
 }
@@ -215,7 +212,7 @@ impl Worker {
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     None => break,
-                    Some(Msg::Owed(clients, preloaded)) => self.owed(clients, preloaded),
+                    Some(Msg::Owed(clients)) => clients.into_iter().for_each(|c| self.queue.enqueue(c)),
                     Some(Msg::Update(depot)) => self.update(depot),
                 },
                 // The worker holds a sender itself, so this never ends.
@@ -394,32 +391,24 @@ impl Worker {
         }
     }
 
-    /// Queues clients owed a push. Those the write preloaded go from the
-    /// queue to the ready bundles at once (in flight, as if loaded: the rows
-    /// are the committed state, as a load now would read them); one already
-    /// in flight is queued again as always, and loads the newest revision
-    /// when it is back.
-    fn owed(&mut self, clients: Vec<String>, preloaded: Option<Preloaded>) {
-        clients.into_iter().for_each(|c| self.queue.enqueue(c));
-        let Some(preloaded) = preloaded else { return };
-        match preloaded.assemble(self.shared.modules) {
-            Ok(loaded) => {
-                let loaded: Vec<Loaded> = loaded
-                    .into_iter()
-                    .filter(|l| self.queue.take_one(&l.client_id))
-                    .collect();
-                let requested = loaded.iter().map(|l| l.client_id.clone()).collect();
-                self.accept(requested, loaded);
-            }
-            // Loaded from the store instead (they are queued).
-            Err(error) => debug!(%error, "preloaded bundles unusable; loading them"),
-        }
-    }
-
     fn loaded(&mut self, requested: Vec<String>, loaded: Result<Vec<Loaded>, String>) {
         self.loading = false;
         match loaded {
-            Ok(loaded) => self.accept(requested, loaded),
+            Ok(loaded) => {
+                let found: HashSet<&str> = loaded.iter().map(|l| l.client_id.as_str()).collect();
+                let mut gone: Vec<String> = requested
+                    .into_iter()
+                    .filter(|c| !found.contains(c.as_str()))
+                    .collect();
+                for l in loaded {
+                    match self.pushed.get(&l.client_id) == Some(&l.revision) {
+                        true => gone.push(l.client_id),
+                        false => self.ready.push_back(l),
+                    }
+                }
+                // Delivered meanwhile, or no longer owed to this depot.
+                gone.into_iter().for_each(|c| self.queue.settle(c));
+            }
             Err(error) => {
                 error!(%error, "loading bundles failed; retrying");
                 for client in requested {
@@ -427,25 +416,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    /// Loaded bundles of `requested` (in flight) become ready; a client
-    /// without one, or with the revision this worker delivered already, is
-    /// done with.
-    fn accept(&mut self, requested: Vec<String>, loaded: Vec<Loaded>) {
-        let found: HashSet<&str> = loaded.iter().map(|l| l.client_id.as_str()).collect();
-        let mut gone: Vec<String> = requested
-            .into_iter()
-            .filter(|c| !found.contains(c.as_str()))
-            .collect();
-        for l in loaded {
-            match self.pushed.get(&l.client_id) == Some(&l.revision) {
-                true => gone.push(l.client_id),
-                false => self.ready.push_back(l),
-            }
-        }
-        // Delivered meanwhile, or no longer owed to this depot.
-        gone.into_iter().for_each(|c| self.queue.settle(c));
     }
 
     /// Starts the check of what the depot holds (once at a time).

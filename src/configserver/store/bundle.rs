@@ -14,9 +14,8 @@ use sqlx::AssertSqlSafe;
 
 use super::db::{Store, on};
 use super::error::{Result, StoreError};
-use super::records::{Preloaded, PushOp, SnapshotRow};
+use super::records::PushOp;
 use super::rows;
-use super::script::{Rows as ScriptRows, Script, Value};
 use super::sql::{from_json, json_list};
 use crate::domain::opsi::{DEPOT_ID, PXE_CONFIGS, PxeSettings};
 use crate::domain::{
@@ -116,43 +115,19 @@ impl Store {
     ) -> Result<Vec<Loaded>> {
         let list = json_list(clients);
         let (pushes, snapshot) = Snapshot::read(self, depot_id, &list, rows, modules).await?;
-        Ok(snapshot.loaded(pushes))
+        Ok(pushes
+            .into_iter()
+            .map(|p| Loaded {
+                job: match p.op {
+                    PushOp::Remove => Ok(Job::Remove),
+                    PushOp::Set => snapshot.assemble(&p.client_id, &p.product_id, p.revision),
+                },
+                client_id: p.client_id,
+                revision: p.revision,
+                traceparent: p.traceparent,
+            })
+            .collect())
     }
-}
-
-impl Preloaded {
-    /// The depot the pushes are owed to.
-    pub fn depot_id(&self) -> &str {
-        &self.depot_id
-    }
-
-    /// The pushes, as [`Store::load_bundles`] would have loaded them at
-    /// the commit.
-    pub fn assemble(self, modules: Modules) -> Result<Vec<Loaded>> {
-        let (pushes, snapshot) = Snapshot::from_parts(&self.depot_id, self.parts, modules)?;
-        Ok(snapshot.loaded(pushes))
-    }
-}
-
-/// `script` and then the bundle statement for the pushes of `clients` owed
-/// to `depot_id`; its rows go to [`preloaded`].
-pub(super) fn preload(script: Script, depot_id: &str, clients: &[&str]) -> Script {
-    script.then(
-        snapshot_sql(Rows::Owed),
-        vec![
-            Value::Text(depot_id.to_owned()),
-            Value::Text(json_list(clients)),
-            Value::Text(json_list(PXE_CONFIGS)),
-        ],
-    )
-}
-
-/// What [`preload`]'s statement read.
-pub(super) fn preloaded(depot_id: &str, rows: ScriptRows) -> Result<Preloaded> {
-    Ok(Preloaded {
-        depot_id: depot_id.to_owned(),
-        parts: rows.decode()?,
-    })
 }
 
 /// Every part of a snapshot as rows of one shape: the part, then up to five
@@ -217,7 +192,7 @@ fn snapshot_sql(rows: Rows) -> String {
 }
 
 /// One row of [`SNAPSHOT_SQL`].
-type Part = SnapshotRow;
+type Part = (String, String, String, String, String, Option<String>);
 
 impl Snapshot {
     /// Reads the push rows of `list` (a JSON id list) for `depot_id`, in
@@ -237,15 +212,6 @@ impl Snapshot {
             .bind(&configs)
             .fetch_all(p)
             .await?);
-        Self::from_parts(depot_id, parts, modules)
-    }
-
-    /// The push rows and the snapshot in the statement's `parts`.
-    fn from_parts(
-        depot_id: &str,
-        parts: Vec<Part>,
-        modules: Modules,
-    ) -> Result<(Vec<PushRow>, Self)> {
         let mut pushes = Vec::new();
         let mut snapshot = Self {
             depot_id: depot_id.to_owned(),
@@ -299,22 +265,6 @@ impl Snapshot {
         }
         pushes.sort_by(|x, y| x.client_id.cmp(&y.client_id));
         Ok((pushes, snapshot))
-    }
-
-    /// The loaded pushes of `pushes`, their bundles built from this snapshot.
-    fn loaded(&self, pushes: Vec<PushRow>) -> Vec<Loaded> {
-        pushes
-            .into_iter()
-            .map(|p| Loaded {
-                job: match p.op {
-                    PushOp::Remove => Ok(Job::Remove),
-                    PushOp::Set => self.assemble(&p.client_id, &p.product_id, p.revision),
-                },
-                client_id: p.client_id,
-                revision: p.revision,
-                traceparent: p.traceparent,
-            })
-            .collect()
     }
 
     /// A client's effective values of a config: its own, else those set on

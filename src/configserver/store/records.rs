@@ -117,22 +117,6 @@ pub struct Owed {
     pub client_id: String,
 }
 
-/// A row of the bundle statement (`bundle`): the part, then up to five
-/// texts.
-pub(super) type SnapshotRow = (String, String, String, String, String, Option<String>);
-
-/// What a write read of its own pushes before its commit (a few owed to
-/// one depot; see `triggers::PRELOAD_MAX`): the rows of
-/// [`super::Store::load_bundles`]'s statement, taken in the write's last
-/// hand-off. The depot's worker builds the bundles (`Preloaded::assemble`)
-/// instead of loading them after the commit — one read, and the reader's
-/// hand-off and cold page cache, fewer between an action and its push.
-#[derive(Debug, Clone)]
-pub struct Preloaded {
-    pub(super) depot_id: String,
-    pub(super) parts: Vec<SnapshotRow>,
-}
-
 /// What a write did.
 #[derive(Debug, Default, Clone)]
 pub struct WriteOutcome {
@@ -140,9 +124,6 @@ pub struct WriteOutcome {
     pub affected: u64,
     /// Pushes now owed, for the dispatcher.
     pub owed: Vec<Owed>,
-    /// The bundles' rows of some of them, read before the commit (an
-    /// action write's few; the workers load the rest).
-    pub preloaded: Vec<Preloaded>,
 }
 
 /// What a push row asks of its depot.

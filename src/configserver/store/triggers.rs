@@ -10,13 +10,12 @@
 //! outbox never disagrees with the inventory (`touched` names the clients a
 //! change touches, `rules` has opsi's rules as SQL).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use super::bundle;
 use super::db::{Tx, WriteTx};
 use super::error::Result;
 use super::leases::announce;
-use super::records::{Owed, Preloaded, PushOp, WriteOutcome};
+use super::records::{Owed, PushOp, WriteOutcome};
 use super::rules::{active_product_sql, effective_depot_sql};
 use super::script::{Ran, Script, Value};
 use super::sequence;
@@ -51,10 +50,8 @@ pub(super) async fn finish_read(
     affected: usize,
     state: State,
 ) -> Result<WriteOutcome> {
-    let (owed, preloaded) = apply(&mut tx, state, true).await?;
-    let mut outcome = close(tx, affected, owed, true).await?;
-    outcome.preloaded = preloaded;
-    Ok(outcome)
+    let owed = apply(&mut tx, state).await?;
+    close(tx, affected, owed, true).await
 }
 
 /// Announces what is owed and commits, or rolls back.
@@ -73,7 +70,6 @@ async fn close(
     Ok(WriteOutcome {
         affected: affected as u64,
         owed,
-        preloaded: Vec::new(),
     })
 }
 
@@ -135,7 +131,7 @@ pub(super) async fn reconcile(conn: &mut Tx, clients: &[String]) -> Result<Vec<O
     }
     let mut ran = reads(Script::default(), &clients).run(conn).await?;
     let state = state(&mut ran)?;
-    Ok(apply(conn, state, false).await?.0)
+    apply(conn, state).await
 }
 
 /// Each client once, in first-seen order.
@@ -160,10 +156,8 @@ pub(super) fn state(ran: &mut Ran) -> Result<State> {
     Ok(State { desired, current })
 }
 
-/// Writes the push rows `state` calls for; returns the pushes now owed,
-/// and with `preload` their bundles' rows when they are few (see
-/// [`PRELOAD_MAX`]).
-async fn apply(conn: &mut Tx, state: State, preload: bool) -> Result<(Vec<Owed>, Vec<Preloaded>)> {
+/// Writes the push rows `state` calls for; returns the pushes now owed.
+async fn apply(conn: &mut Tx, state: State) -> Result<Vec<Owed>> {
     let State { desired, current } = state;
     let mut changes = removals(&current, &desired);
     changes.extend(desired.into_iter().filter_map(|(client, want)| {
@@ -192,18 +186,17 @@ async fn apply(conn: &mut Tx, state: State, preload: bool) -> Result<(Vec<Owed>,
         }
     }));
     if changes.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Vec::new());
     }
-    let preloaded = write_changes(conn, &changes, preload).await?;
-    let owed = changes
+    write_changes(conn, &changes).await?;
+    Ok(changes
         .into_iter()
         .filter(|c| c.owed)
         .map(|c| Owed {
             depot_id: c.depot,
             client_id: c.client,
         })
-        .collect();
-    Ok((owed, preloaded))
+        .collect())
 }
 
 /// A client of the list: it exists, its newest netboot product, its
@@ -309,19 +302,11 @@ fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Chan
         .collect()
 }
 
-/// Owed pushes a write reads the bundles of before its commit, at most (a
-/// person's action, a few clients): the depot's worker then sends them
-/// without a read of its own. A bulk's are loaded by the workers in batches
-/// as before, outside the write.
-const PRELOAD_MAX: usize = 8;
-
 /// Writes `changes` with fresh revisions (taken in the same hand-off, and
 /// read back by the insert); those owed are owed again, a blocked one not
 /// owed counts as delivered at once. Every row takes the current call's
-/// `traceparent` (one value, bound once). With `preload`, and at most
-/// [`PRELOAD_MAX`] owed, the owed pushes' bundle rows are read in the same
-/// hand-off, one statement per depot.
-async fn write_changes(conn: &mut Tx, changes: &[Change], preload: bool) -> Result<Vec<Preloaded>> {
+/// `traceparent` (one value, bound once).
+async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
     let n = i64::try_from(changes.len()).unwrap_or(i64::MAX);
     let rows = json_rows(changes.iter().map(|c| {
         [
@@ -348,29 +333,17 @@ async fn write_changes(conn: &mut Tx, changes: &[Change], preload: bool) -> Resu
              ELSE excluded.delivered_revision END,
            attempts = 0, last_error = '', next_attempt_at = NULL, updated_at = excluded.updated_at,
            traceparent = excluded.traceparent";
-    let mut script = sequence::take(Script::default(), n).then(
-        insert,
-        vec![
-            Value::Text(rows),
-            Value::Int(n),
-            Value::Int(now_ms()),
-            Value::MaybeText(traceparent()),
-        ],
-    );
-    let mut by_depot: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    if preload && changes.iter().filter(|c| c.owed).count() <= PRELOAD_MAX {
-        for c in changes.iter().filter(|c| c.owed) {
-            by_depot.entry(&c.depot).or_default().push(&c.client);
-        }
-    }
-    for (depot, clients) in &by_depot {
-        script = bundle::preload(script, depot, clients);
-    }
-    let mut ran = script.run(conn).await?;
-    ran.next()?;
-    ran.next()?;
-    by_depot
-        .keys()
-        .map(|depot| bundle::preloaded(depot, ran.next()?))
-        .collect()
+    sequence::take(Script::default(), n)
+        .then(
+            insert,
+            vec![
+                Value::Text(rows),
+                Value::Int(n),
+                Value::Int(now_ms()),
+                Value::MaybeText(traceparent()),
+            ],
+        )
+        .run(conn)
+        .await?;
+    Ok(())
 }
