@@ -226,8 +226,8 @@ fn renumber(sql: &str, offset: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::db::Store;
+    use super::*;
 
     /// The behaviour sqlx calls deprecated, pinned: one command runs every
     /// statement, binds each one's values, and returns each one's rows —
