@@ -5,14 +5,15 @@
 //! sqlx runs each SQLite statement on a thread of the connection's own and
 //! hands it over twice (the command, then the rows): on an idle configserver
 //! each hand-off is a wake-up of a sleeping thread, while a one-client
-//! write's statements run in 4–30 µs each (sqlx's statement log). A script
-//! is one hand-off however many statements it holds: a one-client action
-//! write went from ten hand-offs to four, and its statements from first to
-//! commit from a median of 295–374 µs to 217–223 µs (syscall tracepoints of
-//! a trickle, docs/BENCHMARKS.md, sixth pass). sqlx's SQLite driver runs every
-//! statement of a query text, binding `$n` across them all; sqlx calls that
-//! behaviour deprecated (launchbadge/sqlx#3108): the test below pins it, so
-//! the first sqlx that drops it fails there.
+//! write's statements run in 7–54 µs each (medians in sqlx's statement log
+//! of a trickle). A script is one hand-off however many statements it
+//! holds: a one-client action write went from ten hand-offs to four, and
+//! its statements from first to commit from a median of 295–374 µs to
+//! 217–223 µs (syscall tracepoints of a trickle, docs/BENCHMARKS.md, sixth
+//! pass). sqlx's SQLite driver runs every statement of a query text,
+//! binding `$n` across them all; sqlx calls that behaviour deprecated
+//! (launchbadge/sqlx#3108): the test below pins it, so the first sqlx that
+//! drops it fails there.
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
