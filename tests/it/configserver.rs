@@ -677,3 +677,145 @@ async fn large_bundles_go_in_several_batches_and_all_land() {
         assert!(dirs.pxe.join(mac_file(n)).exists(), "client {n}");
     }
 }
+
+/// A TCP proxy to `target` whose answers (target → caller) can be held:
+/// an answer that left a depot before its endpoint changed and arrives after.
+struct Gate {
+    addr: std::net::SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (open, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut from_caller, mut to_caller) = inbound.into_split();
+                    let (mut from_target, mut to_target) = outbound.into_split();
+                    let up = tokio::io::copy(&mut from_caller, &mut to_target);
+                    let down = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_target.read(&mut buf).await {
+                            // Bytes read while the gate is shut wait for it.
+                            if watch.wait_for(|open| *open).await.is_err()
+                                || to_caller.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Self { addr, open }
+    }
+
+    fn shut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// A depot moves while a batch is on its way to its old endpoint, which
+/// refuses batches; the refusal arrives after the move. It says nothing
+/// about the depot at the new endpoint: that one still gets batches, and the
+/// client of the refused batch goes out again to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("db"), 0).await;
+    let (old_dirs, new_dirs) = (DepotDirs::new(), DepotDirs::new());
+    // The same depot (id, key) before and after the move; before, it took no batches.
+    let mut config = linked_depot_config(&old_dirs, 1, &server.url(), false);
+    config.batches = false;
+    let old = TestDepot::start(config).await;
+    let new = TestDepot::start(linked_depot_config(&new_dirs, 1, &server.url(), false)).await;
+    let gate = Gate::start(old.addr).await;
+    let mut admin = server.admin().await;
+    seed(
+        &mut admin,
+        &[(1, format!("http://{}", gate.addr))],
+        2,
+        |_| 1,
+    )
+    .await;
+    let calls = |depot: &TestDepot, rpc: &str, code: &str| {
+        counter(
+            &depot.metrics.encode(),
+            "pxeconf_rpc_duration_seconds_count",
+            &[
+                ("path", &format!("/pxeconf.v1.Depot/{rpc}")),
+                ("code", code),
+            ],
+        )
+    };
+
+    // Client 0's batch reaches the old endpoint; its refusal is held.
+    gate.shut();
+    set_actions(&mut admin, [0], "setup").await;
+    wait_until("the old endpoint refused the batch", || {
+        calls(&old, "BatchSetPxeConfigs", "Unimplemented") == 1
+    })
+    .await;
+
+    // The depot moves; client 1 goes to the new endpoint, as a batch.
+    admin
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: vec![proto::DepotInfo {
+                id: depot_id(1),
+                endpoint: new.url(),
+                host_key: depot_key(1),
+                description: "moved".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    set_actions(&mut admin, [1], "setup").await;
+    wait_until("client 1 is on the new endpoint", || {
+        new_dirs.pxe.join(mac_file(1)).exists()
+    })
+    .await;
+    assert_eq!(calls(&new, "BatchSetPxeConfigs", "Ok"), 1);
+
+    // The refusal arrives (and client 0 goes as `SetPxeConfig` to the old
+    // endpoint, as a refused batch's pushes do): client 0 goes out again,
+    // to the new endpoint, still in a batch.
+    gate.open();
+    wait_until("client 0 is on the new endpoint", || {
+        new_dirs.pxe.join(mac_file(0)).exists()
+    })
+    .await;
+    assert_eq!(
+        calls(&old, "SetPxeConfig", "Ok"),
+        1,
+        "the refused batch's push"
+    );
+    let before = peek(&new_dirs.pxe.join(mac_file(1)));
+    set_actions(&mut admin, [1], "once").await;
+    wait_until("client 1's new action is on the new endpoint", || {
+        peek(&new_dirs.pxe.join(mac_file(1))) != before
+    })
+    .await;
+    assert_eq!(
+        calls(&new, "SetPxeConfig", "Ok"),
+        0,
+        "every push in a batch"
+    );
+    assert!(calls(&new, "BatchSetPxeConfigs", "Ok") >= 3);
+    wait_for_depots(&admin, "the depot takes batches and owes nothing", |d| {
+        d.batches && d.queued == 0
+    })
+    .await;
+}

@@ -90,10 +90,10 @@ enum Event {
         requested: Vec<String>,
         loaded: Result<Vec<Loaded>, String>,
     },
-    /// A push finished.
-    Pushed(Outcome),
-    /// A batch of pushes finished.
-    PushedBatch(BatchOutcome),
+    /// A push over connection `.0` (see `Worker::connection`) finished.
+    Pushed(u64, Outcome),
+    /// A batch of pushes over connection `.0` finished.
+    PushedBatch(u64, BatchOutcome),
     /// The check of the depot's holdings finished.
     Verified(Result<Vec<Owed>, VerifyFailure>),
 }
@@ -114,6 +114,9 @@ pub(super) struct Worker {
     shared: Shared,
     depot: DepotRecord,
     client: Result<DepotClient, String>,
+    /// Counts the depot's endpoint (or key) changes: an outcome over an
+    /// earlier connection says nothing about the depot at the current one.
+    connection: u64,
     runtime: watch::Sender<DepotRuntime>,
     queue: ClientQueue,
     /// Bundles loaded ahead of sending, so that one store read serves many pushes.
@@ -155,6 +158,7 @@ impl Worker {
         let span = info_span!("depot", depot = %depot.id);
         let worker = Self {
             client: connect(&depot, &shared.settings),
+            connection: 0,
             backoff: shared.settings.min_backoff,
             shared,
             depot,
@@ -218,11 +222,14 @@ impl Worker {
                 // The worker holds a sender itself, so this never ends.
                 Some(event) = events.recv() => match event {
                     Event::Loaded { requested, loaded } => self.loaded(requested, loaded),
-                    Event::Pushed(outcome) => {
+                    Event::Pushed(connection, outcome) => {
                         self.sending -= 1;
-                        self.handle(outcome).await;
+                        match connection == self.connection {
+                            true => self.handle(outcome).await,
+                            false => self.stale(outcome),
+                        }
                     }
-                    Event::PushedBatch(batch) => self.handle_batch(batch).await,
+                    Event::PushedBatch(connection, batch) => self.handle_batch(connection, batch).await,
                     Event::Verified(result) => self.verified(result),
                 },
                 () = async { tokio::time::sleep_until(verify_at.unwrap_or_else(tokio::time::Instant::now)).await }, if verify_at.is_some() => {
@@ -257,6 +264,7 @@ impl Worker {
         if depot.endpoint != self.depot.endpoint || depot.host_key != self.depot.host_key {
             info!(endpoint = %depot.endpoint, "depot endpoint or key changed; reconnecting");
             self.client = connect(&depot, &self.shared.settings);
+            self.connection += 1;
             self.capability = Capability::Unknown;
             self.no_batches_since = None;
             self.down = false;
@@ -341,6 +349,7 @@ impl Worker {
                 break;
             };
             let events = self.events.clone();
+            let connection = self.connection;
             let epoch = self.shared.store.epoch().to_owned();
             if batches && batchable(&loaded) {
                 let room = most.min(limit - self.sending);
@@ -358,7 +367,9 @@ impl Worker {
                 let push = push_batch(client.clone(), batch, self.capability, epoch);
                 tokio::spawn(
                     async move {
-                        let _ = events.send(Event::PushedBatch(push.await)).await;
+                        let _ = events
+                            .send(Event::PushedBatch(connection, push.await))
+                            .await;
                     }
                     .in_current_span(),
                 );
@@ -368,7 +379,7 @@ impl Worker {
             let push = push_one(client.clone(), loaded, self.capability, epoch);
             tokio::spawn(
                 async move {
-                    let _ = events.send(Event::Pushed(push.await)).await;
+                    let _ = events.send(Event::Pushed(connection, push.await)).await;
                 }
                 .in_current_span(),
             );
@@ -376,8 +387,12 @@ impl Worker {
     }
 
     /// A batch's outcomes, each handled as its own push's.
-    async fn handle_batch(&mut self, batch: BatchOutcome) {
+    async fn handle_batch(&mut self, connection: u64, batch: BatchOutcome) {
         self.sending -= batch.outcomes.len();
+        if connection != self.connection {
+            batch.outcomes.into_iter().for_each(|o| self.stale(o));
+            return;
+        }
         for outcome in batch.outcomes {
             self.handle(outcome).await;
         }

@@ -60,6 +60,18 @@ impl Worker {
         }
     }
 
+    /// Handles the outcome of a push over a connection the worker has left
+    /// (the depot's endpoint or key changed while it was in flight): it
+    /// tells nothing about the depot now — a refusal or an outage there must
+    /// not mark the new endpoint legacy, batch-less or down, and a delivery
+    /// there is not one to the depot now registered — so the client goes out
+    /// again, first, over the current connection.
+    pub(super) fn stale(&mut self, outcome: Outcome) {
+        self.count(outcome.op, outcome.path, &outcome.result);
+        debug!(client = %outcome.client_id, revision = outcome.revision, result = outcome.result.label(), "outcome over the depot's previous endpoint; pushing again over the current one");
+        self.queue.retry_first(outcome.client_id);
+    }
+
     /// Counts a push at the metrics edge, where the labels become text.
     fn count(&self, op: PushOp, path: PushPath, result: &PushResult) {
         let labels = PushLabels {
