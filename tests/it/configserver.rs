@@ -783,11 +783,11 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
         .await
         .unwrap();
     set_actions(&mut admin, [1], "setup").await;
-    wait_until("client 1 is on the new endpoint", || {
-        new_dirs.pxe.join(mac_file(1)).exists()
+    // (The files land before the call's answer, which the metrics count.)
+    wait_until("client 1 reached the new endpoint in a batch", || {
+        new_dirs.pxe.join(mac_file(1)).exists() && calls(&new, "BatchSetPxeConfigs", "Ok") == 1
     })
     .await;
-    assert_eq!(calls(&new, "BatchSetPxeConfigs", "Ok"), 1);
 
     // The refusal arrives (and client 0 goes as `SetPxeConfig` to the old
     // endpoint, as a refused batch's pushes do): client 0 goes out again,
@@ -808,12 +808,15 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
         peek(&new_dirs.pxe.join(mac_file(1))) != before
     })
     .await;
+    wait_until("three batches answered", || {
+        calls(&new, "BatchSetPxeConfigs", "Ok") >= 3
+    })
+    .await;
     assert_eq!(
         calls(&new, "SetPxeConfig", "Ok"),
         0,
         "every push in a batch"
     );
-    assert!(calls(&new, "BatchSetPxeConfigs", "Ok") >= 3);
     wait_for_depots(&admin, "the depot takes batches and owes nothing", |d| {
         d.batches && d.queued == 0
     })
