@@ -572,6 +572,55 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
     );
 }
 
+async fn a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    // c1's config is on d1.
+    let set = row(&store, "c1.example.org", D1).await;
+    store
+        .record_acks(&[Ack::Delivered {
+            client_id: "c1.example.org".into(),
+            depot_id: D1.into(),
+            revision: set.revision,
+            path: PushPath::New,
+            template: None,
+        }])
+        .await
+        .unwrap();
+    // d1's version of win is no longer registered: d1 is owed the removal.
+    let outcome = store
+        .delete_products(&[(product_id("win"), "1".into(), "1".into())])
+        .await
+        .unwrap();
+    assert!(owed(outcome).contains(&(D1.to_owned(), "c1.example.org".to_owned())));
+    // Before it is delivered, win leaves d1, and a write touches c1: the
+    // reason changes, and the removal is still owed (d1 still holds the
+    // config).
+    store
+        .delete_product_on_depots(&[(fqdn(D1), product_id("win"))])
+        .await
+        .unwrap();
+    let outcome = store
+        .upsert_config_states(&[state("c1.example.org", SERVICE_URL, &["https://x"])])
+        .await
+        .unwrap();
+    assert_eq!(owed(outcome), pairs(&[(D1, "c1.example.org")]));
+    let blocked = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (blocked.op, blocked.blocked.as_str()),
+        (
+            PushOp::Remove,
+            "product win is not installed on depot d1.example.org"
+        )
+    );
+    assert!(
+        store
+            .owed_clients(D1)
+            .await
+            .unwrap()
+            .contains(&"c1.example.org".to_owned())
+    );
+}
+
 async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -959,6 +1008,7 @@ on_both_engines!(
     each_change_owes_exactly_its_pushes,
     several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next,
     a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written,
+    a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes,
     a_depots_config_state_is_the_value_of_its_clients_without_their_own,
     a_mac_or_a_uuid_belongs_to_one_client,
     read_reports_clear_the_action_once_and_always_repushes,

@@ -87,11 +87,17 @@ struct Current {
     op: String,
     product: String,
     revision: i64,
+    delivered_revision: i64,
     read_revision: i64,
     blocked: String,
 }
 
 impl Current {
+    /// Whether the depot is owed this row's push (not yet delivered).
+    fn owed(&self) -> bool {
+        self.revision > self.delivered_revision
+    }
+
     /// Whether the depot may hold a config of this row (a set, not read).
     fn may_hold(&self) -> bool {
         self.op == PushOp::Set.as_str()
@@ -174,9 +180,11 @@ async fn apply(conn: &mut Tx, state: State) -> Result<Vec<Owed>> {
             }),
             // Already failed for the same reason: nothing new to say or do.
             Some(why) if row.is_some_and(|r| r.blocked == why && r.product == want.product) => None,
-            // Terminal: the depot is owed only the removal of what it may hold.
+            // Terminal: the depot is owed only the removal of what it may
+            // hold — or of what it may still hold under a removal owed
+            // already (blocked for another reason, or moved away and back).
             Some(why) => Some(Change {
-                owed: row.is_some_and(Current::may_hold),
+                owed: row.is_some_and(|r| r.may_hold() || r.owed()),
                 client,
                 depot: want.depot,
                 op: PushOp::Remove,
@@ -255,21 +263,22 @@ fn wanted(rows: Vec<Wanted>) -> HashMap<String, Option<Want>> {
 
 /// The push rows of the clients of `$1` (a JSON list).
 const CURRENT_SQL: &str =
-    "SELECT client_id, depot_id, op, product_id, revision, read_revision, blocked FROM pushes
+    "SELECT client_id, depot_id, op, product_id, revision, delivered_revision, read_revision, blocked FROM pushes
          WHERE client_id IN (SELECT value FROM json_each($1))";
 
 /// A push row as [`CURRENT_SQL`] reads it.
-type Found = (String, String, String, String, i64, i64, String);
+type Found = (String, String, String, String, i64, i64, i64, String);
 
 /// [`CURRENT_SQL`]'s rows by client and depot.
 fn found(rows: Vec<Found>) -> Rows {
     rows.into_iter()
         .map(
-            |(client, depot, op, product, revision, read_revision, blocked)| {
+            |(client, depot, op, product, revision, delivered_revision, read_revision, blocked)| {
                 let current = Current {
                     op,
                     product,
                     revision,
+                    delivered_revision,
                     read_revision,
                     blocked,
                 };
