@@ -822,3 +822,69 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
     })
     .await;
 }
+
+/// A depot moves while the configserver's check of what it holds is on its
+/// way to the old endpoint; the old endpoint's listing arrives after the
+/// move. The check is done again at the new endpoint, which gets the config
+/// the store counts as delivered (the old endpoint holds it, the new one
+/// does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_of_a_depots_old_endpoint_is_done_again_at_its_new_one() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("db"), 0).await;
+    let port = server.addr.port();
+    let (old_dirs, new_dirs) = (DepotDirs::new(), DepotDirs::new());
+    let old = TestDepot::start(linked_depot_config(&old_dirs, 1, &server.url(), false)).await;
+    // The new one asks the configserver for nothing: it only gets pushes.
+    let mut config = depot_config(&new_dirs, &depot_id(1));
+    config.host_key = secret(&depot_key(1));
+    let new = TestDepot::start(config).await;
+    let gate = Gate::start(old.addr).await;
+    let mut admin = server.admin().await;
+    seed(
+        &mut admin,
+        &[(1, format!("http://{}", gate.addr))],
+        1,
+        |_| 1,
+    )
+    .await;
+    set_actions(&mut admin, [0], "setup").await;
+    wait_for_depots(&admin, "client 0 is delivered to the old endpoint", |d| {
+        d.delivered == 1 && d.queued == 0
+    })
+    .await;
+    let listings = |depot: &TestDepot| {
+        counter(
+            &depot.metrics.encode(),
+            "pxeconf_rpc_duration_seconds_count",
+            &[("path", "/pxeconf.v1.Depot/ListPxeConfigs")],
+        )
+    };
+
+    // A restarted configserver checks the depot; the listing is held.
+    server.stop().await;
+    gate.shut();
+    let before = listings(&old);
+    let server = TestConfigServer::start(&db.path().join("db"), port).await;
+    wait_until("the old endpoint was listed", || listings(&old) > before).await;
+
+    // The depot moves; then the old listing arrives.
+    let mut admin = server.admin().await;
+    admin
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: vec![proto::DepotInfo {
+                id: depot_id(1),
+                endpoint: new.url(),
+                host_key: depot_key(1),
+                description: "moved".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    gate.open();
+    wait_until("the new endpoint was listed", || listings(&new) >= 1).await;
+    wait_until("client 0's config is at the new endpoint", || {
+        new_dirs.pxe.join(mac_file(0)).exists()
+    })
+    .await;
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use crate::configserver::store::{Ack, Store};
@@ -17,8 +17,33 @@ const ACK_BATCH: usize = 4096;
 /// First and longest wait before retrying a failed write.
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 
+/// What workers send the writer.
+pub(super) enum AckMsg {
+    /// A push result to record.
+    Ack(Ack),
+    /// Answered once every result sent before it is in the store.
+    Flush(oneshot::Sender<()>),
+}
+
 /// The sending side, for workers.
-pub(super) type AckSender = mpsc::Sender<Ack>;
+#[derive(Clone)]
+pub(super) struct AckSender(mpsc::Sender<AckMsg>);
+
+impl AckSender {
+    /// Hands a result to the writer, waiting while it is behind. Fails only
+    /// while the configserver shuts down (the outbox still owes what was not
+    /// recorded, so nothing is lost).
+    pub(super) async fn send(&self, ack: Ack) -> Result<(), ()> {
+        self.0.send(AckMsg::Ack(ack)).await.map_err(|_| ())
+    }
+
+    /// Waits until every result sent before this call is in the store.
+    pub(super) async fn flush(&self) -> Result<(), ()> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(AckMsg::Flush(tx)).await.map_err(|_| ())?;
+        rx.await.map_err(|_| ())
+    }
+}
 
 /// Starts the writer under `supervisor`; it stops when every sender is gone
 /// (the configserver stops), and its end before that stops the configserver.
@@ -28,21 +53,34 @@ pub(super) fn spawn(store: Store, supervisor: &Supervisor) -> AckSender {
         write_acks(store, rx).await;
         Ok(())
     });
-    tx
+    AckSender(tx)
 }
 
 /// Writes push results in batches: one transaction for whatever piled up,
 /// retried until it lands (the results are not lost while the store is down;
 /// the workers wait instead).
-async fn write_acks(store: Store, mut rx: mpsc::Receiver<Ack>) {
+async fn write_acks(store: Store, mut rx: mpsc::Receiver<AckMsg>) {
+    let mut received = Vec::with_capacity(ACK_BATCH);
     let mut batch = Vec::with_capacity(ACK_BATCH);
-    while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+    let mut flushed = Vec::new();
+    while rx.recv_many(&mut received, ACK_BATCH).await > 0 {
+        for msg in received.drain(..) {
+            match msg {
+                AckMsg::Ack(ack) => batch.push(ack),
+                AckMsg::Flush(done) => flushed.push(done),
+            }
+        }
         let mut delay = RETRY_BACKOFF.0;
-        while let Err(error) = store.record_acks(&batch).await {
+        while !batch.is_empty()
+            && let Err(error) = store.record_acks(&batch).await
+        {
             error!(%error, acks = batch.len(), "recording push results failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RETRY_BACKOFF.1);
         }
         batch.clear();
+        flushed.drain(..).for_each(|done| {
+            let _ = done.send(());
+        });
     }
 }

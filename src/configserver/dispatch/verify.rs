@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use tonic::Code;
 
+use super::acks::AckSender;
 use super::push::DepotClient;
 use crate::configserver::store::{Owed, Store};
 use crate::proto;
@@ -21,14 +22,22 @@ pub(super) enum VerifyFailure {
     Unsupported,
     /// The depot or the store failed; retry later.
     Failed(String),
+    /// The depot's endpoint changed during the check: what was listed is
+    /// another endpoint's, and the store was not asked.
+    Moved,
 }
 
 /// Lists what the depot holds (client → revision; read configs whose files
-/// are still present count as not held) and lets the store compare.
+/// are still present count as not held) and lets the store compare, once
+/// every push result recorded before is in the store (a delivery the store
+/// does not know of yet would look owed, and so not be sent again) and if
+/// the endpoint listed is still the depot's (`current`).
 pub(super) async fn verify(
     mut client: DepotClient,
     store: Store,
+    acks: AckSender,
     depot_id: String,
+    current: impl Fn() -> bool,
 ) -> Result<Vec<Owed>, VerifyFailure> {
     let mut held = HashMap::new();
     let mut token = String::new();
@@ -56,6 +65,12 @@ pub(super) async fn verify(
             break;
         }
         token = page.next_page_token;
+    }
+    acks.flush()
+        .await
+        .map_err(|()| VerifyFailure::Failed("the configserver is stopping".into()))?;
+    if !current() {
+        return Err(VerifyFailure::Moved);
     }
     store
         .verify_depot(&depot_id, &held)

@@ -14,6 +14,7 @@ mod outcome;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -94,8 +95,8 @@ enum Event {
     Pushed(u64, Outcome),
     /// A batch of pushes over connection `.0` finished.
     PushedBatch(u64, BatchOutcome),
-    /// The check of the depot's holdings finished.
-    Verified(Result<Vec<Owed>, VerifyFailure>),
+    /// The check of the depot's holdings over connection `.0` finished.
+    Verified(u64, Result<Vec<Owed>, VerifyFailure>),
 }
 
 /// Where the check of the depot's holdings stands.
@@ -116,7 +117,9 @@ pub(super) struct Worker {
     client: Result<DepotClient, String>,
     /// Counts the depot's endpoint (or key) changes: an outcome over an
     /// earlier connection says nothing about the depot at the current one.
-    connection: u64,
+    /// Shared with the check of the depot's holdings, which asks the store
+    /// only while its listing is still the current endpoint's.
+    connection: Arc<AtomicU64>,
     runtime: watch::Sender<DepotRuntime>,
     queue: ClientQueue,
     /// Bundles loaded ahead of sending, so that one store read serves many pushes.
@@ -158,7 +161,7 @@ impl Worker {
         let span = info_span!("depot", depot = %depot.id);
         let worker = Self {
             client: connect(&depot, &shared.settings),
-            connection: 0,
+            connection: Arc::default(),
             backoff: shared.settings.min_backoff,
             shared,
             depot,
@@ -224,13 +227,13 @@ impl Worker {
                     Event::Loaded { requested, loaded } => self.loaded(requested, loaded),
                     Event::Pushed(connection, outcome) => {
                         self.sending -= 1;
-                        match connection == self.connection {
+                        match connection == self.connection() {
                             true => self.handle(outcome).await,
-                            false => self.stale(outcome),
+                            false => self.stale(outcome).await,
                         }
                     }
                     Event::PushedBatch(connection, batch) => self.handle_batch(connection, batch).await,
-                    Event::Verified(result) => self.verified(result),
+                    Event::Verified(connection, result) => self.verified(connection, result),
                 },
                 () = async { tokio::time::sleep_until(verify_at.unwrap_or_else(tokio::time::Instant::now)).await }, if verify_at.is_some() => {
                     self.start_verify();
@@ -264,7 +267,9 @@ impl Worker {
         if depot.endpoint != self.depot.endpoint || depot.host_key != self.depot.host_key {
             info!(endpoint = %depot.endpoint, "depot endpoint or key changed; reconnecting");
             self.client = connect(&depot, &self.shared.settings);
-            self.connection += 1;
+            self.connection.fetch_add(1, Ordering::Relaxed);
+            // What was delivered over the old connection may be missing there.
+            self.pushed.clear();
             self.capability = Capability::Unknown;
             self.no_batches_since = None;
             self.down = false;
@@ -272,8 +277,9 @@ impl Worker {
             self.backoff = self.shared.settings.min_backoff;
             // Whatever waited for the old endpoint gets a fresh try.
             self.queue.wake_delayed();
-            // Another depot may answer there: check what it holds.
-            if self.verify == Verify::Done {
+            // Another depot may answer there: check what it holds, at once
+            // (a check still running lists the old one: it is done again).
+            if !matches!(self.verify, Verify::Running(_)) {
                 self.verify = Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             }
         }
@@ -349,7 +355,7 @@ impl Worker {
                 break;
             };
             let events = self.events.clone();
-            let connection = self.connection;
+            let connection = self.connection();
             let epoch = self.shared.store.epoch().to_owned();
             if batches && batchable(&loaded) {
                 let room = most.min(limit - self.sending);
@@ -389,8 +395,10 @@ impl Worker {
     /// A batch's outcomes, each handled as its own push's.
     async fn handle_batch(&mut self, connection: u64, batch: BatchOutcome) {
         self.sending -= batch.outcomes.len();
-        if connection != self.connection {
-            batch.outcomes.into_iter().for_each(|o| self.stale(o));
+        if connection != self.connection() {
+            for outcome in batch.outcomes {
+                self.stale(outcome).await;
+            }
             return;
         }
         for outcome in batch.outcomes {
@@ -444,26 +452,36 @@ impl Worker {
             return;
         };
         self.verify = Verify::Running(wait);
+        let (connections, connection) = (self.connection.clone(), self.connection());
         let check = verify(
             client.clone(),
             self.shared.store.clone(),
+            self.shared.acks.clone(),
             self.depot.id.to_string(),
+            move || connections.load(Ordering::Relaxed) == connection,
         );
         let events = self.events.clone();
         tokio::spawn(
             async move {
-                let _ = events.send(Event::Verified(check.await)).await;
+                let _ = events.send(Event::Verified(connection, check.await)).await;
             }
             .in_current_span(),
         );
     }
 
-    /// The check is done: what it found is owed; a failed one is retried.
-    fn verified(&mut self, result: Result<Vec<Owed>, VerifyFailure>) {
+    /// The check is done: what it found is owed; a failed one is retried,
+    /// and one of an endpoint the depot has left is done again at the
+    /// current one.
+    fn verified(&mut self, connection: u64, result: Result<Vec<Owed>, VerifyFailure>) {
         let wait = match self.verify {
             Verify::Running(wait) => wait,
             _ => VERIFY_RETRY.0,
         };
+        if connection != self.connection() {
+            debug!("the depot's holdings were listed at its previous endpoint; checking again");
+            self.verify = Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
+            return;
+        }
         match result {
             Ok(owed) => {
                 self.verify = Verify::Done;
@@ -472,6 +490,10 @@ impl Worker {
             Err(VerifyFailure::Unsupported) => {
                 info!("the depot cannot list its configs; its holdings are not checked");
                 self.verify = Verify::Done;
+            }
+            // Seen above; here only if the change came between the two looks.
+            Err(VerifyFailure::Moved) => {
+                self.verify = Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             }
             Err(VerifyFailure::Failed(error)) => {
                 debug!(%error, retry_in = ?wait, "checking the depot's holdings failed; retrying");
@@ -495,6 +517,11 @@ impl Worker {
         if !others.is_empty() {
             let _ = self.shared.owed.send(others);
         }
+    }
+
+    /// The current connection (see the field).
+    fn connection(&self) -> u64 {
+        self.connection.load(Ordering::Relaxed)
     }
 
     /// Publishes the queue depth and path in use.

@@ -50,6 +50,7 @@ impl Worker {
                     .await
             }
             PushResult::AlreadyRead if op == PushOp::Set => {
+                self.reached();
                 self.already_read(client_id, revision).await
             }
             // A removal of a config that was read: nothing is held, as wanted.
@@ -65,11 +66,23 @@ impl Worker {
     /// tells nothing about the depot now — a refusal or an outage there must
     /// not mark the new endpoint legacy, batch-less or down, and a delivery
     /// there is not one to the depot now registered — so the client goes out
-    /// again, first, over the current connection.
-    pub(super) fn stale(&mut self, outcome: Outcome) {
-        self.count(outcome.op, outcome.path, &outcome.result);
-        debug!(client = %outcome.client_id, revision = outcome.revision, result = outcome.result.label(), "outcome over the depot's previous endpoint; pushing again over the current one");
-        self.queue.retry_first(outcome.client_id);
+    /// again, first, over the current connection. Only a read is a fact
+    /// about the client, wherever it was reported: it is recorded.
+    pub(super) async fn stale(&mut self, outcome: Outcome) {
+        let Outcome {
+            client_id,
+            revision,
+            op,
+            path,
+            result,
+            ..
+        } = outcome;
+        self.count(op, path, &result);
+        if matches!(result, PushResult::AlreadyRead) && op == PushOp::Set {
+            return self.already_read(client_id, revision).await;
+        }
+        debug!(client = %client_id, revision, result = result.label(), "outcome over the depot's previous endpoint; pushing again over the current one");
+        self.queue.retry_first(client_id);
     }
 
     /// Counts a push at the metrics edge, where the labels become text.
@@ -205,7 +218,6 @@ impl Worker {
     /// The client read that revision or a newer one: recorded exactly as the
     /// read report would be, never as delivered.
     async fn already_read(&mut self, client_id: String, revision: u64) {
-        self.reached();
         let depot = self.depot.id.to_string();
         match self
             .shared
