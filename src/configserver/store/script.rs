@@ -93,8 +93,10 @@ impl Ran {
 impl Script {
     /// Adds a statement.
     pub(super) fn then(mut self, sql: impl Into<String>, values: Vec<Value>) -> Self {
+        let sql = sql.into();
+        debug_assert_eq!(highest(&sql), values.len(), "parameters of {sql}");
         self.statements.push(Statement {
-            sql: sql.into(),
+            sql,
             values,
             guard: false,
         });
@@ -106,8 +108,10 @@ impl Script {
     /// (they could break a constraint there); on SQLite they run in the
     /// same hand-off and the caller's error rolls the transaction back.
     pub(super) fn guard(mut self, sql: impl Into<String>, values: Vec<Value>) -> Self {
+        let sql = sql.into();
+        debug_assert_eq!(highest(&sql), values.len(), "parameters of {sql}");
         self.statements.push(Statement {
-            sql: sql.into(),
+            sql,
             values,
             guard: true,
         });
@@ -124,6 +128,7 @@ impl Script {
     async fn run_all(self, tx: &mut Tx) -> Result<Vec<Rows>> {
         match tx.conn() {
             Engine::Sqlite(c) => {
+                let statements = self.statements.len();
                 let (sql, values) = self.joined();
                 let query = values
                     .into_iter()
@@ -137,6 +142,15 @@ impl Script {
                         // Each statement ends with its result, rows or not.
                         Either::Left(_) => out.push(Rows::Sqlite(std::mem::take(&mut rows))),
                     }
+                }
+                // A text that is not one statement would shift every later
+                // statement's rows: refused rather than misread.
+                if out.len() != statements {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "a script of {statements} statements gave {} results",
+                        out.len()
+                    ))
+                    .into());
                 }
                 Ok(out)
             }
@@ -166,7 +180,8 @@ impl Script {
         let mut values = Vec::new();
         for statement in self.statements {
             if !sql.is_empty() {
-                sql.push_str(";\n");
+                // On a line of its own: a statement may end in a comment.
+                sql.push_str("\n;\n");
             }
             sql.push_str(&renumber(&statement.sql, values.len()));
             values.extend(statement.values);
@@ -193,36 +208,81 @@ where
     }
 }
 
-/// `sql` with every parameter `$n` outside quotes made `$(n + offset)`.
+/// `sql` with every parameter `$n` made `$(n + offset)`.
 fn renumber(sql: &str, offset: usize) -> String {
     if offset == 0 {
         return sql.to_owned();
     }
+    scan(sql, |n| n + offset).0
+}
+
+/// The highest parameter `$n` of `sql` (0 if none).
+fn highest(sql: &str) -> usize {
+    scan(sql, |n| n).1
+}
+
+/// `sql` with every parameter `$n` made `$f(n)`, and the highest `n`. A
+/// parameter is a `$` and digits outside quotes (`'…'`, `"…"`, `[…]`,
+/// `` `…` ``) and comments (`--…`, `/*…*/`), not part of an identifier
+/// (`col$1`).
+fn scan(sql: &str, f: impl Fn(usize) -> usize) -> (String, usize) {
     let mut out = String::with_capacity(sql.len() + 8);
+    let mut highest = 0;
     let mut chars = sql.chars().peekable();
-    let mut quote: Option<char> = None;
+    // Where the text is: the character ending a quote or comment.
+    let mut inside: Option<&str> = None;
+    let mut previous = ' ';
     while let Some(ch) = chars.next() {
-        match (quote, ch) {
-            (Some(q), _) if ch == q => quote = None,
-            (None, '\'' | '"') => quote = Some(ch),
-            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
-                let mut digits = String::new();
-                while let Some(d) = chars.next_if(char::is_ascii_digit) {
-                    digits.push(d);
-                }
-                out.push('$');
-                match digits.parse::<usize>() {
-                    Ok(n) => out.push_str(&(n + offset).to_string()),
-                    // Too many digits for a parameter: not one; left as it is.
-                    Err(_) => out.push_str(&digits),
-                }
-                continue;
-            }
-            _ => {}
-        }
         out.push(ch);
+        match inside {
+            Some("*/") => {
+                if ch == '*' && chars.next_if_eq(&'/').is_some() {
+                    out.push('/');
+                    inside = None;
+                }
+            }
+            Some(end) => {
+                if end.starts_with(ch) {
+                    inside = None;
+                }
+            }
+            None => match ch {
+                '\'' => inside = Some("'"),
+                '"' => inside = Some("\""),
+                '`' => inside = Some("`"),
+                '[' => inside = Some("]"),
+                '-' if chars.next_if_eq(&'-').is_some() => {
+                    out.push('-');
+                    inside = Some("\n");
+                }
+                '/' if chars.next_if_eq(&'*').is_some() => {
+                    out.push('*');
+                    inside = Some("*/");
+                }
+                '$' if !(previous.is_alphanumeric() || previous == '_')
+                    && chars.peek().is_some_and(char::is_ascii_digit) =>
+                {
+                    let mut digits = String::new();
+                    while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                        digits.push(d);
+                    }
+                    match digits.parse::<usize>() {
+                        Ok(n) => {
+                            highest = highest.max(n);
+                            out.push_str(&f(n).to_string());
+                        }
+                        // Too many digits for a parameter: not one.
+                        Err(_) => out.push_str(&digits),
+                    }
+                    previous = '0';
+                    continue;
+                }
+                _ => {}
+            },
+        }
+        previous = ch;
     }
-    out
+    (out, highest)
 }
 
 #[cfg(test)]
@@ -270,12 +330,23 @@ mod tests {
             "SELECT $4, '$1', \"$2\" || $15 FROM t WHERE a = $5"
         );
         assert_eq!(renumber("SELECT $1", 0), "SELECT $1");
+        // Comments, bracketed and back-quoted names, and `$` inside a name
+        // hold no parameter.
+        assert_eq!(
+            renumber(
+                "SELECT col$1, [x$1], `y$1` -- don't $1\n /* it's $2 */ FROM t WHERE a = $2",
+                3
+            ),
+            "SELECT col$1, [x$1], `y$1` -- don't $1\n /* it's $2 */ FROM t WHERE a = $5"
+        );
+        assert_eq!(highest("SELECT $2, $10 -- $11\n"), 10);
+        assert_eq!(highest("SELECT 1"), 0);
         let (sql, values) = Script::default()
             .then("SELECT $1", vec![Value::Int(1)])
             .guard("SELECT $1, $2", vec![Value::Int(2), Value::Int(3)])
             .then("UPDATE t SET a = $1", vec![Value::Int(4)])
             .joined();
-        assert_eq!(sql, "SELECT $1;\nSELECT $2, $3;\nUPDATE t SET a = $4");
+        assert_eq!(sql, "SELECT $1\n;\nSELECT $2, $3\n;\nUPDATE t SET a = $4");
         assert_eq!(values.len(), 4);
     }
 }
