@@ -483,11 +483,14 @@ impl Worker {
             return;
         }
         match result {
+            // The depot answered: it is up (a moved one shows it at once).
             Ok(owed) => {
+                self.reached();
                 self.verify = Verify::Done;
                 self.notify(owed);
             }
             Err(VerifyFailure::Unsupported) => {
+                self.reached();
                 info!("the depot cannot list its configs; its holdings are not checked");
                 self.verify = Verify::Done;
             }
