@@ -218,7 +218,14 @@ impl Worker {
             };
             tokio::select! {
                 msg = inbox.recv() => match msg {
-                    None => break,
+                    // The depot was deleted: its gauge goes, after the last
+                    // `publish` (the dispatcher's removal may come before it).
+                    None => {
+                        self.shared.metrics.queue_depth.remove(&DepotLabel {
+                            depot: self.depot.id.to_string(),
+                        });
+                        break;
+                    }
                     Some(Msg::Owed(clients)) => clients.into_iter().for_each(|c| self.queue.enqueue(c)),
                     Some(Msg::Update(depot)) => self.update(depot),
                 },
@@ -268,8 +275,11 @@ impl Worker {
             info!(endpoint = %depot.endpoint, "depot endpoint or key changed; reconnecting");
             self.client = connect(&depot, &self.shared.settings);
             self.connection.fetch_add(1, Ordering::Relaxed);
-            // What was delivered over the old connection may be missing there.
+            // What was delivered, refused or superseded over the old
+            // connection tells nothing about the new one.
             self.pushed.clear();
+            self.rejections.clear();
+            self.superseded.clear();
             self.capability = Capability::Unknown;
             self.no_batches_since = None;
             self.down = false;
