@@ -621,6 +621,101 @@ async fn a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes(eng
     );
 }
 
+async fn a_late_read_of_an_earlier_config_never_clears_an_action_set_since(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let r1 = row(&store, "c1.example.org", D1).await.revision;
+    // The client reads r1 (setup); before the report lands, `once` is set.
+    store
+        .set_action_requests(&[act("c1.example.org", "win", ActionRequest::Once)])
+        .await
+        .unwrap();
+    let r2 = row(&store, "c1.example.org", D1).await.revision;
+    assert!(r2 > r1);
+    let late = store
+        .report_read(D1, "c1.example.org", "win", r1)
+        .await
+        .unwrap();
+    assert!(!late.applied, "r1 booted the action set before `once`");
+    assert_eq!(late.action_request, "once");
+    assert_eq!(
+        actions_of(&store, "c1.example.org").await,
+        owned(&[("win", "once")])
+    );
+    // A revision the store never gave out for it changes nothing either.
+    assert!(
+        !store
+            .report_read(D1, "c1.example.org", "win", r1 - 1)
+            .await
+            .unwrap()
+            .applied
+    );
+    // The read of r2 uses `once` up.
+    let read = store
+        .report_read(D1, "c1.example.org", "win", r2)
+        .await
+        .unwrap();
+    assert!(read.applied);
+    assert_eq!(read.action_request, "none");
+}
+
+async fn a_read_of_a_product_set_before_another_clears_that_products_action(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    add_product(&store, "linux", &[D1, D2]).await;
+    let r1 = row(&store, "c1.example.org", D1).await.revision;
+    // The client reads win's config (r1); before the report lands, linux
+    // is set: the row names linux now.
+    store
+        .set_action_requests(&[act("c1.example.org", "linux", ActionRequest::Setup)])
+        .await
+        .unwrap();
+    let linux = row(&store, "c1.example.org", D1).await;
+    assert_eq!(linux.product_id, "linux");
+    let read = store
+        .report_read(D1, "c1.example.org", "win", r1)
+        .await
+        .unwrap();
+    assert!(read.applied, "win's read is a read: win's setup is used up");
+    assert_eq!(
+        actions_of(&store, "c1.example.org").await,
+        owned(&[("linux", "setup")]),
+        "win is not booted again after linux"
+    );
+    // linux's config is still owed, and a read of it clears linux.
+    assert!(
+        store
+            .owed_clients(D1)
+            .await
+            .unwrap()
+            .contains(&"c1.example.org".to_owned())
+    );
+    let read = store
+        .report_read(D1, "c1.example.org", "linux", linux.revision)
+        .await
+        .unwrap();
+    assert!(read.applied);
+    assert!(actions_of(&store, "c1.example.org").await.is_empty());
+}
+
+async fn a_revision_far_ahead_from_a_depot_does_not_break_the_sequence(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let r1 = row(&store, "c1.example.org", D1).await.revision;
+    // A depot's ABORTED names a revision no clock of this store gave out.
+    store
+        .supersede(D1, "c1.example.org", r1, u64::MAX, "NEWER_HELD")
+        .await
+        .unwrap();
+    store
+        .supersede(D1, "c1.example.org", r1, i64::MAX as u64, "NEWER_HELD")
+        .await
+        .unwrap();
+    store
+        .set_action_requests(&[act("c1.example.org", "win", ActionRequest::Once)])
+        .await
+        .unwrap();
+    let next = row(&store, "c1.example.org", D1).await.revision;
+    assert!(next > r1 && next < i64::MAX as u64 / 2, "{next}");
+}
+
 async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -1009,6 +1104,9 @@ on_both_engines!(
     several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next,
     a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written,
     a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes,
+    a_late_read_of_an_earlier_config_never_clears_an_action_set_since,
+    a_read_of_a_product_set_before_another_clears_that_products_action,
+    a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
     a_depots_config_state_is_the_value_of_its_clients_without_their_own,
     a_mac_or_a_uuid_belongs_to_one_client,
     read_reports_clear_the_action_once_and_always_repushes,

@@ -15,6 +15,7 @@ use super::db::{Store, WriteTx, on};
 use super::error::Result;
 use super::records::{ActionRecord, WriteOutcome};
 use super::script::{Ran, Script, Value};
+use super::sequence;
 use super::sql::json_rows;
 use super::triggers::{distinct, finish, finish_read, reads, state};
 use crate::domain::{Fqdn, ProductId};
@@ -57,18 +58,17 @@ impl<'a> ActionWrite<'a> {
     }
 
     /// `script` and then the write: the existence check (a guard), the
-    /// sequence numbers taken, and the rows, each newer than every earlier
-    /// one (in list order; the n-th row takes the n-th number taken, `key`
-    /// being its index); the client's other actions stay.
+    /// revisions taken, and the rows, each newer than every earlier one (in
+    /// list order; the n-th row takes the n-th revision taken, `key` being
+    /// its index); the client's other actions stay. An action's `modified`
+    /// is a revision of the store's one sequence: every config pushed for it
+    /// has a later one, so a read of an earlier revision booted an earlier
+    /// action (`delivery::verdict`).
     fn script(&self, script: Script) -> Script {
         let n = i64::try_from(self.rows.len()).unwrap_or(i64::MAX);
-        require(script, &self.checks)
+        sequence::take(require(script, &self.checks), n)
             .then(
-                "UPDATE meta SET value = value + $1 WHERE key = 'action_sequence'",
-                vec![Value::Int(n)],
-            )
-            .then(
-                "WITH taken AS (SELECT value - $2 + 1 AS first FROM meta WHERE key = 'action_sequence')
+                "WITH taken AS (SELECT value - $2 + 1 AS first FROM meta WHERE key = 'revision')
          INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
          SELECT value ->> 0, value ->> 1, value ->> 2, '', first + key FROM json_each($1) CROSS JOIN taken WHERE true
          ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,

@@ -157,7 +157,7 @@ fn verdict(report: &ReadReport, row: Option<&ReadRow>, modified: Option<u64>) ->
         return ReadVerdict::Stale;
     };
     let r = report.revision;
-    if row.product_id != report.product_id || r == 0 || r > row.revision {
+    if r == 0 || r > row.revision {
         return ReadVerdict::Stale;
     }
     if r <= row.read_revision {
@@ -170,11 +170,13 @@ fn verdict(report: &ReadReport, row: Option<&ReadRow>, modified: Option<u64>) ->
     // The action was set at `modified`, before its config got a revision:
     // a read of a revision older than that booted an earlier action.
     let consumes = modified.is_some_and(|m| m < r);
-    if row.op == PushOp::Set && r == row.revision {
+    if row.op == PushOp::Set && r == row.revision && row.product_id == report.product_id {
         return ReadVerdict::Fresh { consumes };
     }
-    // An older revision than the row's (the config changed while the client
-    // booted), or the client moved and its row here is a removal now.
+    // An older revision than the row's: the config changed while the client
+    // booted (another action of the product, or another product set since —
+    // the row names only the newest), or the client moved and its row here
+    // is a removal now. News if it booted the product's action as set now.
     if consumes {
         ReadVerdict::Fresh { consumes }
     } else {

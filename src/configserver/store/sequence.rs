@@ -58,10 +58,26 @@ pub(super) fn take(script: Script, n: i64) -> Script {
     )
 }
 
+/// The furthest ahead of this clock a revision a depot reports may be
+/// (another replica's clock, a restored database's): a year.
+const MAX_AHEAD_MICROS: i64 = 366 * 24 * 3600 * 1_000_000;
+
 /// Moves the sequence past `revision` (a revision a depot has seen); true
-/// if it was behind.
+/// if it was behind. A revision further ahead than [`MAX_AHEAD_MICROS`] is
+/// no revision of this store (a depot's corrupt journal): moving past it
+/// would leave no room for the sequence, so it is ignored and logged.
 pub(super) async fn bump_past(tx: &mut Tx, revision: u64) -> Result<bool> {
-    let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+    let ceiling = now_micros().saturating_add(MAX_AHEAD_MICROS);
+    let revision = match i64::try_from(revision) {
+        Ok(revision) if revision <= ceiling => revision,
+        _ => {
+            tracing::warn!(
+                revision,
+                "a depot reported a revision far ahead of this store's clock; ignored"
+            );
+            return Ok(false);
+        }
+    };
     let moved = on!(tx.conn(), |c| sqlx::query(
         "UPDATE meta SET value = $1 WHERE key = 'revision' AND value < $1"
     )
