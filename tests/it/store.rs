@@ -1026,6 +1026,14 @@ async fn a_batch_of_push_results_ends_as_applied_one_by_one(engine: Engine) {
         (again.delivered_revision, again.template.as_str()),
         (c1.revision, "winpe.efi")
     );
+    // So does a failure of the delivered revision (the same push sent
+    // twice, over a depot's old endpoint and its new one).
+    store
+        .record_acks(&[failed("c1.example.org", c1.revision)])
+        .await
+        .unwrap();
+    let again = row(&store, "c1.example.org", D1).await;
+    assert_eq!((again.attempts, again.last_error.as_str()), (0, ""));
 }
 
 /// A bundle carries the property states of its own product — the client's

@@ -45,7 +45,7 @@ async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
                 on!(conn.conn(), |c| {
                     sqlx::query(
                     "UPDATE pushes SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2
-                     WHERE client_id = $3 AND depot_id = $4 AND revision = $5",
+                     WHERE client_id = $3 AND depot_id = $4 AND revision = $5 AND delivered_revision < $5",
                 )
                 .bind(error)
                 .bind(to_ms(*next_attempt_at))
