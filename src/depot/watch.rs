@@ -64,8 +64,15 @@ impl TestHook {
     }
 }
 
+/// `MOVED_FROM` is not used, but keeps each rename's `MOVED_TO` an event of
+/// its own: the kernel merges an event into the one queued last when mask,
+/// watch and name match (not the rename's cookie), so two renames onto one
+/// name with nothing between were one `MOVED_TO`, and the writer waited for
+/// a second one for good (every later read of that name looked like a read
+/// of a replaced version). The temporary name's `MOVED_FROM` comes between.
 const DIR_MASK: WatchMask = WatchMask::CLOSE_NOWRITE
     .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF);
 
@@ -250,5 +257,30 @@ impl Watcher {
             debug!("the writer is gone");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_onto_one_name_are_one_event_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let inotify = Inotify::init().unwrap();
+        inotify.watches().add(dir.path(), DIR_MASK).unwrap();
+        for i in 0..3 {
+            let tmp = dir.path().join(format!("{TMP_PREFIX}-{i}"));
+            std::fs::write(&tmp, "x").unwrap();
+            std::fs::rename(&tmp, dir.path().join("01-02-00-00-00-00-01")).unwrap();
+        }
+        let mut inotify = inotify;
+        let mut buffer = [0u8; 4096];
+        let moved = inotify
+            .read_events(&mut buffer)
+            .unwrap()
+            .filter(|e| e.mask.contains(EventMask::MOVED_TO))
+            .count();
+        assert_eq!(moved, 3);
     }
 }
