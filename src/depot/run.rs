@@ -22,7 +22,7 @@ use super::upstream::client::Upstream;
 use super::upstream::report::{Reads, Reporting};
 use super::watch::{self, TestHook};
 use super::writer::{
-    self, ClientRecord, FileAccess, Journal, ReadEvent, ReadKey, State, WriterOptions,
+    self, ClientRecord, FileAccess, Journal, ReadEvent, ReadKey, State, WatchEvent, WriterOptions,
 };
 use crate::domain::{Fqdn, Secret};
 use crate::metrics::Metrics;
@@ -123,6 +123,14 @@ impl Depot {
         let watcher =
             watch::start(&pxe_dir, writer.clone(), stop.clone(), hook).map_err(pxe_err)?;
         supervisor.spawn_critical("read watcher", watcher);
+        // Watched from here on: a file read before (while the depot was
+        // down, or whose event a crash lost) shows in its access time.
+        if journal.atime_kept().await? {
+            writer
+                .watch_event(WatchEvent::Started)
+                .await
+                .map_err(|e| pxe_err(std::io::Error::other(e.to_string())))?;
+        }
         let upstream = (!config.configservers.is_empty())
             .then(|| {
                 let tls = config.transport.tls.as_ref();

@@ -338,3 +338,59 @@ async fn a_fixed_salt_makes_the_written_bytes_reproducible() {
         "two depots, one salt: the same bytes"
     );
 }
+
+/// A config read while the depot was down (its TFTP server kept serving)
+/// is a read when the depot starts again: the file's access time is past
+/// its write. The depot's own start-up reads leave access times alone, so
+/// a restart alone reads nothing.
+#[tokio::test]
+async fn a_config_read_while_the_depot_was_down_is_a_read_at_start() {
+    let dirs = DepotDirs::new();
+    let config = || depot_config(&dirs, "depot1.example.org");
+    let depot = TestDepot::start(config()).await;
+    let mut client = depot.client().await;
+    for n in [7, 8] {
+        client.set_pxe_config(bundle(n, 1)).await.unwrap();
+    }
+    drop(client);
+    depot.stop().await;
+    let held = |depot: &TestDepot| {
+        let depot = depot.url();
+        async move {
+            let mut client = proto::depot_client::DepotClient::connect(depot)
+                .await
+                .unwrap();
+            let listed = client
+                .list_pxe_configs(proto::ListPxeConfigsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let mut held: Vec<String> = listed.configs.into_iter().map(|c| c.fqdn).collect();
+            held.sort();
+            held
+        }
+    };
+
+    // Twice: the first start after the writes reads the files to check them.
+    for _ in 0..2 {
+        let depot = TestDepot::start(config()).await;
+        assert_eq!(
+            held(&depot).await,
+            ["client7.example.org", "client8.example.org"]
+        );
+        depot.stop().await;
+    }
+
+    // As the TFTP server reads: the bytes, not only an open and a close.
+    std::fs::read(dirs.pxe.join(mac_file(7))).unwrap();
+    let mut depot = TestDepot::start(config()).await;
+    let read = depot.next_read().await;
+    assert_eq!(
+        (read.fqdn.as_str(), read.revision),
+        ("client7.example.org", 1)
+    );
+    assert_eq!(held(&depot).await, ["client8.example.org"]);
+    assert!(!dirs.pxe.join(mac_file(7)).exists());
+    assert!(!dirs.pxe.join(uuid(7)).exists());
+    depot.stop().await;
+}

@@ -344,14 +344,31 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Found>> {
     Ok(found)
 }
 
-/// The first bytes of a file, opened without following a symlink. (Its
-/// close is an IN_CLOSE_NOWRITE like a TFTP read: start-up reads files
-/// before the watcher starts.)
-fn head(path: &Path) -> io::Result<String> {
-    let file = OpenOptions::new()
+/// Opens a file to read without following a symlink and, where the depot
+/// may (it owns the file, or is root), without setting its access time: a
+/// file's atime past its mtime is how a read is found that inotify did not
+/// report (`read_since_written`), so the depot's own reads must not look
+/// like one. (Its close is an IN_CLOSE_NOWRITE like a TFTP read: start-up
+/// reads files before the watcher starts.)
+fn open_unseen(path: &Path) -> io::Result<fs::File> {
+    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+    match OpenOptions::new()
         .read(true)
-        .custom_flags(O_NOFOLLOW)
-        .open(path)?;
+        .custom_flags(O_NOFOLLOW | noatime)
+        .open(path)
+    {
+        // Another user's file (the operator's): read as anyone reads it.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NOFOLLOW)
+            .open(path),
+        opened => opened,
+    }
+}
+
+/// The first bytes of a file (see [`open_unseen`]).
+fn head(path: &Path) -> io::Result<String> {
+    let file = open_unseen(path)?;
     let mut text = String::new();
     file.take(HEAD).read_to_string(&mut text)?;
     Ok(text)
@@ -359,11 +376,7 @@ fn head(path: &Path) -> io::Result<String> {
 
 /// Whether file `name` in `dir` holds exactly `content`.
 pub fn holds(dir: &Path, name: &str, content: &str) -> bool {
-    let Ok(file) = OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NOFOLLOW)
-        .open(dir.join(name))
-    else {
+    let Ok(file) = open_unseen(&dir.join(name)) else {
         return false;
     };
     let mut text = String::new();

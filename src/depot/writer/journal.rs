@@ -303,6 +303,30 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether the depot's last start left the mark that it reads PXE files
+    /// without setting their access time (this version does); sets it. A
+    /// held file read since written (atime past mtime) is then a read the
+    /// depot missed; before the mark, start-up's own reads set atime too.
+    pub async fn atime_kept(&self) -> Result<bool, JournalError> {
+        let journal = self.clone();
+        run_blocking(move || {
+            let inner = journal.inner();
+            let kept = inner
+                .conn
+                .query_row("SELECT value FROM meta WHERE key = 'atime'", [], |row| {
+                    row.get::<_, String>(0)
+                })
+                .optional()?
+                .is_some_and(|v| v == "kept");
+            inner.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('atime', 'kept')",
+                [],
+            )?;
+            Ok(kept)
+        })
+        .await
+    }
+
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path

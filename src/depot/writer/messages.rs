@@ -126,6 +126,9 @@ pub enum WatchEvent {
     Moved(String),
     /// The kernel dropped events; the writer rechecks the files it holds.
     Overflow,
+    /// The depot started: files read while it was down (or whose read
+    /// events a crash lost) are reads, found as after an overflow.
+    Started,
     /// The PXE directory was recreated and is watched again: every held
     /// config is written again.
     Rewatched,

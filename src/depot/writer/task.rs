@@ -335,7 +335,13 @@ impl Writer {
             WatchEvent::Read(name) => self.plan_read(name, round).await,
             WatchEvent::Overflow => {
                 self.execute(round).await;
-                self.recheck_after_overflow().await;
+                warn!("inotify queue overflowed; rechecking held PXE configs for reads");
+                self.state.forget_moves();
+                self.recheck_reads().await;
+            }
+            WatchEvent::Started => {
+                self.execute(round).await;
+                self.recheck_reads().await;
             }
             WatchEvent::Rewatched => {
                 self.execute(round).await;
@@ -429,11 +435,9 @@ impl Writer {
         self.execute(&mut round).await;
     }
 
-    /// After the kernel dropped events, reads may have been missed: a file
-    /// read since it was written counts as read now.
-    async fn recheck_after_overflow(&mut self) {
-        warn!("inotify queue overflowed; rechecking held PXE configs for reads");
-        self.state.forget_moves();
+    /// Reads may have been missed (the kernel dropped events, or the depot
+    /// was down): a file read since it was written counts as read now.
+    async fn recheck_reads(&mut self) {
         let names = self.state.file_names();
         let dir = self.dir.clone();
         let read = match tokio::task::spawn_blocking(move || files::read_since_written(&dir, names))
