@@ -368,5 +368,8 @@ async fn prepare_pxe_dir(
     if let Some(warning) = prepared.foreign_warning() {
         warn!(dir = %dir.display(), "{warning}");
     }
+    if !prepared.stuck.is_empty() {
+        warn!(dir = %dir.display(), files = ?prepared.stuck, "stale PXE config files of this depot could not be removed; a client may still boot them");
+    }
     Ok(())
 }

@@ -20,6 +20,9 @@ pub struct Prepared {
     pub rewritten: usize,
     /// Our leftovers removed.
     pub removed: usize,
+    /// Our leftovers that could not be removed (kept, named in a warning:
+    /// a stale file must not keep the depot from starting).
+    pub stuck: Vec<String>,
     /// Config-like files that are not ours, kept.
     pub foreign: Vec<String>,
 }
@@ -79,8 +82,12 @@ pub fn prepare(
             Found::Ours(..) | Found::Foreign(_) => {}
         }
     }
-    delete_all(dir, &leftovers).map_err(std::io::Error::other)?;
-    prepared.removed = leftovers.len();
+    for name in leftovers {
+        match delete_all(dir, std::slice::from_ref(&name)) {
+            Ok(()) => prepared.removed += 1,
+            Err(_) => prepared.stuck.push(name),
+        }
+    }
     for (name, content) in held {
         if holds(dir, name, content) {
             continue;
@@ -139,6 +146,7 @@ mod tests {
         .unwrap();
         assert_eq!(prepared.rewritten, 2);
         assert_eq!(prepared.removed, 2);
+        assert!(prepared.stuck.is_empty());
         assert_eq!(prepared.foreign, ["01-02-00-00-00-00-04"]);
         let warning = prepared.foreign_warning().unwrap();
         assert!(warning.contains("01-02-00-00-00-00-04"), "{warning}");
