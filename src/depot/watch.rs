@@ -70,9 +70,13 @@ impl TestHook {
 /// name with nothing between were one `MOVED_TO`, and the writer waited for
 /// a second one for good (every later read of that name looked like a read
 /// of a replaced version). The temporary name's `MOVED_FROM` comes between.
+///
+/// `DELETE` orders our removals as `MOVED_TO` orders replacements: a read
+/// seen before a removed file's `IN_DELETE` was a read of the removed config.
 const DIR_MASK: WatchMask = WatchMask::CLOSE_NOWRITE
     .union(WatchMask::MOVED_TO)
     .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::DELETE)
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF);
 
@@ -222,6 +226,8 @@ impl Watcher {
             Some(WatchEvent::Read(name))
         } else if mask.contains(EventMask::MOVED_TO) {
             Some(WatchEvent::Moved(name))
+        } else if mask.contains(EventMask::DELETE) {
+            Some(WatchEvent::Deleted(name))
         } else {
             None
         }

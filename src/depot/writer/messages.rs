@@ -124,6 +124,8 @@ pub enum WatchEvent {
     Read(String),
     /// A file was renamed into the directory (our own atomic writes).
     Moved(String),
+    /// A file was deleted (our removals among others).
+    Deleted(String),
     /// The kernel dropped events; the writer rechecks the files it holds.
     Overflow,
     /// The depot started: files read while it was down (or whose read

@@ -33,6 +33,13 @@ pub struct State {
     /// Renames we made whose IN_MOVED_TO has not come back yet: a read of such
     /// a name seen now was a read of the version we replaced.
     unconfirmed_moves: HashMap<String, u32>,
+    /// Files of removed configs whose IN_DELETE has not come back yet, and
+    /// whose client: a read of such a name seen now was a read of the
+    /// removed config.
+    unconfirmed_deletes: HashMap<String, (Fqdn, u32)>,
+    /// The removed configs those files held, until a read of one is
+    /// reported or their deletes are all seen.
+    removed: HashMap<Fqdn, ReadEvent>,
     /// The epoch of the newest push: the store the depot follows.
     epoch: Arc<str>,
     /// The highest revision seen per epoch.
@@ -228,10 +235,37 @@ impl State {
         }
     }
 
-    /// Forgets renames not seen yet: after the kernel dropped events they
-    /// will never be.
+    /// Forgets renames and deletes not seen yet: after the kernel dropped
+    /// events (or the directory was recreated) they will never be.
     pub fn forget_moves(&mut self) {
         self.unconfirmed_moves.clear();
+        self.unconfirmed_deletes.clear();
+        self.removed.clear();
+    }
+
+    /// A file was deleted: if it was a removed config's, its delete is seen.
+    pub fn deleted(&mut self, name: &str) {
+        let Some((fqdn, n)) = self.unconfirmed_deletes.get_mut(name) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            let fqdn = fqdn.clone();
+            self.unconfirmed_deletes.remove(name);
+            if !self.unconfirmed_deletes.values().any(|(f, _)| *f == fqdn) {
+                self.removed.remove(&fqdn);
+            }
+        }
+    }
+
+    /// A read of `name`, which no config holds: the read of a removed
+    /// config, if its delete was not seen yet (the read came first), at
+    /// `now` — once per removed config.
+    pub fn read_removed(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
+        let (fqdn, _) = self.unconfirmed_deletes.get(name)?;
+        let mut read = self.removed.remove(fqdn)?;
+        read.read_at = now;
+        Some(read)
     }
 
     /// Every file name held.
@@ -433,7 +467,29 @@ impl State {
     /// let one bad `RemovePxeConfig` (revision u64::MAX) block the client for
     /// good, and the configserver's sequence with it.
     fn commit_remove(&mut self, fqdn: &Fqdn, revision: u64, epoch: Arc<str>) -> bool {
-        let removed = self.forget(fqdn).is_some();
+        let held = self.forget(fqdn);
+        let removed = held.is_some();
+        if let Some(held) = held {
+            for name in &held.files {
+                let entry = self
+                    .unconfirmed_deletes
+                    .entry(name.clone())
+                    .or_insert_with(|| (fqdn.clone(), 0));
+                *entry = (fqdn.clone(), entry.1 + 1);
+            }
+            self.removed.insert(
+                fqdn.clone(),
+                ReadEvent {
+                    fqdn: fqdn.clone(),
+                    product_id: held.product_id,
+                    revision: held.revision,
+                    action_request: held.action_request,
+                    epoch: held.epoch,
+                    files_present: false,
+                    read_at: SystemTime::UNIX_EPOCH,
+                },
+            );
+        }
         if !removed && !self.seen.contains_key(fqdn) {
             return false;
         }
@@ -814,6 +870,34 @@ mod tests {
         set(&mut state, config("a", 3, &["01-a"]));
         state.forget_moves();
         assert!(!state.is_replaced("01-a"));
+    }
+
+    #[test]
+    fn a_read_before_a_removals_delete_is_seen_is_a_read_of_the_removed_config() {
+        let mut state = State::default();
+        set(&mut state, config("a", 4, &["uuid-a", "01-a"]));
+        set(&mut state, config("b", 1, &["01-b"]));
+        assert!(remove(&mut state, "a", 5).unwrap());
+        assert!(remove(&mut state, "b", 2).unwrap());
+        // a's read came before its delete: the read of revision 4, once.
+        let read = state.read_removed("01-a", NOW).unwrap();
+        assert_eq!((read.fqdn, read.revision), (fqdn("a"), 4));
+        assert!(state.read_removed("uuid-a", NOW).is_none());
+        // b's delete came first: a read after it is of nothing.
+        state.deleted("01-b");
+        assert!(state.read_removed("01-b", NOW).is_none());
+        for name in ["uuid-a", "01-a", "unknown"] {
+            state.deleted(name);
+        }
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        // A removal whose file work failed leaves nothing to wait for.
+        set(&mut state, config("c", 1, &["01-c"]));
+        let snapshot = state.snapshot(&state.plan_remove(fqdn("c"), 2, Arc::from("")).unwrap().op);
+        assert!(remove(&mut state, "c", 2).unwrap());
+        state.rollback(snapshot);
+        assert!(state.read_removed("01-c", NOW).is_none());
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        assert_eq!(state.owner("01-c"), Some(&fqdn("c")));
     }
 
     #[test]

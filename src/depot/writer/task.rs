@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::error::WriterError;
 use super::files::{self, FileAccess};
-use super::journal::Journal;
+use super::journal::{Batch, Journal};
 use super::messages::{ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
 use super::ops::{Committed, SetPlan};
 use super::round::Round;
@@ -332,6 +332,7 @@ impl Writer {
     async fn watch(&mut self, event: WatchEvent, round: &mut Round<Reply>) {
         match event {
             WatchEvent::Moved(name) => self.state.moved(&name),
+            WatchEvent::Deleted(name) => self.state.deleted(&name),
             WatchEvent::Read(name) => self.plan_read(name, round).await,
             WatchEvent::Overflow => {
                 self.execute(round).await;
@@ -345,6 +346,9 @@ impl Writer {
             }
             WatchEvent::Rewatched => {
                 self.execute(round).await;
+                // Renames and deletes in the old directory, or in the new
+                // one before its watch, never come back.
+                self.state.forget_moves();
                 self.rewrite_all().await;
             }
             WatchEvent::TestEnd { panic } => {
@@ -359,7 +363,7 @@ impl Writer {
 
     async fn plan_read(&mut self, name: String, round: &mut Round<Reply>) {
         let Some(fqdn) = self.state.owner(&name).cloned() else {
-            return;
+            return self.read_removed(&name).await;
         };
         if self.state.is_replaced(&name) {
             // The client read the version we have since replaced; the new one
@@ -369,11 +373,35 @@ impl Writer {
         }
         if round.touches(&self.state.client_keys(&fqdn)) {
             self.execute(round).await;
-            if self.state.owner(&name) != Some(&fqdn) || self.state.is_replaced(&name) {
+            if self.state.owner(&name) != Some(&fqdn) {
+                // The round removed it (the read came first) or read it.
+                return self.read_removed(&name).await;
+            }
+            if self.state.is_replaced(&name) {
                 return;
             }
         }
         round.push(self.state.plan_read(fqdn), Reply::None);
+    }
+
+    /// A read of a file no config holds: if it was a removed config's and
+    /// the delete was not seen yet, the client read that config before it
+    /// went — a read like any other (journaled, then handed on), which the
+    /// configserver accepts from the depot the config was removed from.
+    async fn read_removed(&mut self, name: &str) {
+        let Some(read) = self.state.read_removed(name, std::time::SystemTime::now()) else {
+            return;
+        };
+        self.metrics.tftp_reads.get_or_create(&self.depot).inc();
+        info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, file = %name, "PXE config read just before its removal");
+        self.journal(Arc::new(Batch {
+            reads: vec![read.clone()],
+            ..Batch::default()
+        }))
+        .await;
+        if self.reads.send(read).await.is_err() {
+            warn!("read events have no receiver any more; the read stays in the journal");
+        }
     }
 
     /// Executes the round if any of `keys` is already in it.
@@ -499,6 +527,43 @@ mod tests {
             .await
             .expect("a read was lost")
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_seen_before_the_delete_of_a_removal_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        // The client reads as the removal goes: its read event comes after
+        // the removal but before the removal's IN_DELETE.
+        assert!(
+            writer
+                .remove(config(1).fqdn, 2, Arc::from("e1"))
+                .await
+                .unwrap()
+        );
+        assert!(!dir.path().join(&name).exists());
+        for _ in 0..2 {
+            writer
+                .watch_event(WatchEvent::Read(name.clone()))
+                .await
+                .unwrap();
+        }
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
+        writer
+            .watch_event(WatchEvent::Deleted(name.clone()))
+            .await
+            .unwrap();
+        writer.watch_event(WatchEvent::Read(name)).await.unwrap();
+        // The writer handled every event before it answers the listing.
+        writer.list(None, 10, None).await.unwrap();
+        assert!(reads.try_recv().is_err(), "one read, reported once");
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::super::messages::ReadEvent;
 use super::super::ops::Op;
 use super::super::records::{ClientRecord, Defused, Held, Seen};
 use super::State;
@@ -20,6 +21,8 @@ pub struct Snapshot {
     defused: Option<Defused>,
     owners: Vec<(String, Option<Fqdn>)>,
     moves: Vec<(String, Option<u32>)>,
+    deletes: Vec<(String, Option<(Fqdn, u32)>)>,
+    removed: Option<ReadEvent>,
 }
 
 impl Snapshot {
@@ -103,6 +106,11 @@ impl State {
                 .iter()
                 .map(|n| (n.clone(), self.unconfirmed_moves.get(n).copied()))
                 .collect(),
+            deletes: names
+                .iter()
+                .map(|n| (n.clone(), self.unconfirmed_deletes.get(n).cloned()))
+                .collect(),
+            removed: self.removed.get(&fqdn).cloned(),
             fqdn,
         }
     }
@@ -116,7 +124,19 @@ impl State {
             defused,
             owners,
             moves,
+            deletes,
+            removed,
         } = snapshot;
+        for (name, n) in deletes {
+            match n {
+                Some(n) => self.unconfirmed_deletes.insert(name, n),
+                None => self.unconfirmed_deletes.remove(&name),
+            };
+        }
+        match removed {
+            Some(r) => self.removed.insert(fqdn.clone(), r),
+            None => self.removed.remove(&fqdn),
+        };
         for (name, owner) in owners {
             match owner {
                 Some(o) => self.owners.insert(name, o),

@@ -329,7 +329,7 @@ impl Writer {
     /// Writes `batch` to the journal, retrying until it lands: nothing goes
     /// on before it (a read not journaled must not be deleted, a config not
     /// journaled must not appear).
-    async fn journal(&self, batch: Arc<Batch>) {
+    pub(super) async fn journal(&self, batch: Arc<Batch>) {
         if batch.is_empty() {
             return;
         }
