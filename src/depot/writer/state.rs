@@ -901,6 +901,31 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_defused_read_never_sweeps_a_name_a_held_config_took() {
+        // b's set took "01-x" from a's defused read; the journal still has
+        // a's list as it was (the crash came before a's sweep).
+        let mut state = State::default();
+        set(&mut state, config("b", 1, &["01-x"]));
+        let b = state.record(&fqdn("b"), None);
+        let defused = Defused {
+            product_id: ProductId::parse("win10-x64", "p").unwrap(),
+            action_request: ActionRequest::Setup,
+            revision: 3,
+            files: vec!["01-x".into(), "uuid-a".into()],
+            epoch: Arc::from(""),
+            read_at: NOW,
+        };
+        let restored = State::restore(
+            vec![b],
+            vec![(fqdn("a"), defused)],
+            Arc::from(""),
+            HashMap::new(),
+        );
+        assert_eq!(restored.defused_names(), ["uuid-a"]);
+        assert_eq!(restored.owner("01-x"), Some(&fqdn("b")));
+    }
+
+    #[test]
     fn pages_follow_fqdn_order_and_filter_by_product() {
         let mut state = State::default();
         for (i, client) in ["d", "b", "a", "c"].iter().enumerate() {

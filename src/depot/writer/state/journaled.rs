@@ -63,6 +63,13 @@ impl State {
                 state.held.insert(record.fqdn, held);
             }
         }
+        // A name a set took over from a defused read is released in memory
+        // only (the journal keeps the read's list until its sweep): after a
+        // crash in between, the sweep must not delete the held config.
+        let owners = &state.owners;
+        for defused in state.defused.values_mut() {
+            defused.files.retain(|f| !owners.contains_key(f));
+        }
         state
     }
 
