@@ -102,9 +102,13 @@ struct Leases {
 }
 
 impl Leases {
-    /// One renewal: leases claimed, workers kept to them, held depots told
-    /// of changes and, after trouble or now and then, reloaded.
-    async fn renew<D: Holder>(&mut self, dispatcher: &D, store: &Store, holder: &str) {
+    /// One renewal: leases claimed, workers kept to them and held depots
+    /// told of changes — all before the leases' local validity ends (else
+    /// this replica stops pushing, as when the claim fails). True when the
+    /// held depots are due to reload what they are owed (after trouble, or
+    /// now and then): the caller runs that apart, so that a slow reload
+    /// never holds up the next renewal.
+    async fn renew<D: Holder>(&mut self, dispatcher: &D, store: &Store, holder: &str) -> bool {
         let started = Instant::now();
         let claim = async {
             let held = store.claim_leases(holder, LEASE_TTL).await?;
@@ -112,10 +116,41 @@ impl Leases {
         };
         let (held, depots) = match tokio::time::timeout(RENEW_TIMEOUT, claim).await {
             Ok(Ok(found)) => found,
-            Ok(Err(error)) => return self.failed(dispatcher, &error.to_string()),
-            Err(_) => return self.failed(dispatcher, "the database did not answer in time"),
+            Ok(Err(error)) => {
+                self.failed(dispatcher, &error.to_string());
+                return false;
+            }
+            Err(_) => {
+                self.failed(dispatcher, "the database did not answer in time");
+                return false;
+            }
         };
-        self.valid_until = Some(started + LEASE_TTL - LEASE_MARGIN);
+        let valid_until = started + LEASE_TTL - LEASE_MARGIN;
+        self.valid_until = Some(valid_until);
+        let applied = self.apply(dispatcher, held, depots);
+        if tokio::time::timeout_at(valid_until, applied).await.is_err() {
+            self.failed(dispatcher, "applying the leases outlasted them");
+            return false;
+        }
+        self.rounds = self.rounds.wrapping_add(1);
+        let lost = dispatcher.lost().take();
+        if self.troubled || lost || self.rounds.is_multiple_of(RELOAD_EVERY) {
+            if self.troubled {
+                info!("the database is back; reloading what the held depots are owed");
+            }
+            self.troubled = false;
+            return true;
+        }
+        false
+    }
+
+    /// Keeps the workers to the `held` depots and tells them of changes.
+    async fn apply<D: Holder>(
+        &mut self,
+        dispatcher: &D,
+        held: Vec<String>,
+        depots: Vec<DepotRecord>,
+    ) {
         let held: HashSet<String> = held.into_iter().collect();
         dispatcher.keep_only(&held);
         self.known.retain(|id, _| held.contains(id));
@@ -130,15 +165,6 @@ impl Leases {
                 }
             }
             self.known.insert(id, depot);
-        }
-        self.rounds = self.rounds.wrapping_add(1);
-        let lost = dispatcher.lost().take();
-        if self.troubled || lost || self.rounds.is_multiple_of(RELOAD_EVERY) {
-            if self.troubled {
-                info!("the database is back; reloading what the held depots are owed");
-            }
-            self.troubled = false;
-            dispatcher.reload(store).await;
         }
     }
 
@@ -171,6 +197,7 @@ pub(super) async fn hold_leases<D: Holder>(
     let mut tick = tokio::time::interval(RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leases = Leases::default();
+    let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -180,7 +207,21 @@ pub(super) async fn hold_leases<D: Holder>(
         let Some(dispatcher) = dispatcher.upgrade() else {
             break;
         };
-        leases.renew(&*dispatcher, &store, &holder).await;
+        if leases.renew(&*dispatcher, &store, &holder).await {
+            match &reloading {
+                // Still at it: asked again at the next renewal.
+                Some(running) if !running.is_finished() => dispatcher.lost().set(),
+                _ => {
+                    let store = store.clone();
+                    reloading = Some(tokio::spawn(async move {
+                        dispatcher.reload(&store).await;
+                    }));
+                }
+            }
+        }
+    }
+    if let Some(running) = reloading {
+        running.abort();
     }
     if let Err(error) = store.release_leases(&holder).await {
         warn!(%error, "releasing depot leases failed; they expire on their own");
@@ -233,4 +274,81 @@ pub(super) async fn follow_announcements<D: Holder>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::domain::{Endpoint, Fqdn, Secret};
+
+    /// A dispatcher that takes `slow` to tell a worker of its depot.
+    struct Slow {
+        slow: Duration,
+        kept: Mutex<Vec<usize>>,
+        lost: Lost,
+    }
+
+    impl Holder for Slow {
+        fn keep_only(&self, held: &HashSet<String>) {
+            self.kept.lock().unwrap().push(held.len());
+        }
+
+        async fn lease_held(&self, _: DepotRecord) {
+            tokio::time::sleep(self.slow).await;
+        }
+
+        async fn announced(&self, _: &Store, _: Announcement) {}
+
+        async fn reload(&self, _: &Store) {}
+
+        fn lost(&self) -> &Lost {
+            &self.lost
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_outlasts_its_leases_stops_pushing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let id = "depot1.example.org";
+        store
+            .upsert_depots(&[DepotRecord {
+                id: Fqdn::parse(id, "id").unwrap(),
+                endpoint: Endpoint::parse("http://127.0.0.1:1", "endpoint").unwrap(),
+                host_key: Secret::new("host-key-0123456789abcdef0123456789"),
+                description: String::new(),
+            }])
+            .await
+            .unwrap();
+        let quick = Slow {
+            slow: Duration::ZERO,
+            kept: Mutex::default(),
+            lost: Lost::default(),
+        };
+        let mut leases = Leases::default();
+        // A quick renewal keeps the depot's worker; no reload is due yet.
+        assert!(!leases.renew(&quick, &store, "h").await);
+        assert_eq!(*quick.kept.lock().unwrap(), [1]);
+
+        let slow = Slow {
+            slow: Duration::from_secs(60),
+            ..quick
+        };
+        let mut leases = Leases::default();
+        let started = Instant::now();
+        assert!(!leases.renew(&slow, &store, "h").await);
+        let took = started.elapsed();
+        assert!(
+            took >= LEASE_TTL - LEASE_MARGIN && took < LEASE_TTL,
+            "returned after {took:?}, when the leases' local validity ended"
+        );
+        assert_eq!(
+            *slow.kept.lock().unwrap(),
+            [1, 1, 0],
+            "held, then nothing: its workers stop before the leases lapse"
+        );
+        assert!(leases.known.is_empty() && leases.troubled);
+    }
 }
