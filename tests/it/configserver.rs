@@ -728,6 +728,21 @@ impl Gate {
     }
 }
 
+/// Depot 1 is at `endpoint` now.
+async fn move_depot(admin: &mut Admin, endpoint: String) {
+    admin
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: vec![proto::DepotInfo {
+                id: depot_id(1),
+                endpoint,
+                host_key: depot_key(1),
+                description: "moved".into(),
+            }],
+        })
+        .await
+        .unwrap();
+}
+
 /// A depot moves while a batch is on its way to its old endpoint, which
 /// refuses batches; the refusal arrives after the move. It says nothing
 /// about the depot at the new endpoint: that one still gets batches, and the
@@ -771,17 +786,7 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
     .await;
 
     // The depot moves; client 1 goes to the new endpoint, as a batch.
-    admin
-        .upsert_depots(proto::UpsertDepotsRequest {
-            depots: vec![proto::DepotInfo {
-                id: depot_id(1),
-                endpoint: new.url(),
-                host_key: depot_key(1),
-                description: "moved".into(),
-            }],
-        })
-        .await
-        .unwrap();
+    move_depot(&mut admin, new.url()).await;
     set_actions(&mut admin, [1], "setup").await;
     // (The files land before the call's answer, which the metrics count.)
     wait_until("client 1 reached the new endpoint in a batch", || {
@@ -870,17 +875,7 @@ async fn a_check_of_a_depots_old_endpoint_is_done_again_at_its_new_one() {
 
     // The depot moves; then the old listing arrives.
     let mut admin = server.admin().await;
-    admin
-        .upsert_depots(proto::UpsertDepotsRequest {
-            depots: vec![proto::DepotInfo {
-                id: depot_id(1),
-                endpoint: new.url(),
-                host_key: depot_key(1),
-                description: "moved".into(),
-            }],
-        })
-        .await
-        .unwrap();
+    move_depot(&mut admin, new.url()).await;
     gate.open();
     wait_until("the new endpoint was listed", || listings(&new) >= 1).await;
     wait_until("client 0's config is at the new endpoint", || {

@@ -92,29 +92,21 @@ impl Ran {
 
 impl Script {
     /// Adds a statement.
-    pub(super) fn then(mut self, sql: impl Into<String>, values: Vec<Value>) -> Self {
-        let sql = sql.into();
-        debug_assert_eq!(highest(&sql), values.len(), "parameters of {sql}");
-        self.statements.push(Statement {
-            sql,
-            values,
-            guard: false,
-        });
-        self
+    pub(super) fn then(self, sql: impl Into<String>, values: Vec<Value>) -> Self {
+        self.push(sql.into(), values, false)
     }
 
     /// Adds a statement whose rows fail the write (an existence check): on
     /// PostgreSQL the statements after it do not run when it returns rows
     /// (they could break a constraint there); on SQLite they run in the
     /// same hand-off and the caller's error rolls the transaction back.
-    pub(super) fn guard(mut self, sql: impl Into<String>, values: Vec<Value>) -> Self {
-        let sql = sql.into();
+    pub(super) fn guard(self, sql: impl Into<String>, values: Vec<Value>) -> Self {
+        self.push(sql.into(), values, true)
+    }
+
+    fn push(mut self, sql: String, values: Vec<Value>, guard: bool) -> Self {
         debug_assert_eq!(highest(&sql), values.len(), "parameters of {sql}");
-        self.statements.push(Statement {
-            sql,
-            values,
-            guard: true,
-        });
+        self.statements.push(Statement { sql, values, guard });
         self
     }
 
