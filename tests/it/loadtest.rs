@@ -306,6 +306,16 @@ async fn remote_mode_measures_a_running_site_over_tls_and_leaves_it_as_it_was() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
+    interrupted_in_remote_mode_deletes_everything_it_created("-INT").await;
+}
+
+/// A dropped SSH session sends SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_in_remote_mode_still_deletes_everything_it_created() {
+    interrupted_in_remote_mode_deletes_everything_it_created("-HUP").await;
+}
+
+async fn interrupted_in_remote_mode_deletes_everything_it_created(signal: &str) {
     let root = tempfile::tempdir().unwrap();
     let (lab, _tftpds) = site(root.path(), false).await;
     let mut args = remote_args(&lab, &[]);
@@ -338,7 +348,7 @@ async fn ctrl_c_in_remote_mode_still_deletes_everything_it_created() {
     })
     .await;
     let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());

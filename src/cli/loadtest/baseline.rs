@@ -36,16 +36,22 @@ pub struct RawResult {
     pub clients_per_second: f64,
 }
 
-/// Runs the loop for `clients` clients in `dir` (made, then removed).
+/// Runs the loop for `clients` clients in a directory of its own made in
+/// `dir` for each pass and removed after it: whatever `dir` held (an
+/// operator's `--dir`) stays as it was.
 pub async fn raw_file_pairs(dir: &Path, names: Names, clients: u32) -> Result<RawResult, CliError> {
     let dir = dir.to_owned();
     let result = tokio::task::spawn_blocking(move || {
         let mut seconds = Vec::with_capacity(PASSES);
+        std::fs::create_dir_all(&dir)?;
         for _ in 0..PASSES {
-            std::fs::create_dir_all(&dir)?;
-            settle_logged(&dir);
-            seconds.push(file_pairs(&dir, &names, clients)?.max(1e-6));
-            std::fs::remove_dir_all(&dir)?;
+            // `create_dir` fails on an existing name: nothing else is removed.
+            let own = dir.join(format!("pxeconf-raw-{:016x}", rand::random::<u64>()));
+            std::fs::create_dir(&own)?;
+            settle_logged(&own);
+            let pass = file_pairs(&own, &names, clients);
+            std::fs::remove_dir_all(&own)?;
+            seconds.push(pass?.max(1e-6));
         }
         let passes: Vec<f64> = seconds.iter().map(|s| f64::from(clients) / s).collect();
         seconds.sort_by(f64::total_cmp);
@@ -115,9 +121,16 @@ mod tests {
         assert!(seconds > 0.0);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 20);
         std::fs::remove_dir_all(&dir).unwrap();
+        // An operator's directory: what it held stays, nothing is added.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("important.txt"), "keep").unwrap();
         let r = raw_file_pairs(&dir, names, 5).await.unwrap();
         assert_eq!(r.clients, 5);
         assert_eq!(r.passes.len(), PASSES);
-        assert!(!dir.exists());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["important.txt"]);
     }
 }

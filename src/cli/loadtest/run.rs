@@ -72,9 +72,35 @@ impl Plan {
     }
 }
 
+/// A stop the run cleans up after: SIGINT, SIGTERM, or the terminal going
+/// away (SIGHUP, as a dropped SSH session sends) or SIGQUIT.
+fn interrupted() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let stop = crate::server::shutdown_signal();
+    let (hangup, quit) = (signal(SignalKind::hangup()), signal(SignalKind::quit()));
+    let received = |signal: std::io::Result<Signal>| async move {
+        match signal {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    async move {
+        tokio::select! {
+            () = stop => {}
+            () = received(hangup) => {}
+            () = received(quit) => {}
+        }
+    }
+}
+
 /// Runs the load test.
 pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
     crate::telemetry::init_with_default(LogFormat::Human, "warn");
+    // Every stop signal is ours from here on (tokio keeps a handler once
+    // set): none may end the run before it has cleaned up.
+    drop(interrupted());
     args.check()?;
     super::channel::configure(
         args.tls_ca.clone(),
@@ -145,7 +171,7 @@ async fn run_once(args: &LoadtestArgs) -> (Report, Result<(), CliError>) {
     };
     let result = tokio::select! {
         r = measure(args, &target, &names, &plan, &mut report) => r,
-        () = crate::server::shutdown_signal() => Err("interrupted".into()),
+        () = interrupted() => Err("interrupted".into()),
         why = exited => Err(why.into()),
     };
     let failed = result.is_err() || !report.failures.is_empty();
@@ -382,7 +408,7 @@ async fn finish(
         let work = clean_remote(args, target, names, plan, report);
         return tokio::select! {
             r = work => r,
-            () = crate::server::shutdown_signal() => Err(format!(
+            () = interrupted() => Err(format!(
                 "clean-up interrupted: delete the clients *{} and the product {} by hand",
                 names.suffix(),
                 names.product()
