@@ -242,16 +242,35 @@ pub async fn delete_all(
     let start = Instant::now();
     let mut admin = target.admin.clone();
     let mut deleted = 0;
+    // Every chunk and the product are tried, whatever failed before.
+    let mut failed = Vec::new();
     for chunk in fqdns.chunks(CHUNK) {
-        deleted += admin
-            .delete_clients(proto::DeleteClientsRequest {
-                ids: chunk.to_vec(),
-            })
-            .await?
-            .into_inner()
-            .affected;
+        let deleting = again(|| {
+            let mut admin = admin.clone();
+            let ids = chunk.to_vec();
+            async move {
+                admin
+                    .delete_clients(proto::DeleteClientsRequest { ids })
+                    .await
+            }
+        });
+        match deleting.await {
+            Ok(response) => deleted += response.into_inner().affected,
+            Err(status) => failed.push(format!("deleting clients: {}", status.message())),
+        }
     }
-    delete_product(&mut admin, target, names).await?;
+    if let Err(error) = delete_product(&mut admin, target, names).await {
+        failed.push(error.to_string());
+    }
+    if !failed.is_empty() {
+        return Err(format!(
+            "clean-up incomplete ({}): delete the clients *{} and the product {} by hand",
+            failed.join("; "),
+            names.suffix(),
+            names.product()
+        )
+        .into());
+    }
     let deadline = Instant::now() + timeout;
     let verified = loop {
         if !any_pending(target, names).await? {
@@ -267,6 +286,26 @@ pub async fn delete_all(
         verified,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// A clean-up call, made again (up to five times, waiting longer each time)
+/// while the configserver answers UNAVAILABLE (its database busy).
+async fn again<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let mut wait = Duration::from_millis(200);
+    for _ in 0..5 {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            done => return done,
+        }
+    }
+    call().await
 }
 
 async fn delete_product(

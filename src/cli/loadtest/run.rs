@@ -464,16 +464,31 @@ async fn clean_remote(
     plan: &Plan,
     report: &mut Report,
 ) -> Result<(), CliError> {
+    // Every step is tried whatever the one before did: a failed removal of
+    // the direct configs must not leave the clients and product behind.
+    let mut removed_direct = Ok(());
     if args.runs(Scenario::Direct)
         && let Some(depot) = target
             .depots
             .iter()
             .find(|d| !d.legacy && d.key_file.is_some())
     {
-        direct::remove(depot, names, args.direct_calls.unwrap_or(args.clients)).await?;
+        removed_direct = direct::remove(depot, names, args.direct_calls.unwrap_or(args.clients))
+            .await
+            .map_err(|e| {
+                format!(
+                    "{e}; the direct scenario's configs (clients *{}) stay on depot {}",
+                    names.suffix(),
+                    depot.id
+                )
+            });
     }
     let fqdns: Vec<String> = plan.cohorts().flat_map(Cohort::fqdns).collect();
-    let cleanup = inventory::delete_all(target, names, &fqdns, args.timeout).await?;
+    let cleanup = inventory::delete_all(target, names, &fqdns, args.timeout).await;
+    if let Err(error) = removed_direct {
+        report.failures.push(format!("clean-up: {error}"));
+    }
+    let cleanup = cleanup?;
     if !cleanup.verified {
         report.failures.push(format!(
             "clean-up: removals of the clients *{} still pending",
