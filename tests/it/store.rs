@@ -716,6 +716,37 @@ async fn a_revision_far_ahead_from_a_depot_does_not_break_the_sequence(engine: E
     assert!(next > r1 && next < i64::MAX as u64 / 2, "{next}");
 }
 
+async fn deleting_clients_never_deletes_a_depots_states(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    store
+        .upsert_config_states(&[state(D1, SERVICE_URL, &["https://branch:4447"])])
+        .await
+        .unwrap();
+    // A list of hosts to delete that names a depot too (as opsi's may).
+    let outcome = store
+        .delete_clients(&[fqdn(D1), fqdn("c2.example.org")])
+        .await
+        .unwrap();
+    assert!(outcome.affected >= 1, "c2 went");
+    let url = store
+        .config_values("c1.example.org", &[SERVICE_URL])
+        .await
+        .unwrap();
+    assert_eq!(
+        url[SERVICE_URL],
+        vec!["https://branch:4447"],
+        "d1's state stays"
+    );
+    assert!(
+        store
+            .pushes_of_client("c2.example.org")
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.op == PushOp::Remove)
+    );
+}
+
 async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -1115,6 +1146,7 @@ on_both_engines!(
     a_late_read_of_an_earlier_config_never_clears_an_action_set_since,
     a_read_of_a_product_set_before_another_clears_that_products_action,
     a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
+    deleting_clients_never_deletes_a_depots_states,
     a_depots_config_state_is_the_value_of_its_clients_without_their_own,
     a_mac_or_a_uuid_belongs_to_one_client,
     read_reports_clear_the_action_once_and_always_repushes,

@@ -305,9 +305,17 @@ impl Store {
     }
 
     /// Deletes clients with their states; configs they hold are removed.
+    /// An id that is no client (a depot's) deletes nothing: a depot's
+    /// states are its clients' defaults.
     pub async fn delete_clients(&self, ids: &[Fqdn]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
-        let list = json_list(ids.iter().map(Fqdn::as_str));
+        let clients: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
+            "SELECT id FROM clients WHERE id IN (SELECT value FROM json_each($1))"
+        )
+        .bind(json_list(ids.iter().map(Fqdn::as_str)))
+        .fetch_all(c)
+        .await?);
+        let list = json_list(clients.iter().map(String::as_str));
         let tables = [
             ("clients", "id"),
             ("product_on_clients", "client_id"),
