@@ -5,7 +5,7 @@ use super::store::{
     ProductRecord, PropertyStateRecord,
 };
 use crate::auth::check_server_key;
-use crate::domain::limits::{MAX_ID, MAX_ITEMS, shown};
+use crate::domain::limits::{MAX_ID, MAX_ITEMS, MAX_VALUE, shown};
 use crate::domain::opsi::{BOOTIMAGE_APPEND, DEPOT_ID, SERVICE_URL};
 use crate::domain::{
     ActionRequest, Endpoint, Fqdn, ProductId, Secret, TemplateName, ValidationError,
@@ -114,11 +114,20 @@ impl TryFrom<proto::Config> for ConfigRecord {
 /// Values of the configs that end up on a kernel command line must be tokens.
 fn check_values(config_id: &str, values: &[String], field: &str) -> Result<(), ValidationError> {
     check_count(values.len(), MAX_ITEMS, field)?;
+    if config_id == BOOTIMAGE_APPEND {
+        // The words become the bundle's kernel items: the depot's limits on
+        // those hold here, or every push of a client inheriting them fails.
+        let words = values.iter().flat_map(|v| v.split_whitespace()).count();
+        check_count(words, MAX_ITEMS, field)?;
+    }
     for (i, v) in values.iter().enumerate() {
         let f = format!("{field}[{i}]");
         if config_id == BOOTIMAGE_APPEND {
             // Words separated by spaces become kernel items (opsi stores `acpi=off noapic`).
             crate::domain::opsi::check_append_value(v, &f)?;
+            for word in v.split_whitespace() {
+                check_len(word, MAX_VALUE, &f)?;
+            }
         } else if config_id == SERVICE_URL {
             check_token(v, &f)?;
         } else if config_id == DEPOT_ID {
@@ -270,5 +279,19 @@ mod tests {
         let over = state(vec!["a".repeat(2048), "b".repeat(2048)]);
         let error = PropertyStateRecord::try_from(over).unwrap_err();
         assert!(error.to_string().contains("4097 given"), "{error}");
+    }
+
+    #[test]
+    fn boot_image_append_values_fit_the_depots_limits_on_kernel_items() {
+        let config = |values: Vec<String>| proto::Config {
+            id: BOOTIMAGE_APPEND.into(),
+            default_values: values,
+            description: String::new(),
+        };
+        assert!(ConfigRecord::try_from(config(vec!["acpi=off noapic".into()])).is_ok());
+        let long_word = ConfigRecord::try_from(config(vec!["x".repeat(5000)])).unwrap_err();
+        assert!(long_word.to_string().contains("5000 given"), "{long_word}");
+        let many = ConfigRecord::try_from(config(vec!["a b".into(); 1000])).unwrap_err();
+        assert!(many.to_string().contains("2000"), "{many}");
     }
 }

@@ -95,7 +95,8 @@ impl ActionRequest {
             ValidationError::new(
                 field,
                 format!(
-                    "unknown action request {value:?}: expected none, setup, uninstall, update, always, once or custom"
+                    "unknown action request {}: expected none, setup, uninstall, update, always, once or custom",
+                    super::limits::shown(value)
                 ),
             )
         })

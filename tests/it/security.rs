@@ -1423,6 +1423,12 @@ async fn oversized_input_is_refused_with_a_short_message() {
             }),
             "product.pxe_config_template",
         ),
+        (
+            Box::new(|b| {
+                b.product_on_client.as_mut().unwrap().action_request = "s".repeat(1_000_000)
+            }),
+            "product_on_client.action_request",
+        ),
     ];
     for (mutate, field) in cases {
         let mut b = bundle(1, 1);
