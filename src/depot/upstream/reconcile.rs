@@ -183,13 +183,19 @@ impl Upstream {
 /// moved past; one the depot has seen read is reported read again (the
 /// configserver still lists it: a restored database, a lost report).
 async fn apply(core: &DepotCore, reporting: &Reporting, wire: proto::ClientBundle) -> Applied {
-    let name = wire.host.as_ref().map(|h| h.id.clone()).unwrap_or_default();
+    // The client, if its name is one: a bundle refused for another field
+    // still keeps what the depot holds of the client (it is listed).
+    let listed = wire
+        .host
+        .as_ref()
+        .and_then(|h| Fqdn::parse(&h.id, "host.id").ok());
     let epoch = wire.epoch.clone();
     let bundle = match ClientBundle::try_from(wire) {
         Ok(bundle) => bundle,
         Err(e) => {
-            warn!(fqdn = %name, error = %e, "pending config not written");
-            return Applied::Refused(None);
+            let fqdn = listed.as_ref().map(ToString::to_string).unwrap_or_default();
+            warn!(%fqdn, error = %e, "pending config not written");
+            return Applied::Refused(listed);
         }
     };
     let fqdn = bundle.client.fqdn.clone();
