@@ -65,13 +65,22 @@ impl DepotService {
         let wire = push.bundle.unwrap_or_default();
         let span = tracing::info_span!("set_pxe_config", depot = %self.core.depot_id, fqdn = field::Empty, revision = wire.revision);
         if let Some(host) = &wire.host {
-            span.record("fqdn", host.id.as_str());
+            span.record("fqdn", logged(&host.id));
         }
         if !push.traceparent.is_empty() {
             crate::telemetry::set_parent_from(&span, &push.traceparent);
         }
         let result = self.apply(wire).instrument(span).await;
         super::wire::push_result(result)
+    }
+}
+
+/// A client's name from the wire as logs show it: the FQDN when it is one,
+/// else quoted and shortened (raw text could forge log lines or fill them).
+fn logged(text: &str) -> String {
+    match Fqdn::parse(text, "fqdn") {
+        Ok(fqdn) => fqdn.to_string(),
+        Err(_) => crate::domain::limits::shown(text),
     }
 }
 
@@ -89,7 +98,7 @@ impl depot_server::Depot for DepotService {
         let span = Span::current();
         span.record("revision", wire.revision);
         if let Some(host) = &wire.host {
-            span.record("fqdn", host.id.as_str());
+            span.record("fqdn", logged(&host.id));
         }
         Ok(Response::new(self.apply(wire).await?.into()))
     }
@@ -119,7 +128,7 @@ impl depot_server::Depot for DepotService {
         Ok(Response::new(proto::BatchSetPxeConfigsResponse { results }))
     }
 
-    #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn = %request.get_ref().fqdn, revision = request.get_ref().revision))]
+    #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn = %logged(&request.get_ref().fqdn), revision = request.get_ref().revision))]
     async fn set_pxe_config_by_fqdn(
         &self,
         request: Request<proto::SetPxeConfigByFqdnRequest>,
@@ -135,7 +144,7 @@ impl depot_server::Depot for DepotService {
         ))
     }
 
-    #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn = %request.get_ref().fqdn, revision = request.get_ref().revision))]
+    #[instrument(skip_all, fields(depot = %self.core.depot_id, fqdn = %logged(&request.get_ref().fqdn), revision = request.get_ref().revision))]
     async fn remove_pxe_config(
         &self,
         request: Request<proto::RemovePxeConfigRequest>,
@@ -190,6 +199,17 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+
+    #[test]
+    fn logs_show_a_wire_name_as_an_fqdn_or_quoted_and_short() {
+        assert_eq!(logged("PC1.Example.org"), "pc1.example.org");
+        let forged = format!(
+            "pc1\n2026-11-27T00:00:00Z INFO forged{}",
+            "x".repeat(10_000)
+        );
+        let shown = logged(&forged);
+        assert!(!shown.contains('\n') && shown.len() < 200, "{shown}");
+    }
     use crate::depot::render::Renderer;
     use crate::depot::template::{TemplateConfig, Templates};
     use crate::depot::writer::{self, ReadEvent, WriterOptions};
