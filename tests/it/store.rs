@@ -747,6 +747,56 @@ async fn deleting_clients_never_deletes_a_depots_states(engine: Engine) {
     );
 }
 
+async fn a_deleted_clients_rows_go_once_their_removal_is_delivered(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let delivered = |client: &str, revision: u64| Ack::Delivered {
+        client_id: client.into(),
+        depot_id: D1.into(),
+        revision,
+        path: PushPath::New,
+        template: None,
+    };
+    for client in ["c1.example.org", "c2.example.org"] {
+        let set = row(&store, client, D1).await;
+        store
+            .record_acks(&[delivered(client, set.revision)])
+            .await
+            .unwrap();
+    }
+    store
+        .delete_clients(&[fqdn("c1.example.org")])
+        .await
+        .unwrap();
+    // c2 stays a client; its action is cleared: its removal row stays.
+    store
+        .set_action_requests(&[act("c2.example.org", "win", ActionRequest::None)])
+        .await
+        .unwrap();
+    let (gone, kept) = (
+        row(&store, "c1.example.org", D1).await,
+        row(&store, "c2.example.org", D1).await,
+    );
+    assert_eq!((gone.op, kept.op), (PushOp::Remove, PushOp::Remove));
+    store
+        .record_acks(&[
+            delivered("c1.example.org", gone.revision),
+            delivered("c2.example.org", kept.revision),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .pushes_of_client("c1.example.org")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        row(&store, "c2.example.org", D1).await.delivered_revision,
+        kept.revision
+    );
+}
+
 async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -1147,6 +1197,7 @@ on_both_engines!(
     a_read_of_a_product_set_before_another_clears_that_products_action,
     a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
     deleting_clients_never_deletes_a_depots_states,
+    a_deleted_clients_rows_go_once_their_removal_is_delivered,
     a_depots_config_state_is_the_value_of_its_clients_without_their_own,
     a_mac_or_a_uuid_belongs_to_one_client,
     read_reports_clear_the_action_once_and_always_repushes,

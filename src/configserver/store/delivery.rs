@@ -100,6 +100,19 @@ async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
         .await?
         .rows_affected()
     });
+    // A deleted client's row is done once its removal is delivered: nothing
+    // is owed or held any more, and a row kept would stay for good.
+    on!(conn.conn(), |c| {
+        sqlx::query(
+            "DELETE FROM pushes WHERE op = 'remove' AND delivered_revision >= revision
+               AND (client_id, depot_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))
+               AND client_id NOT IN (SELECT id FROM clients)",
+        )
+        .bind(&rows)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
     Ok(())
 }
 
