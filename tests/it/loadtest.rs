@@ -240,6 +240,12 @@ async fn leftovers(lab: &Lab, run_id: &str) -> Vec<String> {
     if status.is_ok() {
         left.push(format!("client {fqdn} still exists"));
     }
+    // Nor rows of it in the outbox: its removals were delivered.
+    let rows = lab.core.store.pushes_of_client(&fqdn).await.unwrap();
+    left.extend(
+        rows.into_iter()
+            .map(|r| format!("push row of {fqdn} on {}", r.depot_id)),
+    );
     left
 }
 

@@ -795,6 +795,27 @@ async fn a_deleted_clients_rows_go_once_their_removal_is_delivered(engine: Engin
         row(&store, "c2.example.org", D1).await.delivered_revision,
         kept.revision
     );
+    // A client whose config was read holds nothing anywhere: its rows go
+    // with it.
+    let c3 = row(&store, "c3.example.org", D2).await;
+    assert!(
+        store
+            .report_read(D2, "c3.example.org", "win", c3.revision)
+            .await
+            .unwrap()
+            .applied
+    );
+    store
+        .delete_clients(&[fqdn("c3.example.org")])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .pushes_of_client("c3.example.org")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {

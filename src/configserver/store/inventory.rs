@@ -323,6 +323,16 @@ impl Store {
             ("product_property_states", "object_id"),
         ];
         let affected = delete_from(&mut tx, &list, &tables).await?;
+        // Their push rows that owe nothing and leave nothing on a depot (read,
+        // or removed) go now; those still owed go once delivered (`delivery`).
+        on!(tx.conn(), |c| sqlx::query(
+            "DELETE FROM pushes WHERE client_id IN (SELECT value FROM json_each($1))
+               AND delivered_revision >= revision AND (op = 'remove' OR read_revision >= revision)"
+        )
+        .bind(&list)
+        .execute(c)
+        .await?
+        .rows_affected());
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         finish(tx, affected as usize, &ids).await
     }
