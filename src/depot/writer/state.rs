@@ -37,7 +37,10 @@ pub struct State {
     /// whose client: a read of such a name seen now was a read of the
     /// removed config.
     unconfirmed_deletes: HashMap<String, (Fqdn, u32)>,
-    /// The removed configs those files held, until a read of one is
+    /// The removed configs those files held (`read_at`: when removed), until
+    /// a read of one is reported, their deletes are all seen or
+    /// [`REMOVED_KEPT`] has passed (a delete that found no file brings no
+    /// event).
     /// reported or their deletes are all seen.
     removed: HashMap<Fqdn, ReadEvent>,
     /// The epoch of the newest push: the store the depot follows.
@@ -47,6 +50,9 @@ pub struct State {
     /// A push brought a new epoch since the last look.
     epoch_changed: bool,
 }
+
+/// How long a removed config waits for the deletes of its files.
+const REMOVED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn client_key(fqdn: &Fqdn) -> String {
     // File names never contain '/', so this cannot collide with one.
@@ -264,6 +270,9 @@ impl State {
     pub fn read_removed(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
         let (fqdn, _) = self.unconfirmed_deletes.get(name)?;
         let mut read = self.removed.remove(fqdn)?;
+        if now.duration_since(read.read_at).unwrap_or_default() >= REMOVED_KEPT {
+            return None;
+        }
         read.read_at = now;
         Some(read)
     }
@@ -288,7 +297,9 @@ impl State {
                 fqdn,
                 revision,
                 epoch,
-            } => Committed::Remove(result.map(|()| self.commit_remove(&fqdn, revision, epoch))),
+            } => {
+                Committed::Remove(result.map(|()| self.commit_remove(&fqdn, revision, epoch, now)))
+            }
             // A read whose files could not all be deleted is still a read:
             // the client is booting its action.
             Op::Read { fqdn } => Committed::Read(self.commit_read(fqdn, now)),
@@ -466,9 +477,22 @@ impl State {
     /// trace: a floor (or a highest revision) taken from such a call would
     /// let one bad `RemovePxeConfig` (revision u64::MAX) block the client for
     /// good, and the configserver's sequence with it.
-    fn commit_remove(&mut self, fqdn: &Fqdn, revision: u64, epoch: Arc<str>) -> bool {
+    fn commit_remove(
+        &mut self,
+        fqdn: &Fqdn,
+        revision: u64,
+        epoch: Arc<str>,
+        now: SystemTime,
+    ) -> bool {
         let held = self.forget(fqdn);
         let removed = held.is_some();
+        if !self.removed.is_empty() {
+            self.removed
+                .retain(|_, r| now.duration_since(r.read_at).unwrap_or_default() < REMOVED_KEPT);
+            let removed = &self.removed;
+            self.unconfirmed_deletes
+                .retain(|_, (f, _)| removed.contains_key(f));
+        }
         if let Some(held) = held {
             for name in &held.files {
                 let entry = self
@@ -486,7 +510,7 @@ impl State {
                     action_request: held.action_request,
                     epoch: held.epoch,
                     files_present: false,
-                    read_at: SystemTime::UNIX_EPOCH,
+                    read_at: now,
                 },
             );
         }
@@ -898,6 +922,12 @@ mod tests {
         assert!(state.read_removed("01-c", NOW).is_none());
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         assert_eq!(state.owner("01-c"), Some(&fqdn("c")));
+        // A delete that found no file brings no event: after a minute the
+        // removed config is no one's any more.
+        set(&mut state, config("d", 1, &["01-d"]));
+        assert!(remove(&mut state, "d", 2).unwrap());
+        let late = NOW + std::time::Duration::from_secs(61);
+        assert!(state.read_removed("01-d", late).is_none());
     }
 
     #[test]
