@@ -51,6 +51,19 @@ pub struct State {
     epoch_changed: bool,
 }
 
+/// The read of `fqdn`'s config `held`, seen at `now`.
+fn read_of(fqdn: Fqdn, held: Held, now: SystemTime) -> ReadEvent {
+    ReadEvent {
+        fqdn,
+        product_id: held.product_id,
+        revision: held.revision,
+        action_request: held.action_request,
+        epoch: held.epoch,
+        files_present: false,
+        read_at: now,
+    }
+}
+
 /// How long a removed config waits for the deletes of its files.
 const REMOVED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -501,18 +514,8 @@ impl State {
                     .or_insert_with(|| (fqdn.clone(), 0));
                 *entry = (fqdn.clone(), entry.1 + 1);
             }
-            self.removed.insert(
-                fqdn.clone(),
-                ReadEvent {
-                    fqdn: fqdn.clone(),
-                    product_id: held.product_id,
-                    revision: held.revision,
-                    action_request: held.action_request,
-                    epoch: held.epoch,
-                    files_present: false,
-                    read_at: now,
-                },
-            );
+            self.removed
+                .insert(fqdn.clone(), read_of(fqdn.clone(), held, now));
         }
         if !removed && !self.seen.contains_key(fqdn) {
             return false;
@@ -547,15 +550,7 @@ impl State {
                 },
             );
         }
-        Some(ReadEvent {
-            fqdn,
-            product_id: held.product_id,
-            revision: held.revision,
-            action_request: held.action_request,
-            epoch: held.epoch,
-            files_present: false,
-            read_at: now,
-        })
+        Some(read_of(fqdn, held, now))
     }
 
     fn forget(&mut self, fqdn: &Fqdn) -> Option<Held> {
