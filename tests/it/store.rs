@@ -1118,15 +1118,21 @@ async fn a_batch_of_push_results_ends_as_applied_one_by_one(engine: Engine) {
         (c2.delivered_revision, c2.attempts, c2.last_error.as_str()),
         (0, 1, "depot unreachable")
     );
-    // An older revision's result arriving later moves nothing back.
-    store
-        .record_acks(&[delivered("c1.example.org", c1.revision - 1, Some("old"))])
-        .await
-        .unwrap();
+    // An older revision's result arriving later moves nothing back, not
+    // even the path it went by.
+    let mut old = delivered("c1.example.org", c1.revision - 1, Some("old"));
+    if let Ack::Delivered { path, .. } = &mut old {
+        *path = PushPath::Legacy;
+    }
+    store.record_acks(&[old]).await.unwrap();
     let again = row(&store, "c1.example.org", D1).await;
     assert_eq!(
-        (again.delivered_revision, again.template.as_str()),
-        (c1.revision, "winpe.efi")
+        (
+            again.delivered_revision,
+            again.template.as_str(),
+            again.path
+        ),
+        (c1.revision, "winpe.efi", Some(PushPath::New))
     );
     // So does a failure of the delivered revision (the same push sent
     // twice, over a depot's old endpoint and its new one).

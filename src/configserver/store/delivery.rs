@@ -83,8 +83,8 @@ async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
                template = CASE WHEN revision = a.rev AND a.used IS NOT NULL THEN a.used ELSE template END,
                template_reason = CASE WHEN revision = a.rev AND a.used IS NOT NULL THEN a.why ELSE template_reason END,
                delivered_revision = CASE WHEN delivered_revision > a.rev THEN delivered_revision ELSE a.rev END,
-               delivered_at = $2,
-               path = a.via,
+               delivered_at = CASE WHEN a.rev >= delivered_revision THEN $2 ELSE delivered_at END,
+               path = CASE WHEN a.rev >= delivered_revision THEN a.via ELSE path END,
                attempts = CASE WHEN revision = a.rev THEN 0 ELSE attempts END,
                last_error = CASE WHEN revision = a.rev THEN '' ELSE last_error END,
                next_attempt_at = CASE WHEN revision = a.rev THEN NULL ELSE next_attempt_at END
