@@ -109,6 +109,10 @@ impl AdminService {
         r: proto::ListPendingRequest,
     ) -> Result<proto::ListPendingResponse, Error> {
         let depot = Fqdn::parse(&r.depot_id, "depot_id")?;
+        // A token is the last client id of a page: an FQDN, or nothing.
+        if !r.page_token.is_empty() {
+            Fqdn::parse(&r.page_token, "page_token")?;
+        }
         let limit = match r.page_size {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),

@@ -70,6 +70,16 @@ async fn invalid_clients_name_every_bad_field_in_a_bad_request() {
         reason(&missing),
         ("pxeconf".to_string(), "NOT_FOUND".to_string())
     );
+    // A page token is a client id from an earlier page.
+    let token = admin
+        .list_pending(proto::ListPendingRequest {
+            depot_id: "depot1.example.org".into(),
+            page_size: 10,
+            page_token: "a\0b".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(token.code(), Code::InvalidArgument, "{token:?}");
     cs.stop().await;
 }
 
