@@ -51,7 +51,7 @@ impl DepotService {
     /// epoch), counted either way: what both set RPCs do per bundle.
     async fn apply(&self, wire: proto::ClientBundle) -> Result<Applied, Error> {
         let epoch = wire.epoch.clone();
-        let result = match ClientBundle::try_from(wire) {
+        let result = match check_epoch(&epoch).and_then(|()| ClientBundle::try_from(wire)) {
             Ok(bundle) => self.core.set(bundle, &epoch).await,
             Err(invalid) => Err(invalid.into()),
         };
@@ -73,6 +73,13 @@ impl DepotService {
         let result = self.apply(wire).instrument(span).await;
         super::wire::push_result(result)
     }
+}
+
+/// A push's epoch (the configserver store's id): a short token, or none.
+/// The depot keeps the highest revision of every epoch it sees.
+fn check_epoch(epoch: &str) -> Result<(), crate::domain::ValidationError> {
+    crate::wire::check_len(epoch, crate::domain::limits::MAX_ID, "epoch")?;
+    crate::wire::check_token(epoch, "epoch")
 }
 
 /// A client's name from the wire as logs show it: the FQDN when it is one,
@@ -137,7 +144,10 @@ impl depot_server::Depot for DepotService {
         let fqdn = Fqdn::parse(&request.fqdn, "fqdn").map_err(Error::from)?;
         let outcome = self
             .core
-            .set_by_fqdn(fqdn, request.revision, &request.epoch)
+            .set_by_fqdn(fqdn, request.revision, {
+                check_epoch(&request.epoch).map_err(Error::from)?;
+                &request.epoch
+            })
             .await?;
         Ok(Response::new(
             proto::SetPxeConfigResponse::from(outcome).into(),
@@ -154,7 +164,10 @@ impl depot_server::Depot for DepotService {
         let removed = self
             .core
             .writer()
-            .remove(fqdn, request.revision, request.epoch.into())
+            .remove(fqdn, request.revision, {
+                check_epoch(&request.epoch).map_err(Error::from)?;
+                request.epoch.into()
+            })
             .await
             .map_err(Error::from)?;
         Ok(Response::new(proto::RemovePxeConfigResponse { removed }))

@@ -1429,6 +1429,7 @@ async fn oversized_input_is_refused_with_a_short_message() {
             }),
             "product_on_client.action_request",
         ),
+        (Box::new(|b| b.epoch = "e".repeat(1_000_000)), "epoch"),
     ];
     for (mutate, field) in cases {
         let mut b = bundle(1, 1);
