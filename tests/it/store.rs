@@ -818,6 +818,34 @@ async fn a_deleted_clients_rows_go_once_their_removal_is_delivered(engine: Engin
     );
 }
 
+async fn importing_an_action_again_keeps_its_place(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    add_product(&store, "linux", &[D1, D2]).await;
+    store
+        .set_action_requests(&[act("c1.example.org", "linux", ActionRequest::Setup)])
+        .await
+        .unwrap();
+    let import = |action| {
+        let store = &store;
+        async move {
+            let inventory = Inventory {
+                actions: vec![act("c1.example.org", "win", action)],
+                ..Default::default()
+            };
+            let outcome = store.import_inventory(&inventory, false).await.unwrap();
+            let actions = outcome.sections.iter().find(|s| s.0 == "action_requests");
+            actions.map_or(0, |s| s.2)
+        }
+    };
+    // win's setup again (a dump imported twice): nothing changes, linux
+    // (set since) stays the one pushed.
+    assert_eq!(import(ActionRequest::Setup).await, 0);
+    assert_eq!(row(&store, "c1.example.org", D1).await.product_id, "linux");
+    // A changed action is written, and is the newest.
+    assert_eq!(import(ActionRequest::Once).await, 1);
+    assert_eq!(row(&store, "c1.example.org", D1).await.product_id, "win");
+}
+
 async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -1225,6 +1253,7 @@ on_both_engines!(
     a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
     deleting_clients_never_deletes_a_depots_states,
     a_deleted_clients_rows_go_once_their_removal_is_delivered,
+    importing_an_action_again_keeps_its_place,
     a_depots_config_state_is_the_value_of_its_clients_without_their_own,
     a_mac_or_a_uuid_belongs_to_one_client,
     read_reports_clear_the_action_once_and_always_repushes,

@@ -45,15 +45,20 @@ fn resolve(actions: &[ActionRecord]) -> Vec<[&str; 3]> {
 struct ActionWrite<'a> {
     checks: [(Exists, BTreeSet<&'a str>); 2],
     rows: Vec<[&'a str; 3]>,
+    /// Only rows whose action changes are written (an import): the same
+    /// action again keeps its place and its `modified` (a newer one would
+    /// make a read of the config already out count for nothing).
+    changes_only: bool,
 }
 
 impl<'a> ActionWrite<'a> {
-    fn new(actions: &'a [ActionRecord]) -> Self {
+    fn new(actions: &'a [ActionRecord], changes_only: bool) -> Self {
         let clients = actions.iter().map(|a| a.client_id.as_str()).collect();
         let products = actions.iter().map(|a| a.product_id.as_str()).collect();
         Self {
             checks: [(Exists::Client, clients), (Exists::Product, products)],
             rows: resolve(actions),
+            changes_only,
         }
     }
 
@@ -66,15 +71,21 @@ impl<'a> ActionWrite<'a> {
     /// action (`delivery::verdict`).
     fn script(&self, script: Script) -> Script {
         let n = i64::try_from(self.rows.len()).unwrap_or(i64::MAX);
-        sequence::take(require(script, &self.checks), n)
-            .then(
+        let only_changes = match self.changes_only {
+            true => "WHERE product_on_clients.action_request <> excluded.action_request",
+            false => "",
+        };
+        sequence::take(require(script, &self.checks), n).then(
+            format!(
                 "WITH taken AS (SELECT value - $2 + 1 AS first FROM meta WHERE key = 'revision')
          INSERT INTO product_on_clients (client_id, product_id, action_request, action_progress, modified)
          SELECT value ->> 0, value ->> 1, value ->> 2, '', first + key FROM json_each($1) CROSS JOIN taken WHERE true
          ON CONFLICT (client_id, product_id) DO UPDATE SET action_request = excluded.action_request,
-           action_progress = '', modified = excluded.modified",
-                vec![Value::Text(json_rows(self.rows.iter().copied())), Value::Int(n)],
-            )
+           action_progress = '', modified = excluded.modified {only_changes}
+         RETURNING client_id"
+            ),
+            vec![Value::Text(json_rows(self.rows.iter().copied())), Value::Int(n)],
+        )
     }
 
     /// The rows written and the clients touched, from the script's results
@@ -82,13 +93,14 @@ impl<'a> ActionWrite<'a> {
     fn written(&self, ran: &mut Ran) -> Result<(usize, Vec<String>)> {
         missing(&self.checks, ran.next()?)?;
         ran.next()?;
-        ran.next()?;
-        let touched = self.rows.iter().map(|r| r[0].to_owned()).collect();
-        Ok((self.rows.len(), touched))
+        let written: Vec<(String,)> = ran.next()?.decode()?;
+        let touched: Vec<String> = written.into_iter().map(|(c,)| c).collect();
+        Ok((touched.len(), touched))
     }
 }
 
-/// Writes action requests in `tx` ([`ActionWrite::script`]). Returns the
+/// Writes the action requests in `tx` that change an action (an import:
+/// the same action again keeps its place; [`ActionWrite::script`]). Returns the
 /// rows written and the clients touched. Unknown clients or products fail
 /// the whole call.
 pub(super) async fn write_actions(
@@ -98,7 +110,7 @@ pub(super) async fn write_actions(
     if actions.is_empty() {
         return Ok((0, Vec::new()));
     }
-    let write = ActionWrite::new(actions);
+    let write = ActionWrite::new(actions, true);
     let mut ran = write.script(Script::default()).run(tx).await?;
     write.written(&mut ran)
 }
@@ -114,7 +126,7 @@ impl Store {
         }
         // The write and the reconciliation's reads in one script: the
         // clients it touches are known before it runs.
-        let write = ActionWrite::new(actions);
+        let write = ActionWrite::new(actions, false);
         let clients = distinct(write.rows.iter().map(|r| r[0]));
         let mut ran = reads(write.script(Script::default()), &clients)
             .run(&mut tx)
