@@ -101,11 +101,19 @@ impl TryFrom<proto::Config> for ConfigRecord {
 
     fn try_from(c: proto::Config) -> Result<Self, Self::Error> {
         let id = config_id(&c.id, "id")?;
-        check_values(&id, &c.default_values, "default_values")?;
+        let mut default_values = c.default_values;
+        check_values(&id, &default_values, "default_values")?;
+        if id == DEPOT_ID {
+            // Stored as depot ids are (as a client's own value is): the
+            // default names the depot of every client without one.
+            for (i, v) in default_values.iter_mut().enumerate() {
+                *v = Fqdn::parse(v, &format!("default_values[{i}]"))?.to_string();
+            }
+        }
         check_line(&c.description, "description")?;
         Ok(ConfigRecord {
             id,
-            default_values: c.default_values,
+            default_values,
             description: c.description,
         })
     }
@@ -293,5 +301,16 @@ mod tests {
         assert!(long_word.to_string().contains("5000 given"), "{long_word}");
         let many = ConfigRecord::try_from(config(vec!["a b".into(); 1000])).unwrap_err();
         assert!(many.to_string().contains("2000"), "{many}");
+    }
+
+    #[test]
+    fn the_default_depot_is_stored_as_depot_ids_are() {
+        let config = ConfigRecord::try_from(proto::Config {
+            id: DEPOT_ID.into(),
+            default_values: vec!["CFG.Example.org.".into()],
+            description: String::new(),
+        })
+        .unwrap();
+        assert_eq!(config.default_values, ["cfg.example.org"]);
     }
 }

@@ -12,8 +12,11 @@ use serde_json::Value;
 fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None => Ok(String::new()),
-        Some(v) => scalar(&v)
-            .ok_or_else(|| serde::de::Error::custom(format!("expected a text, found {v}"))),
+        // The kind only: the value may be a host key.
+        Some(v) => scalar(&v).ok_or_else(|| {
+            let kind = if v.is_array() { "a list" } else { "an object" };
+            serde::de::Error::custom(format!("expected a text, found {kind}"))
+        }),
     }
 }
 
@@ -271,5 +274,10 @@ mod tests {
         assert!(Object::from_json(json!({"id": "x"})).is_err());
         let bad = Object::from_json(json!({"type": "OpsiClient", "id": ["x"]})).unwrap_err();
         assert!(bad.starts_with("a OpsiClient: "), "{bad}");
+        // A malformed host key is named by its kind, never printed.
+        let key = "abcdef0123456789abcdef0123456789";
+        let bad =
+            Object::from_json(json!({"type": "OpsiClient", "opsiHostKey": [key]})).unwrap_err();
+        assert!(bad.contains("found a list") && !bad.contains(key), "{bad}");
     }
 }
