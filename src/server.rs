@@ -338,6 +338,26 @@ impl Drop for Background {
     }
 }
 
+/// Makes SIGHUP (systemd's `reload`) harmless from now on: with TLS the
+/// certificates are read again (`Tls::spawn_reloader`); without it there is
+/// nothing to reload. Its default action ended the process — a plaintext
+/// server at any time, any server still starting.
+pub fn keep_running_on_hangup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    info!(
+                        "SIGHUP: TLS certificates, if configured, are read again; nothing else reloads"
+                    );
+                }
+            });
+        }
+        Err(error) => warn!(%error, "cannot listen for SIGHUP; a reload would stop the server"),
+    }
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};

@@ -46,8 +46,10 @@ pub async fn run_depot(args: DepotArgs) -> Result<(), CliError> {
         "pxeconf-depot",
     )
     .map_err(|e| e.to_string())?;
-    // Before anything starts: a SIGTERM during start-up drains, never kills.
+    // Before anything starts: a SIGTERM during start-up drains, never kills;
+    // a SIGHUP never stops it.
     let signal = crate::server::shutdown_signal();
+    crate::server::keep_running_on_hangup();
     let metrics = Metrics::new();
     let listener = bind(&settings.common, &metrics).await?;
     info!(addr = %listener.local_addr()?, "gRPC listening");
@@ -74,8 +76,10 @@ pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
         "pxeconf-configserver",
     )
     .map_err(|e| e.to_string())?;
-    // Before anything starts: a SIGTERM during start-up drains, never kills.
+    // Before anything starts: a SIGTERM during start-up drains, never kills;
+    // a SIGHUP never stops it.
     let signal = crate::server::shutdown_signal();
+    crate::server::keep_running_on_hangup();
     let metrics = Metrics::new();
     let listener = bind(&settings.common, &metrics).await?;
     info!(addr = %listener.local_addr()?, "gRPC listening");

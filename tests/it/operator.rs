@@ -409,6 +409,20 @@ fn a_depot_logs_json_and_drains_on_sigterm() {
         "the bound address is logged"
     );
 
+    // systemd's `reload` sends SIGHUP: logged, never a stop.
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("SIGHUP")),
+        "the depot lives on after a SIGHUP and says so"
+    );
+
     let start = Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
