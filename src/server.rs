@@ -163,6 +163,9 @@ pub struct ServeOptions {
     /// Services (full gRPC names) whose calls need a verified client
     /// certificate when the transport's `client_auth` asks for one.
     pub guarded: &'static [&'static str],
+    /// Names (DNS names or IP addresses) one of which that certificate must
+    /// carry; empty: any the client CA signed.
+    pub peers: Vec<String>,
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes, then lets calls
@@ -180,6 +183,7 @@ pub async fn serve_routes(
         transport,
         metrics,
         guarded,
+        peers,
     } = options;
     let guarded = if transport.client_auth.needs_cert() {
         guarded
@@ -214,7 +218,7 @@ pub async fn serve_routes(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(ActivityLayer)
         .layer(LatencyLayer { metrics })
-        .layer(RequireCertLayer::new(guarded))
+        .layer(RequireCertLayer::new(guarded, &peers))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

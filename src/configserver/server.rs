@@ -147,6 +147,7 @@ impl ConfigServer {
             // The ConfigServer interceptor checks the certificate itself (it
             // must name the depot); Admin callers are operators with the key.
             guarded: &[],
+            peers: Vec::new(),
         };
         let result = crate::server::serve_supervised(
             routes,

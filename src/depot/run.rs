@@ -271,6 +271,21 @@ impl Depot {
             transport,
             metrics: self.metrics.clone(),
             guarded: &["pxeconf.v1.Depot"],
+            // Pushes come from the configservers this depot reports to.
+            peers: self
+                .config
+                .configservers
+                .iter()
+                .filter_map(|url| {
+                    Some(
+                        url.parse::<http::Uri>()
+                            .ok()?
+                            .host()?
+                            .trim_matches(['[', ']'])
+                            .to_owned(),
+                    )
+                })
+                .collect(),
         };
         let result = crate::server::serve_supervised(
             routes,

@@ -16,16 +16,39 @@ use super::limits::RateLimited;
 #[derive(Clone)]
 pub struct RequireCertLayer {
     services: Arc<Vec<String>>,
+    peers: Arc<Vec<String>>,
     log: Arc<RateLimited>,
 }
 
 impl RequireCertLayer {
-    /// Guards `services`; an empty list lets every call through.
-    pub fn new(services: &[&str]) -> Self {
+    /// Guards `services`; an empty list lets every call through. With
+    /// `peers` the certificate must name one of them (a DNS name or an IP
+    /// address): the client CA signs every server's certificate, and one
+    /// depot's must not let it call another.
+    pub fn new(services: &[&str], peers: &[String]) -> Self {
         Self {
             services: Arc::new(services.iter().map(|s| format!("/{s}/")).collect()),
+            peers: Arc::new(peers.to_vec()),
             log: Arc::new(RateLimited::default()),
         }
+    }
+
+    /// Why a call to a guarded service is refused, if it is.
+    fn refusal(&self, cert: Option<&rustls_pki_types::CertificateDer<'static>>) -> Option<String> {
+        let Some(cert) = cert else {
+            return Some("a client certificate from the client CA is required (mTLS)".into());
+        };
+        let named = self.peers.is_empty()
+            || self
+                .peers
+                .iter()
+                .any(|peer| super::tls::cert_names(cert, peer));
+        (!named).then(|| {
+            format!(
+                "the client certificate names none of the callers this server takes ({})",
+                self.peers.join(", ")
+            )
+        })
     }
 }
 
@@ -68,18 +91,15 @@ where
             .iter()
             .any(|s| path.starts_with(s.as_str()));
         let info = request.extensions().get::<ConnInfo>();
-        if guarded && info.and_then(ConnInfo::peer_cert).is_none() {
+        let refusal = guarded
+            .then(|| self.layer.refusal(info.and_then(ConnInfo::peer_cert)))
+            .flatten();
+        if let Some(why) = refusal {
             if let Some(held) = self.layer.log.allow() {
                 let peer = info.and_then(|i| i.remote_addr);
-                warn!(
-                    ?peer,
-                    path,
-                    held_back = held,
-                    "call without a client certificate refused"
-                );
+                warn!(?peer, path, held_back = held, %why, "call refused");
             }
-            let status =
-                crate::auth::refused("a client certificate from the client CA is required (mTLS)");
+            let status = crate::auth::refused(&why);
             return Box::pin(async move { Ok(status.into_http()) });
         }
         Box::pin(self.inner.call(request))

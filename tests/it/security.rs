@@ -443,6 +443,21 @@ async fn a_depot_known_by_its_certificate_only_gets_its_pushes_and_reports_its_r
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    // Another server's certificate from the same CA, with the right key:
+    // it names none of the configservers the depot takes pushes from.
+    let (cert, key) = pki.issue("depot2", &["depot2.example.org"], Usage::Both, false);
+    let other = Pki::client(&pki.ca_file, Some((cert, key)));
+    let mut impostor =
+        proto::depot_client::DepotClient::new(channel(&https(depot.addr), Some(&other)));
+    let refused = impostor
+        .list_pxe_configs(keyed(
+            proto::ListPxeConfigsRequest::default(),
+            &depot_key(1),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("names none"), "{refused:?}");
 }
 
 /// Certificates replaced on disk are picked up; a call in flight (a
@@ -548,6 +563,9 @@ async fn a_sighup_reloads_the_certificates() {
         .arg(&dirs.pxe)
         .arg("--template-dir")
         .arg(&dirs.templates)
+        // A journal of its own: the default is shared by every depot here.
+        .arg("--state-dir")
+        .arg(dirs.root.path().join("state"))
         .arg("--tls-cert")
         .arg(&cert)
         .arg("--tls-key")
@@ -1106,6 +1124,9 @@ async fn a_depot_with_256_descriptors_and_300_idle_peers_keeps_answering() {
         .arg(&dirs.pxe)
         .arg("--template-dir")
         .arg(&dirs.templates)
+        // A journal of its own: the default is shared by every depot here.
+        .arg("--state-dir")
+        .arg(dirs.root.path().join("state"))
         .arg("--host-key-file")
         .arg(&key_file)
         .env("RUST_LOG", "info")
