@@ -89,14 +89,26 @@ pub(super) fn parse_addr(setting: &'static str, value: &str) -> Result<SocketAdd
     })
 }
 
-/// A duration like `10s` or `1m 30s`.
+/// The longest duration a setting takes: a deadline this far off is none,
+/// and one past the clock's range overflowed when added to the time now
+/// (every connection's handler panicked).
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A duration like `10s` or `1m 30s`, at most 30 days.
 pub(super) fn parse_duration(setting: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value).map_err(|e| {
+    let d = humantime::parse_duration(value).map_err(|e| {
         invalid(
             setting,
             format!("{value:?} is not a duration like 10s: {e}"),
         )
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(invalid(
+            setting,
+            format!("{value:?} is longer than 30 days"),
+        ));
+    }
+    Ok(d)
 }
 
 /// A peer's gRPC URL, checked by the one validator every entry point uses.

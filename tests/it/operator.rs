@@ -333,6 +333,17 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
             "grace_period",
         ),
         (
+            vec![
+                "depot",
+                "--depot-id",
+                "d.example.org",
+                "--handshake-timeout",
+                "400000000000y",
+            ],
+            vec![],
+            "handshake_timeout",
+        ),
+        (
             vec!["configserver", "--modules", "uefi,magic"],
             vec![],
             "modules",
