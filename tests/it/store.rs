@@ -846,6 +846,38 @@ async fn importing_an_action_again_keeps_its_place(engine: Engine) {
     assert_eq!(row(&store, "c1.example.org", D1).await.product_id, "win");
 }
 
+async fn a_client_written_without_a_host_key_keeps_its_key(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let key = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let loaded = store
+                .load_bundles(
+                    D1,
+                    &["c1.example.org".into()],
+                    Rows::Owed,
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            match &loaded[0].job {
+                Ok(Job::Set(b)) => b.client.host_key.expose().to_owned(),
+                other => panic!("expected a set, got {other:?}"),
+            }
+        }
+    };
+    let before = key(&store).await;
+    assert!(!before.is_empty());
+    // An opsi dump taken by an account that may not read host keys.
+    let keyless = Client {
+        host_key: Secret::new(""),
+        ..client(1, 1)
+    };
+    let outcome = store.upsert_clients(&[keyless]).await.unwrap();
+    assert_eq!(outcome.affected, 0, "nothing changed");
+    assert_eq!(key(&store).await, before);
+}
+
 async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -1254,6 +1286,7 @@ on_both_engines!(
     deleting_clients_never_deletes_a_depots_states,
     a_deleted_clients_rows_go_once_their_removal_is_delivered,
     importing_an_action_again_keeps_its_place,
+    a_client_written_without_a_host_key_keeps_its_key,
     a_depots_config_state_is_the_value_of_its_clients_without_their_own,
     a_mac_or_a_uuid_belongs_to_one_client,
     read_reports_clear_the_action_once_and_always_repushes,

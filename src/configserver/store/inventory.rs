@@ -96,6 +96,8 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
 }
 
 /// Inserts or updates clients; a changed MAC, UUID or host key re-pushes.
+/// An empty host key keeps the stored one (an opsi dump taken by an account
+/// that may not read keys has none).
 /// A MAC or UUID another client holds fails the whole write.
 pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Result<Written> {
     let texts: Vec<[String; 2]> = clients
@@ -122,9 +124,10 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET hardware_address = excluded.hardware_address,
            system_uuid = excluded.system_uuid, ip_address = excluded.ip_address,
-           host_key = excluded.host_key
+           host_key = CASE WHEN excluded.host_key <> '' THEN excluded.host_key ELSE clients.host_key END
          WHERE (clients.hardware_address, clients.system_uuid, clients.ip_address, clients.host_key)
-           IS DISTINCT FROM (excluded.hardware_address, excluded.system_uuid, excluded.ip_address, excluded.host_key)
+           IS DISTINCT FROM (excluded.hardware_address, excluded.system_uuid, excluded.ip_address,
+             CASE WHEN excluded.host_key <> '' THEN excluded.host_key ELSE clients.host_key END)
          RETURNING id",
     )
     .bind(&rows)
@@ -296,7 +299,8 @@ impl Store {
         .collect())
     }
 
-    /// Inserts or updates clients; a changed MAC, UUID or host key re-pushes.
+    /// Inserts or updates clients; a changed MAC, UUID or host key re-pushes
+    /// (an empty key keeps the stored one).
     /// A MAC or UUID another client holds is ALREADY_EXISTS.
     pub async fn upsert_clients(&self, clients: &[Client]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
