@@ -127,11 +127,14 @@ pub async fn serve_supervised(
     supervisor: &Supervisor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    // Health says NOT_SERVING first either way: whoever watches it (a load
+    // balancer, a monitor) stops sending calls before the drain.
     let stop = async {
         tokio::select! {
             () = shutdown => {}
-            _ = supervisor.failed() => health.not_serving().await,
+            _ = supervisor.failed() => {}
         }
+        health.not_serving().await;
     };
     let serving = serve_routes(routes, listener, options, stop);
     tokio::pin!(serving);

@@ -814,3 +814,36 @@ mod store {
         assert!(!stale.applied);
     }
 }
+
+/// SIGTERM turns health NOT_SERVING before the drain: a load balancer or
+/// monitor watching it stops sending calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigtermed_depot_says_not_serving_before_it_drains() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dirs = DepotDirs::new();
+    let depot = process::depot(1, &dirs, &state_dir(&dirs), "http://127.0.0.1:1")
+        .start()
+        .await;
+    let channel = tonic::transport::Endpoint::from_shared(depot.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |m: Option<tonic_health::pb::HealthCheckResponse>| m.map(|m| m.status);
+    assert_eq!(
+        status(watch.message().await.unwrap()),
+        Some(ServingStatus::Serving as i32)
+    );
+    depot.signal("TERM");
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("a status within 10 s")
+        .unwrap();
+    assert_eq!(status(next), Some(ServingStatus::NotServing as i32));
+    assert!(depot.terminate().await.success());
+}
