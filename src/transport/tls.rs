@@ -322,6 +322,11 @@ pub fn cert_names(der: &CertificateDer<'_>, name: &str) -> bool {
     ) else {
         return false;
     };
+    // An identity is exact: a wildcard would stand for every depot (or
+    // configserver) under it.
+    if cert.valid_dns_names().any(|n| n.contains('*')) {
+        return false;
+    }
     cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 

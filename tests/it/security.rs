@@ -458,6 +458,18 @@ async fn a_depot_known_by_its_certificate_only_gets_its_pushes_and_reports_its_r
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     assert!(refused.message().contains("names none"), "{refused:?}");
+    // A wildcard certificate names no one depot, even when only one is
+    // registered under it.
+    let (cert, key) = pki.issue("wildcard", &["*.example.org"], Usage::Both, false);
+    let wildcard = Pki::client(&pki.ca_file, Some((cert, key)));
+    let refused = proto::config_server_client::ConfigServerClient::new(channel(
+        &https(server.addr),
+        Some(&wildcard),
+    ))
+    .get_modules(proto::GetModulesRequest {})
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
 
 /// Certificates replaced on disk are picked up; a call in flight (a
