@@ -49,11 +49,22 @@ impl DepotService {
 impl DepotService {
     /// A wire bundle validated, rendered and written (pushed in its own
     /// epoch), counted either way: what both set RPCs do per bundle.
+    /// The span it runs in gets the client's name: the parsed FQDN, or the
+    /// raw text shortened when it is none.
     async fn apply(&self, wire: proto::ClientBundle) -> Result<Applied, Error> {
         let epoch = wire.epoch.clone();
+        let raw = wire.host.as_ref().map(|h| h.id.clone());
         let result = match check_epoch(&epoch).and_then(|()| ClientBundle::try_from(wire)) {
-            Ok(bundle) => self.core.set(bundle, &epoch).await,
-            Err(invalid) => Err(invalid.into()),
+            Ok(bundle) => {
+                Span::current().record("fqdn", bundle.client.fqdn.as_str());
+                self.core.set(bundle, &epoch).await
+            }
+            Err(invalid) => {
+                if let Some(raw) = raw {
+                    Span::current().record("fqdn", logged(&raw));
+                }
+                Err(invalid.into())
+            }
         };
         self.core.count_bundle(&result);
         result
@@ -64,9 +75,6 @@ impl DepotService {
     async fn set_one(&self, push: proto::PxeConfigPush) -> proto::PxeConfigPushResult {
         let wire = push.bundle.unwrap_or_default();
         let span = tracing::info_span!("set_pxe_config", depot = %self.core.depot_id, fqdn = field::Empty, revision = wire.revision);
-        if let Some(host) = &wire.host {
-            span.record("fqdn", logged(&host.id));
-        }
         if !push.traceparent.is_empty() {
             crate::telemetry::set_parent_from(&span, &push.traceparent);
         }
@@ -102,11 +110,7 @@ impl depot_server::Depot for DepotService {
             return Err(Error::LegacyOnly.into());
         }
         let wire = request.into_inner();
-        let span = Span::current();
-        span.record("revision", wire.revision);
-        if let Some(host) = &wire.host {
-            span.record("fqdn", logged(&host.id));
-        }
+        Span::current().record("revision", wire.revision);
         Ok(Response::new(self.apply(wire).await?.into()))
     }
 
@@ -142,12 +146,10 @@ impl depot_server::Depot for DepotService {
     ) -> Result<Response<proto::SetPxeConfigByFqdnResponse>, Status> {
         let request = request.into_inner();
         let fqdn = Fqdn::parse(&request.fqdn, "fqdn").map_err(Error::from)?;
+        check_epoch(&request.epoch).map_err(Error::from)?;
         let outcome = self
             .core
-            .set_by_fqdn(fqdn, request.revision, {
-                check_epoch(&request.epoch).map_err(Error::from)?;
-                &request.epoch
-            })
+            .set_by_fqdn(fqdn, request.revision, &request.epoch)
             .await?;
         Ok(Response::new(
             proto::SetPxeConfigResponse::from(outcome).into(),
@@ -161,13 +163,11 @@ impl depot_server::Depot for DepotService {
     ) -> Result<Response<proto::RemovePxeConfigResponse>, Status> {
         let request = request.into_inner();
         let fqdn = Fqdn::parse(&request.fqdn, "fqdn").map_err(Error::from)?;
+        check_epoch(&request.epoch).map_err(Error::from)?;
         let removed = self
             .core
             .writer()
-            .remove(fqdn, request.revision, {
-                check_epoch(&request.epoch).map_err(Error::from)?;
-                request.epoch.into()
-            })
+            .remove(fqdn, request.revision, request.epoch.into())
             .await
             .map_err(Error::from)?;
         Ok(Response::new(proto::RemovePxeConfigResponse { removed }))
