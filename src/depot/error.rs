@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tonic::{Code, Status};
-use tracing::error;
+use tracing::{error, warn};
 
 use super::render::RenderError;
 use super::template::TemplateError;
@@ -63,8 +63,14 @@ pub enum Error {
         /// The most one batch may carry.
         max: usize,
     },
-    /// A look-up at the configserver failed.
-    #[error("look-up {rpc} for {fqdn} at the configserver failed: {status}")]
+    /// A look-up at the configserver failed. The message carries the
+    /// configserver's own answer only where it answered no (NOT_FOUND,
+    /// FAILED_PRECONDITION); a transport failure's detail (addresses, OS
+    /// errors) goes to the depot's log, not to the caller.
+    #[error(
+        "look-up {rpc} for {fqdn} at the configserver failed: {}",
+        answer(status)
+    )]
     Lookup {
         /// The look-up RPC.
         rpc: &'static str,
@@ -73,6 +79,25 @@ pub enum Error {
         /// What the configserver answered.
         status: tonic::Status,
     },
+    /// The configserver answered a look-up for another client than the
+    /// one asked (a configserver that is confused or not the one meant).
+    #[error("look-up {rpc} for {asked} at the configserver answered for another client")]
+    LookupMismatch {
+        /// The look-up RPC.
+        rpc: &'static str,
+        /// The client asked for.
+        asked: Fqdn,
+    },
+}
+
+/// What a failed look-up's caller is told of the configserver's answer.
+fn answer(status: &Status) -> String {
+    match status.code() {
+        Code::NotFound | Code::FailedPrecondition => {
+            format!("{:?}: {}", status.code(), status.message())
+        }
+        code => format!("{code:?}"),
+    }
 }
 
 /// Why a depot could not start.
@@ -114,7 +139,8 @@ impl Error {
             Error::Writer(WriterError::Stale { .. }) => "aborted",
             Error::Writer(WriterError::Io { .. } | WriterError::Stopped)
             | Error::Template(TemplateError::Io { .. } | TemplateError::Dir { .. })
-            | Error::Render(RenderError::Hash(_)) => "internal",
+            | Error::Render(RenderError::Hash(_))
+            | Error::LookupMismatch { .. } => "internal",
             _ => "refused",
         }
     }
@@ -161,10 +187,12 @@ fn problem(err: Error, message: String) -> Problem {
                 format!("{name:?} is outside the template directory"),
             )
         }
-        Error::Template(TemplateError::Missing { path }) => {
+        Error::Template(TemplateError::Missing { name, path }) => {
+            // Where the depot looked is for its operator, not the caller.
+            warn!(template = %name, path = %path.display(), "template file missing");
             Problem::new(Reason::TemplateMissing, message).precondition(
                 "TEMPLATE",
-                path.display().to_string(),
+                name,
                 "the template file does not exist on the depot",
             )
         }
@@ -221,7 +249,18 @@ fn problem(err: Error, message: String) -> Problem {
         Error::NoBatches => Problem::new(Reason::Internal, message).code(Code::Unimplemented),
         Error::BatchTooLarge { max, .. } => Problem::new(Reason::InvalidField, message)
             .violation("pushes", format!("at most {max} per call")),
-        Error::Lookup { rpc, status, .. } => lookup(rpc, &status, message),
+        Error::Lookup { rpc, fqdn, status } => {
+            if !matches!(status.code(), Code::NotFound | Code::FailedPrecondition) {
+                warn!(rpc, client = %fqdn, code = ?status.code(), detail = %status.message(), "look-up failed");
+            }
+            lookup(rpc, &status, message)
+        }
+        Error::LookupMismatch { rpc, asked } => {
+            error!(rpc, client = %asked, "the configserver answered a look-up for another client");
+            Problem::new(Reason::LookupFailed, message)
+                .meta("rpc", rpc)
+                .code(Code::Internal)
+        }
         // File system trouble is ours, not the caller's: the detail goes
         // to the log, the caller learns that it happened.
         Error::Writer(WriterError::Io { .. } | WriterError::Stale { .. })
@@ -273,12 +312,33 @@ mod tests {
         assert_eq!(down.code(), Code::Unavailable);
         assert_eq!(reason_of(&down).as_deref(), Some("LOOKUP_FAILED"));
         assert!(down.get_details_retry_info().is_some());
+        // A transport failure's detail stays in the depot's log.
+        let transport = Status::from(Error::Lookup {
+            rpc: "GetHost",
+            fqdn: "a.example.org".into(),
+            status: Status::unavailable("tcp connect error: 10.1.2.3:4447: Connection refused"),
+        });
+        assert_eq!(
+            transport.message(),
+            "look-up GetHost for a.example.org at the configserver failed: Unavailable"
+        );
+        assert!(!format!("{:?}", transport.details()).contains("10.1.2.3"));
         let gone = Status::from(Error::Lookup {
             rpc: "GetHost",
             fqdn: "a.example.org".into(),
             status: Status::not_found("no such client"),
         });
         assert_eq!(gone.code(), Code::FailedPrecondition);
+        assert!(
+            gone.message().ends_with("NotFound: no such client"),
+            "{gone:?}"
+        );
+        let other = Status::from(Error::LookupMismatch {
+            rpc: "GetHost",
+            asked: Fqdn::parse("a.example.org", "fqdn").unwrap(),
+        });
+        assert_eq!(other.code(), Code::Internal);
+        assert_eq!(reason_of(&other).as_deref(), Some("LOOKUP_FAILED"));
         let failure = gone.get_details_precondition_failure().unwrap();
         assert_eq!(failure.violations[0].subject, "GetHost");
         let legacy = Status::from(Error::LegacyOnly);

@@ -46,9 +46,12 @@ pub enum TemplateError {
         /// The name as given.
         name: String,
     },
-    /// The template file does not exist.
-    #[error("template file {} does not exist", path.display())]
+    /// The template file does not exist. The message names the template as
+    /// the caller gave it, never the depot's path (which goes to the log).
+    #[error("template {name:?} does not exist on the depot")]
     Missing {
+        /// The name as given.
+        name: String,
         /// The file looked for.
         path: PathBuf,
     },
@@ -345,7 +348,10 @@ impl Templates {
             source,
         })?;
         if !meta.is_file() {
-            return Err(TemplateError::Missing { path });
+            return Err(TemplateError::Missing {
+                name: name.to_string(),
+                path,
+            });
         }
         let stamp = Stamp::of(&meta);
         if let Some(cached) = self.read_cache().get(&path)
@@ -421,7 +427,10 @@ impl Templates {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
                 ) =>
             {
-                Err(TemplateError::Missing { path: joined })
+                Err(TemplateError::Missing {
+                    name: name.to_string(),
+                    path: joined,
+                })
             }
             Err(source) => Err(TemplateError::Io {
                 path: joined,
@@ -747,17 +756,19 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_template_names_the_file() {
+    fn a_missing_template_names_the_file_and_says_it_as_given() {
         let (_tmp, _dir, t) = setup();
         match t.load(&name("install-elilo-x86")) {
             Err(e @ TemplateError::Missing { .. }) => {
-                let TemplateError::Missing { path } = &e else {
+                let TemplateError::Missing { path, name } = &e else {
                     unreachable!()
                 };
                 assert_eq!(path, &t.root.join("install-elilo-x86"));
+                assert_eq!(name, "install-elilo-x86");
+                // The depot's directory stays out of what a caller reads.
                 assert_eq!(
                     e.to_string(),
-                    format!("template file {} does not exist", path.display())
+                    "template \"install-elilo-x86\" does not exist on the depot"
                 );
             }
             other => panic!("expected Missing, got {other:?}"),

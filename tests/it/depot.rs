@@ -394,3 +394,120 @@ async fn a_config_read_while_the_depot_was_down_is_a_read_at_start() {
     assert!(!dirs.pxe.join(uuid(7)).exists());
     depot.stop().await;
 }
+
+/// A configserver that answers `GetHost` for another client than the one
+/// asked (a confused or wrong configserver); every other call is refused.
+#[derive(Clone)]
+struct AnswersForAnother;
+
+#[tonic::async_trait]
+impl proto::config_server_server::ConfigServer for AnswersForAnother {
+    async fn get_host(
+        &self,
+        _: tonic::Request<proto::GetHostRequest>,
+    ) -> Result<tonic::Response<proto::GetHostResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::GetHostResponse {
+            id: "other.example.org".into(),
+            hardware_address: "00:16:3e:00:00:99".into(),
+            system_uuid: String::new(),
+            ip_address: String::new(),
+            opsi_host_key: "0123456789abcdef0123456789abcdef".into(),
+        }))
+    }
+    async fn get_netboot_product_on_clients(
+        &self,
+        _: tonic::Request<proto::GetNetbootProductOnClientsRequest>,
+    ) -> Result<tonic::Response<proto::GetNetbootProductOnClientsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn get_product_on_depot(
+        &self,
+        _: tonic::Request<proto::GetProductOnDepotRequest>,
+    ) -> Result<tonic::Response<proto::GetProductOnDepotResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn get_product(
+        &self,
+        _: tonic::Request<proto::GetProductRequest>,
+    ) -> Result<tonic::Response<proto::GetProductResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn get_config_states(
+        &self,
+        _: tonic::Request<proto::GetConfigStatesRequest>,
+    ) -> Result<tonic::Response<proto::GetConfigStatesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn get_product_property_states(
+        &self,
+        _: tonic::Request<proto::GetProductPropertyStatesRequest>,
+    ) -> Result<tonic::Response<proto::GetProductPropertyStatesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn get_modules(
+        &self,
+        _: tonic::Request<proto::GetModulesRequest>,
+    ) -> Result<tonic::Response<proto::GetModulesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn get_client_bundle(
+        &self,
+        _: tonic::Request<proto::GetClientBundleRequest>,
+    ) -> Result<tonic::Response<proto::ClientBundle>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn report_pxe_config_read(
+        &self,
+        _: tonic::Request<proto::ReportPxeConfigReadRequest>,
+    ) -> Result<tonic::Response<proto::ReportPxeConfigReadResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    type ListPendingBundlesStream = tokio_stream::Empty<Result<proto::ClientBundle, tonic::Status>>;
+    async fn list_pending_bundles(
+        &self,
+        _: tonic::Request<proto::ListPendingBundlesRequest>,
+    ) -> Result<tonic::Response<Self::ListPendingBundlesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+}
+
+#[tokio::test]
+async fn a_legacy_look_up_answered_for_another_client_writes_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(proto::config_server_server::ConfigServerServer::new(
+                AnswersForAnother,
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dirs = DepotDirs::new();
+    let config = linked_depot_config(&dirs, 1, &format!("http://{upstream}"), true);
+    let depot = TestDepot::start(config).await;
+    let mut request = tonic::Request::new(proto::SetPxeConfigByFqdnRequest {
+        fqdn: "a.example.org".into(),
+        revision: 0,
+        epoch: String::new(),
+    });
+    let bearer = format!("Bearer {}", depot_key(1));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let status = depot
+        .client()
+        .await
+        .set_pxe_config_by_fqdn(request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(
+        pxeconf::status::reason_of(&status).as_deref(),
+        Some("LOOKUP_FAILED")
+    );
+    assert!(
+        !status.message().contains("other.example.org"),
+        "{status:?}"
+    );
+    assert!(dirs.files().is_empty(), "{:?}", dirs.files());
+}

@@ -36,6 +36,14 @@ impl Upstream {
             fqdn,
         };
         let host = lookup.host().await?;
+        // The files are named after this host: one for another client than
+        // asked would boot that client, with a config the caller never set.
+        if Fqdn::parse(&host.id, "host.id").ok().as_ref() != Some(fqdn) {
+            return Err(Error::LookupMismatch {
+                rpc: "GetHost",
+                asked: fqdn.clone(),
+            });
+        }
         let Some(poc) = lookup.netboot_product_on_client().await? else {
             return Ok(None);
         };
