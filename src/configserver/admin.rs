@@ -154,6 +154,10 @@ impl admin_server::Admin for AdminService {
         let depots: Vec<DepotRecord> =
             convert_each(request.into_inner().depots, "depots", DepotRecord::try_from)
                 .map_err(Error::from)?;
+        self.core
+            .keys
+            .refuse_admin_key(&depots, "depots")
+            .map_err(Error::from)?;
         let outcome = self
             .core
             .store

@@ -9,7 +9,7 @@ use tracing::info;
 use super::core::Core;
 use super::error::Error;
 use super::store::{DepotRecord, Inventory};
-use crate::domain::limits::MAX_BULK;
+use crate::domain::limits::{MAX_BULK, MAX_IMPORT_BYTES};
 use crate::domain::{Client, ValidationError};
 use crate::proto;
 use crate::wire::convert_each;
@@ -78,11 +78,26 @@ pub(super) async fn import(
     mut parts: Streaming<proto::ImportInventoryRequest>,
 ) -> Result<proto::ImportInventoryResponse, tonic::Status> {
     let mut all = proto::ImportInventoryRequest::default();
+    let mut bytes = 0usize;
     while let Some(part) = parts.message().await? {
+        bytes = bytes.saturating_add(prost::Message::encoded_len(&part));
+        if bytes > MAX_IMPORT_BYTES {
+            return Err(Error::from(ValidationError::new(
+                "import",
+                format!(
+                    "more than {} MiB in one import; import in several calls",
+                    MAX_IMPORT_BYTES >> 20
+                ),
+            ))
+            .into());
+        }
         join(&mut all, part)?;
     }
     let dry_run = all.dry_run;
     let inventory = validate(all).map_err(Error::from)?;
+    core.keys
+        .refuse_admin_key(&inventory.depots, "depots")
+        .map_err(Error::from)?;
     let outcome = core
         .store
         .import_inventory(&inventory, dry_run)

@@ -10,8 +10,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Status};
 use tracing::warn;
 
+use super::store::DepotRecord;
 use crate::auth::{bearer_token, keys_equal, unauthenticated};
-use crate::domain::Secret;
+use crate::domain::{Secret, ValidationError};
 use crate::status::{Problem, RETRY_BUSY, Reason};
 use crate::transport::tls::cert_names;
 use crate::transport::{ClientAuth, ConnInfo, RateLimited};
@@ -70,6 +71,9 @@ pub struct DepotKeys {
     known: Arc<RwLock<Known>>,
     max_calls: usize,
     log: Arc<RateLimited>,
+    /// The Admin service's key: never a depot's (a depot host holding it
+    /// could administer the configserver).
+    admin: Option<Secret>,
 }
 
 impl Default for DepotKeys {
@@ -85,11 +89,54 @@ impl DepotKeys {
             known: Arc::default(),
             max_calls: max_calls.max(1),
             log: Arc::new(RateLimited::default()),
+            admin: None,
         }
     }
 
-    /// Replaces the known keys (a depot keeps its in-flight slots).
+    /// The Admin service's key, which no depot may have.
+    pub fn with_admin_key(mut self, key: Option<Secret>) -> Self {
+        self.admin = key.filter(|k| !k.is_empty());
+        self
+    }
+
+    /// Whether `key` is the Admin service's.
+    fn is_admin(&self, key: &Secret) -> bool {
+        self.admin
+            .as_ref()
+            .is_some_and(|admin| keys_equal(key.expose(), admin.expose()))
+    }
+
+    /// Refuses depots (of request section `section`) whose host key is the
+    /// Admin key; the key itself is never named.
+    pub fn refuse_admin_key(
+        &self,
+        depots: &[DepotRecord],
+        section: &str,
+    ) -> Result<(), ValidationError> {
+        match depots.iter().position(|d| self.is_admin(&d.host_key)) {
+            Some(i) => Err(ValidationError::new(
+                format!("{section}[{i}].host_key"),
+                "is the Admin key; give the depot a key of its own",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the known keys (a depot keeps its in-flight slots). A
+    /// depot stored with the Admin key (written before the check, or through
+    /// another configserver on the same database) authenticates with no key.
     pub fn set(&self, keys: Vec<(String, Secret)>) {
+        let keys: Vec<(String, Secret)> = keys
+            .into_iter()
+            .map(|(id, key)| {
+                if self.is_admin(&key) {
+                    warn!(depot = %id, "the depot's host key is the Admin key: refused for depot calls until it has one of its own");
+                    (id, Secret::new(String::new()))
+                } else {
+                    (id, key)
+                }
+            })
+            .collect();
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         let mut slots = std::mem::take(&mut known.slots);
         known.slots = keys
@@ -251,6 +298,38 @@ mod tests {
         assert_eq!(
             crate::status::reason_of(&refused).as_deref(),
             Some("UNAUTHENTICATED")
+        );
+    }
+
+    #[test]
+    fn the_admin_key_is_never_a_depots() {
+        let keys = DepotKeys::default().with_admin_key(Some(Secret::new("admin-key")));
+        keys.set(vec![
+            ("d1.example.org".into(), Secret::new("admin-key")),
+            ("d2.example.org".into(), Secret::new("k2")),
+        ]);
+        let mut admit = keys.interceptor(ClientAuth::Key);
+        let refused = admit.call(with_token("admin-key")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert!(admit.call(with_token("k2")).is_ok());
+        let depot = |key: &str| DepotRecord {
+            id: crate::domain::Fqdn::parse("d3.example.org", "id").unwrap(),
+            endpoint: crate::domain::Endpoint::parse("http://127.0.0.1:9", "e").unwrap(),
+            host_key: Secret::new(key),
+            description: String::new(),
+        };
+        let err = keys
+            .refuse_admin_key(&[depot("k3"), depot("admin-key")], "depots")
+            .unwrap_err();
+        let (field, message) = err.violations().next().unwrap();
+        assert_eq!(field, "depots[1].host_key");
+        assert!(!message.contains("admin-key"), "{message}");
+        assert!(keys.refuse_admin_key(&[depot("k3")], "depots").is_ok());
+        // Without an Admin key there is nothing to refuse.
+        assert!(
+            DepotKeys::default()
+                .refuse_admin_key(&[depot("admin-key")], "depots")
+                .is_ok()
         );
     }
 

@@ -95,7 +95,7 @@ impl ConfigServer {
             dispatcher,
             modules: config.modules,
             metrics,
-            keys: DepotKeys::new(max_depot_calls),
+            keys: DepotKeys::new(max_depot_calls).with_admin_key(config.host_key.clone()),
         });
         core.refresh_keys().await?;
         info!(database = %config.database, epoch = core.store.epoch(), "configserver store open");

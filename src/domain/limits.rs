@@ -16,6 +16,10 @@ pub const MAX_VALUE: usize = 4096;
 pub const MAX_ITEMS: usize = 1000;
 /// Most objects in one bulk Admin write (one transaction).
 pub const MAX_BULK: usize = 100_000;
+/// Bytes of one `ImportInventory` stream, all parts together: each part is
+/// bounded by gRPC's message limit, the parts' number only by this (a full
+/// 100,000-client site's dump is well under half of it).
+pub const MAX_IMPORT_BYTES: usize = 256 << 20;
 /// How many characters of a bad value an error message quotes.
 pub const QUOTED: usize = 64;
 

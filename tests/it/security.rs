@@ -1652,3 +1652,79 @@ fn refusal_details_are_bare(status: &tonic::Status) -> bool {
         _ => false,
     }
 }
+
+#[tokio::test]
+async fn the_admin_key_is_refused_as_a_depots_host_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = TestConfigServer::start(&tmp.path().join("cs.db"), 0).await;
+    let mut admin = cs.admin().await;
+    let depot = |key: &str| proto::DepotInfo {
+        id: depot_id(1),
+        endpoint: "http://127.0.0.1:9".into(),
+        host_key: key.into(),
+        description: String::new(),
+    };
+    let refused = admin
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: vec![depot(ADMIN_KEY)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("depots[0].host_key: is the Admin key"),
+        "{refused:?}"
+    );
+    assert!(!refused.message().contains(ADMIN_KEY));
+    let imported = admin
+        .import_inventory(tokio_stream::iter(vec![proto::ImportInventoryRequest {
+            depots: vec![depot(ADMIN_KEY)],
+            ..Default::default()
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(imported.code(), Code::InvalidArgument, "{imported:?}");
+    let listed = admin
+        .list_depots(proto::ListDepotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.depots.is_empty(), "{listed:?}");
+    // A key of its own is taken.
+    admin
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: vec![depot(&depot_key(1))],
+        })
+        .await
+        .unwrap();
+    cs.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_larger_than_its_byte_bound_is_refused_before_it_is_held_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cs = TestConfigServer::start(&tmp.path().join("cs.db"), 0).await;
+    let mut admin = cs.admin().await;
+    // Parts each under gRPC's 4 MiB message limit, one item each (the
+    // items' count is far under its own bound): only the bytes add up.
+    let part = proto::ImportInventoryRequest {
+        clients: vec![proto::Host {
+            id: "x".repeat(4_000_000),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let parts = std::iter::repeat_n(part, 70);
+    let refused = admin
+        .import_inventory(tokio_stream::iter(parts))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().starts_with("import: more than 256 MiB"),
+        "{refused:?}"
+    );
+    cs.stop().await;
+}
