@@ -94,7 +94,9 @@ pub(super) fn depot_status(
         id,
         endpoint: d.endpoint.to_string(),
         description: d.description,
-        reachable: rt.reachable,
+        // Not before the first answer: a depot never called since this
+        // configserver started is not known to be up.
+        reachable: rt.reachable && rt.last_contact.is_some(),
         capability: rt.shown_capability().as_str().to_owned(),
         queued: owed,
         delivered,

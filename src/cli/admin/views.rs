@@ -241,6 +241,16 @@ impl From<proto::DepotStatus> for DepotView {
     }
 }
 
+/// "yes", "no", or "untried" for a depot not called since the
+/// configserver started.
+fn reachability(d: &DepotView) -> &'static str {
+    match (d.reachable, d.last_contact, d.last_error.is_empty()) {
+        (true, _, _) => "yes",
+        (false, None, true) => "untried",
+        (false, _, _) => "no",
+    }
+}
+
 /// Prints depots for people.
 pub(super) fn print_depots(depots: &[DepotView]) {
     let rows: Vec<Vec<String>> = depots
@@ -249,7 +259,7 @@ pub(super) fn print_depots(depots: &[DepotView]) {
             vec![
                 d.id.clone(),
                 d.endpoint.clone(),
-                if d.reachable { "yes" } else { "no" }.to_owned(),
+                reachability(d).to_owned(),
                 match (d.capability.as_str(), d.batches) {
                     ("new", false) => "new (unary)".to_owned(),
                     (c, _) => c.to_owned(),
