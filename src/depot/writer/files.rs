@@ -196,13 +196,28 @@ pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
 }
 
 /// Renames the staged temporary files over their names, then deletes; on
-/// a failed rename the temporaries left are removed.
+/// a failed rename the temporaries left are removed, and so are the names
+/// renamed already.
 pub fn publish(dir: &Path, ops: &FileOps, tmps: Vec<PathBuf>) -> Result<(), WriterError> {
     for (i, (tmp, (name, _))) in tmps.iter().zip(&ops.writes).enumerate() {
         let path = dir.join(name);
         if let Err(source) = fs::rename(tmp, &path) {
             for t in &tmps[i..] {
                 let _ = fs::remove_file(t);
+            }
+            // The failed command is undone in the state and the journal; the
+            // new config under a name renamed before would be bootable and
+            // known to nobody (no read reported, never deleted). What those
+            // names held before is gone already (the rename replaced it);
+            // the command's retry writes them again.
+            for (landed, _) in &ops.writes[..i] {
+                match fs::remove_file(dir.join(landed)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::error!(file = %landed, error = %e, "a PXE config file of a failed write could not be deleted")
+                    }
+                }
             }
             return Err(WriterError::Io { path, source });
         }
@@ -486,7 +501,9 @@ mod tests {
             Err(WriterError::Io { path, .. }) => assert_eq!(path, dir.path().join("b")),
             other => panic!("expected an I/O error, got {other:?}"),
         }
-        assert_eq!(names(dir.path()), ["a", "b"], "no temporary left");
+        // No temporary left, and not the new config under the name renamed
+        // before the failure: nothing would report its read or delete it.
+        assert_eq!(names(dir.path()), ["b"]);
         // Nothing can be created in a directory that is gone.
         let gone = dir.path().join("gone");
         assert!(apply(&gone, FileAccess::default(), &write("x")).is_err());

@@ -644,6 +644,42 @@ mod tests {
         assert_eq!((held.revision, content), (1, Some("config\n")));
     }
 
+    #[tokio::test]
+    async fn a_write_failing_at_its_second_name_leaves_its_first_unbootable() {
+        let dir = tempfile::tempdir().unwrap();
+        let pxe = dir.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(16);
+        let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
+        writer.set(config(1)).await.unwrap();
+        let mut newer = config(1);
+        newer.revision = 2;
+        newer.content = Arc::from("newer\n");
+        newer
+            .files
+            .push("7c9e6679-7425-40de-944b-e07fc1f90ae7".into());
+        obstruct(&pxe.join(&newer.files[1]));
+        let failed = writer.set(newer.clone()).await;
+        assert!(matches!(failed, Err(WriterError::Io { .. })), "{failed:?}");
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(page.configs[0].revision, 1, "the state is as before");
+        // The first name was renamed before the second failed: revision 2,
+        // which nobody holds, must not be there to boot.
+        let first = std::fs::read_to_string(pxe.join(&newer.files[0]));
+        assert!(
+            !first.as_deref().unwrap_or_default().contains("newer"),
+            "{first:?}"
+        );
+        // Once the obstacle is gone the retry lands whole.
+        std::fs::remove_dir_all(pxe.join(&newer.files[1])).unwrap();
+        writer.set(newer.clone()).await.unwrap();
+        for name in &newer.files {
+            let text = std::fs::read_to_string(pxe.join(name)).unwrap();
+            assert!(text.contains("newer"), "{name}: {text}");
+        }
+        assert!(reads.try_recv().is_err(), "no read was seen");
+    }
+
     /// Sets `n` configs while the journal refuses every client row: none
     /// is answered and no file is visible; once the journal takes rows
     /// again, all are answered, on disk and journaled.
