@@ -883,3 +883,34 @@ async fn a_check_of_a_depots_old_endpoint_is_done_again_at_its_new_one() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depots_worker_lets_go_of_deliveries_once_their_acks_are_stored() {
+    const N: u32 = 6000;
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("db"), 0).await;
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(linked_depot_config(&dirs, 1, &server.url(), false)).await;
+    let mut admin = server.admin().await;
+    seed(&mut admin, &[(1, depot.url())], N, |_| 1).await;
+    set_actions(&mut admin, 0..N, "setup").await;
+    wait_for_depots(&admin, "the depot has every config", |d| {
+        d.queued == 0 && d.delivered == u64::from(N)
+    })
+    .await;
+    // It remembered each delivery until the ack writer had stored it; not
+    // every client it ever delivered to (deleted ones too) for good.
+    let core = server.core.clone();
+    wait_for("the deliveries are let go", 30, || {
+        let core = core.clone();
+        async move {
+            let rt = core.dispatcher.runtime();
+            rt[&depot_id(1)].remembered < 4096
+        }
+    })
+    .await;
+    // What it let go is not pushed again: the store has it delivered.
+    let rt = server.core.dispatcher.runtime();
+    assert_eq!(rt[&depot_id(1)].pushes_new, u64::from(N));
+    server.stop().await;
+}

@@ -48,6 +48,10 @@ pub struct DepotRuntime {
     /// Whether new-path pushes go in `BatchSetPxeConfigs` calls (false
     /// while the depot is known not to take them).
     pub batches: bool,
+    /// Deliveries the worker remembers because their acks may not be in the
+    /// store yet (a late notice of the same revision is not pushed twice);
+    /// bounded, not one per client ever delivered.
+    pub remembered: usize,
 }
 
 impl Default for DepotRuntime {
@@ -62,6 +66,7 @@ impl Default for DepotRuntime {
             pushes_legacy: 0,
             next_retry: None,
             batches: true,
+            remembered: 0,
         }
     }
 }

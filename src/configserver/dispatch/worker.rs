@@ -49,6 +49,10 @@ const BATCHES_IN_FLIGHT: usize = 4;
 const REJECT_BACKOFF: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(600));
 /// Wait before retrying clients whose bundles could not be loaded.
 const LOAD_RETRY: Duration = Duration::from_secs(1);
+/// Deliveries remembered before the oldest are let go (once the ack writer
+/// has stored them): the map would otherwise hold every client the depot
+/// ever had, deleted ones too.
+const PUSHED_PRUNE_AT: usize = 4096;
 /// First and longest wait before checking the depot's holdings again after a
 /// failed check.
 const VERIFY_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
@@ -97,6 +101,8 @@ enum Event {
     PushedBatch(u64, BatchOutcome),
     /// The check of the depot's holdings over connection `.0` finished.
     Verified(u64, Result<Vec<Owed>, VerifyFailure>),
+    /// Every ack handed to the writer before `prune_pushed` is stored.
+    AcksFlushed,
 }
 
 /// Where the check of the depot's holdings stands.
@@ -133,6 +139,11 @@ pub(super) struct Worker {
     /// in the store yet, and a late notice of the same revision (another
     /// replica's announcement) must not push it twice.
     pushed: HashMap<String, u64>,
+    /// Earlier entries of `pushed`, kept until the ack writer confirms
+    /// their acks are in the store (a load then finds them not owed).
+    pushed_before: HashMap<String, u64>,
+    /// Whether a flush for `pushed_before` is under way.
+    pruning: bool,
     verify: Verify,
     capability: Capability,
     legacy_since: Option<Instant>,
@@ -173,6 +184,8 @@ impl Worker {
             rejections: HashMap::new(),
             superseded: HashMap::new(),
             pushed: HashMap::new(),
+            pushed_before: HashMap::new(),
+            pruning: false,
             verify: Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0),
             capability: Capability::Unknown,
             legacy_since: None,
@@ -211,6 +224,7 @@ impl Worker {
         loop {
             self.launch();
             self.publish();
+            self.prune_pushed();
             let retry_at = self.retry_at;
             let verify_at = match self.verify {
                 Verify::Due(at, _) => Some(at),
@@ -241,6 +255,10 @@ impl Worker {
                     }
                     Event::PushedBatch(connection, batch) => self.handle_batch(connection, batch).await,
                     Event::Verified(connection, result) => self.verified(connection, result),
+                    Event::AcksFlushed => {
+                        self.pruning = false;
+                        self.pushed_before.clear();
+                    }
                 },
                 () = async { tokio::time::sleep_until(verify_at.unwrap_or_else(tokio::time::Instant::now)).await }, if verify_at.is_some() => {
                     self.start_verify();
@@ -255,6 +273,32 @@ impl Worker {
             }
         }
         debug!("dispatch worker stopped");
+    }
+
+    /// Whether this worker delivered `revision` to `client` and the store
+    /// may not have the ack yet.
+    fn delivered_already(&self, client: &str, revision: u64) -> bool {
+        self.pushed.get(client) == Some(&revision)
+            || self.pushed_before.get(client) == Some(&revision)
+    }
+
+    /// Lets the older deliveries go once their acks are stored: called
+    /// between events, when every delivery handled so far has handed its
+    /// ack to the writer, so the flush covers each entry it lets go.
+    fn prune_pushed(&mut self) {
+        if self.pruning || self.pushed.len() < PUSHED_PRUNE_AT {
+            return;
+        }
+        self.pruning = true;
+        self.pushed_before = std::mem::take(&mut self.pushed);
+        let acks = self.shared.acks.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            // Fails only while the configserver stops: nothing to let go then.
+            if acks.flush().await.is_ok() {
+                let _ = events.send(Event::AcksFlushed).await;
+            }
+        });
     }
 
     /// Queues what the store says is owed to the depot.
@@ -278,6 +322,7 @@ impl Worker {
             // What was delivered, refused or superseded over the old
             // connection tells nothing about the new one.
             self.pushed.clear();
+            self.pushed_before.clear();
             self.rejections.clear();
             self.superseded.clear();
             self.capability = Capability::Unknown;
@@ -434,7 +479,7 @@ impl Worker {
                     .filter(|c| !found.contains(c.as_str()))
                     .collect();
                 for l in loaded {
-                    match self.pushed.get(&l.client_id) == Some(&l.revision) {
+                    match self.delivered_already(&l.client_id, l.revision) {
                         true => gone.push(l.client_id),
                         false => self.ready.push_back(l),
                     }
@@ -525,6 +570,7 @@ impl Worker {
         for o in mine {
             // Found owed again: whatever was delivered is to be sent again.
             self.pushed.remove(&o.client_id);
+            self.pushed_before.remove(&o.client_id);
             self.queue.enqueue(o.client_id);
         }
         if !others.is_empty() {
@@ -550,12 +596,16 @@ impl Worker {
             .set(queued as i64);
         let capability = self.capability;
         let batches = self.no_batches_since.is_none();
+        let remembered = self.pushed.len() + self.pushed_before.len();
         self.runtime.send_if_modified(|rt| {
-            let changed =
-                rt.queued != queued || rt.capability != capability || rt.batches != batches;
+            let changed = rt.queued != queued
+                || rt.capability != capability
+                || rt.batches != batches
+                || rt.remembered != remembered;
             rt.queued = queued;
             rt.capability = capability;
             rt.batches = batches;
+            rt.remembered = remembered;
             changed
         });
     }
