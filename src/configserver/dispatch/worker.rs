@@ -17,19 +17,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span};
 
 use super::acks::AckSender;
 use super::push::{
-    BatchOutcome, DepotClient, MAX_BATCH, Outcome, batchable, connect, push_batch, push_one,
+    BatchOutcome, DepotClient, MAX_BATCH, Outcome, PushResult, batchable, connect, push_batch,
+    push_one,
 };
 use super::queue::ClientQueue;
 use super::runtime::{Capability, DepotRuntime};
 use super::settings::DispatchSettings;
 use super::verify::{VerifyFailure, verify};
-use crate::configserver::store::{DepotRecord, Loaded, Owed, Rows, Store};
+use crate::configserver::store::{DepotRecord, Loaded, Owed, PushOp, PushPath, Rows, Store};
 use crate::domain::Modules;
 use crate::metrics::{DepotLabel, Metrics};
 use crate::server::Supervisor;
@@ -365,18 +367,24 @@ impl Worker {
             self.shared.modules,
             self.events.clone(),
         );
-        tokio::spawn(async move {
-            let loaded = store
-                .load_bundles(&depot, &batch, Rows::Owed, modules)
-                .await
-                .map_err(|e| e.to_string());
-            let _ = events
-                .send(Event::Loaded {
+        let requested = batch.clone();
+        report(
+            events,
+            async move {
+                let loaded = store
+                    .load_bundles(&depot, &batch, Rows::Owed, modules)
+                    .await
+                    .map_err(|e| e.to_string());
+                Event::Loaded {
                     requested: batch,
                     loaded,
-                })
-                .await;
-        });
+                }
+            },
+            move |why| Event::Loaded {
+                requested,
+                loaded: Err(why),
+            },
+        );
     }
 
     /// Sends ready bundles: full concurrency when the depot is up, a single
@@ -425,24 +433,35 @@ impl Worker {
                     batch.push(next);
                 }
                 self.sending += batch.len();
+                let sent: Vec<(String, u64)> = (batch.iter())
+                    .map(|l| (l.client_id.clone(), l.revision))
+                    .collect();
                 let push = push_batch(client.clone(), batch, self.capability, epoch);
-                tokio::spawn(
-                    async move {
-                        let _ = events
-                            .send(Event::PushedBatch(connection, push.await))
-                            .await;
-                    }
-                    .in_current_span(),
+                report(
+                    events,
+                    async move { Event::PushedBatch(connection, push.await) },
+                    move |why| {
+                        let outcomes = (sent.into_iter())
+                            .map(|(client_id, revision)| failed_push(client_id, revision, &why))
+                            .collect();
+                        Event::PushedBatch(
+                            connection,
+                            BatchOutcome {
+                                outcomes,
+                                refused: false,
+                            },
+                        )
+                    },
                 );
                 continue;
             }
             self.sending += 1;
+            let (client_id, revision) = (loaded.client_id.clone(), loaded.revision);
             let push = push_one(client.clone(), loaded, self.capability, epoch);
-            tokio::spawn(
-                async move {
-                    let _ = events.send(Event::Pushed(connection, push.await)).await;
-                }
-                .in_current_span(),
+            report(
+                events,
+                async move { Event::Pushed(connection, push.await) },
+                move |why| Event::Pushed(connection, failed_push(client_id, revision, &why)),
             );
         }
     }
@@ -516,11 +535,10 @@ impl Worker {
             move || connections.load(Ordering::Relaxed) == connection,
         );
         let events = self.events.clone();
-        tokio::spawn(
-            async move {
-                let _ = events.send(Event::Verified(connection, check.await)).await;
-            }
-            .in_current_span(),
+        report(
+            events,
+            async move { Event::Verified(connection, check.await) },
+            move |why| Event::Verified(connection, Err(VerifyFailure::Failed(why))),
         );
     }
 
@@ -611,7 +629,70 @@ impl Worker {
     }
 }
 
+/// Runs a helper task whose event the worker waits for (a load, a push, a
+/// check): a panic in it still reports, with the event `failed` makes, so
+/// that the worker's counts of work in flight come down and the work is
+/// retried, not lost with the task.
+fn report(
+    events: mpsc::Sender<Event>,
+    task: impl Future<Output = Event> + Send + 'static,
+    failed: impl FnOnce(String) -> Event + Send + 'static,
+) {
+    tokio::spawn(
+        async move {
+            let event = match std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                Ok(event) => event,
+                Err(_) => {
+                    error!("a dispatch task panicked; its work is retried");
+                    failed("the configserver's dispatch task failed".to_owned())
+                }
+            };
+            let _ = events.send(event).await;
+        }
+        .in_current_span(),
+    );
+}
+
+/// A push whose task failed before it had an outcome: retried as a
+/// depot-side failure is (soon, on its own backoff).
+fn failed_push(client_id: String, revision: u64, why: &str) -> Outcome {
+    Outcome {
+        client_id,
+        revision,
+        op: PushOp::Set,
+        path: PushPath::New,
+        result: PushResult::Local(why.to_owned()),
+        template: None,
+    }
+}
+
 /// ±20 % so that many configservers' retries do not line up.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.8..1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_helper_task_that_panics_still_reports_its_work_as_failed() {
+        let (events, mut rx) = mpsc::channel(4);
+        report(events.clone(), async { panic!("a bug in a push") }, |why| {
+            Event::Pushed(7, failed_push("a.example.org".into(), 3, &why))
+        });
+        match rx.recv().await {
+            Some(Event::Pushed(7, outcome)) => {
+                assert_eq!(
+                    (outcome.client_id.as_str(), outcome.revision),
+                    ("a.example.org", 3)
+                );
+                assert!(matches!(outcome.result, PushResult::Local(_)));
+            }
+            _ => panic!("expected the failed push"),
+        }
+        // A task that does not panic reports its own event.
+        report(events, async { Event::AcksFlushed }, |_| unreachable!());
+        assert!(matches!(rx.recv().await, Some(Event::AcksFlushed)));
+    }
 }
