@@ -454,6 +454,15 @@ fn classify(status: &tonic::Status, path: PushPath) -> PushResult {
             None => PushResult::Rejected(message()),
         },
         Code::Internal | Code::DataLoss => PushResult::Local(message()),
+        // The depot answered; its look-up of this one client failed (a
+        // legacy depot asking back): that client waits, not the depot —
+        // and another client's delivery meanwhile must not end a backoff
+        // the depot never needed.
+        Code::Unavailable
+            if crate::status::reason_of(status).as_deref() == Some("LOOKUP_FAILED") =>
+        {
+            PushResult::Local(message())
+        }
         Code::Unimplemented if path == PushPath::New => PushResult::Unimplemented,
         Code::Unavailable
         | Code::DeadlineExceeded
@@ -582,6 +591,14 @@ mod tests {
         assert_eq!(
             classify(&status(Code::InvalidArgument), PushPath::New),
             PushResult::Rejected("InvalidArgument: why".into())
+        );
+        // A legacy depot whose look-up failed answered: its client waits.
+        let lookup = crate::status::Problem::new(crate::status::Reason::LookupFailed, "why")
+            .code(Code::Unavailable)
+            .into_status();
+        assert_eq!(
+            classify(&lookup, PushPath::Legacy),
+            PushResult::Local("Unavailable: why".into())
         );
     }
 }
