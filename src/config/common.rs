@@ -282,7 +282,7 @@ impl TransportArgs {
         let tls = if files.is_empty() {
             None
         } else {
-            Some(Tls::load(files).map_err(|e| match e {
+            Some(Tls::load_serving(files).map_err(|e| match e {
                 crate::transport::TlsError::Read { setting, .. }
                 | crate::transport::TlsError::Invalid { setting, .. } => {
                     let message = e.to_string();

@@ -16,10 +16,13 @@ use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// How often the files are looked at for a change (SIGHUP reloads at once).
 pub const FILE_POLL: Duration = Duration::from_secs(2);
+/// A server's certificate expiring sooner than this is warned about at
+/// every load.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// The PEM files of one process's TLS settings; each optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -187,8 +190,109 @@ fn client_config(
 /// Both sides, loaded together.
 type Configs = (Option<Arc<ServerConfig>>, Option<Arc<ClientConfig>>);
 
-fn load(files: &TlsFiles) -> Result<Configs, TlsError> {
+/// Refuses a leaf certificate that has expired: every peer would refuse it
+/// at the handshake, with nothing in this server's log to say why. One
+/// expiring soon is warned about.
+fn check_expiry(files: &TlsFiles, id: Option<&Identity>) -> Result<(), TlsError> {
+    let (Some((chain, _)), Some(path)) = (id, &files.cert) else {
+        return Ok(());
+    };
+    let Some(not_after) = chain.first().and_then(|leaf| not_after(leaf)) else {
+        return Ok(());
+    };
+    let shown = humantime::format_rfc3339_seconds(not_after);
+    match not_after.duration_since(SystemTime::now()) {
+        Err(_) => Err(invalid(
+            "tls_cert",
+            format!("{}: expired on {shown}", path.display()),
+        )),
+        Ok(left) if left < EXPIRY_WARNING => {
+            warn!(cert = %path.display(), expires = %shown, "the TLS certificate expires within 14 days");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The end of a certificate's validity (`tbsCertificate.validity.notAfter`),
+/// read from its DER; `None` if it cannot be read (rustls has accepted the
+/// certificate; a form this reader does not know is not refused here).
+fn not_after(der: &CertificateDer<'_>) -> Option<SystemTime> {
+    let (_, cert, _) = der_item(der.as_ref())?;
+    let (_, tbs, _) = der_item(cert)?;
+    let mut rest = tbs;
+    let mut item = der_item(rest)?;
+    // The explicit version, [0], is optional.
+    if item.0 == 0xa0 {
+        rest = item.2;
+        item = der_item(rest)?;
+    }
+    // serialNumber, signature, issuer: skipped.
+    for _ in 0..3 {
+        item = der_item(item.2)?;
+    }
+    let (tag, validity, _) = item;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, after_not_before) = der_item(validity)?;
+    let (tag, time, _) = der_item(after_not_before)?;
+    der_time(tag, time)
+}
+
+/// One DER item at the start of `bytes`: (tag, contents, what follows).
+fn der_item(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81..=0x84 => {
+            let n = usize::from(first & 0x7f);
+            let (digits, rest) = rest.split_at_checked(n)?;
+            let len = digits
+                .iter()
+                .fold(0usize, |l, &d| (l << 8) | usize::from(d));
+            (len, rest)
+        }
+        _ => return None,
+    };
+    let (contents, rest) = rest.split_at_checked(len)?;
+    Some((tag, contents, rest))
+}
+
+/// A UTCTime (0x17, `YYMMDDHHMMSSZ`) or GeneralizedTime (0x18,
+/// `YYYYMMDDHHMMSSZ`) as RFC 5280 writes them.
+fn der_time(tag: u8, text: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        (0x18, 14) => (text.get(..4)?.parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let secs = u64::try_from(secs).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+fn load(files: &TlsFiles, serving: bool) -> Result<Configs, TlsError> {
     let id = identity(files)?;
+    if serving {
+        check_expiry(files, id.as_ref())?;
+    }
     let server = server_config(files, id.as_ref())?.map(Arc::new);
     let client = client_config(files, id.as_ref())?.map(Arc::new);
     Ok((server, client))
@@ -198,6 +302,8 @@ fn load(files: &TlsFiles) -> Result<Configs, TlsError> {
 pub struct Tls {
     files: TlsFiles,
     current: ArcSwap<Configs>,
+    /// A server's: its certificate is checked for expiry at every load.
+    serving: bool,
 }
 
 impl fmt::Debug for Tls {
@@ -210,10 +316,22 @@ impl Tls {
     /// Loads `files`: every file read and checked (a key that does not fit
     /// its certificate fails here, not at the first handshake).
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let configs = load(&files)?;
+        Self::load_as(files, false)
+    }
+
+    /// [`load`](Self::load) for a server: an expired certificate is refused
+    /// (at start, and by a reload, which keeps the one in use), one expiring
+    /// within 14 days warned about.
+    pub fn load_serving(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+        Self::load_as(files, true)
+    }
+
+    fn load_as(files: TlsFiles, serving: bool) -> Result<Arc<Self>, TlsError> {
+        let configs = load(&files, serving)?;
         Ok(Arc::new(Self {
             files,
             current: ArcSwap::from_pointee(configs),
+            serving,
         }))
     }
 
@@ -242,7 +360,8 @@ impl Tls {
     /// Reads the files again and swaps the configuration in; on an error the
     /// old one stays in use. Connections already open keep theirs.
     pub fn reload(&self) -> Result<(), TlsError> {
-        self.current.store(Arc::new(load(&self.files)?));
+        self.current
+            .store(Arc::new(load(&self.files, self.serving)?));
         Ok(())
     }
 
@@ -335,4 +454,73 @@ pub fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
     webpki::EndEntityCert::try_from(der)
         .map(|c| c.valid_dns_names().map(str::to_owned).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::lab::pki::{ThrowawayCa, Usage};
+
+    fn files(dir: &Path, ca: &ThrowawayCa, expired: bool) -> TlsFiles {
+        let leaf = ca.issue_with(&["depot1.example.org"], Usage::Both, expired);
+        let (cert, key) = leaf.unwrap().write(dir, "server").unwrap();
+        TlsFiles {
+            cert: Some(cert),
+            key: Some(key),
+            ca: None,
+            client_ca: None,
+        }
+    }
+
+    #[test]
+    fn validity_times_read_as_rfc_5280_writes_them() {
+        let at = |tag, text: &str| {
+            der_time(tag, text.as_bytes()).map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        };
+        assert_eq!(
+            at(0x17, "010101000000Z").as_deref(),
+            Some("2001-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            at(0x17, "991231235959Z").as_deref(),
+            Some("1999-12-31T23:59:59Z")
+        );
+        assert_eq!(
+            at(0x18, "20480229120000Z").as_deref(),
+            Some("2048-02-29T12:00:00Z")
+        );
+        for (tag, bad) in [
+            (0x17, "0101010000Z"),
+            (0x18, "010101000000Z"),
+            (0x17, "01010100000Z0"),
+        ] {
+            assert_eq!(at(tag, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_server_refuses_an_expired_certificate_at_start_and_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ThrowawayCa::new("test CA").unwrap();
+        let expired = files(dir.path(), &ca, true);
+        let err = Tls::load_serving(expired.clone()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("tls_cert: ") && err.ends_with("expired on 2001-01-01T00:00:00Z"),
+            "{err}"
+        );
+        // A client's own certificate is the server's to judge.
+        assert!(Tls::load(expired).is_ok());
+
+        let good = files(dir.path(), &ca, false);
+        let tls = Tls::load_serving(good.clone()).unwrap();
+        let before = tls.server().unwrap();
+        // The files are replaced by an expired pair: the reload is refused
+        // and the certificate in use stays.
+        files(dir.path(), &ca, true);
+        assert!(tls.reload().unwrap_err().to_string().contains("expired on"));
+        assert!(Arc::ptr_eq(&before, &tls.server().unwrap()));
+        files(dir.path(), &ca, false);
+        tls.reload().unwrap();
+        assert!(!Arc::ptr_eq(&before, &tls.server().unwrap()));
+    }
 }

@@ -1728,3 +1728,37 @@ async fn an_import_larger_than_its_byte_bound_is_refused_before_it_is_held_whole
     );
     cs.stop().await;
 }
+
+#[test]
+fn a_depot_refuses_to_start_with_an_expired_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test");
+    let (cert, key) = pki.issue("expired", &[&depot_id(1)], Usage::Both, true);
+    let dirs = DepotDirs::new();
+    let (code, stderr) = run(&[
+        "depot",
+        "--listen",
+        "127.0.0.1:0",
+        "--depot-id",
+        &depot_id(1),
+        "--pxe-dir",
+        &dirs.pxe.display().to_string(),
+        "--template-dir",
+        &dirs.templates.display().to_string(),
+        "--state-dir",
+        &dirs.root.path().join("state").display().to_string(),
+        "--tls-cert",
+        &cert.display().to_string(),
+        "--tls-key",
+        &key.display().to_string(),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("pxeconf: tls_cert: ")
+            && stderr
+                .trim_end()
+                .ends_with("expired on 2001-01-01T00:00:00Z"),
+        "{stderr}"
+    );
+}

@@ -153,7 +153,7 @@ impl LabPki {
             .ca
             .issue(&[name, "localhost", "127.0.0.1"], Usage::Both)?;
         let (cert, key) = leaf.write(&self.dir, name)?;
-        let tls = Tls::load(TlsFiles {
+        let tls = Tls::load_serving(TlsFiles {
             cert: Some(cert),
             key: Some(key),
             ca: Some(self.ca_file.clone()),
