@@ -164,7 +164,7 @@ impl admin_server::Admin for AdminService {
             .upsert_depots(&depots)
             .await
             .map_err(Error::from)?;
-        self.core.refresh_keys().await.map_err(Error::from)?;
+        self.core.refresh_keys_after_write().await;
         for d in depots {
             info!(depot = %d.id, endpoint = %d.endpoint, "depot registered");
             self.core.dispatcher.depot_upserted(d).await;
@@ -184,7 +184,7 @@ impl admin_server::Admin for AdminService {
             .delete_depots(&ids)
             .await
             .map_err(Error::from)?;
-        self.core.refresh_keys().await.map_err(Error::from)?;
+        self.core.refresh_keys_after_write().await;
         for id in &ids {
             self.core.dispatcher.depot_deleted(id.as_str());
         }

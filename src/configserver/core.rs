@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{error, info, warn};
 
 use super::dispatch::Dispatcher;
 use super::keys::DepotKeys;
@@ -26,6 +26,34 @@ pub struct Core {
 }
 
 impl Core {
+    /// Reloads depot keys after a write that changed depots was committed:
+    /// the write stands whatever happens here, so a failed reload is no
+    /// error for its caller (who would take the write for undone); it is
+    /// logged and tried again until it lands.
+    pub async fn refresh_keys_after_write(self: &Arc<Self>) {
+        let Err(error) = self.refresh_keys().await else {
+            return;
+        };
+        error!(%error, "reloading depot keys after a depot write failed; retrying");
+        let core = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(wait).await;
+                // The configserver is gone: nothing to refresh.
+                let Some(core) = core.upgrade() else { return };
+                match core.refresh_keys().await {
+                    Ok(()) => {
+                        info!("depot keys reloaded");
+                        return;
+                    }
+                    Err(error) => warn!(%error, "reloading depot keys failed; retrying"),
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+        });
+    }
+
     /// Reloads depot keys after depots changed.
     pub async fn refresh_keys(&self) -> Result<(), StoreError> {
         let depots = self.store.depots().await?;

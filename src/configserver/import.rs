@@ -3,6 +3,8 @@
 //! transaction; then, unless it was a dry run, the depots' keys and workers
 //! refreshed and the pushes queued.
 
+use std::sync::Arc;
+
 use tonic::Streaming;
 use tracing::info;
 
@@ -74,7 +76,7 @@ fn validate(r: proto::ImportInventoryRequest) -> Result<Inventory, ValidationErr
 /// Reads the stream, writes the inventory in one transaction and answers
 /// with the counts.
 pub(super) async fn import(
-    core: &Core,
+    core: &Arc<Core>,
     mut parts: Streaming<proto::ImportInventoryRequest>,
 ) -> Result<proto::ImportInventoryResponse, tonic::Status> {
     let mut all = proto::ImportInventoryRequest::default();
@@ -105,7 +107,7 @@ pub(super) async fn import(
         .map_err(Error::from)?;
     let pushes_queued = outcome.write.owed.len() as u64;
     if !dry_run {
-        core.refresh_keys().await.map_err(Error::from)?;
+        core.refresh_keys_after_write().await;
         for depot in inventory.depots {
             core.dispatcher.depot_upserted(depot).await;
         }
