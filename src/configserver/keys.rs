@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Status};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::store::DepotRecord;
 use crate::auth::{bearer_token, keys_equal, unauthenticated};
@@ -126,17 +126,57 @@ impl DepotKeys {
     /// depot stored with the Admin key (written before the check, or through
     /// another configserver on the same database) authenticates with no key.
     pub fn set(&self, keys: Vec<(String, Secret)>) {
-        let keys: Vec<(String, Secret)> = keys
-            .into_iter()
+        let keys = self.usable(keys, true);
+        self.replace(keys);
+    }
+
+    /// [`set`](Self::set) from the depots' records, if their keys differ
+    /// from the known ones: another configserver on the same database may
+    /// have changed them (a replica reads the records every second). A
+    /// renewal that read the records just before this replica's own Admin
+    /// write can put the old keys back for up to a second; the next one
+    /// reads the new ones (a depot refused meanwhile retries).
+    pub fn follow(&self, depots: &[DepotRecord]) {
+        let keys = depots
+            .iter()
+            .map(|d| (d.id.to_string(), d.host_key.clone()))
+            .collect();
+        let keys = self.usable(keys, false);
+        let same = {
+            let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+            known.keys.len() == keys.len()
+                && known
+                    .keys
+                    .iter()
+                    .zip(&keys)
+                    .all(|((a, ka), (b, kb))| a == b && ka.expose() == kb.expose())
+        };
+        if !same {
+            info!(
+                depots = keys.len(),
+                "depot keys changed in the database; reloaded"
+            );
+            self.replace(keys);
+        }
+    }
+
+    /// `keys` with the Admin key blanked (warned about when `warn`).
+    fn usable(&self, keys: Vec<(String, Secret)>, warn: bool) -> Vec<(String, Secret)> {
+        keys.into_iter()
             .map(|(id, key)| {
                 if self.is_admin(&key) {
-                    warn!(depot = %id, "the depot's host key is the Admin key: refused for depot calls until it has one of its own");
+                    if warn {
+                        warn!(depot = %id, "the depot's host key is the Admin key: refused for depot calls until it has one of its own");
+                    }
                     (id, Secret::new(String::new()))
                 } else {
                     (id, key)
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    fn replace(&self, keys: Vec<(String, Secret)>) {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         let mut slots = std::mem::take(&mut known.slots);
         known.slots = keys

@@ -98,6 +98,7 @@ impl ConfigServer {
             keys: DepotKeys::new(max_depot_calls).with_admin_key(config.host_key.clone()),
         });
         core.refresh_keys().await?;
+        core.dispatcher.follow_keys(core.keys.clone());
         info!(database = %config.database, epoch = core.store.epoch(), "configserver store open");
         Ok(Self {
             core,

@@ -1762,3 +1762,43 @@ fn a_depot_refuses_to_start_with_an_expired_certificate() {
         "{stderr}"
     );
 }
+
+/// Two configservers on one PostgreSQL database: a depot key changed
+/// through one is the key the other accepts within seconds (before, only
+/// after its restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_key_changed_through_one_replica_is_taken_by_the_other() {
+    let Some(cluster) = crate::common::postgres::shared() else {
+        assert!(!in_ci(), "PostgreSQL is installed in CI");
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let location = pxeconf::configserver::store::Location::Postgres(url);
+    let a = TestConfigServer::start_at(location.clone(), 0).await;
+    let b = TestConfigServer::start_at(location, 0).await;
+    let mut admin = a.admin().await;
+    let register = |key: String| proto::UpsertDepotsRequest {
+        depots: vec![proto::DepotInfo {
+            id: depot_id(1),
+            endpoint: "http://127.0.0.1:9".into(),
+            host_key: key,
+            description: String::new(),
+        }],
+    };
+    let endpoint = http(b.addr);
+    let accepted_by_b = |key: String| {
+        let endpoint = endpoint.clone();
+        async move { modules(channel(&endpoint, None), &key).await.is_ok() }
+    };
+    admin.upsert_depots(register(depot_key(1))).await.unwrap();
+    wait_for("b takes the first key", 10, || accepted_by_b(depot_key(1))).await;
+    let rotated = format!("{}-rotated", depot_key(1));
+    admin
+        .upsert_depots(register(rotated.clone()))
+        .await
+        .unwrap();
+    wait_for("b takes the new key", 10, || accepted_by_b(rotated.clone())).await;
+    assert!(!accepted_by_b(depot_key(1)).await, "the old key is refused");
+    a.stop().await;
+    b.stop().await;
+}

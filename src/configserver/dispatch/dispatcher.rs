@@ -5,7 +5,7 @@
 //! for the depots whose lease this replica holds (`replica`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use super::replica::{self, Holder, Lost};
 use super::runtime::DepotRuntime;
 use super::settings::DispatchSettings;
 use super::worker::{Msg, Shared, Worker, WorkerHandle};
+use crate::configserver::keys::DepotKeys;
 use crate::configserver::store::{Announcement, DepotRecord, Owed, Store, StoreError};
 use crate::domain::Modules;
 use crate::metrics::{DepotLabel, Metrics};
@@ -33,9 +34,19 @@ pub struct Dispatcher {
     /// Renews the leases at once (a new depot is claimed now, not at the
     /// next renewal a second later).
     renew_now: Arc<Notify>,
+    /// The keys depots authenticate with, kept to the database's (see
+    /// [`Dispatcher::follow_keys`]).
+    keys: OnceLock<DepotKeys>,
 }
 
 impl Dispatcher {
+    /// Keeps `keys` to the depots' records as each lease renewal reads them,
+    /// on a database several configservers share: a depot key changed
+    /// through another replica is taken within a second, not at a restart.
+    pub fn follow_keys(&self, keys: DepotKeys) {
+        let _ = self.keys.set(keys);
+    }
+
     /// Starts a worker per stored depot; each first sends what it is owed.
     /// Its tasks run under `supervisor`: a panic, or the ack writer ending
     /// before `stop`, stops the configserver.
@@ -65,6 +76,7 @@ impl Dispatcher {
             replicated,
             lost: Lost::default(),
             renew_now: Arc::new(Notify::new()),
+            keys: OnceLock::new(),
         });
         supervisor.spawn_worker(
             "dispatch router",
@@ -192,6 +204,14 @@ impl Dispatcher {
 }
 
 impl Holder for Dispatcher {
+    /// The depots' keys follow the database (another replica may have
+    /// changed one).
+    fn depots_seen(&self, depots: &[DepotRecord]) {
+        if let Some(keys) = self.keys.get() {
+            keys.follow(depots);
+        }
+    }
+
     /// A held depot: started, or told of its changed record.
     async fn lease_held(&self, depot: DepotRecord) {
         self.start_or_update(depot, true).await;

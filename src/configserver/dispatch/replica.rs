@@ -55,6 +55,9 @@ pub(super) trait Holder: Send + Sync + 'static {
     fn keep_only(&self, held: &HashSet<String>);
     /// A held depot: started, or told of its changed record.
     fn lease_held(&self, depot: DepotRecord) -> impl Future<Output = ()> + Send;
+    /// Every depot's record as the database has it now (each renewal): for
+    /// what other replicas may have changed, e.g. a depot's key.
+    fn depots_seen(&self, _depots: &[DepotRecord]) {}
     /// Hands an announcement to the depot's worker, if it runs here.
     fn announced(
         &self,
@@ -127,6 +130,7 @@ impl Leases {
         };
         let valid_until = started + LEASE_TTL - LEASE_MARGIN;
         self.valid_until = Some(valid_until);
+        dispatcher.depots_seen(&depots);
         let applied = self.apply(dispatcher, held, depots);
         if tokio::time::timeout_at(valid_until, applied).await.is_err() {
             self.failed(dispatcher, "applying the leases outlasted them");
