@@ -12,6 +12,7 @@ use tonic::{Request, Status};
 
 use crate::domain::Secret;
 use crate::domain::limits::MAX_KEY;
+use crate::transport::ConnInfo;
 
 /// The bearer token of a request, if it carries one.
 pub fn bearer_token<T>(request: &Request<T>) -> Option<&str> {
@@ -57,14 +58,17 @@ impl RequireKey {
 
 impl Interceptor for RequireKey {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(key) = &self.key else {
-            return Ok(request);
-        };
-        match bearer_token(&request) {
-            None => Err(unauthenticated(true)),
-            Some(token) if keys_equal(token, key.expose()) => Ok(request),
-            Some(_) => Err(unauthenticated(false)),
+        if let Some(key) = &self.key {
+            match bearer_token(&request) {
+                None => return Err(unauthenticated(true)),
+                Some(token) if keys_equal(token, key.expose()) => {}
+                Some(_) => return Err(unauthenticated(false)),
+            }
         }
+        if let Some(info) = ConnInfo::of(&request) {
+            info.authenticated();
+        }
+        Ok(request)
     }
 }
 

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::transport::limits::MAX_HEADER_LIST;
-use crate::transport::{ActivityLayer, RequireCertLayer, Transport};
+use crate::transport::{ActivityLayer, DrainLayer, RequireCertLayer, Transport};
 
 mod latency;
 mod supervisor;
@@ -207,6 +207,16 @@ pub async fn serve_routes(
         limits,
         metrics.clone(),
     );
+    // Cancelled when the drain starts: health watches and reflection streams
+    // end then instead of holding it for the whole grace period.
+    let draining = CancellationToken::new();
+    let shutdown = {
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            draining.cancel();
+        }
+    };
     let mut builder = tonic::transport::Server::builder();
     // Only with export on: a span per call (parented on the caller's
     // traceparent) costs nothing when nobody collects it.
@@ -220,6 +230,7 @@ pub async fn serve_routes(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(ActivityLayer)
+        .layer(DrainLayer::new(draining))
         .layer(LatencyLayer { metrics })
         .layer(RequireCertLayer::new(guarded, &peers))
         .add_routes(routes)

@@ -284,6 +284,9 @@ impl DepotKeys {
             });
             match admitted {
                 Ok(caller) => {
+                    if let Some(info) = ConnInfo::of(&request) {
+                        info.authenticated();
+                    }
                     request.extensions_mut().insert(caller);
                     Ok(request)
                 }

@@ -96,7 +96,9 @@ where
                 let peer = info.and_then(|i| i.remote_addr);
                 warn!(?peer, path, held_back = held, %why, "call refused");
             }
-            let status = crate::auth::refused(&why);
+            let status =
+                crate::status::Problem::new(crate::status::Reason::Unauthenticated, why.as_str())
+                    .into_status();
             return Box::pin(async move { Ok(status.into_http()) });
         }
         Box::pin(self.inner.call(request))

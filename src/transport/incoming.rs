@@ -60,6 +60,13 @@ impl ConnInfo {
     pub fn peer_cert(&self) -> Option<&CertificateDer<'static>> {
         self.peer_certs.as_ref()?.first()
     }
+
+    /// A call on this connection passed authentication: a full server no
+    /// longer closes it to make room. (Health and reflection need none, so
+    /// their calls, streaming ones included, never protect a connection.)
+    pub fn authenticated(&self) {
+        self.state.trusted.store(true, Ordering::Release);
+    }
 }
 
 /// The state of one connection, shared by its IO and its requests.
@@ -70,6 +77,9 @@ pub(super) struct ConnState {
     active: AtomicUsize,
     /// Whether a call was ever made on it.
     used: AtomicBool,
+    /// Whether a call on it passed authentication (see
+    /// [`ConnInfo::authenticated`]).
+    trusted: AtomicBool,
     /// When the last call ended, in ms since `accepted`.
     idle_since_ms: AtomicU64,
     /// Cancelled to make room for a new connection.
@@ -82,6 +92,7 @@ impl ConnState {
             accepted: Instant::now(),
             active: AtomicUsize::new(0),
             used: AtomicBool::new(false),
+            trusted: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             evict: CancellationToken::new(),
         }
@@ -194,13 +205,14 @@ impl Shared {
             .inc_by(delta);
     }
 
-    /// Marks the oldest connection that never made a call for closing;
-    /// whether there was one.
+    /// Marks the oldest connection that never made an authenticated call
+    /// for closing (a silent one, or one with only health or reflection
+    /// calls, which anyone may keep open); whether there was one.
     fn evict_silent(&self) -> bool {
         let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
         admitted.retain(|w| w.strong_count() > 0);
         for state in admitted.iter().filter_map(Weak::upgrade) {
-            if !state.used.load(Ordering::Acquire) && !state.evict.is_cancelled() {
+            if !state.trusted.load(Ordering::Acquire) && !state.evict.is_cancelled() {
                 state.evict.cancel();
                 return true;
             }
@@ -220,7 +232,7 @@ impl Shared {
             self.closed(Closed::Evicted);
             if let Some(held) = self.limit_log.allow() {
                 warn!(server = self.server, %peer, max_connections = self.cap, held_back = held,
-                    "connection limit reached; closing the oldest connection that has made no call");
+                    "connection limit reached; closing the oldest connection that has made no authenticated call");
             }
             if let Ok(Ok(permit)) =
                 tokio::time::timeout(EVICT_WAIT, self.slots.clone().acquire_owned()).await

@@ -459,14 +459,24 @@ pub fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::lab::pki::{ThrowawayCa, Usage};
+    use rcgen::{CertificateParams, KeyPair, date_time_ymd};
 
-    fn files(dir: &Path, ca: &ThrowawayCa, expired: bool) -> TlsFiles {
-        let leaf = ca.issue_with(&["depot1.example.org"], Usage::Both, expired);
-        let (cert, key) = leaf.unwrap().write(dir, "server").unwrap();
+    /// A self-signed server certificate and key in `dir`, expired in 2001
+    /// when `expired`.
+    fn files(dir: &Path, expired: bool) -> TlsFiles {
+        let mut params = CertificateParams::new(vec!["depot1.example.org".to_owned()]).unwrap();
+        if expired {
+            params.not_before = date_time_ymd(2000, 1, 1);
+            params.not_after = date_time_ymd(2001, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
         TlsFiles {
-            cert: Some(cert),
-            key: Some(key),
+            cert: Some(cert_file),
+            key: Some(key_file),
             ca: None,
             client_ca: None,
         }
@@ -501,8 +511,7 @@ mod tests {
     #[test]
     fn a_server_refuses_an_expired_certificate_at_start_and_on_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = ThrowawayCa::new("test CA").unwrap();
-        let expired = files(dir.path(), &ca, true);
+        let expired = files(dir.path(), true);
         let err = Tls::load_serving(expired.clone()).unwrap_err().to_string();
         assert!(
             err.starts_with("tls_cert: ") && err.ends_with("expired on 2001-01-01T00:00:00Z"),
@@ -511,15 +520,15 @@ mod tests {
         // A client's own certificate is the server's to judge.
         assert!(Tls::load(expired).is_ok());
 
-        let good = files(dir.path(), &ca, false);
+        let good = files(dir.path(), false);
         let tls = Tls::load_serving(good.clone()).unwrap();
         let before = tls.server().unwrap();
         // The files are replaced by an expired pair: the reload is refused
         // and the certificate in use stays.
-        files(dir.path(), &ca, true);
+        files(dir.path(), true);
         assert!(tls.reload().unwrap_err().to_string().contains("expired on"));
         assert!(Arc::ptr_eq(&before, &tls.server().unwrap()));
-        files(dir.path(), &ca, false);
+        files(dir.path(), false);
         tls.reload().unwrap();
         assert!(!Arc::ptr_eq(&before, &tls.server().unwrap()));
     }

@@ -816,14 +816,20 @@ mod store {
 }
 
 /// SIGTERM turns health NOT_SERVING before the drain: a load balancer or
-/// monitor watching it stops sending calls.
+/// monitor watching it stops sending calls. The watch then ends: it does
+/// not hold the drain for the grace period (30 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigtermed_depot_says_not_serving_before_it_drains() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let dirs = DepotDirs::new();
-    let depot = process::depot(1, &dirs, &state_dir(&dirs), "http://127.0.0.1:1")
-        .start()
-        .await;
+    let mut launch = process::depot(1, &dirs, &state_dir(&dirs), "http://127.0.0.1:1");
+    let grace = launch
+        .args
+        .iter()
+        .position(|a| a == "--grace-period")
+        .unwrap();
+    launch.args[grace + 1] = "30s".into();
+    let mut depot = launch.start().await;
     let channel = tonic::transport::Endpoint::from_shared(depot.url())
         .unwrap()
         .connect()
@@ -845,5 +851,11 @@ async fn a_sigtermed_depot_says_not_serving_before_it_drains() {
         .expect("a status within 10 s")
         .unwrap();
     assert_eq!(status(next), Some(ServingStatus::NotServing as i32));
-    assert!(depot.terminate().await.success());
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("the watch ends with the drain");
+    let status = ended.expect_err("ended by the server");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // Drained well within the grace period.
+    assert!(depot.wait_exit(10).await.success());
 }

@@ -1052,8 +1052,9 @@ async fn silent_and_idle_peers_are_closed_and_a_full_depot_evicts_only_silent_on
     })
     .await;
 
-    // Three connections with calls in flight (health watches) fill it:
-    // a fourth connection is turned away, the watches are not touched.
+    // Three connections with health watches fill it: health needs no key,
+    // so anyone could hold every slot that way. Each real caller takes a
+    // watch's place (its stream ends); the watches do not hold them out.
     let mut watches = Vec::new();
     for _ in 0..3 {
         let mut h = health(channel(&endpoint, None));
@@ -1065,20 +1066,36 @@ async fn silent_and_idle_peers_are_closed_and_a_full_depot_evicts_only_silent_on
         w.message().await.unwrap().unwrap();
         watches.push((h, w));
     }
+    let mut callers = Vec::new();
+    for n in 0..3 {
+        let mut caller = proto::depot_client::DepotClient::new(channel(&endpoint, None));
+        caller
+            .set_pxe_config(bundle(10 + n, 1))
+            .await
+            .expect("a real call gets a watch's place");
+        callers.push(caller);
+    }
+    for (_, w) in &mut watches {
+        let ended = tokio::time::timeout(Duration::from_secs(10), w.message()).await;
+        assert!(
+            matches!(ended, Ok(Err(_) | Ok(None))),
+            "a watch outlived its connection's eviction: {ended:?}"
+        );
+    }
+    // Three connections that made authenticated calls fill it now: a
+    // fourth is turned away and theirs are not touched.
     let refused = proto::depot_client::DepotClient::new(channel(&endpoint, None))
         .list_pxe_configs(proto::ListPxeConfigsRequest::default())
         .await;
     assert!(
         refused.is_err(),
-        "every connection busy: the new one is closed"
+        "every connection authenticated: the new one is closed"
     );
-    // Longer than two idle periods, and the watches are still open.
-    for (_, w) in &mut watches {
-        let still_open = tokio::time::timeout(Duration::from_secs(5), w.message()).await;
-        assert!(
-            still_open.is_err(),
-            "a call in flight was cut: {still_open:?}"
-        );
+    for caller in &mut callers {
+        caller
+            .list_pxe_configs(proto::ListPxeConfigsRequest::default())
+            .await
+            .expect("an authenticated connection kept its place");
     }
     let text = depot.metrics.encode();
     for reason in ["silent", "idle", "evicted", "limit"] {
