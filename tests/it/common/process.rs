@@ -89,16 +89,29 @@ fn spawn(launch: &Launch) -> (Child, Arc<Mutex<String>>) {
 impl Server {
     /// Starts `pxeconf` as `launch` says and waits until it listens.
     pub async fn start(launch: Launch) -> Self {
-        let (child, log) = spawn(&launch);
-        let mut server = Self {
-            child,
-            log,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            args: launch.args,
-            envs: launch.envs,
-            prefix: launch.prefix,
+        // A restart on the same port (`restart_later`) may find it taken for
+        // a while: another test's client connection can hold it as its local
+        // port. Waiting for it is the restart the test means.
+        let mut tries = 150;
+        let (mut server, line) = loop {
+            let (child, log) = spawn(&launch);
+            let mut server = Self {
+                child,
+                log,
+                addr: "0.0.0.0:0".parse().unwrap(),
+                args: launch.args.clone(),
+                envs: launch.envs.clone(),
+                prefix: launch.prefix.clone(),
+            };
+            match server.wait_started_unless_busy("gRPC listening").await {
+                Some(line) => break (server, line),
+                None if tries > 0 => {
+                    tries -= 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => panic!("the port stayed taken for 30 s:\n{}", server.log()),
+            }
         };
-        let line = server.wait_started("gRPC listening").await;
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("addr="))
@@ -106,6 +119,28 @@ impl Server {
         server.addr = addr.parse().unwrap();
         server.wait_started(" serving").await;
         server
+    }
+
+    /// [`Self::wait_started`], but `None` when the process exited because
+    /// its listening port was taken.
+    async fn wait_started_unless_busy(&mut self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return Some(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                return Some(self.wait_started(needle).await);
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                std::thread::sleep(Duration::from_millis(50));
+                if self.log().contains("Address already in use") {
+                    return None;
+                }
+                return Some(self.wait_started(needle).await);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits (up to 60 s) for a start-up log line; fails at once, with the
