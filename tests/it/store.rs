@@ -716,6 +716,24 @@ async fn a_revision_far_ahead_from_a_depot_does_not_break_the_sequence(engine: E
     assert!(next > r1 && next < i64::MAX as u64 / 2, "{next}");
 }
 
+async fn a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    // d1 holds c3 (whose depot is d2) at a revision ahead of this store's
+    // sequence, as after a restore from a backup: the removal it is owed
+    // must be newer, or the depot keeps the config (NEWER_HELD).
+    let ahead = row(&store, "c3.example.org", D2).await.revision + 3_600_000_000;
+    let held = std::collections::HashMap::from([("c3.example.org".to_owned(), ahead)]);
+    let owed = store.verify_depot(D1, &held).await.unwrap();
+    assert!(
+        owed.iter()
+            .any(|o| o.depot_id == D1 && o.client_id == "c3.example.org"),
+        "{owed:?}"
+    );
+    let removal = row(&store, "c3.example.org", D1).await;
+    assert_eq!(removal.op, PushOp::Remove);
+    assert!(removal.revision > ahead, "{} <= {ahead}", removal.revision);
+}
+
 async fn deleting_clients_never_deletes_a_depots_states(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -1283,6 +1301,7 @@ on_both_engines!(
     a_late_read_of_an_earlier_config_never_clears_an_action_set_since,
     a_read_of_a_product_set_before_another_clears_that_products_action,
     a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
+    a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots,
     deleting_clients_never_deletes_a_depots_states,
     a_deleted_clients_rows_go_once_their_removal_is_delivered,
     importing_an_action_again_keeps_its_place,

@@ -209,6 +209,13 @@ impl Store {
             .map(String::as_str)
             .filter(|c| !with_rows.contains(c))
             .collect();
+        // The depot's revisions of configs the store has no row for count
+        // too: the removals' fresh revisions must be newer than what it
+        // holds (a restored store, another replica's clock), else it
+        // answers NEWER_HELD and keeps the config.
+        if let Some(highest) = strangers.iter().filter_map(|c| held.get(*c)).max() {
+            bump_past(&mut tx, *highest).await?;
+        }
         let removed = unknown_held(&mut tx, depot_id, &strangers).await?;
         tx.commit().await?;
         if !owed.is_empty() || !removed.is_empty() {
