@@ -734,6 +734,65 @@ async fn a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots(en
     assert!(removal.revision > ahead, "{} <= {ahead}", removal.revision);
 }
 
+async fn a_blocked_config_on_a_depot_the_client_left_is_no_failure_there(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    add_product(&store, "memtest", &[D2]).await;
+    // c1 (on d1) and c2 (on d1) are to boot memtest, which d1 lacks.
+    for c in ["c1.example.org", "c2.example.org"] {
+        store
+            .set_action_requests(&[act(c, "memtest", ActionRequest::Setup)])
+            .await
+            .unwrap();
+        assert!(!row(&store, c, D1).await.blocked.is_empty());
+    }
+    // c1's removal there was delivered; c2's is still owed.
+    let c1 = row(&store, "c1.example.org", D1).await;
+    store
+        .record_acks(&[Ack::Delivered {
+            client_id: "c1.example.org".into(),
+            depot_id: D1.into(),
+            revision: c1.revision,
+            path: PushPath::New,
+            template: None,
+        }])
+        .await
+        .unwrap();
+    // Both move to d2: d1 shows no failure for them any more; c2's removal
+    // there is still owed, c1's is done.
+    let outcome = store
+        .upsert_config_states(&[
+            state("c1.example.org", DEPOT_ID, &[D2]),
+            state("c2.example.org", DEPOT_ID, &[D2]),
+        ])
+        .await
+        .unwrap();
+    let owed = owed(outcome);
+    for c in ["c1.example.org", "c2.example.org"] {
+        let left = row(&store, c, D1).await;
+        assert_eq!(
+            (left.op, left.blocked.as_str()),
+            (PushOp::Remove, ""),
+            "{c}"
+        );
+        assert!(
+            owed.contains(&(D2.to_owned(), c.to_owned())),
+            "{c}: {owed:?}"
+        );
+    }
+    let c1 = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        c1.delivered_revision, c1.revision,
+        "nothing to remove from d1"
+    );
+    assert!(!owed.contains(&(D1.to_owned(), "c1.example.org".to_owned())));
+    assert!(owed.contains(&(D1.to_owned(), "c2.example.org".to_owned())));
+    let c2 = row(&store, "c2.example.org", D1).await;
+    assert!(
+        c2.revision > c2.delivered_revision,
+        "c2's removal still owed"
+    );
+}
+
 async fn deleting_clients_never_deletes_a_depots_states(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     store
@@ -1302,6 +1361,7 @@ on_both_engines!(
     a_read_of_a_product_set_before_another_clears_that_products_action,
     a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
     a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots,
+    a_blocked_config_on_a_depot_the_client_left_is_no_failure_there,
     deleting_clients_never_deletes_a_depots_states,
     a_deleted_clients_rows_go_once_their_removal_is_delivered,
     importing_an_action_again_keeps_its_place,

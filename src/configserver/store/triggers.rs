@@ -293,20 +293,24 @@ fn found(rows: Vec<Found>) -> Rows {
 fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Change> {
     current
         .iter()
-        .filter(|(_, row)| row.may_hold())
+        // A blocked row there says why a config could not be built: once
+        // the client is no longer to boot from that depot, the reason is
+        // moot (it showed "failed" for good) — the row becomes the removal
+        // it stands for, owed only if one is still owed.
+        .filter(|(_, row)| row.may_hold() || !row.blocked.is_empty())
         .filter(|((client, depot), _)| {
             desired
                 .get(client)
                 .and_then(Option::as_ref)
                 .is_none_or(|want| &want.depot != depot)
         })
-        .map(|((client, depot), _)| Change {
+        .map(|((client, depot), row)| Change {
             client: client.clone(),
             depot: depot.clone(),
             op: PushOp::Remove,
             product: String::new(),
             blocked: String::new(),
-            owed: true,
+            owed: row.may_hold() || row.owed(),
         })
         .collect()
 }
