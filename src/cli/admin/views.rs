@@ -78,11 +78,12 @@ const DELIVERY_HEADERS: [&str; 7] = [
 
 /// A delivery's cells under [`DELIVERY_HEADERS`].
 fn delivery_row(d: &DeliveryView) -> Vec<String> {
-    // The newest of the times says since when the state holds.
+    // The newest of the times says since when the state holds (a read of
+    // an earlier revision stays recorded while a newer one is queued).
     let since = [d.read_at, d.delivered_at, d.updated_at]
         .into_iter()
-        .find(Option::is_some)
-        .flatten();
+        .flatten()
+        .max();
     let error = match (&d.error, d.next_retry) {
         (e, _) if e.is_empty() => String::new(),
         (e, Some(retry)) => format!("{e} ({})", cell_time(Some(retry))),
@@ -317,4 +318,25 @@ pub(super) fn print_pending(pending: &[PendingView]) {
     headers[0] = "CLIENT";
     table(&headers, &rows);
     println!("{} pending", pending.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn since_is_the_newest_of_the_times() {
+        let at = |s: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        // Read at 100, queued again at 300.
+        let view = DeliveryView::from(proto::Delivery {
+            depot_id: "d1.example.org".into(),
+            state: proto::DeliveryState::Queued as i32,
+            read_at: at(100).map(crate::wire::timestamp),
+            delivered_at: at(50).map(crate::wire::timestamp),
+            updated_at: at(300).map(crate::wire::timestamp),
+            ..Default::default()
+        });
+        assert_eq!(delivery_row(&view)[5], cell_time(at(300)));
+    }
 }
