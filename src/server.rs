@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::transport::limits::MAX_HEADER_LIST;
-use crate::transport::{ActivityLayer, DrainLayer, RequireCertLayer, Transport};
+use crate::transport::{ActivityLayer, RequireCertLayer, Transport};
 
 mod latency;
 mod supervisor;
@@ -229,8 +229,7 @@ pub async fn serve_routes(
         .http2_max_header_list_size(MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(ActivityLayer)
-        .layer(DrainLayer::new(draining))
+        .layer(ActivityLayer::new(draining))
         .layer(LatencyLayer { metrics })
         .layer(RequireCertLayer::new(guarded, &peers))
         .add_routes(routes)

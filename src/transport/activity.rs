@@ -1,35 +1,57 @@
-//! A tower layer marking a connection busy from a request's start until its
-//! response body is done, so that the idle deadline of `incoming` spares
-//! calls in flight, streaming ones included.
+//! A tower layer following each call from its start until its response body
+//! is done: the connection counts as busy meanwhile, so that the idle
+//! deadline of `incoming` spares calls in flight, streaming ones included;
+//! and the calls anyone may hold open (health watches, reflection streams),
+//! which never end by themselves, end when the server starts draining.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
 use super::incoming::ConnInfo;
 
 /// A tower layer marking a connection busy from a request's start until its
-/// response body is done, so that the idle deadline spares streaming calls.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ActivityLayer;
+/// response body is done, and ending open streams when `draining` is
+/// cancelled (else they would hold the drain until its grace period ran
+/// out): each ends with UNAVAILABLE after what it had to send (a watch's
+/// NOT_SERVING first).
+#[derive(Clone, Debug)]
+pub struct ActivityLayer {
+    draining: CancellationToken,
+}
+
+impl ActivityLayer {
+    /// Follows calls; open streams end once `draining` is cancelled.
+    pub fn new(draining: CancellationToken) -> Self {
+        Self { draining }
+    }
+}
 
 impl<S> tower::Layer<S> for ActivityLayer {
     type Service = Activity<S>;
 
     fn layer(&self, inner: S) -> Activity<S> {
-        Activity(inner)
+        Activity(inner, self.draining.clone())
     }
 }
 
 /// The service of [`ActivityLayer`].
 #[derive(Clone, Debug)]
-pub struct Activity<S>(S);
+pub struct Activity<S>(S, CancellationToken);
+
+/// Whether `path` is a call anyone may hold open (a health watch, a
+/// reflection stream): one that never ends by itself.
+fn open_stream(path: &str) -> bool {
+    path == "/grpc.health.v1.Health/Watch" || path.starts_with("/grpc.reflection.")
+}
 
 impl<S, B, RB> tower::Service<http::Request<B>> for Activity<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
-    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    RB: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     RB::Error: Into<tonic::codegen::StdError>,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -46,11 +68,18 @@ where
             .extensions()
             .get::<ConnInfo>()
             .map(|info| info.state.enter());
+        let drained =
+            open_stream(request.uri().path()).then(|| Box::pin(self.1.clone().cancelled_owned()));
         let future = self.0.call(request);
         Box::pin(async move {
             let response = future.await?;
             // The closure owns the guard: it lives as long as the body.
             Ok(response.map(|body| {
+                let body = UntilDrain {
+                    body,
+                    drained,
+                    ended: false,
+                };
                 tonic::body::Body::new(body.map_frame(move |frame| {
                     let _ = &guard;
                     frame
@@ -60,75 +89,10 @@ where
     }
 }
 
-/// Whether `path` is a call anyone may hold open (a health watch, a
-/// reflection stream): one that never ends by itself.
-fn open_stream(path: &str) -> bool {
-    path == "/grpc.health.v1.Health/Watch" || path.starts_with("/grpc.reflection.")
-}
-
-/// A tower layer ending the open streams (health watches, reflection) when
-/// the server starts draining: they never end by themselves, and would hold
-/// the drain until its grace period ran out. Each ends with UNAVAILABLE
-/// after what it had to send (a watch's NOT_SERVING first).
-#[derive(Clone, Debug)]
-pub struct DrainLayer(tokio_util::sync::CancellationToken);
-
-impl DrainLayer {
-    /// Ends the open streams once `draining` is cancelled.
-    pub fn new(draining: tokio_util::sync::CancellationToken) -> Self {
-        Self(draining)
-    }
-}
-
-impl<S> tower::Layer<S> for DrainLayer {
-    type Service = Drain<S>;
-
-    fn layer(&self, inner: S) -> Drain<S> {
-        Drain(inner, self.0.clone())
-    }
-}
-
-/// The service of [`DrainLayer`].
-#[derive(Clone, Debug)]
-pub struct Drain<S>(S, tokio_util::sync::CancellationToken);
-
-impl<S, B, RB> tower::Service<http::Request<B>> for Drain<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-    RB: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    RB::Error: Into<tonic::codegen::StdError>,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let open = open_stream(request.uri().path());
-        let draining = self.1.clone();
-        let future = self.0.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            Ok(response.map(|body| match open {
-                true => tonic::body::Body::new(UntilDrain {
-                    body,
-                    drained: Box::pin(draining.cancelled_owned()),
-                    ended: false,
-                }),
-                false => tonic::body::Body::new(body),
-            }))
-        })
-    }
-}
-
-/// An open stream's body, ended by the drain.
+/// A response body, ended by the drain if `drained` is set.
 struct UntilDrain<B> {
     body: B,
-    drained: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    drained: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     ended: bool,
 }
 
@@ -151,7 +115,11 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
             return Poll::Ready(frame);
         }
-        if self.drained.as_mut().poll(cx).is_pending() {
+        let drained = match self.drained.as_mut() {
+            Some(drained) => drained.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if !drained {
             return Poll::Pending;
         }
         self.ended = true;
@@ -162,5 +130,16 @@ where
             http::HeaderValue::from_static("the server is shutting down"),
         );
         Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || (self.drained.is_none() && self.body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.drained {
+            None => self.body.size_hint(),
+            Some(_) => http_body::SizeHint::default(),
+        }
     }
 }

@@ -18,7 +18,7 @@ pub mod limits;
 mod settings;
 pub mod tls;
 
-pub use activity::{ActivityLayer, DrainLayer};
+pub use activity::ActivityLayer;
 pub use client::{ChannelError, ChannelOptions, channel, connect};
 pub use guard::RequireCertLayer;
 pub use incoming::{ConnInfo, incoming};
