@@ -205,24 +205,28 @@ pub fn publish(dir: &Path, ops: &FileOps, tmps: Vec<PathBuf>) -> Result<(), Writ
             for t in &tmps[i..] {
                 let _ = fs::remove_file(t);
             }
-            // The failed command is undone in the state and the journal; the
-            // new config under a name renamed before would be bootable and
-            // known to nobody (no read reported, never deleted). What those
-            // names held before is gone already (the rename replaced it);
-            // the command's retry writes them again.
-            for (landed, _) in &ops.writes[..i] {
-                match fs::remove_file(dir.join(landed)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::error!(file = %landed, error = %e, "a PXE config file of a failed write could not be deleted")
-                    }
-                }
-            }
+            unpublish(dir, &ops.writes[..i]);
             return Err(WriterError::Io { path, source });
         }
     }
-    delete_all(dir, &ops.deletes)
+    delete_all(dir, &ops.deletes).inspect_err(|_| unpublish(dir, &ops.writes))
+}
+
+/// Deletes the names a failed command renamed into place. The command is
+/// undone in the state and the journal; the new config under those names
+/// would be bootable and known to nobody (no read reported, never
+/// deleted). What they held before is gone already (the rename replaced
+/// it); the command's retry writes them again.
+fn unpublish(dir: &Path, landed: &[(String, Arc<str>)]) {
+    for (name, _) in landed {
+        match fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(file = %name, error = %e, "a PXE config file of a failed write could not be deleted")
+            }
+        }
+    }
 }
 
 /// Deletes `names`; a missing one is no error.
@@ -503,6 +507,13 @@ mod tests {
         }
         // No temporary left, and not the new config under the name renamed
         // before the failure: nothing would report its read or delete it.
+        assert_eq!(names(dir.path()), ["b"]);
+        // The same when a released name cannot be deleted after the renames.
+        let released = FileOps {
+            writes: vec![("c".into(), Arc::from("new"))],
+            deletes: vec!["b".into()],
+        };
+        assert!(apply(dir.path(), FileAccess::default(), &released).is_err());
         assert_eq!(names(dir.path()), ["b"]);
         // Nothing can be created in a directory that is gone.
         let gone = dir.path().join("gone");
