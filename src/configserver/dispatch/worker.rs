@@ -681,7 +681,9 @@ mod tests {
         report(events.clone(), async { panic!("a bug in a push") }, |why| {
             Event::Pushed(7, failed_push("a.example.org".into(), 3, &why))
         });
-        match rx.recv().await {
+        // Without the report the worker would wait for good: bounded here.
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        match got.expect("the panicked task reported") {
             Some(Event::Pushed(7, outcome)) => {
                 assert_eq!(
                     (outcome.client_id.as_str(), outcome.revision),
