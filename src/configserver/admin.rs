@@ -314,16 +314,18 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::SetActionRequestsResponse> {
         let actions = request.into_inner().action_requests;
         let actions = convert_each(actions, "action_requests", TryFrom::try_from);
-        self.write(actions, async |s, a| {
-            let outcome = s.set_action_requests(a).await?;
-            info!(
-                actions = a.len(),
-                pushes = outcome.owed.len(),
-                "action requests set"
-            );
-            Ok(outcome)
-        })
-        .await
+        let given = actions.as_ref().map_or(0, Vec::len);
+        let response: Response<proto::SetActionRequestsResponse> = self
+            .write(actions, async |s, a| s.set_action_requests(a).await)
+            .await?;
+        // Logged once the pushes are handed on: a log write is no step of
+        // the way to the depot.
+        info!(
+            actions = given,
+            pushes = response.get_ref().pushes_queued,
+            "action requests set"
+        );
+        Ok(response)
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_on_clients.len()))]
