@@ -94,7 +94,7 @@ pub fn prepare(
         }
         let ops = FileOps {
             writes: vec![(name.clone(), content.clone())],
-            deletes: Vec::new(),
+            ..FileOps::default()
         };
         super::writer::apply(dir, access, &ops).map_err(std::io::Error::other)?;
         prepared.rewritten += 1;

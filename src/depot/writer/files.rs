@@ -205,19 +205,23 @@ pub fn publish(dir: &Path, ops: &FileOps, tmps: Vec<PathBuf>) -> Result<(), Writ
             for t in &tmps[i..] {
                 let _ = fs::remove_file(t);
             }
-            unpublish(dir, &ops.writes[..i]);
+            unpublish(dir, ops, &ops.writes[..i]);
             return Err(WriterError::Io { path, source });
         }
     }
-    delete_all(dir, &ops.deletes).inspect_err(|_| unpublish(dir, &ops.writes))
+    delete_all(dir, &ops.deletes).inspect_err(|_| unpublish(dir, ops, &ops.writes))
 }
 
-/// Deletes the names a failed command renamed into place. The command is
-/// undone in the state and the journal; the new config under those names
-/// would be bootable and known to nobody (no read reported, never
+/// Deletes the names a failed command renamed into place, if the command
+/// is undone in the state and the journal (a set): the new config under
+/// them would be bootable and known to nobody (no read reported, never
 /// deleted). What they held before is gone already (the rename replaced
-/// it); the command's retry writes them again.
-fn unpublish(dir: &Path, landed: &[(String, Arc<str>)]) {
+/// it); the command's retry writes them again. A rewrite keeps what it
+/// wrote: its config stays held.
+fn unpublish(dir: &Path, ops: &FileOps, landed: &[(String, Arc<str>)]) {
+    if !ops.undone_on_failure {
+        return;
+    }
     for (name, _) in landed {
         match fs::remove_file(dir.join(name)) {
             Ok(()) => {}
@@ -427,7 +431,7 @@ mod tests {
     fn write(name: &str) -> FileOps {
         FileOps {
             writes: vec![(name.to_owned(), Arc::from("new\n"))],
-            deletes: Vec::new(),
+            ..FileOps::default()
         }
     }
 
@@ -469,6 +473,7 @@ mod tests {
                 ("b".into(), Arc::from("text\n")),
             ],
             deletes: vec!["old".into(), "never-there".into()],
+            ..FileOps::default()
         };
         let gid = fs::metadata(dir.path()).unwrap().gid();
         let access = FileAccess {
@@ -494,24 +499,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a"), "old").unwrap();
         obstacle(dir.path(), "b");
-        let ops = FileOps {
+        // A rewrite (not undone when it fails: its config stays held)
+        // keeps what it wrote.
+        let mut ops = FileOps {
             writes: vec![
                 ("a".into(), Arc::from("new")),
                 ("b".into(), Arc::from("new")),
             ],
-            deletes: Vec::new(),
+            ..FileOps::default()
         };
+        assert!(apply(dir.path(), FileAccess::default(), &ops).is_err());
+        assert_eq!(names(dir.path()), ["a", "b"], "no temporary left");
+        assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "new");
+        // A set is undone: it must not leave the new config under the name
+        // renamed before the failure, where nothing would report its read
+        // or delete it.
+        fs::write(dir.path().join("a"), "old").unwrap();
+        ops.undone_on_failure = true;
         match apply(dir.path(), FileAccess::default(), &ops) {
             Err(WriterError::Io { path, .. }) => assert_eq!(path, dir.path().join("b")),
             other => panic!("expected an I/O error, got {other:?}"),
         }
-        // No temporary left, and not the new config under the name renamed
-        // before the failure: nothing would report its read or delete it.
         assert_eq!(names(dir.path()), ["b"]);
         // The same when a released name cannot be deleted after the renames.
         let released = FileOps {
             writes: vec![("c".into(), Arc::from("new"))],
             deletes: vec!["b".into()],
+            undone_on_failure: true,
         };
         assert!(apply(dir.path(), FileAccess::default(), &released).is_err());
         assert_eq!(names(dir.path()), ["b"]);
@@ -555,7 +569,7 @@ mod tests {
                 ("01-a".into(), content),
                 ("01-b".into(), other),
             ],
-            deletes: Vec::new(),
+            ..FileOps::default()
         };
         apply(dir.path(), FileAccess::default(), &ops).unwrap();
         let ino = |name: &str| fs::metadata(dir.path().join(name)).unwrap().ino();

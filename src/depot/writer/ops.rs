@@ -14,6 +14,11 @@ pub struct FileOps {
     pub writes: Vec<(String, Arc<str>)>,
     /// Files to delete; a missing one is no error.
     pub deletes: Vec<String>,
+    /// Whether the command is undone in the state when its file work fails
+    /// (a set): the names it renamed already are deleted again, not left
+    /// holding a config the state does not know. A rewrite is not undone —
+    /// its config stays held — so what it wrote stays.
+    pub undone_on_failure: bool,
 }
 
 /// A command planned against the state, waiting for its file work.

@@ -153,6 +153,7 @@ impl State {
                 .map(|f| (f.clone(), config.content.clone()))
                 .collect(),
             deletes: released.clone(),
+            undone_on_failure: true,
         };
         let keys = self.set_keys(&config);
         SetPlan::Write(Planned {
@@ -182,8 +183,8 @@ impl State {
                 epoch,
             },
             files: FileOps {
-                writes: Vec::new(),
                 deletes,
+                ..FileOps::default()
             },
         })
     }
@@ -204,8 +205,8 @@ impl State {
         Planned {
             keys: self.client_keys(&fqdn),
             files: FileOps {
-                writes: Vec::new(),
                 deletes: self.held_files(&fqdn),
+                ..FileOps::default()
             },
             op: Op::Read { fqdn },
         }
@@ -223,7 +224,7 @@ impl State {
                     .iter()
                     .map(|f| (f.clone(), content.clone()))
                     .collect(),
-                deletes: Vec::new(),
+                ..FileOps::default()
             },
             op: Op::Rewrite { fqdn },
         })

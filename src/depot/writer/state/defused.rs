@@ -14,8 +14,8 @@ impl State {
         Some(Planned {
             keys: self.client_keys(&fqdn),
             files: FileOps {
-                writes: Vec::new(),
                 deletes: defused.files.clone(),
+                ..FileOps::default()
             },
             op: Op::Sweep { fqdn },
         })
