@@ -132,14 +132,14 @@ where
         Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
     }
 
+    // A body already at its end has nothing left for the drain to end: a
+    // trailers-only answer (an error, a watch of an unknown service) must
+    // keep its END_STREAM on the headers.
     fn is_end_stream(&self) -> bool {
-        self.ended || (self.drained.is_none() && self.body.is_end_stream())
+        self.ended || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match self.drained {
-            None => self.body.size_hint(),
-            Some(_) => http_body::SizeHint::default(),
-        }
+        self.body.size_hint()
     }
 }

@@ -511,3 +511,28 @@ async fn a_legacy_look_up_answered_for_another_client_writes_nothing() {
     );
     assert!(dirs.files().is_empty(), "{:?}", dirs.files());
 }
+
+/// A watch of a service the depot does not serve is answered NOT_FOUND in
+/// the headers alone (trailers-only, END_STREAM on them), which grpc-go
+/// needs: with the stream left open it reported INTERNAL "server closed
+/// the stream without sending trailers".
+#[tokio::test]
+async fn grpcurl_gets_not_found_for_a_watch_of_an_unknown_service() {
+    if !have_tool("grpcurl", "a grpc-go client reading a trailers-only answer") {
+        return;
+    }
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let (ok, out) = grpcurl(args(&[
+        "-plaintext",
+        "-max-time",
+        "10",
+        "-d",
+        r#"{"service":"nope"}"#,
+        &depot.addr.to_string(),
+        "grpc.health.v1.Health/Watch",
+    ]))
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("Code: NotFound"), "{out}");
+}
