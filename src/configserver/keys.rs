@@ -4,6 +4,7 @@
 //! depot may have in flight.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -74,6 +75,9 @@ pub struct DepotKeys {
     /// The Admin service's key: never a depot's (a depot host holding it
     /// could administer the configserver).
     admin: Option<Secret>,
+    /// Counts [`DepotKeys::set`]s, so that [`DepotKeys::follow`] with
+    /// records read before one never undoes it.
+    generation: Arc<AtomicU64>,
 }
 
 impl Default for DepotKeys {
@@ -90,6 +94,7 @@ impl DepotKeys {
             max_calls: max_calls.max(1),
             log: Arc::new(RateLimited::default()),
             admin: None,
+            generation: Arc::default(),
         }
     }
 
@@ -127,16 +132,28 @@ impl DepotKeys {
     /// another configserver on the same database) authenticates with no key.
     pub fn set(&self, keys: Vec<(String, Secret)>) {
         let keys = self.usable(keys, true);
-        self.replace(keys);
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        Self::replace_in(&mut known, keys, self.max_calls);
+        // Under the lock: a `follow` holding it next sees the new count.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Which [`DepotKeys::set`] the keys are at: taken before reading the
+    /// records handed to [`DepotKeys::follow`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// [`set`](Self::set) from the depots' records, if their keys differ
     /// from the known ones: another configserver on the same database may
-    /// have changed them (a replica reads the records every second). A
-    /// renewal that read the records just before this replica's own Admin
-    /// write can put the old keys back for up to a second; the next one
-    /// reads the new ones (a depot refused meanwhile retries).
-    pub fn follow(&self, depots: &[DepotRecord]) {
+    /// have changed them (a replica reads the records every second).
+    /// Records read before this replica's own latest `set` (generation
+    /// `read_at` is older) are older than what it knows: they are ignored,
+    /// so a rotated-out key never comes back.
+    pub fn follow(&self, depots: &[DepotRecord], read_at: u64) {
+        if self.generation() != read_at {
+            return;
+        }
         let keys = depots
             .iter()
             .map(|d| (d.id.to_string(), d.host_key.clone()))
@@ -156,7 +173,11 @@ impl DepotKeys {
                 depots = keys.len(),
                 "depot keys changed in the database; reloaded"
             );
-            self.replace(keys);
+            let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+            // A `set` between the check above and now wins.
+            if self.generation() == read_at {
+                Self::replace_in(&mut known, keys, self.max_calls);
+            }
         }
     }
 
@@ -176,15 +197,15 @@ impl DepotKeys {
             .collect()
     }
 
-    fn replace(&self, keys: Vec<(String, Secret)>) {
-        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+    /// `known` with `keys` (a depot keeps its in-flight slots).
+    fn replace_in(known: &mut Known, keys: Vec<(String, Secret)>, max_calls: usize) {
         let mut slots = std::mem::take(&mut known.slots);
         known.slots = keys
             .iter()
             .map(|(id, _)| {
                 let slot = slots
                     .remove(id)
-                    .unwrap_or_else(|| Arc::new(Semaphore::new(self.max_calls)));
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(max_calls)));
                 (id.clone(), slot)
             })
             .collect();
@@ -374,6 +395,31 @@ mod tests {
                 .refuse_admin_key(&[depot("admin-key")], "depots")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn records_read_before_a_set_never_undo_it() {
+        let keys = DepotKeys::default();
+        let depot = |key: &str| DepotRecord {
+            id: crate::domain::Fqdn::parse("d1.example.org", "id").unwrap(),
+            endpoint: crate::domain::Endpoint::parse("http://127.0.0.1:9", "e").unwrap(),
+            host_key: Secret::new(key),
+            description: String::new(),
+        };
+        keys.set(vec![("d1.example.org".into(), Secret::new("old"))]);
+        // A renewal starts and reads the records (the old key) ...
+        let read_at = keys.generation();
+        let read = [depot("old")];
+        // ... while an Admin write on this replica rotates the key.
+        keys.set(vec![("d1.example.org".into(), Secret::new("new"))]);
+        keys.follow(&read, read_at);
+        let mut admit = keys.interceptor(ClientAuth::Key);
+        assert!(admit.call(with_token("new")).is_ok());
+        assert!(admit.call(with_token("old")).is_err());
+        // Records read after it are followed (another replica's change).
+        keys.follow(&[depot("newer")], keys.generation());
+        assert!(admit.call(with_token("newer")).is_ok());
+        assert!(admit.call(with_token("new")).is_err());
     }
 
     #[test]

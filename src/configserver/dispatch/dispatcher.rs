@@ -206,9 +206,13 @@ impl Dispatcher {
 impl Holder for Dispatcher {
     /// The depots' keys follow the database (another replica may have
     /// changed one).
-    fn depots_seen(&self, depots: &[DepotRecord]) {
+    fn depots_generation(&self) -> u64 {
+        self.keys.get().map_or(0, DepotKeys::generation)
+    }
+
+    fn depots_seen(&self, depots: &[DepotRecord], generation: u64) {
         if let Some(keys) = self.keys.get() {
-            keys.follow(depots);
+            keys.follow(depots, generation);
         }
     }
 

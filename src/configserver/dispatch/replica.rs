@@ -55,9 +55,15 @@ pub(super) trait Holder: Send + Sync + 'static {
     fn keep_only(&self, held: &HashSet<String>);
     /// A held depot: started, or told of its changed record.
     fn lease_held(&self, depot: DepotRecord) -> impl Future<Output = ()> + Send;
-    /// Every depot's record as the database has it now (each renewal): for
-    /// what other replicas may have changed, e.g. a depot's key.
-    fn depots_seen(&self, _depots: &[DepotRecord]) {}
+    /// Which change of the depots this replica made itself it has seen
+    /// (taken before a renewal reads the records; see `depots_seen`).
+    fn depots_generation(&self) -> u64 {
+        0
+    }
+    /// Every depot's record as the database had it at the renewal that
+    /// began at `generation`: for what other replicas may have changed,
+    /// e.g. a depot's key.
+    fn depots_seen(&self, _depots: &[DepotRecord], _generation: u64) {}
     /// Hands an announcement to the depot's worker, if it runs here.
     fn announced(
         &self,
@@ -113,6 +119,7 @@ impl Leases {
     /// never holds up the next renewal.
     async fn renew<D: Holder>(&mut self, dispatcher: &D, store: &Store, holder: &str) -> bool {
         let started = Instant::now();
+        let generation = dispatcher.depots_generation();
         let claim = async {
             let held = store.claim_leases(holder, LEASE_TTL).await?;
             Ok::<_, StoreError>((held, store.depots().await?))
@@ -130,7 +137,7 @@ impl Leases {
         };
         let valid_until = started + LEASE_TTL - LEASE_MARGIN;
         self.valid_until = Some(valid_until);
-        dispatcher.depots_seen(&depots);
+        dispatcher.depots_seen(&depots, generation);
         let applied = self.apply(dispatcher, held, depots);
         if tokio::time::timeout_at(valid_until, applied).await.is_err() {
             self.failed(dispatcher, "applying the leases outlasted them");
