@@ -365,6 +365,16 @@ mod tests {
         );
     }
 
+    /// A registered depot `id` with host key `key`.
+    fn record(id: &str, key: &str) -> DepotRecord {
+        DepotRecord {
+            id: crate::domain::Fqdn::parse(id, "id").unwrap(),
+            endpoint: crate::domain::Endpoint::parse("http://127.0.0.1:9", "e").unwrap(),
+            host_key: Secret::new(key),
+            description: String::new(),
+        }
+    }
+
     #[test]
     fn the_admin_key_is_never_a_depots() {
         let keys = DepotKeys::default().with_admin_key(Some(Secret::new("admin-key")));
@@ -376,12 +386,7 @@ mod tests {
         let refused = admit.call(with_token("admin-key")).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         assert!(admit.call(with_token("k2")).is_ok());
-        let depot = |key: &str| DepotRecord {
-            id: crate::domain::Fqdn::parse("d3.example.org", "id").unwrap(),
-            endpoint: crate::domain::Endpoint::parse("http://127.0.0.1:9", "e").unwrap(),
-            host_key: Secret::new(key),
-            description: String::new(),
-        };
+        let depot = |key: &str| record("d3.example.org", key);
         let err = keys
             .refuse_admin_key(&[depot("k3"), depot("admin-key")], "depots")
             .unwrap_err();
@@ -400,12 +405,7 @@ mod tests {
     #[test]
     fn records_read_before_a_set_never_undo_it() {
         let keys = DepotKeys::default();
-        let depot = |key: &str| DepotRecord {
-            id: crate::domain::Fqdn::parse("d1.example.org", "id").unwrap(),
-            endpoint: crate::domain::Endpoint::parse("http://127.0.0.1:9", "e").unwrap(),
-            host_key: Secret::new(key),
-            description: String::new(),
-        };
+        let depot = |key: &str| record("d1.example.org", key);
         keys.set(vec![("d1.example.org".into(), Secret::new("old"))]);
         // A renewal starts and reads the records (the old key) ...
         let read_at = keys.generation();
