@@ -65,6 +65,25 @@ fn property(object: &str, values: &[&str]) -> PropertyStateRecord {
     }
 }
 
+/// `revision` of `client` delivered to d1 over the new path.
+fn delivered(client: &str, revision: u64) -> Ack {
+    Ack::Delivered {
+        client_id: client.into(),
+        depot_id: D1.into(),
+        revision,
+        path: PushPath::New,
+        template: None,
+    }
+}
+
+/// Records [`delivered`].
+async fn deliver(store: &Store, client: &str, revision: u64) {
+    store
+        .record_acks(&[delivered(client, revision)])
+        .await
+        .unwrap();
+}
+
 /// The owed pushes as (depot, client) pairs, sorted.
 fn owed(outcome: WriteOutcome) -> BTreeSet<(String, String)> {
     outcome
@@ -487,16 +506,7 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
         )
     );
     // Once the removal is delivered nothing is owed: no retry every 30 s.
-    store
-        .record_acks(&[Ack::Delivered {
-            client_id: "c1.example.org".into(),
-            depot_id: D1.into(),
-            revision: blocked.revision,
-            path: PushPath::New,
-            template: None,
-        }])
-        .await
-        .unwrap();
+    deliver(&store, "c1.example.org", blocked.revision).await;
     assert!(
         !store
             .owed_clients(D1)
@@ -576,16 +586,7 @@ async fn a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes(eng
     let (_dir, store) = seeded(engine).await;
     // c1's config is on d1.
     let set = row(&store, "c1.example.org", D1).await;
-    store
-        .record_acks(&[Ack::Delivered {
-            client_id: "c1.example.org".into(),
-            depot_id: D1.into(),
-            revision: set.revision,
-            path: PushPath::New,
-            template: None,
-        }])
-        .await
-        .unwrap();
+    deliver(&store, "c1.example.org", set.revision).await;
     // d1's version of win is no longer registered: d1 is owed the removal.
     let outcome = store
         .delete_products(&[(product_id("win"), "1".into(), "1".into())])
@@ -747,16 +748,7 @@ async fn a_blocked_config_on_a_depot_the_client_left_is_no_failure_there(engine:
     }
     // c1's removal there was delivered; c2's is still owed.
     let c1 = row(&store, "c1.example.org", D1).await;
-    store
-        .record_acks(&[Ack::Delivered {
-            client_id: "c1.example.org".into(),
-            depot_id: D1.into(),
-            revision: c1.revision,
-            path: PushPath::New,
-            template: None,
-        }])
-        .await
-        .unwrap();
+    deliver(&store, "c1.example.org", c1.revision).await;
     // Both move to d2: d1 shows no failure for them any more; c2's removal
     // there is still owed, c1's is done.
     let outcome = store
@@ -826,13 +818,6 @@ async fn deleting_clients_never_deletes_a_depots_states(engine: Engine) {
 
 async fn a_deleted_clients_rows_go_once_their_removal_is_delivered(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
-    let delivered = |client: &str, revision: u64| Ack::Delivered {
-        client_id: client.into(),
-        depot_id: D1.into(),
-        revision,
-        path: PushPath::New,
-        template: None,
-    };
     for client in ["c1.example.org", "c2.example.org"] {
         let set = row(&store, client, D1).await;
         store
