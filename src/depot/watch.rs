@@ -71,10 +71,16 @@ impl TestHook {
 /// a second one for good (every later read of that name looked like a read
 /// of a replaced version). The temporary name's `MOVED_FROM` comes between.
 ///
+/// `CREATE` is to a config linked in under a new name (a file without a
+/// name, see the writer's files) what `MOVED_TO` is to one renamed over an
+/// old one: the point after which a read of the name is a read of it. Two
+/// `IN_CREATE` of one name always have its removal between them.
+///
 /// `DELETE` orders our removals as `MOVED_TO` orders replacements: a read
 /// seen before a removed file's `IN_DELETE` was a read of the removed config.
 const DIR_MASK: WatchMask = WatchMask::CLOSE_NOWRITE
     .union(WatchMask::MOVED_TO)
+    .union(WatchMask::CREATE)
     .union(WatchMask::MOVED_FROM)
     .union(WatchMask::DELETE)
     .union(WatchMask::DELETE_SELF)
@@ -224,7 +230,7 @@ impl Watcher {
             None
         } else if mask.contains(EventMask::CLOSE_NOWRITE) {
             Some(WatchEvent::Read(name))
-        } else if mask.contains(EventMask::MOVED_TO) {
+        } else if mask.intersects(EventMask::MOVED_TO | EventMask::CREATE) {
             Some(WatchEvent::Moved(name))
         } else if mask.contains(EventMask::DELETE) {
             Some(WatchEvent::Deleted(name))

@@ -1,6 +1,7 @@
 //! The writer's file work in the PXE directory: atomic writes (a temporary
 //! file with a random name, created `O_CREAT|O_EXCL|O_NOFOLLOW` with the
-//! configured mode and group, then renamed over the name), deletions,
+//! configured mode and group, then renamed over the name; under names nothing
+//! is at, a file without a name, `O_TMPFILE`, linked in whole), deletions,
 //! defusing a read config that cannot be deleted, spreading a round's work
 //! over a bounded number of blocking threads, and what start-up finds.
 //! No file is opened through a symlink: creation is exclusive, an existing
@@ -10,9 +11,11 @@ use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use tracing::error;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use tracing::{error, warn};
 
 use super::error::WriterError;
 use super::ops::FileOps;
@@ -61,10 +64,44 @@ impl Default for FileAccess {
 }
 
 /// A command's file work in two steps: its temporary files (invisible to
-/// TFTP clients, which ask for config names), then the renames that make
-/// them visible and the deletions. The first may run while the round is
+/// TFTP clients, which ask for config names), then the renames or links that
+/// make them visible and the deletions. The first may run while the round is
 /// being journaled; the second only after.
-pub type Staged = Result<Vec<PathBuf>, WriterError>;
+pub type Staged = Result<Temps, WriterError>;
+
+/// A command's staged content, not visible under any config name yet.
+#[derive(Debug)]
+pub enum Temps {
+    /// Temporary names in the directory, one per write, each renamed over
+    /// its name.
+    Named(Vec<PathBuf>),
+    /// One file without a name (`O_TMPFILE`) holding the content of every
+    /// write, linked in under each name. For names nothing is at (a new
+    /// client's): a link is cheaper than a rename and the watch sees one
+    /// `IN_CREATE` instead of a pair of move events; a crash before the link
+    /// leaves nothing behind.
+    Unnamed(fs::File),
+}
+
+/// Set once the file system or the system refused a file without a name
+/// (no `O_TMPFILE` support, no `/proc`): named temporaries from then on.
+static UNNAMED_OFF: AtomicBool = AtomicBool::new(false);
+
+/// The process's umask, read once (`/proc/self/status`); `None` if unknown.
+fn umask() -> Option<u32> {
+    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+    })
+}
+
+/// Whether a file created with `mode` needs it set again: the umask took
+/// bits from it (or the umask is unknown). Saves a `fchmod` per config.
+fn umask_narrows(mode: u32) -> bool {
+    umask().is_none_or(|mask| mode & mask != 0)
+}
 
 /// Runs `work` on every item, spread over up to `threads` blocking
 /// threads; one result per item, in order (a failed thread fails its items).
@@ -168,12 +205,121 @@ pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), Writer
     publish(dir, ops, tmps)
 }
 
-/// Writes the temporary files of `ops`; on an error none is left.
+/// Writes the staged content of `ops`; on an error nothing is left.
 ///
 /// A client's names carry one content: the first is written, the others
 /// are hard links of it (one inode, one write; a read through any name is
 /// a read of the config, and every name is deleted after it).
 pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
+    if let Some(content) = unnamed_content(ops) {
+        match write_unnamed(dir, content.as_bytes(), access) {
+            Ok(Some(file)) => return Ok(Temps::Unnamed(file)),
+            Ok(None) => {}
+            Err(source) => {
+                return Err(WriterError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    stage_named(dir, access, ops).map(Temps::Named)
+}
+
+/// The one content of a command whose writes may be a file without a name:
+/// every name is new and all carry the same content.
+fn unnamed_content(ops: &FileOps) -> Option<&Arc<str>> {
+    let (_, first) = ops.writes.first()?;
+    (ops.new_names
+        && !UNNAMED_OFF.load(Ordering::Relaxed)
+        && ops.writes.iter().all(|(_, c)| Arc::ptr_eq(c, first)))
+    .then_some(first)
+}
+
+/// Writes `content` to a new file without a name in `dir`; `None` where the
+/// file system cannot (the caller writes a named temporary instead).
+fn write_unnamed(dir: &Path, content: &[u8], access: FileAccess) -> io::Result<Option<fs::File>> {
+    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(
+        rustix::fs::CWD,
+        dir,
+        flags,
+        Mode::from_bits_truncate(access.mode),
+    ) {
+        Ok(fd) => fd,
+        // No O_TMPFILE here (EOPNOTSUPP; EISDIR or EINVAL from kernels or
+        // file systems that do not know it).
+        Err(e)
+            if matches!(
+                e,
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL
+            ) =>
+        {
+            UNNAMED_OFF.store(true, Ordering::Relaxed);
+            warn!(dir = %dir.display(), error = %e, "files without a name are not supported here; configs are written under temporary names");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut file = fs::File::from(fd);
+    file.write_all(content)?;
+    set_access(&file, access)?;
+    Ok(Some(file))
+}
+
+/// Gives a file just created the group and mode of `access`.
+fn set_access(file: &fs::File, access: FileAccess) -> io::Result<()> {
+    if let Some(gid) = access.group {
+        std::os::unix::fs::fchown(file, None, Some(gid))?;
+    }
+    // The process umask may have narrowed the mode; the TFTP server runs as
+    // another user and must be able to read the file.
+    if umask_narrows(access.mode) {
+        file.set_permissions(Permissions::from_mode(access.mode))?;
+    }
+    Ok(())
+}
+
+/// Links the file without a name in under `path`. Where a file is at that
+/// name after all (planted, or left by the operator), links it to a
+/// temporary name and renames that over it.
+fn link_unnamed(dir: &Path, file: &fs::File, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let link = |to: &Path| {
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc_path.as_str(),
+            rustix::fs::CWD,
+            to,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+    };
+    match link(path) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            let tmp = temporary(dir);
+            link(&tmp)?;
+            fs::rename(&tmp, path).inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
+        }
+        Err(e) => {
+            // No /proc, or a link refused: named temporaries from now on;
+            // this command fails and is retried with them.
+            if e == rustix::io::Errno::NOENT
+                || e == rustix::io::Errno::XDEV
+                || e == rustix::io::Errno::PERM
+            {
+                UNNAMED_OFF.store(true, Ordering::Relaxed);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Writes the named temporary files of `ops`; on an error none is left.
+fn stage_named(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<Vec<PathBuf>, WriterError> {
     let mut tmps: Vec<PathBuf> = Vec::with_capacity(ops.writes.len());
     for (i, (_, content)) in ops.writes.iter().enumerate() {
         let tmp = temporary(dir);
@@ -198,7 +344,20 @@ pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
 /// Renames the staged temporary files over their names, then deletes; on
 /// a failed rename the temporaries left are removed, and so are the names
 /// renamed already.
-pub fn publish(dir: &Path, ops: &FileOps, tmps: Vec<PathBuf>) -> Result<(), WriterError> {
+pub fn publish(dir: &Path, ops: &FileOps, temps: Temps) -> Result<(), WriterError> {
+    let tmps = match temps {
+        Temps::Named(tmps) => tmps,
+        Temps::Unnamed(file) => {
+            for (i, (name, _)) in ops.writes.iter().enumerate() {
+                let path = dir.join(name);
+                if let Err(source) = link_unnamed(dir, &file, &path) {
+                    unpublish(dir, ops, &ops.writes[..i]);
+                    return Err(WriterError::Io { path, source });
+                }
+            }
+            return delete_all(dir, &ops.deletes).inspect_err(|_| unpublish(dir, ops, &ops.writes));
+        }
+    };
     for (i, (tmp, (name, _))) in tmps.iter().zip(&ops.writes).enumerate() {
         let path = dir.join(name);
         if let Err(source) = fs::rename(tmp, &path) {
@@ -268,12 +427,7 @@ fn write_new(path: &Path, content: &[u8], access: FileAccess) -> io::Result<()> 
         .mode(access.mode)
         .open(path)?;
     file.write_all(content)?;
-    if let Some(gid) = access.group {
-        std::os::unix::fs::fchown(&file, None, Some(gid))?;
-    }
-    // The process umask may have narrowed the mode; the TFTP server runs as
-    // another user and must be able to read the file.
-    file.set_permissions(Permissions::from_mode(access.mode))
+    set_access(&file, access)
 }
 
 /// Overwrites the existing file `name` in place (a read-only directory
@@ -526,6 +680,7 @@ mod tests {
             writes: vec![("c".into(), Arc::from("new"))],
             deletes: vec!["b".into()],
             undone_on_failure: true,
+            new_names: false,
         };
         assert!(apply(dir.path(), FileAccess::default(), &released).is_err());
         assert_eq!(names(dir.path()), ["b"]);
@@ -585,6 +740,102 @@ mod tests {
         }
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn new_names_are_linked_in_from_a_file_without_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let gid = fs::metadata(dir.path()).unwrap().gid();
+        let access = FileAccess {
+            mode: 0o640,
+            group: Some(gid),
+        };
+        let content: Arc<str> = Arc::from("set timeout=0\n");
+        let ops = FileOps {
+            writes: vec![("uuid-a".into(), content.clone()), ("01-a".into(), content)],
+            new_names: true,
+            undone_on_failure: true,
+            ..FileOps::default()
+        };
+        let staged = stage(dir.path(), access, &ops).unwrap();
+        assert!(matches!(staged, Temps::Unnamed(_)), "{staged:?}");
+        assert!(
+            names(dir.path()).is_empty(),
+            "nothing named before the links"
+        );
+        publish(dir.path(), &ops, staged).unwrap();
+        assert_eq!(names(dir.path()), ["01-a", "uuid-a"]);
+        let meta = |name: &str| fs::metadata(dir.path().join(name)).unwrap();
+        assert_eq!(meta("uuid-a").ino(), meta("01-a").ino(), "one inode");
+        assert_eq!(meta("01-a").permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta("01-a").gid(), gid);
+        assert_eq!(
+            meta("01-a").nlink(),
+            2,
+            "the unnamed file has no other name"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("uuid-a")).unwrap(),
+            "set timeout=0\n"
+        );
+        // Names a config holds are renamed over, from named temporaries.
+        let again = FileOps {
+            new_names: false,
+            ..ops
+        };
+        let staged = stage(dir.path(), access, &again).unwrap();
+        assert!(
+            matches!(&staged, Temps::Named(t) if t.len() == 2),
+            "{staged:?}"
+        );
+        publish(dir.path(), &again, staged).unwrap();
+        assert_eq!(names(dir.path()), ["01-a", "uuid-a"]);
+    }
+
+    #[test]
+    fn a_new_name_taken_after_all_is_replaced_and_a_symlink_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("01-a")).unwrap();
+        let ops = FileOps {
+            writes: vec![("01-a".into(), Arc::from("new\n"))],
+            new_names: true,
+            ..FileOps::default()
+        };
+        apply(dir.path(), FileAccess::default(), &ops).unwrap();
+        let meta = fs::symlink_metadata(dir.path().join("01-a")).unwrap();
+        assert!(meta.file_type().is_file(), "the symlink was replaced");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("01-a")).unwrap(),
+            "new\n"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        assert_eq!(names(dir.path()), ["01-a", "precious"], "no temporary left");
+        // A name that cannot be replaced (a directory) fails the set, and
+        // the name linked before it is deleted again.
+        obstacle(dir.path(), "01-b");
+        let ops = FileOps {
+            writes: vec![
+                ("uuid-b".into(), Arc::from("new\n")),
+                ("01-b".into(), Arc::from("new\n")),
+            ],
+            new_names: true,
+            undone_on_failure: true,
+            ..FileOps::default()
+        };
+        let shared = FileOps {
+            writes: vec![
+                ("uuid-b".into(), ops.writes[0].1.clone()),
+                ("01-b".into(), ops.writes[0].1.clone()),
+            ],
+            ..ops
+        };
+        match apply(dir.path(), FileAccess::default(), &shared) {
+            Err(WriterError::Io { path, .. }) => assert_eq!(path, dir.path().join("01-b")),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        assert_eq!(names(dir.path()), ["01-a", "01-b", "precious"]);
     }
 
     #[test]

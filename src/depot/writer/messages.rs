@@ -122,7 +122,8 @@ pub struct ReadEvent {
 pub enum WatchEvent {
     /// A file was opened and closed without writing: a TFTP read.
     Read(String),
-    /// A file was renamed into the directory (our own atomic writes).
+    /// A file was renamed into the directory or linked in under a new name
+    /// (our own atomic writes).
     Moved(String),
     /// A file was deleted (our removals among others).
     Deleted(String),

@@ -19,6 +19,9 @@ pub struct FileOps {
     /// holding a config the state does not know. A rewrite is not undone —
     /// its config stays held — so what it wrote stays.
     pub undone_on_failure: bool,
+    /// Whether no config holds any of the names written (a new client's):
+    /// they are linked in rather than renamed over.
+    pub new_names: bool,
 }
 
 /// A command planned against the state, waiting for its file work.

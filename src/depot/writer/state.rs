@@ -154,6 +154,7 @@ impl State {
                 .collect(),
             deletes: released.clone(),
             undone_on_failure: true,
+            new_names: config.files.iter().all(|f| !self.owners.contains_key(f)),
         };
         let keys = self.set_keys(&config);
         SetPlan::Write(Planned {

@@ -1,7 +1,7 @@
 //! `trickle`: single actions at a fixed rate on an otherwise idle system,
 //! one Admin call each, and per client the time from the call to its config
 //! on disk (self-contained: this process's own inotify watch sees the
-//! depot's rename, microsecond resolution) and to the configserver recording
+//! depot putting it in place, microsecond resolution) and to the configserver recording
 //! the depot's ack (ms resolution, from the Admin API). Nothing is polled in
 //! a loop while the actions go out: the watch is event-driven and the pacing
 //! sleeps.
@@ -36,7 +36,7 @@ pub struct TrickleResult {
     pub delivered: u64,
     /// The Admin call alone.
     pub admin_call_ms: Option<Percentiles>,
-    /// Admin call start → the config renamed into place on the depot.
+    /// Admin call start → the config in place on the depot (renamed or linked in).
     pub to_disk_ms: Option<Percentiles>,
     /// Admin call start → the ack recorded at the configserver (ms resolution).
     pub to_ack_ms: Option<Percentiles>,
@@ -121,8 +121,9 @@ async fn send_paced(
     Ok((admin_calls, started))
 }
 
-/// Renames into the depots' PXE directories, as this process's own inotify
-/// sees them: (file name, when).
+/// Configs appearing in the depots' PXE directories (renamed over a name, or
+/// linked in under a new one), as this process's own inotify sees them:
+/// (file name, when).
 struct DiskWatch {
     events: mpsc::UnboundedReceiver<(String, Instant)>,
     task: tokio::task::JoinHandle<()>,
@@ -143,14 +144,18 @@ impl DiskWatch {
         };
         let inotify = Inotify::init()?;
         for dir in &dirs {
-            inotify.watches().add(dir, WatchMask::MOVED_TO)?;
+            inotify
+                .watches()
+                .add(dir, WatchMask::MOVED_TO | WatchMask::CREATE)?;
         }
         let mut stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             while let Some(Ok(event)) = stream.next().await {
                 let now = Instant::now();
-                if event.mask.contains(EventMask::MOVED_TO)
+                if event
+                    .mask
+                    .intersects(EventMask::MOVED_TO | EventMask::CREATE)
                     && let Some(name) = event.name.and_then(|n| n.to_str().map(str::to_owned))
                     && tx.send((name, now)).is_err()
                 {
@@ -161,8 +166,8 @@ impl DiskWatch {
         Ok(Some(Self { events, task }))
     }
 
-    /// Per client: its call's start → the first rename of its MAC-named
-    /// file after that start.
+    /// Per client: its call's start → its MAC-named file first appearing
+    /// (renamed or linked in) after that start.
     fn latencies(
         mut self,
         names: &Names,
