@@ -312,6 +312,7 @@ fn link_unnamed(dir: &Path, file: &fs::File, path: &Path) -> io::Result<()> {
                 || e == rustix::io::Errno::PERM
             {
                 UNNAMED_OFF.store(true, Ordering::Relaxed);
+                warn!(error = %e, "a file without a name cannot be linked in here; configs are written under temporary names");
             }
             Err(e.into())
         }
