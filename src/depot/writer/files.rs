@@ -83,6 +83,12 @@ pub enum Temps {
     Unnamed(fs::File),
 }
 
+/// Commands of one round that may stage a file without a name: each holds an
+/// open descriptor until its links, and a round has up to 1,024 commands
+/// (a service's default limit is 1,024 descriptors in all). The rest of the
+/// round uses temporary names.
+pub const UNNAMED_PER_ROUND: usize = 128;
+
 /// Set once the file system or the system refused a file without a name
 /// (no `O_TMPFILE` support, no `/proc`): named temporaries from then on.
 static UNNAMED_OFF: AtomicBool = AtomicBool::new(false);
@@ -158,7 +164,7 @@ pub async fn stage_all(
 ) -> Vec<Staged> {
     let at = dir.clone();
     let staged = spread((0..ops.len()).collect(), threads, &at, move |i| {
-        stage(&dir, access, &ops[i])
+        stage_at(&dir, access, &ops[i], i)
     });
     staged.await
 }
@@ -211,7 +217,15 @@ pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), Writer
 /// are hard links of it (one inode, one write; a read through any name is
 /// a read of the config, and every name is deleted after it).
 pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
-    if let Some(content) = unnamed_content(ops) {
+    stage_at(dir, access, ops, 0)
+}
+
+/// [`stage`] for the command at `position` in its round: past
+/// [`UNNAMED_PER_ROUND`], temporary names only.
+pub fn stage_at(dir: &Path, access: FileAccess, ops: &FileOps, position: usize) -> Staged {
+    if position < UNNAMED_PER_ROUND
+        && let Some(content) = unnamed_content(ops)
+    {
         match write_unnamed(dir, content.as_bytes(), access) {
             Ok(Some(file)) => return Ok(Temps::Unnamed(file)),
             Ok(None) => {}
@@ -791,6 +805,35 @@ mod tests {
         );
         publish(dir.path(), &again, staged).unwrap();
         assert_eq!(names(dir.path()), ["01-a", "uuid-a"]);
+    }
+
+    #[tokio::test]
+    async fn a_round_holds_a_bounded_number_of_files_without_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = UNNAMED_PER_ROUND + 20;
+        let ops: Vec<FileOps> = (0..n)
+            .map(|i| FileOps {
+                new_names: true,
+                ..write(&format!("01-{i}"))
+            })
+            .collect();
+        let staged = stage_all(
+            Arc::new(dir.path().to_path_buf()),
+            FileAccess::default(),
+            Arc::new(ops),
+            2,
+        )
+        .await;
+        let unnamed = staged
+            .iter()
+            .filter(|s| matches!(s, Ok(Temps::Unnamed(_))))
+            .count();
+        assert_eq!(unnamed, UNNAMED_PER_ROUND);
+        assert_eq!(
+            names(dir.path()).len(),
+            20,
+            "the rest under temporary names"
+        );
     }
 
     #[test]

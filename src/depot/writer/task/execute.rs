@@ -274,7 +274,9 @@ impl Writer {
             let journal = self.journal.clone();
             let (work, b) = (ops.clone(), batch.clone());
             let done = tokio::task::spawn_blocking(move || {
-                let staged: Vec<_> = work.iter().map(|o| files::stage(&dir, access, o)).collect();
+                let staged: Vec<_> = (work.iter().enumerate())
+                    .map(|(i, o)| files::stage_at(&dir, access, o, i))
+                    .collect();
                 match journal_round(&journal, &b) {
                     Ok(()) => Ok(work
                         .iter()
