@@ -433,6 +433,91 @@ async fn a_read_only_directory_defuses_the_read_and_recovers() {
     assert!(holds_client(&site.dirs, 1) && holds_client(&site.dirs, 2));
 }
 
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, options: &str) -> Self {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount a tmpfs on {}", at.display());
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full file system under the PXE directory: a push fails whole (the
+/// depot's INTERNAL, retried) — no config file, no temporary, nothing for
+/// a TFTP client to find — and lands once there is space again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pxe_file_system_fails_a_push_whole_and_it_lands_later() {
+    if !pxeconf::cli::tftp::running_as_root() {
+        assert!(!in_ci(), "CI runs as root: mounting a tmpfs needs it");
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let mut mounted = None;
+    let site = Site::start_with(3, |launch, dirs| {
+        mounted = Some(Mount::tmpfs(&dirs.pxe, "size=256k,mode=755"));
+        launch
+    })
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..2, "setup").await;
+    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    assert!(holds_client(&site.dirs, 0) && holds_client(&site.dirs, 1));
+
+    // Fill it.
+    let filler = site.dirs.pxe.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+    }
+    set_actions(&mut admin, 2..3, "setup").await;
+    wait_for("the push fails", 30, || {
+        let mut admin = admin.clone();
+        async move { state_of(&mut admin, 2).await.0 == S::Failed }
+    })
+    .await;
+    let files = site.dirs.files();
+    assert!(
+        !files.contains(&mac_file(2)) && !files.contains(&uuid(2)),
+        "nothing of the failed config: {files:?}"
+    );
+    assert!(
+        !files.iter().any(|n| n.starts_with(".pxeconf-tmp")),
+        "no temporary left: {files:?}"
+    );
+    assert!(holds_client(&site.dirs, 0) && holds_client(&site.dirs, 1));
+
+    std::fs::remove_file(&filler).unwrap();
+    let freed = std::time::Instant::now();
+    wait_state(&admin, 2..3, S::Delivered, 30).await;
+    assert!(freed.elapsed() < Duration::from_secs(30));
+    assert!(holds_client(&site.dirs, 2));
+    // Unmounted before the site's directories go.
+    drop(mounted);
+}
+
 /// A second configserver on the same database refuses to start, naming the
 /// holder's pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
