@@ -188,14 +188,27 @@ impl Store {
         // pool is cheaper than SQLITE_BUSY retries. A local file does not go
         // stale as a socket does: no ping (a round trip to the connection's
         // thread) before each transaction.
+        //
+        // Every connection is opened at start and kept: by default a pool
+        // closes connections idle for 10 minutes (and every one after 30),
+        // so on a site with an action now and then the next write or bundle
+        // load opened one first — its pragmas, a cold statement cache — on
+        // the way to the depot (~0.3–1 ms in a trace). A local file does not
+        // go stale.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .min_connections(READERS)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
@@ -315,6 +328,21 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_sqlite_store_opens_its_connections_at_start_and_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("pxeconf.db")).await.unwrap();
+        let Db::Sqlite { write, read } = &store.db else {
+            panic!("an SQLite store");
+        };
+        assert_eq!((write.size(), read.size()), (1, READERS));
+        for pool in [write, read] {
+            let options = pool.options();
+            assert_eq!(options.get_idle_timeout(), None, "never closed for idling");
+            assert_eq!(options.get_max_lifetime(), None, "never closed for age");
+        }
+    }
 
     #[test]
     fn locations_parse_and_hide_passwords() {
