@@ -298,9 +298,39 @@ fn set_access(file: &fs::File, access: FileAccess) -> io::Result<()> {
 /// name after all (planted, or left by the operator), links it to a
 /// temporary name and renames that over it.
 fn link_unnamed(dir: &Path, file: &fs::File, path: &Path) -> io::Result<()> {
+    match link_fd(file, path) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            let tmp = temporary(dir);
+            link_fd(file, &tmp)?;
+            fs::rename(&tmp, path).inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
+        }
+        Err(e) => {
+            // No /proc, or a link refused: named temporaries from now on;
+            // this command fails and is retried with them.
+            let no_proc = e == rustix::io::Errno::NOENT && !Path::new("/proc/self/fd").is_dir();
+            if no_proc || e == rustix::io::Errno::XDEV || e == rustix::io::Errno::PERM {
+                UNNAMED_OFF.store(true, Ordering::Relaxed);
+                warn!(error = %e, "a file without a name cannot be linked in here; configs are written under temporary names");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Set once a link by descriptor (`AT_EMPTY_PATH`, which needs
+/// `CAP_DAC_READ_SEARCH`) was refused: links name the file through
+/// `/proc/self/fd` from then on.
+static BY_DESCRIPTOR_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Links the open `file` in under `to`, by its descriptor where the depot
+/// may (root: no walk through /proc), else through `/proc/self/fd`.
+fn link_fd(file: &fs::File, to: &Path) -> rustix::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let link = |to: &Path| {
+    let by_proc = || {
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
         rustix::fs::linkat(
             rustix::fs::CWD,
             proc_path.as_str(),
@@ -309,27 +339,20 @@ fn link_unnamed(dir: &Path, file: &fs::File, path: &Path) -> io::Result<()> {
             AtFlags::SYMLINK_FOLLOW,
         )
     };
-    match link(path) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::EXIST) => {
-            let tmp = temporary(dir);
-            link(&tmp)?;
-            fs::rename(&tmp, path).inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })
-        }
-        Err(e) => {
-            // No /proc, or a link refused: named temporaries from now on;
-            // this command fails and is retried with them.
-            if e == rustix::io::Errno::NOENT
-                || e == rustix::io::Errno::XDEV
-                || e == rustix::io::Errno::PERM
-            {
-                UNNAMED_OFF.store(true, Ordering::Relaxed);
-                warn!(error = %e, "a file without a name cannot be linked in here; configs are written under temporary names");
+    if BY_DESCRIPTOR_OFF.load(Ordering::Relaxed) {
+        return by_proc();
+    }
+    match rustix::fs::linkat(file, "", rustix::fs::CWD, to, AtFlags::EMPTY_PATH) {
+        // Without the capability the kernel answers ENOENT, as it does for
+        // a missing directory: the other way tells which.
+        Err(rustix::io::Errno::NOENT) => {
+            let linked = by_proc();
+            if linked.is_ok() {
+                BY_DESCRIPTOR_OFF.store(true, Ordering::Relaxed);
             }
-            Err(e.into())
+            linked
         }
+        linked => linked,
     }
 }
 
