@@ -241,6 +241,12 @@ impl Journal {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(&path))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Only this connection ever opens the journal (the state directory's
+        // lock keeps a second depot out): exclusive locking keeps the WAL
+        // index in the heap — no shared-memory file, and none of the six
+        // `fcntl` locks a commit otherwise takes and releases. Set before
+        // WAL mode is entered, as SQLite requires for that.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             let why = format!("the journal cannot use write-ahead logging (mode {mode})");
