@@ -882,23 +882,14 @@ mod tests {
         // A name that cannot be replaced (a directory) fails the set, and
         // the name linked before it is deleted again.
         obstacle(dir.path(), "01-b");
+        let content: Arc<str> = Arc::from("new\n");
         let ops = FileOps {
-            writes: vec![
-                ("uuid-b".into(), Arc::from("new\n")),
-                ("01-b".into(), Arc::from("new\n")),
-            ],
+            writes: vec![("uuid-b".into(), content.clone()), ("01-b".into(), content)],
             new_names: true,
             undone_on_failure: true,
             ..FileOps::default()
         };
-        let shared = FileOps {
-            writes: vec![
-                ("uuid-b".into(), ops.writes[0].1.clone()),
-                ("01-b".into(), ops.writes[0].1.clone()),
-            ],
-            ..ops
-        };
-        match apply(dir.path(), FileAccess::default(), &shared) {
+        match apply(dir.path(), FileAccess::default(), &ops) {
             Err(WriterError::Io { path, .. }) => assert_eq!(path, dir.path().join("01-b")),
             other => panic!("expected an I/O error, got {other:?}"),
         }
