@@ -7,8 +7,10 @@
 //! No file is opened through a symlink: creation is exclusive, an existing
 //! file is opened `O_NOFOLLOW`, and rename and unlink act on the name itself.
 
+use std::borrow::Cow;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,7 +166,7 @@ pub async fn stage_all(
 ) -> Vec<Staged> {
     let at = dir.clone();
     let staged = spread((0..ops.len()).collect(), threads, &at, move |i| {
-        stage_at(&dir, access, &ops[i], i)
+        stage_at(&dir, None, access, &ops[i], i)
     });
     staged.await
 }
@@ -217,16 +219,33 @@ pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), Writer
 /// are hard links of it (one inode, one write; a read through any name is
 /// a read of the config, and every name is deleted after it).
 pub fn stage(dir: &Path, access: FileAccess, ops: &FileOps) -> Staged {
-    stage_at(dir, access, ops, 0)
+    stage_at(dir, None, access, ops, 0)
 }
 
-/// [`stage`] for the command at `position` in its round: past
-/// [`UNNAMED_PER_ROUND`], temporary names only.
-pub fn stage_at(dir: &Path, access: FileAccess, ops: &FileOps, position: usize) -> Staged {
+/// A handle on the PXE directory for one round's file work: files without
+/// a name are created and linked in relative to it, not by walking the
+/// whole path each time. Opened per round, so a directory recreated since
+/// the last one is the one written to; `None` if it cannot be opened (the
+/// paths are used).
+pub fn round_dir(dir: &Path) -> Option<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rustix::fs::open(dir, flags, Mode::empty()).ok()
+}
+
+/// [`stage`] for the command at `position` in its round, relative to the
+/// round's handle on `dir` if it has one: past [`UNNAMED_PER_ROUND`],
+/// temporary names only.
+pub fn stage_at(
+    dir: &Path,
+    at: Option<BorrowedFd<'_>>,
+    access: FileAccess,
+    ops: &FileOps,
+    position: usize,
+) -> Staged {
     if position < UNNAMED_PER_ROUND
         && let Some(content) = unnamed_content(ops)
     {
-        match write_unnamed(dir, content.as_bytes(), access) {
+        match write_unnamed(Target::new(dir, at, "."), content.as_bytes(), access) {
             Ok(Some(file)) => return Ok(Temps::Unnamed(file)),
             Ok(None) => {}
             Err(source) => {
@@ -252,11 +271,15 @@ fn unnamed_content(ops: &FileOps) -> Option<&Arc<str>> {
 
 /// Writes `content` to a new file without a name in `dir`; `None` where the
 /// file system cannot (the caller writes a named temporary instead).
-fn write_unnamed(dir: &Path, content: &[u8], access: FileAccess) -> io::Result<Option<fs::File>> {
+fn write_unnamed(
+    dir: Target<'_>,
+    content: &[u8],
+    access: FileAccess,
+) -> io::Result<Option<fs::File>> {
     let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(
-        rustix::fs::CWD,
-        dir,
+        dir.at,
+        dir.path.as_ref(),
         flags,
         Mode::from_bits_truncate(access.mode),
     ) {
@@ -270,7 +293,7 @@ fn write_unnamed(dir: &Path, content: &[u8], access: FileAccess) -> io::Result<O
             ) =>
         {
             UNNAMED_OFF.store(true, Ordering::Relaxed);
-            warn!(dir = %dir.display(), error = %e, "files without a name are not supported here; configs are written under temporary names");
+            warn!(dir = %dir.path.display(), error = %e, "files without a name are not supported here; configs are written under temporary names");
             return Ok(None);
         }
         Err(e) => return Err(e.into()),
@@ -297,12 +320,12 @@ fn set_access(file: &fs::File, access: FileAccess) -> io::Result<()> {
 /// Links the file without a name in under `path`. Where a file is at that
 /// name after all (planted, or left by the operator), links it to a
 /// temporary name and renames that over it.
-fn link_unnamed(dir: &Path, file: &fs::File, path: &Path) -> io::Result<()> {
-    match link_fd(file, path) {
+fn link_unnamed(dir: &Path, file: &fs::File, to: Target<'_>, path: &Path) -> io::Result<()> {
+    match link_fd(file, &to) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::EXIST) => {
             let tmp = temporary(dir);
-            link_fd(file, &tmp)?;
+            link_fd(file, &Target::new(dir, None, &tmp))?;
             fs::rename(&tmp, path).inspect_err(|_| {
                 let _ = fs::remove_file(&tmp);
             })
@@ -325,24 +348,53 @@ fn link_unnamed(dir: &Path, file: &fs::File, path: &Path) -> io::Result<()> {
 /// `/proc/self/fd` from then on.
 static BY_DESCRIPTOR_OFF: AtomicBool = AtomicBool::new(false);
 
+/// A name in the PXE directory as a system call takes it: relative to the
+/// round's handle on the directory, or the whole path without one.
+struct Target<'a> {
+    at: BorrowedFd<'a>,
+    path: Cow<'a, Path>,
+}
+
+impl<'a> Target<'a> {
+    /// `name` in `dir`, relative to `at` if given. An absolute `name` (a
+    /// temporary's path) stands for itself either way.
+    fn new(
+        dir: &'a Path,
+        at: Option<BorrowedFd<'a>>,
+        name: &'a (impl AsRef<Path> + ?Sized),
+    ) -> Self {
+        let name = name.as_ref();
+        match at {
+            Some(at) => Self {
+                at,
+                path: Cow::Borrowed(name),
+            },
+            None => Self {
+                at: rustix::fs::CWD,
+                path: Cow::Owned(dir.join(name)),
+            },
+        }
+    }
+}
+
 /// Links the open `file` in under `to`, by its descriptor where the depot
 /// may (root: no walk through /proc), else through `/proc/self/fd`.
-fn link_fd(file: &fs::File, to: &Path) -> rustix::io::Result<()> {
+fn link_fd(file: &fs::File, to: &Target<'_>) -> rustix::io::Result<()> {
     use std::os::fd::AsRawFd;
     let by_proc = || {
         let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
         rustix::fs::linkat(
             rustix::fs::CWD,
             proc_path.as_str(),
-            rustix::fs::CWD,
-            to,
+            to.at,
+            to.path.as_ref(),
             AtFlags::SYMLINK_FOLLOW,
         )
     };
     if BY_DESCRIPTOR_OFF.load(Ordering::Relaxed) {
         return by_proc();
     }
-    match rustix::fs::linkat(file, "", rustix::fs::CWD, to, AtFlags::EMPTY_PATH) {
+    match rustix::fs::linkat(file, "", to.at, to.path.as_ref(), AtFlags::EMPTY_PATH) {
         // Without the capability the kernel answers ENOENT, as it does for
         // a missing directory: the other way tells which.
         Err(rustix::io::Errno::NOENT) => {
@@ -383,12 +435,23 @@ fn stage_named(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<Vec<Path
 /// a failed rename the temporaries left are removed, and so are the names
 /// renamed already.
 pub fn publish(dir: &Path, ops: &FileOps, temps: Temps) -> Result<(), WriterError> {
+    publish_at(dir, None, ops, temps)
+}
+
+/// [`publish`] relative to the round's handle on `dir`, if it has one.
+pub fn publish_at(
+    dir: &Path,
+    at: Option<BorrowedFd<'_>>,
+    ops: &FileOps,
+    temps: Temps,
+) -> Result<(), WriterError> {
     let tmps = match temps {
         Temps::Named(tmps) => tmps,
         Temps::Unnamed(file) => {
             for (i, (name, _)) in ops.writes.iter().enumerate() {
                 let path = dir.join(name);
-                if let Err(source) = link_unnamed(dir, &file, &path) {
+                let to = Target::new(dir, at, name.as_str());
+                if let Err(source) = link_unnamed(dir, &file, to, &path) {
                     unpublish(dir, ops, &ops.writes[..i]);
                     return Err(WriterError::Io { path, source });
                 }

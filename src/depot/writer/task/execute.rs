@@ -4,6 +4,7 @@
 //! defuse reads whose files could not be deleted, then answer and hand on
 //! the reads.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -274,14 +275,16 @@ impl Writer {
             let journal = self.journal.clone();
             let (work, b) = (ops.clone(), batch.clone());
             let done = tokio::task::spawn_blocking(move || {
+                let handle = files::round_dir(&dir);
+                let at = handle.as_ref().map(|h| h.as_fd());
                 let staged: Vec<_> = (work.iter().enumerate())
-                    .map(|(i, o)| files::stage_at(&dir, access, o, i))
+                    .map(|(i, o)| files::stage_at(&dir, at, access, o, i))
                     .collect();
                 match journal_round(&journal, &b) {
                     Ok(()) => Ok(work
                         .iter()
                         .zip(staged)
-                        .map(|(o, staged)| files::publish(&dir, o, staged?))
+                        .map(|(o, staged)| files::publish_at(&dir, at, o, staged?))
                         .collect()),
                     Err(error) => Err((error, staged)),
                 }
