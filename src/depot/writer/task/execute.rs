@@ -275,7 +275,10 @@ impl Writer {
             let journal = self.journal.clone();
             let (work, b) = (ops.clone(), batch.clone());
             let done = tokio::task::spawn_blocking(move || {
-                let handle = files::round_dir(&dir);
+                // Only files without a name are made relative to it.
+                let handle = (work.iter().any(|o| o.new_names))
+                    .then(|| files::round_dir(&dir))
+                    .flatten();
                 let at = handle.as_ref().map(|h| h.as_fd());
                 let staged: Vec<_> = (work.iter().enumerate())
                     .map(|(i, o)| files::stage_at(&dir, at, access, o, i))
