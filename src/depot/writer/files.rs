@@ -245,7 +245,7 @@ pub fn stage_at(
     if position < UNNAMED_PER_ROUND
         && let Some(content) = unnamed_content(ops)
     {
-        match write_unnamed(Target::new(dir, at, "."), content.as_bytes(), access) {
+        match write_unnamed(dir, Target::new(dir, at, "."), content.as_bytes(), access) {
             Ok(Some(file)) => return Ok(Temps::Unnamed(file)),
             Ok(None) => {}
             Err(source) => {
@@ -272,14 +272,15 @@ fn unnamed_content(ops: &FileOps) -> Option<&Arc<str>> {
 /// Writes `content` to a new file without a name in `dir`; `None` where the
 /// file system cannot (the caller writes a named temporary instead).
 fn write_unnamed(
-    dir: Target<'_>,
+    dir: &Path,
+    target: Target<'_>,
     content: &[u8],
     access: FileAccess,
 ) -> io::Result<Option<fs::File>> {
     let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(
-        dir.at,
-        dir.path.as_ref(),
+        target.at,
+        target.path.as_ref(),
         flags,
         Mode::from_bits_truncate(access.mode),
     ) {
@@ -293,7 +294,7 @@ fn write_unnamed(
             ) =>
         {
             UNNAMED_OFF.store(true, Ordering::Relaxed);
-            warn!(dir = %dir.path.display(), error = %e, "files without a name are not supported here; configs are written under temporary names");
+            warn!(dir = %dir.display(), error = %e, "files without a name are not supported here; configs are written under temporary names");
             return Ok(None);
         }
         Err(e) => return Err(e.into()),
