@@ -371,9 +371,7 @@ fn give_to_nobody(path: &Path) {
 /// and the refused push lands within 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_directory_defuses_the_read_and_recovers() {
-    if !pxeconf::cli::tftp::running_as_root() {
-        assert!(!in_ci(), "CI runs as root: setpriv needs it");
-        eprintln!("SKIPPED: dropping privileges with setpriv needs root");
+    if !as_root("dropping privileges with setpriv") {
         return;
     }
     if !have_tool("setpriv", "running the depot as an unprivileged user") {
@@ -433,6 +431,17 @@ async fn a_read_only_directory_defuses_the_read_and_recovers() {
     assert!(holds_client(&site.dirs, 1) && holds_client(&site.dirs, 2));
 }
 
+/// Whether the test runs as root, which `what` needs; skipped (with a line
+/// saying so) where it does not — never in CI, which runs as root.
+fn as_root(what: &str) -> bool {
+    if pxeconf::cli::tftp::running_as_root() {
+        return true;
+    }
+    assert!(!in_ci(), "CI runs as root: {what} needs it");
+    eprintln!("SKIPPED: {what} needs root");
+    false
+}
+
 /// A tmpfs mounted for a test, unmounted when dropped.
 struct Mount(std::path::PathBuf);
 
@@ -462,9 +471,7 @@ impl Drop for Mount {
 /// a TFTP client to find — and lands once there is space again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pxe_file_system_fails_a_push_whole_and_it_lands_later() {
-    if !pxeconf::cli::tftp::running_as_root() {
-        assert!(!in_ci(), "CI runs as root: mounting a tmpfs needs it");
-        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+    if !as_root("mounting a small tmpfs") {
         return;
     }
     let mut mounted = None;

@@ -684,6 +684,17 @@ mod tests {
         fs::write(dir.join(name).join("x"), "x").unwrap();
     }
 
+    /// A new client's set: one content under its UUID and MAC names.
+    fn new_client(uuid: &str, mac: &str, text: &str) -> FileOps {
+        let content: Arc<str> = Arc::from(text);
+        FileOps {
+            writes: vec![(uuid.into(), content.clone()), (mac.into(), content)],
+            new_names: true,
+            undone_on_failure: true,
+            ..FileOps::default()
+        }
+    }
+
     fn write(name: &str) -> FileOps {
         FileOps {
             writes: vec![(name.to_owned(), Arc::from("new\n"))],
@@ -852,13 +863,7 @@ mod tests {
             mode: 0o640,
             group: Some(gid),
         };
-        let content: Arc<str> = Arc::from("set timeout=0\n");
-        let ops = FileOps {
-            writes: vec![("uuid-a".into(), content.clone()), ("01-a".into(), content)],
-            new_names: true,
-            undone_on_failure: true,
-            ..FileOps::default()
-        };
+        let ops = new_client("uuid-a", "01-a", "set timeout=0\n");
         let staged = stage(dir.path(), access, &ops).unwrap();
         assert!(matches!(staged, Temps::Unnamed(_)), "{staged:?}");
         assert!(
@@ -946,13 +951,7 @@ mod tests {
         // A name that cannot be replaced (a directory) fails the set, and
         // the name linked before it is deleted again.
         obstacle(dir.path(), "01-b");
-        let content: Arc<str> = Arc::from("new\n");
-        let ops = FileOps {
-            writes: vec![("uuid-b".into(), content.clone()), ("01-b".into(), content)],
-            new_names: true,
-            undone_on_failure: true,
-            ..FileOps::default()
-        };
+        let ops = new_client("uuid-b", "01-b", "new\n");
         match apply(dir.path(), FileAccess::default(), &ops) {
             Err(WriterError::Io { path, .. }) => assert_eq!(path, dir.path().join("01-b")),
             other => panic!("expected an I/O error, got {other:?}"),
