@@ -5,14 +5,15 @@ trickle's actions, from syscall tracepoints of every process (no sampling).
     perf record -a -o /tmp/trickle.perf \
         -e syscalls:sys_enter_writev,syscalls:sys_exit_recvfrom \
         -e syscalls:sys_enter_pwrite64,syscalls:sys_enter_fcntl \
-        -e syscalls:sys_enter_rename,syscalls:sys_enter_renameat2 -- sleep 14 &
+        -e syscalls:sys_enter_rename,syscalls:sys_enter_renameat2 \
+        -e syscalls:sys_enter_linkat -- sleep 14 &
     pxeconf loadtest --scenario trickle --path new --clients 200 \
         --legacy-depots 0 --depots 1 --trickle-clients 300 --trickle-rate 50
     perf script -i /tmp/trickle.perf -F comm,pid,tid,time,event,trace > /tmp/trickle.txt
     python3 benches/trickle_timeline.py /tmp/trickle.txt
 
 The roles are found in the trace: the configserver is the process with
-sqlx's SQLite threads, the depot the one that renames, the load generator
+sqlx's SQLite threads, the depot the one that renames or links, the load generator
 the other one that writes most. An action starts with the load generator's
 first write after 5 ms of silence; its steps are the first matching events
 within 8 ms. Times are µs after that first write (docs/BENCHMARKS.md, sixth
@@ -45,7 +46,7 @@ def events(path):
 def roles(ev):
     """The configserver's, the depot's and the load generator's pids."""
     cs = collections.Counter(e[1] for e in ev if e[3].startswith("sqlx")).most_common(1)
-    depot = collections.Counter(e[1] for e in ev if "rename" in e[4]).most_common(1)
+    depot = collections.Counter(e[1] for e in ev if placed(e)).most_common(1)
     if not cs or not depot:
         raise SystemExit("no configserver (sqlx threads) or no depot (renames) in the trace")
     cs, depot = cs[0][0], depot[0][0]
@@ -55,6 +56,11 @@ def roles(ev):
     if not writers:
         raise SystemExit("no load generator (writes to the configserver) in the trace")
     return cs, depot, writers[0][0]
+
+
+def placed(e):
+    """A config put in place: renamed, or (a new client's) linked in."""
+    return "rename" in e[4] or "linkat" in e[4]
 
 
 def first(window, test):
@@ -84,7 +90,7 @@ def timeline(ev):
             "4 Admin response written": writes[0] if writes else None,
             "5 push written to the depot": writes[1] if len(writes) > 1 else None,
             "6 the depot reads it": first(window, lambda e: e[1] == depot and e[4] == "sys_exit_recvfrom"),
-            "7 config renamed into place": first(window, lambda e: e[1] == depot and "rename" in e[4]),
+            "7 config in place (rename or link)": first(window, lambda e: e[1] == depot and placed(e)),
         }
         for step, at in found.items():
             if at is not None:

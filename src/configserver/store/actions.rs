@@ -16,8 +16,8 @@ use super::error::Result;
 use super::records::{ActionRecord, WriteOutcome};
 use super::script::{Ran, Script, Value};
 use super::sequence;
-use super::sql::json_rows;
-use super::triggers::{distinct, finish, finish_read, reads, state};
+use super::sql::{json_rows, traceparent};
+use super::triggers::{distinct, finish, finish_native, finish_read, reads, state};
 use crate::domain::{Fqdn, ProductId};
 
 /// The rows a list of actions writes: one per (client, product) with its
@@ -120,6 +120,21 @@ impl Store {
     /// (as in opsi); its PXE config is for the most recently set one.
     /// Unknown clients or products fail the whole call.
     pub async fn set_action_requests(&self, actions: &[ActionRecord]) -> Result<WriteOutcome> {
+        if self.has_native_writer() && !actions.is_empty() {
+            // The whole transaction in one hand-off to the store's own
+            // SQLite writer: the hot write of every netboot action.
+            let (actions, traceparent) = (actions.to_vec(), traceparent());
+            return self
+                .write_native(move |tx| {
+                    let write = ActionWrite::new(&actions, false);
+                    let clients = distinct(write.rows.iter().map(|r| r[0]));
+                    let mut ran =
+                        reads(write.script(Script::default()), &clients).run_native(tx)?;
+                    let (affected, _) = write.written(&mut ran)?;
+                    finish_native(tx, affected, state(&mut ran)?, traceparent)
+                })
+                .await;
+        }
         let mut tx = self.begin().await?;
         if actions.is_empty() {
             return finish(tx, 0, &[]).await;

@@ -194,6 +194,31 @@ fn snapshot_sql(rows: Rows) -> String {
 /// One row of [`SNAPSHOT_SQL`].
 type Part = (String, String, String, String, String, Option<String>);
 
+/// [`SNAPSHOT_SQL`]'s rows on one of the store's own SQLite connections.
+fn parts(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    depot_id: &str,
+    list: &str,
+    configs: &str,
+) -> Result<Vec<Part>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(
+        rusqlite::named_params! {"$1": depot_id, "$2": list, "$3": configs},
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 impl Snapshot {
     /// Reads the push rows of `list` (a JSON id list) for `depot_id`, in
     /// client order, and what those clients need on `depot_id`.
@@ -206,12 +231,20 @@ impl Snapshot {
     ) -> Result<(Vec<PushRow>, Self)> {
         let sql = snapshot_sql(rows);
         let configs = json_list(PXE_CONFIGS);
-        let parts: Vec<Part> = on!(store.reader(), |p| sqlx::query_as(AssertSqlSafe(sql))
-            .bind(depot_id)
-            .bind(list)
-            .bind(&configs)
-            .fetch_all(p)
-            .await?);
+        let parts: Vec<Part> = match store.native() {
+            Some(readers) => {
+                let (depot, list) = (depot_id.to_owned(), list.to_owned());
+                readers
+                    .run(move |conn| parts(conn, &sql, &depot, &list, &configs))
+                    .await?
+            }
+            None => on!(store.reader(), |p| sqlx::query_as(AssertSqlSafe(sql))
+                .bind(depot_id)
+                .bind(list)
+                .bind(&configs)
+                .fetch_all(p)
+                .await?),
+        };
         let mut pushes = Vec::new();
         let mut snapshot = Self {
             depot_id: depot_id.to_owned(),

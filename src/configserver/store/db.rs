@@ -15,8 +15,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::error::{Result, StoreError};
+use super::native::{Access, Native};
 
 /// How long a statement waits for a lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,8 +52,15 @@ macro_rules! on {
 }
 pub(super) use on;
 
-/// A transaction on either engine (a write, or a read snapshot).
-pub(super) type Tx = Engine<Transaction<'static, Sqlite>, Transaction<'static, Postgres>>;
+/// A write transaction on sqlx's SQLite writer, holding the write gate.
+pub(super) struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    /// Released after the commit or rollback (declared after `tx`).
+    _gate: OwnedMutexGuard<()>,
+}
+
+/// A transaction on either engine.
+pub(super) type Tx = Engine<SqliteTx, Transaction<'static, Postgres>>;
 /// A write transaction.
 pub(super) type WriteTx = Tx;
 
@@ -59,20 +68,26 @@ impl Tx {
     /// The transaction's connection, for [`on!`].
     pub(super) fn conn(&mut self) -> Engine<&mut SqliteConnection, &mut PgConnection> {
         match self {
-            Engine::Sqlite(tx) => Engine::Sqlite(&mut **tx),
+            Engine::Sqlite(tx) => Engine::Sqlite(&mut *tx.tx),
             Engine::Postgres(tx) => Engine::Postgres(&mut **tx),
         }
     }
 
     /// Commits.
     pub(super) async fn commit(self) -> Result<()> {
-        on!(self, |tx| tx.commit().await?);
+        match self {
+            Engine::Sqlite(tx) => tx.tx.commit().await?,
+            Engine::Postgres(tx) => tx.commit().await?,
+        }
         Ok(())
     }
 
     /// Rolls back.
     pub(super) async fn rollback(self) -> Result<()> {
-        on!(self, |tx| tx.rollback().await?);
+        match self {
+            Engine::Sqlite(tx) => tx.tx.rollback().await?,
+            Engine::Postgres(tx) => tx.rollback().await?,
+        }
         Ok(())
     }
 }
@@ -144,7 +159,16 @@ fn redact(url: &str) -> String {
 /// The open connections.
 #[derive(Clone)]
 enum Db {
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        /// Bundle loads' connections (`native`).
+        native: Arc<Native>,
+        /// The hot writes' connection (`native`): action requests, push results.
+        writer: Arc<Native>,
+        /// Held by every write transaction of either writer: one at a time.
+        gate: Arc<Mutex<()>>,
+    },
     Postgres(PgPool),
 }
 
@@ -212,7 +236,16 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
-        Self::with(Db::Sqlite { write, read }).await
+        let native = Native::open(path, READERS as usize, Access::Read, BUSY_TIMEOUT)?;
+        let writer = Native::open(path, 1, Access::Write, BUSY_TIMEOUT)?;
+        Self::with(Db::Sqlite {
+            write,
+            read,
+            native,
+            writer,
+            gate: Arc::new(Mutex::new(())),
+        })
+        .await
     }
 
     /// Connects to the PostgreSQL database at `url` and migrates it (one
@@ -292,7 +325,15 @@ impl Store {
     /// Closes the connections (a copy of SQLite's files is consistent after this).
     pub async fn close(&self) {
         match &self.db {
-            Db::Sqlite { write, read } => {
+            Db::Sqlite {
+                write,
+                read,
+                native,
+                writer,
+                ..
+            } => {
+                native.close().await;
+                writer.close().await;
                 read.close().await;
                 write.close().await;
             }
@@ -308,11 +349,58 @@ impl Store {
         }
     }
 
+    /// The store's own SQLite read connections, if this is SQLite.
+    pub(super) fn native(&self) -> Option<&Native> {
+        match &self.db {
+            Db::Sqlite { native, .. } => Some(native),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// Whether writes may go to [`Store::write_native`] (SQLite).
+    pub(super) fn has_native_writer(&self) -> bool {
+        matches!(self.db, Db::Sqlite { .. })
+    }
+
+    /// Runs `work` in one write transaction (`BEGIN IMMEDIATE`) on the
+    /// store's own SQLite writer: committed if it returns `Ok`, rolled back
+    /// if it fails. One hand-off for the whole transaction. The write gate
+    /// is held until the transaction has ended on its thread, even if the
+    /// caller goes away meanwhile. PostgreSQL has no such writer: callers
+    /// check [`Store::has_native_writer`] first.
+    pub(super) async fn write_native<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let Db::Sqlite { writer, gate, .. } = &self.db else {
+            return Err(StoreError::Native(
+                "no SQLite writer of the store's own".into(),
+            ));
+        };
+        let held = Arc::clone(gate).lock_owned().await;
+        writer
+            .run(move |conn| {
+                let _held = held;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                // Dropped without a commit, the transaction rolls back.
+                let out = work(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+    }
+
     /// A write transaction: on SQLite's one writer connection; on
     /// PostgreSQL after the write lock (see [`WRITE_LOCK`]).
     pub(super) async fn begin(&self) -> Result<WriteTx> {
         match &self.db {
-            Db::Sqlite { write, .. } => Ok(Engine::Sqlite(write.begin().await?)),
+            Db::Sqlite { write, gate, .. } => {
+                let gate = Arc::clone(gate).lock_owned().await;
+                let tx = write.begin().await?;
+                Ok(Engine::Sqlite(SqliteTx { tx, _gate: gate }))
+            }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -333,7 +421,7 @@ mod tests {
     async fn an_sqlite_store_opens_its_connections_at_start_and_keeps_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("pxeconf.db")).await.unwrap();
-        let Db::Sqlite { write, read } = &store.db else {
+        let Db::Sqlite { write, read, .. } = &store.db else {
             panic!("an SQLite store");
         };
         assert_eq!((write.size(), read.size()), (1, READERS));

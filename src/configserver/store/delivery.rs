@@ -8,17 +8,19 @@ use super::error::{Result, StoreError};
 use super::leases::announce;
 use super::records::{Ack, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate};
 use super::rows;
+use super::script::{Script, Value};
 use super::sql::{now_ms, to_ms};
 use super::triggers::reconcile;
 use crate::domain::ActionRequest;
 
-/// Records a batch of push results: each failure (rare) on its own, then
-/// every delivery in one statement. Per client and depot only the highest
-/// delivered revision counts (what one after the other would leave too),
-/// and a failure followed by the delivery of the same revision (a retry
-/// that worked) ends delivered either way.
-async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
+/// The statements recording a batch of push results: each failure (rare)
+/// on its own, then every delivery in one statement. Per client and depot
+/// only the highest delivered revision counts (what one after the other
+/// would leave too), and a failure followed by the delivery of the same
+/// revision (a retry that worked) ends delivered either way.
+fn acks_script(acks: &[Ack], now: i64) -> Script {
     type Delivery<'a> = (u64, &'a PushPath, Option<&'a UsedTemplate>);
+    let mut script = Script::default();
     let mut delivered: HashMap<(&str, &str), Delivery> = HashMap::new();
     for ack in acks {
         match ack {
@@ -42,25 +44,22 @@ async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
                 error,
                 next_attempt_at,
             } => {
-                on!(conn.conn(), |c| {
-                    sqlx::query(
+                script = script.then(
                     "UPDATE pushes SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2
                      WHERE client_id = $3 AND depot_id = $4 AND revision = $5 AND delivered_revision < $5",
-                )
-                .bind(error)
-                .bind(to_ms(*next_attempt_at))
-                .bind(client_id)
-                .bind(depot_id)
-                .bind(*revision as i64)
-                .execute(c)
-                .await?
-                .rows_affected()
-                });
+                    vec![
+                        Value::Text(error.clone()),
+                        Value::Int(to_ms(*next_attempt_at)),
+                        Value::Text(client_id.clone()),
+                        Value::Text(depot_id.clone()),
+                        Value::Int(*revision as i64),
+                    ],
+                );
             }
         }
     }
     if delivered.is_empty() {
-        return Ok(());
+        return script;
     }
     let rows = delivered
         .iter()
@@ -77,8 +76,8 @@ async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
     let rows = serde_json::Value::Array(rows.collect()).to_string();
     // The template a depot used belongs to the revision it names; the
     // delivered revision only grows.
-    on!(conn.conn(), |c| {
-        sqlx::query(
+    script
+        .then(
             "UPDATE pushes SET
                template = CASE WHEN revision = a.rev AND a.used IS NOT NULL THEN a.used ELSE template END,
                template_reason = CASE WHEN revision = a.rev AND a.used IS NOT NULL THEN a.why ELSE template_reason END,
@@ -93,27 +92,16 @@ async fn record_batch(conn: &mut Tx, acks: &[Ack], now: i64) -> Result<()> {
                           value ->> 4 AS used, value ->> 5 AS why
                    FROM json_each($1)) AS a
              WHERE pushes.client_id = a.client AND pushes.depot_id = a.depot",
+            vec![Value::Text(rows.clone()), Value::Int(now)],
         )
-        .bind(&rows)
-        .bind(now)
-        .execute(c)
-        .await?
-        .rows_affected()
-    });
-    // A deleted client's row is done once its removal is delivered: nothing
-    // is owed or held any more, and a row kept would stay for good.
-    on!(conn.conn(), |c| {
-        sqlx::query(
+        // A deleted client's row is done once its removal is delivered:
+        // nothing is owed or held any more, and a row kept would stay for good.
+        .then(
             "DELETE FROM pushes WHERE op = 'remove' AND delivered_revision >= revision
                AND (client_id, depot_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))
                AND client_id NOT IN (SELECT id FROM clients)",
+            vec![Value::Text(rows)],
         )
-        .bind(&rows)
-        .execute(c)
-        .await?
-        .rows_affected()
-    });
-    Ok(())
 }
 
 /// The push row a read report is about, as far as a read needs it.
@@ -239,8 +227,15 @@ impl Store {
         if acks.is_empty() {
             return Ok(());
         }
+        let script = acks_script(acks, now_ms());
+        if self.has_native_writer() {
+            // One hand-off for the whole transaction (`native`).
+            return self
+                .write_native(move |tx| script.run_native(tx).map(drop))
+                .await;
+        }
         let mut tx = self.begin().await?;
-        record_batch(&mut tx, acks, now_ms()).await?;
+        script.run(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }

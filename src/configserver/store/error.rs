@@ -6,6 +6,12 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The database failed, on one of the store's own SQLite connections.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A thread of the store's own SQLite connections is gone.
+    #[error("database: {0}")]
+    Native(String),
     /// Migrations failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -96,6 +102,10 @@ impl StoreError {
             StoreError::Db(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
             ) => true,
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
             _ => false,
         }
     }

@@ -16,7 +16,8 @@
 //!   one hand-off to SQLite's connection thread.
 //! - `delivery`: push results, read reports, the outbox per depot;
 //!   `lookups`: the legacy look-ups' reads; `bundle`: the batched bundle
-//!   assembly; `templates`: the template a depot reports it used.
+//!   assembly (on SQLite through `native`, read connections of the store's
+//!   own); `templates`: the template a depot reports it used.
 //! - `sequence`: the epoch and the revision sequence (a hybrid clock);
 //!   `aborted`: what a depot's ABORTED means; `verify`: the outbox checked
 //!   against a depot's own list; `lock`: one configserver per SQLite file;
@@ -35,6 +36,7 @@ mod inventory;
 mod leases;
 mod lock;
 mod lookups;
+mod native;
 mod records;
 mod rows;
 mod rules;

@@ -20,8 +20,10 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Either, Executor, FromRow};
 
+use rusqlite::types::Value as SqlValue;
+
 use super::db::{Engine, Tx};
-use super::error::Result;
+use super::error::{Result, StoreError};
 
 /// A value bound to a statement of a script.
 #[derive(Debug, Clone)]
@@ -50,21 +52,27 @@ pub(super) struct Script {
 
 /// The rows of one statement of a script.
 pub(super) enum Rows {
-    /// From SQLite.
+    /// From SQLite through sqlx.
     Sqlite(Vec<SqliteRow>),
     /// From PostgreSQL.
     Postgres(Vec<PgRow>),
+    /// From SQLite on the store's own connection (`native`).
+    Native(Vec<Vec<SqlValue>>),
 }
 
 impl Rows {
     /// The rows as `T`s (tuples decode by position).
     pub(super) fn decode<T>(self) -> Result<Vec<T>>
     where
-        T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow>,
+        T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + FromNative,
     {
         Ok(match self {
             Rows::Sqlite(rows) => rows.iter().map(T::from_row).collect::<Result<_, _>>()?,
             Rows::Postgres(rows) => rows.iter().map(T::from_row).collect::<Result<_, _>>()?,
+            Rows::Native(rows) => rows
+                .into_iter()
+                .map(T::from_native)
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -73,9 +81,95 @@ impl Rows {
         match self {
             Rows::Sqlite(rows) => rows.is_empty(),
             Rows::Postgres(rows) => rows.is_empty(),
+            Rows::Native(rows) => rows.is_empty(),
         }
     }
 }
+
+/// A row of the store's own SQLite connection as a record (tuples, by
+/// position), with the conversions sqlx's SQLite rows allow.
+pub(super) trait FromNative: Sized {
+    /// The record of `row`.
+    fn from_native(row: Vec<SqlValue>) -> Result<Self>;
+}
+
+/// One column of such a row.
+pub(super) trait NativeValue: Sized {
+    /// The column's value as `Self`, or why it is not one.
+    fn from_value(value: SqlValue) -> Result<Self, String>;
+}
+
+impl NativeValue for String {
+    fn from_value(value: SqlValue) -> Result<Self, String> {
+        match value {
+            SqlValue::Text(text) => Ok(text),
+            other => Err(format!("text expected, found {:?}", other.data_type())),
+        }
+    }
+}
+
+impl NativeValue for i64 {
+    fn from_value(value: SqlValue) -> Result<Self, String> {
+        match value {
+            SqlValue::Integer(n) => Ok(n),
+            other => Err(format!(
+                "an integer expected, found {:?}",
+                other.data_type()
+            )),
+        }
+    }
+}
+
+impl NativeValue for i32 {
+    fn from_value(value: SqlValue) -> Result<Self, String> {
+        let n = i64::from_value(value)?;
+        i32::try_from(n).map_err(|_| format!("{n} out of range for a 32-bit integer"))
+    }
+}
+
+impl NativeValue for bool {
+    fn from_value(value: SqlValue) -> Result<Self, String> {
+        Ok(i64::from_value(value)? != 0)
+    }
+}
+
+impl<T: NativeValue> NativeValue for Option<T> {
+    fn from_value(value: SqlValue) -> Result<Self, String> {
+        match value {
+            SqlValue::Null => Ok(None),
+            value => T::from_value(value).map(Some),
+        }
+    }
+}
+
+macro_rules! from_native_tuple {
+    ($($t:ident),+) => {
+        impl<$($t: NativeValue),+> FromNative for ($($t,)+) {
+            fn from_native(row: Vec<SqlValue>) -> Result<Self> {
+                let columns = row.len();
+                let mut values = row.into_iter().enumerate();
+                let out = ($(
+                    {
+                        let (i, value) = values.next().ok_or_else(|| {
+                            StoreError::Native(format!("a row of {columns} columns is too short"))
+                        })?;
+                        $t::from_value(value)
+                            .map_err(|why| StoreError::Native(format!("column {i}: {why}")))?
+                    },
+                )+);
+                Ok(out)
+            }
+        }
+    };
+}
+from_native_tuple!(A);
+from_native_tuple!(A, B);
+from_native_tuple!(A, B, C);
+from_native_tuple!(A, B, C, D);
+from_native_tuple!(A, B, C, D, E);
+from_native_tuple!(A, B, C, D, E, F);
+from_native_tuple!(A, B, C, D, E, F, G);
+from_native_tuple!(A, B, C, D, E, F, G, H);
 
 /// The rows of a script's statements, in order.
 pub(super) struct Ran(std::vec::IntoIter<Rows>);
@@ -163,6 +257,43 @@ impl Script {
                 Ok(out)
             }
         }
+    }
+
+    /// Runs the statements in a transaction of the store's own SQLite
+    /// connection (`native`), each prepared once per connection; as on
+    /// PostgreSQL, none after a guard that returned rows.
+    pub(super) fn run_native(self, tx: &rusqlite::Transaction<'_>) -> Result<Ran> {
+        let mut out = Vec::with_capacity(self.statements.len());
+        for statement in self.statements {
+            let mut prepared = tx.prepare_cached(&statement.sql)?;
+            for (i, value) in statement.values.into_iter().enumerate() {
+                let Some(at) = prepared.parameter_index(&format!("${}", i + 1))? else {
+                    continue;
+                };
+                match value {
+                    Value::Text(text) => prepared.raw_bind_parameter(at, text)?,
+                    Value::Int(n) => prepared.raw_bind_parameter(at, n)?,
+                    Value::MaybeText(text) => prepared.raw_bind_parameter(at, text)?,
+                }
+            }
+            let columns = prepared.column_count();
+            let mut rows = Vec::new();
+            let mut stepped = prepared.raw_query();
+            while let Some(row) = stepped.next()? {
+                rows.push(
+                    (0..columns)
+                        .map(|i| row.get::<_, SqlValue>(i))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            let rows = Rows::Native(rows);
+            let stop = statement.guard && !rows.is_empty();
+            out.push(rows);
+            if stop {
+                break;
+            }
+        }
+        Ok(Ran(out.into_iter()))
     }
 
     /// One text of all statements, each one's `$n` moved past the values of

@@ -164,6 +164,36 @@ pub(super) fn state(ran: &mut Ran) -> Result<State> {
 
 /// Writes the push rows `state` calls for; returns the pushes now owed.
 async fn apply(conn: &mut Tx, state: State) -> Result<Vec<Owed>> {
+    let changes = plan(state);
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    changes_script(&changes, traceparent()).run(conn).await?;
+    Ok(owed(changes))
+}
+
+/// [`finish_read`] in a transaction of the store's own SQLite writer
+/// (`native`): the push rows `state` calls for, written with `traceparent`
+/// (the caller's: this runs on the writer's thread, outside its span).
+/// SQLite has no one to announce owed pushes to; the caller commits.
+pub(super) fn finish_native(
+    tx: &rusqlite::Transaction<'_>,
+    affected: usize,
+    state: State,
+    traceparent: Option<String>,
+) -> Result<WriteOutcome> {
+    let changes = plan(state);
+    if !changes.is_empty() {
+        changes_script(&changes, traceparent).run_native(tx)?;
+    }
+    Ok(WriteOutcome {
+        affected: affected as u64,
+        owed: owed(changes),
+    })
+}
+
+/// The push rows `state` calls for.
+fn plan(state: State) -> Vec<Change> {
     let State { desired, current } = state;
     let mut changes = removals(&current, &desired);
     changes.extend(desired.into_iter().filter_map(|(client, want)| {
@@ -193,18 +223,19 @@ async fn apply(conn: &mut Tx, state: State) -> Result<Vec<Owed>> {
             }),
         }
     }));
-    if changes.is_empty() {
-        return Ok(Vec::new());
-    }
-    write_changes(conn, &changes).await?;
-    Ok(changes
+    changes
+}
+
+/// The pushes owed after `changes`.
+fn owed(changes: Vec<Change>) -> Vec<Owed> {
+    changes
         .into_iter()
         .filter(|c| c.owed)
         .map(|c| Owed {
             depot_id: c.depot,
             client_id: c.client,
         })
-        .collect())
+        .collect()
 }
 
 /// A client of the list: it exists, its newest netboot product, its
@@ -315,11 +346,11 @@ fn removals(current: &Rows, desired: &HashMap<String, Option<Want>>) -> Vec<Chan
         .collect()
 }
 
-/// Writes `changes` with fresh revisions (taken in the same hand-off, and
-/// read back by the insert); those owed are owed again, a blocked one not
-/// owed counts as delivered at once. Every row takes the current call's
-/// `traceparent` (one value, bound once).
-async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
+/// The statements writing `changes` with fresh revisions (taken in the
+/// same hand-off, and read back by the insert); those owed are owed again,
+/// a blocked one not owed counts as delivered at once. Every row takes
+/// `traceparent`, the current call's (one value, bound once).
+fn changes_script(changes: &[Change], traceparent: Option<String>) -> Script {
     let n = i64::try_from(changes.len()).unwrap_or(i64::MAX);
     let rows = json_rows(changes.iter().map(|c| {
         [
@@ -346,17 +377,13 @@ async fn write_changes(conn: &mut Tx, changes: &[Change]) -> Result<()> {
              ELSE excluded.delivered_revision END,
            attempts = 0, last_error = '', next_attempt_at = NULL, updated_at = excluded.updated_at,
            traceparent = excluded.traceparent";
-    sequence::take(Script::default(), n)
-        .then(
-            insert,
-            vec![
-                Value::Text(rows),
-                Value::Int(n),
-                Value::Int(now_ms()),
-                Value::MaybeText(traceparent()),
-            ],
-        )
-        .run(conn)
-        .await?;
-    Ok(())
+    sequence::take(Script::default(), n).then(
+        insert,
+        vec![
+            Value::Text(rows),
+            Value::Int(n),
+            Value::Int(now_ms()),
+            Value::MaybeText(traceparent),
+        ],
+    )
 }

@@ -1,0 +1,188 @@
+//! SQLite connections of the store's own (rusqlite, as the depot's
+//! journal), each on a thread of its own: a read or a whole write
+//! transaction is one hand-off to a thread and its result one message back.
+//!
+//! Through sqlx every statement is a round trip to the connection's thread
+//! and back, and its rows come through a channel, waking the reading task
+//! per row on an idle configserver; sqlx also pings each pool connection
+//! on its way back into the pool (sqlx-core 0.9 `return_to_pool`), one more
+//! round trip. A one-client action write took ~10 such hand-offs and a
+//! trickle's configserver ~57 context switches per action
+//! (docs/BENCHMARKS.md, tenth pass).
+//!
+//! Readers are read-only; each statement is its own read transaction (WAL:
+//! it sees every commit before it began). The writer shares the file with
+//! sqlx's writer connection, which the store keeps for the other writes:
+//! `db::Store` lets one of the two write at a time (its write gate), so
+//! neither waits in SQLite's busy handler.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use super::error::{Result, StoreError};
+
+/// Work run on one of the threads.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// What the connections may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Read only.
+    Read,
+    /// Read and write (one connection: SQLite has one writer at a time).
+    Write,
+}
+
+/// Connections, each on a thread of its own, sharing one queue.
+pub(super) struct Native {
+    /// `None` once closed: the threads end when the queue's sender is gone.
+    jobs: Mutex<Option<flume::Sender<Job>>>,
+    /// One per thread, fired when it has closed its connection.
+    closed: Mutex<Vec<oneshot::Receiver<()>>>,
+}
+
+impl Native {
+    /// Opens `n` connections to the SQLite file at `path` (which must exist,
+    /// migrated) and starts a thread for each.
+    pub(super) fn open(
+        path: &Path,
+        n: usize,
+        access: Access,
+        busy_timeout: Duration,
+    ) -> Result<Arc<Self>> {
+        // One queue, each job woken to one waiting thread (a queue behind a
+        // mutex woke two: the receiver, then the next one for the lock).
+        let (send, receive) = flume::unbounded::<Job>();
+        let mut closed = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut conn = connect(path, access, busy_timeout)?;
+            let receive = receive.clone();
+            let (done, on_done) = oneshot::channel();
+            closed.push(on_done);
+            std::thread::Builder::new()
+                .name(match access {
+                    Access::Read => format!("store-read-{i}"),
+                    Access::Write => "store-write".to_owned(),
+                })
+                .spawn(move || {
+                    serve(&mut conn, &receive);
+                    drop(conn);
+                    let _ = done.send(());
+                })
+                .map_err(|e| StoreError::Native(format!("starting a store thread: {e}")))?;
+        }
+        Ok(Arc::new(Self {
+            jobs: Mutex::new(Some(send)),
+            closed: Mutex::new(closed),
+        }))
+    }
+
+    /// Runs `work` on a free connection and returns its result. Once
+    /// handed over it runs to its end, even if the caller goes away.
+    pub(super) async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        });
+        let sent = match &*lock(&self.jobs) {
+            Some(jobs) => jobs.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::Native("the store is closed".into()));
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Native("a store thread ended during its work".into()))?
+    }
+
+    /// Closes every connection, after the reads already queued.
+    pub(super) async fn close(&self) {
+        lock(&self.jobs).take();
+        let closed = std::mem::take(&mut *lock(&self.closed));
+        for done in closed {
+            let _ = done.await;
+        }
+    }
+}
+
+/// A mutex whose holder cannot leave its data half-changed (a take or a
+/// send): a poisoned one is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A connection with the settings of sqlx's (`db::Store::open` says why).
+fn connect(path: &Path, access: Access, busy_timeout: Duration) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | match access {
+            Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "temp_store", "memory")?;
+    if access == Access::Write {
+        // Per connection, as sqlx's writer has it: WAL's commits without an
+        // fsync each (a crash of the machine may lose the last ones, never
+        // corrupt the file).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", false)?;
+    }
+    Ok(conn)
+}
+
+/// Runs jobs until the queue is closed.
+fn serve(conn: &mut Connection, jobs: &flume::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        job(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_run_on_their_own_connections_and_close_leaves_none_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);",
+            )
+            .unwrap();
+        let readers = Native::open(&path, 2, Access::Read, Duration::from_secs(1)).unwrap();
+        let read = || {
+            readers
+                .run(|conn| Ok(conn.query_row("SELECT sum(x) FROM t", [], |r| r.get::<_, i64>(0))?))
+        };
+        assert_eq!(read().await.unwrap(), 1);
+        // A commit after the connections opened is seen by the next read.
+        writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        let (a, b) = tokio::join!(read(), read());
+        assert_eq!((a.unwrap(), b.unwrap()), (3, 3));
+        // Read-only: a write through them fails.
+        let write = readers
+            .run(|conn| Ok(conn.execute("INSERT INTO t VALUES (9)", [])?))
+            .await;
+        assert!(write.is_err(), "{write:?}");
+        readers.close().await;
+        assert!(read().await.is_err(), "closed");
+        // The last connection to close checkpoints and removes the WAL: with
+        // a reader left open it would stay.
+        drop(writer);
+        assert!(!dir.path().join("a.db-wal").exists());
+    }
+}
