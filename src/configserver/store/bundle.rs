@@ -114,7 +114,8 @@ impl Store {
         modules: Modules,
     ) -> Result<Vec<Loaded>> {
         let list = json_list(clients);
-        let (pushes, snapshot) = Snapshot::read(self, depot_id, &list, rows, modules).await?;
+        let (pushes, snapshot) =
+            Snapshot::read(self, depot_id, (&list, clients.len()), rows, modules).await?;
         Ok(pushes
             .into_iter()
             .map(|p| Loaded {
@@ -191,6 +192,9 @@ fn snapshot_sql(rows: Rows) -> String {
     SNAPSHOT_SQL.replace("{condition}", condition)
 }
 
+/// Loads of at most this many clients may run on the writer's connection.
+const SMALL_LOAD: usize = 16;
+
 /// One row of [`SNAPSHOT_SQL`].
 type Part = (String, String, String, String, String, Option<String>);
 
@@ -220,18 +224,29 @@ fn parts(
 }
 
 impl Snapshot {
-    /// Reads the push rows of `list` (a JSON id list) for `depot_id`, in
-    /// client order, and what those clients need on `depot_id`.
+    /// Reads the push rows of `list` (a JSON id list, and how many ids it
+    /// holds) for `depot_id`, in client order, and what those clients need
+    /// on `depot_id`.
     async fn read(
         store: &Store,
         depot_id: &str,
-        list: &str,
+        (list, clients): (&str, usize),
         rows: Rows,
         modules: Modules,
     ) -> Result<(Vec<PushRow>, Self)> {
         let sql = snapshot_sql(rows);
         let configs = json_list(PXE_CONFIGS);
-        let parts: Vec<Part> = match store.native() {
+        // A few clients' bundles from the writer's connection when it is
+        // free: it has just written their rows and its page cache is
+        // valid, while a read connection's whole cache is void after any
+        // other connection's commit (SQLite's WAL) and the load reads its
+        // ~30 pages again — 138 against 283 µs of a trickle's load
+        // (docs/BENCHMARKS.md, tenth pass).
+        let writer = store
+            .native_writer()
+            .filter(|w| clients <= SMALL_LOAD && w.idle());
+        let connections = writer.or_else(|| store.native());
+        let parts: Vec<Part> = match connections {
             Some(readers) => {
                 let (depot, list) = (depot_id.to_owned(), list.to_owned());
                 readers

@@ -357,6 +357,15 @@ impl Store {
         }
     }
 
+    /// The store's own SQLite writer connection, for reads that gain from
+    /// its page cache (see `bundle`), if this is SQLite.
+    pub(super) fn native_writer(&self) -> Option<&Native> {
+        match &self.db {
+            Db::Sqlite { writer, .. } => Some(writer),
+            Db::Postgres(_) => None,
+        }
+    }
+
     /// Whether writes may go to [`Store::write_native`] (SQLite).
     pub(super) fn has_native_writer(&self) -> bool {
         matches!(self.db, Db::Sqlite { .. })

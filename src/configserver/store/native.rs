@@ -17,6 +17,7 @@
 //! neither waits in SQLite's busy handler.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub(super) struct Native {
     jobs: Mutex<Option<flume::Sender<Job>>>,
     /// One per thread, fired when it has closed its connection.
     closed: Mutex<Vec<oneshot::Receiver<()>>>,
+    /// Jobs queued or running.
+    busy: Arc<AtomicUsize>,
 }
 
 impl Native {
@@ -78,6 +81,7 @@ impl Native {
         Ok(Arc::new(Self {
             jobs: Mutex::new(Some(send)),
             closed: Mutex::new(closed),
+            busy: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -89,14 +93,19 @@ impl Native {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let busy = Arc::clone(&self.busy);
         let job: Job = Box::new(move |conn| {
-            let _ = reply.send(work(conn));
+            let out = work(conn);
+            busy.fetch_sub(1, Ordering::Relaxed);
+            let _ = reply.send(out);
         });
+        self.busy.fetch_add(1, Ordering::Relaxed);
         let sent = match &*lock(&self.jobs) {
             Some(jobs) => jobs.send(job).is_ok(),
             None => false,
         };
         if !sent {
+            self.busy.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Native("the store is closed".into()));
         }
         answer
@@ -104,7 +113,12 @@ impl Native {
             .map_err(|_| StoreError::Native("a store thread ended during its work".into()))?
     }
 
-    /// Closes every connection, after the reads already queued.
+    /// Whether no work is queued or running (a hint: it may change at once).
+    pub(super) fn idle(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) == 0
+    }
+
+    /// Closes every connection, after the work already queued.
     pub(super) async fn close(&self) {
         lock(&self.jobs).take();
         let closed = std::mem::take(&mut *lock(&self.closed));
