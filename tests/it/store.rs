@@ -1336,6 +1336,24 @@ async fn the_store_turns_postgres_jit_off(engine: Engine) {
     }
 }
 
+/// Connections stay open on a quiet site: the first write after a pause
+/// does not open one on its way to the depot (SQLite: one writer and four
+/// readers; PostgreSQL: two at least, opened in the background).
+async fn the_store_keeps_connections_open(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let least = match engine {
+        Engine::Sqlite => 5,
+        Engine::Postgres => 2,
+    };
+    let (_, kept) = store.connections();
+    assert!(kept >= least, "{kept} kept open");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.connections().0 < kept && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(store.connections().0 >= kept, "{:?}", store.connections());
+}
+
 /// Writes of every kind at once all land, none failing busy: on SQLite the
 /// action writes and push results go to the store's own writer and the
 /// others through sqlx's, one transaction at a time between the two (a read
@@ -1383,6 +1401,7 @@ async fn writes_of_every_kind_at_once_all_land(engine: Engine) {
 }
 
 on_both_engines!(
+    the_store_keeps_connections_open,
     writes_of_every_kind_at_once_all_land,
     the_store_turns_postgres_jit_off,
     each_change_owes_exactly_its_pushes,

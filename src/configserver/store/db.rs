@@ -28,6 +28,8 @@ const READERS: u32 = 4;
 const ROW_CHANNEL: usize = 1024;
 /// PostgreSQL connections of one configserver.
 const PG_CONNECTIONS: u32 = 8;
+/// PostgreSQL connections kept open however idle the configserver is.
+const PG_KEPT: u32 = 2;
 /// The advisory lock key every PostgreSQL write transaction takes first
 /// ("pxeconf" in ASCII): writes are serialised across replicas.
 pub(super) const WRITE_LOCK: i64 = 0x0070_7865_636f_6e66;
@@ -258,8 +260,15 @@ impl Store {
         // in well under one (EXPLAIN ANALYZE; docs/BENCHMARKS.md), and any
         // other query over a long list still could.
         let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([("jit", "off")]);
+        // A few connections stay open on a quiet site, so the first action
+        // after a pause does not open one (TCP, TLS, authentication) on its
+        // way to the depot. Idle ones beyond those still close after sqlx's
+        // 10 minutes, and each is replaced in the background after its
+        // 30-minute lifetime; one is checked before use (a database restart
+        // or a proxy may have dropped it).
         let pool = PgPoolOptions::new()
             .max_connections(PG_CONNECTIONS)
+            .min_connections(PG_KEPT)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options)
             .await?;
@@ -306,6 +315,19 @@ impl Store {
                     .await?,
             )),
             Db::Sqlite { .. } => Ok(None),
+        }
+    }
+
+    /// The database connections sqlx's pools hold open now, and how many
+    /// they keep open however idle (the store's own SQLite connections,
+    /// always open, not counted). For diagnostics.
+    pub fn connections(&self) -> (u32, u32) {
+        match &self.db {
+            Db::Sqlite { write, read, .. } => (
+                write.size() + read.size(),
+                write.options().get_min_connections() + read.options().get_min_connections(),
+            ),
+            Db::Postgres(pool) => (pool.size(), pool.options().get_min_connections()),
         }
     }
 
