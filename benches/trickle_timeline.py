@@ -13,7 +13,7 @@ trickle's actions, from syscall tracepoints of every process (no sampling).
     python3 benches/trickle_timeline.py /tmp/trickle.txt
 
 The roles are found in the trace: the configserver is the process with
-sqlx's SQLite threads, the depot the one that renames or links, the load generator
+the store's SQLite threads (sqlx's or its own), the depot the one that renames or links, the load generator
 the other one that writes most. An action starts with the load generator's
 first write after 5 ms of silence; its steps are the first matching events
 within 8 ms. Times are µs after that first write (docs/BENCHMARKS.md, sixth
@@ -45,10 +45,10 @@ def events(path):
 
 def roles(ev):
     """The configserver's, the depot's and the load generator's pids."""
-    cs = collections.Counter(e[1] for e in ev if e[3].startswith("sqlx")).most_common(1)
+    cs = collections.Counter(e[1] for e in ev if store_thread(e)).most_common(1)
     depot = collections.Counter(e[1] for e in ev if placed(e)).most_common(1)
     if not cs or not depot:
-        raise SystemExit("no configserver (sqlx threads) or no depot (renames) in the trace")
+        raise SystemExit("no configserver (store threads) or no depot (renames, links) in the trace")
     cs, depot = cs[0][0], depot[0][0]
     writers = collections.Counter(
         e[1] for e in ev if e[4] == "sys_enter_writev" and e[1] not in (cs, depot)
@@ -56,6 +56,12 @@ def roles(ev):
     if not writers:
         raise SystemExit("no load generator (writes to the configserver) in the trace")
     return cs, depot, writers[0][0]
+
+
+def store_thread(e):
+    """A thread of the configserver's store: sqlx's SQLite threads, or the
+    store's own (`store-write`, `store-read-N`)."""
+    return e[3].startswith(("sqlx", "store-"))
 
 
 def placed(e):
@@ -81,7 +87,7 @@ def timeline(ev):
         read = first(window, lambda e: e[1] == cs and e[4] == "sys_exit_recvfrom")
         if read is None:
             continue
-        sql = [e for e in window if e[1] == cs and e[3].startswith("sqlx") and e[0] > read]
+        sql = [e for e in window if e[1] == cs and store_thread(e) and e[0] > read]
         writes = [e[0] for e in window if e[1] == cs and e[4] == "sys_enter_writev"]
         found = {
             "1 the configserver reads the request": read,
