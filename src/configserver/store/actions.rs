@@ -120,7 +120,7 @@ impl Store {
     /// (as in opsi); its PXE config is for the most recently set one.
     /// Unknown clients or products fail the whole call.
     pub async fn set_action_requests(&self, actions: &[ActionRecord]) -> Result<WriteOutcome> {
-        if self.has_native_writer() && !actions.is_empty() {
+        if self.native_writer().is_some() && !actions.is_empty() {
             // The whole transaction in one hand-off to the store's own
             // SQLite writer: the hot write of every netboot action.
             let (actions, traceparent) = (actions.to_vec(), traceparent());

@@ -245,11 +245,11 @@ impl Snapshot {
         let writer = store
             .native_writer()
             .filter(|w| clients <= SMALL_LOAD && w.idle());
-        let connections = writer.or_else(|| store.native());
+        let connections = writer.or_else(|| store.native_readers());
         let parts: Vec<Part> = match connections {
-            Some(readers) => {
+            Some(connections) => {
                 let (depot, list) = (depot_id.to_owned(), list.to_owned());
-                readers
+                connections
                     .run(move |conn| parts(conn, &sql, &depot, &list, &configs))
                     .await?
             }

@@ -165,7 +165,7 @@ enum Db {
         write: SqlitePool,
         read: SqlitePool,
         /// Bundle loads' connections (`native`).
-        native: Arc<Native>,
+        readers: Arc<Native>,
         /// The hot writes' connection (`native`): action requests, push results.
         writer: Arc<Native>,
         /// Held by every write transaction of either writer: one at a time.
@@ -238,12 +238,12 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
-        let native = Native::open(path, READERS as usize, Access::Read, BUSY_TIMEOUT)?;
+        let readers = Native::open(path, READERS as usize, Access::Read, BUSY_TIMEOUT)?;
         let writer = Native::open(path, 1, Access::Write, BUSY_TIMEOUT)?;
         Self::with(Db::Sqlite {
             write,
             read,
-            native,
+            readers,
             writer,
             gate: Arc::new(Mutex::new(())),
         })
@@ -350,11 +350,11 @@ impl Store {
             Db::Sqlite {
                 write,
                 read,
-                native,
+                readers,
                 writer,
                 ..
             } => {
-                native.close().await;
+                readers.close().await;
                 writer.close().await;
                 read.close().await;
                 write.close().await;
@@ -372,9 +372,9 @@ impl Store {
     }
 
     /// The store's own SQLite read connections, if this is SQLite.
-    pub(super) fn native(&self) -> Option<&Native> {
+    pub(super) fn native_readers(&self) -> Option<&Native> {
         match &self.db {
-            Db::Sqlite { native, .. } => Some(native),
+            Db::Sqlite { readers, .. } => Some(readers),
             Db::Postgres(_) => None,
         }
     }
@@ -388,17 +388,12 @@ impl Store {
         }
     }
 
-    /// Whether writes may go to [`Store::write_native`] (SQLite).
-    pub(super) fn has_native_writer(&self) -> bool {
-        matches!(self.db, Db::Sqlite { .. })
-    }
-
     /// Runs `work` in one write transaction (`BEGIN IMMEDIATE`) on the
     /// store's own SQLite writer: committed if it returns `Ok`, rolled back
     /// if it fails. One hand-off for the whole transaction. The write gate
     /// is held until the transaction has ended on its thread, even if the
     /// caller goes away meanwhile. PostgreSQL has no such writer: callers
-    /// check [`Store::has_native_writer`] first.
+    /// check [`Store::native_writer`] first.
     pub(super) async fn write_native<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
@@ -423,8 +418,9 @@ impl Store {
             .await
     }
 
-    /// A write transaction: on SQLite's one writer connection; on
-    /// PostgreSQL after the write lock (see [`WRITE_LOCK`]).
+    /// A write transaction: on SQLite on sqlx's writer connection, holding
+    /// the write gate (see [`Store::write_native`]); on PostgreSQL after
+    /// the write lock (see [`WRITE_LOCK`]).
     pub(super) async fn begin(&self) -> Result<WriteTx> {
         match &self.db {
             Db::Sqlite { write, gate, .. } => {

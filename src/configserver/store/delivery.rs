@@ -228,7 +228,7 @@ impl Store {
             return Ok(());
         }
         let script = acks_script(acks, now_ms());
-        if self.has_native_writer() {
+        if self.native_writer().is_some() {
             // One hand-off for the whole transaction (`native`).
             return self
                 .write_native(move |tx| script.run_native(tx).map(drop))
