@@ -1,5 +1,6 @@
 //! The one-time guarantee under faults (docs/RELIABILITY.md): a depot
-//! killed with reads unreported, a configserver database restored from an
+//! killed with reads unreported, a configserver killed while actions
+//! arrive, a configserver database restored from an
 //! older copy or replaced by another, the PXE directory deleted and
 //! recreated or read-only for a while, a second configserver on one file,
 //! a task that ends inside the depot, a depot that has seen a newer
@@ -252,6 +253,63 @@ async fn a_database_restored_from_an_older_copy_rearms_nothing_and_drops_nothing
         assert_ne!(state, S::Delivered, "client{n}");
         assert!(!holds_client(&dirs, n), "client{n}");
     }
+}
+
+/// The configserver SIGKILLed while single actions arrive one after the
+/// other (each its own transaction on the store's writer, its push result
+/// recorded by another): after its restart every action it acknowledged is
+/// there, set, and delivered to the depot; no later one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_configserver_keeps_every_action_it_acknowledged() {
+    const CLIENTS: u32 = 400;
+    let site = Site::start(CLIENTS).await;
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let writer = {
+        let (mut admin, acknowledged) = (site.admin().await, acknowledged.clone());
+        tokio::spawn(async move {
+            for n in 0..CLIENTS {
+                let request = proto::SetActionRequestsRequest {
+                    action_requests: vec![proto::ActionRequest {
+                        client_id: format!("client{n}.example.org"),
+                        product_id: "win10-x64".into(),
+                        action_request: "setup".into(),
+                    }],
+                };
+                if admin.set_action_requests(request).await.is_err() {
+                    break;
+                }
+                acknowledged.store(n + 1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until("a quarter of the actions are acknowledged", || {
+        acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= CLIENTS / 4
+    })
+    .await;
+    let Site {
+        root: _root,
+        dirs,
+        cs,
+        depot: _depot,
+    } = site;
+    let again = cs.restart_later();
+    cs.kill().await;
+    writer.await.unwrap();
+    let acked = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(acked < CLIENTS, "the kill came after the last action");
+    let cs = again.start().await;
+    let mut admin = admin_at(&cs.url()).await;
+    wait_state(&admin, 0..acked, S::Delivered, 120).await;
+    for n in 0..acked {
+        assert_eq!(state_of(&mut admin, n).await.1, "setup", "client{n}");
+        assert!(holds_client(&dirs, n), "client{n}");
+    }
+    // Nothing past the one call the kill may have cut short.
+    let holding = held(&dirs, CLIENTS);
+    assert!(
+        holding.iter().all(|&n| n <= acked),
+        "{holding:?} after {acked}"
+    );
 }
 
 /// Another database (a new epoch): the depot converges to what the new
