@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use super::checks::{Exists, missing, require};
-use super::db::{Store, WriteTx, on};
+use super::db::{SMALL_WRITE, Store, WriteTx, on};
 use super::error::Result;
 use super::records::{ActionRecord, WriteOutcome};
 use super::script::{Ran, Script, Value};
@@ -125,7 +125,7 @@ impl Store {
             // SQLite writer: the hot write of every netboot action.
             let (actions, traceparent) = (actions.to_vec(), traceparent());
             return self
-                .write_native(move |tx| {
+                .write_native(actions.len() <= SMALL_WRITE, move |tx| {
                     let write = ActionWrite::new(&actions, false);
                     let clients = distinct(write.rows.iter().map(|r| r[0]));
                     let mut ran =

@@ -241,19 +241,22 @@ impl Snapshot {
         // valid, while a read connection's whole cache is void after any
         // other connection's commit (SQLite's WAL) and the load reads its
         // ~30 pages again — 138 against 283 µs of a trickle's load
-        // (docs/BENCHMARKS.md, tenth pass).
+        // (docs/BENCHMARKS.md, tenth pass). On the calling thread if it can
+        // (`Native::run_here`): a small load needs no hand-off.
         let writer = store
             .native_writer()
             .filter(|w| clients <= SMALL_LOAD && w.idle());
+        let here = writer.map(|w| w.run_here(|conn| parts(conn, &sql, depot_id, list, &configs)));
         let connections = writer.or_else(|| store.native_readers());
-        let parts: Vec<Part> = match connections {
-            Some(connections) => {
+        let parts: Vec<Part> = match (here, connections) {
+            (Some(Ok(parts)), _) => parts?,
+            (_, Some(connections)) => {
                 let (depot, list) = (depot_id.to_owned(), list.to_owned());
                 connections
                     .run(move |conn| parts(conn, &sql, &depot, &list, &configs))
                     .await?
             }
-            None => on!(store.reader(), |p| sqlx::query_as(AssertSqlSafe(sql))
+            (_, None) => on!(store.reader(), |p| sqlx::query_as(AssertSqlSafe(sql))
                 .bind(depot_id)
                 .bind(list)
                 .bind(&configs)

@@ -28,6 +28,9 @@ const READERS: u32 = 4;
 const ROW_CHANNEL: usize = 1024;
 /// PostgreSQL connections of one configserver.
 const PG_CONNECTIONS: u32 = 8;
+/// Writes of at most this many rows may run on the calling thread
+/// ([`Store::write_native`]).
+pub(super) const SMALL_WRITE: usize = 16;
 /// PostgreSQL connections kept open however idle the configserver is.
 const PG_KEPT: u32 = 2;
 /// The advisory lock key every PostgreSQL write transaction takes first
@@ -390,11 +393,15 @@ impl Store {
 
     /// Runs `work` in one write transaction (`BEGIN IMMEDIATE`) on the
     /// store's own SQLite writer: committed if it returns `Ok`, rolled back
-    /// if it fails. One hand-off for the whole transaction. The write gate
-    /// is held until the transaction has ended on its thread, even if the
-    /// caller goes away meanwhile. PostgreSQL has no such writer: callers
-    /// check [`Store::native_writer`] first.
-    pub(super) async fn write_native<T, F>(&self, work: F) -> Result<T>
+    /// if it fails. One hand-off for the whole transaction — none for a
+    /// `small` one when the writer is idle: it runs on the calling thread
+    /// (a few hundred µs of a runtime thread, against two wake-ups of ~50–80
+    /// µs each on an idle VM; a trickle's call → on disk p50 −0.2–0.4 ms,
+    /// docs/BENCHMARKS.md, tenth pass). The write gate is held until the
+    /// transaction has ended, even if the caller goes away meanwhile.
+    /// PostgreSQL has no such writer: callers check [`Store::native_writer`]
+    /// first.
+    pub(super) async fn write_native<T, F>(&self, small: bool, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
@@ -405,17 +412,22 @@ impl Store {
             ));
         };
         let held = Arc::clone(gate).lock_owned().await;
-        writer
-            .run(move |conn| {
-                let _held = held;
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                // Dropped without a commit, the transaction rolls back.
-                let out = work(&tx)?;
-                tx.commit()?;
-                Ok(out)
-            })
-            .await
+        let transaction = move |conn: &mut rusqlite::Connection| {
+            let _held = held;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Dropped without a commit, the transaction rolls back.
+            let out = work(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        let transaction = match small {
+            true => match writer.run_here(transaction) {
+                Ok(out) => return out,
+                Err(transaction) => transaction,
+            },
+            false => transaction,
+        };
+        writer.run(transaction).await
     }
 
     /// A write transaction: on SQLite on sqlx's writer connection, holding

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::db::{Store, Tx, on};
+use super::db::{SMALL_WRITE, Store, Tx, on};
 use super::error::{Result, StoreError};
 use super::leases::announce;
 use super::records::{Ack, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate};
@@ -228,10 +228,11 @@ impl Store {
             return Ok(());
         }
         let script = acks_script(acks, now_ms());
+        let small = acks.len() <= SMALL_WRITE;
         if self.native_writer().is_some() {
             // One hand-off for the whole transaction (`native`).
             return self
-                .write_native(move |tx| script.run_native(tx).map(drop))
+                .write_native(small, move |tx| script.run_native(tx).map(drop))
                 .await;
         }
         let mut tx = self.begin().await?;
