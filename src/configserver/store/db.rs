@@ -395,9 +395,9 @@ impl Store {
     /// store's own SQLite writer: committed if it returns `Ok`, rolled back
     /// if it fails. One hand-off for the whole transaction — none for a
     /// `small` one when the writer is idle: it runs on the calling thread
-    /// (a few hundred µs of a runtime thread, against two wake-ups of ~50–80
-    /// µs each on an idle VM; a trickle's call → on disk p50 −0.2–0.4 ms,
-    /// docs/BENCHMARKS.md, tenth pass). The write gate is held until the
+    /// (a few hundred µs of a runtime thread, against ~110 µs to the
+    /// thread and ~150 µs back in a trickle; its call → on disk p50 −0.16 to
+    /// −0.44 ms in five of six pairs, docs/BENCHMARKS.md, tenth pass). The write gate is held until the
     /// transaction has ended, even if the caller goes away meanwhile.
     /// PostgreSQL has no such writer: callers check [`Store::native_writer`]
     /// first.

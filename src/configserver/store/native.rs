@@ -93,8 +93,8 @@ impl Native {
 
     /// Runs `work` on the calling thread if a connection is free and no
     /// work is queued (a small transaction on an idle store: no hand-off to
-    /// a thread and back, two wake-ups of ~50–80 µs each on an idle VM);
-    /// else gives `work` back.
+    /// a thread and back, ~110 and ~150 µs in a trickle, docs/BENCHMARKS.md
+    /// tenth pass); else gives `work` back.
     pub(super) fn run_here<T, F>(&self, work: F) -> Result<Result<T>, F>
     where
         F: FnOnce(&mut Connection) -> Result<T>,
@@ -105,10 +105,8 @@ impl Native {
         let conns = lock(&self.conns).clone();
         for conn in conns {
             if let Ok(mut conn) = conn.try_lock() {
-                self.busy.fetch_add(1, Ordering::Relaxed);
-                let out = work(&mut conn);
-                self.busy.fetch_sub(1, Ordering::Relaxed);
-                return Ok(out);
+                let _busy = Busy::new(&self.busy);
+                return Ok(work(&mut conn));
             }
         }
         Err(work)
@@ -122,19 +120,19 @@ impl Native {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let busy = Arc::clone(&self.busy);
+        // Counted from now until the work has ended, or the job is dropped
+        // unrun (the store closed).
+        let busy = Busy::new(&self.busy);
         let job: Job = Box::new(move |conn| {
             let out = work(conn);
-            busy.fetch_sub(1, Ordering::Relaxed);
+            drop(busy);
             let _ = reply.send(out);
         });
-        self.busy.fetch_add(1, Ordering::Relaxed);
         let sent = match &*lock(&self.jobs) {
             Some(jobs) => jobs.send(job).is_ok(),
             None => false,
         };
         if !sent {
-            self.busy.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Native("the store is closed".into()));
         }
         answer
@@ -155,6 +153,23 @@ impl Native {
         for done in closed {
             let _ = done.await;
         }
+    }
+}
+
+/// One piece of work queued or running, counted in [`Native::idle`]'s
+/// counter for as long as it lives (also when the work panics).
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
