@@ -122,6 +122,13 @@ async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_non
         legacy["lookups_per_client"].as_f64().unwrap() >= 7.0,
         "a legacy push looks the client up seven times: {legacy:#}"
     );
+    // The trickle's own inotify watch saw every client's config arrive
+    // (the depots are on this machine), on both paths.
+    for entry in r["trickle"].as_array().unwrap() {
+        let to_disk = &entry["to_disk_ms"];
+        assert_eq!(u(&to_disk["count"]), trickle, "{entry:#}");
+        assert!(to_disk["p50"].as_f64().unwrap() > 0.0, "{entry:#}");
+    }
     assert_eq!(u(&r["direct"]["ok"]), direct);
     assert_eq!(
         u(&r["direct"]["writes_counted"]),

@@ -160,6 +160,7 @@ async fn launch(
     let depots = start_depots(args, dir, &cs_url, (new, legacy), &mut admin, &mut site).await?;
     let target = Target {
         admin,
+        admin_at: (cs_url.clone(), admin_key.clone()),
         metrics: Some(MetricsUrl::of(site.roles[0].metrics)),
         depots,
         baseline_dir: Some(dir.join("raw-baseline")),

@@ -59,6 +59,7 @@ pub async fn connect(args: &LoadtestArgs, url: &str) -> Result<Target, CliError>
     }
     Ok(Target {
         admin,
+        admin_at: (url.to_owned(), key),
         metrics: args
             .metrics_url
             .as_deref()

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use super::channel::AdminClient;
 use super::scrape::MetricsUrl;
 use crate::cli::error::CliError;
+use crate::domain::Secret;
 use crate::proto;
 
 /// A depot the load test pushes to.
@@ -34,6 +35,9 @@ pub struct TargetDepot {
 pub struct Target {
     /// The Admin client.
     pub admin: AdminClient,
+    /// The configserver's URL and admin key, for a client of its own on
+    /// another runtime (`trickle`).
+    pub admin_at: (String, Secret),
     /// The configserver's `/metrics`, if known.
     pub metrics: Option<MetricsUrl>,
     /// The depots used, new-path ones first.

@@ -5,22 +5,32 @@
 //! the depot's ack (ms resolution, from the Admin API). Nothing is polled in
 //! a loop while the actions go out: the watch is event-driven and the pacing
 //! sleeps.
+//!
+//! The generator keeps out of what it measures: the actions go out from a
+//! runtime of one thread with an Admin channel of its own (its request
+//! passes from the call to the connection's task without waking a second
+//! thread), and the watch blocks in `read` on a thread of its own, so an
+//! arrival is timed the moment the kernel reports it, not when a busy
+//! runtime gets to it (docs/BENCHMARKS.md, eleventh pass).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
-use indicatif::ProgressBar;
-use inotify::{EventMask, Inotify, WatchMask};
-use serde::Serialize;
-use tokio::sync::mpsc;
+use std::sync::mpsc as std_mpsc;
 
+use indicatif::ProgressBar;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::super::channel::{self, AdminClient};
 use super::super::inventory::Cohort;
 use super::super::names::Names;
 use super::super::stats::{Latencies, Percentiles};
 use super::super::target::Target;
 use super::super::track::{self, Baseline, Goal};
 use crate::cli::error::CliError;
+use crate::domain::Secret;
 use crate::proto;
 
 /// One trickle run.
@@ -56,7 +66,15 @@ pub async fn run(
     let what = format!("trickle, {} path: actions set", cohort.path());
     let bar = super::super::progress::bar(cohort.members.len() as u64, &what, quiet);
     let baseline = Baseline::take(target).await?;
-    let (admin_calls, started) = send_paced(target, cohort, &product, rate, &bar).await?;
+    let clients = cohort.members.iter().map(|m| m.fqdn.clone()).collect();
+    let (admin_calls, started) = on_own_thread(
+        target.admin_at.clone(),
+        clients,
+        product.clone(),
+        rate,
+        bar.clone(),
+    )
+    .await?;
     bar.finish_and_clear();
     let bar = super::super::progress::bar(cohort.members.len() as u64, "trickle: delivered", quiet);
     let reached = baseline
@@ -88,27 +106,64 @@ pub async fn run(
     })
 }
 
-/// One action per member at `rate` per second, each in its own Admin call
+/// When each action's call started: the clock (for the ack's time, which the
+/// configserver gives by the clock) and the monotonic instant.
+type Started = Vec<(SystemTime, Instant)>;
+
+/// [`send_paced`] on a runtime of one thread of its own, over an Admin
+/// channel of its own to `admin_at` (URL, key).
+async fn on_own_thread(
+    admin_at: (String, Secret),
+    clients: Vec<String>,
+    product: String,
+    rate: f64,
+    bar: ProgressBar,
+) -> Result<(Latencies, Started), CliError> {
+    // An interrupted run drops this future: the thread stops sending at
+    // once (before the run deletes what it created), not at its last client.
+    let stop = CancellationToken::new();
+    let _stop_when_dropped = stop.clone().drop_guard();
+    let sent = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("the trickle's runtime did not start: {e}"))?;
+        runtime.block_on(async move {
+            let (url, key) = admin_at;
+            let send = async {
+                let admin = channel::admin(&url, &key).await?;
+                send_paced(admin, &clients, &product, rate, &bar).await
+            };
+            tokio::select! {
+                sent = send => sent,
+                () = stop.cancelled() => Err("the trickle was interrupted".into()),
+            }
+        })
+    })
+    .await;
+    sent.map_err(|e| format!("the trickle's thread failed: {e}"))?
+}
+
+/// One action per client at `rate` per second, each in its own Admin call
 /// (the pacing sleeps); the calls' latencies, and when each started.
 async fn send_paced(
-    target: &Target,
-    cohort: &Cohort,
+    mut admin: AdminClient,
+    clients: &[String],
     product: &str,
     rate: f64,
     bar: &ProgressBar,
-) -> Result<(Latencies, Vec<(SystemTime, Instant)>), CliError> {
+) -> Result<(Latencies, Started), CliError> {
     let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut admin = target.admin.clone();
     let mut admin_calls = Latencies::new();
-    let mut started = Vec::with_capacity(cohort.members.len());
-    for m in &cohort.members {
+    let mut started = Vec::with_capacity(clients.len());
+    for client in clients {
         pace.tick().await;
         let (sys, t) = (SystemTime::now(), Instant::now());
         admin
             .set_action_requests(proto::SetActionRequestsRequest {
                 action_requests: vec![proto::ActionRequest {
-                    client_id: m.fqdn.clone(),
+                    client_id: client.clone(),
                     product_id: product.to_owned(),
                     action_request: "setup".into(),
                 }],
@@ -123,10 +178,20 @@ async fn send_paced(
 
 /// Configs appearing in the depots' PXE directories (renamed over a name, or
 /// linked in under a new one), as this process's own inotify sees them:
-/// (file name, when).
+/// (file name, when). The watch's thread blocks in `read` and stops when
+/// its watches are removed (the kernel's `IN_IGNORED` wakes it).
 struct DiskWatch {
-    events: mpsc::UnboundedReceiver<(String, Instant)>,
-    task: tokio::task::JoinHandle<()>,
+    events: std_mpsc::Receiver<(String, Instant)>,
+    watches: Watches,
+    descriptors: Vec<WatchDescriptor>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DiskWatch {
+    // An interrupted run drops the watch: its thread ends too.
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl DiskWatch {
@@ -142,28 +207,50 @@ impl DiskWatch {
         let Some(dirs) = dirs.into_iter().collect::<Option<Vec<_>>>() else {
             return Ok(None);
         };
-        let inotify = Inotify::init()?;
-        for dir in &dirs {
-            inotify
-                .watches()
-                .add(dir, WatchMask::MOVED_TO | WatchMask::CREATE)?;
-        }
-        let mut stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
-        let (tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Some(Ok(event)) = stream.next().await {
-                let now = Instant::now();
-                if event
-                    .mask
-                    .intersects(EventMask::MOVED_TO | EventMask::CREATE)
-                    && let Some(name) = event.name.and_then(|n| n.to_str().map(str::to_owned))
-                    && tx.send((name, now)).is_err()
-                {
-                    return;
+        let mut inotify = Inotify::init()?;
+        let mut watches = inotify.watches();
+        let descriptors = (dirs.iter())
+            .map(|dir| watches.add(dir, WatchMask::MOVED_TO | WatchMask::CREATE))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, events) = std_mpsc::channel();
+        let mut watching = descriptors.len();
+        let thread = std::thread::Builder::new()
+            .name("trickle-watch".into())
+            .spawn(move || {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while watching > 0 {
+                    let Ok(read) = inotify.read_events_blocking(&mut buffer) else {
+                        return;
+                    };
+                    let now = Instant::now();
+                    for event in read {
+                        if event.mask.contains(EventMask::IGNORED) {
+                            watching -= 1;
+                        } else if event
+                            .mask
+                            .intersects(EventMask::MOVED_TO | EventMask::CREATE)
+                            && let Some(name) = event.name.and_then(|n| n.to_str())
+                            && tx.send((name.to_owned(), now)).is_err()
+                        {
+                            return;
+                        }
+                    }
                 }
-            }
-        });
-        Ok(Some(Self { events, task }))
+            })?;
+        Ok(Some(Self {
+            events,
+            watches,
+            descriptors,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Ends the watch: every event it saw is in `events` afterwards.
+    fn stop(&mut self) {
+        for wd in self.descriptors.drain(..) {
+            // A directory gone (its depot stopped) has no watch left.
+            let _ = self.watches.remove(wd);
+        }
     }
 
     /// Per client: its call's start → its MAC-named file first appearing
@@ -174,7 +261,10 @@ impl DiskWatch {
         cohort: &Cohort,
         started: &[(SystemTime, Instant)],
     ) -> Latencies {
-        self.task.abort();
+        self.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
         let by_file: HashMap<String, usize> = cohort
             .members
             .iter()
