@@ -3,6 +3,7 @@
 //! (self-contained, the default) or against a running site (`--configserver`),
 //! in scenarios `bulk`, `boot`, `trickle` and `direct`, beside baselines.
 
+mod alone;
 mod args;
 mod baseline;
 mod channel;

@@ -11,7 +11,7 @@ use super::names::Names;
 use super::report::{Compared, DepotLine, Report, RoleMemory};
 use super::scenario::{boot, bulk, direct, trickle};
 use super::target::Target;
-use super::{baseline, remote};
+use super::{alone, baseline, remote};
 use crate::cli::error::CliError;
 use crate::telemetry::LogFormat;
 use tracing::info;
@@ -365,14 +365,16 @@ async fn run_direct(
         return Ok(());
     }
     let calls = args.direct_calls.unwrap_or(args.clients);
-    report.baselines.noop_rpc = Some(direct::noop(depot, calls, args.direct_concurrency).await?);
-    let d = direct::run(
-        depot,
-        names,
-        calls,
-        args.direct_concurrency,
-        args.direct_batch,
-    )
+    let (concurrency, batch, names) = (args.direct_concurrency, args.direct_batch, *names);
+    let at = depot.clone();
+    let noop = alone::on_own_thread("the no-op baseline", move || async move {
+        direct::noop(&at, calls, concurrency).await
+    });
+    report.baselines.noop_rpc = Some(noop.await?);
+    let at = depot.clone();
+    let d = alone::on_own_thread("direct", move || async move {
+        direct::run(&at, &names, calls, concurrency, batch).await
+    })
     .await?;
     if d.configs < u64::from(calls) {
         report.failures.push(format!(

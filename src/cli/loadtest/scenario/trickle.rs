@@ -21,8 +21,8 @@ use std::sync::mpsc as std_mpsc;
 use indicatif::ProgressBar;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
+use super::super::alone;
 use super::super::channel::{self, AdminClient};
 use super::super::inventory::Cohort;
 use super::super::names::Names;
@@ -30,7 +30,6 @@ use super::super::stats::{Latencies, Percentiles};
 use super::super::target::Target;
 use super::super::track::{self, Baseline, Goal};
 use crate::cli::error::CliError;
-use crate::domain::Secret;
 use crate::proto;
 
 /// One trickle run.
@@ -66,14 +65,12 @@ pub async fn run(
     let what = format!("trickle, {} path: actions set", cohort.path());
     let bar = super::super::progress::bar(cohort.members.len() as u64, &what, quiet);
     let baseline = Baseline::take(target).await?;
-    let clients = cohort.members.iter().map(|m| m.fqdn.clone()).collect();
-    let (admin_calls, started) = on_own_thread(
-        target.admin_at.clone(),
-        clients,
-        product.clone(),
-        rate,
-        bar.clone(),
-    )
+    let clients: Vec<String> = cohort.members.iter().map(|m| m.fqdn.clone()).collect();
+    let ((url, key), sending, bar_) = (target.admin_at.clone(), product.clone(), bar.clone());
+    let (admin_calls, started) = alone::on_own_thread("the trickle", move || async move {
+        let admin = channel::admin(&url, &key).await?;
+        send_paced(admin, &clients, &sending, rate, &bar_).await
+    })
     .await?;
     bar.finish_and_clear();
     let bar = super::super::progress::bar(cohort.members.len() as u64, "trickle: delivered", quiet);
@@ -109,40 +106,6 @@ pub async fn run(
 /// When each action's call started: the clock (for the ack's time, which the
 /// configserver gives by the clock) and the monotonic instant.
 type Started = Vec<(SystemTime, Instant)>;
-
-/// [`send_paced`] on a runtime of one thread of its own, over an Admin
-/// channel of its own to `admin_at` (URL, key).
-async fn on_own_thread(
-    admin_at: (String, Secret),
-    clients: Vec<String>,
-    product: String,
-    rate: f64,
-    bar: ProgressBar,
-) -> Result<(Latencies, Started), CliError> {
-    // An interrupted run drops this future: the thread stops sending at
-    // once (before the run deletes what it created), not at its last client.
-    let stop = CancellationToken::new();
-    let _stop_when_dropped = stop.clone().drop_guard();
-    let sent = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("the trickle's runtime did not start: {e}"))?;
-        runtime.block_on(async move {
-            let (url, key) = admin_at;
-            let send = async {
-                let admin = channel::admin(&url, &key).await?;
-                send_paced(admin, &clients, &product, rate, &bar).await
-            };
-            tokio::select! {
-                sent = send => sent,
-                () = stop.cancelled() => Err("the trickle was interrupted".into()),
-            }
-        })
-    })
-    .await;
-    sent.map_err(|e| format!("the trickle's thread failed: {e}"))?
-}
 
 /// One action per client at `rate` per second, each in its own Admin call
 /// (the pacing sleeps); the calls' latencies, and when each started.
