@@ -14,9 +14,8 @@
 //! runtime gets to it (docs/BENCHMARKS.md, eleventh pass).
 
 use std::collections::HashMap;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
-
-use std::sync::mpsc as std_mpsc;
 
 use indicatif::ProgressBar;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -66,10 +65,11 @@ pub async fn run(
     let bar = super::super::progress::bar(cohort.members.len() as u64, &what, quiet);
     let baseline = Baseline::take(target).await?;
     let clients: Vec<String> = cohort.members.iter().map(|m| m.fqdn.clone()).collect();
-    let ((url, key), sending, bar_) = (target.admin_at.clone(), product.clone(), bar.clone());
+    let (admin_at, product_id, progress) = (target.admin_at.clone(), product.clone(), bar.clone());
     let (admin_calls, started) = alone::on_own_thread("the trickle", move || async move {
+        let (url, key) = admin_at;
         let admin = channel::admin(&url, &key).await?;
-        send_paced(admin, &clients, &sending, rate, &bar_).await
+        send_paced(admin, &clients, &product_id, rate, &progress).await
     })
     .await?;
     bar.finish_and_clear();
@@ -144,7 +144,7 @@ async fn send_paced(
 /// (file name, when). The watch's thread blocks in `read` and stops when
 /// its watches are removed (the kernel's `IN_IGNORED` wakes it).
 struct DiskWatch {
-    events: std_mpsc::Receiver<(String, Instant)>,
+    events: mpsc::Receiver<(String, Instant)>,
     watches: Watches,
     descriptors: Vec<WatchDescriptor>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -175,7 +175,7 @@ impl DiskWatch {
         let descriptors = (dirs.iter())
             .map(|dir| watches.add(dir, WatchMask::MOVED_TO | WatchMask::CREATE))
             .collect::<Result<Vec<_>, _>>()?;
-        let (tx, events) = std_mpsc::channel();
+        let (tx, events) = mpsc::channel();
         let mut watching = descriptors.len();
         let thread = std::thread::Builder::new()
             .name("trickle-watch".into())
