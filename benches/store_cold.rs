@@ -158,11 +158,15 @@ async fn main() {
         .import_inventory(&inventory(clients), false)
         .await
         .expect("the inventory");
-    // Warm the statements and the pages once, then alternate the modes.
+    // Warm the statements and the pages once; then the rounds back to
+    // back, then those with gaps.
     run(&store, clients, clients.min(200), Duration::ZERO).await;
     let (warm_write, warm_load) = run(&store, clients, rounds, Duration::ZERO).await;
     let (cold_write, cold_load) = run(&store, clients, rounds, gap).await;
-    println!("store_cold: {clients} clients, {rounds} rounds, gap {gap:?}, /dev/shm");
+    println!(
+        "store_cold: {clients} clients, {rounds} rounds, gap {gap:?}, in {}",
+        dir.path().display()
+    );
     for (what, warm, cold) in [
         ("set_action_requests", warm_write, cold_write),
         ("load_bundles", warm_load, cold_load),
