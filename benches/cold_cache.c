@@ -20,10 +20,12 @@ static void wait_gap(int gap, int spin) {
 int main(int argc, char **argv) {
   if (argc < 4) { fprintf(stderr, "usage: %s lines KIB GAP_US [spin] | pages N GAP_US [huge]\n", argv[0]); return 2; }
   int pages = !strcmp(argv[1], "pages"), n_arg = atoi(argv[2]), gap = atoi(argv[3]);
+  if ((!pages && strcmp(argv[1], "lines")) || n_arg <= 0 || gap < 0) { fprintf(stderr, "%s: bad arguments\n", argv[0]); return 2; }
   int flag = argc > 4;  // spin (lines) or huge pages (pages)
   size_t stride = pages ? 4096 : 64, n = pages ? (size_t)n_arg : (size_t)n_arg * 1024 / 64;
   size_t huge = 2 << 20, size = (n * stride + huge - 1) & ~(huge - 1);
   char *raw = mmap(0, size + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) { perror("mmap"); return 1; }
   char *b = (char *)(((size_t)raw + huge - 1) & ~(huge - 1));
   madvise(b, size, pages && flag ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
   memset(b, 1, size);

@@ -11,12 +11,13 @@
 
 use std::time::{Duration, Instant};
 
+use pxeconf::cli::lab::{client_fqdn, depot_fqdn, host};
 use pxeconf::configserver::store::{
     ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Inventory, ProductOnDepotRecord,
     ProductRecord, Rows, Store,
 };
 use pxeconf::domain::opsi::DEPOT_ID;
-use pxeconf::domain::{ActionRequest, Client, Endpoint, Fqdn, Mac, Modules, ProductId, Secret};
+use pxeconf::domain::{ActionRequest, Client, Endpoint, Fqdn, Modules, ProductId, Secret};
 
 const DEPOTS: usize = 4;
 const PRODUCT: &str = "win10-x64";
@@ -25,12 +26,14 @@ fn fqdn(s: &str) -> Fqdn {
     Fqdn::parse(s, "bench").expect("a valid FQDN")
 }
 
+/// Depot i (0-based) of the bench's four: the lab's names.
 fn depot_id(i: usize) -> String {
-    format!("depot{i}.bench.invalid")
+    depot_fqdn(i + 1)
 }
 
+/// Client i: the lab's name.
 fn client_id(i: usize) -> String {
-    format!("c{i}.bench.invalid")
+    client_fqdn(u32::try_from(i).expect("fewer than 2^32 clients"))
 }
 
 /// A site of `clients` clients spread over the depots, as the load test's.
@@ -67,17 +70,11 @@ fn inventory(clients: usize) -> Inventory {
                 package_version: "1".into(),
             })
             .collect(),
+        // The lab's hosts: MACs and UUIDs derived from the number.
         clients: (0..clients)
             .map(|i| {
-                let b = i.to_be_bytes();
-                let mac = format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", b[4], b[5], b[6], b[7]);
-                Client {
-                    fqdn: fqdn(&client_id(i)),
-                    mac: Some(Mac::parse(&mac, "bench").expect("a valid MAC")),
-                    uuid: None,
-                    ip_address: String::new(),
-                    host_key: Secret::new(format!("host-key-of-client-{i:08}-0123456789")),
-                }
+                let n = u32::try_from(i).expect("fewer than 2^32 clients");
+                Client::try_from(host(n)).expect("a valid lab host")
             })
             .collect(),
         config_states: (0..clients)
