@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 use pxeconf::proto;
@@ -480,6 +481,7 @@ async fn set_action_for_several_clients_then_status_depots_and_pending() {
     }
 
     // A TFTP read on depot 1: client 0 is read, its action done, and no longer pending.
+    let before_read = SystemTime::now();
     simulate_read(&dirs1.pxe.join(mac_file(0)));
     wait_for("client0's read is reported", 20, || {
         let admin = admin.clone();
@@ -497,6 +499,15 @@ async fn set_action_for_several_clients_then_status_depots_and_pending() {
         .json();
     assert_eq!(read["deliveries"][0]["state"], "read", "{read}");
     assert!(is_time(&read["deliveries"][0]["read_at"]), "{read}");
+    // The depot's time of the read, then the configserver's of recording it
+    // (the CLI shows milliseconds, truncated).
+    let time_of = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let recorded = time_of(&read["deliveries"][0]["read_recorded_at"]);
+    assert!(
+        recorded >= time_of(&read["deliveries"][0]["read_at"])
+            && recorded + Duration::from_millis(1) > before_read,
+        "{read}"
+    );
     let table = cli(&url, &["pending", "--depot", "depot1.example.org"])
         .await
         .ok()

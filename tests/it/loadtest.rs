@@ -60,6 +60,14 @@ fn assert_every_client_through(r: &Value, clients: u64, trickle: u64) {
         let boot = of("boot");
         assert_eq!(u(&boot["reads_ok"]), clients, "{boot:#}");
         assert_eq!(u(&boot["turned_none"]), clients, "{boot:#}");
+        // Read → none for every client, and never zero: the read travels
+        // from the TFTP server's close through the depot and a report to
+        // the configserver's transaction (timed against the depot's own
+        // clock of the read, it came out 0 for most clients).
+        let read_to_none = &boot["latency_ms"];
+        assert_eq!(u(&read_to_none["count"]), clients, "{boot:#}");
+        let p50 = read_to_none["p50"].as_f64().unwrap();
+        assert!(p50 >= 0.05, "read → none p50 {p50} ms: {boot:#}");
         let trickle_entry = of("trickle");
         assert_eq!(u(&trickle_entry["delivered"]), trickle, "{trickle_entry:#}");
     }

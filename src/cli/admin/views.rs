@@ -26,6 +26,9 @@ pub(super) struct DeliveryView {
     delivered_at: Option<SystemTime>,
     #[serde(serialize_with = "rfc3339")]
     read_at: Option<SystemTime>,
+    /// When the configserver recorded the read (and turned the action `none`).
+    #[serde(serialize_with = "rfc3339")]
+    read_recorded_at: Option<SystemTime>,
     error: String,
     #[serde(serialize_with = "rfc3339")]
     next_retry: Option<SystemTime>,
@@ -56,6 +59,7 @@ impl From<proto::Delivery> for DeliveryView {
             updated_at: time(d.updated_at),
             delivered_at: time(d.delivered_at),
             read_at: time(d.read_at),
+            read_recorded_at: time(d.read_recorded_at),
             error: d.error,
             next_retry: time(d.next_retry),
             attempts: d.attempts,

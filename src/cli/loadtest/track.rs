@@ -37,8 +37,11 @@ pub enum Goal {
 pub struct Reached {
     /// When the configserver recorded the depot's ack.
     pub delivered_at: Option<SystemTime>,
-    /// When it recorded the read (and turned the action `none`).
+    /// When the depot saw the read.
     pub read_at: Option<SystemTime>,
+    /// When the configserver recorded the read and turned the action
+    /// `none` (µs; absent from configservers older than this field).
+    pub read_recorded_at: Option<SystemTime>,
 }
 
 /// The depots' counts before an action, to wait against.
@@ -146,6 +149,7 @@ pub fn reached_by(
     let reached = Reached {
         delivered_at: time(&delivery.delivered_at),
         read_at: time(&delivery.read_at),
+        read_recorded_at: time(&delivery.read_recorded_at),
     };
     match goal {
         Goal::Delivered => (matches!(state, S::Delivered | S::Read)

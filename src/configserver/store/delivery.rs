@@ -9,7 +9,7 @@ use super::leases::announce;
 use super::records::{Ack, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate};
 use super::rows;
 use super::script::{Script, Value};
-use super::sql::{now_ms, to_ms};
+use super::sql::{now_ms, now_us, to_ms};
 use super::triggers::reconcile;
 use crate::domain::ActionRequest;
 
@@ -193,6 +193,7 @@ async fn apply_read(conn: &mut Tx, report: &ReadReport, consumes: bool) -> Resul
     on!(conn.conn(), |c| {
         sqlx::query(
         "UPDATE pushes SET read_revision = $1, read_at = $2, read_files_present = $3,
+               read_recorded_us = $6,
                delivered_revision = CASE WHEN op = 'set' AND $1 > delivered_revision THEN $1 ELSE delivered_revision END,
                delivered_at = coalesce(delivered_at, $2)
              WHERE client_id = $4 AND depot_id = $5",
@@ -202,6 +203,7 @@ async fn apply_read(conn: &mut Tx, report: &ReadReport, consumes: bool) -> Resul
     .bind(i64::from(report.files_present))
     .bind(&report.client_id)
     .bind(&report.depot_id)
+    .bind(now_us())
     .execute(c)
     .await?.rows_affected()
     });

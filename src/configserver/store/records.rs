@@ -211,8 +211,11 @@ pub struct PushRecord {
     pub updated_at: SystemTime,
     /// Last delivery.
     pub delivered_at: Option<SystemTime>,
-    /// The read.
+    /// The read, as the depot saw it.
     pub read_at: Option<SystemTime>,
+    /// When the configserver recorded the read (and turned the action
+    /// `none` in the same transaction, unless `always`); µs precision.
+    pub read_recorded_at: Option<SystemTime>,
     /// Why the client's config cannot be pushed here until the inventory
     /// changes (a terminal failure); empty if nothing blocks it.
     pub blocked: String,

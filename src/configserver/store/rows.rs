@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::error::{Result, StoreError};
 use super::records::{DepotRecord, PocRecord, PushOp, PushPath, PushRecord};
-use super::sql::from_ms;
+use super::sql::{from_ms, from_us};
 use crate::domain::{Client, Endpoint, Fqdn, Mac, Secret, SystemUuid};
 
 /// A row of either engine, read by column name. The schemas of both keep
@@ -125,6 +125,7 @@ pub(super) fn push(r: &impl Get) -> Result<PushRecord> {
         updated_at: from_ms(r.int("updated_at")),
         delivered_at: time("delivered_at"),
         read_at: time("read_at"),
+        read_recorded_at: r.opt_int("read_recorded_us").map(from_us),
         blocked: r.text("blocked"),
         template: r.text("template"),
         template_reason: r.text("template_reason"),

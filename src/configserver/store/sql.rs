@@ -57,6 +57,19 @@ pub(super) fn to_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the epoch: a time a latency is measured against.
+pub(super) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Microseconds since the epoch as a time.
+pub(super) fn from_us(us: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
 /// Milliseconds since the epoch as a time.
 pub(super) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))

@@ -49,7 +49,9 @@ pub struct BootResult {
     pub reads_per_second: f64,
     /// Of them, clients whose action request is now `none`.
     pub turned_none: u64,
-    /// Per client: read done → read recorded and action `none` (ms resolution).
+    /// Per client: read done → the configserver recorded the read and turned
+    /// the action `none` (its clock, µs; none from a configserver too old to
+    /// say when).
     pub latency_ms: Option<Percentiles>,
 }
 
@@ -109,7 +111,7 @@ pub async fn run(
     bar.finish_and_clear();
     let mut latencies = Latencies::new();
     for (r, read) in reached.iter().zip(&read_at) {
-        if let (Some(at), Some(read)) = (r.and_then(|r| r.read_at), read) {
+        if let (Some(at), Some(read)) = (r.and_then(|r| r.read_recorded_at), read) {
             latencies.record(track::between(*read, at));
         }
     }
