@@ -645,12 +645,14 @@ fn open_unseen(path: &Path) -> io::Result<fs::File> {
     }
 }
 
-/// The first bytes of a file (see [`open_unseen`]).
+/// The first bytes of a file (see [`open_unseen`]) as text. Lossy: the cut
+/// at [`HEAD`] may split a character (an umlaut in a template), and the
+/// marker line before it must still be found.
 fn head(path: &Path) -> io::Result<String> {
     let file = open_unseen(path)?;
-    let mut text = String::new();
-    file.take(HEAD).read_to_string(&mut text)?;
-    Ok(text)
+    let mut bytes = Vec::with_capacity(HEAD as usize);
+    file.take(HEAD).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Whether file `name` in `dir` holds exactly `content`.
@@ -985,6 +987,23 @@ mod tests {
         assert!(holds(dir.path(), "01-00-16-3e-aa-bb-cc", &ours));
         assert!(!holds(dir.path(), "01-00-16-3e-aa-bb-cc", "default x\n"));
         assert!(!holds(dir.path(), "missing", ""));
+    }
+
+    #[test]
+    fn a_character_cut_at_the_head_keeps_a_file_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let fqdn = crate::domain::Fqdn::parse("pc1.example.org", "f").unwrap();
+        let stamped = marker::stamp("default x\n", &fqdn, 7);
+        // A two-byte 'ä' across byte HEAD: the head ends inside it.
+        let pad = HEAD as usize - 1 - stamped.len();
+        let ours = format!("{stamped}{}ä more\n", "#".repeat(pad));
+        assert!(!ours.is_char_boundary(HEAD as usize));
+        fs::write(dir.path().join("01-00-16-3e-aa-bb-cc"), &ours).unwrap();
+        let found = scan(dir.path()).unwrap();
+        assert!(
+            matches!(&found[..], [Found::Ours(n, m)] if n == "01-00-16-3e-aa-bb-cc" && m.revision == 7),
+            "{found:?}"
+        );
     }
 
     #[tokio::test]
