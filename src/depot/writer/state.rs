@@ -11,7 +11,7 @@ mod defused;
 pub(super) mod journaled;
 mod listing;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -41,14 +41,27 @@ pub struct State {
     /// a read of one is reported, their deletes are all seen or
     /// [`REMOVED_KEPT`] has passed (a delete that found no file brings no
     /// event).
-    /// reported or their deletes are all seen.
-    removed: HashMap<Fqdn, ReadEvent>,
+    removed: HashMap<Fqdn, Removed>,
+    /// The removals in the order they were made, for [`REMOVED_KEPT`]: a mass
+    /// removal (100,000 configs of an old epoch) expires them oldest first
+    /// instead of scanning every one per removal.
+    removed_order: VecDeque<(SystemTime, Fqdn)>,
     /// The epoch of the newest push: the store the depot follows.
     epoch: Arc<str>,
     /// The highest revision seen per epoch.
     highest: HashMap<Arc<str>, u64>,
     /// A push brought a new epoch since the last look.
     epoch_changed: bool,
+}
+
+/// A removed config whose files' deletes are awaited.
+#[derive(Debug, Clone)]
+pub(super) struct Removed {
+    /// Its read, should one of its files be read before its delete is seen.
+    read: ReadEvent,
+    /// Its file names (of each of its removals not confirmed yet): where
+    /// the deletes awaited for it are.
+    files: Vec<String>,
 }
 
 /// The read of `fqdn`'s config `held`, seen at `now`.
@@ -262,6 +275,7 @@ impl State {
         self.unconfirmed_moves.clear();
         self.unconfirmed_deletes.clear();
         self.removed.clear();
+        self.removed_order.clear();
     }
 
     /// A file was deleted: if it was a removed config's, its delete is seen.
@@ -273,10 +287,56 @@ impl State {
         if *n == 0 {
             let fqdn = fqdn.clone();
             self.unconfirmed_deletes.remove(name);
-            if !self.unconfirmed_deletes.values().any(|(f, _)| *f == fqdn) {
+            let awaited = self.removed.get(&fqdn).is_some_and(|r| {
+                (r.files.iter()).any(|n| {
+                    self.unconfirmed_deletes
+                        .get(n)
+                        .is_some_and(|(f, _)| *f == fqdn)
+                })
+            });
+            if !awaited {
                 self.removed.remove(&fqdn);
             }
         }
+    }
+
+    /// Forgets a removed config and the deletes still awaited for it.
+    fn drop_removed(&mut self, fqdn: &Fqdn) -> Option<ReadEvent> {
+        let removed = self.removed.remove(fqdn)?;
+        for name in &removed.files {
+            if (self.unconfirmed_deletes.get(name)).is_some_and(|(f, _)| f == fqdn) {
+                self.unconfirmed_deletes.remove(name);
+            }
+        }
+        Some(removed.read)
+    }
+
+    /// Forgets the removed configs [`REMOVED_KEPT`] old at `now`, oldest
+    /// first (an entry a later removal or an undo replaced is skipped: its
+    /// own time is queued too).
+    fn expire_removed(&mut self, now: SystemTime) {
+        while let Some((at, _)) = self.removed_order.front() {
+            if now.duration_since(*at).unwrap_or_default() < REMOVED_KEPT {
+                break;
+            }
+            let Some((at, fqdn)) = self.removed_order.pop_front() else {
+                break;
+            };
+            if self
+                .removed
+                .get(&fqdn)
+                .is_some_and(|r| r.read.read_at == at)
+            {
+                self.drop_removed(&fqdn);
+            }
+        }
+    }
+
+    /// Queues `removed` (restored by an undo) to expire.
+    pub(super) fn restore_removed(&mut self, fqdn: Fqdn, removed: Removed) {
+        self.removed_order
+            .push_back((removed.read.read_at, fqdn.clone()));
+        self.removed.insert(fqdn, removed);
     }
 
     /// A read of `name`, which no config holds: the read of a removed
@@ -284,7 +344,7 @@ impl State {
     /// `now` — once per removed config.
     pub fn read_removed(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
         let (fqdn, _) = self.unconfirmed_deletes.get(name)?;
-        let mut read = self.removed.remove(fqdn)?;
+        let mut read = self.drop_removed(&fqdn.clone())?;
         if now.duration_since(read.read_at).unwrap_or_default() >= REMOVED_KEPT {
             return None;
         }
@@ -501,13 +561,7 @@ impl State {
     ) -> bool {
         let held = self.forget(fqdn);
         let removed = held.is_some();
-        if !self.removed.is_empty() {
-            self.removed
-                .retain(|_, r| now.duration_since(r.read_at).unwrap_or_default() < REMOVED_KEPT);
-            let removed = &self.removed;
-            self.unconfirmed_deletes
-                .retain(|_, (f, _)| removed.contains_key(f));
-        }
+        self.expire_removed(now);
         if let Some(held) = held {
             for name in &held.files {
                 let entry = self
@@ -516,8 +570,19 @@ impl State {
                     .or_insert_with(|| (fqdn.clone(), 0));
                 *entry = (fqdn.clone(), entry.1 + 1);
             }
-            self.removed
-                .insert(fqdn.clone(), read_of(fqdn.clone(), held, now));
+            // An earlier removal's deletes may still be awaited too.
+            let mut files = held.files.clone();
+            if let Some(earlier) = self.removed.remove(fqdn) {
+                files.extend(
+                    earlier
+                        .files
+                        .into_iter()
+                        .filter(|n| !held.files.contains(n)),
+                );
+            }
+            let read = read_of(fqdn.clone(), held, now);
+            self.removed.insert(fqdn.clone(), Removed { read, files });
+            self.removed_order.push_back((now, fqdn.clone()));
         }
         if !removed && !self.seen.contains_key(fqdn) {
             return false;
@@ -612,8 +677,17 @@ mod tests {
     }
 
     fn remove(state: &mut State, client: &str, revision: u64) -> Result<bool, WriterError> {
+        remove_at(state, client, revision, NOW)
+    }
+
+    fn remove_at(
+        state: &mut State,
+        client: &str,
+        revision: u64,
+        now: SystemTime,
+    ) -> Result<bool, WriterError> {
         let p = state.plan_remove(fqdn(client), revision, Arc::from(""))?;
-        match state.commit(p.op, Ok(()), NOW) {
+        match state.commit(p.op, Ok(()), now) {
             Committed::Remove(result) => result,
             other => panic!("expected a removal, got {other:?}"),
         }
@@ -925,6 +999,68 @@ mod tests {
         assert!(remove(&mut state, "d", 2).unwrap());
         let late = NOW + std::time::Duration::from_secs(61);
         assert!(state.read_removed("01-d", late).is_none());
+    }
+
+    #[test]
+    fn removed_configs_expire_oldest_first_and_a_second_removal_awaits_both() {
+        let mut state = State::default();
+        let minute = std::time::Duration::from_secs(61);
+        set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
+        assert!(remove(&mut state, "a", 2).unwrap());
+        // Set again under another MAC name, and removed again: the first
+        // removal's uuid-a delete is still awaited with the second's.
+        set(&mut state, config("a", 3, &["uuid-a", "01-a2"]));
+        assert!(remove(&mut state, "a", 4).unwrap());
+        for name in ["uuid-a", "01-a2", "01-a"] {
+            state.deleted(name);
+        }
+        let read = state.read_removed("uuid-a", NOW).unwrap();
+        assert_eq!(read.revision, 3);
+        state.deleted("uuid-a");
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+
+        // b, removed a minute before c's removal, is forgotten by it, with
+        // the deletes it awaited; c is not.
+        set(&mut state, config("b", 1, &["01-b"]));
+        set(&mut state, config("c", 1, &["01-c"]));
+        assert!(remove(&mut state, "b", 2).unwrap());
+        assert!(remove_at(&mut state, "c", 2, NOW + minute).unwrap());
+        assert!(!state.unconfirmed_deletes.contains_key("01-b"));
+        assert!(state.read_removed("01-b", NOW + minute).is_none());
+        assert_eq!(
+            state.read_removed("01-c", NOW + minute).unwrap().fqdn,
+            fqdn("c")
+        );
+    }
+
+    #[test]
+    fn a_mass_removal_and_its_deletes_leave_nothing_behind() {
+        // 20,000 configs of an old epoch dropped at once: each removal and
+        // each delete costs the client's own names, not every removal's.
+        let mut state = State::default();
+        let n = 20_000;
+        for i in 0..n {
+            set(
+                &mut state,
+                config(
+                    &format!("m{i}"),
+                    1,
+                    &[&format!("01-m{i}"), &format!("uuid-m{i}")],
+                ),
+            );
+        }
+        for i in 0..n {
+            assert!(remove(&mut state, &format!("m{i}"), 2).unwrap());
+        }
+        assert_eq!(
+            (state.removed.len(), state.unconfirmed_deletes.len()),
+            (n, 2 * n)
+        );
+        for i in 0..n {
+            state.deleted(&format!("01-m{i}"));
+            state.deleted(&format!("uuid-m{i}"));
+        }
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
     }
 
     #[test]

@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::super::messages::ReadEvent;
 use super::super::ops::Op;
 use super::super::records::{ClientRecord, Defused, Held, Seen};
-use super::State;
+use super::{Removed, State};
 use crate::depot::marker::Format;
 use crate::domain::Fqdn;
 
@@ -22,7 +21,7 @@ pub struct Snapshot {
     owners: Vec<(String, Option<Fqdn>)>,
     moves: Vec<(String, Option<u32>)>,
     deletes: Vec<(String, Option<(Fqdn, u32)>)>,
-    removed: Option<ReadEvent>,
+    removed: Option<Removed>,
 }
 
 impl Snapshot {
@@ -141,8 +140,8 @@ impl State {
             };
         }
         match removed {
-            Some(r) => self.removed.insert(fqdn.clone(), r),
-            None => self.removed.remove(&fqdn),
+            Some(r) => self.restore_removed(fqdn.clone(), r),
+            None => drop(self.removed.remove(&fqdn)),
         };
         for (name, owner) in owners {
             match owner {
