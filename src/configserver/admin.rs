@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::core::Core;
+use super::core::{Core, to_the_end};
 use super::error::Error;
 use super::status::{client_note, delivery, depot_status};
 use super::store::{self, DepotRecord, Store, WriteOutcome};
@@ -19,6 +19,16 @@ use crate::wire::{convert_each, fqdns};
 const DEFAULT_PAGE: u32 = 1000;
 /// The largest page `ListPending` returns.
 const MAX_PAGE: u32 = 10_000;
+
+/// Queues a committed write's pushes; its counts for the answer.
+async fn queue(core: &Core, outcome: WriteOutcome) -> proto::compat::Written {
+    let pushes_queued = outcome.owed.len() as u64;
+    core.dispatcher.notify(outcome.owed).await;
+    proto::compat::Written {
+        affected: outcome.affected,
+        pushes_queued,
+    }
+}
 
 /// The handlers.
 pub struct AdminService {
@@ -33,25 +43,27 @@ impl AdminService {
         Self { core }
     }
 
-    /// Runs one write of validated `items` and queues the pushes it owes.
-    async fn write<R, T: From<proto::compat::Written>>(
+    /// Runs one write of validated `items` and queues the pushes it owes,
+    /// to the end even if the caller goes away ([`to_the_end`]).
+    async fn write<R, T, F, Fut>(
         &self,
         items: Result<Vec<R>, ValidationError>,
-        run: impl AsyncFnOnce(&Store, &[R]) -> store::Result<WriteOutcome>,
-    ) -> WriteResult<T> {
+        run: F,
+    ) -> WriteResult<T>
+    where
+        R: Send + 'static,
+        T: From<proto::compat::Written>,
+        F: FnOnce(Store, Vec<R>) -> Fut + Send + 'static,
+        Fut: Future<Output = store::Result<WriteOutcome>> + Send,
+    {
         let items = items.map_err(Error::from)?;
-        let outcome = run(&self.core.store, &items).await.map_err(Error::from)?;
-        Ok(self.done(outcome).await)
-    }
-
-    /// Queues the write's pushes and answers with its counts.
-    async fn done<T: From<proto::compat::Written>>(&self, outcome: WriteOutcome) -> Response<T> {
-        let pushes_queued = outcome.owed.len() as u64;
-        self.core.dispatcher.notify(outcome.owed).await;
-        Response::new(T::from(proto::compat::Written {
-            affected: outcome.affected,
-            pushes_queued,
-        }))
+        let core = Arc::clone(&self.core);
+        let written = to_the_end(async move {
+            let outcome = run(core.store.clone(), items).await?;
+            Ok(queue(&core, outcome).await)
+        })
+        .await?;
+        Ok(Response::new(T::from(written)))
     }
 
     /// A client's status, or why there is none.
@@ -158,18 +170,18 @@ impl admin_server::Admin for AdminService {
             .keys
             .refuse_admin_key(&depots, "depots")
             .map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .upsert_depots(&depots)
-            .await
-            .map_err(Error::from)?;
-        self.core.refresh_keys_after_write().await;
-        for d in depots {
-            info!(depot = %d.id, endpoint = %d.endpoint, "depot registered");
-            self.core.dispatcher.depot_upserted(d).await;
-        }
-        Ok(self.done(outcome).await)
+        let core = Arc::clone(&self.core);
+        let written = to_the_end(async move {
+            let outcome = core.store.upsert_depots(&depots).await?;
+            core.refresh_keys_after_write().await;
+            for d in depots {
+                info!(depot = %d.id, endpoint = %d.endpoint, "depot registered");
+                core.dispatcher.depot_upserted(d).await;
+            }
+            Ok(queue(&core, outcome).await)
+        })
+        .await?;
+        Ok(Response::new(written.into()))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().ids.len()))]
@@ -178,17 +190,17 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::DeleteDepotsRequest>,
     ) -> WriteResult<proto::DeleteDepotsResponse> {
         let ids = fqdns(request.into_inner().ids, "ids").map_err(Error::from)?;
-        let outcome = self
-            .core
-            .store
-            .delete_depots(&ids)
-            .await
-            .map_err(Error::from)?;
-        self.core.refresh_keys_after_write().await;
-        for id in &ids {
-            self.core.dispatcher.depot_deleted(id.as_str());
-        }
-        Ok(self.done(outcome).await)
+        let core = Arc::clone(&self.core);
+        let written = to_the_end(async move {
+            let outcome = core.store.delete_depots(&ids).await?;
+            core.refresh_keys_after_write().await;
+            for id in &ids {
+                core.dispatcher.depot_deleted(id.as_str());
+            }
+            Ok(queue(&core, outcome).await)
+        })
+        .await?;
+        Ok(Response::new(written.into()))
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().clients.len()))]
@@ -197,7 +209,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::UpsertClientsRequest>,
     ) -> WriteResult<proto::UpsertClientsResponse> {
         let clients = convert_each(request.into_inner().clients, "clients", Client::try_from);
-        self.write(clients, async |s, c| s.upsert_clients(c).await)
+        self.write(clients, |s, c| async move { s.upsert_clients(&c).await })
             .await
     }
 
@@ -207,7 +219,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::DeleteClientsRequest>,
     ) -> WriteResult<proto::DeleteClientsResponse> {
         let ids = fqdns(request.into_inner().ids, "ids");
-        self.write(ids, async |s, ids| s.delete_clients(ids).await)
+        self.write(ids, |s, ids| async move { s.delete_clients(&ids).await })
             .await
     }
 
@@ -217,7 +229,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::UpsertProductsRequest>,
     ) -> WriteResult<proto::UpsertProductsResponse> {
         let products = convert_each(request.into_inner().products, "products", TryFrom::try_from);
-        self.write(products, async |s, p| s.upsert_products(p).await)
+        self.write(products, |s, p| async move { s.upsert_products(&p).await })
             .await
     }
 
@@ -227,7 +239,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::DeleteProductsRequest>,
     ) -> WriteResult<proto::DeleteProductsResponse> {
         let keys = convert_each(request.into_inner().products, "products", wire::product_key);
-        self.write(keys, async |s, k| s.delete_products(k).await)
+        self.write(keys, |s, k| async move { s.delete_products(&k).await })
             .await
     }
 
@@ -238,8 +250,11 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::UpsertProductOnDepotsResponse> {
         let pods = request.into_inner().product_on_depots;
         let pods = convert_each(pods, "product_on_depots", TryFrom::try_from);
-        self.write(pods, async |s, p| s.upsert_product_on_depots(p).await)
-            .await
+        self.write(
+            pods,
+            |s, p| async move { s.upsert_product_on_depots(&p).await },
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_on_depots.len()))]
@@ -249,8 +264,11 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::DeleteProductOnDepotsResponse> {
         let keys = request.into_inner().product_on_depots;
         let keys = convert_each(keys, "product_on_depots", wire::pod_key);
-        self.write(keys, async |s, k| s.delete_product_on_depots(k).await)
-            .await
+        self.write(
+            keys,
+            |s, k| async move { s.delete_product_on_depots(&k).await },
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().configs.len()))]
@@ -259,7 +277,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::UpsertConfigsRequest>,
     ) -> WriteResult<proto::UpsertConfigsResponse> {
         let configs = convert_each(request.into_inner().configs, "configs", TryFrom::try_from);
-        self.write(configs, async |s, c| s.upsert_configs(c).await)
+        self.write(configs, |s, c| async move { s.upsert_configs(&c).await })
             .await
     }
 
@@ -270,8 +288,11 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::UpsertConfigStatesResponse> {
         let states = request.into_inner().config_states;
         let states = convert_each(states, "config_states", TryFrom::try_from);
-        self.write(states, async |s, st| s.upsert_config_states(st).await)
-            .await
+        self.write(
+            states,
+            |s, st| async move { s.upsert_config_states(&st).await },
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().config_states.len()))]
@@ -281,7 +302,7 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::DeleteConfigStatesResponse> {
         let keys = request.into_inner().config_states;
         let keys = convert_each(keys, "config_states", wire::config_state_key);
-        self.write(keys, async |s, k| s.delete_config_states(k).await)
+        self.write(keys, |s, k| async move { s.delete_config_states(&k).await })
             .await
     }
 
@@ -292,8 +313,10 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::UpsertProductPropertyStatesResponse> {
         let states = request.into_inner().product_property_states;
         let states = convert_each(states, "product_property_states", TryFrom::try_from);
-        self.write(states, async |s, st| s.upsert_property_states(st).await)
-            .await
+        self.write(states, |s, st| async move {
+            s.upsert_property_states(&st).await
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().product_property_states.len()))]
@@ -303,8 +326,11 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::DeleteProductPropertyStatesResponse> {
         let keys = request.into_inner().product_property_states;
         let keys = convert_each(keys, "product_property_states", TryFrom::try_from);
-        self.write(keys, async |s, k| s.delete_property_states(k).await)
-            .await
+        self.write(
+            keys,
+            |s, k| async move { s.delete_property_states(&k).await },
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(count = request.get_ref().action_requests.len()))]
@@ -316,7 +342,10 @@ impl admin_server::Admin for AdminService {
         let actions = convert_each(actions, "action_requests", TryFrom::try_from);
         let given = actions.as_ref().map_or(0, Vec::len);
         let response: Response<proto::SetActionRequestsResponse> = self
-            .write(actions, async |s, a| s.set_action_requests(a).await)
+            .write(
+                actions,
+                |s, a| async move { s.set_action_requests(&a).await },
+            )
             .await?;
         // Logged once the pushes are handed on: a log write is no step of
         // the way to the depot.
@@ -335,8 +364,11 @@ impl admin_server::Admin for AdminService {
     ) -> WriteResult<proto::DeleteProductOnClientsResponse> {
         let keys = request.into_inner().product_on_clients;
         let keys = convert_each(keys, "product_on_clients", wire::poc_key);
-        self.write(keys, async |s, k| s.delete_product_on_clients(k).await)
-            .await
+        self.write(
+            keys,
+            |s, k| async move { s.delete_product_on_clients(&k).await },
+        )
+        .await
     }
 
     #[instrument(skip_all)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use super::dispatch::Dispatcher;
+use super::error::Error;
 use super::keys::DepotKeys;
 use super::store::{ReadReport, Store, StoreError};
 use crate::domain::{ClientBundle, Fqdn, Modules, ProductId};
@@ -23,6 +24,23 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     /// Depot keys for the ConfigServer service.
     pub keys: DepotKeys,
+}
+
+/// Runs `work` — a store write and what must follow its commit (queueing
+/// its pushes, reloading depot keys) — in a task of its own and waits for
+/// it. A caller that goes away (its deadline passed, the admin pressed
+/// Ctrl-C) does not stop it: the store commits a write it took either way,
+/// and on SQLite nothing else would queue the pushes that write owes until
+/// a restart.
+pub async fn to_the_end<T: Send + 'static>(
+    work: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::spawn(work).await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(Error::ShuttingDown),
+    }
 }
 
 impl Core {

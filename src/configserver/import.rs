@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::Streaming;
 use tracing::info;
 
-use super::core::Core;
+use super::core::{Core, to_the_end};
 use super::error::Error;
 use super::store::{DepotRecord, Inventory};
 use crate::domain::limits::{MAX_BULK, MAX_IMPORT_BYTES};
@@ -100,19 +100,21 @@ pub(super) async fn import(
     core.keys
         .refuse_admin_key(&inventory.depots, "depots")
         .map_err(Error::from)?;
-    let outcome = core
-        .store
-        .import_inventory(&inventory, dry_run)
-        .await
-        .map_err(Error::from)?;
-    let pushes_queued = outcome.write.owed.len() as u64;
-    if !dry_run {
-        core.refresh_keys_after_write().await;
-        for depot in inventory.depots {
-            core.dispatcher.depot_upserted(depot).await;
+    let core = Arc::clone(core);
+    let (outcome, pushes_queued) = to_the_end(async move {
+        let mut outcome = core.store.import_inventory(&inventory, dry_run).await?;
+        let owed = std::mem::take(&mut outcome.write.owed);
+        let pushes_queued = owed.len() as u64;
+        if !dry_run {
+            core.refresh_keys_after_write().await;
+            for depot in inventory.depots {
+                core.dispatcher.depot_upserted(depot).await;
+            }
+            core.dispatcher.notify(owed).await;
         }
-        core.dispatcher.notify(outcome.write.owed).await;
-    }
+        Ok((outcome, pushes_queued))
+    })
+    .await?;
     info!(
         dry_run,
         affected = outcome.write.affected,

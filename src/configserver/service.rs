@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, instrument, warn};
 
-use super::core::Core;
+use super::core::{Core, to_the_end};
 use super::error::Error;
 use super::keys::CallerDepot;
 use super::store::{Job, Rows, Store};
@@ -356,12 +356,18 @@ impl config_server_server::ConfigServer for ConfigServerService {
         let id = Fqdn::parse(&r.fqdn, "fqdn").map_err(Error::from)?;
         let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
         let report = super::core::read_report(depot.id(), &id, &product, &r);
-        let outcome = self
-            .core
-            .store
-            .record_read(&report)
-            .await
-            .map_err(Error::from)?;
+        // What the read owes (the next action, an `always` pushed again) is
+        // queued even if the depot gives up waiting meanwhile: it is not
+        // owed again when the depot reports the read a second time.
+        let core = Arc::clone(&self.core);
+        let outcome = to_the_end(async move {
+            let mut outcome = core.store.record_read(&report).await?;
+            core.dispatcher
+                .notify(std::mem::take(&mut outcome.owed))
+                .await;
+            Ok(outcome)
+        })
+        .await?;
         if outcome.applied {
             info!(%depot, action_request = %outcome.action_request, repushed = outcome.repushed, "PXE config read reported");
         } else if !self
@@ -375,7 +381,6 @@ impl config_server_server::ConfigServer for ConfigServerService {
             // not even the client's action request.
             return Err(Error::Denied(format!("{id} is not a client of this depot")).into());
         }
-        self.core.dispatcher.notify(outcome.owed).await;
         Ok(Response::new(proto::ReportPxeConfigReadResponse {
             action_request: outcome.action_request,
             repushed: outcome.repushed,

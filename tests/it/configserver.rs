@@ -914,3 +914,64 @@ async fn a_depots_worker_lets_go_of_deliveries_once_their_acks_are_stored() {
     assert_eq!(rt[&depot_id(1)].pushes_new, u64::from(N));
     server.stop().await;
 }
+
+/// An Admin write whose caller gave up (its deadline passed, the admin
+/// pressed Ctrl-C) after the store took it still commits: its pushes must
+/// go out too. On SQLite nothing else looks for owed pushes until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_gave_up_still_pushes_what_it_committed() {
+    const ROUND: u32 = 1500;
+    let deadlines_ms = [1u64, 2, 4, 8, 16, 32, 64, 128, 256];
+    let rounds = deadlines_ms.len() as u32;
+    // One more client, after the rounds', for the last write.
+    let site = Site::start(ROUND * rounds + 1).await;
+    let mut admin = site.admin().await;
+    let mut gave_up = Vec::new();
+    for (round, ms) in deadlines_ms.into_iter().enumerate() {
+        let clients = round as u32 * ROUND..(round as u32 + 1) * ROUND;
+        let mut request = tonic::Request::new(proto::SetActionRequestsRequest {
+            action_requests: clients
+                .map(|n| proto::ActionRequest {
+                    client_id: format!("client{n}.example.org"),
+                    product_id: "win10-x64".into(),
+                    action_request: "setup".into(),
+                })
+                .collect(),
+        });
+        request.set_timeout(std::time::Duration::from_millis(ms));
+        let answer = admin.set_action_requests(request).await;
+        if let Err(status) = &answer {
+            assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            );
+        }
+        gave_up.push(answer.is_err());
+    }
+    // Writes take the store's write gate in turn: once this one is done, so
+    // is every write handed over before it.
+    set_actions(&mut admin, [ROUND * rounds], "setup").await;
+    let mut committed = Vec::new();
+    let mut gave_up_after_commit = 0;
+    for round in 0..rounds {
+        let clients = round * ROUND..(round + 1) * ROUND;
+        // A write is all or nothing: its first client tells.
+        let done = status(&mut admin, clients.start)
+            .await
+            .product_on_clients
+            .iter()
+            .any(|p| p.action_request == "setup");
+        if done {
+            gave_up_after_commit += usize::from(gave_up[round as usize]);
+            committed.extend(clients);
+        }
+    }
+    assert!(
+        gave_up_after_commit > 0,
+        "no caller gave up after the store took its write; the test proves nothing"
+    );
+    wait_for("every committed action is placed", 60, || async {
+        site.placed(committed.iter().copied())
+    })
+    .await;
+}
