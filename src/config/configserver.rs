@@ -225,6 +225,10 @@ impl ConfigServerArgs {
                 .map(|d| d.unwrap_or(default))
         };
         let timeout = duration("push_timeout", &self.push_timeout, defaults.timeout)?;
+        // A zero deadline fails every push before it leaves.
+        if timeout.is_zero() {
+            return Err(invalid("push_timeout", "must be longer than 0s"));
+        }
         let max_backoff = duration("max_backoff", &self.max_backoff, defaults.max_backoff)?;
         Ok(DispatchSettings {
             concurrency,

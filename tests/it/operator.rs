@@ -358,6 +358,11 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
             vec![("PXECONF_PUSH_CONCURRENCY", "0")],
             "push_concurrency",
         ),
+        (
+            vec!["configserver", "--push-timeout", "0s"],
+            vec![],
+            "push_timeout",
+        ),
     ];
     for (args, env, setting) in cases {
         let (code, stderr) = run(&args, &env);
