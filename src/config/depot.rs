@@ -209,10 +209,23 @@ impl DepotArgs {
             grace_period: given.grace_period.clone(),
         };
         let depot = given.depot()?;
-        Ok(DepotSettings {
-            common: shared.resolve(DEFAULT_DEPOT_LISTEN)?,
-            depot,
-        })
+        let common = shared.resolve(DEFAULT_DEPOT_LISTEN)?;
+        // Without a key (or client certificates) the Depot service would
+        // write a PXE config for anyone who reaches it, and a client would
+        // boot whatever installer that config names.
+        if depot.host_key.is_none()
+            && !depot.transport.client_auth.needs_cert()
+            && !common.listen.ip().is_loopback()
+        {
+            return Err(invalid(
+                "host_key_file",
+                format!(
+                    "is required: the Depot service would take PXE configs from anyone who reaches {} (listen on a loopback address to run without a key, or require client certificates)",
+                    common.listen
+                ),
+            ));
+        }
+        Ok(DepotSettings { common, depot })
     }
 
     /// These flags, each one not given taken from `file`.
@@ -401,9 +414,11 @@ fn template(
 mod tests {
     use super::*;
 
+    /// A depot with a key (in the environment), everything else default.
     fn args() -> DepotArgs {
         DepotArgs {
             depot_id: Some("depot1.example.org".into()),
+            host_key_env: EnvKey::given(HOST_KEY_ENV, "depot-key-0123456789abcdef0123456789"),
             ..Default::default()
         }
     }
@@ -413,6 +428,15 @@ mod tests {
         let settings = args().resolve().unwrap();
         assert_eq!(settings.common.listen.to_string(), "0.0.0.0:50051");
         let depot = settings.depot;
+        assert!(depot.host_key.is_some());
+        let depot = DepotArgs {
+            host_key_env: EnvKey::default(),
+            listen: Some("127.0.0.1:50051".into()),
+            ..args()
+        }
+        .resolve()
+        .unwrap()
+        .depot;
         assert_eq!(depot.pxe_dir, PathBuf::from(DEFAULT_PXE_DIR));
         assert_eq!(depot.templates.dir, depot.pxe_dir);
         assert_eq!(depot.templates.bios.as_str(), DEFAULT_TEMPLATE_BIOS);
@@ -423,12 +447,35 @@ mod tests {
     }
 
     #[test]
+    fn a_depot_without_a_key_listens_only_on_loopback() {
+        let keyless = DepotArgs {
+            host_key_env: EnvKey::default(),
+            ..args()
+        };
+        let refused = keyless.clone().resolve().unwrap_err().to_string();
+        assert!(
+            refused.contains("host_key_file") && refused.contains("0.0.0.0:50051"),
+            "{refused}"
+        );
+        for listen in ["127.0.0.1:50051", "[::1]:50051"] {
+            let settings = DepotArgs {
+                listen: Some(listen.into()),
+                ..keyless.clone()
+            }
+            .resolve()
+            .unwrap();
+            assert!(settings.depot.host_key.is_none());
+        }
+    }
+
+    #[test]
     fn the_key_in_the_environment_is_an_input_and_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("depot.key");
         std::fs::write(&file, "from-file-0123456789abcdef0123456789\n").unwrap();
         let with_file = DepotArgs {
             host_key_file: Some(file),
+            host_key_env: EnvKey::default(),
             ..args()
         };
         let key = with_file.clone().resolve().unwrap().depot.host_key.unwrap();
