@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use super::dispatch::Dispatcher;
 use super::error::Error;
@@ -31,11 +31,12 @@ pub struct Core {
 /// it. A caller that goes away (its deadline passed, the admin pressed
 /// Ctrl-C) does not stop it: the store commits a write it took either way,
 /// and on SQLite nothing else would queue the pushes that write owes until
-/// a restart.
+/// a restart. The work stays in the caller's span (its logs, and the
+/// trace context its pushes continue).
 pub async fn to_the_end<T: Send + 'static>(
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
-    match tokio::spawn(work).await {
+    match tokio::spawn(work.instrument(tracing::Span::current())).await {
         Ok(done) => done,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // The runtime is shutting down.
