@@ -113,8 +113,11 @@ fn check_syntax(template: &str, bundle: &ClientBundle) -> Result<(), RenderError
         if key.contains("bootimagerootpassword") {
             // A password goes on the line as its hash, escaped.
         } else if key.contains("pwh") {
-            // A given hash's `$` is written escaped (see `Params::to_text`).
-            check(&field, &item.replace('$', ""))?;
+            // A given hash's `$` is written escaped (see `Params::to_text`);
+            // its key is written as given.
+            let (key, hash) = item.split_once('=').unwrap_or((item, ""));
+            check(&field, key)?;
+            check(&field, &hash.replace('$', ""))?;
         } else {
             check(&field, item)?;
         }
@@ -517,6 +520,11 @@ service=https://config.example.org:4447/rpc";
         b.properties.insert("unused".into(), "x;y".into());
         let out = Renderer::new().render(grub, &b).unwrap();
         assert!(out.contains("pwh=\\$6\\$"), "{out}");
+        // Only a hash's `$` is escaped: one in a `pwh` item's key is grub's.
+        assert_eq!(
+            refused(grub, &with("de", &["pwh$x=abc"])),
+            ("bootimage_append[0]".to_owned(), "grub", '$')
+        );
     }
 
     fn render(template: &str, append: &[&str]) -> Vec<String> {
