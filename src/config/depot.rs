@@ -334,26 +334,28 @@ impl DepotArgs {
     /// The template directory (the PXE directory unless set) and the
     /// template per boot mode.
     fn templates(&self, pxe_dir: &std::path::Path) -> Result<TemplateConfig, ConfigError> {
+        let dir = (self.template_dir.clone()).unwrap_or_else(|| pxe_dir.to_owned());
+        let template = |setting, value: &Option<String>, default| {
+            let name = template(setting, value.as_deref(), default)?;
+            inside(&dir, setting, name)
+        };
         Ok(TemplateConfig {
-            dir: self
-                .template_dir
-                .clone()
-                .unwrap_or_else(|| pxe_dir.to_owned()),
             bios: template(
                 "default_template",
-                self.default_template.as_deref(),
+                &self.default_template,
                 DEFAULT_TEMPLATE_BIOS,
             )?,
             uefi_x86: template(
                 "default_template_uefi_x86",
-                self.default_template_uefi_x86.as_deref(),
+                &self.default_template_uefi_x86,
                 DEFAULT_TEMPLATE_UEFI_X86,
             )?,
             uefi_x64: template(
                 "default_template_uefi_x64",
-                self.default_template_uefi_x64.as_deref(),
+                &self.default_template_uefi_x64,
                 DEFAULT_TEMPLATE_UEFI_X64,
             )?,
+            dir,
         })
     }
 }
@@ -410,6 +412,29 @@ fn template(
     TemplateName::parse(value.unwrap_or(default), setting).map_err(|e| invalid(setting, e.message))
 }
 
+/// `name`, if it is in the template directory `dir`: every push needing a
+/// default elsewhere would be refused (opsi 4.2's absolute paths carried
+/// over with another `template_dir`).
+fn inside(
+    dir: &std::path::Path,
+    setting: &'static str,
+    name: TemplateName,
+) -> Result<TemplateName, ConfigError> {
+    let path = std::path::Path::new(name.as_str());
+    let canonical = || std::fs::canonicalize(dir).is_ok_and(|root| path.starts_with(root));
+    if !path.is_absolute() || path.starts_with(dir) || canonical() {
+        return Ok(name);
+    }
+    Err(invalid(
+        setting,
+        format!(
+            "{} is outside the template directory {} (give a name relative to it, or set template_dir)",
+            name.as_str(),
+            dir.display()
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +469,28 @@ mod tests {
         assert_eq!(depot.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(depot.file_access, FileAccess::default());
         assert!(depot.configservers.is_empty() && depot.host_key.is_none());
+    }
+
+    #[test]
+    fn a_default_template_outside_the_template_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |name: &str| DepotArgs {
+            template_dir: Some(dir.path().to_owned()),
+            default_template_uefi_x64: Some(name.into()),
+            ..args()
+        };
+        let refused = with("/tftpboot/linux/pxelinux.cfg/install-elilo-x64")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("default_template_uefi_x64"), "{refused}");
+        let inside = dir.path().join("install-elilo-x64");
+        let settings = with(inside.to_str().unwrap()).resolve().unwrap();
+        assert_eq!(
+            settings.depot.templates.uefi_x64.as_str(),
+            inside.to_str().unwrap()
+        );
+        assert!(with("install-elilo-x64").resolve().is_ok());
     }
 
     #[test]

@@ -115,9 +115,14 @@ fn check_syntax(template: &str, bundle: &ClientBundle) -> Result<(), RenderError
         } else if key.contains("pwh") {
             // A given hash's `$` is written escaped (see `Params::to_text`);
             // its key is written as given.
+            // iPXE has no escape: a `${` in the hash would still expand
+            // there (a crypt hash never has a `{`).
             let (key, hash) = item.split_once('=').unwrap_or((item, ""));
             check(&field, key)?;
-            check(&field, &hash.replace('$', ""))?;
+            match hash.contains("${") {
+                true => check(&field, hash)?,
+                false => check(&field, &hash.replace('$', ""))?,
+            }
         } else {
             check(&field, item)?;
         }
@@ -520,10 +525,20 @@ service=https://config.example.org:4447/rpc";
         b.properties.insert("unused".into(), "x;y".into());
         let out = Renderer::new().render(grub, &b).unwrap();
         assert!(out.contains("pwh=\\$6\\$"), "{out}");
-        // Only a hash's `$` is escaped: one in a `pwh` item's key is grub's.
+        // Only a hash's `$` is escaped: one in a `pwh` item's key is grub's;
+        // and iPXE would expand a `${…}` in the hash whatever the escape.
         assert_eq!(
             refused(grub, &with("de", &["pwh$x=abc"])),
             ("bootimage_append[0]".to_owned(), "grub", '$')
+        );
+        assert_eq!(
+            refused(ipxe, &with("de", &["pwh=${net0/ip}"])),
+            ("bootimage_append[0]".to_owned(), "iPXE", '$')
+        );
+        assert!(
+            Renderer::new()
+                .render(ipxe, &with("de", &["pwh=$6$salt$abc"]))
+                .is_ok()
         );
     }
 
