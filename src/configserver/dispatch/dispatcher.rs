@@ -40,6 +40,22 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Sends the depot's worker what the store says it is owed, as `msg`.
+    async fn send_owed(&self, store: &Store, depot_id: String, msg: fn(Vec<String>) -> Msg) {
+        match store.owed_clients(&depot_id).await {
+            Ok(owed) => {
+                let inbox = self.workers().get(&depot_id).map(|w| w.inbox.clone());
+                if let Some(inbox) = inbox {
+                    let _ = inbox.send(msg(owed)).await;
+                }
+            }
+            Err(error) => {
+                warn!(%error, depot = %depot_id, "loading owed pushes failed; reloading later");
+                self.lost.set();
+            }
+        }
+    }
+
     /// Keeps `keys` to the depots' records as each lease renewal reads them,
     /// on a database several configservers share: a depot key changed
     /// through another replica is taken within a second, not at a restart.
@@ -242,17 +258,10 @@ impl Holder for Dispatcher {
         if !self.workers().contains_key(&depot_id) {
             return;
         }
-        let clients = match clients.is_empty() {
-            false => clients,
-            true => match store.owed_clients(&depot_id).await {
-                Ok(owed) => owed,
-                Err(error) => {
-                    warn!(%error, depot = %depot_id, "loading owed pushes failed; reloading later");
-                    self.lost.set();
-                    return;
-                }
-            },
-        };
+        if clients.is_empty() {
+            // Changes too many to name: as if each were named.
+            return self.send_owed(store, depot_id, Msg::Owed).await;
+        }
         let owed = clients
             .into_iter()
             .map(|client_id| Owed {
@@ -263,18 +272,12 @@ impl Holder for Dispatcher {
         self.notify(owed).await;
     }
 
-    /// Every held depot reloads what it is owed.
+    /// Every held depot reloads what it is owed; no change is known, so a
+    /// refused client keeps its backoff.
     async fn reload(&self, store: &Store) {
         let held: Vec<String> = self.workers().keys().cloned().collect();
         for depot_id in held {
-            self.announced(
-                store,
-                Announcement {
-                    depot_id,
-                    clients: Vec::new(),
-                },
-            )
-            .await;
+            self.send_owed(store, depot_id, Msg::Reloaded).await;
         }
     }
 

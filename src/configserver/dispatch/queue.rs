@@ -39,6 +39,19 @@ impl ClientQueue {
         }
     }
 
+    /// The store says the client is owed, with no change known (a reload
+    /// of what a depot is owed): queued unless it is on its way already or
+    /// waits out a refusal's backoff — a reload every 30 s must not turn a
+    /// refused client's backoff into a push every 30 s.
+    pub(super) fn reload(&mut self, client: String) {
+        if self.in_flight.contains(&client) || self.delayed_keys.contains_key(&client) {
+            return;
+        }
+        if self.queued.insert(client.clone()) {
+            self.waiting.push_back(client);
+        }
+    }
+
     /// Whether clients wait to be loaded.
     pub(super) fn has_waiting(&self) -> bool {
         !self.waiting.is_empty()
@@ -170,6 +183,28 @@ mod tests {
         // A changed depot wakes every delayed client.
         q.retry_after("a".into(), Duration::from_secs(30));
         q.wake_delayed();
+        assert_eq!(q.take(10), names(&["a"]));
+    }
+
+    #[tokio::test]
+    async fn a_reload_leaves_refused_and_travelling_clients_alone() {
+        let mut q = ClientQueue::default();
+        for c in ["a", "b"] {
+            q.enqueue(c.into());
+        }
+        q.take(2);
+        q.retry_after("a".into(), Duration::from_secs(30));
+        for c in ["a", "b", "c", "c"] {
+            q.reload(c.into());
+        }
+        // a waits out its backoff, b is on its way (and not marked: nothing
+        // changed), c was not known.
+        assert_eq!(q.take(10), names(&["c"]));
+        q.settle("b".into());
+        assert_eq!(q.take(10), Vec::<String>::new());
+        assert!(q.has_delayed());
+        // A change still ends the wait.
+        q.enqueue("a".into());
         assert_eq!(q.take(10), names(&["a"]));
     }
 }

@@ -78,6 +78,9 @@ pub(super) struct Shared {
 pub(super) enum Msg {
     /// These clients are owed a push.
     Owed(Vec<String>),
+    /// The store says these clients are owed (a reload): no change known,
+    /// so a refused client keeps its backoff.
+    Reloaded(Vec<String>),
     /// The depot's record changed.
     Update(DepotRecord),
 }
@@ -243,6 +246,7 @@ impl Worker {
                         break;
                     }
                     Some(Msg::Owed(clients)) => clients.into_iter().for_each(|c| self.queue.enqueue(c)),
+                    Some(Msg::Reloaded(clients)) => clients.into_iter().for_each(|c| self.queue.reload(c)),
                     Some(Msg::Update(depot)) => self.update(depot),
                 },
                 // The worker holds a sender itself, so this never ends.
