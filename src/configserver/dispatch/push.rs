@@ -437,15 +437,34 @@ async fn call(
 /// The template a set's answer names; none when nothing was written (the
 /// legacy path's removal of a client without an action).
 fn used_template(answer: proto::SetPxeConfigResponse) -> Option<UsedTemplate> {
-    (!answer.template.is_empty()).then_some(UsedTemplate {
-        name: answer.template,
-        reason: answer.template_reason,
+    (!answer.template.is_empty()).then(|| UsedTemplate {
+        name: depot_text(&answer.template),
+        reason: depot_text(&answer.template_reason),
     })
+}
+
+/// The longest text of a depot's answer the store keeps.
+const DEPOT_TEXT_MAX: usize = 1024;
+
+/// A depot's text as the store keeps it: without NUL characters (PostgreSQL
+/// refuses them in text and JSON, and a result the store always refuses
+/// would be retried for good, holding up every other result) and at most
+/// [`DEPOT_TEXT_MAX`] bytes.
+fn depot_text(text: &str) -> String {
+    let mut kept: String = text.chars().filter(|c| *c != '\0').collect();
+    if kept.len() > DEPOT_TEXT_MAX {
+        let mut end = DEPOT_TEXT_MAX;
+        while !kept.is_char_boundary(end) {
+            end -= 1;
+        }
+        kept.truncate(end);
+    }
+    kept
 }
 
 /// What a failed call on `path` means.
 fn classify(status: &tonic::Status, path: PushPath) -> PushResult {
-    let message = || format!("{:?}: {}", status.code(), status.message());
+    let message = || format!("{:?}: {}", status.code(), depot_text(status.message()));
     match status.code() {
         // Never "delivered": the reason says what became of the revision.
         Code::Aborted => match Aborted::from_status(status) {
@@ -478,6 +497,41 @@ fn classify(status: &tonic::Status, path: PushPath) -> PushResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_depots_text_is_kept_without_nul_and_bounded() {
+        use proto::pxe_config_push_result::Result as Item;
+        let loaded = |n: u64| Loaded {
+            client_id: format!("c{n}.example.org"),
+            revision: n,
+            job: Ok(Job::Remove),
+            traceparent: None,
+        };
+        let long = "ä".repeat(DEPOT_TEXT_MAX);
+        let results = vec![
+            proto::PxeConfigPushResult {
+                result: Some(Item::Written(proto::SetPxeConfigResponse {
+                    template: "inst\0all".into(),
+                    template_reason: format!("why\0{long}"),
+                    ..Default::default()
+                })),
+            },
+            proto::PxeConfigPushResult {
+                result: Some(Item::Error(crate::status::to_item(
+                    &tonic::Status::invalid_argument("bad\0input"),
+                ))),
+            },
+        ];
+        let outcomes = outcomes_of(vec![loaded(1), loaded(2)], results);
+        let used = outcomes[0].template.as_ref().unwrap();
+        assert_eq!(used.name, "install");
+        assert!(!used.reason.contains('\0') && used.reason.starts_with("why"));
+        assert!(used.reason.len() <= DEPOT_TEXT_MAX && used.reason.len() > DEPOT_TEXT_MAX - 2);
+        match &outcomes[1].result {
+            PushResult::Rejected(message) => assert!(message.ends_with("badinput"), "{message}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
 
     #[test]
     fn batch_results_match_pushes_by_position_or_not_at_all() {
