@@ -389,6 +389,13 @@ impl Writer {
     /// went — a read like any other (journaled, then handed on), which the
     /// configserver accepts from the depot the config was removed from.
     async fn read_removed(&mut self, name: &str) {
+        if self.state.is_replaced(name) {
+            // A rename onto the name is not seen yet: the client read a
+            // version older than the removed one (as with a held config,
+            // ignored; it is not the removed config's read).
+            debug!(file = %name, "read of a version replaced before its removal ignored");
+            return;
+        }
         let Some(read) = self.state.read_removed(name, std::time::SystemTime::now()) else {
             return;
         };
@@ -564,6 +571,43 @@ mod tests {
         // The writer handled every event before it answers the listing.
         writer.list(None, 10, None).await.unwrap();
         assert!(reads.try_recv().is_err(), "one read, reported once");
+    }
+
+    #[tokio::test]
+    async fn a_read_of_a_version_replaced_before_a_removal_is_not_the_removed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        // Revision 2 replaces 1 and is removed; the client's read of 1 comes
+        // before revision 2's rename event and the removal's IN_DELETE.
+        let second = Rendered {
+            revision: 2,
+            ..config(1)
+        };
+        writer.set(second).await.unwrap();
+        assert!(
+            writer
+                .remove(config(1).fqdn, 3, Arc::from("e1"))
+                .await
+                .unwrap()
+        );
+        for event in [
+            WatchEvent::Read(name.clone()),
+            WatchEvent::Moved(name.clone()),
+            WatchEvent::Deleted(name),
+        ] {
+            writer.watch_event(event).await.unwrap();
+        }
+        writer.list(None, 10, None).await.unwrap();
+        assert!(
+            reads.try_recv().is_err(),
+            "the read of revision 1 reported as the removed revision 2's"
+        );
     }
 
     #[tokio::test]
