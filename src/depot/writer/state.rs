@@ -1117,6 +1117,54 @@ mod tests {
     }
 
     #[test]
+    fn pages_merge_held_configs_and_defused_reads_in_fqdn_order() {
+        let defused = |revision| Defused {
+            product_id: ProductId::parse("win10-x64", "p").unwrap(),
+            action_request: ActionRequest::Setup,
+            revision,
+            files: vec!["01-x".into()],
+            epoch: Arc::from(""),
+            read_at: NOW,
+        };
+        let mut state = State::restore(
+            Vec::new(),
+            ["b", "d", "f"].map(|c| (fqdn(c), defused(9))).to_vec(),
+            Arc::from(""),
+            HashMap::new(),
+        );
+        for client in ["a", "c", "d", "e"] {
+            set(&mut state, config(client, 1, &[&format!("01-{client}")]));
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = state.page(after.as_deref(), 2, None);
+            seen.extend(
+                page.configs
+                    .iter()
+                    .map(|c| (c.fqdn.to_string(), c.revision)),
+            );
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let want = [
+            ("a", 1),
+            ("b", 9),
+            ("c", 1),
+            ("d", 1),
+            ("d", 9),
+            ("e", 1),
+            ("f", 9),
+        ];
+        let want: Vec<(String, u64)> = (want.iter())
+            .map(|(c, r)| (format!("{c}.example.org"), *r))
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
     fn revisions_compare_within_an_epoch_and_a_new_epoch_is_news() {
         let mut state = State::default();
         let in_epoch = |client, revision, epoch: &str| {

@@ -12,27 +12,32 @@ impl State {
     pub fn page(&self, after: Option<&str>, limit: usize, product: Option<&str>) -> ConfigPage {
         use std::ops::Bound;
         let start = || after.map_or(Bound::Unbounded, Bound::Excluded);
-        let held = self
-            .held
-            .range::<str, _>((start(), Bound::Unbounded))
-            .map(|(f, h)| (f, self.held_info(f, h)));
-        let defused = self
-            .defused
-            .range::<str, _>((start(), Bound::Unbounded))
-            .map(|(f, d)| (f, defused_info(f, d)));
-        let mut merged: Vec<(&Fqdn, ConfigInfo)> = held.chain(defused).collect();
-        merged.sort_by(|a, b| a.0.cmp(b.0));
+        // Both maps are in FQDN order: merged as they go, so that a page
+        // costs its own configs, not every one after it (a listing of
+        // 100,000 in pages of 1,000 made ~5 million copies).
+        let mut held = (self.held.range::<str, _>((start(), Bound::Unbounded))).peekable();
+        let mut defused = (self.defused.range::<str, _>((start(), Bound::Unbounded))).peekable();
+        let merged = std::iter::from_fn(|| match (held.peek(), defused.peek()) {
+            (Some((h, _)), Some((d, _))) if d < h => defused.next().map(Entry::Defused),
+            (Some(_), _) => held.next().map(Entry::Held),
+            (None, _) => defused.next().map(Entry::Defused),
+        });
         let mut configs: Vec<ConfigInfo> = Vec::new();
         let mut next_after = None;
-        for (_, info) in merged {
-            if product.is_some_and(|p| p != info.product_id.as_str()) {
+        for entry in merged {
+            if product.is_some_and(|p| p != entry.product_id()) {
                 continue;
             }
-            if configs.len() == limit {
+            // A client both held and defused stays on one page: the next
+            // page starts after its FQDN.
+            if configs.len() >= limit && configs.last().is_none_or(|c| c.fqdn != *entry.fqdn()) {
                 next_after = configs.last().map(|c| c.fqdn.to_string());
                 break;
             }
-            configs.push(info);
+            configs.push(match entry {
+                Entry::Held((f, h)) => self.held_info(f, h),
+                Entry::Defused((f, d)) => defused_info(f, d),
+            });
         }
         ConfigPage {
             configs,
@@ -51,6 +56,27 @@ impl State {
             since: held.since,
             revision: held.revision,
             state: HeldState::Held,
+        }
+    }
+}
+
+/// A held config or a defused read, as the merge finds it.
+enum Entry<'a> {
+    Held((&'a Fqdn, &'a Held)),
+    Defused((&'a Fqdn, &'a Defused)),
+}
+
+impl Entry<'_> {
+    fn fqdn(&self) -> &Fqdn {
+        match self {
+            Entry::Held((f, _)) | Entry::Defused((f, _)) => f,
+        }
+    }
+
+    fn product_id(&self) -> &str {
+        match self {
+            Entry::Held((_, h)) => h.product_id.as_str(),
+            Entry::Defused((_, d)) => d.product_id.as_str(),
         }
     }
 }
