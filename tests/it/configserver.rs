@@ -730,6 +730,75 @@ impl Gate {
     }
 }
 
+/// A legacy depot whose answer to one push is late (the push times out) and
+/// which answers the next try: it was not away long enough to have been
+/// replaced, so it stays legacy — no `SetPxeConfig` is tried on it again
+/// (a busy legacy depot was asked once more after every timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_depot_that_answered_one_push_late_is_not_asked_again_what_it_implements() {
+    let db = tempfile::tempdir().unwrap();
+    let dispatch = pxeconf::configserver::dispatch::DispatchSettings {
+        timeout: std::time::Duration::from_millis(300),
+        ..fast_dispatch()
+    };
+    let server = TestConfigServer::start_dispatching(
+        Location::Sqlite(db.path().join("db")),
+        0,
+        pxeconf::transport::Transport::plaintext(),
+        dispatch,
+    )
+    .await;
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(linked_depot_config(&dirs, 1, &server.url(), true)).await;
+    let gate = Gate::start(depot.addr).await;
+    let mut admin = server.admin().await;
+    seed(
+        &mut admin,
+        &[(1, format!("http://{}", gate.addr))],
+        3,
+        |_| 1,
+    )
+    .await;
+    let refused = || {
+        counter(
+            &depot.metrics.encode(),
+            "pxeconf_rpc_duration_seconds_count",
+            &[
+                ("path", "/pxeconf.v1.Depot/SetPxeConfig"),
+                ("code", "Unimplemented"),
+            ],
+        )
+    };
+
+    // Client 0 finds the depot legacy.
+    set_actions(&mut admin, [0], "setup").await;
+    wait_for_depots(&admin, "client 0 went the legacy way", |d| {
+        d.capability == "legacy" && d.pushes_legacy == 1 && d.queued == 0
+    })
+    .await;
+    assert_eq!(refused(), 1);
+
+    // Client 1's answer is held past the push timeout: the depot is down.
+    gate.shut();
+    set_actions(&mut admin, [1], "setup").await;
+    wait_for_depots(&admin, "client 1's push timed out", |d| !d.reachable).await;
+    gate.open();
+    wait_for_depots(&admin, "client 1 went again and was answered", |d| {
+        d.reachable && d.pushes_legacy == 2 && d.queued == 0
+    })
+    .await;
+
+    set_actions(&mut admin, [2], "setup").await;
+    wait_for_depots(&admin, "client 2 went the legacy way", |d| {
+        d.pushes_legacy == 3 && d.queued == 0
+    })
+    .await;
+    assert_eq!(refused(), 1, "the depot was asked again what it implements");
+    for n in 0..3 {
+        assert!(dirs.pxe.join(mac_file(n)).exists(), "client {n}");
+    }
+}
+
 /// Depot 1 is at `endpoint` now.
 async fn move_depot(admin: &mut Admin, endpoint: String) {
     admin

@@ -43,6 +43,12 @@ const BATCH: usize = 256;
 const INBOX: usize = 64;
 /// How long a depot stays marked legacy before `SetPxeConfig` is tried again.
 const LEGACY_RECHECK: Duration = Duration::from_secs(600);
+/// Unreachable at least this long, a depot may have been upgraded or
+/// replaced meanwhile: what it implements is asked again when it is back.
+/// Shorter, it was one push that timed out or a blip; a depot replaced that
+/// quickly by one of another kind is found out at its first UNIMPLEMENTED
+/// answer, or after `LEGACY_RECHECK`.
+const AWAY_FOR_A_CHANGE: Duration = Duration::from_secs(5);
 /// Batches in flight per depot when the queue is long: several, so that the
 /// depot writes one while the next is on its way, and each still a round of
 /// many clients.
@@ -155,7 +161,8 @@ pub(super) struct Worker {
     /// Since when the depot answers `BatchSetPxeConfigs` UNIMPLEMENTED
     /// (asked again after `LEGACY_RECHECK`, or when it comes back).
     no_batches_since: Option<Instant>,
-    down: bool,
+    /// Since when the depot is unreachable, if it is.
+    down: Option<Instant>,
     backoff: Duration,
     retry_at: Option<tokio::time::Instant>,
     events: mpsc::Sender<Event>,
@@ -195,7 +202,7 @@ impl Worker {
             capability: Capability::Unknown,
             legacy_since: None,
             no_batches_since: None,
-            down: false,
+            down: None,
             retry_at: None,
             events: events_tx,
         };
@@ -333,7 +340,7 @@ impl Worker {
             self.superseded.clear();
             self.capability = Capability::Unknown;
             self.no_batches_since = None;
-            self.down = false;
+            self.down = None;
             self.retry_at = None;
             self.backoff = self.shared.settings.min_backoff;
             // Whatever waited for the old endpoint gets a fresh try.
@@ -395,7 +402,7 @@ impl Worker {
     /// probe once the backoff has run out when it is down.
     fn send_ready(&mut self) {
         let Ok(client) = &self.client else { return };
-        let limit = if self.down {
+        let limit = if self.down.is_some() {
             usize::from(self.retry_at.is_none() && self.sending == 0)
         } else {
             self.shared.settings.concurrency

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::super::push::{Outcome, PushResult};
 use super::super::runtime::Capability;
-use super::{REJECT_BACKOFF, Worker, jitter};
+use super::{AWAY_FOR_A_CHANGE, REJECT_BACKOFF, Worker, jitter};
 use crate::configserver::store::{Ack, PushOp, PushPath, UsedTemplate};
 use crate::metrics::PushLabels;
 use crate::status::Aborted;
@@ -143,7 +143,7 @@ impl Worker {
             let wait = jitter(self.backoff);
             self.retry_at = Some(tokio::time::Instant::now() + wait);
             self.backoff = (self.backoff * 2).min(self.shared.settings.max_backoff);
-            if !self.down {
+            if self.down.is_none() {
                 warn!(%error, retry_in = ?wait, "depot unreachable; pushes wait");
             } else {
                 debug!(%error, retry_in = ?wait, "depot still unreachable");
@@ -159,7 +159,7 @@ impl Worker {
             })
             .await;
         }
-        self.down = true;
+        self.down.get_or_insert_with(Instant::now);
         self.runtime.send_modify(|rt| {
             rt.reachable = false;
             rt.last_error = error;
@@ -199,12 +199,15 @@ impl Worker {
 
     /// The depot answered: it is up.
     pub(super) fn reached(&mut self) {
-        if self.down {
+        if let Some(since) = self.down.take() {
             info!("depot reachable again");
-            self.down = false;
-            // It may have been upgraded or replaced while away.
-            self.capability = Capability::Unknown;
-            self.no_batches_since = None;
+            // It may have been upgraded or replaced while away — not while
+            // one push timed out and others were answered (on a busy
+            // legacy depot that reset its fallback at every timeout).
+            if since.elapsed() >= AWAY_FOR_A_CHANGE {
+                self.capability = Capability::Unknown;
+                self.no_batches_since = None;
+            }
         }
         self.backoff = self.shared.settings.min_backoff;
         self.retry_at = None;
