@@ -104,7 +104,7 @@ pub fn find(head: &str) -> Option<Marker> {
 /// A config in `format` that boots the local disk (as Cobbler's
 /// `pxe_just_once` does): what a read config's files become when they
 /// cannot be deleted.
-pub fn local_boot(format: Format, fqdn: &Fqdn, revision: u64) -> String {
+pub fn local_boot(format: Format, fqdn: impl std::fmt::Display, revision: u64) -> String {
     let line = format!(
         "{MARKER} read by {fqdn} revision {revision}, boots locally until the depot can delete it\n"
     );
@@ -163,7 +163,7 @@ mod tests {
         ];
         for (content, format, says) in cases {
             assert_eq!(Format::of(content), format, "{content}");
-            let local = local_boot(format, &fqdn(), 9);
+            let local = local_boot(format, fqdn(), 9);
             assert!(local.contains(says), "{local}");
             assert!(
                 local.contains("read by pc1.example.org revision 9"),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::core::DepotCore;
 use super::crypt::Salt;
@@ -383,8 +383,11 @@ async fn prepare_pxe_dir(
     if let Some(warning) = prepared.foreign_warning() {
         warn!(dir = %dir.display(), "{warning}");
     }
+    if !prepared.kept.is_empty() {
+        warn!(dir = %dir.display(), files = ?prepared.kept, "stale files of this depot could not be removed; configs among them boot locally until a later start removes them");
+    }
     if !prepared.stuck.is_empty() {
-        warn!(dir = %dir.display(), files = ?prepared.stuck, "stale PXE config files of this depot could not be removed; a client may still boot them");
+        error!(dir = %dir.display(), files = ?prepared.stuck, "stale PXE config files of this depot could neither be removed nor made to boot locally; a client may still boot them");
     }
     Ok(())
 }

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::writer::{FileAccess, FileOps, Found, delete_all, holds, scan};
+use super::marker::{self, Format, Marker};
+use super::writer::{FileAccess, FileOps, Found, delete_all, holds, overwrite, scan};
 
 /// Names shown in the warning about operator files; the rest are counted.
 const SHOWN: usize = 20;
@@ -20,8 +21,13 @@ pub struct Prepared {
     pub rewritten: usize,
     /// Our leftovers removed.
     pub removed: usize,
-    /// Our leftovers that could not be removed (kept, named in a warning:
-    /// a stale file must not keep the depot from starting).
+    /// Our leftovers that could not be removed and boot no action:
+    /// temporary files, and configs overwritten to boot locally (kept,
+    /// named in a warning: a stale file must not keep the depot from
+    /// starting, nor boot its action again).
+    pub kept: Vec<String>,
+    /// Our leftovers that could neither be removed nor defused (kept,
+    /// named in a warning).
     pub stuck: Vec<String>,
     /// Config-like files that are not ours, kept.
     pub foreign: Vec<String>,
@@ -68,10 +74,10 @@ pub fn prepare(
     let mut leftovers = Vec::new();
     for found in scan(dir)? {
         match found {
-            Found::Temporary(name) => leftovers.push(name),
-            Found::Ours(name, _) if !held_names.contains(name.as_str()) => {
+            Found::Temporary(name) => leftovers.push((name, None)),
+            Found::Ours(name, marker) if !held_names.contains(name.as_str()) => {
                 if !defused.contains(name.as_str()) {
-                    leftovers.push(name);
+                    leftovers.push((name, Some(marker)));
                 }
             }
             Found::Foreign(name) if !held_names.contains(name.as_str()) => {
@@ -82,10 +88,16 @@ pub fn prepare(
             Found::Ours(..) | Found::Foreign(_) => {}
         }
     }
-    for name in leftovers {
+    for (name, marker) in leftovers {
         match delete_all(dir, std::slice::from_ref(&name)) {
             Ok(()) => prepared.removed += 1,
-            Err(_) => prepared.stuck.push(name),
+            // A config the journal no longer holds was read (or removed): if
+            // the depot died between journaling the read and defusing the
+            // file it could not delete, the file still boots the action.
+            Err(_) => match marker.map(|m| defuse(dir, &name, &m)) {
+                None | Some(Ok(())) => prepared.kept.push(name),
+                Some(Err(_)) => prepared.stuck.push(name),
+            },
         }
     }
     for (name, content) in held {
@@ -100,6 +112,18 @@ pub fn prepare(
         prepared.rewritten += 1;
     }
     Ok(prepared)
+}
+
+/// Overwrites our file `name` with a local-boot config in its format,
+/// unless it is one already.
+fn defuse(dir: &Path, name: &str, marker: &Marker) -> std::io::Result<()> {
+    let bytes = std::fs::read(dir.join(name))?;
+    let content = String::from_utf8_lossy(&bytes);
+    let local = marker::local_boot(Format::of(&content), &marker.fqdn, marker.revision);
+    if content == local {
+        return Ok(());
+    }
+    overwrite(dir, name, &local)
 }
 
 #[cfg(test)]

@@ -489,6 +489,71 @@ async fn a_read_only_directory_defuses_the_read_and_recovers() {
     assert!(holds_client(&site.dirs, 1) && holds_client(&site.dirs, 2));
 }
 
+/// The depot dies after journaling a read and before it could defuse the
+/// files it could not delete (a read-only directory): they are still the
+/// armed config, which the journal no longer holds. At its next start the
+/// depot cannot remove them either, and overwrites them to boot locally —
+/// a second boot must not run the action again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_armed_config_the_journal_dropped_boots_locally_when_it_cannot_be_removed() {
+    if !as_root("dropping privileges with setpriv") {
+        return;
+    }
+    if !have_tool("setpriv", "running the depot as an unprivileged user") {
+        return;
+    }
+    let site = Site::start_with(2, |launch, dirs| {
+        give_to_nobody(dirs.root.path());
+        unprivileged(launch)
+    })
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..2, "setup").await;
+    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    let pxe = site.dirs.pxe.clone();
+    let names = [mac_file(0), uuid(0)];
+    let armed: Vec<String> = names.iter().map(|n| peek(&pxe.join(n))).collect();
+    assert!(armed.iter().all(|a| a.contains("hn=client0")), "{armed:?}");
+    simulate_read(&pxe.join(&names[0]));
+    wait_until("client 0's read files are gone", || {
+        !holds_client(&site.dirs, 0)
+    })
+    .await;
+    wait_state(&admin, 0..1, S::Read, 30).await;
+
+    // The window: the read is journaled, the files are still there, armed.
+    let Site {
+        root: _root,
+        dirs,
+        cs: _cs,
+        depot,
+    } = site;
+    let depot_again = depot.restart_later();
+    depot.kill().await;
+    for (name, content) in names.iter().zip(&armed) {
+        std::fs::write(pxe.join(name), content).unwrap();
+    }
+    give_to_nobody(&pxe);
+    std::fs::set_permissions(&pxe, std::fs::Permissions::from_mode(0o555)).unwrap();
+
+    let depot = depot_again.start().await;
+    depot.wait_log("of this depot could", 30).await;
+    for name in &names {
+        let now = peek(&pxe.join(name));
+        assert!(
+            !now.contains("hn=client0"),
+            "{name} still boots the action: {now}"
+        );
+        // The site's templates are grub: its local boot is `exit`.
+        assert!(now.lines().any(|l| l.trim() == "exit"), "{name}: {now}");
+    }
+    // Client 1's config is still held and armed.
+    assert!(peek(&pxe.join(mac_file(1))).contains("hn=client1"));
+    assert_eq!(state_of(&mut admin, 0).await, (S::Read, "none".to_owned()));
+    std::fs::set_permissions(&pxe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(dirs);
+}
+
 /// Whether the test runs as root, which `what` needs; skipped (with a line
 /// saying so) where it does not — never in CI, which runs as root.
 fn as_root(what: &str) -> bool {
