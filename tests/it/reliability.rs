@@ -350,6 +350,66 @@ async fn a_different_database_makes_the_depot_converge_to_what_it_owes() {
         .await;
 }
 
+/// Another database, and the configs it does not owe cannot be removed
+/// (a read-only directory when the depot reconciles with it): the
+/// reconciliation is not done until they are gone — once the directory is
+/// writable again they go, with no new epoch or restart to prompt it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_a_different_database_does_not_owe_go_once_they_can() {
+    if !as_root("dropping privileges with setpriv") {
+        return;
+    }
+    if !have_tool("setpriv", "running the depot as an unprivileged user") {
+        return;
+    }
+    let site = Site::start_with(4, |launch, dirs| {
+        give_to_nobody(dirs.root.path());
+        unprivileged(launch)
+    })
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..4, "setup").await;
+    wait_state(&admin, 0..4, S::Delivered, 60).await;
+    let Site {
+        root,
+        dirs,
+        cs,
+        depot,
+    } = site;
+    // The depot stops; the configserver comes back on a new database that
+    // knows the depot and none of its clients (so it owes no removal either).
+    let (depot_again, depot_url) = (depot.restart_later(), depot.url());
+    depot.kill().await;
+    let mut launch = cs.restart_later();
+    cs.terminate().await;
+    let other = root.path().join("other").join("pxeconf.db");
+    let at = launch.args.iter().position(|a| a == "--database").unwrap();
+    launch.args[at + 1] = other.display().to_string();
+    let cs = launch.start().await;
+    let mut admin = admin_at(&cs.url()).await;
+    seed(&mut admin, &[(1, depot_url)], 0, |_| 1).await;
+
+    // The depot starts again and reconciles with it; nothing can go.
+    std::fs::set_permissions(&dirs.pxe, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let depot = depot_again.start().await;
+    // Two passes fail (the first one's drop also moves the depot to the
+    // new epoch, which asks for one more): afterwards only a retry of its
+    // own brings another.
+    wait_until("two passes failed to drop the four configs", || {
+        depot.log().matches("PXE config not removed").count() >= 8
+    })
+    .await;
+    assert_eq!(held(&dirs, 4), (0..4).collect::<Vec<_>>());
+
+    std::fs::set_permissions(&dirs.pxe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_for("the configs nobody owes are gone", 60, || {
+        let dirs = &dirs;
+        async move { held(dirs, 4).is_empty() }
+    })
+    .await;
+    depot.wait_log("could not be removed yet", 30).await;
+}
+
 /// The PXE directory deleted and recreated while the depot runs: its
 /// configs are written again from the journal, and reads are seen again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,10 +170,19 @@ impl Upstream {
             }
         }
         if !store_epoch.is_empty() {
-            core.writer()
+            let retained = core
+                .writer()
                 .retain(Arc::from(store_epoch.as_str()), pass.listed.clone())
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            // Not done until they are gone: nothing else asks again before
+            // the next epoch, and they are configs nobody owes any more.
+            if retained.kept > 0 {
+                return Err(tonic::Status::unavailable(format!(
+                    "{} config(s) the configserver's database does not owe could not be removed yet",
+                    retained.kept
+                )));
+            }
         }
         Ok(pass)
     }

@@ -55,7 +55,7 @@ enum Command {
     Retain {
         epoch: Arc<str>,
         keep: HashSet<Fqdn>,
-        reply: oneshot::Sender<usize>,
+        reply: oneshot::Sender<Retained>,
     },
     Watch(WatchEvent),
 }
@@ -82,6 +82,15 @@ impl Reply {
             _ => {}
         }
     }
+}
+
+/// What dropping the configs a new store does not owe came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    /// Configs dropped, their files deleted.
+    pub dropped: usize,
+    /// Configs still held: their files could not be deleted.
+    pub kept: usize,
 }
 
 /// A handle to send commands to the writer; cheap to clone.
@@ -144,8 +153,14 @@ impl WriterHandle {
     }
 
     /// Drops the configs of other epochs than `epoch` that are not in
-    /// `keep` (a new store does not owe them); returns how many.
-    pub async fn retain(&self, epoch: Arc<str>, keep: HashSet<Fqdn>) -> Result<usize, WriterError> {
+    /// `keep` (a new store does not owe them); returns how many were
+    /// dropped and how many are still there (their files could not be
+    /// deleted: the caller asks again).
+    pub async fn retain(
+        &self,
+        epoch: Arc<str>,
+        keep: HashSet<Fqdn>,
+    ) -> Result<Retained, WriterError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Retain { epoch, keep, reply }).await?;
         rx.await.map_err(|_| WriterError::Stopped)
@@ -419,7 +434,7 @@ impl Writer {
     }
 
     /// Drops configs of other epochs that a new store does not owe.
-    async fn retain(&mut self, epoch: Arc<str>, keep: &HashSet<Fqdn>) -> usize {
+    async fn retain(&mut self, epoch: Arc<str>, keep: &HashSet<Fqdn>) -> Retained {
         let drop = self.state.not_owed(&epoch, keep);
         let mut round = Round::default();
         for fqdn in &drop {
@@ -431,7 +446,12 @@ impl Writer {
             warn!(dropped = drop.len(), %epoch, "configs of another configserver database dropped: the new one does not owe them");
         }
         self.execute(&mut round).await;
-        drop.len()
+        // A removal whose files stayed was undone: the config is still held.
+        let kept = self.state.not_owed(&epoch, keep).len();
+        Retained {
+            dropped: drop.len() - kept.min(drop.len()),
+            kept,
+        }
     }
 
     /// The PXE directory was recreated: every held config is written again.
