@@ -187,6 +187,16 @@ fn problem(err: Error, message: String) -> Problem {
                 format!("{name:?} is outside the template directory"),
             )
         }
+        // A symlink in the depot's template directory: the caller's name
+        // (or none, for a default) is not at fault; the operator's set-up is.
+        Error::Template(TemplateError::LinksOut { name, path }) => {
+            warn!(template = %name, path = %path.display(), "template leads outside the template directory; not used");
+            Problem::new(Reason::TemplateMissing, message).precondition(
+                "TEMPLATE",
+                name,
+                "the template on the depot leads outside its template directory",
+            )
+        }
         Error::Template(TemplateError::Missing { name, path }) => {
             // Where the depot looked is for its operator, not the caller.
             warn!(template = %name, path = %path.display(), "template file missing");

@@ -46,6 +46,15 @@ pub enum TemplateError {
         /// The name as given.
         name: String,
     },
+    /// The name is inside the template directory but leads out of it
+    /// through a symlink there: the depot's set-up, not the caller's name.
+    #[error("template {name:?} leads outside the depot's template directory")]
+    LinksOut {
+        /// The name as given.
+        name: String,
+        /// Where it leads (for the depot's log, never the caller).
+        path: PathBuf,
+    },
     /// The template file does not exist. The message names the template as
     /// the caller gave it, never the depot's path (which goes to the log).
     #[error("template {name:?} does not exist on the depot")]
@@ -338,11 +347,15 @@ impl Templates {
     fn load_resolved(&self, name: &TemplateName) -> Result<Arc<Template>, TemplateError> {
         let path = self.resolve(name)?;
         // Symlinks are resolved by now: this catches one leading out.
-        let relative = path
-            .strip_prefix(&self.root)
-            .map_err(|_| TemplateError::Escapes {
-                name: name.to_string(),
-            })?;
+        let relative = match path.strip_prefix(&self.root) {
+            Ok(relative) => relative,
+            Err(_) => {
+                return Err(TemplateError::LinksOut {
+                    name: name.to_string(),
+                    path,
+                });
+            }
+        };
         let meta = std::fs::metadata(&path).map_err(|source| TemplateError::Io {
             path: path.clone(),
             source,
@@ -719,7 +732,7 @@ mod tests {
         std::os::unix::fs::symlink(tmp.path().join("outside"), dir.join("swap")).unwrap();
         assert!(matches!(
             t.load(&name("swap")),
-            Err(TemplateError::Escapes { .. })
+            Err(TemplateError::LinksOut { .. })
         ));
         std::fs::remove_file(dir.join("swap")).unwrap();
         assert!(matches!(
@@ -729,20 +742,20 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_leading_out_of_the_directory_escapes() {
+    fn a_symlink_leading_out_of_the_directory_is_refused_as_the_depots_own() {
         let (tmp, dir, t) = setup();
         std::os::unix::fs::symlink(tmp.path().join("outside"), dir.join("sneaky")).unwrap();
         std::os::unix::fs::symlink(tmp.path(), dir.join("up")).unwrap();
         for n in ["sneaky", "up/outside"] {
             match t.load(&name(n)) {
-                Err(TemplateError::Escapes { name }) => assert_eq!(name, n),
-                other => panic!("{n}: expected Escapes, got {other:?}"),
+                Err(TemplateError::LinksOut { name, .. }) => assert_eq!(name, n),
+                other => panic!("{n}: expected LinksOut, got {other:?}"),
             }
         }
         let absolute = dir.join("sneaky").display().to_string();
         assert!(matches!(
             t.load(&name(&absolute)),
-            Err(TemplateError::Escapes { .. })
+            Err(TemplateError::LinksOut { .. })
         ));
     }
 

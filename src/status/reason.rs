@@ -76,7 +76,8 @@ reasons! {
     WrongDepot = "WRONG_DEPOT", PermissionDenied;
     /// The caller presented no host key, or a wrong one.
     Unauthenticated = "UNAUTHENTICATED", Unauthenticated;
-    /// The template file does not exist on the depot (`PreconditionFailure`
+    /// The template file does not exist on the depot, or leads out of its
+    /// template directory through a symlink there (`PreconditionFailure`
     /// type `TEMPLATE`).
     TemplateMissing = "TEMPLATE_MISSING", FailedPrecondition;
     /// The template is in pxelinux format, which a UEFI client cannot boot

@@ -129,6 +129,49 @@ async fn a_depot_names_the_missing_template_and_the_unlicensed_module() {
     depot.stop().await;
 }
 
+/// A symlink in the depot's template directory leading out of it is the
+/// depot's set-up, not the caller's fault: FAILED_PRECONDITION for a
+/// product's template and for a default alike (a product without one was
+/// told its template field was invalid), and where it leads is not told.
+#[tokio::test]
+async fn a_template_linking_out_of_the_directory_is_the_depots_precondition() {
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let mut client = depot.client().await;
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("elsewhere");
+    std::fs::write(&target, crate::common::PXELINUX).unwrap();
+    std::os::unix::fs::symlink(&target, dirs.templates.join("sneaky")).unwrap();
+    // The BIOS default becomes a link out while the depot runs.
+    std::fs::remove_file(dirs.templates.join("install")).unwrap();
+    std::os::unix::fs::symlink(&target, dirs.templates.join("install")).unwrap();
+
+    let mut named = bundle(1, 1);
+    named.product.as_mut().unwrap().pxe_config_template = "sneaky".into();
+    let without = bundle(2, 1);
+    assert!(
+        without
+            .product
+            .as_ref()
+            .unwrap()
+            .pxe_config_template
+            .is_empty()
+    );
+    let out = outside.path().display().to_string();
+    for (b, subject) in [(named, "sneaky"), (without, "install")] {
+        let status = client.set_pxe_config(b).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert_eq!(reason(&status).1, "TEMPLATE_MISSING");
+        let failure = status.get_details_precondition_failure().unwrap();
+        assert_eq!(failure.violations[0].r#type, "TEMPLATE");
+        assert_eq!(failure.violations[0].subject, subject);
+        assert!(!status.message().contains(&out), "{status:?}");
+        assert!(!format!("{:?}", status.details()).contains(&out));
+    }
+    assert!(dirs.files().is_empty());
+    depot.stop().await;
+}
+
 #[tokio::test]
 async fn grpcurl_decodes_the_details_through_reflection() {
     if !have_tool("grpcurl", "decoding error details") {
