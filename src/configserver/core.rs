@@ -1,6 +1,8 @@
 //! The shared state of the configserver's services.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tracing::{Instrument, error, info, warn};
 
@@ -27,20 +29,52 @@ pub struct Core {
 }
 
 /// Runs `work` — a store write and what must follow its commit (queueing
-/// its pushes, reloading depot keys) — in a task of its own and waits for
-/// it. A caller that goes away (its deadline passed, the admin pressed
-/// Ctrl-C) does not stop it: the store commits a write it took either way,
-/// and on SQLite nothing else would queue the pushes that write owes until
-/// a restart. The work stays in the caller's span (its logs, and the
-/// trace context its pushes continue).
+/// its pushes, reloading depot keys) — and waits for it. A caller that goes
+/// away (its deadline passed, the admin pressed Ctrl-C) does not stop it:
+/// the store commits a write it took either way, and on SQLite nothing else
+/// would queue the pushes that write owes until a restart. The work stays
+/// in the caller's span (its logs, and the trace context its pushes
+/// continue).
+///
+/// It runs in the caller's task, and only what is left of it when the
+/// caller goes away is spawned: a task of its own from the start cost
+/// every admin call a hand-off to another thread and back (~0.15 ms of an
+/// idle action's ~1.7 ms here).
 pub async fn to_the_end<T: Send + 'static>(
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
-    match tokio::spawn(work.instrument(tracing::Span::current())).await {
-        Ok(done) => done,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // The runtime is shutting down.
-        Err(_) => Err(Error::ShuttingDown),
+    Finish(Some(Box::pin(work.instrument(tracing::Span::current())))).await
+}
+
+/// A future that is finished in a task of its own if dropped unfinished.
+struct Finish<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>>);
+
+impl<T: Send + 'static> Future for Finish<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Out while it is polled: one that panics is dropped with the
+        // panic, not spawned again by `drop`.
+        let mut work = self.0.take().expect("polled after it finished");
+        match work.as_mut().poll(cx) {
+            Poll::Ready(done) => Poll::Ready(done),
+            Poll::Pending => {
+                self.0 = Some(work);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Finish<T> {
+    fn drop(&mut self) {
+        if let Some(rest) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = rest.await;
+            });
+        }
     }
 }
 

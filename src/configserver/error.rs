@@ -31,9 +31,6 @@ pub enum Error {
     /// The request cannot be served in the current state.
     #[error("{0}")]
     Precondition(String),
-    /// The configserver is stopping and did not finish the work.
-    #[error("the configserver is shutting down")]
-    ShuttingDown,
 }
 
 impl Error {
@@ -76,7 +73,6 @@ fn problem(err: Error) -> Problem {
             Problem::new(Reason::HostKeyConflict, message).meta(what, id)
         }
         Error::WrongDepot { .. } | Error::Denied(_) => Problem::new(Reason::WrongDepot, message),
-        Error::ShuttingDown => Problem::new(Reason::ShuttingDown, message),
         Error::Precondition(why) => {
             Problem::new(Reason::NotDeliverable, message).precondition("CLIENT", "", why)
         }
