@@ -46,8 +46,11 @@ pub async fn to_the_end<T: Send + 'static>(
     Finish(Some(Box::pin(work.instrument(tracing::Span::current())))).await
 }
 
+/// Work that [`to_the_end`] runs.
+type Work<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+
 /// A future that is finished in a task of its own if dropped unfinished.
-struct Finish<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>>);
+struct Finish<T: Send + 'static>(Option<Work<T>>);
 
 impl<T: Send + 'static> Future for Finish<T> {
     type Output = Result<T, Error>;
