@@ -614,13 +614,7 @@ async fn large_bundles_go_in_several_batches_and_all_land() {
         concurrency: pxeconf::configserver::dispatch::DEFAULT_PUSH_CONCURRENCY,
         ..fast_dispatch()
     };
-    let server = TestConfigServer::start_dispatching(
-        Location::Sqlite(db.path().join("db")),
-        0,
-        pxeconf::transport::Transport::plaintext(),
-        dispatch,
-    )
-    .await;
+    let server = TestConfigServer::start_pushing(&db.path().join("db"), dispatch).await;
     let dirs = DepotDirs::new();
     let depot = TestDepot::start(linked_depot_config(&dirs, 1, &server.url(), false)).await;
     let mut admin = server.admin().await;
@@ -741,13 +735,7 @@ async fn a_legacy_depot_that_answered_one_push_late_is_not_asked_again_what_it_i
         timeout: std::time::Duration::from_millis(300),
         ..fast_dispatch()
     };
-    let server = TestConfigServer::start_dispatching(
-        Location::Sqlite(db.path().join("db")),
-        0,
-        pxeconf::transport::Transport::plaintext(),
-        dispatch,
-    )
-    .await;
+    let server = TestConfigServer::start_pushing(&db.path().join("db"), dispatch).await;
     let dirs = DepotDirs::new();
     let depot = TestDepot::start(linked_depot_config(&dirs, 1, &server.url(), true)).await;
     let gate = Gate::start(depot.addr).await;

@@ -105,6 +105,23 @@ impl Site {
     async fn admin(&self) -> Admin {
         admin_at(&self.cs.url()).await
     }
+
+    /// A site whose depot runs as `nobody`, owning everything it touches (a
+    /// read-only directory then stops it, as root it would not); `None`
+    /// where that cannot be done here — never in CI.
+    async fn unprivileged(clients: u32) -> Option<Self> {
+        if !as_root("dropping privileges with setpriv")
+            || !have_tool("setpriv", "running the depot as an unprivileged user")
+        {
+            return None;
+        }
+        let site = Self::start_with(clients, |launch, dirs| {
+            give_to_nobody(dirs.root.path());
+            unprivileged(launch)
+        })
+        .await;
+        Some(site)
+    }
 }
 
 fn db(root: &Path) -> std::path::PathBuf {
@@ -356,17 +373,9 @@ async fn a_different_database_makes_the_depot_converge_to_what_it_owes() {
 /// writable again they go, with no new epoch or restart to prompt it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configs_a_different_database_does_not_owe_go_once_they_can() {
-    if !as_root("dropping privileges with setpriv") {
+    let Some(site) = Site::unprivileged(4).await else {
         return;
-    }
-    if !have_tool("setpriv", "running the depot as an unprivileged user") {
-        return;
-    }
-    let site = Site::start_with(4, |launch, dirs| {
-        give_to_nobody(dirs.root.path());
-        unprivileged(launch)
-    })
-    .await;
+    };
     let mut admin = site.admin().await;
     set_actions(&mut admin, 0..4, "setup").await;
     wait_state(&admin, 0..4, S::Delivered, 60).await;
@@ -489,18 +498,9 @@ fn give_to_nobody(path: &Path) {
 /// and the refused push lands within 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_directory_defuses_the_read_and_recovers() {
-    if !as_root("dropping privileges with setpriv") {
+    let Some(site) = Site::unprivileged(3).await else {
         return;
-    }
-    if !have_tool("setpriv", "running the depot as an unprivileged user") {
-        return;
-    }
-    let site = Site::start_with(3, |launch, dirs| {
-        // Everything the depot touches belongs to nobody.
-        give_to_nobody(dirs.root.path());
-        unprivileged(launch)
-    })
-    .await;
+    };
     let mut admin = site.admin().await;
     set_actions(&mut admin, 0..2, "setup").await;
     wait_state(&admin, 0..2, S::Delivered, 60).await;
@@ -556,17 +556,9 @@ async fn a_read_only_directory_defuses_the_read_and_recovers() {
 /// a second boot must not run the action again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_armed_config_the_journal_dropped_boots_locally_when_it_cannot_be_removed() {
-    if !as_root("dropping privileges with setpriv") {
+    let Some(site) = Site::unprivileged(2).await else {
         return;
-    }
-    if !have_tool("setpriv", "running the depot as an unprivileged user") {
-        return;
-    }
-    let site = Site::start_with(2, |launch, dirs| {
-        give_to_nobody(dirs.root.path());
-        unprivileged(launch)
-    })
-    .await;
+    };
     let mut admin = site.admin().await;
     set_actions(&mut admin, 0..2, "setup").await;
     wait_state(&admin, 0..2, S::Delivered, 60).await;

@@ -333,6 +333,18 @@ impl TestConfigServer {
         Self::start_dispatching(database, port, transport, fast_dispatch()).await
     }
 
+    /// A plaintext configserver on the SQLite file `database`, pushing as
+    /// `dispatch` says.
+    pub async fn start_pushing(database: &Path, dispatch: DispatchSettings) -> Self {
+        Self::start_dispatching(
+            Location::Sqlite(database.to_owned()),
+            0,
+            pxeconf::transport::Transport::plaintext(),
+            dispatch,
+        )
+        .await
+    }
+
     /// A configserver on the store at `database` with `transport`, pushing
     /// as `dispatch` says.
     pub async fn start_dispatching(
