@@ -429,10 +429,11 @@ mod tests {
                 Code::InvalidArgument,
                 "template",
             ),
+            // The depot's set-up, not the caller's name.
             (
                 "symlink out",
                 template("sneaky".into()),
-                Code::InvalidArgument,
+                Code::FailedPrecondition,
                 "sneaky",
             ),
             (
