@@ -674,6 +674,18 @@ async fn large_bundles_go_in_several_batches_and_all_land() {
     }
 }
 
+/// How many calls of the Depot service's `rpc` `depot` answered with `code`.
+fn depot_calls(depot: &TestDepot, rpc: &str, code: &str) -> u64 {
+    counter(
+        &depot.metrics.encode(),
+        "pxeconf_rpc_duration_seconds_count",
+        &[
+            ("path", &format!("/pxeconf.v1.Depot/{rpc}")),
+            ("code", code),
+        ],
+    )
+}
+
 /// A TCP proxy to `target` whose answers (target → caller) can be held:
 /// an answer that left a depot before its endpoint changed and arrives after.
 struct Gate {
@@ -747,16 +759,7 @@ async fn a_legacy_depot_that_answered_one_push_late_is_not_asked_again_what_it_i
         |_| 1,
     )
     .await;
-    let refused = || {
-        counter(
-            &depot.metrics.encode(),
-            "pxeconf_rpc_duration_seconds_count",
-            &[
-                ("path", "/pxeconf.v1.Depot/SetPxeConfig"),
-                ("code", "Unimplemented"),
-            ],
-        )
-    };
+    let refused = || depot_calls(&depot, "SetPxeConfig", "Unimplemented");
 
     // Client 0 finds the depot legacy.
     set_actions(&mut admin, [0], "setup").await;
@@ -825,22 +828,12 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
         |_| 1,
     )
     .await;
-    let calls = |depot: &TestDepot, rpc: &str, code: &str| {
-        counter(
-            &depot.metrics.encode(),
-            "pxeconf_rpc_duration_seconds_count",
-            &[
-                ("path", &format!("/pxeconf.v1.Depot/{rpc}")),
-                ("code", code),
-            ],
-        )
-    };
 
     // Client 0's batch reaches the old endpoint; its refusal is held.
     gate.shut();
     set_actions(&mut admin, [0], "setup").await;
     wait_until("the old endpoint refused the batch", || {
-        calls(&old, "BatchSetPxeConfigs", "Unimplemented") == 1
+        depot_calls(&old, "BatchSetPxeConfigs", "Unimplemented") == 1
     })
     .await;
 
@@ -849,7 +842,8 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
     set_actions(&mut admin, [1], "setup").await;
     // (The files land before the call's answer, which the metrics count.)
     wait_until("client 1 reached the new endpoint in a batch", || {
-        new_dirs.pxe.join(mac_file(1)).exists() && calls(&new, "BatchSetPxeConfigs", "Ok") == 1
+        new_dirs.pxe.join(mac_file(1)).exists()
+            && depot_calls(&new, "BatchSetPxeConfigs", "Ok") == 1
     })
     .await;
 
@@ -862,7 +856,7 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
     })
     .await;
     assert_eq!(
-        calls(&old, "SetPxeConfig", "Ok"),
+        depot_calls(&old, "SetPxeConfig", "Ok"),
         1,
         "the refused batch's push"
     );
@@ -873,11 +867,11 @@ async fn a_refusal_from_a_depots_old_endpoint_does_not_stick_to_its_new_one() {
     })
     .await;
     wait_until("three batches answered", || {
-        calls(&new, "BatchSetPxeConfigs", "Ok") >= 3
+        depot_calls(&new, "BatchSetPxeConfigs", "Ok") >= 3
     })
     .await;
     assert_eq!(
-        calls(&new, "SetPxeConfig", "Ok"),
+        depot_calls(&new, "SetPxeConfig", "Ok"),
         0,
         "every push in a batch"
     );

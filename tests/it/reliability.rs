@@ -329,6 +329,16 @@ async fn a_sigkilled_configserver_keeps_every_action_it_acknowledged() {
     );
 }
 
+/// `cs` stopped and started again on a new database under `root`.
+async fn on_another_database(cs: Server, root: &Path) -> Server {
+    let mut launch = cs.restart_later();
+    cs.terminate().await;
+    let other = root.join("other").join("pxeconf.db");
+    let at = launch.args.iter().position(|a| a == "--database").unwrap();
+    launch.args[at + 1] = other.display().to_string();
+    launch.start().await
+}
+
 /// Another database (a new epoch): the depot converges to what the new
 /// store owes and drops what it does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,12 +353,7 @@ async fn a_different_database_makes_the_depot_converge_to_what_it_owes() {
         cs,
         depot,
     } = site;
-    let mut launch = cs.restart_later();
-    cs.terminate().await;
-    let other = root.path().join("other").join("pxeconf.db");
-    let at = launch.args.iter().position(|a| a == "--database").unwrap();
-    launch.args[at + 1] = other.display().to_string();
-    let cs = launch.start().await;
+    let cs = on_another_database(cs, root.path()).await;
     let mut admin = admin_at(&cs.url()).await;
     seed(&mut admin, &[(1, depot.url())], 15, |_| 1).await;
     set_actions(&mut admin, 5..15, "setup").await;
@@ -389,12 +394,7 @@ async fn configs_a_different_database_does_not_owe_go_once_they_can() {
     // knows the depot and none of its clients (so it owes no removal either).
     let (depot_again, depot_url) = (depot.restart_later(), depot.url());
     depot.kill().await;
-    let mut launch = cs.restart_later();
-    cs.terminate().await;
-    let other = root.path().join("other").join("pxeconf.db");
-    let at = launch.args.iter().position(|a| a == "--database").unwrap();
-    launch.args[at + 1] = other.display().to_string();
-    let cs = launch.start().await;
+    let cs = on_another_database(cs, root.path()).await;
     let mut admin = admin_at(&cs.url()).await;
     seed(&mut admin, &[(1, depot_url)], 0, |_| 1).await;
 

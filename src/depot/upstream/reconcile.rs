@@ -170,17 +170,17 @@ impl Upstream {
             }
         }
         if !store_epoch.is_empty() {
-            let retained = core
+            let kept = core
                 .writer()
                 .retain(Arc::from(store_epoch.as_str()), pass.listed.clone())
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             // Not done until they are gone: nothing else asks again before
             // the next epoch, and they are configs nobody owes any more.
-            if retained.kept > 0 {
+            if kept > 0 {
                 return Err(tonic::Status::unavailable(format!(
                     "{} config(s) the configserver's database does not owe could not be removed yet",
-                    retained.kept
+                    kept
                 )));
             }
         }

@@ -35,4 +35,4 @@ pub use round::Round;
 pub use state::State;
 #[cfg(test)]
 pub use task::spawn_fresh;
-pub use task::{Retained, WriterHandle, WriterOptions, start};
+pub use task::{WriterHandle, WriterOptions, start};

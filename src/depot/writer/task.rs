@@ -55,7 +55,7 @@ enum Command {
     Retain {
         epoch: Arc<str>,
         keep: HashSet<Fqdn>,
-        reply: oneshot::Sender<Retained>,
+        reply: oneshot::Sender<usize>,
     },
     Watch(WatchEvent),
 }
@@ -82,15 +82,6 @@ impl Reply {
             _ => {}
         }
     }
-}
-
-/// What dropping the configs a new store does not owe came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retained {
-    /// Configs dropped, their files deleted.
-    pub dropped: usize,
-    /// Configs still held: their files could not be deleted.
-    pub kept: usize,
 }
 
 /// A handle to send commands to the writer; cheap to clone.
@@ -153,14 +144,9 @@ impl WriterHandle {
     }
 
     /// Drops the configs of other epochs than `epoch` that are not in
-    /// `keep` (a new store does not owe them); returns how many were
-    /// dropped and how many are still there (their files could not be
-    /// deleted: the caller asks again).
-    pub async fn retain(
-        &self,
-        epoch: Arc<str>,
-        keep: HashSet<Fqdn>,
-    ) -> Result<Retained, WriterError> {
+    /// `keep` (a new store does not owe them); returns how many are still
+    /// there (their files could not be deleted: the caller asks again).
+    pub async fn retain(&self, epoch: Arc<str>, keep: HashSet<Fqdn>) -> Result<usize, WriterError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Retain { epoch, keep, reply }).await?;
         rx.await.map_err(|_| WriterError::Stopped)
@@ -433,8 +419,9 @@ impl Writer {
         }
     }
 
-    /// Drops configs of other epochs that a new store does not owe.
-    async fn retain(&mut self, epoch: Arc<str>, keep: &HashSet<Fqdn>) -> Retained {
+    /// Drops configs of other epochs that a new store does not owe;
+    /// returns how many are still held.
+    async fn retain(&mut self, epoch: Arc<str>, keep: &HashSet<Fqdn>) -> usize {
         let drop = self.state.not_owed(&epoch, keep);
         let mut round = Round::default();
         for fqdn in &drop {
@@ -447,11 +434,7 @@ impl Writer {
         }
         self.execute(&mut round).await;
         // A removal whose files stayed was undone: the config is still held.
-        let kept = self.state.not_owed(&epoch, keep).len();
-        Retained {
-            dropped: drop.len() - kept.min(drop.len()),
-            kept,
-        }
+        self.state.not_owed(&epoch, keep).len()
     }
 
     /// The PXE directory was recreated: every held config is written again.
