@@ -419,6 +419,53 @@ async fn configs_a_different_database_does_not_owe_go_once_they_can() {
     depot.wait_log("could not be removed yet", 30).await;
 }
 
+/// Runs `sql` on the SQLite database at `path`, from outside the
+/// configserver.
+async fn sqlite(path: &Path, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
+/// A configserver that could not read what a depot is owed when it started
+/// asks again until it can: the pushes owed before the start are sent (the
+/// check of the depot's holdings leaves owed pushes to that asking, and
+/// SQLite has no periodic reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_owed_at_a_start_that_could_not_read_them_are_sent_once_it_can() {
+    let site = Site::start(3).await;
+    let Site {
+        root,
+        dirs,
+        cs,
+        depot,
+    } = site;
+    let depot_again = depot.restart_later();
+    depot.terminate().await;
+    let mut admin = admin_at(&cs.url()).await;
+    set_actions(&mut admin, 0..3, "setup").await;
+    let cs_again = cs.restart_later();
+    cs.terminate().await;
+
+    // The outbox cannot be read when the configserver starts.
+    let database = db(root.path());
+    sqlite(&database, "ALTER TABLE pushes RENAME TO pushes_away").await;
+    let cs = cs_again.start().await;
+    cs.wait_log("loading owed pushes failed", 30).await;
+    sqlite(&database, "ALTER TABLE pushes_away RENAME TO pushes").await;
+
+    let _depot = depot_again.start().await;
+    let admin = admin_at(&cs.url()).await;
+    wait_state(&admin, 0..3, S::Delivered, 60).await;
+    assert_eq!(held(&dirs, 3), vec![0, 1, 2]);
+}
+
 /// The PXE directory deleted and recreated while the depot runs: its
 /// configs are written again from the journal, and reads are seen again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

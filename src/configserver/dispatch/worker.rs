@@ -55,8 +55,12 @@ const AWAY_FOR_A_CHANGE: Duration = Duration::from_secs(5);
 const BATCHES_IN_FLIGHT: usize = 4;
 /// First and longest wait before retrying a push the depot refused.
 const REJECT_BACKOFF: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(600));
-/// Wait before retrying clients whose bundles could not be loaded.
-const LOAD_RETRY: Duration = Duration::from_secs(1);
+/// First and longest wait before retrying clients whose bundles could not
+/// be loaded (growing while loads keep failing).
+const LOAD_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// First and longest wait before asking the store again what the depot is
+/// owed, after that failed when the worker started.
+const RESUME_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 /// Deliveries remembered before the oldest are let go (once the ack writer
 /// has stored them): the map would otherwise hold every client the depot
 /// ever had, deleted ones too.
@@ -156,6 +160,12 @@ pub(super) struct Worker {
     /// Whether a flush for `pushed_before` is under way.
     pruning: bool,
     verify: Verify,
+    /// When to ask the store again what the depot is owed, and the wait
+    /// after that: set while the first asking has not succeeded (the check
+    /// of the depot's holdings leaves owed pushes to it).
+    resume_at: Option<(tokio::time::Instant, Duration)>,
+    /// The wait before retrying the next bundles that fail to load.
+    load_wait: Duration,
     capability: Capability,
     legacy_since: Option<Instant>,
     /// Since when the depot answers `BatchSetPxeConfigs` UNIMPLEMENTED
@@ -199,6 +209,8 @@ impl Worker {
             pushed_before: HashMap::new(),
             pruning: false,
             verify: Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0),
+            resume_at: Some((tokio::time::Instant::now(), RESUME_RETRY.0)),
+            load_wait: LOAD_RETRY.0,
             capability: Capability::Unknown,
             legacy_since: None,
             no_batches_since: None,
@@ -242,6 +254,7 @@ impl Worker {
                 Verify::Due(at, _) => Some(at),
                 _ => None,
             };
+            let resume_at = self.resume_at.map(|(at, _)| at);
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     // The depot was deleted: its gauge goes, after the last
@@ -279,6 +292,9 @@ impl Worker {
                 () = async { tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)).await }, if retry_at.is_some() => {
                     self.retry_at = None;
                 }
+                () = async { tokio::time::sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)).await }, if resume_at.is_some() => {
+                    self.resume().await;
+                }
                 Some(client) = self.queue.next_due(), if self.queue.has_delayed() => {
                     self.queue.enqueue(client);
                 }
@@ -314,16 +330,28 @@ impl Worker {
         });
     }
 
-    /// Queues what the store says is owed to the depot.
+    /// Queues what the store says is owed to the depot; while that fails
+    /// it is asked again, waiting longer each time (nothing else would
+    /// send what was owed before the worker started: SQLite has no
+    /// periodic reload, and the check of the depot's holdings leaves owed
+    /// pushes to this).
     async fn resume(&mut self) {
+        let Some((_, wait)) = self.resume_at else {
+            return;
+        };
         match self.shared.store.owed_clients(self.depot.id.as_str()).await {
             Ok(owed) => {
+                self.resume_at = None;
                 if !owed.is_empty() {
                     info!(owed = owed.len(), "resuming pushes owed to the depot");
                 }
                 owed.into_iter().for_each(|c| self.queue.enqueue(c));
             }
-            Err(error) => error!(%error, "loading owed pushes failed"),
+            Err(error) => {
+                error!(%error, retry_in = ?wait, "loading owed pushes failed; retrying");
+                let next = (wait * 2).min(RESUME_RETRY.1);
+                self.resume_at = Some((tokio::time::Instant::now() + jitter(wait), next));
+            }
         }
     }
 
@@ -503,6 +531,7 @@ impl Worker {
         self.loading = false;
         match loaded {
             Ok(loaded) => {
+                self.load_wait = LOAD_RETRY.0;
                 let found: HashSet<&str> = loaded.iter().map(|l| l.client_id.as_str()).collect();
                 let mut gone: Vec<String> = requested
                     .into_iter()
@@ -518,9 +547,11 @@ impl Worker {
                 gone.into_iter().for_each(|c| self.queue.settle(c));
             }
             Err(error) => {
-                error!(%error, "loading bundles failed; retrying");
+                let wait = jitter(self.load_wait);
+                error!(%error, retry_in = ?wait, "loading bundles failed; retrying");
+                self.load_wait = (self.load_wait * 2).min(LOAD_RETRY.1);
                 for client in requested {
-                    self.queue.retry_load(client, LOAD_RETRY);
+                    self.queue.retry_load(client, wait);
                 }
             }
         }
