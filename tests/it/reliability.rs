@@ -466,6 +466,34 @@ async fn pushes_owed_at_a_start_that_could_not_read_them_are_sent_once_it_can() 
     assert_eq!(held(&dirs, 3), vec![0, 1, 2]);
 }
 
+/// A push result the store refuses for good (here a trigger refuses one
+/// client's delivery) is dropped after a few tries, logged; the results
+/// after it are recorded — before, the ack writer retried that batch for
+/// good and no later delivery of any depot was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
+    let site = Site::start(2).await;
+    sqlite(
+        &db(site.root.path()),
+        "CREATE TRIGGER refuse_one BEFORE UPDATE OF delivered_revision ON pushes
+         WHEN NEW.client_id = 'client0.example.org' AND NEW.delivered_revision > OLD.delivered_revision
+         BEGIN SELECT RAISE(ABORT, 'a result this store refuses'); END",
+    )
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..1, "setup").await;
+    wait_until("client0's config is on the depot", || {
+        holds_client(&site.dirs, 0)
+    })
+    .await;
+    set_actions(&mut admin, 1..2, "setup").await;
+    wait_state(&admin, 1..2, S::Delivered, 30).await;
+    site.cs
+        .wait_log("the store refuses this push result", 10)
+        .await;
+    assert_ne!(state_of(&mut admin, 0).await.0, S::Delivered);
+}
+
 /// The PXE directory deleted and recreated while the depot runs: its
 /// configs are written again from the journal, and reads are seen again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
