@@ -119,20 +119,19 @@ async fn write_acks(store: Store, mut rx: mpsc::Receiver<AckMsg>) {
 /// (a value it cannot store, a constraint) and dropped, logged: the outbox
 /// still has their pushes as owed (a delivered one goes again when the
 /// depot's worker next loads what it is owed, which the depot answers
-/// without writing twice; a failed one is retried by its worker anyway). If the first [`DOWN_AFTER`] all fail the store is
-/// taken to be down: nothing is dropped, and they move to the back of the
-/// batch so that the next try starts with others. True when the batch
+/// without writing twice; a failed one is retried by its worker anyway).
+/// If the first [`DOWN_AFTER`] all fail the store is taken to be down:
+/// nothing is dropped, and they move to the back of the batch so that the
+/// next try starts with others. True when the batch
 /// changed (some recorded or dropped).
 async fn isolate(store: &Store, batch: &mut Vec<Ack>) -> bool {
     let mut refused = Vec::new();
     let mut recorded = 0usize;
-    let mut tried = 0usize;
-    for ack in batch.iter() {
+    for (tried, ack) in batch.iter().enumerate() {
         if recorded == 0 && tried >= DOWN_AFTER {
             batch.rotate_left(tried);
             return false;
         }
-        tried += 1;
         match store.record_acks(std::slice::from_ref(ack)).await {
             Ok(()) => recorded += 1,
             Err(error) => refused.push((ack.clone(), error)),
