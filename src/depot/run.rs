@@ -103,7 +103,7 @@ impl Depot {
             unreported,
             held_files,
         } = restore(&config.state_dir).await?;
-        prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access)
+        let leftovers = prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access)
             .await
             .map_err(pxe_err)?;
         let templates = Templates::new(config.templates.clone())?;
@@ -115,6 +115,7 @@ impl Depot {
             io_threads: config.io_threads,
             depot_id: config.depot_id.to_string(),
             access: config.file_access,
+            leftovers,
         };
         let (writer, task) =
             writer::start(options, journal.clone(), state, reads_tx, metrics.clone());
@@ -365,12 +366,13 @@ fn check_state_dir(state_dir: &Path, pxe_dir: &Path) -> Result<(), StartError> {
 }
 
 /// Brings the PXE directory in line with the journal (blocking work).
+/// Returns our leftovers it could not remove, for the writer's sweep.
 async fn prepare_pxe_dir(
     dir: &Path,
     state: &State,
     held: Vec<(String, std::sync::Arc<str>)>,
     access: FileAccess,
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<String>> {
     let defused = state.defused_names();
     let path = dir.to_owned();
     let prepared =
@@ -384,10 +386,10 @@ async fn prepare_pxe_dir(
         warn!(dir = %dir.display(), "{warning}");
     }
     if !prepared.kept.is_empty() {
-        warn!(dir = %dir.display(), files = ?prepared.kept, "stale files of this depot could not be removed; configs among them boot locally until a later start removes them");
+        warn!(dir = %dir.display(), files = ?prepared.kept, "stale files of this depot could not be removed; configs among them boot locally until they can be");
     }
     if !prepared.stuck.is_empty() {
         error!(dir = %dir.display(), files = ?prepared.stuck, "stale PXE config files of this depot could neither be removed nor made to boot locally; a client may still boot them");
     }
-    Ok(())
+    Ok(prepared.kept.into_iter().chain(prepared.stuck).collect())
 }

@@ -628,7 +628,8 @@ async fn a_read_only_directory_defuses_the_read_and_recovers() {
 /// files it could not delete (a read-only directory): they are still the
 /// armed config, which the journal no longer holds. At its next start the
 /// depot cannot remove them either, and overwrites them to boot locally —
-/// a second boot must not run the action again.
+/// a second boot must not run the action again — and removes them once it
+/// can, while it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_armed_config_the_journal_dropped_boots_locally_when_it_cannot_be_removed() {
     let Some(site) = Site::unprivileged(2).await else {
@@ -677,8 +678,18 @@ async fn an_armed_config_the_journal_dropped_boots_locally_when_it_cannot_be_rem
     // Client 1's config is still held and armed.
     assert!(peek(&pxe.join(mac_file(1))).contains("hn=client1"));
     assert_eq!(state_of(&mut admin, 0).await, (S::Read, "none".to_owned()));
+
+    // Once the directory is writable again the running depot removes them,
+    // and only them.
     std::fs::set_permissions(&pxe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    drop(dirs);
+    wait_until("the defused leftovers are gone", || {
+        names.iter().all(|n| !pxe.join(n).exists())
+    })
+    .await;
+    depot
+        .wait_log("stale files start-up could not remove are gone", 10)
+        .await;
+    assert!(holds_client(&dirs, 1));
 }
 
 /// Whether the test runs as root, which `what` needs; skipped (with a line

@@ -7,7 +7,7 @@
 
 mod execute;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,6 +181,10 @@ pub struct WriterOptions {
     pub depot_id: String,
     /// The mode and group of written files.
     pub access: FileAccess,
+    /// Our files start-up found and could not remove (temporary files,
+    /// configs made to boot locally): deleted by the sweep once they can be,
+    /// unless a held config has taken the name meanwhile.
+    pub leftovers: Vec<String>,
 }
 
 /// Prepares the writer over `state` (as the journal kept it): its handle,
@@ -211,6 +215,7 @@ pub fn start(
             depot: options.depot_id,
         },
         metrics,
+        leftovers: options.leftovers.into_iter().collect(),
         ended: false,
     };
     (WriterHandle { tx, epoch }, writer.run(rx))
@@ -240,6 +245,8 @@ struct Writer {
     epoch: watch::Sender<Arc<str>>,
     depot: DepotLabel,
     metrics: Arc<Metrics>,
+    /// See [`WriterOptions::leftovers`].
+    leftovers: BTreeSet<String>,
     /// The test hook ended the writer.
     ended: bool,
 }
@@ -247,7 +254,9 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Result<(), String> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        // The first sweep comes one period in: start-up has just tried.
+        let mut sweep =
+            tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -261,7 +270,10 @@ impl Writer {
                     }
                     self.execute(&mut round).await;
                 }
-                _ = sweep.tick(), if !self.state.defused_clients().is_empty() => self.sweep().await,
+                _ = sweep.tick(), if !self.state.defused_clients().is_empty() || !self.leftovers.is_empty() => {
+                    self.sweep().await;
+                    self.sweep_leftovers().await;
+                }
             }
             if self.ended {
                 return Err("ended by the test hook PXECONF_TEST_END_TASK=writer".into());
@@ -473,6 +485,33 @@ impl Writer {
         self.execute(&mut round).await;
     }
 
+    /// Retries deleting start-up's leftovers; a name a held config took
+    /// meanwhile is that config's now and stays.
+    async fn sweep_leftovers(&mut self) {
+        let state = &self.state;
+        self.leftovers.retain(|name| state.owner(name).is_none());
+        if self.leftovers.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self.leftovers.iter().cloned().collect();
+        let dir = self.dir.clone();
+        let deleted = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .filter(|name| files::delete_all(&dir, std::slice::from_ref(name)).is_ok())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if deleted.is_empty() {
+            return;
+        }
+        deleted.iter().for_each(|name| {
+            self.leftovers.remove(name);
+        });
+        info!(files = ?deleted, left = self.leftovers.len(), dir = %self.dir.display(), "stale files start-up could not remove are gone");
+    }
+
     /// Reads may have been missed (the kernel dropped events, or the depot
     /// was down): a file read since it was written counts as read now.
     async fn recheck_reads(&mut self) {
@@ -521,6 +560,7 @@ mod tests {
             io_threads: 1,
             depot_id: "depot1.example.org".into(),
             access: FileAccess::default(),
+            leftovers: Vec::new(),
         }
     }
 
@@ -537,6 +577,44 @@ mod tests {
             .await
             .expect("a read was lost")
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn leftovers_go_once_they_can_unless_a_held_config_took_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pxe = dir.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        let taken = config(1).files[0].clone();
+        for name in [&taken, "01-02-00-00-00-00-09", "01-02-00-00-00-00-0a"] {
+            std::fs::write(pxe.join(name), "exit\n").unwrap();
+        }
+        // One of them cannot go yet (a non-empty directory at its name).
+        obstruct(&pxe.join("01-02-00-00-00-00-0a"));
+        let options = WriterOptions {
+            leftovers: [&taken, "01-02-00-00-00-00-09", "01-02-00-00-00-00-0a"]
+                .map(String::from)
+                .to_vec(),
+            ..options(&pxe)
+        };
+        let (reads_tx, _reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options, reads_tx).await;
+        // A held config takes one name before the first sweep.
+        writer.set(config(1)).await.unwrap();
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
+        assert_eq!(
+            std::fs::read_to_string(pxe.join(&taken)).unwrap(),
+            "config\n"
+        );
+        assert!(!pxe.join("01-02-00-00-00-00-09").exists());
+        // The obstacle goes: the next sweep removes that one too.
+        std::fs::remove_dir_all(pxe.join("01-02-00-00-00-00-0a")).unwrap();
+        std::fs::write(pxe.join("01-02-00-00-00-00-0a"), "exit\n").unwrap();
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
+        assert!(!pxe.join("01-02-00-00-00-00-0a").exists());
+        assert_eq!(
+            std::fs::read_to_string(pxe.join(&taken)).unwrap(),
+            "config\n"
+        );
     }
 
     #[tokio::test]
