@@ -494,6 +494,40 @@ async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
     assert_ne!(state_of(&mut admin, 0).await.0, S::Delivered);
 }
 
+/// A store that refuses every push result for a while (here a trigger)
+/// is not one refusing some for good: nothing is dropped, and every result
+/// is recorded once it takes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_every_push_result_for_a_while_drops_none() {
+    let site = Site::start(3).await;
+    let database = db(site.root.path());
+    sqlite(
+        &database,
+        "CREATE TRIGGER refuse_all BEFORE UPDATE OF delivered_revision ON pushes
+         WHEN NEW.delivered_revision > OLD.delivered_revision
+         BEGIN SELECT RAISE(ABORT, 'every result refused'); END",
+    )
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..3, "setup").await;
+    wait_until("the three configs are on the depot", || {
+        (0..3).all(|n| holds_client(&site.dirs, n))
+    })
+    .await;
+    // Three refusals of the batch, then it is tried a result at a time.
+    wait_until("the results were tried one at a time", || {
+        site.cs
+            .log()
+            .matches("recording push results failed")
+            .count()
+            >= 5
+    })
+    .await;
+    sqlite(&database, "DROP TRIGGER refuse_all").await;
+    wait_state(&admin, 0..3, S::Delivered, 30).await;
+    assert!(!site.cs.log().contains("the store refuses this push result"));
+}
+
 /// The PXE directory deleted and recreated while the depot runs: its
 /// configs are written again from the journal, and reads are seen again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

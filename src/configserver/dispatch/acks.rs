@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-use crate::configserver::store::{Ack, Store};
+use crate::configserver::store::{Ack, Store, StoreError};
 use crate::server::Supervisor;
 
 /// Results waiting for the writer before workers wait (back-pressure).
@@ -26,7 +26,8 @@ const DOWN_AFTER: usize = 8;
 pub(super) enum AckMsg {
     /// A push result to record.
     Ack(Ack),
-    /// Answered once every result sent before it is in the store.
+    /// Answered once every result sent before it is in the store (or
+    /// dropped as refused for good: see [`isolate`]).
     Flush(oneshot::Sender<()>),
 }
 
@@ -42,7 +43,10 @@ impl AckSender {
         self.0.send(AckMsg::Ack(ack)).await.map_err(|_| ())
     }
 
-    /// Waits until every result sent before this call is in the store.
+    /// Waits until every result sent before this call is in the store (or
+    /// dropped as refused for good, its push still owed: a worker that then
+    /// lets the delivery go may push it again, which the depot answers
+    /// without writing twice).
     pub(super) async fn flush(&self) -> Result<(), ()> {
         let (tx, rx) = oneshot::channel();
         self.0.send(AckMsg::Flush(tx)).await.map_err(|_| ())?;
@@ -63,16 +67,16 @@ pub(super) fn spawn(store: Store, supervisor: &Supervisor) -> AckSender {
 
 /// Writes push results in batches: one transaction for whatever piled up,
 /// retried until it lands (the results are not lost while the store is down;
-/// the workers wait instead). A batch that keeps failing is tried a result
-/// at a time (see [`isolate`]), so that one result the store refuses for
-/// good does not hold up every later one.
+/// the workers wait instead). A batch the store keeps refusing — not busy or
+/// unreachable, refusing — is tried a result at a time (see [`isolate`]), so
+/// that one result it refuses for good does not hold up every later one.
 async fn write_acks(store: Store, mut rx: mpsc::Receiver<AckMsg>) {
     let mut received = Vec::with_capacity(ACK_BATCH);
     let mut batch = Vec::with_capacity(ACK_BATCH);
     let mut flushed = Vec::new();
     while rx.recv_many(&mut received, ACK_BATCH).await > 0 {
         let mut delay = RETRY_BACKOFF.0;
-        let mut failures = 0;
+        let mut refusals = 0;
         loop {
             for msg in received.drain(..) {
                 match msg {
@@ -90,81 +94,104 @@ async fn write_acks(store: Store, mut rx: mpsc::Receiver<AckMsg>) {
                 }
                 Err(error) => {
                     error!(%error, acks = batch.len(), "recording push results failed; retrying");
-                    failures += 1;
+                    // A store that is busy or down is waited for as it is.
+                    if !error.is_busy() {
+                        refusals += 1;
+                    }
                 }
             }
-            if failures >= ISOLATE_AFTER && isolate(&store, &mut batch).await {
+            if refusals >= ISOLATE_AFTER && isolate(&store, &mut batch).await {
                 continue;
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RETRY_BACKOFF.1);
-            // What arrived meanwhile joins the retry: a result refused for
-            // good is told apart from a store that is down only beside
-            // others the store takes.
-            let room = ACK_BATCH.saturating_sub(batch.len()).max(1);
-            while received.len() < room
+            // What arrived meanwhile joins the retry, while the batch has
+            // room: a result refused for good is told apart from a store
+            // that refuses everything only beside others the store takes.
+            while batch.len() + received.len() < ACK_BATCH
                 && let Ok(msg) = rx.try_recv()
             {
                 received.push(msg);
             }
         }
+        // Every result sent before these is stored, or dropped as refused
+        // for good (its push still owed in the outbox).
         flushed.drain(..).for_each(|done| {
             let _ = done.send(());
         });
     }
 }
 
-/// Tries the results of a failing batch one at a time. Those the store
-/// takes are recorded; if it took any, those it refused twice are refused for good
-/// (a value it cannot store, a constraint) and dropped, logged: the outbox
-/// still has their pushes as owed (a delivered one goes again when the
-/// depot's worker next loads what it is owed, which the depot answers
-/// without writing twice; a failed one is retried by its worker anyway).
-/// If the first [`DOWN_AFTER`] all fail the store is taken to be down:
-/// nothing is dropped, and they move to the back of the batch so that the
-/// next try starts with others. True when the batch
-/// changed (some recorded or dropped).
+/// Tries the results of a batch the store refuses one at a time, in order.
+/// Those it takes are recorded. One it refuses — not busy, not unreachable —
+/// is tried once more after the pass if the store took others; refused again,
+/// it is refused for good (a value it cannot store, a constraint) and dropped,
+/// logged: the outbox still has its push as owed (the depot holds a delivered
+/// one; the push goes again when the depot's worker next loads what it is
+/// owed — at a restart, a reload, the client's next change — which the depot
+/// answers without writing twice; a failed one is retried by its worker
+/// anyway). The pass stops at [`DOWN_AFTER`] failures in a row (the store
+/// went away, or a run of refused ones): those go to the back of the batch,
+/// and what was not tried stays. True when the batch changed (some recorded
+/// or dropped).
 async fn isolate(store: &Store, batch: &mut Vec<Ack>) -> bool {
-    let mut refused = Vec::new();
+    let mut untried = std::mem::take(batch).into_iter();
+    let mut kept = Vec::new();
+    let mut suspects = Vec::new();
+    let mut in_a_row: Vec<(Ack, StoreError)> = Vec::new();
     let mut recorded = 0usize;
-    for (tried, ack) in batch.iter().enumerate() {
-        if recorded == 0 && tried >= DOWN_AFTER {
-            batch.rotate_left(tried);
-            return false;
-        }
-        match store.record_acks(std::slice::from_ref(ack)).await {
-            Ok(()) => recorded += 1,
-            Err(error) => refused.push((ack.clone(), error)),
-        }
-    }
-    if recorded == 0 {
-        return false;
-    }
-    // Refused before the store came back, they would be taken now: only
-    // what it refuses again, now that it takes others, goes.
-    let mut again = Vec::new();
-    for (ack, _) in refused {
-        if let Err(error) = store.record_acks(std::slice::from_ref(&ack)).await {
-            again.push((ack, error));
-        }
-    }
-    for (ack, error) in again {
-        let (client, depot, revision) = match &ack {
-            Ack::Delivered {
-                client_id,
-                depot_id,
-                revision,
-                ..
+    for ack in untried.by_ref() {
+        match store.record_acks(std::slice::from_ref(&ack)).await {
+            Ok(()) => {
+                recorded += 1;
+                settle(&mut in_a_row, &mut kept, &mut suspects);
             }
-            | Ack::Failed {
-                client_id,
-                depot_id,
-                revision,
-                ..
-            } => (client_id, depot_id, revision),
-        };
-        error!(%error, fqdn = %client, depot = %depot, revision, "the store refuses this push result; dropped (the outbox still has the push as owed)");
+            Err(error) => {
+                in_a_row.push((ack, error));
+                if in_a_row.len() >= DOWN_AFTER {
+                    break;
+                }
+            }
+        }
     }
-    batch.clear();
-    true
+    let stopped = in_a_row.len() >= DOWN_AFTER;
+    if !stopped {
+        settle(&mut in_a_row, &mut kept, &mut suspects);
+    }
+    let mut dropped = 0usize;
+    for (ack, error) in suspects {
+        if recorded == 0 {
+            kept.push(ack);
+            continue;
+        }
+        match store.record_acks(std::slice::from_ref(&ack)).await {
+            Ok(()) => recorded += 1,
+            Err(error) if error.is_busy() => kept.push(ack),
+            Err(again) => {
+                let (client, depot, revision) = ack.key();
+                error!(error = %again, first = %error, fqdn = %client, depot = %depot, revision,
+                    "the store refuses this push result; dropped (the outbox still has the push as owed)");
+                dropped += 1;
+            }
+        }
+    }
+    batch.extend(untried);
+    batch.extend(kept);
+    batch.extend(in_a_row.into_iter().map(|(ack, _)| ack));
+    recorded > 0 || dropped > 0
+}
+
+/// Failures followed by a success: those the store was busy for are kept,
+/// the others are suspected of being refused for good.
+fn settle(
+    in_a_row: &mut Vec<(Ack, StoreError)>,
+    kept: &mut Vec<Ack>,
+    suspects: &mut Vec<(Ack, StoreError)>,
+) {
+    for (ack, error) in in_a_row.drain(..) {
+        match error.is_busy() {
+            true => kept.push(ack),
+            false => suspects.push((ack, error)),
+        }
+    }
 }

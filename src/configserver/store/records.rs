@@ -267,6 +267,26 @@ pub enum Ack {
     },
 }
 
+impl Ack {
+    /// The client, depot and revision the result is about.
+    pub fn key(&self) -> (&str, &str, u64) {
+        match self {
+            Ack::Delivered {
+                client_id,
+                depot_id,
+                revision,
+                ..
+            }
+            | Ack::Failed {
+                client_id,
+                depot_id,
+                revision,
+                ..
+            } => (client_id, depot_id, *revision),
+        }
+    }
+}
+
 /// A depot's report of a TFTP read.
 #[derive(Debug, Clone, Default)]
 pub struct ReadReport {

@@ -254,9 +254,14 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Result<(), String> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        // The first sweep comes one period in: start-up has just tried.
-        let mut sweep =
-            tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+        // Start-up has just tried the leftovers, and left the files of
+        // defused reads to the sweep: the first sweep comes at once only for
+        // those.
+        let first = match self.state.defused_clients().is_empty() {
+            true => SWEEP_EVERY,
+            false => Duration::ZERO,
+        };
+        let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + first, SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -495,14 +500,26 @@ impl Writer {
         }
         let names: Vec<String> = self.leftovers.iter().cloned().collect();
         let dir = self.dir.clone();
-        let deleted = tokio::task::spawn_blocking(move || {
-            names
-                .into_iter()
-                .filter(|name| files::delete_all(&dir, std::slice::from_ref(name)).is_ok())
-                .collect::<Vec<_>>()
+        let deleted = match tokio::task::spawn_blocking(move || {
+            let mut deleted = Vec::new();
+            for name in names {
+                match files::delete_all(&dir, std::slice::from_ref(&name)) {
+                    Ok(()) => deleted.push(name),
+                    Err(error) => {
+                        debug!(%error, "a stale file start-up could not remove still cannot be")
+                    }
+                }
+            }
+            deleted
         })
         .await
-        .unwrap_or_default();
+        {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                error!(%error, "removing stale files failed; trying again at the next sweep");
+                Vec::new()
+            }
+        };
         if deleted.is_empty() {
             return;
         }
