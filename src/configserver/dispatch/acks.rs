@@ -154,8 +154,7 @@ async fn isolate(store: &Store, batch: &mut Vec<Ack>) -> bool {
             }
         }
     }
-    let stopped = in_a_row.len() >= DOWN_AFTER;
-    if !stopped {
+    if in_a_row.len() < DOWN_AFTER {
         settle(&mut in_a_row, &mut kept, &mut suspects);
     }
     let mut dropped = 0usize;
@@ -181,8 +180,9 @@ async fn isolate(store: &Store, batch: &mut Vec<Ack>) -> bool {
     recorded > 0 || dropped > 0
 }
 
-/// Failures followed by a success: those the store was busy for are kept,
-/// the others are suspected of being refused for good.
+/// Failures in a row, ended by a success or by the end of the pass: those
+/// the store was busy for are kept, the others are suspected of being
+/// refused for good.
 fn settle(
     in_a_row: &mut Vec<(Ack, StoreError)>,
     kept: &mut Vec<Ack>,

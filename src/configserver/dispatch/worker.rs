@@ -118,11 +118,14 @@ enum Event {
     Verified(u64, Result<Vec<Owed>, VerifyFailure>),
     /// Every ack handed to the writer before `prune_pushed` is stored.
     AcksFlushed,
+    /// What the store says the depot is owed was read (or the store failed).
+    Resumed(Result<Vec<String>, String>),
 }
 
-/// Where the check of the depot's holdings stands.
+/// Where a step retried until it succeeds stands (the check of the
+/// depot's holdings; reading what the depot is owed at start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verify {
+enum Retried {
     /// Due at this time.
     Due(tokio::time::Instant, Duration),
     /// Running.
@@ -159,11 +162,11 @@ pub(super) struct Worker {
     pushed_before: HashMap<String, u64>,
     /// Whether a flush for `pushed_before` is under way.
     pruning: bool,
-    verify: Verify,
-    /// When to ask the store again what the depot is owed, and the wait
-    /// after that: set while the first asking has not succeeded (the check
-    /// of the depot's holdings leaves owed pushes to it).
-    resume_at: Option<(tokio::time::Instant, Duration)>,
+    verify: Retried,
+    /// Reading what the store says the depot is owed, retried until it
+    /// succeeds once (the check of the depot's holdings leaves owed pushes
+    /// to it).
+    resume: Retried,
     /// The wait before retrying the next bundles that fail to load.
     load_wait: Duration,
     capability: Capability,
@@ -187,9 +190,10 @@ impl Worker {
         stop: CancellationToken,
     ) -> WorkerHandle {
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
-        // One slot per helper task that can be running: the pushes in flight
-        // and the one load, so a helper never waits to report.
-        let (events_tx, events) = mpsc::channel(shared.settings.concurrency + 2);
+        // One slot per helper task that can be running: the pushes in flight,
+        // the one load, and the one read of what the depot is owed, so a
+        // helper never waits to report.
+        let (events_tx, events) = mpsc::channel(shared.settings.concurrency + 3);
         let (runtime_tx, runtime) = watch::channel(DepotRuntime::default());
         let span = info_span!("depot", depot = %depot.id);
         let worker = Self {
@@ -208,8 +212,8 @@ impl Worker {
             pushed: HashMap::new(),
             pushed_before: HashMap::new(),
             pruning: false,
-            verify: Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0),
-            resume_at: Some((tokio::time::Instant::now(), RESUME_RETRY.0)),
+            verify: Retried::Due(tokio::time::Instant::now(), VERIFY_RETRY.0),
+            resume: Retried::Due(tokio::time::Instant::now(), RESUME_RETRY.0),
             load_wait: LOAD_RETRY.0,
             capability: Capability::Unknown,
             legacy_since: None,
@@ -244,17 +248,19 @@ impl Worker {
         if let Err(error) = &self.client {
             error!(%error, "depot endpoint unusable; pushes wait until it is fixed");
         }
-        self.resume().await;
         loop {
             self.launch();
             self.publish();
             self.prune_pushed();
             let retry_at = self.retry_at;
             let verify_at = match self.verify {
-                Verify::Due(at, _) => Some(at),
+                Retried::Due(at, _) => Some(at),
                 _ => None,
             };
-            let resume_at = self.resume_at.map(|(at, _)| at);
+            let resume_at = match self.resume {
+                Retried::Due(at, _) => Some(at),
+                _ => None,
+            };
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     // The depot was deleted: its gauge goes, after the last
@@ -281,6 +287,7 @@ impl Worker {
                     }
                     Event::PushedBatch(connection, batch) => self.handle_batch(connection, batch).await,
                     Event::Verified(connection, result) => self.verified(connection, result),
+                    Event::Resumed(owed) => self.resumed(owed),
                     Event::AcksFlushed => {
                         self.pruning = false;
                         self.pushed_before.clear();
@@ -293,7 +300,7 @@ impl Worker {
                     self.retry_at = None;
                 }
                 () = async { tokio::time::sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)).await }, if resume_at.is_some() => {
-                    self.resume().await;
+                    self.start_resume();
                 }
                 Some(client) = self.queue.next_due(), if self.queue.has_delayed() => {
                     self.queue.enqueue(client);
@@ -330,18 +337,33 @@ impl Worker {
         });
     }
 
-    /// Queues what the store says is owed to the depot; while that fails
-    /// it is asked again, waiting longer each time (nothing else would
-    /// send what was owed before the worker started: SQLite has no
-    /// periodic reload, and the check of the depot's holdings leaves owed
-    /// pushes to this).
-    async fn resume(&mut self) {
-        let Some((_, wait)) = self.resume_at else {
+    /// Reads what the store says is owed to the depot, in a task of its
+    /// own (a slow store holds up no event).
+    fn start_resume(&mut self) {
+        let Retried::Due(_, wait) = self.resume else {
             return;
         };
-        match self.shared.store.owed_clients(self.depot.id.as_str()).await {
+        self.resume = Retried::Running(wait);
+        let (store, depot) = (self.shared.store.clone(), self.depot.id.to_string());
+        report(
+            self.events.clone(),
+            async move { Event::Resumed(store.owed_clients(&depot).await.map_err(|e| e.to_string())) },
+            |why| Event::Resumed(Err(why)),
+        );
+    }
+
+    /// Queues what the store says is owed to the depot; while reading it
+    /// fails it is read again, waiting longer each time (nothing else would
+    /// send what was owed before the worker started: SQLite has no periodic
+    /// reload, and the check of the depot's holdings leaves owed pushes to
+    /// this).
+    fn resumed(&mut self, owed: Result<Vec<String>, String>) {
+        let Retried::Running(wait) = self.resume else {
+            return;
+        };
+        match owed {
             Ok(owed) => {
-                self.resume_at = None;
+                self.resume = Retried::Done;
                 if !owed.is_empty() {
                     info!(owed = owed.len(), "resuming pushes owed to the depot");
                 }
@@ -350,7 +372,7 @@ impl Worker {
             Err(error) => {
                 error!(%error, retry_in = ?wait, "loading owed pushes failed; retrying");
                 let next = (wait * 2).min(RESUME_RETRY.1);
-                self.resume_at = Some((tokio::time::Instant::now() + jitter(wait), next));
+                self.resume = Retried::Due(tokio::time::Instant::now() + jitter(wait), next);
             }
         }
     }
@@ -375,8 +397,8 @@ impl Worker {
             self.queue.wake_delayed();
             // Another depot may answer there: check what it holds, at once
             // (a check still running lists the old one: it is done again).
-            if !matches!(self.verify, Verify::Running(_)) {
-                self.verify = Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
+            if !matches!(self.verify, Retried::Running(_)) {
+                self.verify = Retried::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             }
         }
         self.depot = depot;
@@ -559,15 +581,15 @@ impl Worker {
 
     /// Starts the check of what the depot holds (once at a time).
     fn start_verify(&mut self) {
-        let Verify::Due(_, wait) = self.verify else {
+        let Retried::Due(_, wait) = self.verify else {
             return;
         };
         let Ok(client) = &self.client else {
             // An unusable endpoint: checked again when it changes.
-            self.verify = Verify::Done;
+            self.verify = Retried::Done;
             return;
         };
-        self.verify = Verify::Running(wait);
+        self.verify = Retried::Running(wait);
         let (connections, connection) = (self.connection.clone(), self.connection());
         let check = verify(
             client.clone(),
@@ -589,34 +611,34 @@ impl Worker {
     /// current one.
     fn verified(&mut self, connection: u64, result: Result<Vec<Owed>, VerifyFailure>) {
         let wait = match self.verify {
-            Verify::Running(wait) => wait,
+            Retried::Running(wait) => wait,
             _ => VERIFY_RETRY.0,
         };
         if connection != self.connection() {
             debug!("the depot's holdings were listed at its previous endpoint; checking again");
-            self.verify = Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
+            self.verify = Retried::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             return;
         }
         match result {
             // The depot answered: it is up (a moved one shows it at once).
             Ok(owed) => {
                 self.reached();
-                self.verify = Verify::Done;
+                self.verify = Retried::Done;
                 self.notify(owed);
             }
             Err(VerifyFailure::Unsupported) => {
                 self.reached();
                 info!("the depot cannot list its configs; its holdings are not checked");
-                self.verify = Verify::Done;
+                self.verify = Retried::Done;
             }
             // Seen above; here only if the change came between the two looks.
             Err(VerifyFailure::Moved) => {
-                self.verify = Verify::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
+                self.verify = Retried::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             }
             Err(VerifyFailure::Failed(error)) => {
                 debug!(%error, retry_in = ?wait, "checking the depot's holdings failed; retrying");
                 let next = (wait * 2).min(VERIFY_RETRY.1);
-                self.verify = Verify::Due(tokio::time::Instant::now() + jitter(wait), next);
+                self.verify = Retried::Due(tokio::time::Instant::now() + jitter(wait), next);
             }
         }
     }
