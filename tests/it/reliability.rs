@@ -433,6 +433,17 @@ async fn sqlite(path: &Path, sql: &str) {
     conn.close().await.unwrap();
 }
 
+/// A trigger `name` that makes the store refuse (not busy: a constraint)
+/// the delivery results of the push rows matching `condition`.
+async fn refuse_deliveries(database: &Path, name: &str, condition: &str) {
+    let sql = format!(
+        "CREATE TRIGGER {name} BEFORE UPDATE OF delivered_revision ON pushes
+         WHEN NEW.delivered_revision > OLD.delivered_revision AND ({condition})
+         BEGIN SELECT RAISE(ABORT, 'a result this store refuses'); END"
+    );
+    sqlite(database, &sql).await;
+}
+
 /// A configserver that could not read what a depot is owed when it started
 /// asks again until it can: the pushes owed before the start are sent (the
 /// check of the depot's holdings leaves owed pushes to that asking, and
@@ -473,11 +484,10 @@ async fn pushes_owed_at_a_start_that_could_not_read_them_are_sent_once_it_can() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
     let site = Site::start(2).await;
-    sqlite(
+    refuse_deliveries(
         &db(site.root.path()),
-        "CREATE TRIGGER refuse_one BEFORE UPDATE OF delivered_revision ON pushes
-         WHEN NEW.client_id = 'client0.example.org' AND NEW.delivered_revision > OLD.delivered_revision
-         BEGIN SELECT RAISE(ABORT, 'a result this store refuses'); END",
+        "refuse_one",
+        "NEW.client_id = 'client0.example.org'",
     )
     .await;
     let mut admin = site.admin().await;
@@ -501,13 +511,7 @@ async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
 async fn a_store_refusing_every_push_result_for_a_while_drops_none() {
     let site = Site::start(3).await;
     let database = db(site.root.path());
-    sqlite(
-        &database,
-        "CREATE TRIGGER refuse_all BEFORE UPDATE OF delivered_revision ON pushes
-         WHEN NEW.delivered_revision > OLD.delivered_revision
-         BEGIN SELECT RAISE(ABORT, 'every result refused'); END",
-    )
-    .await;
+    refuse_deliveries(&database, "refuse_all", "1").await;
     let mut admin = site.admin().await;
     set_actions(&mut admin, 0..3, "setup").await;
     wait_until("the three configs are on the depot", || {

@@ -179,8 +179,7 @@ impl Upstream {
             // the next epoch, and they are configs nobody owes any more.
             if kept > 0 {
                 return Err(tonic::Status::unavailable(format!(
-                    "{} config(s) the configserver's database does not owe could not be removed yet",
-                    kept
+                    "{kept} config(s) the configserver's database does not owe could not be removed yet"
                 )));
             }
         }

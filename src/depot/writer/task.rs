@@ -602,36 +602,31 @@ mod tests {
         let pxe = dir.path().join("pxe");
         std::fs::create_dir(&pxe).unwrap();
         let taken = config(1).files[0].clone();
-        for name in [&taken, "01-02-00-00-00-00-09", "01-02-00-00-00-00-0a"] {
+        let (free, blocked) = ("01-02-00-00-00-00-09", "01-02-00-00-00-00-0a");
+        let leftovers = [taken.as_str(), free, blocked];
+        for name in leftovers {
             std::fs::write(pxe.join(name), "exit\n").unwrap();
         }
         // One of them cannot go yet (a non-empty directory at its name).
-        obstruct(&pxe.join("01-02-00-00-00-00-0a"));
+        obstruct(&pxe.join(blocked));
         let options = WriterOptions {
-            leftovers: [&taken, "01-02-00-00-00-00-09", "01-02-00-00-00-00-0a"]
-                .map(String::from)
-                .to_vec(),
+            leftovers: leftovers.map(String::from).to_vec(),
             ..options(&pxe)
         };
         let (reads_tx, _reads) = mpsc::channel(8);
         let writer = spawn_fresh(&dir.path().join("state"), options, reads_tx).await;
         // A held config takes one name before the first sweep.
         writer.set(config(1)).await.unwrap();
+        let held = || std::fs::read_to_string(pxe.join(&taken)).unwrap();
         tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
-        assert_eq!(
-            std::fs::read_to_string(pxe.join(&taken)).unwrap(),
-            "config\n"
-        );
-        assert!(!pxe.join("01-02-00-00-00-00-09").exists());
+        assert_eq!(held(), "config\n");
+        assert!(!pxe.join(free).exists());
         // The obstacle goes: the next sweep removes that one too.
-        std::fs::remove_dir_all(pxe.join("01-02-00-00-00-00-0a")).unwrap();
-        std::fs::write(pxe.join("01-02-00-00-00-00-0a"), "exit\n").unwrap();
+        std::fs::remove_dir_all(pxe.join(blocked)).unwrap();
+        std::fs::write(pxe.join(blocked), "exit\n").unwrap();
         tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
-        assert!(!pxe.join("01-02-00-00-00-00-0a").exists());
-        assert_eq!(
-            std::fs::read_to_string(pxe.join(&taken)).unwrap(),
-            "config\n"
-        );
+        assert!(!pxe.join(blocked).exists());
+        assert_eq!(held(), "config\n");
     }
 
     #[tokio::test]
