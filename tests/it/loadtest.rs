@@ -150,6 +150,17 @@ async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_non
             .unwrap()
             > 0.0
     );
+    // The trickle's baseline: as many idle no-op calls as it sent actions,
+    // and its ratios computed from them.
+    let idle = &r["baselines"]["idle_rpc"];
+    assert_eq!(u(&idle["latency_ms"]["count"]), trickle, "{idle:#}");
+    for ratio in ["trickle_disk_over_idle_rpc", "trickle_admin_over_idle_rpc"] {
+        assert!(
+            r["ratios"][ratio].as_f64().is_some_and(|x| x > 0.0),
+            "{ratio}: {:#}",
+            r["ratios"]
+        );
+    }
     for role in r["memory"].as_array().unwrap() {
         assert!(role["peak_rss_mib"].as_f64().unwrap() > 0.0, "{role}");
     }

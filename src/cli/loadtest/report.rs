@@ -10,7 +10,7 @@ use super::inventory::Cleanup;
 use super::scenario::boot::BootResult;
 use super::scenario::bulk::BulkResult;
 use super::scenario::direct::{DirectResult, Driven};
-use super::scenario::trickle::TrickleResult;
+use super::scenario::trickle::{IdleRpc, TrickleResult};
 use super::stats::Percentiles;
 
 /// The baselines measured in the same run.
@@ -20,6 +20,9 @@ pub struct Baselines {
     pub raw_file_pairs: Option<RawResult>,
     /// Health `Check` on the depot `direct` drives.
     pub noop_rpc: Option<Driven>,
+    /// Health `Check` at the configserver, one at a time at the trickle's
+    /// rate: the trickle's floor per RPC hop.
+    pub idle_rpc: Option<IdleRpc>,
 }
 
 /// Results over baselines.
@@ -31,6 +34,10 @@ pub struct Ratios {
     pub bulk_new_over_raw: Option<f64>,
     /// Direct calls/s over no-op calls/s.
     pub direct_over_noop: Option<f64>,
+    /// The new path's trickle, call → on disk p50 over the idle no-op RPC's p50.
+    pub trickle_disk_over_idle_rpc: Option<f64>,
+    /// The new path's trickle, Admin call p50 over the idle no-op RPC's p50.
+    pub trickle_admin_over_idle_rpc: Option<f64>,
     /// Bulk clients/s on the new path, the second store over the first.
     pub compared_over_first: Option<f64>,
 }
@@ -113,6 +120,10 @@ impl Report {
         };
         let ratio =
             |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+        let trickle = self.trickle.iter().find(|t| t.path == "new");
+        let idle = (self.baselines.idle_rpc.as_ref())
+            .and_then(|i| i.latency_ms.as_ref())
+            .map(|p| p.p50);
         self.ratios = Ratios {
             new_over_legacy: ratio(bulk("new"), bulk("legacy")),
             bulk_new_over_raw: ratio(
@@ -125,6 +136,16 @@ impl Report {
             direct_over_noop: ratio(
                 self.direct.as_ref().map(|d| d.configs_per_second),
                 self.baselines.noop_rpc.as_ref().map(|n| n.calls_per_second),
+            ),
+            trickle_disk_over_idle_rpc: ratio(
+                trickle.and_then(|t| t.to_disk_ms.as_ref()).map(|p| p.p50),
+                idle,
+            ),
+            trickle_admin_over_idle_rpc: ratio(
+                trickle
+                    .and_then(|t| t.admin_call_ms.as_ref())
+                    .map(|p| p.p50),
+                idle,
             ),
             compared_over_first: ratio(
                 self.compared.as_ref().and_then(|c| {
@@ -259,6 +280,13 @@ impl Report {
             );
             latency_line("call", n.latency_ms.as_ref());
         }
+        if let Some(i) = &self.baselines.idle_rpc {
+            println!(
+                "  idle no-op RPC (health Check at the configserver): {} calls one at a time at {}/s",
+                i.calls, i.rate
+            );
+            latency_line("call", i.latency_ms.as_ref());
+        }
         let show = |name: &str, r: Option<f64>| {
             if let Some(r) = r {
                 println!("  {name}: {r:.2}x");
@@ -267,6 +295,14 @@ impl Report {
         show("bulk new / legacy", self.ratios.new_over_legacy);
         show("bulk new / raw loop", self.ratios.bulk_new_over_raw);
         show("direct / no-op RPC", self.ratios.direct_over_noop);
+        show(
+            "trickle new, call → on disk p50 / idle no-op RPC p50",
+            self.ratios.trickle_disk_over_idle_rpc,
+        );
+        show(
+            "trickle new, admin call p50 / idle no-op RPC p50",
+            self.ratios.trickle_admin_over_idle_rpc,
+        );
         show(
             "bulk new, second store / first",
             self.ratios.compared_over_first,

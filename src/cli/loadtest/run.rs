@@ -268,6 +268,13 @@ async fn measure(
         }
         report.trickle.push(t);
     }
+    if !plan.trickle.is_empty() {
+        // After the trickle, so that an interrupted trickle is not kept
+        // waiting for it; the system is as idle then.
+        let calls = args.trickle_clients.min(trickle::IDLE_CALLS_MAX);
+        let idle = trickle::idle_noop(target, calls, args.trickle_rate);
+        report.baselines.idle_rpc = Some(idle.await?);
+    }
     info!("trickle done");
     if args.runs(Scenario::Direct) {
         run_direct(args, target, names, report).await?;

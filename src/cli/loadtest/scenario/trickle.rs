@@ -110,33 +110,95 @@ type Started = Vec<(SystemTime, Instant)>;
 /// One action per client at `rate` per second, each in its own Admin call
 /// (the pacing sleeps); the calls' latencies, and when each started.
 async fn send_paced(
-    mut admin: AdminClient,
+    admin: AdminClient,
     clients: &[String],
     product: &str,
     rate: f64,
     bar: &ProgressBar,
 ) -> Result<(Latencies, Started), CliError> {
+    paced(clients.len(), rate, |i| {
+        let mut admin = admin.clone();
+        let request = proto::SetActionRequestsRequest {
+            action_requests: vec![proto::ActionRequest {
+                client_id: clients[i].clone(),
+                product_id: product.to_owned(),
+                action_request: "setup".into(),
+            }],
+        };
+        async move {
+            admin.set_action_requests(request).await?;
+            bar.inc(1);
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `calls` calls of `call(i)` one at a time, started `1 / rate` s apart
+/// (the pacing sleeps; a call that takes longer delays the next): their
+/// latencies, and when each started.
+async fn paced<F, Fut>(calls: usize, rate: f64, call: F) -> Result<(Latencies, Started), CliError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<(), CliError>>,
+{
     let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut admin_calls = Latencies::new();
-    let mut started = Vec::with_capacity(clients.len());
-    for client in clients {
+    let mut latencies = Latencies::new();
+    let mut started = Vec::with_capacity(calls);
+    for i in 0..calls {
         pace.tick().await;
         let (sys, t) = (SystemTime::now(), Instant::now());
-        admin
-            .set_action_requests(proto::SetActionRequestsRequest {
-                action_requests: vec![proto::ActionRequest {
-                    client_id: client.clone(),
-                    product_id: product.to_owned(),
-                    action_request: "setup".into(),
-                }],
-            })
-            .await?;
-        admin_calls.record(t.elapsed());
+        call(i).await?;
+        latencies.record(t.elapsed());
         started.push((sys, t));
-        bar.inc(1);
     }
-    Ok((admin_calls, started))
+    Ok((latencies, started))
+}
+
+/// The most calls the trickle's baseline makes (enough for its p99; more
+/// would only lengthen a long trickle's run).
+pub const IDLE_CALLS_MAX: u32 = 200;
+
+/// The trickle's baseline: a no-op RPC on an otherwise idle system.
+#[derive(Debug, Serialize)]
+pub struct IdleRpc {
+    /// Calls made, one at a time.
+    pub calls: u32,
+    /// Calls per second asked for (the trickle's rate).
+    pub rate: f64,
+    /// Call latency.
+    pub latency_ms: Option<Percentiles>,
+}
+
+/// Health `Check` calls at the configserver, paced and sent as the
+/// trickle's actions are (one at a time at `rate`, from a runtime of one
+/// thread with a channel of its own): what one RPC hop costs on an idle
+/// system. An action on its way to disk makes two such hops (the Admin
+/// call, the push to its depot) besides its work.
+pub async fn idle_noop(target: &Target, calls: u32, rate: f64) -> Result<IdleRpc, CliError> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let url = target.admin_at.0.clone();
+    let (latencies, _) = alone::on_own_thread("the idle no-op baseline", move || async move {
+        let client = HealthClient::new(channel::connect(&url, "the configserver").await?);
+        paced(calls as usize, rate, |_| {
+            let mut client = client.clone();
+            async move {
+                let request = HealthCheckRequest {
+                    service: "pxeconf.v1.Admin".into(),
+                };
+                client.check(request).await?;
+                Ok(())
+            }
+        })
+        .await
+    })
+    .await?;
+    Ok(IdleRpc {
+        calls,
+        rate,
+        latency_ms: latencies.percentiles(),
+    })
 }
 
 /// Configs appearing in the depots' PXE directories (renamed over a name, or
