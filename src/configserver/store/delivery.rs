@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 
-use super::db::{SMALL_WRITE, Store, Tx, on};
+use super::db::{SMALL_WRITE, Store, on};
 use super::error::{Result, StoreError};
 use super::leases::announce;
-use super::records::{Ack, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate};
+use super::records::{
+    Ack, Owed, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate,
+};
 use super::rows;
-use super::script::{Script, Value};
-use super::sql::{now_ms, now_us, to_ms};
-use super::triggers::reconcile;
+use super::script::{Ran, Script, Value};
+use super::sql::{now_ms, now_us, to_ms, traceparent};
+use super::triggers::{finish_native, reads, reconcile, state};
 use crate::domain::ActionRequest;
 
 /// The statements recording a batch of push results: each failure (rare)
@@ -113,29 +115,52 @@ struct ReadRow {
     files_present: bool,
 }
 
-/// The row of `client_id` on the reporting depot: a report is accepted from
-/// the depot the config was pushed to, even if the client has moved since
-/// (its row there is a removal now, and still names the product).
-async fn read_row(conn: &mut Tx, report: &ReadReport) -> Result<Option<ReadRow>> {
-    let row: Option<(String, String, i64, i64, i64)> = on!(conn.conn(), |c| sqlx::query_as(
-        "SELECT op, product_id, revision, read_revision, read_files_present FROM pushes
-         WHERE client_id = $1 AND depot_id = $2",
-    )
-    .bind(&report.client_id)
-    .bind(&report.depot_id)
-    .fetch_optional(c)
-    .await?);
-    let Some((op, product_id, revision, read_revision, files_present)) = row else {
-        return Ok(None);
+/// The two reads a read report is judged by: the row of `client_id` on the
+/// reporting depot (a report is accepted from the depot the config was
+/// pushed to, even if the client has moved since: its row there is a
+/// removal now, and still names the product), and the client's action of
+/// the product with its `modified` revision.
+fn read_script(report: &ReadReport) -> Script {
+    Script::default()
+        .then(
+            "SELECT op, product_id, revision, read_revision, read_files_present FROM pushes
+             WHERE client_id = $1 AND depot_id = $2",
+            vec![
+                Value::Text(report.client_id.clone()),
+                Value::Text(report.depot_id.clone()),
+            ],
+        )
+        .then(
+            "SELECT action_request, modified FROM product_on_clients
+             WHERE client_id = $1 AND product_id = $2",
+            vec![
+                Value::Text(report.client_id.clone()),
+                Value::Text(report.product_id.clone()),
+            ],
+        )
+}
+
+/// The client's action request of the reported product, and the revision
+/// it was set at (`modified`).
+type ActionSet = (String, i64);
+
+/// What [`read_script`] read.
+fn read_state(report: &ReadReport, ran: &mut Ran) -> Result<(Option<ReadRow>, Option<ActionSet>)> {
+    let row: Option<(String, String, i64, i64, i64)> = ran.next()?.decode()?.into_iter().next();
+    let poc: Option<ActionSet> = ran.next()?.decode()?.into_iter().next();
+    let row = match row {
+        None => None,
+        Some((op, product_id, revision, read_revision, files_present)) => Some(ReadRow {
+            op: PushOp::parse(&op).ok_or_else(|| {
+                StoreError::corrupt("push", &report.client_id, format!("op {op:?}"))
+            })?,
+            product_id,
+            revision: revision.max(0) as u64,
+            read_revision: read_revision.max(0) as u64,
+            files_present: files_present != 0,
+        }),
     };
-    Ok(Some(ReadRow {
-        op: PushOp::parse(&op)
-            .ok_or_else(|| StoreError::corrupt("push", &report.client_id, format!("op {op:?}")))?,
-        product_id,
-        revision: revision.max(0) as u64,
-        read_revision: read_revision.max(0) as u64,
-        files_present: files_present != 0,
-    }))
+    Ok((row, poc))
 }
 
 /// What a read report means for its row.
@@ -188,39 +213,136 @@ fn verdict(report: &ReadReport, row: Option<&ReadRow>, modified: Option<u64>) ->
 /// Records the read of `report.revision` on its row, and as the action's
 /// progress when it `consumes` the action: the request becomes `none`
 /// unless it is `always`.
-async fn apply_read(conn: &mut Tx, report: &ReadReport, consumes: bool) -> Result<()> {
+fn apply_script(report: &ReadReport, consumes: bool) -> Script {
     let at = report.read_at.map_or_else(now_ms, to_ms);
-    on!(conn.conn(), |c| {
-        sqlx::query(
+    let script = Script::default().then(
         "UPDATE pushes SET read_revision = $1, read_at = $2, read_files_present = $3,
                read_recorded_us = $6,
                delivered_revision = CASE WHEN op = 'set' AND $1 > delivered_revision THEN $1 ELSE delivered_revision END,
                delivered_at = coalesce(delivered_at, $2)
              WHERE client_id = $4 AND depot_id = $5",
-    )
-    .bind(report.revision as i64)
-    .bind(at)
-    .bind(i64::from(report.files_present))
-    .bind(&report.client_id)
-    .bind(&report.depot_id)
-    .bind(now_us())
-    .execute(c)
-    .await?.rows_affected()
-    });
-    if consumes {
-        on!(conn.conn(), |c| {
-            sqlx::query(
-            "UPDATE product_on_clients SET action_progress = 'pxe boot configuration read',
-                   action_request = CASE WHEN action_request = 'always' THEN 'always' ELSE 'none' END
-                 WHERE client_id = $1 AND product_id = $2",
-        )
-        .bind(&report.client_id)
-        .bind(&report.product_id)
-        .execute(c)
-        .await?.rows_affected()
-        });
+        vec![
+            Value::Int(report.revision as i64),
+            Value::Int(at),
+            Value::Int(i64::from(report.files_present)),
+            Value::Text(report.client_id.clone()),
+            Value::Text(report.depot_id.clone()),
+            Value::Int(now_us()),
+        ],
+    );
+    if !consumes {
+        return script;
     }
-    Ok(())
+    script.then(
+        "UPDATE product_on_clients SET action_progress = 'pxe boot configuration read',
+               action_request = CASE WHEN action_request = 'always' THEN 'always' ELSE 'none' END
+             WHERE client_id = $1 AND product_id = $2",
+        vec![
+            Value::Text(report.client_id.clone()),
+            Value::Text(report.product_id.clone()),
+        ],
+    )
+}
+
+/// A repeated read's news of its files (gone now, or still there).
+fn files_script(report: &ReadReport) -> Script {
+    Script::default().then(
+        "UPDATE pushes SET read_files_present = $1 WHERE client_id = $2 AND depot_id = $3",
+        vec![
+            Value::Int(i64::from(report.files_present)),
+            Value::Text(report.client_id.clone()),
+            Value::Text(report.depot_id.clone()),
+        ],
+    )
+}
+
+/// What a read report does to the store, judged from what
+/// [`read_script`] read.
+enum ReadStep {
+    /// Nothing: stale, or a repeat with nothing new.
+    Nothing,
+    /// A repeat that says whether the files are still there.
+    Files,
+    /// News: [`apply_script`], then the client's pushes reconciled.
+    Apply { consumes: bool },
+}
+
+/// Judges `report`: the step it takes and the action request it found.
+fn judge(
+    report: &ReadReport,
+    row: Option<&ReadRow>,
+    poc: Option<&ActionSet>,
+    epoch_ok: bool,
+) -> (ReadStep, String) {
+    let action = poc.map_or_else(|| ActionRequest::None.as_str().to_owned(), |p| p.0.clone());
+    let verdict = match epoch_ok {
+        true => verdict(report, row, poc.map(|p| p.1.max(0) as u64)),
+        false => ReadVerdict::Stale,
+    };
+    let step = match verdict {
+        ReadVerdict::Stale => ReadStep::Nothing,
+        ReadVerdict::Repeat if row.is_some_and(|r| r.files_present != report.files_present) => {
+            ReadStep::Files
+        }
+        ReadVerdict::Repeat => ReadStep::Nothing,
+        ReadVerdict::Fresh { consumes } => ReadStep::Apply { consumes },
+    };
+    (step, action)
+}
+
+/// The outcome of a report that changed nothing but maybe its files' news.
+fn unchanged(action: String) -> ReadOutcome {
+    ReadOutcome {
+        action_request: action,
+        ..Default::default()
+    }
+}
+
+/// The outcome of a fresh read that found `action`, now `owed` these.
+fn applied(action: String, consumes: bool, owed: Vec<Owed>) -> ReadOutcome {
+    let always = action == ActionRequest::Always.as_str();
+    let action_request = match (consumes, always) {
+        (true, false) => ActionRequest::None.as_str().to_owned(),
+        _ => action,
+    };
+    ReadOutcome {
+        action_request,
+        // `always`, or the client's next netboot action, is pushed now.
+        repushed: consumes && !owed.is_empty(),
+        applied: true,
+        owed,
+    }
+}
+
+/// [`Store::record_read`] in a transaction of the store's own SQLite writer
+/// (`native`): reads, judgement, writes and the reconciliation in one
+/// hand-off. `traceparent` is the caller's (this runs on the writer's
+/// thread, outside its span).
+fn record_read_native(
+    tx: &rusqlite::Transaction<'_>,
+    report: &ReadReport,
+    epoch_ok: bool,
+    traceparent: Option<String>,
+) -> Result<ReadOutcome> {
+    let mut ran = read_script(report).run_native(tx)?;
+    let (row, poc) = read_state(report, &mut ran)?;
+    let (step, action) = judge(report, row.as_ref(), poc.as_ref(), epoch_ok);
+    let consumes = match step {
+        ReadStep::Nothing => return Ok(unchanged(action)),
+        ReadStep::Files => {
+            files_script(report).run_native(tx)?;
+            return Ok(unchanged(action));
+        }
+        ReadStep::Apply { consumes } => consumes,
+    };
+    let writes = 1 + usize::from(consumes);
+    let mut ran =
+        reads(apply_script(report, consumes), &[report.client_id.as_str()]).run_native(tx)?;
+    for _ in 0..writes {
+        ran.next()?;
+    }
+    let owed = finish_native(tx, 0, state(&mut ran)?, traceparent)?.owed;
+    Ok(applied(action, consumes, owed))
 }
 
 impl Store {
@@ -271,75 +393,47 @@ impl Store {
     /// (`record_read`) says the action request it left.
     #[tracing::instrument(name = "record_read", skip_all, fields(fqdn = %report.client_id, revision = report.revision, action = tracing::field::Empty))]
     pub async fn record_read(&self, report: &ReadReport) -> Result<ReadOutcome> {
-        let mut tx = self.begin().await?;
-        let row = read_row(&mut tx, report).await?;
-        let poc: Option<(String, i64)> = on!(tx.conn(), |c| {
-            sqlx::query_as(
-            "SELECT action_request, modified FROM product_on_clients WHERE client_id = $1 AND product_id = $2",
-        )
-        .bind(&report.client_id)
-        .bind(&report.product_id)
-        .fetch_optional(c)
-        .await?
-        });
-        let action = poc
-            .as_ref()
-            .map_or_else(|| ActionRequest::None.as_str().to_owned(), |p| p.0.clone());
         let epoch_ok = report.epoch.is_empty() || report.epoch == self.epoch();
-        let verdict = match epoch_ok {
-            true => verdict(
-                report,
-                row.as_ref(),
-                poc.as_ref().map(|p| p.1.max(0) as u64),
-            ),
-            false => ReadVerdict::Stale,
+        let outcome = if self.native_writer().is_some() {
+            // One hand-off for the whole transaction (`native`): a stream of
+            // reads (a site booting) holds the write gate for one at a time.
+            let (report, traceparent) = (report.clone(), traceparent());
+            self.write_native(true, move |tx| {
+                record_read_native(tx, &report, epoch_ok, traceparent)
+            })
+            .await?
+        } else {
+            self.record_read_in_steps(report, epoch_ok).await?
         };
-        let unchanged = ReadOutcome {
-            action_request: action.clone(),
-            ..Default::default()
-        };
-        let span = tracing::Span::current();
-        let consumes = match verdict {
-            ReadVerdict::Stale => {
-                span.record("action", action.as_str());
-                return Ok(unchanged);
+        tracing::Span::current().record("action", outcome.action_request.as_str());
+        Ok(outcome)
+    }
+
+    /// [`Store::record_read`] statement by statement (PostgreSQL).
+    async fn record_read_in_steps(
+        &self,
+        report: &ReadReport,
+        epoch_ok: bool,
+    ) -> Result<ReadOutcome> {
+        let mut tx = self.begin().await?;
+        let mut ran = read_script(report).run(&mut tx).await?;
+        let (row, poc) = read_state(report, &mut ran)?;
+        let (step, action) = judge(report, row.as_ref(), poc.as_ref(), epoch_ok);
+        let consumes = match step {
+            // Dropped, the transaction rolls back: nothing was written.
+            ReadStep::Nothing => return Ok(unchanged(action)),
+            ReadStep::Files => {
+                files_script(report).run(&mut tx).await?;
+                tx.commit().await?;
+                return Ok(unchanged(action));
             }
-            ReadVerdict::Repeat => {
-                if row.is_some_and(|r| r.files_present != report.files_present) {
-                    on!(tx.conn(), |c| {
-                        sqlx::query(
-                        "UPDATE pushes SET read_files_present = $1 WHERE client_id = $2 AND depot_id = $3",
-                    )
-                    .bind(i64::from(report.files_present))
-                    .bind(&report.client_id)
-                    .bind(&report.depot_id)
-                    .execute(c)
-                    .await?.rows_affected()
-                    });
-                    tx.commit().await?;
-                }
-                span.record("action", action.as_str());
-                return Ok(unchanged);
-            }
-            ReadVerdict::Fresh { consumes } => consumes,
+            ReadStep::Apply { consumes } => consumes,
         };
-        apply_read(&mut tx, report, consumes).await?;
+        apply_script(report, consumes).run(&mut tx).await?;
         let owed = reconcile(&mut tx, std::slice::from_ref(&report.client_id)).await?;
         announce(&mut tx, &owed).await?;
         tx.commit().await?;
-        let always = action == ActionRequest::Always.as_str();
-        let now_action = match (consumes, always) {
-            (true, false) => ActionRequest::None.as_str().to_owned(),
-            _ => action,
-        };
-        span.record("action", now_action.as_str());
-        Ok(ReadOutcome {
-            action_request: now_action,
-            // `always`, or the client's next netboot action, is pushed now.
-            repushed: consumes && !owed.is_empty(),
-            applied: true,
-            owed,
-        })
+        Ok(applied(action, consumes, owed))
     }
 
     /// The clients owed a push by `depot`, in client order.

@@ -155,9 +155,14 @@ async fn read_all(
         .map(|source| {
             let bar = bar.clone();
             async move {
-                let done = tokio::task::spawn_blocking(move || read(&source)).await;
+                // Timed on the reading thread as the read returns: on the
+                // runtime, after the hand-back, a busy generator timed it
+                // late, later than the configserver's record of it.
+                let done =
+                    tokio::task::spawn_blocking(move || read(&source).map(|()| SystemTime::now()))
+                        .await;
                 bar.inc(1);
-                matches!(done, Ok(Ok(()))).then(SystemTime::now)
+                done.ok().and_then(Result::ok)
             }
         })
         .buffered(concurrency)
