@@ -1132,6 +1132,66 @@ async fn read_reports_clear_the_action_once_and_always_repushes(engine: Engine) 
     assert!(revision(store.pushes_of_client("c2.example.org").await.unwrap()) > r2);
 }
 
+/// Each kind of report changes what it says and nothing else: a report of a
+/// product the client has no action of, and a stale one, leave the row as
+/// it was; the read records its time; a repeat changes only whether its
+/// files are still there.
+async fn a_read_report_changes_only_what_it_says(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let rows = || async { store.pushes_of_client("c1.example.org").await.unwrap() };
+    let before = rows().await;
+    let r1 = before[0].revision;
+    let at = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let report = |revision: u64, product: &str, files_present: bool| ReadReport {
+        depot_id: D1.into(),
+        client_id: "c1.example.org".into(),
+        product_id: product.into(),
+        revision,
+        epoch: String::new(),
+        files_present,
+        read_at: Some(at),
+    };
+    let other = store
+        .record_read(&report(r1, "other", false))
+        .await
+        .unwrap();
+    assert!(!other.applied);
+    assert_eq!(other.action_request, "none", "no action of that product");
+    assert_eq!(rows().await, before, "a report of another product");
+    let stale = store.record_read(&report(1, "win", false)).await.unwrap();
+    assert!(!stale.applied);
+    assert_eq!(stale.action_request, "setup");
+    assert_eq!(rows().await, before, "a stale report");
+
+    let read = store.record_read(&report(r1, "win", true)).await.unwrap();
+    assert!(read.applied && !read.repushed && read.owed.is_empty());
+    let after = rows().await;
+    assert_eq!(
+        (
+            after[0].read_revision,
+            after[0].read_at,
+            after[0].read_files_present
+        ),
+        (r1, Some(at), true)
+    );
+    let repeat = store.record_read(&report(r1, "win", true)).await.unwrap();
+    assert!(!repeat.applied);
+    assert_eq!(repeat.action_request, "none");
+    assert_eq!(rows().await, after, "the same news again");
+    store.record_read(&report(r1, "win", false)).await.unwrap();
+    let gone = rows().await;
+    assert!(!gone[0].read_files_present, "the files are gone now");
+    assert_eq!(
+        PushRecord {
+            read_files_present: true,
+            updated_at: after[0].updated_at,
+            ..gone[0].clone()
+        },
+        after[0],
+        "nothing else changed"
+    );
+}
+
 fn owed_pairs(owed: &[Owed]) -> BTreeSet<(String, String)> {
     owed.iter()
         .map(|o| (o.depot_id.clone(), o.client_id.clone()))
@@ -1420,6 +1480,7 @@ on_both_engines!(
     a_depots_config_state_is_the_value_of_its_clients_without_their_own,
     a_mac_or_a_uuid_belongs_to_one_client,
     read_reports_clear_the_action_once_and_always_repushes,
+    a_read_report_changes_only_what_it_says,
     existence_is_checked_for_states_and_product_on_depots,
     a_depots_template_note_is_kept_for_its_revision_only,
     a_batch_of_push_results_ends_as_applied_one_by_one,

@@ -3,16 +3,15 @@
 
 use std::collections::HashMap;
 
-use super::db::{SMALL_WRITE, Store, on};
+use super::db::{SMALL_WRITE, Store, Tx, on};
 use super::error::{Result, StoreError};
-use super::leases::announce;
 use super::records::{
     Ack, Owed, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate,
 };
 use super::rows;
 use super::script::{Ran, Script, Value};
 use super::sql::{now_ms, now_us, to_ms, traceparent};
-use super::triggers::{finish_native, reads, reconcile, state};
+use super::triggers::{finish_native, finish_read, reads, state};
 use crate::domain::ActionRequest;
 
 /// The statements recording a batch of push results: each failure (rare)
@@ -256,6 +255,44 @@ fn files_script(report: &ReadReport) -> Script {
     )
 }
 
+/// [`apply_script`] and then the reconciliation's reads for the client.
+/// Run, it gives the reads' rows first, for [`state`]: the apply
+/// statements' (empty) results are taken off.
+struct ApplyThenReads {
+    script: Script,
+    writes: usize,
+}
+
+/// [`ApplyThenReads`] of `report`.
+fn apply_then_reads(report: &ReadReport, consumes: bool) -> ApplyThenReads {
+    let apply = apply_script(report, consumes);
+    let writes = apply.len();
+    ApplyThenReads {
+        script: reads(apply, &[report.client_id.as_str()]),
+        writes,
+    }
+}
+
+impl ApplyThenReads {
+    fn run_native(self, tx: &rusqlite::Transaction<'_>) -> Result<Ran> {
+        let ran = self.script.run_native(tx)?;
+        skip(ran, self.writes)
+    }
+
+    async fn run(self, tx: &mut Tx) -> Result<Ran> {
+        let ran = self.script.run(tx).await?;
+        skip(ran, self.writes)
+    }
+}
+
+/// `ran` past its first `n` statements' results.
+fn skip(mut ran: Ran, n: usize) -> Result<Ran> {
+    for _ in 0..n {
+        ran.next()?;
+    }
+    Ok(ran)
+}
+
 /// What a read report does to the store, judged from what
 /// [`read_script`] read.
 enum ReadStep {
@@ -316,8 +353,9 @@ fn applied(action: String, consumes: bool, owed: Vec<Owed>) -> ReadOutcome {
 
 /// [`Store::record_read`] in a transaction of the store's own SQLite writer
 /// (`native`): reads, judgement, writes and the reconciliation in one
-/// hand-off. `traceparent` is the caller's (this runs on the writer's
-/// thread, outside its span).
+/// hand-off. `traceparent` is the caller's (this may run on the writer's
+/// thread, outside its span). A report that changes nothing commits an
+/// empty transaction (`write_native` commits what returns `Ok`).
 fn record_read_native(
     tx: &rusqlite::Transaction<'_>,
     report: &ReadReport,
@@ -335,12 +373,7 @@ fn record_read_native(
         }
         ReadStep::Apply { consumes } => consumes,
     };
-    let writes = 1 + usize::from(consumes);
-    let mut ran =
-        reads(apply_script(report, consumes), &[report.client_id.as_str()]).run_native(tx)?;
-    for _ in 0..writes {
-        ran.next()?;
-    }
+    let mut ran = apply_then_reads(report, consumes).run_native(tx)?;
     let owed = finish_native(tx, 0, state(&mut ran)?, traceparent)?.owed;
     Ok(applied(action, consumes, owed))
 }
@@ -429,10 +462,8 @@ impl Store {
             }
             ReadStep::Apply { consumes } => consumes,
         };
-        apply_script(report, consumes).run(&mut tx).await?;
-        let owed = reconcile(&mut tx, std::slice::from_ref(&report.client_id)).await?;
-        announce(&mut tx, &owed).await?;
-        tx.commit().await?;
+        let mut ran = apply_then_reads(report, consumes).run(&mut tx).await?;
+        let owed = finish_read(tx, 0, state(&mut ran)?).await?.owed;
         Ok(applied(action, consumes, owed))
     }
 

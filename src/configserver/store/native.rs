@@ -27,6 +27,9 @@ use tokio::sync::oneshot;
 
 use super::error::{Result, StoreError};
 
+/// Prepared statements kept per connection (see [`connect`]).
+const STATEMENT_CACHE: usize = 64;
+
 /// Work run on one of the threads.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -189,6 +192,10 @@ fn connect(path: &Path, access: Access, busy_timeout: Duration) -> Result<Connec
             Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE,
         };
     let conn = Connection::open_with_flags(path, flags)?;
+    // Every statement the hot writes and loads prepare stays prepared: the
+    // default of 16 is about what they use, and a cache that cycles
+    // prepares each statement again on every write.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "temp_store", "memory")?;
     if access == Access::Write {

@@ -198,6 +198,11 @@ impl Script {
         self.push(sql.into(), values, true)
     }
 
+    /// How many statements it holds (each gives one [`Rows`] when run).
+    pub(super) fn len(&self) -> usize {
+        self.statements.len()
+    }
+
     fn push(mut self, sql: String, values: Vec<Value>, guard: bool) -> Self {
         debug_assert_eq!(highest(&sql), values.len(), "parameters of {sql}");
         self.statements.push(Statement { sql, values, guard });

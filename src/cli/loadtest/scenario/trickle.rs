@@ -116,7 +116,7 @@ async fn send_paced(
     rate: f64,
     bar: &ProgressBar,
 ) -> Result<(Latencies, Started), CliError> {
-    paced(clients.len(), rate, |i| {
+    let call = |i: usize| {
         let mut admin = admin.clone();
         let request = proto::SetActionRequestsRequest {
             action_requests: vec![proto::ActionRequest {
@@ -127,17 +127,23 @@ async fn send_paced(
         };
         async move {
             admin.set_action_requests(request).await?;
-            bar.inc(1);
             Ok(())
         }
-    })
-    .await
+    };
+    paced(clients.len(), rate, call, bar).await
 }
 
 /// `calls` calls of `call(i)` one at a time, started `1 / rate` s apart
 /// (the pacing sleeps; a call that takes longer delays the next): their
-/// latencies, and when each started.
-async fn paced<F, Fut>(calls: usize, rate: f64, call: F) -> Result<(Latencies, Started), CliError>
+/// latencies, and when each started. Only the call is timed: its request
+/// is built before the clock starts, `bar` moves after it stops (a
+/// terminal's redraw is not the server's time).
+async fn paced<F, Fut>(
+    calls: usize,
+    rate: f64,
+    call: F,
+    bar: &ProgressBar,
+) -> Result<(Latencies, Started), CliError>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<(), CliError>>,
@@ -148,10 +154,12 @@ where
     let mut started = Vec::with_capacity(calls);
     for i in 0..calls {
         pace.tick().await;
+        let pending = call(i);
         let (sys, t) = (SystemTime::now(), Instant::now());
-        call(i).await?;
+        pending.await?;
         latencies.record(t.elapsed());
         started.push((sys, t));
+        bar.inc(1);
     }
     Ok((latencies, started))
 }
@@ -181,17 +189,17 @@ pub async fn idle_noop(target: &Target, calls: u32, rate: f64) -> Result<IdleRpc
     let url = target.admin_at.0.clone();
     let (latencies, _) = alone::on_own_thread("the idle no-op baseline", move || async move {
         let client = HealthClient::new(channel::connect(&url, "the configserver").await?);
-        paced(calls as usize, rate, |_| {
+        let call = |_| {
             let mut client = client.clone();
+            let request = HealthCheckRequest {
+                service: "pxeconf.v1.Admin".into(),
+            };
             async move {
-                let request = HealthCheckRequest {
-                    service: "pxeconf.v1.Admin".into(),
-                };
                 client.check(request).await?;
                 Ok(())
             }
-        })
-        .await
+        };
+        paced(calls as usize, rate, call, &ProgressBar::hidden()).await
     })
     .await?;
     Ok(IdleRpc {
