@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::db::{SMALL_WRITE, Store, Tx, on};
+use super::db::{SMALL_WRITE, Store, on};
 use super::error::{Result, StoreError};
 use super::records::{
     Ack, Owed, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate,
@@ -255,42 +255,13 @@ fn files_script(report: &ReadReport) -> Script {
     )
 }
 
-/// [`apply_script`] and then the reconciliation's reads for the client.
-/// Run, it gives the reads' rows first, for [`state`]: the apply
-/// statements' (empty) results are taken off.
-struct ApplyThenReads {
-    script: Script,
-    writes: usize,
-}
-
-/// [`ApplyThenReads`] of `report`.
-fn apply_then_reads(report: &ReadReport, consumes: bool) -> ApplyThenReads {
+/// [`apply_script`] and then the reconciliation's reads for the client,
+/// with the number of apply statements (their results come first when
+/// run; the reads' rows after them, for [`state`]).
+fn apply_then_reads(report: &ReadReport, consumes: bool) -> (Script, usize) {
     let apply = apply_script(report, consumes);
     let writes = apply.len();
-    ApplyThenReads {
-        script: reads(apply, &[report.client_id.as_str()]),
-        writes,
-    }
-}
-
-impl ApplyThenReads {
-    fn run_native(self, tx: &rusqlite::Transaction<'_>) -> Result<Ran> {
-        let ran = self.script.run_native(tx)?;
-        skip(ran, self.writes)
-    }
-
-    async fn run(self, tx: &mut Tx) -> Result<Ran> {
-        let ran = self.script.run(tx).await?;
-        skip(ran, self.writes)
-    }
-}
-
-/// `ran` past its first `n` statements' results.
-fn skip(mut ran: Ran, n: usize) -> Result<Ran> {
-    for _ in 0..n {
-        ran.next()?;
-    }
-    Ok(ran)
+    (reads(apply, &[report.client_id.as_str()]), writes)
 }
 
 /// What a read report does to the store, judged from what
@@ -373,7 +344,9 @@ fn record_read_native(
         }
         ReadStep::Apply { consumes } => consumes,
     };
-    let mut ran = apply_then_reads(report, consumes).run_native(tx)?;
+    let (script, writes) = apply_then_reads(report, consumes);
+    let mut ran = script.run_native(tx)?;
+    ran.skip(writes)?;
     let owed = finish_native(tx, 0, state(&mut ran)?, traceparent)?.owed;
     Ok(applied(action, consumes, owed))
 }
@@ -462,7 +435,9 @@ impl Store {
             }
             ReadStep::Apply { consumes } => consumes,
         };
-        let mut ran = apply_then_reads(report, consumes).run(&mut tx).await?;
+        let (script, writes) = apply_then_reads(report, consumes);
+        let mut ran = script.run(&mut tx).await?;
+        ran.skip(writes)?;
         let owed = finish_read(tx, 0, state(&mut ran)?).await?.owed;
         Ok(applied(action, consumes, owed))
     }

@@ -182,6 +182,14 @@ impl Ran {
             sqlx::Error::Protocol("a statement of the script did not run".into()).into()
         })
     }
+
+    /// Passes over the next `n` statements' rows (writes' empty results).
+    pub(super) fn skip(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            self.next()?;
+        }
+        Ok(())
+    }
 }
 
 impl Script {
