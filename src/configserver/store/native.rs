@@ -192,9 +192,10 @@ fn connect(path: &Path, access: Access, busy_timeout: Duration) -> Result<Connec
             Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE,
         };
     let conn = Connection::open_with_flags(path, flags)?;
-    // Every statement the hot writes and loads prepare stays prepared: the
-    // default of 16 is about what they use, and a cache that cycles
-    // prepares each statement again on every write.
+    // Every statement the hot writes and loads prepare stays prepared: they
+    // use close to the default of 16 (read from the code, not counted at
+    // run time), and a cache that cycles prepares each statement again on
+    // every write.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "temp_store", "memory")?;
