@@ -504,6 +504,45 @@ async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
     assert_ne!(state_of(&mut admin, 0).await.0, S::Delivered);
 }
 
+/// A result refused for good that is alone in the ack writer is told apart
+/// from a store refusing everything only once another result joins it: one
+/// arriving during a long wait between tries cuts the wait short. Before,
+/// a later delivery waited out the rest of it (6.4 s after the seventh
+/// refusal, up to 10 s after that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_arriving_beside_a_lone_refused_one_is_recorded_within_a_second_or_so() {
+    let site = Site::start(2).await;
+    refuse_deliveries(
+        &db(site.root.path()),
+        "refuse_one",
+        "NEW.client_id = 'client0.example.org'",
+    )
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..1, "setup").await;
+    // Seven refusals: the writer now waits 6.4 s before its next try.
+    wait_for("client0's result was refused seven times", 60, || async {
+        site.cs
+            .log()
+            .matches("recording push results failed")
+            .count()
+            >= 7
+    })
+    .await;
+    let start = std::time::Instant::now();
+    set_actions(&mut admin, 1..2, "setup").await;
+    wait_state(&admin, 1..2, S::Delivered, 30).await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "client1's result took {took:?} to be recorded"
+    );
+    site.cs
+        .wait_log("the store refuses this push result", 10)
+        .await;
+    assert_ne!(state_of(&mut admin, 0).await.0, S::Delivered);
+}
+
 /// A store that refuses every push result for a while (here a trigger)
 /// is not one refusing some for good: nothing is dropped, and every result
 /// is recorded once it takes them again.

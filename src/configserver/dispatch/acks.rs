@@ -18,6 +18,9 @@ const ACK_BATCH: usize = 4096;
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 /// Failed tries of a batch before its results are tried one at a time.
 const ISOLATE_AFTER: u32 = 3;
+/// The shortest wait between tries of a batch the store keeps refusing when
+/// a new result arrives during a longer one.
+const JOINED_RETRY: Duration = Duration::from_secs(1);
 /// Results tried alone that all failed, none taken, before the store is
 /// taken to be down rather than refusing them.
 const DOWN_AFTER: usize = 8;
@@ -103,7 +106,12 @@ async fn write_acks(store: Store, mut rx: mpsc::Receiver<AckMsg>) {
             if refusals >= ISOLATE_AFTER && isolate(&store, &mut batch).await {
                 continue;
             }
-            tokio::time::sleep(delay).await;
+            let room = ACK_BATCH.saturating_sub(batch.len());
+            if refusals >= ISOLATE_AFTER {
+                wait_or_join(&mut rx, &mut received, room, delay).await;
+            } else {
+                tokio::time::sleep(delay).await;
+            }
             delay = (delay * 2).min(RETRY_BACKOFF.1);
             // What arrived meanwhile joins the retry, while the batch has
             // room: a result refused for good is told apart from a store
@@ -119,6 +127,34 @@ async fn write_acks(store: Store, mut rx: mpsc::Receiver<AckMsg>) {
         flushed.drain(..).for_each(|done| {
             let _ = done.send(());
         });
+    }
+}
+
+/// The wait before retrying a batch the store keeps refusing: `delay`, cut
+/// short to [`JOINED_RETRY`] by a result that arrives meanwhile (taken into
+/// `received`, up to `room`). A result refused for good can be told apart
+/// only beside one the store takes, so a lone one held every later result
+/// for the rest of a wait of up to [`RETRY_BACKOFF`]'s longest; a store
+/// refusing everything is still tried at most once per [`JOINED_RETRY`].
+async fn wait_or_join(
+    rx: &mut mpsc::Receiver<AckMsg>,
+    received: &mut Vec<AckMsg>,
+    room: usize,
+    delay: Duration,
+) {
+    let until = tokio::time::Instant::now() + delay;
+    tokio::time::sleep(delay.min(JOINED_RETRY)).await;
+    if room == 0 {
+        return tokio::time::sleep_until(until).await;
+    }
+    tokio::select! {
+        () = tokio::time::sleep_until(until) => {}
+        taken = rx.recv_many(received, room) => {
+            // Every sender gone: the configserver stops; wait as before.
+            if taken == 0 {
+                tokio::time::sleep_until(until).await;
+            }
+        }
     }
 }
 
