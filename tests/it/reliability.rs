@@ -477,12 +477,9 @@ async fn pushes_owed_at_a_start_that_could_not_read_them_are_sent_once_it_can() 
     assert_eq!(held(&dirs, 3), vec![0, 1, 2]);
 }
 
-/// A push result the store refuses for good (here a trigger refuses one
-/// client's delivery) is dropped after a few tries, logged; the results
-/// after it are recorded — before, the ack writer retried that batch for
-/// good and no later delivery of any depot was recorded.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
+/// A site of two clients whose store refuses client0's delivery result for
+/// good (a trigger), client0's action set.
+async fn refusing_client0() -> (Site, Admin) {
     let site = Site::start(2).await;
     refuse_deliveries(
         &db(site.root.path()),
@@ -492,16 +489,35 @@ async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
     .await;
     let mut admin = site.admin().await;
     set_actions(&mut admin, 0..1, "setup").await;
+    (site, admin)
+}
+
+/// Sets client1's action and waits until its result is recorded, which
+/// drops client0's refused one; how long client1 took.
+async fn client1_recorded_client0_dropped(site: &Site, admin: &mut Admin) -> Duration {
+    let start = std::time::Instant::now();
+    set_actions(admin, 1..2, "setup").await;
+    wait_state(admin, 1..2, S::Delivered, 30).await;
+    let took = start.elapsed();
+    site.cs
+        .wait_log("the store refuses this push result", 10)
+        .await;
+    assert_ne!(state_of(admin, 0).await.0, S::Delivered);
+    took
+}
+
+/// A push result the store refuses for good (here a trigger refuses one
+/// client's delivery) is dropped after a few tries, logged; the results
+/// after it are recorded — before, the ack writer retried that batch for
+/// good and no later delivery of any depot was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
+    let (site, mut admin) = refusing_client0().await;
     wait_until("client0's config is on the depot", || {
         holds_client(&site.dirs, 0)
     })
     .await;
-    set_actions(&mut admin, 1..2, "setup").await;
-    wait_state(&admin, 1..2, S::Delivered, 30).await;
-    site.cs
-        .wait_log("the store refuses this push result", 10)
-        .await;
-    assert_ne!(state_of(&mut admin, 0).await.0, S::Delivered);
+    client1_recorded_client0_dropped(&site, &mut admin).await;
 }
 
 /// A result refused for good that is alone in the ack writer is told apart
@@ -511,15 +527,7 @@ async fn a_push_result_the_store_refuses_for_good_holds_up_no_other() {
 /// refusal, up to 10 s after that).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_arriving_beside_a_lone_refused_one_is_recorded_within_a_second_or_so() {
-    let site = Site::start(2).await;
-    refuse_deliveries(
-        &db(site.root.path()),
-        "refuse_one",
-        "NEW.client_id = 'client0.example.org'",
-    )
-    .await;
-    let mut admin = site.admin().await;
-    set_actions(&mut admin, 0..1, "setup").await;
+    let (site, mut admin) = refusing_client0().await;
     // Seven refusals: the writer now waits 6.4 s before its next try.
     wait_for("client0's result was refused seven times", 60, || async {
         site.cs
@@ -529,18 +537,11 @@ async fn a_result_arriving_beside_a_lone_refused_one_is_recorded_within_a_second
             >= 7
     })
     .await;
-    let start = std::time::Instant::now();
-    set_actions(&mut admin, 1..2, "setup").await;
-    wait_state(&admin, 1..2, S::Delivered, 30).await;
-    let took = start.elapsed();
+    let took = client1_recorded_client0_dropped(&site, &mut admin).await;
     assert!(
         took < Duration::from_secs(4),
         "client1's result took {took:?} to be recorded"
     );
-    site.cs
-        .wait_log("the store refuses this push result", 10)
-        .await;
-    assert_ne!(state_of(&mut admin, 0).await.0, S::Delivered);
 }
 
 /// A store that refuses every push result for a while (here a trigger)
