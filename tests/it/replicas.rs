@@ -310,6 +310,37 @@ async fn a_depot_fails_over_to_another_replica_for_reports_and_reconciliation() 
     assert_eq!(depot.dirs.files().len(), CLIENTS as usize);
 }
 
+/// A depot deleted and registered again at once, on PostgreSQL (where a
+/// replica runs a depot's worker only while it holds the depot's lease,
+/// also when it is the only one): it is pushed to again. Before, the lease
+/// task still knew the depot's unchanged record from before the deletion
+/// and started no worker for it: nothing reached the depot again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_deleted_and_registered_again_at_once_is_pushed_to_again() {
+    const CLIENTS: u32 = 3;
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let keys = tempfile::tempdir().unwrap();
+    let servers = replicas(&url, keys.path(), 1).await;
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let depot = Depot::start(&urls).await;
+    let mut admin = process::admin_at(&urls[0]).await;
+    seed(&mut admin, &[(1, depot.server.url())], CLIENTS, |_| 1).await;
+    lease_holder(&url, &depot_id(1)).await;
+    admin
+        .delete_depots(proto::DeleteDepotsRequest {
+            ids: vec![depot_id(1)],
+        })
+        .await
+        .unwrap();
+    seed(&mut admin, &[(1, depot.server.url())], CLIENTS, |_| 1).await;
+    set_actions(&mut admin, 0..CLIENTS, "setup").await;
+    all_delivered(&admin, CLIENTS, 60).await;
+    assert_eq!(depot.dirs.files().len(), 2 * CLIENTS as usize);
+}
+
 /// `pxeconf demo --database postgres://…` runs its site on PostgreSQL: every
 /// client pushed, the read ones' actions cleared, no SQLite file made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

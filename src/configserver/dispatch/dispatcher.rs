@@ -284,6 +284,10 @@ impl Holder for Dispatcher {
     fn lost(&self) -> &Lost {
         &self.lost
     }
+
+    fn runs(&self, depot: &str) -> bool {
+        self.workers().contains_key(depot)
+    }
 }
 
 /// Routes pushes a worker found owed to other depots to their workers, while

@@ -74,6 +74,10 @@ pub(super) trait Holder: Send + Sync + 'static {
     fn reload(&self, store: &Store) -> impl Future<Output = ()> + Send;
     /// Whether announcements may have been lost.
     fn lost(&self) -> &Lost;
+    /// Whether a worker for `depot` runs here (a depot deleted here and
+    /// registered again before the next renewal has none, its record
+    /// unchanged).
+    fn runs(&self, depot: &str) -> bool;
 }
 
 /// Set when announcements may have been lost (the listener's connection
@@ -168,7 +172,7 @@ impl Leases {
         for depot in depots.into_iter().filter(|d| held.contains(d.id.as_str())) {
             let id = depot.id.to_string();
             match self.known.get(&id) {
-                Some(old) if !changed(old, &depot) => {}
+                Some(old) if !changed(old, &depot) && dispatcher.runs(&id) => {}
                 Some(_) => dispatcher.lease_held(depot.clone()).await,
                 None => {
                     info!(depot = %id, "took the depot's lease");
@@ -317,22 +321,34 @@ mod tests {
         fn lost(&self) -> &Lost {
             &self.lost
         }
+
+        fn runs(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    const DEPOT: &str = "depot1.example.org";
+
+    /// A store on disk (in `dir`) with one depot registered; its record.
+    async fn one_depot(dir: &std::path::Path) -> (Store, DepotRecord) {
+        let store = Store::open(&dir.join("db")).await.unwrap();
+        let record = DepotRecord {
+            id: Fqdn::parse(DEPOT, "id").unwrap(),
+            endpoint: Endpoint::parse("http://127.0.0.1:1", "endpoint").unwrap(),
+            host_key: Secret::new("host-key-0123456789abcdef0123456789"),
+            description: String::new(),
+        };
+        store
+            .upsert_depots(std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        (store, record)
     }
 
     #[tokio::test]
     async fn a_renewal_that_outlasts_its_leases_stops_pushing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).await.unwrap();
-        let id = "depot1.example.org";
-        store
-            .upsert_depots(&[DepotRecord {
-                id: Fqdn::parse(id, "id").unwrap(),
-                endpoint: Endpoint::parse("http://127.0.0.1:1", "endpoint").unwrap(),
-                host_key: Secret::new("host-key-0123456789abcdef0123456789"),
-                description: String::new(),
-            }])
-            .await
-            .unwrap();
+        let (store, _) = one_depot(dir.path()).await;
         let quick = Slow {
             slow: Duration::ZERO,
             kept: Mutex::default(),
@@ -361,5 +377,47 @@ mod tests {
             "held, then nothing: its workers stop before the leases lapse"
         );
         assert!(leases.known.is_empty() && leases.troubled);
+    }
+
+    /// A depot deleted on the replica holding its lease and registered
+    /// again, its record unchanged, before the next renewal: the renewal
+    /// starts its worker again (it knew the record, so it had taken the
+    /// depot for running, and nothing pushed to it while the lease was
+    /// renewed).
+    #[tokio::test]
+    async fn a_depot_deleted_and_registered_again_at_once_gets_its_worker_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, record) = one_depot(dir.path()).await;
+        let dispatcher = crate::configserver::dispatch::Dispatcher::start(
+            store.clone(),
+            crate::configserver::dispatch::DispatchSettings::default(),
+            crate::domain::Modules::default(),
+            crate::metrics::Metrics::new(),
+            CancellationToken::new(),
+            crate::server::Supervisor::new(),
+        )
+        .await
+        .unwrap();
+        let mut leases = Leases::default();
+        leases.renew(&*dispatcher, &store, "h").await;
+        assert!(
+            dispatcher.runtime().contains_key(DEPOT),
+            "held: a worker runs"
+        );
+        // What the Admin API's DeleteDepots and UpsertDepots do.
+        store
+            .delete_depots(std::slice::from_ref(&record.id))
+            .await
+            .unwrap();
+        dispatcher.depot_deleted(DEPOT);
+        store
+            .upsert_depots(std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        leases.renew(&*dispatcher, &store, "h").await;
+        assert!(
+            dispatcher.runtime().contains_key(DEPOT),
+            "the lease is held yet no worker pushes to the depot"
+        );
     }
 }
