@@ -735,6 +735,36 @@ async fn a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots(en
     assert!(removal.revision > ahead, "{} <= {ahead}", removal.revision);
 }
 
+/// What a depot's check owes is announced to the replicas holding the
+/// depots (PostgreSQL): bringing a client the depot held without a row in
+/// line may owe pushes to another depot, held by another replica. Before,
+/// the check announced nothing, and that replica pushed them at its next
+/// periodic reload (~30 s).
+async fn a_depots_check_announces_what_it_owes(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let listener = store.listen_owed().await.unwrap();
+    // d1 holds c3 (whose depot is d2) without a row for it there.
+    let revision = row(&store, "c3.example.org", D2).await.revision;
+    let held = std::collections::HashMap::from([("c3.example.org".to_owned(), revision)]);
+    let owed = store.verify_depot(D1, &held).await.unwrap();
+    assert!(
+        owed.iter()
+            .any(|o| o.depot_id == D1 && o.client_id == "c3.example.org"),
+        "{owed:?}"
+    );
+    // SQLite: one configserver, nothing to announce to.
+    let Some(mut listener) = listener else {
+        return;
+    };
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the check announced what it owes")
+        .unwrap();
+    let announcement = Announcement::from_notification(&heard);
+    assert_eq!(announcement.depot_id, D1);
+    assert_eq!(announcement.clients, ["c3.example.org"]);
+}
+
 async fn a_blocked_config_on_a_depot_the_client_left_is_no_failure_there(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     add_product(&store, "memtest", &[D2]).await;
@@ -1472,6 +1502,7 @@ on_both_engines!(
     a_read_of_a_product_set_before_another_clears_that_products_action,
     a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
     a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots,
+    a_depots_check_announces_what_it_owes,
     a_blocked_config_on_a_depot_the_client_left_is_no_failure_there,
     deleting_clients_never_deletes_a_depots_states,
     a_deleted_clients_rows_go_once_their_removal_is_delivered,

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::db::{Store, Tx, on};
 use super::error::Result;
+use super::leases::announce;
 use super::records::{Owed, PushOp};
 use super::rows::{self, Get};
 use super::sequence::{allocate, bump_past};
@@ -217,13 +218,18 @@ impl Store {
             bump_past(&mut tx, *highest).await?;
         }
         let removed = unknown_held(&mut tx, depot_id, &strangers).await?;
+        let unknown = removed.len();
+        owed.extend(removed);
+        // Bringing those clients in line may owe pushes to other depots,
+        // whose holders (other replicas) hear of them only so.
+        announce(&mut tx, &owed).await?;
         tx.commit().await?;
-        if !owed.is_empty() || !removed.is_empty() {
+        if !owed.is_empty() {
             warn!(
                 depot = depot_id,
                 resent,
                 refreshed,
-                unknown = removed.len(),
+                unknown,
                 "the depot holds other configs than the store believes; pushing the difference"
             );
         } else {
@@ -233,7 +239,6 @@ impl Store {
                 "depot holds what the store believes"
             );
         }
-        owed.extend(removed);
         Ok(owed)
     }
 }
