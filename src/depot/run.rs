@@ -103,9 +103,10 @@ impl Depot {
             unreported,
             held_files,
         } = restore(&config.state_dir).await?;
-        let leftovers = prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access)
-            .await
-            .map_err(pxe_err)?;
+        let (leftovers, unwritten) =
+            prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access)
+                .await
+                .map_err(pxe_err)?;
         let templates = Templates::new(config.templates.clone())?;
         let supervisor = Supervisor::new();
         let stop = CancellationToken::new();
@@ -116,6 +117,7 @@ impl Depot {
             depot_id: config.depot_id.to_string(),
             access: config.file_access,
             leftovers,
+            unwritten,
         };
         let (writer, task) =
             writer::start(options, journal.clone(), state, reads_tx, metrics.clone());
@@ -366,13 +368,14 @@ fn check_state_dir(state_dir: &Path, pxe_dir: &Path) -> Result<(), StartError> {
 }
 
 /// Brings the PXE directory in line with the journal (blocking work).
-/// Returns our leftovers it could not remove, for the writer's sweep.
+/// Returns our leftovers it could not remove and the held files it could
+/// not write, for the writer's sweep.
 async fn prepare_pxe_dir(
     dir: &Path,
     state: &State,
     held: Vec<(String, std::sync::Arc<str>)>,
     access: FileAccess,
-) -> std::io::Result<Vec<String>> {
+) -> std::io::Result<(Vec<String>, Vec<String>)> {
     let defused = state.defused_names();
     let path = dir.to_owned();
     let prepared =
@@ -391,5 +394,9 @@ async fn prepare_pxe_dir(
     if !prepared.stuck.is_empty() {
         error!(dir = %dir.display(), files = ?prepared.stuck, "stale PXE config files of this depot could neither be removed nor made to boot locally; a client may still boot them");
     }
-    Ok(prepared.kept.into_iter().chain(prepared.stuck).collect())
+    if !prepared.unwritten.is_empty() {
+        error!(dir = %dir.display(), files = ?prepared.unwritten, "held PXE config files could not be written again; trying again at each sweep");
+    }
+    let leftovers = prepared.kept.into_iter().chain(prepared.stuck).collect();
+    Ok((leftovers, prepared.unwritten))
 }

@@ -271,6 +271,7 @@ mod tests {
                 depot_id: "depot1.example.org".into(),
                 access: Default::default(),
                 leftovers: Vec::new(),
+                unwritten: Vec::new(),
             };
             let writer = writer::spawn_fresh(&root.path().join("state"), options, reads_tx).await;
             let depot_id = Fqdn::parse("depot1.example.org", "depot_id").unwrap();

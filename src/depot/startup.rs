@@ -31,6 +31,11 @@ pub struct Prepared {
     pub stuck: Vec<String>,
     /// Config-like files that are not ours, kept.
     pub foreign: Vec<String>,
+    /// Held configs' files that could not be written again (the directory
+    /// unwritable or full): named in an error line; the writer writes them
+    /// at its sweeps until it can. One such file must not keep the depot
+    /// from starting: down, it would see and report no read of the others.
+    pub unwritten: Vec<String>,
 }
 
 impl Prepared {
@@ -108,8 +113,10 @@ pub fn prepare(
             writes: vec![(name.clone(), content.clone())],
             ..FileOps::default()
         };
-        super::writer::apply(dir, access, &ops).map_err(std::io::Error::other)?;
-        prepared.rewritten += 1;
+        match super::writer::apply(dir, access, &ops) {
+            Ok(()) => prepared.rewritten += 1,
+            Err(_) => prepared.unwritten.push(name.clone()),
+        }
     }
     Ok(prepared)
 }
@@ -196,5 +203,26 @@ mod tests {
             );
         }
         assert_eq!(Prepared::default().foreign_warning(), None);
+    }
+
+    /// A held file that cannot be written (a non-empty directory at its
+    /// name) is named for the writer's sweep; the others are written and
+    /// start-up goes on. Before, it failed start-up as a whole.
+    #[test]
+    fn a_held_file_that_cannot_be_written_is_left_to_the_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let fqdn = Fqdn::parse("pc1.example.org", "f").unwrap();
+        let content: Arc<str> = marker::stamp("default held\n", &fqdn, 3).into();
+        let (blocked, free) = ("01-02-00-00-00-00-01", "01-02-00-00-00-00-02");
+        std::fs::create_dir(dir.path().join(blocked)).unwrap();
+        std::fs::write(dir.path().join(blocked).join("x"), "x").unwrap();
+        let held = [blocked, free].map(|n| (n.to_owned(), content.clone()));
+        let prepared = prepare(dir.path(), &held, &[], FileAccess::default()).unwrap();
+        assert_eq!(prepared.unwritten, [blocked]);
+        assert_eq!(prepared.rewritten, 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(free)).unwrap(),
+            *content
+        );
     }
 }

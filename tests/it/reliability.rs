@@ -572,6 +572,38 @@ async fn a_store_refusing_every_push_result_for_a_while_drops_none() {
     assert!(!site.cs.log().contains("the store refuses this push result"));
 }
 
+/// A held config's file that cannot be written when the depot starts (a
+/// non-empty directory at its name, as a full or read-only directory would
+/// refuse it) no longer keeps the depot from starting: it starts, serves
+/// the other configs (a read of one is reported), and writes the file at a
+/// sweep once it can. Before, start-up failed as a whole, and a restarted
+/// depot saw no read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_file_that_cannot_be_written_at_start_up_is_written_once_it_can() {
+    let mut site = Site::start(2).await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..2, "setup").await;
+    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    let again = site.depot.restart_later();
+    site.depot.terminate().await;
+    // Not peeked at: a look at a file (one inode with its other name)
+    // counts as a read at the next start.
+    let blocked = site.dirs.pxe.join(mac_file(1));
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir(&blocked).unwrap();
+    std::fs::write(blocked.join("x"), "x").unwrap();
+    site.depot = again.start().await;
+    site.depot
+        .wait_log("held PXE config files could not be written again", 30)
+        .await;
+    simulate_read(&site.dirs.pxe.join(mac_file(0)));
+    wait_state(&admin, 0..1, S::Read, 30).await;
+    std::fs::remove_dir_all(&blocked).unwrap();
+    wait_until("client 1's file is written again", || blocked.is_file()).await;
+    assert!(peek(&blocked).contains("client1.example.org"));
+    assert_ne!(state_of(&mut admin, 1).await.0, S::Read);
+}
+
 /// The PXE directory deleted and recreated while the depot runs: its
 /// configs are written again from the journal, and reads are seen again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -565,13 +565,16 @@ pub fn defuse(dir: &Path, names: &[String], local: &str) -> Vec<String> {
 
 /// The names among `names` in `dir` read since they were written: their
 /// access time passed their modification time (Linux updates atime on the
-/// first read after a write, even with relatime).
+/// first read after a write, even with relatime). Only a regular file at
+/// the name itself counts: a directory or symlink there (a held file not
+/// written again yet) is no config a client read.
 pub fn read_since_written(dir: &Path, names: Vec<String>) -> Vec<String> {
     names
         .into_iter()
         .filter(|name| {
-            fs::metadata(dir.join(name))
-                .is_ok_and(|m| (m.atime(), m.atime_nsec()) > (m.mtime(), m.mtime_nsec()))
+            fs::symlink_metadata(dir.join(name)).is_ok_and(|m| {
+                m.is_file() && (m.atime(), m.atime_nsec()) > (m.mtime(), m.mtime_nsec())
+            })
         })
         .collect()
 }
@@ -987,6 +990,23 @@ mod tests {
         assert!(holds(dir.path(), "01-00-16-3e-aa-bb-cc", &ours));
         assert!(!holds(dir.path(), "01-00-16-3e-aa-bb-cc", "default x\n"));
         assert!(!holds(dir.path(), "missing", ""));
+    }
+
+    #[test]
+    fn only_a_regular_file_at_the_name_can_have_been_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, sub) = ("01-02-00-00-00-00-01", "01-02-00-00-00-00-02");
+        std::fs::write(dir.path().join(file), "x").unwrap();
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        std::fs::write(dir.path().join(sub).join("x"), "x").unwrap();
+        // Read both after their last change: a later access time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::read(dir.path().join(file)).unwrap();
+        std::fs::read_dir(dir.path().join(sub))
+            .unwrap()
+            .for_each(drop);
+        let names = vec![file.to_owned(), sub.to_owned()];
+        assert_eq!(read_since_written(dir.path(), names), [file]);
     }
 
     #[test]

@@ -185,6 +185,9 @@ pub struct WriterOptions {
     /// configs made to boot locally): deleted by the sweep once they can be,
     /// unless a held config has taken the name meanwhile.
     pub leftovers: Vec<String>,
+    /// Held configs' file names start-up could not write (the directory
+    /// unwritable or full): written by the sweep once they can be.
+    pub unwritten: Vec<String>,
 }
 
 /// Prepares the writer over `state` (as the journal kept it): its handle,
@@ -203,6 +206,9 @@ pub fn start(
 ) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (epoch_tx, epoch) = watch::channel(state.epoch().clone());
+    let unwritten = (options.unwritten.iter())
+        .filter_map(|name| state.owner(name).cloned())
+        .collect();
     let writer = Writer {
         dir: Arc::new(options.pxe_dir),
         access: options.access,
@@ -216,6 +222,7 @@ pub fn start(
         },
         metrics,
         leftovers: options.leftovers.into_iter().collect(),
+        unwritten,
         ended: false,
     };
     (WriterHandle { tx, epoch }, writer.run(rx))
@@ -247,6 +254,12 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// See [`WriterOptions::leftovers`].
     leftovers: BTreeSet<String>,
+    /// Held configs whose files could not be written again (the PXE
+    /// directory came back unwritable or full, or the journal could not be
+    /// read): written at each sweep until they are. Without this they would
+    /// stay held — listed, and a retried push answered as written — with
+    /// nothing on disk until a restart.
+    unwritten: BTreeSet<Fqdn>,
     /// The test hook ended the writer.
     ended: bool,
 }
@@ -275,9 +288,12 @@ impl Writer {
                     }
                     self.execute(&mut round).await;
                 }
-                _ = sweep.tick(), if !self.state.defused_clients().is_empty() || !self.leftovers.is_empty() => {
+                _ = sweep.tick(), if !self.state.defused_clients().is_empty() || !self.leftovers.is_empty() || !self.unwritten.is_empty() => {
                     self.sweep().await;
                     self.sweep_leftovers().await;
+                    if !self.unwritten.is_empty() {
+                        self.rewrite_unwritten(true).await;
+                    }
                 }
             }
             if self.ended {
@@ -456,27 +472,47 @@ impl Writer {
 
     /// The PXE directory was recreated: every held config is written again.
     async fn rewrite_all(&mut self) {
-        // The contents are in the journal only; a rewrite is rare.
+        warn!(
+            configs = self.state.len(),
+            "PXE directory recreated; writing the held configs again"
+        );
+        self.unwritten = self.state.held_clients().into_iter().collect();
+        self.rewrite_unwritten(false).await;
+    }
+
+    /// Writes the held configs of [`Self::unwritten`] again, with their
+    /// content from the journal (a rewrite is rare); those that still cannot
+    /// be written stay for the next sweep, logged when their number changes
+    /// (a `retry` of the sweep's, silent while it does not).
+    async fn rewrite_unwritten(&mut self, retry: bool) {
         let contents = match self.journal.load().await {
             Ok(contents) => contents,
             Err(error) => {
-                error!(%error, "PXE directory recreated, but the journal cannot be read: the held configs are not written again");
+                error!(%error, configs = self.unwritten.len(), "held configs are to be written again, but the journal cannot be read; trying again at the next sweep");
                 return;
             }
         };
+        let clients = std::mem::take(&mut self.unwritten);
         let mut round = Round::default();
         for record in contents.clients {
-            if let (Some(_), Some(content)) = (&record.held, record.content)
+            if clients.contains(&record.fqdn)
+                && let (Some(_), Some(content)) = (&record.held, record.content)
                 && let Some(planned) = self.state.plan_rewrite(record.fqdn, content)
             {
                 round.push(planned, Reply::None);
             }
         }
-        warn!(
-            configs = self.state.len(),
-            "PXE directory recreated; writing the held configs again"
-        );
         self.execute(&mut round).await;
+        match self.unwritten.len() {
+            0 if retry => {
+                info!(configs = clients.len(), dir = %self.dir.display(), "held configs written again at last")
+            }
+            0 => {}
+            left if left != clients.len() || !retry => {
+                error!(left, dir = %self.dir.display(), "held configs could not be written again; trying again at each sweep")
+            }
+            _ => {}
+        }
     }
 
     /// Retries deleting the files of defused reads.
@@ -578,6 +614,7 @@ mod tests {
             depot_id: "depot1.example.org".into(),
             access: FileAccess::default(),
             leftovers: Vec::new(),
+            unwritten: Vec::new(),
         }
     }
 
@@ -924,5 +961,40 @@ mod tests {
         assert_eq!((again.revision, again.files_present), (1, false));
         assert!(!dir.path().join(&name).exists());
         assert_eq!(writer.list(None, 10, None).await.unwrap().total, 0);
+    }
+
+    /// The PXE directory recreated unwritable for a moment (root made it;
+    /// the depot's user gets it a moment later): the held config the
+    /// rewrite could not write is written at a sweep once it can be. Before,
+    /// it stayed held — listed, a retried push answered as written — with
+    /// nothing on disk until a restart.
+    #[tokio::test]
+    async fn a_rewrite_that_fails_when_the_directory_comes_back_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let pxe = dir.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        let (reads_tx, _reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        std::fs::remove_dir_all(&pxe).unwrap();
+        std::fs::create_dir(&pxe).unwrap();
+        obstruct(&pxe.join(&name));
+        writer.watch_event(WatchEvent::Rewatched).await.unwrap();
+        writer.list(None, 10, None).await.unwrap();
+        assert!(pxe.join(&name).is_dir(), "not written while it cannot be");
+        std::fs::remove_dir_all(pxe.join(&name)).unwrap();
+        let path = pxe.join(&name);
+        for _ in 0..100 {
+            if path.is_file() {
+                break;
+            }
+            tokio::time::sleep(SWEEP_EVERY / 10).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("config\n"),
+            "held, but not on disk"
+        );
+        assert_eq!(writer.list(None, 10, None).await.unwrap().total, 1);
     }
 }

@@ -150,7 +150,13 @@ impl Writer {
             Pending::Later(op) => {
                 let fqdn = op.fqdn().clone();
                 if let Err(error) = &result {
-                    warn!(%fqdn, %error, "PXE config files not written again / not deleted yet");
+                    if matches!(op, Op::Rewrite { .. }) {
+                        // Counted and logged by the rewrite; tried again.
+                        debug!(%fqdn, %error, "PXE config files not written again");
+                        self.unwritten.insert(fqdn.clone());
+                    } else {
+                        warn!(%fqdn, %error, "PXE config files not deleted yet");
+                    }
                 }
                 match self.state.commit(op, result, now) {
                     Committed::Repeat(Some(read)) => {
