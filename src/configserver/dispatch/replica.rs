@@ -379,6 +379,36 @@ mod tests {
         assert!(leases.known.is_empty() && leases.troubled);
     }
 
+    /// Runs a worker per held depot as the dispatcher does (its own map is
+    /// tested through real processes in `tests/it/replicas.rs`).
+    #[derive(Default)]
+    struct Workers {
+        running: Mutex<HashSet<String>>,
+        lost: Lost,
+    }
+
+    impl Holder for Workers {
+        fn keep_only(&self, held: &HashSet<String>) {
+            self.running.lock().unwrap().retain(|d| held.contains(d));
+        }
+
+        async fn lease_held(&self, depot: DepotRecord) {
+            self.running.lock().unwrap().insert(depot.id.to_string());
+        }
+
+        async fn announced(&self, _: &Store, _: Announcement) {}
+
+        async fn reload(&self, _: &Store) {}
+
+        fn lost(&self) -> &Lost {
+            &self.lost
+        }
+
+        fn runs(&self, depot: &str) -> bool {
+            self.running.lock().unwrap().contains(depot)
+        }
+    }
+
     /// A depot deleted on the replica holding its lease and registered
     /// again, its record unchanged, before the next renewal: the renewal
     /// starts its worker again (it knew the record, so it had taken the
@@ -388,35 +418,23 @@ mod tests {
     async fn a_depot_deleted_and_registered_again_at_once_gets_its_worker_back() {
         let dir = tempfile::tempdir().unwrap();
         let (store, record) = one_depot(dir.path()).await;
-        let dispatcher = crate::configserver::dispatch::Dispatcher::start(
-            store.clone(),
-            crate::configserver::dispatch::DispatchSettings::default(),
-            crate::domain::Modules::default(),
-            crate::metrics::Metrics::new(),
-            CancellationToken::new(),
-            crate::server::Supervisor::new(),
-        )
-        .await
-        .unwrap();
+        let workers = Workers::default();
         let mut leases = Leases::default();
-        leases.renew(&*dispatcher, &store, "h").await;
-        assert!(
-            dispatcher.runtime().contains_key(DEPOT),
-            "held: a worker runs"
-        );
+        leases.renew(&workers, &store, "h").await;
+        assert!(workers.runs(DEPOT), "held: a worker runs");
         // What the Admin API's DeleteDepots and UpsertDepots do.
         store
             .delete_depots(std::slice::from_ref(&record.id))
             .await
             .unwrap();
-        dispatcher.depot_deleted(DEPOT);
+        workers.running.lock().unwrap().remove(DEPOT);
         store
             .upsert_depots(std::slice::from_ref(&record))
             .await
             .unwrap();
-        leases.renew(&*dispatcher, &store, "h").await;
+        leases.renew(&workers, &store, "h").await;
         assert!(
-            dispatcher.runtime().contains_key(DEPOT),
+            workers.runs(DEPOT),
             "the lease is held yet no worker pushes to the depot"
         );
     }
