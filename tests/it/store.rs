@@ -717,19 +717,25 @@ async fn a_revision_far_ahead_from_a_depot_does_not_break_the_sequence(engine: E
     assert!(next > r1 && next < i64::MAX as u64 / 2, "{next}");
 }
 
-async fn a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots(engine: Engine) {
-    let (_dir, store) = seeded(engine).await;
-    // d1 holds c3 (whose depot is d2) at a revision ahead of this store's
-    // sequence, as after a restore from a backup: the removal it is owed
-    // must be newer, or the depot keeps the config (NEWER_HELD).
-    let ahead = row(&store, "c3.example.org", D2).await.revision + 3_600_000_000;
-    let held = std::collections::HashMap::from([("c3.example.org".to_owned(), ahead)]);
+/// d1's check finds it holds c3 (whose depot is d2) at `revision`, with
+/// no row for it there: a removal is owed to d1.
+async fn d1_checked_holding_c3(store: &Store, revision: u64) {
+    let held = std::collections::HashMap::from([("c3.example.org".to_owned(), revision)]);
     let owed = store.verify_depot(D1, &held).await.unwrap();
     assert!(
         owed.iter()
             .any(|o| o.depot_id == D1 && o.client_id == "c3.example.org"),
         "{owed:?}"
     );
+}
+
+async fn a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    // d1 holds c3 (whose depot is d2) at a revision ahead of this store's
+    // sequence, as after a restore from a backup: the removal it is owed
+    // must be newer, or the depot keeps the config (NEWER_HELD).
+    let ahead = row(&store, "c3.example.org", D2).await.revision + 3_600_000_000;
+    d1_checked_holding_c3(&store, ahead).await;
     let removal = row(&store, "c3.example.org", D1).await;
     assert_eq!(removal.op, PushOp::Remove);
     assert!(removal.revision > ahead, "{} <= {ahead}", removal.revision);
@@ -745,13 +751,7 @@ async fn a_depots_check_announces_what_it_owes(engine: Engine) {
     let listener = store.listen_owed().await.unwrap();
     // d1 holds c3 (whose depot is d2) without a row for it there.
     let revision = row(&store, "c3.example.org", D2).await.revision;
-    let held = std::collections::HashMap::from([("c3.example.org".to_owned(), revision)]);
-    let owed = store.verify_depot(D1, &held).await.unwrap();
-    assert!(
-        owed.iter()
-            .any(|o| o.depot_id == D1 && o.client_id == "c3.example.org"),
-        "{owed:?}"
-    );
+    d1_checked_holding_c3(&store, revision).await;
     // SQLite: one configserver, nothing to announce to.
     let Some(mut listener) = listener else {
         return;

@@ -481,8 +481,9 @@ impl Writer {
     }
 
     /// Writes the held configs of [`Self::unwritten`] again, with their
-    /// content from the journal (a rewrite is rare); those that still cannot
-    /// be written stay for the next sweep, logged when their number changes
+    /// content from the journal (read whole each time: a rewrite is rare,
+    /// and a retry only follows a failure); those that still cannot be
+    /// written stay for the next sweep, logged when their number changes
     /// (a `retry` of the sweep's, silent while it does not).
     async fn rewrite_unwritten(&mut self, retry: bool) {
         let contents = match self.journal.load().await {
