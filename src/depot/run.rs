@@ -123,8 +123,14 @@ impl Depot {
             writer::start(options, journal.clone(), state, reads_tx, metrics.clone());
         supervisor.spawn_critical("writer", task);
         let hook = TestHook::from_env();
-        let watcher =
-            watch::start(&pxe_dir, writer.clone(), stop.clone(), hook).map_err(pxe_err)?;
+        let watcher = watch::start(
+            &pxe_dir,
+            writer.clone(),
+            stop.clone(),
+            hook,
+            watch::test_lag_from_env(),
+        )
+        .map_err(pxe_err)?;
         supervisor.spawn_critical("read watcher", watcher);
         // Watched from here on: a file read before (while the depot was
         // down, or whose event a crash lost) shows in its access time.

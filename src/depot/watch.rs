@@ -38,6 +38,43 @@ pub const TEST_HOOK_ENV: &str = "PXECONF_TEST_END_TASK";
 /// The file whose read fires the test hook.
 pub const TEST_TRIGGER: &str = "pxeconf-test-end-task";
 
+/// The environment variable of the second test hook (test-only, see
+/// docs/RELIABILITY.md): the watcher hands each event on this many
+/// milliseconds after it came, in order, so that a test can make a push land
+/// between a client's read and the writer hearing of it — the window of a
+/// busy watcher, which a test cannot hit otherwise.
+pub const TEST_LAG_ENV: &str = "PXECONF_TEST_WATCH_LAG_MS";
+
+/// The events' lag the environment asks for, read once at start-up.
+pub fn test_lag_from_env() -> Option<Duration> {
+    let millis = std::env::var(TEST_LAG_ENV).ok()?.parse().ok()?;
+    Some(Duration::from_millis(millis))
+}
+
+/// The inotify events as the watcher takes them.
+type Events = std::pin::Pin<
+    Box<dyn futures::Stream<Item = io::Result<inotify::Event<std::ffi::OsString>>> + Send>,
+>;
+
+/// `events`, each handed on `lag` after it came: a task takes them as they
+/// come (so the lags do not add up) and the stream returned waits out each.
+fn lagged(mut events: Events, lag: Duration) -> Events {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if tx.send((tokio::time::Instant::now() + lag, event)).is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx).then(|(due, event)| async move {
+            tokio::time::sleep_until(due).await;
+            event
+        }),
+    )
+}
+
 /// Which task the test hook ends, read once at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TestHook {
@@ -110,12 +147,13 @@ fn identity(path: &Path) -> io::Result<(u64, u64)> {
 /// Starts watching `dir`; the watch is in place when this returns, so no
 /// read after it is missed. Returns the task to run: it forwards events to
 /// the writer until `stop` fires, and fails if the directory cannot be
-/// watched again after it was recreated.
+/// watched again after it was recreated. `lag`: see [`TEST_LAG_ENV`].
 pub fn start(
     dir: &Path,
     writer: WriterHandle,
     stop: CancellationToken,
     hook: TestHook,
+    lag: Option<Duration>,
 ) -> io::Result<impl Future<Output = Result<(), String>> + Send + 'static> {
     let inotify = Inotify::init()?;
     let mut watches = inotify.watches();
@@ -131,7 +169,10 @@ pub fn start(
                 )
                 .ok()
         });
-    let stream = inotify.into_event_stream(vec![0u8; EVENT_BUFFER])?;
+    let mut stream: Events = Box::pin(inotify.into_event_stream(vec![0u8; EVENT_BUFFER])?);
+    if let Some(lag) = lag {
+        stream = lagged(stream, lag);
+    }
     let watcher = Watcher {
         dir: dir.to_owned(),
         name: dir.file_name().map(OsStr::to_owned),
@@ -148,11 +189,7 @@ pub fn start(
 }
 
 impl Watcher {
-    async fn run(
-        mut self,
-        mut stream: inotify::EventStream<Vec<u8>>,
-        stop: CancellationToken,
-    ) -> Result<(), String> {
+    async fn run(mut self, mut stream: Events, stop: CancellationToken) -> Result<(), String> {
         let dir = self.dir.display().to_string();
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -990,6 +990,57 @@ async fn a_newer_revision_on_the_depot_moves_the_sequence_past_it() {
     assert!(cs.core.store.last_revision().await.unwrap() > future);
 }
 
+/// A client reads its config just before a newer version of it lands (its
+/// boot image's append line changed since), and the depot hears of the read
+/// only after its rename of the newer one — the window of a busy watcher,
+/// opened here by the test hook that holds the watcher's events back 3 s.
+/// The read was the client's boot of the action: the action becomes `none`
+/// and the newer config goes, so the client does not install a second time
+/// at its next boot (before, the depot took the read for one of a replaced
+/// version and dropped it: the action stayed `setup` with the newer config
+/// armed).
+#[tokio::test]
+async fn a_read_just_before_a_newer_version_lands_consumes_the_action_once() {
+    let site = Site::start_with(1, |launch, _| {
+        launch.env("PXECONF_TEST_WATCH_LAG_MS", "3000")
+    })
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, [0], "setup").await;
+    wait_state(&admin, 0..1, S::Delivered, 30).await;
+    let file = site.dirs.pxe.join(mac_file(0));
+    let first = peek(&file);
+    let read_at = std::time::Instant::now();
+    simulate_read(&file);
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: vec![proto::ConfigState {
+                object_id: "client0.example.org".into(),
+                config_id: "opsi-linux-bootimage.append".into(),
+                values: vec!["lang=en".into()],
+            }],
+        })
+        .await
+        .unwrap();
+    wait_until("the newer version is on disk", || peek(&file) != first).await;
+    assert!(
+        read_at.elapsed() < Duration::from_millis(2500),
+        "the newer version landed only as the depot heard of the read: nothing tested"
+    );
+    assert!(peek(&file).contains("lang=en"));
+    wait_for("client0's action is none and its files gone", 20, || {
+        let mut admin = admin.clone();
+        let dirs = &site.dirs;
+        async move { state_of(&mut admin, 0).await.1 == "none" && dirs.files().is_empty() }
+    })
+    .await;
+    let log = site.depot.log();
+    assert!(
+        log.contains("just before a newer version replaced it"),
+        "{log}"
+    );
+}
+
 /// The figure in docs/RELIABILITY.md (run by hand, it takes a while):
 /// `cargo test --release --test it -- --ignored --nocapture sigkill_during_a_bulk`.
 /// A depot SIGKILLed while a 5,000-client bulk lands: after its restart

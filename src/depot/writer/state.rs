@@ -30,9 +30,12 @@ pub struct State {
     owners: HashMap<String, Fqdn>,
     seen: HashMap<Fqdn, Seen>,
     defused: BTreeMap<Fqdn, Defused>,
-    /// Renames we made whose IN_MOVED_TO has not come back yet: a read of such
-    /// a name seen now was a read of the version we replaced.
-    unconfirmed_moves: HashMap<String, u32>,
+    /// Renames we made whose IN_MOVED_TO has not come back yet, oldest
+    /// first, each with the client's config it replaced at that name (none:
+    /// the name was new to the client, or a rewrite of the same config): a
+    /// read of such a name seen now was a read of the version the oldest
+    /// replaced.
+    unconfirmed_moves: HashMap<String, Moves>,
     /// Files of removed configs whose IN_DELETE has not come back yet, and
     /// whose client: a read of such a name seen now was a read of the
     /// removed config.
@@ -52,6 +55,17 @@ pub struct State {
     highest: HashMap<Arc<str>, u64>,
     /// A push brought a new epoch since the last look.
     epoch_changed: bool,
+}
+
+/// A name's renames not seen yet, oldest first, with what each replaced.
+type Moves = VecDeque<Option<Arc<Replaced>>>;
+
+/// A client's config a set replaced (and each of its names' renames), until
+/// a read of it is reported or the renames are seen.
+#[derive(Debug)]
+struct Replaced {
+    fqdn: Fqdn,
+    held: Held,
 }
 
 /// A removed config whose files' deletes are awaited.
@@ -261,12 +275,31 @@ impl State {
 
     /// Our rename of `name` was seen by the watcher.
     pub fn moved(&mut self, name: &str) {
-        if let Some(n) = self.unconfirmed_moves.get_mut(name) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(moves) = self.unconfirmed_moves.get_mut(name) {
+            moves.pop_front();
+            if moves.is_empty() {
                 self.unconfirmed_moves.remove(name);
             }
         }
+    }
+
+    /// A read of `name` seen while a rename onto it is not: the read of the
+    /// client's config that rename replaced, at `now`, once per replaced
+    /// config (whichever of its names the client read). None when the
+    /// rename replaced none of the client's (a new name, a rewrite) or
+    /// its read was reported already.
+    pub fn read_replaced(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
+        let replaced = self.unconfirmed_moves.get(name)?.front()?.clone()?;
+        // Its other names' renames are still awaited (their queues keep
+        // their length); a read of one of them is no news any more.
+        for file in &replaced.held.files {
+            for slot in self.unconfirmed_moves.get_mut(file).into_iter().flatten() {
+                if slot.as_ref().is_some_and(|r| Arc::ptr_eq(r, &replaced)) {
+                    *slot = None;
+                }
+            }
+        }
+        Some(read_of(replaced.fqdn.clone(), replaced.held.clone(), now))
     }
 
     /// Forgets renames and deletes not seen yet: after the kernel dropped
@@ -383,7 +416,8 @@ impl State {
                     && let Some(held) = self.held.get(&fqdn)
                 {
                     for name in &held.files {
-                        *self.unconfirmed_moves.entry(name.clone()).or_default() += 1;
+                        let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
+                        moves.push_back(None);
                     }
                 }
                 Committed::Repeat(None)
@@ -509,7 +543,6 @@ impl State {
         }
         for name in &config.files {
             self.owners.insert(name.clone(), config.fqdn.clone());
-            *self.unconfirmed_moves.entry(name.clone()).or_default() += 1;
         }
         self.release_defused(&config.files);
         if config.revision > 0 {
@@ -528,8 +561,8 @@ impl State {
             revision: config.revision,
             written: true,
         };
-        self.held.insert(
-            config.fqdn,
+        let replaced = self.held.insert(
+            config.fqdn.clone(),
             Held {
                 product_id: config.product_id,
                 action_request: config.action_request,
@@ -541,6 +574,17 @@ impl State {
                 epoch: config.epoch,
             },
         );
+        let replaced = replaced.map(|held| {
+            Arc::new(Replaced {
+                fqdn: config.fqdn,
+                held,
+            })
+        });
+        for name in &outcome.files {
+            let was = replaced.as_ref().filter(|r| r.held.files.contains(name));
+            let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
+            moves.push_back(was.cloned());
+        }
         outcome
     }
 
@@ -965,6 +1009,35 @@ mod tests {
         set(&mut state, config("a", 3, &["01-a"]));
         state.forget_moves();
         assert!(!state.is_replaced("01-a"));
+    }
+
+    #[test]
+    fn a_read_before_a_rename_is_seen_is_a_read_of_the_config_it_replaced() {
+        let mut state = State::default();
+        let read = |state: &mut State, name| state.read_replaced(name, NOW).map(|r| r.revision);
+        // A name new to the client replaced none of its configs.
+        set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
+        assert_eq!(read(&mut state, "01-a"), None);
+        state.moved("uuid-a");
+        state.moved("01-a");
+        // Revision 2 replaces 1 at both names, then 3 replaces 2 at one.
+        set(&mut state, config("a", 2, &["uuid-a", "01-a"]));
+        set(&mut state, config("a", 3, &["01-a"]));
+        assert_eq!(read(&mut state, "01-a"), Some(1));
+        // Its other name's read is the same client's boot, reported once.
+        assert_eq!(read(&mut state, "uuid-a"), None);
+        assert_eq!(read(&mut state, "01-a"), None);
+        state.moved("01-a");
+        assert_eq!(read(&mut state, "01-a"), Some(2));
+        state.moved("01-a");
+        assert!(!state.is_replaced("01-a"));
+        // Revision 3 is held throughout: the reads were of the older ones.
+        assert_eq!(state.held.get(&fqdn("a")).map(|h| h.revision), Some(3));
+        // A rewrite of the held config replaced nothing else.
+        let rewrite = state.plan_rewrite(fqdn("a"), Arc::from("x")).unwrap();
+        state.commit(rewrite.op, Ok(()), NOW);
+        assert!(state.is_replaced("01-a"));
+        assert_eq!(read(&mut state, "01-a"), None);
     }
 
     #[test]

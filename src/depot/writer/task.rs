@@ -400,10 +400,7 @@ impl Writer {
             return self.read_removed(&name).await;
         };
         if self.state.is_replaced(&name) {
-            // The client read the version we have since replaced; the new one
-            // stays for its next boot.
-            debug!(%fqdn, file = %name, "read of a replaced PXE config version ignored");
-            return;
+            return self.read_replaced(&name).await;
         }
         if round.touches(&self.state.client_keys(&fqdn)) {
             self.execute(round).await;
@@ -412,10 +409,27 @@ impl Writer {
                 return self.read_removed(&name).await;
             }
             if self.state.is_replaced(&name) {
-                return;
+                return self.read_replaced(&name).await;
             }
         }
         round.push(self.state.plan_read(fqdn), Reply::None);
+    }
+
+    /// A read of a name whose rename of ours is not seen yet: the client
+    /// read the config that rename replaced, which is reported (the one
+    /// written since stays held); the configserver judges whether it booted
+    /// the action as set now. A client booting a version it read just
+    /// before a new one landed (a property changed, the depot's check pushed
+    /// again) has consumed its action as much as with the newest: dropping
+    /// that read would boot the action a second time.
+    async fn read_replaced(&mut self, name: &str) {
+        match self.state.read_replaced(name, std::time::SystemTime::now()) {
+            Some(read) => {
+                info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, file = %name, "PXE config read just before a newer version replaced it");
+                self.report_read(read).await;
+            }
+            None => debug!(file = %name, "read of a replaced PXE config version that is no news"),
+        }
     }
 
     /// A read of a file no config holds: if it was a removed config's and
@@ -424,17 +438,20 @@ impl Writer {
     /// configserver accepts from the depot the config was removed from.
     async fn read_removed(&mut self, name: &str) {
         if self.state.is_replaced(name) {
-            // A rename onto the name is not seen yet: the client read a
-            // version older than the removed one (as with a held config,
-            // ignored; it is not the removed config's read).
-            debug!(file = %name, "read of a version replaced before its removal ignored");
-            return;
+            // A rename onto the name is not seen yet: the client read the
+            // version that rename replaced, not the removed one.
+            return self.read_replaced(name).await;
         }
         let Some(read) = self.state.read_removed(name, std::time::SystemTime::now()) else {
             return;
         };
-        self.metrics.tftp_reads.get_or_create(&self.depot).inc();
         info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, file = %name, "PXE config read just before its removal");
+        self.report_read(read).await;
+    }
+
+    /// Journals a read the writer's rounds do not carry, then hands it on.
+    async fn report_read(&mut self, read: ReadEvent) {
+        self.metrics.tftp_reads.get_or_create(&self.depot).inc();
         self.journal(Arc::new(Batch {
             reads: vec![read.clone()],
             ..Batch::default()
@@ -729,16 +746,58 @@ mod tests {
         );
         for event in [
             WatchEvent::Read(name.clone()),
+            WatchEvent::Read(name.clone()),
             WatchEvent::Moved(name.clone()),
             WatchEvent::Deleted(name),
         ] {
             writer.watch_event(event).await.unwrap();
         }
+        assert_eq!(next(&mut reads).await.revision, 1, "the read of revision 1");
         writer.list(None, 10, None).await.unwrap();
         assert!(
             reads.try_recv().is_err(),
-            "the read of revision 1 reported as the removed revision 2's"
+            "one read, reported once and never as the removed revision 2's"
         );
+    }
+
+    #[tokio::test]
+    async fn a_read_seen_before_a_newer_versions_rename_is_reported_and_the_newer_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let (reads_tx, mut reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&state_dir, options(dir.path()), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        // Revision 2 lands while the client reads revision 1: its read event
+        // comes before the rename's.
+        let second = Rendered {
+            revision: 2,
+            content: Arc::from("second\n"),
+            ..config(1)
+        };
+        writer.set(second).await.unwrap();
+        writer
+            .watch_event(WatchEvent::Read(name.clone()))
+            .await
+            .unwrap();
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
+        // Revision 2 stays held and on disk for the configserver to judge.
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(
+            page.configs.iter().map(|c| c.revision).collect::<Vec<_>>(),
+            [2]
+        );
+        let on_disk = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+        assert_eq!(on_disk, "second\n");
+        assert!(reads.try_recv().is_err(), "one read");
     }
 
     #[tokio::test]

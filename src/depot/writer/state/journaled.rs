@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::super::ops::Op;
 use super::super::records::{ClientRecord, Defused, Held, Seen};
-use super::{Removed, State};
+use super::{Moves, Removed, State};
 use crate::depot::marker::Format;
 use crate::domain::Fqdn;
 
@@ -19,7 +19,7 @@ pub struct Snapshot {
     seen: Option<Seen>,
     defused: Option<Defused>,
     owners: Vec<(String, Option<Fqdn>)>,
-    moves: Vec<(String, Option<u32>)>,
+    moves: Vec<(String, Option<Moves>)>,
     deletes: Vec<(String, Option<(Fqdn, u32)>)>,
     removed: Option<Removed>,
 }
@@ -110,7 +110,7 @@ impl State {
                 .collect(),
             moves: names
                 .iter()
-                .map(|n| (n.clone(), self.unconfirmed_moves.get(n).copied()))
+                .map(|n| (n.clone(), self.unconfirmed_moves.get(n).cloned()))
                 .collect(),
             deletes: names
                 .iter()
