@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use super::core::DepotCore;
 use super::crypt::Salt;
 use super::error::StartError;
+use super::marker::Marker;
 use super::render::Renderer;
 use super::service;
 use super::startup;
@@ -22,7 +23,8 @@ use super::upstream::client::Upstream;
 use super::upstream::report::{Reads, Reporting};
 use super::watch::{self, TestHook};
 use super::writer::{
-    self, ClientRecord, FileAccess, Journal, ReadEvent, ReadKey, State, WatchEvent, WriterOptions,
+    self, Batch, ClientRecord, FileAccess, Journal, ReadEvent, ReadKey, State, WatchEvent,
+    WriterOptions,
 };
 use crate::domain::{Fqdn, Secret};
 use crate::metrics::Metrics;
@@ -103,10 +105,17 @@ impl Depot {
             unreported,
             held_files,
         } = restore(&config.state_dir).await?;
-        let (leftovers, unwritten) =
-            prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access)
+        // Whether access times tell reads; a file read while the depot was
+        // down is a read, also one start-up writes over or removes.
+        let reads_kept = journal.atime_kept().await?;
+        let prepared =
+            prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access, reads_kept)
                 .await
                 .map_err(pxe_err)?;
+        let (leftovers, unwritten) = (prepared.leftovers, prepared.unwritten);
+        let unreported =
+            reads_while_down(&journal, &state, prepared.read_while_down, unreported).await?;
+        journal.compact_async().await?;
         let templates = Templates::new(config.templates.clone())?;
         let supervisor = Supervisor::new();
         let stop = CancellationToken::new();
@@ -134,7 +143,7 @@ impl Depot {
         supervisor.spawn_critical("read watcher", watcher);
         // Watched from here on: a file read before (while the depot was
         // down, or whose event a crash lost) shows in its access time.
-        if journal.atime_kept().await? {
+        if reads_kept {
             writer
                 .watch_event(WatchEvent::Started)
                 .await
@@ -324,7 +333,9 @@ impl Depot {
 /// The journal in `state_dir`, the writer's state as it kept it, and the
 /// reads it still has to report.
 async fn restore(state_dir: &Path) -> Result<Restored, StartError> {
-    let journal = Journal::open(state_dir).await?;
+    // Compacted once start-up has looked up older versions of configs read
+    // while the depot was down (`reads_while_down`).
+    let journal = Journal::open_uncompacted(state_dir).await?;
     let contents = journal.load().await?;
     // The content of what is held is needed once, to check the files; the
     // state keeps none of it.
@@ -381,13 +392,15 @@ async fn prepare_pxe_dir(
     state: &State,
     held: Vec<(String, std::sync::Arc<str>)>,
     access: FileAccess,
-) -> std::io::Result<(Vec<String>, Vec<String>)> {
+    reads_kept: bool,
+) -> std::io::Result<PxeDirReady> {
     let defused = state.defused_names();
     let path = dir.to_owned();
-    let prepared =
-        tokio::task::spawn_blocking(move || startup::prepare(&path, &held, &defused, access))
-            .await
-            .map_err(std::io::Error::other)??;
+    let prepared = tokio::task::spawn_blocking(move || {
+        startup::prepare(&path, &held, &defused, access, reads_kept)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     if prepared.removed > 0 || prepared.rewritten > 0 {
         info!(removed = prepared.removed, rewritten = prepared.rewritten, held = state.len(), dir = %dir.display(), "PXE directory brought in line with the journal");
     }
@@ -403,6 +416,69 @@ async fn prepare_pxe_dir(
     if !prepared.unwritten.is_empty() {
         error!(dir = %dir.display(), files = ?prepared.unwritten, "held PXE config files could not be written again; trying again at each sweep");
     }
-    let leftovers = prepared.kept.into_iter().chain(prepared.stuck).collect();
-    Ok((leftovers, prepared.unwritten))
+    Ok(PxeDirReady {
+        leftovers: prepared.kept.into_iter().chain(prepared.stuck).collect(),
+        unwritten: prepared.unwritten,
+        read_while_down: prepared.read_while_down,
+    })
+}
+
+/// What start-up left in the PXE directory for the writer, and the
+/// versions clients read while the depot was down.
+struct PxeDirReady {
+    leftovers: Vec<String>,
+    unwritten: Vec<String>,
+    read_while_down: Vec<Marker>,
+}
+
+/// The reads of the versions `markers` name, which clients read while the
+/// depot was down and start-up then wrote over or removed: journaled as
+/// reads and reported with `unreported` (a read known already is not). A
+/// version the journal no longer has cannot be told (its product, epoch):
+/// its read is logged and lost.
+async fn reads_while_down(
+    journal: &Journal,
+    state: &State,
+    markers: Vec<Marker>,
+    mut unreported: Vec<ReadEvent>,
+) -> Result<Vec<ReadEvent>, StartError> {
+    let mut versions: Vec<(String, u64)> =
+        markers.into_iter().map(|m| (m.fqdn, m.revision)).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.is_empty() {
+        return Ok(unreported);
+    }
+    let asked = versions.len();
+    let found = journal.held_versions(versions).await?;
+    if found.len() < asked {
+        warn!(
+            lost = asked - found.len(),
+            "PXE configs read while the depot was down name versions its journal no longer has; those reads cannot be reported"
+        );
+    }
+    let now = std::time::SystemTime::now();
+    let known = |read: &ReadEvent| {
+        state.saw_read(&read.fqdn, read.revision)
+            || (unreported.iter()).any(|r| {
+                (&r.fqdn, r.revision, &r.epoch) == (&read.fqdn, read.revision, &read.epoch)
+            })
+    };
+    let reads: Vec<ReadEvent> = (found.into_iter())
+        .map(|(fqdn, held)| ReadEvent::of_held(fqdn, held, now))
+        .filter(|read| !known(read))
+        .collect();
+    if reads.is_empty() {
+        return Ok(unreported);
+    }
+    for read in &reads {
+        info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, "PXE config read while the depot was down, before start-up wrote over or removed it");
+    }
+    let batch = Batch {
+        reads: reads.clone(),
+        ..Batch::default()
+    };
+    journal.commit_async(Arc::new(batch)).await?;
+    unreported.extend(reads);
+    Ok(unreported)
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::marker::{self, Format, Marker};
-use super::writer::{FileAccess, FileOps, Found, delete_all, holds, overwrite, scan};
+use super::writer::{
+    FileAccess, FileOps, Found, delete_all, holds, overwrite, read_since_written, scan,
+};
 
 /// Names shown in the warning about operator files; the rest are counted.
 const SHOWN: usize = 20;
@@ -36,6 +38,13 @@ pub struct Prepared {
     /// at its sweeps until it can. One such file must not keep the depot
     /// from starting: down, it would see and report no read of the others.
     pub unwritten: Vec<String>,
+    /// Our files a client read while the depot was down (access time past
+    /// modification time), which start-up writes over (an older version of
+    /// a held config: the depot was killed between journaling the newer one
+    /// and its rename) or removes (a config the journal no longer holds):
+    /// the version each marker names was read — without this, that read
+    /// went with the file.
+    pub read_while_down: Vec<Marker>,
 }
 
 impl Prepared {
@@ -66,17 +75,20 @@ impl Prepared {
 
 /// Brings `dir` in line with the journal: `held` are the held files with
 /// their content, `defused` the files of reads still to delete (their
-/// sweep deletes them). Blocking.
+/// sweep deletes them). `reads_kept`: access times tell reads (see
+/// `Journal::atime_kept`). Blocking.
 pub fn prepare(
     dir: &Path,
     held: &[(String, Arc<str>)],
     defused: &[String],
     access: FileAccess,
+    reads_kept: bool,
 ) -> std::io::Result<Prepared> {
     let mut prepared = Prepared::default();
     let held_names: HashSet<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
     let defused: HashSet<&str> = defused.iter().map(String::as_str).collect();
     let mut leftovers = Vec::new();
+    let mut held_markers = std::collections::HashMap::new();
     for found in scan(dir)? {
         match found {
             Found::Temporary(name) => leftovers.push((name, None)),
@@ -90,10 +102,24 @@ pub fn prepare(
                     prepared.foreign.push(name);
                 }
             }
-            Found::Ours(..) | Found::Foreign(_) => {}
+            Found::Ours(name, marker) => {
+                held_markers.insert(name, marker);
+            }
+            Found::Foreign(_) => {}
         }
     }
+    // The version a file's marker names, if a client read it while the
+    // depot was down (a config pushed by hand, revision 0, names none).
+    let read = |name: &str, marker: &Marker| {
+        (reads_kept
+            && marker.revision > 0
+            && !read_since_written(dir, vec![name.to_owned()]).is_empty())
+        .then(|| marker.clone())
+    };
     for (name, marker) in leftovers {
+        prepared
+            .read_while_down
+            .extend(marker.as_ref().and_then(|m| read(&name, m)));
         match delete_all(dir, std::slice::from_ref(&name)) {
             Ok(()) => prepared.removed += 1,
             // A config the journal no longer holds was read (or removed): if
@@ -108,6 +134,17 @@ pub fn prepare(
     for (name, content) in held {
         if holds(dir, name, content) {
             continue;
+        }
+        if let Some(marker) = held_markers.get(name)
+            && let Some(version) = read(name, marker)
+        {
+            // The held version itself (its content differs, not its
+            // revision): left for the read check after start, which takes it
+            // as the read of the held config.
+            if marker::find(content).is_some_and(|m| m.revision == version.revision) {
+                continue;
+            }
+            prepared.read_while_down.push(version);
         }
         let ops = FileOps {
             writes: vec![(name.clone(), content.clone())],
@@ -173,6 +210,7 @@ mod tests {
             &held,
             &["01-02-00-00-00-00-03".to_owned()],
             FileAccess::default(),
+            true,
         )
         .unwrap();
         assert_eq!(prepared.rewritten, 2);
@@ -217,12 +255,85 @@ mod tests {
         std::fs::create_dir(dir.path().join(blocked)).unwrap();
         std::fs::write(dir.path().join(blocked).join("x"), "x").unwrap();
         let held = [blocked, free].map(|n| (n.to_owned(), content.clone()));
-        let prepared = prepare(dir.path(), &held, &[], FileAccess::default()).unwrap();
+        let prepared = prepare(dir.path(), &held, &[], FileAccess::default(), true).unwrap();
         assert_eq!(prepared.unwritten, [blocked]);
         assert_eq!(prepared.rewritten, 1);
         assert_eq!(
             std::fs::read_to_string(dir.path().join(free)).unwrap(),
             *content
         );
+    }
+
+    /// Marks `path` read after it was written (access time past
+    /// modification time), as a client's read while the depot was down.
+    fn read_later(path: &Path) {
+        let now = std::time::SystemTime::now();
+        let times = std::fs::FileTimes::new()
+            .set_accessed(now)
+            .set_modified(now - std::time::Duration::from_secs(10));
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_times(times).unwrap();
+    }
+
+    /// Files start-up writes over or removes that a client read while the
+    /// depot was down are reads of the versions their markers name: an
+    /// older version of a held config (killed between journaling the newer
+    /// one and its rename), a config no longer held. The held version
+    /// itself, read, is left for the read check after start; files not read
+    /// and configs pushed by hand (revision 0) are no reads.
+    #[test]
+    fn files_read_while_down_that_start_up_replaces_or_removes_are_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let fqdn = |n: u32| Fqdn::parse(&format!("pc{n}.example.org"), "f").unwrap();
+        let stamp = |n: u32, revision| -> Arc<str> {
+            marker::stamp(&format!("default r{revision}\n"), &fqdn(n), revision).into()
+        };
+        let w = |name: &str, text: &str, read: bool| {
+            std::fs::write(dir.path().join(name), text).unwrap();
+            if read {
+                read_later(&dir.path().join(name));
+            }
+        };
+        // pc1 holds revision 5; revision 4 is on disk, read.
+        w("01-02-00-00-00-00-01", &stamp(1, 4), true);
+        // pc2 holds revision 7; 6 is on disk, not read.
+        w("01-02-00-00-00-00-02", &stamp(2, 6), false);
+        // pc3 holds revision 9, on disk with other content, read.
+        w(
+            "01-02-00-00-00-00-03",
+            &format!("{}tampered\n", stamp(3, 9)),
+            true,
+        );
+        // pc4's revision 2 and a hand-pushed config, no longer held, read.
+        w("01-02-00-00-00-00-04", &stamp(4, 2), true);
+        w("01-02-00-00-00-00-05", &stamp(5, 0), true);
+        let held =
+            [(1, 5), (2, 7), (3, 9)].map(|(n, r)| (format!("01-02-00-00-00-00-0{n}"), stamp(n, r)));
+        let prepare_with = |reads_kept| {
+            prepare(dir.path(), &held, &[], FileAccess::default(), reads_kept).unwrap()
+        };
+        let mut read: Vec<(String, u64)> = (prepare_with(true).read_while_down.into_iter())
+            .map(|m| (m.fqdn, m.revision))
+            .collect();
+        read.sort();
+        assert_eq!(
+            read,
+            [
+                ("pc1.example.org".to_owned(), 4),
+                ("pc4.example.org".to_owned(), 2)
+            ]
+        );
+        let on_disk =
+            |n: u32| std::fs::read_to_string(dir.path().join(format!("01-02-00-00-00-00-0{n}")));
+        assert_eq!(*on_disk(1).unwrap(), *stamp(1, 5));
+        assert_eq!(*on_disk(2).unwrap(), *stamp(2, 7));
+        assert!(
+            on_disk(3).unwrap().ends_with("tampered\n"),
+            "left for the read check"
+        );
+        assert!(on_disk(4).is_err() && on_disk(5).is_err());
+        // Without access times that tell reads, nothing is a read.
+        w("01-02-00-00-00-00-01", &stamp(1, 4), true);
+        assert!(prepare_with(false).read_while_down.is_empty());
     }
 }

@@ -1041,6 +1041,75 @@ async fn a_read_just_before_a_newer_version_lands_consumes_the_action_once() {
     );
 }
 
+/// Sets `path`'s access and modification times to `accessed` and
+/// `modified` seconds ago.
+fn set_times(path: &Path, accessed: u64, modified: u64) {
+    let ago = |s| std::time::SystemTime::now() - Duration::from_secs(s);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(ago(accessed))
+        .set_modified(ago(modified));
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_times(times).unwrap();
+}
+
+/// The depot is SIGKILLed after journaling a newer version of a held config
+/// and before renaming it into place (the disk is made as such a kill
+/// leaves it: the journal has the newer version, the files the older), and
+/// the client reads the older one while the depot is down. Start-up writes
+/// the newer one over it, and reports the read as the older version's: the
+/// action becomes `none` and the newer config goes (before, the rewrite
+/// erased the read with the file: the action stayed `setup`, the newer
+/// config armed for a second install).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_while_down_of_a_version_start_up_writes_over_is_reported() {
+    let site = Site::start(1).await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, [0], "setup").await;
+    wait_state(&admin, 0..1, S::Delivered, 30).await;
+    let names = [mac_file(0), uuid(0)];
+    let older: Vec<String> = names.iter().map(|n| peek(&site.dirs.pxe.join(n))).collect();
+    let revision = |s: proto::GetClientStatusResponse| s.deliveries[0].delivered_revision;
+    let first = revision(status(&mut admin, 0).await);
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: vec![proto::ConfigState {
+                object_id: "client0.example.org".into(),
+                config_id: "opsi-linux-bootimage.append".into(),
+                values: vec!["lang=en".into()],
+            }],
+        })
+        .await
+        .unwrap();
+    wait_for("the newer version is delivered", 30, || {
+        let mut admin = admin.clone();
+        async move { revision(status(&mut admin, 0).await) > first }
+    })
+    .await;
+    let Site {
+        root: _root,
+        dirs,
+        cs: _cs,
+        depot,
+    } = site;
+    let depot_again = depot.restart_later();
+    depot.kill().await;
+    for (name, text) in names.iter().zip(&older) {
+        std::fs::write(dirs.pxe.join(name), text).unwrap();
+        set_times(&dirs.pxe.join(name), 20, 10);
+    }
+    // The client reads the older version through its MAC name.
+    set_times(&dirs.pxe.join(&names[0]), 0, 10);
+    let depot = depot_again.start().await;
+    wait_for("client0's action is none and its files gone", 30, || {
+        let mut admin = admin.clone();
+        let dirs = &dirs;
+        async move { state_of(&mut admin, 0).await.1 == "none" && dirs.files().is_empty() }
+    })
+    .await;
+    let log = depot.log();
+    assert!(log.contains("read while the depot was down"), "{log}");
+}
+
 /// The figure in docs/RELIABILITY.md (run by hand, it takes a while):
 /// `cargo test --release --test it -- --ignored --nocapture sigkill_during_a_bulk`.
 /// A depot SIGKILLed while a 5,000-client bulk lands: after its restart

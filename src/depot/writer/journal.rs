@@ -25,7 +25,7 @@ mod rows;
 
 use super::error::JournalError;
 use super::messages::ReadEvent;
-use super::records::{ClientRecord, Defused};
+use super::records::{ClientRecord, Defused, Held};
 use crate::domain::Fqdn;
 use rows::{client_record, insert_client, insert_read, read_row, revision};
 
@@ -215,11 +215,19 @@ impl Journal {
     /// Opens (creating if needed) the journal in `state_dir`; the directory
     /// is created mode 0700, the file mode 0600.
     pub async fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        let journal = Self::open_uncompacted(state_dir).await?;
+        journal.compact_async().await?;
+        Ok(journal)
+    }
+
+    /// [`Journal::open`] without compacting: start-up looks up older
+    /// versions of configs first ([`Journal::held_versions`]), then compacts.
+    pub async fn open_uncompacted(state_dir: &Path) -> Result<Self, JournalError> {
         let state_dir = state_dir.to_owned();
         run_blocking(move || Self::open_blocking(&state_dir)).await
     }
 
-    /// [`Journal::open`] on the calling thread.
+    /// [`Journal::open_uncompacted`] on the calling thread.
     fn open_blocking(state_dir: &Path) -> Result<Self, JournalError> {
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -266,7 +274,6 @@ impl Journal {
             path,
             _lock: Arc::new(lock),
         };
-        journal.compact()?;
         Ok(journal)
     }
 
@@ -331,6 +338,39 @@ impl Journal {
             Ok(kept)
         })
         .await
+    }
+
+    /// The configs of `versions` (client and revision) as they were held,
+    /// where the log still has their rows (before the compaction a start
+    /// runs once it has looked): what a read of an older version reports.
+    pub async fn held_versions(
+        &self,
+        versions: Vec<(String, u64)>,
+    ) -> Result<Vec<(Fqdn, Held)>, JournalError> {
+        let journal = self.clone();
+        run_blocking(move || {
+            let inner = journal.inner();
+            let mut statement = inner.conn.prepare(
+                "SELECT * FROM client_log WHERE fqdn = ?1 AND held = 1 AND held_revision = ?2
+                 ORDER BY seq DESC LIMIT 1",
+            )?;
+            let mut found = Vec::new();
+            for (fqdn, revision) in versions {
+                let mut rows = statement.query(params![fqdn, rows::revision(revision)])?;
+                if let Some(row) = rows.next()? {
+                    let record = client_record(row)?;
+                    found.extend(record.held.map(|held| (record.fqdn, held)));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Keeps only each client's newest row, on a blocking thread.
+    pub async fn compact_async(&self) -> Result<(), JournalError> {
+        let journal = self.clone();
+        run_blocking(move || journal.compact()).await
     }
 
     /// The journal file.

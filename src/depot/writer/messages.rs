@@ -117,6 +117,21 @@ pub struct ReadEvent {
     pub read_at: SystemTime,
 }
 
+impl ReadEvent {
+    /// The read of `fqdn`'s config `held`, seen at `read_at`, its files gone.
+    pub fn of_held(fqdn: Fqdn, held: super::records::Held, read_at: SystemTime) -> Self {
+        Self {
+            fqdn,
+            product_id: held.product_id,
+            revision: held.revision,
+            action_request: held.action_request,
+            epoch: held.epoch,
+            files_present: false,
+            read_at,
+        }
+    }
+}
+
 /// What the read watcher tells the writer.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {

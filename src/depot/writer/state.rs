@@ -80,15 +80,7 @@ pub(super) struct Removed {
 
 /// The read of `fqdn`'s config `held`, seen at `now`.
 fn read_of(fqdn: Fqdn, held: Held, now: SystemTime) -> ReadEvent {
-    ReadEvent {
-        fqdn,
-        product_id: held.product_id,
-        revision: held.revision,
-        action_request: held.action_request,
-        epoch: held.epoch,
-        files_present: false,
-        read_at: now,
-    }
+    ReadEvent::of_held(fqdn, held, now)
 }
 
 /// How long a removed config waits for the deletes of its files.
@@ -220,6 +212,13 @@ impl State {
     /// The client holding file `name`, if any.
     pub fn owner(&self, name: &str) -> Option<&Fqdn> {
         self.owners.get(name)
+    }
+
+    /// Whether the read of `fqdn`'s `revision` is known (journaled).
+    pub fn saw_read(&self, fqdn: &Fqdn, revision: u64) -> bool {
+        self.seen
+            .get(fqdn)
+            .is_some_and(|s| s.state == SeenState::Read && s.revision == revision)
     }
 
     /// Whether a read of `name` now would be a read of a version we have
