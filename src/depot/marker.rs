@@ -20,6 +20,9 @@ pub struct Marker {
     pub fqdn: String,
     /// Its revision.
     pub revision: u64,
+    /// A local-boot config (a read's files that could not be deleted,
+    /// defused): it boots no action.
+    pub local_boot: bool,
 }
 
 /// The PXE config formats, as far as their comment and local-boot syntax go.
@@ -87,7 +90,10 @@ pub fn find(head: &str) -> Option<Marker> {
         let rest = line.strip_prefix(MARKER)?;
         let words: Vec<&str> = rest.split_whitespace().collect();
         let at = |w: &str| words.iter().position(|x| *x == w);
-        let named = at("for").or_else(|| at("by"))?;
+        let (named, local_boot) = match at("for") {
+            Some(at) => (at, false),
+            None => (at("by")?, true),
+        };
         let fqdn = words.get(named + 1)?.trim_end_matches(',');
         let revision = words
             .get(at("revision")? + 1)?
@@ -97,6 +103,7 @@ pub fn find(head: &str) -> Option<Marker> {
         Some(Marker {
             fqdn: fqdn.to_owned(),
             revision,
+            local_boot,
         })
     })
 }
@@ -141,6 +148,7 @@ mod tests {
         for text in [&pxelinux, &ipxe] {
             let marker = find(text).unwrap();
             assert_eq!(marker.fqdn, "pc1.example.org");
+            assert!(!marker.local_boot);
         }
         assert_eq!(find(&ipxe).unwrap().revision, 7);
         assert_eq!(find("default opsi\n# pxeconf: x\n"), None);
@@ -170,6 +178,7 @@ mod tests {
                 "{local}"
             );
             assert_eq!(find(&local).unwrap().revision, 9);
+            assert!(find(&local).unwrap().local_boot);
             if format == Format::Ipxe {
                 assert!(local.starts_with("#!ipxe\n"));
             }

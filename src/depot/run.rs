@@ -106,15 +106,19 @@ impl Depot {
             held_files,
         } = restore(&config.state_dir).await?;
         // Whether access times tell reads; a file read while the depot was
-        // down is a read, also one start-up writes over or removes.
+        // down is a read, also one start-up writes over or removes: those
+        // reads are journaled before start-up touches the files.
         let reads_kept = journal.atime_kept().await?;
-        let prepared =
-            prepare_pxe_dir(&pxe_dir, &state, held_files, config.file_access, reads_kept)
+        let held_files = Arc::new(held_files);
+        let mut survey = survey_pxe_dir(&pxe_dir, &state, held_files.clone(), reads_kept)
+            .await
+            .map_err(pxe_err)?;
+        let read_while_down = std::mem::take(&mut survey.read_while_down);
+        let unreported = reads_while_down(&journal, &state, read_while_down, unreported).await?;
+        let (leftovers, unwritten) =
+            prepare_pxe_dir(&pxe_dir, &state, held_files, survey, config.file_access)
                 .await
                 .map_err(pxe_err)?;
-        let (leftovers, unwritten) = (prepared.leftovers, prepared.unwritten);
-        let unreported =
-            reads_while_down(&journal, &state, prepared.read_while_down, unreported).await?;
         journal.compact_async().await?;
         let templates = Templates::new(config.templates.clone())?;
         let supervisor = Supervisor::new();
@@ -384,23 +388,36 @@ fn check_state_dir(state_dir: &Path, pxe_dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Brings the PXE directory in line with the journal (blocking work).
-/// Returns our leftovers it could not remove and the held files it could
-/// not write, for the writer's sweep.
+/// Surveys the PXE directory against the journal, changing nothing
+/// (blocking work).
+async fn survey_pxe_dir(
+    dir: &Path,
+    state: &State,
+    held: Arc<Vec<(String, Arc<str>)>>,
+    reads_kept: bool,
+) -> std::io::Result<startup::Survey> {
+    let defused = state.defused_names();
+    let path = dir.to_owned();
+    tokio::task::spawn_blocking(move || startup::survey(&path, &held, &defused, reads_kept))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Brings the PXE directory in line with the journal as `survey` found it;
+/// returns our leftovers that could not be removed and the held files that
+/// could not be written again (both for the writer's sweeps).
 async fn prepare_pxe_dir(
     dir: &Path,
     state: &State,
-    held: Vec<(String, std::sync::Arc<str>)>,
+    held: Arc<Vec<(String, Arc<str>)>>,
+    survey: startup::Survey,
     access: FileAccess,
-    reads_kept: bool,
-) -> std::io::Result<PxeDirReady> {
-    let defused = state.defused_names();
+) -> std::io::Result<(Vec<String>, Vec<String>)> {
     let path = dir.to_owned();
-    let prepared = tokio::task::spawn_blocking(move || {
-        startup::prepare(&path, &held, &defused, access, reads_kept)
-    })
-    .await
-    .map_err(std::io::Error::other)??;
+    let prepared =
+        tokio::task::spawn_blocking(move || startup::prepare(&path, &held, survey, access))
+            .await
+            .map_err(std::io::Error::other)??;
     if prepared.removed > 0 || prepared.rewritten > 0 {
         info!(removed = prepared.removed, rewritten = prepared.rewritten, held = state.len(), dir = %dir.display(), "PXE directory brought in line with the journal");
     }
@@ -416,19 +433,8 @@ async fn prepare_pxe_dir(
     if !prepared.unwritten.is_empty() {
         error!(dir = %dir.display(), files = ?prepared.unwritten, "held PXE config files could not be written again; trying again at each sweep");
     }
-    Ok(PxeDirReady {
-        leftovers: prepared.kept.into_iter().chain(prepared.stuck).collect(),
-        unwritten: prepared.unwritten,
-        read_while_down: prepared.read_while_down,
-    })
-}
-
-/// What start-up left in the PXE directory for the writer, and the
-/// versions clients read while the depot was down.
-struct PxeDirReady {
-    leftovers: Vec<String>,
-    unwritten: Vec<String>,
-    read_while_down: Vec<Marker>,
+    let leftovers = prepared.kept.into_iter().chain(prepared.stuck).collect();
+    Ok((leftovers, prepared.unwritten))
 }
 
 /// The reads of the versions `markers` name, which clients read while the

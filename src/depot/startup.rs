@@ -38,13 +38,6 @@ pub struct Prepared {
     /// at its sweeps until it can. One such file must not keep the depot
     /// from starting: down, it would see and report no read of the others.
     pub unwritten: Vec<String>,
-    /// Our files a client read while the depot was down (access time past
-    /// modification time), which start-up writes over (an older version of
-    /// a held config: the depot was killed between journaling the newer one
-    /// and its rename) or removes (a config the journal no longer holds):
-    /// the version each marker names was read — without this, that read
-    /// went with the file.
-    pub read_while_down: Vec<Marker>,
 }
 
 impl Prepared {
@@ -73,33 +66,52 @@ impl Prepared {
     }
 }
 
-/// Brings `dir` in line with the journal: `held` are the held files with
-/// their content, `defused` the files of reads still to delete (their
-/// sweep deletes them). `reads_kept`: access times tell reads (see
+/// What start-up found in the PXE directory, before it changes anything.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Our leftovers to remove: temporary files (no marker) and configs the
+    /// journal no longer holds.
+    leftovers: Vec<(String, Option<Marker>)>,
+    /// Held files (indices into the held list) that do not hold their
+    /// content: written again.
+    stale: Vec<usize>,
+    /// Config-like files that are not ours.
+    foreign: Vec<String>,
+    /// The versions clients read while the depot was down (access time
+    /// past modification time) among the files [`prepare`] will write over
+    /// (an older version of a held config: the depot was killed between
+    /// journaling the newer one and its rename) or remove (a config the
+    /// journal no longer holds), by their markers. Their reads are
+    /// journaled before `prepare` runs: once a file is gone, so is the
+    /// evidence of its read.
+    pub read_while_down: Vec<Marker>,
+}
+
+/// Surveys `dir` against the journal, changing nothing: `held` are the held
+/// files with their content, `defused` the files of reads still to delete
+/// (their sweep deletes them). `reads_kept`: access times tell reads (see
 /// `Journal::atime_kept`). Blocking.
-pub fn prepare(
+pub fn survey(
     dir: &Path,
     held: &[(String, Arc<str>)],
     defused: &[String],
-    access: FileAccess,
     reads_kept: bool,
-) -> std::io::Result<Prepared> {
-    let mut prepared = Prepared::default();
+) -> std::io::Result<Survey> {
+    let mut survey = Survey::default();
     let held_names: HashSet<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
     let defused: HashSet<&str> = defused.iter().map(String::as_str).collect();
-    let mut leftovers = Vec::new();
     let mut held_markers = std::collections::HashMap::new();
     for found in scan(dir)? {
         match found {
-            Found::Temporary(name) => leftovers.push((name, None)),
+            Found::Temporary(name) => survey.leftovers.push((name, None)),
             Found::Ours(name, marker) if !held_names.contains(name.as_str()) => {
                 if !defused.contains(name.as_str()) {
-                    leftovers.push((name, Some(marker)));
+                    survey.leftovers.push((name, Some(marker)));
                 }
             }
             Found::Foreign(name) if !held_names.contains(name.as_str()) => {
                 if !defused.contains(name.as_str()) {
-                    prepared.foreign.push(name);
+                    survey.foreign.push(name);
                 }
             }
             Found::Ours(name, marker) => {
@@ -109,29 +121,20 @@ pub fn prepare(
         }
     }
     // The version a file's marker names, if a client read it while the
-    // depot was down (a config pushed by hand, revision 0, names none).
+    // depot was down. A config pushed by hand (revision 0) names none; a
+    // local-boot file (a read's, defused) boots no action.
     let read = |name: &str, marker: &Marker| {
         (reads_kept
             && marker.revision > 0
+            && !marker.local_boot
             && !read_since_written(dir, vec![name.to_owned()]).is_empty())
         .then(|| marker.clone())
     };
-    for (name, marker) in leftovers {
-        prepared
-            .read_while_down
-            .extend(marker.as_ref().and_then(|m| read(&name, m)));
-        match delete_all(dir, std::slice::from_ref(&name)) {
-            Ok(()) => prepared.removed += 1,
-            // A config the journal no longer holds was read (or removed): if
-            // the depot died between journaling the read and defusing the
-            // file it could not delete, the file still boots the action.
-            Err(_) => match marker.map(|m| defuse(dir, &name, &m)) {
-                None | Some(Ok(())) => prepared.kept.push(name),
-                Some(Err(_)) => prepared.stuck.push(name),
-            },
-        }
+    for (name, marker) in &survey.leftovers {
+        let version = marker.as_ref().and_then(|m| read(name, m));
+        survey.read_while_down.extend(version);
     }
-    for (name, content) in held {
+    for (i, (name, content)) in held.iter().enumerate() {
         if holds(dir, name, content) {
             continue;
         }
@@ -144,8 +147,39 @@ pub fn prepare(
             if marker::find(content).is_some_and(|m| m.revision == version.revision) {
                 continue;
             }
-            prepared.read_while_down.push(version);
+            survey.read_while_down.push(version);
         }
+        survey.stale.push(i);
+    }
+    Ok(survey)
+}
+
+/// Brings `dir` in line with the journal as `survey` (of the same `held`)
+/// found it: our leftovers go, stale held files are written again.
+/// Blocking.
+pub fn prepare(
+    dir: &Path,
+    held: &[(String, Arc<str>)],
+    survey: Survey,
+    access: FileAccess,
+) -> std::io::Result<Prepared> {
+    let mut prepared = Prepared {
+        foreign: survey.foreign,
+        ..Prepared::default()
+    };
+    for (name, marker) in survey.leftovers {
+        match delete_all(dir, std::slice::from_ref(&name)) {
+            Ok(()) => prepared.removed += 1,
+            // A config the journal no longer holds was read (or removed): if
+            // the depot died between journaling the read and defusing the
+            // file it could not delete, the file still boots the action.
+            Err(_) => match marker.map(|m| defuse(dir, &name, &m)) {
+                None | Some(Ok(())) => prepared.kept.push(name),
+                Some(Err(_)) => prepared.stuck.push(name),
+            },
+        }
+    }
+    for (name, content) in survey.stale.into_iter().filter_map(|i| held.get(i)) {
         let ops = FileOps {
             writes: vec![(name.clone(), content.clone())],
             ..FileOps::default()
@@ -205,14 +239,7 @@ mod tests {
         // The operator's files.
         w("01-02-00-00-00-00-04", "default operator\n");
         w("pxelinux.0", "loader");
-        let prepared = prepare(
-            dir.path(),
-            &held,
-            &["01-02-00-00-00-00-03".to_owned()],
-            FileAccess::default(),
-            true,
-        )
-        .unwrap();
+        let prepared = survey_and_prepare(dir.path(), &held, &["01-02-00-00-00-00-03".to_owned()]);
         assert_eq!(prepared.rewritten, 2);
         assert_eq!(prepared.removed, 2);
         assert!(prepared.stuck.is_empty());
@@ -255,13 +282,18 @@ mod tests {
         std::fs::create_dir(dir.path().join(blocked)).unwrap();
         std::fs::write(dir.path().join(blocked).join("x"), "x").unwrap();
         let held = [blocked, free].map(|n| (n.to_owned(), content.clone()));
-        let prepared = prepare(dir.path(), &held, &[], FileAccess::default(), true).unwrap();
+        let prepared = survey_and_prepare(dir.path(), &held, &[]);
         assert_eq!(prepared.unwritten, [blocked]);
         assert_eq!(prepared.rewritten, 1);
         assert_eq!(
             std::fs::read_to_string(dir.path().join(free)).unwrap(),
             *content
         );
+    }
+
+    fn survey_and_prepare(dir: &Path, held: &[(String, Arc<str>)], defused: &[String]) -> Prepared {
+        let found = survey(dir, held, defused, true).unwrap();
+        prepare(dir, held, found, FileAccess::default()).unwrap()
     }
 
     /// Marks `path` read after it was written (access time past
@@ -309,11 +341,10 @@ mod tests {
         w("01-02-00-00-00-00-05", &stamp(5, 0), true);
         let held =
             [(1, 5), (2, 7), (3, 9)].map(|(n, r)| (format!("01-02-00-00-00-00-0{n}"), stamp(n, r)));
-        let prepare_with = |reads_kept| {
-            prepare(dir.path(), &held, &[], FileAccess::default(), reads_kept).unwrap()
-        };
-        let mut read: Vec<(String, u64)> = (prepare_with(true).read_while_down.into_iter())
-            .map(|m| (m.fqdn, m.revision))
+        let surveyed = |reads_kept| survey(dir.path(), &held, &[], reads_kept).unwrap();
+        let found = surveyed(true);
+        let mut read: Vec<(String, u64)> = (found.read_while_down.iter())
+            .map(|m| (m.fqdn.clone(), m.revision))
             .collect();
         read.sort();
         assert_eq!(
@@ -323,6 +354,9 @@ mod tests {
                 ("pc4.example.org".to_owned(), 2)
             ]
         );
+        // The survey changed nothing; the files go or are written over after.
+        assert!(std::fs::read_to_string(dir.path().join("01-02-00-00-00-00-04")).is_ok());
+        prepare(dir.path(), &held, found, FileAccess::default()).unwrap();
         let on_disk =
             |n: u32| std::fs::read_to_string(dir.path().join(format!("01-02-00-00-00-00-0{n}")));
         assert_eq!(*on_disk(1).unwrap(), *stamp(1, 5));
@@ -332,8 +366,23 @@ mod tests {
             "left for the read check"
         );
         assert!(on_disk(4).is_err() && on_disk(5).is_err());
-        // Without access times that tell reads, nothing is a read.
+        // Without access times that tell reads, nothing is a read; nor is a
+        // local-boot file (a read's, defused) read since.
         w("01-02-00-00-00-00-01", &stamp(1, 4), true);
-        assert!(prepare_with(false).read_while_down.is_empty());
+        assert!(surveyed(false).read_while_down.is_empty());
+        let clean = tempfile::tempdir().unwrap();
+        let local = clean.path().join("01-02-00-00-00-00-06");
+        std::fs::write(
+            &local,
+            marker::local_boot(marker::Format::Pxelinux, fqdn(6), 3),
+        )
+        .unwrap();
+        read_later(&local);
+        assert!(
+            survey(clean.path(), &[], &[], true)
+                .unwrap()
+                .read_while_down
+                .is_empty()
+        );
     }
 }

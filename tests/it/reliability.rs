@@ -6,6 +6,7 @@
 //! a task that ends inside the depot, a depot that has seen a newer
 //! revision. Crashes use real processes of the built binary.
 
+use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -1052,62 +1053,133 @@ fn set_times(path: &Path, accessed: u64, modified: u64) {
     file.set_times(times).unwrap();
 }
 
-/// The depot is SIGKILLed after journaling a newer version of a held config
-/// and before renaming it into place (the disk is made as such a kill
-/// leaves it: the journal has the newer version, the files the older), and
-/// the client reads the older one while the depot is down. Start-up writes
-/// the newer one over it, and reports the read as the older version's: the
-/// action becomes `none` and the newer config goes (before, the rewrite
-/// erased the read with the file: the action stayed `setup`, the newer
-/// config armed for a second install).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_while_down_of_a_version_start_up_writes_over_is_reported() {
-    let site = Site::start(1).await;
-    let mut admin = site.admin().await;
-    set_actions(&mut admin, [0], "setup").await;
-    wait_state(&admin, 0..1, S::Delivered, 30).await;
+/// Client 0's delivered revision.
+async fn delivered_revision(admin: &mut Admin) -> u64 {
+    status(admin, 0).await.deliveries[0].delivered_revision
+}
+
+/// Client 0's config is delivered and then its newer version after
+/// `change`; the depot is SIGKILLed and its files are put back as the older
+/// version was — as a kill between journaling the newer version and its
+/// rename leaves them — and the client reads the older one through its MAC
+/// name while the depot is down.
+async fn an_older_version_read_while_down<F: Future<Output = ()>>(
+    site: Site,
+    admin: &mut Admin,
+    change: impl FnOnce(Admin) -> F,
+) -> DepotDown {
+    set_actions(admin, [0], "setup").await;
+    wait_state(admin, 0..1, S::Delivered, 30).await;
     let names = [mac_file(0), uuid(0)];
     let older: Vec<String> = names.iter().map(|n| peek(&site.dirs.pxe.join(n))).collect();
-    let revision = |s: proto::GetClientStatusResponse| s.deliveries[0].delivered_revision;
-    let first = revision(status(&mut admin, 0).await);
-    admin
-        .upsert_config_states(proto::UpsertConfigStatesRequest {
-            config_states: vec![proto::ConfigState {
-                object_id: "client0.example.org".into(),
-                config_id: "opsi-linux-bootimage.append".into(),
-                values: vec!["lang=en".into()],
-            }],
-        })
-        .await
-        .unwrap();
+    let first = delivered_revision(admin).await;
+    change(admin.clone()).await;
     wait_for("the newer version is delivered", 30, || {
         let mut admin = admin.clone();
-        async move { revision(status(&mut admin, 0).await) > first }
+        async move { delivered_revision(&mut admin).await > first }
     })
     .await;
+    let newer = delivered_revision(admin).await;
+    let depot_again = site.depot.restart_later();
     let Site {
-        root: _root,
+        root,
         dirs,
-        cs: _cs,
+        cs,
         depot,
     } = site;
-    let depot_again = depot.restart_later();
     depot.kill().await;
     for (name, text) in names.iter().zip(&older) {
         std::fs::write(dirs.pxe.join(name), text).unwrap();
         set_times(&dirs.pxe.join(name), 20, 10);
     }
-    // The client reads the older version through its MAC name.
     set_times(&dirs.pxe.join(&names[0]), 0, 10);
-    let depot = depot_again.start().await;
+    DepotDown {
+        _root: root,
+        dirs,
+        _cs: cs,
+        depot: depot_again,
+        newer,
+    }
+}
+
+/// A site whose depot is down.
+struct DepotDown {
+    _root: tempfile::TempDir,
+    dirs: DepotDirs,
+    _cs: Server,
+    /// The depot, to start again.
+    depot: Launch,
+    /// The newer version's revision.
+    newer: u64,
+}
+
+/// The depot is SIGKILLed after journaling a newer version of a held config
+/// and before renaming it into place, and the client reads the older one
+/// while the depot is down (its boot image's append line changed since).
+/// Start-up writes the newer one over it, and reports the read as the older
+/// version's: the action becomes `none` and the newer config goes (before,
+/// the rewrite erased the read with the file: the action stayed `setup`,
+/// the newer config armed for a second install).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_while_down_of_a_version_start_up_writes_over_is_reported() {
+    let site = Site::start(1).await;
+    let mut admin = site.admin().await;
+    let down = an_older_version_read_while_down(site, &mut admin, |mut admin| async move {
+        admin
+            .upsert_config_states(proto::UpsertConfigStatesRequest {
+                config_states: vec![proto::ConfigState {
+                    object_id: "client0.example.org".into(),
+                    config_id: "opsi-linux-bootimage.append".into(),
+                    values: vec!["lang=en".into()],
+                }],
+            })
+            .await
+            .unwrap();
+    })
+    .await;
+    let depot = down.depot.start().await;
     wait_for("client0's action is none and its files gone", 30, || {
         let mut admin = admin.clone();
-        let dirs = &dirs;
+        let dirs = &down.dirs;
         async move { state_of(&mut admin, 0).await.1 == "none" && dirs.files().is_empty() }
     })
     .await;
     let log = depot.log();
     assert!(log.contains("read while the depot was down"), "{log}");
+}
+
+/// As above, but the newer version sets another action (`uninstall`) and
+/// the directory is read-only at the restart. The older version's read is
+/// reported — it booted `setup`, not the action as set now, so it clears
+/// nothing — and the older file start-up could not write over is not taken
+/// for a read of the newer version (before, the read check after start
+/// did: `uninstall` became `none` without booting). Once the directory is
+/// writable, the newer version is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_start_up_cannot_write_over_is_no_read_of_the_newer() {
+    let Some(site) = Site::unprivileged(1).await else {
+        return;
+    };
+    let mut admin = site.admin().await;
+    let down = an_older_version_read_while_down(site, &mut admin, |mut admin| async move {
+        set_actions(&mut admin, [0], "uninstall").await;
+    })
+    .await;
+    let pxe = &down.dirs.pxe;
+    std::fs::set_permissions(pxe, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let depot = down.depot.start().await;
+    depot.wait_log("read while the depot was down", 30).await;
+    // Give a wrong read every chance to show before looking.
+    depot.wait_log("reconciliation done", 60).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(state_of(&mut admin, 0).await.1, "uninstall");
+    std::fs::set_permissions(pxe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let marker = format!("revision {},", down.newer);
+    wait_until("the newer version is written", || {
+        peek(&pxe.join(mac_file(0))).contains(&marker)
+    })
+    .await;
+    assert_eq!(state_of(&mut admin, 0).await.1, "uninstall");
 }
 
 /// The figure in docs/RELIABILITY.md (run by hand, it takes a while):

@@ -58,7 +58,32 @@ pub struct State {
 }
 
 /// A name's renames not seen yet, oldest first, with what each replaced.
-type Moves = VecDeque<Option<Arc<Replaced>>>;
+type Moves = VecDeque<Move>;
+
+/// What one of our renames onto a name replaced there.
+#[derive(Debug, Clone)]
+enum Move {
+    /// None of the client's configs: the name was new to it, or the rename
+    /// wrote the held config again.
+    Nothing,
+    /// The client's config, its read not reported.
+    Replaced(Arc<Replaced>),
+    /// That config, its read reported (through another of its names).
+    Reported,
+}
+
+/// What a read of a name with one of our renames onto it not seen yet was.
+#[derive(Debug)]
+pub enum ReplacedRead {
+    /// No rename pending, or the oldest replaced none of the client's
+    /// configs: a read of what was there before (a removed config's, if
+    /// its delete is not seen yet).
+    Nothing,
+    /// The read of the client's config the oldest rename replaced.
+    Read(ReadEvent),
+    /// Of that config, whose read was reported already.
+    Reported,
+}
 
 /// A client's config a set replaced (and each of its names' renames), until
 /// a read of it is reported or the renames are seen.
@@ -283,22 +308,25 @@ impl State {
     }
 
     /// A read of `name` seen while a rename onto it is not: the read of the
-    /// client's config that rename replaced, at `now`, once per replaced
-    /// config (whichever of its names the client read). None when the
-    /// rename replaced none of the client's (a new name, a rewrite) or
-    /// its read was reported already.
-    pub fn read_replaced(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
-        let replaced = self.unconfirmed_moves.get(name)?.front()?.clone()?;
+    /// client's config the oldest such rename replaced, at `now`, once per
+    /// replaced config (whichever of its names the client read).
+    pub fn read_replaced(&mut self, name: &str, now: SystemTime) -> ReplacedRead {
+        let oldest = self.unconfirmed_moves.get(name).and_then(|m| m.front());
+        let replaced = match oldest {
+            None | Some(Move::Nothing) => return ReplacedRead::Nothing,
+            Some(Move::Reported) => return ReplacedRead::Reported,
+            Some(Move::Replaced(replaced)) => replaced.clone(),
+        };
         // Its other names' renames are still awaited (their queues keep
         // their length); a read of one of them is no news any more.
         for file in &replaced.held.files {
             for slot in self.unconfirmed_moves.get_mut(file).into_iter().flatten() {
-                if slot.as_ref().is_some_and(|r| Arc::ptr_eq(r, &replaced)) {
-                    *slot = None;
+                if matches!(slot, Move::Replaced(r) if Arc::ptr_eq(r, &replaced)) {
+                    *slot = Move::Reported;
                 }
             }
         }
-        Some(read_of(replaced.fqdn.clone(), replaced.held.clone(), now))
+        ReplacedRead::Read(read_of(replaced.fqdn.clone(), replaced.held.clone(), now))
     }
 
     /// Forgets renames and deletes not seen yet: after the kernel dropped
@@ -416,7 +444,7 @@ impl State {
                 {
                     for name in &held.files {
                         let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
-                        moves.push_back(None);
+                        moves.push_back(Move::Nothing);
                     }
                 }
                 Committed::Repeat(None)
@@ -580,9 +608,12 @@ impl State {
             })
         });
         for name in &outcome.files {
-            let was = replaced.as_ref().filter(|r| r.held.files.contains(name));
+            let was = match &replaced {
+                Some(r) if r.held.files.contains(name) => Move::Replaced(r.clone()),
+                _ => Move::Nothing,
+            };
             let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
-            moves.push_back(was.cloned());
+            moves.push_back(was);
         }
         outcome
     }
@@ -1013,7 +1044,10 @@ mod tests {
     #[test]
     fn a_read_before_a_rename_is_seen_is_a_read_of_the_config_it_replaced() {
         let mut state = State::default();
-        let read = |state: &mut State, name| state.read_replaced(name, NOW).map(|r| r.revision);
+        let read = |state: &mut State, name| match state.read_replaced(name, NOW) {
+            ReplacedRead::Read(r) => Some(r.revision),
+            _ => None,
+        };
         // A name new to the client replaced none of its configs.
         set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
         assert_eq!(read(&mut state, "01-a"), None);

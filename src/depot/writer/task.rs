@@ -21,7 +21,7 @@ use super::journal::{Batch, Journal};
 use super::messages::{ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
 use super::ops::{Committed, SetPlan};
 use super::round::Round;
-use super::state::State;
+use super::state::{ReplacedRead, State};
 use crate::domain::Fqdn;
 use crate::metrics::{DepotLabel, Metrics};
 
@@ -424,11 +424,16 @@ impl Writer {
     /// that read would boot the action a second time.
     async fn read_replaced(&mut self, name: &str) {
         match self.state.read_replaced(name, std::time::SystemTime::now()) {
-            Some(read) => {
+            ReplacedRead::Read(read) => {
                 info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, file = %name, "PXE config read just before a newer version replaced it");
                 self.report_read(read).await;
             }
-            None => debug!(file = %name, "read of a replaced PXE config version that is no news"),
+            ReplacedRead::Reported => {
+                debug!(file = %name, "read of a replaced PXE config version reported already")
+            }
+            // The rename replaced none of the client's configs: what was
+            // there was a removed config's, if anything.
+            ReplacedRead::Nothing => self.read_removed_config(name).await,
         }
     }
 
@@ -439,9 +444,15 @@ impl Writer {
     async fn read_removed(&mut self, name: &str) {
         if self.state.is_replaced(name) {
             // A rename onto the name is not seen yet: the client read the
-            // version that rename replaced, not the removed one.
+            // version that rename replaced, if it replaced one.
             return self.read_replaced(name).await;
         }
+        self.read_removed_config(name).await;
+    }
+
+    /// [`Self::read_removed`] once no rename onto `name` is pending or the
+    /// oldest replaced nothing of the client's.
+    async fn read_removed_config(&mut self, name: &str) {
         let Some(read) = self.state.read_removed(name, std::time::SystemTime::now()) else {
             return;
         };
@@ -586,7 +597,13 @@ impl Writer {
     /// Reads may have been missed (the kernel dropped events, or the depot
     /// was down): a file read since it was written counts as read now.
     async fn recheck_reads(&mut self) {
-        let names = self.state.file_names();
+        let mut names = self.state.file_names();
+        // A held config not written yet has something else at its names (an
+        // older version start-up could not write over, whose read start-up
+        // reported as that version's): a read of that is not the held
+        // config's.
+        let unwritten = &self.unwritten;
+        names.retain(|n| self.state.owner(n).is_none_or(|f| !unwritten.contains(f)));
         let dir = self.dir.clone();
         let read = match tokio::task::spawn_blocking(move || files::read_since_written(&dir, names))
             .await
@@ -798,6 +815,47 @@ mod tests {
         let on_disk = std::fs::read_to_string(dir.path().join(&name)).unwrap();
         assert_eq!(on_disk, "second\n");
         assert!(reads.try_recv().is_err(), "one read");
+    }
+
+    #[tokio::test]
+    async fn a_removed_configs_read_is_reported_when_another_client_took_the_name_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        // Client 1 is removed and client 2 takes its file name; client 1's
+        // read comes before the removal's IN_DELETE and client 2's IN_CREATE.
+        assert!(
+            writer
+                .remove(config(1).fqdn, 2, Arc::from("e1"))
+                .await
+                .unwrap()
+        );
+        let other = Rendered {
+            files: vec![name.clone()],
+            revision: 3,
+            ..config(2)
+        };
+        writer.set(other).await.unwrap();
+        for event in [
+            WatchEvent::Read(name.clone()),
+            WatchEvent::Deleted(name.clone()),
+            WatchEvent::Moved(name),
+        ] {
+            writer.watch_event(event).await.unwrap();
+        }
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
+        let page = writer.list(None, 10, None).await.unwrap();
+        assert_eq!(
+            page.configs[0].fqdn,
+            config(2).fqdn,
+            "client 2's stays held"
+        );
     }
 
     #[tokio::test]
