@@ -991,6 +991,21 @@ async fn a_newer_revision_on_the_depot_moves_the_sequence_past_it() {
     assert!(cs.core.store.last_revision().await.unwrap() > future);
 }
 
+/// Changes client 0's boot image append line: a newer version of its
+/// config, for the same action.
+async fn change_client0s_append_line(admin: &mut Admin) {
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: vec![proto::ConfigState {
+                object_id: "client0.example.org".into(),
+                config_id: "opsi-linux-bootimage.append".into(),
+                values: vec!["lang=en".into()],
+            }],
+        })
+        .await
+        .unwrap();
+}
+
 /// A client reads its config just before a newer version of it lands (its
 /// boot image's append line changed since), and the depot hears of the read
 /// only after its rename of the newer one — the window of a busy watcher,
@@ -1013,16 +1028,7 @@ async fn a_read_just_before_a_newer_version_lands_consumes_the_action_once() {
     let first = peek(&file);
     let read_at = std::time::Instant::now();
     simulate_read(&file);
-    admin
-        .upsert_config_states(proto::UpsertConfigStatesRequest {
-            config_states: vec![proto::ConfigState {
-                object_id: "client0.example.org".into(),
-                config_id: "opsi-linux-bootimage.append".into(),
-                values: vec!["lang=en".into()],
-            }],
-        })
-        .await
-        .unwrap();
+    change_client0s_append_line(&mut admin).await;
     wait_until("the newer version is on disk", || peek(&file) != first).await;
     assert!(
         read_at.elapsed() < Duration::from_millis(2500),
@@ -1125,16 +1131,7 @@ async fn a_read_while_down_of_a_version_start_up_writes_over_is_reported() {
     let site = Site::start(1).await;
     let mut admin = site.admin().await;
     let down = an_older_version_read_while_down(site, &mut admin, |mut admin| async move {
-        admin
-            .upsert_config_states(proto::UpsertConfigStatesRequest {
-                config_states: vec![proto::ConfigState {
-                    object_id: "client0.example.org".into(),
-                    config_id: "opsi-linux-bootimage.append".into(),
-                    values: vec!["lang=en".into()],
-                }],
-            })
-            .await
-            .unwrap();
+        change_client0s_append_line(&mut admin).await;
     })
     .await;
     let depot = down.depot.start().await;

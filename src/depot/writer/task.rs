@@ -661,6 +661,27 @@ mod tests {
         std::fs::write(path.join("x"), "x").unwrap();
     }
 
+    /// A writer in `dir` holding client 1's config, its rename seen; its
+    /// reads, and the config's file name.
+    async fn holding_client1(
+        dir: &std::path::Path,
+    ) -> (WriterHandle, mpsc::Receiver<ReadEvent>, String) {
+        let (reads_tx, reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.join("state"), options(dir), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        writer
+            .watch_event(WatchEvent::Moved(name.clone()))
+            .await
+            .unwrap();
+        (writer, reads, name)
+    }
+
+    /// Removes client 1's config at `revision`; it was held.
+    async fn remove_client1(writer: &WriterHandle, revision: u64) {
+        let removed = writer.remove(config(1).fqdn, revision, Arc::from("e1"));
+        assert!(removed.await.unwrap());
+    }
+
     async fn next(reads: &mut mpsc::Receiver<ReadEvent>) -> ReadEvent {
         tokio::time::timeout(Duration::from_secs(10), reads.recv())
             .await
@@ -704,21 +725,10 @@ mod tests {
     #[tokio::test]
     async fn a_read_seen_before_the_delete_of_a_removal_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let (reads_tx, mut reads) = mpsc::channel(8);
-        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
-        let name = writer.set(config(1)).await.unwrap().files[0].clone();
-        writer
-            .watch_event(WatchEvent::Moved(name.clone()))
-            .await
-            .unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
         // The client reads as the removal goes: its read event comes after
         // the removal but before the removal's IN_DELETE.
-        assert!(
-            writer
-                .remove(config(1).fqdn, 2, Arc::from("e1"))
-                .await
-                .unwrap()
-        );
+        remove_client1(&writer, 2).await;
         assert!(!dir.path().join(&name).exists());
         for _ in 0..2 {
             writer
@@ -741,13 +751,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_of_a_version_replaced_before_a_removal_is_not_the_removed_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let (reads_tx, mut reads) = mpsc::channel(8);
-        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
-        let name = writer.set(config(1)).await.unwrap().files[0].clone();
-        writer
-            .watch_event(WatchEvent::Moved(name.clone()))
-            .await
-            .unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
         // Revision 2 replaces 1 and is removed; the client's read of 1 comes
         // before revision 2's rename event and the removal's IN_DELETE.
         let second = Rendered {
@@ -755,12 +759,7 @@ mod tests {
             ..config(1)
         };
         writer.set(second).await.unwrap();
-        assert!(
-            writer
-                .remove(config(1).fqdn, 3, Arc::from("e1"))
-                .await
-                .unwrap()
-        );
+        remove_client1(&writer, 3).await;
         for event in [
             WatchEvent::Read(name.clone()),
             WatchEvent::Read(name.clone()),
@@ -780,14 +779,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_seen_before_a_newer_versions_rename_is_reported_and_the_newer_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let state_dir = dir.path().join("state");
-        let (reads_tx, mut reads) = mpsc::channel(8);
-        let writer = spawn_fresh(&state_dir, options(dir.path()), reads_tx).await;
-        let name = writer.set(config(1)).await.unwrap().files[0].clone();
-        writer
-            .watch_event(WatchEvent::Moved(name.clone()))
-            .await
-            .unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
         // Revision 2 lands while the client reads revision 1: its read event
         // comes before the rename's.
         let second = Rendered {
@@ -820,21 +812,10 @@ mod tests {
     #[tokio::test]
     async fn a_removed_configs_read_is_reported_when_another_client_took_the_name_since() {
         let dir = tempfile::tempdir().unwrap();
-        let (reads_tx, mut reads) = mpsc::channel(8);
-        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
-        let name = writer.set(config(1)).await.unwrap().files[0].clone();
-        writer
-            .watch_event(WatchEvent::Moved(name.clone()))
-            .await
-            .unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
         // Client 1 is removed and client 2 takes its file name; client 1's
         // read comes before the removal's IN_DELETE and client 2's IN_CREATE.
-        assert!(
-            writer
-                .remove(config(1).fqdn, 2, Arc::from("e1"))
-                .await
-                .unwrap()
-        );
+        remove_client1(&writer, 2).await;
         let other = Rendered {
             files: vec![name.clone()],
             revision: 3,
