@@ -103,11 +103,6 @@ pub(super) struct Removed {
     files: Vec<String>,
 }
 
-/// The read of `fqdn`'s config `held`, seen at `now`.
-fn read_of(fqdn: Fqdn, held: Held, now: SystemTime) -> ReadEvent {
-    ReadEvent::of_held(fqdn, held, now)
-}
-
 /// How long a removed config waits for the deletes of its files.
 const REMOVED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -326,7 +321,11 @@ impl State {
                 }
             }
         }
-        ReplacedRead::Read(read_of(replaced.fqdn.clone(), replaced.held.clone(), now))
+        ReplacedRead::Read(ReadEvent::of_held(
+            replaced.fqdn.clone(),
+            replaced.held.clone(),
+            now,
+        ))
     }
 
     /// Forgets renames and deletes not seen yet: after the kernel dropped
@@ -654,7 +653,7 @@ impl State {
                         .filter(|n| !held.files.contains(n)),
                 );
             }
-            let read = read_of(fqdn.clone(), held, now);
+            let read = ReadEvent::of_held(fqdn.clone(), held, now);
             self.removed.insert(fqdn.clone(), Removed { read, files });
             self.removed_order.push_back((now, fqdn.clone()));
         }
@@ -691,7 +690,7 @@ impl State {
                 },
             );
         }
-        Some(read_of(fqdn, held, now))
+        Some(ReadEvent::of_held(fqdn, held, now))
     }
 
     fn forget(&mut self, fqdn: &Fqdn) -> Option<Held> {

@@ -682,6 +682,13 @@ mod tests {
         assert!(removed.await.unwrap());
     }
 
+    /// Hands `events` to the writer as the watcher would, in order.
+    async fn feed(writer: &WriterHandle, events: impl IntoIterator<Item = WatchEvent>) {
+        for event in events {
+            writer.watch_event(event).await.unwrap();
+        }
+    }
+
     async fn next(reads: &mut mpsc::Receiver<ReadEvent>) -> ReadEvent {
         tokio::time::timeout(Duration::from_secs(10), reads.recv())
             .await
@@ -730,19 +737,14 @@ mod tests {
         // the removal but before the removal's IN_DELETE.
         remove_client1(&writer, 2).await;
         assert!(!dir.path().join(&name).exists());
-        for _ in 0..2 {
-            writer
-                .watch_event(WatchEvent::Read(name.clone()))
-                .await
-                .unwrap();
-        }
+        feed(&writer, [0, 1].map(|_| WatchEvent::Read(name.clone()))).await;
         let read = next(&mut reads).await;
         assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
-        writer
-            .watch_event(WatchEvent::Deleted(name.clone()))
-            .await
-            .unwrap();
-        writer.watch_event(WatchEvent::Read(name)).await.unwrap();
+        feed(
+            &writer,
+            [WatchEvent::Deleted(name.clone()), WatchEvent::Read(name)],
+        )
+        .await;
         // The writer handled every event before it answers the listing.
         writer.list(None, 10, None).await.unwrap();
         assert!(reads.try_recv().is_err(), "one read, reported once");
@@ -760,14 +762,16 @@ mod tests {
         };
         writer.set(second).await.unwrap();
         remove_client1(&writer, 3).await;
-        for event in [
-            WatchEvent::Read(name.clone()),
-            WatchEvent::Read(name.clone()),
-            WatchEvent::Moved(name.clone()),
-            WatchEvent::Deleted(name),
-        ] {
-            writer.watch_event(event).await.unwrap();
-        }
+        feed(
+            &writer,
+            [
+                WatchEvent::Read(name.clone()),
+                WatchEvent::Read(name.clone()),
+                WatchEvent::Moved(name.clone()),
+                WatchEvent::Deleted(name),
+            ],
+        )
+        .await;
         assert_eq!(next(&mut reads).await.revision, 1, "the read of revision 1");
         writer.list(None, 10, None).await.unwrap();
         assert!(
@@ -788,17 +792,11 @@ mod tests {
             ..config(1)
         };
         writer.set(second).await.unwrap();
-        writer
-            .watch_event(WatchEvent::Read(name.clone()))
-            .await
-            .unwrap();
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
         let read = next(&mut reads).await;
         assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
         // Revision 2 stays held and on disk for the configserver to judge.
-        writer
-            .watch_event(WatchEvent::Moved(name.clone()))
-            .await
-            .unwrap();
+        feed(&writer, [WatchEvent::Moved(name.clone())]).await;
         let page = writer.list(None, 10, None).await.unwrap();
         assert_eq!(
             page.configs.iter().map(|c| c.revision).collect::<Vec<_>>(),
@@ -822,13 +820,15 @@ mod tests {
             ..config(2)
         };
         writer.set(other).await.unwrap();
-        for event in [
-            WatchEvent::Read(name.clone()),
-            WatchEvent::Deleted(name.clone()),
-            WatchEvent::Moved(name),
-        ] {
-            writer.watch_event(event).await.unwrap();
-        }
+        feed(
+            &writer,
+            [
+                WatchEvent::Read(name.clone()),
+                WatchEvent::Deleted(name.clone()),
+                WatchEvent::Moved(name),
+            ],
+        )
+        .await;
         let read = next(&mut reads).await;
         assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
         let page = writer.list(None, 10, None).await.unwrap();
