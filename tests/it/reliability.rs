@@ -1048,6 +1048,55 @@ async fn a_read_just_before_a_newer_version_lands_consumes_the_action_once() {
     );
 }
 
+/// A client reads its config through its MAC's name just as its MAC
+/// changes (a new network card): the newer version is written under the new
+/// MAC's name and the old name deleted, and the depot hears of the read only
+/// after that delete (the watcher's events held back 3 s). The read was the
+/// client's boot of the action: the action becomes `none` and the newer
+/// config goes (before, the read of a name no config held any more was
+/// dropped: the action stayed `setup` with the newer config armed).
+#[tokio::test]
+async fn a_read_of_a_name_a_newer_version_gives_up_consumes_the_action_once() {
+    let site = Site::start_with(1, |launch, _| {
+        launch.env("PXECONF_TEST_WATCH_LAG_MS", "3000")
+    })
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, [0], "setup").await;
+    wait_state(&admin, 0..1, S::Delivered, 30).await;
+    let old = site.dirs.pxe.join(mac_file(0));
+    let new = site.dirs.pxe.join(mac_file(9));
+    let read_at = std::time::Instant::now();
+    simulate_read(&old);
+    let mut host = bundle(0, 0).host.unwrap();
+    host.hardware_address = mac(9);
+    admin
+        .upsert_clients(proto::UpsertClientsRequest {
+            clients: vec![host],
+        })
+        .await
+        .unwrap();
+    wait_until("the newer version is on disk under the new MAC", || {
+        new.exists() && !old.exists()
+    })
+    .await;
+    assert!(
+        read_at.elapsed() < Duration::from_millis(2500),
+        "the newer version landed only as the depot heard of the read: nothing tested"
+    );
+    wait_for("client0's action is none and its files gone", 20, || {
+        let mut admin = admin.clone();
+        let dirs = &site.dirs;
+        async move { state_of(&mut admin, 0).await.1 == "none" && dirs.files().is_empty() }
+    })
+    .await;
+    let log = site.depot.log();
+    assert!(
+        log.contains("just before a newer version replaced it"),
+        "{log}"
+    );
+}
+
 /// Sets `path`'s access and modification times to `accessed` and
 /// `modified` seconds ago.
 fn set_times(path: &Path, accessed: u64, modified: u64) {

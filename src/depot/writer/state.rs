@@ -30,11 +30,12 @@ pub struct State {
     owners: HashMap<String, Fqdn>,
     seen: HashMap<Fqdn, Seen>,
     defused: BTreeMap<Fqdn, Defused>,
-    /// Renames we made whose IN_MOVED_TO has not come back yet, oldest
-    /// first, each with the client's config it replaced at that name (none:
-    /// the name was new to the client, or a rewrite of the same config): a
-    /// read of such a name seen now was a read of the version the oldest
-    /// replaced.
+    /// Renames we made whose IN_MOVED_TO has not come back yet, and deletes
+    /// of names a set released (the client's UUID or MAC changed) whose
+    /// IN_DELETE has not, oldest first, each with the client's config that
+    /// was at that name before it (none: the name was new to the client, or
+    /// a rewrite of the same config): a read of such a name seen now was a
+    /// read of the version the oldest replaced or released.
     unconfirmed_moves: HashMap<String, Moves>,
     /// Files of removed configs whose IN_DELETE has not come back yet, and
     /// whose client: a read of such a name seen now was a read of the
@@ -57,10 +58,28 @@ pub struct State {
     epoch_changed: bool,
 }
 
-/// A name's renames not seen yet, oldest first, with what each replaced.
-type Moves = VecDeque<Move>;
+/// A name's renames and release deletes not seen yet, oldest first, with
+/// what each replaced.
+type Moves = VecDeque<Change>;
 
-/// What one of our renames onto a name replaced there.
+/// One of our renames onto a name, or a set's delete of a name it
+/// released, and what was there before it.
+#[derive(Debug, Clone)]
+struct Change {
+    /// A delete (its IN_DELETE awaited), not a rename.
+    delete: bool,
+    /// What it replaced or deleted.
+    was: Move,
+}
+
+impl Change {
+    fn rename(was: Move) -> Self {
+        Self { delete: false, was }
+    }
+}
+
+/// What one of our renames onto a name replaced there, or one of our
+/// deletes removed.
 #[derive(Debug, Clone)]
 enum Move {
     /// None of the client's configs: the name was new to it, or the rename
@@ -75,9 +94,9 @@ enum Move {
 /// What a read of a name with one of our renames onto it not seen yet was.
 #[derive(Debug)]
 pub enum ReplacedRead {
-    /// No rename pending, or the oldest replaced none of the client's
-    /// configs: a read of what was there before (a removed config's, if
-    /// its delete is not seen yet).
+    /// No rename or release pending, or the oldest replaced none of the
+    /// client's configs: a read of what was there before (a removed
+    /// config's, if its delete is not seen yet).
     Nothing,
     /// The read of the client's config the oldest rename replaced.
     Read(ReadEvent),
@@ -242,7 +261,8 @@ impl State {
     }
 
     /// Whether a read of `name` now would be a read of a version we have
-    /// since replaced (our rename has not been seen yet).
+    /// since replaced or released (our rename or delete has not been seen
+    /// yet).
     pub fn is_replaced(&self, name: &str) -> bool {
         self.unconfirmed_moves.contains_key(name)
     }
@@ -292,21 +312,40 @@ impl State {
             .collect()
     }
 
-    /// Our rename of `name` was seen by the watcher.
+    /// Our rename of `name` was seen by the watcher. Release deletes queued
+    /// before it go too: one that found no file brings no event.
     pub fn moved(&mut self, name: &str) {
         if let Some(moves) = self.unconfirmed_moves.get_mut(name) {
-            moves.pop_front();
+            while moves.pop_front().is_some_and(|change| change.delete) {}
             if moves.is_empty() {
                 self.unconfirmed_moves.remove(name);
             }
         }
     }
 
+    /// A delete of `name` seen by the watcher was a set's release of it, if
+    /// the oldest change awaited there is one; true then.
+    fn release_deleted(&mut self, name: &str) -> bool {
+        let Some(moves) = self.unconfirmed_moves.get_mut(name) else {
+            return false;
+        };
+        if !moves.front().is_some_and(|change| change.delete) {
+            return false;
+        }
+        moves.pop_front();
+        if moves.is_empty() {
+            self.unconfirmed_moves.remove(name);
+        }
+        true
+    }
+
     /// A read of `name` seen while a rename onto it is not: the read of the
     /// client's config the oldest such rename replaced, at `now`, once per
     /// replaced config (whichever of its names the client read).
     pub fn read_replaced(&mut self, name: &str, now: SystemTime) -> ReplacedRead {
-        let oldest = self.unconfirmed_moves.get(name).and_then(|m| m.front());
+        let oldest = (self.unconfirmed_moves.get(name))
+            .and_then(|m| m.front())
+            .map(|change| &change.was);
         let replaced = match oldest {
             None | Some(Move::Nothing) => return ReplacedRead::Nothing,
             Some(Move::Reported) => return ReplacedRead::Reported,
@@ -316,8 +355,8 @@ impl State {
         // their length); a read of one of them is no news any more.
         for file in &replaced.held.files {
             for slot in self.unconfirmed_moves.get_mut(file).into_iter().flatten() {
-                if matches!(slot, Move::Replaced(r) if Arc::ptr_eq(r, &replaced)) {
-                    *slot = Move::Reported;
+                if matches!(&slot.was, Move::Replaced(r) if Arc::ptr_eq(r, &replaced)) {
+                    slot.was = Move::Reported;
                 }
             }
         }
@@ -337,8 +376,12 @@ impl State {
         self.removed_order.clear();
     }
 
-    /// A file was deleted: if it was a removed config's, its delete is seen.
+    /// A file was deleted: if it was a released name's or a removed
+    /// config's, its delete is seen.
     pub fn deleted(&mut self, name: &str) {
+        if self.release_deleted(name) {
+            return;
+        }
         let Some((fqdn, n)) = self.unconfirmed_deletes.get_mut(name) else {
             return;
         };
@@ -443,7 +486,7 @@ impl State {
                 {
                     for name in &held.files {
                         let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
-                        moves.push_back(Move::Nothing);
+                        moves.push_back(Change::rename(Move::Nothing));
                     }
                 }
                 Committed::Repeat(None)
@@ -612,7 +655,17 @@ impl State {
                 _ => Move::Nothing,
             };
             let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
-            moves.push_back(was);
+            moves.push_back(Change::rename(was));
+        }
+        // A read of a released name seen before its delete was a read of
+        // the version it held.
+        for name in released {
+            let was = match &replaced {
+                Some(r) => Move::Replaced(r.clone()),
+                None => Move::Nothing,
+            };
+            let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
+            moves.push_back(Change { delete: true, was });
         }
         outcome
     }
@@ -1070,6 +1123,56 @@ mod tests {
         state.commit(rewrite.op, Ok(()), NOW);
         assert!(state.is_replaced("01-a"));
         assert_eq!(read(&mut state, "01-a"), None);
+    }
+
+    #[test]
+    fn a_read_of_a_released_name_before_its_delete_is_seen_is_a_read_of_the_config_there() {
+        let mut state = State::default();
+        let read = |state: &mut State, name| match state.read_replaced(name, NOW) {
+            ReplacedRead::Read(r) => Some(r.revision),
+            _ => None,
+        };
+        set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
+        state.moved("uuid-a");
+        state.moved("01-a");
+        // Revision 2 has a new MAC: its set deletes the old MAC's name.
+        set(&mut state, config("a", 2, &["uuid-a", "01-b"]));
+        assert_eq!(state.owner("01-a"), None);
+        assert!(state.is_replaced("01-a"));
+        assert_eq!(read(&mut state, "01-a"), Some(1));
+        assert_eq!(read(&mut state, "uuid-a"), None, "reported once");
+        state.moved("uuid-a");
+        state.moved("01-b");
+        state.deleted("01-a");
+        assert!(state.unconfirmed_moves.is_empty());
+        // A read after the delete is seen is of nothing of the client's.
+        set(&mut state, config("a", 3, &["uuid-a", "01-a"]));
+        state.moved("uuid-a");
+        state.moved("01-a");
+        state.deleted("01-b");
+        assert_eq!(read(&mut state, "01-b"), None);
+        // Another set releases 01-a again, and a removal's delete of a name
+        // the client held since waits behind the rename back onto it.
+        set(&mut state, config("a", 4, &["uuid-a", "01-c"]));
+        set(&mut state, config("a", 5, &["uuid-a", "01-a"]));
+        assert_eq!(read(&mut state, "01-a"), Some(3));
+        assert!(remove(&mut state, "a", 6).unwrap());
+        state.deleted("01-a");
+        assert!(
+            state.is_replaced("01-a"),
+            "the rename back is still awaited"
+        );
+        state.moved("01-a");
+        assert!(!state.is_replaced("01-a"));
+        assert_eq!(state.read_removed("01-a", NOW).unwrap().revision, 5);
+        // A release delete that found no file brings no event: the next
+        // rename onto the name is seen past it.
+        set(&mut state, config("b", 1, &["01-x"]));
+        set(&mut state, config("b", 2, &["01-y"]));
+        set(&mut state, config("b", 3, &["01-x"]));
+        state.moved("01-x");
+        state.moved("01-x");
+        assert!(!state.is_replaced("01-x"));
     }
 
     #[test]
