@@ -1097,6 +1097,63 @@ async fn a_read_of_a_name_a_newer_version_gives_up_consumes_the_action_once() {
     );
 }
 
+/// A depot comes back from an outage and its first answer refuses a push
+/// (the product's template, changed meanwhile, is missing there): the depot
+/// answered, so it is reachable again — the status says so, and the depot
+/// is no longer probed one push at a time (before, only a delivery counted:
+/// the depot stayed "unreachable" for as long as its pushes were refused).
+#[tokio::test]
+async fn a_depot_back_whose_first_answer_is_a_refusal_is_reachable() {
+    let site = Site::start(1).await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, [0], "setup").await;
+    wait_state(&admin, 0..1, S::Delivered, 30).await;
+    let depot_again = site.depot.restart_later();
+    let Site {
+        root: _root,
+        dirs: _dirs,
+        cs: _cs,
+        depot,
+    } = site;
+    depot.kill().await;
+    let reachable = |admin: &Admin| {
+        let mut admin = admin.clone();
+        async move {
+            let depots = (admin.list_depots(proto::ListDepotsRequest {}).await)
+                .unwrap()
+                .into_inner()
+                .depots;
+            depots[0].reachable
+        }
+    };
+    admin
+        .upsert_products(proto::UpsertProductsRequest {
+            products: vec![proto::Product {
+                id: "win10-x64".into(),
+                product_version: "10.0".into(),
+                package_version: "3".into(),
+                pxe_config_template: "missing.tpl".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    wait_for("the depot is seen down", 30, || {
+        let admin = admin.clone();
+        async move { !reachable(&admin).await }
+    })
+    .await;
+    let _depot = Server::start(depot_again).await;
+    wait_for("the depot refused the push", 30, || {
+        let mut admin = admin.clone();
+        async move {
+            let error = status(&mut admin, 0).await.deliveries[0].error.clone();
+            error.contains("FailedPrecondition")
+        }
+    })
+    .await;
+    assert!(reachable(&admin).await, "the depot answered: it is up");
+}
+
 /// Sets `path`'s access and modification times to `accessed` and
 /// `modified` seconds ago.
 fn set_times(path: &Path, accessed: u64, modified: u64) {

@@ -50,8 +50,10 @@ pub(super) enum PushResult {
     AlreadyRead,
     /// The depot has seen a newer revision (`NEWER_HELD`, `REMOVED`).
     Superseded(Aborted),
-    /// The depot refused this client's push; or no bundle could be built.
+    /// The depot refused this client's push (it answered: it is up).
     Rejected(String),
+    /// No bundle could be built: no call was made (counted as refused).
+    Unbuilt(String),
     /// The depot failed on its side (disk full, read-only directory): retried
     /// soon, so that the push lands shortly after the cause is gone.
     Local(String),
@@ -66,7 +68,7 @@ impl PushResult {
             PushResult::Unreachable(_) => "unavailable",
             PushResult::AlreadyRead => "already_read",
             PushResult::Superseded(_) => "superseded",
-            PushResult::Rejected(_) => "rejected",
+            PushResult::Rejected(_) | PushResult::Unbuilt(_) => "rejected",
             PushResult::Local(_) => "depot_error",
         }
     }
@@ -112,7 +114,7 @@ async fn push_in(
     let mut template = None;
     let (op, path, result) = match job {
         // No bundle could be built: refused without a call, counted as a set.
-        Err(error) => (PushOp::Set, PushPath::New, PushResult::Rejected(error)),
+        Err(error) => (PushOp::Set, PushPath::New, PushResult::Unbuilt(error)),
         Ok(job) => {
             let path = if capability == Capability::Legacy {
                 PushPath::Legacy

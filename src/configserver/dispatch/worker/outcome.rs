@@ -41,6 +41,13 @@ impl Worker {
             PushResult::Unimplemented => self.unimplemented(client_id),
             PushResult::Unreachable(error) => self.unreachable(client_id, revision, error).await,
             PushResult::Rejected(error) => {
+                // An answer, if a refusal: the depot is up (while it is
+                // counted down it is probed one push at a time).
+                self.reached();
+                self.rejected(client_id, revision, error, REJECT_BACKOFF)
+                    .await
+            }
+            PushResult::Unbuilt(error) => {
                 self.rejected(client_id, revision, error, REJECT_BACKOFF)
                     .await
             }
