@@ -40,11 +40,19 @@ impl ClientQueue {
     }
 
     /// The store says the client is owed, with no change known (a reload
-    /// of what a depot is owed): queued unless it is on its way already or
-    /// waits out a refusal's backoff — a reload every 30 s must not turn a
-    /// refused client's backoff into a push every 30 s.
+    /// of what a depot is owed): queued unless it waits out a refusal's
+    /// backoff — a reload every 30 s must not turn a refused client's
+    /// backoff into a push every 30 s. One on its way is looked at again
+    /// when it is back: a reload follows announcements that may have been
+    /// lost, and a change made meanwhile (on another replica) may be one of
+    /// them — else it would wait for the next reload. (Looked at: loaded
+    /// again; a revision delivered meanwhile is owed no more.)
     pub(super) fn reload(&mut self, client: String) {
-        if self.in_flight.contains(&client) || self.delayed_keys.contains_key(&client) {
+        if self.in_flight.contains(&client) {
+            self.again.insert(client);
+            return;
+        }
+        if self.delayed_keys.contains_key(&client) {
             return;
         }
         if self.queued.insert(client.clone()) {
@@ -187,7 +195,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reload_leaves_refused_and_travelling_clients_alone() {
+    async fn a_reload_leaves_refused_clients_alone_and_looks_at_travelling_ones_again() {
         let mut q = ClientQueue::default();
         for c in ["a", "b"] {
             q.enqueue(c.into());
@@ -197,9 +205,12 @@ mod tests {
         for c in ["a", "b", "c", "c"] {
             q.reload(c.into());
         }
-        // a waits out its backoff, b is on its way (and not marked: nothing
-        // changed), c was not known.
+        // a waits out its backoff, b is on its way, c was not known.
         assert_eq!(q.take(10), names(&["c"]));
+        // b changed meanwhile, perhaps (the reload follows announcements
+        // that may be lost): looked at again once back.
+        q.settle("b".into());
+        assert_eq!(q.take(10), names(&["b"]));
         q.settle("b".into());
         assert_eq!(q.take(10), Vec::<String>::new());
         assert!(q.has_delayed());
