@@ -367,6 +367,26 @@ impl Journal {
         .await
     }
 
+    /// The content of the config `fqdn` holds as journaled (its newest
+    /// row), if it holds one: one index look-up, not a load.
+    pub async fn held_content(&self, fqdn: Fqdn) -> Result<Option<Arc<str>>, JournalError> {
+        let journal = self.clone();
+        run_blocking(move || {
+            let inner = journal.inner();
+            let content: Option<Option<String>> = inner
+                .conn
+                .query_row(
+                    "SELECT CASE WHEN held = 1 THEN content END FROM client_log
+                     WHERE fqdn = ?1 ORDER BY seq DESC LIMIT 1",
+                    params![fqdn.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(content.flatten().map(Arc::from))
+        })
+        .await
+    }
+
     /// Keeps only each client's newest row, on a blocking thread.
     pub async fn compact_async(&self) -> Result<(), JournalError> {
         let journal = self.clone();

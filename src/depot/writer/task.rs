@@ -8,6 +8,7 @@
 mod execute;
 
 use std::collections::{BTreeSet, HashSet};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,6 +224,7 @@ pub fn start(
         metrics,
         leftovers: options.leftovers.into_iter().collect(),
         unwritten,
+        tried_last: None,
         ended: false,
     };
     (WriterHandle { tx, epoch }, writer.run(rx))
@@ -260,6 +262,10 @@ struct Writer {
     /// stay held — listed, and a retried push answered as written — with
     /// nothing on disk until a restart.
     unwritten: BTreeSet<Fqdn>,
+    /// The client of [`Self::unwritten`] a retry tried last: the next one
+    /// tries the one after it, so that a config that can never be written
+    /// (its name obstructed) does not stand in for the others.
+    tried_last: Option<Fqdn>,
     /// The test hook ended the writer.
     ended: bool,
 }
@@ -509,11 +515,17 @@ impl Writer {
     }
 
     /// Writes the held configs of [`Self::unwritten`] again, with their
-    /// content from the journal (read whole each time: a rewrite is rare,
-    /// and a retry only follows a failure); those that still cannot be
-    /// written stay for the next sweep, logged when their number changes
-    /// (a `retry` of the sweep's, silent while it does not).
+    /// content from the journal (read whole: a rewrite is rare); those that
+    /// still cannot be written stay for the next sweep, logged when their
+    /// number changes (a `retry` of the sweep's, silent while it does not).
+    /// A retry first tries one of them: while that fails (a full or
+    /// read-only directory) it goes no further — 100,000 configs would
+    /// otherwise cost a read of the whole journal and 100,000 failed writes
+    /// every two seconds of the outage.
     async fn rewrite_unwritten(&mut self, retry: bool) {
+        if retry && self.unwritten.len() > 1 && !self.rewrite_one().await {
+            return;
+        }
         let contents = match self.journal.load().await {
             Ok(contents) => contents,
             Err(error) => {
@@ -542,6 +554,34 @@ impl Writer {
             }
             _ => {}
         }
+    }
+
+    /// Writes one config of [`Self::unwritten`] again, the one after the
+    /// one tried last; false when it still cannot be written (or the
+    /// journal cannot be read: the full pass logs that).
+    async fn rewrite_one(&mut self) -> bool {
+        let next = match &self.tried_last {
+            Some(last) => self
+                .unwritten
+                .range::<Fqdn, _>((Excluded(last), Unbounded))
+                .next(),
+            None => None,
+        };
+        let Some(fqdn) = next.or_else(|| self.unwritten.first()).cloned() else {
+            return true;
+        };
+        self.tried_last = Some(fqdn.clone());
+        let content = match self.journal.held_content(fqdn.clone()).await {
+            Ok(content) => content,
+            Err(_) => return true,
+        };
+        self.unwritten.remove(&fqdn);
+        let mut round = Round::default();
+        if let Some(planned) = content.and_then(|c| self.state.plan_rewrite(fqdn.clone(), c)) {
+            round.push(planned, Reply::None);
+        }
+        self.execute(&mut round).await;
+        !self.unwritten.contains(&fqdn)
     }
 
     /// Retries deleting the files of defused reads.
@@ -1095,5 +1135,43 @@ mod tests {
             "held, but not on disk"
         );
         assert_eq!(writer.list(None, 10, None).await.unwrap().total, 1);
+    }
+
+    /// A retry tries one config first and goes no further while it fails;
+    /// one that can never be written (its name obstructed for good) does not
+    /// stand in for the others: the next retry tries the next one, and once
+    /// one is written the rest follow.
+    #[tokio::test]
+    async fn a_config_that_can_never_be_written_holds_up_no_other_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let pxe = dir.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        let (reads_tx, _reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
+        let mut names = Vec::new();
+        for n in 1..=3 {
+            names.push(writer.set(config(n)).await.unwrap().files[0].clone());
+        }
+        std::fs::remove_dir_all(&pxe).unwrap();
+        std::fs::create_dir(&pxe).unwrap();
+        for name in &names {
+            obstruct(&pxe.join(name));
+        }
+        writer.watch_event(WatchEvent::Rewatched).await.unwrap();
+        writer.list(None, 10, None).await.unwrap();
+        // Client 1, first in order, can never be written; 2 and 3 can now.
+        for name in &names[1..] {
+            std::fs::remove_dir_all(pxe.join(name)).unwrap();
+        }
+        for _ in 0..100 {
+            if names[1..].iter().all(|n| pxe.join(n).is_file()) {
+                break;
+            }
+            tokio::time::sleep(SWEEP_EVERY / 10).await;
+        }
+        for name in &names[1..] {
+            assert!(pxe.join(name).is_file(), "{name} held, but not on disk");
+        }
+        assert!(pxe.join(&names[0]).is_dir());
     }
 }
