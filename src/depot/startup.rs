@@ -101,7 +101,10 @@ pub fn survey(
     let held_names: HashSet<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
     let defused: HashSet<&str> = defused.iter().map(String::as_str).collect();
     let mut held_markers = std::collections::HashMap::new();
-    for found in scan(dir)? {
+    let scanned = scan(dir)?;
+    // Files start-up's look made look read (another user's): not read.
+    let looked = &scanned.looked;
+    for found in scanned.found {
         match found {
             Found::Temporary(name) => survey.leftovers.push((name, None)),
             Found::Ours(name, marker) if !held_names.contains(name.as_str()) => {
@@ -127,6 +130,7 @@ pub fn survey(
         (reads_kept
             && marker.revision > 0
             && !marker.local_boot
+            && !looked.contains(name)
             && !read_since_written(dir, vec![name.to_owned()]).is_empty())
         .then(|| marker.clone())
     };
@@ -135,7 +139,9 @@ pub fn survey(
         survey.read_while_down.extend(version);
     }
     for (i, (name, content)) in held.iter().enumerate() {
-        if holds(dir, name, content) {
+        // One our look made look read is written again, fresh: else the
+        // read check after start would take it for a client's read.
+        if !looked.contains(name.as_str()) && holds(dir, name, content) {
             continue;
         }
         if let Some(marker) = held_markers.get(name)

@@ -803,6 +803,53 @@ async fn an_armed_config_the_journal_dropped_boots_locally_when_it_cannot_be_rem
     assert!(holds_client(&dirs, 1));
 }
 
+/// A depot that does not own its configs (it ran as root before and as
+/// `nobody` now): start-up reads each config-like file's first bytes to
+/// tell ours, and for another user's file it may not ask the kernel to
+/// leave the access time alone (`O_NOATIME`). Its look must not pass for a
+/// client's read — an access time past the modification time is how a read
+/// while the depot was down is found — and a client's read of such a file
+/// while the depot was down must still count. Before, every unread config's
+/// look did: its action turned `none` without a boot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_of_another_user_are_not_taken_for_read_by_start_ups_look() {
+    if !as_root("running the depot as another user than its files'")
+        || !have_tool("setpriv", "running the depot as an unprivileged user")
+    {
+        return;
+    }
+    let mut site = Site::start(3).await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, [0, 2], "setup").await;
+    wait_state(&admin, 0..1, S::Delivered, 30).await;
+    wait_state(&admin, 2..3, S::Delivered, 30).await;
+    let again = unprivileged(site.depot.restart_later());
+    site.depot.terminate().await;
+    // The depot's directories become nobody's; clients 0 and 2's configs
+    // stay root's; client 2 reads its config while the depot is down.
+    give_to_nobody(site.dirs.root.path());
+    for n in [0, 2] {
+        for name in [mac_file(n), uuid(n)] {
+            std::os::unix::fs::chown(site.dirs.pxe.join(name), Some(0), Some(0)).unwrap();
+        }
+    }
+    set_times(&site.dirs.pxe.join(mac_file(2)), 0, 10);
+    site.depot = again.start().await;
+    wait_state(&admin, 2..3, S::Read, 30).await;
+    // Reads are reported in the order seen: a read of client 1 recorded
+    // means any read start-up took client 0's look for is recorded too.
+    set_actions(&mut admin, [1], "setup").await;
+    wait_state(&admin, 1..2, S::Delivered, 30).await;
+    simulate_read(&site.dirs.pxe.join(mac_file(1)));
+    wait_state(&admin, 1..2, S::Read, 30).await;
+    assert_eq!(
+        state_of(&mut admin, 0).await,
+        (S::Delivered, "setup".to_owned()),
+        "client 0 never booted"
+    );
+    assert!(holds_client(&site.dirs, 0));
+}
+
 /// Whether the test runs as root, which `what` needs; skipped (with a line
 /// saying so) where it does not — never in CI, which runs as root.
 fn as_root(what: &str) -> bool {

@@ -8,6 +8,7 @@
 //! file is opened `O_NOFOLLOW`, and rename and unlink act on the name itself.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -572,11 +573,15 @@ pub fn read_since_written(dir: &Path, names: Vec<String>) -> Vec<String> {
     names
         .into_iter()
         .filter(|name| {
-            fs::symlink_metadata(dir.join(name)).is_ok_and(|m| {
-                m.is_file() && (m.atime(), m.atime_nsec()) > (m.mtime(), m.mtime_nsec())
-            })
+            fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.is_file() && looks_read(&m))
         })
         .collect()
+}
+
+/// Whether a file's access time is past its modification time: read since
+/// written.
+fn looks_read(m: &fs::Metadata) -> bool {
+    (m.atime(), m.atime_nsec()) > (m.mtime(), m.mtime_nsec())
 }
 
 /// Whether `name` is one the depot writes: a UUID, `01-` + MAC, or one of
@@ -584,6 +589,16 @@ pub fn read_since_written(dir: &Path, names: Vec<String>) -> Vec<String> {
 /// checked against too).
 pub fn is_managed_name(name: &str) -> bool {
     crate::domain::is_pxe_file_name(name)
+}
+
+/// What [`scan`] found in the PXE directory.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The config-like files, in name order.
+    pub found: Vec<Found>,
+    /// Those whose look set their access time past their modification time
+    /// (see [`open_unseen`]): to a check, they look read; they were not.
+    pub looked: HashSet<String>,
 }
 
 /// A config-like file found in the PXE directory at start-up.
@@ -599,8 +614,12 @@ pub enum Found {
 
 /// The config-like regular files in `dir` (symlinks and directories are
 /// never ours), with what their first lines say.
-pub fn scan(dir: &Path) -> io::Result<Vec<Found>> {
+pub fn scan(dir: &Path) -> io::Result<Scanned> {
     let mut found = Vec::new();
+    let mut looked = HashSet::new();
+    // A config's names are links to one file: the look at the first name
+    // read makes the others look read too.
+    let mut looked_files = HashSet::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -613,17 +632,21 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Found>> {
             found.push(Found::Temporary(name));
             continue;
         }
-        match head(&dir.join(&name))
-            .ok()
-            .as_deref()
-            .and_then(marker::find)
-        {
+        let head = head(&dir.join(&name)).ok();
+        let file = entry.metadata().ok().map(|m| (m.dev(), m.ino()));
+        if head.as_ref().is_some_and(|(_, marks)| *marks) {
+            looked_files.insert(file);
+            looked.insert(name.clone());
+        } else if file.is_some() && looked_files.contains(&file) {
+            looked.insert(name.clone());
+        }
+        match head.as_ref().and_then(|(text, _)| marker::find(text)) {
             Some(m) => found.push(Found::Ours(name, m)),
             None => found.push(Found::Foreign(name)),
         }
     }
     found.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    Ok(found)
+    Ok(Scanned { found, looked })
 }
 
 /// Opens a file to read without following a symlink and, where the depot
@@ -631,36 +654,46 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Found>> {
 /// file's atime past its mtime is how a read is found that inotify did not
 /// report (`read_since_written`), so the depot's own reads must not look
 /// like one. (Its close is an IN_CLOSE_NOWRITE like a TFTP read: start-up
-/// reads files before the watcher starts.)
-fn open_unseen(path: &Path) -> io::Result<fs::File> {
+/// reads files before the watcher starts.) Also returns whether reading it
+/// will look like a read all the same: another user's file (the
+/// operator's, or ours from a run as another user), read as anyone reads
+/// it, that was not read since written.
+fn open_unseen(path: &Path) -> io::Result<(fs::File, bool)> {
     let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
     match OpenOptions::new()
         .read(true)
         .custom_flags(O_NOFOLLOW | noatime)
         .open(path)
     {
-        // Another user's file (the operator's): read as anyone reads it.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
-            .read(true)
-            .custom_flags(O_NOFOLLOW)
-            .open(path),
-        opened => opened,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(O_NOFOLLOW)
+                .open(path)?;
+            // Opening sets no access time; the first read will.
+            let marks = !looks_read(&file.metadata()?);
+            Ok((file, marks))
+        }
+        opened => opened.map(|file| (file, false)),
     }
 }
 
 /// The first bytes of a file (see [`open_unseen`]) as text. Lossy: the cut
 /// at [`HEAD`] may split a character (an umlaut in a template), and the
 /// marker line before it must still be found.
-fn head(path: &Path) -> io::Result<String> {
-    let file = open_unseen(path)?;
+/// Also whether the look set its access time (see [`open_unseen`]).
+fn head(path: &Path) -> io::Result<(String, bool)> {
+    let (file, marks) = open_unseen(path)?;
     let mut bytes = Vec::with_capacity(HEAD as usize);
     file.take(HEAD).read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), marks))
 }
 
-/// Whether file `name` in `dir` holds exactly `content`.
+/// Whether file `name` in `dir` holds exactly `content`. A file that cannot
+/// be read unseen (see [`open_unseen`]) is not read, and holds nothing: it
+/// is written again, fresh.
 pub fn holds(dir: &Path, name: &str, content: &str) -> bool {
-    let Ok(file) = open_unseen(&dir.join(name)) else {
+    let Ok((file, false)) = open_unseen(&dir.join(name)) else {
         return false;
     };
     let mut text = String::new();
@@ -827,7 +860,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
         // A start-up scan does not read through one either.
         std::os::unix::fs::symlink(&target, pxe.join("01-02-00-00-00-00-02")).unwrap();
-        let found = scan(&pxe).unwrap();
+        let found = scan(&pxe).unwrap().found;
         assert_eq!(found, [Found::Foreign("01-02-00-00-00-00-01".into())]);
     }
 
@@ -978,7 +1011,7 @@ mod tests {
         .unwrap();
         fs::write(dir.path().join("pxelinux.0"), "loader").unwrap();
         obstacle(dir.path(), "01-00-16-3e-aa-bb-dd");
-        let found = scan(dir.path()).unwrap();
+        let found = scan(dir.path()).unwrap().found;
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(found.contains(&Found::Temporary(".pxeconf-tmp-1234".into())));
         assert!(found.contains(&Found::Foreign(
@@ -1019,7 +1052,7 @@ mod tests {
         let ours = format!("{stamped}{}ä more\n", "#".repeat(pad));
         assert!(!ours.is_char_boundary(HEAD as usize));
         fs::write(dir.path().join("01-00-16-3e-aa-bb-cc"), &ours).unwrap();
-        let found = scan(dir.path()).unwrap();
+        let found = scan(dir.path()).unwrap().found;
         assert!(
             matches!(&found[..], [Found::Ours(n, m)] if n == "01-00-16-3e-aa-bb-cc" && m.revision == 7),
             "{found:?}"
