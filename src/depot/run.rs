@@ -425,13 +425,13 @@ async fn prepare_pxe_dir(
         warn!(dir = %dir.display(), "{warning}");
     }
     if !prepared.kept.is_empty() {
-        warn!(dir = %dir.display(), files = ?prepared.kept, "stale files of this depot could not be removed; configs among them boot locally until they can be");
+        warn!(dir = %dir.display(), files = prepared.kept.len(), names = %startup::shown(&prepared.kept), "stale files of this depot could not be removed; configs among them boot locally until they can be");
     }
     if !prepared.stuck.is_empty() {
-        error!(dir = %dir.display(), files = ?prepared.stuck, "stale PXE config files of this depot could neither be removed nor made to boot locally; a client may still boot them");
+        error!(dir = %dir.display(), files = prepared.stuck.len(), names = %startup::shown(&prepared.stuck), "stale PXE config files of this depot could neither be removed nor made to boot locally; a client may still boot them");
     }
     if !prepared.unwritten.is_empty() {
-        error!(dir = %dir.display(), files = ?prepared.unwritten, "held PXE config files could not be written again; trying again at each sweep");
+        error!(dir = %dir.display(), files = prepared.unwritten.len(), names = %startup::shown(&prepared.unwritten), "held PXE config files could not be written again; trying again at each sweep");
     }
     let leftovers = prepared.kept.into_iter().chain(prepared.stuck).collect();
     Ok((leftovers, prepared.unwritten))

@@ -46,23 +46,21 @@ impl Prepared {
         if self.foreign.is_empty() {
             return None;
         }
-        let shown: Vec<&str> = self
-            .foreign
-            .iter()
-            .take(SHOWN)
-            .map(String::as_str)
-            .collect();
-        let more = self.foreign.len().saturating_sub(SHOWN);
-        let tail = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
         Some(format!(
-            "{} config-like file(s) in the PXE directory are not pxeconf's (no marker line) and were kept: {}{tail}",
+            "{} config-like file(s) in the PXE directory are not pxeconf's (no marker line) and were kept: {}",
             self.foreign.len(),
-            shown.join(", ")
+            shown(&self.foreign)
         ))
+    }
+}
+
+/// The first [`SHOWN`] of `names` for a log line, and how many more: a
+/// directory of 100,000 files must not make a line of megabytes.
+pub fn shown(names: &[String]) -> String {
+    let first: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => first.join(", "),
+        more => format!("{} and {more} more", first.join(", ")),
     }
 }
 
@@ -274,6 +272,15 @@ mod tests {
             );
         }
         assert_eq!(Prepared::default().foreign_warning(), None);
+    }
+
+    #[test]
+    fn a_log_line_names_the_first_files_and_counts_the_rest() {
+        let names: Vec<String> = (0..100_000).map(|n| format!("01-{n:012x}")).collect();
+        assert_eq!(shown(&names[..2]), "01-000000000000, 01-000000000001");
+        let line = shown(&names);
+        assert!(line.ends_with(", 01-000000000013 and 99980 more"), "{line}");
+        assert!(line.len() < 400);
     }
 
     /// A held file that cannot be written (a non-empty directory at its
