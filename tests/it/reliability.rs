@@ -60,14 +60,17 @@ fn held(dir: &DepotDirs, max: u32) -> Vec<u32> {
     (0..max).filter(|n| holds_client(dir, *n)).collect()
 }
 
-/// Pushes the configserver made that the depot took (this process's life).
-async fn pushes_taken(admin: &mut Admin) -> u64 {
-    let depots = admin
-        .list_depots(proto::ListDepotsRequest {})
-        .await
+/// The depots as the configserver sees them.
+async fn depots(admin: &mut Admin) -> Vec<proto::DepotStatus> {
+    (admin.list_depots(proto::ListDepotsRequest {}).await)
         .unwrap()
         .into_inner()
-        .depots;
+        .depots
+}
+
+/// Pushes the configserver made that the depot took (this process's life).
+async fn pushes_taken(admin: &mut Admin) -> u64 {
+    let depots = depots(admin).await;
     depots.iter().map(|d| d.pushes_new + d.pushes_legacy).sum()
 }
 
@@ -1064,35 +1067,11 @@ async fn change_client0s_append_line(admin: &mut Admin) {
 /// armed).
 #[tokio::test]
 async fn a_read_just_before_a_newer_version_lands_consumes_the_action_once() {
-    let site = Site::start_with(1, |launch, _| {
-        launch.env("PXECONF_TEST_WATCH_LAG_MS", "3000")
-    })
+    read_just_before_a_newer_version(
+        |mut admin| async move { change_client0s_append_line(&mut admin).await },
+        |pxe| peek(&pxe.join(mac_file(0))).contains("lang=en"),
+    )
     .await;
-    let mut admin = site.admin().await;
-    set_actions(&mut admin, [0], "setup").await;
-    wait_state(&admin, 0..1, S::Delivered, 30).await;
-    let file = site.dirs.pxe.join(mac_file(0));
-    let first = peek(&file);
-    let read_at = std::time::Instant::now();
-    simulate_read(&file);
-    change_client0s_append_line(&mut admin).await;
-    wait_until("the newer version is on disk", || peek(&file) != first).await;
-    assert!(
-        read_at.elapsed() < Duration::from_millis(2500),
-        "the newer version landed only as the depot heard of the read: nothing tested"
-    );
-    assert!(peek(&file).contains("lang=en"));
-    wait_for("client0's action is none and its files gone", 20, || {
-        let mut admin = admin.clone();
-        let dirs = &site.dirs;
-        async move { state_of(&mut admin, 0).await.1 == "none" && dirs.files().is_empty() }
-    })
-    .await;
-    let log = site.depot.log();
-    assert!(
-        log.contains("just before a newer version replaced it"),
-        "{log}"
-    );
 }
 
 /// A client reads its config through its MAC's name just as its MAC
@@ -1104,6 +1083,30 @@ async fn a_read_just_before_a_newer_version_lands_consumes_the_action_once() {
 /// dropped: the action stayed `setup` with the newer config armed).
 #[tokio::test]
 async fn a_read_of_a_name_a_newer_version_gives_up_consumes_the_action_once() {
+    read_just_before_a_newer_version(
+        |mut admin| async move {
+            let mut host = bundle(0, 0).host.unwrap();
+            host.hardware_address = mac(9);
+            admin
+                .upsert_clients(proto::UpsertClientsRequest {
+                    clients: vec![host],
+                })
+                .await
+                .unwrap();
+        },
+        |pxe| pxe.join(mac_file(9)).exists() && !pxe.join(mac_file(0)).exists(),
+    )
+    .await;
+}
+
+/// Client 0 reads its delivered config through its MAC's name, then
+/// `change` makes a newer version land (`landed`, on the PXE directory,
+/// says when it is on disk), while the depot's watcher hands its events on
+/// 3 s late: the read must consume the action once.
+async fn read_just_before_a_newer_version<F: Future<Output = ()>>(
+    change: impl FnOnce(Admin) -> F,
+    landed: impl Fn(&Path) -> bool,
+) {
     let site = Site::start_with(1, |launch, _| {
         launch.env("PXECONF_TEST_WATCH_LAG_MS", "3000")
     })
@@ -1111,22 +1114,10 @@ async fn a_read_of_a_name_a_newer_version_gives_up_consumes_the_action_once() {
     let mut admin = site.admin().await;
     set_actions(&mut admin, [0], "setup").await;
     wait_state(&admin, 0..1, S::Delivered, 30).await;
-    let old = site.dirs.pxe.join(mac_file(0));
-    let new = site.dirs.pxe.join(mac_file(9));
     let read_at = std::time::Instant::now();
-    simulate_read(&old);
-    let mut host = bundle(0, 0).host.unwrap();
-    host.hardware_address = mac(9);
-    admin
-        .upsert_clients(proto::UpsertClientsRequest {
-            clients: vec![host],
-        })
-        .await
-        .unwrap();
-    wait_until("the newer version is on disk under the new MAC", || {
-        new.exists() && !old.exists()
-    })
-    .await;
+    simulate_read(&site.dirs.pxe.join(mac_file(0)));
+    change(admin.clone()).await;
+    wait_until("the newer version is on disk", || landed(&site.dirs.pxe)).await;
     assert!(
         read_at.elapsed() < Duration::from_millis(2500),
         "the newer version landed only as the depot heard of the read: nothing tested"
@@ -1165,22 +1156,11 @@ async fn a_depot_back_whose_first_answer_is_a_refusal_is_reachable() {
     depot.kill().await;
     let reachable = |admin: &Admin| {
         let mut admin = admin.clone();
-        async move {
-            let depots = (admin.list_depots(proto::ListDepotsRequest {}).await)
-                .unwrap()
-                .into_inner()
-                .depots;
-            depots[0].reachable
-        }
+        async move { depots(&mut admin).await[0].reachable }
     };
     admin
         .upsert_products(proto::UpsertProductsRequest {
-            products: vec![proto::Product {
-                id: "win10-x64".into(),
-                product_version: "10.0".into(),
-                package_version: "3".into(),
-                pxe_config_template: "missing.tpl".into(),
-            }],
+            products: vec![win10("missing.tpl".into())],
         })
         .await
         .unwrap();

@@ -828,6 +828,15 @@ mod tests {
         }
     }
 
+    /// The revision a read of `name` now is the read of, if one whose
+    /// rename or delete is not seen yet.
+    fn replaced_read(state: &mut State, name: &str) -> Option<u64> {
+        match state.read_replaced(name, NOW) {
+            ReplacedRead::Read(r) => Some(r.revision),
+            _ => None,
+        }
+    }
+
     fn io_error() -> WriterError {
         WriterError::Io {
             path: "/pxe/x".into(),
@@ -1096,24 +1105,20 @@ mod tests {
     #[test]
     fn a_read_before_a_rename_is_seen_is_a_read_of_the_config_it_replaced() {
         let mut state = State::default();
-        let read = |state: &mut State, name| match state.read_replaced(name, NOW) {
-            ReplacedRead::Read(r) => Some(r.revision),
-            _ => None,
-        };
         // A name new to the client replaced none of its configs.
         set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
-        assert_eq!(read(&mut state, "01-a"), None);
+        assert_eq!(replaced_read(&mut state, "01-a"), None);
         state.moved("uuid-a");
         state.moved("01-a");
         // Revision 2 replaces 1 at both names, then 3 replaces 2 at one.
         set(&mut state, config("a", 2, &["uuid-a", "01-a"]));
         set(&mut state, config("a", 3, &["01-a"]));
-        assert_eq!(read(&mut state, "01-a"), Some(1));
+        assert_eq!(replaced_read(&mut state, "01-a"), Some(1));
         // Its other name's read is the same client's boot, reported once.
-        assert_eq!(read(&mut state, "uuid-a"), None);
-        assert_eq!(read(&mut state, "01-a"), None);
+        assert_eq!(replaced_read(&mut state, "uuid-a"), None);
+        assert_eq!(replaced_read(&mut state, "01-a"), None);
         state.moved("01-a");
-        assert_eq!(read(&mut state, "01-a"), Some(2));
+        assert_eq!(replaced_read(&mut state, "01-a"), Some(2));
         state.moved("01-a");
         assert!(!state.is_replaced("01-a"));
         // Revision 3 is held throughout: the reads were of the older ones.
@@ -1122,16 +1127,12 @@ mod tests {
         let rewrite = state.plan_rewrite(fqdn("a"), Arc::from("x")).unwrap();
         state.commit(rewrite.op, Ok(()), NOW);
         assert!(state.is_replaced("01-a"));
-        assert_eq!(read(&mut state, "01-a"), None);
+        assert_eq!(replaced_read(&mut state, "01-a"), None);
     }
 
     #[test]
     fn a_read_of_a_released_name_before_its_delete_is_seen_is_a_read_of_the_config_there() {
         let mut state = State::default();
-        let read = |state: &mut State, name| match state.read_replaced(name, NOW) {
-            ReplacedRead::Read(r) => Some(r.revision),
-            _ => None,
-        };
         set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
         state.moved("uuid-a");
         state.moved("01-a");
@@ -1139,8 +1140,8 @@ mod tests {
         set(&mut state, config("a", 2, &["uuid-a", "01-b"]));
         assert_eq!(state.owner("01-a"), None);
         assert!(state.is_replaced("01-a"));
-        assert_eq!(read(&mut state, "01-a"), Some(1));
-        assert_eq!(read(&mut state, "uuid-a"), None, "reported once");
+        assert_eq!(replaced_read(&mut state, "01-a"), Some(1));
+        assert_eq!(replaced_read(&mut state, "uuid-a"), None, "reported once");
         state.moved("uuid-a");
         state.moved("01-b");
         state.deleted("01-a");
@@ -1150,12 +1151,12 @@ mod tests {
         state.moved("uuid-a");
         state.moved("01-a");
         state.deleted("01-b");
-        assert_eq!(read(&mut state, "01-b"), None);
+        assert_eq!(replaced_read(&mut state, "01-b"), None);
         // Another set releases 01-a again, and a removal's delete of a name
         // the client held since waits behind the rename back onto it.
         set(&mut state, config("a", 4, &["uuid-a", "01-c"]));
         set(&mut state, config("a", 5, &["uuid-a", "01-a"]));
-        assert_eq!(read(&mut state, "01-a"), Some(3));
+        assert_eq!(replaced_read(&mut state, "01-a"), Some(3));
         assert!(remove(&mut state, "a", 6).unwrap());
         state.deleted("01-a");
         assert!(

@@ -188,6 +188,17 @@ impl TestDepot {
     }
 }
 
+/// The product every seeded client boots, with `template` (empty: the
+/// depot's default).
+pub fn win10(template: String) -> proto::Product {
+    proto::Product {
+        id: "win10-x64".into(),
+        product_version: "10.0".into(),
+        package_version: "3".into(),
+        pxe_config_template: template,
+    }
+}
+
 /// A wire bundle for `fqdn` with MAC and UUID derived from `n`.
 pub fn bundle(n: u32, revision: u64) -> proto::ClientBundle {
     let fqdn = format!("client{n}.example.org");
@@ -206,12 +217,7 @@ pub fn bundle(n: u32, revision: u64) -> proto::ClientBundle {
             ..Default::default()
         }),
         product_on_depot: None,
-        product: Some(proto::Product {
-            id: "win10-x64".into(),
-            product_version: "10.0".into(),
-            package_version: "3".into(),
-            pxe_config_template: String::new(),
-        }),
+        product: Some(win10(String::new())),
         depot_id: "depot1.example.org".into(),
         service_address: "https://config.example.org:4447".into(),
         boot_mode: proto::BootMode::Bios as i32,
@@ -473,12 +479,7 @@ pub async fn seed(
         .unwrap();
     admin
         .upsert_products(proto::UpsertProductsRequest {
-            products: vec![proto::Product {
-                id: "win10-x64".into(),
-                product_version: "10.0".into(),
-                package_version: "3".into(),
-                pxe_config_template: String::new(),
-            }],
+            products: vec![win10(String::new())],
         })
         .await
         .unwrap();
