@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -633,11 +633,12 @@ pub fn scan(dir: &Path) -> io::Result<Scanned> {
             continue;
         }
         let head = head(&dir.join(&name)).ok();
-        let file = entry.metadata().ok().map(|m| (m.dev(), m.ino()));
+        // The inode from the directory entry itself: no stat per file.
+        let file = entry.ino();
         if head.as_ref().is_some_and(|(_, marks)| *marks) {
             looked_files.insert(file);
-            looked.insert(name.clone());
-        } else if file.is_some() && looked_files.contains(&file) {
+        }
+        if looked_files.contains(&file) {
             looked.insert(name.clone());
         }
         match head.as_ref().and_then(|(text, _)| marker::find(text)) {

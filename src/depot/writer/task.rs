@@ -523,8 +523,16 @@ impl Writer {
     /// otherwise cost a read of the whole journal and 100,000 failed writes
     /// every two seconds of the outage.
     async fn rewrite_unwritten(&mut self, retry: bool) {
-        if retry && self.unwritten.len() > 1 && !self.rewrite_one().await {
-            return;
+        if retry {
+            let before = self.unwritten.len();
+            if !self.rewrite_one().await {
+                return;
+            }
+            // It was the last: the journal need not be read whole.
+            if self.unwritten.is_empty() {
+                info!(configs = before, dir = %self.dir.display(), "held configs written again at last");
+                return;
+            }
         }
         let contents = match self.journal.load().await {
             Ok(contents) => contents,
