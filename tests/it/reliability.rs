@@ -197,6 +197,86 @@ async fn a_sigtermed_depot_keeps_the_reads_it_could_not_send() {
     reads_survive_a_depot_death("TERM").await;
 }
 
+/// A TCP proxy to `target` that can be cut — every connection through it
+/// closed, new ones closed as they come, as in a network partition — and
+/// mended.
+struct Link {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn mend(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+/// 40 configs delivered; the depot's link to the configserver is cut (the
+/// configserver runs on: it checks nothing, pushes nothing) and the 40
+/// clients read theirs; the link stays cut 13 s — long enough for a
+/// report's own backoff to have grown past 12 s — and is mended: every read
+/// is recorded within a few seconds (while none answers, one report tries
+/// at a time, at most 5 s apart, and the others go when it gets through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_made_while_the_configserver_is_cut_off_are_recorded_soon_after() {
+    let root = tempfile::tempdir().unwrap();
+    let cs = Server::start(process::configserver(&db(root.path()), root.path())).await;
+    let link = Link::start(cs.url().trim_start_matches("http://").parse().unwrap()).await;
+    let dirs = DepotDirs::new();
+    let _depot = Server::start(process::depot(1, &dirs, &state_dir(&dirs), &link.url())).await;
+    let mut admin = admin_at(&cs.url()).await;
+    seed(&mut admin, &[(1, _depot.url())], 40, |_| 1).await;
+    set_actions(&mut admin, 0..40, "setup").await;
+    wait_state(&admin, 0..40, S::Delivered, 60).await;
+    link.cut();
+    for n in 0..40 {
+        simulate_read(&dirs.pxe.join(mac_file(n)));
+    }
+    wait_until("the read configs are gone", || held(&dirs, 40).is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    link.mend();
+    let mended = std::time::Instant::now();
+    wait_state(&admin, 0..40, S::Read, 60).await;
+    let took = mended.elapsed();
+    eprintln!("the reads were recorded {took:?} after the link was mended");
+    assert!(
+        took < Duration::from_secs(8),
+        "the reads were recorded {took:?} after the link was mended"
+    );
+}
+
 /// Copies the database files (the SQLite file, its WAL and shared memory,
 /// whichever exist) of `from` to `to`, removing those `from` lacks.
 fn copy_database(from: &Path, to: &Path) {

@@ -15,20 +15,25 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::client::Upstream;
+use super::client::{Upstream, unreachable};
 use crate::depot::links::PushLinks;
 use crate::depot::writer::{Journal, ReadEvent, ReadKey};
 use crate::metrics::{Metrics, WriteLabels};
 use crate::proto;
 use crate::server::Supervisor;
+use crate::status::reason_of;
 use crate::wire::timestamp;
 
 /// Read reports in flight at once.
 const REPORT_CONCURRENCY: usize = 16;
 /// The first wait before a failed report is sent again; it doubles each time.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
-/// The longest wait between two tries of one report.
+/// The longest wait between two tries of one report the configserver
+/// answered with an error.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// The longest wait between two tries while no configserver answers: a
+/// configserver back from an outage hears from this depot within it.
+const MAX_PROBE_WAIT: Duration = Duration::from_secs(5);
 /// Acknowledgements written to the journal at once.
 const ACK_BATCH: usize = 1024;
 
@@ -103,6 +108,102 @@ struct Shared {
     acks: mpsc::Sender<(ReadKey, bool)>,
     in_flight: Arc<watch::Sender<usize>>,
     slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
+}
+
+/// Whether the configservers answer, as this depot's reports find it.
+/// While none does, one report at a time tries again (after a wait that
+/// doubles up to [`MAX_PROBE_WAIT`]) and the others wait for its answer:
+/// when a configserver is back they all go within that wait — not each
+/// after a backoff of its own, which had grown to 30 s in a long outage
+/// while the reports that arrived meanwhile queued behind them.
+struct Gate {
+    open: watch::Sender<bool>,
+    /// Held by the one report that tries while the gate is closed.
+    turn: tokio::sync::Mutex<()>,
+    /// The wait before the next try while closed.
+    wait: std::sync::Mutex<Duration>,
+}
+
+/// How a report may go.
+enum Pass<'a> {
+    /// The configservers answer.
+    Open,
+    /// None did: this report tries for all that wait.
+    Turn(tokio::sync::MutexGuard<'a, ()>),
+    /// The depot stops.
+    Stopped,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self {
+            open: watch::channel(true).0,
+            turn: tokio::sync::Mutex::new(()),
+            wait: std::sync::Mutex::new(FIRST_RETRY),
+        }
+    }
+
+    /// Waits until a report may go: at once while the gate is open; else
+    /// until this report's turn has waited its wait, or another's try got
+    /// an answer.
+    async fn pass(&self, stop: &CancellationToken) -> Pass<'_> {
+        let mut open = self.open.subscribe();
+        loop {
+            if *open.borrow_and_update() {
+                return Pass::Open;
+            }
+            tokio::select! {
+                turn = self.turn.lock() => {
+                    if *self.open.borrow() {
+                        return Pass::Open;
+                    }
+                    let wait = *self.wait.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => return Pass::Turn(turn),
+                        _ = open.wait_for(|open| *open) => return Pass::Open,
+                        () = stop.cancelled() => return Pass::Stopped,
+                    }
+                }
+                _ = open.changed() => {}
+                () = stop.cancelled() => return Pass::Stopped,
+            }
+        }
+    }
+
+    /// A configserver answered (whatever it said): every report may go.
+    fn answered(&self, waiting: usize) {
+        *self
+            .wait
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = FIRST_RETRY;
+        if self
+            .open
+            .send_if_modified(|open| !std::mem::replace(open, true))
+        {
+            info!(
+                reports = waiting,
+                "a configserver answers again; the read reports waiting go"
+            );
+        }
+    }
+
+    /// No configserver answered a report; `turn` if it tried for all.
+    fn unanswered(&self, turn: bool, status: &tonic::Status) {
+        if turn {
+            let mut wait = self
+                .wait
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *wait = (*wait * 2).min(MAX_PROBE_WAIT);
+            debug!(%status, retry_in = ?*wait, "no configserver answers yet");
+        } else if self
+            .open
+            .send_if_modified(|open| std::mem::replace(open, false))
+        {
+            warn!(%status, "no configserver answers read reports; one at a time tries again until one does");
+        }
+    }
 }
 
 impl Upstream {
@@ -135,6 +236,7 @@ impl Upstream {
             acks: acks_tx,
             in_flight: Arc::new(in_flight_tx),
             slots: Arc::new(Semaphore::new(REPORT_CONCURRENCY)),
+            gate: Arc::new(Gate::new()),
         };
         let span = info_span!("reporter", depot = %self.depot_id());
         supervisor.spawn_critical(
@@ -158,9 +260,60 @@ impl Upstream {
         }
     }
 
-    async fn report(&self, read: &ReadEvent, stop: &CancellationToken) -> Reported {
+    /// Sends `read` until a configserver records or refuses it, through
+    /// `gate` while none answers.
+    async fn report(&self, read: &ReadEvent, shared: &Shared) -> Reported {
         let mut delay = FIRST_RETRY;
-        // Each configserver once at once; then wait before another round.
+        loop {
+            let turn = match shared.gate.pass(&shared.stop).await {
+                Pass::Open => None,
+                Pass::Turn(turn) => Some(turn),
+                Pass::Stopped => return Reported::Abandoned,
+            };
+            let result = self.send_read(read).await;
+            let silent = matches!(&result, Err(status) if no_answer(status));
+            if !silent {
+                shared.gate.answered(*shared.in_flight.borrow());
+            }
+            match result {
+                Ok(r) => {
+                    debug!(fqdn = %read.fqdn, action_request = %r.action_request, applied = r.applied, "read reported");
+                    return Reported::Ok;
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::InvalidArgument
+                            | Code::NotFound
+                            | Code::PermissionDenied
+                            | Code::FailedPrecondition
+                    ) =>
+                {
+                    warn!(fqdn = %read.fqdn, %status, "read report refused; not retried");
+                    return Reported::Refused;
+                }
+                Err(status) if silent => {
+                    shared.gate.unanswered(turn.is_some(), &status);
+                }
+                Err(status) => {
+                    drop(turn);
+                    warn!(fqdn = %read.fqdn, %status, retry_in = ?delay, "read report failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shared.stop.cancelled() => return Reported::Abandoned,
+                    }
+                    delay = (delay * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    /// One try of `read`: each configserver once while they are
+    /// unreachable.
+    async fn send_read(
+        &self,
+        read: &ReadEvent,
+    ) -> Result<proto::ReportPxeConfigReadResponse, tonic::Status> {
         let mut failovers = 0;
         loop {
             let result = self
@@ -177,39 +330,25 @@ impl Upstream {
                 ))
                 .await;
             match result {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    debug!(fqdn = %read.fqdn, action_request = %r.action_request, applied = r.applied, "read reported");
-                    return Reported::Ok;
-                }
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        Code::InvalidArgument
-                            | Code::NotFound
-                            | Code::PermissionDenied
-                            | Code::FailedPrecondition
-                    ) =>
-                {
-                    warn!(fqdn = %read.fqdn, %status, "read report refused; not retried");
-                    return Reported::Refused;
-                }
+                Ok(r) => return Ok(r.into_inner()),
                 Err(status) if failovers + 1 < self.count() && self.failed(&status) => {
                     failovers += 1;
                 }
                 Err(status) => {
-                    failovers = 0;
+                    // The next try starts at the next configserver.
                     self.failed(&status);
-                    warn!(fqdn = %read.fqdn, %status, retry_in = ?delay, "read report failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stop.cancelled() => return Reported::Abandoned,
-                    }
-                    delay = (delay * 2).min(MAX_RETRY);
+                    return Err(status);
                 }
             }
         }
     }
+}
+
+/// Whether `status` says no configserver answered: unreachable, and not a
+/// status one sent (those carry a reason — a busy database is an answer,
+/// and its report backs off on its own rather than through the gate).
+fn no_answer(status: &tonic::Status) -> bool {
+    unreachable(status) && reason_of(status).is_none()
 }
 
 /// Takes reads (the initial ones first) and reports each in its own task,
@@ -257,7 +396,7 @@ async fn spawn_report(shared: &Shared, read: ReadEvent, done: Option<mpsc::Sende
     let span = read_span(&read, &shared.links);
     tokio::spawn(
         async move {
-            let result = shared.upstream.report(&read, &shared.stop).await;
+            let result = shared.upstream.report(&read, &shared).await;
             shared
                 .metrics
                 .read_reports
@@ -314,4 +453,77 @@ async fn write_acks(
         batch.clear();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Reports that wait at `gate` until it lets them go; each turn is a
+    /// try that fails, counted in `tries`.
+    fn waiting(
+        gate: &Arc<Gate>,
+        stop: &CancellationToken,
+        tries: &Arc<AtomicUsize>,
+    ) -> tokio::task::JoinHandle<bool> {
+        let (gate, stop, tries) = (gate.clone(), stop.clone(), tries.clone());
+        tokio::spawn(async move {
+            loop {
+                match gate.pass(&stop).await {
+                    Pass::Open => return true,
+                    Pass::Stopped => return false,
+                    Pass::Turn(turn) => {
+                        tries.fetch_add(1, Ordering::SeqCst);
+                        gate.unanswered(true, &tonic::Status::unavailable("down"));
+                        drop(turn);
+                    }
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn a_busy_configserver_is_an_answer_and_a_refused_connection_none() {
+        use crate::status::{Problem, Reason};
+        let busy = Problem::new(Reason::DatabaseBusy, "busy").into_status();
+        assert_eq!(busy.code(), Code::Unavailable);
+        assert!(!no_answer(&busy));
+        assert!(no_answer(&tonic::Status::unavailable("tcp connect error")));
+        assert!(!no_answer(&tonic::Status::internal("a bug")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_no_configserver_answers_one_report_tries_and_an_answer_lets_all_go() {
+        let gate = Arc::new(Gate::new());
+        let stop = CancellationToken::new();
+        assert!(matches!(gate.pass(&stop).await, Pass::Open));
+        gate.unanswered(false, &tonic::Status::unavailable("down"));
+        let tries = Arc::new(AtomicUsize::new(0));
+        let reports: Vec<_> = (0..3).map(|_| waiting(&gate, &stop, &tries)).collect();
+        // One try after 0.2, 0.6, 1.4, 3.0, 6.2, 11.2, 16.2 s — not one per
+        // report, and never more than 5 s apart.
+        tokio::time::sleep(Duration::from_millis(16_100)).await;
+        assert_eq!(tries.load(Ordering::SeqCst), 6);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(tries.load(Ordering::SeqCst), 7);
+        let answered = tokio::time::Instant::now();
+        gate.answered(3);
+        for report in reports {
+            assert!(report.await.unwrap());
+        }
+        assert_eq!(answered.elapsed(), Duration::ZERO, "all went at once");
+        assert_eq!(tries.load(Ordering::SeqCst), 7);
+
+        // Closed again, the wait starts over; stopping lets the waiting go.
+        gate.unanswered(false, &tonic::Status::unavailable("down"));
+        let reports: Vec<_> = (0..2).map(|_| waiting(&gate, &stop, &tries)).collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(tries.load(Ordering::SeqCst), 8);
+        stop.cancel();
+        for report in reports {
+            assert!(!report.await.unwrap());
+        }
+    }
 }
