@@ -19,6 +19,9 @@ pub(super) struct ClientQueue {
     in_flight: HashSet<String>,
     /// Clients that changed while in flight.
     again: HashSet<String>,
+    /// Clients a reload found owed while in flight: looked at again when
+    /// delivered or undelivered, but a refusal's backoff stands.
+    reloaded: HashSet<String>,
     delayed: DelayQueue<String>,
     delayed_keys: HashMap<String, delay_queue::Key>,
 }
@@ -49,7 +52,7 @@ impl ClientQueue {
     /// again; a revision delivered meanwhile is owed no more.)
     pub(super) fn reload(&mut self, client: String) {
         if self.in_flight.contains(&client) {
-            self.again.insert(client);
+            self.reloaded.insert(client);
             return;
         }
         if self.delayed_keys.contains_key(&client) {
@@ -79,7 +82,8 @@ impl ClientQueue {
     /// queued again if it changed meanwhile.
     pub(super) fn settle(&mut self, client: String) {
         self.in_flight.remove(&client);
-        if self.again.remove(&client) {
+        let reloaded = self.reloaded.remove(&client);
+        if self.again.remove(&client) || reloaded {
             self.enqueue(client);
         }
     }
@@ -89,6 +93,7 @@ impl ClientQueue {
     pub(super) fn retry_first(&mut self, client: String) {
         self.in_flight.remove(&client);
         self.again.remove(&client);
+        self.reloaded.remove(&client);
         if self.queued.insert(client.clone()) {
             self.waiting.push_front(client);
         }
@@ -98,6 +103,8 @@ impl ClientQueue {
     /// it changed meanwhile (the change may be the fix).
     pub(super) fn retry_after(&mut self, client: String, wait: Duration) {
         self.in_flight.remove(&client);
+        // A reload is no change: the refusal's backoff stands.
+        self.reloaded.remove(&client);
         if self.again.remove(&client) {
             self.enqueue(client);
         } else {
@@ -110,6 +117,7 @@ impl ClientQueue {
     pub(super) fn retry_load(&mut self, client: String, wait: Duration) {
         self.in_flight.remove(&client);
         self.again.remove(&client);
+        self.reloaded.remove(&client);
         self.delay(client, wait);
     }
 
@@ -214,6 +222,13 @@ mod tests {
         q.settle("b".into());
         assert_eq!(q.take(10), Vec::<String>::new());
         assert!(q.has_delayed());
+        // One on its way that comes back refused waits out its backoff: a
+        // reload is no change.
+        q.enqueue("b".into());
+        q.take(10);
+        q.reload("b".into());
+        q.retry_after("b".into(), Duration::from_secs(30));
+        assert_eq!(q.take(10), Vec::<String>::new());
         // A change still ends the wait.
         q.enqueue("a".into());
         assert_eq!(q.take(10), names(&["a"]));
