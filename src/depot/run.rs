@@ -23,7 +23,7 @@ use super::upstream::client::Upstream;
 use super::upstream::report::{Reads, Reporting};
 use super::watch::{self, TestHook};
 use super::writer::{
-    self, Batch, ClientRecord, FileAccess, Journal, ReadEvent, ReadKey, State, WatchEvent,
+    self, Batch, ClientRecord, FileAccess, Journal, Look, ReadEvent, ReadKey, State, WatchEvent,
     WriterOptions,
 };
 use crate::domain::{Fqdn, Secret};
@@ -110,9 +110,14 @@ impl Depot {
         // reads are journaled before start-up touches the files.
         let reads_kept = journal.atime_kept().await?;
         let held_files = Arc::new(held_files);
-        let mut survey = survey_pxe_dir(&pxe_dir, &state, held_files.clone(), reads_kept)
+        let earlier = journal.looks().await?;
+        let mut survey = survey_pxe_dir(&pxe_dir, &state, held_files.clone(), reads_kept, earlier)
             .await
             .map_err(pxe_err)?;
+        // Before anything is written: a look at a file that stays another
+        // user's (it cannot be written again) must not pass for a read at
+        // the next start either.
+        journal.set_looks(&survey.looks).await?;
         let read_while_down = std::mem::take(&mut survey.read_while_down);
         let unreported = reads_while_down(&journal, &state, read_while_down, unreported).await?;
         let (leftovers, unwritten) =
@@ -395,12 +400,15 @@ async fn survey_pxe_dir(
     state: &State,
     held: Arc<Vec<(String, Arc<str>)>>,
     reads_kept: bool,
+    earlier: std::collections::HashSet<Look>,
 ) -> std::io::Result<startup::Survey> {
     let defused = state.defused_names();
     let path = dir.to_owned();
-    tokio::task::spawn_blocking(move || startup::survey(&path, &held, &defused, reads_kept))
-        .await
-        .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || {
+        startup::survey(&path, &held, &defused, reads_kept, &earlier)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Brings the PXE directory in line with the journal as `survey` found it;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::marker::{self, Format, Marker};
 use super::writer::{
-    FileAccess, FileOps, Found, delete_all, holds, overwrite, read_since_written, scan,
+    FileAccess, FileOps, Found, Look, delete_all, holds, overwrite, read_since_written, scan,
 };
 
 /// Names shown in the warning about operator files; the rest are counted.
@@ -83,23 +83,29 @@ pub struct Survey {
     /// journaled before `prepare` runs: once a file is gone, so is the
     /// evidence of its read.
     pub read_while_down: Vec<Marker>,
+    /// The files this look set the access time of (another user's), for the
+    /// next start (see `Scanned::looks`): journaled before `prepare` runs.
+    pub looks: Vec<Look>,
 }
 
 /// Surveys `dir` against the journal, changing nothing: `held` are the held
 /// files with their content, `defused` the files of reads still to delete
 /// (their sweep deletes them). `reads_kept`: access times tell reads (see
-/// `Journal::atime_kept`). Blocking.
+/// `Journal::atime_kept`); `earlier` the looks the last start journaled.
+/// Blocking.
 pub fn survey(
     dir: &Path,
     held: &[(String, Arc<str>)],
     defused: &[String],
     reads_kept: bool,
+    earlier: &HashSet<Look>,
 ) -> std::io::Result<Survey> {
     let mut survey = Survey::default();
     let held_names: HashSet<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
     let defused: HashSet<&str> = defused.iter().map(String::as_str).collect();
     let mut held_markers = std::collections::HashMap::new();
-    let scanned = scan(dir)?;
+    let scanned = scan(dir, earlier)?;
+    survey.looks = scanned.looks;
     // Files start-up's look made look read (another user's): not read.
     let looked = &scanned.looked;
     for found in scanned.found {
@@ -305,7 +311,7 @@ mod tests {
     }
 
     fn survey_and_prepare(dir: &Path, held: &[(String, Arc<str>)], defused: &[String]) -> Prepared {
-        let found = survey(dir, held, defused, true).unwrap();
+        let found = survey(dir, held, defused, true, &HashSet::new()).unwrap();
         prepare(dir, held, found, FileAccess::default()).unwrap()
     }
 
@@ -354,7 +360,8 @@ mod tests {
         w("01-02-00-00-00-00-05", &stamp(5, 0), true);
         let held =
             [(1, 5), (2, 7), (3, 9)].map(|(n, r)| (format!("01-02-00-00-00-00-0{n}"), stamp(n, r)));
-        let surveyed = |reads_kept| survey(dir.path(), &held, &[], reads_kept).unwrap();
+        let surveyed =
+            |reads_kept| survey(dir.path(), &held, &[], reads_kept, &HashSet::new()).unwrap();
         let found = surveyed(true);
         let mut read: Vec<(String, u64)> = (found.read_while_down.iter())
             .map(|m| (m.fqdn.clone(), m.revision))
@@ -392,7 +399,7 @@ mod tests {
         .unwrap();
         read_later(&local);
         assert!(
-            survey(clean.path(), &[], &[], true)
+            survey(clean.path(), &[], &[], true, &HashSet::new())
                 .unwrap()
                 .read_while_down
                 .is_empty()

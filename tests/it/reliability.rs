@@ -933,6 +933,59 @@ async fn configs_of_another_user_are_not_taken_for_read_by_start_ups_look() {
     assert!(holds_client(&site.dirs, 0));
 }
 
+/// As above, but start-up cannot write the looked-at configs again (the
+/// directory is read-only to the depot): their files stay root's, their
+/// access times past their modification times by start-up's look alone. The
+/// next start must not take that for a client's read either: the look is
+/// journaled with the access time it left. Before, the second start turned
+/// client 0's action `none` without a boot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_at_a_config_start_up_could_not_write_again_is_no_read_at_the_next_start() {
+    if !as_root("running the depot as another user than its files'")
+        || !have_tool("setpriv", "running the depot as an unprivileged user")
+    {
+        return;
+    }
+    let mut site = Site::start(2).await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, [0, 1], "setup").await;
+    wait_state(&admin, 0..2, S::Delivered, 30).await;
+    let again = unprivileged(site.depot.restart_later());
+    site.depot.terminate().await;
+    give_to_nobody(site.dirs.root.path());
+    for n in [0, 1] {
+        for name in [mac_file(n), uuid(n)] {
+            std::os::unix::fs::chown(site.dirs.pxe.join(name), Some(0), Some(0)).unwrap();
+        }
+    }
+    let pxe = site.dirs.pxe.clone();
+    std::fs::set_permissions(&pxe, std::fs::Permissions::from_mode(0o555)).unwrap();
+    site.depot = again.start().await;
+    (site.depot)
+        .wait_log("held PXE config files could not be written again", 30)
+        .await;
+    let again = site.depot.restart_later();
+    site.depot.terminate().await;
+    site.depot = again.start().await;
+    // Reads are reported in the order seen: client 1's read recorded means
+    // any read the second start took client 0's look for is recorded too.
+    simulate_read(&pxe.join(mac_file(1)));
+    wait_state(&admin, 1..2, S::Read, 30).await;
+    assert_eq!(
+        state_of(&mut admin, 0).await,
+        (S::Delivered, "setup".to_owned()),
+        "client 0 never booted"
+    );
+    // Writable again: written fresh, the depot's own, still to boot.
+    std::fs::set_permissions(&pxe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_until("client 0's config is written again", || {
+        std::fs::metadata(pxe.join(mac_file(0)))
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 65534)
+    })
+    .await;
+    assert_eq!(state_of(&mut admin, 0).await.1, "setup");
+}
+
 /// Whether the test runs as root, which `what` needs; skipped (with a line
 /// saying so) where it does not — never in CI, which runs as root.
 fn as_root(what: &str) -> bool {

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -597,8 +597,57 @@ pub struct Scanned {
     /// The config-like files, in name order.
     pub found: Vec<Found>,
     /// Those whose look set their access time past their modification time
-    /// (see [`open_unseen`]): to a check, they look read; they were not.
+    /// (see [`open_unseen`]), or whose access time is still the one an
+    /// earlier start's look left: to a check, they look read; they were not.
     pub looked: HashSet<String>,
+    /// Those files as this look leaves them, for the next start: one that
+    /// cannot be written again fresh (a read-only or full directory) is
+    /// still another user's file its access time past its modification
+    /// time then.
+    pub looks: Vec<Look>,
+}
+
+/// A file start-up looked at, its access time past its modification time
+/// by that look alone: while its access time stays that, nothing read it
+/// since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Look {
+    dev: u64,
+    ino: u64,
+    atime: (i64, i64),
+}
+
+impl Look {
+    fn of(m: &fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            atime: (m.atime(), m.atime_nsec()),
+        }
+    }
+
+    fn file(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    /// One line of text, as the journal keeps it.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.dev, self.ino, self.atime.0, self.atime.1
+        )
+    }
+
+    /// A line of [`Self::to_line`]; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut parts = line.split(' ');
+        let look = Self {
+            dev: parts.next()?.parse().ok()?,
+            ino: parts.next()?.parse().ok()?,
+            atime: (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?),
+        };
+        parts.next().is_none().then_some(look)
+    }
 }
 
 /// A config-like file found in the PXE directory at start-up.
@@ -614,9 +663,10 @@ pub enum Found {
 
 /// The config-like regular files in `dir` (symlinks and directories are
 /// never ours), with what their first lines say.
-pub fn scan(dir: &Path) -> io::Result<Scanned> {
+pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
     let mut found = Vec::new();
     let mut looked = HashSet::new();
+    let mut looks = Vec::new();
     // A config's names are links to one file: the look at the first name
     // read makes the others look read too.
     let mut looked_files = HashSet::new();
@@ -632,22 +682,39 @@ pub fn scan(dir: &Path) -> io::Result<Scanned> {
             found.push(Found::Temporary(name));
             continue;
         }
-        let head = head(&dir.join(&name)).ok();
-        // The inode from the directory entry itself: no stat per file.
-        let file = entry.ino();
-        if head.as_ref().is_some_and(|(_, marks)| *marks) {
-            looked_files.insert(file);
-        }
-        if looked_files.contains(&file) {
+        let head = head(&dir.join(&name), earlier).ok();
+        if let Some(look) = head.as_ref().and_then(|(_, look)| *look) {
+            looked_files.insert(look.file());
             looked.insert(name.clone());
+            looks.push(look);
         }
         match head.as_ref().and_then(|(text, _)| marker::find(text)) {
             Some(m) => found.push(Found::Ours(name, m)),
             None => found.push(Found::Foreign(name)),
         }
     }
+    // The other names of a looked file, by the file's own device and inode
+    // (a directory entry's inode number is not that everywhere: FUSE, some
+    // overlays); a stat per name only when there was such a look.
+    if !looked_files.is_empty() {
+        for f in &found {
+            let (Found::Ours(name, _) | Found::Foreign(name)) = f else {
+                continue;
+            };
+            if !looked.contains(name)
+                && let Ok(meta) = fs::symlink_metadata(dir.join(name))
+                && looked_files.contains(&(meta.dev(), meta.ino()))
+            {
+                looked.insert(name.clone());
+            }
+        }
+    }
     found.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    Ok(Scanned { found, looked })
+    Ok(Scanned {
+        found,
+        looked,
+        looks,
+    })
 }
 
 /// Opens a file to read without following a symlink and, where the depot
@@ -658,8 +725,9 @@ pub fn scan(dir: &Path) -> io::Result<Scanned> {
 /// reads files before the watcher starts.) Also returns whether reading it
 /// will look like a read all the same: another user's file (the
 /// operator's, or ours from a run as another user), read as anyone reads
-/// it, that was not read since written.
-fn open_unseen(path: &Path) -> io::Result<(fs::File, bool)> {
+/// it, that was not read since written, or whose access time is still the
+/// one `earlier` (an earlier start's look) left: then its look as it stands.
+fn open_unseen(path: &Path, earlier: &HashSet<Look>) -> io::Result<(fs::File, Option<Look>)> {
     let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
     match OpenOptions::new()
         .read(true)
@@ -672,29 +740,36 @@ fn open_unseen(path: &Path) -> io::Result<(fs::File, bool)> {
                 .custom_flags(O_NOFOLLOW)
                 .open(path)?;
             // Opening sets no access time; the first read will.
-            let marks = !looks_read(&file.metadata()?);
-            Ok((file, marks))
+            let meta = file.metadata()?;
+            let look = Look::of(&meta);
+            let marked = !looks_read(&meta) || earlier.contains(&look);
+            Ok((file, marked.then_some(look)))
         }
-        opened => opened.map(|file| (file, false)),
+        opened => opened.map(|file| (file, None)),
     }
 }
 
 /// The first bytes of a file (see [`open_unseen`]) as text. Lossy: the cut
 /// at [`HEAD`] may split a character (an umlaut in a template), and the
 /// marker line before it must still be found.
-/// Also whether the look set its access time (see [`open_unseen`]).
-fn head(path: &Path) -> io::Result<(String, bool)> {
-    let (file, marks) = open_unseen(path)?;
+/// Also the file's look, after it, if the look set its access time (see
+/// [`open_unseen`]).
+fn head(path: &Path, earlier: &HashSet<Look>) -> io::Result<(String, Option<Look>)> {
+    let (mut file, marked) = open_unseen(path, earlier)?;
     let mut bytes = Vec::with_capacity(HEAD as usize);
-    file.take(HEAD).read_to_end(&mut bytes)?;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), marks))
+    (&mut file).take(HEAD).read_to_end(&mut bytes)?;
+    let look = match marked {
+        Some(_) => Some(Look::of(&file.metadata()?)),
+        None => None,
+    };
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), look))
 }
 
 /// Whether file `name` in `dir` holds exactly `content`. A file that cannot
 /// be read unseen (see [`open_unseen`]) is not read, and holds nothing: it
 /// is written again, fresh.
 pub fn holds(dir: &Path, name: &str, content: &str) -> bool {
-    let Ok((file, false)) = open_unseen(&dir.join(name)) else {
+    let Ok((file, None)) = open_unseen(&dir.join(name), &HashSet::new()) else {
         return false;
     };
     let mut text = String::new();
@@ -706,6 +781,19 @@ pub fn holds(dir: &Path, name: &str, content: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_look_survives_its_journal_line_and_nothing_else_passes_for_one() {
+        let look = Look {
+            dev: 2049,
+            ino: 12,
+            atime: (1_700_000_000, 999),
+        };
+        assert_eq!(Look::parse(&look.to_line()), Some(look));
+        for bad in ["", "1 2 3", "1 2 3 4 5", "a 2 3 4", "1  2 3 4"] {
+            assert_eq!(Look::parse(bad), None, "{bad:?}");
+        }
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
@@ -861,7 +949,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
         // A start-up scan does not read through one either.
         std::os::unix::fs::symlink(&target, pxe.join("01-02-00-00-00-00-02")).unwrap();
-        let found = scan(&pxe).unwrap().found;
+        let found = scan(&pxe, &HashSet::new()).unwrap().found;
         assert_eq!(found, [Found::Foreign("01-02-00-00-00-00-01".into())]);
     }
 
@@ -1012,7 +1100,7 @@ mod tests {
         .unwrap();
         fs::write(dir.path().join("pxelinux.0"), "loader").unwrap();
         obstacle(dir.path(), "01-00-16-3e-aa-bb-dd");
-        let found = scan(dir.path()).unwrap().found;
+        let found = scan(dir.path(), &HashSet::new()).unwrap().found;
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(found.contains(&Found::Temporary(".pxeconf-tmp-1234".into())));
         assert!(found.contains(&Found::Foreign(
@@ -1053,7 +1141,7 @@ mod tests {
         let ours = format!("{stamped}{}ä more\n", "#".repeat(pad));
         assert!(!ours.is_char_boundary(HEAD as usize));
         fs::write(dir.path().join("01-00-16-3e-aa-bb-cc"), &ours).unwrap();
-        let found = scan(dir.path()).unwrap().found;
+        let found = scan(dir.path(), &HashSet::new()).unwrap().found;
         assert!(
             matches!(&found[..], [Found::Ours(n, m)] if n == "01-00-16-3e-aa-bb-cc" && m.revision == 7),
             "{found:?}"

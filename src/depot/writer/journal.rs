@@ -10,7 +10,7 @@
 //! The content of held configs contains host keys: the file is mode 0600 in
 //! a directory only the depot's user can enter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +24,7 @@ use serde_json::Value;
 mod rows;
 
 use super::error::JournalError;
+use super::files::Look;
 use super::messages::ReadEvent;
 use super::records::{ClientRecord, Defused, Held};
 use crate::domain::Fqdn;
@@ -336,6 +337,39 @@ impl Journal {
                 [],
             )?;
             Ok(kept)
+        })
+        .await
+    }
+
+    /// The looks at files the last start journaled (see `files::Look`).
+    pub async fn looks(&self) -> Result<HashSet<Look>, JournalError> {
+        let journal = self.clone();
+        run_blocking(move || {
+            let inner = journal.inner();
+            let text = inner
+                .conn
+                .query_row("SELECT value FROM meta WHERE key = 'looks'", [], |row| {
+                    row.get::<_, String>(0)
+                })
+                .optional()?
+                .unwrap_or_default();
+            Ok(text.lines().filter_map(Look::parse).collect())
+        })
+        .await
+    }
+
+    /// Journals this start's looks, in place of the last start's.
+    pub async fn set_looks(&self, looks: &[Look]) -> Result<(), JournalError> {
+        let text: Vec<String> = looks.iter().map(Look::to_line).collect();
+        let text = text.join("\n");
+        let journal = self.clone();
+        run_blocking(move || {
+            let inner = journal.inner();
+            inner.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('looks', ?1)",
+                params![text],
+            )?;
+            Ok(())
         })
         .await
     }

@@ -21,8 +21,8 @@ mod task;
 
 pub use error::{JournalError, SeenState, WriterError};
 pub use files::{
-    DEFAULT_FILE_MODE, FileAccess, Found, TMP_PREFIX, apply, delete_all, holds, is_managed_name,
-    overwrite, read_since_written, scan,
+    DEFAULT_FILE_MODE, FileAccess, Found, Look, TMP_PREFIX, apply, delete_all, holds,
+    is_managed_name, overwrite, read_since_written, scan,
 };
 pub use journal::{Batch, Contents, JOURNAL_FILE, Journal, ReadKey};
 pub use messages::{
