@@ -297,6 +297,11 @@ impl State {
         })
     }
 
+    /// Whether `fqdn`'s config is held.
+    pub fn holds(&self, fqdn: &Fqdn) -> bool {
+        self.held.contains_key(fqdn)
+    }
+
     /// Clients whose config is held.
     pub fn held_clients(&self) -> Vec<Fqdn> {
         self.held.keys().cloned().collect()

@@ -524,7 +524,13 @@ impl Writer {
     /// every two seconds of the outage.
     async fn rewrite_unwritten(&mut self, retry: bool) {
         if retry {
+            // Removed or read since: nothing of theirs to write.
+            let state = &self.state;
+            self.unwritten.retain(|fqdn| state.holds(fqdn));
             let before = self.unwritten.len();
+            if before == 0 {
+                return;
+            }
             if !self.rewrite_one().await {
                 return;
             }

@@ -184,6 +184,10 @@ impl Writer {
                     read
                 }
                 (committed, Ok(())) => {
+                    if matches!(committed, Committed::Set(Ok(_))) {
+                        // Its files are written now, whatever a rewrite left.
+                        self.unwritten.remove(snapshot.fqdn());
+                    }
                     self.answered(&committed);
                     reply.answer(committed);
                     None
