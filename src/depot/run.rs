@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::core::DepotCore;
 use super::crypt::Salt;
@@ -437,6 +437,8 @@ async fn prepare_pxe_dir(
     }
     if !prepared.stuck.is_empty() {
         error!(dir = %dir.display(), files = prepared.stuck.len(), names = %startup::shown(&prepared.stuck), "stale PXE config files of this depot could neither be removed nor made to boot locally; a client may still boot them");
+        // The error names the first few: every one, for whoever looks.
+        debug!(dir = %dir.display(), names = ?prepared.stuck, "stale PXE config files that may still boot");
     }
     if !prepared.unwritten.is_empty() {
         error!(dir = %dir.display(), files = prepared.unwritten.len(), names = %startup::shown(&prepared.unwritten), "held PXE config files could not be written again; trying again at each sweep");

@@ -66,15 +66,15 @@ type Moves = VecDeque<Change>;
 /// released, and what was there before it.
 #[derive(Debug, Clone)]
 struct Change {
-    /// A delete (its IN_DELETE awaited), not a rename.
-    delete: bool,
+    /// A delete (its IN_DELETE awaited), made then; not a rename.
+    delete: Option<SystemTime>,
     /// What it replaced or deleted.
     was: Move,
 }
 
 impl Change {
     fn rename(was: Move) -> Self {
-        Self { delete: false, was }
+        Self { delete: None, was }
     }
 }
 
@@ -321,7 +321,10 @@ impl State {
     /// before it go too: one that found no file brings no event.
     pub fn moved(&mut self, name: &str) {
         if let Some(moves) = self.unconfirmed_moves.get_mut(name) {
-            while moves.pop_front().is_some_and(|change| change.delete) {}
+            while moves
+                .pop_front()
+                .is_some_and(|change| change.delete.is_some())
+            {}
             if moves.is_empty() {
                 self.unconfirmed_moves.remove(name);
             }
@@ -334,7 +337,7 @@ impl State {
         let Some(moves) = self.unconfirmed_moves.get_mut(name) else {
             return false;
         };
-        if !moves.front().is_some_and(|change| change.delete) {
+        if moves.front().is_none_or(|change| change.delete.is_none()) {
             return false;
         }
         moves.pop_front();
@@ -348,6 +351,22 @@ impl State {
     /// client's config the oldest such rename replaced, at `now`, once per
     /// replaced config (whichever of its names the client read).
     pub fn read_replaced(&mut self, name: &str, now: SystemTime) -> ReplacedRead {
+        // A release delete that found no file brings no event: like a
+        // removed config's, it is awaited for [`REMOVED_KEPT`] at most (else
+        // a file someone else put there later would be read as its version).
+        if let Some(moves) = self.unconfirmed_moves.get_mut(name) {
+            let expired = |change: &Change| {
+                change
+                    .delete
+                    .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= REMOVED_KEPT)
+            };
+            while moves.front().is_some_and(expired) {
+                moves.pop_front();
+            }
+            if moves.is_empty() {
+                self.unconfirmed_moves.remove(name);
+            }
+        }
         let oldest = (self.unconfirmed_moves.get(name))
             .and_then(|m| m.front())
             .map(|change| &change.was);
@@ -670,7 +689,10 @@ impl State {
                 None => Move::Nothing,
             };
             let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
-            moves.push_back(Change { delete: true, was });
+            moves.push_back(Change {
+                delete: Some(now),
+                was,
+            });
         }
         outcome
     }
@@ -1179,6 +1201,19 @@ mod tests {
         state.moved("01-x");
         state.moved("01-x");
         assert!(!state.is_replaced("01-x"));
+        // One no rename onto the name follows is awaited for a while only: a
+        // file put there later (the operator's) is no read of its version.
+        set(&mut state, config("c", 1, &["01-p"]));
+        state.moved("01-p");
+        set(&mut state, config("c", 2, &["01-q"]));
+        state.moved("01-q");
+        assert!(state.is_replaced("01-p"));
+        let later = NOW + REMOVED_KEPT;
+        assert!(matches!(
+            state.read_replaced("01-p", later),
+            ReplacedRead::Nothing
+        ));
+        assert!(!state.is_replaced("01-p"));
     }
 
     #[test]
