@@ -294,6 +294,15 @@ impl Upstream {
                 }
                 Err(status) if silent => {
                     shared.gate.unanswered(turn.is_some(), &status);
+                    // Not at once through a gate another's answer opened
+                    // meanwhile: a configserver answering only some calls
+                    // must not make this one a busy loop.
+                    if turn.is_none() {
+                        tokio::select! {
+                            () = tokio::time::sleep(FIRST_RETRY) => {}
+                            () = shared.stop.cancelled() => return Reported::Abandoned,
+                        }
+                    }
                 }
                 Err(status) => {
                     drop(turn);
