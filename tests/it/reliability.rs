@@ -886,6 +886,26 @@ async fn an_armed_config_the_journal_dropped_boots_locally_when_it_cannot_be_rem
     assert!(holds_client(&dirs, 1));
 }
 
+/// Delivers `clients`' configs, stops the depot and gives its directories
+/// to `nobody`, the configs staying root's: how to start it again as
+/// `nobody`.
+async fn roots_configs_for_nobody(site: &mut Site, admin: &mut Admin, clients: &[u32]) -> Launch {
+    set_actions(admin, clients.iter().copied(), "setup").await;
+    for &n in clients {
+        wait_state(admin, n..n + 1, S::Delivered, 30).await;
+    }
+    let again = unprivileged(site.depot.restart_later());
+    site.depot.signal("TERM");
+    site.depot.wait_exit(60).await;
+    give_to_nobody(site.dirs.root.path());
+    for &n in clients {
+        for name in [mac_file(n), uuid(n)] {
+            std::os::unix::fs::chown(site.dirs.pxe.join(name), Some(0), Some(0)).unwrap();
+        }
+    }
+    again
+}
+
 /// A depot that does not own its configs (it ran as root before and as
 /// `nobody` now): start-up reads each config-like file's first bytes to
 /// tell ours, and for another user's file it may not ask the kernel to
@@ -903,19 +923,9 @@ async fn configs_of_another_user_are_not_taken_for_read_by_start_ups_look() {
     }
     let mut site = Site::start(3).await;
     let mut admin = site.admin().await;
-    set_actions(&mut admin, [0, 2], "setup").await;
-    wait_state(&admin, 0..1, S::Delivered, 30).await;
-    wait_state(&admin, 2..3, S::Delivered, 30).await;
-    let again = unprivileged(site.depot.restart_later());
-    site.depot.terminate().await;
-    // The depot's directories become nobody's; clients 0 and 2's configs
-    // stay root's; client 2 reads its config while the depot is down.
-    give_to_nobody(site.dirs.root.path());
-    for n in [0, 2] {
-        for name in [mac_file(n), uuid(n)] {
-            std::os::unix::fs::chown(site.dirs.pxe.join(name), Some(0), Some(0)).unwrap();
-        }
-    }
+    // Clients 0 and 2's configs stay root's; client 2 reads its config
+    // while the depot is down.
+    let again = roots_configs_for_nobody(&mut site, &mut admin, &[0, 2]).await;
     set_times(&site.dirs.pxe.join(mac_file(2)), 0, 10);
     site.depot = again.start().await;
     wait_state(&admin, 2..3, S::Read, 30).await;
@@ -948,16 +958,7 @@ async fn a_look_at_a_config_start_up_could_not_write_again_is_no_read_at_the_nex
     }
     let mut site = Site::start(2).await;
     let mut admin = site.admin().await;
-    set_actions(&mut admin, [0, 1], "setup").await;
-    wait_state(&admin, 0..2, S::Delivered, 30).await;
-    let again = unprivileged(site.depot.restart_later());
-    site.depot.terminate().await;
-    give_to_nobody(site.dirs.root.path());
-    for n in [0, 1] {
-        for name in [mac_file(n), uuid(n)] {
-            std::os::unix::fs::chown(site.dirs.pxe.join(name), Some(0), Some(0)).unwrap();
-        }
-    }
+    let again = roots_configs_for_nobody(&mut site, &mut admin, &[0, 1]).await;
     let pxe = site.dirs.pxe.clone();
     std::fs::set_permissions(&pxe, std::fs::Permissions::from_mode(0o555)).unwrap();
     site.depot = again.start().await;

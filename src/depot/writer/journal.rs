@@ -325,17 +325,8 @@ impl Journal {
         let journal = self.clone();
         run_blocking(move || {
             let inner = journal.inner();
-            let kept = inner
-                .conn
-                .query_row("SELECT value FROM meta WHERE key = 'atime'", [], |row| {
-                    row.get::<_, String>(0)
-                })
-                .optional()?
-                .is_some_and(|v| v == "kept");
-            inner.conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('atime', 'kept')",
-                [],
-            )?;
+            let kept = meta(&inner.conn, "atime")?.is_some_and(|v| v == "kept");
+            set_meta(&inner.conn, "atime", "kept")?;
             Ok(kept)
         })
         .await
@@ -345,14 +336,7 @@ impl Journal {
     pub async fn looks(&self) -> Result<HashSet<Look>, JournalError> {
         let journal = self.clone();
         run_blocking(move || {
-            let inner = journal.inner();
-            let text = inner
-                .conn
-                .query_row("SELECT value FROM meta WHERE key = 'looks'", [], |row| {
-                    row.get::<_, String>(0)
-                })
-                .optional()?
-                .unwrap_or_default();
+            let text = meta(&journal.inner().conn, "looks")?.unwrap_or_default();
             Ok(text.lines().filter_map(Look::parse).collect())
         })
         .await
@@ -363,15 +347,7 @@ impl Journal {
         let text: Vec<String> = looks.iter().map(Look::to_line).collect();
         let text = text.join("\n");
         let journal = self.clone();
-        run_blocking(move || {
-            let inner = journal.inner();
-            inner.conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('looks', ?1)",
-                params![text],
-            )?;
-            Ok(())
-        })
-        .await
+        run_blocking(move || set_meta(&journal.inner().conn, "looks", &text)).await
     }
 
     /// The configs of `versions` (client and revision) as they were held,
@@ -441,11 +417,7 @@ impl Journal {
     fn load_blocking(&self) -> Result<Contents, JournalError> {
         let inner = self.inner();
         let conn = &inner.conn;
-        let epoch: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
-                row.get(0)
-            })
-            .optional()?;
+        let epoch = meta(conn, "epoch")?;
         let highest = conn
             .prepare("SELECT epoch, revision FROM highest")?
             .query_map([], |row| {
@@ -645,6 +617,25 @@ const UPDATE_READ: &str = "UPDATE reads SET files = ?4, files_present = ?5, acke
  WHERE fqdn = ?1 AND epoch = ?2 AND revision = ?3";
 /// The epoch followed.
 const WRITE_EPOCH: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?1)";
+
+/// The journal's value for `key`, if it has one.
+fn meta(conn: &Connection, key: &str) -> Result<Option<String>, JournalError> {
+    let value = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(value)
+}
+
+/// Sets the journal's value for `key`.
+fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), JournalError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        [key, value],
+    )?;
+    Ok(())
+}
 /// The highest revision of an epoch.
 const WRITE_HIGHEST: &str = "INSERT INTO highest (epoch, revision) VALUES (?1, ?2)
  ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision)";
