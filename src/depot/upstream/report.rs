@@ -264,6 +264,8 @@ impl Upstream {
     /// `gate` while none answers.
     async fn report(&self, read: &ReadEvent, shared: &Shared) -> Reported {
         let mut delay = FIRST_RETRY;
+        // This report's own failures without an answer through an open gate.
+        let mut silent_delay = FIRST_RETRY;
         loop {
             let turn = match shared.gate.pass(&shared.stop).await {
                 Pass::Open => None,
@@ -299,9 +301,10 @@ impl Upstream {
                     // must not make this one a busy loop.
                     if turn.is_none() {
                         tokio::select! {
-                            () = tokio::time::sleep(FIRST_RETRY) => {}
+                            () = tokio::time::sleep(silent_delay) => {}
                             () = shared.stop.cancelled() => return Reported::Abandoned,
                         }
+                        silent_delay = (silent_delay * 2).min(MAX_PROBE_WAIT);
                     }
                 }
                 Err(status) => {

@@ -666,7 +666,7 @@ pub enum Found {
 pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
     let mut found = Vec::new();
     let mut looked = HashSet::new();
-    let mut looks = Vec::new();
+    let mut first_names = Vec::new();
     // A config's names are links to one file: the look at the first name
     // read makes the others look read too.
     let mut looked_files = HashSet::new();
@@ -686,7 +686,7 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
         if let Some(look) = head.as_ref().and_then(|(_, look)| *look) {
             looked_files.insert(look.file());
             looked.insert(name.clone());
-            looks.push(look);
+            first_names.push(name.clone());
         }
         match head.as_ref().and_then(|(text, _)| marker::find(text)) {
             Some(m) => found.push(Found::Ours(name, m)),
@@ -709,6 +709,12 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
             }
         }
     }
+    // Each looked file's access time as the last look left it: with
+    // `strictatime` the read of its other names moved it again.
+    let looks = (first_names.iter())
+        .filter_map(|name| fs::symlink_metadata(dir.join(name)).ok())
+        .map(|meta| Look::of(&meta))
+        .collect();
     found.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
     Ok(Scanned {
         found,
@@ -752,17 +758,13 @@ fn open_unseen(path: &Path, earlier: &HashSet<Look>) -> io::Result<(fs::File, Op
 /// The first bytes of a file (see [`open_unseen`]) as text. Lossy: the cut
 /// at [`HEAD`] may split a character (an umlaut in a template), and the
 /// marker line before it must still be found.
-/// Also the file's look, after it, if the look set its access time (see
+/// Also the file's look, before it, if the look sets its access time (see
 /// [`open_unseen`]).
 fn head(path: &Path, earlier: &HashSet<Look>) -> io::Result<(String, Option<Look>)> {
-    let (mut file, marked) = open_unseen(path, earlier)?;
+    let (file, marked) = open_unseen(path, earlier)?;
     let mut bytes = Vec::with_capacity(HEAD as usize);
-    (&mut file).take(HEAD).read_to_end(&mut bytes)?;
-    let look = match marked {
-        Some(_) => Some(Look::of(&file.metadata()?)),
-        None => None,
-    };
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), look))
+    file.take(HEAD).read_to_end(&mut bytes)?;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), marked))
 }
 
 /// Whether file `name` in `dir` holds exactly `content`. A file that cannot
