@@ -199,10 +199,13 @@ async fn a_sigtermed_depot_keeps_the_reads_it_could_not_send() {
 
 /// A TCP proxy to `target` that can be cut — every connection through it
 /// closed, new ones closed as they come, as in a network partition — and
-/// mended.
+/// mended; or made to forget the connections through it, as a stateful
+/// firewall does whose state timed out: their bytes go nowhere and neither
+/// end is told, while new connections pass.
 struct Link {
     addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<bool>,
+    forgot: tokio::sync::watch::Sender<u64>,
 }
 
 impl Link {
@@ -210,24 +213,36 @@ impl Link {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, watch) = tokio::sync::watch::channel(false);
+        let (forgot, forgotten) = tokio::sync::watch::channel(0u64);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if *watch.borrow() {
                     continue;
                 }
                 let mut watch = watch.clone();
+                let mut forgotten = forgotten.clone();
+                let born = *forgotten.borrow();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|cut| *cut) => {}
+                    let forgot = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        _ = watch.wait_for(|cut| *cut) => false,
+                        _ = forgotten.wait_for(|g| *g > born) => true,
+                    };
+                    if forgot {
+                        // Both sockets stay open and nothing passes.
+                        std::future::pending::<()>().await;
                     }
                 });
             }
         });
-        Self { addr, cut }
+        Self { addr, cut, forgot }
+    }
+
+    fn forget(&self) {
+        self.forgot.send_modify(|g| *g += 1);
     }
 
     fn url(&self) -> String {
@@ -275,6 +290,51 @@ async fn reads_made_while_the_configserver_is_cut_off_are_recorded_soon_after() 
         took < Duration::from_secs(10),
         "the reads were recorded {took:?} after the link was mended"
     );
+}
+
+/// A stateful firewall on both links between the configserver and a depot
+/// forgets their connections (its state timed out, or it restarted): bytes
+/// on them go nowhere and neither end is told; new connections pass. A read
+/// made and an action set just then are recorded and delivered within
+/// seconds: HTTP/2 pings, also on a channel with no call in flight, find a
+/// dead connection within 20 s and the calls go on a new one. Before, pings
+/// went only with a call in flight, 30 s after the last frame read: a read
+/// report waited out its 30 s deadline and then hung again on the same
+/// connection, a push did so three times (10 s each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_a_firewall_forgot_are_found_dead_and_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    let cs = Server::start(process::configserver(&db(root.path()), root.path())).await;
+    let up = Link::start(cs.url().trim_start_matches("http://").parse().unwrap()).await;
+    let dirs = DepotDirs::new();
+    let depot = Server::start(process::depot(1, &dirs, &state_dir(&dirs), &up.url())).await;
+    let down = Link::start(depot.url().trim_start_matches("http://").parse().unwrap()).await;
+    let mut admin = admin_at(&cs.url()).await;
+    seed(&mut admin, &[(1, down.url())], 3, |_| 1).await;
+    set_actions(&mut admin, 0..2, "setup").await;
+    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    // Both links carry a connection in use.
+    simulate_read(&dirs.pxe.join(mac_file(0)));
+    wait_state(&admin, 0..1, S::Read, 60).await;
+    up.forget();
+    down.forget();
+    let forgot = std::time::Instant::now();
+    simulate_read(&dirs.pxe.join(mac_file(1)));
+    set_actions(&mut admin, 2..3, "setup").await;
+    let (read, pushed) = tokio::join!(
+        async {
+            wait_state(&admin, 1..2, S::Read, 90).await;
+            forgot.elapsed()
+        },
+        async {
+            wait_state(&admin, 2..3, S::Delivered, 90).await;
+            forgot.elapsed()
+        }
+    );
+    eprintln!("after the firewall forgot: read recorded in {read:?}, push delivered in {pushed:?}");
+    let bound = Duration::from_secs(27);
+    assert!(read < bound, "the read was recorded {read:?} after");
+    assert!(pushed < bound, "the push was delivered {pushed:?} after");
 }
 
 /// Copies the database files (the SQLite file, its WAL and shared memory,
