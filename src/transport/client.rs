@@ -18,11 +18,13 @@ use crate::domain::Endpoint;
 
 /// How long connecting (TCP and TLS handshake) may take, unless told otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// An HTTP/2 ping goes this long after the last frame read, with or
-/// without a call in flight, so that a dead connection — a peer gone, or a
-/// firewall that forgot it and drops its packets without a word — is found
-/// and replaced before (not after) calls wait out their deadlines on it;
-/// the pings also keep such a firewall's state from timing out.
+/// With a call in flight, an HTTP/2 ping goes this long after the last
+/// frame read (at once for a call on a connection silent longer), so that a
+/// dead connection — a peer gone, or a firewall that forgot it and drops
+/// its packets without a word — is found and replaced within seconds, not
+/// after calls waited out their deadlines on it. No pings on a connection
+/// without calls: servers of other gRPC implementations (a legacy depot)
+/// answer those with GOAWAY `too_many_pings`.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is dropped.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,8 +159,7 @@ fn prepare(
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     if let Some(timeout) = options.call_timeout {
         builder = builder.timeout(timeout);
     }

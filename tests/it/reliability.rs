@@ -232,8 +232,9 @@ impl Link {
                         _ = forgotten.wait_for(|g| *g > born) => true,
                     };
                     if forgot {
-                        // Both sockets stay open and nothing passes.
-                        std::future::pending::<()>().await;
+                        // Both sockets stay open and nothing passes, until
+                        // a cut closes them.
+                        let _ = watch.wait_for(|cut| *cut).await;
                     }
                 });
             }
@@ -296,11 +297,11 @@ async fn reads_made_while_the_configserver_is_cut_off_are_recorded_soon_after() 
 /// forgets their connections (its state timed out, or it restarted): bytes
 /// on them go nowhere and neither end is told; new connections pass. A read
 /// made and an action set just then are recorded and delivered within
-/// seconds: HTTP/2 pings, also on a channel with no call in flight, find a
-/// dead connection within 20 s and the calls go on a new one. Before, pings
-/// went only with a call in flight, 30 s after the last frame read: a read
-/// report waited out its 30 s deadline and then hung again on the same
-/// connection, a push did so three times (10 s each).
+/// seconds: with a call in flight, an HTTP/2 ping 10 s after the last frame
+/// read finds a dead connection within 20 s and the calls go on a new one.
+/// Before, that ping went 30 s after the last frame: a read report waited
+/// out its 30 s deadline and then hung again on the same connection, a
+/// push did so three times (10 s each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_a_firewall_forgot_are_found_dead_and_replaced() {
     let root = tempfile::tempdir().unwrap();
