@@ -55,7 +55,7 @@ pub struct ConfigServerArgs {
     /// Licensed modules, comma-separated [default: uefi,secureboot].
     #[arg(long, env = "PXECONF_MODULES", value_delimiter = ',')]
     pub modules: Option<Vec<String>>,
-    /// Pushes in flight per depot [default: 32].
+    /// Pushes in flight per depot [default: 128].
     #[arg(long, env = "PXECONF_PUSH_CONCURRENCY")]
     pub push_concurrency: Option<usize>,
     /// Deadline of one push [default: 10s].
@@ -162,7 +162,7 @@ impl ConfigServerArgs {
         }
         .resolve(DEFAULT_CONFIGSERVER_LISTEN)?;
         let transport = given.transport.resolve()?;
-        let host_key = host_key(&given.host_key_env, given.host_key_file.as_deref(), true)?;
+        let host_key = host_key(&given.host_key_env, given.host_key_file.as_deref(), 0o077)?;
         // Without a key the Admin service would take anyone's writes.
         if host_key.is_none() && !common.listen.ip().is_loopback() {
             return Err(invalid(

@@ -246,7 +246,7 @@ fn the_example_configs_load() {
         configserver.database,
         pxeconf::configserver::store::Location::parse("/var/lib/pxeconf/pxeconf.db")
     );
-    assert_eq!(configserver.dispatch.concurrency, 32);
+    assert_eq!(configserver.dispatch.concurrency, 128);
     assert_eq!(configserver.dispatch.max_backoff, Duration::from_secs(60));
     assert!(configserver.modules.uefi && configserver.modules.secureboot);
 

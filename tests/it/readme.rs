@@ -198,3 +198,106 @@ async fn a_bare_describe_works_on_the_configserver_and_on_a_depot() {
     }
     lab.shutdown().await;
 }
+
+/// Each `--flag` of `pxeconf <command> --help` with the default its text
+/// names (`[default: X]`).
+fn help_defaults(command: &str) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_pxeconf"))
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{command} --help");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut flag = String::new();
+    let mut found = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("--") || line.starts_with('-') && line.contains(", --") {
+            let at = line.find("--").unwrap();
+            flag = line[at..].split([' ', '=']).next().unwrap().to_owned();
+        }
+        if let Some(start) = line.find("[default: ") {
+            let rest = &line[start + "[default: ".len()..];
+            let value = rest.split(']').next().unwrap().to_owned();
+            found.push((flag.clone(), value));
+        }
+    }
+    found
+}
+
+/// A default as the README and the contrib files write it, to compare with
+/// the help's: without quotes, brackets and blanks, and up to a word that
+/// only explains.
+fn normalized(default: &str) -> String {
+    let first = default
+        .split(['(', ';'])
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches('.');
+    first
+        .chars()
+        .filter(|c| !matches!(c, '`' | '"' | '[' | ']' | ' '))
+        .collect()
+}
+
+/// The defaults that `--help` names are the ones the README's option tables
+/// and the annotated files in contrib/ give (a default written in three
+/// places drifted once: contrib said 32 pushes in flight, the code 128).
+#[test]
+fn the_readme_and_contrib_give_the_defaults_the_help_names() {
+    let readme = read("README.md");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for command in ["configserver", "depot"] {
+        let contrib = read(&format!("contrib/{command}.toml"));
+        for (flag, help) in help_defaults(command) {
+            // A default that describes (the PXE directory, the depot's
+            // group) is not a value to compare.
+            if help.starts_with("the ") {
+                continue;
+            }
+            // The command's own table, then the one both servers share.
+            let tables = [format!("| `pxeconf {command}` |"), "| flag |".to_owned()];
+            let cell = tables.iter().find_map(|header| {
+                readme
+                    .lines()
+                    .skip_while(|l| !l.starts_with(header.as_str()))
+                    .take_while(|l| l.starts_with('|'))
+                    .find_map(|l| l.strip_prefix(&format!("| `{flag}` |")))
+                    .map(|rest| rest.split('|').nth(1).unwrap().trim().to_owned())
+            });
+            if let Some(cell) = cell {
+                let cell = normalized(&cell);
+                let help_value = normalized(&help);
+                checked += 1;
+                let explained = [format!("{help_value}:"), format!("none:{help_value},")];
+                if !(cell == help_value || explained.iter().any(|e| cell.starts_with(e.as_str()))) {
+                    wrong.push(format!("README {flag}: {cell:?}, help {help:?}"));
+                }
+            }
+            let key = flag.trim_start_matches("--").replace('-', "_");
+            let lines: Vec<&str> = contrib.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let Some((_, text)) = line.split_once("Default: ") else {
+                    continue;
+                };
+                let next_key = lines[i + 1..]
+                    .iter()
+                    .map(|l| l.trim_start_matches(['#', ' ']))
+                    .find_map(|l| l.split_once(" = ").map(|(k, _)| k.trim().to_owned()));
+                if next_key.as_deref() != Some(key.as_str()) || text.starts_with("the ") {
+                    continue;
+                }
+                checked += 1;
+                let value = normalized(text.split(". ").next().unwrap());
+                if value.replace(',', "") != normalized(&help).replace(',', "") {
+                    wrong.push(format!(
+                        "contrib/{command}.toml {key}: {value:?}, help {help:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} defaults compared");
+    assert!(wrong.is_empty(), "defaults disagree:\n{}", wrong.join("\n"));
+}
