@@ -520,6 +520,58 @@ async fn set_action_for_several_clients_then_status_depots_and_pending() {
     drop((depot1, depot2));
 }
 
+/// A depot that refuses the configserver's key is shown unreachable with
+/// the error; once the key is right and a push went through it is
+/// reachable and the error is gone (it stayed after the recovery before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depots_error_is_shown_while_it_refuses_and_gone_once_it_answers() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+    let url = server.url();
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(linked_depot_config(&dirs, 1, &url, false)).await;
+    let mut admin = server.admin().await;
+    seed(&mut admin, &[(1, depot.url())], 2, |_| 1).await;
+    let register = |key: String| proto::UpsertDepotsRequest {
+        depots: vec![proto::DepotInfo {
+            id: depot_id(1),
+            endpoint: depot.url(),
+            host_key: key,
+            description: "test depot 1".into(),
+        }],
+    };
+    admin.upsert_depots(register("k".repeat(40))).await.unwrap();
+    set_actions(&mut admin, 0..1, "setup").await;
+    wait_for("the depot refuses the key", 20, || {
+        let url = url.clone();
+        async move {
+            let depots = cli(&url, &["depots", "--json"]).await.json();
+            depots[0]["reachable"] == false
+                && depots[0]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("wrong host key"))
+        }
+    })
+    .await;
+    admin.upsert_depots(register(depot_key(1))).await.unwrap();
+    set_actions(&mut admin, 1..2, "setup").await;
+    wait_for("both configs are on the depot", 30, || {
+        let dirs = &dirs;
+        async move { (0..2).all(|n| dirs.pxe.join(mac_file(n)).exists()) }
+    })
+    .await;
+    wait_for("the depot is reachable again", 20, || {
+        let url = url.clone();
+        async move {
+            let depots = cli(&url, &["depots", "--json"]).await.json();
+            depots[0]["reachable"] == true
+        }
+    })
+    .await;
+    let depots = cli(&url, &["depots", "--json"]).await.json();
+    assert_eq!(depots[0]["last_error"], "", "{depots}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_pages_through_everything_owed_to_an_unreachable_depot() {
     let db = tempfile::tempdir().unwrap();

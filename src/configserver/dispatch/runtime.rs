@@ -33,7 +33,7 @@ pub struct DepotRuntime {
     pub reachable: bool,
     /// The path in use.
     pub capability: Capability,
-    /// The last depot-level error.
+    /// The last depot-level error, until the depot answers again.
     pub last_error: String,
     /// The last answer from the depot.
     pub last_contact: Option<SystemTime>,

@@ -222,6 +222,7 @@ impl Worker {
             rt.reachable = true;
             rt.last_contact = Some(SystemTime::now());
             rt.next_retry = None;
+            rt.last_error.clear();
         });
     }
 
