@@ -118,12 +118,13 @@ pub(super) fn parse_endpoint(setting: &'static str, value: &str) -> Result<Endpo
 
 /// The server's host key: `env` (read from [`HOST_KEY_ENV`]) wins, else the
 /// key file, by the rules of [`crate::auth::load_key`]; it must be
-/// [`crate::auth::SERVER_KEY_LENGTH`] long. With `private`, a key file
-/// others may read is refused.
+/// [`crate::auth::SERVER_KEY_LENGTH`] long. A key file whose mode has any
+/// bit of `refused` (`0o077`: group or others may read it; `0o007`: others)
+/// is refused.
 pub(super) fn host_key(
     env: &EnvKey,
     file: Option<&Path>,
-    private: bool,
+    refused: u32,
 ) -> Result<Option<Secret>, ConfigError> {
     let from_env = env.is_set();
     // Name the setting the operator has to fix.
@@ -138,17 +139,22 @@ pub(super) fn host_key(
     };
     let key =
         crate::auth::load_server_key(env, file).map_err(|e| invalid(setting(&e), e.to_string()))?;
-    if let (true, false, Some(path)) = (private, from_env, file) {
+    if let (false, Some(path)) = (from_env, file) {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
             .map_err(|e| invalid("host_key_file", format!("{}: {e}", path.display())))?
             .permissions()
             .mode();
-        if mode & 0o077 != 0 {
+        if mode & refused != 0 {
+            let who = if refused & 0o070 != 0 {
+                "group or others"
+            } else {
+                "others"
+            };
             return Err(invalid(
                 "host_key_file",
                 format!(
-                    "{} may be read by group or others (mode {:o}); chmod 600 it",
+                    "{} may be read by {who} (mode {:o}); chmod 600 it",
                     path.display(),
                     mode & 0o777
                 ),
@@ -406,7 +412,7 @@ mod tests {
     #[test]
     fn a_bad_host_key_names_the_setting_to_fix() {
         let env = EnvKey::given(HOST_KEY_ENV, "has space");
-        let err = host_key(&env, None, false).unwrap_err().to_string();
+        let err = host_key(&env, None, 0o077).unwrap_err().to_string();
         assert_eq!(
             err,
             "host_key: PXECONF_HOST_KEY: the key must be printable ASCII without spaces"
@@ -414,14 +420,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.key");
         std::fs::write(&empty, "\n").unwrap();
-        let err = host_key(&EnvKey::default(), Some(&empty), false)
+        let err = host_key(&EnvKey::default(), Some(&empty), 0o077)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("host_key_file: key file "), "{err}");
         // Too short to be guessed at no cost: refused, naming the length.
         let short = dir.path().join("short.key");
         std::fs::write(&short, "admin-secret\n").unwrap();
-        let err = host_key(&EnvKey::default(), Some(&short), false)
+        let err = host_key(&EnvKey::default(), Some(&short), 0o077)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("host_key_file: key file "), "{err}");
@@ -435,7 +441,7 @@ mod tests {
         let file = dir.path().join("configserver.key");
         std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = host_key(&EnvKey::default(), Some(&file), true)
+        let err = host_key(&EnvKey::default(), Some(&file), 0o077)
             .unwrap_err()
             .to_string();
         assert!(
@@ -446,14 +452,20 @@ mod tests {
         );
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(
-            host_key(&EnvKey::default(), Some(&file), true)
+            host_key(&EnvKey::default(), Some(&file), 0o077)
                 .unwrap()
                 .is_some()
         );
-        // Not the depot's concern (its key is checked the same way otherwise).
+        // The depot's may be its group's (opsi's `opsiadmin`), never
+        // everyone's: any local user could push configs with it.
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = host_key(&EnvKey::default(), Some(&file), 0o007)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("read by others (mode 644)"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(
-            host_key(&EnvKey::default(), Some(&file), false)
+            host_key(&EnvKey::default(), Some(&file), 0o007)
                 .unwrap()
                 .is_some()
         );

@@ -310,7 +310,9 @@ impl DepotArgs {
             pxe_dir,
             templates,
             configservers,
-            host_key: host_key(&self.host_key_env, self.host_key_file.as_deref(), false)?,
+            // Readable by its group (opsi's `opsiadmin`) at most: with it anyone
+            // may push PXE configs, and so name the installer a client boots.
+            host_key: host_key(&self.host_key_env, self.host_key_file.as_deref(), 0o007)?,
             legacy: self.legacy,
             batches: !self.no_batches,
             io_threads,
@@ -520,6 +522,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("depot.key");
         std::fs::write(&file, "from-file-0123456789abcdef0123456789\n").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let with_file = DepotArgs {
             host_key_file: Some(file),
             host_key_env: EnvKey::default(),
