@@ -321,7 +321,7 @@ async fn set_action_for_several_clients_then_status_depots_and_pending() {
     .ok();
     assert_eq!(
         table.stdout.trim(),
-        "once win10-x64 for 1 clients: 1 rows changed, 1 pushes queued"
+        "once win10-x64 for 1 client: 1 row changed, 1 push queued"
     );
 
     // Five configs land, two files each.
@@ -778,7 +778,10 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
     )
     .await
     .failed();
-    assert_eq!(wrong, "pxeconf: UNAUTHENTICATED: wrong host key");
+    assert_eq!(
+        wrong,
+        "pxeconf: UNAUTHENTICATED: wrong host key (the admin key: --key-file, PXECONF_ADMIN_KEY_FILE or PXECONF_ADMIN_KEY)"
+    );
     let missing = run(&[("PXECONF_SERVER", &url)], &["depots"], None)
         .await
         .failed();

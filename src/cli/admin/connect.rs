@@ -148,7 +148,7 @@ pub(super) fn grpc_error(status: &Status) -> String {
         return out;
     }
     let message = status.message().trim();
-    if message.is_empty() {
+    let line = if message.is_empty() {
         code_name(status.code()).to_owned()
     } else {
         format!(
@@ -156,6 +156,12 @@ pub(super) fn grpc_error(status: &Status) -> String {
             code_name(status.code()),
             message.replace('\n', " ")
         )
+    };
+    if status.code() == Code::Unauthenticated {
+        // Where the CLI takes the key from, for whoever has not set it.
+        format!("{line} (the admin key: --key-file, PXECONF_ADMIN_KEY_FILE or PXECONF_ADMIN_KEY)")
+    } else {
+        line
     }
 }
 

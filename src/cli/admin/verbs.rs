@@ -117,10 +117,23 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
     };
     args.connection.print(&view, |v| {
         println!(
-            "{} {} for {} clients: {} rows changed, {} pushes queued",
-            v.action, v.product, v.clients, v.affected, v.pushes_queued
+            "{} {} for {}: {} changed, {} queued",
+            v.action,
+            v.product,
+            counted(v.clients, "client"),
+            counted(v.affected, "row"),
+            counted(v.pushes_queued, "push"),
         );
     })
+}
+
+/// `n` and a noun, plural unless `n` is 1 (`push` takes `-es`).
+fn counted(n: u64, noun: &str) -> String {
+    match (n, noun.ends_with('h')) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        _ => format!("{n} {noun}s"),
+    }
 }
 
 /// `pxeconf status CLIENT`: netboot products, the depot, and where its PXE
