@@ -8,7 +8,7 @@
 //! file is opened `O_NOFOLLOW`, and rename and unlink act on the name itself.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -666,7 +666,7 @@ pub enum Found {
 pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
     let mut found = Vec::new();
     let mut looked = HashSet::new();
-    let mut first_names = Vec::new();
+    let mut last_looks = HashMap::new();
     // A config's names are links to one file: the look at the first name
     // read makes the others look read too.
     let mut looked_files = HashSet::new();
@@ -682,13 +682,23 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
             found.push(Found::Temporary(name));
             continue;
         }
-        let head = head(&dir.join(&name), earlier).ok();
-        if let Some(look) = head.as_ref().and_then(|(_, look)| *look) {
+        let head = head(&dir.join(&name), earlier, !looked_files.is_empty()).ok();
+        if let Some(look) = head.as_ref().and_then(|(_, look, _)| *look) {
             looked_files.insert(look.file());
             looked.insert(name.clone());
-            first_names.push(name.clone());
         }
-        match head.as_ref().and_then(|(text, _)| marker::find(text)) {
+        // Each looked file's access time as our last read of it left it
+        // (with `strictatime` the read of each name moves it), stat'ed
+        // right after that read: a client's read later in the scan is not
+        // taken for ours.
+        if let Some(meta) = head.as_ref().and_then(|(_, _, after)| after.as_ref())
+            && looked_files.contains(&(meta.dev(), meta.ino()))
+        {
+            looked.insert(name.clone());
+            let look = Look::of(meta);
+            last_looks.insert(look.file(), look);
+        }
+        match head.as_ref().and_then(|(text, ..)| marker::find(text)) {
             Some(m) => found.push(Found::Ours(name, m)),
             None => found.push(Found::Foreign(name)),
         }
@@ -709,12 +719,7 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
             }
         }
     }
-    // Each looked file's access time as the last look left it: with
-    // `strictatime` the read of its other names moved it again.
-    let looks = (first_names.iter())
-        .filter_map(|name| fs::symlink_metadata(dir.join(name)).ok())
-        .map(|meta| Look::of(&meta))
-        .collect();
+    let looks = last_looks.into_values().collect();
     found.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
     Ok(Scanned {
         found,
@@ -760,11 +765,21 @@ fn open_unseen(path: &Path, earlier: &HashSet<Look>) -> io::Result<(fs::File, Op
 /// marker line before it must still be found.
 /// Also the file's look, before it, if the look sets its access time (see
 /// [`open_unseen`]).
-fn head(path: &Path, earlier: &HashSet<Look>) -> io::Result<(String, Option<Look>)> {
+/// With `stat_after` (or when the read is such a look), also the file's
+/// metadata right after the read.
+fn head(
+    path: &Path,
+    earlier: &HashSet<Look>,
+    stat_after: bool,
+) -> io::Result<(String, Option<Look>, Option<fs::Metadata>)> {
     let (file, marked) = open_unseen(path, earlier)?;
     let mut bytes = Vec::with_capacity(HEAD as usize);
-    file.take(HEAD).read_to_end(&mut bytes)?;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), marked))
+    let mut reader = (&file).take(HEAD);
+    reader.read_to_end(&mut bytes)?;
+    let after = (stat_after || marked.is_some())
+        .then(|| file.metadata())
+        .transpose()?;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), marked, after))
 }
 
 /// Whether file `name` in `dir` holds exactly `content`. A file that cannot
