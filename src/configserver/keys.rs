@@ -250,9 +250,11 @@ impl DepotKeys {
             return self.depot_named_by(info);
         }
         let token = bearer_token(request).ok_or_else(|| unauthenticated(true))?;
-        let depot = self
-            .depot_for(token)
-            .ok_or_else(|| unauthenticated(false))?;
+        // Keys are unique to depots: an unknown one is most often a depot
+        // not registered yet, or one whose key was changed on one side.
+        let depot = self.depot_for(token).ok_or_else(|| {
+            crate::auth::refused("no registered depot has this host key (register the depot with its key, or check its key file)")
+        })?;
         if mode.needs_cert() {
             let cert = info
                 .and_then(ConnInfo::peer_cert)

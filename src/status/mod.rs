@@ -18,3 +18,14 @@ pub use reason::{
     DOMAIN, EPOCH_METADATA, META_EPOCH, META_HIGHEST, META_REVISION, RETRY_BUSY, RETRY_STOPPING,
     Reason,
 };
+
+/// A status as one short line for a log: `Unauthenticated: wrong host key`
+/// (tonic's own `Display` spells out the code's description, the details
+/// and the metadata).
+pub struct Brief<'a>(pub &'a tonic::Status);
+
+impl std::fmt::Display for Brief<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.0.code(), self.0.message())
+    }
+}

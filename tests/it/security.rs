@@ -1819,3 +1819,26 @@ async fn a_depot_key_changed_through_one_replica_is_taken_by_the_other() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A depot whose key the configserver knows no depot by (not registered
+/// yet, or its key changed on one side) is told what to check, not only
+/// that the key is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_key_no_depot_has_is_refused_saying_what_to_check() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+    let refused = config_client(channel(&http(server.addr), None))
+        .get_modules(keyed(
+            proto::GetModulesRequest {},
+            "unknown-key-0123456789abcdef0123456789",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("no registered depot has this host key"),
+        "{refused:?}"
+    );
+}

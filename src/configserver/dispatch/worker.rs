@@ -195,7 +195,9 @@ impl Worker {
         // helper never waits to report.
         let (events_tx, events) = mpsc::channel(shared.settings.concurrency + 3);
         let (runtime_tx, runtime) = watch::channel(DepotRuntime::default());
-        let span = info_span!("depot", depot = %depot.id);
+        // A root: the worker outlives the call that registered its depot,
+        // and its pushes belong to the calls that set their actions.
+        let span = info_span!(parent: None, "depot", depot = %depot.id);
         let worker = Self {
             client: connect(&depot, &shared.settings),
             connection: Arc::default(),

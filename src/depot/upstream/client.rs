@@ -98,7 +98,7 @@ impl Upstream {
         warn!(
             from = %self.clients[from].0,
             to = %self.clients[to].0,
-            %status,
+            status = %crate::status::Brief(status),
             "configserver unreachable; failing over"
         );
         true

@@ -109,7 +109,7 @@ impl Upstream {
                 Err(status) => {
                     failovers = 0;
                     self.failed(&status);
-                    warn!(%status, retry_in = ?delay, "reconciliation failed; retrying");
+                    warn!(status = %crate::status::Brief(&status), retry_in = ?delay, "reconciliation failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = stop.cancelled() => return false,

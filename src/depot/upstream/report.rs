@@ -196,12 +196,12 @@ impl Gate {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             *wait = (*wait * 2).min(MAX_PROBE_WAIT);
-            debug!(%status, retry_in = ?*wait, "no configserver answers yet");
+            debug!(status = %crate::status::Brief(status), retry_in = ?*wait, "no configserver answers yet");
         } else if self
             .open
             .send_if_modified(|open| std::mem::replace(open, false))
         {
-            warn!(%status, "no configserver answers read reports; one at a time tries again until one does");
+            warn!(status = %crate::status::Brief(status), "no configserver answers read reports; one at a time tries again until one does");
         }
     }
 }
@@ -291,7 +291,7 @@ impl Upstream {
                             | Code::FailedPrecondition
                     ) =>
                 {
-                    warn!(fqdn = %read.fqdn, %status, "read report refused; not retried");
+                    warn!(fqdn = %read.fqdn, status = %crate::status::Brief(&status), "read report refused; not retried");
                     return Reported::Refused;
                 }
                 Err(status) if silent => {
@@ -309,7 +309,7 @@ impl Upstream {
                 }
                 Err(status) => {
                     drop(turn);
-                    warn!(fqdn = %read.fqdn, %status, retry_in = ?delay, "read report failed; retrying");
+                    warn!(fqdn = %read.fqdn, status = %crate::status::Brief(&status), retry_in = ?delay, "read report failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = shared.stop.cancelled() => return Reported::Abandoned,
