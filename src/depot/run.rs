@@ -98,7 +98,12 @@ impl Depot {
             source,
         };
         check_state_dir(&config.state_dir, &pxe_dir)?;
-        std::fs::create_dir_all(&pxe_dir).map_err(pxe_err)?;
+        if !pxe_dir.exists() {
+            std::fs::create_dir_all(&pxe_dir).map_err(pxe_err)?;
+            // Said aloud: a mistyped directory would otherwise take every
+            // config where no TFTP server looks.
+            warn!(pxe_dir = %pxe_dir.display(), "the PXE directory did not exist and was created: the TFTP server must serve it");
+        }
         let Restored {
             journal,
             state,

@@ -1839,3 +1839,21 @@ async fn a_sigtermed_depot_says_not_serving_before_it_drains() {
     // Drained well within the grace period.
     assert!(depot.wait_exit(10).await.success());
 }
+
+/// A PXE directory (or state directory) that does not exist is created —
+/// and said so, with a warning for the PXE directory: a mistyped one would
+/// take every config where no TFTP server looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_pxe_directory_is_created_with_a_warning() {
+    let dirs = DepotDirs::new();
+    std::fs::remove_dir_all(&dirs.pxe).unwrap();
+    let state = dirs.root.path().join("fresh-state");
+    let depot = Server::start(process::depot(1, &dirs, &state, "http://127.0.0.1:1")).await;
+    wait_until("the depot says what it created", || {
+        let log = depot.log();
+        log.contains("the PXE directory did not exist and was created")
+            && log.contains("the state directory did not exist and was created")
+    })
+    .await;
+    assert!(dirs.pxe.is_dir() && state.is_dir());
+}

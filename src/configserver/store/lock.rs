@@ -31,8 +31,11 @@ impl DbLock {
             path: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
             std::fs::create_dir_all(dir).map_err(io)?;
+            tracing::warn!(dir = %dir.display(), "the database's directory did not exist and was created");
         }
         let mut file = OpenOptions::new()
             .read(true)

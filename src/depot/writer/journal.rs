@@ -238,6 +238,7 @@ impl Journal {
             std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
             std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io(state_dir))?;
+            tracing::info!(state_dir = %state_dir.display(), "the state directory did not exist and was created");
         }
         let lock = lock(state_dir)?;
         let path = state_dir.join(JOURNAL_FILE);
