@@ -16,10 +16,16 @@ impl Endpoint {
         let ok = (url.starts_with("http://") || url.starts_with("https://"))
             && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
         if !ok {
+            // The example with the port of the server the field names.
+            let port = if field.contains("configserver") || field == "--server" {
+                50050
+            } else {
+                50051
+            };
             return Err(ValidationError::new(
                 field,
                 format!(
-                    "{} is not a URL like http://host.example.org:50051",
+                    "{} is not a URL like http://host.example.org:{port}",
                     super::limits::shown(value)
                 ),
             ));

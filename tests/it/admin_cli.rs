@@ -841,7 +841,7 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
     let nonsense = cli("nonsense", &["depots"]).await.failed();
     assert_eq!(
         nonsense,
-        "pxeconf: --server: \"nonsense\" is not a URL like http://host.example.org:50051"
+        "pxeconf: --server: \"nonsense\" is not a URL like http://host.example.org:50050"
     );
 }
 

@@ -213,7 +213,7 @@ mod tests {
         let err = connection("nonsense", "k").connect().await.unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--server: \"nonsense\" is not a URL like http://host.example.org:50051"
+            "--server: \"nonsense\" is not a URL like http://host.example.org:50050"
         );
         let err = connection(DEFAULT_SERVER, "two words")
             .connect()
