@@ -19,13 +19,45 @@ pub use reason::{
     Reason,
 };
 
-/// A status as one short line for a log: `Unauthenticated: wrong host key`
-/// (tonic's own `Display` spells out the code's description, the details
-/// and the metadata).
+/// A status as one short line for a log, `Unauthenticated: wrong host key`,
+/// with its causes when it has any (`Unknown: transport error: …`); tonic's
+/// own `Display` spells out the code's description.
 pub struct Brief<'a>(pub &'a tonic::Status);
 
 impl std::fmt::Display for Brief<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.0.code(), self.0.message())
+        let mut line = format!("{:?}: {}", self.0.code(), self.0.message());
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&line)
+    }
+}
+
+#[cfg(test)]
+mod brief_tests {
+    use super::Brief;
+
+    #[test]
+    fn a_status_is_one_line_with_its_causes_once() {
+        let refused = tonic::Status::unauthenticated("wrong host key");
+        assert_eq!(
+            Brief(&refused).to_string(),
+            "Unauthenticated: wrong host key"
+        );
+        let mut broken = tonic::Status::unknown("transport error");
+        broken.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection reset",
+        )));
+        assert_eq!(
+            Brief(&broken).to_string(),
+            "Unknown: transport error: connection reset"
+        );
     }
 }

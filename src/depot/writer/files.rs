@@ -683,22 +683,30 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
             continue;
         }
         let head = head(&dir.join(&name), earlier, !looked_files.is_empty()).ok();
-        if let Some(look) = head.as_ref().and_then(|(_, look, _)| *look) {
+        if let Some(look) = head.as_ref().and_then(|h| h.marked) {
             looked_files.insert(look.file());
             looked.insert(name.clone());
         }
         // Each looked file's access time as our last read of it left it
         // (with `strictatime` the read of each name moves it), stat'ed
-        // right after that read: a client's read later in the scan is not
-        // taken for ours.
-        if let Some(meta) = head.as_ref().and_then(|(_, _, after)| after.as_ref())
+        // right after that read — unless it moved since our previous read
+        // (a client read it in between): then the look stays the one before,
+        // so that the next start sees that read.
+        if let Some(head) = &head
+            && let Some(meta) = &head.after
             && looked_files.contains(&(meta.dev(), meta.ino()))
         {
             looked.insert(name.clone());
             let look = Look::of(meta);
-            last_looks.insert(look.file(), look);
+            let ours = match (last_looks.get(&look.file()), head.before) {
+                (Some(last), Some(before)) => *last == before,
+                _ => true,
+            };
+            if ours {
+                last_looks.insert(look.file(), look);
+            }
         }
-        match head.as_ref().and_then(|(text, ..)| marker::find(text)) {
+        match head.as_ref().and_then(|h| marker::find(&h.text)) {
             Some(m) => found.push(Found::Ours(name, m)),
             None => found.push(Found::Foreign(name)),
         }
@@ -738,7 +746,11 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
 /// operator's, or ours from a run as another user), read as anyone reads
 /// it, that was not read since written, or whose access time is still the
 /// one `earlier` (an earlier start's look) left: then its look as it stands.
-fn open_unseen(path: &Path, earlier: &HashSet<Look>) -> io::Result<(fs::File, Option<Look>)> {
+/// The last: such a file's look as it stands, marked or not.
+fn open_unseen(
+    path: &Path,
+    earlier: &HashSet<Look>,
+) -> io::Result<(fs::File, Option<Look>, Option<Look>)> {
     let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
     match OpenOptions::new()
         .read(true)
@@ -754,9 +766,9 @@ fn open_unseen(path: &Path, earlier: &HashSet<Look>) -> io::Result<(fs::File, Op
             let meta = file.metadata()?;
             let look = Look::of(&meta);
             let marked = !looks_read(&meta) || earlier.contains(&look);
-            Ok((file, marked.then_some(look)))
+            Ok((file, marked.then_some(look), Some(look)))
         }
-        opened => opened.map(|file| (file, None)),
+        opened => opened.map(|file| (file, None, None)),
     }
 }
 
@@ -765,28 +777,43 @@ fn open_unseen(path: &Path, earlier: &HashSet<Look>) -> io::Result<(fs::File, Op
 /// marker line before it must still be found.
 /// Also the file's look, before it, if the look sets its access time (see
 /// [`open_unseen`]).
-/// With `stat_after` (or when the read is such a look), also the file's
-/// metadata right after the read.
-fn head(
-    path: &Path,
-    earlier: &HashSet<Look>,
-    stat_after: bool,
-) -> io::Result<(String, Option<Look>, Option<fs::Metadata>)> {
-    let (file, marked) = open_unseen(path, earlier)?;
+/// With `stat_after` (or when the read is such a look), also another
+/// user's file's look just before the read and its metadata right after.
+fn head(path: &Path, earlier: &HashSet<Look>, stat_after: bool) -> io::Result<Head> {
+    let (file, marked, before) = open_unseen(path, earlier)?;
     let mut bytes = Vec::with_capacity(HEAD as usize);
     let mut reader = (&file).take(HEAD);
     reader.read_to_end(&mut bytes)?;
+    // The text stands without it: a failed stat only loses the look.
     let after = (stat_after || marked.is_some())
-        .then(|| file.metadata())
-        .transpose()?;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), marked, after))
+        .then(|| file.metadata().ok())
+        .flatten();
+    Ok(Head {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        marked,
+        before,
+        after,
+    })
+}
+
+/// What [`head`] read of a file.
+struct Head {
+    /// The first bytes, as text.
+    text: String,
+    /// The look the read made, if it sets the access time (see
+    /// [`open_unseen`]).
+    marked: Option<Look>,
+    /// Another user's file's look just before the read.
+    before: Option<Look>,
+    /// The metadata right after the read, when asked for.
+    after: Option<fs::Metadata>,
 }
 
 /// Whether file `name` in `dir` holds exactly `content`. A file that cannot
 /// be read unseen (see [`open_unseen`]) is not read, and holds nothing: it
 /// is written again, fresh.
 pub fn holds(dir: &Path, name: &str, content: &str) -> bool {
-    let Ok((file, None)) = open_unseen(&dir.join(name), &HashSet::new()) else {
+    let Ok((file, None, _)) = open_unseen(&dir.join(name), &HashSet::new()) else {
         return false;
     };
     let mut text = String::new();
