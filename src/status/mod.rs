@@ -26,18 +26,26 @@ pub struct Brief<'a>(pub &'a tonic::Status);
 
 impl std::fmt::Display for Brief<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut line = format!("{:?}: {}", self.0.code(), self.0.message());
-        let mut source = std::error::Error::source(self.0);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !line.contains(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
-            source = cause.source();
-        }
-        f.write_str(&line)
+        let line = format!("{:?}: {}", self.0.code(), self.0.message());
+        f.write_str(&with_causes(line, std::error::Error::source(self.0)))
     }
+}
+
+/// `line`, then each cause from `source` on that it does not already say,
+/// `: `-joined.
+pub fn with_causes(
+    mut line: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }
 
 #[cfg(test)]

@@ -190,15 +190,5 @@ fn tls_connector(tls: Arc<Tls>, name: ServerName<'static>) -> Connector {
 /// An error and its causes on one line: tonic's connect error on its own
 /// says only "transport error".
 pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
+    crate::status::with_causes(error.to_string(), error.source())
 }
