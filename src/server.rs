@@ -240,13 +240,14 @@ pub async fn serve_routes(
 /// Says at start whether the hop is encrypted, and the limits in force.
 fn log_transport(server: &str, addr: Option<std::net::SocketAddr>, transport: &Transport) {
     let limits = transport.limits;
+    let addr = addr.map(|a| a.to_string()).unwrap_or_default();
     if transport.serves_tls() {
         let client_ca = transport.tls.as_ref().is_some_and(|t| t.verifies_clients());
-        info!(server, ?addr, client_certificates = client_ca, client_auth = %transport.client_auth, "gRPC over TLS");
+        info!(server, %addr, client_certificates = client_ca, client_auth = %transport.client_auth, "gRPC over TLS");
     } else {
         warn!(
             server,
-            ?addr,
+            %addr,
             "plaintext gRPC: this hop is unencrypted (set tls_cert and tls_key)"
         );
     }

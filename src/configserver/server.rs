@@ -126,7 +126,7 @@ impl ConfigServer {
         if self.host_key.is_none() {
             warn!("no host key configured: the Admin service accepts unauthenticated calls");
         }
-        info!(addr = ?listener.local_addr().ok(), depot_auth = %self.transport.client_auth, "configserver serving");
+        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), depot_auth = %self.transport.client_auth, "configserver serving");
         let mut routes = tonic::service::RoutesBuilder::default();
         routes.add_service(ConfigServerServer::with_interceptor(
             ConfigServerService::new(self.core.clone()),

@@ -293,7 +293,8 @@ impl Depot {
             warn!(depot = %self.core.depot_id, "no host key configured: the Depot service accepts unauthenticated calls");
         }
         let addr = listener.local_addr().ok();
-        info!(depot = %self.core.depot_id, addr = ?addr, legacy = self.core.is_legacy(), pxe_dir = %self.config.pxe_dir.display(), state_dir = %self.config.state_dir.display(), "depot serving");
+        let shown = addr.map(|a| a.to_string()).unwrap_or_default();
+        info!(depot = %self.core.depot_id, addr = %shown, legacy = self.core.is_legacy(), pxe_dir = %self.config.pxe_dir.display(), state_dir = %self.config.state_dir.display(), "depot serving");
         let transport = self.config.transport.clone();
         // With client_auth = cert the key is presented upstream, not required.
         let key = (self.config.host_key.clone()).filter(|_| transport.client_auth.needs_key());
