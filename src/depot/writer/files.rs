@@ -670,6 +670,8 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
     // A config's names are links to one file: the look at the first name
     // read makes the others look read too.
     let mut looked_files = HashSet::new();
+    // Names whose file no stat came with their read.
+    let mut without_stat = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -706,6 +708,9 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
                 last_looks.insert(look.file(), look);
             }
         }
+        if head.as_ref().is_none_or(|h| h.after.is_none()) {
+            without_stat.push(name.clone());
+        }
         match head.as_ref().and_then(|h| marker::find(&h.text)) {
             Some(m) => found.push(Found::Ours(name, m)),
             None => found.push(Found::Foreign(name)),
@@ -713,17 +718,15 @@ pub fn scan(dir: &Path, earlier: &HashSet<Look>) -> io::Result<Scanned> {
     }
     // The other names of a looked file, by the file's own device and inode
     // (a directory entry's inode number is not that everywhere: FUSE, some
-    // overlays); a stat per name only when there was such a look.
+    // overlays): those the scan has no stat of (read before the first
+    // look, or not read) get one, only when there was such a look.
     if !looked_files.is_empty() {
-        for f in &found {
-            let (Found::Ours(name, _) | Found::Foreign(name)) = f else {
-                continue;
-            };
-            if !looked.contains(name)
-                && let Ok(meta) = fs::symlink_metadata(dir.join(name))
+        for name in without_stat {
+            if !looked.contains(&name)
+                && let Ok(meta) = fs::symlink_metadata(dir.join(&name))
                 && looked_files.contains(&(meta.dev(), meta.ino()))
             {
-                looked.insert(name.clone());
+                looked.insert(name);
             }
         }
     }

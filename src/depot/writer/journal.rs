@@ -637,6 +637,7 @@ fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), JournalErro
     )?;
     Ok(())
 }
+
 /// The highest revision of an epoch.
 const WRITE_HIGHEST: &str = "INSERT INTO highest (epoch, revision) VALUES (?1, ?2)
  ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision)";
