@@ -187,13 +187,13 @@ mod tests {
 
         let down = DepotRuntime {
             reachable: false,
-            last_error: "Unavailable: refused".into(),
+            last_error: "UNAVAILABLE: refused".into(),
             next_retry: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(60)),
             ..DepotRuntime::default()
         };
         let failed = delivery(row(PushOp::Set, 2, 1, 0), Some(&down));
         assert_eq!(state(&failed), S::Failed);
-        assert_eq!(failed.error, "Unavailable: refused");
+        assert_eq!(failed.error, "UNAVAILABLE: refused");
         assert_eq!(failed.next_retry.map(|t| t.seconds), Some(60));
         // Delivered rows are not the depot's failure.
         assert_eq!(

@@ -10,7 +10,7 @@ use super::render::RenderError;
 use super::template::TemplateError;
 use super::writer::{JournalError, SeenState, WriterError};
 use crate::domain::{Fqdn, ValidationError};
-use crate::status::{AbortReason, Aborted, Problem, RETRY_BUSY, RETRY_STOPPING, Reason};
+use crate::status::{AbortReason, Aborted, Problem, RETRY_BUSY, RETRY_STOPPING, Reason, code_name};
 
 /// Why a depot request failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +94,9 @@ pub enum Error {
 fn answer(status: &Status) -> String {
     match status.code() {
         Code::NotFound | Code::FailedPrecondition => {
-            format!("{:?}: {}", status.code(), status.message())
+            format!("{}: {}", code_name(status.code()), status.message())
         }
-        code => format!("{code:?}"),
+        code => code_name(code).to_owned(),
     }
 }
 
@@ -290,7 +290,7 @@ fn problem(err: Error, message: String) -> Problem {
 fn lookup(rpc: &'static str, status: &Status, message: String) -> Problem {
     let problem = Problem::new(Reason::LookupFailed, message)
         .meta("rpc", rpc)
-        .meta("code", format!("{:?}", status.code()));
+        .meta("code", code_name(status.code()));
     match status.code() {
         Code::NotFound | Code::FailedPrecondition => {
             problem.precondition("LOOKUP", rpc, status.message())
@@ -330,7 +330,7 @@ mod tests {
         });
         assert_eq!(
             transport.message(),
-            "look-up GetHost for a.example.org at the configserver failed: Unavailable"
+            "look-up GetHost for a.example.org at the configserver failed: UNAVAILABLE"
         );
         assert!(!format!("{:?}", transport.details()).contains("10.1.2.3"));
         let gone = Status::from(Error::Lookup {
@@ -340,9 +340,11 @@ mod tests {
         });
         assert_eq!(gone.code(), Code::FailedPrecondition);
         assert!(
-            gone.message().ends_with("NotFound: no such client"),
+            gone.message().ends_with("NOT_FOUND: no such client"),
             "{gone:?}"
         );
+        let info = tonic_types::StatusExt::get_details_error_info(&gone).unwrap();
+        assert_eq!(info.metadata["code"], "NOT_FOUND", "{info:?}");
         let other = Status::from(Error::LookupMismatch {
             rpc: "GetHost",
             asked: Fqdn::parse("a.example.org", "fqdn").unwrap(),

@@ -19,15 +19,38 @@ pub use reason::{
     Reason,
 };
 
-/// A status as one short line for a log, `Unauthenticated: wrong host key`,
-/// with its causes when it has any (`Unknown: transport error: …`); tonic's
+/// A status as one short line for a log, `UNAUTHENTICATED: wrong host key`,
+/// with its causes when it has any (`UNKNOWN: transport error: …`); tonic's
 /// own `Display` spells out the code's description.
 pub struct Brief<'a>(pub &'a tonic::Status);
 
 impl std::fmt::Display for Brief<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let line = format!("{:?}: {}", self.0.code(), self.0.message());
+        let line = format!("{}: {}", code_name(self.0.code()), self.0.message());
         f.write_str(&with_causes(line, std::error::Error::source(self.0)))
+    }
+}
+
+/// The canonical name of a gRPC code, as grpcurl and the gRPC docs print it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -57,7 +80,7 @@ mod brief_tests {
         let refused = tonic::Status::unauthenticated("wrong host key");
         assert_eq!(
             Brief(&refused).to_string(),
-            "Unauthenticated: wrong host key"
+            "UNAUTHENTICATED: wrong host key"
         );
         let mut broken = tonic::Status::unknown("transport error");
         broken.set_source(std::sync::Arc::new(std::io::Error::other(
@@ -65,7 +88,7 @@ mod brief_tests {
         )));
         assert_eq!(
             Brief(&broken).to_string(),
-            "Unknown: transport error: connection reset"
+            "UNKNOWN: transport error: connection reset"
         );
     }
 }

@@ -98,8 +98,9 @@ reasons! {
     /// The depot has no configserver to look clients up at
     /// (`PreconditionFailure` type `CONFIG`).
     NoConfigServer = "NO_CONFIGSERVER", FailedPrecondition;
-    /// A legacy look-up at the configserver failed (metadata `rpc`, `code`);
-    /// UNAVAILABLE with `RetryInfo` when the configserver could not answer.
+    /// A legacy look-up at the configserver failed (metadata `rpc`, and
+    /// `code`: the configserver's answer, `NOT_FOUND`); UNAVAILABLE with
+    /// `RetryInfo` when the configserver could not answer.
     LookupFailed = "LOOKUP_FAILED", FailedPrecondition;
     /// The depot runs in legacy mode: use `SetPxeConfigByFqdn`.
     LegacyOnly = "LEGACY_ONLY", Unimplemented;

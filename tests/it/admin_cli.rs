@@ -767,8 +767,59 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
     )
     .await
     .failed();
-    assert!(line.starts_with("pxeconf: INVALID_ARGUMENT: "), "{line}");
+    // Named by the flag the operator typed, not by a wire field.
+    assert!(
+        line.starts_with("pxeconf: --action: unknown action request "),
+        "{line}"
+    );
     assert!(line.contains("reboot"), "{line}");
+    let line = cli(
+        &url,
+        &["set-action", "client0.example.org", "--product", "win 10"],
+    )
+    .await
+    .failed();
+    assert!(line.starts_with("pxeconf: --product: "), "{line}");
+
+    // A client whose depot is not registered: the action is stored (and
+    // pushed once the depot is), and the operator is told that nothing went.
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: vec![proto::ConfigState {
+                object_id: "client1.example.org".into(),
+                config_id: "clientconfig.depot.id".into(),
+                values: vec!["depot9.example.org".into()],
+            }],
+        })
+        .await
+        .unwrap();
+    let out = cli(
+        &url,
+        &[
+            "set-action",
+            "client1.example.org",
+            "--product",
+            "win10-x64",
+        ],
+    )
+    .await
+    .ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "setup win10-x64 for 1 client: 1 row changed, 0 pushes queued",
+            "1 changed row got no push: a client without a registered depot, or without MAC address and system UUID, waits (`pxeconf status CLIENT` says why)",
+        ],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        action_of(&mut admin, "client1.example.org", "win10-x64")
+            .await
+            .as_deref(),
+        Some("setup")
+    );
 
     // Keys: wrong, missing, from a file (by variable or flag), file missing.
     let wrong = run(

@@ -1369,7 +1369,7 @@ async fn a_depot_back_whose_first_answer_is_a_refusal_is_reachable() {
         let mut admin = admin.clone();
         async move {
             let error = status(&mut admin, 0).await.deliveries[0].error.clone();
-            error.contains("FailedPrecondition")
+            error.contains("FAILED_PRECONDITION")
         }
     })
     .await;

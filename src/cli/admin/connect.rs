@@ -106,29 +106,6 @@ impl Connection {
     }
 }
 
-/// The canonical name of a gRPC code, as grpcurl and the gRPC docs print it.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// A failed call as one line, `NOT_FOUND: client x.example.org does not
 /// exist`; when the status names several bad fields (`BadRequest`), one more
 /// line for each: `  clients[3].hardware_address: invalid MAC address …`.
@@ -138,7 +115,7 @@ pub(super) fn grpc_error(status: &Status) -> String {
         // The message names a few; the lines name them all.
         let mut out = format!(
             "{}: {} invalid fields",
-            code_name(status.code()),
+            crate::status::code_name(status.code()),
             fields.len()
         );
         for field in fields {
@@ -149,11 +126,11 @@ pub(super) fn grpc_error(status: &Status) -> String {
     }
     let message = status.message().trim();
     let line = if message.is_empty() {
-        code_name(status.code()).to_owned()
+        crate::status::code_name(status.code()).to_owned()
     } else {
         format!(
             "{}: {}",
-            code_name(status.code()),
+            crate::status::code_name(status.code()),
             message.replace('\n', " ")
         )
     };

@@ -9,6 +9,7 @@ use super::bulk::{Bulk, send_actions};
 use super::connect::{Admin, Connection, answer};
 use super::views::{DepotView, PendingView, StatusView, print_depots, print_pending, print_status};
 use crate::cli::error::CliError;
+use crate::domain::{ActionRequest, ProductId};
 use crate::proto;
 
 /// Entries asked for per `ListPending` call.
@@ -95,6 +96,10 @@ fn client_list(args: &[String]) -> Result<Vec<String>, CliError> {
 /// `pxeconf set-action CLIENT… --product P --action A`: one action request
 /// per client, in transactions of up to 1,000.
 pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
+    // Named by the flag, before anything is sent (the server would name the
+    // wire field of the first request).
+    let action = ActionRequest::parse(&args.action, "--action")?;
+    ProductId::parse(&args.product, "--product")?;
     let clients = client_list(&args.clients)?;
     let admin = args.connection.connect().await?;
     let mut bulk = Bulk::new(clients.len(), false);
@@ -124,6 +129,14 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
             counted(v.affected, "row"),
             counted(v.pushes_queued, "push"),
         );
+        // A netboot action that reaches no depot is not an error (it is
+        // pushed once the depot is registered), but the operator should know.
+        if action != ActionRequest::None && v.pushes_queued < v.affected {
+            println!(
+                "{} got no push: a client without a registered depot, or without MAC address and system UUID, waits (`pxeconf status CLIENT` says why)",
+                counted(v.affected - v.pushes_queued, "changed row"),
+            );
+        }
     })
 }
 

@@ -466,7 +466,13 @@ fn depot_text(text: &str) -> String {
 
 /// What a failed call on `path` means.
 fn classify(status: &tonic::Status, path: PushPath) -> PushResult {
-    let message = || format!("{:?}: {}", status.code(), depot_text(status.message()));
+    let message = || {
+        format!(
+            "{}: {}",
+            crate::status::code_name(status.code()),
+            depot_text(status.message())
+        )
+    };
     match status.code() {
         // Never "delivered": the reason says what became of the revision.
         Code::Aborted => match Aborted::from_status(status) {
@@ -610,7 +616,7 @@ mod tests {
         // An ABORTED without pxeconf's details is no delivery.
         assert_eq!(
             classify(&status(Code::Aborted), PushPath::New),
-            PushResult::Rejected("Aborted: why".into())
+            PushResult::Rejected("ABORTED: why".into())
         );
         let aborted = |reason| Aborted {
             reason,
@@ -629,7 +635,7 @@ mod tests {
         }
         assert_eq!(
             classify(&status(Code::Internal), PushPath::New),
-            PushResult::Local("Internal: why".into())
+            PushResult::Local("INTERNAL: why".into())
         );
         assert_eq!(
             classify(&status(Code::Unimplemented), PushPath::New),
@@ -642,11 +648,11 @@ mod tests {
         );
         assert_eq!(
             classify(&status(Code::Unavailable), PushPath::New),
-            PushResult::Unreachable("Unavailable: why".into())
+            PushResult::Unreachable("UNAVAILABLE: why".into())
         );
         assert_eq!(
             classify(&status(Code::InvalidArgument), PushPath::New),
-            PushResult::Rejected("InvalidArgument: why".into())
+            PushResult::Rejected("INVALID_ARGUMENT: why".into())
         );
         // A legacy depot whose look-up failed answered: its client waits.
         let lookup = crate::status::Problem::new(crate::status::Reason::LookupFailed, "why")
@@ -654,7 +660,7 @@ mod tests {
             .into_status();
         assert_eq!(
             classify(&lookup, PushPath::Legacy),
-            PushResult::Local("Unavailable: why".into())
+            PushResult::Local("UNAVAILABLE: why".into())
         );
     }
 }

@@ -51,7 +51,11 @@ pub(super) async fn verify(
             .await
             .map_err(|status| match status.code() {
                 Code::Unimplemented => VerifyFailure::Unsupported,
-                _ => VerifyFailure::Failed(format!("{:?}: {}", status.code(), status.message())),
+                _ => VerifyFailure::Failed(format!(
+                    "{}: {}",
+                    crate::status::code_name(status.code()),
+                    status.message()
+                )),
             })?
             .into_inner();
         let read = proto::PxeConfigState::ReadFilePresent as i32;

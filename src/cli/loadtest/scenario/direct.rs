@@ -83,7 +83,9 @@ where
         match r {
             Ok(()) => latencies.record(took),
             Err(s) => {
-                first_error.get_or_insert_with(|| format!("{:?}: {}", s.code(), s.message()));
+                first_error.get_or_insert_with(|| {
+                    format!("{}: {}", crate::status::code_name(s.code()), s.message())
+                });
             }
         }
     }
