@@ -2,7 +2,10 @@
 //! auth, start-up clean-up. Handler edge cases (bad input and the status it
 //! gets) are unit tests beside the handlers, in `depot::service`.
 
+use std::collections::HashMap;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::common::*;
 use pxeconf::proto;
@@ -395,17 +398,28 @@ async fn a_config_read_while_the_depot_was_down_is_a_read_at_start() {
     depot.stop().await;
 }
 
-/// A configserver that answers `GetHost` for another client than the one
-/// asked (a confused or wrong configserver); every other call is refused.
+/// A configserver that misbehaves in a way the real one does not; every
+/// call its case does not name is refused.
 #[derive(Clone)]
-struct AnswersForAnother;
+enum Misbehaving {
+    /// Answers `GetHost` for another client than the one asked (a confused
+    /// or wrong configserver).
+    AnswersForAnother,
+    /// Records every read report but those of one client, answered
+    /// UNAVAILABLE without details (as a proxy whose backend for it is
+    /// down); counts the reports per client.
+    NeverAnswers(&'static str, Arc<Mutex<HashMap<String, u32>>>),
+}
 
 #[tonic::async_trait]
-impl proto::config_server_server::ConfigServer for AnswersForAnother {
+impl proto::config_server_server::ConfigServer for Misbehaving {
     async fn get_host(
         &self,
         _: tonic::Request<proto::GetHostRequest>,
     ) -> Result<tonic::Response<proto::GetHostResponse>, tonic::Status> {
+        if !matches!(self, Self::AnswersForAnother) {
+            return Err(tonic::Status::unimplemented("not in this test"));
+        }
         Ok(tonic::Response::new(proto::GetHostResponse {
             id: "other.example.org".into(),
             hardware_address: "00:16:3e:00:00:99".into(),
@@ -458,9 +472,21 @@ impl proto::config_server_server::ConfigServer for AnswersForAnother {
     }
     async fn report_pxe_config_read(
         &self,
-        _: tonic::Request<proto::ReportPxeConfigReadRequest>,
+        request: tonic::Request<proto::ReportPxeConfigReadRequest>,
     ) -> Result<tonic::Response<proto::ReportPxeConfigReadResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not in this test"))
+        let Self::NeverAnswers(refused, calls) = self else {
+            return Err(tonic::Status::unimplemented("not in this test"));
+        };
+        let fqdn = request.into_inner().fqdn;
+        *calls.lock().unwrap().entry(fqdn.clone()).or_default() += 1;
+        if fqdn == *refused {
+            return Err(tonic::Status::unavailable("no backend"));
+        }
+        Ok(tonic::Response::new(proto::ReportPxeConfigReadResponse {
+            action_request: "none".into(),
+            repushed: false,
+            applied: true,
+        }))
     }
     type ListPendingBundlesStream = tokio_stream::Empty<Result<proto::ClientBundle, tonic::Status>>;
     async fn list_pending_bundles(
@@ -478,7 +504,7 @@ async fn a_legacy_look_up_answered_for_another_client_writes_nothing() {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(proto::config_server_server::ConfigServerServer::new(
-                AnswersForAnother,
+                Misbehaving::AnswersForAnother,
             ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -510,6 +536,62 @@ async fn a_legacy_look_up_answered_for_another_client_writes_nothing() {
         "{status:?}"
     );
     assert!(dirs.files().is_empty(), "{:?}", dirs.files());
+}
+
+/// A configserver that never answers one client's read reports while it
+/// answers the others' (their answers keep opening the reports' gate): that
+/// client's report backs off on its own rather than going again after each
+/// of the others' answers, and the others land meanwhile.
+#[tokio::test]
+async fn a_read_report_never_answered_backs_off_while_others_land() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let calls = Arc::new(Mutex::new(HashMap::new()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(proto::config_server_server::ConfigServerServer::new(
+                Misbehaving::NeverAnswers("client0.example.org", calls.clone()),
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dirs = DepotDirs::new();
+    let config = linked_depot_config(&dirs, 1, &format!("http://{upstream}"), false);
+    let depot = TestDepot::start(config).await;
+    let mut client = depot.client().await;
+    const OTHERS: u32 = 40;
+    for n in 0..=OTHERS {
+        let mut request = tonic::Request::new(bundle(n, 1));
+        let bearer = format!("Bearer {}", depot_key(1));
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        client.set_pxe_config(request).await.unwrap();
+    }
+    let tries = |fqdn: &str| calls.lock().unwrap().get(fqdn).copied().unwrap_or(0);
+    simulate_read(&dirs.pxe.join(mac_file(0)));
+    wait_for("client0's first report", 10, || async {
+        tries("client0.example.org") > 0
+    })
+    .await;
+    // Another client's read every 75 ms for 3 s.
+    let started = std::time::Instant::now();
+    for n in 1..=OTHERS {
+        simulate_read(&dirs.pxe.join(mac_file(n)));
+        tokio::time::sleep(Duration::from_millis(75)).await;
+    }
+    let window = started.elapsed();
+    wait_for("every other client's read is recorded", 20, || async {
+        (1..=OTHERS).all(|n| tries(&format!("client{n}.example.org")) == 1)
+    })
+    .await;
+    // Its own doubling wait from 200 ms: five or six tries in 3 s; going
+    // again after each other answer made it ~40.
+    let refused = tries("client0.example.org");
+    assert!(
+        refused <= 10,
+        "client0's report went {refused} times in {window:?}"
+    );
+    assert!(refused >= 2, "client0's report is retried: {refused}");
 }
 
 /// A watch of a service the depot does not serve is answered NOT_FOUND in
