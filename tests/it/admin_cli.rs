@@ -197,6 +197,19 @@ async fn import_of_the_toml_and_json_examples_lands_in_the_configserver() {
         "{}",
         out.stdout
     );
+    // A dry run's table has the real import's columns and total row.
+    let dry = cli(&url, &["import", &example("inventory.json"), "--dry-run"])
+        .await
+        .ok();
+    let dry_lines: Vec<&str> = dry.stdout.lines().collect();
+    assert_eq!(dry_lines[0], lines[0], "{}", dry.stdout);
+    let column = |line: &str| line.split_whitespace().next().unwrap_or("").to_owned();
+    assert_eq!(
+        dry_lines.iter().map(|l| column(l)).collect::<Vec<_>>()[..dry_lines.len() - 1],
+        lines.iter().map(|l| column(l)).collect::<Vec<_>>()[..lines.len() - 1],
+        "{}",
+        dry.stdout
+    );
 
     // What the Admin API holds now: both files' rows.
     let depots = admin

@@ -249,7 +249,8 @@ fn print_totals(file: &Path, totals: &Totals) {
         totals.affected,
         totals.pushes_queued,
     ));
-    table(&["SECTION", "ITEMS", "AFFECTED", "PUSHES QUEUED"], &rows);
+    // The words of a dry run's table (and of the last line).
+    table(&["SECTION", "ITEMS", "CHANGED", "PUSHES QUEUED"], &rows);
     println!(
         "imported {}: {} rows changed, {} pushes queued",
         file.display(),

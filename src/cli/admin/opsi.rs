@@ -191,7 +191,9 @@ fn view(
 /// Prints the per-kind table (or, for an inventory, per section) and a line.
 fn print(v: &ImportView) {
     if v.kinds.is_empty() {
-        let rows: Vec<Vec<String>> = v
+        // As an inventory's import prints it, less the pushes per section
+        // (the answer counts them for the whole).
+        let mut rows: Vec<Vec<String>> = v
             .sections
             .iter()
             .map(|s| {
@@ -199,10 +201,17 @@ fn print(v: &ImportView) {
                     s.section.clone(),
                     s.items.to_string(),
                     s.changed.to_string(),
+                    String::new(),
                 ]
             })
             .collect();
-        table(&["SECTION", "ITEMS", "CHANGED"], &rows);
+        rows.push(vec![
+            "total".to_owned(),
+            v.sections.iter().map(|s| s.items).sum::<u64>().to_string(),
+            v.changed.to_string(),
+            v.pushes_queued.to_string(),
+        ]);
+        table(&["SECTION", "ITEMS", "CHANGED", "PUSHES QUEUED"], &rows);
     } else {
         let rows: Vec<Vec<String>> = v
             .kinds
