@@ -316,7 +316,13 @@ impl DepotKeys {
                 Err(status) => {
                     if let Some(held) = keys.log.allow() {
                         let peer = ConnInfo::of(&request).and_then(|i| i.remote_addr);
-                        warn!(?peer, code = ?status.code(), reason = status.message(), held_back = held, "depot call refused");
+                        warn!(
+                            ?peer,
+                            code = crate::status::code_name(status.code()),
+                            reason = status.message(),
+                            held_back = held,
+                            "depot call refused"
+                        );
                     }
                     Err(status)
                 }

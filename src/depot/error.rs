@@ -261,7 +261,7 @@ fn problem(err: Error, message: String) -> Problem {
             .violation("pushes", format!("at most {max} per call")),
         Error::Lookup { rpc, fqdn, status } => {
             if !matches!(status.code(), Code::NotFound | Code::FailedPrecondition) {
-                warn!(rpc, client = %fqdn, code = ?status.code(), detail = %status.message(), "look-up failed");
+                warn!(rpc, client = %fqdn, code = code_name(status.code()), detail = %status.message(), "look-up failed");
             }
             lookup(rpc, &status, message)
         }

@@ -99,8 +99,8 @@ reasons! {
     /// (`PreconditionFailure` type `CONFIG`).
     NoConfigServer = "NO_CONFIGSERVER", FailedPrecondition;
     /// A legacy look-up at the configserver failed (metadata `rpc`, and
-    /// `code`: the configserver's answer, `NOT_FOUND`); UNAVAILABLE with
-    /// `RetryInfo` when the configserver could not answer.
+    /// `code`: the code of the configserver's answer, e.g. `NOT_FOUND`);
+    /// UNAVAILABLE with `RetryInfo` when the configserver could not answer.
     LookupFailed = "LOOKUP_FAILED", FailedPrecondition;
     /// The depot runs in legacy mode: use `SetPxeConfigByFqdn`.
     LegacyOnly = "LEGACY_ONLY", Unimplemented;

@@ -822,7 +822,7 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
         lines,
         [
             "setup win10-x64 for 1 client: 1 row changed, 0 pushes queued",
-            "1 changed row got no push: a client without a registered depot, or without MAC address and system UUID, waits (`pxeconf status CLIENT` says why)",
+            "fewer pushes than changed rows: a client without a registered depot, or whose depot does not have the product, gets none yet (`pxeconf status CLIENT` says why)",
         ],
         "{}",
         out.stdout

@@ -99,7 +99,7 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
     // Named by the flag, before anything is sent (the server would name the
     // wire field of the first request).
     let action = ActionRequest::parse(&args.action, "--action")?;
-    ProductId::parse(&args.product, "--product")?;
+    let product = ProductId::parse(&args.product, "--product")?;
     let clients = client_list(&args.clients)?;
     let admin = args.connection.connect().await?;
     let mut bulk = Bulk::new(clients.len(), false);
@@ -107,15 +107,15 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
         .iter()
         .map(|client| proto::ActionRequest {
             client_id: client.clone(),
-            product_id: args.product.clone(),
-            action_request: args.action.clone(),
+            product_id: product.to_string(),
+            action_request: action.as_str().to_owned(),
         })
         .collect();
     send_actions(&admin, &mut bulk, actions).await?;
     let totals = bulk.finish();
     let view = SetActionView {
-        product: args.product,
-        action: args.action,
+        product: product.to_string(),
+        action: action.as_str().to_owned(),
         clients: clients.len() as u64,
         affected: totals.affected,
         pushes_queued: totals.pushes_queued,
@@ -129,12 +129,13 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
             counted(v.affected, "row"),
             counted(v.pushes_queued, "push"),
         );
-        // A netboot action that reaches no depot is not an error (it is
-        // pushed once the depot is registered), but the operator should know.
+        // A netboot action that reaches no depot yet is not an error (it is
+        // pushed once the depot is registered, or holds the product), but
+        // the operator should know. Only a hint: a moved client's removal
+        // counts as a push too.
         if action != ActionRequest::None && v.pushes_queued < v.affected {
             println!(
-                "{} got no push: a client without a registered depot, or without MAC address and system UUID, waits (`pxeconf status CLIENT` says why)",
-                counted(v.affected - v.pushes_queued, "changed row"),
+                "fewer pushes than changed rows: a client without a registered depot, or whose depot does not have the product, gets none yet (`pxeconf status CLIENT` says why)"
             );
         }
     })
