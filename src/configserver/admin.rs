@@ -27,6 +27,7 @@ async fn queue(core: &Core, outcome: WriteOutcome) -> proto::compat::Written {
     proto::compat::Written {
         affected: outcome.affected,
         pushes_queued,
+        waiting: outcome.waiting,
     }
 }
 
@@ -352,6 +353,7 @@ impl admin_server::Admin for AdminService {
         info!(
             actions = given,
             pushes = response.get_ref().pushes_queued,
+            waiting = response.get_ref().waiting,
             "action requests set"
         );
         Ok(response)

@@ -119,6 +119,7 @@ pub(super) async fn import(
         dry_run,
         affected = outcome.write.affected,
         pushes = pushes_queued,
+        waiting = outcome.write.waiting,
         "inventory imported"
     );
     Ok(proto::ImportInventoryResponse {
@@ -134,5 +135,6 @@ pub(super) async fn import(
         affected: outcome.write.affected,
         pushes_queued,
         dry_run,
+        waiting: outcome.write.waiting,
     })
 }

@@ -43,14 +43,17 @@ same_fields!(SetPxeConfigResponse <=> SetPxeConfigByFqdnResponse {
     template_reason,
 });
 
-/// What every Admin write answers (v1's `WriteResponse`): each write RPC
-/// has its own response message with these two fields.
+/// What every Admin write answers (v1's `WriteResponse`, and `waiting`):
+/// each write RPC has its own response message with these fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Written {
     /// Rows inserted, updated or deleted.
     pub affected: u64,
     /// Pushes to depots queued by the write.
     pub pushes_queued: u64,
+    /// Clients the write touched whose netboot action no depot can be sent
+    /// a config for.
+    pub waiting: u64,
 }
 
 macro_rules! write_responses {
@@ -58,12 +61,12 @@ macro_rules! write_responses {
         $(
             impl From<Written> for $t {
                 fn from(w: Written) -> Self {
-                    Self { affected: w.affected, pushes_queued: w.pushes_queued }
+                    Self { affected: w.affected, pushes_queued: w.pushes_queued, waiting: w.waiting }
                 }
             }
             impl From<$t> for Written {
                 fn from(r: $t) -> Self {
-                    Self { affected: r.affected, pushes_queued: r.pushes_queued }
+                    Self { affected: r.affected, pushes_queued: r.pushes_queued, waiting: r.waiting }
                 }
             }
         )+

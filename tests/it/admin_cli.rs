@@ -305,7 +305,7 @@ async fn set_action_for_several_clients_then_status_depots_and_pending() {
     assert_eq!(
         done,
         json!({"product": "win10-x64", "action": "setup", "clients": 4,
-               "affected": 4, "pushes_queued": 4}),
+               "affected": 4, "pushes_queued": 4, "waiting": 0}),
     );
     for n in [0, 1, 3, 4] {
         assert_eq!(
@@ -822,7 +822,7 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
         lines,
         [
             "setup win10-x64 for 1 client: 1 row changed, 0 pushes queued",
-            "fewer pushes than changed rows: a client without a registered depot, or whose depot does not have the product, gets none yet (`pxeconf status CLIENT` says why)",
+            "1 client waits for a depot: its depot is not registered, or does not have the product (`pxeconf status CLIENT` says which)",
         ],
         "{}",
         out.stdout

@@ -490,6 +490,7 @@ async fn a_dry_run_and_a_failed_import_change_nothing() {
     .json();
     assert_eq!(out["dry_run"], json!(true));
     assert_eq!(out["pushes_queued"], json!(5));
+    assert_eq!(out["waiting"], json!(1), "pc-ham-003's action is blocked");
     assert_eq!(
         out["kinds"][1]["changed"],
         json!(3),
@@ -526,8 +527,12 @@ async fn a_dry_run_and_a_failed_import_change_nothing() {
         "{}",
         table.stdout
     );
+    // A client of the dump whose netboot action no depot can be sent (its
+    // product is not on its depot) is named as waiting.
     assert!(
-        table.stdout.trim_end().ends_with("pushes would be queued"),
+        table.stdout.trim_end().ends_with(
+            "pushes would be queued\n1 client would wait for a depot: its depot is not registered, or does not have the product (`pxeconf status CLIENT` says which)"
+        ),
         "{}",
         table.stdout
     );

@@ -491,6 +491,8 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
         .set_action_requests(&[act("c1.example.org", "memtest", ActionRequest::Setup)])
         .await
         .unwrap();
+    // The removal of the config d1 held is owed; c1's action waits.
+    assert_eq!(outcome.waiting, 1);
     assert_eq!(owed(outcome), pairs(&[(D1, "c1.example.org")]));
     let blocked = row(&store, "c1.example.org", D1).await;
     assert_eq!(
@@ -538,6 +540,7 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
         .set_action_requests(&[act("c4.example.org", "memtest", ActionRequest::Setup)])
         .await
         .unwrap();
+    assert_eq!(outcome.waiting, 1);
     assert!(owed(outcome).is_empty());
     assert!(!row(&store, "c4.example.org", D1).await.blocked.is_empty());
 
@@ -551,6 +554,7 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
         }])
         .await
         .unwrap();
+    assert_eq!(outcome.waiting, 0);
     assert_eq!(
         owed(outcome),
         pairs(&[(D1, "c1.example.org"), (D1, "c4.example.org")])
@@ -572,14 +576,27 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
     assert!(matches!(&loaded[0].job, Ok(Job::Set(b)) if b.product.id.as_str() == "memtest"));
 
     // A version on the depot that is not registered blocks too.
-    store
+    let outcome = store
         .delete_products(&[(product_id("memtest"), "1".into(), "1".into())])
         .await
         .unwrap();
+    assert_eq!(outcome.waiting, 2, "c1 and c4");
     assert_eq!(
         row(&store, "c1.example.org", D1).await.blocked,
         "product memtest 1-1 (the version on depot d1.example.org) is not registered"
     );
+
+    // A depot that is not registered: the action waits for it; a client
+    // without a netboot action does not wait.
+    store.upsert_clients(&[client(5, 5)]).await.unwrap();
+    let outcome = store
+        .upsert_config_states(&[
+            state("c4.example.org", DEPOT_ID, &["d9.example.org"]),
+            state("c5.example.org", DEPOT_ID, &["d9.example.org"]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcome.waiting, 1, "c4 only");
 }
 
 async fn a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes(engine: Engine) {

@@ -33,6 +33,10 @@ pub(super) struct Totals {
     pub items: u64,
     pub affected: u64,
     pub pushes_queued: u64,
+    /// Summed over the calls: a count of clients only where no client is in
+    /// two calls (`set-action`), so an import does not show it.
+    #[serde(skip)]
+    pub waiting: u64,
 }
 
 /// Sends lists in chunks of [`CHUNK`], counting what the configserver did and
@@ -90,6 +94,7 @@ impl Bulk {
             let response: proto::compat::Written = response;
             done.affected += response.affected;
             done.pushes_queued += response.pushes_queued;
+            self.totals.waiting += response.waiting;
             self.totals.items += len as u64;
             self.bar.inc(len as u64);
             offset += len;

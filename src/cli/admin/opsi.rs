@@ -49,6 +49,8 @@ struct ImportView {
     sections: Vec<SectionView>,
     changed: u64,
     pushes_queued: u64,
+    /// Clients whose netboot action no depot can be sent a config for.
+    waiting: u64,
 }
 
 /// What an import reads and where it goes.
@@ -185,6 +187,7 @@ fn view(
             .collect(),
         changed: answer.affected,
         pushes_queued: answer.pushes_queued,
+        waiting: answer.waiting,
     }
 }
 
@@ -257,6 +260,9 @@ fn print(v: &ImportView) {
             v.changed,
             v.pushes_queued
         );
+    }
+    if v.waiting > 0 {
+        println!("{}", super::verbs::waiting_line(v.waiting, v.dry_run));
     }
 }
 

@@ -70,6 +70,8 @@ struct SetActionView {
     clients: u64,
     affected: u64,
     pushes_queued: u64,
+    /// Clients whose action no depot can be sent a config for yet.
+    waiting: u64,
 }
 
 /// The client FQDNs of the command line, `-` replaced by stdin's lines, each once.
@@ -119,6 +121,7 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
         clients: clients.len() as u64,
         affected: totals.affected,
         pushes_queued: totals.pushes_queued,
+        waiting: totals.waiting,
     };
     args.connection.print(&view, |v| {
         println!(
@@ -130,15 +133,27 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
             counted(v.pushes_queued, "push"),
         );
         // A netboot action that reaches no depot yet is not an error (it is
-        // pushed once the depot is registered, or holds the product), but
-        // the operator should know. Only a hint: a moved client's removal
-        // counts as a push too.
-        if action != ActionRequest::None && v.pushes_queued < v.affected {
-            println!(
-                "fewer pushes than changed rows: a client without a registered depot, or whose depot does not have the product, gets none yet (`pxeconf status CLIENT` says why)"
-            );
+        // pushed once the depot is registered, or has the product), but the
+        // operator should know.
+        if v.waiting > 0 {
+            println!("{}", waiting_line(v.waiting, false));
         }
     })
+}
+
+/// What `waiting` clients (see `SetActionRequestsResponse.waiting`) means;
+/// `would` for a dry run.
+pub(super) fn waiting_line(waiting: u64, would: bool) -> String {
+    let (who, verb) = match (waiting == 1, would) {
+        (true, false) => ("its", "waits"),
+        (false, false) => ("their", "wait"),
+        (true, true) => ("its", "would wait"),
+        (false, true) => ("their", "would wait"),
+    };
+    format!(
+        "{} {verb} for a depot: {who} depot is not registered, or does not have the product (`pxeconf status CLIENT` says which)",
+        counted(waiting, "client")
+    )
 }
 
 /// `n` and a noun, plural unless `n` is 1 (`push` takes `-es`).

@@ -39,8 +39,8 @@ pub(super) async fn settle(
     clients: &[String],
     commit: bool,
 ) -> Result<WriteOutcome> {
-    let owed = reconcile(&mut tx, clients).await?;
-    close(tx, affected, owed, commit).await
+    let (owed, waiting) = reconcile_counted(&mut tx, clients).await?;
+    close(tx, affected, owed, waiting, commit).await
 }
 
 /// [`finish`] for a write whose own script ended with [`reads`] (one
@@ -50,8 +50,9 @@ pub(super) async fn finish_read(
     affected: usize,
     state: State,
 ) -> Result<WriteOutcome> {
+    let waiting = state.waiting;
     let owed = apply(&mut tx, state).await?;
-    close(tx, affected, owed, true).await
+    close(tx, affected, owed, waiting, true).await
 }
 
 /// Announces what is owed and commits, or rolls back.
@@ -59,6 +60,7 @@ async fn close(
     mut tx: WriteTx,
     affected: usize,
     owed: Vec<Owed>,
+    waiting: u64,
     commit: bool,
 ) -> Result<WriteOutcome> {
     if commit {
@@ -70,6 +72,7 @@ async fn close(
     Ok(WriteOutcome {
         affected: affected as u64,
         owed,
+        waiting,
     })
 }
 
@@ -126,18 +129,27 @@ struct Change {
 pub(super) struct State {
     desired: HashMap<String, Option<Want>>,
     current: Rows,
+    /// Of them, those with a netboot action no depot can be sent a config
+    /// for (no registered depot, or blocked).
+    waiting: u64,
 }
 
 /// Brings the push rows of `clients` in line with the inventory; returns
 /// the pushes now owed.
 pub(super) async fn reconcile(conn: &mut Tx, clients: &[String]) -> Result<Vec<Owed>> {
+    Ok(reconcile_counted(conn, clients).await?.0)
+}
+
+/// [`reconcile`], and how many of `clients` wait ([`State::waiting`]).
+async fn reconcile_counted(conn: &mut Tx, clients: &[String]) -> Result<(Vec<Owed>, u64)> {
     let clients = distinct(clients.iter().map(String::as_str));
     if clients.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let mut ran = reads(Script::default(), &clients).run(conn).await?;
     let state = state(&mut ran)?;
-    apply(conn, state).await
+    let waiting = state.waiting;
+    Ok((apply(conn, state).await?, waiting))
 }
 
 /// Each client once, in first-seen order.
@@ -157,9 +169,13 @@ pub(super) fn reads(script: Script, clients: &[&str]) -> Script {
 
 /// What [`reads`] read.
 pub(super) fn state(ran: &mut Ran) -> Result<State> {
-    let desired = wanted(ran.next()?.decode()?);
+    let (desired, waiting) = wanted(ran.next()?.decode()?);
     let current = found(ran.next()?.decode()?);
-    Ok(State { desired, current })
+    Ok(State {
+        desired,
+        current,
+        waiting,
+    })
 }
 
 /// Writes the push rows `state` calls for; returns the pushes now owed.
@@ -182,6 +198,7 @@ pub(super) fn finish_native(
     state: State,
     traceparent: Option<String>,
 ) -> Result<WriteOutcome> {
+    let waiting = state.waiting;
     let changes = plan(state);
     if !changes.is_empty() {
         changes_script(&changes, traceparent).run_native(tx)?;
@@ -189,12 +206,15 @@ pub(super) fn finish_native(
     Ok(WriteOutcome {
         affected: affected as u64,
         owed: owed(changes),
+        waiting,
     })
 }
 
 /// The push rows `state` calls for.
 fn plan(state: State) -> Vec<Change> {
-    let State { desired, current } = state;
+    let State {
+        desired, current, ..
+    } = state;
     let mut changes = removals(&current, &desired);
     changes.extend(desired.into_iter().filter_map(|(client, want)| {
         let want = want?;
@@ -275,9 +295,12 @@ fn desired_sql() -> String {
     )
 }
 
-/// [`desired_sql`]'s rows by client.
-fn wanted(rows: Vec<Wanted>) -> HashMap<String, Option<Want>> {
-    rows.into_iter()
+/// [`desired_sql`]'s rows by client, and how many of them wait: a netboot
+/// action without a registered depot, or blocked.
+fn wanted(rows: Vec<Wanted>) -> (HashMap<String, Option<Want>>, u64) {
+    let mut waiting = 0;
+    let desired = rows
+        .into_iter()
         .map(|(client, exists, product, depot, blocked, depot_known)| {
             let want = match (exists, product, depot) {
                 (true, Some(product), Some(depot)) if depot_known => Some(Want {
@@ -285,11 +308,19 @@ fn wanted(rows: Vec<Wanted>) -> HashMap<String, Option<Want>> {
                     product,
                     blocked,
                 }),
+                (true, Some(_), _) => {
+                    waiting += 1;
+                    None
+                }
                 _ => None,
             };
+            if want.as_ref().is_some_and(|w| w.blocked.is_some()) {
+                waiting += 1;
+            }
             (client, want)
         })
-        .collect()
+        .collect();
+    (desired, waiting)
 }
 
 /// The push rows of the clients of `$1` (a JSON list).
