@@ -244,6 +244,9 @@ fn log_transport(server: &str, addr: Option<std::net::SocketAddr>, transport: &T
     if transport.serves_tls() {
         let client_ca = transport.tls.as_ref().is_some_and(|t| t.verifies_clients());
         info!(server, %addr, client_certificates = client_ca, client_auth = %transport.client_auth, "gRPC over TLS");
+        if let Some(tls) = &transport.tls {
+            tls.warn_if_expiring();
+        }
     } else {
         warn!(
             server,

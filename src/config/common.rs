@@ -79,12 +79,17 @@ pub(super) fn read_file<T: for<'de> Deserialize<'de> + Default>(
     })
 }
 
-/// An address like `127.0.0.1:50051`.
-pub(super) fn parse_addr(setting: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+/// An address like `127.0.0.1:PORT` (`port` the example's: the setting's
+/// usual one).
+pub(super) fn parse_addr(
+    setting: &'static str,
+    value: &str,
+    port: u16,
+) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         invalid(
             setting,
-            format!("{value:?} is not an address like 127.0.0.1:50051"),
+            format!("{value:?} is not an address like 127.0.0.1:{port}"),
         )
     })
 }
@@ -186,13 +191,22 @@ impl Shared {
         Ok(Common {
             listen: self
                 .listen
-                .map(|l| parse_addr("listen", &l))
+                .map(|l| parse_addr("listen", &l, default_listen.port()))
                 .transpose()?
                 .unwrap_or(default_listen),
             metrics_listen: self
                 .metrics_listen
                 .filter(|m| !m.is_empty())
-                .map(|m| parse_addr("metrics_listen", &m))
+                // The examples of the help: 9150 for the configserver, 9151
+                // for a depot.
+                .map(|m| {
+                    let port = if default_listen.port() == 50050 {
+                        9150
+                    } else {
+                        9151
+                    };
+                    parse_addr("metrics_listen", &m, port)
+                })
                 .transpose()?,
             log_format: self.log_format.unwrap_or_default(),
             grace_period: self

@@ -302,4 +302,26 @@ mod tests {
         assert_eq!(settings.dispatch.max_backoff, defaults.min_backoff);
         assert!(settings.modules.uefi && !settings.modules.secureboot);
     }
+
+    #[test]
+    fn a_bad_address_is_shown_beside_one_of_the_configservers_ports() {
+        let bad = |listen: Option<&str>, metrics: Option<&str>| {
+            ConfigServerArgs {
+                listen: listen.map(str::to_owned),
+                metrics_listen: metrics.map(str::to_owned),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            bad(Some("127.0.0.1:99999"), None),
+            "listen: \"127.0.0.1:99999\" is not an address like 127.0.0.1:50050"
+        );
+        assert_eq!(
+            bad(Some("127.0.0.1:50050"), Some("nine")),
+            "metrics_listen: \"nine\" is not an address like 127.0.0.1:9150"
+        );
+    }
 }

@@ -225,6 +225,14 @@ impl DepotArgs {
                 ),
             ));
         }
+        // The client CA signs every server's certificate: without a
+        // configserver to name, any depot's certificate would do.
+        if depot.transport.client_auth == ClientAuth::Cert && depot.configservers.is_empty() {
+            return Err(invalid(
+                "client_auth",
+                "cert needs configserver: a push's client certificate must name the host of a configserver this depot reports to (or use both, with the host key)",
+            ));
+        }
         Ok(DepotSettings { common, depot })
     }
 

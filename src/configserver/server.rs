@@ -25,6 +25,9 @@ use crate::server::ServeOptions;
 use crate::server::{ServeError, Supervisor};
 use crate::transport::Transport;
 
+/// How long a stopping replica waits for its depot leases to be released.
+const LEASE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a configserver needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct ConfigServerConfig {
@@ -160,6 +163,15 @@ impl ConfigServer {
         )
         .await;
         self.stop.cancel();
+        // The process ends when this returns: without the wait, its leases
+        // were mostly left to expire (~5 s without pushes to its depots).
+        let released = self.core.dispatcher.leases_released();
+        if tokio::time::timeout(LEASE_RELEASE_WAIT, released)
+            .await
+            .is_err()
+        {
+            warn!("depot leases not released in time; they expire on their own");
+        }
         result
     }
 }

@@ -289,7 +289,7 @@ impl Depot {
                 }
             });
         }
-        if self.config.host_key.is_none() {
+        if self.config.host_key.is_none() && !self.config.transport.client_auth.needs_cert() {
             warn!(depot = %self.core.depot_id, "no host key configured: the Depot service accepts unauthenticated calls");
         }
         let addr = listener.local_addr().ok();

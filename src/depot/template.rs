@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::domain::{BootMode, ClientBundle, TemplateName};
 
@@ -229,7 +229,9 @@ pub struct Templates {
 
 impl Templates {
     /// Opens the template directory, which must exist. The defaults need not
-    /// exist yet: a missing one fails only the pushes that need it.
+    /// exist yet: a missing one fails only the pushes that need it, and is
+    /// warned about (a mistyped name would otherwise show first as failed
+    /// pushes).
     pub fn new(config: TemplateConfig) -> Result<Self, TemplateError> {
         let dir_err = |source| TemplateError::Dir {
             path: config.dir.clone(),
@@ -242,6 +244,15 @@ impl Templates {
                 std::io::ErrorKind::NotADirectory,
                 "not a directory",
             )));
+        }
+        for (mode, name) in [
+            ("BIOS", &config.bios),
+            ("32-bit UEFI", &config.uefi_x86),
+            ("64-bit UEFI", &config.uefi_x64),
+        ] {
+            if !root.join(name.as_str()).is_file() {
+                warn!(template = %name, boot_mode = mode, dir = %root.display(), "default template not found: configs that need it fail until it is there");
+            }
         }
         Ok(Self {
             config,

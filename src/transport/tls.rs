@@ -191,27 +191,23 @@ fn client_config(
 type Configs = (Option<Arc<ServerConfig>>, Option<Arc<ClientConfig>>);
 
 /// Refuses a leaf certificate that has expired: every peer would refuse it
-/// at the handshake, with nothing in this server's log to say why. One
-/// expiring soon is warned about.
-fn check_expiry(files: &TlsFiles, id: Option<&Identity>) -> Result<(), TlsError> {
+/// at the handshake, with nothing in this server's log to say why. Returns
+/// when it ends, for [`Tls::warn_if_expiring`].
+fn check_expiry(files: &TlsFiles, id: Option<&Identity>) -> Result<Option<SystemTime>, TlsError> {
     let (Some((chain, _)), Some(path)) = (id, &files.cert) else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(not_after) = chain.first().and_then(|leaf| not_after(leaf)) else {
-        return Ok(());
+        return Ok(None);
     };
-    let shown = humantime::format_rfc3339_seconds(not_after);
-    match not_after.duration_since(SystemTime::now()) {
-        Err(_) => Err(invalid(
+    if not_after < SystemTime::now() {
+        let shown = humantime::format_rfc3339_seconds(not_after);
+        return Err(invalid(
             "tls_cert",
             format!("{}: expired on {shown}", path.display()),
-        )),
-        Ok(left) if left < EXPIRY_WARNING => {
-            warn!(cert = %path.display(), expires = %shown, "the TLS certificate expires within 14 days");
-            Ok(())
-        }
-        Ok(_) => Ok(()),
+        ));
     }
+    Ok(Some(not_after))
 }
 
 /// The end of a certificate's validity (`tbsCertificate.validity.notAfter`),
@@ -288,14 +284,17 @@ fn der_time(tag: u8, text: &[u8]) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
-fn load(files: &TlsFiles, serving: bool) -> Result<Configs, TlsError> {
+/// The configurations, and (serving) when the certificate ends.
+fn load(files: &TlsFiles, serving: bool) -> Result<(Configs, Option<SystemTime>), TlsError> {
     let id = identity(files)?;
-    if serving {
-        check_expiry(files, id.as_ref())?;
-    }
+    let ends = if serving {
+        check_expiry(files, id.as_ref())?
+    } else {
+        None
+    };
     let server = server_config(files, id.as_ref())?.map(Arc::new);
     let client = client_config(files, id.as_ref())?.map(Arc::new);
-    Ok((server, client))
+    Ok(((server, client), ends))
 }
 
 /// A process's TLS configuration, swappable at run time.
@@ -304,6 +303,8 @@ pub struct Tls {
     current: ArcSwap<Configs>,
     /// A server's: its certificate is checked for expiry at every load.
     serving: bool,
+    /// When the loaded server certificate ends.
+    ends: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl fmt::Debug for Tls {
@@ -327,12 +328,31 @@ impl Tls {
     }
 
     fn load_as(files: TlsFiles, serving: bool) -> Result<Arc<Self>, TlsError> {
-        let configs = load(&files, serving)?;
+        // Loaded before the log is set up (settings are checked first): the
+        // server warns of an ending certificate once it serves.
+        let (configs, ends) = load(&files, serving)?;
         Ok(Arc::new(Self {
             files,
             current: ArcSwap::from_pointee(configs),
             serving,
+            ends: std::sync::Mutex::new(ends),
         }))
+    }
+
+    /// Warns if the server certificate in use ends within 14 days (at
+    /// start, and after each reload).
+    pub fn warn_if_expiring(&self) {
+        let ends = *self
+            .ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (Some(ends), Some(path)) = (ends, &self.files.cert) else {
+            return;
+        };
+        if ends.duration_since(SystemTime::now()).unwrap_or_default() < EXPIRY_WARNING {
+            let shown = humantime::format_rfc3339_seconds(ends);
+            warn!(cert = %path.display(), expires = %shown, "the TLS certificate expires within 14 days");
+        }
     }
 
     /// The files it was loaded from.
@@ -360,8 +380,13 @@ impl Tls {
     /// Reads the files again and swaps the configuration in; on an error the
     /// old one stays in use. Connections already open keep theirs.
     pub fn reload(&self) -> Result<(), TlsError> {
-        self.current
-            .store(Arc::new(load(&self.files, self.serving)?));
+        let (configs, ends) = load(&self.files, self.serving)?;
+        self.current.store(Arc::new(configs));
+        *self
+            .ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ends;
+        self.warn_if_expiring();
         Ok(())
     }
 

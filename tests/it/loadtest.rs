@@ -454,6 +454,65 @@ async fn a_client_not_delivered_fails_the_run() {
     lab.shutdown().await;
 }
 
+/// A registered depot the configserver cannot reach (its check of the
+/// depot's holdings failed) is left out of a run over every depot, and said
+/// so: its clients would hold the run until --timeout, then the clean-up
+/// as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_that_does_not_answer_is_left_out_of_a_run_over_every_depot() {
+    let root = tempfile::tempdir().unwrap();
+    let (lab, _tftpds) = site(root.path(), false).await;
+    let mut admin = lab.admin().await.unwrap();
+    admin
+        .upsert_depots(proto::UpsertDepotsRequest {
+            depots: vec![proto::DepotInfo {
+                id: "dead.example.org".into(),
+                endpoint: "http://127.0.0.1:1".into(),
+                host_key: "0123456789abcdef0123456789abcdef".into(),
+                description: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    // Nothing is pushed to it: the configserver's check of its holdings
+    // finds it down.
+    wait_for("the dead depot shows why it is down", 30, || {
+        let mut admin = admin.clone();
+        async move {
+            let depots = admin
+                .list_depots(proto::ListDepotsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .depots;
+            depots
+                .iter()
+                .any(|d| d.id == "dead.example.org" && d.last_error.starts_with("UNAVAILABLE"))
+        }
+    })
+    .await;
+    let mut args = remote_args(&lab, &[]);
+    args.extend(["--scenario", "bulk", "--clients", "20", "--timeout", "60s"].map(String::from));
+    let out = run(args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let r = report(&out);
+    assert!(out.status.success(), "{r:#}\n{stderr}");
+    assert!(
+        stderr.contains("left out: dead.example.org does not answer the configserver (UNAVAILABLE"),
+        "{stderr}"
+    );
+    let used: Vec<&str> = r["depots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(!used.contains(&"dead.example.org"), "{used:?}");
+    assert_eq!(u(&r["bulk"][0]["delivered"]), 20);
+    assert_eq!(r["cleanup"]["verified"], true, "{r:#}");
+    lab.shutdown().await;
+}
+
 /// The pid of a process whose command line holds `needle`.
 fn pid_with(needle: &str) -> Option<u32> {
     std::fs::read_dir("/proc")

@@ -1842,18 +1842,34 @@ async fn a_sigtermed_depot_says_not_serving_before_it_drains() {
 
 /// A PXE directory (or state directory) that does not exist is created —
 /// and said so, with a warning for the PXE directory: a mistyped one would
-/// take every config where no TFTP server looks.
+/// take every config where no TFTP server looks. A mistyped default
+/// template is warned about too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_pxe_directory_is_created_with_a_warning() {
     let dirs = DepotDirs::new();
     std::fs::remove_dir_all(&dirs.pxe).unwrap();
     let state = dirs.root.path().join("fresh-state");
-    let depot = Server::start(process::depot(1, &dirs, &state, "http://127.0.0.1:1")).await;
+    // And a mistyped default template: said at start, not first by the
+    // pushes that need it failing.
+    let launch = process::depot(1, &dirs, &state, "http://127.0.0.1:1")
+        .arg(&["--default-template", "instal-grub-x64"]);
+    let depot = Server::start(launch).await;
     wait_until("the depot says what it created", || {
         let log = depot.log();
         log.contains("the PXE directory did not exist and was created")
             && log.contains("the state directory did not exist and was created")
+            && log.contains("depot serving")
     })
     .await;
     assert!(dirs.pxe.is_dir() && state.is_dir());
+    let log = depot.log();
+    let missing: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("default template not found"))
+        .collect();
+    assert_eq!(missing.len(), 1, "{log}");
+    assert!(
+        missing[0].contains("instal-grub-x64") && missing[0].contains("BIOS"),
+        "{log}"
+    );
 }

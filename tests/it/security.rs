@@ -1310,6 +1310,29 @@ async fn the_database_and_key_files_are_private() {
 }
 
 /// Runs the binary until it exits; (exit code, stderr).
+/// [`run`], killed after 30 s (a start that should fail but serves).
+fn run_for_at_most(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = pxeconf_command()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = pxeconf_command().args(args).output().unwrap();
     (
@@ -1777,6 +1800,91 @@ fn a_depot_refuses_to_start_with_an_expired_certificate() {
                 .trim_end()
                 .ends_with("expired on 2001-01-01T00:00:00Z"),
         "{stderr}"
+    );
+}
+
+/// A certificate due for renewal is warned about at start, where the log
+/// is read (the check ran before the log was set up, and said nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_ending_within_14_days_is_warned_about_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test");
+    let (cert, key) = pki
+        .ca
+        .issue_ending_in(&["127.0.0.1"], Usage::Server, 5)
+        .unwrap()
+        .write(dir.path(), "soon")
+        .unwrap();
+    let dirs = DepotDirs::new();
+    let mut child = pxeconf_command()
+        .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--depot-id", "depot1.example.org"])
+        .arg("--pxe-dir")
+        .arg(&dirs.pxe)
+        .arg("--template-dir")
+        .arg(&dirs.templates)
+        .arg("--state-dir")
+        .arg(dirs.root.path().join("state"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::collect(&mut child);
+    let _running = Running(child);
+    listening(&lines).await;
+    let warned = lines
+        .wait_for("the TLS certificate expires within 14 days", 10)
+        .await;
+    assert_eq!(warned["level"], "WARN", "{warned}");
+    assert_eq!(warned["cert"], cert.display().to_string(), "{warned}");
+}
+
+/// A depot that takes pushes by client certificate alone must know whose:
+/// without a configserver to name, any certificate of the CA (another
+/// depot's) would do, so it does not start.
+#[test]
+fn a_depot_taking_certificates_alone_needs_a_configserver_to_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test");
+    let (cert, key) = pki.issue("depot", &[&depot_id(1)], Usage::Both, false);
+    let dirs = DepotDirs::new();
+    let dir_arg = |p: &Path| p.display().to_string();
+    let (cert, key, ca) = (dir_arg(&cert), dir_arg(&key), dir_arg(&pki.ca_file));
+    let state = dir_arg(&dirs.root.path().join("state"));
+    let (pxe, templates) = (dir_arg(&dirs.pxe), dir_arg(&dirs.templates));
+    let depot = || {
+        run_for_at_most(&[
+            "depot",
+            "--listen",
+            "127.0.0.1:0",
+            "--depot-id",
+            &depot_id(1),
+            "--pxe-dir",
+            &pxe,
+            "--template-dir",
+            &templates,
+            "--state-dir",
+            &state,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+            "--client-auth",
+            "cert",
+        ])
+    };
+    let (code, stderr) = depot();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "pxeconf: client_auth: cert needs configserver: a push's client certificate must name the host of a configserver this depot reports to (or use both, with the host key)"
     );
 }
 

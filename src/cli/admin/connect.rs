@@ -137,6 +137,9 @@ pub(super) fn grpc_error(status: &Status) -> String {
     if status.code() == Code::Unauthenticated {
         // Where the CLI takes the key from, for whoever has not set it.
         format!("{line} (the admin key: --key-file, PXECONF_ADMIN_KEY_FILE or PXECONF_ADMIN_KEY)")
+    } else if status.code() == Code::Internal && message.contains("h2 protocol error") {
+        // What plaintext HTTP/2 to a TLS port looks like from here.
+        format!("{line} (a TLS server? its URL is https://, with --tls-ca)")
     } else {
         line
     }
@@ -163,6 +166,10 @@ mod tests {
         assert_eq!(
             grpc_error(&Status::failed_precondition("")),
             "FAILED_PRECONDITION"
+        );
+        assert_eq!(
+            grpc_error(&Status::internal("h2 protocol error: http2 error")),
+            "INTERNAL: h2 protocol error: http2 error (a TLS server? its URL is https://, with --tls-ca)"
         );
         let two = crate::domain::ValidationError::join([
             crate::domain::ValidationError::new("clients[0].id", "bad"),

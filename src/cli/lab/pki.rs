@@ -97,6 +97,33 @@ impl ThrowawayCa {
         usage: Usage,
         expired: bool,
     ) -> Result<Leaf, CliError> {
+        let validity = expired.then(|| (date_time_ymd(2000, 1, 1), date_time_ymd(2001, 1, 1)));
+        self.issue_valid(names, usage, validity)
+    }
+
+    /// Like [`issue`](Self::issue), but ending `days` from now (a
+    /// certificate due for renewal).
+    pub fn issue_ending_in(
+        &self,
+        names: &[&str],
+        usage: Usage,
+        days: i64,
+    ) -> Result<Leaf, CliError> {
+        let now = time::OffsetDateTime::now_utc();
+        let validity = (
+            now - time::Duration::days(1),
+            now + time::Duration::days(days),
+        );
+        self.issue_valid(names, usage, Some(validity))
+    }
+
+    /// A certificate for `names`, valid from and to `validity` if given.
+    fn issue_valid(
+        &self,
+        names: &[&str],
+        usage: Usage,
+        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    ) -> Result<Leaf, CliError> {
         let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(sans)?;
         params.distinguished_name.push(
@@ -113,9 +140,9 @@ impl ThrowawayCa {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
         };
-        if expired {
-            params.not_before = date_time_ymd(2000, 1, 1);
-            params.not_after = date_time_ymd(2001, 1, 1);
+        if let Some((from, to)) = validity {
+            params.not_before = from;
+            params.not_after = to;
         }
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;

@@ -32,6 +32,32 @@ pub async fn connect(args: &LoadtestArgs, url: &str) -> Result<Target, CliError>
     {
         return Err(format!("--depots: {missing} is not registered").into());
     }
+    // A depot the configserver tried and could not reach would hold the run
+    // until --timeout, then its clean-up as long: of all the registered
+    // depots it is left out; named, it is used, and said so (stderr: stdout
+    // may be the JSON report).
+    let down = |d: &proto::DepotStatus| !d.reachable && !d.last_error.is_empty();
+    let listed: Vec<proto::DepotStatus> = listed
+        .into_iter()
+        .filter(|d| {
+            if !down(d) {
+                return true;
+            }
+            let named = wanted.as_ref().is_some_and(|w| w.contains(&d.id.as_str()));
+            if named {
+                eprintln!(
+                    "note: {} does not answer the configserver ({}): its clients may not be delivered within --timeout",
+                    d.id, d.last_error
+                );
+            } else {
+                eprintln!(
+                    "left out: {} does not answer the configserver ({}); name it in --depots to use it",
+                    d.id, d.last_error
+                );
+            }
+            named
+        })
+        .collect();
     let tftp = args.tftp_servers()?;
     let mut depots: Vec<TargetDepot> = listed
         .into_iter()

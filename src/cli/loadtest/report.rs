@@ -249,14 +249,18 @@ impl Report {
                 n => format!("BatchSetPxeConfigs ({n} per call)"),
             };
             println!(
-                "\ndirect {rpc} at {}: {} of {} calls ok, {} in flight, {:.2} s, {:.0} configs/s, depot counted {}",
+                "\ndirect {rpc} at {}: {} of {} calls ok, {} in flight, {:.2} s, {:.0} configs/s, {}",
                 d.depot,
                 v.ok,
                 v.calls,
                 v.concurrency,
                 v.seconds,
                 d.configs_per_second,
-                d.writes_counted.map_or("?".into(), |w| w.to_string())
+                // A remote depot's metrics are not known to the run.
+                d.writes_counted
+                    .map_or("the depot's own count not read".into(), |w| format!(
+                        "depot counted {w}"
+                    ))
             );
             latency_line("call", v.latency_ms.as_ref());
             if let Some(e) = &v.first_error {

@@ -37,6 +37,8 @@ pub struct Dispatcher {
     /// The keys depots authenticate with, kept to the database's (see
     /// [`Dispatcher::follow_keys`]).
     keys: OnceLock<DepotKeys>,
+    /// Cancelled once the leases are released after `stop` (replicated).
+    released: CancellationToken,
 }
 
 impl Dispatcher {
@@ -53,6 +55,15 @@ impl Dispatcher {
                 warn!(%error, depot = %depot_id, "loading owed pushes failed; reloading later");
                 self.lost.set();
             }
+        }
+    }
+
+    /// Completes once this replica's depot leases are released after the
+    /// stop (at once without replicas): another replica takes its depots
+    /// then, not when the leases expire.
+    pub async fn leases_released(&self) {
+        if self.replicated {
+            self.released.cancelled().await;
         }
     }
 
@@ -93,6 +104,7 @@ impl Dispatcher {
             lost: Lost::default(),
             renew_now: Arc::new(Notify::new()),
             keys: OnceLock::new(),
+            released: CancellationToken::new(),
         });
         supervisor.spawn_worker(
             "dispatch router",
@@ -109,6 +121,7 @@ impl Dispatcher {
                     holder,
                     dispatcher.renew_now.clone(),
                     stop.clone(),
+                    dispatcher.released.clone(),
                 ),
             );
             supervisor.spawn_worker(

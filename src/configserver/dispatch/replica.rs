@@ -201,13 +201,15 @@ impl Leases {
 
 /// Takes and renews leases until `stop`, keeping the dispatcher's workers
 /// to the depots held, every [`RENEW_EVERY`] and at once when `renew_now`
-/// is notified (a depot was registered); releases them at the end.
+/// is notified (a depot was registered); releases them at the end, then
+/// cancels `released`.
 pub(super) async fn hold_leases<D: Holder>(
     dispatcher: Weak<D>,
     store: Store,
     holder: String,
     renew_now: Arc<Notify>,
     stop: CancellationToken,
+    released: CancellationToken,
 ) -> Result<(), String> {
     let mut tick = tokio::time::interval(RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -241,6 +243,7 @@ pub(super) async fn hold_leases<D: Holder>(
     if let Err(error) = store.release_leases(&holder).await {
         warn!(%error, "releasing depot leases failed; they expire on their own");
     }
+    released.cancel();
     Ok(())
 }
 

@@ -22,6 +22,8 @@ pub(super) enum VerifyFailure {
     Unsupported,
     /// The depot or the store failed; retry later.
     Failed(String),
+    /// No answer from the depot (down, or no route); retry later.
+    Unanswered(String),
     /// The depot's endpoint changed during the check: what was listed is
     /// another endpoint's, and the store was not asked.
     Moved,
@@ -49,13 +51,20 @@ pub(super) async fn verify(
                 product_id: String::new(),
             })
             .await
-            .map_err(|status| match status.code() {
-                Code::Unimplemented => VerifyFailure::Unsupported,
-                _ => VerifyFailure::Failed(format!(
+            .map_err(|status| {
+                let error = format!(
                     "{}: {}",
                     crate::status::code_name(status.code()),
                     status.message()
-                )),
+                );
+                match status.code() {
+                    Code::Unimplemented => VerifyFailure::Unsupported,
+                    Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Unknown
+                    | Code::Cancelled => VerifyFailure::Unanswered(error),
+                    _ => VerifyFailure::Failed(error),
+                }
             })?
             .into_inner();
         let read = proto::PxeConfigState::ReadFilePresent as i32;

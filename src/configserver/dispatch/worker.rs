@@ -637,12 +637,24 @@ impl Worker {
             Err(VerifyFailure::Moved) => {
                 self.verify = Retried::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             }
-            Err(VerifyFailure::Failed(error)) => {
-                debug!(%error, retry_in = ?wait, "checking the depot's holdings failed; retrying");
-                let next = (wait * 2).min(VERIFY_RETRY.1);
-                self.verify = Retried::Due(tokio::time::Instant::now() + jitter(wait), next);
+            Err(VerifyFailure::Failed(error)) => self.verify_again(&error, wait),
+            Err(VerifyFailure::Unanswered(error)) => {
+                self.verify_again(&error, wait);
+                // A depot nothing was pushed to yet shows why it is not
+                // reachable (`ListDepots`), not only after a push failed.
+                self.runtime.send_modify(|rt| {
+                    rt.reachable = false;
+                    rt.last_error = error;
+                });
             }
         }
+    }
+
+    /// A failed check is tried again after `wait`, doubling.
+    fn verify_again(&mut self, error: &str, wait: Duration) {
+        debug!(%error, retry_in = ?wait, "checking the depot's holdings failed; retrying");
+        let next = (wait * 2).min(VERIFY_RETRY.1);
+        self.verify = Retried::Due(tokio::time::Instant::now() + jitter(wait), next);
     }
 
     /// Pushes found owed: this depot's are queued here, others go through
