@@ -74,9 +74,25 @@ pub(super) fn read_file<T: for<'de> Deserialize<'de> + Default>(
             .unwrap_or("invalid TOML")
             .to_owned()
             + &e.span()
-                .map(|s| format!(" (at byte {})", s.start))
+                .map(|s| {
+                    let (line, column) = line_and_column(&text, s.start);
+                    format!(" (at line {line} column {column})")
+                })
                 .unwrap_or_default(),
     })
+}
+
+/// The 1-based line and column of byte `at` of `text`, for a parser's
+/// error an operator finds in an editor.
+pub(crate) fn line_and_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..at.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, column)
 }
 
 /// An address like `127.0.0.1:PORT` (`port` the example's: the setting's
@@ -101,10 +117,11 @@ const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A duration like `10s` or `1m 30s`, at most 30 days.
 pub(super) fn parse_duration(setting: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(value).map_err(|e| {
+    // humantime's own words ("expected number at 0") name no fix.
+    let d = humantime::parse_duration(value).map_err(|_| {
         invalid(
             setting,
-            format!("{value:?} is not a duration like 10s: {e}"),
+            format!("{value:?} is not a duration like 10s, 500ms or 1m 30s"),
         )
     })?;
     if d > MAX_DURATION {
@@ -404,6 +421,30 @@ fn parse_otlp_endpoint(endpoint: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_file_value_is_named_by_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("depot.toml");
+        std::fs::write(
+            &path,
+            "# a comment\nlisten = \"0.0.0.0:50051\"\nlog_format = \"xml\"\n",
+        )
+        .unwrap();
+        let err = read_file::<crate::config::DepotFile>(Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `xml`"), "{err}");
+        assert!(err.ends_with("(at line 3 column 14)"), "{err}");
+        assert_eq!(line_and_column("ab\ncé\nd", 6), (2, 3));
+        let bad = parse_duration("grace_period", "-1s")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            bad,
+            "grace_period: \"-1s\" is not a duration like 10s, 500ms or 1m 30s"
+        );
+    }
 
     #[test]
     fn shared_settings_fall_back_to_the_defaults() {

@@ -12,6 +12,7 @@ mod common;
 mod configserver;
 mod depot;
 
+pub(crate) use common::line_and_column;
 pub use common::{
     Common, ConfigError, DEFAULT_GRACE_PERIOD, HOST_KEY_ENV, MAX_CONNECTIONS_RANGE,
     MAX_STREAMS_RANGE, TransportArgs,

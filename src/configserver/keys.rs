@@ -227,9 +227,9 @@ impl DepotKeys {
 
     /// The one registered depot a client certificate names.
     fn depot_named_by(&self, info: Option<&ConnInfo>) -> Result<String, Status> {
-        let cert = info
-            .and_then(ConnInfo::peer_cert)
-            .ok_or_else(|| crate::auth::refused("a client certificate is required (mTLS)"))?;
+        let cert = info.and_then(ConnInfo::peer_cert).ok_or_else(|| {
+            crate::auth::refused("a client certificate from the client CA is required (mTLS)")
+        })?;
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let mut named = known.keys.iter().filter(|(id, _)| cert_names(cert, id));
         match (named.next(), named.next()) {
@@ -256,9 +256,9 @@ impl DepotKeys {
             crate::auth::refused("no registered depot has this host key (register the depot with its key, or check its key file)")
         })?;
         if mode.needs_cert() {
-            let cert = info
-                .and_then(ConnInfo::peer_cert)
-                .ok_or_else(|| crate::auth::refused("a client certificate is required (mTLS)"))?;
+            let cert = info.and_then(ConnInfo::peer_cert).ok_or_else(|| {
+                crate::auth::refused("a client certificate from the client CA is required (mTLS)")
+            })?;
             if !cert_names(cert, &depot) {
                 return Err(Problem::new(
                     Reason::WrongDepot,

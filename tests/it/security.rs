@@ -335,7 +335,7 @@ async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_ce
         .unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
     assert!(
-        none.message().contains("client certificate is required"),
+        none.message().contains("a client certificate from the client CA is required"),
         "{none:?}"
     );
     // Depot 1's key with depot 2's certificate.

@@ -167,9 +167,7 @@ fn read_inventory(path: &Path) -> Result<Inventory, CliError> {
     toml::from_str(&text).map_err(|e| {
         // toml's own rendering spans several lines; keep the message, name the place.
         let place = e.span().map(|span| {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let (line, column) = crate::config::line_and_column(&text, span.start);
             format!(" at line {line} column {column}")
         });
         format!(
