@@ -335,7 +335,8 @@ async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_ce
         .unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
     assert!(
-        none.message().contains("a client certificate from the client CA is required"),
+        none.message()
+            .contains("a client certificate from the client CA is required"),
         "{none:?}"
     );
     // Depot 1's key with depot 2's certificate.
@@ -380,9 +381,8 @@ async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_ce
         "{text}"
     );
     assert!(
-        text.lines()
-            .any(|l| l.contains("depot call refused")
-                && l.contains("client certificate is required")),
+        text.lines().any(|l| l.contains("depot call refused")
+            && l.contains("a client certificate from the client CA is required")),
         "{text}"
     );
     assert!(
