@@ -431,9 +431,20 @@ mod tests {
             "# a comment\nlisten = \"0.0.0.0:50051\"\nlog_format = \"xml\"\n",
         )
         .unwrap();
-        let err = read_file::<crate::config::DepotFile>(Some(&path))
-            .unwrap_err()
-            .to_string();
+        // A role's file in small (the roles' own types live above this module).
+        #[derive(Debug, Deserialize, Default)]
+        #[allow(dead_code)]
+        struct File {
+            listen: Option<String>,
+            log_format: Option<Format>,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Format {
+            Human,
+            Json,
+        }
+        let err = read_file::<File>(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("unknown variant `xml`"), "{err}");
         assert!(err.ends_with("(at line 3 column 14)"), "{err}");
         assert_eq!(line_and_column("ab\ncé\nd", 6), (2, 3));

@@ -1,6 +1,7 @@
 //! The `pxeconf.v1.Admin` gRPC service: bulk writes (each one transaction,
 //! its pushes queued as it commits) and status queries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -398,9 +399,23 @@ impl admin_server::Admin for AdminService {
         let depots = self.core.store.depots().await.map_err(Error::from)?;
         let counts = self.core.store.depot_counts().await.map_err(Error::from)?;
         let runtime = self.core.dispatcher.runtime();
+        // Replicas: the depots another one pushes to, and which one.
+        let others: HashMap<String, String> = match self.core.dispatcher.holder() {
+            Some(own) => (self.core.store.lease_holders().await.map_err(Error::from)?)
+                .into_iter()
+                .filter(|(_, holder)| holder != own)
+                .collect(),
+            None => HashMap::new(),
+        };
         let depots = depots
             .into_iter()
-            .map(|d| depot_status(d, &runtime, &counts))
+            .map(|d| {
+                let pushed_by = others.get(d.id.as_str()).cloned().unwrap_or_default();
+                proto::DepotStatus {
+                    pushed_by,
+                    ..depot_status(d, &runtime, &counts)
+                }
+            })
             .collect();
         Ok(Response::new(proto::ListDepotsResponse { depots }))
     }

@@ -107,6 +107,7 @@ pub(super) fn depot_status(
         pushes_new: rt.pushes_new,
         pushes_legacy: rt.pushes_legacy,
         batches: rt.batches,
+        pushed_by: String::new(),
     }
 }
 

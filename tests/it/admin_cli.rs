@@ -593,12 +593,19 @@ async fn pending_pages_through_everything_owed_to_an_unreachable_depot() {
     let mut admin = server.admin().await;
     // Nothing listens on port 1: every push stays owed. 2,500 is three pages.
     seed(&mut admin, &[(1, "http://127.0.0.1:1".into())], 2500, |_| 1).await;
-    // Not called yet: not known to be up.
+    // Nothing pushed yet: not known to be up, and once the check of what
+    // it holds goes unanswered, shown down with that check's error.
     let depots = cli(&url, &["depots", "--json"]).await.json();
     assert_eq!(depots[0]["reachable"], false, "{depots}");
-    let table = cli(&url, &["depots"]).await.ok().stdout;
-    let row = table.lines().nth(1).unwrap_or_default();
-    assert_eq!(row.split_whitespace().nth(2), Some("untried"), "{table}");
+    wait_for("the unanswered check is shown", 20, || {
+        let url = url.clone();
+        async move {
+            let table = cli(&url, &["depots"]).await.ok().stdout;
+            let row = table.lines().nth(1).unwrap_or_default().to_owned();
+            row.split_whitespace().nth(2) == Some("no") && row.contains("UNAVAILABLE")
+        }
+    })
+    .await;
     assert_eq!(
         set_actions(&mut admin, 0..2500, "setup")
             .await

@@ -296,6 +296,61 @@ async fn a_replica_stopped_with_sigterm_hands_its_depots_over_at_once() {
     assert_eq!(lease_holder(&url, &depot_id(1)).await, servers[0].pid());
 }
 
+/// `ListDepots` (and `pxeconf depots`) at a replica that does not push to
+/// a depot names the one that does, instead of showing its own stale view
+/// ("untried") as the depot's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_names_the_one_that_pushes_to_a_depot() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database().await;
+    let keys = tempfile::tempdir().unwrap();
+    let servers = replicas(&url, keys.path(), 2).await;
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let depot = Depot::start(&urls).await;
+    let mut admin = process::admin_at(&urls[0]).await;
+    seed(&mut admin, &[(1, depot.server.url())], 1, |_| 1).await;
+    let holder = lease_holder(&url, &depot_id(1)).await;
+    let (at, other) = if servers[0].pid() == holder {
+        (1, 0)
+    } else {
+        (0, 1)
+    };
+    let pushed_by = |i: usize| {
+        let url = urls[i].clone();
+        async move {
+            let mut admin = process::admin_at(&url).await;
+            let depots = admin
+                .list_depots(proto::ListDepotsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .depots;
+            depots[0].pushed_by.clone()
+        }
+    };
+    let named = pushed_by(at).await;
+    assert!(named.contains(&format!("/{holder}/")), "{named:?}");
+    assert_eq!(pushed_by(other).await, "", "the holder pushes itself");
+    let out = pxeconf_command()
+        .args(["depots"])
+        .env("PXECONF_SERVER", &urls[at])
+        .env("PXECONF_ADMIN_KEY", ADMIN_KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("elsewhere"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} is pushed to by the replica {named}",
+            depot_id(1)
+        )),
+        "{text}"
+    );
+}
+
 /// A depot knowing two replicas loses the first (SIGKILL): its read
 /// reports land on the second, and so does its start-up reconciliation
 /// after a restart.

@@ -225,6 +225,8 @@ pub(super) struct DepotView {
     #[serde(serialize_with = "rfc3339")]
     last_contact: Option<SystemTime>,
     last_error: String,
+    /// Another replica that pushes to the depot (see `DepotStatus`).
+    pushed_by: String,
 }
 
 impl From<proto::DepotStatus> for DepotView {
@@ -242,13 +244,18 @@ impl From<proto::DepotStatus> for DepotView {
             pushes_legacy: d.pushes_legacy,
             last_contact: time(d.last_contact),
             last_error: d.last_error,
+            pushed_by: d.pushed_by,
         }
     }
 }
 
 /// "yes", "no", or "untried" for a depot not called since the
-/// configserver started.
+/// configserver started; "elsewhere" for one another replica pushes to.
 fn reachability(d: &DepotView) -> &'static str {
+    if !d.pushed_by.is_empty() {
+        // This replica does not call it: its own view says nothing.
+        return "elsewhere";
+    }
     match (d.reachable, d.last_contact, d.last_error.is_empty()) {
         (true, _, _) => "yes",
         (false, None, true) => "untried",
@@ -289,6 +296,12 @@ pub(super) fn print_depots(depots: &[DepotView]) {
         ],
         &rows,
     );
+    for d in depots.iter().filter(|d| !d.pushed_by.is_empty()) {
+        println!(
+            "{} is pushed to by the replica {}: ask it for the depot's connection",
+            d.id, d.pushed_by
+        );
+    }
 }
 
 /// One push owed to a depot, or one config delivered and not yet read.

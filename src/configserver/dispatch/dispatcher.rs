@@ -39,6 +39,8 @@ pub struct Dispatcher {
     keys: OnceLock<DepotKeys>,
     /// Cancelled once the leases are released after `stop` (replicated).
     released: CancellationToken,
+    /// This replica's lease holder id (replicated).
+    holder: Option<String>,
 }
 
 impl Dispatcher {
@@ -56,6 +58,12 @@ impl Dispatcher {
                 self.lost.set();
             }
         }
+    }
+
+    /// This replica's id as a lease holder (`host/pid/…`); `None` without
+    /// replicas.
+    pub fn holder(&self) -> Option<&str> {
+        self.holder.as_deref()
     }
 
     /// Completes once this replica's depot leases are released after the
@@ -96,6 +104,7 @@ impl Dispatcher {
             supervisor: supervisor.clone(),
         };
         let replicated = store.is_postgres();
+        let holder = replicated.then(replica::holder_id);
         let dispatcher = Arc::new(Self {
             shared,
             workers: Mutex::new(HashMap::new()),
@@ -105,13 +114,13 @@ impl Dispatcher {
             renew_now: Arc::new(Notify::new()),
             keys: OnceLock::new(),
             released: CancellationToken::new(),
+            holder: holder.clone(),
         });
         supervisor.spawn_worker(
             "dispatch router",
             route_owed(Arc::downgrade(&dispatcher), owed_rx),
         );
-        if replicated {
-            let holder = replica::holder_id();
+        if let Some(holder) = holder {
             info!(%holder, "several configservers may share this database: pushing to the depots whose lease this one holds");
             supervisor.spawn_worker(
                 "depot leases",
