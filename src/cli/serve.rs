@@ -94,6 +94,7 @@ pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
         metrics,
     )
     .await?;
+    let stopper = server.stopper();
     let served = crate::server::run_with_grace(
         "configserver",
         move |stop| server.serve(listener, stop),
@@ -101,6 +102,8 @@ pub async fn run_configserver(args: ConfigServerArgs) -> Result<(), CliError> {
         settings.common.grace_period,
     )
     .await;
+    // Also when the grace period cut the serving short.
+    stopper.stop().await;
     // Flush the last spans (the shutdown's too) whatever the outcome.
     telemetry.shutdown();
     served?;

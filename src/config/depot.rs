@@ -226,11 +226,16 @@ impl DepotArgs {
             ));
         }
         // The client CA signs every server's certificate: without a
-        // configserver to name, any depot's certificate would do.
-        if depot.transport.client_auth == ClientAuth::Cert && depot.configservers.is_empty() {
+        // configserver to name (or a host key that names the caller), any
+        // depot's certificate would do.
+        let auth = depot.transport.client_auth;
+        let key_names_caller = auth.needs_key() && depot.host_key.is_some();
+        if auth.needs_cert() && depot.configservers.is_empty() && !key_names_caller {
             return Err(invalid(
                 "client_auth",
-                "cert needs configserver: a push's client certificate must name the host of a configserver this depot reports to (or use both, with the host key)",
+                format!(
+                    "{auth} needs configserver: a push's client certificate must name the host of a configserver this depot reports to (or use both, with a host key)"
+                ),
             ));
         }
         Ok(DepotSettings { common, depot })

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use super::core::{Core, to_the_end};
 use super::error::Error;
@@ -401,10 +401,14 @@ impl admin_server::Admin for AdminService {
         let runtime = self.core.dispatcher.runtime();
         // Replicas: the depots another one pushes to, and which one.
         let others: HashMap<String, String> = match self.core.dispatcher.holder() {
-            Some(own) => (self.core.store.lease_holders().await.map_err(Error::from)?)
-                .into_iter()
-                .filter(|(_, holder)| holder != own)
-                .collect(),
+            // The list without it rather than no list.
+            Some(own) => match self.core.store.lease_holders().await {
+                Ok(holders) => holders.into_iter().filter(|(_, h)| h != own).collect(),
+                Err(error) => {
+                    warn!(%error, "reading the depot leases failed; pushed_by left empty");
+                    HashMap::new()
+                }
+            },
             None => HashMap::new(),
         };
         let depots = depots

@@ -25,4 +25,4 @@ pub mod wire;
 pub use self::core::Core;
 pub use error::Error;
 pub use keys::{CallerDepot, DepotKeys};
-pub use server::{ConfigServer, ConfigServerConfig};
+pub use server::{ConfigServer, ConfigServerConfig, Stopper};

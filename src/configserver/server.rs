@@ -118,6 +118,15 @@ impl ConfigServer {
         self.core.clone()
     }
 
+    /// What ends its pushing and hands its depots over; for after
+    /// [`serve`](Self::serve), which a grace period may cut short.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            core: self.core.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
     /// Serves ConfigServer, Admin, reflection and health on `listener` until
     /// `shutdown` completes, or a task it needs fails (health NOT_SERVING,
     /// then an error); then stops pushing.
@@ -163,8 +172,23 @@ impl ConfigServer {
         )
         .await;
         self.stop.cancel();
-        // The process ends when this returns: without the wait, its leases
-        // were mostly left to expire (~5 s without pushes to its depots).
+        result
+    }
+}
+
+/// Stops a configserver's pushing once it no longer serves ([`ConfigServer::stopper`]).
+pub struct Stopper {
+    core: Arc<Core>,
+    stop: CancellationToken,
+}
+
+impl Stopper {
+    /// Stops the pushes and waits (at most [`LEASE_RELEASE_WAIT`]) for the
+    /// depot leases to be released: the process ends next, and without the
+    /// wait they were mostly left to expire (~5 s without pushes to its
+    /// depots). At once without replicas.
+    pub async fn stop(self) {
+        self.stop.cancel();
         let released = self.core.dispatcher.leases_released();
         if tokio::time::timeout(LEASE_RELEASE_WAIT, released)
             .await
@@ -172,7 +196,6 @@ impl ConfigServer {
         {
             warn!("depot leases not released in time; they expire on their own");
         }
-        result
     }
 }
 

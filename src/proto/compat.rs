@@ -51,8 +51,8 @@ pub struct Written {
     pub affected: u64,
     /// Pushes to depots queued by the write.
     pub pushes_queued: u64,
-    /// Clients the write touched whose netboot action no depot can be sent
-    /// a config for.
+    /// Of the clients the write changed, those whose netboot action no depot
+    /// can be sent a config for.
     pub waiting: u64,
 }
 

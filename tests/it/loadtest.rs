@@ -406,11 +406,8 @@ async fn interrupted_in_remote_mode_deletes_everything_it_created(signal: &str) 
     lab.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_not_delivered_fails_the_run() {
-    let root = tempfile::tempdir().unwrap();
-    let (lab, _tftpds) = site(root.path(), false).await;
-    // A registered depot nobody answers for: nothing reaches it.
+/// Registers `dead.example.org`, a depot nothing listens for.
+async fn register_dead_depot(lab: &Lab) {
     lab.admin()
         .await
         .unwrap()
@@ -424,6 +421,14 @@ async fn a_client_not_delivered_fails_the_run() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_not_delivered_fails_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let (lab, _tftpds) = site(root.path(), false).await;
+    // A registered depot nobody answers for: nothing reaches it.
+    register_dead_depot(&lab).await;
     let mut args = remote_args(&lab, &[]);
     args.extend(
         [
@@ -462,18 +467,8 @@ async fn a_client_not_delivered_fails_the_run() {
 async fn a_depot_that_does_not_answer_is_left_out_of_a_run_over_every_depot() {
     let root = tempfile::tempdir().unwrap();
     let (lab, _tftpds) = site(root.path(), false).await;
-    let mut admin = lab.admin().await.unwrap();
-    admin
-        .upsert_depots(proto::UpsertDepotsRequest {
-            depots: vec![proto::DepotInfo {
-                id: "dead.example.org".into(),
-                endpoint: "http://127.0.0.1:1".into(),
-                host_key: "0123456789abcdef0123456789abcdef".into(),
-                description: String::new(),
-            }],
-        })
-        .await
-        .unwrap();
+    register_dead_depot(&lab).await;
+    let admin = lab.admin().await.unwrap();
     // Nothing is pushed to it: the configserver's check of its holdings
     // finds it down.
     wait_for("the dead depot shows why it is down", 30, || {

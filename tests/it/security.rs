@@ -179,6 +179,31 @@ async fn listening(lines: &Lines) -> SocketAddr {
     line["addr"].as_str().unwrap().parse().unwrap()
 }
 
+/// A depot process on loopback serving TLS with `cert`, logging JSON lines.
+fn tls_depot(dirs: &DepotDirs, cert: &Path, key: &Path) -> (Lines, Running) {
+    let mut child = pxeconf_command()
+        .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--depot-id", "depot1.example.org"])
+        .arg("--pxe-dir")
+        .arg(&dirs.pxe)
+        .arg("--template-dir")
+        .arg(&dirs.templates)
+        // A journal of its own: the default is shared by every depot here.
+        .arg("--state-dir")
+        .arg(dirs.root.path().join("state"))
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::collect(&mut child);
+    (lines, Running(child))
+}
+
 fn write_key_file(path: &Path, key: &str) {
     pxeconf::cli::lab::write_key(path, key).unwrap();
 }
@@ -568,27 +593,7 @@ async fn a_sighup_reloads_the_certificates() {
     let pki = Pki::new(dir.path(), "first");
     let (cert, key) = pki.issue("depot", &["127.0.0.1"], Usage::Server, false);
     let dirs = DepotDirs::new();
-    let mut child = pxeconf_command()
-        .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--depot-id", "depot1.example.org"])
-        .arg("--pxe-dir")
-        .arg(&dirs.pxe)
-        .arg("--template-dir")
-        .arg(&dirs.templates)
-        // A journal of its own: the default is shared by every depot here.
-        .arg("--state-dir")
-        .arg(dirs.root.path().join("state"))
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Lines::collect(&mut child);
-    let running = Running(child);
+    let (lines, running) = tls_depot(&dirs, &cert, &key);
     let addr = listening(&lines).await;
     let health = |tls: Arc<Tls>| async move {
         tonic_health::pb::health_client::HealthClient::new(channel(&https(addr), Some(&tls)))
@@ -1309,8 +1314,8 @@ async fn the_database_and_key_files_are_private() {
     lab.shutdown().await;
 }
 
-/// Runs the binary until it exits; (exit code, stderr).
-/// [`run`], killed after 30 s (a start that should fail but serves).
+/// Runs the binary until it exits, killed after 30 s (a start that should
+/// fail but serves); (exit code, stderr).
 fn run_for_at_most(args: &[&str]) -> (Option<i32>, String) {
     let mut child = pxeconf_command()
         .args(args)
@@ -1333,6 +1338,7 @@ fn run_for_at_most(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// Runs the binary until it exits; (exit code, stderr).
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = pxeconf_command().args(args).output().unwrap();
     (
@@ -1816,26 +1822,7 @@ async fn a_certificate_ending_within_14_days_is_warned_about_at_start() {
         .write(dir.path(), "soon")
         .unwrap();
     let dirs = DepotDirs::new();
-    let mut child = pxeconf_command()
-        .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--depot-id", "depot1.example.org"])
-        .arg("--pxe-dir")
-        .arg(&dirs.pxe)
-        .arg("--template-dir")
-        .arg(&dirs.templates)
-        .arg("--state-dir")
-        .arg(dirs.root.path().join("state"))
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Lines::collect(&mut child);
-    let _running = Running(child);
+    let (lines, _running) = tls_depot(&dirs, &cert, &key);
     listening(&lines).await;
     let warned = lines
         .wait_for("the TLS certificate expires within 14 days", 10)
@@ -1844,9 +1831,9 @@ async fn a_certificate_ending_within_14_days_is_warned_about_at_start() {
     assert_eq!(warned["cert"], cert.display().to_string(), "{warned}");
 }
 
-/// A depot that takes pushes by client certificate alone must know whose:
-/// without a configserver to name, any certificate of the CA (another
-/// depot's) would do, so it does not start.
+/// A depot that takes pushes by client certificate (without a host key)
+/// must know whose: without a configserver to name, any certificate of the
+/// CA (another depot's) would do, so it does not start.
 #[test]
 fn a_depot_taking_certificates_alone_needs_a_configserver_to_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -1857,7 +1844,7 @@ fn a_depot_taking_certificates_alone_needs_a_configserver_to_name() {
     let (cert, key, ca) = (dir_arg(&cert), dir_arg(&key), dir_arg(&pki.ca_file));
     let state = dir_arg(&dirs.root.path().join("state"));
     let (pxe, templates) = (dir_arg(&dirs.pxe), dir_arg(&dirs.templates));
-    let depot = || {
+    let depot = |client_auth: &str| {
         run_for_at_most(&[
             "depot",
             "--listen",
@@ -1877,15 +1864,20 @@ fn a_depot_taking_certificates_alone_needs_a_configserver_to_name() {
             "--tls-client-ca",
             &ca,
             "--client-auth",
-            "cert",
+            client_auth,
         ])
     };
-    let (code, stderr) = depot();
-    assert_eq!(code, Some(2), "{stderr}");
-    assert_eq!(
-        stderr.trim_end(),
-        "pxeconf: client_auth: cert needs configserver: a push's client certificate must name the host of a configserver this depot reports to (or use both, with the host key)"
-    );
+    for client_auth in ["cert", "both"] {
+        // `both` without a host key: no key names the caller either.
+        let (code, stderr) = depot(client_auth);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "pxeconf: client_auth: {client_auth} needs configserver: a push's client certificate must name the host of a configserver this depot reports to (or use both, with a host key)"
+            )
+        );
+    }
 }
 
 /// Two configservers on one PostgreSQL database: a depot key changed

@@ -43,19 +43,19 @@ pub async fn connect(args: &LoadtestArgs, url: &str) -> Result<Target, CliError>
             if !down(d) {
                 return true;
             }
-            let named = wanted.as_ref().is_some_and(|w| w.contains(&d.id.as_str()));
-            if named {
-                eprintln!(
+            match &wanted {
+                Some(w) if w.contains(&d.id.as_str()) => eprintln!(
                     "note: {} does not answer the configserver ({}): its clients may not be delivered within --timeout",
                     d.id, d.last_error
-                );
-            } else {
-                eprintln!(
+                ),
+                // Not asked for: the filter below drops it, unsaid.
+                Some(_) => {}
+                None => eprintln!(
                     "left out: {} does not answer the configserver ({}); name it in --depots to use it",
                     d.id, d.last_error
-                );
+                ),
             }
-            named
+            wanted.is_some()
         })
         .collect();
     let tftp = args.tftp_servers()?;

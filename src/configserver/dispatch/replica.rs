@@ -211,6 +211,8 @@ pub(super) async fn hold_leases<D: Holder>(
     stop: CancellationToken,
     released: CancellationToken,
 ) -> Result<(), String> {
+    // However this ends (a panic too): the stop's wait is over.
+    let _released = released.drop_guard();
     let mut tick = tokio::time::interval(RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leases = Leases::default();
@@ -243,7 +245,6 @@ pub(super) async fn hold_leases<D: Holder>(
     if let Err(error) = store.release_leases(&holder).await {
         warn!(%error, "releasing depot leases failed; they expire on their own");
     }
-    released.cancel();
     Ok(())
 }
 

@@ -22,8 +22,9 @@ pub(super) enum VerifyFailure {
     Unsupported,
     /// The depot or the store failed; retry later.
     Failed(String),
-    /// No answer from the depot (down, or no route); retry later.
-    Unanswered(String),
+    /// No answer from the depot (down, or no route) to the check started
+    /// then; retry later.
+    Unanswered(String, std::time::SystemTime),
     /// The depot's endpoint changed during the check: what was listed is
     /// another endpoint's, and the store was not asked.
     Moved,
@@ -41,6 +42,7 @@ pub(super) async fn verify(
     depot_id: String,
     current: impl Fn() -> bool,
 ) -> Result<Vec<Owed>, VerifyFailure> {
+    let started = std::time::SystemTime::now();
     let mut held = HashMap::new();
     let mut token = String::new();
     loop {
@@ -62,7 +64,7 @@ pub(super) async fn verify(
                     Code::Unavailable
                     | Code::DeadlineExceeded
                     | Code::Unknown
-                    | Code::Cancelled => VerifyFailure::Unanswered(error),
+                    | Code::Cancelled => VerifyFailure::Unanswered(error, started),
                     _ => VerifyFailure::Failed(error),
                 }
             })?

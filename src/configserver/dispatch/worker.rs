@@ -638,13 +638,18 @@ impl Worker {
                 self.verify = Retried::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             }
             Err(VerifyFailure::Failed(error)) => self.verify_again(&error, wait),
-            Err(VerifyFailure::Unanswered(error)) => {
+            Err(VerifyFailure::Unanswered(error, started)) => {
                 self.verify_again(&error, wait);
                 // A depot nothing was pushed to yet shows why it is not
-                // reachable (`ListDepots`), not only after a push failed.
-                self.runtime.send_modify(|rt| {
+                // reachable (`ListDepots`), not only after a push failed —
+                // unless it answered a push since the check started.
+                self.runtime.send_if_modified(|rt| {
+                    if rt.last_contact.is_some_and(|at| at >= started) {
+                        return false;
+                    }
                     rt.reachable = false;
                     rt.last_error = error;
+                    true
                 });
             }
         }

@@ -124,8 +124,9 @@ pub struct WriteOutcome {
     pub affected: u64,
     /// Pushes now owed, for the dispatcher.
     pub owed: Vec<Owed>,
-    /// Clients the write touched that have a netboot action no depot can be
-    /// sent a config for: no registered depot, or the product is not on it.
+    /// Of the clients the write changed, those with a netboot action no
+    /// depot can be sent a config for: no registered depot, or the product
+    /// is not on it.
     pub waiting: u64,
 }
 
