@@ -474,13 +474,8 @@ async fn a_depot_that_does_not_answer_is_left_out_of_a_run_over_every_depot() {
     wait_for("the dead depot shows why it is down", 30, || {
         let mut admin = admin.clone();
         async move {
-            let depots = admin
-                .list_depots(proto::ListDepotsRequest {})
+            depots(&mut admin)
                 .await
-                .unwrap()
-                .into_inner()
-                .depots;
-            depots
                 .iter()
                 .any(|d| d.id == "dead.example.org" && d.last_error.starts_with("UNAVAILABLE"))
         }

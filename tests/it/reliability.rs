@@ -60,14 +60,6 @@ fn held(dir: &DepotDirs, max: u32) -> Vec<u32> {
     (0..max).filter(|n| holds_client(dir, *n)).collect()
 }
 
-/// The depots as the configserver sees them.
-async fn depots(admin: &mut Admin) -> Vec<proto::DepotStatus> {
-    (admin.list_depots(proto::ListDepotsRequest {}).await)
-        .unwrap()
-        .into_inner()
-        .depots
-}
-
 /// Pushes the configserver made that the depot took (this process's life).
 async fn pushes_taken(admin: &mut Admin) -> u64 {
     let depots = depots(admin).await;

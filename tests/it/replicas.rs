@@ -321,13 +321,7 @@ async fn a_replica_names_the_one_that_pushes_to_a_depot() {
         let url = urls[i].clone();
         async move {
             let mut admin = process::admin_at(&url).await;
-            let depots = admin
-                .list_depots(proto::ListDepotsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .depots;
-            depots[0].pushed_by.clone()
+            depots(&mut admin).await[0].pushed_by.clone()
         }
     };
     let named = pushed_by(at).await;

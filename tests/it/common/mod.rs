@@ -566,6 +566,16 @@ pub async fn status(admin: &mut Admin, n: u32) -> proto::GetClientStatusResponse
         .into_inner()
 }
 
+/// Every registered depot as `ListDepots` shows it.
+pub async fn depots(admin: &mut Admin) -> Vec<proto::DepotStatus> {
+    admin
+        .list_depots(proto::ListDepotsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .depots
+}
+
 /// Waits (polling, up to `secs`) until the async `cond` holds.
 pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut cond: F)
 where
