@@ -458,13 +458,7 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
 
 /// Depots and clients the Admin API knows.
 async fn counts(admin: &mut Admin) -> usize {
-    admin
-        .list_depots(proto::ListDepotsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .depots
-        .len()
+    depots(admin).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,19 +75,24 @@ impl Depot {
     }
 }
 
-/// The pid of the replica holding `depot`'s lease (its holder id is
-/// host/pid/random), once one does.
+/// The pid of the replica holding `depot`'s lease now (its holder id is
+/// host/pid/random), if one does.
+async fn current_holder(conn: &mut sqlx::PgConnection, depot: &str) -> Option<u32> {
+    let holder: Option<String> = sqlx::query_scalar(
+        "SELECT holder FROM depot_leases WHERE depot_id = $1 AND expires_at > clock_timestamp()",
+    )
+    .bind(depot)
+    .fetch_optional(conn)
+    .await
+    .unwrap();
+    holder.and_then(|h| h.split('/').nth(1)?.parse().ok())
+}
+
+/// The pid of the replica holding `depot`'s lease, once one does.
 async fn lease_holder(url: &str, depot: &str) -> u32 {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     for _ in 0..600 {
-        let holder: Option<String> = sqlx::query_scalar(
-            "SELECT holder FROM depot_leases WHERE depot_id = $1 AND expires_at > clock_timestamp()",
-        )
-        .bind(depot)
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap();
-        if let Some(pid) = holder.and_then(|h| h.split('/').nth(1)?.parse().ok()) {
+        if let Some(pid) = current_holder(&mut conn, depot).await {
             return pid;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -280,14 +285,7 @@ async fn a_replica_stopped_with_sigterm_hands_its_depots_over_at_once() {
     assert!(status.success(), "{status:?}");
     // Read at once: the lease of the replica gone is no longer in force.
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let held: Option<String> = sqlx::query_scalar(
-        "SELECT holder FROM depot_leases WHERE depot_id = $1 AND expires_at > clock_timestamp()",
-    )
-    .bind(depot_id(1))
-    .fetch_optional(&mut conn)
-    .await
-    .unwrap();
-    let held_by = held.and_then(|h| h.split('/').nth(1)?.parse::<u32>().ok());
+    let held_by = current_holder(&mut conn, &depot_id(1)).await;
     assert_ne!(
         held_by,
         Some(holder),
