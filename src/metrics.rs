@@ -220,6 +220,40 @@ impl Metrics {
         out
     }
 
+    /// Creates the series of the depot `depot` at zero. A series is born at
+    /// its first sample otherwise, and until then an alert on `rate()` sees
+    /// no data rather than none happening; the error results stay absent
+    /// until one happens (there are too many to list).
+    pub fn announce_depot(&self, depot: &str) {
+        let label = DepotLabel {
+            depot: depot.to_owned(),
+        };
+        let _ = self.pending_configs.get_or_create(&label);
+        let _ = self.tftp_reads.get_or_create(&label);
+        let ok = WriteLabels {
+            depot: depot.to_owned(),
+            result: "ok".to_owned(),
+        };
+        for family in [
+            &self.config_writes,
+            &self.bundles_received,
+            &self.read_reports,
+        ] {
+            let _ = family.get_or_create(&ok);
+        }
+    }
+
+    /// Creates the configserver's look-up series at zero, one per legacy
+    /// RPC: "0 look-ups" is what the new path should show, and a scrape can
+    /// only show it with the series there.
+    pub fn announce_configserver(&self) {
+        for rpc in crate::proto::LEGACY_LOOKUPS {
+            let _ = self.lookups.get_or_create(&RpcLabel {
+                rpc: (*rpc).to_owned(),
+            });
+        }
+    }
+
     /// Counts a refused caller of `service`.
     pub fn auth_failure(&self, service: &str, reason: &str) {
         self.auth_failures

@@ -77,6 +77,7 @@ impl ConfigServer {
             })?;
         }
         let store = Store::connect(&config.database).await?;
+        metrics.announce_configserver();
         let stop = CancellationToken::new();
         let supervisor = Supervisor::new();
         let dispatch = DispatchSettings {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, info, instrument, warn};
 
 use super::core::{Core, to_the_end};
@@ -50,7 +50,18 @@ impl ConfigServerService {
         }
     }
 
-    fn count(&self, rpc: &str) {
+    /// Counts a look-up the depot got an answer to, found or not. A refused
+    /// or malformed call is no look-up served: `auth_failures` counts the
+    /// refusals, and a prober's calls would otherwise read as a chatty depot.
+    fn count<T>(&self, rpc: &str, answer: &Result<T, Status>) {
+        if let Err(status) = answer
+            && matches!(
+                status.code(),
+                Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
+            )
+        {
+            return;
+        }
         self.core
             .metrics
             .lookups
@@ -134,18 +145,22 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::GetHostRequest>,
     ) -> Result<Response<proto::GetHostResponse>, Status> {
-        self.count("GetHost");
-        let depot = CallerDepot::of(&request)?;
-        let id = Fqdn::parse(&request.get_ref().id, "id").map_err(Error::from)?;
-        self.own_client(&depot, &id).await?;
-        let client = self
-            .core
-            .store
-            .client(id.as_str())
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::not_found("client", id.as_str()))?;
-        Ok(Response::new(proto::Host::from(&client).into()))
+        let answer = async {
+            let depot = CallerDepot::of(&request)?;
+            let id = Fqdn::parse(&request.get_ref().id, "id").map_err(Error::from)?;
+            self.own_client(&depot, &id).await?;
+            let client = self
+                .core
+                .store
+                .client(id.as_str())
+                .await
+                .map_err(Error::from)?
+                .ok_or_else(|| Error::not_found("client", id.as_str()))?;
+            Ok(Response::new(proto::Host::from(&client).into()))
+        }
+        .await;
+        self.count("GetHost", &answer);
+        answer
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id))]
@@ -153,19 +168,23 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::GetNetbootProductOnClientsRequest>,
     ) -> Result<Response<proto::GetNetbootProductOnClientsResponse>, Status> {
-        self.count("GetNetbootProductOnClients");
-        let depot = CallerDepot::of(&request)?;
-        let id = Fqdn::parse(&request.get_ref().client_id, "client_id").map_err(Error::from)?;
-        self.own_client(&depot, &id).await?;
-        let pocs = self
-            .core
-            .store
-            .product_on_clients(id.as_str(), true)
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(proto::GetNetbootProductOnClientsResponse {
-            product_on_clients: pocs.into_iter().map(Into::into).collect(),
-        }))
+        let answer = async {
+            let depot = CallerDepot::of(&request)?;
+            let id = Fqdn::parse(&request.get_ref().client_id, "client_id").map_err(Error::from)?;
+            self.own_client(&depot, &id).await?;
+            let pocs = self
+                .core
+                .store
+                .product_on_clients(id.as_str(), true)
+                .await
+                .map_err(Error::from)?;
+            Ok(Response::new(proto::GetNetbootProductOnClientsResponse {
+                product_on_clients: pocs.into_iter().map(Into::into).collect(),
+            }))
+        }
+        .await;
+        self.count("GetNetbootProductOnClients", &answer);
+        answer
     }
 
     #[instrument(skip_all, fields(depot = %request.get_ref().depot_id, product = %request.get_ref().product_id))]
@@ -173,31 +192,37 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::GetProductOnDepotRequest>,
     ) -> Result<Response<proto::GetProductOnDepotResponse>, Status> {
-        self.count("GetProductOnDepot");
-        let caller = CallerDepot::of(&request)?;
-        let r = request.into_inner();
-        let depot = Fqdn::parse(&r.depot_id, "depot_id").map_err(Error::from)?;
-        let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
-        if depot.as_str() != caller.id() {
-            return Err(Error::WrongDepot {
-                caller: caller.to_string(),
-                target: depot.to_string(),
+        let answer = async {
+            let caller = CallerDepot::of(&request)?;
+            let r = request.into_inner();
+            let depot = Fqdn::parse(&r.depot_id, "depot_id").map_err(Error::from)?;
+            let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+            if depot.as_str() != caller.id() {
+                return Err(Error::WrongDepot {
+                    caller: caller.to_string(),
+                    target: depot.to_string(),
+                }
+                .into());
             }
-            .into());
+            let (product_version, package_version) = self
+                .core
+                .store
+                .product_on_depot(depot.as_str(), product.as_str())
+                .await
+                .map_err(Error::from)?
+                .ok_or_else(|| {
+                    Error::not_found("product on depot", format!("{product} on {depot}"))
+                })?;
+            Ok(Response::new(proto::GetProductOnDepotResponse {
+                depot_id: depot.to_string(),
+                product_id: product.to_string(),
+                product_version,
+                package_version,
+            }))
         }
-        let (product_version, package_version) = self
-            .core
-            .store
-            .product_on_depot(depot.as_str(), product.as_str())
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::not_found("product on depot", format!("{product} on {depot}")))?;
-        Ok(Response::new(proto::GetProductOnDepotResponse {
-            depot_id: depot.to_string(),
-            product_id: product.to_string(),
-            product_version,
-            package_version,
-        }))
+        .await;
+        self.count("GetProductOnDepot", &answer);
+        answer
     }
 
     #[instrument(skip_all, fields(product = %request.get_ref().id))]
@@ -205,42 +230,46 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::GetProductResponse>, Status> {
-        self.count("GetProduct");
-        let depot = CallerDepot::of(&request)?;
-        let r = request.into_inner();
-        let id = ProductId::parse(&r.id, "id").map_err(Error::from)?;
-        // A depot reads the product versions installed on it, nothing else.
-        let installed = self
-            .core
-            .store
-            .product_on_depot(depot.id(), id.as_str())
-            .await
-            .map_err(Error::from)?;
-        if installed.as_ref() != Some(&(r.product_version.clone(), r.package_version.clone())) {
-            return Err(Error::Denied(format!(
-                "product {id} {} is not installed on this depot",
-                shown(&format!("{}-{}", r.product_version, r.package_version))
-            ))
-            .into());
+        let answer = async {
+            let depot = CallerDepot::of(&request)?;
+            let r = request.into_inner();
+            let id = ProductId::parse(&r.id, "id").map_err(Error::from)?;
+            // A depot reads the product versions installed on it, nothing else.
+            let installed = self
+                .core
+                .store
+                .product_on_depot(depot.id(), id.as_str())
+                .await
+                .map_err(Error::from)?;
+            if installed.as_ref() != Some(&(r.product_version.clone(), r.package_version.clone())) {
+                return Err(Error::Denied(format!(
+                    "product {id} {} is not installed on this depot",
+                    shown(&format!("{}-{}", r.product_version, r.package_version))
+                ))
+                .into());
+            }
+            let product = self
+                .core
+                .store
+                .product(id.as_str(), &r.product_version, &r.package_version)
+                .await
+                .map_err(Error::from)?
+                .ok_or_else(|| {
+                    Error::not_found(
+                        "product",
+                        format!("{id} {}-{}", r.product_version, r.package_version),
+                    )
+                })?;
+            Ok(Response::new(proto::GetProductResponse {
+                id: product.id.to_string(),
+                product_version: product.product_version,
+                package_version: product.package_version,
+                pxe_config_template: product.template.map(|t| t.to_string()).unwrap_or_default(),
+            }))
         }
-        let product = self
-            .core
-            .store
-            .product(id.as_str(), &r.product_version, &r.package_version)
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| {
-                Error::not_found(
-                    "product",
-                    format!("{id} {}-{}", r.product_version, r.package_version),
-                )
-            })?;
-        Ok(Response::new(proto::GetProductResponse {
-            id: product.id.to_string(),
-            product_version: product.product_version,
-            package_version: product.package_version,
-            pxe_config_template: product.template.map(|t| t.to_string()).unwrap_or_default(),
-        }))
+        .await;
+        self.count("GetProduct", &answer);
+        answer
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id))]
@@ -248,33 +277,37 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::GetConfigStatesRequest>,
     ) -> Result<Response<proto::GetConfigStatesResponse>, Status> {
-        self.count("GetConfigStates");
-        let depot = CallerDepot::of(&request)?;
-        let r = request.into_inner();
-        let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
-        check_config_ids(&r.config_ids).map_err(Error::from)?;
-        self.own_client(&depot, &id).await?;
-        let wanted: Vec<&str> = if r.config_ids.is_empty() {
-            PXE_CONFIGS.to_vec()
-        } else {
-            r.config_ids.iter().map(String::as_str).collect()
-        };
-        let values = self
-            .core
-            .store
-            .config_values(id.as_str(), &wanted)
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(proto::GetConfigStatesResponse {
-            config_states: values
-                .into_iter()
-                .map(|(config_id, values)| proto::ConfigState {
-                    object_id: id.to_string(),
-                    config_id,
-                    values,
-                })
-                .collect(),
-        }))
+        let answer = async {
+            let depot = CallerDepot::of(&request)?;
+            let r = request.into_inner();
+            let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
+            check_config_ids(&r.config_ids).map_err(Error::from)?;
+            self.own_client(&depot, &id).await?;
+            let wanted: Vec<&str> = if r.config_ids.is_empty() {
+                PXE_CONFIGS.to_vec()
+            } else {
+                r.config_ids.iter().map(String::as_str).collect()
+            };
+            let values = self
+                .core
+                .store
+                .config_values(id.as_str(), &wanted)
+                .await
+                .map_err(Error::from)?;
+            Ok(Response::new(proto::GetConfigStatesResponse {
+                config_states: values
+                    .into_iter()
+                    .map(|(config_id, values)| proto::ConfigState {
+                        object_id: id.to_string(),
+                        config_id,
+                        values,
+                    })
+                    .collect(),
+            }))
+        }
+        .await;
+        self.count("GetConfigStates", &answer);
+        answer
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().client_id, product = %request.get_ref().product_id))]
@@ -282,33 +315,41 @@ impl config_server_server::ConfigServer for ConfigServerService {
         &self,
         request: Request<proto::GetProductPropertyStatesRequest>,
     ) -> Result<Response<proto::GetProductPropertyStatesResponse>, Status> {
-        self.count("GetProductPropertyStates");
-        let depot = CallerDepot::of(&request)?;
-        let r = request.into_inner();
-        let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
-        let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
-        self.own_client(&depot, &id).await?;
-        let states = self
-            .core
-            .store
-            .property_values(id.as_str(), product.as_str(), depot.id())
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(proto::GetProductPropertyStatesResponse {
-            product_property_states: states.into_iter().collect(),
-        }))
+        let answer = async {
+            let depot = CallerDepot::of(&request)?;
+            let r = request.into_inner();
+            let id = Fqdn::parse(&r.client_id, "client_id").map_err(Error::from)?;
+            let product = ProductId::parse(&r.product_id, "product_id").map_err(Error::from)?;
+            self.own_client(&depot, &id).await?;
+            let states = self
+                .core
+                .store
+                .property_values(id.as_str(), product.as_str(), depot.id())
+                .await
+                .map_err(Error::from)?;
+            Ok(Response::new(proto::GetProductPropertyStatesResponse {
+                product_property_states: states.into_iter().collect(),
+            }))
+        }
+        .await;
+        self.count("GetProductPropertyStates", &answer);
+        answer
     }
 
     async fn get_modules(
         &self,
         _request: Request<proto::GetModulesRequest>,
     ) -> Result<Response<proto::GetModulesResponse>, Status> {
-        self.count("GetModules");
-        // Only an admitted depot gets here; the modules are no client's data.
-        let _depot = CallerDepot::of(&_request)?;
-        Ok(Response::new(
-            proto::Modules::from(self.core.modules).into(),
-        ))
+        let answer = async {
+            // Only an admitted depot gets here; the modules are no client's data.
+            let _depot = CallerDepot::of(&_request)?;
+            Ok(Response::new(
+                proto::Modules::from(self.core.modules).into(),
+            ))
+        }
+        .await;
+        self.count("GetModules", &answer);
+        answer
     }
 
     #[instrument(skip_all, fields(fqdn = %request.get_ref().fqdn))]

@@ -98,6 +98,7 @@ impl Depot {
             source,
         };
         check_state_dir(&config.state_dir, &pxe_dir)?;
+        metrics.announce_depot(config.depot_id.as_str());
         if !pxe_dir.exists() {
             std::fs::create_dir_all(&pxe_dir).map_err(pxe_err)?;
             // Said aloud: a mistyped directory would otherwise take every

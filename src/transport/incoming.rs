@@ -425,6 +425,9 @@ pub fn incoming(
         tls_log: RateLimited::default(),
         accept_log: RateLimited::default(),
     });
+    // The gauge at zero before the first connection: "none open" is worth
+    // seeing on a server nobody reaches.
+    shared.open(0);
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {

@@ -534,6 +534,18 @@ async fn wrong_or_missing_keys_are_unauthenticated_and_bad_input_is_refused() {
         .unwrap()
         .into_inner();
     assert_eq!(host.hardware_address, mac(0));
+    // Client 1 belongs to depot 2: refused, and counted as a refusal, not as
+    // a look-up served (nor are the anonymous and wrong-key calls above).
+    let refused = depot1
+        .get_host(proto::GetHostRequest {
+            id: "client1.example.org".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let metrics = &site.server().metrics;
+    assert_eq!(metrics.lookup_count("GetHost"), 1);
+    assert_eq!(metrics.lookups_total(), 1);
     let refused = depot1
         .list_pending_bundles(proto::ListPendingBundlesRequest {
             depot_id: depot_id(2),

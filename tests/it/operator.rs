@@ -201,6 +201,55 @@ async fn metrics_are_served_with_the_named_series() {
     lab.shutdown().await;
 }
 
+/// A scrape before anything happened shows the series an alert needs, at
+/// zero: look-ups by RPC, a depot's configs, reads, writes and reports, the
+/// open connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_their_series_at_zero_before_the_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabOptions {
+        dir: dir.path().to_owned(),
+        pxe_root: dir.path().to_owned(),
+        depots: 1,
+        legacy: 0,
+        concurrency: 4,
+        io_threads: 1,
+        database: None,
+    })
+    .await
+    .unwrap();
+    let text = lab.metrics.encode();
+    let depot = "depot=\"depot1.example.org\"";
+    let mut wanted: Vec<String> = pxeconf::proto::LEGACY_LOOKUPS
+        .iter()
+        .map(|rpc| format!("pxeconf_lookups_total{{rpc=\"{rpc}\"}} 0"))
+        .collect();
+    wanted.extend([
+        format!("pxeconf_pending_configs{{{depot}}} 0"),
+        format!("pxeconf_tftp_reads_total{{{depot}}} 0"),
+        format!("pxeconf_config_writes_total{{{depot},result=\"ok\"}} 0"),
+        format!("pxeconf_bundles_received_total{{{depot},result=\"ok\"}} 0"),
+        format!("pxeconf_read_reports_total{{{depot},result=\"ok\"}} 0"),
+    ]);
+    for line in &wanted {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
+    // A depot nobody has called yet (the lab's configserver has).
+    let dirs = crate::common::DepotDirs::new();
+    let alone =
+        crate::common::TestDepot::start(crate::common::depot_config(&dirs, "depot9.example.org"))
+            .await;
+    crate::common::wait_until("the open connections at zero", || {
+        alone
+            .metrics
+            .encode()
+            .lines()
+            .any(|l| l == "pxeconf_connections{server=\"depot\"} 0")
+    })
+    .await;
+    lab.shutdown().await;
+}
+
 #[test]
 fn the_example_configs_load() {
     let key = tempfile::NamedTempFile::new().unwrap();
