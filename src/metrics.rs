@@ -123,6 +123,8 @@ pub struct Metrics {
     pub connections_closed: Family<ConnLabels, Counter>,
     /// Refused callers, by service and reason.
     pub auth_failures: Family<AuthLabels, Counter>,
+    /// When a server's TLS certificate ends, Unix seconds (a TLS server's only).
+    pub tls_certificate_expiry: Family<ServerLabel, Gauge>,
 }
 
 impl Metrics {
@@ -206,6 +208,12 @@ impl Metrics {
                 &mut r,
                 "auth_failures",
                 "Refused callers: a missing or wrong key or certificate, a failed TLS handshake",
+                Family::default(),
+            ),
+            tls_certificate_expiry: registered(
+                &mut r,
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the server's TLS certificate in use ends, in Unix seconds",
                 Family::default(),
             ),
             registry: r,

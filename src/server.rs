@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServerLabel};
 use crate::transport::limits::MAX_HEADER_LIST;
 use crate::transport::{ActivityLayer, RequireCertLayer, Transport};
 
@@ -197,7 +197,13 @@ pub async fn serve_routes(
     log_transport(server, listener.local_addr().ok(), &transport);
     let reloading = CancellationToken::new();
     if let Some(tls) = &transport.tls {
-        tls.spawn_reloader(reloading.clone());
+        let expiry = metrics
+            .tls_certificate_expiry
+            .get_or_create(&ServerLabel {
+                server: server.to_owned(),
+            })
+            .clone();
+        tls.spawn_reloader(reloading.clone(), expiry);
     }
     let _stop_reloading = reloading.drop_guard();
     let incoming = crate::transport::incoming(

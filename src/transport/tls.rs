@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
@@ -21,8 +22,22 @@ use tracing::{error, info, warn};
 /// How often the files are looked at for a change (SIGHUP reloads at once).
 pub const FILE_POLL: Duration = Duration::from_secs(2);
 /// A server's certificate expiring sooner than this is warned about at
-/// every load.
+/// every load, when the time comes, and then daily.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+/// How often a certificate in its last days (or past them) is spoken of.
+const EXPIRY_REMINDER: Duration = Duration::from_secs(24 * 3600);
+
+/// When to speak of a certificate ending at `ends` next, seen at `now`:
+/// as it enters its last 14 days, then daily and at the moment it ends,
+/// then daily. A server runs for months; a warning only at start or reload
+/// would come once, long before anyone needed it.
+fn next_expiry_check(ends: SystemTime, now: SystemTime) -> SystemTime {
+    match ends.duration_since(now) {
+        Ok(left) if left > EXPIRY_WARNING => ends - EXPIRY_WARNING,
+        Ok(left) => now + left.min(EXPIRY_REMINDER).max(Duration::from_secs(1)),
+        Err(_) => now + EXPIRY_REMINDER,
+    }
+}
 
 /// The PEM files of one process's TLS settings; each optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -339,19 +354,31 @@ impl Tls {
         }))
     }
 
-    /// Warns if the server certificate in use ends within 14 days (at
-    /// start, and after each reload).
-    pub fn warn_if_expiring(&self) {
-        let ends = *self
+    /// When the server certificate in use ends, if known.
+    pub fn ends(&self) -> Option<SystemTime> {
+        *self
             .ends
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (Some(ends), Some(path)) = (ends, &self.files.cert) else {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Warns if the server certificate in use ends within 14 days, and
+    /// says so as an error once it has ended (every peer refuses it then);
+    /// at start, after each reload, and as the time comes (see
+    /// [`spawn_reloader`](Self::spawn_reloader)).
+    pub fn warn_if_expiring(&self) {
+        let (Some(ends), Some(path)) = (self.ends(), &self.files.cert) else {
             return;
         };
-        if ends.duration_since(SystemTime::now()).unwrap_or_default() < EXPIRY_WARNING {
-            let shown = humantime::format_rfc3339_seconds(ends);
-            warn!(cert = %path.display(), expires = %shown, "the TLS certificate expires within 14 days");
+        let shown = humantime::format_rfc3339_seconds(ends);
+        match ends.duration_since(SystemTime::now()) {
+            Ok(left) if left >= EXPIRY_WARNING => {}
+            Ok(_) => {
+                warn!(cert = %path.display(), expires = %shown, "the TLS certificate expires within 14 days");
+            }
+            Err(_) => {
+                error!(cert = %path.display(), expired = %shown, "the TLS certificate has expired: peers refuse every connection until it is replaced (a new file is loaded by itself)");
+            }
         }
     }
 
@@ -391,8 +418,11 @@ impl Tls {
     }
 
     /// Reloads on SIGHUP and when a file's size, time or inode changes,
-    /// until `stop` is cancelled.
-    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
+    /// until `stop` is cancelled; speaks of the certificate's end as it
+    /// comes near (the file poll's tick looks at the wall clock: a
+    /// certificate ends by it, and a suspended machine's monotonic timer
+    /// would not), and keeps `expiry` at its end (Unix seconds).
+    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken, expiry: Gauge) {
         use tokio::signal::unix::{SignalKind, signal};
         let tls = self.clone();
         let mut hup = match signal(SignalKind::hangup()) {
@@ -402,6 +432,7 @@ impl Tls {
                 None
             }
         };
+        let mut next_check = tls.expiry_watch(&expiry);
         tokio::spawn(async move {
             let mut seen = tls.stamp();
             let mut poll = tokio::time::interval(FILE_POLL);
@@ -423,6 +454,10 @@ impl Tls {
                         "SIGHUP"
                     }
                     _ = poll.tick() => {
+                        if next_check.is_some_and(|at| SystemTime::now() >= at) {
+                            tls.warn_if_expiring();
+                            next_check = tls.expiry_watch(&expiry);
+                        }
                         let now = tls.stamp();
                         if now == seen {
                             continue;
@@ -432,13 +467,26 @@ impl Tls {
                     }
                 };
                 match tls.reload() {
-                    Ok(()) => info!(reason = why, "TLS certificates reloaded"),
+                    Ok(()) => {
+                        info!(reason = why, "TLS certificates reloaded");
+                        next_check = tls.expiry_watch(&expiry);
+                    }
                     Err(e) => {
                         error!(reason = why, error = %e, "TLS reload failed; the previous certificates stay in use")
                     }
                 }
             }
         });
+    }
+
+    /// Sets `expiry` to the certificate's end; when to look at it next.
+    fn expiry_watch(&self, expiry: &Gauge) -> Option<SystemTime> {
+        let ends = self.ends()?;
+        let secs = ends
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
+        Some(next_expiry_check(ends, SystemTime::now()))
     }
 
     /// What identifies the files' contents cheaply: size, time, inode each.
@@ -485,6 +533,26 @@ pub fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair, date_time_ymd};
+
+    #[test]
+    fn a_certificate_is_looked_at_as_its_last_days_begin_then_daily_and_as_it_ends() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = EXPIRY_REMINDER;
+        // 30 days left: next when 14 are.
+        let ends = now + day * 30;
+        assert_eq!(next_expiry_check(ends, now), now + day * 16);
+        // 14 days left or fewer: daily, and the moment it ends.
+        assert_eq!(next_expiry_check(ends, now + day * 16), now + day * 17);
+        let ends = now + Duration::from_secs(3600);
+        assert_eq!(next_expiry_check(ends, now), ends);
+        // At the second it ends, a second later (not a busy loop); past it,
+        // daily.
+        assert_eq!(next_expiry_check(now, now), now + Duration::from_secs(1));
+        assert_eq!(
+            next_expiry_check(now, now + Duration::from_secs(5)),
+            now + Duration::from_secs(5) + day
+        );
+    }
 
     /// A self-signed server certificate and key in `dir`, expired in 2001
     /// when `expired`.

@@ -181,8 +181,14 @@ async fn listening(lines: &Lines) -> SocketAddr {
 
 /// A depot process on loopback serving TLS with `cert`, logging JSON lines.
 fn tls_depot(dirs: &DepotDirs, cert: &Path, key: &Path) -> (Lines, Running) {
+    tls_depot_with(dirs, cert, key, &[])
+}
+
+/// [`tls_depot`] with more arguments.
+fn tls_depot_with(dirs: &DepotDirs, cert: &Path, key: &Path, more: &[&str]) -> (Lines, Running) {
     let mut child = pxeconf_command()
         .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(more)
         .args(["--depot-id", "depot1.example.org"])
         .arg("--pxe-dir")
         .arg(&dirs.pxe)
@@ -1817,7 +1823,7 @@ async fn a_certificate_ending_within_14_days_is_warned_about_at_start() {
     let pki = Pki::new(dir.path(), "test");
     let (cert, key) = pki
         .ca
-        .issue_ending_in(&["127.0.0.1"], Usage::Server, 5)
+        .issue_ending_in(&["127.0.0.1"], Usage::Server, DAY * 5)
         .unwrap()
         .write(dir.path(), "soon")
         .unwrap();
@@ -1829,6 +1835,83 @@ async fn a_certificate_ending_within_14_days_is_warned_about_at_start() {
         .await;
     assert_eq!(warned["level"], "WARN", "{warned}");
     assert_eq!(warned["cert"], cert.display().to_string(), "{warned}");
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A server runs for months: its certificate is spoken of as it enters
+/// its last 14 days and as it ends, not only at start, and its end is a
+/// metric to alert on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_warned_about_as_its_last_days_come_and_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test");
+    let issue = |ends_in: Duration, name: &str| {
+        pki.ca
+            .issue_ending_in(&["127.0.0.1"], Usage::Server, ends_in)
+            .unwrap()
+            .write(dir.path(), name)
+            .unwrap()
+    };
+    // Ends 14 days and 4 s from now: nothing at start, a warning 4 s later.
+    let (cert, key) = issue(DAY * 14 + Duration::from_secs(4), "later");
+    let dirs = DepotDirs::new();
+    let (later, _running) =
+        tls_depot_with(&dirs, &cert, &key, &["--metrics-listen", "127.0.0.1:0"]);
+    // Ends in 3 s: warned about at start, an error when it has ended.
+    let (cert, key) = issue(Duration::from_secs(3), "soon");
+    let dirs2 = DepotDirs::new();
+    let (soon, _running2) = tls_depot(&dirs2, &cert, &key);
+
+    let started = listening(&later).await;
+    let metrics_addr = later.wait_for("metrics on /metrics", 10).await["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let series = "pxeconf_tls_certificate_expiry_timestamp_seconds{server=\"depot\"}";
+    // The metrics listener may answer before the gRPC server is set up.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = reqwest_free_get(&metrics_addr).await;
+        if text.contains(series) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expiry = counter(&text, series);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let in_14_days = now + DAY.as_secs() * 14;
+    assert!(
+        (in_14_days - 60..=in_14_days + 60).contains(&expiry),
+        "{expiry} against {in_14_days}:\n{text}"
+    );
+    let warned = later
+        .wait_for("the TLS certificate expires within 14 days", 20)
+        .await;
+    let at = |line: &serde_json::Value| {
+        humantime::parse_rfc3339(line["timestamp"].as_str().unwrap()).unwrap()
+    };
+    let listened = later.wait_for("gRPC listening", 1).await;
+    let after = at(&warned).duration_since(at(&listened)).unwrap();
+    assert!(
+        after >= Duration::from_secs(2),
+        "{after:?} after start: {warned}"
+    );
+    let _ = started;
+
+    listening(&soon).await;
+    soon.wait_for("the TLS certificate expires within 14 days", 10)
+        .await;
+    let ended = soon
+        .wait_for(
+            "the TLS certificate has expired: peers refuse every connection until it is replaced (a new file is loaded by itself)",
+            20,
+        )
+        .await;
+    assert_eq!(ended["level"], "ERROR", "{ended}");
 }
 
 /// A depot that takes pushes by client certificate (without a host key)

@@ -101,18 +101,18 @@ impl ThrowawayCa {
         self.issue_valid(names, usage, validity)
     }
 
-    /// Like [`issue`](Self::issue), but ending `days` from now (a
-    /// certificate due for renewal).
+    /// Like [`issue`](Self::issue), but ending `ends_in` from now, to the
+    /// second (a certificate due for renewal).
     pub fn issue_ending_in(
         &self,
         names: &[&str],
         usage: Usage,
-        days: i64,
+        ends_in: std::time::Duration,
     ) -> Result<Leaf, CliError> {
         let now = time::OffsetDateTime::now_utc();
         let validity = (
             now - time::Duration::days(1),
-            now + time::Duration::days(days),
+            now + time::Duration::try_from(ends_in).unwrap_or(time::Duration::MAX),
         );
         self.issue_valid(names, usage, Some(validity))
     }
