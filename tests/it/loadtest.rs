@@ -498,6 +498,14 @@ async fn a_depot_that_does_not_answer_is_left_out_of_a_run_over_every_depot() {
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert!(!used.contains(&"dead.example.org"), "{used:?}");
+    // The report says so too: stderr is gone once the run is filed.
+    assert!(
+        r["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("left out: dead.example.org does not answer")),
+        "{r:#}"
+    );
     assert_eq!(u(&r["bulk"][0]["delivered"]), 20);
     assert_eq!(r["cleanup"]["verified"], true, "{r:#}");
     lab.shutdown().await;

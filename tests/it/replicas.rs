@@ -341,6 +341,30 @@ async fn a_replica_names_the_one_that_pushes_to_a_depot() {
         )),
         "{text}"
     );
+    // A remote load test through that replica says it cannot tell whether
+    // the depot answers, and runs (the holder pushes).
+    let out = pxeconf_command()
+        .args(["loadtest", "--configserver", &urls[at], "--json"])
+        .args(["--scenario", "bulk", "--clients", "10", "--timeout", "60s"])
+        .env("PXECONF_ADMIN_KEY", ADMIN_KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let note = format!(
+        "note: {} is pushed to by the replica {named}, not by this configserver",
+        depot_id(1)
+    );
+    assert!(stderr.contains(&note), "{stderr}");
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with(&note)),
+        "{report:#}"
+    );
 }
 
 /// A depot knowing two replicas loses the first (SIGKILL): its read

@@ -10,8 +10,14 @@ use crate::auth::load_key;
 use crate::cli::error::CliError;
 use crate::proto;
 
-/// Connects to the configserver and picks the depots.
-pub async fn connect(args: &LoadtestArgs, url: &str) -> Result<Target, CliError> {
+/// Connects to the configserver and picks the depots; what the report
+/// should say of them goes to `notes` (and at once to stderr: stdout may be
+/// the JSON report, and a run may be long).
+pub async fn connect(
+    args: &LoadtestArgs,
+    url: &str,
+    notes: &mut Vec<String>,
+) -> Result<Target, CliError> {
     let key = load_key(&args.admin_key_env, args.admin_key_file.as_deref())?
         .ok_or("--configserver needs the admin key: --admin-key-file or PXECONF_ADMIN_KEY")?;
     let mut admin = channel::admin(url, &key).await?;
@@ -32,36 +38,50 @@ pub async fn connect(args: &LoadtestArgs, url: &str) -> Result<Target, CliError>
     {
         return Err(format!("--depots: {missing} is not registered").into());
     }
+    let mut say = |note: String| {
+        eprintln!("{note}");
+        notes.push(note);
+    };
     // A depot the configserver tried and could not reach would hold the run
     // until --timeout, then its clean-up as long: of all the registered
-    // depots it is left out; named, it is used, and said so (stderr: stdout
-    // may be the JSON report).
+    // depots it is left out; named, it is used, and said so.
     let down = |d: &proto::DepotStatus| !d.reachable && !d.last_error.is_empty();
+    let asked = |d: &proto::DepotStatus| wanted.as_ref().is_none_or(|w| w.contains(&d.id.as_str()));
     let listed: Vec<proto::DepotStatus> = listed
         .into_iter()
         .filter(|d| {
+            if !asked(d) {
+                return false;
+            }
+            if !d.pushed_by.is_empty() {
+                // Another replica holds its lease: this one's view of it
+                // is not the pusher's, so a dead depot cannot be told here.
+                say(format!(
+                    "note: {} is pushed to by the replica {}, not by this configserver: whether it answers is not known here",
+                    d.id, d.pushed_by
+                ));
+                return true;
+            }
             if !down(d) {
                 return true;
             }
-            match &wanted {
-                Some(w) if w.contains(&d.id.as_str()) => eprintln!(
+            if wanted.is_some() {
+                say(format!(
                     "note: {} does not answer the configserver ({}): its clients may not be delivered within --timeout",
                     d.id, d.last_error
-                ),
-                // Not asked for: the filter below drops it, unsaid.
-                Some(_) => {}
-                None => eprintln!(
-                    "left out: {} does not answer the configserver ({}); name it in --depots to use it",
-                    d.id, d.last_error
-                ),
+                ));
+                return true;
             }
-            wanted.is_some()
+            say(format!(
+                "left out: {} does not answer the configserver ({}); name it in --depots to use it",
+                d.id, d.last_error
+            ));
+            false
         })
         .collect();
     let tftp = args.tftp_servers()?;
     let mut depots: Vec<TargetDepot> = listed
         .into_iter()
-        .filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.id.as_str())))
         .map(|d| TargetDepot {
             tftp: tftp
                 .iter()

@@ -188,7 +188,7 @@ async fn open(
     let (target, site) = match &args.configserver {
         Some(url) => {
             report.mode = "remote";
-            (remote::connect(args, url).await?, None)
+            (remote::connect(args, url, &mut report.notes).await?, None)
         }
         None => {
             report.mode = "self-contained";
