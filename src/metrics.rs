@@ -228,11 +228,12 @@ impl Metrics {
         out
     }
 
-    /// Creates the series of the depot `depot` at zero. A series is born at
-    /// its first sample otherwise, and until then an alert on `rate()` sees
-    /// no data rather than none happening; the error results stay absent
-    /// until one happens (there are too many to list).
-    pub fn announce_depot(&self, depot: &str) {
+    /// Creates the series of the depot `depot` at zero — the bundles'
+    /// when it takes bundles, the read reports' when it sends them. A series
+    /// is born at its first sample otherwise, and until then an alert on
+    /// `rate()` sees no data rather than none happening; the error results
+    /// stay absent until one happens (there are too many to list).
+    pub fn announce_depot(&self, depot: &str, bundles: bool, reports: bool) {
         let label = DepotLabel {
             depot: depot.to_owned(),
         };
@@ -242,12 +243,12 @@ impl Metrics {
             depot: depot.to_owned(),
             result: "ok".to_owned(),
         };
-        for family in [
-            &self.config_writes,
-            &self.bundles_received,
-            &self.read_reports,
-        ] {
-            let _ = family.get_or_create(&ok);
+        let _ = self.config_writes.get_or_create(&ok);
+        if bundles {
+            let _ = self.bundles_received.get_or_create(&ok);
+        }
+        if reports {
+            let _ = self.read_reports.get_or_create(&ok);
         }
     }
 

@@ -197,12 +197,15 @@ pub async fn serve_routes(
     log_transport(server, listener.local_addr().ok(), &transport);
     let reloading = CancellationToken::new();
     if let Some(tls) = &transport.tls {
-        let expiry = metrics
-            .tls_certificate_expiry
-            .get_or_create(&ServerLabel {
-                server: server.to_owned(),
-            })
-            .clone();
+        let metrics = metrics.clone();
+        let expiry = move || {
+            metrics
+                .tls_certificate_expiry
+                .get_or_create(&ServerLabel {
+                    server: server.to_owned(),
+                })
+                .clone()
+        };
         tls.spawn_reloader(reloading.clone(), expiry);
     }
     let _stop_reloading = reloading.drop_guard();

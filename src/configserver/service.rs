@@ -50,15 +50,13 @@ impl ConfigServerService {
         }
     }
 
-    /// Counts a look-up the depot got an answer to, found or not. A refused
-    /// or malformed call is no look-up served: `auth_failures` counts the
-    /// refusals, and a prober's calls would otherwise read as a chatty depot.
+    /// Counts a look-up answered: found, or NOT_FOUND. A refused, malformed
+    /// or failed call is no look-up served (`auth_failures` and the latency
+    /// histogram's `code` show those): a prober's calls, or a depot's
+    /// retries after a busy database, would otherwise read as a chatty path.
     fn count<T>(&self, rpc: &str, answer: &Result<T, Status>) {
         if let Err(status) = answer
-            && matches!(
-                status.code(),
-                Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
-            )
+            && status.code() != Code::NotFound
         {
             return;
         }

@@ -98,7 +98,6 @@ impl Depot {
             source,
         };
         check_state_dir(&config.state_dir, &pxe_dir)?;
-        metrics.announce_depot(config.depot_id.as_str());
         if !pxe_dir.exists() {
             std::fs::create_dir_all(&pxe_dir).map_err(pxe_err)?;
             // Said aloud: a mistyped directory would otherwise take every
@@ -200,6 +199,14 @@ impl Depot {
             Some(upstream) => depot.report_to(&upstream, journal, unreported, reads_rx),
             None => depot.keep_reads(journal, unreported, reads_rx),
         }
+        // Once started: a depot that did not start leaves no series. A
+        // legacy-only depot takes no bundles, one without a configserver
+        // sends no reports: series that can never move would read as stuck.
+        depot.metrics.announce_depot(
+            depot.config.depot_id.as_str(),
+            !depot.config.legacy,
+            !depot.config.configservers.is_empty(),
+        );
         Ok(depot)
     }
 

@@ -372,7 +372,7 @@ impl Tls {
         };
         let shown = humantime::format_rfc3339_seconds(ends);
         match ends.duration_since(SystemTime::now()) {
-            Ok(left) if left >= EXPIRY_WARNING => {}
+            Ok(left) if left > EXPIRY_WARNING => {}
             Ok(_) => {
                 warn!(cert = %path.display(), expires = %shown, "the TLS certificate expires within 14 days");
             }
@@ -421,8 +421,14 @@ impl Tls {
     /// until `stop` is cancelled; speaks of the certificate's end as it
     /// comes near (the file poll's tick looks at the wall clock: a
     /// certificate ends by it, and a suspended machine's monotonic timer
-    /// would not), and keeps `expiry` at its end (Unix seconds).
-    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken, expiry: Gauge) {
+    /// would not), and keeps the gauge `expiry` makes at its end (Unix
+    /// seconds) — made only once there is an end to show: a plaintext
+    /// server that only trusts a CA has none, and a 0 would read as expired.
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+        expiry: impl Fn() -> Gauge + Send + 'static,
+    ) {
         use tokio::signal::unix::{SignalKind, signal};
         let tls = self.clone();
         let mut hup = match signal(SignalKind::hangup()) {
@@ -454,7 +460,13 @@ impl Tls {
                         "SIGHUP"
                     }
                     _ = poll.tick() => {
-                        if next_check.is_some_and(|at| SystemTime::now() >= at) {
+                        let now = SystemTime::now();
+                        // A clock stepped back would hold a stored time
+                        // back as far: never wait longer than from now.
+                        if let (Some(at), Some(ends)) = (next_check, tls.ends()) {
+                            next_check = Some(at.min(next_expiry_check(ends, now)));
+                        }
+                        if next_check.is_some_and(|at| now >= at) {
                             tls.warn_if_expiring();
                             next_check = tls.expiry_watch(&expiry);
                         }
@@ -479,13 +491,14 @@ impl Tls {
         });
     }
 
-    /// Sets `expiry` to the certificate's end; when to look at it next.
-    fn expiry_watch(&self, expiry: &Gauge) -> Option<SystemTime> {
+    /// Sets the gauge `expiry` makes to the certificate's end; when to look
+    /// at it next.
+    fn expiry_watch(&self, expiry: &impl Fn() -> Gauge) -> Option<SystemTime> {
         let ends = self.ends()?;
         let secs = ends
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
+        expiry().set(i64::try_from(secs).unwrap_or(i64::MAX));
         Some(next_expiry_check(ends, SystemTime::now()))
     }
 

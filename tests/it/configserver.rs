@@ -535,7 +535,7 @@ async fn wrong_or_missing_keys_are_unauthenticated_and_bad_input_is_refused() {
         .into_inner();
     assert_eq!(host.hardware_address, mac(0));
     // Client 1 belongs to depot 2: refused, and counted as a refusal, not as
-    // a look-up served (nor are the anonymous and wrong-key calls above).
+    // a look-up served.
     let refused = depot1
         .get_host(proto::GetHostRequest {
             id: "client1.example.org".into(),

@@ -210,8 +210,8 @@ async fn metrics_show_their_series_at_zero_before_the_first_event() {
     let lab = Lab::start(LabOptions {
         dir: dir.path().to_owned(),
         pxe_root: dir.path().to_owned(),
-        depots: 1,
-        legacy: 0,
+        depots: 2,
+        legacy: 1,
         concurrency: 4,
         io_threads: 1,
         database: None,
@@ -234,6 +234,13 @@ async fn metrics_show_their_series_at_zero_before_the_first_event() {
     for line in &wanted {
         assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
     }
+    // The legacy-only depot takes no bundles: a series that cannot move
+    // would read as stuck.
+    assert!(text.contains("pxeconf_pending_configs{depot=\"depot2.example.org\"} 0"));
+    assert!(
+        !text.contains("pxeconf_bundles_received_total{depot=\"depot2.example.org\""),
+        "{text}"
+    );
     // A depot nobody has called yet (the lab's configserver has).
     let dirs = crate::common::DepotDirs::new();
     let alone =

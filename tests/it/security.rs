@@ -1853,31 +1853,20 @@ async fn a_certificate_is_warned_about_as_its_last_days_come_and_when_it_ends() 
             .write(dir.path(), name)
             .unwrap()
     };
-    // Ends 14 days and 4 s from now: nothing at start, a warning 4 s later.
-    let (cert, key) = issue(DAY * 14 + Duration::from_secs(4), "later");
+    // Ends 14 days and 10 s from now: nothing at start, a warning as the
+    // 14 days begin.
+    let (cert, key) = issue(DAY * 14 + Duration::from_secs(10), "later");
     let dirs = DepotDirs::new();
     let (later, _running) =
         tls_depot_with(&dirs, &cert, &key, &["--metrics-listen", "127.0.0.1:0"]);
-    // Ends in 3 s: warned about at start, an error when it has ended.
-    let (cert, key) = issue(Duration::from_secs(3), "soon");
+    // Ends in 8 s: warned about at start, an error when it has ended.
+    let (cert, key) = issue(Duration::from_secs(8), "soon");
     let dirs2 = DepotDirs::new();
     let (soon, _running2) = tls_depot(&dirs2, &cert, &key);
 
-    let started = listening(&later).await;
-    let metrics_addr = later.wait_for("metrics on /metrics", 10).await["addr"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    listening(&later).await;
     let series = "pxeconf_tls_certificate_expiry_timestamp_seconds{server=\"depot\"}";
-    // The metrics listener may answer before the gRPC server is set up.
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = reqwest_free_get(&metrics_addr).await;
-        if text.contains(series) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = scrape_until(&later, series).await;
     let expiry = counter(&text, series);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
@@ -1888,30 +1877,72 @@ async fn a_certificate_is_warned_about_as_its_last_days_come_and_when_it_ends() 
         (in_14_days - 60..=in_14_days + 60).contains(&expiry),
         "{expiry} against {in_14_days}:\n{text}"
     );
-    let warned = later
-        .wait_for("the TLS certificate expires within 14 days", 20)
-        .await;
-    let at = |line: &serde_json::Value| {
-        humantime::parse_rfc3339(line["timestamp"].as_str().unwrap()).unwrap()
-    };
-    let listened = later.wait_for("gRPC listening", 1).await;
-    let after = at(&warned).duration_since(at(&listened)).unwrap();
+    let message = "the TLS certificate expires within 14 days";
+    let warned = later.wait_for(message, 30).await;
+    let at = humantime::parse_rfc3339(warned["timestamp"].as_str().unwrap()).unwrap();
+    let window = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(expiry) - DAY * 14;
+    assert!(at >= window, "warned before the 14 days began: {warned}");
     assert!(
-        after >= Duration::from_secs(2),
-        "{after:?} after start: {warned}"
+        !later.any(|l| l.contains(message) && !l.contains(warned["timestamp"].as_str().unwrap())),
+        "warned twice:\n{}",
+        later.all()
     );
-    let _ = started;
 
     listening(&soon).await;
-    soon.wait_for("the TLS certificate expires within 14 days", 10)
-        .await;
+    soon.wait_for(message, 10).await;
     let ended = soon
         .wait_for(
             "the TLS certificate has expired: peers refuse every connection until it is replaced (a new file is loaded by itself)",
-            20,
+            30,
         )
         .await;
     assert_eq!(ended["level"], "ERROR", "{ended}");
+
+    // A plaintext depot that only trusts a CA (to call an https://
+    // configserver) has no certificate to end: no series, which a 0 would
+    // have made an expired one.
+    let dirs3 = DepotDirs::new();
+    let mut child = pxeconf_command()
+        .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--depot-id", "depot1.example.org"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .arg("--pxe-dir")
+        .arg(&dirs3.pxe)
+        .arg("--template-dir")
+        .arg(&dirs3.templates)
+        .arg("--state-dir")
+        .arg(dirs3.root.path().join("state"))
+        .arg("--tls-ca")
+        .arg(&pki.ca_file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let plain = Lines::collect(&mut child);
+    let _running3 = Running(child);
+    listening(&plain).await;
+    let text = scrape_until(&plain, "pxeconf_connections{server=\"depot\"}").await;
+    assert!(!text.contains(series), "{text}");
+}
+
+/// The `/metrics` page of the process logging `lines`, once it holds
+/// `series` (the metrics listener may answer before the gRPC server is set
+/// up); the last page read after 5 s without it.
+async fn scrape_until(lines: &Lines, series: &str) -> String {
+    let addr = lines.wait_for("metrics on /metrics", 10).await["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = reqwest_free_get(&addr).await;
+        if text.contains(series) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text
 }
 
 /// A depot that takes pushes by client certificate (without a host key)

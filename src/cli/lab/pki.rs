@@ -110,10 +110,11 @@ impl ThrowawayCa {
         ends_in: std::time::Duration,
     ) -> Result<Leaf, CliError> {
         let now = time::OffsetDateTime::now_utc();
-        let validity = (
-            now - time::Duration::days(1),
-            now + time::Duration::try_from(ends_in).unwrap_or(time::Duration::MAX),
-        );
+        let ends = time::Duration::try_from(ends_in)
+            .ok()
+            .and_then(|d| now.checked_add(d))
+            .ok_or("a certificate's end past the year 9999")?;
+        let validity = (now - time::Duration::days(1), ends);
         self.issue_valid(names, usage, Some(validity))
     }
 
