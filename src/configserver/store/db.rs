@@ -262,7 +262,12 @@ impl Store {
         // expensive enough to compile — ~27 ms of JIT for a query that runs
         // in well under one (EXPLAIN ANALYZE; docs/BENCHMARKS.md), and any
         // other query over a long list still could.
-        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([("jit", "off")]);
+        // PostgreSQL's notices ("relation … already exists, skipping" at every
+        // start, from the migrator's own table) reached the log as INFO
+        // lines; its warnings and errors still do.
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()?
+            .options([("jit", "off"), ("client_min_messages", "warning")]);
         // A few connections stay open on a quiet site, so the first action
         // after a pause does not open one (TCP, TLS, authentication) on its
         // way to the depot. Idle ones beyond those still close after sqlx's
