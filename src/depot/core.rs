@@ -127,6 +127,14 @@ impl DepotCore {
             }
             .into());
         }
+        // Written without `service=`, the config would boot an image that
+        // reaches nothing, and its read would still turn the action `none`:
+        // the action lost, nothing installed.
+        if bundle.service_address.trim().is_empty() {
+            return Err(Error::NoService {
+                fqdn: bundle.client.fqdn.clone(),
+            });
+        }
         let picked = self.templates.pick(&bundle)?;
         let (template, template_reason) = (picked.template, picked.reason);
         let content = tracing::info_span!("render", template = %template.name)

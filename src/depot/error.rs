@@ -43,6 +43,15 @@ pub enum Error {
         /// The product.
         product: String,
     },
+    /// The client has no service address: its boot image could reach
+    /// nothing (opsi 4.3 refuses alike).
+    #[error(
+        "{fqdn} has no service address (config clientconfig.configserver.url): its boot image could not reach the service"
+    )]
+    NoService {
+        /// The client.
+        fqdn: Fqdn,
+    },
     /// The legacy path needs a configserver.
     #[error(
         "no configserver is configured; legacy look-ups by FQDN are impossible (start the depot with --configserver)"
@@ -221,7 +230,7 @@ fn problem(err: Error, message: String) -> Problem {
             Problem::new(Reason::ModuleNotLicensed, message).precondition(
                 "MODULE",
                 "uefi",
-                format!("boot mode {mode} needs the uefi module"),
+                format!("an elilo config for boot mode {mode} needs the uefi module"),
             )
         }
         Error::Writer(WriterError::Conflict { name, owner, .. }) => {
@@ -245,6 +254,11 @@ fn problem(err: Error, message: String) -> Problem {
                 format!("{fqdn}/{product}"),
                 "no netboot action request",
             ),
+        Error::NoService { fqdn } => Problem::new(Reason::NotDeliverable, message).precondition(
+            "CLIENT",
+            fqdn.to_string(),
+            "no clientconfig.configserver.url",
+        ),
         Error::NoConfigServer => Problem::new(Reason::NoConfigServer, message).precondition(
             "CONFIG",
             "configserver",

@@ -39,8 +39,8 @@ const PWH_MEMO: usize = 64;
 /// Why a config cannot be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// UEFI netboot needs the `uefi` module.
-    #[error("boot mode {mode} needs the uefi module, which is not licensed")]
+    /// An elilo config needs the `uefi` module (opsi 4.2's one check of it).
+    #[error("an elilo config for boot mode {mode} needs the uefi module, which is not licensed")]
     UefiNotLicensed {
         /// The client's boot mode.
         mode: &'static str,
@@ -321,7 +321,12 @@ impl Renderer {
     /// Renders `template` for `bundle`. Every line ends in `\n`; trailing
     /// blanks are dropped, as opsi does.
     pub fn render(&self, template: &str, bundle: &ClientBundle) -> Result<String, RenderError> {
-        if bundle.boot_mode.is_uefi() && !bundle.modules.uefi {
+        // opsi 4.2 refused only its elilo `append="…"` lines without the
+        // module (4.3 never looks): a grub or iPXE config is rendered.
+        if !bundle.modules.uefi
+            && bundle.boot_mode.is_uefi()
+            && TemplateFormat::detect(template) == TemplateFormat::Elilo
+        {
             return Err(RenderError::UefiNotLicensed {
                 mode: bundle.boot_mode.as_str(),
             });
@@ -926,20 +931,24 @@ macaddress=00:16:3e:aa:bb:cc service={written}\n"
     }
 
     #[test]
-    fn uefi_needs_the_module() {
+    fn an_elilo_config_needs_the_uefi_module_as_in_opsi_4_2() {
         let mut b = bundle(&[]);
+        let elilo = "image=/k\n  append=\"quiet\"\n";
         for (mode, name) in [
             (BootMode::UefiX64, "uefi-x64"),
             (BootMode::UefiX86, "uefi-x86"),
         ] {
             b.boot_mode = mode;
             b.modules.uefi = false;
-            match Renderer::new().render("linux x\n", &b) {
+            match Renderer::new().render(elilo, &b) {
                 Err(RenderError::UefiNotLicensed { mode }) => assert_eq!(mode, name),
                 other => panic!("expected UefiNotLicensed, got {other:?}"),
             }
-            b.modules.uefi = true;
+            // grub (and iPXE) configs: opsi never refused them.
             assert!(Renderer::new().render("linux x\n", &b).is_ok());
+            assert!(Renderer::new().render("#!ipxe\nkernel x\n", &b).is_ok());
+            b.modules.uefi = true;
+            assert!(Renderer::new().render(elilo, &b).is_ok());
         }
         b.boot_mode = BootMode::Bios;
         b.modules.uefi = false;

@@ -256,6 +256,11 @@ mod tests {
             std::fs::create_dir_all(&templates).unwrap();
             std::fs::write(templates.join("install"), PXELINUX).unwrap();
             std::fs::write(templates.join("install-grub-x64"), GRUB).unwrap();
+            std::fs::write(
+                templates.join("install-elilo-x86"),
+                "image=/k\n  append=\"quiet\"\n",
+            )
+            .unwrap();
             let name = |n: &str| TemplateName::parse(n, "t").unwrap();
             let templates = Templates::new(TemplateConfig {
                 dir: templates,
@@ -485,13 +490,19 @@ mod tests {
                 "no netboot action",
             ),
             (
-                "UEFI without module",
+                "elilo without the UEFI module",
                 Box::new(|b| {
-                    b.boot_mode = proto::BootMode::UefiX64 as i32;
+                    b.boot_mode = proto::BootMode::UefiX86 as i32;
                     b.modules = Some(proto::Modules::default());
                 }),
                 Code::FailedPrecondition,
                 "uefi",
+            ),
+            (
+                "no service address",
+                Box::new(|b| b.service_address.clear()),
+                Code::FailedPrecondition,
+                "clientconfig.configserver.url",
             ),
             (
                 "other depot",

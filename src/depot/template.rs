@@ -3,8 +3,10 @@
 //! - a BIOS client gets its product's own template, unless it is unset or
 //!   one of opsi 4.3's obsolete names (then the BIOS default);
 //! - a UEFI client whose product names a template `T` gets `T.efi` if that
-//!   file exists in the template directory, else the UEFI default for its
-//!   boot mode (x86 or x64); without a product template, that default;
+//!   file exists in the template directory; else `T` itself if it is a grub,
+//!   elilo or iPXE template (opsi 4.3 hands every client the product's own,
+//!   and its templates are grub); else the UEFI default for its boot mode
+//!   (x86 or x64); without a product template, that default;
 //! - a UEFI client is never handed a template in pxelinux format (the
 //!   choice fails instead).
 //!
@@ -112,6 +114,17 @@ pub enum TemplateFormat {
 }
 
 impl TemplateFormat {
+    /// Its name, as the reasons say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pxelinux => "pxelinux",
+            Self::Elilo => "elilo",
+            Self::Grub => "grub",
+            Self::Ipxe => "iPXE",
+            Self::Unknown => "no known",
+        }
+    }
+
     /// Tells the format from the text: an iPXE shebang; else any grub
     /// command; else any elilo `key=value` line; else any pxelinux keyword.
     pub fn detect(text: &str) -> Self {
@@ -282,6 +295,7 @@ impl Templates {
             Some(own)
                 if mode.is_uefi()
                     && !own.is_obsolete()
+                    && *own != name
                     && own.efi_variant().as_ref() != Some(&name) =>
             {
                 info!(%fqdn, template = %template.name, %reason, "template chosen")
@@ -313,9 +327,25 @@ impl Templates {
                         format!("UEFI client ({m}): the product template's UEFI variant {efi}");
                     (efi, why)
                 }
-                None => fallback(format!(
-                    "UEFI client ({m}): the product template {own} has no UEFI variant {own}.efi"
-                )),
+                // opsi 4.3's templates are grub, which boots UEFI as it is:
+                // 4.3 hands every client the product's own. A pxelinux one
+                // (4.2's kind) or one of no known format is passed over.
+                None => match self.load(own).map(|t| t.format) {
+                    Ok(
+                        format @ (TemplateFormat::Grub
+                        | TemplateFormat::Elilo
+                        | TemplateFormat::Ipxe),
+                    ) => (
+                        own.clone(),
+                        format!(
+                            "UEFI client ({m}): the product's template, in {} format (no UEFI variant {own}.efi)",
+                            format.as_str()
+                        ),
+                    ),
+                    _ => fallback(format!(
+                        "UEFI client ({m}): the product template {own} has no UEFI variant {own}.efi and is not a grub, elilo or iPXE template"
+                    )),
+                },
             },
         }
     }
@@ -592,7 +622,7 @@ mod tests {
                 pair(
                     "install-grub-x64",
                     &format!(
-                        "UEFI client (uefi-x64): the product template {product} has no UEFI variant {product}.efi; the uefi-x64 default"
+                        "UEFI client (uefi-x64): the product template {product} has no UEFI variant {product}.efi and is not a grub, elilo or iPXE template; the uefi-x64 default"
                     )
                 )
             );
@@ -600,6 +630,39 @@ mod tests {
         assert_eq!(
             chosen(&t, Some("sub/custom"), BootMode::UefiX86).0,
             "install-elilo-x86"
+        );
+    }
+
+    #[test]
+    fn a_uefi_client_gets_a_grub_elilo_or_ipxe_product_template_itself_without_an_efi_variant() {
+        let (_tmp, dir, t) = setup();
+        for (file, text, format) in [
+            ("grubbed", "menuentry 'x' {\n  linux /k\n}\n", "grub"),
+            ("elilo", "image=/k\n  append=\"a\"\n", "elilo"),
+            ("ipxe", "#!ipxe\nkernel /k\nboot\n", "iPXE"),
+        ] {
+            std::fs::write(dir.join(file), text).unwrap();
+            assert_eq!(
+                chosen(&t, Some(file), BootMode::UefiX64),
+                pair(
+                    file,
+                    &format!(
+                        "UEFI client (uefi-x64): the product's template, in {format} format (no UEFI variant {file}.efi)"
+                    )
+                ),
+                "{file}"
+            );
+        }
+        // A variant beside it still wins (opsi 4.2's rule).
+        std::fs::write(dir.join("grubbed.efi"), "set timeout=0\n").unwrap();
+        assert_eq!(
+            chosen(&t, Some("grubbed"), BootMode::UefiX64).0,
+            "grubbed.efi"
+        );
+        // A product template that does not exist: the default, as before.
+        assert_eq!(
+            chosen(&t, Some("missing"), BootMode::UefiX64).0,
+            "install-grub-x64"
         );
     }
 
@@ -673,7 +736,7 @@ mod tests {
             Err(e @ TemplateError::PxelinuxForUefi { .. }) => {
                 let text = e.to_string();
                 assert!(
-                    text.starts_with("template install-grub-x64 is in pxelinux format, which a uefi-x64 client cannot boot (UEFI client (uefi-x64): the product template winpe has no UEFI variant winpe.efi; the uefi-x64 default)"),
+                    text.starts_with("template install-grub-x64 is in pxelinux format, which a uefi-x64 client cannot boot (UEFI client (uefi-x64): the product template winpe has no UEFI variant winpe.efi and is not a grub, elilo or iPXE template; the uefi-x64 default)"),
                     "{text}"
                 );
             }

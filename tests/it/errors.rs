@@ -103,13 +103,28 @@ async fn a_depot_names_the_missing_template_and_the_unlicensed_module() {
     assert!(!status.message().contains(&templates), "{status:?}");
     assert!(!format!("{:?}", status.details()).contains(&templates));
 
-    let mut uefi = bundle(2, 1);
-    uefi.boot_mode = proto::BootMode::UefiX64 as i32;
-    uefi.modules = Some(proto::Modules {
-        uefi: false,
-        secureboot: false,
-    });
-    let status = client.set_pxe_config(uefi).await.unwrap_err();
+    // An elilo config without the uefi module: refused, as opsi 4.2 did.
+    std::fs::write(
+        dirs.templates.join("elilo"),
+        "image=/k\n  append=\"quiet\"\n",
+    )
+    .unwrap();
+    let unlicensed = |n: u32, template: &str| {
+        let mut uefi = bundle(n, 1);
+        uefi.boot_mode = proto::BootMode::UefiX64 as i32;
+        uefi.product.as_mut().unwrap().pxe_config_template = template.into();
+        uefi.modules = Some(proto::Modules {
+            uefi: false,
+            secureboot: false,
+        });
+        uefi
+    };
+    // A grub one is written: opsi never refused those.
+    client.set_pxe_config(unlicensed(4, "")).await.unwrap();
+    let status = client
+        .set_pxe_config(unlicensed(2, "elilo"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(reason(&status).1, "MODULE_NOT_LICENSED");
     let failure = status.get_details_precondition_failure().unwrap();

@@ -661,7 +661,8 @@ fn uefi_bundle(n: u32, template: &str) -> proto::ClientBundle {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_uefi_client_gets_the_efi_variant_or_the_uefi_default_never_pxelinux() {
+async fn a_uefi_client_gets_the_efi_variant_its_own_grub_template_or_the_uefi_default_never_pxelinux()
+ {
     let dirs = DepotDirs::new();
     std::fs::write(
         dirs.templates.join("winpe"),
@@ -708,12 +709,32 @@ async fn a_uefi_client_gets_the_efi_variant_or_the_uefi_default_never_pxelinux()
         (answer.template.as_str(), answer.template_reason.as_str()),
         (
             "install-grub-x64",
-            "UEFI client (uefi-x64): the product template other has no UEFI variant other.efi; the uefi-x64 default"
+            "UEFI client (uefi-x64): the product template other has no UEFI variant other.efi and is not a grub, elilo or iPXE template; the uefi-x64 default"
         )
     );
     assert!(
         without_marker(&peek(&dirs.pxe.join(mac_file(2)))).starts_with("set timeout=0\nmenuentry")
     );
+    // No `memtest.efi`, but `memtest` is a grub template (opsi 4.3's kind,
+    // which boots UEFI): the product's own, as opsi 4.3 hands it out.
+    std::fs::write(
+        dirs.templates.join("memtest"),
+        "menuentry 'memtest' {\n  linux /memtest\n}\n",
+    )
+    .unwrap();
+    let answer = client
+        .set_pxe_config(uefi_bundle(5, "memtest"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (answer.template.as_str(), answer.template_reason.as_str()),
+        (
+            "memtest",
+            "UEFI client (uefi-x64): the product's template, in grub format (no UEFI variant memtest.efi)"
+        )
+    );
+    assert!(without_marker(&peek(&dirs.pxe.join(mac_file(5)))).starts_with("menuentry 'memtest'"));
     // A BIOS client gets the product's own.
     let mut bios = uefi_bundle(3, "winpe");
     bios.boot_mode = proto::BootMode::Bios as i32;
