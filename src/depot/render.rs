@@ -269,7 +269,7 @@ impl Params {
 }
 
 /// The configserver's RPC URL, ending in `/rpc`; `None` when unknown.
-fn service_url(address: &str) -> Option<String> {
+pub(super) fn service_url(address: &str) -> Option<String> {
     // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
     let service = address.trim().trim_end_matches('/');
     if service.is_empty() {

@@ -1,11 +1,13 @@
 //! Template choice and loading, as opsipxeconfd 4.2 chooses
-//! (`_getPxeConfigTemplate`, opsipxeconfd.py @ 4.2.0.32 l.730–802):
+//! (`_getPxeConfigTemplate`, opsipxeconfd.py @ 4.2.0.32 l.730–802), with
+//! 4.3's product template for a 64-bit UEFI client where 4.2 had none:
 //! - a BIOS client gets its product's own template, unless it is unset or
 //!   one of opsi 4.3's obsolete names (then the BIOS default);
 //! - a UEFI client whose product names a template `T` gets `T.efi` if that
-//!   file exists in the template directory; else `T` itself if it is a grub,
-//!   elilo or iPXE template (opsi 4.3 hands every client the product's own,
-//!   and its templates are grub); else the UEFI default for its boot mode
+//!   file exists in the template directory; else (64-bit) `T` itself if it
+//!   is a grub, elilo or iPXE template without a pxelinux line (opsi 4.3
+//!   hands every client the product's own, and its templates are grub);
+//!   else the UEFI default for its boot mode
 //!   (x86 or x64); without a product template, that default;
 //! - a UEFI client is never handed a template in pxelinux format (the
 //!   choice fails instead).
@@ -114,6 +116,14 @@ pub enum TemplateFormat {
 }
 
 impl TemplateFormat {
+    /// What it is, as a reason says it: `a pxelinux template`.
+    pub fn described(self) -> String {
+        match self {
+            Self::Unknown => "in no format pxeconf knows".to_owned(),
+            known => format!("a {} template", known.as_str()),
+        }
+    }
+
     /// Its name, as the reasons say it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -121,7 +131,7 @@ impl TemplateFormat {
             Self::Elilo => "elilo",
             Self::Grub => "grub",
             Self::Ipxe => "iPXE",
-            Self::Unknown => "no known",
+            Self::Unknown => "unknown",
         }
     }
 
@@ -175,6 +185,27 @@ impl TemplateFormat {
             (false, true) => Self::Pxelinux,
             (false, false) => Self::Unknown,
         }
+    }
+}
+
+/// Whether a UEFI client may be handed `t` as it is: grub, elilo or iPXE,
+/// and (but for iPXE, whose `kernel` is its own) without a pxelinux line —
+/// pxelinux's `linux` keyword alone reads as grub.
+fn boots_uefi(t: &Template) -> bool {
+    const PXELINUX_ONLY: [&str; 5] = ["label", "kernel", "append", "localboot", "prompt"];
+    let pxelinux_line = |line: &str| {
+        let line = line.trim();
+        let end = line
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or(line.len());
+        let (word, rest) = line.split_at(end);
+        !rest.trim_start().starts_with('=')
+            && PXELINUX_ONLY.iter().any(|k| word.eq_ignore_ascii_case(k))
+    };
+    match t.format {
+        TemplateFormat::Ipxe => true,
+        TemplateFormat::Grub | TemplateFormat::Elilo => !t.text.lines().any(pxelinux_line),
+        TemplateFormat::Pxelinux | TemplateFormat::Unknown => false,
     }
 }
 
@@ -328,24 +359,31 @@ impl Templates {
                     (efi, why)
                 }
                 // opsi 4.3's templates are grub, which boots UEFI as it is:
-                // 4.3 hands every client the product's own. A pxelinux one
-                // (4.2's kind) or one of no known format is passed over.
-                None => match self.load(own).map(|t| t.format) {
-                    Ok(
-                        format @ (TemplateFormat::Grub
-                        | TemplateFormat::Elilo
-                        | TemplateFormat::Ipxe),
-                    ) => (
-                        own.clone(),
-                        format!(
-                            "UEFI client ({m}): the product's template, in {} format (no UEFI variant {own}.efi)",
-                            format.as_str()
+                // 4.3 hands every (64-bit) client the product's own. A
+                // pxelinux one (4.2's kind), one of no known format, one that
+                // cannot be read, or a 32-bit client (4.3 has none; a grub
+                // template's kernel paths are x64) keeps 4.2's rule.
+                None => {
+                    let loaded = (mode == BootMode::UefiX64)
+                        .then(|| self.load(own).ok())
+                        .flatten();
+                    match loaded {
+                        Some(t) if boots_uefi(&t) => (
+                            own.clone(),
+                            format!(
+                                "UEFI client ({m}): the product's template, in {} format (no UEFI variant {own}.efi)",
+                                t.format.as_str()
+                            ),
                         ),
-                    ),
-                    _ => fallback(format!(
-                        "UEFI client ({m}): the product template {own} has no UEFI variant {own}.efi and is not a grub, elilo or iPXE template"
-                    )),
-                },
+                        Some(t) => fallback(format!(
+                            "UEFI client ({m}): the product template {own} has no UEFI variant {own}.efi and is {}",
+                            t.format.described()
+                        )),
+                        None => fallback(format!(
+                            "UEFI client ({m}): the product template {own} has no UEFI variant {own}.efi"
+                        )),
+                    }
+                }
             },
         }
     }
@@ -616,13 +654,19 @@ mod tests {
         // Neither a directory nor a file outside the directory counts.
         std::fs::create_dir(dir.join("dir.efi")).unwrap();
         std::os::unix::fs::symlink(tmp.path().join("outside"), dir.join("out.efi")).unwrap();
-        for product in ["sub/custom", "dir", "out"] {
+        // A template of no known format, and names that are no readable
+        // template (a directory, a link out) keep 4.2's rule.
+        for (product, what) in [
+            ("sub/custom", " and is in no format pxeconf knows"),
+            ("dir", ""),
+            ("out", ""),
+        ] {
             assert_eq!(
                 chosen(&t, Some(product), BootMode::UefiX64),
                 pair(
                     "install-grub-x64",
                     &format!(
-                        "UEFI client (uefi-x64): the product template {product} has no UEFI variant {product}.efi and is not a grub, elilo or iPXE template; the uefi-x64 default"
+                        "UEFI client (uefi-x64): the product template {product} has no UEFI variant {product}.efi{what}; the uefi-x64 default"
                     )
                 )
             );
@@ -653,6 +697,26 @@ mod tests {
                 "{file}"
             );
         }
+        // pxelinux's lower-case `linux` reads as grub: its `label` keeps it
+        // from a UEFI client.
+        std::fs::write(
+            dir.join("pxe"),
+            "label x\n  linux vmlinuz\n  append quiet\n",
+        )
+        .unwrap();
+        assert_eq!(
+            chosen(&t, Some("pxe"), BootMode::UefiX64).0,
+            "install-grub-x64"
+        );
+        // A 32-bit UEFI client: 4.2's rule (opsi 4.3 has none; a grub
+        // template's kernel paths are x64).
+        assert_eq!(
+            chosen(&t, Some("grubbed"), BootMode::UefiX86),
+            pair(
+                "install-elilo-x86",
+                "UEFI client (uefi-x86): the product template grubbed has no UEFI variant grubbed.efi; the uefi-x86 default"
+            )
+        );
         // A variant beside it still wins (opsi 4.2's rule).
         std::fs::write(dir.join("grubbed.efi"), "set timeout=0\n").unwrap();
         assert_eq!(
@@ -736,7 +800,7 @@ mod tests {
             Err(e @ TemplateError::PxelinuxForUefi { .. }) => {
                 let text = e.to_string();
                 assert!(
-                    text.starts_with("template install-grub-x64 is in pxelinux format, which a uefi-x64 client cannot boot (UEFI client (uefi-x64): the product template winpe has no UEFI variant winpe.efi and is not a grub, elilo or iPXE template; the uefi-x64 default)"),
+                    text.starts_with("template install-grub-x64 is in pxelinux format, which a uefi-x64 client cannot boot (UEFI client (uefi-x64): the product template winpe has no UEFI variant winpe.efi and is a pxelinux template; the uefi-x64 default)"),
                     "{text}"
                 );
             }

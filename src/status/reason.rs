@@ -83,8 +83,8 @@ reasons! {
     /// The template is in pxelinux format, which a UEFI client cannot boot
     /// (`PreconditionFailure` type `TEMPLATE`).
     TemplateNotUefi = "TEMPLATE_NOT_UEFI", FailedPrecondition;
-    /// The client's boot mode needs a module that is not licensed
-    /// (`PreconditionFailure` type `MODULE`).
+    /// The config needs a module that is not licensed: an elilo config the
+    /// `uefi` module (`PreconditionFailure` type `MODULE`).
     ModuleNotLicensed = "MODULE_NOT_LICENSED", FailedPrecondition;
     /// The client has neither a MAC address nor a system UUID to name its
     /// PXE config after (`PreconditionFailure` type `CLIENT`).

@@ -709,7 +709,7 @@ async fn a_uefi_client_gets_the_efi_variant_its_own_grub_template_or_the_uefi_de
         (answer.template.as_str(), answer.template_reason.as_str()),
         (
             "install-grub-x64",
-            "UEFI client (uefi-x64): the product template other has no UEFI variant other.efi and is not a grub, elilo or iPXE template; the uefi-x64 default"
+            "UEFI client (uefi-x64): the product template other has no UEFI variant other.efi and is a pxelinux template; the uefi-x64 default"
         )
     );
     assert!(
