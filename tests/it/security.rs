@@ -6,6 +6,7 @@
 //! peers), private files, bounded input and metrics labels.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -186,6 +187,20 @@ fn tls_depot(dirs: &DepotDirs, cert: &Path, key: &Path) -> (Lines, Running) {
 
 /// [`tls_depot`] with more arguments.
 fn tls_depot_with(dirs: &DepotDirs, cert: &Path, key: &Path, more: &[&str]) -> (Lines, Running) {
+    let tls = [
+        OsStr::new("--tls-cert"),
+        cert.as_os_str(),
+        OsStr::new("--tls-key"),
+        key.as_os_str(),
+    ];
+    depot_process(dirs, tls.into_iter().chain(more.iter().map(OsStr::new)))
+}
+
+/// A depot process on loopback with `more` arguments, logging JSON lines.
+fn depot_process<S: AsRef<OsStr>>(
+    dirs: &DepotDirs,
+    more: impl IntoIterator<Item = S>,
+) -> (Lines, Running) {
     let mut child = pxeconf_command()
         .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(more)
@@ -197,10 +212,6 @@ fn tls_depot_with(dirs: &DepotDirs, cert: &Path, key: &Path, more: &[&str]) -> (
         // A journal of its own: the default is shared by every depot here.
         .arg("--state-dir")
         .arg(dirs.root.path().join("state"))
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1902,25 +1913,13 @@ async fn a_certificate_is_warned_about_as_its_last_days_come_and_when_it_ends() 
     // configserver) has no certificate to end: no series, which a 0 would
     // have made an expired one.
     let dirs3 = DepotDirs::new();
-    let mut child = pxeconf_command()
-        .args(["depot", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--depot-id", "depot1.example.org"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .arg("--pxe-dir")
-        .arg(&dirs3.pxe)
-        .arg("--template-dir")
-        .arg(&dirs3.templates)
-        .arg("--state-dir")
-        .arg(dirs3.root.path().join("state"))
-        .arg("--tls-ca")
-        .arg(&pki.ca_file)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let plain = Lines::collect(&mut child);
-    let _running3 = Running(child);
+    let trusting = [
+        OsStr::new("--metrics-listen"),
+        OsStr::new("127.0.0.1:0"),
+        OsStr::new("--tls-ca"),
+        pki.ca_file.as_os_str(),
+    ];
+    let (plain, _running3) = depot_process(&dirs3, trusting);
     listening(&plain).await;
     let text = scrape_until(&plain, "pxeconf_connections{server=\"depot\"}").await;
     assert!(!text.contains(series), "{text}");
