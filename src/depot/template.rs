@@ -167,10 +167,7 @@ impl TemplateFormat {
         }
         let (mut elilo, mut pxelinux) = (false, false);
         for line in lines.filter(|l| !l.starts_with('#')) {
-            let end = line
-                .find(|c: char| c.is_whitespace() || c == '=')
-                .unwrap_or(line.len());
-            let (word, rest) = line.split_at(end);
+            let (word, rest) = first_word(line);
             if GRUB.contains(&word) {
                 return Self::Grub;
             }
@@ -188,17 +185,21 @@ impl TemplateFormat {
     }
 }
 
+/// A trimmed line's first word (up to a blank or `=`) and the rest.
+fn first_word(line: &str) -> (&str, &str) {
+    let end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    line.split_at(end)
+}
+
 /// Whether a UEFI client may be handed `t` as it is: grub, elilo or iPXE,
 /// and (but for iPXE, whose `kernel` is its own) without a pxelinux line —
 /// pxelinux's `linux` keyword alone reads as grub.
 fn boots_uefi(t: &Template) -> bool {
     const PXELINUX_ONLY: [&str; 5] = ["label", "kernel", "append", "localboot", "prompt"];
     let pxelinux_line = |line: &str| {
-        let line = line.trim();
-        let end = line
-            .find(|c: char| c.is_whitespace() || c == '=')
-            .unwrap_or(line.len());
-        let (word, rest) = line.split_at(end);
+        let (word, rest) = first_word(line.trim());
         !rest.trim_start().starts_with('=')
             && PXELINUX_ONLY.iter().any(|k| word.eq_ignore_ascii_case(k))
     };

@@ -460,13 +460,13 @@ impl Tls {
                         "SIGHUP"
                     }
                     _ = poll.tick() => {
-                        let now = SystemTime::now();
+                        let wall = SystemTime::now();
                         // A clock stepped back would hold a stored time
                         // back as far: never wait longer than from now.
                         if let (Some(at), Some(ends)) = (next_check, tls.ends()) {
-                            next_check = Some(at.min(next_expiry_check(ends, now)));
+                            next_check = Some(at.min(next_expiry_check(ends, wall)));
                         }
-                        if next_check.is_some_and(|at| now >= at) {
+                        if next_check.is_some_and(|at| wall >= at) {
                             tls.warn_if_expiring();
                             next_check = tls.expiry_watch(&expiry);
                         }
