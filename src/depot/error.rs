@@ -45,9 +45,7 @@ pub enum Error {
     },
     /// The client has no service address: its boot image could reach
     /// nothing (opsi 4.3 refuses alike).
-    #[error(
-        "{fqdn} has no service address (config clientconfig.configserver.url): its boot image could not reach the service"
-    )]
+    #[error("{}", crate::domain::opsi::no_service(fqdn.as_str()))]
     NoService {
         /// The client.
         fqdn: Fqdn,

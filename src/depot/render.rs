@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use super::crypt::{CryptError, Salt, dotless_hash};
 use super::template::TemplateFormat;
 use crate::domain::ClientBundle;
+use crate::domain::opsi::service_url;
 
 /// Distinct passwords whose hash is remembered. Nearly every client shares
 /// the one boot image password; the bound only stops a stream of distinct
@@ -265,19 +266,6 @@ impl Params {
             }
         }
         text
-    }
-}
-
-/// The configserver's RPC URL, ending in `/rpc`; `None` when unknown.
-pub(super) fn service_url(address: &str) -> Option<String> {
-    // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
-    let service = address.trim().trim_end_matches('/');
-    if service.is_empty() {
-        None
-    } else if service.ends_with("/rpc") {
-        Some(service.to_owned())
-    } else {
-        Some(format!("{service}/rpc"))
     }
 }
 

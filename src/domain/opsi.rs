@@ -43,6 +43,30 @@ impl PxeSettings {
     }
 }
 
+/// The configserver's RPC URL for a client's service address (the first
+/// `clientconfig.configserver.url` value), ending in `/rpc`; `None` when it
+/// names nothing. The depot writes it into the config; the configserver
+/// blocks a config without one, as the depot would refuse it.
+pub fn service_url(address: &str) -> Option<String> {
+    // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
+    let service = address.trim().trim_end_matches('/');
+    if service.is_empty() {
+        None
+    } else if service.ends_with("/rpc") {
+        Some(service.to_owned())
+    } else {
+        Some(format!("{service}/rpc"))
+    }
+}
+
+/// Why `client` gets no config without a service address: the depot's
+/// refusal and the configserver's blocked config say the same.
+pub fn no_service(client: &str) -> String {
+    format!(
+        "{client} has no service address (config {SERVICE_URL}): its boot image could not reach the service"
+    )
+}
+
 /// The kernel command-line items of `opsi-linux-bootimage.append` values.
 /// opsi stores values such as `acpi=off noapic`; like opsipxeconfd 4.2
 /// (`opsipxeconfd.py` @ 4.2.0.32, l.882–907: the values joined by a space,

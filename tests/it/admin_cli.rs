@@ -829,7 +829,7 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
         lines,
         [
             "setup win10-x64 for 1 client: 1 row changed, 0 pushes queued",
-            "1 client waits for a depot: its depot is not registered, or does not have the product (`pxeconf status CLIENT` says which)",
+            "1 client waits: its depot is not registered or does not have the product, or it has no service address (`pxeconf status CLIENT` says which)",
         ],
         "{}",
         out.stdout

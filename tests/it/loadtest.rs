@@ -459,6 +459,61 @@ async fn a_client_not_delivered_fails_the_run() {
     lab.shutdown().await;
 }
 
+/// A site whose clients get no config (here: no service address by
+/// default) stops the run at its first Admin call, saying why; it waited
+/// out --timeout, then its clean-up as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_gives_its_clients_no_config_stops_the_run_at_once_and_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let (lab, _tftpds) = site(root.path(), false).await;
+    lab.admin()
+        .await
+        .unwrap()
+        .upsert_configs(proto::UpsertConfigsRequest {
+            configs: vec![proto::Config {
+                id: "clientconfig.configserver.url".into(),
+                default_values: vec![],
+                description: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    for scenario in ["bulk", "trickle"] {
+        let mut args = remote_args(&lab, &[]);
+        args.extend(
+            [
+                "--scenario",
+                scenario,
+                "--clients",
+                "5",
+                "--trickle-clients",
+                "5",
+            ]
+            .map(String::from),
+        );
+        args.extend(["--timeout", "10m"].map(String::from));
+        let started = std::time::Instant::now();
+        let out = run(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{scenario}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{scenario}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            stderr.contains("clients of an Admin call get no config, so the run stops: lt-")
+                && stderr.contains(
+                    "has no service address (config clientconfig.configserver.url): its boot image could not reach the service"
+                ),
+            "{scenario}: {stderr}"
+        );
+        let r = report(&out);
+        assert_eq!(r["cleanup"]["verified"], true, "{scenario}: {r:#}");
+    }
+    lab.shutdown().await;
+}
+
 /// A registered depot the configserver cannot reach (its check of the
 /// depot's holdings failed) is left out of a run over every depot, and said
 /// so: its clients would hold the run until --timeout, then the clean-up

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use pxeconf::depot::crypt::Salt;
@@ -160,14 +161,14 @@ impl Site {
 /// Waits until `path` exists and holds `want`; then returns without reading
 /// it as a boot would (`peek`).
 async fn wait_content(path: &Path, want: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = path.exists().then(|| without_marker(&peek(path)));
         if now.as_deref() == Some(want) {
             return;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "{} never held:\n{want}\nbut:\n{}",
             path.display(),
             now.unwrap_or_else(|| "(missing)".into())
@@ -450,6 +451,58 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
         ),
     )
     .await;
+
+    // A client whose service address names nothing: a terminal failure with
+    // the reason (the depot would refuse the config), its config removed…
+    let ber1 = site.pxe(ber).join("01-00-16-3e-b1-00-01");
+    let own_url = |values: Vec<String>| proto::UpsertConfigStatesRequest {
+        config_states: vec![proto::ConfigState {
+            object_id: "pc-ber-001.example.org".into(),
+            config_id: "clientconfig.configserver.url".into(),
+            values,
+        }],
+    };
+    let written = site
+        .admin
+        .upsert_config_states(own_url(vec!["".into()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(written.waiting, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ber1.exists() {
+        assert!(Instant::now() < deadline, "{} stays", ber1.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = site.status("pc-ber-001.example.org").await.unwrap();
+    let d = &s.deliveries[0];
+    assert_eq!(
+        (d.state, d.error.as_str(), d.next_retry.is_none()),
+        (
+            proto::DeliveryState::Failed as i32,
+            "pc-ber-001.example.org has no service address (config clientconfig.configserver.url): its boot image could not reach the service",
+            true
+        )
+    );
+    // …until it has one.
+    site.admin
+        .upsert_config_states(own_url(vec!["https://own.example.org:4447".into()]))
+        .await
+        .unwrap();
+    wait_content(
+        &ber1,
+        &grub(
+            &kernel(
+                "pc-ber-001",
+                "0b1e2d3c4f5a69788796a5b4c3d2e101",
+                "win10-x64",
+                "00:16:3e:b1:00:01",
+                "https://own.example.org:4447/rpc",
+            ),
+            "de-DE",
+        ),
+    )
+    .await;
     for (_, depot) in site.depots {
         depot.stop().await;
     }
@@ -525,7 +578,7 @@ async fn a_dry_run_and_a_failed_import_change_nothing() {
     // product is not on its depot) is named as waiting.
     assert!(
         table.stdout.trim_end().ends_with(
-            "pushes would be queued\n1 client would wait for a depot: its depot is not registered, or does not have the product (`pxeconf status CLIENT` says which)"
+            "pushes would be queued\n1 client would wait: its depot is not registered or does not have the product, or it has no service address (`pxeconf status CLIENT` says which)"
         ),
         "{}",
         table.stdout

@@ -135,11 +135,18 @@ async fn seeded(engine: Engine) -> (tempfile::TempDir, Store) {
         .await
         .unwrap();
     store
-        .upsert_configs(&[ConfigRecord {
-            id: DEPOT_ID.into(),
-            default_values: vec![D1.into()],
-            description: String::new(),
-        }])
+        .upsert_configs(&[
+            ConfigRecord {
+                id: DEPOT_ID.into(),
+                default_values: vec![D1.into()],
+                description: String::new(),
+            },
+            ConfigRecord {
+                id: SERVICE_URL.into(),
+                default_values: vec!["https://cs.example.org:4447".into()],
+                description: String::new(),
+            },
+        ])
         .await
         .unwrap();
     store
@@ -599,6 +606,86 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
     assert_eq!(outcome.waiting, 1, "c4 only");
 }
 
+async fn a_client_without_a_service_address_fails_until_it_has_one(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let set = row(&store, "c1.example.org", D1).await;
+    deliver(&store, "c1.example.org", set.revision).await;
+    let no_service = "c1.example.org has no service address (config clientconfig.configserver.url): its boot image could not reach the service";
+    // An address that names nothing (slashes and blanks only) blocks c1 as
+    // the depot would refuse it: d1 is owed the removal of the config it
+    // holds, not a set it would refuse.
+    let outcome = store
+        .upsert_config_states(&[state("c1.example.org", SERVICE_URL, &[" / "])])
+        .await
+        .unwrap();
+    assert_eq!(outcome.waiting, 1);
+    assert_eq!(owed(outcome), pairs(&[(D1, "c1.example.org")]));
+    let blocked = row(&store, "c1.example.org", D1).await;
+    assert_eq!(
+        (
+            blocked.op,
+            blocked.product_id.as_str(),
+            blocked.blocked.as_str()
+        ),
+        (PushOp::Remove, "win", no_service)
+    );
+    // Once the removal is delivered nothing is owed: no retry on a backoff.
+    deliver(&store, "c1.example.org", blocked.revision).await;
+    assert!(
+        !store
+            .owed_clients(D1)
+            .await
+            .unwrap()
+            .contains(&"c1.example.org".to_owned())
+    );
+    // Without a default every client without an address of its own (or on
+    // its depot) waits; c1's own blank one still blocks it.
+    let outcome = store
+        .upsert_configs(&[ConfigRecord {
+            id: SERVICE_URL.into(),
+            default_values: vec![],
+            description: String::new(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(outcome.waiting, 2, "c2 and c3");
+    assert_eq!(
+        owed(outcome),
+        pairs(&[(D1, "c2.example.org"), (D2, "c3.example.org")])
+    );
+    assert_eq!(
+        row(&store, "c3.example.org", D2).await.blocked,
+        no_service.replace("c1.", "c3.")
+    );
+    // d1's address re-arms its clients without their own: c2, not c1.
+    let outcome = store
+        .upsert_config_states(&[state(D1, SERVICE_URL, &["https://branch:4447"])])
+        .await
+        .unwrap();
+    assert_eq!(owed(outcome), pairs(&[(D1, "c2.example.org")]));
+    // c1's blank address deleted, d1's applies: c1 is owed its config again.
+    let outcome = store
+        .delete_config_states(&[(fqdn("c1.example.org"), SERVICE_URL.into())])
+        .await
+        .unwrap();
+    assert_eq!(outcome.waiting, 0, "of the clients this write touched");
+    assert_eq!(owed(outcome), pairs(&[(D1, "c1.example.org")]));
+    let armed = row(&store, "c1.example.org", D1).await;
+    assert_eq!((armed.op, armed.blocked.as_str()), (PushOp::Set, ""));
+    let loaded = store
+        .load_bundles(
+            D1,
+            &["c1.example.org".into()],
+            Rows::Owed,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&loaded[0].job, Ok(Job::Set(b)) if b.service_address == "https://branch:4447")
+    );
+}
+
 async fn a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     // c1's config is on d1.
@@ -1008,8 +1095,9 @@ async fn a_depots_config_state_is_the_value_of_its_clients_without_their_own(eng
     };
     assert_eq!(url("c1.example.org").await, vec!["https://branch:4447"]);
     assert_eq!(url("c2.example.org").await, vec!["https://own:4447"]);
-    assert!(
-        url("c3.example.org").await.is_empty(),
+    assert_eq!(
+        url("c3.example.org").await,
+        vec!["https://cs.example.org:4447"],
         "d2 has none: the default"
     );
     // The bundle carries the same value the legacy look-up answers.
@@ -1514,6 +1602,7 @@ on_both_engines!(
     each_change_owes_exactly_its_pushes,
     several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next,
     a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written,
+    a_client_without_a_service_address_fails_until_it_has_one,
     a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes,
     a_late_read_of_an_earlier_config_never_clears_an_action_set_since,
     a_read_of_a_product_set_before_another_clears_that_products_action,

@@ -133,8 +133,8 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
             counted(v.pushes_queued, "push"),
         );
         // A netboot action that reaches no depot yet is not an error (it is
-        // pushed once the depot is registered, or has the product), but the
-        // operator should know.
+        // pushed once the depot is registered or has the product, or the
+        // client has a service address), but the operator should know.
         if v.waiting > 0 {
             println!("{}", waiting_line(v.waiting, false));
         }
@@ -144,14 +144,14 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
 /// What `waiting` clients (see `SetActionRequestsResponse.waiting`) means;
 /// `would` for a dry run.
 pub(super) fn waiting_line(waiting: u64, would: bool) -> String {
-    let (who, verb) = match (waiting == 1, would) {
-        (true, false) => ("its", "waits"),
-        (false, false) => ("their", "wait"),
-        (true, true) => ("its", "would wait"),
-        (false, true) => ("their", "would wait"),
+    let (whose, who, verb) = match (waiting == 1, would) {
+        (true, false) => ("its", "it has", "waits"),
+        (false, false) => ("their", "they have", "wait"),
+        (true, true) => ("its", "it has", "would wait"),
+        (false, true) => ("their", "they have", "would wait"),
     };
     format!(
-        "{} {verb} for a depot: {who} depot is not registered, or does not have the product (`pxeconf status CLIENT` says which)",
+        "{} {verb}: {whose} depot is not registered or does not have the product, or {who} no service address (`pxeconf status CLIENT` says which)",
         counted(waiting, "client")
     )
 }

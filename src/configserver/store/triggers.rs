@@ -4,9 +4,10 @@
 //! revision of every row that must go out again: set on the client's depot,
 //! remove on any other depot that may hold one. A config that cannot be
 //! built from the inventory (its product is not installed on the client's
-//! depot) is a terminal failure: the row says why (`blocked`), is owed only
-//! a removal of what the depot may still hold, and waits for a write of the
-//! missing product-on-depot. It runs inside the write's transaction, so the
+//! depot, or the client has no service address) is a terminal failure: the
+//! row says why (`blocked`), is owed only a removal of what the depot may
+//! still hold, and waits for a write of what is missing (a product-on-depot,
+//! a config state or default). It runs inside the write's transaction, so the
 //! outbox never disagrees with the inventory (`touched` names the clients a
 //! change touches, `rules` has opsi's rules as SQL).
 
@@ -16,10 +17,11 @@ use super::db::{Tx, WriteTx};
 use super::error::Result;
 use super::leases::announce;
 use super::records::{Owed, PushOp, WriteOutcome};
-use super::rules::{active_product_sql, effective_depot_sql};
+use super::rules::{active_product_sql, effective_depot_sql, effective_values_sql};
 use super::script::{Ran, Script, Value};
 use super::sequence;
 use super::sql::{json_list, json_rows, now_ms, traceparent};
+use crate::domain::opsi::{SERVICE_URL, no_service, service_url};
 
 /// The tail of every admin write: the pushes the change owes, in the same
 /// transaction, then the commit.
@@ -259,7 +261,8 @@ fn owed(changes: Vec<Change>) -> Vec<Owed> {
 }
 
 /// A client of the list: it exists, its newest netboot product, its
-/// depot, what blocks the config, whether the depot is registered.
+/// depot, what in the products blocks the config, whether the depot is
+/// registered, its service address.
 type Wanted = (
     String,
     bool,
@@ -267,11 +270,12 @@ type Wanted = (
     Option<String>,
     Option<String>,
     bool,
+    Option<String>,
 );
 
 /// What each client of `$1` (a JSON list) should have: a config for its
-/// newest netboot action on its (registered) depot, or nothing; and what
-/// blocks it.
+/// newest netboot action on its (registered) depot, or nothing; what in
+/// the products blocks it; and its service address (see [`wanted`]).
 fn desired_sql() -> String {
     // The version on the depot must be registered too, or no bundle can be built.
     format!(
@@ -288,37 +292,49 @@ fn desired_sql() -> String {
            FROM (SELECT 1) AS one LEFT JOIN product_on_depots d ON d.depot_id = w.depot_id AND d.product_id = w.product_id
            LEFT JOIN products p ON p.id = d.product_id AND p.product_version = d.product_version
              AND p.package_version = d.package_version) AS blocked,
-           EXISTS (SELECT 1 FROM depots k WHERE k.id = w.depot_id) AS depot_known
+           EXISTS (SELECT 1 FROM depots k WHERE k.id = w.depot_id) AS depot_known,
+           ({service}) ->> 0 AS service_address
          FROM w",
         product = active_product_sql("j.value"),
         depot = effective_depot_sql("j.value"),
+        service = effective_values_sql("w.client_id", &format!("'{SERVICE_URL}'")),
     )
 }
 
 /// [`desired_sql`]'s rows by client, and how many of them wait: a netboot
-/// action without a registered depot, or blocked.
+/// action without a registered depot, or blocked. A client without a
+/// service address is blocked here, by the depot's own rule: the depot
+/// would refuse its config (its boot image could reach nothing), and a
+/// refusal retried on a backoff left an earlier config of the client in
+/// place.
 fn wanted(rows: Vec<Wanted>) -> (HashMap<String, Option<Want>>, u64) {
     let mut waiting = 0;
     let desired = rows
         .into_iter()
-        .map(|(client, exists, product, depot, blocked, depot_known)| {
-            let want = match (exists, product, depot) {
-                (true, Some(product), Some(depot)) if depot_known => Some(Want {
-                    depot,
-                    product,
-                    blocked,
-                }),
-                (true, Some(_), _) => {
+        .map(
+            |(client, exists, product, depot, blocked, depot_known, service)| {
+                let want = match (exists, product, depot) {
+                    (true, Some(product), Some(depot)) if depot_known => Some(Want {
+                        blocked: blocked.or_else(|| {
+                            service_url(service.as_deref().unwrap_or_default())
+                                .is_none()
+                                .then(|| no_service(&client))
+                        }),
+                        depot,
+                        product,
+                    }),
+                    (true, Some(_), _) => {
+                        waiting += 1;
+                        None
+                    }
+                    _ => None,
+                };
+                if want.as_ref().is_some_and(|w| w.blocked.is_some()) {
                     waiting += 1;
-                    None
                 }
-                _ => None,
-            };
-            if want.as_ref().is_some_and(|w| w.blocked.is_some()) {
-                waiting += 1;
-            }
-            (client, want)
-        })
+                (client, want)
+            },
+        )
         .collect();
     (desired, waiting)
 }

@@ -63,7 +63,7 @@ pub async fn set_actions(
         made += 1;
         let now = SystemTime::now();
         started.extend(std::iter::repeat_n(now, chunk.len()));
-        admin
+        let written = admin
             .set_action_requests(proto::SetActionRequestsRequest {
                 action_requests: chunk
                     .iter()
@@ -74,7 +74,10 @@ pub async fn set_actions(
                     })
                     .collect(),
             })
-            .await?;
+            .await?
+            .into_inner();
+        let fqdns: Vec<&str> = chunk.iter().map(|m| m.fqdn.as_str()).collect();
+        super::stop_if_waiting(&mut admin, &fqdns, written.waiting).await?;
     }
     Ok((started, start.elapsed(), made))
 }

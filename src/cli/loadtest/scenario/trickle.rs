@@ -126,8 +126,8 @@ async fn send_paced(
             }],
         };
         async move {
-            admin.set_action_requests(request).await?;
-            Ok(())
+            let written = admin.set_action_requests(request).await?.into_inner();
+            super::stop_if_waiting(&mut admin, &[clients[i].as_str()], written.waiting).await
         }
     };
     paced(clients.len(), rate, call, bar).await
