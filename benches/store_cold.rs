@@ -16,7 +16,7 @@ use pxeconf::configserver::store::{
     ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Inventory, ProductOnDepotRecord,
     ProductRecord, Rows, Store,
 };
-use pxeconf::domain::opsi::DEPOT_ID;
+use pxeconf::domain::opsi::{DEPOT_ID, SERVICE_URL};
 use pxeconf::domain::{ActionRequest, Client, Endpoint, Fqdn, Modules, ProductId, Secret};
 
 const DEPOTS: usize = 4;
@@ -41,11 +41,19 @@ fn inventory(clients: usize) -> Inventory {
     let product = ProductId::parse(PRODUCT, "bench").expect("a valid product id");
     let depots: Vec<String> = (0..DEPOTS).map(depot_id).collect();
     Inventory {
-        configs: vec![ConfigRecord {
-            id: DEPOT_ID.into(),
-            default_values: vec![depots[0].clone()],
-            description: String::new(),
-        }],
+        configs: vec![
+            ConfigRecord {
+                id: DEPOT_ID.into(),
+                default_values: vec![depots[0].clone()],
+                description: String::new(),
+            },
+            // Without one every client's config is blocked.
+            ConfigRecord {
+                id: SERVICE_URL.into(),
+                default_values: vec!["https://config.example.org:4447".into()],
+                description: String::new(),
+            },
+        ],
         depots: depots
             .iter()
             .map(|id| DepotRecord {

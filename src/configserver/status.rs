@@ -58,9 +58,10 @@ pub(super) fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::
     }
 }
 
-/// A config the inventory blocks (its product is not on the depot): a
-/// terminal failure with the reason, retried when the inventory changes,
-/// not on a schedule. What the depot may have held is removed meanwhile.
+/// A config the inventory blocks (its product is not on the depot, the
+/// client has no service address): a terminal failure with the reason,
+/// retried when the inventory changes, not on a schedule. What the depot
+/// may have held is removed meanwhile.
 fn blocked(p: PushRecord) -> proto::Delivery {
     proto::Delivery {
         depot_id: p.depot_id,

@@ -459,39 +459,20 @@ async fn a_client_not_delivered_fails_the_run() {
     lab.shutdown().await;
 }
 
-/// A site whose clients get no config (here: no service address by
-/// default) stops the run at its first Admin call, saying why; it waited
-/// out --timeout, then its clean-up as long.
+/// A site whose clients get no config (here: no service address, on one
+/// depot, then on all) stops the run at the first Admin call that says so,
+/// naming a client and why; it waited out --timeout, then its clean-up as
+/// long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_that_gives_its_clients_no_config_stops_the_run_at_once_and_says_why() {
     let root = tempfile::tempdir().unwrap();
     let (lab, _tftpds) = site(root.path(), false).await;
-    lab.admin()
-        .await
-        .unwrap()
-        .upsert_configs(proto::UpsertConfigsRequest {
-            configs: vec![proto::Config {
-                id: "clientconfig.configserver.url".into(),
-                default_values: vec![],
-                description: String::new(),
-            }],
-        })
-        .await
-        .unwrap();
-    for scenario in ["bulk", "trickle"] {
+    let mut admin = lab.admin().await.unwrap();
+    let no_service = "has no service address (config clientconfig.configserver.url): its boot image could not reach the service";
+    let stops = async |scenario: &str, said: &str| {
         let mut args = remote_args(&lab, &[]);
-        args.extend(
-            [
-                "--scenario",
-                scenario,
-                "--clients",
-                "5",
-                "--trickle-clients",
-                "5",
-            ]
-            .map(String::from),
-        );
-        args.extend(["--timeout", "10m"].map(String::from));
+        args.extend(["--scenario", scenario, "--clients", "6"].map(String::from));
+        args.extend(["--trickle-clients", "6", "--timeout", "10m"].map(String::from));
         let started = std::time::Instant::now();
         let out = run(args).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -502,15 +483,38 @@ async fn a_site_that_gives_its_clients_no_config_stops_the_run_at_once_and_says_
             started.elapsed()
         );
         assert!(
-            stderr.contains("clients of an Admin call get no config, so the run stops: lt-")
-                && stderr.contains(
-                    "has no service address (config clientconfig.configserver.url): its boot image could not reach the service"
-                ),
+            stderr.contains(&format!("{said}, so the run stops: lt-"))
+                && stderr.contains(no_service),
             "{scenario}: {stderr}"
         );
         let r = report(&out);
         assert_eq!(r["cleanup"]["verified"], true, "{scenario}: {r:#}");
-    }
+    };
+    // The second depot's clients have a blank address: the trickle's first
+    // action there stops it (the first depot's went out).
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: vec![proto::ConfigState {
+                object_id: lab.depots[1].id.clone(),
+                config_id: "clientconfig.configserver.url".into(),
+                values: vec![String::new()],
+            }],
+        })
+        .await
+        .unwrap();
+    stops("trickle", "a client gets no config").await;
+    // No default: every client of a bulk call.
+    admin
+        .upsert_configs(proto::UpsertConfigsRequest {
+            configs: vec![proto::Config {
+                id: "clientconfig.configserver.url".into(),
+                default_values: vec![],
+                description: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    stops("bulk", "clients of an Admin call get no config").await;
     lab.shutdown().await;
 }
 

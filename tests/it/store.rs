@@ -631,6 +631,22 @@ async fn a_client_without_a_service_address_fails_until_it_has_one(engine: Engin
     );
     // Once the removal is delivered nothing is owed: no retry on a backoff.
     deliver(&store, "c1.example.org", blocked.revision).await;
+    // Its product leaving d1 now blocks it too: the status names that (the
+    // product's reason comes first), owing d1 nothing more.
+    let outcome = store
+        .delete_product_on_depots(&[(fqdn(D1), product_id("win"))])
+        .await
+        .unwrap();
+    assert!(!owed(outcome).contains(&(D1.to_owned(), "c1.example.org".to_owned())));
+    assert_eq!(
+        row(&store, "c1.example.org", D1).await.blocked,
+        "product win is not installed on depot d1.example.org"
+    );
+    store
+        .upsert_product_on_depots(&[pod(D1, "1")])
+        .await
+        .unwrap();
+    assert_eq!(row(&store, "c1.example.org", D1).await.blocked, no_service);
     assert!(
         !store
             .owed_clients(D1)
@@ -697,18 +713,19 @@ async fn a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes(eng
         .await
         .unwrap();
     assert!(owed(outcome).contains(&(D1.to_owned(), "c1.example.org".to_owned())));
-    // Before it is delivered, win leaves d1, and a write touches c1: the
-    // reason changes, and the removal is still owed (d1 still holds the
-    // config).
-    store
+    // Before it is delivered, win leaves d1: the reason changes, and the
+    // removal is still owed (d1 still holds the config).
+    let outcome = store
         .delete_product_on_depots(&[(fqdn(D1), product_id("win"))])
         .await
         .unwrap();
+    assert!(owed(outcome).contains(&(D1.to_owned(), "c1.example.org".to_owned())));
+    // A write touching c1 after that changes nothing.
     let outcome = store
         .upsert_config_states(&[state("c1.example.org", SERVICE_URL, &["https://x"])])
         .await
         .unwrap();
-    assert_eq!(owed(outcome), pairs(&[(D1, "c1.example.org")]));
+    assert!(owed(outcome).is_empty());
     let blocked = row(&store, "c1.example.org", D1).await;
     assert_eq!(
         (blocked.op, blocked.blocked.as_str()),
@@ -1623,3 +1640,71 @@ on_both_engines!(
     a_batch_of_push_results_ends_as_applied_one_by_one,
     a_bundle_carries_the_properties_of_its_product_only,
 );
+
+/// A store written by a version whose rules did not block a client without
+/// a service address (its row a set the depot kept refusing): the first
+/// start of this version blocks it, owing the removal of the old config,
+/// and changes no other row; the next start changes nothing.
+#[tokio::test]
+async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once() {
+    use sqlx::Connection;
+    let (dir, store) = seeded(Engine::Sqlite).await;
+    let path = dir.path().join("nested/pxeconf.db");
+    let set = row(&store, "c1.example.org", D1).await;
+    deliver(&store, "c1.example.org", set.revision).await;
+    store
+        .upsert_config_states(&[state("c1.example.org", SERVICE_URL, &[""])])
+        .await
+        .unwrap();
+    let c2 = row(&store, "c2.example.org", D1).await;
+    store.close().await;
+    // As the older version left it: a set owed again, not blocked, and no
+    // record of the rules it followed.
+    let olden = async |forget_rules: bool| {
+        let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE pushes SET op = 'set', blocked = '', delivered_revision = revision - 1
+             WHERE client_id = 'c1.example.org'",
+        )
+        .execute(&mut raw)
+        .await
+        .unwrap();
+        if forget_rules {
+            sqlx::query("DELETE FROM meta WHERE key = 'block_rules'")
+                .execute(&mut raw)
+                .await
+                .unwrap();
+        }
+        raw.close().await.unwrap();
+    };
+    olden(true).await;
+    let old = Store::open(&path).await.unwrap();
+    let blocked = row(&old, "c1.example.org", D1).await;
+    assert_eq!(
+        (blocked.op, blocked.blocked.as_str()),
+        (
+            PushOp::Remove,
+            "c1.example.org has no service address (config clientconfig.configserver.url): its boot image could not reach the service"
+        )
+    );
+    assert!(
+        old.owed_clients(D1)
+            .await
+            .unwrap()
+            .contains(&"c1.example.org".to_owned()),
+        "d1 may hold the old config: its removal is owed"
+    );
+    assert_eq!(
+        row(&old, "c2.example.org", D1).await.revision,
+        c2.revision,
+        "a config the rules judge alike is not pushed again"
+    );
+    old.close().await;
+    // Once: a start under the same rules looks at no row (a site's every
+    // start would cost a pass over its pushes).
+    olden(false).await;
+    let again = Store::open(&path).await.unwrap();
+    assert_eq!(row(&again, "c1.example.org", D1).await.op, PushOp::Set);
+}

@@ -303,6 +303,7 @@ impl Store {
                 .await?
         });
         store.epoch = epoch.into();
+        store.recheck_blocks().await?;
         Ok(store)
     }
 

@@ -366,7 +366,9 @@ impl Store {
         .bind(rows)
         .fetch_all(c)
         .await?);
-        let clients = clients_holding(&mut tx, &deleted).await?;
+        // Blocked ones too: their reason may change to this one.
+        let mut clients = clients_holding(&mut tx, &deleted).await?;
+        clients.extend(clients_blocked_on(&mut tx, &deleted).await?);
         finish(tx, deleted.len(), &clients).await
     }
 
@@ -398,7 +400,9 @@ impl Store {
         .bind(rows)
         .fetch_all(c)
         .await?);
-        let clients = clients_holding_at(&mut tx, &deleted).await?;
+        // Blocked ones too: their reason may change to this one.
+        let mut clients = clients_holding_at(&mut tx, &deleted).await?;
+        clients.extend(clients_blocked_at(&mut tx, &deleted).await?);
         finish(tx, deleted.len(), &clients).await
     }
 }

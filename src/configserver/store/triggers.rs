@@ -13,7 +13,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::db::{Tx, WriteTx};
+use tracing::info;
+
+use super::db::{Store, Tx, WriteTx, on};
 use super::error::Result;
 use super::leases::announce;
 use super::records::{Owed, PushOp, WriteOutcome};
@@ -152,6 +154,96 @@ async fn reconcile_counted(conn: &mut Tx, clients: &[String]) -> Result<(Vec<Owe
     let state = state(&mut ran)?;
     let waiting = state.waiting;
     Ok((apply(conn, state).await?, waiting))
+}
+
+/// The version of the rules by which a config is blocked ([`wanted`],
+/// [`desired_sql`]). Raise it with every change to what blocks one: the
+/// next start brings the rows written under the older rules in line once
+/// ([`Store::recheck_blocks`]). 1: a client without a service address.
+const BLOCK_RULES: i64 = 1;
+
+impl Store {
+    /// Brings the push rows written under older blocking rules in line,
+    /// once after an upgrade that changed them: a config the rules now
+    /// block (e.g. a client without a service address, which an older
+    /// version kept pushing and the depot kept refusing, its old config left
+    /// in place) becomes the failure it is, and one they no longer block is
+    /// owed again. Only rows whose blocked state differs change: the others
+    /// are not pushed again. Returns how many changed.
+    pub(super) async fn recheck_blocks(&self) -> Result<usize> {
+        let mut tx = self.begin().await?;
+        let done: Option<i64> = on!(tx.conn(), |c| sqlx::query_scalar(
+            "SELECT value FROM meta WHERE key = 'block_rules'"
+        )
+        .fetch_optional(c)
+        .await?);
+        if done.is_some_and(|v| v >= BLOCK_RULES) {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let clients: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
+            "SELECT DISTINCT client_id FROM pushes
+             WHERE blocked <> '' OR (op = 'set' AND read_revision < revision)"
+        )
+        .fetch_all(c)
+        .await?);
+        let (changed, owed) = reblock(&mut tx, &clients).await?;
+        on!(tx.conn(), |c| sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('block_rules', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        .bind(BLOCK_RULES)
+        .execute(c)
+        .await?
+        .rows_affected());
+        announce(&mut tx, &owed).await?;
+        tx.commit().await?;
+        if changed > 0 {
+            info!(
+                changed,
+                owed = owed.len(),
+                rules = BLOCK_RULES,
+                "configs brought in line with this version's rules of what blocks one"
+            );
+        }
+        Ok(changed)
+    }
+}
+
+/// [`reconcile`] for the `clients` whose push row the rules now judge
+/// otherwise (blocked, or for another reason, or no longer): the others
+/// keep their rows and revisions. Returns how many rows changed and the
+/// pushes now owed.
+async fn reblock(conn: &mut Tx, clients: &[String]) -> Result<(usize, Vec<Owed>)> {
+    let clients = distinct(clients.iter().map(String::as_str));
+    if clients.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let mut ran = reads(Script::default(), &clients).run(conn).await?;
+    let State {
+        mut desired,
+        mut current,
+        waiting,
+    } = state(&mut ran)?;
+    desired.retain(|client, want| {
+        want.as_ref().is_some_and(|w| {
+            current
+                .get(&(client.clone(), w.depot.clone()))
+                .is_some_and(|row| row.blocked != w.blocked.as_deref().unwrap_or_default())
+        })
+    });
+    current.retain(|(client, _), _| desired.contains_key(client));
+    let changed = desired.len();
+    let owed = apply(
+        conn,
+        State {
+            desired,
+            current,
+            waiting,
+        },
+    )
+    .await?;
+    Ok((changed, owed))
 }
 
 /// Each client once, in first-seen order.

@@ -76,8 +76,15 @@ pub async fn set_actions(
             })
             .await?
             .into_inner();
-        let fqdns: Vec<&str> = chunk.iter().map(|m| m.fqdn.as_str()).collect();
-        super::stop_if_waiting(&mut admin, &fqdns, written.waiting).await?;
+        if written.waiting > 0 {
+            let mut depots = std::collections::HashSet::new();
+            let asked: Vec<&str> = chunk
+                .iter()
+                .filter(|m| depots.insert(m.depot))
+                .map(|m| m.fqdn.as_str())
+                .collect();
+            super::stop_if_waiting(&mut admin, &asked, chunk.len(), written.waiting).await?;
+        }
     }
     Ok((started, start.elapsed(), made))
 }
@@ -100,8 +107,11 @@ pub async fn run(
     let baseline = Baseline::take(target).await?;
     let t0 = SystemTime::now();
     let wall = Instant::now();
-    let (started, admin_time, made) =
-        set_actions(target, &cohort.members, product, "setup", calls).await?;
+    let set = set_actions(target, &cohort.members, product, "setup", calls).await;
+    if set.is_err() {
+        bar.finish_and_clear();
+    }
+    let (started, admin_time, made) = set?;
     let reached = baseline
         .wait_for(
             target,

@@ -9,25 +9,28 @@ use super::channel::AdminClient;
 use crate::cli::error::CliError;
 use crate::proto;
 
-/// How many of a call's clients are asked for the reason they wait.
-const WAITING_ASKED: usize = 32;
+/// How many of a call's clients are asked for the reason they wait, at
+/// most: one per depot.
+const WAITING_ASKED: usize = 256;
 
-/// Stops a run whose clients cannot get a config: an Admin write of
-/// `clients`' actions answered `waiting` (their depot is not registered, or
-/// their config cannot be built — the product missing on the depot, no
-/// service address), so they would never be delivered, and the run would
-/// wait out `--timeout` for them. The error names the first such client
-/// and the reason its status gives.
+/// Stops a run whose clients cannot get a config: an Admin write of the
+/// actions of `of` clients answered `waiting` (their depot is not
+/// registered, or their config cannot be built — the product missing on the
+/// depot, no service address), so they would never be delivered, and the
+/// run would wait out `--timeout` for them. `asked` are the clients whose
+/// status may say why (one per depot of the call); the error names the
+/// first that does, and its reason.
 pub async fn stop_if_waiting(
     admin: &mut AdminClient,
-    clients: &[&str],
+    asked: &[&str],
+    of: usize,
     waiting: u64,
 ) -> Result<(), CliError> {
     if waiting == 0 {
         return Ok(());
     }
     let mut why = None;
-    for fqdn in clients.iter().take(WAITING_ASKED) {
+    for fqdn in asked.iter().take(WAITING_ASKED) {
         let status = admin
             .get_client_status(proto::GetClientStatusRequest {
                 fqdn: (*fqdn).to_owned(),
@@ -51,10 +54,11 @@ pub async fn stop_if_waiting(
         });
         break;
     }
-    let why = why.unwrap_or_else(|| format!("see `pxeconf status {}`", clients[0]));
-    Err(format!(
-        "{waiting} of the {} clients of an Admin call get no config, so the run stops: {why}",
-        clients.len()
-    )
-    .into())
+    let why = why.unwrap_or_else(|| "`pxeconf status CLIENT` says why".to_owned());
+    let who = if of == 1 {
+        "a client gets no config".to_owned()
+    } else {
+        format!("{waiting} of the {of} clients of an Admin call get no config")
+    };
+    Err(format!("{who}, so the run stops: {why}").into())
 }

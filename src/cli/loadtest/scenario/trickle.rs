@@ -66,13 +66,14 @@ pub async fn run(
     let baseline = Baseline::take(target).await?;
     let clients: Vec<String> = cohort.members.iter().map(|m| m.fqdn.clone()).collect();
     let (admin_at, product_id, progress) = (target.admin_at.clone(), product.clone(), bar.clone());
-    let (admin_calls, started) = alone::on_own_thread("the trickle", move || async move {
+    let sent = alone::on_own_thread("the trickle", move || async move {
         let (url, key) = admin_at;
         let admin = channel::admin(&url, &key).await?;
         send_paced(admin, &clients, &product_id, rate, &progress).await
     })
-    .await?;
+    .await;
     bar.finish_and_clear();
+    let (admin_calls, started) = sent?;
     let bar = super::super::progress::bar(cohort.members.len() as u64, "trickle: delivered", quiet);
     let reached = baseline
         .wait_for(
@@ -127,7 +128,7 @@ async fn send_paced(
         };
         async move {
             let written = admin.set_action_requests(request).await?.into_inner();
-            super::stop_if_waiting(&mut admin, &[clients[i].as_str()], written.waiting).await
+            super::stop_if_waiting(&mut admin, &[clients[i].as_str()], 1, written.waiting).await
         }
     };
     paced(clients.len(), rate, call, bar).await
