@@ -117,7 +117,7 @@ impl AdminService {
         })
     }
 
-    /// One page of what a depot is owed or holds.
+    /// One page of what a depot is owed or holds, or of its blocked configs.
     async fn pending(
         &self,
         r: proto::ListPendingRequest,
@@ -131,11 +131,16 @@ impl AdminService {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let rows = self
-            .core
-            .store
-            .pending_of_depot(depot.as_str(), &r.page_token, limit + 1)
-            .await?;
+        let store = &self.core.store;
+        let rows = if r.blocked {
+            store
+                .blocked_of_depot(depot.as_str(), &r.page_token, limit + 1)
+                .await?
+        } else {
+            store
+                .pending_of_depot(depot.as_str(), &r.page_token, limit + 1)
+                .await?
+        };
         let more = rows.len() > limit as usize;
         let runtime = self.core.dispatcher.runtime();
         let rt = runtime.get(depot.as_str());

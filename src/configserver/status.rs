@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::dispatch::DepotRuntime;
-use super::store::{DepotRecord, PushOp, PushRecord};
+use super::store::{DepotCounts, DepotRecord, PushOp, PushRecord};
 use crate::domain::Client;
 use crate::proto;
 use crate::wire::timestamp;
@@ -84,15 +84,15 @@ fn blocked(p: PushRecord) -> proto::Delivery {
     }
 }
 
-/// A depot as `ListDepots` shows it; `counts` are (owed, delivered and unread).
+/// A depot as `ListDepots` shows it, with its `counts`.
 pub(super) fn depot_status(
     d: DepotRecord,
     runtime: &HashMap<String, DepotRuntime>,
-    counts: &HashMap<String, (u64, u64)>,
+    counts: &HashMap<String, DepotCounts>,
 ) -> proto::DepotStatus {
     let id = d.id.to_string();
     let rt = runtime.get(&id).cloned().unwrap_or_default();
-    let (owed, delivered) = counts.get(&id).copied().unwrap_or((0, 0));
+    let counts = counts.get(&id).copied().unwrap_or_default();
     proto::DepotStatus {
         id,
         endpoint: d.endpoint.to_string(),
@@ -101,14 +101,15 @@ pub(super) fn depot_status(
         // configserver started is not known to be up.
         reachable: rt.reachable && rt.last_contact.is_some(),
         capability: rt.shown_capability().as_str().to_owned(),
-        queued: owed,
-        delivered,
+        queued: counts.owed,
+        delivered: counts.held,
         last_error: rt.last_error,
         last_contact: rt.last_contact.map(timestamp),
         pushes_new: rt.pushes_new,
         pushes_legacy: rt.pushes_legacy,
         batches: rt.batches,
         pushed_by: String::new(),
+        blocked: counts.blocked,
     }
 }
 

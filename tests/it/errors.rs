@@ -76,6 +76,7 @@ async fn invalid_clients_name_every_bad_field_in_a_bad_request() {
             depot_id: "depot1.example.org".into(),
             page_size: 10,
             page_token: "a\0b".into(),
+            blocked: false,
         })
         .await
         .unwrap_err();

@@ -484,6 +484,41 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
             true
         )
     );
+    // The depot's list says how many are blocked, and the pending view
+    // lists them with the reason.
+    let berlin = depots(&mut site.admin)
+        .await
+        .into_iter()
+        .find(|d| d.id == DEPOTS[ber].0)
+        .unwrap();
+    assert_eq!(berlin.blocked, 1);
+    let listed = pxeconf(
+        &site.cs.url(),
+        &["pending", "--depot", DEPOTS[ber].0, "--blocked", "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(
+        (
+            listed[0]["client_id"].as_str(),
+            listed[0]["state"].as_str(),
+            listed.as_array().map(Vec::len)
+        ),
+        (Some("pc-ber-001.example.org"), Some("failed"), Some(1)),
+        "{listed:#}"
+    );
+    assert!(
+        listed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("has no service address")
+    );
+    let table = pxeconf(
+        &site.cs.url(),
+        &["pending", "--depot", DEPOTS[ber].0, "--blocked"],
+    )
+    .await;
+    assert!(table.stdout.ends_with("\n1 blocked\n"), "{}", table.stdout);
     // …until it has one.
     site.admin
         .upsert_config_states(own_url(vec!["https://own.example.org:4447".into()]))
@@ -503,6 +538,12 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
         ),
     )
     .await;
+    let berlin = depots(&mut site.admin)
+        .await
+        .into_iter()
+        .find(|d| d.id == DEPOTS[ber].0)
+        .unwrap();
+    assert_eq!(berlin.blocked, 0);
     for (_, depot) in site.depots {
         depot.stop().await;
     }

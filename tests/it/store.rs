@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pxeconf::configserver::store::*;
 
-use crate::common::postgres::{Engine, store as pg_store};
+use crate::common::postgres::{Engine, location};
 use crate::on_both_engines;
 use pxeconf::domain::opsi::{DEPOT_ID, SERVICE_URL};
 use pxeconf::domain::{
@@ -110,14 +110,19 @@ const D2: &str = "d2.example.org";
 /// Two depots, product win 1-1 on both, c1 and c2 on d1, c3 on d2, all with
 /// a `setup` action.
 async fn seeded(engine: Engine) -> (tempfile::TempDir, Store) {
+    let (dir, _, store) = seeded_at(engine).await;
+    (dir, store)
+}
+
+/// [`seeded`], and where the store is (a path or a PostgreSQL URL).
+async fn seeded_at(engine: Engine) -> (tempfile::TempDir, String, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = match engine {
+    let at = match engine {
         // A nested path: the store makes the directory.
-        Engine::Sqlite => Store::open(&dir.path().join("nested/pxeconf.db"))
-            .await
-            .unwrap(),
-        Engine::Postgres => pg_store(engine, dir.path()).await.unwrap(),
+        Engine::Sqlite => dir.path().join("nested/pxeconf.db").display().to_string(),
+        Engine::Postgres => location(engine, dir.path()).await.unwrap(),
     };
+    let store = Store::connect(&Location::parse(&at)).await.unwrap();
     let depot = |id: &str| DepotRecord {
         id: fqdn(id),
         endpoint: Endpoint::parse(&format!("http://{id}:50051"), "endpoint").unwrap(),
@@ -169,7 +174,7 @@ async fn seeded(engine: Engine) -> (tempfile::TempDir, Store) {
             (D2, "c3.example.org")
         ])
     );
-    (dir, store)
+    (dir, at, store)
 }
 
 async fn each_change_owes_exactly_its_pushes(engine: Engine) {
@@ -1620,6 +1625,7 @@ on_both_engines!(
     several_netboot_actions_stay_and_the_newest_is_pushed_then_the_next,
     a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_written,
     a_client_without_a_service_address_fails_until_it_has_one,
+    a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once,
     a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes,
     a_late_read_of_an_earlier_config_never_clears_an_action_set_since,
     a_read_of_a_product_set_before_another_clears_that_products_action,
@@ -1641,15 +1647,38 @@ on_both_engines!(
     a_bundle_carries_the_properties_of_its_product_only,
 );
 
-/// A store written by a version whose rules did not block a client without
-/// a service address (its row a set the depot kept refusing): the first
-/// start of this version blocks it, owing the removal of the old config,
-/// and changes no other row; the next start changes nothing.
-#[tokio::test]
-async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once() {
+/// Runs `statements` on the store at `at` over a connection of its own (as
+/// another program, e.g. an older version, would have written).
+async fn raw(engine: Engine, at: &str, statements: &[&'static str]) {
     use sqlx::Connection;
-    let (dir, store) = seeded(Engine::Sqlite).await;
-    let path = dir.path().join("nested/pxeconf.db");
+    match engine {
+        Engine::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{at}"))
+                .await
+                .unwrap();
+            for sql in statements {
+                sqlx::query(*sql).execute(&mut c).await.unwrap();
+            }
+            c.close().await.unwrap();
+        }
+        Engine::Postgres => {
+            let mut c = sqlx::PgConnection::connect(at).await.unwrap();
+            for sql in statements {
+                sqlx::query(*sql).execute(&mut c).await.unwrap();
+            }
+            c.close().await.unwrap();
+        }
+    }
+}
+
+/// A store written by a version whose rules did not block a client without
+/// a service address (its row a set the depot kept refusing), and whose
+/// rules blocked a config the rules now allow: the first start of this
+/// version brings both in line, owing the removal of the old config and
+/// the push of the allowed one, and changes no other row; later starts
+/// look at no row.
+async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once(engine: Engine) {
+    let (_dir, at, store) = seeded_at(engine).await;
     let set = row(&store, "c1.example.org", D1).await;
     deliver(&store, "c1.example.org", set.revision).await;
     store
@@ -1657,31 +1686,29 @@ async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once() {
         .await
         .unwrap();
     let c2 = row(&store, "c2.example.org", D1).await;
+    let c3 = row(&store, "c3.example.org", D2).await;
+    deliver(&store, "c3.example.org", c3.revision).await;
     store.close().await;
-    // As the older version left it: a set owed again, not blocked, and no
-    // record of the rules it followed.
-    let olden = async |forget_rules: bool| {
-        let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        sqlx::query(
-            "UPDATE pushes SET op = 'set', blocked = '', delivered_revision = revision - 1
-             WHERE client_id = 'c1.example.org'",
-        )
-        .execute(&mut raw)
-        .await
-        .unwrap();
-        if forget_rules {
-            sqlx::query("DELETE FROM meta WHERE key = 'block_rules'")
-                .execute(&mut raw)
-                .await
-                .unwrap();
-        }
-        raw.close().await.unwrap();
-    };
-    olden(true).await;
-    let old = Store::open(&path).await.unwrap();
-    let blocked = row(&old, "c1.example.org", D1).await;
+    // As the older version left it: c1 a set owed again, not blocked; c3
+    // blocked for a reason of its own, its removal delivered; no record of
+    // the rules it followed.
+    const C1_OLD: &str =
+        "UPDATE pushes SET op = 'set', blocked = '', delivered_revision = revision - 1
+         WHERE client_id = 'c1.example.org'";
+    raw(
+        engine,
+        &at,
+        &[
+            C1_OLD,
+            "UPDATE pushes SET op = 'remove', blocked = 'a rule of an older version'
+             WHERE client_id = 'c3.example.org'",
+            "DELETE FROM meta WHERE key = 'block_rules'",
+        ],
+    )
+    .await;
+    let open = async || Store::connect(&Location::parse(&at)).await.unwrap();
+    let upgraded = open().await;
+    let blocked = row(&upgraded, "c1.example.org", D1).await;
     assert_eq!(
         (blocked.op, blocked.blocked.as_str()),
         (
@@ -1690,21 +1717,33 @@ async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once() {
         )
     );
     assert!(
-        old.owed_clients(D1)
+        upgraded
+            .owed_clients(D1)
             .await
             .unwrap()
             .contains(&"c1.example.org".to_owned()),
         "d1 may hold the old config: its removal is owed"
     );
+    let allowed = row(&upgraded, "c3.example.org", D2).await;
+    assert_eq!((allowed.op, allowed.blocked.as_str()), (PushOp::Set, ""));
+    assert!(
+        upgraded
+            .owed_clients(D2)
+            .await
+            .unwrap()
+            .contains(&"c3.example.org".to_owned()),
+        "c3's config is owed"
+    );
     assert_eq!(
-        row(&old, "c2.example.org", D1).await.revision,
+        row(&upgraded, "c2.example.org", D1).await.revision,
         c2.revision,
         "a config the rules judge alike is not pushed again"
     );
-    old.close().await;
+    upgraded.close().await;
     // Once: a start under the same rules looks at no row (a site's every
     // start would cost a pass over its pushes).
-    olden(false).await;
-    let again = Store::open(&path).await.unwrap();
+    raw(engine, &at, &[C1_OLD]).await;
+    let again = open().await;
     assert_eq!(row(&again, "c1.example.org", D1).await.op, PushOp::Set);
+    again.close().await;
 }

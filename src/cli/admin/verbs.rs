@@ -57,6 +57,11 @@ pub struct PendingArgs {
     /// The depot's id (its FQDN).
     #[arg(long)]
     pub depot: String,
+    /// List the depot's blocked configs instead (clients whose config cannot
+    /// be built: the product not on the depot, no service address), with
+    /// their reasons.
+    #[arg(long)]
+    pub blocked: bool,
     /// How to reach the configserver.
     #[command(flatten)]
     pub connection: Connection,
@@ -181,7 +186,7 @@ async fn list_depots(admin: &mut Admin) -> Result<Vec<DepotView>, CliError> {
 }
 
 /// `pxeconf depots`: endpoint, reachability, new (batches or unary) or legacy path, pushes
-/// queued and configs delivered but not yet read.
+/// queued, configs delivered but not yet read, configs blocked.
 pub async fn depots(args: DepotsArgs) -> Result<(), CliError> {
     let mut admin = args.connection.connect().await?;
     let depots = list_depots(&mut admin).await?;
@@ -189,7 +194,7 @@ pub async fn depots(args: DepotsArgs) -> Result<(), CliError> {
 }
 
 /// `pxeconf pending --depot D`: every push owed to the depot or delivered and
-/// not yet read, all pages of it.
+/// not yet read, all pages of it; with `--blocked` its blocked configs.
 pub async fn pending(args: PendingArgs) -> Result<(), CliError> {
     let mut admin = args.connection.connect().await?;
     // An unknown depot has nothing pending; say so rather than print "0 pending".
@@ -205,12 +210,17 @@ pub async fn pending(args: PendingArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    let pending = all_pending(&mut admin, &wanted).await?;
-    args.connection.print(&pending, |p| print_pending(p))
+    let pending = all_pending(&mut admin, &wanted, args.blocked).await?;
+    args.connection
+        .print(&pending, |p| print_pending(p, args.blocked))
 }
 
-/// Every page of what is pending for `depot_id`.
-async fn all_pending(admin: &mut Admin, depot_id: &str) -> Result<Vec<PendingView>, CliError> {
+/// Every page of what is pending for `depot_id`, or of its blocked configs.
+async fn all_pending(
+    admin: &mut Admin,
+    depot_id: &str,
+    blocked: bool,
+) -> Result<Vec<PendingView>, CliError> {
     let mut pending = Vec::new();
     let mut token = String::new();
     loop {
@@ -218,6 +228,7 @@ async fn all_pending(admin: &mut Admin, depot_id: &str) -> Result<Vec<PendingVie
             depot_id: depot_id.to_owned(),
             page_size: PAGE,
             page_token: token.clone(),
+            blocked,
         };
         let page = answer(admin.list_pending(request).await)?;
         pending.extend(page.pending.into_iter().map(PendingView::from));

@@ -220,6 +220,8 @@ pub(super) struct DepotView {
     batches: bool,
     queued: u64,
     delivered: u64,
+    /// Configs that cannot be built (see `DepotStatus.blocked`).
+    blocked: u64,
     pushes_new: u64,
     pushes_legacy: u64,
     #[serde(serialize_with = "rfc3339")]
@@ -240,6 +242,7 @@ impl From<proto::DepotStatus> for DepotView {
             batches: d.batches,
             queued: d.queued,
             delivered: d.delivered,
+            blocked: d.blocked,
             pushes_new: d.pushes_new,
             pushes_legacy: d.pushes_legacy,
             last_contact: time(d.last_contact),
@@ -278,6 +281,7 @@ pub(super) fn print_depots(depots: &[DepotView]) {
                 },
                 d.queued.to_string(),
                 d.delivered.to_string(),
+                d.blocked.to_string(),
                 cell_time(d.last_contact),
                 d.last_error.clone(),
             ]
@@ -291,6 +295,7 @@ pub(super) fn print_depots(depots: &[DepotView]) {
             "CAPABILITY",
             "QUEUED",
             "UNREAD",
+            "BLOCKED",
             "LAST CONTACT",
             "LAST ERROR",
         ],
@@ -322,7 +327,7 @@ impl From<proto::PendingPush> for PendingView {
 }
 
 /// Prints pending pushes for people.
-pub(super) fn print_pending(pending: &[PendingView]) {
+pub(super) fn print_pending(pending: &[PendingView], blocked: bool) {
     let rows: Vec<Vec<String>> = pending
         .iter()
         .map(|p| {
@@ -334,7 +339,11 @@ pub(super) fn print_pending(pending: &[PendingView]) {
     let mut headers = DELIVERY_HEADERS;
     headers[0] = "CLIENT";
     table(&headers, &rows);
-    println!("{} pending", pending.len());
+    println!(
+        "{} {}",
+        pending.len(),
+        if blocked { "blocked" } else { "pending" }
+    );
 }
 
 #[cfg(test)]

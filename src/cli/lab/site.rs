@@ -207,7 +207,7 @@ impl Lab {
             .map(|d| {
                 counts
                     .get(&d.id)
-                    .map(|(owed, delivered)| (*delivered, *owed))
+                    .map(|c| (c.held, c.owed))
                     .unwrap_or((0, 0))
             })
             .collect())

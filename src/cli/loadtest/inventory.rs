@@ -353,6 +353,7 @@ async fn any_pending(target: &Target, names: &Names) -> Result<bool, CliError> {
                     depot_id: depot.id.clone(),
                     page_size: 10_000,
                     page_token: token,
+                    blocked: false,
                 })
                 .await?
                 .into_inner();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::db::{SMALL_WRITE, Store, on};
 use super::error::{Result, StoreError};
 use super::records::{
-    Ack, Owed, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate,
+    Ack, DepotCounts, Owed, PushOp, PushPath, PushRecord, ReadOutcome, ReadReport, UsedTemplate,
 };
 use super::rows;
 use super::script::{Ran, Script, Value};
@@ -502,29 +502,57 @@ impl Store {
         .collect())
     }
 
-    /// Per depot: pushes owed, and configs delivered and not read. Each
-    /// count reads only its partial index (`pushes_owed`, `pushes_held`):
-    /// the cost follows what is owed and held, not every push row, so a
-    /// poll of `ListDepots` stays cheap on a large site.
-    pub async fn depot_counts(&self) -> Result<HashMap<String, (u64, u64)>> {
-        let counted: Vec<(String, bool, i64)> = on!(self.reader(), |c| sqlx::query_as(
-            "SELECT depot_id, true, count(*) FROM pushes
+    /// Per depot: pushes owed, configs delivered and not read, and configs
+    /// blocked. Each count reads only its partial index (`pushes_owed`,
+    /// `pushes_held`, `pushes_blocked`): the cost follows what is owed, held
+    /// and blocked, not every push row, so a poll of `ListDepots` stays
+    /// cheap on a large site.
+    pub async fn depot_counts(&self) -> Result<HashMap<String, DepotCounts>> {
+        // The kinds are cast: PostgreSQL types a bare literal INT4.
+        let counted: Vec<(String, i64, i64)> = on!(self.reader(), |c| sqlx::query_as(
+            "SELECT depot_id, CAST(0 AS BIGINT), count(*) FROM pushes
                WHERE revision > delivered_revision GROUP BY depot_id
              UNION ALL
-             SELECT depot_id, false, count(*) FROM pushes
+             SELECT depot_id, CAST(1 AS BIGINT), count(*) FROM pushes
                WHERE op = 'set' AND delivered_revision >= revision AND read_revision < revision
-               GROUP BY depot_id",
+               GROUP BY depot_id
+             UNION ALL
+             SELECT depot_id, CAST(2 AS BIGINT), count(*) FROM pushes WHERE blocked <> '' GROUP BY depot_id",
         )
         .fetch_all(c)
         .await?);
-        let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
-        for (depot, owed, n) in counted {
+        let mut counts: HashMap<String, DepotCounts> = HashMap::new();
+        for (depot, kind, n) in counted {
             let entry = counts.entry(depot).or_default();
-            match owed {
-                true => entry.0 = n.max(0) as u64,
-                false => entry.1 = n.max(0) as u64,
+            let n = n.max(0) as u64;
+            match kind {
+                0 => entry.owed = n,
+                1 => entry.held = n,
+                _ => entry.blocked = n,
             }
         }
         Ok(counts)
+    }
+
+    /// A page of the configs of `depot_id` that are blocked (the reason in
+    /// each row's `blocked`), ordered by client after `after`.
+    pub async fn blocked_of_depot(
+        &self,
+        depot_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<PushRecord>> {
+        on!(self.reader(), |c| sqlx::query(
+            "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2 AND blocked <> ''
+             ORDER BY client_id LIMIT $3",
+        )
+        .bind(depot_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(rows::push)
+        .collect())
     }
 }

@@ -56,7 +56,7 @@ pub use import::{ImportOutcome, Inventory};
 pub use leases::{Announcement, OWED_CHANNEL};
 pub use lock::{DbLock, lock_path};
 pub use records::{
-    Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotRecord, Owed, PocRecord,
+    Ack, ActionRecord, ConfigRecord, ConfigStateRecord, DepotCounts, DepotRecord, Owed, PocRecord,
     ProductOnDepotRecord, ProductRecord, PropertyStateRecord, PushOp, PushPath, PushRecord,
     ReadOutcome, ReadReport, UsedTemplate, WriteOutcome,
 };

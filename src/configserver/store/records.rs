@@ -108,6 +108,18 @@ pub struct PocRecord {
     pub package_version: String,
 }
 
+/// A depot's counts in `ListDepots`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DepotCounts {
+    /// Pushes owed to it.
+    pub owed: u64,
+    /// Configs delivered to it and not read.
+    pub held: u64,
+    /// Configs of its clients that cannot be built (a removal of an old
+    /// one may be owed as well).
+    pub blocked: u64,
+}
+
 /// A push owed: the dispatcher of `depot_id` should (re)send `client_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owed {

@@ -169,14 +169,24 @@ impl Store {
     /// version kept pushing and the depot kept refusing, its old config left
     /// in place) becomes the failure it is, and one they no longer block is
     /// owed again. Only rows whose blocked state differs change: the others
-    /// are not pushed again. Returns how many changed.
+    /// are not pushed again. Returns how many changed. A replica of an older
+    /// version still writing to the same PostgreSQL database after the pass
+    /// writes under its rules (README: stop old replicas first).
     pub(super) async fn recheck_blocks(&self) -> Result<usize> {
+        const DONE: &str = "SELECT value FROM meta WHERE key = 'block_rules'";
+        // Read first without the write lock: a start that has nothing to do
+        // must not wait for another replica's long write (an import).
+        let done: Option<i64> = on!(self.reader(), |c| sqlx::query_scalar(DONE)
+            .fetch_optional(c)
+            .await?);
+        if done.is_some_and(|v| v >= BLOCK_RULES) {
+            return Ok(0);
+        }
         let mut tx = self.begin().await?;
-        let done: Option<i64> = on!(tx.conn(), |c| sqlx::query_scalar(
-            "SELECT value FROM meta WHERE key = 'block_rules'"
-        )
-        .fetch_optional(c)
-        .await?);
+        // Again under the lock: another replica may have just done it.
+        let done: Option<i64> = on!(tx.conn(), |c| sqlx::query_scalar(DONE)
+            .fetch_optional(c)
+            .await?);
         if done.is_some_and(|v| v >= BLOCK_RULES) {
             tx.rollback().await?;
             return Ok(0);
