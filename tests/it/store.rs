@@ -1672,11 +1672,11 @@ async fn raw(engine: Engine, at: &str, statements: &[&'static str]) {
 }
 
 /// A store written by a version whose rules did not block a client without
-/// a service address (its row a set the depot kept refusing), and whose
-/// rules blocked a config the rules now allow: the first start of this
-/// version brings both in line, owing the removal of the old config and
-/// the push of the allowed one, and changes no other row; later starts
-/// look at no row.
+/// a service address (its row a set the depot kept refusing), whose rules
+/// blocked a config the rules now allow, and which kept a blocked row of a
+/// client gone elsewhere: the first start of this version brings all three
+/// in line, owing the removal of the old config and the push of the
+/// allowed one, and changes no other row; later starts look at no row.
 async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once(engine: Engine) {
     let (_dir, at, store) = seeded_at(engine).await;
     let set = row(&store, "c1.example.org", D1).await;
@@ -1702,6 +1702,12 @@ async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once(eng
             C1_OLD,
             "UPDATE pushes SET op = 'remove', blocked = 'a rule of an older version'
              WHERE client_id = 'c3.example.org'",
+            // c2 is on d1; a row blocked on d2 is a leftover of a version
+            // that kept blocked rows of clients gone elsewhere.
+            "INSERT INTO pushes (client_id, depot_id, op, product_id, blocked, revision,
+               delivered_revision, updated_at)
+             VALUES ('c2.example.org', 'd2.example.org', 'remove', 'win',
+               'product win is not installed on depot d2.example.org', 1, 1, 0)",
             "DELETE FROM meta WHERE key = 'block_rules'",
         ],
     )
@@ -1738,6 +1744,18 @@ async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once(eng
         row(&upgraded, "c2.example.org", D1).await.revision,
         c2.revision,
         "a config the rules judge alike is not pushed again"
+    );
+    let left = row(&upgraded, "c2.example.org", D2).await;
+    assert_eq!((left.op, left.blocked.as_str()), (PushOp::Remove, ""));
+    assert_eq!(
+        upgraded
+            .depot_counts()
+            .await
+            .unwrap()
+            .get(D2)
+            .map_or(0, |c| c.blocked),
+        0,
+        "d2 has no blocked config"
     );
     upgraded.close().await;
     // Once: a start under the same rules looks at no row (a site's every

@@ -215,6 +215,19 @@ pub async fn pending(args: PendingArgs) -> Result<(), CliError> {
         .print(&pending, |p| print_pending(p, args.blocked))
 }
 
+/// Whether every entry is a blocked config (failed, with its reason): a
+/// configserver older than `ListPendingRequest.blocked` ignores it and
+/// lists what is pending.
+fn all_blocked(page: &[proto::PendingPush]) -> bool {
+    page.iter().all(|p| {
+        p.delivery.as_ref().is_some_and(|d| {
+            d.state == proto::DeliveryState::Failed as i32
+                && d.next_retry.is_none()
+                && !d.error.is_empty()
+        })
+    })
+}
+
 /// Every page of what is pending for `depot_id`, or of its blocked configs.
 async fn all_pending(
     admin: &mut Admin,
@@ -231,6 +244,12 @@ async fn all_pending(
             blocked,
         };
         let page = answer(admin.list_pending(request).await)?;
+        if blocked && !all_blocked(&page.pending) {
+            return Err(
+                "the configserver listed pushes that are not blocked: it is older than this pxeconf and does not know --blocked"
+                    .into(),
+            );
+        }
         pending.extend(page.pending.into_iter().map(PendingView::from));
         if page.next_page_token.is_empty() {
             return Ok(pending);
@@ -240,5 +259,44 @@ async fn all_pending(
             return Err("the configserver returned the same page token twice".into());
         }
         token = page.next_page_token;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(state: proto::DeliveryState, error: &str) -> proto::PendingPush {
+        proto::PendingPush {
+            client_id: "c1.example.org".into(),
+            delivery: Some(proto::Delivery {
+                state: state as i32,
+                error: error.into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_list_of_blocked_configs_holds_only_failures_with_a_reason() {
+        let blocked = entry(proto::DeliveryState::Failed, "product win is not installed");
+        assert!(all_blocked(std::slice::from_ref(&blocked)));
+        assert!(all_blocked(&[]));
+        // What an older configserver, ignoring the flag, lists instead.
+        for other in [
+            entry(proto::DeliveryState::Queued, ""),
+            entry(proto::DeliveryState::Delivered, ""),
+            entry(proto::DeliveryState::Failed, ""),
+        ] {
+            assert!(!all_blocked(&[blocked.clone(), other]));
+        }
+        let retried = proto::PendingPush {
+            delivery: Some(proto::Delivery {
+                next_retry: Some(crate::wire::timestamp(std::time::SystemTime::now())),
+                ..blocked.delivery.clone().unwrap()
+            }),
+            ..blocked.clone()
+        };
+        assert!(!all_blocked(&[retried]), "a failure retried is no block");
     }
 }

@@ -509,7 +509,8 @@ impl Store {
     /// cheap on a large site.
     pub async fn depot_counts(&self) -> Result<HashMap<String, DepotCounts>> {
         // The kinds are cast: PostgreSQL types a bare literal INT4.
-        let counted: Vec<(String, i64, i64)> = on!(self.reader(), |c| sqlx::query_as(
+        let counted: Vec<(String, i64, i64)> = on!(self.reader(), |c| {
+            sqlx::query_as(
             "SELECT depot_id, CAST(0 AS BIGINT), count(*) FROM pushes
                WHERE revision > delivered_revision GROUP BY depot_id
              UNION ALL
@@ -520,7 +521,8 @@ impl Store {
              SELECT depot_id, CAST(2 AS BIGINT), count(*) FROM pushes WHERE blocked <> '' GROUP BY depot_id",
         )
         .fetch_all(c)
-        .await?);
+        .await?
+        });
         let mut counts: HashMap<String, DepotCounts> = HashMap::new();
         for (depot, kind, n) in counted {
             let entry = counts.entry(depot).or_default();

@@ -220,40 +220,35 @@ impl Store {
     }
 }
 
-/// [`reconcile`] for the `clients` whose push row the rules now judge
-/// otherwise (blocked, or for another reason, or no longer): the others
-/// keep their rows and revisions. Returns how many rows changed and the
-/// pushes now owed.
+/// [`reconcile`] for `clients`, keeping only the changes to a row's blocked
+/// state (blocked, for another reason, no longer; a row still blocked on a
+/// depot the client has left, which an older version kept, becomes the
+/// removal it stands for): the other rows keep their revisions, so nothing
+/// is pushed again. Returns how many rows changed and the pushes now owed.
 async fn reblock(conn: &mut Tx, clients: &[String]) -> Result<(usize, Vec<Owed>)> {
     let clients = distinct(clients.iter().map(String::as_str));
     if clients.is_empty() {
         return Ok((0, Vec::new()));
     }
     let mut ran = reads(Script::default(), &clients).run(conn).await?;
-    let State {
-        mut desired,
-        mut current,
-        waiting,
-    } = state(&mut ran)?;
-    desired.retain(|client, want| {
-        want.as_ref().is_some_and(|w| {
-            current
-                .get(&(client.clone(), w.depot.clone()))
-                .is_some_and(|row| row.blocked != w.blocked.as_deref().unwrap_or_default())
+    let state = state(&mut ran)?;
+    let before: HashMap<(String, String), String> = state
+        .current
+        .iter()
+        .map(|(key, row)| (key.clone(), row.blocked.clone()))
+        .collect();
+    let changes: Vec<Change> = plan(state)
+        .into_iter()
+        .filter(|c| {
+            let was = before.get(&(c.client.clone(), c.depot.clone()));
+            was.map_or("", String::as_str) != c.blocked
         })
-    });
-    current.retain(|(client, _), _| desired.contains_key(client));
-    let changed = desired.len();
-    let owed = apply(
-        conn,
-        State {
-            desired,
-            current,
-            waiting,
-        },
-    )
-    .await?;
-    Ok((changed, owed))
+        .collect();
+    if changes.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    changes_script(&changes, traceparent()).run(conn).await?;
+    Ok((changes.len(), owed(changes)))
 }
 
 /// Each client once, in first-seen order.
