@@ -131,16 +131,11 @@ impl AdminService {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let store = &self.core.store;
-        let rows = if r.blocked {
-            store
-                .blocked_of_depot(depot.as_str(), &r.page_token, limit + 1)
-                .await?
-        } else {
-            store
-                .pending_of_depot(depot.as_str(), &r.page_token, limit + 1)
-                .await?
-        };
+        let rows = self
+            .core
+            .store
+            .pending_of_depot(depot.as_str(), &r.page_token, limit + 1, r.blocked)
+            .await?;
         let more = rows.len() > limit as usize;
         let runtime = self.core.dispatcher.runtime();
         let rt = runtime.get(depot.as_str());

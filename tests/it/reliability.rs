@@ -1565,7 +1565,7 @@ mod store {
 
     use super::copy_database;
     use pxeconf::configserver::store::*;
-    use pxeconf::domain::opsi::{DEPOT_ID, SERVICE_URL};
+    use pxeconf::domain::opsi::DEPOT_ID;
     use pxeconf::domain::{ActionRequest, Endpoint, Fqdn, Mac, ProductId, Secret};
 
     const D1: &str = "d1.example.org";
@@ -1617,18 +1617,7 @@ mod store {
             .await
             .unwrap();
         store
-            .upsert_configs(&[
-                ConfigRecord {
-                    id: DEPOT_ID.into(),
-                    default_values: vec![D1.into()],
-                    description: String::new(),
-                },
-                ConfigRecord {
-                    id: SERVICE_URL.into(),
-                    default_values: vec!["https://cs.example.org:4447".into()],
-                    description: String::new(),
-                },
-            ])
+            .upsert_configs(&crate::common::config_defaults(D1))
             .await
             .unwrap();
         store

@@ -98,6 +98,15 @@ fn owed(outcome: WriteOutcome) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Whether `depot` is owed a push of `client`.
+async fn is_owed(store: &Store, depot: &str, client: &str) -> bool {
+    store
+        .owed_clients(depot)
+        .await
+        .unwrap()
+        .contains(&client.to_owned())
+}
+
 fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
     list.iter()
         .map(|(d, c)| (d.to_string(), c.to_string()))
@@ -140,18 +149,7 @@ async fn seeded_at(engine: Engine) -> (tempfile::TempDir, String, Store) {
         .await
         .unwrap();
     store
-        .upsert_configs(&[
-            ConfigRecord {
-                id: DEPOT_ID.into(),
-                default_values: vec![D1.into()],
-                description: String::new(),
-            },
-            ConfigRecord {
-                id: SERVICE_URL.into(),
-                default_values: vec!["https://cs.example.org:4447".into()],
-                description: String::new(),
-            },
-        ])
+        .upsert_configs(&crate::common::config_defaults(D1))
         .await
         .unwrap();
     store
@@ -521,13 +519,7 @@ async fn a_product_missing_on_the_depot_fails_until_a_product_on_depot_is_writte
     );
     // Once the removal is delivered nothing is owed: no retry every 30 s.
     deliver(&store, "c1.example.org", blocked.revision).await;
-    assert!(
-        !store
-            .owed_clients(D1)
-            .await
-            .unwrap()
-            .contains(&"c1.example.org".to_owned())
-    );
+    assert!(!is_owed(&store, D1, "c1.example.org").await);
     // Other writes touching c1 leave it failed, owing nothing.
     assert!(
         owed(
@@ -652,13 +644,7 @@ async fn a_client_without_a_service_address_fails_until_it_has_one(engine: Engin
         .await
         .unwrap();
     assert_eq!(row(&store, "c1.example.org", D1).await.blocked, no_service);
-    assert!(
-        !store
-            .owed_clients(D1)
-            .await
-            .unwrap()
-            .contains(&"c1.example.org".to_owned())
-    );
+    assert!(!is_owed(&store, D1, "c1.example.org").await);
     // Without a default every client without an address of its own (or on
     // its depot) waits; c1's own blank one still blocks it.
     let outcome = store
@@ -739,13 +725,7 @@ async fn a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes(eng
             "product win is not installed on depot d1.example.org"
         )
     );
-    assert!(
-        store
-            .owed_clients(D1)
-            .await
-            .unwrap()
-            .contains(&"c1.example.org".to_owned())
-    );
+    assert!(is_owed(&store, D1, "c1.example.org").await);
 }
 
 async fn a_late_read_of_an_earlier_config_never_clears_an_action_set_since(engine: Engine) {
@@ -808,13 +788,7 @@ async fn a_read_of_a_product_set_before_another_clears_that_products_action(engi
         "win is not booted again after linux"
     );
     // linux's config is still owed, and a read of it clears linux.
-    assert!(
-        store
-            .owed_clients(D1)
-            .await
-            .unwrap()
-            .contains(&"c1.example.org".to_owned())
-    );
+    assert!(is_owed(&store, D1, "c1.example.org").await);
     let read = store
         .report_read(D1, "c1.example.org", "linux", linux.revision)
         .await
@@ -1723,21 +1697,13 @@ async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once(eng
         )
     );
     assert!(
-        upgraded
-            .owed_clients(D1)
-            .await
-            .unwrap()
-            .contains(&"c1.example.org".to_owned()),
+        is_owed(&upgraded, D1, "c1.example.org").await,
         "d1 may hold the old config: its removal is owed"
     );
     let allowed = row(&upgraded, "c3.example.org", D2).await;
     assert_eq!((allowed.op, allowed.blocked.as_str()), (PushOp::Set, ""));
     assert!(
-        upgraded
-            .owed_clients(D2)
-            .await
-            .unwrap()
-            .contains(&"c3.example.org".to_owned()),
+        is_owed(&upgraded, D2, "c3.example.org").await,
         "c3's config is owed"
     );
     assert_eq!(

@@ -480,26 +480,33 @@ impl Store {
         .collect())
     }
 
-    /// Push rows owed to `depot` or delivered and unread, after `after`.
+    /// A page of the push rows of `depot` after client `after`: those owed
+    /// or delivered and unread, or with `blocked` those blocked (the reason
+    /// in each row's `blocked`).
     pub async fn pending_of_depot(
         &self,
         depot_id: &str,
         after: &str,
         limit: u32,
+        blocked: bool,
     ) -> Result<Vec<PushRecord>> {
-        on!(self.reader(), |c| sqlx::query(
+        let sql = if blocked {
+            "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2 AND blocked <> ''
+             ORDER BY client_id LIMIT $3"
+        } else {
             "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2
                AND (revision > delivered_revision OR (op = 'set' AND read_revision < revision))
-             ORDER BY client_id LIMIT $3",
-        )
-        .bind(depot_id)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(c)
-        .await?
-        .iter()
-        .map(rows::push)
-        .collect())
+             ORDER BY client_id LIMIT $3"
+        };
+        on!(self.reader(), |c| sqlx::query(sql)
+            .bind(depot_id)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(rows::push)
+            .collect())
     }
 
     /// Per depot: pushes owed, configs delivered and not read, and configs
@@ -534,27 +541,5 @@ impl Store {
             }
         }
         Ok(counts)
-    }
-
-    /// A page of the configs of `depot_id` that are blocked (the reason in
-    /// each row's `blocked`), ordered by client after `after`.
-    pub async fn blocked_of_depot(
-        &self,
-        depot_id: &str,
-        after: &str,
-        limit: u32,
-    ) -> Result<Vec<PushRecord>> {
-        on!(self.reader(), |c| sqlx::query(
-            "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2 AND blocked <> ''
-             ORDER BY client_id LIMIT $3",
-        )
-        .bind(depot_id)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(c)
-        .await?
-        .iter()
-        .map(rows::push)
-        .collect())
     }
 }

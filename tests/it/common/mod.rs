@@ -620,3 +620,23 @@ pub fn without_marker(text: &str) -> String {
         .map(|l| format!("{l}\n"))
         .collect()
 }
+
+/// The config defaults a store's clients need for a config: `depot` as
+/// the depot of every client, and a service address (without one every
+/// config is blocked).
+pub fn config_defaults(depot: &str) -> Vec<pxeconf::configserver::store::ConfigRecord> {
+    use pxeconf::configserver::store::ConfigRecord;
+    use pxeconf::domain::opsi::{DEPOT_ID, SERVICE_URL};
+    vec![
+        ConfigRecord {
+            id: DEPOT_ID.into(),
+            default_values: vec![depot.into()],
+            description: String::new(),
+        },
+        ConfigRecord {
+            id: SERVICE_URL.into(),
+            default_values: vec!["https://cs.example.org:4447".into()],
+            description: String::new(),
+        },
+    ]
+}
