@@ -401,6 +401,16 @@ impl From<&ClientBundle> for proto::ClientBundle {
     }
 }
 
+/// The reason of a delivery that shows a blocked config — failed for good,
+/// no retry planned, the reason in `error` (`GetClientStatus`,
+/// `ListPending`) — or `None` for any other.
+pub fn blocked_reason(d: &crate::proto::Delivery) -> Option<&str> {
+    (d.state == crate::proto::DeliveryState::Failed as i32
+        && d.next_retry.is_none()
+        && !d.error.is_empty())
+    .then_some(d.error.as_str())
+}
+
 /// A wire timestamp for a system time.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)

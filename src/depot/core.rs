@@ -130,7 +130,7 @@ impl DepotCore {
         // Written without `service=`, the config would boot an image that
         // reaches nothing, and its read would still turn the action `none`:
         // the action lost, nothing installed.
-        if crate::domain::opsi::service_url(&bundle.service_address).is_none() {
+        if !crate::domain::opsi::names_service(&bundle.service_address) {
             return Err(Error::NoService {
                 fqdn: bundle.client.fqdn.clone(),
             });

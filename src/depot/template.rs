@@ -193,19 +193,20 @@ fn first_word(line: &str) -> (&str, &str) {
     line.split_at(end)
 }
 
-/// Whether a UEFI client may be handed `t` as it is: grub, elilo or iPXE,
-/// and (but for iPXE, whose `kernel` is its own) without a pxelinux line —
-/// pxelinux's `linux` keyword alone reads as grub.
-fn boots_uefi(t: &Template) -> bool {
+/// Whether a UEFI client may be handed a template of `format` and `text` as
+/// it is: grub, elilo or iPXE, and (but for iPXE, whose `kernel` is its
+/// own) without a pxelinux line — pxelinux's `linux` keyword alone reads as
+/// grub.
+fn boots_uefi(format: TemplateFormat, text: &str) -> bool {
     const PXELINUX_ONLY: [&str; 5] = ["label", "kernel", "append", "localboot", "prompt"];
     let pxelinux_line = |line: &str| {
         let (word, rest) = first_word(line.trim());
         !rest.trim_start().starts_with('=')
             && PXELINUX_ONLY.iter().any(|k| word.eq_ignore_ascii_case(k))
     };
-    match t.format {
+    match format {
         TemplateFormat::Ipxe => true,
-        TemplateFormat::Grub | TemplateFormat::Elilo => !t.text.lines().any(pxelinux_line),
+        TemplateFormat::Grub | TemplateFormat::Elilo => !text.lines().any(pxelinux_line),
         TemplateFormat::Pxelinux | TemplateFormat::Unknown => false,
     }
 }
@@ -220,6 +221,9 @@ pub struct Template {
     pub text: Arc<str>,
     /// Its syntax, told once when it is read.
     pub format: TemplateFormat,
+    /// Whether a UEFI client may be handed it as it is (see [`boots_uefi`]),
+    /// told once when it is read.
+    pub boots_uefi: bool,
 }
 
 /// The template chosen for a bundle, and why.
@@ -310,8 +314,11 @@ impl Templates {
     /// Chooses and loads the template for `bundle` (see the module's rules),
     /// and logs which and why.
     pub fn pick(&self, bundle: &ClientBundle) -> Result<Picked, TemplateError> {
-        let (name, reason) = self.choose(bundle);
-        let template = self.load(&name)?;
+        let (name, reason, loaded) = self.choose(bundle);
+        let template = match loaded {
+            Some(template) => template,
+            None => self.load(&name)?,
+        };
         let mode = bundle.boot_mode;
         if mode.is_uefi() && template.format == TemplateFormat::Pxelinux {
             return Err(TemplateError::PxelinuxForUefi {
@@ -337,8 +344,10 @@ impl Templates {
         Ok(Picked { template, reason })
     }
 
-    /// The template a bundle asks for, and why: see the module's rules.
-    pub fn choose(&self, bundle: &ClientBundle) -> (TemplateName, String) {
+    /// The template a bundle asks for, and why: see the module's rules; and
+    /// the template itself when the choice had to load it (a UEFI client's
+    /// product template taken as it is), so that it is not loaded twice.
+    pub fn choose(&self, bundle: &ClientBundle) -> (TemplateName, String, Option<Arc<Template>>) {
         let mode = bundle.boot_mode;
         let default = match mode {
             BootMode::Bios => &self.config.bios,
@@ -346,18 +355,20 @@ impl Templates {
             BootMode::UefiX64 => &self.config.uefi_x64,
         };
         let m = mode.as_str();
-        let fallback = |why: String| (default.clone(), format!("{why}; the {m} default"));
+        let fallback = |why: String| (default.clone(), format!("{why}; the {m} default"), None);
         match &bundle.product.template {
             None => fallback("no product template".to_owned()),
             Some(own) if own.is_obsolete() => fallback(format!(
                 "the product template {own} is obsolete (as in opsi 4.3)"
             )),
-            Some(own) if !mode.is_uefi() => (own.clone(), "the product's template".to_owned()),
+            Some(own) if !mode.is_uefi() => {
+                (own.clone(), "the product's template".to_owned(), None)
+            }
             Some(own) => match own.efi_variant().filter(|efi| self.is_template(efi)) {
                 Some(efi) => {
                     let why =
                         format!("UEFI client ({m}): the product template's UEFI variant {efi}");
-                    (efi, why)
+                    (efi, why, None)
                 }
                 // opsi 4.3's templates are grub, which boots UEFI as it is:
                 // 4.3 hands every (64-bit) client the product's own. A
@@ -369,12 +380,13 @@ impl Templates {
                         .then(|| self.load(own).ok())
                         .flatten();
                     match loaded {
-                        Some(t) if boots_uefi(&t) => (
+                        Some(t) if t.boots_uefi => (
                             own.clone(),
                             format!(
                                 "UEFI client ({m}): the product's template, in {} format (no UEFI variant {own}.efi)",
                                 t.format.as_str()
                             ),
+                            Some(t),
                         ),
                         Some(t) => fallback(format!(
                             "UEFI client ({m}): the product template {own} has no UEFI variant {own}.efi and is {}",
@@ -455,9 +467,11 @@ impl Templates {
             return Ok(template);
         }
         let (text, stamp) = read(&path)?;
+        let format = TemplateFormat::detect(&text);
         let template = Arc::new(Template {
             name: relative.to_string_lossy().into_owned(),
-            format: TemplateFormat::detect(&text),
+            boots_uefi: boots_uefi(format, &text),
+            format,
             text: text.into(),
         });
         self.cache
@@ -612,7 +626,7 @@ mod tests {
 
     /// The chosen name and reason.
     fn chosen(t: &Templates, template: Option<&str>, mode: BootMode) -> (String, String) {
-        let (name, reason) = t.choose(&bundle(template, mode));
+        let (name, reason, _) = t.choose(&bundle(template, mode));
         (name.to_string(), reason)
     }
 

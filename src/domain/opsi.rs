@@ -48,15 +48,25 @@ impl PxeSettings {
 /// names nothing. The depot writes it into the config; the configserver
 /// blocks a config without one, as the depot would refuse it.
 pub fn service_url(address: &str) -> Option<String> {
-    // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
-    let service = address.trim().trim_end_matches('/');
-    if service.is_empty() {
-        None
-    } else if service.ends_with("/rpc") {
-        Some(service.to_owned())
+    let service = service_base(address)?;
+    Some(if service.ends_with("/rpc") {
+        service.to_owned()
     } else {
-        Some(format!("{service}/rpc"))
-    }
+        format!("{service}/rpc")
+    })
+}
+
+/// Whether a service address names a service ([`service_url`] is `Some`),
+/// without building the URL: the checks on every push and every
+/// reconciled client.
+pub fn names_service(address: &str) -> bool {
+    service_base(address).is_some()
+}
+
+/// The address without blanks and trailing slashes; `None` if nothing is left.
+fn service_base(address: &str) -> Option<&str> {
+    // Trailing slashes go first, so that neither `…//rpc` nor `…/rpc/rpc` arises.
+    Some(address.trim().trim_end_matches('/')).filter(|s| !s.is_empty())
 }
 
 /// Why `client` gets no config without a service address: the depot's

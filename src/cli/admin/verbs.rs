@@ -220,11 +220,10 @@ pub async fn pending(args: PendingArgs) -> Result<(), CliError> {
 /// lists what is pending.
 fn all_blocked(page: &[proto::PendingPush]) -> bool {
     page.iter().all(|p| {
-        p.delivery.as_ref().is_some_and(|d| {
-            d.state == proto::DeliveryState::Failed as i32
-                && d.next_retry.is_none()
-                && !d.error.is_empty()
-        })
+        p.delivery
+            .as_ref()
+            .and_then(crate::wire::blocked_reason)
+            .is_some()
     })
 }
 

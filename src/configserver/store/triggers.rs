@@ -23,7 +23,7 @@ use super::rules::{active_product_sql, effective_depot_sql, effective_values_sql
 use super::script::{Ran, Script, Value};
 use super::sequence;
 use super::sql::{json_list, json_rows, now_ms, traceparent};
-use crate::domain::opsi::{SERVICE_URL, no_service, service_url};
+use crate::domain::opsi::{SERVICE_URL, names_service, no_service};
 
 /// The tail of every admin write: the pushes the change owes, in the same
 /// transaction, then the commit.
@@ -413,8 +413,7 @@ fn wanted(rows: Vec<Wanted>) -> (HashMap<String, Option<Want>>, u64) {
                 let want = match (exists, product, depot) {
                     (true, Some(product), Some(depot)) if depot_known => Some(Want {
                         blocked: blocked.or_else(|| {
-                            service_url(service.as_deref().unwrap_or_default())
-                                .is_none()
+                            (!names_service(service.as_deref().unwrap_or_default()))
                                 .then(|| no_service(&client))
                         }),
                         depot,

@@ -40,15 +40,15 @@ pub async fn stop_if_waiting(
         let blocked = status
             .deliveries
             .iter()
-            .find(|d| d.state == proto::DeliveryState::Failed as i32 && d.next_retry.is_none());
+            .find_map(crate::wire::blocked_reason);
         let said = match blocked {
-            Some(d) => &d.error,
-            None if !status.note.is_empty() => &status.note,
+            Some(reason) => reason,
+            None if !status.note.is_empty() => status.note.as_str(),
             None => continue,
         };
         // The reasons mostly name the client already.
         why = Some(if said.starts_with(fqdn) {
-            said.clone()
+            said.to_owned()
         } else {
             format!("{fqdn}: {said}")
         });
