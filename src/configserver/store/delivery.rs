@@ -14,6 +14,12 @@ use super::sql::{now_ms, now_us, to_ms, traceparent};
 use super::triggers::{finish_native, finish_read, reads, state};
 use crate::domain::ActionRequest;
 
+/// A page of a depot's blocked configs: through `pushes_blocked_by_client`
+/// (migration 0008), so a page reads the depot's blocked rows only.
+const BLOCKED_OF_DEPOT: &str =
+    "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2 AND blocked <> ''
+     ORDER BY client_id LIMIT $3";
+
 /// The statements recording a batch of push results: each failure (rare)
 /// on its own, then every delivery in one statement. Per client and depot
 /// only the highest delivered revision counts (what one after the other
@@ -491,8 +497,7 @@ impl Store {
         blocked: bool,
     ) -> Result<Vec<PushRecord>> {
         let sql = if blocked {
-            "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2 AND blocked <> ''
-             ORDER BY client_id LIMIT $3"
+            BLOCKED_OF_DEPOT
         } else {
             "SELECT * FROM pushes WHERE depot_id = $1 AND client_id > $2
                AND (revision > delivered_revision OR (op = 'set' AND read_revision < revision))
@@ -541,5 +546,40 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+    use crate::configserver::store::db::Engine;
+
+    /// A depot of tens of thousands of clients with a few blocked: a page
+    /// of them must not read every row of the depot.
+    #[tokio::test]
+    async fn a_page_of_blocked_configs_reads_the_blocked_rows_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("pxeconf.db")).await.unwrap();
+        let Engine::Sqlite(pool) = store.reader() else {
+            panic!("an SQLite store");
+        };
+        let explain = format!("EXPLAIN QUERY PLAN {BLOCKED_OF_DEPOT}");
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(explain))
+            .bind("depot.example.org")
+            .bind("")
+            .bind(100_i64)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        assert_eq!(
+            plan,
+            ["SEARCH pushes USING INDEX pushes_blocked_by_client (depot_id=? AND client_id>?)"],
+            "one search of the partial index, in client order (no sort step)"
+        );
     }
 }
