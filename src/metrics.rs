@@ -127,6 +127,20 @@ pub struct Metrics {
     pub tls_certificate_expiry: Family<ServerLabel, Gauge>,
 }
 
+/// The results a depot's counters can show, each created at zero when it
+/// starts: none for a family the depot never counts (a legacy-only depot
+/// takes no bundles, one without a configserver sends no reports — series
+/// that can never move would read as stuck).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DepotResults<'a> {
+    /// `pxeconf_config_writes_total`'s.
+    pub writes: &'a [&'a str],
+    /// `pxeconf_bundles_received_total`'s.
+    pub bundles: &'a [&'a str],
+    /// `pxeconf_read_reports_total`'s.
+    pub reports: &'a [&'a str],
+}
+
 impl Metrics {
     /// A fresh registry with every family registered.
     // One entry per family, names and help side by side: longer than 60
@@ -228,27 +242,28 @@ impl Metrics {
         out
     }
 
-    /// Creates the series of the depot `depot` at zero — the bundles'
-    /// when it takes bundles, the read reports' when it sends them. A series
-    /// is born at its first sample otherwise, and until then an alert on
-    /// `rate()` sees no data rather than none happening; the error results
-    /// stay absent until one happens (there are too many to list).
-    pub fn announce_depot(&self, depot: &str, bundles: bool, reports: bool) {
+    /// Creates the series of the depot `depot` at zero, every result of
+    /// each family in `results` (error results too). A series is born at
+    /// its first sample otherwise, and until then an alert on `rate()` or
+    /// `increase()` sees no data rather than none happening — the first
+    /// failed write would not raise it.
+    pub fn announce_depot(&self, depot: &str, results: &DepotResults<'_>) {
         let label = DepotLabel {
             depot: depot.to_owned(),
         };
         let _ = self.pending_configs.get_or_create(&label);
         let _ = self.tftp_reads.get_or_create(&label);
-        let ok = WriteLabels {
-            depot: depot.to_owned(),
-            result: "ok".to_owned(),
-        };
-        let _ = self.config_writes.get_or_create(&ok);
-        if bundles {
-            let _ = self.bundles_received.get_or_create(&ok);
-        }
-        if reports {
-            let _ = self.read_reports.get_or_create(&ok);
+        for (family, names) in [
+            (&self.config_writes, results.writes),
+            (&self.bundles_received, results.bundles),
+            (&self.read_reports, results.reports),
+        ] {
+            for result in names {
+                let _ = family.get_or_create(&WriteLabels {
+                    depot: depot.to_owned(),
+                    result: (*result).to_owned(),
+                });
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use super::error::Error;
+use super::error::{BUNDLE_OK, Error};
 use super::links::PushLinks;
 use super::marker;
 use super::render::Renderer;
@@ -85,7 +85,7 @@ impl DepotCore {
     pub fn count_bundle<T>(&self, result: &Result<T, Error>) {
         let Some(metrics) = &self.metrics else { return };
         let result = match result {
-            Ok(_) => "ok".to_owned(),
+            Ok(_) => BUNDLE_OK.to_owned(),
             Err(e) => e.label().to_owned(),
         };
         metrics

@@ -137,18 +137,28 @@ pub enum StartError {
     },
 }
 
+/// A bundle written, for `pxeconf_bundles_received_total`.
+pub const BUNDLE_OK: &str = "ok";
+const ABORTED: &str = "aborted";
+const INTERNAL: &str = "internal";
+const REFUSED: &str = "refused";
+/// Every result `pxeconf_bundles_received_total` can show: [`BUNDLE_OK`]
+/// and each [`Error::label`], created at zero when a depot that takes
+/// bundles starts.
+pub const BUNDLE_RESULTS: [&str; 4] = [BUNDLE_OK, ABORTED, INTERNAL, REFUSED];
+
 impl Error {
     /// What went wrong, for metrics: `aborted` (the depot holds a newer
     /// revision, or it was read or removed), `internal` (the depot's own
     /// failure) or `refused` (the request's fault).
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Writer(WriterError::Stale { .. }) => "aborted",
+            Error::Writer(WriterError::Stale { .. }) => ABORTED,
             Error::Writer(WriterError::Io { .. } | WriterError::Stopped)
             | Error::Template(TemplateError::Io { .. } | TemplateError::Dir { .. })
             | Error::Render(RenderError::Hash(_))
-            | Error::LookupMismatch { .. } => "internal",
-            _ => "refused",
+            | Error::LookupMismatch { .. } => INTERNAL,
+            _ => REFUSED,
         }
     }
 }

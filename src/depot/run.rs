@@ -13,21 +13,21 @@ use tracing::{debug, error, info, warn};
 
 use super::core::DepotCore;
 use super::crypt::Salt;
-use super::error::StartError;
+use super::error::{BUNDLE_RESULTS, StartError};
 use super::marker::Marker;
 use super::render::Renderer;
 use super::service;
 use super::startup;
 use super::template::{TemplateConfig, Templates};
 use super::upstream::client::Upstream;
-use super::upstream::report::{Reads, Reporting};
+use super::upstream::report::{REPORT_RESULTS, Reads, Reporting};
 use super::watch::{self, TestHook};
 use super::writer::{
-    self, Batch, ClientRecord, FileAccess, Journal, Look, ReadEvent, ReadKey, State, WatchEvent,
-    WriterOptions,
+    self, Batch, ClientRecord, FileAccess, Journal, Look, ReadEvent, ReadKey, State, WRITE_RESULTS,
+    WatchEvent, WriterOptions,
 };
 use crate::domain::{Fqdn, Secret};
-use crate::metrics::Metrics;
+use crate::metrics::{DepotResults, Metrics};
 use crate::server::{ServeError, ServeOptions, Supervisor};
 use crate::transport::Transport;
 
@@ -199,14 +199,22 @@ impl Depot {
             Some(upstream) => depot.report_to(&upstream, journal, unreported, reads_rx),
             None => depot.keep_reads(journal, unreported, reads_rx),
         }
-        // Once started: a depot that did not start leaves no series. A
-        // legacy-only depot takes no bundles, one without a configserver
-        // sends no reports: series that can never move would read as stuck.
-        depot.metrics.announce_depot(
-            depot.config.depot_id.as_str(),
-            !depot.config.legacy,
-            !depot.config.configservers.is_empty(),
-        );
+        // Once started: a depot that did not start leaves no series.
+        let results = DepotResults {
+            writes: &WRITE_RESULTS,
+            bundles: if depot.config.legacy {
+                &[]
+            } else {
+                &BUNDLE_RESULTS
+            },
+            reports: match depot.config.configservers.is_empty() {
+                true => &[],
+                false => &REPORT_RESULTS,
+            },
+        };
+        depot
+            .metrics
+            .announce_depot(depot.config.depot_id.as_str(), &results);
         Ok(depot)
     }
 

@@ -202,8 +202,9 @@ async fn metrics_are_served_with_the_named_series() {
 }
 
 /// A scrape before anything happened shows the series an alert needs, at
-/// zero: look-ups by RPC, a depot's configs, reads, writes and reports, the
-/// open connections.
+/// zero: look-ups by RPC, a depot's configs, reads, writes, bundles and
+/// reports — their error results too (an alert on `increase()` of a series
+/// born at its first failure does not fire) — the open connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_their_series_at_zero_before_the_first_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,10 +228,22 @@ async fn metrics_show_their_series_at_zero_before_the_first_event() {
     wanted.extend([
         format!("pxeconf_pending_configs{{{depot}}} 0"),
         format!("pxeconf_tftp_reads_total{{{depot}}} 0"),
-        format!("pxeconf_config_writes_total{{{depot},result=\"ok\"}} 0"),
-        format!("pxeconf_bundles_received_total{{{depot},result=\"ok\"}} 0"),
-        format!("pxeconf_read_reports_total{{{depot},result=\"ok\"}} 0"),
     ]);
+    let results = [
+        ("config_writes", &["ok", "io_error"][..]),
+        (
+            "bundles_received",
+            &["ok", "aborted", "internal", "refused"],
+        ),
+        ("read_reports", &["ok", "refused", "abandoned"]),
+    ];
+    for (family, names) in results {
+        wanted.extend(
+            names
+                .iter()
+                .map(|r| format!("pxeconf_{family}_total{{{depot},result=\"{r}\"}} 0")),
+        );
+    }
     for line in &wanted {
         assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
     }

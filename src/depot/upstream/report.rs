@@ -48,8 +48,16 @@ enum Reported {
     Abandoned,
 }
 
+/// Every result `pxeconf_read_reports_total` can show, each created at zero
+/// when a depot that reports starts.
+pub const REPORT_RESULTS: [&str; 3] = [
+    Reported::Ok.as_str(),
+    Reported::Refused.as_str(),
+    Reported::Abandoned.as_str(),
+];
+
 impl Reported {
-    fn as_str(self) -> &'static str {
+    const fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Refused => "refused",

@@ -157,3 +157,25 @@ pub enum WatchEvent {
         panic: bool,
     },
 }
+
+/// How a write went, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum WriteResult {
+    /// The files are in place.
+    Ok,
+    /// The file work failed (the config was undone).
+    IoError,
+}
+
+/// Every result `pxeconf_config_writes_total` can show, each created at
+/// zero when the depot starts.
+pub const WRITE_RESULTS: [&str; 2] = [WriteResult::Ok.as_str(), WriteResult::IoError.as_str()];
+
+impl WriteResult {
+    pub(super) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::IoError => "io_error",
+        }
+    }
+}

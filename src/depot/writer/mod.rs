@@ -26,7 +26,7 @@ pub use files::{
 };
 pub use journal::{Batch, Contents, JOURNAL_FILE, Journal, ReadKey};
 pub use messages::{
-    ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome, WatchEvent,
+    ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome, WRITE_RESULTS, WatchEvent,
 };
 // The pure state machine is public for the planning benchmark (benches/writer.rs).
 pub use ops::{Committed, FileOps, Op, Planned, SetPlan};

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 use super::super::error::{JournalError, WriterError};
 use super::super::files;
 use super::super::journal::{Batch, Journal, ReadKey};
-use super::super::messages::ReadEvent;
+use super::super::messages::{ReadEvent, WriteResult};
 use super::super::ops::{Committed, FileOps, Op};
 use super::super::round::Round;
 use super::super::state::journaled::Snapshot;
@@ -47,22 +47,6 @@ enum Pending {
     },
     /// Committed after it (rewrites and sweeps: nothing to journal first).
     Later(Op),
-}
-
-/// How a write went, for the metrics.
-#[derive(Debug, Clone, Copy)]
-enum WriteResult {
-    Ok,
-    IoError,
-}
-
-impl WriteResult {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::IoError => "io_error",
-        }
-    }
 }
 
 impl Writer {
