@@ -131,7 +131,7 @@ pub struct Metrics {
 /// starts: none for a family the depot never counts (a legacy-only depot
 /// takes no bundles, one without a configserver sends no reports — series
 /// that can never move would read as stuck).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct DepotResults<'a> {
     /// `pxeconf_config_writes_total`'s.
     pub writes: &'a [&'a str],

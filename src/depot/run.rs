@@ -207,9 +207,10 @@ impl Depot {
             } else {
                 &BUNDLE_RESULTS
             },
-            reports: match depot.config.configservers.is_empty() {
-                true => &[],
-                false => &REPORT_RESULTS,
+            reports: if depot.config.configservers.is_empty() {
+                &[]
+            } else {
+                &REPORT_RESULTS
             },
         };
         depot
