@@ -267,6 +267,20 @@ async fn metrics_show_their_series_at_zero_before_the_first_event() {
             .any(|l| l == "pxeconf_connections{server=\"depot\"} 0")
     })
     .await;
+    // It has no configserver, so it sends no read reports: no series of
+    // them, not even at zero; its writes' and bundles' are there.
+    let text = alone.metrics.encode();
+    let depot9 = "depot=\"depot9.example.org\"";
+    assert!(
+        !text.contains(&format!("pxeconf_read_reports_total{{{depot9}")),
+        "{text}"
+    );
+    for line in [
+        format!("pxeconf_config_writes_total{{{depot9},result=\"io_error\"}} 0"),
+        format!("pxeconf_bundles_received_total{{{depot9},result=\"internal\"}} 0"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
     lab.shutdown().await;
 }
 
