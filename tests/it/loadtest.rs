@@ -144,6 +144,28 @@ async fn self_contained_every_scenario_delivers_reads_and_turns_every_client_non
         "the depot's write counter agrees"
     );
     assert!(u(&r["baselines"]["noop_rpc"]["ok"]) == direct);
+    // What each phase of calls cost: the depot is a child of the run, so its
+    // CPU is known; the machine's idle share is a share.
+    for phase in [&r["direct"]["cpu"], &r["baselines"]["noop_rpc"]["cpu"]] {
+        let us = |k: &str| {
+            phase[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k}: {phase:#}"))
+        };
+        assert!(
+            us("depot_us_per_call") > 0.0 && us("loadtest_us_per_call") > 0.0,
+            "{phase:#}"
+        );
+        assert!(
+            (0.0..=100.0).contains(&us("machine_idle_percent")),
+            "{phase:#}"
+        );
+    }
+    assert!(
+        r["direct"]["cpu"]["depot_us_per_call"].as_f64()
+            > r["baselines"]["noop_rpc"]["cpu"]["depot_us_per_call"].as_f64(),
+        "a config written costs the depot more than a health check: {r:#}"
+    );
     assert!(
         r["baselines"]["raw_file_pairs"]["clients_per_second"]
             .as_f64()

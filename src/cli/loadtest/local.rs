@@ -230,6 +230,7 @@ impl PlannedDepot {
             pxe_dir: Some(self.pxe_dir.clone()),
             key_file: Some(self.key_file.clone()),
             tftp,
+            pid: role.pid(),
         }
     }
 }

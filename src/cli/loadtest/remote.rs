@@ -93,6 +93,7 @@ pub async fn connect(
             metrics: None,
             pxe_dir: None,
             key_file: None,
+            pid: None,
         })
         .collect();
     if depots.is_empty() {

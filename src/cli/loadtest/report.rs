@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::baseline::RawResult;
+use super::cpu::PhaseCpu;
 use super::inventory::Cleanup;
 use super::scenario::boot::BootResult;
 use super::scenario::bulk::BulkResult;
@@ -263,6 +264,7 @@ impl Report {
                     ))
             );
             latency_line("call", v.latency_ms.as_ref());
+            cpu_line(v.cpu.as_ref());
             if let Some(e) = &v.first_error {
                 println!("  first error: {e}");
             }
@@ -283,6 +285,7 @@ impl Report {
                 n.calls_per_second, n.concurrency
             );
             latency_line("call", n.latency_ms.as_ref());
+            cpu_line(n.cpu.as_ref());
         }
         if let Some(i) = &self.baselines.idle_rpc {
             println!(
@@ -352,6 +355,19 @@ fn bulk_row(b: &BulkResult) {
             .map_or("?".into(), |l| format!("{l:.1}"))
     );
     latency_line("call → ack", b.latency_ms.as_ref());
+}
+
+/// The CPU a phase of calls took per call, and how idle the machine was:
+/// whether the depot, the load generator beside it, or neither bound it.
+fn cpu_line(cpu: Option<&PhaseCpu>) {
+    let Some(c) = cpu else { return };
+    let depot = c
+        .depot_us_per_call
+        .map_or(String::new(), |us| format!("depot {us:.0} µs, "));
+    println!(
+        "  CPU per call     {depot}load test {:.0} µs; machine idle {:.0} %",
+        c.loadtest_us_per_call, c.machine_idle_percent
+    );
 }
 
 fn latency_line(what: &str, p: Option<&Percentiles>) {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::args::{LoadtestArgs, PathChoice, Scenario};
+use super::cpu::Sample;
 use super::inventory::{self, Cohort};
 use super::local::{self, LocalSite};
 use super::names::Names;
@@ -377,12 +378,18 @@ async fn run_direct(
     let noop = alone::on_own_thread("the no-op baseline", move || async move {
         direct::noop(&at, calls, concurrency).await
     });
-    report.baselines.noop_rpc = Some(noop.await?);
+    let before = Sample::take(depot.pid);
+    let mut noop = noop.await?;
+    let between = Sample::take(depot.pid);
+    noop.cpu = before.zip(between).map(|(a, b)| a.until(&b, noop.ok));
+    report.baselines.noop_rpc = Some(noop);
     let at = depot.clone();
-    let d = alone::on_own_thread("direct", move || async move {
+    let mut d = alone::on_own_thread("direct", move || async move {
         direct::run(&at, &names, calls, concurrency, batch).await
     })
     .await?;
+    let after = Sample::take(depot.pid);
+    d.driven.cpu = between.zip(after).map(|(a, b)| a.until(&b, d.driven.ok));
     if d.configs < u64::from(calls) {
         report.failures.push(format!(
             "direct: {} of {calls} configs not written ({})",

@@ -29,6 +29,8 @@ pub struct TargetDepot {
     pub key_file: Option<PathBuf>,
     /// A TFTP server serving its PXE directory, if any.
     pub tftp: Option<SocketAddr>,
+    /// Its process id, when it is a child of the run (self-contained).
+    pub pid: Option<u32>,
 }
 
 /// The configserver and the depots.

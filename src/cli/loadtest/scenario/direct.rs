@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::super::channel;
+use super::super::cpu::PhaseCpu;
 use super::super::names::{DIRECT_BASE, Names};
 use super::super::stats::{Latencies, Percentiles};
 use super::super::target::TargetDepot;
@@ -36,6 +37,9 @@ pub struct Driven {
     pub calls_per_second: f64,
     /// Call latency.
     pub latency_ms: Option<Percentiles>,
+    /// CPU spent per call, if `/proc` told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<PhaseCpu>,
 }
 
 /// One direct run.
@@ -97,6 +101,7 @@ where
         seconds,
         calls_per_second: latencies.count() as f64 / seconds,
         latency_ms: latencies.percentiles(),
+        cpu: None,
     }
 }
 
