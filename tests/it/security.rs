@@ -1128,22 +1128,12 @@ async fn silent_and_idle_peers_are_closed_and_a_full_depot_evicts_only_silent_on
     }
 }
 
-/// The CPU time (user + system, clock ticks) of process `pid`.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 /// The share of one core process `pid` used over `secs` seconds, in percent.
 async fn cpu_percent(pid: u32, secs: u64) -> f64 {
-    let ticks_per_second = 100.0; // CLK_TCK on Linux
-    let start = (cpu_ticks(pid), Instant::now());
+    use pxeconf::cli::loadtest::cpu::{process_ticks, ticks_per_second};
+    let start = (process_ticks(pid).unwrap(), Instant::now());
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let used = (cpu_ticks(pid) - start.0) as f64 / ticks_per_second;
+    let used = (process_ticks(pid).unwrap() - start.0) as f64 / ticks_per_second();
     100.0 * used / start.1.elapsed().as_secs_f64()
 }
 

@@ -5,9 +5,11 @@
 
 use serde::Serialize;
 
-/// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`: 100 on every
-/// Linux ABI this runs on).
-const TICKS_PER_SECOND: f64 = 100.0;
+/// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, as the kernel
+/// tells this process).
+pub fn ticks_per_second() -> f64 {
+    rustix::param::clock_ticks_per_second() as f64
+}
 
 /// CPU spent during a phase, per call.
 #[derive(Debug, Clone, Serialize)]
@@ -36,8 +38,8 @@ impl Sample {
     pub fn take(depot: Option<u32>) -> Option<Self> {
         let (idle, total) = machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
         Some(Self {
-            depot: depot.and_then(|pid| process_ticks(&format!("/proc/{pid}/stat"))),
-            own: process_ticks("/proc/self/stat")?,
+            depot: depot.and_then(process_ticks),
+            own: process_ticks(std::process::id())?,
             idle,
             total,
         })
@@ -45,7 +47,8 @@ impl Sample {
 
     /// What was spent from `self` to `later`, over `calls` calls.
     pub fn until(&self, later: &Self, calls: u64) -> PhaseCpu {
-        let per_call = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / calls.max(1) as f64;
+        let hz = ticks_per_second();
+        let per_call = |ticks: u64| ticks as f64 / hz * 1e6 / calls.max(1) as f64;
         let total = later.total.saturating_sub(self.total);
         PhaseCpu {
             depot_us_per_call: self
@@ -61,9 +64,14 @@ impl Sample {
     }
 }
 
-/// User and system time of the process whose `/proc/<pid>/stat` is at
-/// `path`, in clock ticks.
-fn process_ticks(path: &str) -> Option<u64> {
+/// User and system time of process `pid` so far, in clock ticks (see
+/// [`ticks_per_second`]); `None` once it is gone.
+pub fn process_ticks(pid: u32) -> Option<u64> {
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// User and system time of the `/proc/<pid>/stat` at `path`, in clock ticks.
+fn stat_ticks(path: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses: fields count from
     // after its last `)`; utime and stime are the stat's 14th and 15th.
@@ -105,11 +113,12 @@ mod tests {
         // 14th and 15th fields: utime 250, stime 40; a name with ") (".
         let fields = "S 1 2 3 4 5 6 7 8 9 10 250 40 0 0 20 0 7 0";
         std::fs::write(&path, format!("4242 (a) (b c) {fields}\n")).unwrap();
-        assert_eq!(process_ticks(path.to_str().unwrap()), Some(290));
+        assert_eq!(stat_ticks(path.to_str().unwrap()), Some(290));
         // Work is counted: spinning moves this process's own time.
-        let own = process_ticks("/proc/self/stat").unwrap();
+        let me = std::process::id();
+        let own = process_ticks(me).unwrap();
         let spin = std::time::Instant::now();
-        while process_ticks("/proc/self/stat").unwrap() == own {
+        while process_ticks(me).unwrap() == own {
             assert!(
                 spin.elapsed() < std::time::Duration::from_secs(10),
                 "no time counted"
@@ -132,9 +141,10 @@ mod tests {
             total: 2_100,
         };
         let cpu = a.until(&b, 10_000);
-        // 64 ticks = 0.64 s over 10,000 calls.
-        assert_eq!(cpu.depot_us_per_call, Some(64.0));
-        assert_eq!(cpu.loadtest_us_per_call, 20.0);
+        // 64 ticks over 10,000 calls.
+        let us = |ticks: f64| ticks / ticks_per_second() * 1e6 / 10_000.0;
+        assert_eq!(cpu.depot_us_per_call, Some(us(64.0)));
+        assert_eq!(cpu.loadtest_us_per_call, us(20.0));
         assert_eq!(cpu.machine_idle_percent, 21.0);
         assert!(Sample::take(Some(std::process::id())).is_some());
     }

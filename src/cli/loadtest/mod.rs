@@ -7,7 +7,7 @@ mod alone;
 mod args;
 mod baseline;
 mod channel;
-mod cpu;
+pub mod cpu;
 mod database;
 mod inventory;
 mod local;
