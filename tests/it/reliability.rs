@@ -1134,6 +1134,74 @@ async fn a_full_pxe_file_system_fails_a_push_whole_and_it_lands_later() {
     drop(mounted);
 }
 
+/// A PXE directory whose links take 20 ms each (strace delays every
+/// `linkat` of the depot: a disk under writeback pressure, a network file
+/// system): pushes still land; the first round that was slow in place sends
+/// the rounds after it to a blocking thread, which the depot says once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pxe_directory_sends_the_writers_rounds_to_a_blocking_thread() {
+    if !have_tool("strace", "slowing the depot's file system calls") {
+        return;
+    }
+    let site = Site::start_with(4, |launch, _| Launch {
+        prefix: [
+            "strace",
+            "-f",
+            "-qq",
+            "--seccomp-bpf",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=linkat",
+            "-e",
+            "inject=linkat:delay_enter=20000",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..launch
+    })
+    .await;
+    let _depot = Tracee::of(site.depot.pid());
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..2, "setup").await;
+    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    const SLOW: &str = "a round's file work was slow";
+    site.depot.wait_log(SLOW, 30).await;
+    set_actions(&mut admin, 2..4, "setup").await;
+    wait_state(&admin, 2..4, S::Delivered, 60).await;
+    assert_eq!(held(&site.dirs, 4), vec![0, 1, 2, 3]);
+    let log = site.depot.log();
+    assert_eq!(
+        log.matches(SLOW).count(),
+        1,
+        "the rounds after the slow one ran on a blocking thread:\n{log}"
+    );
+}
+
+/// The process a tracer runs (strace's child), killed when dropped: a
+/// tracee outlives its killed tracer.
+struct Tracee(u32);
+
+impl Tracee {
+    fn of(tracer: u32) -> Self {
+        let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+            .expect("the tracer's children");
+        let pid = children
+            .split_whitespace()
+            .next()
+            .expect("the tracer runs one");
+        Self(pid.parse().unwrap())
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// A second configserver on the same database refuses to start, naming the
 /// holder's pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,14 +308,16 @@ impl Journal {
     /// one: an undo's record takes its content from the row its config was
     /// journaled with, which must still be there.
     pub fn compact_if_grown(&self) -> Result<(), JournalError> {
-        let grown = {
-            let inner = self.inner();
-            inner.growth.0 > COMPACT_AFTER.max(inner.growth.1)
-        };
-        if grown {
+        if self.grown() {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// Whether the log has grown enough that the next round compacts it.
+    pub fn grown(&self) -> bool {
+        let inner = self.inner();
+        inner.growth.0 > COMPACT_AFTER.max(inner.growth.1)
     }
 
     /// Whether the depot's last start left the mark that it reads PXE files

@@ -5,6 +5,8 @@
 //!   `ops`: a planned command; `round`: commands planned together;
 //! - `files`: the file work (atomic writes, deletions, defusing, start-up scan);
 //! - `journal`: the durable record of held configs, floors and reads;
+//! - `placement`: whether a small round's file work runs in place or on a
+//!   blocking thread;
 //! - `task`: the task that drives both, journals each round, and the handle
 //!   to reach it;
 //! - `messages` and `error`: what goes in and comes out.
@@ -14,6 +16,7 @@ mod files;
 mod journal;
 mod messages;
 mod ops;
+mod placement;
 mod records;
 mod round;
 mod state;

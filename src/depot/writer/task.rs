@@ -21,6 +21,7 @@ use super::files::{self, FileAccess};
 use super::journal::{Batch, Journal};
 use super::messages::{ConfigPage, ReadEvent, Rendered, SetOutcome, WatchEvent};
 use super::ops::{Committed, SetPlan};
+use super::placement::Placement;
 use super::round::Round;
 use super::state::{ReplacedRead, State};
 use crate::domain::Fqdn;
@@ -225,6 +226,7 @@ pub fn start(
         leftovers: options.leftovers.into_iter().collect(),
         unwritten,
         tried_last: None,
+        placement: Placement::default(),
         ended: false,
     };
     (WriterHandle { tx, epoch }, writer.run(rx))
@@ -266,6 +268,8 @@ struct Writer {
     /// tries the one after it, so that a config that can never be written
     /// (its name obstructed) does not stand in for the others.
     tried_last: Option<Fqdn>,
+    /// Whether small rounds run in place now.
+    placement: Placement,
     /// The test hook ended the writer.
     ended: bool,
 }

@@ -5,8 +5,9 @@
 //! the reads.
 
 use std::os::fd::AsFd;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
@@ -15,6 +16,7 @@ use super::super::files;
 use super::super::journal::{Batch, Journal, ReadKey};
 use super::super::messages::{ReadEvent, WriteResult};
 use super::super::ops::{Committed, FileOps, Op};
+use super::super::placement::PAUSE;
 use super::super::round::Round;
 use super::super::state::journaled::Snapshot;
 use super::{Reply, Writer};
@@ -255,12 +257,13 @@ impl Writer {
     /// be written before the journal has the round (nothing is visible
     /// yet), the renames and deletions only after. One result per command.
     ///
-    /// A small round (a push on an idle depot, or `direct` load) runs on
-    /// one blocking thread, journal included: one hand-off there and one
-    /// back. A large one spreads its files over `io_threads` threads while
-    /// another journals it.
+    /// A small round (a push on an idle depot, or `direct` load) runs in
+    /// one go, journal included: in place on the writer's thread while such
+    /// rounds are quick (see `placement`), else on one blocking thread (one
+    /// hand-off there and one back). A large one spreads its files over
+    /// `io_threads` threads while another journals it.
     async fn journal_and_files(
-        &self,
+        &mut self,
         batch: Arc<Batch>,
         ops: Arc<Vec<FileOps>>,
     ) -> Vec<Result<(), WriterError>> {
@@ -268,7 +271,11 @@ impl Writer {
         if ops.len() <= ONE_THREAD_ROUND || self.io_threads == 1 {
             let journal = self.journal.clone();
             let (work, b) = (ops.clone(), batch.clone());
-            let done = tokio::task::spawn_blocking(move || {
+            let in_place = ops.len() <= ONE_THREAD_ROUND
+                && self.placement.in_place(Instant::now())
+                // Compacting the journal takes longer than a round.
+                && !self.journal.grown();
+            let work = move || {
                 // Only files without a name are made relative to it.
                 let handle = (work.iter().any(|o| o.new_names))
                     .then(|| files::round_dir(&dir))
@@ -285,8 +292,26 @@ impl Writer {
                         .collect()),
                     Err(error) => Err((error, staged)),
                 }
-            })
-            .await;
+            };
+            let done = if in_place {
+                let started = Instant::now();
+                // A panic fails the round as a failed blocking thread would.
+                let done = std::panic::catch_unwind(AssertUnwindSafe(work))
+                    .map_err(|_| "the writer's file work panicked".to_string());
+                let ended = Instant::now();
+                if self.placement.ran(started, ended) {
+                    info!(
+                        took_ms = ended.duration_since(started).as_millis() as u64,
+                        rounds_on_blocking_thread_for_s = PAUSE.as_secs(),
+                        "a round's file work was slow; rounds run on a blocking thread for a while"
+                    );
+                }
+                done
+            } else {
+                tokio::task::spawn_blocking(work)
+                    .await
+                    .map_err(|join| join.to_string())
+            };
             return match done {
                 Ok(Ok(results)) => results,
                 Ok(Err((error, staged))) => {
@@ -294,15 +319,15 @@ impl Writer {
                     self.journal(batch).await;
                     files::publish_all(self.dir.clone(), ops, staged, 1).await
                 }
-                Err(join) => {
+                Err(failed) => {
                     // Whether the journal has the round is unknown: every
                     // command is undone, and the undo is journaled.
-                    error!(error = %join, "the writer's I/O thread failed; the round's commands are undone");
+                    error!(error = %failed, "the writer's file work failed; the round's commands are undone");
                     (0..ops.len())
                         .map(|_| {
                             Err(WriterError::Io {
                                 path: self.dir.to_path_buf(),
-                                source: std::io::Error::other("the writer's I/O thread failed"),
+                                source: std::io::Error::other("the writer's file work failed"),
                             })
                         })
                         .collect()
