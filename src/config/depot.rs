@@ -36,11 +36,12 @@ pub const DEFAULT_TEMPLATE_UEFI_X86: &str = "install-elilo-x86";
 /// The template for 64-bit UEFI clients (grub), as in opsi 4.2 and 4.3.
 pub const DEFAULT_TEMPLATE_UEFI_X64: &str = "install-grub-x64";
 /// Blocking threads writing PXE files. With one, every writer round
-/// (journal and files) is one hand-off to one thread: on tmpfs and 2 cores
-/// that beat four for every round size (docs/BENCHMARKS.md, third pass).
-/// More spread a large round's files, for a disk whose writes wait. A small
-/// round runs in place on the writer's runtime thread while such rounds are
-/// quick (`depot::writer::placement`), whatever this is.
+/// (journal and files) that does not run in place is one hand-off to one
+/// thread: on tmpfs and 2 cores that beat four for every round size
+/// (docs/BENCHMARKS.md, third pass). More spread a large round's files, for
+/// a disk whose writes wait. A small round runs in place on the writer's
+/// runtime thread while such rounds are quick (`depot::writer::placement`),
+/// whatever this is.
 pub const DEFAULT_IO_THREADS: usize = 1;
 /// Where the depot keeps its journal (systemd `StateDirectory=pxeconf-depot`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pxeconf-depot";

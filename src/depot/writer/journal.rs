@@ -156,9 +156,10 @@ pub struct Contents {
 /// The journal; cheap to clone (one connection, shared).
 ///
 /// Its calls are blocking (the connection is SQLite's own, used on the
-/// calling thread): the writer journals a round on the blocking thread that
-/// also does the round's file work, so an idle depot's round is one hand-off
-/// instead of one per statement; async callers use the `async` wrappers.
+/// calling thread): the writer journals a round where it does the round's
+/// file work — in place for a small quick round, else on a blocking thread —
+/// so an idle depot's round is at most one hand-off instead of one per
+/// statement; async callers use the `async` wrappers.
 #[derive(Clone)]
 pub struct Journal {
     inner: Arc<Mutex<Inner>>,
@@ -468,8 +469,8 @@ impl Journal {
     }
 
     /// Writes a round's changes in one durable transaction, on the calling
-    /// thread (the writer's blocking thread); on an error nothing of it
-    /// stays.
+    /// thread (where the writer runs the round's file work); on an error
+    /// nothing of it stays.
     pub fn commit(&self, batch: &Batch) -> Result<(), JournalError> {
         if batch.is_empty() {
             return Ok(());

@@ -26,7 +26,8 @@ use crate::metrics::WriteLabels;
 /// First and longest wait before the journal is tried again.
 const JOURNAL_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// Rounds of up to this many commands run on one blocking thread.
+/// Rounds of up to this many commands run in one go: in place (see
+/// `placement`) or on one blocking thread.
 const ONE_THREAD_ROUND: usize = 32;
 
 /// Journals a round on the calling (blocking) thread, compacting the log
@@ -259,8 +260,8 @@ impl Writer {
     ///
     /// A small round (a push on an idle depot, or `direct` load) runs in
     /// one go, journal included: in place on the writer's thread while such
-    /// rounds are quick (see `placement`), else on one blocking thread (one
-    /// hand-off there and one back). A large one spreads its files over
+    /// rounds are quick and need no fsync (see `placement`), else on one
+    /// blocking thread (one hand-off there and one back). A large one spreads its files over
     /// `io_threads` threads while another journals it.
     async fn journal_and_files(
         &mut self,
@@ -271,9 +272,13 @@ impl Writer {
         if ops.len() <= ONE_THREAD_ROUND || self.io_threads == 1 {
             let journal = self.journal.clone();
             let (work, b) = (ops.clone(), batch.clone());
+            let workers = tokio::runtime::Handle::try_current()
+                .map_or(1, |runtime| runtime.metrics().num_workers());
             let in_place = ops.len() <= ONE_THREAD_ROUND
-                && self.placement.in_place(Instant::now())
-                // Compacting the journal takes longer than a round.
+                && self.placement.in_place(Instant::now(), workers)
+                // An fsync (a read, a removal) or compacting the journal
+                // takes longer than a round's file work.
+                && !batch.needs_fsync()
                 && !self.journal.grown();
             let work = move || {
                 // Only files without a name are made relative to it.
@@ -296,15 +301,23 @@ impl Writer {
             let done = if in_place {
                 let started = Instant::now();
                 // A panic fails the round as a failed blocking thread would.
-                let done = std::panic::catch_unwind(AssertUnwindSafe(work))
-                    .map_err(|_| "the writer's file work panicked".to_string());
+                let done = std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
+                    let what = (panic.downcast_ref::<&str>().copied())
+                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("a panic");
+                    format!("the writer's file work panicked: {what}")
+                });
                 let ended = Instant::now();
-                if self.placement.ran(started, ended) {
+                let ran = self.placement.ran(started, ended);
+                if ran.slow {
                     info!(
                         took_ms = ended.duration_since(started).as_millis() as u64,
                         rounds_on_blocking_thread_for_s = PAUSE.as_secs(),
                         "a round's file work was slow; rounds run on a blocking thread for a while"
                     );
+                }
+                if ran.yield_now {
+                    tokio::task::yield_now().await;
                 }
                 done
             } else {
