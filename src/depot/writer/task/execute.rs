@@ -30,9 +30,9 @@ const JOURNAL_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duratio
 /// `placement`) or on one blocking thread.
 const ONE_THREAD_ROUND: usize = 32;
 
-/// Journals a round on the calling (blocking) thread, compacting the log
-/// first if it has grown: between rounds, as an undo inside one reads rows
-/// it must find.
+/// Journals a round on the calling thread (the writer's, in place, or a
+/// blocking one), compacting the log first if it has grown: between rounds,
+/// as an undo inside one reads rows it must find.
 fn journal_round(journal: &Journal, batch: &Batch) -> Result<(), JournalError> {
     if let Err(error) = journal.compact_if_grown() {
         warn!(%error, "compacting the journal failed; it stays as it is");
@@ -261,8 +261,9 @@ impl Writer {
     /// A small round (a push on an idle depot, or `direct` load) runs in
     /// one go, journal included: in place on the writer's thread while such
     /// rounds are quick and need no fsync (see `placement`), else on one
-    /// blocking thread (one hand-off there and one back). A large one spreads its files over
-    /// `io_threads` threads while another journals it.
+    /// blocking thread (one hand-off there and one back). A large one
+    /// spreads its files over `io_threads` threads while another journals
+    /// it.
     async fn journal_and_files(
         &mut self,
         batch: Arc<Batch>,
