@@ -1143,26 +1143,31 @@ async fn a_slow_pxe_directory_sends_the_writers_rounds_to_a_blocking_thread() {
     if !can_trace() {
         return;
     }
-    let site = Site::start_with(6, |launch, _| Launch {
-        prefix: [
-            "strace",
-            "-f",
-            "-qq",
-            "--seccomp-bpf",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=linkat",
-            "-e",
-            "inject=linkat:delay_enter=20000",
-            // strace 6.1 leaves its tracee running when it is killed.
-            "setpriv",
-            "--pdeathsig",
-            "KILL",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ..launch
+    let site = Site::start_with(6, |launch, _| {
+        Launch {
+            prefix: [
+                "strace",
+                "-f",
+                "-qq",
+                "--seccomp-bpf",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=linkat",
+                "-e",
+                "inject=linkat:delay_enter=20000",
+                // strace 6.1 leaves its tracee running when it is killed.
+                "setpriv",
+                "--pdeathsig",
+                "KILL",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..launch
+        }
+        // A round runs in place only beside another runtime thread; a
+        // one-CPU machine would give the depot one.
+        .env("TOKIO_WORKER_THREADS", "2")
     })
     .await;
     let mut admin = site.admin().await;
