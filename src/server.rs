@@ -23,7 +23,7 @@ mod latency;
 mod supervisor;
 
 use latency::LatencyLayer;
-pub use supervisor::{Supervisor, TaskFailure};
+pub use supervisor::{Supervisor, TaskFailure, panic_message};
 
 /// Adds reflection and health for `services` (full gRPC names) to `routes`
 /// and returns the finished route table.

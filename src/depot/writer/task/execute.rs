@@ -303,9 +303,7 @@ impl Writer {
                 let started = Instant::now();
                 // A panic fails the round as a failed blocking thread would.
                 let done = std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
-                    let what = (panic.downcast_ref::<&str>().copied())
-                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                        .unwrap_or("a panic");
+                    let what = crate::server::panic_message(panic.as_ref());
                     format!("the writer's file work panicked: {what}")
                 });
                 let ended = Instant::now();
