@@ -31,8 +31,8 @@ const JOURNAL_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duratio
 const ONE_THREAD_ROUND: usize = 32;
 
 /// Journals a round on the calling thread (the writer's, in place, or a
-/// blocking one), compacting the log first if it has grown: between rounds,
-/// as an undo inside one reads rows it must find.
+/// blocking one), after a step of compacting the log if it has grown:
+/// between rounds, as an undo inside one reads rows it must find.
 fn journal_round(journal: &Journal, batch: &Batch) -> Result<(), JournalError> {
     if let Err(error) = journal.compact_if_grown() {
         warn!(%error, "compacting the journal failed; it stays as it is");
