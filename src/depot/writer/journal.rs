@@ -170,8 +170,8 @@ pub struct Journal {
 /// The connection and what is known of it.
 struct Inner {
     conn: Connection,
-    /// Client rows appended since the last compaction, and the rows left
-    /// by it.
+    /// Client rows appended since the last compaction began, and the rows
+    /// it left of those before it.
     growth: (u64, u64),
     /// Whether the connection's `synchronous` mode is FULL (else NORMAL);
     /// `None` after setting it failed (it is set again). A connection opened
@@ -186,7 +186,7 @@ struct Inner {
 
 /// A compaction of the grown log, a step of it before each round's commit:
 /// the rows from `next` to `last` (by `seq`) are still to be looked at; rows
-/// appended since it began wait for the next pass.
+/// appended since it began wait for the next pass, and count towards it.
 #[derive(Debug, Clone, Copy)]
 struct Pass {
     next: i64,
@@ -195,10 +195,14 @@ struct Pass {
 
 /// Rows appended before a compaction is considered.
 const COMPACT_AFTER: u64 = 50_000;
-/// Rows one step of a pass looks at. Compacting the whole log at once held
-/// the round behind it ~50–110 ms at 50,000–100,000 rows; a step of this
-/// many takes a few ms.
+/// Rows one step of a pass looks at (rows, not `seq` numbers: those of a
+/// compacted log are sparse, a client written long ago keeping an old one).
+/// Compacting the whole log at once held the round behind it ~50–110 ms at
+/// 50,000–100,000 rows; a step of this many takes a few ms.
 const COMPACT_STEP: i64 = 2_000;
+/// Where a step that starts at `seq` ?1 ends: the `seq` of the row ?2 rows
+/// on, if there is one.
+const STEP_END: &str = "SELECT seq FROM client_log WHERE seq >= ?1 ORDER BY seq LIMIT 1 OFFSET ?2";
 /// The rows of a step's range (`seq` from ?1 up to ?2) that no longer
 /// describe a client: a newer row of the client follows them, or they
 /// forget it (neither floor nor config) — what [`Journal::compact`]'s two
@@ -353,6 +357,8 @@ impl Journal {
                     inner.growth = (0, 0);
                     return Ok(());
                 };
+                // What is appended from now on is the next pass's growth.
+                inner.growth.0 = 0;
                 Pass { next, last }
             }
             None => return Ok(()),
@@ -363,11 +369,11 @@ impl Journal {
             inner.conn.pragma_update(None, "synchronous", "NORMAL")?;
             inner.sync_full = Some(false);
         }
-        let end = pass
-            .next
-            .saturating_add(step)
-            .min(pass.last.saturating_add(1));
         let tx = inner.conn.transaction()?;
+        let end: Option<i64> = (tx.prepare_cached(STEP_END)?)
+            .query_row(params![pass.next, step], |row| row.get(0))
+            .optional()?;
+        let end = end.unwrap_or(i64::MAX).min(pass.last.saturating_add(1));
         tx.prepare_cached(COMPACT_RANGE)?
             .execute(params![pass.next, end])?;
         if end <= pass.last {
@@ -377,7 +383,8 @@ impl Journal {
         }
         let rows: i64 = tx.query_row("SELECT count(*) FROM client_log", [], |row| row.get(0))?;
         tx.commit()?;
-        inner.growth = (0, rows.max(0) as u64);
+        let appended = inner.growth.0;
+        inner.growth = (appended, (rows.max(0) as u64).saturating_sub(appended));
         inner.pass = None;
         Ok(())
     }
@@ -392,6 +399,12 @@ impl Journal {
     #[cfg(test)]
     fn set_compaction(&self, after: u64, step: i64) {
         self.inner().compaction = (after, step);
+    }
+
+    /// Rows appended since the last compaction began, and rows it left.
+    #[cfg(test)]
+    fn growth(&self) -> (u64, u64) {
+        self.inner().growth
     }
 
     /// Whether the depot's last start left the mark that it reads PXE files
@@ -1035,32 +1048,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let whole = Journal::open(&dir.path().join("whole")).await.unwrap();
         let stepped = Journal::open(&dir.path().join("stepped")).await.unwrap();
-        history(&whole);
-        history(&stepped);
+        for journal in [&whole, &stepped] {
+            // A client written once, long ago, keeps `seq` 1: a compacted
+            // log's `seq` numbers are sparse.
+            history_row(journal, 99, "#!ipxe\nold\n");
+            history(journal);
+            journal.compact().unwrap();
+            history(journal);
+        }
         let before = stepped.load().await.unwrap();
-        assert_eq!(seqs(&stepped).len(), 4 * 40 + 8 + 4);
+        assert_eq!(seqs(&stepped).len(), 33 + 172);
+        assert!(
+            seqs(&stepped).last() > Some(&300),
+            "{:?}",
+            seqs(&stepped).last()
+        );
         whole.compact().unwrap();
 
         stepped.set_compaction(100, 16);
-        assert!(stepped.grown(), "172 rows appended, past 100");
+        assert!(
+            stepped.grown(),
+            "172 rows appended, past 100 and the 33 left"
+        );
         let mut steps = 0;
-        let mut rows = seqs(&stepped).len();
-        while stepped.grown() {
-            stepped.compact_if_grown().unwrap();
-            let now = seqs(&stepped).len();
-            assert!(rows - now <= 16, "a step deletes at most its 16 rows");
-            rows = now;
-            steps += 1;
+        while stepped.grown() && steps < 100 {
             if steps == 3 {
                 // A round between steps: its row is the client's newest.
                 history_row(&stepped, 1, "#!ipxe\nc1 r9\n");
             }
+            if steps == 5 {
+                // And one that carries its config's content over.
+                carry_over(&stepped, 14);
+            }
+            let rows = seqs(&stepped).len();
+            stepped.compact_if_grown().unwrap();
+            let deleted = rows - seqs(&stepped).len();
+            assert!(deleted <= 16, "a step deletes at most its 16 rows");
+            steps += 1;
         }
-        assert_eq!(steps, 11, "172 rows, 16 a step");
+        // 205 rows when the pass began, over `seq` 1 to past 300.
+        assert_eq!(steps, 13, "a step looks at 16 rows, not 16 seq numbers");
         // Each client left by its newest row; c1's row appended during the
-        // pass (not looked at) superseded its older one (looked at later).
-        assert_eq!(seqs(&stepped).len(), 32, "the forgotten eight gone");
+        // pass (not looked at) superseded its older one (looked at later),
+        // and is the next pass's growth.
+        assert_eq!(seqs(&stepped).len(), 33, "the forgotten eight gone");
+        assert_eq!(stepped.growth(), (2, 31));
         history_row(&whole, 1, "#!ipxe\nc1 r9\n");
+        carry_over(&whole, 14);
         whole.compact().unwrap();
         let sorted = |mut clients: Vec<ClientRecord>| {
             clients.sort_by(|a, b| a.fqdn.cmp(&b.fqdn));
@@ -1068,9 +1102,11 @@ mod tests {
         };
         let after = sorted(stepped.load().await.unwrap().clients);
         assert_eq!(after, sorted(whole.load().await.unwrap().clients));
-        assert_eq!(after.len(), 32, "the forgotten eight gone");
-        let c7 = after.iter().find(|c| c.fqdn == fqdn(7)).unwrap();
-        assert_eq!(c7.content.as_deref(), Some("#!ipxe\nc7 r3\n"));
+        for n in [7, 14] {
+            let c = after.iter().find(|c| c.fqdn == fqdn(n)).unwrap();
+            let content = format!("#!ipxe\nc{n} r3\n");
+            assert_eq!(c.content.as_deref(), Some(content.as_str()));
+        }
         let c1 = after.iter().find(|c| c.fqdn == fqdn(1)).unwrap();
         assert_eq!(c1.content.as_deref(), Some("#!ipxe\nc1 r9\n"));
         let unchanged = |c: &&ClientRecord| c.fqdn != fqdn(1);
@@ -1081,6 +1117,21 @@ mod tests {
                 .filter(unchanged)
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// A record of client `n`'s held config (revision 4) without content.
+    fn carry_over(journal: &Journal, n: u32) {
+        journal
+            .commit(&Batch {
+                clients: vec![ClientRecord {
+                    fqdn: fqdn(n),
+                    seen: None,
+                    held: Some(held(4)),
+                    content: None,
+                }],
+                ..Batch::default()
+            })
+            .unwrap();
     }
 
     fn history_row(journal: &Journal, n: u32, content: &str) {
