@@ -357,8 +357,10 @@ impl Journal {
                     inner.growth = (0, 0);
                     return Ok(());
                 };
-                // What is appended from now on is the next pass's growth.
+                // What is appended from now on is the next pass's growth; a
+                // step that fails is tried again at the next round.
                 inner.growth.0 = 0;
+                inner.pass = Some(Pass { next, last });
                 Pass { next, last }
             }
             None => return Ok(()),
@@ -1117,6 +1119,29 @@ mod tests {
                 .filter(unchanged)
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test]
+    async fn a_compaction_step_that_fails_is_tried_again_at_the_next_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("state")).await.unwrap();
+        history(&journal);
+        journal.set_compaction(100, 16);
+        journal.with_conn(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE DELETE ON client_log
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+        });
+        assert!(journal.compact_if_grown().is_err());
+        assert!(journal.grown(), "the pass stays");
+        journal.with_conn(|c| c.execute_batch("DROP TRIGGER refuse"));
+        let mut steps = 0;
+        while journal.grown() && steps < 100 {
+            journal.compact_if_grown().unwrap();
+            steps += 1;
+        }
+        assert_eq!((steps, seqs(&journal).len()), (11, 32));
     }
 
     /// A record of client `n`'s held config (revision 4) without content.
