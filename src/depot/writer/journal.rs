@@ -184,6 +184,14 @@ struct Inner {
     compaction: (u64, i64),
 }
 
+impl Inner {
+    /// Whether a compaction pass is due: the log has grown past
+    /// [`COMPACT_AFTER`] rows and past the rows the last one left.
+    fn pass_due(&self) -> bool {
+        self.growth.0 > self.compaction.0.max(self.growth.1)
+    }
+}
+
 /// A compaction of the grown log, a step of it before each round's commit:
 /// the rows from `next` to `last` (by `seq`) are still to be looked at; rows
 /// appended since it began wait for the next pass, and count towards it.
@@ -344,10 +352,10 @@ impl Journal {
     pub fn compact_if_grown(&self) -> Result<(), JournalError> {
         let mut guard = self.inner();
         let inner = &mut *guard;
-        let (after, step) = inner.compaction;
+        let step = inner.compaction.1;
         let pass = match inner.pass {
             Some(pass) => pass,
-            None if inner.growth.0 > after.max(inner.growth.1) => {
+            None if inner.pass_due() => {
                 let range: (Option<i64>, Option<i64>) = inner.conn.query_row(
                     "SELECT min(seq), max(seq) FROM client_log",
                     [],
@@ -360,8 +368,9 @@ impl Journal {
                 // What is appended from now on is the next pass's growth; a
                 // step that fails is tried again at the next round.
                 inner.growth.0 = 0;
-                inner.pass = Some(Pass { next, last });
-                Pass { next, last }
+                let pass = Pass { next, last };
+                inner.pass = Some(pass);
+                pass
             }
             None => return Ok(()),
         };
@@ -394,7 +403,7 @@ impl Journal {
     /// Whether the next round compacts a step of the log first.
     pub fn grown(&self) -> bool {
         let inner = self.inner();
-        inner.pass.is_some() || inner.growth.0 > inner.compaction.0.max(inner.growth.1)
+        inner.pass.is_some() || inner.pass_due()
     }
 
     /// Compacts after `after` rows, `step` rows a step (tests).
