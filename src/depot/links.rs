@@ -9,7 +9,7 @@
 //! since the depot started; a read of a config the journal restored, or
 //! one pushed while traces were off, has no link.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::domain::Fqdn;
@@ -19,7 +19,9 @@ use crate::domain::Fqdn;
 /// a removal leaves it until the client's next set overwrites it).
 #[derive(Debug, Default)]
 pub struct PushLinks {
-    written: Mutex<HashMap<Fqdn, (u64, String)>>,
+    // A B-tree: a hash table's doubling would hold every handler behind the
+    // lock while it rehashes (see the writer's `State`).
+    written: Mutex<BTreeMap<Fqdn, (u64, String)>>,
 }
 
 impl PushLinks {
