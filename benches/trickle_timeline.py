@@ -26,20 +26,21 @@ import collections
 import re
 import statistics
 
-LINE = re.compile(r"\s*(\S+)\s+(\d+)/(\d+)\s+([\d.]+):\s+syscalls:(\w+):")
+LINE = re.compile(r"\s*(\S+)\s+(\d+)/(\d+)\s+([\d.]+):\s+syscalls:(\w+):(?:\s+fd: (0x[0-9a-f]+))?")
 GAP_US = 5000
 WINDOW_US = 8000
 
 
 def events(path):
-    """(µs, pid, tid, comm, tracepoint) per line of `perf script`."""
+    """(µs, pid, tid, comm, tracepoint, fd or None) per line of `perf script`."""
     out = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             m = LINE.match(line)
             if m:
-                comm, pid, tid, t, name = m.groups()
-                out.append((float(t) * 1e6, int(pid), int(tid), comm, name))
+                comm, pid, tid, t, name, fd = m.groups()
+                fd = int(fd, 16) if fd else None
+                out.append((float(t) * 1e6, int(pid), int(tid), comm, name, fd))
     return out
 
 
@@ -64,6 +65,11 @@ def store_thread(e):
     return e[3].startswith(("sqlx", "store-"))
 
 
+def sql_call(e):
+    """SQLite's locking (`fcntl`) or its WAL write (`pwrite64`)."""
+    return e[4] in ("sys_enter_fcntl", "sys_enter_pwrite64")
+
+
 def placed(e):
     """A config put in place: renamed, or (a new client's) linked in."""
     return "rename" in e[4] or "linkat" in e[4]
@@ -71,6 +77,19 @@ def placed(e):
 
 def first(window, test):
     return next((e[0] for e in window if test(e)), None)
+
+
+def push_fd(ev, cs, starts):
+    """The configserver's connection to the depot: a push is written in
+    several `writev`s (headers, data), an Admin answer in one."""
+    several = collections.Counter()
+    for start in starts:
+        fds = collections.Counter(
+            e[5] for e in ev
+            if start <= e[0] < start + WINDOW_US and e[1] == cs and e[4] == "sys_enter_writev"
+        )
+        several.update(fd for fd, n in fds.items() if n > 1)
+    return several.most_common(1)[0][0] if several else None
 
 
 def timeline(ev):
@@ -81,23 +100,35 @@ def timeline(ev):
             if e[0] - last > GAP_US:
                 starts.append(e[0])
             last = e[0]
+    to_depot = push_fd(ev, cs, starts)
     steps = collections.defaultdict(list)
     for start in starts:
         window = [e for e in ev if start <= e[0] < start + WINDOW_US]
         read = first(window, lambda e: e[1] == cs and e[4] == "sys_exit_recvfrom")
         if read is None:
             continue
-        sql = [e for e in window if e[1] == cs and store_thread(e) and e[0] > read]
-        writes = [e[0] for e in window if e[1] == cs and e[4] == "sys_enter_writev"]
+        # Any thread's: a small write runs on the runtime's thread that asked
+        # for it, not on the store's own (`native::run_here`).
+        sql = [e for e in window if e[1] == cs and sql_call(e) and e[0] > read]
+        writes = [e for e in window if e[1] == cs and e[4] == "sys_enter_writev"]
+        answer = first(writes, lambda e: e[5] != to_depot)
+        push = first(writes, lambda e: e[5] == to_depot)
+        wal = first(sql, lambda e: e[4] == "sys_enter_pwrite64")
         found = {
             "1 the configserver reads the request": read,
             "2 the write's first SQL syscall": sql[0][0] if sql else None,
-            "3 its commit (WAL write)": first(sql, lambda e: e[4] == "sys_enter_pwrite64"),
-            "4 Admin response written": writes[0] if writes else None,
-            "5 push written to the depot": writes[1] if len(writes) > 1 else None,
-            "6 the depot reads it": first(window, lambda e: e[1] == depot and e[4] == "sys_exit_recvfrom"),
-            "7 config in place (rename or link)": first(window, lambda e: e[1] == depot and placed(e)),
+            "3 its commit (WAL write)": wal,
+            "4 its locks released": first(
+                sql, lambda e: e[4] == "sys_enter_fcntl" and wal is not None and e[0] > wal
+            ),
+            "5 Admin response written": answer,
+            "6 push written to the depot": push,
+            "7 the depot reads it": first(window, lambda e: e[1] == depot and e[4] == "sys_exit_recvfrom"),
+            "8 config in place (rename or link)": first(window, lambda e: e[1] == depot and placed(e)),
         }
+        # The idle no-op baseline's calls (health checks) reach no depot.
+        if found["8 config in place (rename or link)"] is None:
+            continue
         for step, at in found.items():
             if at is not None:
                 steps[step].append(at - start)
