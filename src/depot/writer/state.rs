@@ -28,8 +28,9 @@ use crate::domain::Fqdn;
 /// The maps that grow with the clients are B-trees, not hash tables: a hash
 /// table doubles in one step, rehashing every entry inside one writer round
 /// while that round's calls wait — at 28,672 configs held the round took
-/// 18–21 ms, at 57,344 42–44 ms, the whole of `direct`'s tail at 40,000 and
-/// 100,000 configs (docs/BENCHMARKS.md, twenty-seventh pass). A B-tree
+/// 18–21 ms, at 57,344 42–44 ms: most of `direct`'s tail (at 100,000
+/// configs p99.9 22–25 ms, with B-trees 9–11; docs/BENCHMARKS.md,
+/// twenty-seventh pass). A B-tree
 /// grows a node at a time; its look-ups cost ~0.5 µs more per set at 10,000
 /// held (`cargo bench --bench writer`), under 1 % of a depot's CPU per
 /// config.
