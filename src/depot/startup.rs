@@ -179,7 +179,7 @@ pub fn prepare(
     };
     for (name, marker) in survey.leftovers {
         match delete_all(dir, std::slice::from_ref(&name)) {
-            Ok(()) => prepared.removed += 1,
+            Ok(_) => prepared.removed += 1,
             // A config the journal no longer holds was read (or removed): if
             // the depot died between journaling the read and defusing the
             // file it could not delete, the file still boots the action.
@@ -195,7 +195,7 @@ pub fn prepare(
             ..FileOps::default()
         };
         match super::writer::apply(dir, access, &ops) {
-            Ok(()) => prepared.rewritten += 1,
+            Ok(_) => prepared.rewritten += 1,
             Err(_) => prepared.unwritten.push(name.clone()),
         }
     }

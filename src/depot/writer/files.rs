@@ -172,6 +172,10 @@ pub async fn stage_all(
     staged.await
 }
 
+/// What one command's file work did: the names it was to delete that were
+/// gone already (no `IN_DELETE` will come for them).
+pub type Published = Result<Vec<String>, WriterError>;
+
 /// The second step of every command staged without error: renames and
 /// deletions.
 pub async fn publish_all(
@@ -179,7 +183,7 @@ pub async fn publish_all(
     ops: Arc<Vec<FileOps>>,
     staged: Vec<Staged>,
     threads: usize,
-) -> Vec<Result<(), WriterError>> {
+) -> Vec<Published> {
     let at = dir.clone();
     let items: Vec<(usize, Staged)> = staged.into_iter().enumerate().collect();
     spread(items, threads, &at, move |(i, staged)| {
@@ -196,7 +200,7 @@ pub async fn run_file_ops(
     access: FileAccess,
     ops: Vec<FileOps>,
     threads: usize,
-) -> Vec<Result<(), WriterError>> {
+) -> Vec<Published> {
     let ops = Arc::new(ops);
     let staged = stage_all(dir.clone(), access, ops.clone(), threads).await;
     publish_all(dir, ops, staged, threads).await
@@ -209,7 +213,7 @@ fn temporary(dir: &Path) -> PathBuf {
 
 /// One command's file work: every temporary file first (so a failure leaves
 /// the old config whole), then the renames, then the deletions.
-pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<(), WriterError> {
+pub fn apply(dir: &Path, access: FileAccess, ops: &FileOps) -> Published {
     let tmps = stage(dir, access, ops)?;
     publish(dir, ops, tmps)
 }
@@ -436,7 +440,7 @@ fn stage_named(dir: &Path, access: FileAccess, ops: &FileOps) -> Result<Vec<Path
 /// Renames the staged temporary files over their names, then deletes; on
 /// a failed rename the temporaries left are removed, and so are the names
 /// renamed already.
-pub fn publish(dir: &Path, ops: &FileOps, temps: Temps) -> Result<(), WriterError> {
+pub fn publish(dir: &Path, ops: &FileOps, temps: Temps) -> Published {
     publish_at(dir, None, ops, temps)
 }
 
@@ -446,7 +450,7 @@ pub fn publish_at(
     at: Option<BorrowedFd<'_>>,
     ops: &FileOps,
     temps: Temps,
-) -> Result<(), WriterError> {
+) -> Published {
     let tmps = match temps {
         Temps::Named(tmps) => tmps,
         Temps::Unnamed(file) => {
@@ -495,17 +499,18 @@ fn unpublish(dir: &Path, ops: &FileOps, landed: &[(String, Arc<str>)]) {
     }
 }
 
-/// Deletes `names`; a missing one is no error.
-pub fn delete_all(dir: &Path, names: &[String]) -> Result<(), WriterError> {
+/// Deletes `names`; a missing one is no error. Returns the missing ones.
+pub fn delete_all(dir: &Path, names: &[String]) -> Published {
+    let mut gone = Vec::new();
     for name in names {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(name.clone()),
             Err(source) => return Err(WriterError::Io { path, source }),
         }
     }
-    Ok(())
+    Ok(gone)
 }
 
 /// Links `path` to the staged `first` (`link` neither follows a symlink nor

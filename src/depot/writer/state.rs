@@ -52,14 +52,10 @@ pub struct State {
     /// removed config.
     unconfirmed_deletes: BTreeMap<String, (Fqdn, u32)>,
     /// The removed configs those files held (`read_at`: when removed), until
-    /// a read of one is reported, their deletes are all seen or
-    /// [`REMOVED_KEPT`] has passed (a delete that found no file brings no
-    /// event).
+    /// a read of one is reported or their deletes are all seen — by the
+    /// watcher, or by the delete itself when it found no file (no event
+    /// comes then) — however long the writer took to get to the events.
     removed: BTreeMap<Fqdn, Removed>,
-    /// The removals in the order they were made, for [`REMOVED_KEPT`]: a mass
-    /// removal (100,000 configs of an old epoch) expires them oldest first
-    /// instead of scanning every one per removal.
-    removed_order: VecDeque<(SystemTime, Fqdn)>,
     /// The epoch of the newest push: the store the depot follows.
     epoch: Arc<str>,
     /// The highest revision seen per epoch.
@@ -76,15 +72,15 @@ type Moves = VecDeque<Change>;
 /// released, and what was there before it.
 #[derive(Debug, Clone)]
 struct Change {
-    /// A delete (its IN_DELETE awaited), made then; not a rename.
-    delete: Option<SystemTime>,
+    /// A delete (its IN_DELETE awaited), not a rename.
+    delete: bool,
     /// What it replaced or deleted.
     was: Move,
 }
 
 impl Change {
     fn rename(was: Move) -> Self {
-        Self { delete: None, was }
+        Self { delete: false, was }
     }
 }
 
@@ -131,9 +127,6 @@ pub(super) struct Removed {
     /// the deletes awaited for it are.
     files: Vec<String>,
 }
-
-/// How long a removed config waits for the deletes of its files.
-const REMOVED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn client_key(fqdn: &Fqdn) -> String {
     // File names never contain '/', so this cannot collide with one.
@@ -331,10 +324,7 @@ impl State {
     /// before it go too: one that found no file brings no event.
     pub fn moved(&mut self, name: &str) {
         if let Some(moves) = self.unconfirmed_moves.get_mut(name) {
-            while moves
-                .pop_front()
-                .is_some_and(|change| change.delete.is_some())
-            {}
+            while moves.pop_front().is_some_and(|change| change.delete) {}
             if moves.is_empty() {
                 self.unconfirmed_moves.remove(name);
             }
@@ -347,7 +337,7 @@ impl State {
         let Some(moves) = self.unconfirmed_moves.get_mut(name) else {
             return false;
         };
-        if moves.front().is_none_or(|change| change.delete.is_none()) {
+        if moves.front().is_none_or(|change| !change.delete) {
             return false;
         }
         moves.pop_front();
@@ -361,22 +351,6 @@ impl State {
     /// client's config the oldest such rename replaced, at `now`, once per
     /// replaced config (whichever of its names the client read).
     pub fn read_replaced(&mut self, name: &str, now: SystemTime) -> ReplacedRead {
-        // A release delete that found no file brings no event: like a
-        // removed config's, it is awaited for [`REMOVED_KEPT`] at most (else
-        // a file someone else put there later would be read as its version).
-        if let Some(moves) = self.unconfirmed_moves.get_mut(name) {
-            let expired = |change: &Change| {
-                change
-                    .delete
-                    .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= REMOVED_KEPT)
-            };
-            while moves.front().is_some_and(expired) {
-                moves.pop_front();
-            }
-            if moves.is_empty() {
-                self.unconfirmed_moves.remove(name);
-            }
-        }
         let oldest = (self.unconfirmed_moves.get(name))
             .and_then(|m| m.front())
             .map(|change| &change.was);
@@ -407,15 +381,38 @@ impl State {
         self.unconfirmed_moves.clear();
         self.unconfirmed_deletes.clear();
         self.removed.clear();
-        self.removed_order.clear();
     }
 
     /// A file was deleted: if it was a released name's or a removed
     /// config's, its delete is seen.
     pub fn deleted(&mut self, name: &str) {
-        if self.release_deleted(name) {
-            return;
+        if !self.release_deleted(name) {
+            self.removal_deleted(name);
         }
+    }
+
+    /// The delete of `name` a committed set (`release`) or removal just made
+    /// found no file: no IN_DELETE comes for it, so it is awaited no more.
+    /// (Its record is the newest for the name: a round holds one command
+    /// per name.) A file someone put there later is then no read of the
+    /// config that was there.
+    pub fn found_gone(&mut self, name: &str, release: bool) {
+        if !release {
+            return self.removal_deleted(name);
+        }
+        let Some(moves) = self.unconfirmed_moves.get_mut(name) else {
+            return;
+        };
+        if moves.back().is_some_and(|change| change.delete) {
+            moves.pop_back();
+        }
+        if moves.is_empty() {
+            self.unconfirmed_moves.remove(name);
+        }
+    }
+
+    /// A removal's delete of `name` is seen.
+    fn removal_deleted(&mut self, name: &str) {
         let Some((fqdn, n)) = self.unconfirmed_deletes.get_mut(name) else {
             return;
         };
@@ -447,31 +444,8 @@ impl State {
         Some(removed.read)
     }
 
-    /// Forgets the removed configs [`REMOVED_KEPT`] old at `now`, oldest
-    /// first (an entry a later removal or an undo replaced is skipped: its
-    /// own time is queued too).
-    fn expire_removed(&mut self, now: SystemTime) {
-        while let Some((at, _)) = self.removed_order.front() {
-            if now.duration_since(*at).unwrap_or_default() < REMOVED_KEPT {
-                break;
-            }
-            let Some((at, fqdn)) = self.removed_order.pop_front() else {
-                break;
-            };
-            if self
-                .removed
-                .get(&fqdn)
-                .is_some_and(|r| r.read.read_at == at)
-            {
-                self.drop_removed(&fqdn);
-            }
-        }
-    }
-
-    /// Queues `removed` (restored by an undo) to expire.
+    /// Puts back `removed` (restored by an undo).
     pub(super) fn restore_removed(&mut self, fqdn: Fqdn, removed: Removed) {
-        self.removed_order
-            .push_back((removed.read.read_at, fqdn.clone()));
         self.removed.insert(fqdn, removed);
     }
 
@@ -481,9 +455,6 @@ impl State {
     pub fn read_removed(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
         let (fqdn, _) = self.unconfirmed_deletes.get(name)?;
         let mut read = self.drop_removed(&fqdn.clone())?;
-        if now.duration_since(read.read_at).unwrap_or_default() >= REMOVED_KEPT {
-            return None;
-        }
         read.read_at = now;
         Some(read)
     }
@@ -699,10 +670,7 @@ impl State {
                 None => Move::Nothing,
             };
             let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
-            moves.push_back(Change {
-                delete: Some(now),
-                was,
-            });
+            moves.push_back(Change { delete: true, was });
         }
         outcome
     }
@@ -724,7 +692,6 @@ impl State {
     ) -> bool {
         let held = self.forget(fqdn);
         let removed = held.is_some();
-        self.expire_removed(now);
         if let Some(held) = held {
             for name in &held.files {
                 let entry = self
@@ -745,7 +712,6 @@ impl State {
             }
             let read = ReadEvent::of_held(fqdn.clone(), held, now);
             self.removed.insert(fqdn.clone(), Removed { read, files });
-            self.removed_order.push_back((now, fqdn.clone()));
         }
         if !removed && !self.seen.contains_key(fqdn) {
             return false;
@@ -868,7 +834,11 @@ mod tests {
     /// The revision a read of `name` now is the read of, if one whose
     /// rename or delete is not seen yet.
     fn replaced_read(state: &mut State, name: &str) -> Option<u64> {
-        match state.read_replaced(name, NOW) {
+        replaced_read_at(state, name, NOW)
+    }
+
+    fn replaced_read_at(state: &mut State, name: &str, now: SystemTime) -> Option<u64> {
+        match state.read_replaced(name, now) {
             ReplacedRead::Read(r) => Some(r.revision),
             _ => None,
         }
@@ -1211,19 +1181,27 @@ mod tests {
         state.moved("01-x");
         state.moved("01-x");
         assert!(!state.is_replaced("01-x"));
-        // One no rename onto the name follows is awaited for a while only: a
-        // file put there later (the operator's) is no read of its version.
+        // One no rename onto the name follows is awaited until its delete is
+        // seen, however late the read's event is handled (a stalled writer)…
         set(&mut state, config("c", 1, &["01-p"]));
         state.moved("01-p");
         set(&mut state, config("c", 2, &["01-q"]));
         state.moved("01-q");
         assert!(state.is_replaced("01-p"));
-        let later = NOW + REMOVED_KEPT;
+        let hour_later = NOW + std::time::Duration::from_secs(3600);
+        assert_eq!(replaced_read_at(&mut state, "01-p", hour_later), Some(1));
+        // …and not at all once the delete found no file: a file put there
+        // later (the operator's) is no read of the version it held.
+        set(&mut state, config("d", 1, &["01-r"]));
+        state.moved("01-r");
+        set(&mut state, config("d", 2, &["01-s"]));
+        state.moved("01-s");
+        state.found_gone("01-r", true);
+        assert!(!state.is_replaced("01-r"));
         assert!(matches!(
-            state.read_replaced("01-p", later),
+            state.read_replaced("01-r", NOW),
             ReplacedRead::Nothing
         ));
-        assert!(!state.is_replaced("01-p"));
     }
 
     #[test]
@@ -1252,18 +1230,26 @@ mod tests {
         assert!(state.read_removed("01-c", NOW).is_none());
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         assert_eq!(state.owner("01-c"), Some(&fqdn("c")));
-        // A delete that found no file brings no event: after a minute the
-        // removed config is no one's any more.
+        // Its read is reported however late its event is handled (a writer
+        // stalled for an hour) while the delete is not seen…
         set(&mut state, config("d", 1, &["01-d"]));
         assert!(remove(&mut state, "d", 2).unwrap());
-        let late = NOW + std::time::Duration::from_secs(61);
-        assert!(state.read_removed("01-d", late).is_none());
+        let late = NOW + std::time::Duration::from_secs(3600);
+        let read = state.read_removed("01-d", late).unwrap();
+        assert_eq!((read.fqdn, read.revision), (fqdn("d"), 1));
+        // …and a delete that found no file brings no event, so it is seen
+        // at once: a file put there later is no read of the removed config.
+        set(&mut state, config("e", 1, &["01-e"]));
+        assert!(remove(&mut state, "e", 2).unwrap());
+        state.found_gone("01-e", false);
+        assert!(state.read_removed("01-e", NOW).is_none());
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
     }
 
     #[test]
-    fn removed_configs_expire_oldest_first_and_a_second_removal_awaits_both() {
+    fn a_second_removal_awaits_both_and_no_removal_expires() {
         let mut state = State::default();
-        let minute = std::time::Duration::from_secs(61);
+        let hour = std::time::Duration::from_secs(3600);
         set(&mut state, config("a", 1, &["uuid-a", "01-a"]));
         assert!(remove(&mut state, "a", 2).unwrap());
         // Set again under another MAC name, and removed again: the first
@@ -1278,16 +1264,19 @@ mod tests {
         state.deleted("uuid-a");
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
 
-        // b, removed a minute before c's removal, is forgotten by it, with
-        // the deletes it awaited; c is not.
+        // b, removed an hour before c, still awaits its delete: the writer
+        // may have been stalled that long with b's read queued.
         set(&mut state, config("b", 1, &["01-b"]));
         set(&mut state, config("c", 1, &["01-c"]));
         assert!(remove(&mut state, "b", 2).unwrap());
-        assert!(remove_at(&mut state, "c", 2, NOW + minute).unwrap());
-        assert!(!state.unconfirmed_deletes.contains_key("01-b"));
-        assert!(state.read_removed("01-b", NOW + minute).is_none());
+        assert!(remove_at(&mut state, "c", 2, NOW + hour).unwrap());
+        assert!(state.unconfirmed_deletes.contains_key("01-b"));
         assert_eq!(
-            state.read_removed("01-c", NOW + minute).unwrap().fqdn,
+            state.read_removed("01-b", NOW + hour).unwrap().fqdn,
+            fqdn("b")
+        );
+        assert_eq!(
+            state.read_removed("01-c", NOW + hour).unwrap().fqdn,
             fqdn("c")
         );
     }

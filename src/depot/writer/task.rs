@@ -627,7 +627,7 @@ impl Writer {
             let mut deleted = Vec::new();
             for name in names {
                 match files::delete_all(&dir, std::slice::from_ref(&name)) {
-                    Ok(()) => deleted.push(name),
+                    Ok(_) => deleted.push(name),
                     Err(error) => {
                         debug!(%error, "a stale file start-up could not remove still cannot be")
                     }
@@ -863,6 +863,51 @@ mod tests {
         let on_disk = std::fs::read_to_string(dir.path().join(&name)).unwrap();
         assert_eq!(on_disk, "second\n");
         assert!(reads.try_recv().is_err(), "one read");
+    }
+
+    /// A file of someone else's at `name` (the removed or released config's
+    /// was gone before our delete) is read: no read of ours is reported.
+    async fn a_foreign_read_is_none_of_ours(
+        writer: &WriterHandle,
+        reads: &mut mpsc::Receiver<ReadEvent>,
+        dir: &std::path::Path,
+        name: &str,
+    ) {
+        std::fs::write(dir.join(name), "someone else's\n").unwrap();
+        feed(writer, [WatchEvent::Read(name.to_owned())]).await;
+        // The writer handled every event before it answers the listing.
+        writer.list(None, 10, None).await.unwrap();
+        assert!(
+            reads.try_recv().is_err(),
+            "a file put there after a delete that found none is no read of ours"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removal_whose_file_was_gone_awaits_no_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        // Gone before the removal (as a held config's never written again
+        // after its directory was recreated): no IN_DELETE will come.
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        remove_client1(&writer, 2).await;
+        a_foreign_read_is_none_of_ours(&writer, &mut reads, dir.path(), &name).await;
+    }
+
+    #[tokio::test]
+    async fn a_released_name_whose_file_was_gone_awaits_no_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        // Revision 2 has another MAC: its set releases (deletes) the name.
+        let second = Rendered {
+            revision: 2,
+            files: vec!["01-02-00-00-00-00-77".into()],
+            ..config(1)
+        };
+        writer.set(second).await.unwrap();
+        feed(&writer, [WatchEvent::Moved("01-02-00-00-00-00-77".into())]).await;
+        a_foreign_read_is_none_of_ours(&writer, &mut reads, dir.path(), &name).await;
     }
 
     #[tokio::test]

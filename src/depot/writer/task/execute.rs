@@ -129,7 +129,7 @@ impl Writer {
         &mut self,
         pending: Pending,
         reply: Reply,
-        result: Result<(), WriterError>,
+        result: files::Published,
         now: SystemTime,
         after: &mut Batch,
     ) -> Option<ReadEvent> {
@@ -145,7 +145,7 @@ impl Writer {
                         warn!(%fqdn, %error, "PXE config files not deleted yet");
                     }
                 }
-                match self.state.commit(op, result, now) {
+                match self.state.commit(op, result.map(|_| ()), now) {
                     Committed::Repeat(Some(read)) => {
                         info!(%fqdn, revision = read.revision, "files of a read PXE config deleted at last");
                         after.swept.push(ReadKey::of(&read));
@@ -163,14 +163,26 @@ impl Writer {
                     let format = snapshot.held_format().unwrap_or(Format::Pxelinux);
                     Some(self.defuse(read, format, files, &error, after).await)
                 }
-                (Committed::Read(read), Ok(())) => {
+                (Committed::Read(read), Ok(_)) => {
                     if let Some(read) = &read {
                         self.metrics.tftp_reads.get_or_create(&self.depot).inc();
                         info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, "PXE config read by the client");
                     }
                     read
                 }
-                (committed, Ok(())) => {
+                (committed, Ok(gone)) => {
+                    // A delete that found no file brings no IN_DELETE: a
+                    // removal's or a release's is awaited no more.
+                    let awaited = match committed {
+                        Committed::Set(Ok(_)) => Some(true),
+                        Committed::Remove(Ok(true)) => Some(false),
+                        _ => None,
+                    };
+                    if let Some(release) = awaited {
+                        for name in &gone {
+                            self.state.found_gone(name, release);
+                        }
+                    }
                     if matches!(committed, Committed::Set(Ok(_))) {
                         // Its files are written now, whatever a rewrite left.
                         self.unwritten.remove(snapshot.fqdn());
@@ -268,7 +280,7 @@ impl Writer {
         &mut self,
         batch: Arc<Batch>,
         ops: Arc<Vec<FileOps>>,
-    ) -> Vec<Result<(), WriterError>> {
+    ) -> Vec<files::Published> {
         let (dir, access) = (self.dir.clone(), self.access);
         if ops.len() <= ONE_THREAD_ROUND || self.io_threads == 1 {
             let journal = self.journal.clone();
