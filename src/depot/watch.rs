@@ -23,7 +23,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::writer::{TMP_PREFIX, WatchEvent, WriterHandle};
+use super::writer::{TMP_PREFIX, WatchEvent, WriterHandle, fence_of};
 
 /// Bytes read from inotify at once: room for ~1000 events per read; the
 /// kernel queue holds the rest.
@@ -262,18 +262,7 @@ impl Watcher {
         if mask.contains(EventMask::ISDIR) {
             return None;
         }
-        let name = name?.to_str()?.to_owned();
-        if name.starts_with(TMP_PREFIX) {
-            None
-        } else if mask.contains(EventMask::CLOSE_NOWRITE) {
-            Some(WatchEvent::Read(name))
-        } else if mask.intersects(EventMask::MOVED_TO | EventMask::CREATE) {
-            Some(WatchEvent::Moved(name))
-        } else if mask.contains(EventMask::DELETE) {
-            Some(WatchEvent::Deleted(name))
-        } else {
-            None
-        }
+        event_for(mask, name?.to_str()?)
     }
 
     /// Watches the directory at the path again if it is not the one
@@ -309,9 +298,60 @@ impl Watcher {
     }
 }
 
+/// What an event on the file `name` in the directory means to the writer.
+fn event_for(mask: EventMask, name: &str) -> Option<WatchEvent> {
+    let name = name.to_owned();
+    if name.starts_with(TMP_PREFIX) {
+        // Our temporary files; of the writer's fences only the delete.
+        mask.contains(EventMask::DELETE)
+            .then(|| fence_of(&name))
+            .flatten()
+            .map(WatchEvent::Fence)
+    } else if mask.contains(EventMask::CLOSE_NOWRITE) {
+        Some(WatchEvent::Read(name))
+    } else if mask.intersects(EventMask::MOVED_TO | EventMask::CREATE) {
+        Some(WatchEvent::Moved(name))
+    } else if mask.contains(EventMask::DELETE) {
+        Some(WatchEvent::Deleted(name))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_is_one_event_after_the_events_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let inotify = Inotify::init().unwrap();
+        inotify.watches().add(dir.path(), DIR_MASK).unwrap();
+        let name = "01-02-00-00-00-00-01";
+        std::fs::write(dir.path().join(name), "x").unwrap();
+        std::fs::read(dir.path().join(name)).unwrap();
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+        crate::depot::writer::fence(dir.path(), 7).unwrap();
+        let mut inotify = inotify;
+        let mut buffer = [0u8; 4096];
+        let events: Vec<String> = inotify
+            .read_events(&mut buffer)
+            .unwrap()
+            .filter_map(|e| event_for(e.mask, e.name?.to_str()?))
+            .map(|e| format!("{e:?}"))
+            .collect();
+        let tail = &events[events.len() - 2..];
+        assert_eq!(
+            tail,
+            [format!("Deleted({name:?})"), "Fence(7)".to_owned()],
+            "the fence comes once, after the events before it: {events:?}"
+        );
+        assert!(
+            !dir.path()
+                .join(crate::depot::writer::fence_name(7))
+                .exists()
+        );
+    }
 
     #[test]
     fn renames_onto_one_name_are_one_event_each() {

@@ -499,6 +499,31 @@ fn unpublish(dir: &Path, ops: &FileOps, landed: &[(String, Arc<str>)]) {
     }
 }
 
+/// The name of fence `n`: a file the writer creates and deletes in the PXE
+/// directory after a round whose deletes found no file. The kernel queues
+/// a directory's events in order, so when the fence's `IN_DELETE` is
+/// handled, so are the events of everything before it — a client's read of
+/// a file that was gone by the time we deleted it (someone else deleted it
+/// first) among them. A temporary name: start-up removes one a crash left.
+pub fn fence_name(n: u64) -> String {
+    format!("{TMP_PREFIX}-fence-{n}")
+}
+
+/// The fence number of the file `name`, if it is a fence.
+pub fn fence_of(name: &str) -> Option<u64> {
+    name.strip_prefix(TMP_PREFIX)?
+        .strip_prefix("-fence-")?
+        .parse()
+        .ok()
+}
+
+/// Creates and deletes fence `n` in `dir`.
+pub fn fence(dir: &Path, n: u64) -> io::Result<()> {
+    let path = dir.join(fence_name(n));
+    fs::File::create(&path)?;
+    fs::remove_file(&path)
+}
+
 /// Deletes `names`; a missing one is no error. Returns the missing ones.
 pub fn delete_all(dir: &Path, names: &[String]) -> Published {
     let mut gone = Vec::new();

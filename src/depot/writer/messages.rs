@@ -142,6 +142,9 @@ pub enum WatchEvent {
     Moved(String),
     /// A file was deleted (our removals among others).
     Deleted(String),
+    /// Fence `n` was deleted (`files::fence`): the deletes before it that
+    /// found no file are seen.
+    Fence(u64),
     /// The kernel dropped events; the writer rechecks the files it holds.
     Overflow,
     /// The depot started: files read while it was down (or whose read

@@ -24,7 +24,7 @@ mod task;
 
 pub use error::{JournalError, SeenState, WriterError};
 pub use files::{
-    DEFAULT_FILE_MODE, FileAccess, Found, Look, TMP_PREFIX, apply, delete_all, holds,
+    DEFAULT_FILE_MODE, FileAccess, Found, Look, TMP_PREFIX, apply, delete_all, fence_of, holds,
     is_managed_name, overwrite, read_since_written, scan,
 };
 pub use journal::{Batch, Contents, JOURNAL_FILE, Journal, ReadKey};
@@ -32,6 +32,8 @@ pub use messages::{
     ConfigInfo, ConfigPage, HeldState, ReadEvent, Rendered, SetOutcome, WRITE_RESULTS, WatchEvent,
 };
 // The pure state machine is public for the planning benchmark (benches/writer.rs).
+#[cfg(test)]
+pub use files::{fence, fence_name};
 pub use ops::{Committed, FileOps, Op, Planned, SetPlan};
 pub use records::{ClientRecord, Defused, Held, Seen};
 pub use round::Round;

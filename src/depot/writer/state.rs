@@ -52,10 +52,14 @@ pub struct State {
     /// removed config.
     unconfirmed_deletes: BTreeMap<String, (Fqdn, u32)>,
     /// The removed configs those files held (`read_at`: when removed), until
-    /// a read of one is reported or their deletes are all seen — by the
-    /// watcher, or by the delete itself when it found no file (no event
-    /// comes then) — however long the writer took to get to the events.
+    /// a read of one is reported or their deletes are all seen — however
+    /// long the writer takes to get to the events.
     removed: BTreeMap<Fqdn, Removed>,
+    /// Deletes of removals and releases that found no file, so no event
+    /// comes for them: seen once the fence after them comes back (a read
+    /// of the file seen before that was of the config: someone else's
+    /// delete came first). Fence number, name, whether a release's.
+    gone: Vec<(u64, String, bool)>,
     /// The epoch of the newest push: the store the depot follows.
     epoch: Arc<str>,
     /// The highest revision seen per epoch.
@@ -74,13 +78,19 @@ type Moves = VecDeque<Change>;
 struct Change {
     /// A delete (its IN_DELETE awaited), not a rename.
     delete: bool,
+    /// That delete found no file: it is seen when its fence comes back.
+    found_nothing: bool,
     /// What it replaced or deleted.
     was: Move,
 }
 
 impl Change {
     fn rename(was: Move) -> Self {
-        Self { delete: false, was }
+        Self {
+            delete: false,
+            found_nothing: false,
+            was,
+        }
     }
 }
 
@@ -321,7 +331,8 @@ impl State {
     }
 
     /// Our rename of `name` was seen by the watcher. Release deletes queued
-    /// before it go too: one that found no file brings no event.
+    /// before it go too: one that found no file brings no event (its fence
+    /// may not be back yet).
     pub fn moved(&mut self, name: &str) {
         if let Some(moves) = self.unconfirmed_moves.get_mut(name) {
             while moves.pop_front().is_some_and(|change| change.delete) {}
@@ -381,6 +392,7 @@ impl State {
         self.unconfirmed_moves.clear();
         self.unconfirmed_deletes.clear();
         self.removed.clear();
+        self.gone.clear();
     }
 
     /// A file was deleted: if it was a released name's or a removed
@@ -392,22 +404,46 @@ impl State {
     }
 
     /// The delete of `name` a committed set (`release`) or removal just made
-    /// found no file: no IN_DELETE comes for it, so it is awaited no more.
-    /// (Its record is the newest for the name: a round holds one command
-    /// per name.) A file someone put there later is then no read of the
-    /// config that was there.
-    pub fn found_gone(&mut self, name: &str, release: bool) {
-        if !release {
-            return self.removal_deleted(name);
-        }
-        let Some(moves) = self.unconfirmed_moves.get_mut(name) else {
+    /// found no file: no IN_DELETE comes for it, so it is seen when `fence`
+    /// comes back ([`Self::fence_passed`]). (Its record is the newest for
+    /// the name: a round holds one command per name.) Until then a read of
+    /// the name is of the config that was there.
+    pub fn found_gone(&mut self, name: &str, release: bool, fence: u64) {
+        if release {
+            let change = (self.unconfirmed_moves.get_mut(name)).and_then(|moves| moves.back_mut());
+            match change {
+                Some(change) if change.delete => change.found_nothing = true,
+                _ => return,
+            }
+        } else if !self.unconfirmed_deletes.contains_key(name) {
             return;
-        };
-        if moves.back().is_some_and(|change| change.delete) {
-            moves.pop_back();
         }
-        if moves.is_empty() {
-            self.unconfirmed_moves.remove(name);
+        self.gone.push((fence, name.to_owned(), release));
+    }
+
+    /// Fence `n` came back: every event from before the deletes it follows
+    /// is handled, and those that found no file are seen. A file someone
+    /// puts at such a name later is no read of the config that was there.
+    pub fn fence_passed(&mut self, n: u64) {
+        let (due, waiting) = std::mem::take(&mut self.gone)
+            .into_iter()
+            .partition(|(fence, _, _)| *fence <= n);
+        self.gone = waiting;
+        for (_, name, release) in due {
+            if !release {
+                self.removal_deleted(&name);
+                continue;
+            }
+            let Some(moves) = self.unconfirmed_moves.get_mut(&name) else {
+                continue;
+            };
+            // Unless a rename seen since took it along.
+            if let Some(i) = moves.iter().position(|c| c.delete && c.found_nothing) {
+                moves.remove(i);
+            }
+            if moves.is_empty() {
+                self.unconfirmed_moves.remove(&name);
+            }
         }
     }
 
@@ -670,7 +706,11 @@ impl State {
                 None => Move::Nothing,
             };
             let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
-            moves.push_back(Change { delete: true, was });
+            moves.push_back(Change {
+                delete: true,
+                found_nothing: false,
+                was,
+            });
         }
         outcome
     }
@@ -1190,18 +1230,30 @@ mod tests {
         assert!(state.is_replaced("01-p"));
         let hour_later = NOW + std::time::Duration::from_secs(3600);
         assert_eq!(replaced_read_at(&mut state, "01-p", hour_later), Some(1));
-        // …and not at all once the delete found no file: a file put there
-        // later (the operator's) is no read of the version it held.
+        // A delete that found no file (someone else's came first): a read
+        // seen before the fence after it is of the version it held…
         set(&mut state, config("d", 1, &["01-r"]));
         state.moved("01-r");
         set(&mut state, config("d", 2, &["01-s"]));
         state.moved("01-s");
-        state.found_gone("01-r", true);
-        assert!(!state.is_replaced("01-r"));
+        state.found_gone("01-r", true, 1);
+        assert_eq!(replaced_read(&mut state, "01-r"), Some(1));
+        // …and once the fence is back, a file put there later (the
+        // operator's) is no read of it.
+        set(&mut state, config("f", 1, &["01-t"]));
+        state.moved("01-t");
+        set(&mut state, config("f", 2, &["01-u"]));
+        state.moved("01-u");
+        state.found_gone("01-t", true, 2);
+        state.fence_passed(1);
+        assert!(state.is_replaced("01-t"), "its fence is 2");
+        state.fence_passed(2);
+        assert!(!state.is_replaced("01-t"));
         assert!(matches!(
-            state.read_replaced("01-r", NOW),
+            state.read_replaced("01-t", NOW),
             ReplacedRead::Nothing
         ));
+        assert!(state.gone.is_empty());
     }
 
     #[test]
@@ -1237,13 +1289,22 @@ mod tests {
         let late = NOW + std::time::Duration::from_secs(3600);
         let read = state.read_removed("01-d", late).unwrap();
         assert_eq!((read.fqdn, read.revision), (fqdn("d"), 1));
-        // …and a delete that found no file brings no event, so it is seen
-        // at once: a file put there later is no read of the removed config.
+        // A delete that found no file brings no event: a read seen before
+        // the fence after it is of the removed config (someone else's
+        // delete came first)…
         set(&mut state, config("e", 1, &["01-e"]));
         assert!(remove(&mut state, "e", 2).unwrap());
-        state.found_gone("01-e", false);
-        assert!(state.read_removed("01-e", NOW).is_none());
+        state.found_gone("01-e", false, 1);
+        assert_eq!(state.read_removed("01-e", NOW).unwrap().fqdn, fqdn("e"));
+        // …and once the fence is back, a file put there later is not.
+        set(&mut state, config("g", 1, &["01-g"]));
+        assert!(remove(&mut state, "g", 2).unwrap());
+        state.found_gone("01-g", false, 2);
+        state.fence_passed(2);
+        assert!(state.read_removed("01-g", NOW).is_none());
+        state.fence_passed(1);
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        assert!(state.gone.is_empty());
     }
 
     #[test]

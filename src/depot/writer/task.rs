@@ -227,6 +227,7 @@ pub fn start(
         unwritten,
         tried_last: None,
         placement: Placement::default(),
+        fences: Fences::new(),
         ended: false,
     };
     (WriterHandle { tx, epoch }, writer.run(rx))
@@ -270,8 +271,29 @@ struct Writer {
     tried_last: Option<Fqdn>,
     /// Whether small rounds run in place now.
     placement: Placement,
+    /// The fences made (see `files::fence`).
+    fences: Fences,
     /// The test hook ended the writer.
     ended: bool,
+}
+
+/// The writer's fences: the last one made, and whether the next is owed.
+#[derive(Debug)]
+struct Fences {
+    made: u64,
+    owed: bool,
+}
+
+impl Fences {
+    fn new() -> Self {
+        // Numbered from the start's time: the delete of a fence an earlier
+        // run left, removed by start-up, passes none of this run's.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Self {
+            made: now.map_or(0, |d| d.as_micros() as u64),
+            owed: false,
+        }
+    }
 }
 
 impl Writer {
@@ -298,7 +320,10 @@ impl Writer {
                     }
                     self.execute(&mut round).await;
                 }
-                _ = sweep.tick(), if !self.state.defused_clients().is_empty() || !self.leftovers.is_empty() || !self.unwritten.is_empty() => {
+                _ = sweep.tick(), if !self.state.defused_clients().is_empty() || !self.leftovers.is_empty() || !self.unwritten.is_empty() || self.fences.owed => {
+                    if self.fences.owed {
+                        self.fence().await;
+                    }
                     self.sweep().await;
                     self.sweep_leftovers().await;
                     if !self.unwritten.is_empty() {
@@ -377,6 +402,7 @@ impl Writer {
         match event {
             WatchEvent::Moved(name) => self.state.moved(&name),
             WatchEvent::Deleted(name) => self.state.deleted(&name),
+            WatchEvent::Fence(n) => self.state.fence_passed(n),
             WatchEvent::Read(name) => self.plan_read(name, round).await,
             WatchEvent::Overflow => {
                 self.execute(round).await;
@@ -865,8 +891,8 @@ mod tests {
         assert!(reads.try_recv().is_err(), "one read");
     }
 
-    /// A file of someone else's at `name` (the removed or released config's
-    /// was gone before our delete) is read: no read of ours is reported.
+    /// The fence after a delete that found no file comes back, then a file
+    /// of someone else's at `name` is read: no read of ours is reported.
     async fn a_foreign_read_is_none_of_ours(
         writer: &WriterHandle,
         reads: &mut mpsc::Receiver<ReadEvent>,
@@ -874,7 +900,9 @@ mod tests {
         name: &str,
     ) {
         std::fs::write(dir.join(name), "someone else's\n").unwrap();
-        feed(writer, [WatchEvent::Read(name.to_owned())]).await;
+        // The writer's fences are numbered from its start's time.
+        let fence = WatchEvent::Fence(u64::MAX);
+        feed(writer, [fence, WatchEvent::Read(name.to_owned())]).await;
         // The writer handled every event before it answers the listing.
         writer.list(None, 10, None).await.unwrap();
         assert!(
@@ -892,6 +920,27 @@ mod tests {
         std::fs::remove_file(dir.path().join(&name)).unwrap();
         remove_client1(&writer, 2).await;
         a_foreign_read_is_none_of_ours(&writer, &mut reads, dir.path(), &name).await;
+    }
+
+    #[tokio::test]
+    async fn a_read_before_someone_elses_delete_of_a_removed_config_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        // The client read the file, then someone else deleted it; both
+        // events are still queued when the removal finds no file.
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        remove_client1(&writer, 2).await;
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
+        assert!(
+            !dir.path().read_dir().unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::domain::TMP_PREFIX)),
+            "the fence is made and gone"
+        );
     }
 
     #[tokio::test]

@@ -86,6 +86,9 @@ impl Writer {
             }
         }
         self.journal(Arc::new(after)).await;
+        if self.fences.owed {
+            self.fence().await;
+        }
         for read in reads {
             if self.reads.send(read).await.is_err() {
                 warn!("read events have no receiver any more; the read stays in the journal");
@@ -180,7 +183,8 @@ impl Writer {
                     };
                     if let Some(release) = awaited {
                         for name in &gone {
-                            self.state.found_gone(name, release);
+                            self.state.found_gone(name, release, self.fences.made + 1);
+                            self.fences.owed = true;
                         }
                     }
                     if matches!(committed, Committed::Set(Ok(_))) {
@@ -201,6 +205,23 @@ impl Writer {
                     None
                 }
             },
+        }
+    }
+
+    /// Makes the fence owed (see `files::fence`); tried again at the next
+    /// round or sweep if it cannot be made.
+    pub(super) async fn fence(&mut self) {
+        let n = self.fences.made + 1;
+        let dir = self.dir.clone();
+        match tokio::task::spawn_blocking(move || files::fence(&dir, n)).await {
+            Ok(Ok(())) => {
+                self.fences.made = n;
+                self.fences.owed = false;
+            }
+            Ok(Err(error)) => {
+                warn!(%error, "no fence could be made in the PXE directory; deletes that found no file stay awaited until one can")
+            }
+            Err(error) => warn!(%error, "making a fence failed; tried again later"),
         }
     }
 
