@@ -517,11 +517,15 @@ pub fn fence_of(name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Creates and deletes fence `n` in `dir`.
+/// Creates and deletes fence `n` in `dir`. Someone else's delete of it
+/// serves as well: it too comes after everything before the fence.
 pub fn fence(dir: &Path, n: u64) -> io::Result<()> {
     let path = dir.join(fence_name(n));
     fs::File::create(&path)?;
-    fs::remove_file(&path)
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        removed => removed,
+    }
 }
 
 /// Deletes `names`; a missing one is no error. Returns the missing ones.

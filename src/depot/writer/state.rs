@@ -55,17 +55,28 @@ pub struct State {
     /// a read of one is reported or their deletes are all seen — however
     /// long the writer takes to get to the events.
     removed: BTreeMap<Fqdn, Removed>,
-    /// Deletes of removals and releases that found no file, so no event
-    /// comes for them: seen once the fence after them comes back (a read
-    /// of the file seen before that was of the config: someone else's
-    /// delete came first). Fence number, name, whether a release's.
-    gone: Vec<(u64, String, bool)>,
+    /// Removals' deletes that found no file, so no event of ours comes for
+    /// them: seen when the fence after them comes back (a read of the file
+    /// seen before that was of the removed config: someone else's delete
+    /// came first), or when that someone else's `IN_DELETE` does.
+    gone: Vec<Gone>,
+    /// Names with a release delete that found no file (see
+    /// [`Change::found_nothing`]), with its fence.
+    gone_releases: Vec<(u64, String)>,
     /// The epoch of the newest push: the store the depot follows.
     epoch: Arc<str>,
     /// The highest revision seen per epoch.
     highest: HashMap<Arc<str>, u64>,
     /// A push brought a new epoch since the last look.
     epoch_changed: bool,
+}
+
+/// A removal's delete that found no file, awaiting its fence.
+#[derive(Debug)]
+struct Gone {
+    fence: u64,
+    name: String,
+    fqdn: Fqdn,
 }
 
 /// A name's renames and release deletes not seen yet, oldest first, with
@@ -78,8 +89,9 @@ type Moves = VecDeque<Change>;
 struct Change {
     /// A delete (its IN_DELETE awaited), not a rename.
     delete: bool,
-    /// That delete found no file: it is seen when its fence comes back.
-    found_nothing: bool,
+    /// That delete found no file: it is seen when this fence comes back
+    /// (or someone else's `IN_DELETE` of the file does).
+    found_nothing: Option<u64>,
     /// What it replaced or deleted.
     was: Move,
 }
@@ -88,7 +100,7 @@ impl Change {
     fn rename(was: Move) -> Self {
         Self {
             delete: false,
-            found_nothing: false,
+            found_nothing: None,
             was,
         }
     }
@@ -393,14 +405,21 @@ impl State {
         self.unconfirmed_deletes.clear();
         self.removed.clear();
         self.gone.clear();
+        self.gone_releases.clear();
     }
 
     /// A file was deleted: if it was a released name's or a removed
     /// config's, its delete is seen.
     pub fn deleted(&mut self, name: &str) {
-        if !self.release_deleted(name) {
-            self.removal_deleted(name);
+        if self.release_deleted(name) {
+            return;
         }
+        // Someone else's delete of a file ours then did not find: one
+        // delete, counted here and not again at the fence.
+        if let Some(i) = self.gone.iter().position(|g| g.name == name) {
+            self.gone.swap_remove(i);
+        }
+        self.removal_deleted(name);
     }
 
     /// The delete of `name` a committed set (`release`) or removal just made
@@ -411,36 +430,40 @@ impl State {
     pub fn found_gone(&mut self, name: &str, release: bool, fence: u64) {
         if release {
             let change = (self.unconfirmed_moves.get_mut(name)).and_then(|moves| moves.back_mut());
-            match change {
-                Some(change) if change.delete => change.found_nothing = true,
-                _ => return,
+            if let Some(change) = change.filter(|c| c.delete) {
+                change.found_nothing = Some(fence);
+                self.gone_releases.push((fence, name.to_owned()));
             }
-        } else if !self.unconfirmed_deletes.contains_key(name) {
-            return;
+        } else if let Some((fqdn, _)) = self.unconfirmed_deletes.get(name) {
+            self.gone.push(Gone {
+                fence,
+                name: name.to_owned(),
+                fqdn: fqdn.clone(),
+            });
         }
-        self.gone.push((fence, name.to_owned(), release));
     }
 
     /// Fence `n` came back: every event from before the deletes it follows
     /// is handled, and those that found no file are seen. A file someone
     /// puts at such a name later is no read of the config that was there.
     pub fn fence_passed(&mut self, n: u64) {
-        let (due, waiting) = std::mem::take(&mut self.gone)
+        let (due, waiting): (Vec<Gone>, _) = std::mem::take(&mut self.gone)
             .into_iter()
-            .partition(|(fence, _, _)| *fence <= n);
+            .partition(|g| g.fence <= n);
         self.gone = waiting;
-        for (_, name, release) in due {
-            if !release {
-                self.removal_deleted(&name);
-                continue;
-            }
+        for gone in due {
+            self.removal_deleted(&gone.name);
+        }
+        let (due, waiting): (Vec<_>, _) = std::mem::take(&mut self.gone_releases)
+            .into_iter()
+            .partition(|(fence, _)| *fence <= n);
+        self.gone_releases = waiting;
+        for (_, name) in due {
             let Some(moves) = self.unconfirmed_moves.get_mut(&name) else {
                 continue;
             };
-            // Unless a rename seen since took it along.
-            if let Some(i) = moves.iter().position(|c| c.delete && c.found_nothing) {
-                moves.remove(i);
-            }
+            // Each marked by a fence back now (unless an event took it).
+            moves.retain(|c| c.found_nothing.is_none_or(|fence| fence > n));
             if moves.is_empty() {
                 self.unconfirmed_moves.remove(&name);
             }
@@ -477,6 +500,9 @@ impl State {
                 self.unconfirmed_deletes.remove(name);
             }
         }
+        // Nothing of it is awaited any more: its fences must not count a
+        // later removal's delete of the same name.
+        self.gone.retain(|g| g.fqdn != *fqdn);
         Some(removed.read)
     }
 
@@ -708,7 +734,7 @@ impl State {
             let moves = self.unconfirmed_moves.entry(name.clone()).or_default();
             moves.push_back(Change {
                 delete: true,
-                found_nothing: false,
+                found_nothing: None,
                 was,
             });
         }

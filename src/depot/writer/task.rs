@@ -277,22 +277,35 @@ struct Writer {
     ended: bool,
 }
 
-/// The writer's fences: the last one made, and whether the next is owed.
+/// The writer's fences (see `files::fence`).
 #[derive(Debug)]
 struct Fences {
-    made: u64,
+    /// This run's fences are numbered above this.
+    start: u64,
+    /// The number of the next fence: deletes that find no file now are
+    /// seen when it (or a later one) comes back. Each attempt takes one.
+    next: u64,
+    /// A fence is owed: the last attempt failed.
     owed: bool,
 }
 
 impl Fences {
     fn new() -> Self {
-        // Numbered from the start's time: the delete of a fence an earlier
-        // run left, removed by start-up, passes none of this run's.
+        // Numbered from the start's time, so that the delete of a fence an
+        // earlier run left passes none of this run's.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let start = now.map_or(0, |d| d.as_micros() as u64);
         Self {
-            made: now.map_or(0, |d| d.as_micros() as u64),
+            start,
+            next: start + 1,
             owed: false,
         }
+    }
+
+    /// Whether fence `n` is one this run made (not one an earlier run left,
+    /// or a file someone else named like one).
+    fn ours(&self, n: u64) -> bool {
+        self.start < n && n < self.next
     }
 }
 
@@ -402,7 +415,8 @@ impl Writer {
         match event {
             WatchEvent::Moved(name) => self.state.moved(&name),
             WatchEvent::Deleted(name) => self.state.deleted(&name),
-            WatchEvent::Fence(n) => self.state.fence_passed(n),
+            WatchEvent::Fence(n) if self.fences.ours(n) => self.state.fence_passed(n),
+            WatchEvent::Fence(n) => debug!(n, "a fence this run did not make"),
             WatchEvent::Read(name) => self.plan_read(name, round).await,
             WatchEvent::Overflow => {
                 self.execute(round).await;
@@ -891,8 +905,34 @@ mod tests {
         assert!(reads.try_recv().is_err(), "one read");
     }
 
-    /// The fence after a delete that found no file comes back, then a file
-    /// of someone else's at `name` is read: no read of ours is reported.
+    /// Our own watch on the PXE directory, for the fences the writer makes.
+    fn fence_watch(dir: &std::path::Path) -> inotify::Inotify {
+        let inotify = inotify::Inotify::init().unwrap();
+        inotify
+            .watches()
+            .add(dir, inotify::WatchMask::DELETE)
+            .unwrap();
+        inotify
+    }
+
+    /// The one fence the writer made since the last look (it has finished
+    /// its rounds once it answers a listing).
+    async fn made_fence(writer: &WriterHandle, watch: &mut inotify::Inotify) -> u64 {
+        writer.list(None, 10, None).await.unwrap();
+        let mut buffer = [0u8; 4096];
+        let fences: Vec<u64> = match watch.read_events(&mut buffer) {
+            Ok(events) => events
+                .filter_map(|e| files::fence_of(e.name?.to_str()?))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(fences.len(), 1, "one fence after the round: {fences:?}");
+        fences[0]
+    }
+
+    /// A file of someone else's at `name` is read: no read of ours is
+    /// reported.
     async fn a_foreign_read_is_none_of_ours(
         writer: &WriterHandle,
         reads: &mut mpsc::Receiver<ReadEvent>,
@@ -900,9 +940,7 @@ mod tests {
         name: &str,
     ) {
         std::fs::write(dir.join(name), "someone else's\n").unwrap();
-        // The writer's fences are numbered from its start's time.
-        let fence = WatchEvent::Fence(u64::MAX);
-        feed(writer, [fence, WatchEvent::Read(name.to_owned())]).await;
+        feed(writer, [WatchEvent::Read(name.to_owned())]).await;
         // The writer handled every event before it answers the listing.
         writer.list(None, 10, None).await.unwrap();
         assert!(
@@ -911,42 +949,116 @@ mod tests {
         );
     }
 
+    /// Client 2 takes `name`, is removed (its file deleted), and read.
+    async fn client2_at(writer: &WriterHandle, name: &str) {
+        let other = Rendered {
+            files: vec![name.to_owned()],
+            revision: 3,
+            ..config(2)
+        };
+        writer.set(other).await.unwrap();
+        feed(writer, [WatchEvent::Moved(name.to_owned())]).await;
+        let removed = writer.remove(config(2).fqdn, 4, Arc::from("e1"));
+        assert!(removed.await.unwrap());
+    }
+
     #[tokio::test]
-    async fn a_removal_whose_file_was_gone_awaits_no_delete() {
+    async fn a_removal_whose_file_was_gone_awaits_its_fence_only() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        let mut watch = fence_watch(dir.path());
         // Gone before the removal (as a held config's never written again
-        // after its directory was recreated): no IN_DELETE will come.
+        // after its directory was recreated): no IN_DELETE of ours comes.
         std::fs::remove_file(dir.path().join(&name)).unwrap();
         remove_client1(&writer, 2).await;
-        a_foreign_read_is_none_of_ours(&writer, &mut reads, dir.path(), &name).await;
+        let fence = made_fence(&writer, &mut watch).await;
+        // A fence of an earlier run (or a file named like one) passes nothing.
+        feed(&writer, [WatchEvent::Fence(fence + 1_000_000)]).await;
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
+        assert_eq!(next(&mut reads).await.fqdn, config(1).fqdn, "still awaited");
+        // Once more, and the fence comes back first this time.
+        let (writer, mut reads, name) = holding_client1(&dir.path().join("again")).await;
+        let mut watch = fence_watch(&dir.path().join("again"));
+        std::fs::remove_file(dir.path().join("again").join(&name)).unwrap();
+        remove_client1(&writer, 2).await;
+        let fence = made_fence(&writer, &mut watch).await;
+        feed(&writer, [WatchEvent::Fence(fence)]).await;
+        a_foreign_read_is_none_of_ours(&writer, &mut reads, &dir.path().join("again"), &name).await;
     }
 
     #[tokio::test]
     async fn a_read_before_someone_elses_delete_of_a_removed_config_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        let mut watch = fence_watch(dir.path());
         // The client read the file, then someone else deleted it; both
         // events are still queued when the removal finds no file.
         std::fs::remove_file(dir.path().join(&name)).unwrap();
         remove_client1(&writer, 2).await;
+        let fence = made_fence(&writer, &mut watch).await;
         feed(&writer, [WatchEvent::Read(name.clone())]).await;
         let read = next(&mut reads).await;
         assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
-        assert!(
-            !dir.path().read_dir().unwrap().any(|e| e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(crate::domain::TMP_PREFIX)),
-            "the fence is made and gone"
-        );
+        // The rest of the queue: their delete, then the fence, which must
+        // not count client 2's delete of the name as client 1's.
+        feed(&writer, [WatchEvent::Deleted(name.clone())]).await;
+        client2_at(&writer, &name).await;
+        feed(
+            &writer,
+            [WatchEvent::Fence(fence), WatchEvent::Read(name.clone())],
+        )
+        .await;
+        assert_eq!(next(&mut reads).await.fqdn, config(2).fqdn);
     }
 
     #[tokio::test]
-    async fn a_released_name_whose_file_was_gone_awaits_no_delete() {
+    async fn a_reported_read_leaves_its_fence_nothing_to_count() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        let mut watch = fence_watch(dir.path());
+        // Gone unseen (as while the depot was down); a read of the name
+        // before the fence is taken for client 1's.
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        remove_client1(&writer, 2).await;
+        let fence = made_fence(&writer, &mut watch).await;
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
+        assert_eq!(next(&mut reads).await.fqdn, config(1).fqdn);
+        client2_at(&writer, &name).await;
+        feed(
+            &writer,
+            [WatchEvent::Fence(fence), WatchEvent::Read(name.clone())],
+        )
+        .await;
+        let read = next(&mut reads).await;
+        assert_eq!(read.fqdn, config(2).fqdn, "client 2's delete still awaited");
+    }
+
+    #[tokio::test]
+    async fn someone_elses_delete_and_the_fence_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        let mut watch = fence_watch(dir.path());
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        remove_client1(&writer, 2).await;
+        let fence = made_fence(&writer, &mut watch).await;
+        // Their IN_DELETE sees client 1's delete; client 2 takes the name
+        // and is removed before the fence is handled.
+        feed(&writer, [WatchEvent::Deleted(name.clone())]).await;
+        client2_at(&writer, &name).await;
+        feed(
+            &writer,
+            [WatchEvent::Fence(fence), WatchEvent::Read(name.clone())],
+        )
+        .await;
+        let read = next(&mut reads).await;
+        assert_eq!(read.fqdn, config(2).fqdn, "client 2's delete still awaited");
+    }
+
+    #[tokio::test]
+    async fn a_released_name_whose_file_was_gone_awaits_its_fence_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        let mut watch = fence_watch(dir.path());
         std::fs::remove_file(dir.path().join(&name)).unwrap();
         // Revision 2 has another MAC: its set releases (deletes) the name.
         let second = Rendered {
@@ -956,6 +1068,8 @@ mod tests {
         };
         writer.set(second).await.unwrap();
         feed(&writer, [WatchEvent::Moved("01-02-00-00-00-00-77".into())]).await;
+        let fence = made_fence(&writer, &mut watch).await;
+        feed(&writer, [WatchEvent::Fence(fence)]).await;
         a_foreign_read_is_none_of_ours(&writer, &mut reads, dir.path(), &name).await;
     }
 

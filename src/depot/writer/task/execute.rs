@@ -85,10 +85,12 @@ impl Writer {
                 reads.push(read);
             }
         }
-        self.journal(Arc::new(after)).await;
+        // Made before anything else can wait (the journal may): until it is
+        // back, a file someone puts at such a name is taken for ours.
         if self.fences.owed {
             self.fence().await;
         }
+        self.journal(Arc::new(after)).await;
         for read in reads {
             if self.reads.send(read).await.is_err() {
                 warn!("read events have no receiver any more; the read stays in the journal");
@@ -183,7 +185,7 @@ impl Writer {
                     };
                     if let Some(release) = awaited {
                         for name in &gone {
-                            self.state.found_gone(name, release, self.fences.made + 1);
+                            self.state.found_gone(name, release, self.fences.next);
                             self.fences.owed = true;
                         }
                     }
@@ -211,13 +213,12 @@ impl Writer {
     /// Makes the fence owed (see `files::fence`); tried again at the next
     /// round or sweep if it cannot be made.
     pub(super) async fn fence(&mut self) {
-        let n = self.fences.made + 1;
+        let n = self.fences.next;
+        // Deletes that find no file from now on wait for a later fence.
+        self.fences.next += 1;
         let dir = self.dir.clone();
         match tokio::task::spawn_blocking(move || files::fence(&dir, n)).await {
-            Ok(Ok(())) => {
-                self.fences.made = n;
-                self.fences.owed = false;
-            }
+            Ok(Ok(())) => self.fences.owed = false,
             Ok(Err(error)) => {
                 warn!(%error, "no fence could be made in the PXE directory; deletes that found no file stay awaited until one can")
             }
