@@ -504,9 +504,12 @@ async fn a_different_database_makes_the_depot_converge_to_what_it_owes() {
     )
     .await;
     wait_state(&admin, 5..15, S::Delivered, 60).await;
-    depot
-        .wait_log("configs of another configserver database dropped", 30)
-        .await;
+    // What the new store does not owe goes either way: dropped by the
+    // depot's reconciliation with the new epoch, or removed by the new
+    // configserver's check of what the depot holds, whichever comes first
+    // (a CI run on a loaded machine had the check first, and no "dropped"
+    // line: `configs_a_different_database_does_not_owe_go_once_they_can`
+    // covers the depot's own path).
 }
 
 /// Another database, and the configs it does not owe cannot be removed
