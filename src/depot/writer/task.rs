@@ -949,8 +949,27 @@ mod tests {
         );
     }
 
-    /// Client 2 takes `name`, is removed (its file deleted), and read.
-    async fn client2_at(writer: &WriterHandle, name: &str) {
+    /// A writer holding client 1's config, its file gone unseen (no event
+    /// fed), then removed; its reads, the file name and the fence made.
+    async fn removed_unseen(
+        dir: &std::path::Path,
+    ) -> (WriterHandle, mpsc::Receiver<ReadEvent>, String, u64) {
+        let (writer, reads, name) = holding_client1(dir).await;
+        let mut watch = fence_watch(dir);
+        std::fs::remove_file(dir.join(&name)).unwrap();
+        remove_client1(&writer, 2).await;
+        let fence = made_fence(&writer, &mut watch).await;
+        (writer, reads, name, fence)
+    }
+
+    /// Client 2 takes `name` and is removed (its file deleted) before
+    /// `fence` is handled; then a read of the name is client 2's.
+    async fn client2_read_after(
+        writer: &WriterHandle,
+        reads: &mut mpsc::Receiver<ReadEvent>,
+        name: &str,
+        fence: u64,
+    ) {
         let other = Rendered {
             files: vec![name.to_owned()],
             revision: 3,
@@ -960,28 +979,24 @@ mod tests {
         feed(writer, [WatchEvent::Moved(name.to_owned())]).await;
         let removed = writer.remove(config(2).fqdn, 4, Arc::from("e1"));
         assert!(removed.await.unwrap());
+        let events = [WatchEvent::Fence(fence), WatchEvent::Read(name.to_owned())];
+        feed(writer, events).await;
+        let read = next(reads).await;
+        assert_eq!(read.fqdn, config(2).fqdn, "client 2's delete still awaited");
     }
 
     #[tokio::test]
     async fn a_removal_whose_file_was_gone_awaits_its_fence_only() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, mut reads, name) = holding_client1(dir.path()).await;
-        let mut watch = fence_watch(dir.path());
         // Gone before the removal (as a held config's never written again
         // after its directory was recreated): no IN_DELETE of ours comes.
-        std::fs::remove_file(dir.path().join(&name)).unwrap();
-        remove_client1(&writer, 2).await;
-        let fence = made_fence(&writer, &mut watch).await;
+        let (writer, mut reads, name, fence) = removed_unseen(dir.path()).await;
         // A fence of an earlier run (or a file named like one) passes nothing.
         feed(&writer, [WatchEvent::Fence(fence + 1_000_000)]).await;
         feed(&writer, [WatchEvent::Read(name.clone())]).await;
         assert_eq!(next(&mut reads).await.fqdn, config(1).fqdn, "still awaited");
         // Once more, and the fence comes back first this time.
-        let (writer, mut reads, name) = holding_client1(&dir.path().join("again")).await;
-        let mut watch = fence_watch(&dir.path().join("again"));
-        std::fs::remove_file(dir.path().join("again").join(&name)).unwrap();
-        remove_client1(&writer, 2).await;
-        let fence = made_fence(&writer, &mut watch).await;
+        let (writer, mut reads, name, fence) = removed_unseen(&dir.path().join("again")).await;
         feed(&writer, [WatchEvent::Fence(fence)]).await;
         a_foreign_read_is_none_of_ours(&writer, &mut reads, &dir.path().join("again"), &name).await;
     }
@@ -989,69 +1004,37 @@ mod tests {
     #[tokio::test]
     async fn a_read_before_someone_elses_delete_of_a_removed_config_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, mut reads, name) = holding_client1(dir.path()).await;
-        let mut watch = fence_watch(dir.path());
         // The client read the file, then someone else deleted it; both
         // events are still queued when the removal finds no file.
-        std::fs::remove_file(dir.path().join(&name)).unwrap();
-        remove_client1(&writer, 2).await;
-        let fence = made_fence(&writer, &mut watch).await;
+        let (writer, mut reads, name, fence) = removed_unseen(dir.path()).await;
         feed(&writer, [WatchEvent::Read(name.clone())]).await;
         let read = next(&mut reads).await;
         assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
         // The rest of the queue: their delete, then the fence, which must
         // not count client 2's delete of the name as client 1's.
         feed(&writer, [WatchEvent::Deleted(name.clone())]).await;
-        client2_at(&writer, &name).await;
-        feed(
-            &writer,
-            [WatchEvent::Fence(fence), WatchEvent::Read(name.clone())],
-        )
-        .await;
-        assert_eq!(next(&mut reads).await.fqdn, config(2).fqdn);
+        client2_read_after(&writer, &mut reads, &name, fence).await;
     }
 
     #[tokio::test]
     async fn a_reported_read_leaves_its_fence_nothing_to_count() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, mut reads, name) = holding_client1(dir.path()).await;
-        let mut watch = fence_watch(dir.path());
         // Gone unseen (as while the depot was down); a read of the name
         // before the fence is taken for client 1's.
-        std::fs::remove_file(dir.path().join(&name)).unwrap();
-        remove_client1(&writer, 2).await;
-        let fence = made_fence(&writer, &mut watch).await;
+        let (writer, mut reads, name, fence) = removed_unseen(dir.path()).await;
         feed(&writer, [WatchEvent::Read(name.clone())]).await;
         assert_eq!(next(&mut reads).await.fqdn, config(1).fqdn);
-        client2_at(&writer, &name).await;
-        feed(
-            &writer,
-            [WatchEvent::Fence(fence), WatchEvent::Read(name.clone())],
-        )
-        .await;
-        let read = next(&mut reads).await;
-        assert_eq!(read.fqdn, config(2).fqdn, "client 2's delete still awaited");
+        client2_read_after(&writer, &mut reads, &name, fence).await;
     }
 
     #[tokio::test]
     async fn someone_elses_delete_and_the_fence_count_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, mut reads, name) = holding_client1(dir.path()).await;
-        let mut watch = fence_watch(dir.path());
-        std::fs::remove_file(dir.path().join(&name)).unwrap();
-        remove_client1(&writer, 2).await;
-        let fence = made_fence(&writer, &mut watch).await;
+        let (writer, mut reads, name, fence) = removed_unseen(dir.path()).await;
         // Their IN_DELETE sees client 1's delete; client 2 takes the name
         // and is removed before the fence is handled.
         feed(&writer, [WatchEvent::Deleted(name.clone())]).await;
-        client2_at(&writer, &name).await;
-        feed(
-            &writer,
-            [WatchEvent::Fence(fence), WatchEvent::Read(name.clone())],
-        )
-        .await;
-        let read = next(&mut reads).await;
-        assert_eq!(read.fqdn, config(2).fqdn, "client 2's delete still awaited");
+        client2_read_after(&writer, &mut reads, &name, fence).await;
     }
 
     #[tokio::test]
