@@ -58,8 +58,9 @@ pub struct State {
     /// Removals' deletes that found no file, so no event of ours comes for
     /// them: seen when the fence after them comes back (a read of the file
     /// seen before that was of the removed config: someone else's delete
-    /// came first), or when that someone else's `IN_DELETE` does.
-    gone: Vec<Gone>,
+    /// came first), or when that someone else's `IN_DELETE` does. By name:
+    /// a mass removal's `IN_DELETE`s each look here.
+    gone: BTreeMap<String, Vec<Gone>>,
     /// Names with a release delete that found no file (see
     /// [`Change::found_nothing`]), with its fence.
     gone_releases: Vec<(u64, String)>,
@@ -75,7 +76,6 @@ pub struct State {
 #[derive(Debug)]
 struct Gone {
     fence: u64,
-    name: String,
     fqdn: Fqdn,
 }
 
@@ -416,8 +416,11 @@ impl State {
         }
         // Someone else's delete of a file ours then did not find: one
         // delete, counted here and not again at the fence.
-        if let Some(i) = self.gone.iter().position(|g| g.name == name) {
-            self.gone.swap_remove(i);
+        if let Some(waiting) = self.gone.get_mut(name) {
+            waiting.remove(0);
+            if waiting.is_empty() {
+                self.gone.remove(name);
+            }
         }
         self.removal_deleted(name);
     }
@@ -435,11 +438,11 @@ impl State {
                 self.gone_releases.push((fence, name.to_owned()));
             }
         } else if let Some((fqdn, _)) = self.unconfirmed_deletes.get(name) {
-            self.gone.push(Gone {
+            let gone = Gone {
                 fence,
-                name: name.to_owned(),
                 fqdn: fqdn.clone(),
-            });
+            };
+            self.gone.entry(name.to_owned()).or_default().push(gone);
         }
     }
 
@@ -447,12 +450,19 @@ impl State {
     /// is handled, and those that found no file are seen. A file someone
     /// puts at such a name later is no read of the config that was there.
     pub fn fence_passed(&mut self, n: u64) {
-        let (due, waiting): (Vec<Gone>, _) = std::mem::take(&mut self.gone)
-            .into_iter()
-            .partition(|g| g.fence <= n);
-        self.gone = waiting;
-        for gone in due {
-            self.removal_deleted(&gone.name);
+        let mut due = Vec::new();
+        self.gone.retain(|name, waiting| {
+            waiting.retain(|g| {
+                let passed = g.fence <= n;
+                if passed {
+                    due.push(name.clone());
+                }
+                !passed
+            });
+            !waiting.is_empty()
+        });
+        for name in due {
+            self.removal_deleted(&name);
         }
         let (due, waiting): (Vec<_>, _) = std::mem::take(&mut self.gone_releases)
             .into_iter()
@@ -499,10 +509,15 @@ impl State {
             if (self.unconfirmed_deletes.get(name)).is_some_and(|(f, _)| f == fqdn) {
                 self.unconfirmed_deletes.remove(name);
             }
+            // Nothing of it is awaited any more: its fences must not count
+            // a later removal's delete of the same name.
+            if let Some(waiting) = self.gone.get_mut(name) {
+                waiting.retain(|g| g.fqdn != *fqdn);
+                if waiting.is_empty() {
+                    self.gone.remove(name);
+                }
+            }
         }
-        // Nothing of it is awaited any more: its fences must not count a
-        // later removal's delete of the same name.
-        self.gone.retain(|g| g.fqdn != *fqdn);
         Some(removed.read)
     }
 
@@ -1396,6 +1411,28 @@ mod tests {
             state.deleted(&format!("uuid-m{i}"));
         }
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        // Again, with half the files gone before the removals (their fence
+        // comes after every IN_DELETE of the others, each of which looks
+        // for a delete that found nothing at its name).
+        for i in 0..n {
+            let files = [format!("01-m{i}"), format!("uuid-m{i}")];
+            let names = [files[0].as_str(), files[1].as_str()];
+            set(&mut state, config(&format!("m{i}"), 3, &names));
+        }
+        for i in 0..n {
+            assert!(remove(&mut state, &format!("m{i}"), 4).unwrap());
+            if i % 2 == 0 {
+                state.found_gone(&format!("01-m{i}"), false, 1);
+                state.found_gone(&format!("uuid-m{i}"), false, 1);
+            }
+        }
+        for i in (0..n).filter(|i| i % 2 == 1) {
+            state.deleted(&format!("01-m{i}"));
+            state.deleted(&format!("uuid-m{i}"));
+        }
+        state.fence_passed(1);
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        assert!(state.gone.is_empty());
     }
 
     #[test]
