@@ -48,9 +48,11 @@ pub struct State {
     /// read of the version the oldest replaced or released.
     unconfirmed_moves: BTreeMap<String, Moves>,
     /// Files of removed configs whose IN_DELETE has not come back yet, and
-    /// whose client: a read of such a name seen now was a read of the
-    /// removed config.
-    unconfirmed_deletes: BTreeMap<String, (Fqdn, u32)>,
+    /// whose clients, oldest first: a read of such a name seen now was a
+    /// read of the oldest one's removed config. (One name can await the
+    /// deletes of several clients: another may take the name and be
+    /// removed before the first client's delete is seen.)
+    unconfirmed_deletes: BTreeMap<String, Deletes>,
     /// The removed configs those files held (`read_at`: when removed), until
     /// a read of one is reported or their deletes are all seen — however
     /// long the writer takes to get to the events.
@@ -58,9 +60,9 @@ pub struct State {
     /// Removals' deletes that found no file, so no event of ours comes for
     /// them: seen when the fence after them comes back (a read of the file
     /// seen before that was of the removed config: someone else's delete
-    /// came first), or when that someone else's `IN_DELETE` does. By name:
-    /// a mass removal's `IN_DELETE`s each look here.
-    gone: BTreeMap<String, Vec<Gone>>,
+    /// came first), or when that someone else's `IN_DELETE` does. By name,
+    /// each with its fence: a mass removal's `IN_DELETE`s each look here.
+    gone: BTreeMap<String, Vec<u64>>,
     /// Names with a release delete that found no file (see
     /// [`Change::found_nothing`]), with its fence.
     gone_releases: Vec<(u64, String)>,
@@ -72,16 +74,16 @@ pub struct State {
     epoch_changed: bool,
 }
 
-/// A removal's delete that found no file, awaiting its fence.
-#[derive(Debug)]
-struct Gone {
-    fence: u64,
-    fqdn: Fqdn,
-}
-
 /// A name's renames and release deletes not seen yet, oldest first, with
 /// what each replaced.
 type Moves = VecDeque<Change>;
+
+/// A name's removal deletes not seen yet, in the order they were made: the
+/// client whose file each deleted, and how many of that client's in a row.
+/// The kernel reports them in that order, so the oldest is the one the
+/// next `IN_DELETE` (or fence) of the name sees, and a read seen before it
+/// read that client's file.
+pub(super) type Deletes = VecDeque<(Fqdn, u32)>;
 
 /// One of our renames onto a name, or a set's delete of a name it
 /// released, and what was there before it.
@@ -437,12 +439,8 @@ impl State {
                 change.found_nothing = Some(fence);
                 self.gone_releases.push((fence, name.to_owned()));
             }
-        } else if let Some((fqdn, _)) = self.unconfirmed_deletes.get(name) {
-            let gone = Gone {
-                fence,
-                fqdn: fqdn.clone(),
-            };
-            self.gone.entry(name.to_owned()).or_default().push(gone);
+        } else if self.unconfirmed_deletes.contains_key(name) {
+            self.gone.entry(name.to_owned()).or_default().push(fence);
         }
     }
 
@@ -452,8 +450,8 @@ impl State {
     pub fn fence_passed(&mut self, n: u64) {
         let mut due = Vec::new();
         self.gone.retain(|name, waiting| {
-            waiting.retain(|g| {
-                let passed = g.fence <= n;
+            waiting.retain(|fence| {
+                let passed = *fence <= n;
                 if passed {
                     due.push(name.clone());
                 }
@@ -482,43 +480,29 @@ impl State {
 
     /// A removal's delete of `name` is seen.
     fn removal_deleted(&mut self, name: &str) {
-        let Some((fqdn, n)) = self.unconfirmed_deletes.get_mut(name) else {
+        let Some(deletes) = self.unconfirmed_deletes.get_mut(name) else {
+            return;
+        };
+        let Some((fqdn, n)) = deletes.front_mut() else {
             return;
         };
         *n -= 1;
-        if *n == 0 {
-            let fqdn = fqdn.clone();
+        if *n > 0 {
+            return;
+        }
+        let fqdn = fqdn.clone();
+        deletes.pop_front();
+        if deletes.is_empty() {
             self.unconfirmed_deletes.remove(name);
-            let awaited = self.removed.get(&fqdn).is_some_and(|r| {
-                (r.files.iter()).any(|n| {
-                    self.unconfirmed_deletes
-                        .get(n)
-                        .is_some_and(|(f, _)| *f == fqdn)
-                })
-            });
-            if !awaited {
-                self.removed.remove(&fqdn);
-            }
         }
-    }
-
-    /// Forgets a removed config and the deletes still awaited for it.
-    fn drop_removed(&mut self, fqdn: &Fqdn) -> Option<ReadEvent> {
-        let removed = self.removed.remove(fqdn)?;
-        for name in &removed.files {
-            if (self.unconfirmed_deletes.get(name)).is_some_and(|(f, _)| f == fqdn) {
-                self.unconfirmed_deletes.remove(name);
-            }
-            // Nothing of it is awaited any more: its fences must not count
-            // a later removal's delete of the same name.
-            if let Some(waiting) = self.gone.get_mut(name) {
-                waiting.retain(|g| g.fqdn != *fqdn);
-                if waiting.is_empty() {
-                    self.gone.remove(name);
-                }
-            }
+        let awaited = self.removed.get(&fqdn).is_some_and(|r| {
+            (r.files.iter()).any(|n| {
+                (self.unconfirmed_deletes.get(n)).is_some_and(|d| d.iter().any(|(f, _)| *f == fqdn))
+            })
+        });
+        if !awaited {
+            self.removed.remove(&fqdn);
         }
-        Some(removed.read)
     }
 
     /// Puts back `removed` (restored by an undo).
@@ -530,8 +514,10 @@ impl State {
     /// config, if its delete was not seen yet (the read came first), at
     /// `now` — once per removed config.
     pub fn read_removed(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
-        let (fqdn, _) = self.unconfirmed_deletes.get(name)?;
-        let mut read = self.drop_removed(&fqdn.clone())?;
+        let (fqdn, _) = self.unconfirmed_deletes.get(name)?.front()?;
+        // Its deletes stay awaited: each still brings its event, which
+        // must not be taken for a later removal's of the same name.
+        let mut read = self.removed.remove(fqdn)?.read;
         read.read_at = now;
         Some(read)
     }
@@ -775,11 +761,11 @@ impl State {
         let removed = held.is_some();
         if let Some(held) = held {
             for name in &held.files {
-                let entry = self
-                    .unconfirmed_deletes
-                    .entry(name.clone())
-                    .or_insert_with(|| (fqdn.clone(), 0));
-                *entry = (fqdn.clone(), entry.1 + 1);
+                let deletes = self.unconfirmed_deletes.entry(name.clone()).or_default();
+                match deletes.back_mut() {
+                    Some((f, n)) if f == fqdn => *n += 1,
+                    _ => deletes.push_back((fqdn.clone(), 1)),
+                }
             }
             // An earlier removal's deletes may still be awaited too.
             let mut files = held.files.clone();
@@ -1330,6 +1316,9 @@ mod tests {
         let late = NOW + std::time::Duration::from_secs(3600);
         let read = state.read_removed("01-d", late).unwrap();
         assert_eq!((read.fqdn, read.revision), (fqdn("d"), 1));
+        // (Its delete's event still comes, and is still awaited.)
+        assert!(state.unconfirmed_deletes.contains_key("01-d"));
+        state.deleted("01-d");
         // A delete that found no file brings no event: a read seen before
         // the fence after it is of the removed config (someone else's
         // delete came first)…
@@ -1381,6 +1370,43 @@ mod tests {
             state.read_removed("01-c", NOW + hour).unwrap().fqdn,
             fqdn("c")
         );
+    }
+
+    #[test]
+    fn a_name_awaits_the_deletes_of_each_client_that_held_it_in_turn() {
+        // b is removed; a takes b's name and is removed before b's delete
+        // is seen. The name's events come in that order: b's delete, a's
+        // rename, a's delete.
+        let mut state = State::default();
+        set(&mut state, config("b", 1, &["01-x", "uuid-b"]));
+        assert!(remove(&mut state, "b", 2).unwrap());
+        set(&mut state, config("a", 1, &["01-x"]));
+        assert!(remove(&mut state, "a", 2).unwrap());
+        // Seen before b's delete: b's read.
+        assert_eq!(state.read_removed("01-x", NOW).unwrap().fqdn, fqdn("b"));
+        state.deleted("01-x");
+        // Seen after it: a's, however b's other name stands.
+        assert_eq!(state.read_removed("01-x", NOW).unwrap().fqdn, fqdn("a"));
+        for name in ["01-x", "uuid-b"] {
+            state.deleted(name);
+        }
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        // Unread, both removed configs go once their deletes are seen.
+        set(&mut state, config("b", 3, &["01-y"]));
+        assert!(remove(&mut state, "b", 4).unwrap());
+        set(&mut state, config("a", 3, &["01-y"]));
+        assert!(remove(&mut state, "a", 4).unwrap());
+        state.deleted("01-y");
+        assert_eq!(state.read_removed("01-y", NOW).unwrap().fqdn, fqdn("a"));
+        state.deleted("01-y");
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        set(&mut state, config("b", 5, &["01-z"]));
+        assert!(remove(&mut state, "b", 6).unwrap());
+        set(&mut state, config("a", 5, &["01-z"]));
+        assert!(remove(&mut state, "a", 6).unwrap());
+        state.deleted("01-z");
+        state.deleted("01-z");
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
     }
 
     #[test]

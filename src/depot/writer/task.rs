@@ -1090,6 +1090,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reads_of_a_name_two_removed_clients_held_in_turn_are_each_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        // Client 1 is removed, client 2 takes its file name and is removed
+        // too, all before the writer sees any of their events: a read
+        // before client 1's IN_DELETE is client 1's, one after client 2's
+        // rename and before its IN_DELETE client 2's.
+        remove_client1(&writer, 2).await;
+        let other = Rendered {
+            files: vec![name.clone()],
+            revision: 3,
+            ..config(2)
+        };
+        writer.set(other).await.unwrap();
+        assert!(
+            writer
+                .remove(config(2).fqdn, 4, Arc::from("e1"))
+                .await
+                .unwrap()
+        );
+        feed(
+            &writer,
+            [
+                WatchEvent::Read(name.clone()),
+                WatchEvent::Deleted(name.clone()),
+                WatchEvent::Moved(name.clone()),
+                WatchEvent::Read(name.clone()),
+                WatchEvent::Deleted(name),
+            ],
+        )
+        .await;
+        let first = next(&mut reads).await;
+        assert_eq!((first.fqdn, first.revision), (config(1).fqdn, 1));
+        let second = next(&mut reads).await;
+        assert_eq!((second.fqdn, second.revision), (config(2).fqdn, 3));
+    }
+
+    #[tokio::test]
     async fn a_full_reads_channel_holds_the_writer_and_loses_no_read() {
         let dir = tempfile::tempdir().unwrap();
         let (reads_tx, mut reads) = mpsc::channel(1);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::super::ops::Op;
 use super::super::records::{ClientRecord, Defused, Held, Seen};
-use super::{Moves, Removed, State};
+use super::{Deletes, Moves, Removed, State};
 use crate::depot::marker::Format;
 use crate::domain::Fqdn;
 
@@ -20,7 +20,7 @@ pub struct Snapshot {
     defused: Option<Defused>,
     owners: Vec<(String, Option<Fqdn>)>,
     moves: Vec<(String, Option<Moves>)>,
-    deletes: Vec<(String, Option<(Fqdn, u32)>)>,
+    deletes: Vec<(String, Option<Deletes>)>,
     removed: Option<Removed>,
 }
 
