@@ -47,22 +47,24 @@ pub struct State {
     /// a rewrite of the same config): a read of such a name seen now was a
     /// read of the version the oldest replaced or released.
     unconfirmed_moves: BTreeMap<String, Moves>,
-    /// Files of removed configs whose IN_DELETE has not come back yet, and
-    /// whose clients, oldest first: a read of such a name seen now was a
-    /// read of the oldest one's removed config. (One name can await the
-    /// deletes of several clients: another may take the name and be
-    /// removed before the first client's delete is seen.)
+    /// Our deletes of a name (a removal's, or a read's) whose IN_DELETE has
+    /// not come back yet, oldest first: a read of such a name seen now was
+    /// a read of the oldest one's config. (One name can await several: a
+    /// client may take a name another's removal freed, and be removed, before
+    /// the first delete is seen.)
     unconfirmed_deletes: BTreeMap<String, Deletes>,
-    /// The removed configs those files held (`read_at`: when removed), until
-    /// a read of one is reported or their deletes are all seen — however
-    /// long the writer takes to get to the events.
-    removed: BTreeMap<Fqdn, Removed>,
-    /// Removals' deletes that found no file, so no event of ours comes for
-    /// them: seen when the fence after them comes back (a read of the file
-    /// seen before that was of the removed config: someone else's delete
-    /// came first), or when that someone else's `IN_DELETE` does. By name,
-    /// each with its fence: a mass removal's `IN_DELETE`s each look here.
-    gone: BTreeMap<String, Vec<u64>>,
+    /// The removed configs those deletes are of (`read_at`: when removed),
+    /// by removal, until a read of one is reported or its deletes are all
+    /// seen — however long the writer takes to get to the events.
+    removed: BTreeMap<u64, Removed>,
+    /// The number of the next removal.
+    next_removal: u64,
+    /// Names with a removal's delete that found no file (no event of ours
+    /// comes for it), with the fence after it: seen when that fence comes
+    /// back (a read of the file seen before that was of the removed config:
+    /// someone else's delete came first), or when that someone else's
+    /// `IN_DELETE` does.
+    gone: Vec<(u64, String)>,
     /// Names with a release delete that found no file (see
     /// [`Change::found_nothing`]), with its fence.
     gone_releases: Vec<(u64, String)>,
@@ -78,12 +80,21 @@ pub struct State {
 /// what each replaced.
 type Moves = VecDeque<Change>;
 
-/// A name's removal deletes not seen yet, in the order they were made: the
-/// client whose file each deleted, and how many of that client's in a row.
-/// The kernel reports them in that order, so the oldest is the one the
-/// next `IN_DELETE` (or fence) of the name sees, and a read seen before it
-/// read that client's file.
-pub(super) type Deletes = VecDeque<(Fqdn, u32)>;
+/// A name's deletes not seen yet, in the order they were made. The kernel
+/// reports them in that order: the next `IN_DELETE` of the name is the
+/// oldest's, and a read seen before it read the file that one deleted.
+pub(super) type Deletes = VecDeque<Awaited>;
+
+/// One of our deletes of a name, its `IN_DELETE` not seen yet.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Awaited {
+    /// The removal it was part of (its config's read is reported once, if
+    /// still in [`State::removed`]); none: a read's (reported already).
+    removal: Option<u64>,
+    /// It found no file: seen when this fence comes back, if someone
+    /// else's `IN_DELETE` of the file does not come first.
+    found_nothing: Option<u64>,
+}
 
 /// One of our renames onto a name, or a set's delete of a name it
 /// released, and what was there before it.
@@ -147,9 +158,8 @@ struct Replaced {
 pub(super) struct Removed {
     /// Its read, should one of its files be read before its delete is seen.
     read: ReadEvent,
-    /// Its file names (of each of its removals not confirmed yet): where
-    /// the deletes awaited for it are.
-    files: Vec<String>,
+    /// How many of its deletes are not seen yet.
+    awaited: usize,
 }
 
 fn client_key(fqdn: &Fqdn) -> String {
@@ -410,21 +420,36 @@ impl State {
         self.gone_releases.clear();
     }
 
-    /// A file was deleted: if it was a released name's or a removed
-    /// config's, its delete is seen.
+    /// A file was deleted: if it was a released name's, a removed config's
+    /// or a read's, its delete is seen. (The oldest delete of the name
+    /// awaited is this one: ours, or, if ours found no file, someone
+    /// else's that came first.)
     pub fn deleted(&mut self, name: &str) {
         if self.release_deleted(name) {
             return;
         }
-        // Someone else's delete of a file ours then did not find: one
-        // delete, counted here and not again at the fence.
-        if let Some(waiting) = self.gone.get_mut(name) {
-            waiting.remove(0);
-            if waiting.is_empty() {
-                self.gone.remove(name);
-            }
+        let Some(deletes) = self.unconfirmed_deletes.get_mut(name) else {
+            return;
+        };
+        let oldest = deletes.pop_front();
+        if deletes.is_empty() {
+            self.unconfirmed_deletes.remove(name);
         }
-        self.removal_deleted(name);
+        if let Some(removal) = oldest.and_then(|a| a.removal) {
+            self.removal_seen(removal);
+        }
+    }
+
+    /// The files of a read just deleted: their events are awaited, so that
+    /// none is taken for a later removal's delete of the same name.
+    pub fn read_deleted(&mut self, names: &[String]) {
+        for name in names {
+            let deletes = self.unconfirmed_deletes.entry(name.clone()).or_default();
+            deletes.push_back(Awaited {
+                removal: None,
+                found_nothing: None,
+            });
+        }
     }
 
     /// The delete of `name` a committed set (`release`) or removal just made
@@ -439,8 +464,12 @@ impl State {
                 change.found_nothing = Some(fence);
                 self.gone_releases.push((fence, name.to_owned()));
             }
-        } else if self.unconfirmed_deletes.contains_key(name) {
-            self.gone.entry(name.to_owned()).or_default().push(fence);
+        } else if let Some(newest) = (self.unconfirmed_deletes.get_mut(name))
+            .and_then(|deletes| deletes.back_mut())
+            .filter(|a| a.removal.is_some())
+        {
+            newest.found_nothing = Some(fence);
+            self.gone.push((fence, name.to_owned()));
         }
     }
 
@@ -448,19 +477,27 @@ impl State {
     /// is handled, and those that found no file are seen. A file someone
     /// puts at such a name later is no read of the config that was there.
     pub fn fence_passed(&mut self, n: u64) {
-        let mut due = Vec::new();
-        self.gone.retain(|name, waiting| {
-            waiting.retain(|fence| {
-                let passed = *fence <= n;
-                if passed {
-                    due.push(name.clone());
-                }
+        let (due, waiting): (Vec<_>, _) = std::mem::take(&mut self.gone)
+            .into_iter()
+            .partition(|(fence, _)| *fence <= n);
+        self.gone = waiting;
+        let mut seen = Vec::new();
+        for (_, name) in due {
+            let Some(deletes) = self.unconfirmed_deletes.get_mut(&name) else {
+                continue;
+            };
+            // Each marked by a fence back now (unless an event took it).
+            deletes.retain(|a| {
+                let passed = a.found_nothing.is_some_and(|fence| fence <= n);
+                seen.extend(a.removal.filter(|_| passed));
                 !passed
             });
-            !waiting.is_empty()
-        });
-        for name in due {
-            self.removal_deleted(&name);
+            if deletes.is_empty() {
+                self.unconfirmed_deletes.remove(&name);
+            }
+        }
+        for removal in seen {
+            self.removal_seen(removal);
         }
         let (due, waiting): (Vec<_>, _) = std::mem::take(&mut self.gone_releases)
             .into_iter()
@@ -478,46 +515,25 @@ impl State {
         }
     }
 
-    /// A removal's delete of `name` is seen.
-    fn removal_deleted(&mut self, name: &str) {
-        let Some(deletes) = self.unconfirmed_deletes.get_mut(name) else {
-            return;
-        };
-        let Some((fqdn, n)) = deletes.front_mut() else {
-            return;
-        };
-        *n -= 1;
-        if *n > 0 {
-            return;
+    /// One of removal `removal`'s deletes is seen: once all are, its
+    /// config can no longer be read.
+    fn removal_seen(&mut self, removal: u64) {
+        if let Some(removed) = self.removed.get_mut(&removal) {
+            removed.awaited -= 1;
+            if removed.awaited == 0 {
+                self.removed.remove(&removal);
+            }
         }
-        let fqdn = fqdn.clone();
-        deletes.pop_front();
-        if deletes.is_empty() {
-            self.unconfirmed_deletes.remove(name);
-        }
-        let awaited = self.removed.get(&fqdn).is_some_and(|r| {
-            (r.files.iter()).any(|n| {
-                (self.unconfirmed_deletes.get(n)).is_some_and(|d| d.iter().any(|(f, _)| *f == fqdn))
-            })
-        });
-        if !awaited {
-            self.removed.remove(&fqdn);
-        }
-    }
-
-    /// Puts back `removed` (restored by an undo).
-    pub(super) fn restore_removed(&mut self, fqdn: Fqdn, removed: Removed) {
-        self.removed.insert(fqdn, removed);
     }
 
     /// A read of `name`, which no config holds: the read of a removed
     /// config, if its delete was not seen yet (the read came first), at
     /// `now` — once per removed config.
     pub fn read_removed(&mut self, name: &str, now: SystemTime) -> Option<ReadEvent> {
-        let (fqdn, _) = self.unconfirmed_deletes.get(name)?.front()?;
+        let removal = self.unconfirmed_deletes.get(name)?.front()?.removal?;
         // Its deletes stay awaited: each still brings its event, which
         // must not be taken for a later removal's of the same name.
-        let mut read = self.removed.remove(fqdn)?.read;
+        let mut read = self.removed.remove(&removal)?.read;
         read.read_at = now;
         Some(read)
     }
@@ -760,25 +776,20 @@ impl State {
         let held = self.forget(fqdn);
         let removed = held.is_some();
         if let Some(held) = held {
+            // Each removal on its own: the same client's earlier one (another
+            // revision) may still await its deletes too.
+            let removal = self.next_removal;
+            self.next_removal += 1;
             for name in &held.files {
                 let deletes = self.unconfirmed_deletes.entry(name.clone()).or_default();
-                match deletes.back_mut() {
-                    Some((f, n)) if f == fqdn => *n += 1,
-                    _ => deletes.push_back((fqdn.clone(), 1)),
-                }
+                deletes.push_back(Awaited {
+                    removal: Some(removal),
+                    found_nothing: None,
+                });
             }
-            // An earlier removal's deletes may still be awaited too.
-            let mut files = held.files.clone();
-            if let Some(earlier) = self.removed.remove(fqdn) {
-                files.extend(
-                    earlier
-                        .files
-                        .into_iter()
-                        .filter(|n| !held.files.contains(n)),
-                );
-            }
+            let awaited = held.files.len();
             let read = ReadEvent::of_held(fqdn.clone(), held, now);
-            self.removed.insert(fqdn.clone(), Removed { read, files });
+            self.removed.insert(removal, Removed { read, awaited });
         }
         if !removed && !self.seen.contains_key(fqdn) {
             return false;
@@ -1406,6 +1417,59 @@ mod tests {
         assert!(remove(&mut state, "a", 6).unwrap());
         state.deleted("01-z");
         state.deleted("01-z");
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+    }
+
+    #[test]
+    fn each_removal_of_a_client_is_read_on_its_own() {
+        // a is removed at revision 1, set again at the same name and removed
+        // at revision 3 before any event is handled: the name's events are
+        // the first delete, our rename, the second delete.
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["01-x"]));
+        assert!(remove(&mut state, "a", 2).unwrap());
+        set(&mut state, config("a", 3, &["01-x"]));
+        assert!(remove(&mut state, "a", 4).unwrap());
+        assert_eq!(state.read_removed("01-x", NOW).unwrap().revision, 1);
+        state.deleted("01-x");
+        assert_eq!(state.read_removed("01-x", NOW).unwrap().revision, 3);
+        state.deleted("01-x");
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        // A second read of a reported removed config (a TFTP retry) is of
+        // nothing, though the client was set and removed again since.
+        set(&mut state, config("a", 5, &["01-y"]));
+        assert!(remove(&mut state, "a", 6).unwrap());
+        assert_eq!(state.read_removed("01-y", NOW).unwrap().revision, 5);
+        set(&mut state, config("a", 7, &["01-z"]));
+        assert!(remove(&mut state, "a", 8).unwrap());
+        assert!(state.read_removed("01-y", NOW).is_none());
+        assert_eq!(state.read_removed("01-z", NOW).unwrap().revision, 7);
+    }
+
+    #[test]
+    fn a_delete_that_found_no_file_behind_one_that_did_waits_for_its_own_event() {
+        // a's delete of 01-x found the file; b's, after b took the name,
+        // found none (the file moved away: no IN_DELETE comes for it).
+        let mut state = State::default();
+        set(&mut state, config("a", 1, &["01-x"]));
+        assert!(remove(&mut state, "a", 2).unwrap());
+        set(&mut state, config("b", 1, &["01-x"]));
+        assert!(remove(&mut state, "b", 2).unwrap());
+        state.found_gone("01-x", false, 1);
+        // a's IN_DELETE is a's, not b's: a read after it is b's.
+        state.deleted("01-x");
+        assert_eq!(state.read_removed("01-x", NOW).unwrap().fqdn, fqdn("b"));
+        state.fence_passed(1);
+        assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
+        assert!(state.gone.is_empty());
+        // Unread: b's removed config goes at the fence.
+        set(&mut state, config("a", 3, &["01-x"]));
+        assert!(remove(&mut state, "a", 4).unwrap());
+        set(&mut state, config("b", 3, &["01-x"]));
+        assert!(remove(&mut state, "b", 4).unwrap());
+        state.found_gone("01-x", false, 2);
+        state.deleted("01-x");
+        state.fence_passed(2);
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
     }
 

@@ -1018,7 +1018,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reported_read_leaves_its_fence_nothing_to_count() {
+    async fn after_a_reported_read_the_fence_still_counts_its_delete() {
         let dir = tempfile::tempdir().unwrap();
         // Gone unseen (as while the depot was down); a read of the name
         // before the fence is taken for client 1's.
@@ -1125,6 +1125,32 @@ mod tests {
         assert_eq!((first.fqdn, first.revision), (config(1).fqdn, 1));
         let second = next(&mut reads).await;
         assert_eq!((second.fqdn, second.revision), (config(2).fqdn, 3));
+    }
+
+    #[tokio::test]
+    async fn a_reads_delete_is_not_taken_for_a_later_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
+        assert_eq!(next(&mut reads).await.revision, 1);
+        // Before the read's IN_DELETE is handled, client 1 gets revision 2
+        // at the same name and is removed; revision 2 is read before its
+        // delete.
+        let second = Rendered {
+            revision: 2,
+            ..config(1)
+        };
+        writer.set(second).await.unwrap();
+        remove_client1(&writer, 3).await;
+        let events = [
+            WatchEvent::Deleted(name.clone()),
+            WatchEvent::Moved(name.clone()),
+            WatchEvent::Read(name.clone()),
+            WatchEvent::Deleted(name),
+        ];
+        feed(&writer, events).await;
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 2));
     }
 
     #[tokio::test]

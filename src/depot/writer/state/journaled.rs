@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::super::ops::Op;
 use super::super::records::{ClientRecord, Defused, Held, Seen};
-use super::{Deletes, Moves, Removed, State};
+use super::{Deletes, Moves, State};
 use crate::depot::marker::Format;
 use crate::domain::Fqdn;
 
@@ -21,7 +21,8 @@ pub struct Snapshot {
     owners: Vec<(String, Option<Fqdn>)>,
     moves: Vec<(String, Option<Moves>)>,
     deletes: Vec<(String, Option<Deletes>)>,
-    removed: Option<Removed>,
+    /// The number a removal committed next takes.
+    removal: Option<u64>,
 }
 
 impl Snapshot {
@@ -116,7 +117,7 @@ impl State {
                 .iter()
                 .map(|n| (n.clone(), self.unconfirmed_deletes.get(n).cloned()))
                 .collect(),
-            removed: self.removed.get(&fqdn).cloned(),
+            removal: matches!(op, Op::Remove { .. }).then_some(self.next_removal),
             fqdn,
         }
     }
@@ -131,7 +132,7 @@ impl State {
             owners,
             moves,
             deletes,
-            removed,
+            removal,
         } = snapshot;
         for (name, n) in deletes {
             match n {
@@ -139,10 +140,9 @@ impl State {
                 None => self.unconfirmed_deletes.remove(&name),
             };
         }
-        match removed {
-            Some(r) => self.restore_removed(fqdn.clone(), r),
-            None => drop(self.removed.remove(&fqdn)),
-        };
+        if let Some(removal) = removal {
+            self.removed.remove(&removal);
+        }
         for (name, owner) in owners {
             match owner {
                 Some(o) => self.owners.insert(name, o),

@@ -168,7 +168,10 @@ impl Writer {
                     let format = snapshot.held_format().unwrap_or(Format::Pxelinux);
                     Some(self.defuse(read, format, files, &error, after).await)
                 }
-                (Committed::Read(read), Ok(_)) => {
+                (Committed::Read(read), Ok(gone)) => {
+                    // Its deletes' events are not of a later removal's.
+                    let deleted: Vec<_> = files.into_iter().filter(|f| !gone.contains(f)).collect();
+                    self.state.read_deleted(&deleted);
                     if let Some(read) = &read {
                         self.metrics.tftp_reads.get_or_create(&self.depot).inc();
                         info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, "PXE config read by the client");
