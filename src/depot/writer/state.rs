@@ -59,11 +59,11 @@ pub struct State {
     removed: BTreeMap<u64, Removed>,
     /// The number of the next removal.
     next_removal: u64,
-    /// Names with a removal's delete that found no file (no event of ours
+    /// Names with a delete of ours that found no file (no event of ours
     /// comes for it), with the fence after it: seen when that fence comes
-    /// back (a read of the file seen before that was of the removed config:
-    /// someone else's delete came first), or when that someone else's
-    /// `IN_DELETE` does.
+    /// back (a read of the file seen before that was of the config there:
+    /// someone else's delete came first), or when an `IN_DELETE` of the
+    /// name finds it the oldest awaited there (that someone else's).
     gone: Vec<(u64, String)>,
     /// Names with a release delete that found no file (see
     /// [`Change::found_nothing`]), with its fence.
@@ -82,7 +82,8 @@ type Moves = VecDeque<Change>;
 
 /// A name's deletes not seen yet, in the order they were made. The kernel
 /// reports them in that order: the next `IN_DELETE` of the name is the
-/// oldest's, and a read seen before it read the file that one deleted.
+/// oldest's (or, if the oldest found no file, that of someone else's delete
+/// before it), and a read seen before it read the file that one deleted.
 pub(super) type Deletes = VecDeque<Awaited>;
 
 /// One of our deletes of a name, its `IN_DELETE` not seen yet.
@@ -440,15 +441,20 @@ impl State {
         }
     }
 
-    /// The files of a read just deleted: their events are awaited, so that
-    /// none is taken for a later removal's delete of the same name.
-    pub fn read_deleted(&mut self, names: &[String]) {
+    /// The files of a read just deleted (`gone`: those whose delete found
+    /// no file, seen when `fence` comes back): their events are awaited, so
+    /// that none is taken for a later removal's delete of the same name.
+    pub fn read_deleted(&mut self, names: &[String], gone: &[String], fence: u64) {
         for name in names {
+            let found_nothing = gone.contains(name).then_some(fence);
             let deletes = self.unconfirmed_deletes.entry(name.clone()).or_default();
             deletes.push_back(Awaited {
                 removal: None,
-                found_nothing: None,
+                found_nothing,
             });
+            if found_nothing.is_some() {
+                self.gone.push((fence, name.clone()));
+            }
         }
     }
 

@@ -1154,6 +1154,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reads_delete_that_found_no_file_awaits_someone_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        // Someone else deleted the file after the client read it; their
+        // IN_DELETE is not handled before client 1 is set again at the name
+        // and removed.
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
+        assert_eq!(next(&mut reads).await.revision, 1);
+        let second = Rendered {
+            revision: 2,
+            ..config(1)
+        };
+        writer.set(second).await.unwrap();
+        remove_client1(&writer, 3).await;
+        let events = [
+            WatchEvent::Deleted(name.clone()),
+            WatchEvent::Moved(name.clone()),
+            WatchEvent::Read(name.clone()),
+            WatchEvent::Deleted(name),
+        ];
+        feed(&writer, events).await;
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 2));
+    }
+
+    #[tokio::test]
     async fn a_full_reads_channel_holds_the_writer_and_loses_no_read() {
         let dir = tempfile::tempdir().unwrap();
         let (reads_tx, mut reads) = mpsc::channel(1);

@@ -117,7 +117,9 @@ impl State {
                 .iter()
                 .map(|n| (n.clone(), self.unconfirmed_deletes.get(n).cloned()))
                 .collect(),
-            removal: matches!(op, Op::Remove { .. }).then_some(self.next_removal),
+            // A removal takes a number only if it removes a held config.
+            removal: (matches!(op, Op::Remove { .. }) && self.held.contains_key(&fqdn))
+                .then_some(self.next_removal),
             fqdn,
         }
     }

@@ -169,9 +169,10 @@ impl Writer {
                     Some(self.defuse(read, format, files, &error, after).await)
                 }
                 (Committed::Read(read), Ok(gone)) => {
-                    // Its deletes' events are not of a later removal's.
-                    let deleted: Vec<_> = files.into_iter().filter(|f| !gone.contains(f)).collect();
-                    self.state.read_deleted(&deleted);
+                    // Its deletes' events (or someone else's, where ours
+                    // found no file) are not of a later removal's.
+                    self.state.read_deleted(&files, &gone, self.fences.next);
+                    self.fences.owed |= !gone.is_empty();
                     if let Some(read) = &read {
                         self.metrics.tftp_reads.get_or_create(&self.depot).inc();
                         info!(fqdn = %read.fqdn, product = %read.product_id, revision = read.revision, "PXE config read by the client");
