@@ -906,6 +906,13 @@ mod tests {
         }
     }
 
+    /// Sets `client` at revision `revision` under the one name `file`, and
+    /// removes it at the next revision.
+    fn set_and_remove(state: &mut State, client: &str, revision: u64, file: &str) {
+        set(state, config(client, revision, &[file]));
+        assert!(remove(state, client, revision + 1).unwrap());
+    }
+
     fn read(state: &mut State, name: &str) -> Option<ReadEvent> {
         let owner = state.owner(name)?.clone();
         let p = state.plan_read(owner);
@@ -1328,8 +1335,7 @@ mod tests {
         assert_eq!(state.owner("01-c"), Some(&fqdn("c")));
         // Its read is reported however late its event is handled (a writer
         // stalled for an hour) while the delete is not seen…
-        set(&mut state, config("d", 1, &["01-d"]));
-        assert!(remove(&mut state, "d", 2).unwrap());
+        set_and_remove(&mut state, "d", 1, "01-d");
         let late = NOW + std::time::Duration::from_secs(3600);
         let read = state.read_removed("01-d", late).unwrap();
         assert_eq!((read.fqdn, read.revision), (fqdn("d"), 1));
@@ -1339,13 +1345,11 @@ mod tests {
         // A delete that found no file brings no event: a read seen before
         // the fence after it is of the removed config (someone else's
         // delete came first)…
-        set(&mut state, config("e", 1, &["01-e"]));
-        assert!(remove(&mut state, "e", 2).unwrap());
+        set_and_remove(&mut state, "e", 1, "01-e");
         state.found_gone("01-e", false, 1);
         assert_eq!(state.read_removed("01-e", NOW).unwrap().fqdn, fqdn("e"));
         // …and once the fence is back, a file put there later is not.
-        set(&mut state, config("g", 1, &["01-g"]));
-        assert!(remove(&mut state, "g", 2).unwrap());
+        set_and_remove(&mut state, "g", 1, "01-g");
         state.found_gone("01-g", false, 2);
         state.fence_passed(2);
         assert!(state.read_removed("01-g", NOW).is_none());
@@ -1397,8 +1401,7 @@ mod tests {
         let mut state = State::default();
         set(&mut state, config("b", 1, &["01-x", "uuid-b"]));
         assert!(remove(&mut state, "b", 2).unwrap());
-        set(&mut state, config("a", 1, &["01-x"]));
-        assert!(remove(&mut state, "a", 2).unwrap());
+        set_and_remove(&mut state, "a", 1, "01-x");
         // Seen before b's delete: b's read.
         assert_eq!(state.read_removed("01-x", NOW).unwrap().fqdn, fqdn("b"));
         state.deleted("01-x");
@@ -1409,18 +1412,14 @@ mod tests {
         }
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         // Unread, both removed configs go once their deletes are seen.
-        set(&mut state, config("b", 3, &["01-y"]));
-        assert!(remove(&mut state, "b", 4).unwrap());
-        set(&mut state, config("a", 3, &["01-y"]));
-        assert!(remove(&mut state, "a", 4).unwrap());
+        set_and_remove(&mut state, "b", 3, "01-y");
+        set_and_remove(&mut state, "a", 3, "01-y");
         state.deleted("01-y");
         assert_eq!(state.read_removed("01-y", NOW).unwrap().fqdn, fqdn("a"));
         state.deleted("01-y");
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
-        set(&mut state, config("b", 5, &["01-z"]));
-        assert!(remove(&mut state, "b", 6).unwrap());
-        set(&mut state, config("a", 5, &["01-z"]));
-        assert!(remove(&mut state, "a", 6).unwrap());
+        set_and_remove(&mut state, "b", 5, "01-z");
+        set_and_remove(&mut state, "a", 5, "01-z");
         state.deleted("01-z");
         state.deleted("01-z");
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
@@ -1432,10 +1431,8 @@ mod tests {
         // at revision 3 before any event is handled: the name's events are
         // the first delete, our rename, the second delete.
         let mut state = State::default();
-        set(&mut state, config("a", 1, &["01-x"]));
-        assert!(remove(&mut state, "a", 2).unwrap());
-        set(&mut state, config("a", 3, &["01-x"]));
-        assert!(remove(&mut state, "a", 4).unwrap());
+        set_and_remove(&mut state, "a", 1, "01-x");
+        set_and_remove(&mut state, "a", 3, "01-x");
         assert_eq!(state.read_removed("01-x", NOW).unwrap().revision, 1);
         state.deleted("01-x");
         assert_eq!(state.read_removed("01-x", NOW).unwrap().revision, 3);
@@ -1443,11 +1440,9 @@ mod tests {
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         // A second read of a reported removed config (a TFTP retry) is of
         // nothing, though the client was set and removed again since.
-        set(&mut state, config("a", 5, &["01-y"]));
-        assert!(remove(&mut state, "a", 6).unwrap());
+        set_and_remove(&mut state, "a", 5, "01-y");
         assert_eq!(state.read_removed("01-y", NOW).unwrap().revision, 5);
-        set(&mut state, config("a", 7, &["01-z"]));
-        assert!(remove(&mut state, "a", 8).unwrap());
+        set_and_remove(&mut state, "a", 7, "01-z");
         assert!(state.read_removed("01-y", NOW).is_none());
         assert_eq!(state.read_removed("01-z", NOW).unwrap().revision, 7);
     }
@@ -1457,10 +1452,8 @@ mod tests {
         // a's delete of 01-x found the file; b's, after b took the name,
         // found none (the file moved away: no IN_DELETE comes for it).
         let mut state = State::default();
-        set(&mut state, config("a", 1, &["01-x"]));
-        assert!(remove(&mut state, "a", 2).unwrap());
-        set(&mut state, config("b", 1, &["01-x"]));
-        assert!(remove(&mut state, "b", 2).unwrap());
+        set_and_remove(&mut state, "a", 1, "01-x");
+        set_and_remove(&mut state, "b", 1, "01-x");
         state.found_gone("01-x", false, 1);
         // a's IN_DELETE is a's, not b's: a read after it is b's.
         state.deleted("01-x");
@@ -1469,10 +1462,8 @@ mod tests {
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         assert!(state.gone.is_empty());
         // Unread: b's removed config goes at the fence.
-        set(&mut state, config("a", 3, &["01-x"]));
-        assert!(remove(&mut state, "a", 4).unwrap());
-        set(&mut state, config("b", 3, &["01-x"]));
-        assert!(remove(&mut state, "b", 4).unwrap());
+        set_and_remove(&mut state, "a", 3, "01-x");
+        set_and_remove(&mut state, "b", 3, "01-x");
         state.found_gone("01-x", false, 2);
         state.deleted("01-x");
         state.fence_passed(2);

@@ -1127,30 +1127,38 @@ mod tests {
         assert_eq!((second.fqdn, second.revision), (config(2).fqdn, 3));
     }
 
-    #[tokio::test]
-    async fn a_reads_delete_is_not_taken_for_a_later_removals() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, mut reads, name) = holding_client1(dir.path()).await;
-        feed(&writer, [WatchEvent::Read(name.clone())]).await;
-        assert_eq!(next(&mut reads).await.revision, 1);
-        // Before the read's IN_DELETE is handled, client 1 gets revision 2
-        // at the same name and is removed; revision 2 is read before its
-        // delete.
+    /// Before the IN_DELETE of client 1's read config (ours, or someone
+    /// else's) is handled, client 1 gets revision 2 at the same name and is
+    /// removed; revision 2 is read before its delete: that read is reported.
+    async fn revision_2_read_after_an_unseen_delete(
+        writer: &WriterHandle,
+        reads: &mut mpsc::Receiver<ReadEvent>,
+        name: String,
+    ) {
         let second = Rendered {
             revision: 2,
             ..config(1)
         };
         writer.set(second).await.unwrap();
-        remove_client1(&writer, 3).await;
+        remove_client1(writer, 3).await;
         let events = [
             WatchEvent::Deleted(name.clone()),
             WatchEvent::Moved(name.clone()),
             WatchEvent::Read(name.clone()),
             WatchEvent::Deleted(name),
         ];
-        feed(&writer, events).await;
-        let read = next(&mut reads).await;
+        feed(writer, events).await;
+        let read = next(reads).await;
         assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 2));
+    }
+
+    #[tokio::test]
+    async fn a_reads_delete_is_not_taken_for_a_later_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reads, name) = holding_client1(dir.path()).await;
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
+        assert_eq!(next(&mut reads).await.revision, 1);
+        revision_2_read_after_an_unseen_delete(&writer, &mut reads, name).await;
     }
 
     #[tokio::test]
@@ -1163,21 +1171,7 @@ mod tests {
         std::fs::remove_file(dir.path().join(&name)).unwrap();
         feed(&writer, [WatchEvent::Read(name.clone())]).await;
         assert_eq!(next(&mut reads).await.revision, 1);
-        let second = Rendered {
-            revision: 2,
-            ..config(1)
-        };
-        writer.set(second).await.unwrap();
-        remove_client1(&writer, 3).await;
-        let events = [
-            WatchEvent::Deleted(name.clone()),
-            WatchEvent::Moved(name.clone()),
-            WatchEvent::Read(name.clone()),
-            WatchEvent::Deleted(name),
-        ];
-        feed(&writer, events).await;
-        let read = next(&mut reads).await;
-        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 2));
+        revision_2_read_after_an_unseen_delete(&writer, &mut reads, name).await;
     }
 
     #[tokio::test]
