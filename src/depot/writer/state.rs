@@ -441,12 +441,15 @@ impl State {
         }
     }
 
-    /// The files of a read just deleted (`gone`: those whose delete found
-    /// no file, seen when `fence` comes back): their events are awaited, so
-    /// that none is taken for a later removal's delete of the same name.
-    pub fn read_deleted(&mut self, names: &[String], gone: &[String], fence: u64) {
+    /// Our deletes of `names` outside a committed removal or release (a
+    /// read's or a sweep's, or those of a command whose file work failed
+    /// part-way): their events are awaited, so that none is taken for a
+    /// later removal's delete of the same name. Those in `unsure` may have
+    /// found no file, or not have been made: each is seen at the first
+    /// `IN_DELETE` of the name or when `fence` comes back.
+    pub fn awaits_deletes(&mut self, names: &[String], unsure: &[String], fence: u64) {
         for name in names {
-            let found_nothing = gone.contains(name).then_some(fence);
+            let found_nothing = unsure.contains(name).then_some(fence);
             let deletes = self.unconfirmed_deletes.entry(name.clone()).or_default();
             deletes.push_back(Awaited {
                 removal: None,

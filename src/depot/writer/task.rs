@@ -1397,6 +1397,51 @@ mod tests {
         assert_eq!(writer.list(None, 10, None).await.unwrap().total, 0);
     }
 
+    #[tokio::test]
+    async fn a_read_whose_deletes_failed_part_way_leaves_a_later_removal_its_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(16);
+        let writer = spawn_fresh(&dir.path().join("state"), options(dir.path()), reads_tx).await;
+        let (name, stuck) = ("01-02-00-00-00-00-01", "01-02-00-00-00-00-02");
+        let two = Rendered {
+            files: vec![name.to_owned(), stuck.to_owned()],
+            ..config(1)
+        };
+        writer.set(two).await.unwrap();
+        feed(
+            &writer,
+            [name, stuck].map(|n| WatchEvent::Moved(n.to_owned())),
+        )
+        .await;
+        // The read deletes the first name, not the second.
+        obstruct(&dir.path().join(stuck));
+        feed(&writer, [WatchEvent::Read(name.to_owned())]).await;
+        assert!(next(&mut reads).await.files_present);
+        // Before that delete's IN_DELETE is handled, client 2 takes the
+        // name and is removed; it is read before its delete.
+        let other = Rendered {
+            files: vec![name.to_owned()],
+            revision: 3,
+            ..config(2)
+        };
+        writer.set(other).await.unwrap();
+        assert!(
+            writer
+                .remove(config(2).fqdn, 4, Arc::from("e1"))
+                .await
+                .unwrap()
+        );
+        let events = [
+            WatchEvent::Deleted(name.to_owned()),
+            WatchEvent::Moved(name.to_owned()),
+            WatchEvent::Read(name.to_owned()),
+            WatchEvent::Deleted(name.to_owned()),
+        ];
+        feed(&writer, events).await;
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(2).fqdn, 3));
+    }
+
     /// The PXE directory recreated unwritable for a moment (root made it;
     /// the depot's user gets it a moment later): the held config the
     /// rewrite could not write is written at a sweep once it can be. Before,

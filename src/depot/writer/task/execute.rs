@@ -48,8 +48,9 @@ enum Pending {
         committed: Committed,
         files: Vec<String>,
     },
-    /// Committed after it (rewrites and sweeps: nothing to journal first).
-    Later(Op),
+    /// Committed after it (rewrites and sweeps: nothing to journal first),
+    /// with the names its file work deletes.
+    Later(Op, Vec<String>),
 }
 
 impl Writer {
@@ -76,6 +77,11 @@ impl Writer {
         let highest = self.state.highest(&epoch);
         if batch.epoch.is_some() || highest != highest_before {
             batch.highest = vec![(epoch, highest)];
+        }
+        // A fence still owed (its last attempt failed) goes before this
+        // round's deletes: their events must not come before it.
+        if self.fences.owed {
+            self.fence().await;
         }
         let results = self.journal_and_files(Arc::new(batch), Arc::new(ops)).await;
         let mut after = Batch::default();
@@ -108,7 +114,7 @@ impl Writer {
         batch: &mut Batch,
     ) -> Pending {
         if !op.is_journaled() {
-            return Pending::Later(op);
+            return Pending::Later(op, file_ops.deletes.clone());
         }
         let fqdn = op.fqdn().clone();
         let snapshot = Box::new(self.state.snapshot(&op));
@@ -139,8 +145,18 @@ impl Writer {
         after: &mut Batch,
     ) -> Option<ReadEvent> {
         match pending {
-            Pending::Later(op) => {
+            Pending::Later(op, deletes) => {
                 let fqdn = op.fqdn().clone();
+                // A sweep's deletes (or some of them, if it failed) are
+                // awaited like a read's.
+                match &result {
+                    Ok(gone) => self.state.awaits_deletes(&deletes, gone, self.fences.next),
+                    Err(_) => self
+                        .state
+                        .awaits_deletes(&deletes, &deletes, self.fences.next),
+                }
+                self.fences.owed |=
+                    !deletes.is_empty() && !matches!(&result, Ok(gone) if gone.is_empty());
                 if let Err(error) = &result {
                     if matches!(op, Op::Rewrite { .. }) {
                         // Counted and logged by the rewrite; tried again.
@@ -165,13 +181,17 @@ impl Writer {
                 files,
             } => match (committed, result) {
                 (Committed::Read(Some(read)), Err(error)) => {
+                    // Which of its files went is not known: each is awaited
+                    // until an IN_DELETE of it or the fence.
+                    self.state.awaits_deletes(&files, &files, self.fences.next);
+                    self.fences.owed |= !files.is_empty();
                     let format = snapshot.held_format().unwrap_or(Format::Pxelinux);
                     Some(self.defuse(read, format, files, &error, after).await)
                 }
                 (Committed::Read(read), Ok(gone)) => {
                     // Its deletes' events (or someone else's, where ours
                     // found no file) are not of a later removal's.
-                    self.state.read_deleted(&files, &gone, self.fences.next);
+                    self.state.awaits_deletes(&files, &gone, self.fences.next);
                     self.fences.owed |= !gone.is_empty();
                     if let Some(read) = &read {
                         self.metrics.tftp_reads.get_or_create(&self.depot).inc();
@@ -203,6 +223,10 @@ impl Writer {
                 }
                 (committed, Err(error)) => {
                     self.undo(*snapshot, &committed, &error, after);
+                    // Some of its deletes may have been made: awaited as
+                    // above (the undone state awaits none of them).
+                    self.state.awaits_deletes(&files, &files, self.fences.next);
+                    self.fences.owed |= !files.is_empty();
                     reply.answer(match committed {
                         Committed::Set(_) => Committed::Set(Err(error)),
                         Committed::Remove(_) => Committed::Remove(Err(error)),
