@@ -500,7 +500,8 @@ fn unpublish(dir: &Path, ops: &FileOps, landed: &[(String, Arc<str>)]) {
 }
 
 /// The name of fence `n`: a file the writer creates and deletes in the PXE
-/// directory after a round whose deletes found no file. The kernel queues
+/// directory after a round whose deletes found no file (or failed part-way,
+/// so that some may not have been made). The kernel queues
 /// a directory's events in order, so when the fence's `IN_DELETE` is
 /// handled, so are the events of everything before it — a client's read of
 /// a file that was gone by the time we deleted it (someone else deleted it

@@ -47,8 +47,9 @@ pub struct State {
     /// a rewrite of the same config): a read of such a name seen now was a
     /// read of the version the oldest replaced or released.
     unconfirmed_moves: BTreeMap<String, Moves>,
-    /// Our deletes of a name (a removal's, or a read's) whose IN_DELETE has
-    /// not come back yet, oldest first: a read of such a name seen now was
+    /// Our deletes of a name (a removal's, a read's, a sweep's, or those a
+    /// failed command may have made) whose IN_DELETE has not come back yet,
+    /// oldest first: a read of such a name seen now was
     /// a read of the oldest one's config. (One name can await several: a
     /// client may take a name another's removal freed, and be removed, before
     /// the first delete is seen.)
@@ -59,8 +60,8 @@ pub struct State {
     removed: BTreeMap<u64, Removed>,
     /// The number of the next removal.
     next_removal: u64,
-    /// Names with a delete of ours that found no file (no event of ours
-    /// comes for it), with the fence after it: seen when that fence comes
+    /// Names with a delete of ours that found no file or may not have been
+    /// made (no event of ours comes for it), with the fence after it: seen when that fence comes
     /// back (a read of the file seen before that was of the config there:
     /// someone else's delete came first), or when an `IN_DELETE` of the
     /// name finds it the oldest awaited there (that someone else's).
@@ -80,20 +81,22 @@ pub struct State {
 /// what each replaced.
 type Moves = VecDeque<Change>;
 
-/// A name's deletes not seen yet, in the order they were made. The kernel
-/// reports them in that order: the next `IN_DELETE` of the name is the
-/// oldest's (or, if the oldest found no file, that of someone else's delete
-/// before it), and a read seen before it read the file that one deleted.
+/// A name's deletes not seen yet, in the order they were made (or may have
+/// been). The kernel reports them in that order: the next `IN_DELETE` of the
+/// name is the oldest's (or, if the oldest found no file or was not made,
+/// that of someone else's delete before it), and a read seen before it read
+/// the file that one deleted.
 pub(super) type Deletes = VecDeque<Awaited>;
 
 /// One of our deletes of a name, its `IN_DELETE` not seen yet.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Awaited {
     /// The removal it was part of (its config's read is reported once, if
-    /// still in [`State::removed`]); none: a read's (reported already).
+    /// still in [`State::removed`]); none: a read's (reported already), a
+    /// sweep's, or a failed command's.
     removal: Option<u64>,
-    /// It found no file: seen when this fence comes back, if someone
-    /// else's `IN_DELETE` of the file does not come first.
+    /// It found no file, or may not have been made: seen when this fence
+    /// comes back, if an `IN_DELETE` of the name does not come first.
     found_nothing: Option<u64>,
 }
 

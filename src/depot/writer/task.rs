@@ -285,8 +285,9 @@ struct Fences {
     /// The number of the next fence: deletes that find no file now are
     /// seen when it (or a later one) comes back. Each attempt takes one.
     next: u64,
-    /// A fence is owed: a delete found no file since the last one was made
-    /// (or the last attempt failed).
+    /// A fence is owed: a delete found no file (or failed file work may
+    /// have made some) since the last one was made (or the last attempt
+    /// failed).
     owed: bool,
 }
 

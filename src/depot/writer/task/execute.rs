@@ -80,7 +80,7 @@ impl Writer {
         }
         // A fence still owed (its last attempt failed) goes before this
         // round's deletes: their events must not come before it.
-        if self.fences.owed {
+        if self.fences.owed && ops.iter().any(|o| !o.deletes.is_empty()) {
             self.fence().await;
         }
         let results = self.journal_and_files(Arc::new(batch), Arc::new(ops)).await;
@@ -151,12 +151,9 @@ impl Writer {
                 // awaited like a read's.
                 match &result {
                     Ok(gone) => self.state.awaits_deletes(&deletes, gone, self.fences.next),
-                    Err(_) => self
-                        .state
-                        .awaits_deletes(&deletes, &deletes, self.fences.next),
+                    Err(error) => self.await_unknown(&deletes, error),
                 }
-                self.fences.owed |=
-                    !deletes.is_empty() && !matches!(&result, Ok(gone) if gone.is_empty());
+                self.fences.owed |= matches!(&result, Ok(gone) if !gone.is_empty());
                 if let Err(error) = &result {
                     if matches!(op, Op::Rewrite { .. }) {
                         // Counted and logged by the rewrite; tried again.
@@ -181,10 +178,8 @@ impl Writer {
                 files,
             } => match (committed, result) {
                 (Committed::Read(Some(read)), Err(error)) => {
-                    // Which of its files went is not known: each is awaited
-                    // until an IN_DELETE of it or the fence.
-                    self.state.awaits_deletes(&files, &files, self.fences.next);
-                    self.fences.owed |= !files.is_empty();
+                    // Those it may have deleted are awaited.
+                    self.await_unknown(&files, &error);
                     let format = snapshot.held_format().unwrap_or(Format::Pxelinux);
                     Some(self.defuse(read, format, files, &error, after).await)
                 }
@@ -225,8 +220,7 @@ impl Writer {
                     self.undo(*snapshot, &committed, &error, after);
                     // Some of its deletes may have been made: awaited as
                     // above (the undone state awaits none of them).
-                    self.state.awaits_deletes(&files, &files, self.fences.next);
-                    self.fences.owed |= !files.is_empty();
+                    self.await_unknown(&files, &error);
                     reply.answer(match committed {
                         Committed::Set(_) => Committed::Set(Err(error)),
                         Committed::Remove(_) => Committed::Remove(Err(error)),
@@ -236,6 +230,24 @@ impl Writer {
                 }
             },
         }
+    }
+
+    /// The deletes of `deletes` that file work failing with `error` may
+    /// have made are awaited until an `IN_DELETE` of the name or the next
+    /// fence (each may have found no file): those before the one it failed
+    /// at (`files::delete_all` stops there); none if it failed before its
+    /// deletes (staging, linking, renaming); all if where is not known (the
+    /// file work's thread failed).
+    fn await_unknown(&mut self, deletes: &[String], error: &WriterError) {
+        let made = match error {
+            WriterError::Io { path, .. } if path.as_path() != self.dir.as_path() => {
+                let at = deletes.iter().position(|n| self.dir.join(n) == *path);
+                &deletes[..at.unwrap_or(0)]
+            }
+            _ => deletes,
+        };
+        self.state.awaits_deletes(made, made, self.fences.next);
+        self.fences.owed |= !made.is_empty();
     }
 
     /// Makes the fence owed (see `files::fence`); tried again at the next
