@@ -253,9 +253,11 @@ pub fn stage_at(
         match write_unnamed(dir, Target::new(dir, at, "."), content.as_bytes(), access) {
             Ok(Some(file)) => return Ok(Temps::Unnamed(file)),
             Ok(None) => {}
+            // Named after the file it was to be (the directory's own path
+            // is a failed file-work thread's: the writer tells them apart).
             Err(source) => {
                 return Err(WriterError::Io {
-                    path: dir.to_path_buf(),
+                    path: dir.join(&ops.writes[0].0),
                     source,
                 });
             }
@@ -500,8 +502,8 @@ fn unpublish(dir: &Path, ops: &FileOps, landed: &[(String, Arc<str>)]) {
 }
 
 /// The name of fence `n`: a file the writer creates and deletes in the PXE
-/// directory after a round whose deletes found no file (or failed part-way,
-/// so that some may not have been made). The kernel queues
+/// directory after a round whose deletes found no file (or whose file work
+/// failed part-way: those made may have found none). The kernel queues
 /// a directory's events in order, so when the fence's `IN_DELETE` is
 /// handled, so are the events of everything before it — a client's read of
 /// a file that was gone by the time we deleted it (someone else deleted it
@@ -526,6 +528,21 @@ pub fn fence(dir: &Path, n: u64) -> io::Result<()> {
     match fs::remove_file(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         removed => removed,
+    }
+}
+
+/// Of a command's `deletes`, those its file work, failing with `error`,
+/// may have made: those before the one it failed at ([`delete_all`] stops
+/// there); none if it failed before its deletes (staging, linking,
+/// renaming: the error names a file it writes); all if where is not known
+/// (the error names `dir` itself: its thread failed).
+pub fn deletes_made<'a>(dir: &Path, deletes: &'a [String], error: &WriterError) -> &'a [String] {
+    match error {
+        WriterError::Io { path, .. } if path.as_path() != dir => {
+            let at = deletes.iter().position(|n| dir.join(n) == *path);
+            &deletes[..at.unwrap_or(0)]
+        }
+        _ => deletes,
     }
 }
 
@@ -902,6 +919,35 @@ mod tests {
             undone_on_failure: true,
             ..FileOps::default()
         }
+    }
+
+    #[test]
+    fn a_failed_command_made_the_deletes_before_the_one_it_failed_at_and_none_when_staging_failed()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "c"] {
+            fs::write(dir.path().join(name), "old").unwrap();
+        }
+        obstacle(dir.path(), "b");
+        let deletes: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        let error = delete_all(dir.path(), &deletes).unwrap_err();
+        assert_eq!(deletes_made(dir.path(), &deletes, &error), ["a"]);
+        assert!(dir.path().join("c").exists(), "not tried");
+        // A new client's file without a name cannot be made (its directory
+        // is gone): no delete was made.
+        let gone = dir.path().join("gone");
+        let ops = FileOps {
+            deletes: deletes.clone(),
+            ..new_client("uuid-x", "01-x", "text\n")
+        };
+        let error = apply(&gone, FileAccess::default(), &ops).unwrap_err();
+        assert!(deletes_made(&gone, &deletes, &error).is_empty(), "{error}");
+        // A failed thread: any of them.
+        let thread = WriterError::Io {
+            path: dir.path().to_path_buf(),
+            source: io::Error::other("file I/O thread failed"),
+        };
+        assert_eq!(deletes_made(dir.path(), &deletes, &thread), deletes);
     }
 
     fn write(name: &str) -> FileOps {

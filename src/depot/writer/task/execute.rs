@@ -233,19 +233,10 @@ impl Writer {
     }
 
     /// The deletes of `deletes` that file work failing with `error` may
-    /// have made are awaited until an `IN_DELETE` of the name or the next
-    /// fence (each may have found no file): those before the one it failed
-    /// at (`files::delete_all` stops there); none if it failed before its
-    /// deletes (staging, linking, renaming); all if where is not known (the
-    /// file work's thread failed).
+    /// have made ([`files::deletes_made`]) are awaited until an `IN_DELETE`
+    /// of the name or the next fence (each may have found no file).
     fn await_unknown(&mut self, deletes: &[String], error: &WriterError) {
-        let made = match error {
-            WriterError::Io { path, .. } if path.as_path() != self.dir.as_path() => {
-                let at = deletes.iter().position(|n| self.dir.join(n) == *path);
-                &deletes[..at.unwrap_or(0)]
-            }
-            _ => deletes,
-        };
+        let made = files::deletes_made(&self.dir, deletes, error);
         self.state.awaits_deletes(made, made, self.fences.next);
         self.fences.owed |= !made.is_empty();
     }
