@@ -782,6 +782,22 @@ mod tests {
         assert!(removed.await.unwrap());
     }
 
+    /// Client 2 takes `name` at revision 3 (its rename not seen yet).
+    async fn client2_takes(writer: &WriterHandle, name: &str) {
+        let other = Rendered {
+            files: vec![name.to_owned()],
+            revision: 3,
+            ..config(2)
+        };
+        writer.set(other).await.unwrap();
+    }
+
+    /// Removes client 2's config at revision 4; it was held.
+    async fn remove_client2(writer: &WriterHandle) {
+        let removed = writer.remove(config(2).fqdn, 4, Arc::from("e1"));
+        assert!(removed.await.unwrap());
+    }
+
     /// Hands `events` to the writer as the watcher would, in order.
     async fn feed(writer: &WriterHandle, events: impl IntoIterator<Item = WatchEvent>) {
         for event in events {
@@ -972,15 +988,9 @@ mod tests {
         name: &str,
         fence: u64,
     ) {
-        let other = Rendered {
-            files: vec![name.to_owned()],
-            revision: 3,
-            ..config(2)
-        };
-        writer.set(other).await.unwrap();
+        client2_takes(writer, name).await;
         feed(writer, [WatchEvent::Moved(name.to_owned())]).await;
-        let removed = writer.remove(config(2).fqdn, 4, Arc::from("e1"));
-        assert!(removed.await.unwrap());
+        remove_client2(writer).await;
         let events = [WatchEvent::Fence(fence), WatchEvent::Read(name.to_owned())];
         feed(writer, events).await;
         let read = next(reads).await;
@@ -1065,12 +1075,7 @@ mod tests {
         // Client 1 is removed and client 2 takes its file name; client 1's
         // read comes before the removal's IN_DELETE and client 2's IN_CREATE.
         remove_client1(&writer, 2).await;
-        let other = Rendered {
-            files: vec![name.clone()],
-            revision: 3,
-            ..config(2)
-        };
-        writer.set(other).await.unwrap();
+        client2_takes(&writer, &name).await;
         feed(
             &writer,
             [
@@ -1099,18 +1104,8 @@ mod tests {
         // before client 1's IN_DELETE is client 1's, one after client 2's
         // rename and before its IN_DELETE client 2's.
         remove_client1(&writer, 2).await;
-        let other = Rendered {
-            files: vec![name.clone()],
-            revision: 3,
-            ..config(2)
-        };
-        writer.set(other).await.unwrap();
-        assert!(
-            writer
-                .remove(config(2).fqdn, 4, Arc::from("e1"))
-                .await
-                .unwrap()
-        );
+        client2_takes(&writer, &name).await;
+        remove_client2(&writer).await;
         feed(
             &writer,
             [
@@ -1420,18 +1415,8 @@ mod tests {
         assert!(next(&mut reads).await.files_present);
         // Before that delete's IN_DELETE is handled, client 2 takes the
         // name and is removed; it is read before its delete.
-        let other = Rendered {
-            files: vec![name.to_owned()],
-            revision: 3,
-            ..config(2)
-        };
-        writer.set(other).await.unwrap();
-        assert!(
-            writer
-                .remove(config(2).fqdn, 4, Arc::from("e1"))
-                .await
-                .unwrap()
-        );
+        client2_takes(&writer, name).await;
+        remove_client2(&writer).await;
         let events = [
             WatchEvent::Deleted(name.to_owned()),
             WatchEvent::Moved(name.to_owned()),
