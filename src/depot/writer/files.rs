@@ -941,6 +941,10 @@ mod tests {
             ..new_client("uuid-x", "01-x", "text\n")
         };
         let error = apply(&gone, FileAccess::default(), &ops).unwrap_err();
+        assert!(
+            matches!(&error, WriterError::Io { path, .. } if *path == gone.join("uuid-x")),
+            "the unnamed file's error names the file: {error}"
+        );
         assert!(deletes_made(&gone, &deletes, &error).is_empty(), "{error}");
         // A failed thread: any of them.
         let thread = WriterError::Io {
