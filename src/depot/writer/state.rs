@@ -158,12 +158,21 @@ struct Replaced {
 }
 
 /// A removed config whose files' deletes are awaited.
-#[derive(Debug, Clone)]
-pub(super) struct Removed {
+#[derive(Debug)]
+struct Removed {
     /// Its read, should one of its files be read before its delete is seen.
     read: ReadEvent,
     /// How many of its deletes are not seen yet.
     awaited: usize,
+}
+
+/// Takes from `list` the names whose fence is `n` or earlier.
+fn take_due(list: &mut Vec<(u64, String)>, n: u64) -> Vec<String> {
+    let (due, waiting): (Vec<_>, _) = std::mem::take(list)
+        .into_iter()
+        .partition(|(fence, _)| *fence <= n);
+    *list = waiting;
+    due.into_iter().map(|(_, name)| name).collect()
 }
 
 fn client_key(fqdn: &Fqdn) -> String {
@@ -489,12 +498,8 @@ impl State {
     /// is handled, and those that found no file are seen. A file someone
     /// puts at such a name later is no read of the config that was there.
     pub fn fence_passed(&mut self, n: u64) {
-        let (due, waiting): (Vec<_>, _) = std::mem::take(&mut self.gone)
-            .into_iter()
-            .partition(|(fence, _)| *fence <= n);
-        self.gone = waiting;
         let mut seen = Vec::new();
-        for (_, name) in due {
+        for name in take_due(&mut self.gone, n) {
             let Some(deletes) = self.unconfirmed_deletes.get_mut(&name) else {
                 continue;
             };
@@ -511,11 +516,7 @@ impl State {
         for removal in seen {
             self.removal_seen(removal);
         }
-        let (due, waiting): (Vec<_>, _) = std::mem::take(&mut self.gone_releases)
-            .into_iter()
-            .partition(|(fence, _)| *fence <= n);
-        self.gone_releases = waiting;
-        for (_, name) in due {
+        for name in take_due(&mut self.gone_releases, n) {
             let Some(moves) = self.unconfirmed_moves.get_mut(&name) else {
                 continue;
             };
