@@ -205,7 +205,8 @@ pub async fn run(
     })
 }
 
-/// Removes what `direct` wrote (a remote depot keeps nothing of the run).
+/// Removes what `direct` wrote: no config of the run stays on a remote
+/// depot (its revision floor per host does, as for every removed client).
 pub async fn remove(depot: &TargetDepot, names: &Names, calls: u32) -> Result<(), CliError> {
     let client = channel::depot(&depot.endpoint, &depot_key(depot)?).await?;
     let removed = drive(calls, 16, |i| {
