@@ -136,7 +136,9 @@ async fn site(legacy: bool) -> Written {
                 .first()
                 .map(|d| (d.path.clone(), d.delivered_revision, d))
             {
-                Some((path, revision, d)) if !path.is_empty() => {
+                // A delivery the depot check sends again shows its path
+                // with no revision until it is back.
+                Some((path, revision, d)) if !path.is_empty() && revision > 0 => {
                     revisions.push(revision);
                     templates.push((d.template.clone(), d.template_reason.clone()));
                     break path;
@@ -163,11 +165,14 @@ fn split_marker(bytes: &[u8]) -> (String, String) {
     (marker, lines.concat())
 }
 
+/// Every file's bytes, read as the depot does not count a TFTP read: a
+/// plain read of a client's UUID file had the depot delete both its files
+/// (and report the read) before the read of its MAC file came.
 fn read_all(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     list_dir(dir)
         .into_iter()
         .map(|name| {
-            let bytes = std::fs::read(dir.join(&name)).unwrap();
+            let bytes = peek_bytes(&dir.join(&name));
             (name, bytes)
         })
         .collect()

@@ -600,16 +600,21 @@ pub fn simulate_read(path: &Path) {
 /// Reads a PXE config without it counting as a TFTP read: opened for
 /// writing too, its close is IN_CLOSE_WRITE, which the depot ignores.
 pub fn peek(path: &Path) -> String {
+    String::from_utf8(peek_bytes(path)).unwrap()
+}
+
+/// [`peek`]'s bytes.
+pub fn peek_bytes(path: &Path) -> Vec<u8> {
     use std::io::Read;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .unwrap()
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .unwrap();
-    text
+    bytes
 }
 
 /// A PXE config's text without pxeconf's marker line (the comment naming
