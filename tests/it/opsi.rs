@@ -163,7 +163,7 @@ impl Site {
 async fn wait_content(path: &Path, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let now = path.exists().then(|| without_marker(&peek(path)));
+        let now = try_peek(path).map(|text| without_marker(&text));
         if now.as_deref() == Some(want) {
             return;
         }

@@ -605,16 +605,29 @@ pub fn peek(path: &Path) -> String {
 
 /// [`peek`]'s bytes.
 pub fn peek_bytes(path: &Path) -> Vec<u8> {
+    try_peek_bytes(path).unwrap_or_else(|| panic!("{} is missing", path.display()))
+}
+
+/// [`peek`], or `None` if there is no file: one the depot may delete at any
+/// moment (a read, a removal) cannot be asked for first and opened after.
+pub fn try_peek(path: &Path) -> Option<String> {
+    try_peek_bytes(path).map(|b| String::from_utf8(b).unwrap())
+}
+
+fn try_peek_bytes(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::OpenOptions::new()
+    let mut file = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
-        .unwrap()
-        .read_to_end(&mut bytes)
-        .unwrap();
-    bytes
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    file.read_to_end(&mut bytes).unwrap();
+    Some(bytes)
 }
 
 /// A PXE config's text without pxeconf's marker line (the comment naming
