@@ -276,6 +276,24 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// A listener on 127.0.0.1:`port`. A port given again (a server restarted
+/// on its old one) may be taken for a while — another test's client
+/// connection can hold it as its local port — and is waited for up to 30 s,
+/// as `process::Server::start` waits for a child's.
+pub async fn bind_local(port: u16) -> TcpListener {
+    let mut tries = 150;
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => return listener,
+            Err(e) if port != 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries > 0 => {
+                tries -= 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot listen on 127.0.0.1:{port}: {e}"),
+        }
+    }
+}
+
 pub fn secret(s: &str) -> Option<Secret> {
     Some(Secret::new(s))
 }
@@ -360,7 +378,7 @@ impl TestConfigServer {
         dispatch: DispatchSettings,
     ) -> Self {
         let metrics = Metrics::new();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = bind_local(port).await;
         let addr = listener.local_addr().unwrap();
         let server = ConfigServer::start(
             ConfigServerConfig {
@@ -441,7 +459,7 @@ pub fn linked_depot_config(
 impl TestDepot {
     pub async fn start_on(config: DepotConfig, port: u16) -> Self {
         let metrics = Metrics::new();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = bind_local(port).await;
         let addr = listener.local_addr().unwrap();
         let mut depot = Depot::start(config, metrics.clone()).await.unwrap();
         let reads = depot.take_reads();
