@@ -621,6 +621,23 @@ async fn pending_pages_through_everything_owed_to_an_unreachable_depot() {
         }
     })
     .await;
+    // That was true before the actions (the unanswered check): the pushes'
+    // own failure, with its retry time, comes with the first attempt.
+    wait_for("the pushes have failed once", 20, || {
+        let url = url.clone();
+        async move {
+            let pending = cli(
+                &url,
+                &["pending", "--depot", "depot1.example.org", "--json"],
+            )
+            .await
+            .json();
+            pending
+                .as_array()
+                .is_some_and(|p| p.len() == 2500 && p.iter().all(|p| is_time(&p["next_retry"])))
+        }
+    })
+    .await;
     let table = cli(&url, &["depots"]).await.ok().stdout;
     let row = table.lines().nth(1).unwrap_or_default();
     assert_eq!(row.split_whitespace().nth(2), Some("no"), "{table}");
