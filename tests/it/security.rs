@@ -1031,7 +1031,10 @@ async fn silent_and_idle_peers_are_closed_and_a_full_depot_evicts_only_silent_on
     config.transport.limits = Limits {
         max_connections: 3,
         handshake_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(2),
+        // Short enough to see an idle channel closed, long enough that the
+        // callers filling the depot at the end stay (their last call to the
+        // checks of their places: a few steps, a stalled CI machine's seconds).
+        idle_timeout: Duration::from_secs(5),
         ..Limits::default()
     };
     let depot = TestDepot::start(config).await;
