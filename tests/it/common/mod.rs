@@ -616,7 +616,9 @@ pub fn simulate_read(path: &Path) {
 }
 
 /// Reads a PXE config without it counting as a TFTP read: opened for
-/// writing too, its close is IN_CLOSE_WRITE, which the depot ignores.
+/// writing too, its close is IN_CLOSE_WRITE, which the depot ignores; and
+/// with `O_NOATIME`, as the depot reads its own files, so that a later
+/// start-up or overflow check does not take the access for a read.
 pub fn peek(path: &Path) -> String {
     String::from_utf8(peek_bytes(path)).unwrap()
 }
@@ -635,9 +637,11 @@ pub fn try_peek(path: &Path) -> Option<String> {
 fn try_peek_bytes(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32)
         .open(path)
     {
         Ok(file) => file,
