@@ -636,7 +636,6 @@ pub fn try_peek(path: &Path) -> Option<String> {
 
 fn try_peek_bytes(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
-    let mut bytes = Vec::new();
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = match std::fs::OpenOptions::new()
         .read(true)
@@ -648,6 +647,7 @@ fn try_peek_bytes(path: &Path) -> Option<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => panic!("{}: {e}", path.display()),
     };
+    let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).unwrap();
     Some(bytes)
 }
