@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,6 +15,10 @@ const ACK: u16 = 4;
 const ERROR: u16 = 5;
 const BLOCK: usize = 512;
 const RETRIES: u32 = 5;
+/// How long in.tftpd, started as inetd would, waits for the next request
+/// before it exits (`--timeout`): ten years, i.e. for as long as its owner
+/// runs — no inetd is there to start it again.
+const INETD_IDLE_SECONDS: &str = "315360000";
 
 /// Reads `name` from the TFTP server at `server`. Blocking.
 pub fn fetch(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Vec<u8>> {
@@ -183,14 +188,21 @@ impl TftpServer {
         find_program("in.tftpd")
     }
 
-    /// Starts `binary` serving `dir` (`--secure`: names are relative to it).
+    /// Starts `binary` serving `dir` (`--secure`: names are relative to it)
+    /// on a loopback port of its own.
     pub fn start(binary: &Path, dir: &Path) -> io::Result<Self> {
-        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        // The socket is bound here and handed to in.tftpd as its standard
+        // input, as inetd starts it: the port is taken from the start. (In
+        // its own listen mode it binds a port given to it, and a free port
+        // looked up and closed first could be taken by another socket before
+        // it binds; it would exit and every read would time out.) Packets
+        // that come before it runs wait in the socket.
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let addr = socket.local_addr()?;
         let child = Command::new(binary)
-            .args(["-L", "-s", "-a", &addr.to_string()])
+            .args(["-s", "-t", INETD_IDLE_SECONDS])
             .arg(dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(OwnedFd::from(socket)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
