@@ -1619,7 +1619,71 @@ on_both_engines!(
     a_depots_template_note_is_kept_for_its_revision_only,
     a_batch_of_push_results_ends_as_applied_one_by_one,
     a_bundle_carries_the_properties_of_its_product_only,
+    a_database_error_is_busy_by_its_own_engines_codes,
 );
+
+/// A database error is busy (a retry can succeed: callers answer
+/// UNAVAILABLE) by its own engine's codes: PostgreSQL's SQLSTATEs are not
+/// read as SQLite's numbers (42501, a missing grant, and 22022 end in
+/// SQLite's BUSY and LOCKED bytes 0x05 and 0x06).
+async fn a_database_error_is_busy_by_its_own_engines_codes(engine: Engine) {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(engine, dir.path()).await.unwrap();
+    // The store made its database (and, on SQLite, its file).
+    let _store = Store::connect(&Location::parse(&at)).await.unwrap();
+    let busy = |e: sqlx::Error| StoreError::Db(e).is_busy();
+    match engine {
+        Engine::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&at).await.unwrap();
+            let raised = |code: &str| {
+                format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{code}'; END $$")
+            };
+            for (code, expected) in [
+                ("42501", false),
+                ("22021", false),
+                ("22022", false),
+                ("23505", false),
+                ("40001", true),
+                ("40P01", true),
+                ("08006", true),
+                ("57P01", true),
+            ] {
+                // The codes are this test's own constants.
+                let sql = sqlx::AssertSqlSafe(raised(code));
+                let e = sqlx::query(sql).execute(&mut c).await.unwrap_err();
+                assert_eq!(busy(e), expected, "SQLSTATE {code}");
+            }
+        }
+        Engine::Sqlite => {
+            let url = format!("sqlite://{at}");
+            let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut holder)
+                .await
+                .unwrap();
+            let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("PRAGMA busy_timeout = 0")
+                .execute(&mut other)
+                .await
+                .unwrap();
+            let e = sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut other)
+                .await
+                .unwrap_err();
+            assert!(busy(e), "SQLITE_BUSY");
+            sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+            let e = sqlx::query("SELECT * FROM no_such_table")
+                .execute(&mut other)
+                .await
+                .unwrap_err();
+            assert!(
+                !busy(e),
+                "an error that is not SQLITE_BUSY or SQLITE_LOCKED"
+            );
+        }
+    }
+}
 
 /// Runs `statements` on the store at `at` over a connection of its own (as
 /// another program, e.g. an older version, would have written).

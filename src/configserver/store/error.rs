@@ -91,14 +91,24 @@ impl StoreError {
     /// succeed (callers answer UNAVAILABLE, never INTERNAL).
     pub fn is_busy(&self) -> bool {
         match self {
-            StoreError::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
-                // PostgreSQL's SQLSTATEs: connection exceptions (08…),
-                // shutdown and recovery (57P…), serialization and deadlock (40…).
-                let pg = ["08", "57P", "40"].iter().any(|p| code.starts_with(p));
-                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
-                pg || sqlite
-            }),
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                // Each engine's codes by its own rules: a PostgreSQL SQLSTATE
+                // read as an SQLite code can look busy (42501, a missing
+                // grant, is 0xA605: SQLITE_BUSY's low byte).
+                if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // Connection exceptions (08…), shutdown and recovery
+                    // (57P…), serialization and deadlock (40…).
+                    ["08", "57P", "40"].iter().any(|p| pg.code().starts_with(p))
+                } else if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their
+                    // extended codes.
+                    e.code()
+                        .and_then(|code| code.parse::<i32>().ok())
+                        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+                } else {
+                    false
+                }
+            }
             StoreError::Db(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
             ) => true,
