@@ -123,10 +123,13 @@ impl AdminService {
         r: proto::ListPendingRequest,
     ) -> Result<proto::ListPendingResponse, Error> {
         let depot = Fqdn::parse(&r.depot_id, "depot_id")?;
-        // A token is the last client id of a page: an FQDN, or nothing.
-        if !r.page_token.is_empty() {
-            Fqdn::parse(&r.page_token, "page_token")?;
-        }
+        // A token is the last client id of a page: an FQDN, or nothing —
+        // compared as stored (lower case, no trailing dot), or a token in
+        // another spelling would repeat or skip rows.
+        let after = match r.page_token.as_str() {
+            "" => String::new(),
+            token => Fqdn::parse(token, "page_token")?.as_str().to_owned(),
+        };
         let limit = match r.page_size {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
@@ -134,7 +137,7 @@ impl AdminService {
         let rows = self
             .core
             .store
-            .pending_of_depot(depot.as_str(), &r.page_token, limit + 1, r.blocked)
+            .pending_of_depot(depot.as_str(), &after, limit + 1, r.blocked)
             .await?;
         let more = rows.len() > limit as usize;
         let runtime = self.core.dispatcher.runtime();

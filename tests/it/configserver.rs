@@ -332,6 +332,65 @@ async fn a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back(engine: E
     assert_final_state(&site, &mut admin).await;
 }
 
+/// A page token in another spelling of the same client id (upper case, a
+/// trailing dot) pages on from the same place: it is compared as ids are
+/// stored, or an upper-case token would sort before every id and repeat
+/// the first pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_in_another_spelling_pages_on_from_the_same_place() {
+    let mut site = Site::start(CLIENTS).await;
+    let mut admin = site.admin().await;
+    site.stop_depot(1).await;
+    set_actions(
+        &mut admin,
+        (0..CLIENTS).filter(|n| depot_of(*n) == 1),
+        "setup",
+    )
+    .await;
+    wait_for_depots(&admin, "depot 1 is owed its clients", |d| {
+        d.id != depot_id(1) || d.queued == 100
+    })
+    .await;
+    let page = |token: String| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_pending(proto::ListPendingRequest {
+                    depot_id: depot_id(1),
+                    page_size: 10,
+                    page_token: token,
+                    blocked: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let first = page(String::new()).await;
+    let token = first.next_page_token.clone();
+    assert_eq!(token, first.pending.last().unwrap().client_id);
+    let ids = |p: &proto::ListPendingResponse| -> Vec<String> {
+        p.pending.iter().map(|x| x.client_id.clone()).collect()
+    };
+    let second = ids(&page(token.clone()).await);
+    assert_eq!(second.len(), 10);
+    assert!(
+        second.iter().all(|id| *id > token),
+        "{second:?} after {token}"
+    );
+    for spelling in [
+        token.to_uppercase(),
+        format!("{token}."),
+        format!("{}.", token.to_uppercase()),
+    ] {
+        assert_eq!(
+            ids(&page(spelling.clone()).await),
+            second,
+            "token {spelling:?}"
+        );
+    }
+}
+
 async fn a_configserver_restarted_mid_bulk_delivers_everything(engine: Engine) {
     let mut site = Site::start_on(engine, CLIENTS).await;
     let mut admin = site.admin().await;
