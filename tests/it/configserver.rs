@@ -90,8 +90,14 @@ impl Site {
         self.depots[depot - 1].take().unwrap().stop().await;
     }
 
-    async fn start_depot(&mut self, depot: usize) {
-        let config = site_depot_config(&self.dirs[depot - 1], depot, &self.server().url());
+    /// Starts depot `depot` again, its configuration changed by `change`.
+    async fn start_depot_with(
+        &mut self,
+        depot: usize,
+        change: impl FnOnce(&mut pxeconf::depot::DepotConfig),
+    ) {
+        let mut config = site_depot_config(&self.dirs[depot - 1], depot, &self.server().url());
+        change(&mut config);
         self.depots[depot - 1] = Some(TestDepot::start_on(config, self.ports[depot - 1]).await);
     }
 
@@ -288,28 +294,50 @@ async fn a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action(en
 }
 
 async fn a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back(engine: Engine) {
+    stopped_during_a_bulk(engine, 2).await;
+}
+
+/// As above for a depot that takes batches and is back as from a network
+/// partition — it does not ask the configserver at start what it should
+/// hold, which would fetch the newest revisions itself. Depot 2 refuses
+/// batches, which sends its clients back to be loaded again, and asks at
+/// start; here only the worker stands between a stale bundle and the depot.
+async fn a_depot_taking_batches_stopped_during_a_bulk_gets_only_the_newest_revisions(
+    engine: Engine,
+) {
+    stopped_during_a_bulk(engine, 1).await;
+}
+
+/// Depot `stopped` is down while every client gets a setup; its clients'
+/// bundles are loaded and wait. Each of its clients then gets an uninstall,
+/// and once it is back the depot gets that — the newest revision, and only
+/// it: sent as loaded, each client's cancelled setup would land first and
+/// the change only behind everything queued (a client booting meanwhile
+/// would run it). Depot 1 comes back unlinked (see above).
+async fn stopped_during_a_bulk(engine: Engine, stopped: usize) {
     let mut site = Site::start_on(engine, CLIENTS).await;
     let mut admin = site.admin().await;
-    site.stop_depot(2).await;
+    site.stop_depot(stopped).await;
     set_actions(&mut admin, 0..CLIENTS, "setup").await;
-    let others = (0..CLIENTS).filter(|n| depot_of(*n) != 2);
+    let others = (0..CLIENTS).filter(|n| depot_of(*n) != stopped);
     wait_for("the running depots have theirs", 60, || {
         let others = others.clone();
         let site = &site;
         async move { site.placed(others) }
     })
     .await;
-    // Depot 2 is owed its pushes and the status says why.
+    // The stopped depot is owed its pushes and the status says why.
     let depots = admin
         .list_depots(proto::ListDepotsRequest {})
         .await
         .unwrap()
         .into_inner()
         .depots;
-    let d2 = depots.iter().find(|d| d.id == depot_id(2)).unwrap();
-    assert!(!d2.reachable);
-    assert_eq!(d2.queued, 100);
-    let s = status(&mut admin, 1).await;
+    let down = depots.iter().find(|d| d.id == depot_id(stopped)).unwrap();
+    assert!(!down.reachable);
+    assert_eq!(down.queued, 100);
+    let first = (0..CLIENTS).find(|n| depot_of(*n) == stopped).unwrap();
+    let s = status(&mut admin, first).await;
     assert_eq!(
         s.deliveries[0].state,
         proto::DeliveryState::Failed as i32,
@@ -317,19 +345,33 @@ async fn a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back(engine: E
     );
     assert!(s.deliveries[0].next_retry.is_some());
 
-    // Change some while it is down: the newest revision wins.
     set_actions(
         &mut admin,
-        (0..CLIENTS).filter(|n| depot_of(*n) == 2).take(10),
+        (0..CLIENTS).filter(|n| depot_of(*n) == stopped),
         "uninstall",
     )
     .await;
-    site.start_depot(2).await;
+    site.start_depot_with(stopped, |config| {
+        if stopped == 1 {
+            config.configservers.clear();
+        }
+    })
+    .await;
     wait_for("all clients are placed", 60, || async {
         site.placed(0..CLIENTS)
     })
     .await;
     assert_final_state(&site, &mut admin).await;
+    let restarted = site.depots[stopped - 1].as_ref().unwrap();
+    assert_eq!(
+        counter(
+            &restarted.metrics.encode(),
+            "pxeconf_config_writes_total",
+            &[("result", "ok")]
+        ),
+        100,
+        "one config written per client, of its newest revision"
+    );
 }
 
 /// A page token in another spelling of the same client id (upper case, a
@@ -669,6 +711,7 @@ async fn wrong_or_missing_keys_are_unauthenticated_and_bad_input_is_refused() {
 on_both_engines!(
     a_bulk_reaches_every_depot_new_and_legacy_and_reads_clear_the_action,
     a_depot_stopped_during_a_bulk_gets_everything_once_it_is_back,
+    a_depot_taking_batches_stopped_during_a_bulk_gets_only_the_newest_revisions,
     a_configserver_restarted_mid_bulk_delivers_everything,
     moving_deleting_and_renaming_clients_follow_on_the_depots,
 );

@@ -63,6 +63,12 @@ impl ClientQueue {
         }
     }
 
+    /// Whether the client changed since it was taken, or may have (a reload
+    /// found it owed meanwhile): a bundle loaded before is not to be sent.
+    pub(super) fn changed(&self, client: &str) -> bool {
+        self.again.contains(client) || self.reloaded.contains(client)
+    }
+
     /// Whether clients wait to be loaded.
     pub(super) fn has_waiting(&self) -> bool {
         !self.waiting.is_empty()

@@ -1,6 +1,7 @@
 //! One worker task per depot owns that depot's queue: a client appears in it
-//! once however often it changes (the bundle is built when sent, so the
-//! newest revision wins), at most `concurrency` pushes are in flight over
+//! once however often it changes (its bundle is built shortly before it is
+//! sent, and built again if the client changed in between, so the newest
+//! revision wins), at most `concurrency` pushes are in flight over
 //! the depot's one HTTP/2 channel, an unreachable depot is retried with
 //! exponential backoff and jitter, and a depot that answers `SetPxeConfig`
 //! with UNIMPLEMENTED is served the legacy `SetPxeConfigByFqdn` from then on
@@ -412,7 +413,26 @@ impl Worker {
         if self.client.is_ok() {
             self.load_ahead();
             self.send_ready();
+            // Bundles found stale went back to be loaded again.
+            self.load_ahead();
         }
+    }
+
+    /// The next ready bundle that is still current. A bundle waits in
+    /// `ready` until there is room — while the depot is down, for as long
+    /// as it is down — and one whose client changed meanwhile goes back to
+    /// be loaded again, first in line: sent, it would put the old config
+    /// (an action since cancelled, a client since deleted or moved) on the
+    /// depot, and the change would follow only behind everything queued.
+    fn next_ready(&mut self) -> Option<Loaded> {
+        while let Some(loaded) = self.ready.pop_front() {
+            if !self.queue.changed(&loaded.client_id) {
+                return Some(loaded);
+            }
+            debug!(client = %loaded.client_id, revision = loaded.revision, "changed since loaded; loading it again");
+            self.queue.retry_first(loaded.client_id);
+        }
+        None
     }
 
     fn load_ahead(&mut self) {
@@ -453,7 +473,12 @@ impl Worker {
     /// Sends ready bundles: full concurrency when the depot is up, a single
     /// probe once the backoff has run out when it is down.
     fn send_ready(&mut self) {
-        let Ok(client) = &self.client else { return };
+        if self.ready.is_empty() {
+            return;
+        }
+        let Ok(client) = self.client.clone() else {
+            return;
+        };
         let limit = if self.down.is_some() {
             usize::from(self.retry_at.is_none() && self.sending == 0)
         } else {
@@ -477,7 +502,7 @@ impl Worker {
         // comes (a single action is a batch of one).
         let most = (limit / BATCHES_IN_FLIGHT).clamp(1, MAX_BATCH);
         while self.sending < limit {
-            let Some(loaded) = self.ready.pop_front() else {
+            let Some(loaded) = self.next_ready() else {
                 break;
             };
             let events = self.events.clone();
@@ -487,7 +512,7 @@ impl Worker {
                 let room = most.min(limit - self.sending);
                 let mut batch = vec![loaded];
                 while batch.len() < room
-                    && let Some(next) = self.ready.pop_front()
+                    && let Some(next) = self.next_ready()
                 {
                     if !batchable(&next) {
                         self.ready.push_front(next);
