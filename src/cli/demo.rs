@@ -148,7 +148,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         legacy: 1,
         concurrency: DispatchSettings::default().concurrency,
         io_threads: DEFAULT_IO_THREADS,
-        database: args.database.as_deref().map(Location::parse),
+        database: (args.database.as_deref().map(Location::checked).transpose())
+            .map_err(|e| format!("--database: {e}"))?,
     };
     let lab = if args.plaintext {
         Lab::start(options).await?

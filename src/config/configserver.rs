@@ -153,6 +153,8 @@ impl ConfigServerArgs {
         let given = self.over(file);
         let modules = modules(given.modules.as_deref())?;
         let dispatch = given.dispatch()?;
+        let database = Location::checked(given.database.as_deref().unwrap_or(DEFAULT_DATABASE))
+            .map_err(|message| invalid("database", message))?;
         let common = Shared {
             listen: given.listen,
             metrics_listen: given.metrics_listen,
@@ -175,7 +177,7 @@ impl ConfigServerArgs {
         }
         Ok(ConfigServerSettings {
             common,
-            database: Location::parse(given.database.as_deref().unwrap_or(DEFAULT_DATABASE)),
+            database,
             host_key,
             modules,
             dispatch,

@@ -446,6 +446,24 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
             vec![],
             "push_timeout",
         ),
+        // A misspelt scheme is no SQLite path to run an empty store at.
+        (
+            vec![
+                "configserver",
+                "--database",
+                "postgress://pxe:s3cret@db/pxeconf",
+            ],
+            vec![],
+            "database: unknown scheme",
+        ),
+        (
+            vec!["configserver"],
+            vec![(
+                "PXECONF_DATABASE",
+                "postgres://pxe@db/pxeconf?pasword=s3cret",
+            )],
+            "database: unknown connection parameter",
+        ),
     ];
     for (args, env, setting) in cases {
         let (code, stderr) = run(&args, &env);
@@ -460,6 +478,7 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
             lines[0].starts_with("pxeconf: ") && lines[0].contains(setting),
             "{args:?}: {stderr}"
         );
+        assert!(!stderr.contains("s3cret"), "{args:?}: {stderr}");
     }
 }
 

@@ -97,6 +97,29 @@ impl Tx {
     }
 }
 
+/// The query parameters of a PostgreSQL URL the driver takes (besides
+/// `options[…]`).
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
 /// Where the store lives: a SQLite file or a PostgreSQL database.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Location {
@@ -118,6 +141,43 @@ impl Location {
             .or_else(|| text.strip_prefix("sqlite:"))
             .unwrap_or(text);
         Location::Sqlite(PathBuf::from(path))
+    }
+
+    /// [`Location::parse`], refusing what cannot be a store: a URL of
+    /// another scheme (`postgress://…`, `POSTGRES://…` — taken for a SQLite
+    /// path, it would run on a new, empty store) or a PostgreSQL URL that
+    /// does not parse (found before anything binds, not at the first
+    /// connection). The message never holds the URL: it may carry a
+    /// password.
+    pub fn checked(text: &str) -> Result<Self, String> {
+        if let Some((scheme, _)) = text.split_once("://") {
+            let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            if is_scheme && !matches!(scheme, "postgres" | "postgresql" | "sqlite") {
+                return Err(format!(
+                    "unknown scheme {scheme:?}: give postgres://…, postgresql://…, sqlite://… or a file path"
+                ));
+            }
+        }
+        let location = Self::parse(text);
+        if let Location::Postgres(url) = &location {
+            // The driver logs a parameter it does not know with its value:
+            // a misspelt `password` would be logged.
+            let query = url.split_once('?').map_or("", |(_, q)| q);
+            for key in query.split('&').filter(|p| !p.is_empty()) {
+                let key = key.split_once('=').map_or(key, |(k, _)| k);
+                if !POSTGRES_PARAMETERS.contains(&key) && !key.starts_with("options[") {
+                    return Err(format!(
+                        "unknown connection parameter {key:?} (its value is not shown)"
+                    ));
+                }
+            }
+            url.parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(|e| format!("not a usable PostgreSQL URL: {e}"))?;
+        }
+        Ok(location)
     }
 
     /// The SQLite file, if this is one.
@@ -145,20 +205,38 @@ impl fmt::Debug for Location {
     }
 }
 
-/// A URL with the password of its user-info (`user:password@`) replaced.
+/// A URL with its passwords replaced: the user-info's (`user:password@`)
+/// and any query parameter's whose name says password (`?password=…`,
+/// which the PostgreSQL driver takes as well).
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
         },
-        None => url.to_owned(),
-    }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// The open connections.
@@ -507,5 +585,54 @@ mod tests {
             "postgres://pxe@db/pxeconf"
         );
         assert_eq!(pg.sqlite_path(), None);
+        // A password given as a query parameter is hidden too.
+        let query = Location::parse(
+            "postgres://pxe@db/pxeconf?sslmode=require&password=s3cret&Sslpassword=k3y",
+        );
+        assert_eq!(
+            query.to_string(),
+            "postgres://pxe@db/pxeconf?sslmode=require&password=***&Sslpassword=***"
+        );
+        assert!(!format!("{query:?}").contains("s3cret"));
+        assert_eq!(
+            Location::parse("postgres://u:pw@db?password=x").to_string(),
+            "postgres://u:***@db?password=***"
+        );
+    }
+
+    #[test]
+    fn a_checked_location_refuses_other_schemes_and_bad_postgres_urls() {
+        for ok in [
+            "pxeconf.db",
+            "/var/lib/pxeconf/pxeconf.db",
+            "sqlite:///tmp/a.db",
+            "sqlite:a.db",
+            "postgres://pxe:s3cret@db.example.org:5432/pxeconf?sslmode=require",
+            "postgresql://db/pxeconf",
+            "postgres://u@db/x?password=p&application_name=a&options[search_path]=s",
+        ] {
+            assert_eq!(Location::checked(ok).unwrap(), Location::parse(ok), "{ok}");
+        }
+        for (bad, says) in [
+            ("postgress://u:s3cret@db/x", "unknown scheme \"postgress\""),
+            ("POSTGRES://u:s3cret@db/x", "unknown scheme \"POSTGRES\""),
+            ("mysql://u:s3cret@db/x", "unknown scheme"),
+            (
+                "postgres://u:s3cret@db:notaport/x",
+                "not a usable PostgreSQL URL",
+            ),
+            (
+                "postgres://u:s3cret@db/x?sslmode=sometimes",
+                "not a usable PostgreSQL URL",
+            ),
+            (
+                "postgres://u@db/x?pasword=s3cret",
+                "unknown connection parameter \"pasword\"",
+            ),
+        ] {
+            let error = Location::checked(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+            assert!(!error.contains("s3cret"), "{bad}: {error}");
+        }
     }
 }
