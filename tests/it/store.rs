@@ -1620,7 +1620,84 @@ on_both_engines!(
     a_batch_of_push_results_ends_as_applied_one_by_one,
     a_bundle_carries_the_properties_of_its_product_only,
     a_database_error_is_busy_by_its_own_engines_codes,
+    a_write_naming_one_thing_twice_takes_the_last,
 );
+
+/// A write that names one thing twice takes the last, on both engines (an
+/// opsi dump or a script's list may repeat an entry): PostgreSQL refused
+/// such an upsert as a whole ("cannot affect row a second time", answered
+/// INTERNAL), SQLite applied both.
+async fn a_write_naming_one_thing_twice_takes_the_last(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    let mut first = client(1, 1);
+    first.ip_address = "10.0.0.1".into();
+    let mut second = client(1, 1);
+    second.ip_address = "10.0.0.2".into();
+    let outcome = store.upsert_clients(&[first, second]).await.unwrap();
+    assert_eq!(outcome.affected, 1);
+    let stored = store.client("c1.example.org").await.unwrap().unwrap();
+    assert_eq!(stored.ip_address, "10.0.0.2");
+
+    store
+        .upsert_config_states(&[
+            state("c1.example.org", SERVICE_URL, &["https://one:4447"]),
+            state("c1.example.org", SERVICE_URL, &["https://two:4447"]),
+        ])
+        .await
+        .unwrap();
+    let url = store
+        .config_values("c1.example.org", &[SERVICE_URL])
+        .await
+        .unwrap();
+    assert_eq!(url[SERVICE_URL], vec!["https://two:4447"]);
+
+    store
+        .upsert_property_states(&[
+            property("c1.example.org", &["de"]),
+            property("c1.example.org", &["en"]),
+        ])
+        .await
+        .unwrap();
+    let properties = store
+        .property_values("c1.example.org", "win", D1)
+        .await
+        .unwrap();
+    assert_eq!(properties["lang"], "en");
+
+    for result in [
+        store
+            .upsert_products(&[product("1", None), product("1", Some("x"))])
+            .await,
+        store
+            .upsert_product_on_depots(&[pod(D1, "1"), pod(D1, "1")])
+            .await,
+        store
+            .upsert_configs(
+                &[
+                    crate::common::config_defaults(D1),
+                    crate::common::config_defaults(D1),
+                ]
+                .concat(),
+            )
+            .await,
+    ] {
+        result.unwrap();
+    }
+    let depot = DepotRecord {
+        id: fqdn(D1),
+        endpoint: Endpoint::parse("http://d1.example.org:50051", "endpoint").unwrap(),
+        host_key: Secret::new(format!("host-key-of-{D1}-0123456789abcdef")),
+        description: String::new(),
+    };
+    let renamed = DepotRecord {
+        description: "the branch office".into(),
+        ..depot.clone()
+    };
+    store.upsert_depots(&[depot, renamed]).await.unwrap();
+    let depots = store.depots().await.unwrap();
+    let d1 = depots.iter().find(|d| d.id.as_str() == D1).unwrap();
+    assert_eq!(d1.description, "the branch office");
+}
 
 /// A database error is busy (a retry can succeed: callers answer
 /// UNAVAILABLE) by its own engine's codes: PostgreSQL's SQLSTATEs are not

@@ -10,7 +10,7 @@ use super::db::{Store, WriteTx, on};
 use super::error::{Result, StoreError};
 use super::records::{DepotRecord, ProductOnDepotRecord, ProductRecord, WriteOutcome};
 use super::rows;
-use super::sql::{json_list, json_rows};
+use super::sql::{json_list, json_rows, json_upsert_rows};
 use super::touched::{
     clients_blocked_at, clients_blocked_on, clients_holding, clients_holding_at,
     clients_naming_depots,
@@ -56,14 +56,17 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
             return Err(taken(d.id.as_str()));
         }
     }
-    let rows = json_rows(depots.iter().map(|d| {
-        [
-            d.id.as_str(),
-            d.endpoint.as_str(),
-            d.host_key.expose(),
-            d.description.as_str(),
-        ]
-    }));
+    let rows = json_upsert_rows(
+        depots.iter().map(|d| {
+            [
+                d.id.as_str(),
+                d.endpoint.as_str(),
+                d.host_key.expose(),
+                d.description.as_str(),
+            ]
+        }),
+        1,
+    );
     let clash: Option<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
             "SELECT n.value ->> 0 FROM json_each($1) n
@@ -109,15 +112,18 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
             ]
         })
         .collect();
-    let rows = json_rows(clients.iter().zip(&texts).map(|(c, [mac, uuid])| {
-        [
-            c.fqdn.as_str(),
-            mac.as_str(),
-            uuid.as_str(),
-            c.ip_address.as_str(),
-            c.host_key.expose(),
-        ]
-    }));
+    let rows = json_upsert_rows(
+        clients.iter().zip(&texts).map(|(c, [mac, uuid])| {
+            [
+                c.fqdn.as_str(),
+                mac.as_str(),
+                uuid.as_str(),
+                c.ip_address.as_str(),
+                c.host_key.expose(),
+            ]
+        }),
+        1,
+    );
     let changed: Vec<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
         "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
@@ -189,14 +195,17 @@ pub(super) async fn write_products(
     tx: &mut WriteTx,
     products: &[ProductRecord],
 ) -> Result<Written> {
-    let rows = json_rows(products.iter().map(|p| {
-        [
-            p.id.as_str(),
-            p.product_version.as_str(),
-            p.package_version.as_str(),
-            p.template.as_ref().map_or("", |t| t.as_str()),
-        ]
-    }));
+    let rows = json_upsert_rows(
+        products.iter().map(|p| {
+            [
+                p.id.as_str(),
+                p.product_version.as_str(),
+                p.package_version.as_str(),
+                p.template.as_ref().map_or("", |t| t.as_str()),
+            ]
+        }),
+        3,
+    );
     let changed: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
         "INSERT INTO products (id, product_version, package_version, pxe_config_template)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true
@@ -221,14 +230,17 @@ pub(super) async fn write_product_on_depots(
     pods: &[ProductOnDepotRecord],
 ) -> Result<Written> {
     require_all(tx, Exists::Depot, pods.iter().map(|p| p.depot_id.as_str())).await?;
-    let rows = json_rows(pods.iter().map(|p| {
-        [
-            p.depot_id.as_str(),
-            p.product_id.as_str(),
-            p.product_version.as_str(),
-            p.package_version.as_str(),
-        ]
-    }));
+    let rows = json_upsert_rows(
+        pods.iter().map(|p| {
+            [
+                p.depot_id.as_str(),
+                p.product_id.as_str(),
+                p.product_version.as_str(),
+                p.package_version.as_str(),
+            ]
+        }),
+        2,
+    );
     let unknown: Option<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
         "SELECT (value ->> 1) || ' ' || (value ->> 2) || '-' || (value ->> 3) FROM json_each($1)

@@ -27,6 +27,26 @@ pub(super) fn json_rows<'a, const N: usize>(
     .to_string()
 }
 
+/// [`json_rows`] for an upsert: one row per key (its first `key` columns),
+/// the last given winning — what a write that names one thing twice means,
+/// on both engines: PostgreSQL refuses an upsert that touches a row twice
+/// (SQLite applied both, in order).
+pub(super) fn json_upsert_rows<'a, const N: usize>(
+    rows: impl IntoIterator<Item = [&'a str; N]>,
+    key: usize,
+) -> String {
+    let rows: Vec<[&str; N]> = rows.into_iter().collect();
+    let mut last = std::collections::HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        last.insert(&row[..key], i);
+    }
+    json_rows(
+        (rows.iter().enumerate())
+            .filter(|(i, row)| last[&row[..key]] == *i)
+            .map(|(_, row)| *row),
+    )
+}
+
 /// A stored JSON array of strings. Only this module writes them; one edited
 /// by hand into something else reads as no values, and says so in the log.
 pub(super) fn from_json(text: &str) -> Vec<String> {

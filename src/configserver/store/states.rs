@@ -10,7 +10,7 @@ use super::db::{Store, WriteTx, on};
 use super::error::Result;
 use super::inventory::Written;
 use super::records::{ConfigRecord, ConfigStateRecord, PropertyStateRecord, WriteOutcome};
-use super::sql::{json_list, json_rows};
+use super::sql::{json_list, json_rows, json_upsert_rows};
 use super::touched::{clients_of_config_states, clients_of_properties, clients_using_defaults};
 use super::triggers::finish;
 use crate::domain::Fqdn;
@@ -22,11 +22,12 @@ pub(super) async fn write_configs(tx: &mut WriteTx, configs: &[ConfigRecord]) ->
         .iter()
         .map(|c| json_list(&c.default_values))
         .collect();
-    let rows = json_rows(
+    let rows = json_upsert_rows(
         configs
             .iter()
             .zip(&defaults)
             .map(|(c, d)| [c.id.as_str(), d.as_str(), c.description.as_str()]),
+        1,
     );
     let changed: Vec<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
@@ -56,11 +57,12 @@ pub(super) async fn write_config_states(
     let objects = states.iter().map(|s| s.object_id.as_str());
     require_all(tx, Exists::Object, objects).await?;
     let values: Vec<String> = states.iter().map(|s| json_list(&s.values)).collect();
-    let rows = json_rows(
+    let rows = json_upsert_rows(
         states
             .iter()
             .zip(&values)
             .map(|(s, v)| [s.object_id.as_str(), s.config_id.as_str(), v.as_str()]),
+        2,
     );
     let changed: Vec<(String, String)> = on!(tx.conn(), |c| sqlx::query_as(
         "INSERT INTO config_states (object_id, config_id, \"values\")
@@ -87,14 +89,17 @@ pub(super) async fn write_property_states(
     let products = states.iter().map(|s| s.product_id.as_str());
     require_all(tx, Exists::Product, products).await?;
     let values: Vec<String> = states.iter().map(|s| json_list(&s.values)).collect();
-    let rows = json_rows(states.iter().zip(&values).map(|(s, v)| {
-        [
-            s.object_id.as_str(),
-            s.product_id.as_str(),
-            s.property_id.as_str(),
-            v.as_str(),
-        ]
-    }));
+    let rows = json_upsert_rows(
+        states.iter().zip(&values).map(|(s, v)| {
+            [
+                s.object_id.as_str(),
+                s.product_id.as_str(),
+                s.property_id.as_str(),
+                v.as_str(),
+            ]
+        }),
+        3,
+    );
     let changed: Vec<(String, String)> = on!(tx.conn(), |c| {
         sqlx::query_as(
         "INSERT INTO product_property_states (object_id, product_id, property_id, \"values\")
