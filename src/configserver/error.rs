@@ -72,6 +72,12 @@ fn problem(err: Error) -> Problem {
         Error::Store(StoreError::Duplicate { what, id, .. }) => {
             Problem::new(Reason::HostKeyConflict, message).meta(what, id)
         }
+        Error::Store(StoreError::HostIdTaken { what, id, other }) => {
+            Problem::new(Reason::HostIdConflict, message)
+                .meta("kind", what)
+                .meta("id", id)
+                .meta("other", other)
+        }
         Error::WrongDepot { .. } | Error::Denied(_) => Problem::new(Reason::WrongDepot, message),
         Error::Precondition(why) => {
             Problem::new(Reason::NotDeliverable, message).precondition("CLIENT", "", why)
@@ -147,6 +153,14 @@ mod tests {
         assert_eq!(reason_of(&mac).as_deref(), Some("MAC_CONFLICT"));
         let info = mac.get_details_error_info().unwrap();
         assert_eq!(info.metadata["other"], "b.example.org");
+        let host = Status::from(Error::Store(StoreError::HostIdTaken {
+            what: "client",
+            id: "d1.example.org".into(),
+            other: "depot",
+        }));
+        assert_eq!(host.code(), Code::AlreadyExists);
+        assert_eq!(reason_of(&host).as_deref(), Some("HOST_ID_CONFLICT"));
+        assert!(host.message().contains("depot"), "{}", host.message());
         let why = Status::from(Error::Precondition("no product".into()));
         let failure = why.get_details_precondition_failure().unwrap();
         assert_eq!(failure.violations[0].r#type, "CLIENT");

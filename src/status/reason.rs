@@ -69,6 +69,9 @@ reasons! {
     UuidConflict = "UUID_CONFLICT", AlreadyExists;
     /// The host key is another depot's: a key identifies one depot.
     HostKeyConflict = "HOST_KEY_CONFLICT", AlreadyExists;
+    /// The host id is another kind of host's: a client and a depot cannot
+    /// share one (metadata `kind`, `id`, `other`).
+    HostIdConflict = "HOST_ID_CONFLICT", AlreadyExists;
     /// A PXE file name the config needs is held by another client on the
     /// depot (metadata `file`, `owner`).
     FileNameConflict = "FILE_NAME_CONFLICT", AlreadyExists;

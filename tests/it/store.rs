@@ -1621,6 +1621,7 @@ on_both_engines!(
     a_bundle_carries_the_properties_of_its_product_only,
     a_database_error_is_busy_by_its_own_engines_codes,
     a_write_naming_one_thing_twice_takes_the_last,
+    a_client_and_a_depot_never_share_an_id,
 );
 
 /// A write that names one thing twice takes the last, on both engines (an
@@ -1697,6 +1698,60 @@ async fn a_write_naming_one_thing_twice_takes_the_last(engine: Engine) {
     let depots = store.depots().await.unwrap();
     let d1 = depots.iter().find(|d| d.id.as_str() == D1).unwrap();
     assert_eq!(d1.description, "the branch office");
+}
+
+/// A client and a depot never share an id (opsi keeps all hosts in one
+/// table): a client with a depot's id, or a depot with a client's, is
+/// refused and nothing of the write lands — else deleting that client
+/// would delete the depot's states, which its clients inherit.
+async fn a_client_and_a_depot_never_share_an_id(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    store
+        .upsert_config_states(&[state(D1, SERVICE_URL, &["https://branch:4447"])])
+        .await
+        .unwrap();
+    let mut as_depot = client(7, 7);
+    as_depot.fqdn = fqdn(D1);
+    let err = store
+        .upsert_clients(&[client(8, 8), as_depot])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::HostIdTaken { what: "client", id, other: "depot" } if id == D1),
+        "{err:?}"
+    );
+    assert!(
+        store.client("c8.example.org").await.unwrap().is_none(),
+        "nothing landed"
+    );
+    assert!(store.client(D1).await.unwrap().is_none());
+
+    let as_client = DepotRecord {
+        id: fqdn("c1.example.org"),
+        endpoint: Endpoint::parse("http://c1.example.org:50051", "endpoint").unwrap(),
+        host_key: Secret::new("host-key-of-c1-0123456789abcdef".to_owned()),
+        description: String::new(),
+    };
+    let err = store.upsert_depots(&[as_client]).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::HostIdTaken {
+                what: "depot",
+                other: "client",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!store.depot_exists("c1.example.org").await.unwrap());
+    // A list of hosts to delete may name the depot: its states stay.
+    store.delete_clients(&[fqdn(D1)]).await.unwrap();
+    let url = store
+        .config_values("c1.example.org", &[SERVICE_URL])
+        .await
+        .unwrap();
+    assert_eq!(url[SERVICE_URL], vec!["https://branch:4447"]);
 }
 
 /// A database error is busy (a retry can succeed: callers answer

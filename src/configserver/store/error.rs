@@ -73,6 +73,17 @@ pub enum StoreError {
         /// What is taken (never the secret itself).
         message: String,
     },
+    /// A host id is another kind of host's: a client and a depot never
+    /// share one (opsi keeps every host in one table).
+    #[error("{what} {id}: the id is a {other}'s")]
+    HostIdTaken {
+        /// The kind of host written.
+        what: &'static str,
+        /// Its id.
+        id: String,
+        /// The kind of host that has the id.
+        other: &'static str,
+    },
     /// Stored data that no longer parses (edited by hand?).
     #[error("stored {what} {id:?} is invalid: {message}")]
     Corrupt {

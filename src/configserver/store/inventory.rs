@@ -67,6 +67,7 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
         }),
         1,
     );
+    host_ids_free(tx, &rows, "depot", "clients").await?;
     let clash: Option<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
             "SELECT n.value ->> 0 FROM json_each($1) n
@@ -124,6 +125,7 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
         }),
         1,
     );
+    host_ids_free(tx, &rows, "client", "depots").await?;
     let changed: Vec<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
         "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
@@ -149,6 +151,36 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
         unique_address(tx, &rows, column, what).await?;
     }
     Ok((changed.len(), changed))
+}
+
+/// Fails when an id of `rows` (hosts of kind `what`, the id first) is a
+/// host's in `table` (`clients` or `depots`): a client and a depot never
+/// share an id — deleting such a client would delete the depot's config
+/// and property states, which every client of the depot inherits.
+async fn host_ids_free(
+    tx: &mut WriteTx,
+    rows: &str,
+    what: &'static str,
+    table: &'static str,
+) -> Result<()> {
+    let other = if table == "clients" {
+        "client"
+    } else {
+        "depot"
+    };
+    let taken: Option<String> = on!(tx.conn(), |c| {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT h.id FROM json_each($1) j JOIN {table} h ON h.id = j.value ->> 0
+             ORDER BY j.key LIMIT 1"
+        )))
+        .bind(rows)
+        .fetch_optional(c)
+        .await?
+    });
+    match taken {
+        Some(id) => Err(StoreError::HostIdTaken { what, id, other }),
+        None => Ok(()),
+    }
 }
 
 /// Fails with ALREADY_EXISTS naming both clients when a client of `rows`
