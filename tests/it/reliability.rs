@@ -1276,6 +1276,17 @@ async fn a_task_that_ends_makes_the_depot_not_serving_and_exit_non_zero() {
     }
 }
 
+/// A revision an hour ahead of the store's sequence, whose revisions are
+/// its clock's microseconds (`last_revision` is 0 until the first one is
+/// taken: an hour past that is long past).
+async fn an_hour_ahead(cs: &TestConfigServer) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    cs.core.store.last_revision().await.unwrap().max(now) + 3_600_000_000
+}
+
 /// A depot that has seen a newer revision than the store gives (a clock
 /// that went back): ABORTED NEWER_HELD, never counted delivered; the store
 /// moves past it and the config lands with a fresh revision.
@@ -1288,7 +1299,7 @@ async fn a_newer_revision_on_the_depot_moves_the_sequence_past_it() {
     let mut admin = cs.admin().await;
     seed(&mut admin, &[(1, depot.url())], 2, |_| 1).await;
     // The depot holds a revision from the future, in the store's epoch.
-    let future = cs.core.store.last_revision().await.unwrap() + 3_600_000_000;
+    let future = an_hour_ahead(&cs).await;
     let mut pushed = bundle(1, future);
     pushed.epoch = cs.core.store.epoch().to_owned();
     pushed.depot_id = depot_id(1);
