@@ -1322,6 +1322,62 @@ async fn a_newer_revision_on_the_depot_moves_the_sequence_past_it() {
     assert!(cs.core.store.last_revision().await.unwrap() > future);
 }
 
+/// As above while the store cannot record the move past the depot's
+/// revision for a while (a trigger refuses the write, as a full disk or a
+/// read-only failover would): the client waits with a growing backoff, and
+/// once the store writes again its config lands. Those failures are no
+/// refusals by the depot: counted as such, four of them parked the client
+/// for good (every later NEWER_HELD was taken for a depot that keeps
+/// refusing fresh revisions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_move_past_a_newer_revision_for_a_while_delivers_once_it_can() {
+    let db = tempfile::tempdir().unwrap();
+    let database = db.path().join("pxeconf.db");
+    let cs = TestConfigServer::start(&database, 0).await;
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(linked_depot_config(&dirs, 1, &cs.url(), false)).await;
+    let mut admin = cs.admin().await;
+    seed(&mut admin, &[(1, depot.url())], 2, |_| 1).await;
+    let future = an_hour_ahead(&cs).await;
+    let mut pushed = bundle(1, future);
+    pushed.epoch = cs.core.store.epoch().to_owned();
+    pushed.depot_id = depot_id(1);
+    let mut request = tonic::Request::new(pushed);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", depot_key(1)).parse().unwrap(),
+    );
+    depot.client().await.set_pxe_config(request).await.unwrap();
+    sqlite(
+        &database,
+        "CREATE TRIGGER refuse_moving_past BEFORE UPDATE OF revision ON pushes
+         WHEN NEW.last_error LIKE 'ABORTED%'
+         BEGIN SELECT RAISE(ABORT, 'the store cannot write'); END",
+    )
+    .await;
+    set_actions(&mut admin, 0..2, "setup").await;
+    let superseded = || {
+        cs.metrics
+            .encode()
+            .lines()
+            .filter(|l| {
+                l.starts_with("pxeconf_pushes_total") && l.contains("result=\"superseded\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_for(
+        "four pushes of client 1 came back NEWER_HELD",
+        60,
+        || async { superseded() >= 4.0 },
+    )
+    .await;
+    sqlite(&database, "DROP TRIGGER refuse_moving_past").await;
+    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    let delivery = &status(&mut admin, 1).await.deliveries[0];
+    assert!(delivery.delivered_revision > future, "{delivery:?}");
+}
+
 /// Changes client 0's boot image append line: a newer version of its
 /// config, for the same action.
 async fn change_client0s_append_line(admin: &mut Admin) {

@@ -154,6 +154,9 @@ pub(super) struct Worker {
     rejections: HashMap<String, u32>,
     /// Fresh revisions given to a client in a row after `NEWER_HELD`.
     superseded: HashMap<String, u32>,
+    /// Per client, how often in a row the store failed to record what its
+    /// push came back with (ALREADY_READ, NEWER_HELD): its retry backs off.
+    store_failures: HashMap<String, u32>,
     /// The revision this worker delivered per client: its ack may not be
     /// in the store yet, and a late notice of the same revision (another
     /// replica's announcement) must not push it twice.
@@ -212,6 +215,7 @@ impl Worker {
             sending: 0,
             rejections: HashMap::new(),
             superseded: HashMap::new(),
+            store_failures: HashMap::new(),
             pushed: HashMap::new(),
             pushed_before: HashMap::new(),
             pruning: false,
@@ -391,6 +395,7 @@ impl Worker {
             self.pushed_before.clear();
             self.rejections.clear();
             self.superseded.clear();
+            self.store_failures.clear();
             self.capability = Capability::Unknown;
             self.no_batches_since = None;
             self.down = None;

@@ -112,6 +112,7 @@ impl Worker {
     ) {
         self.rejections.remove(&client_id);
         self.superseded.remove(&client_id);
+        self.store_failures.remove(&client_id);
         self.pushed.insert(client_id.clone(), revision);
         self.reached();
         if op == PushOp::Set && path == PushPath::New && self.capability == Capability::Unknown {
@@ -239,12 +240,14 @@ impl Worker {
             Ok(outcome) => {
                 info!(client = %client_id, revision, applied = outcome.applied, action_request = %outcome.action_request, "depot answered ALREADY_READ; recorded as the client's read");
                 self.rejections.remove(&client_id);
+                self.store_failures.remove(&client_id);
                 self.queue.settle(client_id);
                 self.notify(outcome.owed);
             }
             Err(error) => {
-                warn!(client = %client_id, %error, "recording an ALREADY_READ failed; pushing again later");
-                self.queue.retry_load(client_id, LOCAL_BACKOFF.0);
+                let wait = self.store_failed(&client_id);
+                warn!(client = %client_id, %error, retry_in = ?wait, "recording an ALREADY_READ failed; pushing again later");
+                self.queue.retry_load(client_id, wait);
             }
         }
     }
@@ -253,10 +256,8 @@ impl Worker {
     /// the client goes out again with a fresh one.
     async fn superseded(&mut self, client_id: String, revision: u64, op: PushOp, aborted: Aborted) {
         self.reached();
-        let count = self.superseded.entry(client_id.clone()).or_insert(0);
-        *count += 1;
         let reason = aborted.reason.as_str();
-        if *count > MAX_SUPERSEDES {
+        if self.superseded.get(&client_id).copied().unwrap_or(0) >= MAX_SUPERSEDES {
             let error = format!(
                 "ABORTED {reason}: the depot keeps refusing fresh revisions (it holds revision {})",
                 aborted.revision
@@ -277,14 +278,32 @@ impl Worker {
             .await;
         match result {
             Ok(fresh) => {
+                // Counted once the store moved past: a store that could not
+                // is no refusal of a fresh revision by the depot (counted,
+                // its failures parked the client for good once it recovered).
+                *self.superseded.entry(client_id.clone()).or_insert(0) += 1;
+                self.store_failures.remove(&client_id);
                 warn!(client = %client_id, op = op.as_str(), revision, depot_revision = aborted.revision, highest = aborted.highest, fresh, reason, "depot has seen a newer revision; the store's sequence moves past it and pushes again");
                 self.queue.settle(client_id.clone());
                 self.queue.enqueue(client_id);
             }
             Err(error) => {
-                warn!(client = %client_id, %error, "moving past a depot's revision failed; pushing again later");
-                self.queue.retry_load(client_id, LOCAL_BACKOFF.0);
+                let wait = self.store_failed(&client_id);
+                warn!(client = %client_id, %error, retry_in = ?wait, "moving past a depot's revision failed; pushing again later");
+                self.queue.retry_load(client_id, wait);
             }
         }
+    }
+
+    /// How long `client` waits after the store failed to record what its
+    /// push came back with: doubling per client from the first of
+    /// `LOCAL_BACKOFF` to its longest, with jitter — a store that cannot
+    /// write must not cost a load, a depot call and a warning per client
+    /// every second.
+    fn store_failed(&mut self, client: &str) -> Duration {
+        let failures = self.store_failures.entry(client.to_owned()).or_insert(0);
+        let wait = (LOCAL_BACKOFF.0 * 2u32.saturating_pow(*failures)).min(LOCAL_BACKOFF.1);
+        *failures += 1;
+        jitter(wait)
     }
 }
