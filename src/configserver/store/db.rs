@@ -162,20 +162,37 @@ impl Location {
             }
         }
         let location = Self::parse(text);
-        if let Location::Postgres(url) = &location {
+        if let Location::Postgres(text) = &location {
+            // Parsed as the driver parses it. Nothing of a URL that does not
+            // parse is quoted: an unescaped `?`, `/` or `@` in a password
+            // moves the parts, so the password could be anywhere in it.
+            let url = url::Url::parse(text)
+                .map_err(|e| format!("not a usable PostgreSQL URL: {e} (the URL is not shown)"))?;
             // The driver logs a parameter it does not know with its value:
             // a misspelt `password` would be logged.
-            let query = url.split_once('?').map_or("", |(_, q)| q);
-            for key in query.split('&').filter(|p| !p.is_empty()) {
-                let key = key.split_once('=').map_or(key, |(k, _)| k);
-                if !POSTGRES_PARAMETERS.contains(&key) && !key.starts_with("options[") {
-                    return Err(format!(
-                        "unknown connection parameter {key:?} (its value is not shown)"
-                    ));
+            for (key, _) in url.query_pairs() {
+                if POSTGRES_PARAMETERS.contains(&&*key) || key.starts_with("options[") {
+                    continue;
                 }
+                let plain = !key.is_empty()
+                    && (key.chars()).all(|c| c.is_ascii_alphanumeric() || "_-[]".contains(c));
+                return Err(if plain {
+                    format!("unknown connection parameter {key:?} (its value is not shown)")
+                } else {
+                    "an unknown connection parameter (neither it nor its value is shown)".into()
+                });
             }
-            url.parse::<sqlx::postgres::PgConnectOptions>()
-                .map_err(|e| format!("not a usable PostgreSQL URL: {e}"))?;
+            if let Err(e) = text.parse::<sqlx::postgres::PgConnectOptions>() {
+                // The driver's message may quote a value: said only if it
+                // quotes no password and no parameter's value.
+                let detail = e.to_string();
+                let secrets = (url.password().into_iter().map(str::to_owned))
+                    .chain(url.query_pairs().map(|(_, v)| v.into_owned()));
+                return Err(match secrets.filter(|s| !s.is_empty()).any(|s| detail.contains(&s)) {
+                    false => format!("not a usable PostgreSQL URL: {detail}"),
+                    true => "not a usable PostgreSQL URL (the driver's reason quotes a value, not shown)".into(),
+                });
+            }
         }
         Ok(location)
     }
@@ -212,14 +229,24 @@ fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
+    // The user-info ends at the last `@`: a password with an unescaped `/`,
+    // `?` or `@` in it is still hidden (a host or path that holds an `@`
+    // shows less than it could).
+    let (authority, tail) = match rest.rsplit_once('@') {
+        Some((user_info, after)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            let masked = if user_info.contains(':') { ":***" } else { "" };
+            let host_end = after.find(['/', '?']).unwrap_or(after.len());
+            let (host, tail) = after.split_at(host_end);
+            (format!("{user}{masked}@{host}"), tail)
+        }
+        None => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            (authority.to_owned(), tail)
+        }
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
@@ -598,6 +625,14 @@ mod tests {
             Location::parse("postgres://u:pw@db?password=x").to_string(),
             "postgres://u:***@db?password=***"
         );
+        // Unescaped `/`, `?` or `@` in a password: still hidden.
+        for (url, shown) in [
+            ("postgres://pxe:12/cd@db/x", "postgres://pxe:***@db/x"),
+            ("postgres://pxe:ab?cd@db/x", "postgres://pxe:***@db/x"),
+            ("postgres://pxe:a@b@db/x", "postgres://pxe:***@db/x"),
+        ] {
+            assert_eq!(Location::parse(url).to_string(), shown, "{url}");
+        }
     }
 
     #[test]
@@ -610,6 +645,7 @@ mod tests {
             "postgres://pxe:s3cret@db.example.org:5432/pxeconf?sslmode=require",
             "postgresql://db/pxeconf",
             "postgres://u@db/x?password=p&application_name=a&options[search_path]=s",
+            "postgres://u@db/x?options%5Bsearch_path%5D=s",
         ] {
             assert_eq!(Location::checked(ok).unwrap(), Location::parse(ok), "{ok}");
         }
@@ -628,6 +664,22 @@ mod tests {
             (
                 "postgres://u@db/x?pasword=s3cret",
                 "unknown connection parameter \"pasword\"",
+            ),
+            (
+                "postgres://pxe:ab?s3cret@db/x",
+                "not a usable PostgreSQL URL",
+            ),
+            (
+                "postgres://pxe:s3cret?ab@db/x",
+                "not a usable PostgreSQL URL",
+            ),
+            (
+                "postgres://db/x?s3cret@x=1",
+                "an unknown connection parameter",
+            ),
+            (
+                "postgres://u@db/x?sslmode=s3cret",
+                "the driver's reason quotes a value",
             ),
         ] {
             let error = Location::checked(bad).unwrap_err();
