@@ -63,10 +63,13 @@ impl ClientQueue {
         }
     }
 
-    /// Whether the client changed since it was taken, or may have (a reload
-    /// found it owed meanwhile): a bundle loaded before is not to be sent.
+    /// Whether the client changed since it was taken: a bundle loaded
+    /// before is not to be sent. (A reload that found it owed meanwhile is
+    /// no change known — it marks every client on its way, and reloads can
+    /// come back to back — so its bundle goes, and the client is looked at
+    /// again once back.)
     pub(super) fn changed(&self, client: &str) -> bool {
-        self.again.contains(client) || self.reloaded.contains(client)
+        self.again.contains(client)
     }
 
     /// Whether clients wait to be loaded.

@@ -430,14 +430,23 @@ impl Worker {
     /// (an action since cancelled, a client since deleted or moved) on the
     /// depot, and the change would follow only behind everything queued.
     fn next_ready(&mut self) -> Option<Loaded> {
-        while let Some(loaded) = self.ready.pop_front() {
+        let mut stale = Vec::new();
+        let next = loop {
+            let Some(loaded) = self.ready.pop_front() else {
+                break None;
+            };
             if !self.queue.changed(&loaded.client_id) {
-                return Some(loaded);
+                break Some(loaded);
             }
             debug!(client = %loaded.client_id, revision = loaded.revision, "changed since loaded; loading it again");
-            self.queue.retry_first(loaded.client_id);
-        }
-        None
+            stale.push(loaded.client_id);
+        };
+        // Each goes first: the last one found first, so they keep their order.
+        stale
+            .into_iter()
+            .rev()
+            .for_each(|c| self.queue.retry_first(c));
+        next
     }
 
     fn load_ahead(&mut self) {
