@@ -1705,7 +1705,7 @@ async fn a_write_naming_one_thing_twice_takes_the_last(engine: Engine) {
 /// refused and nothing of the write lands — else deleting that client
 /// would delete the depot's states, which its clients inherit.
 async fn a_client_and_a_depot_never_share_an_id(engine: Engine) {
-    let (_dir, store) = seeded(engine).await;
+    let (_dir, at, store) = seeded_at(engine).await;
     store
         .upsert_config_states(&[state(D1, SERVICE_URL, &["https://branch:4447"])])
         .await
@@ -1747,6 +1747,26 @@ async fn a_client_and_a_depot_never_share_an_id(engine: Engine) {
     assert!(!store.depot_exists("c1.example.org").await.unwrap());
     // A list of hosts to delete may name the depot: its states stay.
     store.delete_clients(&[fqdn(D1)]).await.unwrap();
+    let url = store
+        .config_values("c1.example.org", &[SERVICE_URL])
+        .await
+        .unwrap();
+    assert_eq!(url[SERVICE_URL], vec!["https://branch:4447"]);
+
+    // A client an older version let in with the depot's id is deleted
+    // without the depot's states, which are its clients' too.
+    raw(
+        engine,
+        &at,
+        &[
+            "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
+           VALUES ('d1.example.org', '', '', '', '')",
+        ],
+    )
+    .await;
+    assert!(store.client(D1).await.unwrap().is_some());
+    store.delete_clients(&[fqdn(D1)]).await.unwrap();
+    assert!(store.client(D1).await.unwrap().is_none());
     let url = store
         .config_values("c1.example.org", &[SERVICE_URL])
         .await

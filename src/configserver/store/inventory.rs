@@ -364,13 +364,27 @@ impl Store {
         .fetch_all(c)
         .await?);
         let list = json_list(clients.iter().map(String::as_str));
-        let tables = [
-            ("clients", "id"),
-            ("product_on_clients", "client_id"),
+        let tables = [("clients", "id"), ("product_on_clients", "client_id")];
+        let mut affected = delete_from(&mut tx, &list, &tables).await?;
+        // The states of an id that is a depot's too are the depot's, which
+        // its clients inherit: they stay. (No write makes such a client
+        // now; one an older version let in can be deleted this way.)
+        let depots: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
+            "SELECT id FROM depots WHERE id IN (SELECT value FROM json_each($1))"
+        )
+        .bind(&list)
+        .fetch_all(c)
+        .await?);
+        let own = json_list(
+            (clients.iter())
+                .filter(|c| !depots.contains(c))
+                .map(String::as_str),
+        );
+        let states = [
             ("config_states", "object_id"),
             ("product_property_states", "object_id"),
         ];
-        let affected = delete_from(&mut tx, &list, &tables).await?;
+        affected += delete_from(&mut tx, &own, &states).await?;
         // Their push rows that owe nothing and leave nothing on a depot (read,
         // or removed) go now; those still owed go once delivered (`delivery`).
         on!(tx.conn(), |c| sqlx::query(
