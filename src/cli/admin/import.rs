@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::bulk::{Bulk, Totals};
-use super::connect::{Admin, Connection};
+use super::connect::Connection;
 use super::opsi::{Target, import_opsi, send_inventory};
-use super::output::table;
 use crate::cli::error::CliError;
 use crate::cli::opsi::{DepotEndpoints, is_opsi_dump};
 use crate::proto;
@@ -55,14 +53,14 @@ pub struct ImportArgs {
 }
 
 /// Declares the inventory: per section, an entry type with the proto message's
-/// field names (each optional, defaulting to empty), its conversion to the
-/// message, and the Admin write that takes it. Sections are imported in the
-/// order they are declared.
+/// field names (each optional, defaulting to empty) and its conversion to the
+/// message. The configserver writes the sections of an import in its own
+/// dependency order, the one declared here.
 macro_rules! inventory {
     ($(
         $section:ident: $entry:ident => $message:ident {
             $($field:ident: $ty:ty),* $(,)?
-        } by $rpc:ident($request:ident);
+        };
     )*) => {
         /// An inventory file.
         #[derive(Debug, Default, Deserialize)]
@@ -89,11 +87,6 @@ macro_rules! inventory {
         )*
 
         impl Inventory {
-            /// Entries in all sections.
-            fn len(&self) -> usize {
-                0 $(+ self.$section.len())*
-            }
-
             /// The whole inventory as one import (its sections are named alike).
             fn into_import(self) -> proto::ImportInventoryRequest {
                 proto::ImportInventoryRequest {
@@ -102,18 +95,6 @@ macro_rules! inventory {
                 }
             }
 
-            /// Sends every section in declaration order.
-            async fn send(self, admin: &Admin, bulk: &mut Bulk) -> Result<(), CliError> {
-                $(
-                    let items = self.$section.into_iter().map(proto::$message::from).collect();
-                    bulk.send(stringify!($section), items, |$section| {
-                        let mut admin = admin.clone();
-                        async move { admin.$rpc(proto::$request { $section }).await }
-                    })
-                    .await?;
-                )*
-                Ok(())
-            }
         }
     };
 }
@@ -123,29 +104,29 @@ macro_rules! inventory {
 inventory! {
     configs: ConfigEntry => Config {
         id: String, default_values: Vec<String>, description: String,
-    } by upsert_configs(UpsertConfigsRequest);
+    };
     depots: DepotEntry => DepotInfo {
         id: String, endpoint: String, host_key: String, description: String,
-    } by upsert_depots(UpsertDepotsRequest);
+    };
     products: ProductEntry => Product {
         id: String, product_version: String, package_version: String, pxe_config_template: String,
-    } by upsert_products(UpsertProductsRequest);
+    };
     product_on_depots: ProductOnDepotEntry => ProductOnDepot {
         depot_id: String, product_id: String, product_version: String, package_version: String,
-    } by upsert_product_on_depots(UpsertProductOnDepotsRequest);
+    };
     clients: ClientEntry => Host {
         id: String, hardware_address: String, system_uuid: String, ip_address: String,
         opsi_host_key: String,
-    } by upsert_clients(UpsertClientsRequest);
+    };
     config_states: ConfigStateEntry => ConfigState {
         object_id: String, config_id: String, values: Vec<String>,
-    } by upsert_config_states(UpsertConfigStatesRequest);
+    };
     product_property_states: PropertyStateEntry => ProductPropertyState {
         object_id: String, product_id: String, property_id: String, values: Vec<String>,
-    } by upsert_product_property_states(UpsertProductPropertyStatesRequest);
+    };
     action_requests: ActionEntry => ActionRequest {
         client_id: String, product_id: String, action_request: String,
-    } by set_action_requests(SetActionRequestsRequest);
+    };
 }
 
 /// Reads an inventory, TOML or JSON by the file's extension.
@@ -192,9 +173,9 @@ fn is_opsi(args: &ImportArgs) -> Result<bool, CliError> {
     })
 }
 
-/// `pxeconf import FILE…`: an opsi dump in one transaction; an inventory
-/// file's sections in dependency order, in transactions of up to 1,000
-/// items (with `--dry-run`: all in one, rolled back); then the totals.
+/// `pxeconf import FILE…`: an opsi dump or an inventory file, each in one
+/// transaction (with `--dry-run`: rolled back), then what changed — a bad
+/// item fails the whole import, so nothing is half imported.
 pub async fn import(args: ImportArgs) -> Result<(), CliError> {
     let target = Target {
         files: &args.files,
@@ -216,45 +197,7 @@ pub async fn import(args: ImportArgs) -> Result<(), CliError> {
     }
     let inventory = read_inventory(file)?;
     let mut admin = args.connection.connect().await?;
-    if args.dry_run {
-        return send_inventory(&mut admin, &target, inventory.into_import(), None).await;
-    }
-    let mut bulk = Bulk::new(inventory.len(), true);
-    inventory.send(&admin, &mut bulk).await?;
-    let totals = bulk.finish();
-    args.connection
-        .print(&totals, |totals| print_totals(file, totals))
-}
-
-/// Prints what an import did, per section and in all.
-fn print_totals(file: &Path, totals: &Totals) {
-    let row = |name: &str, items: u64, affected: u64, queued: u64| {
-        vec![
-            name.to_owned(),
-            items.to_string(),
-            affected.to_string(),
-            queued.to_string(),
-        ]
-    };
-    let mut rows: Vec<Vec<String>> = totals
-        .sections
-        .iter()
-        .map(|s| row(s.section, s.items, s.affected, s.pushes_queued))
-        .collect();
-    rows.push(row(
-        "total",
-        totals.items,
-        totals.affected,
-        totals.pushes_queued,
-    ));
-    // The words of a dry run's table (and of the last line).
-    table(&["SECTION", "ITEMS", "CHANGED", "PUSHES QUEUED"], &rows);
-    println!(
-        "imported {}: {} rows changed, {} pushes queued",
-        file.display(),
-        totals.affected,
-        totals.pushes_queued
-    );
+    send_inventory(&mut admin, &target, inventory.into_import(), None).await
 }
 
 #[cfg(test)]

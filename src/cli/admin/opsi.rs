@@ -137,9 +137,14 @@ fn explain(status: &Status, converted: Option<&Converted>) -> CliError {
         let index: usize = rest.split_once(']')?.0.parse().ok()?;
         converted?.ident(section, index)
     };
-    match object() {
-        Some(ident) => format!("{line} (opsi: {ident}); nothing was imported").into(),
-        None => format!("{line}; nothing was imported").into(),
+    let said = match object() {
+        Some(ident) => format!(" (opsi: {ident}); nothing was imported"),
+        None => "; nothing was imported".to_owned(),
+    };
+    // On the first line: the others, if any, name one bad field each.
+    match line.split_once('\n') {
+        Some((first, fields)) => format!("{first}{said}\n{fields}").into(),
+        None => format!("{line}{said}").into(),
     }
 }
 
