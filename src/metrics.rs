@@ -360,8 +360,18 @@ pub fn service_label(path: &str) -> &str {
     }
 }
 
+/// Connections the metrics listener serves at once; one more is closed at
+/// once (a scraper needs one or two).
+const METRICS_CONNECTIONS: usize = 16;
+/// How long a metrics connection has to send its request's head.
+const METRICS_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a metrics connection lives at most.
+const METRICS_CONNECTION_LIFE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves `GET /metrics` (Prometheus text format) on `listener` until
-/// `shutdown` completes.
+/// `shutdown` completes: at most [`METRICS_CONNECTIONS`] connections, each
+/// closed when its request's head takes longer than
+/// [`METRICS_HEAD_TIMEOUT`] or it lives past [`METRICS_CONNECTION_LIFE`].
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
@@ -383,14 +393,94 @@ pub async fn serve_http(
             }
         }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Not `axum::serve`: it gives hyper no timer (so no timeout for a
+    // request's head) and takes any number of connections — a peer that
+    // opened many and sent nothing held descriptors that the gRPC listener,
+    // the depot's writer and the stores need.
+    let permits = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, say: the next accept may work.
+                Err(error) => {
+                    tracing::warn!(%error, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(METRICS_HEAD_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(METRICS_CONNECTION_LIFE, connection).await;
+        });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the peer closed `stream` within `within`.
+    async fn closed_within(
+        stream: &mut tokio::net::TcpStream,
+        within: std::time::Duration,
+    ) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn the_metrics_listener_caps_its_connections_and_closes_silent_ones() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_http(listener, Metrics::new(), async {
+            let _ = stopped.await;
+        }));
+        let mut silent = Vec::new();
+        for _ in 0..METRICS_CONNECTIONS {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Past the cap: closed at once.
+        let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut over, std::time::Duration::from_secs(2)).await);
+        // Silent ones are closed once their request's head is overdue.
+        let limit = METRICS_HEAD_TIMEOUT + std::time::Duration::from_secs(5);
+        for stream in &mut silent {
+            assert!(
+                closed_within(stream, limit).await,
+                "a silent connection stays"
+            );
+        }
+        // Their places are free again: a scrape is answered.
+        let mut scrape = tokio::net::TcpStream::connect(addr).await.unwrap();
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        scrape.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("# EOF\n"), "{answer}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn only_served_paths_become_labels() {
