@@ -321,11 +321,19 @@ fn boot_mode(value: i32) -> Result<BootMode, ValidationError> {
         .and_then(BootMode::try_from)
 }
 
+/// [`check_kernel_items`], for the tests of other modules.
+#[cfg(test)]
+pub(crate) fn check_bundle_items_for_tests(items: &[String]) -> Result<(), ValidationError> {
+    check_kernel_items(items)
+}
+
 /// Every `opsi-linux-bootimage.append` item goes onto the kernel command line.
 fn check_kernel_items(items: &[String]) -> Result<(), ValidationError> {
     check_count(items.len(), MAX_ITEMS, "bootimage_append")?;
     for (i, item) in items.iter().enumerate() {
-        check_token(item, &format!("bootimage_append[{i}]"))?;
+        let field = format!("bootimage_append[{i}]");
+        check_token(item, &field)?;
+        crate::domain::opsi::check_root_password(item, &field)?;
     }
     Ok(())
 }

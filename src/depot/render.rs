@@ -354,36 +354,54 @@ impl Renderer {
         if let Some(service) = service_url(&bundle.service_address) {
             params.set("service", Some(service));
         }
+        // Of several root passwords the last one counts, as each overwrote
+        // the one before: only it is hashed (hashing each was work a caller
+        // could pile up), at the place of the first.
+        let mut password = None;
         for item in &bundle.bootimage_append {
-            self.append_item(&mut params, item)?;
+            match self.append_item(&mut params, item) {
+                Appended::Password(given) => password = Some(given),
+                // A later `pwh` replaces the password's hash, as before.
+                Appended::Pwh => password = None,
+                Appended::Other => {}
+            }
+        }
+        if let Some(password) = password {
+            params.set("pwh", Some(self.password_hash(password)?));
         }
         Ok(params.to_text())
     }
 
-    /// Adds one `opsi-linux-bootimage.append` item; a root password becomes
-    /// its hash.
-    fn append_item(&self, params: &mut Params, item: &str) -> Result<(), RenderError> {
+    /// Adds one `opsi-linux-bootimage.append` item; a root password's place
+    /// is kept and the password returned (the caller sets its hash).
+    fn append_item<'a>(&self, params: &mut Params, item: &'a str) -> Appended<'a> {
         let (key, value) = match item.split_once('=') {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
             None => (item.trim().to_ascii_lowercase(), ""),
         };
         if key.is_empty() {
-            return Ok(());
+            return Appended::Other;
         }
         // opsi matches both names as substrings of the key: a variant
         // spelling must not put a clear-text password on the line.
         if key.contains("bootimagerootpassword") {
             // An empty password would be a root login without one: no pwh.
-            if !value.is_empty() {
-                let hash = self.password_hash(value)?;
-                params.set("pwh", Some(hash));
+            if value.is_empty() {
+                return Appended::Other;
             }
-            return Ok(());
+            if !params.0.iter().any(|(k, _)| k == "pwh") {
+                params.set("pwh", None);
+            }
+            return Appended::Password(value);
         }
         // opsi writes `key=` with an empty value as the bare flag.
+        let pwh = key == "pwh";
         let value = (!value.is_empty()).then(|| value.to_owned());
         params.set(&key, value);
-        Ok(())
+        match pwh {
+            true => Appended::Pwh,
+            false => Appended::Other,
+        }
     }
 
     /// The memoized sha512-crypt hash of `password`, made on first use.
@@ -406,6 +424,16 @@ impl Renderer {
         // The map is always consistent, even if a holder panicked.
         self.hashes.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What an append item was.
+enum Appended<'a> {
+    /// A root password (not empty).
+    Password(&'a str),
+    /// A `pwh` of its own.
+    Pwh,
+    /// Anything else.
+    Other,
 }
 
 #[cfg(test)]
@@ -900,6 +928,25 @@ macaddress=00:16:3e:aa:bb:cc service={written}\n"
         let other = Renderer::new().render("append\n", &b).unwrap();
         assert_ne!(pwh_of(&first), pwh_of(&other));
         assert_eq!(renderer.memo().len(), 1);
+    }
+
+    #[test]
+    fn of_several_passwords_only_the_last_is_hashed() {
+        let renderer = Renderer::new();
+        let items: Vec<String> = (0..50)
+            .map(|i| format!("bootimagerootpassword=pw{i}"))
+            .chain(["a=1".to_owned()])
+            .collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        let out = renderer.render("append\n", &bundle(&items)).unwrap();
+        assert_eq!(renderer.memo().len(), 1, "one hash made");
+        assert!(renderer.memo().contains_key("pw49"));
+        let line = out.lines().next().unwrap();
+        assert_eq!(line.matches("pwh=").count(), 1, "{line}");
+        assert!(
+            line.ends_with(" a=1"),
+            "the hash keeps the first one's place: {line}"
+        );
     }
 
     #[test]

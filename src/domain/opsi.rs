@@ -92,6 +92,29 @@ pub fn append_items(values: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The longest root password an `opsi-linux-bootimage.append` item may
+/// carry: it is hashed (sha512-crypt, whose cost grows with its length
+/// squared) for every config that holds it, so a long one would be work a
+/// caller could pile onto a depot.
+pub const MAX_ROOT_PASSWORD: usize = 256;
+
+/// Fails when the append item `item` carries a root password
+/// (`bootimagerootpassword=…`, as opsi matches the key) longer than
+/// [`MAX_ROOT_PASSWORD`] bytes.
+pub fn check_root_password(item: &str, field: &str) -> Result<(), ValidationError> {
+    let Some((key, value)) = item.split_once('=') else {
+        return Ok(());
+    };
+    let long = value.trim().len() > MAX_ROOT_PASSWORD;
+    match long && key.to_ascii_lowercase().contains("bootimagerootpassword") {
+        true => Err(ValidationError::new(
+            field,
+            format!("a root password of at most {MAX_ROOT_PASSWORD} bytes"),
+        )),
+        false => Ok(()),
+    }
+}
+
 /// Checks one `opsi-linux-bootimage.append` value: words separated by
 /// whitespace are fine (they become items), but a control character (a line
 /// break would inject lines into the PXE config) or a double quote (it would
@@ -103,7 +126,7 @@ pub fn check_append_value(value: &str, field: &str) -> Result<(), ValidationErro
             field,
             format!("must not contain quotes or control characters (found {c:?})"),
         )),
-        None => Ok(()),
+        None => (value.split_whitespace()).try_for_each(|item| check_root_password(item, field)),
     }
 }
 
@@ -175,5 +198,23 @@ mod tests {
             assert_eq!(err.field, "values[0]");
             assert!(err.message.contains("quotes or control"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_root_password_is_bounded_wherever_it_comes_from() {
+        let long = "x".repeat(MAX_ROOT_PASSWORD + 1);
+        let fits = "x".repeat(MAX_ROOT_PASSWORD);
+        for key in ["bootimagerootpassword", "Opsi-BootimageRootPassword2"] {
+            let err = check_append_value(&format!("quiet {key}={long}"), "values[0]").unwrap_err();
+            assert!(err.message.contains("root password"), "{err}");
+            assert!(!err.message.contains(&long), "the password is not echoed");
+            assert!(check_append_value(&format!("quiet {key}={fits}"), "v").is_ok());
+        }
+        // Other items may be as long as any token.
+        assert!(check_append_value(&format!("other={long}"), "v").is_ok());
+        // The depot's own check of a bundle's items.
+        let items = vec![format!("bootimagerootpassword={long}")];
+        let err = crate::wire::check_bundle_items_for_tests(&items).unwrap_err();
+        assert_eq!(err.field, "bootimage_append[0]");
     }
 }
