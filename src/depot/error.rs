@@ -86,6 +86,16 @@ pub enum Error {
         /// What the configserver answered.
         status: tonic::Status,
     },
+    /// The configserver's look-up answers for a client do not make a valid
+    /// config (a template path, an append item the depot refuses): the
+    /// store's data is at fault, not the caller's request.
+    #[error("the configserver's look-up answers for {fqdn} do not make a valid config: {error}")]
+    LookupInvalid {
+        /// The client.
+        fqdn: Fqdn,
+        /// What is wrong with the answers.
+        error: ValidationError,
+    },
     /// The configserver answered a look-up for another client than the
     /// one asked (a configserver that is confused or not the one meant).
     #[error("look-up {rpc} for {asked} at the configserver answered for another client")]
@@ -287,6 +297,14 @@ fn problem(err: Error, message: String) -> Problem {
             }
             lookup(rpc, &status, message)
         }
+        Error::LookupInvalid { fqdn, error } => {
+            warn!(client = %fqdn, %error, "the configserver's look-up answers do not make a valid config");
+            Problem::new(Reason::LookupFailed, message).precondition(
+                "LOOKUP",
+                "ClientBundle",
+                "the configserver's answers do not make a valid config",
+            )
+        }
         Error::LookupMismatch { rpc, asked } => {
             error!(rpc, client = %asked, "the configserver answered a look-up for another client");
             Problem::new(Reason::LookupFailed, message)
@@ -375,6 +393,20 @@ mod tests {
         assert_eq!(reason_of(&other).as_deref(), Some("LOOKUP_FAILED"));
         let failure = gone.get_details_precondition_failure().unwrap();
         assert_eq!(failure.violations[0].subject, "GetHost");
+        let invalid = Status::from(Error::LookupInvalid {
+            fqdn: Fqdn::parse("a.example.org", "fqdn").unwrap(),
+            error: ValidationError::new("product.pxe_config_template", "must be relative"),
+        });
+        assert_eq!(invalid.code(), Code::FailedPrecondition, "{invalid:?}");
+        assert_eq!(reason_of(&invalid).as_deref(), Some("LOOKUP_FAILED"));
+        assert!(
+            invalid.get_details_bad_request().is_none(),
+            "not the caller's fields"
+        );
+        assert!(
+            invalid.message().contains("pxe_config_template"),
+            "{invalid:?}"
+        );
         let legacy = Status::from(Error::LegacyOnly);
         assert_eq!(legacy.code(), Code::Unimplemented);
         assert_eq!(reason_of(&legacy).as_deref(), Some("LEGACY_ONLY"));

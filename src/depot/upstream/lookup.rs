@@ -74,7 +74,11 @@ impl Upstream {
             revision,
             epoch: Default::default(),
         };
-        Ok(Some(ClientBundle::try_from(wire)?))
+        let bundle = ClientBundle::try_from(wire).map_err(|error| Error::LookupInvalid {
+            fqdn: fqdn.clone(),
+            error,
+        })?;
+        Ok(Some(bundle))
     }
 }
 
