@@ -321,12 +321,6 @@ fn boot_mode(value: i32) -> Result<BootMode, ValidationError> {
         .and_then(BootMode::try_from)
 }
 
-/// [`check_kernel_items`], for the tests of other modules.
-#[cfg(test)]
-pub(crate) fn check_bundle_items_for_tests(items: &[String]) -> Result<(), ValidationError> {
-    check_kernel_items(items)
-}
-
 /// Every `opsi-linux-bootimage.append` item goes onto the kernel command line.
 fn check_kernel_items(items: &[String]) -> Result<(), ValidationError> {
     check_count(items.len(), MAX_ITEMS, "bootimage_append")?;
@@ -465,6 +459,16 @@ fn collect_each<W, D>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundles_root_password_is_bounded() {
+        use crate::domain::opsi::MAX_ROOT_PASSWORD;
+        let item = |n| vec![format!("bootimagerootpassword={}", "x".repeat(n))];
+        assert!(check_kernel_items(&item(MAX_ROOT_PASSWORD)).is_ok());
+        let err = check_kernel_items(&item(MAX_ROOT_PASSWORD + 1)).unwrap_err();
+        assert_eq!(err.field, "bootimage_append[0]");
+        assert!(err.message.contains("root password"), "{err}");
+    }
 
     fn wire() -> proto::ClientBundle {
         proto::ClientBundle {
