@@ -1287,6 +1287,22 @@ async fn an_hour_ahead(cs: &TestConfigServer) -> u64 {
     cs.core.store.last_revision().await.unwrap().max(now) + 3_600_000_000
 }
 
+/// Pushes client 1's config to `depot` (depot 1) by hand at a revision an
+/// hour ahead of `cs`'s sequence, in its epoch; returns the revision.
+async fn hold_client1_an_hour_ahead(cs: &TestConfigServer, depot: &TestDepot) -> u64 {
+    let future = an_hour_ahead(cs).await;
+    let mut pushed = bundle(1, future);
+    pushed.epoch = cs.core.store.epoch().to_owned();
+    pushed.depot_id = depot_id(1);
+    let mut request = tonic::Request::new(pushed);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", depot_key(1)).parse().unwrap(),
+    );
+    depot.client().await.set_pxe_config(request).await.unwrap();
+    future
+}
+
 /// A depot that has seen a newer revision than the store gives (a clock
 /// that went back): ABORTED NEWER_HELD, never counted delivered; the store
 /// moves past it and the config lands with a fresh revision.
@@ -1299,16 +1315,7 @@ async fn a_newer_revision_on_the_depot_moves_the_sequence_past_it() {
     let mut admin = cs.admin().await;
     seed(&mut admin, &[(1, depot.url())], 2, |_| 1).await;
     // The depot holds a revision from the future, in the store's epoch.
-    let future = an_hour_ahead(&cs).await;
-    let mut pushed = bundle(1, future);
-    pushed.epoch = cs.core.store.epoch().to_owned();
-    pushed.depot_id = depot_id(1);
-    let mut request = tonic::Request::new(pushed);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", depot_key(1)).parse().unwrap(),
-    );
-    depot.client().await.set_pxe_config(request).await.unwrap();
+    let future = hold_client1_an_hour_ahead(&cs, &depot).await;
     set_actions(&mut admin, 0..2, "setup").await;
     wait_state(&admin, 0..2, S::Delivered, 30).await;
     let delivery = &status(&mut admin, 1).await.deliveries[0];
@@ -1338,16 +1345,7 @@ async fn a_store_that_cannot_move_past_a_newer_revision_for_a_while_delivers_onc
     let depot = TestDepot::start(linked_depot_config(&dirs, 1, &cs.url(), false)).await;
     let mut admin = cs.admin().await;
     seed(&mut admin, &[(1, depot.url())], 2, |_| 1).await;
-    let future = an_hour_ahead(&cs).await;
-    let mut pushed = bundle(1, future);
-    pushed.epoch = cs.core.store.epoch().to_owned();
-    pushed.depot_id = depot_id(1);
-    let mut request = tonic::Request::new(pushed);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", depot_key(1)).parse().unwrap(),
-    );
-    depot.client().await.set_pxe_config(request).await.unwrap();
+    let future = hold_client1_an_hour_ahead(&cs, &depot).await;
     sqlite(
         &database,
         "CREATE TRIGGER refuse_moving_past BEFORE UPDATE OF revision ON pushes
