@@ -316,6 +316,17 @@ impl TransportArgs {
                 format!("{client_auth} needs tls_client_ca (and tls_cert, tls_key)"),
             ));
         }
+        // Else a CA given for mTLS would verify a certificate only when one
+        // is presented, require none and name no caller by it: callers
+        // would need only the key, and nothing would say so.
+        if files.client_ca.is_some() && !client_auth.needs_cert() {
+            return Err(invalid(
+                "tls_client_ca",
+                format!(
+                    "takes effect only with client_auth = cert or both (it is {client_auth}): set one, or drop tls_client_ca"
+                ),
+            ));
+        }
         let tls = if files.is_empty() {
             None
         } else {

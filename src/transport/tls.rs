@@ -99,6 +99,33 @@ fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// Fails when others may read the private key file at `path`, as the host
+/// key file is refused (a key its group may read passes: the usual layout
+/// of a key shared with a group such as `ssl-cert`). With client
+/// certificates as the only credential, whoever reads the key is the role.
+fn private(setting: &'static str, path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| TlsError::Read {
+            setting,
+            path: path.to_owned(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        return Err(invalid(
+            setting,
+            format!(
+                "{} may be read by others (mode {:o}); chmod 600 (or 640) it",
+                path.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn certs(setting: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(setting, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
@@ -133,6 +160,7 @@ fn identity(files: &TlsFiles) -> Result<Option<Identity>, TlsError> {
         (None, Some(_)) => Err(invalid("tls_cert", "is required with tls_key")),
         (Some(cert), Some(key)) => {
             let chain = certs("tls_cert", cert)?;
+            private("tls_key", key)?;
             let pem = read("tls_key", key)?;
             let key = PrivateKeyDer::from_pem_slice(&pem)
                 .map_err(|e| invalid("tls_key", format!("{}: {e}", key.display())))?;
@@ -579,7 +607,13 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
         std::fs::write(&cert_file, cert.pem()).unwrap();
+        // Private, as a key file must be (a file rewritten keeps its mode).
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         TlsFiles {
             cert: Some(cert_file),
             key: Some(key_file),
@@ -612,6 +646,34 @@ mod tests {
         ] {
             assert_eq!(at(tag, bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_private_key_others_may_read_is_refused_at_start_and_on_reload() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let good = files(dir.path(), false);
+        let key = good.key.clone().unwrap();
+        let mode = |m| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o644);
+        let err = Tls::load_serving(good.clone()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("tls_key: ") && err.contains("may be read by others (mode 644)"),
+            "{err}"
+        );
+        // A client's key too: it is the caller's credential.
+        assert!(Tls::load(good.clone()).is_err());
+        mode(0o640);
+        let tls = Tls::load_serving(good.clone()).unwrap();
+        mode(0o604);
+        assert!(
+            tls.reload()
+                .unwrap_err()
+                .to_string()
+                .contains("may be read by others")
+        );
+        mode(0o600);
+        tls.reload().unwrap();
     }
 
     #[test]

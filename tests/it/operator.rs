@@ -464,6 +464,12 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
             )],
             "database: unknown connection parameter",
         ),
+        // A CA for client certificates that no setting requires.
+        (
+            vec!["configserver", "--tls-client-ca", "/etc/pxeconf/tls/ca.pem"],
+            vec![],
+            "tls_client_ca: takes effect only with client_auth = cert or both",
+        ),
     ];
     for (args, env, setting) in cases {
         let (code, stderr) = run(&args, &env);
