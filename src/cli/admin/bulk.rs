@@ -1,12 +1,11 @@
-//! Bulk writes: lists sent in chunks of one transaction each, what the
-//! configserver did counted per section, a progress bar advanced, and a
+//! Bulk writes (`set-action`): a list sent in chunks of one transaction
+//! each, what the configserver did counted, a progress bar advanced, and a
 //! failed chunk reported with the item's index in the whole list and what
 //! was already applied.
 
 use std::future::Future;
 
 use indicatif::ProgressBar;
-use serde::Serialize;
 use tonic::{Response, Status};
 
 use super::connect::{Admin, grpc_error};
@@ -17,25 +16,14 @@ use crate::proto;
 /// Items per write call; the configserver applies each call as one transaction.
 const CHUNK: usize = 1000;
 
-/// What one section of a bulk write did.
-#[derive(Debug, Serialize)]
-pub(super) struct SectionTotals {
-    pub section: &'static str,
-    pub items: u64,
-    pub affected: u64,
-    pub pushes_queued: u64,
-}
-
-/// What a bulk write did, per section and in all.
-#[derive(Debug, Default, Serialize)]
+/// What a bulk write did.
+#[derive(Debug, Default)]
 pub(super) struct Totals {
-    pub sections: Vec<SectionTotals>,
     pub items: u64,
     pub affected: u64,
     pub pushes_queued: u64,
-    /// Summed over the calls: a count of clients only where no client is in
-    /// two calls (`set-action`), so an import does not show it.
-    #[serde(skip)]
+    /// Summed over the calls: a count of clients, as no client is in two
+    /// calls of `set-action`.
     pub waiting: u64,
 }
 
@@ -44,17 +32,14 @@ pub(super) struct Totals {
 pub(super) struct Bulk {
     bar: ProgressBar,
     totals: Totals,
-    /// Whether failures name the section (an import has several).
-    name_sections: bool,
 }
 
 impl Bulk {
     /// A bulk write of `items` in all; the bar shows only on a terminal.
-    pub fn new(items: usize, name_sections: bool) -> Self {
+    pub fn new(items: usize) -> Self {
         Self {
             bar: progress_bar(items),
             totals: Totals::default(),
-            name_sections,
         }
     }
 
@@ -75,12 +60,6 @@ impl Bulk {
             return Ok(());
         }
         self.bar.set_message(section);
-        let mut done = SectionTotals {
-            section,
-            items: count as u64,
-            affected: 0,
-            pushes_queued: 0,
-        };
         let mut items = items.into_iter();
         let mut offset = 0;
         while offset < count {
@@ -92,16 +71,13 @@ impl Bulk {
                 .into_inner()
                 .into();
             let response: proto::compat::Written = response;
-            done.affected += response.affected;
-            done.pushes_queued += response.pushes_queued;
+            self.totals.affected += response.affected;
+            self.totals.pushes_queued += response.pushes_queued;
             self.totals.waiting += response.waiting;
             self.totals.items += len as u64;
             self.bar.inc(len as u64);
             offset += len;
         }
-        self.totals.affected += done.affected;
-        self.totals.pushes_queued += done.pushes_queued;
-        self.totals.sections.push(done);
         Ok(())
     }
 
@@ -118,8 +94,6 @@ impl Bulk {
     ) -> CliError {
         let place = if count > CHUNK {
             format!("{section}[{offset}..{}]: ", offset + len)
-        } else if self.name_sections {
-            format!("{section}: ")
         } else {
             String::new()
         };

@@ -94,7 +94,6 @@ macro_rules! inventory {
                     dry_run: false,
                 }
             }
-
         }
     };
 }

@@ -199,8 +199,8 @@ fn view(
 /// Prints the per-kind table (or, for an inventory, per section) and a line.
 fn print(v: &ImportView) {
     if v.kinds.is_empty() {
-        // As an inventory's import prints it, less the pushes per section
-        // (the answer counts them for the whole).
+        // Per section; the pushes are counted for the whole (the answer
+        // counts them so).
         let mut rows: Vec<Vec<String>> = v
             .sections
             .iter()

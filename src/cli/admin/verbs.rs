@@ -109,7 +109,7 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
     let product = ProductId::parse(&args.product, "--product")?;
     let clients = client_list(&args.clients)?;
     let admin = args.connection.connect().await?;
-    let mut bulk = Bulk::new(clients.len(), false);
+    let mut bulk = Bulk::new(clients.len());
     let actions = clients
         .iter()
         .map(|client| proto::ActionRequest {

@@ -67,7 +67,7 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
         }),
         1,
     );
-    host_ids_free(tx, &rows, "depot", "clients").await?;
+    host_ids_free(tx, &rows, "depot").await?;
     let clash: Option<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
             "SELECT n.value ->> 0 FROM json_each($1) n
@@ -125,7 +125,7 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
         }),
         1,
     );
-    host_ids_free(tx, &rows, "client", "depots").await?;
+    host_ids_free(tx, &rows, "client").await?;
     let changed: Vec<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
         "INSERT INTO clients (id, hardware_address, system_uuid, ip_address, host_key)
@@ -153,20 +153,14 @@ pub(super) async fn write_clients(tx: &mut WriteTx, clients: &[Client]) -> Resul
     Ok((changed.len(), changed))
 }
 
-/// Fails when an id of `rows` (hosts of kind `what`, the id first) is a
-/// host's in `table` (`clients` or `depots`): a client and a depot never
+/// Fails when an id of `rows` (hosts of kind `what`, `client` or `depot`,
+/// the id first) is a host's of the other kind: a client and a depot never
 /// share an id — deleting such a client would delete the depot's config
 /// and property states, which every client of the depot inherits.
-async fn host_ids_free(
-    tx: &mut WriteTx,
-    rows: &str,
-    what: &'static str,
-    table: &'static str,
-) -> Result<()> {
-    let other = if table == "clients" {
-        "client"
-    } else {
-        "depot"
+async fn host_ids_free(tx: &mut WriteTx, rows: &str, what: &'static str) -> Result<()> {
+    let (other, table) = match what {
+        "client" => ("depot", "depots"),
+        _ => ("client", "clients"),
     };
     let taken: Option<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(AssertSqlSafe(format!(
