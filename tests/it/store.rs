@@ -1698,6 +1698,27 @@ async fn a_write_naming_one_thing_twice_takes_the_last(engine: Engine) {
     let depots = store.depots().await.unwrap();
     let d1 = depots.iter().find(|d| d.id.as_str() == D1).unwrap();
     assert_eq!(d1.description, "the branch office");
+
+    // A depot's earlier entry does not hold its key: [A(k), B(k), A(k')]
+    // gives B the key A gives up in the same write.
+    let new_depot = |id: &str, key: &str| DepotRecord {
+        id: fqdn(id),
+        endpoint: Endpoint::parse(&format!("http://{id}:50051"), "endpoint").unwrap(),
+        host_key: Secret::new(format!("host-key-{key}-0123456789abcdef")),
+        description: String::new(),
+    };
+    let (a, b) = ("d8.example.org", "d9.example.org");
+    store
+        .upsert_depots(&[new_depot(a, "k"), new_depot(b, "k"), new_depot(a, "k2")])
+        .await
+        .unwrap();
+    let depots = store.depots().await.unwrap();
+    let key_of = |id: &str| {
+        let d = depots.iter().find(|d| d.id.as_str() == id).unwrap();
+        d.host_key.expose().to_owned()
+    };
+    assert_eq!(key_of(a), "host-key-k2-0123456789abcdef");
+    assert_eq!(key_of(b), "host-key-k-0123456789abcdef");
 }
 
 /// A client and a depot never share an id (opsi keeps all hosts in one

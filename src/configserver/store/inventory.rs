@@ -48,8 +48,16 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
         id: id.to_owned(),
         message: "its host_key is already another depot's".into(),
     };
+    // A depot named twice is its last entry (as in the upsert below), so
+    // only last entries are compared: an earlier entry's key is not held.
+    let last: std::collections::HashMap<&str, usize> = (depots.iter().enumerate())
+        .map(|(i, d)| (d.id.as_str(), i))
+        .collect();
     let mut keys = std::collections::HashMap::new();
-    for d in depots {
+    for (i, d) in depots.iter().enumerate() {
+        if last[d.id.as_str()] != i {
+            continue;
+        }
         if let Some(other) = keys.insert(d.host_key.expose(), d.id.as_str())
             && other != d.id.as_str()
         {
