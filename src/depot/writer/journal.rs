@@ -26,7 +26,7 @@ mod rows;
 use super::error::JournalError;
 use super::files::Look;
 use super::messages::ReadEvent;
-use super::records::{ClientRecord, Defused, Held};
+use super::records::{ClientRecord, Defused, Held, KEPT_EPOCHS};
 use crate::domain::Fqdn;
 use rows::{client_record, insert_client, insert_read, read_row, revision};
 
@@ -688,6 +688,12 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), JournalError> 
             write.execute(params![epoch.as_ref(), revision(*highest)])?;
         }
     }
+    // Only a change of epoch adds a row here (a push of another epoch makes
+    // it the current one).
+    if let Some(epoch) = &batch.epoch {
+        tx.prepare_cached(FORGET_OLD_EPOCHS)?
+            .execute(params![epoch.as_ref(), KEPT_EPOCHS as i64 - 1])?;
+    }
     Ok(())
 }
 
@@ -741,6 +747,11 @@ fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), JournalErro
 /// The highest revision of an epoch.
 const WRITE_HIGHEST: &str = "INSERT INTO highest (epoch, revision) VALUES (?1, ?2)
  ON CONFLICT (epoch) DO UPDATE SET revision = max(revision, excluded.revision)";
+
+/// Keeps the current epoch's row and the next `?2` pushed last, as
+/// `State::forget_old_epochs` does in memory.
+const FORGET_OLD_EPOCHS: &str = "DELETE FROM highest WHERE epoch <> ?1 AND epoch NOT IN
+ (SELECT epoch FROM highest WHERE epoch <> ?1 ORDER BY revision DESC, epoch DESC LIMIT ?2)";
 
 #[cfg(test)]
 mod tests {
@@ -944,6 +955,33 @@ mod tests {
         journal.compact().unwrap();
         let loaded = journal.load().await.unwrap().clients;
         assert_eq!(loaded[0].content.as_deref(), Some("r5\n"));
+    }
+
+    /// The journal keeps the highest revisions of the epochs memory keeps:
+    /// the current one and the others pushed last, [`KEPT_EPOCHS`] in all.
+    #[tokio::test]
+    async fn the_highest_revisions_of_a_bounded_number_of_epochs_are_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("state")).await.unwrap();
+        let round = |epoch: &str, revision: u64| Batch {
+            epoch: Some(Arc::from(epoch)),
+            highest: vec![(Arc::from(epoch), revision)],
+            ..Batch::default()
+        };
+        for i in 0..40u64 {
+            journal
+                .commit(&round(&format!("e{i:02}"), 1_000 + i))
+                .unwrap();
+        }
+        journal.commit(&round("late", 5)).unwrap();
+        let highest = journal.load().await.unwrap().highest;
+        let mut kept: Vec<&str> = highest.keys().map(|e| e.as_ref()).collect();
+        kept.sort();
+        let first_kept = 40 - (KEPT_EPOCHS - 1);
+        let mut want: Vec<String> = (first_kept..40).map(|i| format!("e{i:02}")).collect();
+        want.push("late".into());
+        assert_eq!(kept, want);
+        assert_eq!(highest.get("late"), Some(&5));
     }
 
     #[tokio::test]

@@ -9,6 +9,14 @@ use super::error::SeenState;
 use crate::depot::marker::Format;
 use crate::domain::{ActionRequest, Fqdn, ProductId};
 
+/// How many epochs' highest revisions the depot keeps, the current one
+/// among them. Each store a depot was ever pushed from is an epoch (every
+/// authenticated caller can name one); beyond this many the one pushed
+/// longest ago goes (revisions are the store's clock), in memory and in the
+/// journal alike. Only a store that pushes again after that many others
+/// did misses its old figure: its next stale push reports the client's own.
+pub const KEPT_EPOCHS: usize = 16;
+
 /// A config the depot holds. Its content is not kept in memory (100,000
 /// held configs would carry ~60 MB of it): the journal has it, for the rare
 /// rewrite and undo.

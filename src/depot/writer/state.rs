@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use super::error::{SeenState, WriterError};
 use super::messages::{ReadEvent, Rendered, SetOutcome};
 use super::ops::{Committed, FileOps, Op, Planned, SetPlan};
-use super::records::{Defused, Held, Seen};
+use super::records::{Defused, Held, KEPT_EPOCHS, Seen};
 use crate::depot::marker::Format;
 use crate::domain::Fqdn;
 
@@ -690,6 +690,24 @@ impl State {
         }
         let highest = self.highest.entry(epoch.clone()).or_default();
         *highest = (*highest).max(revision);
+        self.forget_old_epochs();
+    }
+
+    /// Keeps [`KEPT_EPOCHS`] epochs' highest revisions: the current one and
+    /// those pushed last (highest revision, then epoch, first) — the rows
+    /// the journal keeps.
+    pub(super) fn forget_old_epochs(&mut self) {
+        while self.highest.len() > KEPT_EPOCHS {
+            let current = &self.epoch;
+            let Some(oldest) = (self.highest.iter())
+                .filter(|(e, _)| *e != current)
+                .min_by_key(|&(e, r)| (*r, e.as_ref()))
+                .map(|(e, _)| e.clone())
+            else {
+                return;
+            };
+            self.highest.remove(&oldest);
+        }
     }
 
     fn commit_set(
@@ -1660,5 +1678,39 @@ mod tests {
         set(&mut state, in_epoch("b", 60, "e1"));
         let keep = std::collections::HashSet::from([fqdn("a")]);
         assert_eq!(state.not_owed("e2", &keep), [fqdn("b")]);
+    }
+
+    /// Every store that ever pushed is an epoch: the depot keeps the
+    /// current one's highest revision and those of the ones pushed last,
+    /// [`KEPT_EPOCHS`] in all, however many callers named one.
+    #[test]
+    fn the_highest_revisions_of_a_bounded_number_of_epochs_are_kept() {
+        let mut state = State::default();
+        let push = |state: &mut State, epoch: String, revision| {
+            let mut c = config("a", revision, &["01-a"]);
+            c.epoch = Arc::from(epoch);
+            set(state, c);
+        };
+        for i in 0..40u64 {
+            push(&mut state, format!("e{i:02}"), 1_000 + i);
+        }
+        // The current store's clock behind every other's: it stays.
+        push(&mut state, "late".into(), 5);
+        assert_eq!(state.highest_all().len(), KEPT_EPOCHS);
+        assert_eq!(state.highest("late"), 5);
+        let first_kept = 40 - (KEPT_EPOCHS as u64 - 1);
+        for i in 0..40u64 {
+            let kept = state.highest(&format!("e{i:02}"));
+            assert_eq!(kept, if i >= first_kept { 1_000 + i } else { 0 }, "e{i:02}");
+        }
+        // A journal of an older version, with every epoch: bounded at start.
+        let many = (0..40u64)
+            .map(|i| (Arc::from(format!("e{i:02}")), 1_000 + i))
+            .collect();
+        let restored = State::restore(Vec::new(), Vec::new(), Arc::from("e00"), many);
+        assert_eq!(restored.highest_all().len(), KEPT_EPOCHS);
+        assert_eq!(restored.highest("e00"), 1_000);
+        assert_eq!(restored.highest("e39"), 1_039);
+        assert_eq!(restored.highest("e24"), 0);
     }
 }

@@ -70,6 +70,8 @@ impl State {
         for defused in state.defused.values_mut() {
             defused.files.retain(|f| !owners.contains_key(f));
         }
+        // A journal of a version that kept every epoch.
+        state.forget_old_epochs();
         state
     }
 
