@@ -259,12 +259,14 @@ impl DepotKeys {
             let cert = info.and_then(ConnInfo::peer_cert).ok_or_else(|| {
                 crate::auth::refused("a client certificate from the client CA is required (mTLS)")
             })?;
+            // The key and the certificate do not belong together: the
+            // caller's credentials failed, as with a wrong key (a depot
+            // retries its reports; a refusal of what it asked for would
+            // make it drop them).
             if !cert_names(cert, &depot) {
-                return Err(Problem::new(
-                    Reason::WrongDepot,
+                return Err(crate::auth::refused(
                     "the client certificate does not name the depot this key belongs to",
-                )
-                .into_status());
+                ));
             }
         }
         Ok(depot)

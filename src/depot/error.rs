@@ -331,11 +331,20 @@ fn lookup(rpc: &'static str, status: &Status, message: String) -> Problem {
     let problem = Problem::new(Reason::LookupFailed, message)
         .meta("rpc", rpc)
         .meta("code", code_name(status.code()));
-    match status.code() {
-        Code::NotFound | Code::FailedPrecondition => {
-            problem.precondition("LOOKUP", rpc, status.message())
+    // The configserver's own refusals (pxeconf's reason: not something in
+    // between) stand until someone changes the inventory or the depot's
+    // registration: a retry would get the same.
+    let refused = match status.code() {
+        Code::NotFound | Code::FailedPrecondition => true,
+        Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated => {
+            crate::status::reason_of(status).is_some()
         }
-        _ => problem.code(Code::Unavailable).retry_after(RETRY_BUSY),
+        _ => false,
+    };
+    if refused {
+        problem.precondition("LOOKUP", rpc, status.message())
+    } else {
+        problem.code(Code::Unavailable).retry_after(RETRY_BUSY)
     }
 }
 
@@ -385,6 +394,26 @@ mod tests {
         );
         let info = tonic_types::StatusExt::get_details_error_info(&gone).unwrap();
         assert_eq!(info.metadata["code"], "NOT_FOUND", "{info:?}");
+        // The configserver's own "not this depot's client" is no reason to
+        // retry; the same code from a proxy in between may be.
+        for (status, code) in [
+            (
+                crate::status::Problem::new(
+                    crate::status::Reason::WrongDepot,
+                    "a.example.org is not a client of this depot",
+                )
+                .into_status(),
+                Code::FailedPrecondition,
+            ),
+            (Status::permission_denied("forbidden"), Code::Unavailable),
+        ] {
+            let answered = Status::from(Error::Lookup {
+                rpc: "GetHost",
+                fqdn: "a.example.org".into(),
+                status,
+            });
+            assert_eq!(answered.code(), code, "{answered:?}");
+        }
         let other = Status::from(Error::LookupMismatch {
             rpc: "GetHost",
             asked: Fqdn::parse("a.example.org", "fqdn").unwrap(),

@@ -384,7 +384,7 @@ async fn mtls_refuses_no_cert_a_foreign_ca_an_expired_cert_and_another_depots_ce
     // Depot 1's key with depot 2's certificate.
     let wrong = as_client("depot2", &[&depot_id(2)], false, &pki);
     let denied = modules(wrong, &keys[0]).await.unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(denied.code(), Code::Unauthenticated, "{denied:?}");
     assert!(
         denied.message().contains("does not name the depot"),
         "{denied:?}"

@@ -290,15 +290,7 @@ impl Upstream {
                     debug!(fqdn = %read.fqdn, action_request = %r.action_request, applied = r.applied, "read reported");
                     return Reported::Ok;
                 }
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        Code::InvalidArgument
-                            | Code::NotFound
-                            | Code::PermissionDenied
-                            | Code::FailedPrecondition
-                    ) =>
-                {
+                Err(status) if refused_for_good(&status) => {
                     warn!(fqdn = %read.fqdn, status = %crate::status::Brief(&status), "read report refused; not retried");
                     return Reported::Refused;
                 }
@@ -369,6 +361,18 @@ impl Upstream {
 /// and its report backs off on its own rather than through the gate).
 fn no_answer(status: &tonic::Status) -> bool {
     unreachable(status) && reason_of(status).is_none()
+}
+
+/// Whether the configserver itself (a status with pxeconf's reason) said
+/// the report is wrong or not this depot's: it is dropped. The same codes
+/// from something in between (a proxy's 403 reads as PERMISSION_DENIED)
+/// are retried — a dropped read leaves the client's action set, and the
+/// client runs it again at its next boot.
+fn refused_for_good(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::InvalidArgument | Code::NotFound | Code::PermissionDenied | Code::FailedPrecondition
+    ) && reason_of(status).is_some()
 }
 
 /// Takes reads (the initial ones first) and reports each in its own task,
@@ -502,6 +506,24 @@ mod tests {
                 }
             }
         })
+    }
+
+    #[test]
+    fn only_the_configservers_own_refusal_drops_a_read() {
+        use crate::status::{Problem, Reason};
+        let own = Problem::new(Reason::WrongDepot, "not a client of this depot").into_status();
+        assert!(refused_for_good(&own));
+        let gone = Problem::new(Reason::NotFound, "no such client").into_status();
+        assert!(refused_for_good(&gone));
+        // What an ingress answering 403 or 400 becomes: no pxeconf reason.
+        assert!(!refused_for_good(&tonic::Status::permission_denied(
+            "forbidden"
+        )));
+        assert!(!refused_for_good(&tonic::Status::invalid_argument(
+            "bad request"
+        )));
+        let key = Problem::new(Reason::Unauthenticated, "wrong key").into_status();
+        assert!(!refused_for_good(&key));
     }
 
     #[test]
