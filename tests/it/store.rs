@@ -1968,3 +1968,94 @@ async fn a_start_after_an_upgrade_brings_configs_of_older_rules_in_line_once(eng
     assert_eq!(row(&again, "c1.example.org", D1).await.op, PushOp::Set);
     again.close().await;
 }
+
+/// On PostgreSQL, writes queued behind another replica's long write (an
+/// import holding the write lock) leave this replica's reads and lease
+/// renewals their connections: each write used to take a pool connection
+/// and then wait on the lock, so eight of them filled the pool, reads
+/// waited and the renewals failed — the replica gave up every depot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_behind_the_write_lock_leave_reads_and_leases_room() {
+    use sqlx::Connection;
+    use std::time::Duration;
+    let (_dir, at, store) = seeded_at(Engine::Postgres).await;
+    // Another replica's write, holding the lock every write takes.
+    let mut other = sqlx::PgConnection::connect(&at).await.unwrap();
+    // The store's write lock key ("pxeconf" in ASCII).
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(0x0070_7865_636f_6e66_i64)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let writes: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .upsert_products(&[product(&format!("q{i}"), None)])
+                    .await
+            })
+        })
+        .collect();
+    // Every write has had time to take a connection and wait on the lock.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let depots = tokio::time::timeout(Duration::from_secs(3), store.depots())
+        .await
+        .expect("a read waits for a connection behind the queued writes")
+        .unwrap();
+    assert_eq!(depots.len(), 2);
+    let leases = tokio::time::timeout(
+        Duration::from_secs(3),
+        store.claim_leases("replica-a", Duration::from_secs(10)),
+    )
+    .await
+    .expect("a lease renewal waits for a connection behind the queued writes")
+    .unwrap();
+    assert_eq!(leases.len(), 2);
+    assert!(writes.iter().all(|w| !w.is_finished()), "the lock is held");
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+}
+
+/// A site whose PostgreSQL defaults to `repeatable read` still gets
+/// `read committed` on the store's connections: a snapshot taken at the
+/// write-lock call saw the data from before the previous writer committed,
+/// and concurrent writes failed as serialization failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stores_transactions_read_committed_whatever_the_servers_default() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(Engine::Postgres, dir.path()).await.unwrap();
+    let mut c = sqlx::PgConnection::connect(&at).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    // The name is the test cluster's own, made by `location`.
+    let sql =
+        format!("ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let store = Store::connect(&Location::parse(&at)).await.unwrap();
+    let level = store
+        .postgres_setting("default_transaction_isolation")
+        .await
+        .unwrap();
+    assert_eq!(level.as_deref(), Some("read committed"));
+    let writes: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.upsert_clients(&[client(i, i as u8)]).await })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+}

@@ -33,6 +33,9 @@ const PG_CONNECTIONS: u32 = 8;
 pub(super) const SMALL_WRITE: usize = 16;
 /// PostgreSQL connections kept open however idle the configserver is.
 const PG_KEPT: u32 = 2;
+/// The connections of the PostgreSQL lease pool: the listener's and one for
+/// renewals.
+const PG_LEASE_CONNECTIONS: u32 = 2;
 /// The advisory lock key every PostgreSQL write transaction takes first
 /// ("pxeconf" in ASCII): writes are serialised across replicas.
 pub(super) const WRITE_LOCK: i64 = 0x0070_7865_636f_6e66;
@@ -64,8 +67,16 @@ pub(super) struct SqliteTx {
     _gate: OwnedMutexGuard<()>,
 }
 
+/// A write transaction on a PostgreSQL connection, holding the replica's
+/// own write gate (then the write lock every replica takes).
+pub(super) struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    /// Released after the commit or rollback (declared after `tx`).
+    _gate: OwnedMutexGuard<()>,
+}
+
 /// A transaction on either engine.
-pub(super) type Tx = Engine<SqliteTx, Transaction<'static, Postgres>>;
+pub(super) type Tx = Engine<SqliteTx, PgTx>;
 /// A write transaction.
 pub(super) type WriteTx = Tx;
 
@@ -74,7 +85,7 @@ impl Tx {
     pub(super) fn conn(&mut self) -> Engine<&mut SqliteConnection, &mut PgConnection> {
         match self {
             Engine::Sqlite(tx) => Engine::Sqlite(&mut *tx.tx),
-            Engine::Postgres(tx) => Engine::Postgres(&mut **tx),
+            Engine::Postgres(tx) => Engine::Postgres(&mut *tx.tx),
         }
     }
 
@@ -82,7 +93,7 @@ impl Tx {
     pub(super) async fn commit(self) -> Result<()> {
         match self {
             Engine::Sqlite(tx) => tx.tx.commit().await?,
-            Engine::Postgres(tx) => tx.commit().await?,
+            Engine::Postgres(tx) => tx.tx.commit().await?,
         }
         Ok(())
     }
@@ -91,7 +102,7 @@ impl Tx {
     pub(super) async fn rollback(self) -> Result<()> {
         match self {
             Engine::Sqlite(tx) => tx.tx.rollback().await?,
-            Engine::Postgres(tx) => tx.rollback().await?,
+            Engine::Postgres(tx) => tx.tx.rollback().await?,
         }
         Ok(())
     }
@@ -279,7 +290,18 @@ enum Db {
         /// Held by every write transaction of either writer: one at a time.
         gate: Arc<Mutex<()>>,
     },
-    Postgres(PgPool),
+    Postgres {
+        /// Reads and writes.
+        pool: PgPool,
+        /// Depot leases and the announcements' listener, apart from the
+        /// writers: a renewal must not wait for a connection behind writes
+        /// queued on the write lock (its lease would lapse).
+        leases: PgPool,
+        /// Held by every write transaction of this replica from before it
+        /// takes a connection: at most one of its connections waits on the
+        /// write lock, the others stay free for reads.
+        gate: Arc<Mutex<()>>,
+    },
 }
 
 /// The store (SQLite or PostgreSQL).
@@ -370,9 +392,16 @@ impl Store {
         // PostgreSQL's notices ("relation … already exists, skipping" at every
         // start, from the migrator's own table) reached the log as INFO
         // lines; its warnings and errors still do.
-        let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()?
-            .options([("jit", "off"), ("client_min_messages", "warning")]);
+        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([
+            ("jit", "off"),
+            ("client_min_messages", "warning"),
+            // Whatever the server's default: each statement after the
+            // write lock must see what the writer before committed. A
+            // site's `repeatable read` took the snapshot at the lock
+            // call, before the lock was granted — stale reads, and
+            // serialization failures under contention.
+            ("default_transaction_isolation", "read committed"),
+        ]);
         // A few connections stay open on a quiet site, so the first action
         // after a pause does not open one (TCP, TLS, authentication) on its
         // way to the depot. Idle ones beyond those still close after sqlx's
@@ -383,10 +412,21 @@ impl Store {
             .max_connections(PG_CONNECTIONS)
             .min_connections(PG_KEPT)
             .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Self::with(Db::Postgres(pool)).await
+        // The listener keeps one for good; renewals take the other.
+        let leases = PgPoolOptions::new()
+            .max_connections(PG_LEASE_CONNECTIONS)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Self::with(Db::Postgres {
+            pool,
+            leases,
+            gate: Arc::new(Mutex::new(())),
+        })
+        .await
     }
 
     /// Opens the store at `location`.
@@ -422,7 +462,7 @@ impl Store {
     /// connections (`current_setting`); none on SQLite. For diagnostics.
     pub async fn postgres_setting(&self, name: &str) -> Result<Option<String>> {
         match &self.db {
-            Db::Postgres(pool) => Ok(Some(
+            Db::Postgres { pool, .. } => Ok(Some(
                 sqlx::query_scalar("SELECT current_setting($1)")
                     .bind(name)
                     .fetch_one(pool)
@@ -441,19 +481,20 @@ impl Store {
                 write.size() + read.size(),
                 write.options().get_min_connections() + read.options().get_min_connections(),
             ),
-            Db::Postgres(pool) => (pool.size(), pool.options().get_min_connections()),
+            Db::Postgres { pool, .. } => (pool.size(), pool.options().get_min_connections()),
         }
     }
 
     /// Whether this is a PostgreSQL store (several configservers may share it).
     pub fn is_postgres(&self) -> bool {
-        matches!(self.db, Db::Postgres(_))
+        matches!(self.db, Db::Postgres { .. })
     }
 
-    /// The PostgreSQL pool, for what only PostgreSQL has (LISTEN/NOTIFY).
+    /// The PostgreSQL pool of leases and the listener, for what only
+    /// PostgreSQL has (leases, LISTEN/NOTIFY).
     pub(super) fn postgres(&self) -> Option<&PgPool> {
         match &self.db {
-            Db::Postgres(pool) => Some(pool),
+            Db::Postgres { leases, .. } => Some(leases),
             Db::Sqlite { .. } => None,
         }
     }
@@ -473,7 +514,10 @@ impl Store {
                 read.close().await;
                 write.close().await;
             }
-            Db::Postgres(pool) => pool.close().await,
+            Db::Postgres { pool, leases, .. } => {
+                leases.close().await;
+                pool.close().await;
+            }
         }
     }
 
@@ -481,7 +525,7 @@ impl Store {
     pub(super) fn reader(&self) -> Engine<&SqlitePool, &PgPool> {
         match &self.db {
             Db::Sqlite { read, .. } => Engine::Sqlite(read),
-            Db::Postgres(pool) => Engine::Postgres(pool),
+            Db::Postgres { pool, .. } => Engine::Postgres(pool),
         }
     }
 
@@ -489,7 +533,7 @@ impl Store {
     pub(super) fn native_readers(&self) -> Option<&Native> {
         match &self.db {
             Db::Sqlite { readers, .. } => Some(readers),
-            Db::Postgres(_) => None,
+            Db::Postgres { .. } => None,
         }
     }
 
@@ -498,7 +542,7 @@ impl Store {
     pub(super) fn native_writer(&self) -> Option<&Native> {
         match &self.db {
             Db::Sqlite { writer, .. } => Some(writer),
-            Db::Postgres(_) => None,
+            Db::Postgres { .. } => None,
         }
     }
 
@@ -551,13 +595,14 @@ impl Store {
                 let tx = write.begin().await?;
                 Ok(Engine::Sqlite(SqliteTx { tx, _gate: gate }))
             }
-            Db::Postgres(pool) => {
+            Db::Postgres { pool, gate, .. } => {
+                let gate = Arc::clone(gate).lock_owned().await;
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(WRITE_LOCK)
                     .execute(&mut *tx)
                     .await?;
-                Ok(Engine::Postgres(tx))
+                Ok(Engine::Postgres(PgTx { tx, _gate: gate }))
             }
         }
     }

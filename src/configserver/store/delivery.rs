@@ -103,10 +103,12 @@ fn acks_script(acks: &[Ack], now: i64) -> Script {
         )
         // A deleted client's row is done once its removal is delivered:
         // nothing is owed or held any more, and a row kept would stay for good.
+        // `NOT EXISTS`, not `NOT IN`: PostgreSQL cannot make `NOT IN` an
+        // anti-join (NULL semantics) and hashed or rescanned every client.
         .then(
             "DELETE FROM pushes WHERE op = 'remove' AND delivered_revision >= revision
                AND (client_id, depot_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))
-               AND client_id NOT IN (SELECT id FROM clients)",
+               AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = pushes.client_id)",
             vec![Value::Text(rows)],
         )
 }

@@ -73,14 +73,14 @@ fn payloads(owed: &[Owed]) -> Vec<String> {
 /// Announces `owed` to the replicas holding their depots, when `tx`
 /// commits (PostgreSQL; SQLite has no other replica).
 pub(super) async fn announce(tx: &mut Tx, owed: &[Owed]) -> Result<()> {
-    let Engine::Postgres(tx) = tx else {
+    let Engine::Postgres(c) = tx.conn() else {
         return Ok(());
     };
     for payload in payloads(owed) {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(OWED_CHANNEL)
             .bind(payload)
-            .execute(&mut **tx)
+            .execute(&mut *c)
             .await?;
     }
     Ok(())
