@@ -273,7 +273,7 @@ pub struct Templates {
     cache: RwLock<HashMap<PathBuf, Cached>>,
     /// Relative name → the file it led to last time, so that a push whose
     /// template is unchanged costs one `stat`, not a path resolution.
-    by_name: RwLock<HashMap<TemplateName, Cached>>,
+    by_name: RwLock<HashMap<PathBuf, Cached>>,
 }
 
 impl Templates {
@@ -430,7 +430,7 @@ impl Templates {
         }
         let meta = std::fs::metadata(self.root.join(relative)).ok()?;
         let by_name = self.read_by_name();
-        let cached = by_name.get(name)?;
+        let cached = by_name.get(&spelled(relative))?;
         (cached.stamp == Stamp::of(&meta)).then(|| cached.template.clone())
     }
 
@@ -501,10 +501,10 @@ impl Templates {
         self.by_name
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), cached);
+            .insert(spelled(Path::new(name.as_str())), cached);
     }
 
-    fn read_by_name(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TemplateName, Cached>> {
+    fn read_by_name(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PathBuf, Cached>> {
         // Entries are inserted whole; a panicked writer leaves nothing half-done.
         self.by_name.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -552,6 +552,21 @@ impl Templates {
     }
 }
 
+/// A relative name as the name cache keys it: `./install`, `.//install`
+/// and `install` are one entry (each spelling passes `TemplateName`, and a
+/// caller varying it must not grow the cache).
+fn spelled(relative: &Path) -> PathBuf {
+    (relative.components())
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+/// The largest template file read. opsi's are a few hundred bytes; a file
+/// past this (a sparse one, an image put there by mistake) is refused
+/// rather than read whole — a huge one aborted the depot on allocation,
+/// and concurrent pushes naming a large one each held a copy.
+pub const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
 /// Reads a file and stamps it from the open handle, so that the stamp
 /// belongs to the text even if the file is replaced meanwhile.
 fn read(path: &Path) -> Result<(String, Stamp), TemplateError> {
@@ -561,8 +576,24 @@ fn read(path: &Path) -> Result<(String, Stamp), TemplateError> {
     };
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let before = Stamp::of(&file.metadata().map_err(io_err)?);
+    let too_large = || {
+        io_err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("a template is at most {MAX_TEMPLATE_BYTES} bytes"),
+        ))
+    };
+    if before.len > MAX_TEMPLATE_BYTES {
+        return Err(too_large());
+    }
     let mut text = String::with_capacity(usize::try_from(before.len).unwrap_or(0));
-    file.read_to_string(&mut text).map_err(io_err)?;
+    // Bounded also if the file grows between the `stat` and the read.
+    (&mut file)
+        .take(MAX_TEMPLATE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io_err)?;
+    if text.len() as u64 > MAX_TEMPLATE_BYTES {
+        return Err(too_large());
+    }
     Ok((text, before))
 }
 
@@ -970,6 +1001,40 @@ mod tests {
             Templates::new(cfg(file)),
             Err(TemplateError::Dir { .. })
         ));
+    }
+
+    #[test]
+    fn a_template_file_past_the_bound_is_refused_not_read() {
+        let (_tmp, dir, t) = setup();
+        // A terabyte, sparse: reading it whole aborted the process.
+        let huge = std::fs::File::create(dir.join("huge")).unwrap();
+        huge.set_len(1 << 40).unwrap();
+        std::fs::write(dir.join("big"), vec![b'#'; MAX_TEMPLATE_BYTES as usize + 1]).unwrap();
+        std::fs::write(dir.join("fits"), vec![b'#'; MAX_TEMPLATE_BYTES as usize]).unwrap();
+        for n in ["huge", "big"] {
+            match t.load(&name(n)) {
+                Err(TemplateError::Io { source, .. }) => {
+                    assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge, "{n}")
+                }
+                other => panic!("{n}: expected a refusal, got {other:?}"),
+            }
+        }
+        assert_eq!(t.load(&name("fits")).unwrap().text.len(), 1 << 20);
+    }
+
+    #[test]
+    fn spellings_of_one_name_share_one_cache_entry() {
+        let (_tmp, _dir, t) = setup();
+        let first = t.load(&name("sub/custom")).unwrap();
+        for n in [
+            "./sub/custom",
+            ".//sub//custom",
+            "sub/./custom",
+            "././sub/custom",
+        ] {
+            assert!(Arc::ptr_eq(&first, &t.load(&name(n)).unwrap()), "{n}");
+        }
+        assert_eq!(t.read_by_name().len(), 1);
     }
 
     #[test]
