@@ -1137,6 +1137,65 @@ async fn a_full_pxe_file_system_fails_a_push_whole_and_it_lands_later() {
     drop(mounted);
 }
 
+/// A depot that lost its state (journal and files) comes back to a full
+/// PXE file system: the start-up reconciliation cannot write what the
+/// configserver takes for delivered, makes its pass again, and the configs
+/// are back once there is room (they were refused for good and nothing
+/// pushed them again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_that_cannot_write_is_made_again_once_it_can() {
+    if !as_root("mounting a small tmpfs") {
+        return;
+    }
+    let mut mounted = None;
+    let site = Site::start_with(2, |launch, dirs| {
+        mounted = Some(Mount::tmpfs(&dirs.pxe, "size=256k,mode=755"));
+        launch
+    })
+    .await;
+    let mut admin = site.admin().await;
+    set_actions(&mut admin, 0..2, "setup").await;
+    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    let Site {
+        root: _root,
+        dirs,
+        cs: _cs,
+        depot,
+    } = site;
+    let depot_again = depot.restart_later();
+    depot.kill().await;
+    // Its disk replaced: no journal, no config.
+    std::fs::remove_dir_all(state_dir(&dirs)).unwrap();
+    for name in dirs.files() {
+        std::fs::remove_file(dirs.pxe.join(name)).unwrap();
+    }
+    let filler = dirs.pxe.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+    }
+    let depot = depot_again.start().await;
+    depot.wait_log("the pass is made again", 60).await;
+    assert!(held(&dirs, 2).is_empty());
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("the configs are back", 60, || {
+        let dirs = &dirs;
+        async move { held(dirs, 2) == vec![0, 1] }
+    })
+    .await;
+    depot.wait_log("reconciliation done", 30).await;
+    drop(depot);
+    drop(mounted);
+}
+
 /// A PXE directory whose links take 20 ms each (strace delays every
 /// `linkat` of the depot: a disk under writeback pressure, a network file
 /// system): pushes still land; the first round that was slow in place sends

@@ -22,19 +22,22 @@ impl Upstream {
         let mut tries = self.count();
         loop {
             tries -= 1;
-            match self.lookup_once(fqdn, revision).await {
-                Err(Error::Lookup { status, .. }) if tries > 0 && self.failed(&status) => {}
+            let (turn, client) = self.pick();
+            match self.lookup_once(client, fqdn, revision).await {
+                Err(Error::Lookup { status, .. }) if tries > 0 && self.failed(&status, turn) => {}
                 result => return result,
             }
         }
     }
 
-    /// [`Self::lookup_bundle`] on the configserver calls go to now.
-    async fn lookup_once(&self, fqdn: &Fqdn, revision: u64) -> Result<Option<ClientBundle>, Error> {
-        let mut lookup = Lookup {
-            client: self.client(),
-            fqdn,
-        };
+    /// [`Self::lookup_bundle`] at one configserver.
+    async fn lookup_once(
+        &self,
+        client: Client,
+        fqdn: &Fqdn,
+        revision: u64,
+    ) -> Result<Option<ClientBundle>, Error> {
+        let mut lookup = Lookup { client, fqdn };
         let host = lookup.host().await?;
         // The files are named after this host: one for another client than
         // asked would boot that client, with a config the caller never set.

@@ -48,6 +48,24 @@ enum Applied {
     /// The depot has seen it read: reported read again.
     Read(Fqdn),
     Refused(Option<Fqdn>),
+    /// The depot's own trouble (its directory or journal): the pass is
+    /// made again, since nothing else pushes a config the configserver
+    /// takes for delivered.
+    Failed(Fqdn),
+}
+
+/// Why a pass did not finish.
+enum Unfinished {
+    /// The configserver did not answer or refused: another may.
+    Upstream(tonic::Status),
+    /// The depot's own trouble: no configserver would do better.
+    Here(String),
+}
+
+impl From<tonic::Status> for Unfinished {
+    fn from(status: tonic::Status) -> Self {
+        Unfinished::Upstream(status)
+    }
 }
 
 impl Upstream {
@@ -93,7 +111,8 @@ impl Upstream {
         // Each configserver once at once; then wait before another round.
         let mut failovers = 0;
         loop {
-            match self.reconcile_once(core, reporting).await {
+            let (turn, client) = self.pick();
+            let failed = match self.reconcile_once(client, core, reporting).await {
                 Ok(pass) => {
                     info!(
                         written = pass.written,
@@ -103,20 +122,25 @@ impl Upstream {
                     );
                     return true;
                 }
-                Err(status) if failovers + 1 < self.count() && self.failed(&status) => {
+                Err(Unfinished::Upstream(status))
+                    if failovers + 1 < self.count() && self.failed(&status, turn) =>
+                {
                     failovers += 1;
+                    continue;
                 }
-                Err(status) => {
-                    failovers = 0;
-                    self.failed(&status);
-                    warn!(status = %crate::status::Brief(&status), retry_in = ?delay, "reconciliation failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stop.cancelled() => return false,
-                    }
-                    delay = (delay * 2).min(MAX_RETRY);
+                Err(Unfinished::Upstream(status)) => {
+                    self.failed(&status, turn);
+                    crate::status::Brief(&status).to_string()
                 }
+                Err(Unfinished::Here(error)) => error,
+            };
+            failovers = 0;
+            warn!(error = %failed, retry_in = ?delay, "reconciliation failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => return false,
             }
+            delay = (delay * 2).min(MAX_RETRY);
         }
     }
 
@@ -124,16 +148,13 @@ impl Upstream {
     /// does not list dropped.
     async fn reconcile_once(
         &self,
+        mut client: super::client::Client,
         core: &Arc<DepotCore>,
         reporting: &Reporting,
-    ) -> Result<Pass, tonic::Status> {
-        let (epoch, highest) = core
-            .writer()
-            .position()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let response = self
-            .client()
+    ) -> Result<Pass, Unfinished> {
+        let (epoch, highest) = (core.writer().position().await)
+            .map_err(|e| Unfinished::Here(format!("the depot's writer: {e}")))?;
+        let response = client
             .list_pending_bundles(proto::ListPendingBundlesRequest {
                 depot_id: self.depot_id().to_string(),
                 epoch: epoch.to_string(),
@@ -153,8 +174,13 @@ impl Upstream {
             .collect()
             .await;
         let mut pass = Pass::default();
+        let mut failed = 0;
         for a in applied {
             match a? {
+                Applied::Failed(f) => {
+                    failed += 1;
+                    pass.listed.insert(f);
+                }
                 Applied::Written(f) => {
                     pass.written += 1;
                     pass.listed.insert(f);
@@ -170,18 +196,22 @@ impl Upstream {
             }
         }
         if !store_epoch.is_empty() {
-            let kept = core
-                .writer()
+            let kept = (core.writer())
                 .retain(Arc::from(store_epoch.as_str()), pass.listed.clone())
                 .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                .map_err(|e| Unfinished::Here(format!("the depot's writer: {e}")))?;
             // Not done until they are gone: nothing else asks again before
             // the next epoch, and they are configs nobody owes any more.
             if kept > 0 {
-                return Err(tonic::Status::unavailable(format!(
+                return Err(Unfinished::Here(format!(
                     "{kept} config(s) the configserver's database does not owe could not be removed yet"
                 )));
             }
+        }
+        if failed > 0 {
+            return Err(Unfinished::Here(format!(
+                "{failed} pending config(s) could not be written (the depot's log says why)"
+            )));
         }
         Ok(pass)
     }
@@ -226,6 +256,10 @@ async fn apply(core: &DepotCore, reporting: &Reporting, wire: proto::ClientBundl
             Applied::Read(fqdn)
         }
         Err(Error::Writer(WriterError::Stale { .. })) => Applied::Written(fqdn),
+        Err(error @ Error::Writer(WriterError::Io { .. } | WriterError::Stopped)) => {
+            warn!(%fqdn, %error, "pending config not written; the pass is made again");
+            Applied::Failed(fqdn)
+        }
         Err(error) => {
             warn!(%fqdn, %error, "pending config not written");
             Applied::Refused(Some(fqdn))

@@ -328,8 +328,8 @@ impl Upstream {
     ) -> Result<proto::ReportPxeConfigReadResponse, tonic::Status> {
         let mut failovers = 0;
         loop {
-            let result = self
-                .client()
+            let (turn, mut client) = self.pick();
+            let result = client
                 .report_pxe_config_read(crate::telemetry::request(
                     proto::ReportPxeConfigReadRequest {
                         fqdn: read.fqdn.to_string(),
@@ -343,12 +343,12 @@ impl Upstream {
                 .await;
             match result {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(status) if failovers + 1 < self.count() && self.failed(&status) => {
+                Err(status) if failovers + 1 < self.count() && self.failed(&status, turn) => {
                     failovers += 1;
                 }
                 Err(status) => {
                     // The next try starts at the next configserver.
-                    self.failed(&status);
+                    self.failed(&status, turn);
                     return Err(status);
                 }
             }
