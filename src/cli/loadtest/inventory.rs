@@ -245,12 +245,12 @@ pub async fn delete_all(
     // Every chunk and the product are tried, whatever failed before.
     let mut failed = Vec::new();
     for chunk in fqdns.chunks(CHUNK) {
-        let deleting = again(|| {
+        let deleting = again(|deadline| {
             let mut admin = admin.clone();
             let ids = chunk.to_vec();
             async move {
                 admin
-                    .delete_clients(proto::DeleteClientsRequest { ids })
+                    .delete_clients(within(proto::DeleteClientsRequest { ids }, deadline))
                     .await
             }
         });
@@ -292,24 +292,50 @@ pub async fn delete_all(
     })
 }
 
-/// A clean-up call, made again (up to five times, waiting longer each time)
-/// while the configserver answers UNAVAILABLE (its database busy).
+/// How long a clean-up call is made again while the configserver does not
+/// answer: a restart of the configserver (the common cause of a run's
+/// failure, which starts the clean-up at once) must not leave the run's
+/// clients behind.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+/// The deadline of one clean-up call.
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A clean-up call (`call` given the deadline to put on its request), made
+/// again, waiting longer each time up to 5 s, for up to [`RETRY_FOR`] while
+/// the configserver does not answer or is busy.
 async fn again<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
+    let until = tokio::time::Instant::now() + RETRY_FOR;
     let mut wait = Duration::from_millis(200);
-    for _ in 0..5 {
-        match call().await {
-            Err(status) if status.code() == tonic::Code::Unavailable => {
+    loop {
+        match call(CALL_DEADLINE).await {
+            Err(status) if retried(&status) && tokio::time::Instant::now() + wait < until => {
                 tokio::time::sleep(wait).await;
-                wait *= 2;
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
             done => return done,
         }
     }
-    call().await
+}
+
+/// Whether a clean-up call that failed with `status` may succeed if made
+/// again: the configserver unreachable, stopping, busy or slow.
+fn retried(status: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(
+        status.code(),
+        Unavailable | DeadlineExceeded | Unknown | Cancelled | ResourceExhausted | Aborted
+    )
+}
+
+/// `message` as a request with `deadline`.
+fn within<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
 }
 
 async fn delete_product(
@@ -317,7 +343,7 @@ async fn delete_product(
     target: &Target,
     names: &Names,
 ) -> Result<(), CliError> {
-    let pods = target
+    let pods: Vec<_> = target
         .depots
         .iter()
         .map(|d| proto::ProductOnDepotKey {
@@ -325,38 +351,52 @@ async fn delete_product(
             product_id: names.product(),
         })
         .collect();
-    admin
-        .delete_product_on_depots(proto::DeleteProductOnDepotsRequest {
-            product_on_depots: pods,
-        })
-        .await?;
-    admin
-        .delete_products(proto::DeleteProductsRequest {
-            products: vec![proto::ProductKey {
-                id: names.product(),
-                product_version: VERSION.0.into(),
-                package_version: VERSION.1.into(),
-            }],
-        })
-        .await?;
+    again(|deadline| {
+        let mut admin = admin.clone();
+        let product_on_depots = pods.clone();
+        async move {
+            let request = proto::DeleteProductOnDepotsRequest { product_on_depots };
+            admin
+                .delete_product_on_depots(within(request, deadline))
+                .await
+        }
+    })
+    .await?;
+    again(|deadline| {
+        let mut admin = admin.clone();
+        async move {
+            let request = proto::DeleteProductsRequest {
+                products: vec![proto::ProductKey {
+                    id: names.product(),
+                    product_version: VERSION.0.into(),
+                    package_version: VERSION.1.into(),
+                }],
+            };
+            admin.delete_products(within(request, deadline)).await
+        }
+    })
+    .await?;
     Ok(())
 }
 
 /// Whether any depot still owes a push (or waits for a read) of the run.
 async fn any_pending(target: &Target, names: &Names) -> Result<bool, CliError> {
-    let mut admin = target.admin.clone();
+    let admin = target.admin.clone();
     for depot in &target.depots {
         let mut token = String::new();
         loop {
-            let page = admin
-                .list_pending(proto::ListPendingRequest {
+            let page = again(|deadline| {
+                let mut admin = admin.clone();
+                let request = proto::ListPendingRequest {
                     depot_id: depot.id.clone(),
                     page_size: 10_000,
-                    page_token: token,
+                    page_token: token.clone(),
                     blocked: false,
-                })
-                .await?
-                .into_inner();
+                };
+                async move { admin.list_pending(within(request, deadline)).await }
+            })
+            .await?
+            .into_inner();
             if page.pending.iter().any(|p| names.owns(&p.client_id)) {
                 return Ok(true);
             }
@@ -367,4 +407,49 @@ async fn any_pending(target: &Target, names: &Names) -> Result<bool, CliError> {
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configserver restarting during the clean-up (unreachable for a
+    /// minute) is waited for; a refusal is not retried; one that stays
+    /// away gives up after about [`RETRY_FOR`].
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_up_call_outlasts_a_configserver_restart() {
+        let start = tokio::time::Instant::now();
+        let tries = std::cell::Cell::new(0);
+        let back_at = start + Duration::from_secs(60);
+        let result = again(|_| {
+            tries.set(tries.get() + 1);
+            async move {
+                match tokio::time::Instant::now() >= back_at {
+                    true => Ok(()),
+                    false => Err(tonic::Status::unavailable("connection refused")),
+                }
+            }
+        })
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        assert!(tries.get() < 30, "{} tries: the waits grow", tries.get());
+
+        tries.set(0);
+        let refused = again(|_| {
+            tries.set(tries.get() + 1);
+            async { Err::<(), _>(tonic::Status::permission_denied("no")) }
+        })
+        .await;
+        assert!(refused.is_err());
+        assert_eq!(tries.get(), 1);
+
+        let start = tokio::time::Instant::now();
+        let gone = again(|_| async { Err::<(), _>(tonic::Status::unavailable("down")) }).await;
+        assert!(gone.is_err());
+        let waited = start.elapsed();
+        assert!(
+            waited <= RETRY_FOR && waited >= RETRY_FOR - Duration::from_secs(6),
+            "{waited:?}"
+        );
+    }
 }

@@ -480,29 +480,29 @@ async fn clean_remote(
     plan: &Plan,
     report: &mut Report,
 ) -> Result<(), CliError> {
-    // Every step is tried whatever the one before did: a failed removal of
-    // the direct configs must not leave the clients and product behind.
-    let mut removed_direct = Ok(());
+    // Every step is tried whatever the one before did. The inventory goes
+    // first: the direct configs' removal calls a depot that may hang (a
+    // stalled directory), and must not hold back the deletion of the
+    // clients and the product.
+    let fqdns: Vec<String> = plan.cohorts().flat_map(Cohort::fqdns).collect();
+    let cleanup = inventory::delete_all(target, names, &fqdns, args.timeout).await;
     if args.runs(Scenario::Direct)
         && let Some(depot) = target
             .depots
             .iter()
             .find(|d| !d.legacy && d.key_file.is_some())
     {
-        removed_direct = direct::remove(depot, names, args.direct_calls.unwrap_or(args.clients))
+        let calls = args.direct_calls.unwrap_or(args.clients);
+        let removed = tokio::time::timeout(args.timeout, direct::remove(depot, names, calls))
             .await
-            .map_err(|e| {
-                format!(
-                    "{e}; the direct scenario's configs (clients *{}) stay on depot {}",
-                    names.suffix(),
-                    depot.id
-                )
-            });
-    }
-    let fqdns: Vec<String> = plan.cohorts().flat_map(Cohort::fqdns).collect();
-    let cleanup = inventory::delete_all(target, names, &fqdns, args.timeout).await;
-    if let Err(error) = removed_direct {
-        report.failures.push(format!("clean-up: {error}"));
+            .unwrap_or_else(|_| Err(format!("not done within {:?}", args.timeout).into()));
+        if let Err(e) = removed {
+            report.failures.push(format!(
+                "clean-up: {e}; the direct scenario's configs (clients *{}) stay on depot {}",
+                names.suffix(),
+                depot.id
+            ));
+        }
     }
     let cleanup = cleanup?;
     if !cleanup.verified {
