@@ -612,6 +612,58 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A migration is never edited once released: sqlx keeps each applied
+    /// one's checksum (of the whole file, comments too) and refuses to
+    /// start on a database whose migration differs — a comment changed in
+    /// 0006 after a build with it went out would have stopped such a site.
+    /// A new migration is pinned here when it is added.
+    #[test]
+    fn released_migrations_are_never_edited() {
+        const PINNED: &[(&str, i64, &str)] = &[
+            ("sqlite", 1, "3074bf285d570729"),
+            ("sqlite", 2, "086a5bd2d0719927"),
+            ("sqlite", 3, "b48347b4dc0fbdd9"),
+            ("sqlite", 4, "d75aa630993b76ac"),
+            ("sqlite", 5, "b4ea43f09b5ca7ae"),
+            ("sqlite", 6, "533955a99ac9a232"),
+            ("sqlite", 7, "1fcce109edccf645"),
+            ("sqlite", 8, "e565d9d736c054b0"),
+            ("postgres", 1, "f7b2f6504952e82d"),
+            ("postgres", 2, "7b5e5981853857ec"),
+            ("postgres", 3, "d75aa630993b76ac"),
+            ("postgres", 4, "b4ea43f09b5ca7ae"),
+            ("postgres", 5, "84a7441f05936e06"),
+            ("postgres", 6, "906ae6e53fe6a827"),
+            ("postgres", 7, "0664fff020af50b6"),
+            ("postgres", 8, "e565d9d736c054b0"),
+        ];
+        let engines = [
+            ("sqlite", sqlx::migrate!("./migrations")),
+            ("postgres", sqlx::migrate!("./migrations/postgres")),
+        ];
+        for (engine, migrator) in engines {
+            for m in migrator.iter() {
+                let checksum: String = (m.checksum.iter().take(8))
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let pinned = PINNED
+                    .iter()
+                    .find(|(e, v, _)| *e == engine && *v == m.version);
+                let Some((_, _, want)) = pinned else {
+                    panic!(
+                        "{engine} migration {} is not pinned: add (\"{engine}\", {}, \"{checksum}\")",
+                        m.version, m.version
+                    );
+                };
+                assert_eq!(
+                    &checksum, want,
+                    "{engine} migration {} was edited after its release: add a new one instead",
+                    m.version
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn an_sqlite_store_opens_its_connections_at_start_and_keeps_them() {
         let dir = tempfile::tempdir().unwrap();
