@@ -301,6 +301,12 @@ impl DepotArgs {
             .filter(|c| !c.is_empty())
             .map(|c| parse_endpoint("configserver", c).map(|c| c.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.legacy && configservers.is_empty() {
+            return Err(invalid(
+                "legacy",
+                "needs configserver: a legacy-only depot looks everything up there",
+            ));
+        }
         let io_threads = self.io_threads.unwrap_or(DEFAULT_IO_THREADS);
         if !IO_THREADS_RANGE.contains(&io_threads) {
             return Err(invalid(

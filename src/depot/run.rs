@@ -400,11 +400,36 @@ struct Restored {
     held_files: Vec<(String, std::sync::Arc<str>)>,
 }
 
+/// `path` resolved a component at a time, as the kernel would: symlinks
+/// of the part that exists followed, `..` taken from what it resolved to;
+/// the rest (the state directory may not exist yet) as written. A state
+/// directory reached through a link or `..` into the PXE directory is
+/// inside it.
+fn resolved(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut out = PathBuf::from("/");
+    for component in absolute.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                if let Ok(real) = out.canonicalize() {
+                    out = real;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The state directory must not be the PXE directory or inside it (the
 /// TFTP server would serve the journal, host keys and all).
 fn check_state_dir(state_dir: &Path, pxe_dir: &Path) -> Result<(), StartError> {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-    if absolute(state_dir).starts_with(absolute(pxe_dir)) {
+    if resolved(state_dir).starts_with(resolved(pxe_dir)) {
         return Err(StartError::StateDir {
             path: state_dir.to_owned(),
             why: format!(
@@ -520,4 +545,34 @@ async fn reads_while_down(
     journal.commit_async(Arc::new(batch)).await?;
     unreported.extend(reads);
     Ok(unreported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state directory reached through a symlink or `..` into the PXE
+    /// directory is inside it (the TFTP server would serve the journal);
+    /// it need not exist yet.
+    #[test]
+    fn a_state_directory_inside_the_pxe_directory_by_any_path_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pxe = tmp.path().join("pxe");
+        std::fs::create_dir(&pxe).unwrap();
+        std::os::unix::fs::symlink(&pxe, tmp.path().join("link")).unwrap();
+        for inside in [
+            pxe.join("state"),
+            tmp.path().join("link/state/deeper"),
+            tmp.path().join("other/../pxe/state"),
+            pxe.clone(),
+        ] {
+            assert!(
+                check_state_dir(&inside, &pxe).is_err(),
+                "{} was let in",
+                inside.display()
+            );
+        }
+        assert!(check_state_dir(&tmp.path().join("state"), &pxe).is_ok());
+        assert!(check_state_dir(&tmp.path().join("pxe-state"), &pxe).is_ok());
+    }
 }

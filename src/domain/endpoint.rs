@@ -13,9 +13,31 @@ impl Endpoint {
     /// Parses a gRPC URL; `field` names it in the error.
     pub fn parse(value: &str, field: &str) -> Result<Self, ValidationError> {
         let url = value.trim().trim_end_matches('/');
-        let ok = (url.starts_with("http://") || url.starts_with("https://"))
-            && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
-        if !ok {
+        let uri = (url.starts_with("http://") || url.starts_with("https://"))
+            .then(|| url.parse::<http::Uri>().ok())
+            .flatten()
+            .filter(|u| u.host().is_some());
+        if let Some(uri) = &uri {
+            // Nothing of such a URL is quoted: the password is in it. A
+            // channel sends neither (gRPC takes scheme, host and port), but
+            // a URL is logged and shown.
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(ValidationError::new(
+                    field,
+                    "must not carry a user name or password (gRPC never sends them; keys authenticate)",
+                ));
+            }
+            if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "{} has a path or query, which gRPC does not use: give the scheme, host and port",
+                        super::limits::shown(value)
+                    ),
+                ));
+            }
+        }
+        if uri.is_none() {
             // The example with the port of the server the field names.
             let port = if field.contains("configserver") || field == "--server" {
                 50050
@@ -53,6 +75,23 @@ impl fmt::Display for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_with_credentials_or_a_path_is_refused_without_quoting_a_password() {
+        let err = Endpoint::parse("http://pxe:s3cret@config.example.org:50050", "configserver")
+            .unwrap_err();
+        assert!(err.message.contains("user name or password"), "{err:?}");
+        assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
+        for with_path in [
+            "http://config.example.org:50050/rpc",
+            "http://config.example.org:50050?x=1",
+        ] {
+            let err = Endpoint::parse(with_path, "configserver").unwrap_err();
+            assert!(err.message.contains("path or query"), "{err:?}");
+        }
+        let ok = Endpoint::parse("https://config.example.org:50050/", "configserver").unwrap();
+        assert_eq!(ok.as_str(), "https://config.example.org:50050");
+    }
 
     #[test]
     fn urls_need_a_scheme_and_a_host() {
