@@ -797,6 +797,45 @@ async fn a_read_of_a_product_set_before_another_clears_that_products_action(engi
     assert!(actions_of(&store, "c1.example.org").await.is_empty());
 }
 
+/// At the revision of a depot's row, the row names what was pushed: a
+/// report of another product at that revision, or of anything at the
+/// revision of a removal (no config to read), is no read — it used up
+/// another product's action (a former depot could so cancel the action of
+/// a client that had moved on).
+async fn a_read_at_a_revision_that_pushed_something_else_changes_nothing(engine: Engine) {
+    let (_dir, store) = seeded(engine).await;
+    add_product(&store, "linux", &[D1, D2]).await;
+    store
+        .set_action_requests(&[act("c1.example.org", "linux", ActionRequest::Setup)])
+        .await
+        .unwrap();
+    let linux = row(&store, "c1.example.org", D1).await;
+    assert_eq!(linux.product_id, "linux");
+    let read = store
+        .report_read(D1, "c1.example.org", "win", linux.revision)
+        .await
+        .unwrap();
+    assert!(!read.applied, "linux's revision is no read of win");
+    let both = owned(&[("linux", "setup"), ("win", "setup")]);
+    assert_eq!(actions_of(&store, "c1.example.org").await, both);
+
+    // The client moves to d2: d1's row is a removal.
+    store
+        .upsert_config_states(&[state("c1.example.org", DEPOT_ID, &[D2])])
+        .await
+        .unwrap();
+    let removal = row(&store, "c1.example.org", D1).await;
+    assert_eq!(removal.op, PushOp::Remove, "{removal:?}");
+    for product in ["win", "linux"] {
+        let read = store
+            .report_read(D1, "c1.example.org", product, removal.revision)
+            .await
+            .unwrap();
+        assert!(!read.applied, "{product} at the removal's revision");
+    }
+    assert_eq!(actions_of(&store, "c1.example.org").await, both);
+}
+
 async fn a_revision_far_ahead_from_a_depot_does_not_break_the_sequence(engine: Engine) {
     let (_dir, store) = seeded(engine).await;
     let r1 = row(&store, "c1.example.org", D1).await.revision;
@@ -1603,6 +1642,7 @@ on_both_engines!(
     a_removal_still_owed_stays_owed_when_what_blocks_the_config_changes,
     a_late_read_of_an_earlier_config_never_clears_an_action_set_since,
     a_read_of_a_product_set_before_another_clears_that_products_action,
+    a_read_at_a_revision_that_pushed_something_else_changes_nothing,
     a_revision_far_ahead_from_a_depot_does_not_break_the_sequence,
     a_config_held_without_a_row_is_removed_at_a_revision_past_the_depots,
     a_depots_check_announces_what_it_owes,

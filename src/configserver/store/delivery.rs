@@ -203,8 +203,15 @@ fn verdict(report: &ReadReport, row: Option<&ReadRow>, modified: Option<u64>) ->
     // The action was set at `modified`, before its config got a revision:
     // a read of a revision older than that booted an earlier action.
     let consumes = modified.is_some_and(|m| m < r);
-    if row.op == PushOp::Set && r == row.revision && row.product_id == report.product_id {
-        return ReadVerdict::Fresh { consumes };
+    // At the row's revision the row names what was pushed: a set of its
+    // product, or a removal (no config to read). A report of anything else
+    // there is no read — it would use up another product's action (a
+    // former depot could so cancel an action of a client that moved on).
+    if r == row.revision {
+        return match row.op == PushOp::Set && row.product_id == report.product_id {
+            true => ReadVerdict::Fresh { consumes },
+            false => ReadVerdict::Stale,
+        };
     }
     // An older revision than the row's: the config changed while the client
     // booted (another action of the product, or another product set since —
