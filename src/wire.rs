@@ -426,7 +426,17 @@ pub fn convert_each<W, D>(
     field: &str,
     f: impl Fn(W) -> Result<D, ValidationError>,
 ) -> Result<Vec<D>, ValidationError> {
-    check_count(items.len(), MAX_BULK, field)?;
+    convert_up_to(items, MAX_BULK, field, f)
+}
+
+/// [`convert_each`] with at most `max` items.
+pub fn convert_up_to<W, D>(
+    items: Vec<W>,
+    max: usize,
+    field: &str,
+    f: impl Fn(W) -> Result<D, ValidationError>,
+) -> Result<Vec<D>, ValidationError> {
+    check_count(items.len(), max, field)?;
     collect_each(items, |i, w| {
         f(w).map_err(|e| e.within(&format!("{field}[{i}]")))
     })

@@ -11,21 +11,21 @@ use tracing::info;
 use super::core::{Core, to_the_end};
 use super::error::Error;
 use super::store::{DepotRecord, Inventory};
-use crate::domain::limits::{MAX_BULK, MAX_IMPORT_BYTES};
+use crate::domain::limits::{MAX_IMPORT_BYTES, MAX_IMPORT_ITEMS};
 use crate::domain::{Client, ValidationError};
 use crate::proto;
-use crate::wire::convert_each;
+use crate::wire::convert_up_to;
 
-/// Appends `part` to `all`, failing when a section outgrows [`MAX_BULK`].
+/// Appends `part` to `all`, failing when a section outgrows [`MAX_IMPORT_ITEMS`].
 fn join(
     all: &mut proto::ImportInventoryRequest,
     part: proto::ImportInventoryRequest,
 ) -> Result<(), Error> {
     let too_many = |name: &str, len: usize| {
-        if len > MAX_BULK {
+        if len > MAX_IMPORT_ITEMS {
             Err(Error::from(ValidationError::new(
                 name,
-                format!("more than {MAX_BULK} items in one import"),
+                format!("more than {MAX_IMPORT_ITEMS} items in one import"),
             )))
         } else {
             Ok(())
@@ -54,22 +54,34 @@ fn join(
 /// The joined request, validated; a bad item is named `section[i].field`.
 fn validate(r: proto::ImportInventoryRequest) -> Result<Inventory, ValidationError> {
     Ok(Inventory {
-        configs: convert_each(r.configs, "configs", TryFrom::try_from)?,
-        depots: convert_each(r.depots, "depots", DepotRecord::try_from)?,
-        products: convert_each(r.products, "products", TryFrom::try_from)?,
-        product_on_depots: convert_each(
+        configs: convert_up_to(r.configs, MAX_IMPORT_ITEMS, "configs", TryFrom::try_from)?,
+        depots: convert_up_to(r.depots, MAX_IMPORT_ITEMS, "depots", DepotRecord::try_from)?,
+        products: convert_up_to(r.products, MAX_IMPORT_ITEMS, "products", TryFrom::try_from)?,
+        product_on_depots: convert_up_to(
             r.product_on_depots,
+            MAX_IMPORT_ITEMS,
             "product_on_depots",
             TryFrom::try_from,
         )?,
-        clients: convert_each(r.clients, "clients", Client::try_from)?,
-        config_states: convert_each(r.config_states, "config_states", TryFrom::try_from)?,
-        property_states: convert_each(
+        clients: convert_up_to(r.clients, MAX_IMPORT_ITEMS, "clients", Client::try_from)?,
+        config_states: convert_up_to(
+            r.config_states,
+            MAX_IMPORT_ITEMS,
+            "config_states",
+            TryFrom::try_from,
+        )?,
+        property_states: convert_up_to(
             r.product_property_states,
+            MAX_IMPORT_ITEMS,
             "product_property_states",
             TryFrom::try_from,
         )?,
-        actions: convert_each(r.action_requests, "action_requests", TryFrom::try_from)?,
+        actions: convert_up_to(
+            r.action_requests,
+            MAX_IMPORT_ITEMS,
+            "action_requests",
+            TryFrom::try_from,
+        )?,
     })
 }
 

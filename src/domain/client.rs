@@ -108,7 +108,8 @@ impl FromStr for ActionRequest {
 
     fn from_str(s: &str) -> Result<Self, ()> {
         Ok(match s.trim().to_ascii_lowercase().as_str() {
-            "" | "none" => ActionRequest::None,
+            // opsi's `forceActionRequest` takes `undefined` for none.
+            "" | "none" | "undefined" => ActionRequest::None,
             "setup" => ActionRequest::Setup,
             "uninstall" => ActionRequest::Uninstall,
             "update" => ActionRequest::Update,
@@ -316,6 +317,9 @@ mod tests {
             assert_eq!(ActionRequest::parse(a, "a").unwrap().as_str(), a);
         }
         assert_eq!(ActionRequest::parse("", "a").unwrap(), ActionRequest::None);
+        // opsi's word for none (an opsi dump's product on client has it).
+        let undefined = ActionRequest::parse("undefined", "a").unwrap();
+        assert_eq!(undefined, ActionRequest::None);
         assert!(ActionRequest::parse("reboot", "a").is_err());
     }
 

@@ -16,6 +16,10 @@ pub const MAX_VALUE: usize = 4096;
 pub const MAX_ITEMS: usize = 1000;
 /// Most objects in one bulk Admin write (one transaction).
 pub const MAX_BULK: usize = 100_000;
+/// Most items of one section of one `ImportInventory` (one transaction,
+/// bounded in bytes by [`MAX_IMPORT_BYTES`]): a site of 100,000 clients has
+/// several config states and netboot product-on-clients per client.
+pub const MAX_IMPORT_ITEMS: usize = 1_000_000;
 /// Bytes of one `ImportInventory` stream, all parts together: each part is
 /// bounded by gRPC's message limit, the parts' number only by this (a full
 /// 100,000-client site's dump is well under half of it).

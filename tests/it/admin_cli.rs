@@ -683,6 +683,33 @@ async fn pending_pages_through_everything_owed_to_an_unreachable_depot() {
     );
 }
 
+/// A section of an import may hold more than one Admin write's 100,000
+/// items: a site of 100,000 clients has several config states and netboot
+/// product-on-clients per client, and an import cannot be split (a state
+/// needs its client in the same import).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_section_may_hold_more_than_one_admin_writes_items() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start(&db.path().join("pxeconf.db"), 0).await;
+    let mut admin = server.admin().await;
+    let dir = tempfile::tempdir().unwrap();
+    const N: usize = 100_001;
+    let clients: Vec<Value> = (0..N)
+        .map(|i| json!({ "id": format!("c{i}.example.org") }))
+        .collect();
+    let file = dir.path().join("site.json");
+    std::fs::write(&file, json!({ "clients": clients }).to_string()).unwrap();
+    let totals = cli(&server.url(), &["import", file.to_str().unwrap(), "--json"])
+        .await
+        .json();
+    assert_eq!(totals["changed"], N, "{totals}");
+    assert!(
+        client_status(&mut admin, &format!("c{}.example.org", N - 1))
+            .await
+            .is_ok()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inventory_import_is_one_transaction_and_names_a_failure_by_its_index() {
     let db = tempfile::tempdir().unwrap();
