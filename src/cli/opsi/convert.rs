@@ -143,6 +143,7 @@ pub fn convert(objects: Vec<Object>, endpoints: &DepotEndpoints) -> Result<Conve
     let mut known = Known::default();
     depots(&mut out, &mut known, sorted.depots, endpoints)?;
     clients(&mut out, &mut known, sorted.clients);
+    shared_hardware(&out.inventory.clients)?;
     // Products first: product-on-depots and the rest name them.
     let (products, rest): (Vec<Object>, Vec<Object>) = sorted
         .objects
@@ -242,6 +243,49 @@ fn clients(out: &mut Converted, known: &mut Known, clients: Vec<Host>) {
             opsi_host_key: c.opsi_host_key,
         });
     }
+}
+
+/// Fails when a MAC address or a system UUID is more than one client's,
+/// naming every such one (at most 20): opsi 4.2 allows it (the SQL
+/// backend's `unique_hardware_addresses` may be off, the file backend does
+/// not check), pxeconf names PXE files after them — and the store names
+/// only the first clash of a write, so such a site needed an import per
+/// pair to find them.
+fn shared_hardware(clients: &[proto::Host]) -> Result<(), CliError> {
+    let mut owners: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
+    for c in clients {
+        // As the store compares them; a bad one is the server's to name.
+        if let Ok(mac) = crate::domain::Mac::parse(&c.hardware_address, "mac") {
+            owners
+                .entry(("MAC", mac.to_string()))
+                .or_default()
+                .push(&c.id);
+        }
+        if let Ok(uuid) = crate::domain::SystemUuid::parse(&c.system_uuid, "uuid") {
+            owners
+                .entry(("UUID", uuid.to_string()))
+                .or_default()
+                .push(&c.id);
+        }
+    }
+    let shared: Vec<String> = (owners.iter())
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|((kind, value), ids)| format!("{kind} {value}: {}", ids.join(", ")))
+        .collect();
+    if shared.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 20;
+    let more = match shared.len() > SHOWN {
+        true => format!("; and {} more", shared.len() - SHOWN),
+        false => String::new(),
+    };
+    Err(format!(
+        "{} MAC address(es) or system UUID(s) belong to more than one client in the dump (pxeconf names PXE files after them; give each its own, or clear the stale client's): {}{more}",
+        shared.len(),
+        shared[..shared.len().min(SHOWN)].join("; ")
+    )
+    .into())
 }
 
 fn product(out: &mut Converted, known: &mut Known, object: Object) {
@@ -455,6 +499,42 @@ mod tests {
             .iter()
             .map(|k| (k.kind, k.in_dump, k.imported, k.skipped))
             .collect()
+    }
+
+    /// Every MAC or UUID two clients of the dump share is named at once,
+    /// in any spelling opsi kept it (the store would name the first only).
+    #[test]
+    fn shared_macs_and_uuids_are_named_all_at_once() {
+        let host = |id: &str, mac: &str, uuid: &str| {
+            Object::Client(Host {
+                id: id.into(),
+                hardware_address: mac.into(),
+                system_uuid: uuid.into(),
+                ..Host::default()
+            })
+        };
+        let uuid = "4c4c4544-0042-3510-8054-b4c04f4e4d31";
+        let objects = vec![
+            host("a.example.org", "00:11:22:33:44:55", ""),
+            host("b.example.org", "00-11-22-33-44-55", uuid),
+            host("c.example.org", "66:77:88:99:AA:BB", &uuid.to_uppercase()),
+            host("d.example.org", "66:77:88:99:aa:bb", ""),
+            host("e.example.org", "00:00:00:00:00:01", ""),
+        ];
+        let endpoints = DepotEndpoints::new(Some("https://{id}:50051".into()), None).unwrap();
+        let Err(error) = convert(objects, &endpoints) else {
+            panic!("shared MACs were let through");
+        };
+        let error = error.to_string();
+        for named in [
+            "MAC 00:11:22:33:44:55: a.example.org, b.example.org",
+            "MAC 66:77:88:99:aa:bb: c.example.org, d.example.org",
+            "b.example.org, c.example.org",
+        ] {
+            assert!(error.contains(named), "{named} in {error}");
+        }
+        assert!(error.starts_with("3 MAC"), "{error}");
+        assert!(!error.contains("e.example.org"), "{error}");
     }
 
     #[test]
