@@ -625,7 +625,8 @@ async fn a_dry_run_and_a_failed_import_change_nothing() {
         table.stdout
     );
 
-    // A duplicate MAC fails the whole import, naming both clients.
+    // A duplicate MAC fails the whole import, naming both clients (found
+    // in the dump, before anything is sent).
     let dir = tempfile::tempdir().unwrap();
     let mut objects: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(fixture("dump.json")).unwrap()).unwrap();
@@ -649,7 +650,7 @@ async fn a_dry_run_and_a_failed_import_change_nothing() {
     .failed();
     assert_eq!(
         line,
-        "pxeconf: ALREADY_EXISTS: hardware address 00:16:3e:b1:00:01 of client pc-ber-002.example.org is already used by client pc-ber-001.example.org; nothing was imported"
+        "pxeconf: 1 MAC address(es) or system UUID(s) belong to more than one client in the dump (pxeconf names PXE files after them; give each its own, or clear the stale client's): MAC 00:16:3e:b1:00:01: pc-ber-001.example.org, pc-ber-002.example.org"
     );
     // A bad value names the item and the opsi object it came from.
     for o in &mut objects {
