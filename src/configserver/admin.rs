@@ -139,6 +139,14 @@ impl AdminService {
             .store
             .pending_of_depot(depot.as_str(), &after, limit + 1, r.blocked)
             .await?;
+        // An empty page of a depot that does not exist is a mistyped id,
+        // not "nothing pending".
+        if rows.is_empty() && !self.core.store.depot_exists(depot.as_str()).await? {
+            return Err(Error::Store(store::StoreError::NotFound {
+                what: "depot",
+                id: depot.to_string(),
+            }));
+        }
         let more = rows.len() > limit as usize;
         let runtime = self.core.dispatcher.runtime();
         let rt = runtime.get(depot.as_str());

@@ -431,6 +431,31 @@ async fn a_page_token_in_another_spelling_pages_on_from_the_same_place() {
             "token {spelling:?}"
         );
     }
+    // A depot that does not exist is no depot with nothing pending.
+    let unknown = admin
+        .list_pending(proto::ListPendingRequest {
+            depot_id: "depot9.example.org".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    // One that exists with nothing pending answers an empty page.
+    let idle = page_of(&admin, depot_id(2)).await;
+    assert!(idle.pending.is_empty() && idle.next_page_token.is_empty());
+}
+
+/// The first page of what `depot` is owed or holds.
+async fn page_of(admin: &Admin, depot: String) -> proto::ListPendingResponse {
+    let mut admin = admin.clone();
+    admin
+        .list_pending(proto::ListPendingRequest {
+            depot_id: depot,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn a_configserver_restarted_mid_bulk_delivers_everything(engine: Engine) {
