@@ -430,7 +430,7 @@ impl Templates {
         }
         let meta = std::fs::metadata(self.root.join(relative)).ok()?;
         let by_name = self.read_by_name();
-        let cached = by_name.get(&spelled(relative))?;
+        let cached = by_name.get(spelled(relative))?;
         (cached.stamp == Stamp::of(&meta)).then(|| cached.template.clone())
     }
 
@@ -501,7 +501,7 @@ impl Templates {
         self.by_name
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(spelled(Path::new(name.as_str())), cached);
+            .insert(spelled(Path::new(name.as_str())).to_owned(), cached);
     }
 
     fn read_by_name(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PathBuf, Cached>> {
@@ -554,11 +554,15 @@ impl Templates {
 
 /// A relative name as the name cache keys it: `./install`, `.//install`
 /// and `install` are one entry (each spelling passes `TemplateName`, and a
-/// caller varying it must not grow the cache).
-fn spelled(relative: &Path) -> PathBuf {
-    (relative.components())
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .collect()
+/// caller varying it must not grow the cache). A path compares and hashes
+/// by its components — repeated separators and inner `.` fall away — but
+/// a leading `.` is one: it is stripped (no allocation on a push).
+fn spelled(relative: &Path) -> &Path {
+    let mut path = relative;
+    while let Ok(rest) = path.strip_prefix(".") {
+        path = rest;
+    }
+    path
 }
 
 /// The largest template file read. opsi's are a few hundred bytes; a file

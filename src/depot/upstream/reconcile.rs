@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -32,6 +32,16 @@ const RECONCILE_CONCURRENCY: usize = 64;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 /// The longest wait between two tries.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long the first pass waits for the journal's unreported reads to be
+/// acknowledged. Waiting spares reporting them twice (a listed config the
+/// depot saw read is reported again); a read the configserver keeps
+/// failing must not hold the pass back for good.
+const INITIAL_READS_WAIT: Duration = Duration::from_secs(30);
+/// How long the bundle stream may stay silent before the pass is given up
+/// and made again: the call's deadline covers only its response headers,
+/// and a configserver whose database stalls mid-stream would hold the
+/// pass for ever.
+const STREAM_SILENCE: Duration = Duration::from_secs(60);
 
 /// What one pass came to.
 #[derive(Debug, Default)]
@@ -83,6 +93,9 @@ impl Upstream {
             let mut epochs = core.writer().epochs();
             tokio::select! {
                 () = reporting.initial_sent() => {}
+                () = tokio::time::sleep(INITIAL_READS_WAIT) => {
+                    warn!(waited = ?INITIAL_READS_WAIT, "reads from before the start are not all reported yet; reconciling meanwhile");
+                }
                 () = stop.cancelled() => return Ok(()),
             }
             loop {
@@ -167,16 +180,21 @@ impl Upstream {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let applied: Vec<Result<Applied, tonic::Status>> = response
-            .into_inner()
-            .map(|item| async move { Ok(apply(core, reporting, item?).await) })
-            .buffer_unordered(RECONCILE_CONCURRENCY)
-            .collect()
-            .await;
+        let silent = || tonic::Status::deadline_exceeded("the bundle stream stayed silent");
+        // Ends at the first error: a silent stream goes on timing out.
+        let applied: Vec<Applied> =
+            tokio_stream::StreamExt::timeout(response.into_inner(), STREAM_SILENCE)
+                .map(|item| async move {
+                    let item = item.map_err(|_| silent())??;
+                    Ok::<_, tonic::Status>(apply(core, reporting, item).await)
+                })
+                .buffer_unordered(RECONCILE_CONCURRENCY)
+                .try_collect()
+                .await?;
         let mut pass = Pass::default();
         let mut failed = 0;
         for a in applied {
-            match a? {
+            match a {
                 Applied::Failed(f) => {
                     failed += 1;
                     pass.listed.insert(f);
