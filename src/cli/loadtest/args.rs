@@ -83,7 +83,9 @@ pub struct LoadtestArgs {
     pub io_threads: usize,
     /// Self-contained: where the database and PXE directories go [default: a
     /// fresh directory under /dev/shm (tmpfs) if present, else the system
-    /// temp dir]. The raw file-pair baseline runs there too.
+    /// temp dir]. The raw file-pair baseline runs there too. With
+    /// --configserver: only the raw baseline, in this directory of this
+    /// machine (none without it).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Self-contained: the configserver's store on a PostgreSQL server

@@ -1,6 +1,7 @@
 //! The synthetic namespace of one run, apart from any real inventory:
 //! clients `lt-<n>.<run>.loadtest.invalid` (`.invalid` never resolves),
-//! locally administered MACs `02:1d:<run>:<n>` and UUIDs `10ad7e57-<run>-…`,
+//! locally administered unicast MACs carrying 22 bits of the run id and 24
+//! of `n`, and UUIDs `10ad7e57-<run>-…`,
 //! one netboot product `loadtest-<run>`.
 
 use crate::proto;
@@ -44,12 +45,18 @@ impl Names {
         format!("lt-{n}{}", self.suffix())
     }
 
-    /// Client n's MAC: locally administered (02), a fixed `1d`, the run's
-    /// low byte, then 24 bits of n.
+    /// Client n's MAC: locally administered unicast (the first octet's
+    /// low bits `10`), 22 bits of the run id (6 in the first octet, 16 in
+    /// the next two), then 24 bits of n. Two runs' MACs meet with a chance
+    /// of one in four million, not one in 256 as with the run's low byte
+    /// only (a run left behind by an abandoned clean-up failed a later one
+    /// so, on a MAC another client holds).
     pub fn mac(&self, n: u32) -> String {
         let b = n.to_be_bytes();
+        let first = (((self.run >> 16) & 0x3f) as u8) << 2 | 0x02;
         format!(
-            "02:1d:{:02x}:{:02x}:{:02x}:{:02x}",
+            "{first:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            (self.run >> 8) & 0xff,
             self.run & 0xff,
             b[1],
             b[2],
@@ -116,6 +123,15 @@ mod tests {
             assert!(names.owns(&names.fqdn(n)));
         }
         assert_ne!(names.mac(1), names.mac(DIRECT_BASE + 1));
+        // 22 bits of the run id: runs differing in any of them differ.
+        for bit in 0..22 {
+            let other = Names {
+                run: names.run ^ (1 << bit),
+            };
+            assert_ne!(names.mac(5), other.mac(5), "bit {bit}");
+            let first = u8::from_str_radix(&other.mac(5)[..2], 16).unwrap();
+            assert_eq!(first & 0x03, 0x02, "locally administered unicast");
+        }
         assert_ne!(names.uuid(1), names.uuid(DIRECT_BASE + 1));
         assert!(!names.owns("lt-1.other.loadtest.invalid"));
         crate::domain::ProductId::parse(&names.product(), "product").unwrap();

@@ -99,6 +99,16 @@ pub async fn connect(
     if depots.is_empty() {
         return Err("the configserver has no depot to use".into());
     }
+    if let Some(dir) = &args.dir {
+        // The ratio to the raw loop then compares the site's rate with a
+        // directory of this machine's.
+        let note = format!(
+            "note: the raw file-pair baseline runs in {} on this machine, not on a depot: bulk's ratio to it compares with this machine's disk",
+            dir.display()
+        );
+        eprintln!("{note}");
+        notes.push(note);
+    }
     depots.sort_by_key(|d| d.legacy);
     // `direct` drives the first new-path depot, with the key given.
     if let Some(first) = depots.iter_mut().find(|d| !d.legacy) {
