@@ -586,6 +586,13 @@ mod tests {
             err.starts_with("configserver: \"config:50050\" is not a URL"),
             "{err}"
         );
+        // A legacy-only depot looks everything up at its configserver.
+        let lonely = DepotArgs {
+            legacy: true,
+            ..args()
+        };
+        let err = lonely.resolve().unwrap_err().to_string();
+        assert!(err.starts_with("legacy: needs configserver"), "{err}");
     }
 
     #[test]
