@@ -70,9 +70,41 @@ pub(super) async fn import_opsi(
 ) -> Result<(), CliError> {
     let objects = read_objects(target.files)?;
     let mut converted = convert(objects, endpoints)?;
+    let keyless = keyless_note(&converted.inventory.clients);
     let inventory = std::mem::take(&mut converted.inventory);
     let mut admin = target.connection.connect().await?;
-    send_inventory(&mut admin, target, inventory, Some(&converted)).await
+    send_inventory(&mut admin, target, inventory, Some(&converted)).await?;
+    // After the answer (stdout may be JSON): an import that succeeded can
+    // still leave clients that cannot boot their boot image's way home.
+    if let Some(note) = keyless {
+        eprintln!("{note}");
+    }
+    Ok(())
+}
+
+/// A note on clients the dump gives no `opsiHostKey` (a dump taken by an
+/// account whose ACL hides it): they are imported, and a client's key
+/// already stored is kept, but a new one's configs carry no `pckey`, so its
+/// boot image cannot authenticate to the service.
+fn keyless_note(clients: &[proto::Host]) -> Option<String> {
+    let ids: Vec<&str> = (clients.iter())
+        .filter(|c| c.opsi_host_key.trim().is_empty())
+        .map(|c| c.id.as_str())
+        .collect();
+    const SHOWN: usize = 5;
+    let (first, more) = (ids.len().min(SHOWN), ids.len().saturating_sub(SHOWN));
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    (!ids.is_empty()).then(|| {
+        format!(
+            "note: {} client(s) have no opsiHostKey in the dump ({}{more}): a key already stored is kept; without one their configs carry no pckey and the boot image cannot authenticate",
+            ids.len(),
+            ids[..first].join(", ")
+        )
+    })
 }
 
 /// Sends `inventory` as one import and prints what it did; `converted`

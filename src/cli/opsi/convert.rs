@@ -255,7 +255,11 @@ fn shared_hardware(clients: &[proto::Host]) -> Result<(), CliError> {
     let mut owners: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
     for c in clients {
         // As the store compares them; a bad one is the server's to name.
-        if let Ok(mac) = crate::domain::Mac::parse(&c.hardware_address, "mac") {
+        // MACs starting 00:00:00 are the placeholder some tools write:
+        // exempt, as in the store (and opsi).
+        if let Ok(mac) = crate::domain::Mac::parse(&c.hardware_address, "mac")
+            && !mac.to_string().starts_with("00:00:00:")
+        {
             owners
                 .entry(("MAC", mac.to_string()))
                 .or_default()
@@ -520,6 +524,7 @@ mod tests {
             host("c.example.org", "66:77:88:99:AA:BB", &uuid.to_uppercase()),
             host("d.example.org", "66:77:88:99:aa:bb", ""),
             host("e.example.org", "00:00:00:00:00:01", ""),
+            host("f.example.org", "00:00:00:00:00:01", ""),
         ];
         let endpoints = DepotEndpoints::new(Some("https://{id}:50051".into()), None).unwrap();
         let Err(error) = convert(objects, &endpoints) else {
@@ -534,6 +539,7 @@ mod tests {
             assert!(error.contains(named), "{named} in {error}");
         }
         assert!(error.starts_with("3 MAC"), "{error}");
+        // The placeholder some tools write is exempt, as in the store.
         assert!(!error.contains("e.example.org"), "{error}");
     }
 
