@@ -32,6 +32,14 @@ const RECONCILE_CONCURRENCY: usize = 64;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 /// The longest wait between two tries.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// The shortest wait before a pass is made again after the depot's own
+/// trouble, doubling to [`MAX_HERE_RETRY`]: a file it can never write (an
+/// immutable one at a config's name) must not relist everything twice a
+/// minute.
+const HERE_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait before a pass is made again after the depot's own
+/// trouble.
+const MAX_HERE_RETRY: Duration = Duration::from_secs(300);
 /// How long the first pass waits for the journal's unreported reads to be
 /// acknowledged. Waiting spares reporting them twice (a listed config the
 /// depot saw read is reported again); a read the configserver keeps
@@ -125,7 +133,7 @@ impl Upstream {
         let mut failovers = 0;
         loop {
             let (turn, client) = self.pick();
-            let failed = match self.reconcile_once(client, core, reporting).await {
+            let (failed, here) = match self.reconcile_once(client, core, reporting).await {
                 Ok(pass) => {
                     info!(
                         written = pass.written,
@@ -143,9 +151,14 @@ impl Upstream {
                 }
                 Err(Unfinished::Upstream(status)) => {
                     self.failed(&status, turn);
-                    crate::status::Brief(&status).to_string()
+                    (crate::status::Brief(&status).to_string(), false)
                 }
-                Err(Unfinished::Here(error)) => error,
+                Err(Unfinished::Here(error)) => {
+                    // The depot's own trouble (a file it cannot write) may
+                    // last: each pass lists every pending bundle again.
+                    delay = delay.max(HERE_RETRY);
+                    (error, true)
+                }
             };
             failovers = 0;
             warn!(error = %failed, retry_in = ?delay, "reconciliation failed; retrying");
@@ -153,7 +166,7 @@ impl Upstream {
                 () = tokio::time::sleep(delay) => {}
                 () = stop.cancelled() => return false,
             }
-            delay = (delay * 2).min(MAX_RETRY);
+            delay = (delay * 2).min(if here { MAX_HERE_RETRY } else { MAX_RETRY });
         }
     }
 
@@ -181,16 +194,20 @@ impl Upstream {
             .unwrap_or_default()
             .to_owned();
         let silent = || tonic::Status::deadline_exceeded("the bundle stream stayed silent");
-        // Ends at the first error: a silent stream goes on timing out.
-        let applied: Vec<Applied> =
-            tokio_stream::StreamExt::timeout(response.into_inner(), STREAM_SILENCE)
-                .map(|item| async move {
-                    let item = item.map_err(|_| silent())??;
-                    Ok::<_, tonic::Status>(apply(core, reporting, item).await)
-                })
-                .buffer_unordered(RECONCILE_CONCURRENCY)
-                .try_collect()
-                .await?;
+        // The silence is timed from each wait for the next bundle, not from
+        // the last one given: applies held up by the depot's own directory
+        // must not read as a silent configserver. The first error ends it.
+        let bundles = futures::stream::unfold(response.into_inner(), |mut stream| async move {
+            match tokio::time::timeout(STREAM_SILENCE, stream.next()).await {
+                Ok(item) => item.map(|item| (item, stream)),
+                Err(_) => Some((Err(silent()), stream)),
+            }
+        });
+        let applied: Vec<Applied> = bundles
+            .map(|item| async move { Ok::<_, tonic::Status>(apply(core, reporting, item?).await) })
+            .buffer_unordered(RECONCILE_CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut pass = Pass::default();
         let mut failed = 0;
         for a in applied {
