@@ -10,34 +10,47 @@ use super::error::ValidationError;
 pub struct Endpoint(String);
 
 impl Endpoint {
-    /// Parses a gRPC URL; `field` names it in the error.
+    /// Parses a gRPC URL as it enters (settings, the Admin API, the command
+    /// line); `field` names it in the error. A user name, password, path or
+    /// query is refused: gRPC uses none of them, and a password would be
+    /// logged and shown.
     pub fn parse(value: &str, field: &str) -> Result<Self, ValidationError> {
+        let (endpoint, uri) = Self::checked(value, field)?;
+        // Nothing of such a URL is quoted: the password is in it.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(ValidationError::new(
+                field,
+                "must not carry a user name or password (gRPC never sends them; keys authenticate)",
+            ));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "{} has a path or query, which gRPC does not use: give the scheme, host and port",
+                    super::limits::shown(value)
+                ),
+            ));
+        }
+        Ok(endpoint)
+    }
+
+    /// A URL read back from where it was kept (the store's depots): only
+    /// the scheme and the host are checked, as [`Self::parse`] did before
+    /// it refused paths and user-info (2026-11-30) — a depot registered so
+    /// earlier must not stop the configserver from reading its depots.
+    pub fn stored(value: &str, field: &str) -> Result<Self, ValidationError> {
+        Self::checked(value, field).map(|(endpoint, _)| endpoint)
+    }
+
+    /// An `http(s)://` URL with a host, and its parts.
+    fn checked(value: &str, field: &str) -> Result<(Self, http::Uri), ValidationError> {
         let url = value.trim().trim_end_matches('/');
         let uri = (url.starts_with("http://") || url.starts_with("https://"))
             .then(|| url.parse::<http::Uri>().ok())
             .flatten()
             .filter(|u| u.host().is_some());
-        if let Some(uri) = &uri {
-            // Nothing of such a URL is quoted: the password is in it. A
-            // channel sends neither (gRPC takes scheme, host and port), but
-            // a URL is logged and shown.
-            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                return Err(ValidationError::new(
-                    field,
-                    "must not carry a user name or password (gRPC never sends them; keys authenticate)",
-                ));
-            }
-            if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-                return Err(ValidationError::new(
-                    field,
-                    format!(
-                        "{} has a path or query, which gRPC does not use: give the scheme, host and port",
-                        super::limits::shown(value)
-                    ),
-                ));
-            }
-        }
-        if uri.is_none() {
+        let Some(uri) = uri else {
             // The example with the port of the server the field names.
             let port = if field.contains("configserver") || field == "--server" {
                 50050
@@ -51,8 +64,8 @@ impl Endpoint {
                     super::limits::shown(value)
                 ),
             ));
-        }
-        Ok(Self(url.to_owned()))
+        };
+        Ok((Self(url.to_owned()), uri))
     }
 
     /// The URL as text.
@@ -91,6 +104,10 @@ mod tests {
         }
         let ok = Endpoint::parse("https://config.example.org:50050/", "configserver").unwrap();
         assert_eq!(ok.as_str(), "https://config.example.org:50050");
+        // One kept from before (a depot registered so) still reads.
+        let kept = Endpoint::stored("https://d1.example.org:50051/pxe", "endpoint").unwrap();
+        assert_eq!(kept.as_str(), "https://d1.example.org:50051/pxe");
+        assert!(Endpoint::stored("d1.example.org:50051", "endpoint").is_err());
     }
 
     #[test]

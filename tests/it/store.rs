@@ -1759,6 +1759,27 @@ async fn a_write_naming_one_thing_twice_takes_the_last(engine: Engine) {
     };
     assert_eq!(key_of(a), "host-key-k2-0123456789abcdef");
     assert_eq!(key_of(b), "host-key-k-0123456789abcdef");
+    // A stored depot gives up its key in the write that gives it to another.
+    store
+        .upsert_depots(&[new_depot(b, "k3"), new_depot(a, "k4")])
+        .await
+        .unwrap();
+    store
+        .upsert_depots(&[new_depot(b, "k4"), new_depot(a, "k5")])
+        .await
+        .unwrap();
+    let depots = store.depots().await.unwrap();
+    let key_of = |id: &str| {
+        let d = depots.iter().find(|d| d.id.as_str() == id).unwrap();
+        d.host_key.expose().to_owned()
+    };
+    assert_eq!(key_of(b), "host-key-k4-0123456789abcdef");
+    // One that keeps it is still refused.
+    let err = store
+        .upsert_depots(&[new_depot(a, "k4")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
 }
 
 /// A client and a depot never share an id (opsi keeps all hosts in one
@@ -2098,4 +2119,25 @@ async fn the_stores_transactions_read_committed_whatever_the_servers_default() {
     for write in writes {
         write.await.unwrap().unwrap();
     }
+}
+
+/// A depot registered with a URL path or user-info by an older version
+/// (the Admin API refuses both since 2026-11-30) is still read: one such
+/// row failed every read of the depots — the dispatcher, the keys, a
+/// replica's leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depot_endpoint_stored_by_an_older_version_still_reads() {
+    use sqlx::Connection;
+    let (_dir, at, store) = seeded_at(Engine::Sqlite).await;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{at}"))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE depots SET endpoint = 'https://u@d1.example.org:50051/pxe' WHERE id = $1")
+        .bind(D1)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let depots = store.depots().await.unwrap();
+    let d1 = depots.iter().find(|d| d.id.as_str() == D1).unwrap();
+    assert_eq!(d1.endpoint.as_str(), "https://u@d1.example.org:50051/pxe");
 }

@@ -49,7 +49,7 @@ pub fn configure(
 
 /// One HTTP/2 channel to `url` (`what` names the flag or server in errors).
 pub async fn connect(url: &str, what: &str) -> Result<Channel, CliError> {
-    let url = Endpoint::parse(url, what)?;
+    let url = Endpoint::stored(url, what)?;
     let tls = TLS.get().and_then(Option::as_ref);
     let options = ChannelOptions {
         connect_timeout: CONNECT_TIMEOUT,

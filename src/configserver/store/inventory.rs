@@ -78,9 +78,12 @@ pub(super) async fn write_depots(tx: &mut WriteTx, depots: &[DepotRecord]) -> Re
     host_ids_free(tx, &rows, "depot").await?;
     let clash: Option<String> = on!(tx.conn(), |c| {
         sqlx::query_scalar(
+            // A depot of this write gives up its stored key (the check
+            // above compared the write's own keys).
             "SELECT n.value ->> 0 FROM json_each($1) n
              WHERE EXISTS (SELECT 1 FROM depots d
-               WHERE d.host_key = n.value ->> 2 AND d.id <> n.value ->> 0)
+               WHERE d.host_key = n.value ->> 2 AND d.id <> n.value ->> 0
+                 AND NOT EXISTS (SELECT 1 FROM json_each($1) w WHERE w.value ->> 0 = d.id))
              LIMIT 1",
         )
         .bind(&rows)

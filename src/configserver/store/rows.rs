@@ -46,7 +46,7 @@ pub(super) fn depot(r: &impl Get) -> Result<DepotRecord> {
     let bad = |e| StoreError::corrupt("depot", &id, e);
     Ok(DepotRecord {
         id: Fqdn::parse(&id, "id").map_err(bad)?,
-        endpoint: Endpoint::parse(&r.text("endpoint"), "endpoint").map_err(bad)?,
+        endpoint: Endpoint::stored(&r.text("endpoint"), "endpoint").map_err(bad)?,
         host_key: Secret::new(r.text("host_key")),
         description: r.text("description"),
     })
