@@ -2110,15 +2110,6 @@ async fn the_stores_transactions_read_committed_whatever_the_servers_default() {
         .await
         .unwrap();
     assert_eq!(level.as_deref(), Some("read committed"));
-    let writes: Vec<_> = (0..8)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move { store.upsert_clients(&[client(i, i as u8)]).await })
-        })
-        .collect();
-    for write in writes {
-        write.await.unwrap().unwrap();
-    }
 }
 
 /// A depot registered with a URL path or user-info by an older version
