@@ -334,6 +334,7 @@ async fn remote_mode_measures_a_running_site_over_tls_and_leaves_it_as_it_was() 
     );
     assert_eq!(r["mode"], "remote");
     assert_eq!(r["failures"], serde_json::json!([]), "{r:#}");
+    assert_eq!(r["error"], Value::Null, "{r:#}");
     assert_eq!(u(&r["bulk"][0]["delivered"]), 300);
     if boot {
         assert_eq!(u(&r["boot"][0]["turned_none"]), 300);
@@ -423,6 +424,7 @@ async fn interrupted_in_remote_mode_deletes_everything_it_created(signal: &str) 
     assert!(!out.status.success(), "an interrupted run does not pass");
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
     let r = report(&out);
+    assert_eq!(r["error"], "interrupted", "the JSON says why: {r:#}");
     assert_eq!(r["cleanup"]["verified"], true, "{r:#}");
     let run_id = r["run_id"].as_str().unwrap();
     assert_eq!(leftovers(&lab, run_id).await, Vec::<String>::new());

@@ -97,6 +97,10 @@ pub struct Report {
     pub cleanup: Option<Cleanup>,
     /// `bulk` again on a second store (`--compare-database`).
     pub compared: Option<Compared>,
+    /// Why the run failed, if it did other than by `failures` (interrupted,
+    /// a role that exited, a clean-up left to be done by hand): a program
+    /// reading the JSON learns it without the exit code and stderr.
+    pub error: Option<String>,
 }
 
 /// `bulk` on a second store, in the same run.

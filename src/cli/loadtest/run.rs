@@ -129,6 +129,9 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         outcome = second_outcome;
     }
     report.compute_ratios();
+    if let Err(error) = &outcome {
+        report.error = Some(error.to_string());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

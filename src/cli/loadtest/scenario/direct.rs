@@ -5,7 +5,7 @@
 //! same way. Writes are cross-checked with the depot's write counter.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -68,7 +68,10 @@ where
     Fut: Future<Output = Result<(), tonic::Status>>,
 {
     let start = Instant::now();
-    let results: Vec<(Duration, Result<(), tonic::Status>)> = futures::stream::iter(0..calls)
+    // Each call counted as it ends: a list of every call's result (a
+    // status is ~200 bytes) grew to hundreds of MB at millions of calls,
+    // and into the load test's own peak RSS.
+    let (latencies, first_error) = futures::stream::iter(0..calls)
         .map(|i| {
             let fut = call(i);
             async move {
@@ -78,21 +81,22 @@ where
             }
         })
         .buffer_unordered(concurrency)
-        .collect()
+        .fold(
+            (Latencies::new(), None),
+            |(mut latencies, mut first_error), (took, r)| async move {
+                match r {
+                    Ok(()) => latencies.record(took),
+                    Err(s) => {
+                        first_error.get_or_insert_with(|| {
+                            format!("{}: {}", crate::status::code_name(s.code()), s.message())
+                        });
+                    }
+                }
+                (latencies, first_error)
+            },
+        )
         .await;
     let seconds = start.elapsed().as_secs_f64().max(1e-6);
-    let mut latencies = Latencies::new();
-    let mut first_error = None;
-    for (took, r) in results {
-        match r {
-            Ok(()) => latencies.record(took),
-            Err(s) => {
-                first_error.get_or_insert_with(|| {
-                    format!("{}: {}", crate::status::code_name(s.code()), s.message())
-                });
-            }
-        }
-    }
     Driven {
         calls,
         concurrency,
