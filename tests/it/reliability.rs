@@ -1078,6 +1078,21 @@ impl Drop for Mount {
     }
 }
 
+/// Fills the file system of `dir` with a file of zeros; returns it.
+fn fill_up(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    loop {
+        match f.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => return filler,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+}
+
 /// A full file system under the PXE directory: a push fails whole (the
 /// depot's INTERNAL, retried) — no config file, no temporary, nothing for
 /// a TFTP client to find — and lands once there is space again.
@@ -1098,19 +1113,7 @@ async fn a_full_pxe_file_system_fails_a_push_whole_and_it_lands_later() {
     assert!(holds_client(&site.dirs, 0) && holds_client(&site.dirs, 1));
 
     // Fill it.
-    let filler = site.dirs.pxe.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 4096];
-        loop {
-            match f.write_all(&chunk) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break,
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-    }
+    let filler = fill_up(&site.dirs.pxe);
     set_actions(&mut admin, 2..3, "setup").await;
     wait_for("the push fails", 30, || {
         let mut admin = admin.clone();
@@ -1169,19 +1172,7 @@ async fn a_reconciliation_that_cannot_write_is_made_again_once_it_can() {
     for name in dirs.files() {
         std::fs::remove_file(dirs.pxe.join(name)).unwrap();
     }
-    let filler = dirs.pxe.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 4096];
-        loop {
-            match f.write_all(&chunk) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break,
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-    }
+    let filler = fill_up(&dirs.pxe);
     let depot = depot_again.start().await;
     depot.wait_log("the pass is made again", 60).await;
     assert!(held(&dirs, 2).is_empty());

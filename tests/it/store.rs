@@ -1752,13 +1752,16 @@ async fn a_write_naming_one_thing_twice_takes_the_last(engine: Engine) {
         .upsert_depots(&[new_depot(a, "k"), new_depot(b, "k"), new_depot(a, "k2")])
         .await
         .unwrap();
-    let depots = store.depots().await.unwrap();
-    let key_of = |id: &str| {
-        let d = depots.iter().find(|d| d.id.as_str() == id).unwrap();
-        d.host_key.expose().to_owned()
+    let key_of = |id: &'static str| {
+        let store = &store;
+        async move {
+            let depots = store.depots().await.unwrap();
+            let d = depots.iter().find(|d| d.id.as_str() == id).unwrap();
+            d.host_key.expose().to_owned()
+        }
     };
-    assert_eq!(key_of(a), "host-key-k2-0123456789abcdef");
-    assert_eq!(key_of(b), "host-key-k-0123456789abcdef");
+    assert_eq!(key_of(a).await, "host-key-k2-0123456789abcdef");
+    assert_eq!(key_of(b).await, "host-key-k-0123456789abcdef");
     // A stored depot gives up its key in the write that gives it to another.
     store
         .upsert_depots(&[new_depot(b, "k3"), new_depot(a, "k4")])
@@ -1768,12 +1771,7 @@ async fn a_write_naming_one_thing_twice_takes_the_last(engine: Engine) {
         .upsert_depots(&[new_depot(b, "k4"), new_depot(a, "k5")])
         .await
         .unwrap();
-    let depots = store.depots().await.unwrap();
-    let key_of = |id: &str| {
-        let d = depots.iter().find(|d| d.id.as_str() == id).unwrap();
-        d.host_key.expose().to_owned()
-    };
-    assert_eq!(key_of(b), "host-key-k4-0123456789abcdef");
+    assert_eq!(key_of(b).await, "host-key-k4-0123456789abcdef");
     // One that keeps it is still refused.
     let err = store
         .upsert_depots(&[new_depot(a, "k4")])
