@@ -1078,6 +1078,27 @@ impl Drop for Mount {
     }
 }
 
+impl Site {
+    /// A site of `clients` whose depot's PXE directory is a 256 KiB tmpfs
+    /// (unmount it before the site's directories go), clients 0 and 1
+    /// delivered; `None` where mounting cannot be done — never in CI.
+    async fn on_a_small_tmpfs(clients: u32) -> Option<(Self, Mount)> {
+        if !as_root("mounting a small tmpfs") {
+            return None;
+        }
+        let mut mounted = None;
+        let site = Site::start_with(clients, |launch, dirs| {
+            mounted = Some(Mount::tmpfs(&dirs.pxe, "size=256k,mode=755"));
+            launch
+        })
+        .await;
+        let mut admin = site.admin().await;
+        set_actions(&mut admin, 0..2, "setup").await;
+        wait_state(&admin, 0..2, S::Delivered, 60).await;
+        Some((site, mounted.expect("mounted")))
+    }
+}
+
 /// Fills the file system of `dir` with a file of zeros; returns it.
 fn fill_up(dir: &Path) -> std::path::PathBuf {
     use std::io::Write;
@@ -1098,18 +1119,10 @@ fn fill_up(dir: &Path) -> std::path::PathBuf {
 /// a TFTP client to find — and lands once there is space again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pxe_file_system_fails_a_push_whole_and_it_lands_later() {
-    if !as_root("mounting a small tmpfs") {
+    let Some((site, mounted)) = Site::on_a_small_tmpfs(3).await else {
         return;
-    }
-    let mut mounted = None;
-    let site = Site::start_with(3, |launch, dirs| {
-        mounted = Some(Mount::tmpfs(&dirs.pxe, "size=256k,mode=755"));
-        launch
-    })
-    .await;
+    };
     let mut admin = site.admin().await;
-    set_actions(&mut admin, 0..2, "setup").await;
-    wait_state(&admin, 0..2, S::Delivered, 60).await;
     assert!(holds_client(&site.dirs, 0) && holds_client(&site.dirs, 1));
 
     // Fill it.
@@ -1147,18 +1160,9 @@ async fn a_full_pxe_file_system_fails_a_push_whole_and_it_lands_later() {
 /// pushed them again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconciliation_that_cannot_write_is_made_again_once_it_can() {
-    if !as_root("mounting a small tmpfs") {
+    let Some((site, mounted)) = Site::on_a_small_tmpfs(2).await else {
         return;
-    }
-    let mut mounted = None;
-    let site = Site::start_with(2, |launch, dirs| {
-        mounted = Some(Mount::tmpfs(&dirs.pxe, "size=256k,mode=755"));
-        launch
-    })
-    .await;
-    let mut admin = site.admin().await;
-    set_actions(&mut admin, 0..2, "setup").await;
-    wait_state(&admin, 0..2, S::Delivered, 60).await;
+    };
     let Site {
         root: _root,
         dirs,
