@@ -813,6 +813,72 @@ async fn large_bundles_go_in_several_batches_and_all_land() {
     }
 }
 
+/// A bundle larger than a depot takes in one message (1,000 properties of
+/// 4,000 bytes and 100 append items of 4,000: ~4.4 MB, each within its
+/// limit) is refused without a call, saying why and what to change, on both
+/// the batch and the unary call; the depot's other clients get their
+/// configs. It used to be sent, ~4 MB at each retry, for the depot to
+/// refuse it OUT_OF_RANGE ("decoded message length too large").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_too_large_for_one_message_is_refused_and_the_depot_stays_up() {
+    let db = tempfile::tempdir().unwrap();
+    let server = TestConfigServer::start_pushing(&db.path().join("db"), fast_dispatch()).await;
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(linked_depot_config(&dirs, 1, &server.url(), false)).await;
+    let mut admin = server.admin().await;
+    seed(&mut admin, &[(1, depot.url())], 3, |_| 1).await;
+    let value = "x".repeat(4000);
+    admin
+        .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {
+            product_property_states: (0..1000)
+                .map(|p| proto::ProductPropertyState {
+                    object_id: "client0.example.org".into(),
+                    product_id: "win10-x64".into(),
+                    property_id: format!("big{p}"),
+                    values: vec![value.clone()],
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    admin
+        .upsert_config_states(proto::UpsertConfigStatesRequest {
+            config_states: vec![proto::ConfigState {
+                object_id: "client0.example.org".into(),
+                config_id: "opsi-linux-bootimage.append".into(),
+                values: (0..100).map(|i| format!("k{i}={value}")).collect(),
+            }],
+        })
+        .await
+        .unwrap();
+    // Client 0 alone first (a batch of one, or a unary call), then with the
+    // others.
+    set_actions(&mut admin, [0], "setup").await;
+    wait_for("client 0's refusal", 30, || {
+        let mut admin = admin.clone();
+        async move { !status(&mut admin, 0).await.deliveries[0].error.is_empty() }
+    })
+    .await;
+    set_actions(&mut admin, 0..3, "once").await;
+    wait_for_depots(&admin, "clients 1 and 2 delivered", |d| d.delivered == 2).await;
+    let error = status(&mut admin, 0).await.deliveries[0].error.clone();
+    assert!(
+        error.contains("more than the 4193280 a depot takes"),
+        "{error}"
+    );
+    assert!(!dirs.pxe.join(mac_file(0)).exists());
+    for n in 1..3 {
+        assert!(dirs.pxe.join(mac_file(n)).exists(), "client {n}");
+    }
+    let listed = depots(&mut admin).await;
+    assert!(listed[0].reachable, "{listed:?}");
+    assert_eq!(
+        depot_calls(&depot, "BatchSetPxeConfigs", "OutOfRange")
+            + depot_calls(&depot, "SetPxeConfig", "OutOfRange"),
+        0
+    );
+}
+
 /// How many calls of the Depot service's `rpc` `depot` answered with `code`.
 fn depot_calls(depot: &TestDepot, rpc: &str, code: &str) -> u64 {
     counter(

@@ -142,7 +142,7 @@ async fn push_in(
                     template = used;
                     PushResult::Delivered
                 }
-                Err(status) => classify(&status, path),
+                Err(result) => result,
             };
             (op, path, result)
         }
@@ -178,7 +178,8 @@ pub(super) fn batchable(loaded: &Loaded) -> bool {
 /// Sends `batch` (sets with their bundles, see [`batchable`]) in one
 /// `BatchSetPxeConfigs` — or a few, when the bundles together exceed
 /// [`MAX_BATCH_BYTES`]: each push's result is classified exactly as its own
-/// `SetPxeConfig`'s would be. A depot that answers UNIMPLEMENTED gets each
+/// `SetPxeConfig`'s would be, and one too large to send is refused without
+/// a call, as there. A depot that answers UNIMPLEMENTED gets each
 /// push as `SetPxeConfig` at once, the way `capability` says.
 pub(super) async fn push_batch(
     client: DepotClient,
@@ -198,18 +199,22 @@ pub(super) async fn push_batch(
             span
         })
         .collect();
-    let sized = batch.into_iter().zip(spans).map(|(loaded, span)| {
-        let push = wire_push(&loaded, &span, &epoch);
-        let size = prost::Message::encoded_len(&push);
-        (Batched { loaded, push, span }, size)
-    });
-    let sent = chunks(sized, MAX_BATCH_BYTES)
-        .into_iter()
-        .map(|chunk| send_chunk(client.clone(), chunk, capability, epoch.clone()));
     let mut outcome = BatchOutcome {
         outcomes: Vec::new(),
         refused: false,
     };
+    let mut sized = Vec::with_capacity(batch.len());
+    for (loaded, span) in batch.into_iter().zip(spans) {
+        let push = wire_push(&loaded, &span, &epoch);
+        let size = prost::Message::encoded_len(&push);
+        match too_large(size) {
+            Some(refused) => outcome.outcomes.push(batched(loaded, refused, None)),
+            None => sized.push((Batched { loaded, push, span }, size)),
+        }
+    }
+    let sent = chunks(sized, MAX_BATCH_BYTES)
+        .into_iter()
+        .map(|chunk| send_chunk(client.clone(), chunk, capability, epoch.clone()));
     for chunk in futures::future::join_all(sent).await {
         outcome.outcomes.extend(chunk.outcomes);
         outcome.refused |= chunk.refused;
@@ -389,20 +394,20 @@ struct Push<'a> {
 
 /// The RPC of `job` on `path`, in the caller's `push` span. A remove is
 /// the same RPC on both paths; only a set differs (the whole bundle, or
-/// the FQDN to look up).
+/// the FQDN to look up). A failure comes classified.
 async fn call(
     mut client: DepotClient,
     push: Push<'_>,
     job: Job,
     path: PushPath,
-) -> Result<Option<UsedTemplate>, tonic::Status> {
+) -> Result<Option<UsedTemplate>, PushResult> {
     let Push {
         fqdn,
         revision,
         epoch,
     } = push;
     let fqdn = fqdn.to_owned();
-    match (job, path) {
+    let answer = match (job, path) {
         (Job::Remove, _) => {
             let request = proto::RemovePxeConfigRequest {
                 fqdn,
@@ -420,20 +425,42 @@ async fn call(
                 revision,
                 epoch,
             };
-            let answer = client
+            client
                 .set_pxe_config_by_fqdn(crate::telemetry::request(request))
-                .await?;
-            Ok(used_template(answer.into_inner().into()))
+                .await
+                .map(|answer| used_template(answer.into_inner().into()))
         }
         (Job::Set(bundle), PushPath::New) => {
             let mut request = proto::ClientBundle::from(bundle.as_ref());
             request.epoch = epoch;
-            let answer = client
+            if let Some(refused) = too_large(prost::Message::encoded_len(&request)) {
+                return Err(refused);
+            }
+            client
                 .set_pxe_config(crate::telemetry::request(request))
-                .await?;
-            Ok(used_template(answer.into_inner()))
+                .await
+                .map(|answer| used_template(answer.into_inner()))
         }
-    }
+    };
+    answer.map_err(|status| classify(&status, path))
+}
+
+/// The largest bundle sent, in bytes. A depot takes messages of up to
+/// gRPC's usual 4 MiB (tonic's default limit); a batched bundle goes
+/// wrapped in a push and the request (a few bytes and a traceparent), hence
+/// the kibibyte to spare. A larger one is refused here, saying what to
+/// change: sent, it crossed the network at each retry for the depot to
+/// answer OUT_OF_RANGE ("decoded message length too large").
+pub(super) const MAX_BUNDLE_BYTES: usize = (4 << 20) - 1024;
+
+/// The refusal of a bundle of `size` bytes, if it is too large to send.
+fn too_large(size: usize) -> Option<PushResult> {
+    (size > MAX_BUNDLE_BYTES).then(|| {
+        PushResult::Unbuilt(format!(
+            "the bundle is {size} bytes, more than the {MAX_BUNDLE_BYTES} a depot takes in one \
+             message: fewer or shorter property values or bootimage append items"
+        ))
+    })
 }
 
 /// The template a set's answer names; none when nothing was written (the
