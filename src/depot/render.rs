@@ -11,7 +11,8 @@
 //!   `service` ending in `/rpc`, then every `opsi-linux-bootimage.append`
 //!   item (`key=value` or a bare flag; keys lower-cased; a later key replaces
 //!   the value of an earlier one in its place); `bootimagerootpassword=X`
-//!   becomes `pwh=<sha512-crypt of X>` in that item's place, and in every
+//!   becomes `pwh=<sha512-crypt of X>` in that item's place (an empty X,
+//!   or a later empty one, none), and in every
 //!   `pwh` value each `$` is written `\$` so that the boot loader passes it
 //!   on literally. As in opsi, both key names match as substrings.
 //!
@@ -240,6 +241,14 @@ fn extend(out: &mut String, from: usize, kind: KernelLine, params: &str) {
 struct Params(Vec<(String, Option<String>)>);
 
 impl Params {
+    fn get(&self, key: &str) -> Option<&Option<String>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
     fn set(&mut self, key: &str, value: Option<String>) {
         match self.0.iter_mut().find(|(k, _)| k == key) {
             Some(entry) => entry.1 = value,
@@ -358,16 +367,26 @@ impl Renderer {
         // the one before: only it is hashed (hashing each was work a caller
         // could pile up), at the place of the first.
         let mut password = None;
+        // Whether `pwh` is only the place kept for the password's hash.
+        let mut placeholder = false;
         for item in &bundle.bootimage_append {
             match self.append_item(&mut params, item) {
-                Appended::Password(given) => password = Some(given),
+                Appended::Password(given, placed) => {
+                    placeholder |= placed;
+                    password = Some(given);
+                }
                 // A later `pwh` replaces the password's hash, as before.
-                Appended::Pwh => password = None,
+                Appended::Pwh => (password, placeholder) = (None, false),
+                // …and a later empty password the one before it, as its
+                // value replaces the earlier one's in opsipxeconfd's map.
+                Appended::NoPassword => password = None,
                 Appended::Other => {}
             }
         }
-        if let Some(password) = password {
-            params.set("pwh", Some(self.password_hash(password)?));
+        match password {
+            Some(password) => params.set("pwh", Some(self.password_hash(password)?)),
+            None if placeholder => params.remove("pwh"),
+            None => {}
         }
         Ok(params.to_text())
     }
@@ -387,12 +406,13 @@ impl Renderer {
         if key.contains("bootimagerootpassword") {
             // An empty password would be a root login without one: no pwh.
             if value.is_empty() {
-                return Appended::Other;
+                return Appended::NoPassword;
             }
-            if !params.0.iter().any(|(k, _)| k == "pwh") {
+            let placed = params.get("pwh").is_none();
+            if placed {
                 params.set("pwh", None);
             }
-            return Appended::Password(value);
+            return Appended::Password(value, placed);
         }
         // opsi writes `key=` with an empty value as the bare flag.
         let pwh = key == "pwh";
@@ -428,8 +448,11 @@ impl Renderer {
 
 /// What an append item was.
 enum Appended<'a> {
-    /// A root password (not empty).
-    Password(&'a str),
+    /// A root password (not empty), and whether its item put the place of
+    /// its hash on the line.
+    Password(&'a str, bool),
+    /// An empty root password.
+    NoPassword,
     /// A `pwh` of its own.
     Pwh,
     /// Anything else.
@@ -905,6 +928,41 @@ macaddress=00:16:3e:aa:bb:cc service={written}\n"
         assert_eq!(
             render("append\n", &["bootimagerootpassword=", "a=1"]),
             vec![format!("append {BASE} a=1")]
+        );
+        // A later empty password replaces an earlier one (opsipxeconfd's
+        // map keeps the last value): no hash of the earlier one...
+        assert_eq!(
+            render(
+                "append\n",
+                &["bootimagerootpassword=pw", "a=1", "bootimagerootpassword="]
+            ),
+            vec![format!("append {BASE} a=1")]
+        );
+        // ...a given pwh stays, and a password after the empty one counts.
+        assert_eq!(
+            render(
+                "append\n",
+                &[
+                    "pwh=$6$s$h",
+                    "bootimagerootpassword=pw",
+                    "bootimagerootpassword="
+                ]
+            ),
+            vec![format!("append {BASE} pwh=\\$6\\$s\\$h")]
+        );
+        let line = &render(
+            "append\n",
+            &[
+                "bootimagerootpassword=pw",
+                "bootimagerootpassword=",
+                "a=1",
+                "bootimagerootpassword=pw2",
+            ],
+        )[0];
+        let hash = pwh_of(line);
+        assert_eq!(
+            line,
+            &format!("append {BASE} pwh={} a=1", hash.replace('$', "\\$"))
         );
         // Like opsi, variant key names match as substrings.
         let line = &render(
