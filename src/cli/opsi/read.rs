@@ -27,6 +27,13 @@ fn is_envelope(o: &serde_json::Map<String, Value>) -> bool {
         && (o.contains_key("result") || o.contains_key("error"))
 }
 
+/// Whether `path`'s name ends in `.json`, in any case (`DUMP.JSON` from a
+/// Windows share too).
+fn json_named(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
 /// The files behind `paths`: files as given, directories' `*.json` files
 /// in name order.
 fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
@@ -40,7 +47,7 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
         let mut found: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+            .filter(|p| p.is_file() && json_named(p))
             .collect();
         if found.is_empty() {
             return Err(format!("{}: no .json files in this directory", path.display()).into());
@@ -274,7 +281,7 @@ pub fn is_opsi_dump(path: &Path) -> Result<bool, CliError> {
     if path.is_dir() {
         return Ok(true);
     }
-    if path.extension().is_some_and(|e| e != "json") {
+    if path.extension().is_some() && !json_named(path) {
         return Ok(false);
     }
     let name = path.display();
@@ -457,5 +464,22 @@ mod tests {
         assert!(looks_like_opsi(
             &json!({"id": 1, "result": [], "error": null})
         ));
+    }
+
+    #[test]
+    fn a_directorys_json_files_are_found_in_any_case() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.json", "A.JSON", "c.Json", "notes.txt", "json"] {
+            std::fs::write(dir.path().join(name), "[]").unwrap();
+        }
+        let found = files(&[dir.path().to_owned()]).unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(names, ["A.JSON", "b.json", "c.Json"]);
+        let upper = dir.path().join("A.JSON");
+        assert!(is_opsi_dump(&upper).unwrap());
+        assert!(!is_opsi_dump(&dir.path().join("notes.txt")).unwrap());
     }
 }
