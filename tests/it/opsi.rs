@@ -240,6 +240,7 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
         ("clients", 7, 7, 0),
         ("config states", 12, 10, 2),
         ("product property states", 4, 3, 1),
+        ("product properties", 6, 4, 2),
         ("product on clients", 11, 8, 3),
         ("other objects", 1, 0, 1),
     ];
@@ -256,7 +257,7 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
         "seven clients written"
     );
     assert_eq!(
-        out["kinds"][8]["why_skipped"],
+        out["kinds"][9]["why_skipped"],
         json!({"localboot (pxeconf serves netboot)": 3})
     );
     // Five clients have an action their depot can serve; pc-ham-003's is blocked.
@@ -282,11 +283,12 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
         peek(&site.pxe(ber).join("4c4c4544-0042-3110-8030-b1c04f000001")),
         peek(&site.pxe(ber).join("01-00-16-3e-b1-00-01"))
     );
-    // The product's own pxelinux template; Berlin has no `passes`.
+    // The product's own pxelinux template; Berlin has no `passes` of its own:
+    // the property's default (opsi's fallback), imported as Berlin's state.
     wait_content(
         &site.pxe(ber).join("01-00-16-3e-b1-00-02"),
         &memtest(
-            "%passes%",
+            "1",
             &kernel(
                 "pc-ber-002",
                 "0b1e2d3c4f5a69788796a5b4c3d2e102",
@@ -297,7 +299,8 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
         ),
     )
     .await;
-    // Hamburg: a UEFI client (grub), Hamburg's append value with a space split in two.
+    // Hamburg: a UEFI client (grub), Hamburg's append value with a space split in two,
+    // the default lang of Hamburg's older win10-x64.
     let append = "acpi=off noapic vga=normal";
     wait_content(
         &site.pxe(ham).join("01-00-16-3e-4a-00-01"),
@@ -312,7 +315,7 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
                     DEFAULT_URL
                 )
             ),
-            "%lang%",
+            "en-GB",
         ),
     )
     .await;
@@ -381,7 +384,7 @@ async fn an_opsi_dump_imports_in_one_transaction_and_the_depots_write_what_opsi_
                 DEFAULT_URL
             )
         ),
-        "%lang%",
+        "en-GB",
     );
     wait_content(&ham2, &win10).await;
     let s = site.status("pc-ham-002.example.org").await.unwrap();

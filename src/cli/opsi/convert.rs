@@ -3,6 +3,9 @@
 //! - localboot products, and their product-on-depots, product-on-clients
 //!   and property states (pxeconf serves netboot only);
 //! - configs and config states other than the four a PXE config depends on;
+//! - a product property's default where every depot with its product
+//!   version has a state of its own (elsewhere the default becomes the
+//!   depot's state, as opsi falls back to it);
 //! - objects naming something the dump does not have (a state of a deleted
 //!   client, a product-on-depot of an unknown version);
 //! - object types pxeconf has no use for (groups, licenses …);
@@ -40,7 +43,7 @@ pub struct KindCount {
 }
 
 /// The kinds in the order a summary lists them: (kind, section).
-const KINDS: [(&str, &str); 10] = [
+const KINDS: [(&str, &str); 11] = [
     ("configs", "configs"),
     ("depots", "depots"),
     ("netboot products", "products"),
@@ -49,6 +52,7 @@ const KINDS: [(&str, &str); 10] = [
     ("clients", "clients"),
     ("config states", "config_states"),
     ("product property states", "product_property_states"),
+    ("product properties", "product_property_states"),
     ("product on clients", "action_requests"),
     ("other objects", ""),
 ];
@@ -79,6 +83,15 @@ impl Converted {
         c.imported += 1;
         let section = c.section;
         self.idents.entry(section).or_default().push(ident);
+    }
+
+    /// One object of `kind` imported as `idents` items of its section.
+    fn imported_as(&mut self, kind: &'static str, idents: Vec<String>) {
+        let c = self.count(kind);
+        c.in_dump += 1;
+        c.imported += 1;
+        let section = c.section;
+        self.idents.entry(section).or_default().extend(idents);
     }
 
     fn skipped(&mut self, kind: &'static str, why: impl Into<String>) {
@@ -152,13 +165,16 @@ pub fn convert(objects: Vec<Object>, endpoints: &DepotEndpoints) -> Result<Conve
     for object in products {
         product(&mut out, &mut known, object);
     }
-    let mut pocs = Vec::new();
+    let (mut pocs, mut properties) = (Vec::new(), Vec::new());
     for object in rest {
         match object {
             Object::ProductOnClient(poc) => pocs.push(poc),
+            Object::Property(p) => properties.push(p),
             other => dependent(&mut out, &mut known, other),
         }
     }
+    // After the depots' own states, which they keep.
+    defaults(&mut out, &mut known, properties);
     actions(&mut out, &known, pocs);
     Ok(out)
 }
@@ -438,6 +454,84 @@ fn property_state(out: &mut Converted, known: &mut Known, s: objects::ProductPro
         });
 }
 
+/// Product properties' default values as the states of the depots that
+/// have the property's product version and no state of it of their own.
+/// opsipxeconfd reads a client's values with defaults
+/// (`productPropertyState_getValues`): the client's state, else its depot's,
+/// else the property's default; pxeconf falls back from the client to the
+/// depot only, so without this a template's `%id%` stayed literal where opsi
+/// wrote the default.
+fn defaults(out: &mut Converted, known: &mut Known, properties: Vec<objects::ProductProperty>) {
+    const KIND: &str = "product properties";
+    let mut on_depots: HashMap<(&str, &str, &str), Vec<String>> = HashMap::new();
+    for p in &out.inventory.product_on_depots {
+        let version = (
+            p.product_id.as_str(),
+            p.product_version.as_str(),
+            p.package_version.as_str(),
+        );
+        on_depots
+            .entry(version)
+            .or_default()
+            .push(p.depot_id.clone());
+    }
+    let mut states = Vec::new();
+    let mut outcomes = Vec::with_capacity(properties.len());
+    for p in properties {
+        let product = id(&p.product_id);
+        let version = (
+            product.as_str(),
+            p.product_version.as_str(),
+            p.package_version.as_str(),
+        );
+        let depots = on_depots.get(&version);
+        let why = product_gap(known, "", &product)
+            .or_else(|| {
+                let key = format!(
+                    "pp;{product};{};{};{}",
+                    p.product_version, p.package_version, p.property_id
+                );
+                (!known.seen.insert(key)).then_some("repeated in the dump")
+            })
+            .or_else(|| {
+                depots
+                    .is_none()
+                    .then_some("its product version is on no depot of the dump")
+            });
+        if let Some(why) = why {
+            outcomes.push(Err(why));
+            continue;
+        }
+        let mut idents = Vec::new();
+        for depot in depots.into_iter().flatten() {
+            if !known
+                .seen
+                .insert(format!("pps;{depot};{product};{}", p.property_id))
+            {
+                continue;
+            }
+            idents.push(format!("{product} {} default on {depot}", p.property_id));
+            states.push(proto::ProductPropertyState {
+                object_id: depot.clone(),
+                product_id: product.clone(),
+                property_id: p.property_id.clone(),
+                values: p.default_values.clone(),
+            });
+        }
+        outcomes.push(match idents.is_empty() {
+            true => Err("every depot with its product version has a state of it"),
+            false => Ok(idents),
+        });
+    }
+    out.inventory.product_property_states.extend(states);
+    for outcome in outcomes {
+        match outcome {
+            Ok(idents) => out.imported_as(KIND, idents),
+            Err(why) => out.skipped(KIND, why),
+        }
+    }
+}
+
 /// Netboot product-on-clients as action requests, oldest first by
 /// `modificationTime` (its text sorts as its time), so the one set last in
 /// opsi is the newest.
@@ -557,6 +651,7 @@ mod tests {
                 ("clients", 7, 7, 0),
                 ("config states", 12, 10, 2),
                 ("product property states", 4, 3, 1),
+                ("product properties", 6, 4, 2),
                 ("product on clients", 11, 8, 3),
                 ("other objects", 1, 0, 1),
             ]
@@ -569,6 +664,51 @@ mod tests {
                 .why_skipped
                 .clone()
         };
+        // Defaults for the depots with the property's version and no state
+        // of their own (Berlin keeps its lang, Hamburg its passes).
+        let defaults: Vec<(&str, &str, &str, Vec<String>)> = c.inventory.product_property_states
+            [3..]
+            .iter()
+            .map(|s| {
+                (
+                    s.object_id.as_str(),
+                    s.product_id.as_str(),
+                    s.property_id.as_str(),
+                    s.values.clone(),
+                )
+            })
+            .collect();
+        let (cs, ber, ham) = (
+            "opsi.example.org",
+            "depot-berlin.example.org",
+            "depot-hamburg.example.org",
+        );
+        let v = |s: &str| vec![s.to_owned()];
+        assert_eq!(
+            defaults,
+            vec![
+                (cs, "win10-x64", "lang", v("en-US")),
+                (cs, "win10-x64", "askbeforeinst", v("true")),
+                (ber, "win10-x64", "askbeforeinst", v("true")),
+                (ham, "win10-x64", "lang", v("en-GB")),
+                (cs, "memtest86", "passes", v("1")),
+                (ber, "memtest86", "passes", v("1")),
+            ]
+        );
+        assert_eq!(
+            c.ident("product_property_states", 8),
+            Some("memtest86 passes default on depot-berlin.example.org")
+        );
+        assert_eq!(
+            why("product properties"),
+            BTreeMap::from([
+                (
+                    "its product version is on no depot of the dump".to_owned(),
+                    1
+                ),
+                ("localboot (pxeconf serves netboot)".to_owned(), 1),
+            ])
+        );
         assert_eq!(
             why("config states"),
             BTreeMap::from([

@@ -175,6 +175,28 @@ pub struct ProductPropertyState {
     pub values: Vec<String>,
 }
 
+/// `UnicodeProductProperty` and `BoolProductProperty`: a property of one
+/// version of a product, with its default values.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProductProperty {
+    /// The product.
+    #[serde(deserialize_with = "text")]
+    pub product_id: String,
+    /// Product version.
+    #[serde(deserialize_with = "text")]
+    pub product_version: String,
+    /// Package version.
+    #[serde(deserialize_with = "text")]
+    pub package_version: String,
+    /// The property.
+    #[serde(deserialize_with = "text")]
+    pub property_id: String,
+    /// What a client or depot without a state of its own has.
+    #[serde(deserialize_with = "texts")]
+    pub default_values: Vec<String>,
+}
+
 /// An opsi object of a type pxeconf knows, by its `type`.
 #[derive(Debug, Clone)]
 pub enum Object {
@@ -196,6 +218,8 @@ pub enum Object {
     ConfigState(ConfigState),
     /// `ProductPropertyState`.
     PropertyState(ProductPropertyState),
+    /// `UnicodeProductProperty` or `BoolProductProperty`.
+    Property(ProductProperty),
     /// Any other type (groups, licenses, …), by name.
     Other(String),
 }
@@ -222,6 +246,9 @@ impl Object {
             "UnicodeConfig" | "BoolConfig" => Object::Config(parse(value, &kind)?),
             "ConfigState" => Object::ConfigState(parse(value, &kind)?),
             "ProductPropertyState" => Object::PropertyState(parse(value, &kind)?),
+            "UnicodeProductProperty" | "BoolProductProperty" | "ProductProperty" => {
+                Object::Property(parse(value, &kind)?)
+            }
             _ => Object::Other(kind),
         })
     }
