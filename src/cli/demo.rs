@@ -34,8 +34,9 @@ pub struct DemoArgs {
     #[arg(long, default_value = "pxeconf-demo")]
     pub dir: PathBuf,
     /// The store: a PostgreSQL URL (`postgres://…`) or a SQLite file
-    /// [default: pxeconf.db in --dir].
-    #[arg(long, env = "PXECONF_DATABASE")]
+    /// [default: pxeconf.db in --dir]. A flag only: a site's
+    /// PXECONF_DATABASE must not receive the demo's clients.
+    #[arg(long)]
     pub database: Option<String>,
     /// Share of the clients whose config is then read through TFTP.
     #[arg(long, default_value_t = 0.1)]

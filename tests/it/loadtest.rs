@@ -769,3 +769,35 @@ async fn site_products_are_refused_against_a_running_site() {
         "{stderr}"
     );
 }
+
+/// The TLS variables a shell keeps for the admin verbs (README's
+/// "Operator verbs") are for runs against a site: a self-contained run
+/// ignores them — it failed with "--tls-ca goes with --configserver" — and
+/// the flag itself is still refused there. (Both runs stop at a later
+/// check, before anything starts.)
+#[test]
+fn a_self_contained_run_ignores_the_tls_variables_but_not_the_flag() {
+    let run = |args: &[&str]| {
+        let out = pxeconf_command()
+            .arg("loadtest")
+            .args(args)
+            .env("PXECONF_TLS_CA", "/etc/pxeconf/tls/ca.pem")
+            .env("PXECONF_TLS_CERT", "/etc/pxeconf/tls/admin.pem")
+            .env("PXECONF_TLS_KEY", "/etc/pxeconf/tls/admin.key")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(&["--tftp", "depot1=127.0.0.1:69"]);
+    assert!(
+        stderr.contains("--tftp and --metrics-url go with --configserver"),
+        "{stderr}"
+    );
+    let stderr = run(&["--tls-ca", "/tmp/ca.pem"]);
+    assert!(
+        stderr.contains("--tls-ca goes with --configserver"),
+        "{stderr}"
+    );
+}

@@ -136,14 +136,17 @@ pub struct LoadtestArgs {
     #[arg(long)]
     pub depot_key_file: Option<PathBuf>,
     /// With --configserver over https://: PEM CA certificate(s) trusted for
-    /// the configserver and the depots (their certificates' issuer).
-    #[arg(long, env = "PXECONF_TLS_CA")]
+    /// the configserver and the depots (their certificates' issuer); with
+    /// --configserver, else PXECONF_TLS_CA.
+    #[arg(long)]
     pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate, for servers that ask for one (with --tls-key).
-    #[arg(long, env = "PXECONF_TLS_CERT", requires = "tls_key")]
+    /// PEM client certificate, for servers that ask for one (with --tls-key);
+    /// with --configserver, else PXECONF_TLS_CERT.
+    #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "PXECONF_TLS_KEY", requires = "tls_cert")]
+    /// PEM private key of --tls-cert; with --configserver, else
+    /// PXECONF_TLS_KEY.
+    #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Give up waiting for deliveries, reads or clean-up after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
@@ -174,6 +177,32 @@ impl LoadtestArgs {
     /// Whether `scenario` runs.
     pub fn runs(&self, scenario: Scenario) -> bool {
         self.scenarios().contains(&scenario)
+    }
+
+    /// Takes the TLS files a run against a site has no flag for from
+    /// `PXECONF_TLS_CA`, `PXECONF_TLS_CERT` and `PXECONF_TLS_KEY`. Only
+    /// then: a self-contained run's roles talk plaintext on loopback, and
+    /// the variables a shell keeps for the admin verbs must not fail it.
+    pub fn tls_from_env(&mut self) -> Result<(), String> {
+        if self.configserver.is_none() {
+            return Ok(());
+        }
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if self.tls_ca.is_none() {
+            self.tls_ca = var("PXECONF_TLS_CA");
+        }
+        if self.tls_cert.is_none() && self.tls_key.is_none() {
+            match (var("PXECONF_TLS_CERT"), var("PXECONF_TLS_KEY")) {
+                (Some(cert), Some(key)) => (self.tls_cert, self.tls_key) = (Some(cert), Some(key)),
+                (None, None) => {}
+                _ => return Err("PXECONF_TLS_CERT and PXECONF_TLS_KEY go together".into()),
+            }
+        }
+        Ok(())
     }
 
     /// Checks the flags that clap cannot.

@@ -97,11 +97,12 @@ fn interrupted() -> impl Future<Output = ()> + Send + 'static {
 }
 
 /// Runs the load test.
-pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
+pub async fn run(mut args: LoadtestArgs) -> Result<(), CliError> {
     crate::telemetry::init_with_default(LogFormat::Human, "warn");
     // Every stop signal is ours from here on (tokio keeps a handler once
     // set): none may end the run before it has cleaned up.
     drop(interrupted());
+    args.tls_from_env()?;
     args.check()?;
     super::channel::configure(
         args.tls_ca.clone(),
