@@ -25,6 +25,13 @@ mod supervisor;
 use latency::LatencyLayer;
 pub use supervisor::{Supervisor, TaskFailure, panic_message};
 
+/// The largest request health and reflection take, in bytes. They need no
+/// key or certificate, and tonic reserves a message's declared length as
+/// soon as its header arrives: at gRPC's usual 4 MiB, one peer's 1,024
+/// streams of a connection held 4 GiB until the request timeout. Their
+/// requests name a service, symbol or file: well under this.
+pub const OPEN_SERVICES_MESSAGE: usize = 16 * 1024;
+
 /// Adds reflection and health for `services` (full gRPC names) to `routes`
 /// and returns the finished route table.
 pub async fn with_standard_services(routes: RoutesBuilder, services: &[&str]) -> Routes {
@@ -35,6 +42,7 @@ pub async fn with_standard_services(routes: RoutesBuilder, services: &[&str]) ->
 /// services (to turn them NOT_SERVING when a critical task fails).
 pub async fn standard_services(mut routes: RoutesBuilder, services: &[&str]) -> (Routes, Health) {
     let (reporter, health) = tonic_health::server::health_reporter();
+    let health = health.max_decoding_message_size(OPEN_SERVICES_MESSAGE);
     for name in services {
         reporter
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
@@ -70,10 +78,12 @@ pub async fn standard_services(mut routes: RoutesBuilder, services: &[&str]) -> 
     };
     let v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
-        .expect("the embedded descriptor set is valid");
+        .expect("the embedded descriptor set is valid")
+        .max_decoding_message_size(OPEN_SERVICES_MESSAGE);
     let v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
-        .expect("the embedded descriptor set is valid");
+        .expect("the embedded descriptor set is valid")
+        .max_decoding_message_size(OPEN_SERVICES_MESSAGE);
     routes
         .add_service(health)
         .add_service(v1)

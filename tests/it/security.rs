@@ -1539,6 +1539,66 @@ async fn oversized_input_is_refused_with_a_short_message() {
     assert!(dirs.files().is_empty());
 }
 
+/// Health and reflection need no key: their requests are bounded to
+/// 16 KiB (tonic reserved a message's declared length, up to 4 MiB, as its
+/// header arrived — 4 GiB for one peer's 1,024 streams), while a request of
+/// an ordinary size is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_services_take_small_requests_only() {
+    use tonic_reflection::pb::v1alpha as reflection;
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let ch = tonic::transport::Endpoint::from_shared(depot.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let check = |service: String| {
+        let ch = ch.clone();
+        async move {
+            tonic_health::pb::health_client::HealthClient::new(ch)
+                .check(tonic_health::pb::HealthCheckRequest { service })
+                .await
+                .unwrap_err()
+                .code()
+        }
+    };
+    assert_eq!(check("s".repeat(8 * 1024)).await, Code::NotFound);
+    assert_eq!(check("s".repeat(32 * 1024)).await, Code::OutOfRange);
+    let symbol = |size: usize| reflection::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            reflection::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "s".repeat(size),
+            ),
+        ),
+    };
+    // The first answer's code: a symbol it does not know is decoded and
+    // answered NOT_FOUND.
+    let reflect = |size: usize| {
+        let ch = ch.clone();
+        async move {
+            let mut client = reflection::server_reflection_client::ServerReflectionClient::new(ch);
+            let answer = match client
+                .server_reflection_info(tokio_stream::iter([symbol(size)]))
+                .await
+            {
+                Err(status) => Err(status),
+                Ok(answers) => answers.into_inner().message().await,
+            };
+            match answer {
+                Ok(Some(_)) => "answered".to_owned(),
+                Ok(None) => "ended".to_owned(),
+                Err(status) => format!("{:?}", status.code()),
+            }
+        }
+    };
+    assert_eq!(reflect(8 * 1024).await, "NotFound");
+    // Refused undecoded: tonic-reflection ends its answers at a request it
+    // could not read.
+    assert_eq!(reflect(32 * 1024).await, "ended");
+}
+
 /// The Admin API refuses template names that look like managed PXE files,
 /// absolute paths and `..`, like the depot does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
