@@ -202,10 +202,25 @@ impl Stopper {
 
 /// Creates the database file readable by its owner only, before SQLite
 /// opens it (SQLite gives its -wal and -shm files the same mode): it holds
-/// host keys.
+/// host keys. An existing one (a restored backup: `.backup` and `cp` write
+/// it with the umask's 0644) and its -wal and -shm files lose any access
+/// of group and others, as the depot's journal does.
 fn create_private(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if path.exists() {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = std::path::Path::new(&name);
+            let Ok(meta) = std::fs::metadata(file) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))?;
+                warn!(path = %file.display(), mode = format!("{mode:04o}"), "the database file was open to others: now its owner's only");
+            }
+        }
         return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

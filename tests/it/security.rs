@@ -1324,6 +1324,30 @@ async fn the_database_and_key_files_are_private() {
     lab.shutdown().await;
 }
 
+/// A database file restored from a backup (`.backup` and `cp` write it
+/// with the umask's 0644) holds every host key: the configserver takes
+/// group's and others' access away from it and its -wal file at start (it
+/// only set 0600 on a file it created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_database_file_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pxeconf.db");
+    let server = TestConfigServer::start(&db, 0).await;
+    server.stop().await;
+    let wal = db.with_extension("db-wal");
+    std::fs::write(&wal, b"").unwrap();
+    for file in [&db, &wal] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let server = TestConfigServer::start(&db, 0).await;
+    for file in [&db, &wal] {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    server.stop().await;
+}
+
 /// Runs the binary until it exits, killed after 30 s (a start that should
 /// fail but serves); (exit code, stderr).
 fn run_for_at_most(args: &[&str]) -> (Option<i32>, String) {
