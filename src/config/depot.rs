@@ -241,6 +241,14 @@ impl DepotArgs {
                 ),
             ));
         }
+        // `both` asks for a key and a certificate: without a key it would
+        // take any call with a certificate, i.e. run as `cert` unsaid.
+        if auth == ClientAuth::Both && depot.host_key.is_none() {
+            return Err(invalid(
+                "host_key_file",
+                "is required with client_auth = both (without a key, say client_auth = cert)",
+            ));
+        }
         Ok(DepotSettings { common, depot })
     }
 

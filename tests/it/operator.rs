@@ -431,6 +431,25 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
             vec![],
             "modules",
         ),
+        // The exporter has no TLS: refused here, not at start naming a
+        // Cargo feature; nor is a password taken (or quoted).
+        (
+            vec![
+                "configserver",
+                "--otlp-endpoint",
+                "https://otel.example.org:4317",
+            ],
+            vec![],
+            "otlp_endpoint: https:// is not supported",
+        ),
+        (
+            vec!["configserver"],
+            vec![(
+                "PXECONF_OTLP_ENDPOINT",
+                "http://u:s3cret@otel.example.org:4317",
+            )],
+            "otlp_endpoint: a URL with a user name or password is not taken",
+        ),
         (
             vec!["configserver", "--config", "/nonexistent.toml"],
             vec![],

@@ -2034,8 +2034,8 @@ fn a_depot_taking_certificates_alone_needs_a_configserver_to_name() {
     let (cert, key, ca) = (dir_arg(&cert), dir_arg(&key), dir_arg(&pki.ca_file));
     let state = dir_arg(&dirs.root.path().join("state"));
     let (pxe, templates) = (dir_arg(&dirs.pxe), dir_arg(&dirs.templates));
-    let depot = |client_auth: &str| {
-        run_for_at_most(&[
+    let depot = |client_auth: &str, more: &[&str]| {
+        let args = [
             "depot",
             "--listen",
             "127.0.0.1:0",
@@ -2055,11 +2055,12 @@ fn a_depot_taking_certificates_alone_needs_a_configserver_to_name() {
             &ca,
             "--client-auth",
             client_auth,
-        ])
+        ];
+        run_for_at_most(&[&args[..], more].concat())
     };
     for client_auth in ["cert", "both"] {
         // `both` without a host key: no key names the caller either.
-        let (code, stderr) = depot(client_auth);
+        let (code, stderr) = depot(client_auth, &[]);
         assert_eq!(code, Some(2), "{stderr}");
         assert_eq!(
             stderr.trim_end(),
@@ -2068,6 +2069,22 @@ fn a_depot_taking_certificates_alone_needs_a_configserver_to_name() {
             )
         );
     }
+    // `both` with a configserver but no key: it took every call with a
+    // certificate, as `cert` does, unsaid.
+    let (code, stderr) = depot(
+        "both",
+        &[
+            "--configserver",
+            "https://cs.example.org:50050",
+            "--tls-ca",
+            &ca,
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "pxeconf: host_key_file: is required with client_auth = both (without a key, say client_auth = cert)"
+    );
 }
 
 /// Two configservers on one PostgreSQL database: a depot key changed
