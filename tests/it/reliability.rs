@@ -808,6 +808,43 @@ fn unprivileged(launch: Launch) -> Launch {
     }
 }
 
+/// A depot that may not give its files the configured group (not root,
+/// not in the group) does not start: one line naming `file_group`. It
+/// started, and every write then failed EPERM and was retried for good.
+#[test]
+fn a_file_group_the_depot_cannot_give_is_refused_at_start() {
+    if !as_root("dropping privileges with setpriv")
+        || !have_tool("setpriv", "running the depot as an unprivileged user")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pxe = dir.path().join("pxe").display().to_string();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_pxeconf"))
+        .args([
+            "depot",
+            "--depot-id",
+            "d.example.org",
+            "--listen",
+            "127.0.0.1:0",
+            "--pxe-dir",
+            &pxe,
+            "--file-group",
+            "root",
+        ])
+        .env_remove("PXECONF_FILE_GROUP")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "pxeconf: file_group: this process (uid 65534) is not in group 0, and only root may give files a group it is not in: add the user to it (systemd: SupplementaryGroups=)"
+    );
+}
+
 /// Gives `path` (recursively) to `nobody`.
 fn give_to_nobody(path: &Path) {
     let status = std::process::Command::new("chown")
