@@ -546,18 +546,29 @@ pub fn deletes_made<'a>(dir: &Path, deletes: &'a [String], error: &WriterError) 
     }
 }
 
-/// Deletes `names`; a missing one is no error. Returns the missing ones.
+/// Deletes `names`; a missing one is no error — unless `dir` itself is
+/// missing (moved away, unmounted): a file that may come back with it is
+/// not deleted, and a removal must not be taken as done. Returns the
+/// missing ones.
 pub fn delete_all(dir: &Path, names: &[String]) -> Published {
     let mut gone = Vec::new();
     for name in names {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir_missing(dir) => {
+                return Err(WriterError::Io { path, source: e });
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(name.clone()),
             Err(source) => return Err(WriterError::Io { path, source }),
         }
     }
     Ok(gone)
+}
+
+/// Whether `dir` is gone (a name's NotFound then says nothing of the name).
+fn dir_missing(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
 /// Links `path` to the staged `first` (`link` neither follows a symlink nor
@@ -604,6 +615,9 @@ pub fn defuse(dir: &Path, names: &[String], local: &str) -> Vec<String> {
         .iter()
         .filter(|name| {
             match fs::symlink_metadata(dir.join(name)) {
+                // The directory is away: its files may come back with it,
+                // to be deleted then (the sweep's retries).
+                Err(e) if e.kind() == io::ErrorKind::NotFound && dir_missing(dir) => return true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
                 _ => {}
             }

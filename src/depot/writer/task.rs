@@ -845,6 +845,52 @@ mod tests {
         assert_eq!(held(), "config\n");
     }
 
+    /// A removal while the PXE directory is away (moved, unmounted) fails:
+    /// it was answered done, and the directory came back with the config
+    /// in it, bootable and its read ignored. Made again once the directory
+    /// is back, it lands.
+    #[tokio::test]
+    async fn a_removal_while_the_directory_is_away_fails_and_lands_once_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pxe, away) = (dir.path().join("pxe"), dir.path().join("away"));
+        std::fs::create_dir(&pxe).unwrap();
+        let (reads_tx, _reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        feed(&writer, [WatchEvent::Moved(name.clone())]).await;
+        std::fs::rename(&pxe, &away).unwrap();
+        let removed = writer.remove(config(1).fqdn, 2, Arc::from("e1")).await;
+        assert!(removed.is_err(), "{removed:?}");
+        std::fs::rename(&away, &pxe).unwrap();
+        feed(&writer, [WatchEvent::Rewatched]).await;
+        assert!(pxe.join(&name).exists(), "still held");
+        remove_client1(&writer, 2).await;
+        assert!(!pxe.join(&name).exists());
+    }
+
+    /// A read seen as the directory goes away is reported, its files kept
+    /// to be deleted by the sweep once the directory is back (they were
+    /// taken for gone, and came back bootable with it).
+    #[tokio::test]
+    async fn a_read_while_the_directory_is_away_has_its_files_deleted_once_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pxe, away) = (dir.path().join("pxe"), dir.path().join("away"));
+        std::fs::create_dir(&pxe).unwrap();
+        let (reads_tx, mut reads) = mpsc::channel(8);
+        let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
+        let name = writer.set(config(1)).await.unwrap().files[0].clone();
+        feed(&writer, [WatchEvent::Moved(name.clone())]).await;
+        std::fs::rename(&pxe, &away).unwrap();
+        feed(&writer, [WatchEvent::Read(name.clone())]).await;
+        let read = next(&mut reads).await;
+        assert_eq!((read.fqdn, read.revision), (config(1).fqdn, 1));
+        assert!(read.files_present, "kept for the sweep");
+        std::fs::rename(&away, &pxe).unwrap();
+        feed(&writer, [WatchEvent::Rewatched]).await;
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
+        assert!(!pxe.join(&name).exists());
+    }
+
     #[tokio::test]
     async fn a_read_seen_before_the_delete_of_a_removal_is_reported() {
         let dir = tempfile::tempdir().unwrap();
