@@ -260,7 +260,7 @@ fn problem(err: Error, message: String) -> Problem {
             Problem::new(Reason::NoFileNames, message).precondition(
                 "CLIENT",
                 fqdn.to_string(),
-                "neither a MAC address nor a system UUID",
+                "neither a MAC address (00:00:00:… is a placeholder) nor a system UUID",
             )
         }
         Error::WrongDepot { .. } => {

@@ -180,13 +180,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// The PXE config file names for this client: UUID first, then MAC.
+    /// The PXE config file names for this client: UUID first, then MAC —
+    /// not a placeholder MAC (`00:00:00:…`): clients may share it, and the
+    /// second of them on a depot was refused for the first one's file, a
+    /// name no machine asks for.
     pub fn pxe_file_names(&self) -> Vec<String> {
         let mut names = Vec::with_capacity(2);
         if let Some(uuid) = &self.uuid {
             names.push(uuid.as_str().to_owned());
         }
-        if let Some(mac) = &self.mac {
+        if let Some(mac) = self.mac.filter(|m| !m.is_placeholder()) {
             names.push(mac.pxe_file_name());
         }
         names

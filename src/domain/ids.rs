@@ -115,6 +115,13 @@ impl Mac {
         Ok(Self(octets))
     }
 
+    /// Whether this is the placeholder some tools write for an unknown MAC
+    /// (`00:00:00:…`; opsi and the store let clients share it): no
+    /// machine asks for a config by it.
+    pub fn is_placeholder(&self) -> bool {
+        self.0[..3] == [0, 0, 0]
+    }
+
     /// The PXELINUX config file name: `01-` and the octets joined by `-`.
     pub fn pxe_file_name(&self) -> String {
         let o = self.0;

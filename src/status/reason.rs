@@ -89,8 +89,9 @@ reasons! {
     /// The config needs a module that is not licensed: an elilo config the
     /// `uefi` module (`PreconditionFailure` type `MODULE`).
     ModuleNotLicensed = "MODULE_NOT_LICENSED", FailedPrecondition;
-    /// The client has neither a MAC address nor a system UUID to name its
-    /// PXE config after (`PreconditionFailure` type `CLIENT`).
+    /// The client has neither a MAC address (a `00:00:00:…` placeholder
+    /// does not count) nor a system UUID to name its PXE config after
+    /// (`PreconditionFailure` type `CLIENT`).
     NoFileNames = "NO_FILE_NAMES", FailedPrecondition;
     /// The client has no netboot action request for the product
     /// (`PreconditionFailure` type `ACTION`).

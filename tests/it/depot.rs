@@ -174,6 +174,30 @@ async fn setting_again_replaces_and_follows_a_changed_mac() {
     assert!(!again.removed);
 }
 
+/// Clients may share the placeholder MAC `00:00:00:…` (opsi and the store
+/// allow it): their configs are named by system UUID alone, and the second
+/// on a depot is no longer refused for the first one's `01-00-00-00-…`
+/// file, a name no machine asks for. With no UUID either, a clear refusal.
+#[tokio::test]
+async fn clients_sharing_a_placeholder_mac_are_named_by_uuid() {
+    let dirs = DepotDirs::new();
+    let depot = TestDepot::start(depot_config(&dirs, "depot1.example.org")).await;
+    let mut client = depot.client().await;
+    for n in [1, 2] {
+        let mut b = bundle(n, 1);
+        b.host.as_mut().unwrap().hardware_address = "00:00:00:00:00:00".into();
+        let written = client.set_pxe_config(b).await.unwrap().into_inner();
+        assert_eq!(written.files, vec![uuid(n)]);
+    }
+    assert_eq!(dirs.files(), vec![uuid(1), uuid(2)]);
+    let mut b = bundle(3, 1);
+    let host = b.host.as_mut().unwrap();
+    (host.hardware_address, host.system_uuid) = ("00:00:00:aa:bb:cc".into(), String::new());
+    let refused = client.set_pxe_config(b).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("placeholder"), "{refused:?}");
+}
+
 #[tokio::test]
 async fn start_up_removes_stale_configs_and_keeps_other_files() {
     let dirs = DepotDirs::new();

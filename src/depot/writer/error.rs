@@ -71,7 +71,9 @@ pub enum WriterError {
         owner: Fqdn,
     },
     /// The client has neither a MAC address nor a system UUID.
-    #[error("{fqdn} has neither a MAC address nor a system UUID to name its PXE config")]
+    #[error(
+        "{fqdn} has neither a MAC address (00:00:00:… is a placeholder) nor a system UUID to name its PXE config"
+    )]
     NoFileNames {
         /// The client.
         fqdn: Fqdn,
