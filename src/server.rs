@@ -19,8 +19,12 @@ use crate::metrics::{Metrics, ServerLabel};
 use crate::transport::limits::MAX_HEADER_LIST;
 use crate::transport::{ActivityLayer, RequireCertLayer, Transport};
 
+mod deadline;
 mod latency;
 mod supervisor;
+
+use deadline::DeadlineLayer;
+pub use deadline::IMPORT_DEADLINE;
 
 use latency::LatencyLayer;
 pub use supervisor::{Supervisor, TaskFailure, panic_message};
@@ -243,7 +247,6 @@ pub async fn serve_routes(
         builder = builder.trace_fn(crate::telemetry::server_span);
     }
     builder
-        .timeout(limits.request_timeout)
         .max_concurrent_streams(limits.max_streams)
         .http2_max_header_list_size(MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -251,6 +254,11 @@ pub async fn serve_routes(
         .layer(ActivityLayer::new(draining))
         .layer(LatencyLayer { metrics })
         .layer(RequireCertLayer::new(guarded, &peers))
+        // Ours, not tonic's `timeout`: an import needs longer (its
+        // handler reads the whole upload before it answers).
+        .layer(DeadlineLayer {
+            timeout: limits.request_timeout,
+        })
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -1842,6 +1842,35 @@ async fn the_admin_key_is_refused_as_a_depots_host_key() {
     cs.stop().await;
 }
 
+/// An import arriving slower than the request timeout (a large dump over
+/// a slow link) is imported: its handler reads the whole upload before it
+/// answers, and the timeout cancelled it, nothing imported (it now has 30
+/// minutes at least; `server::deadline` tests the rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_slower_than_the_request_timeout_is_imported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut transport = pxeconf::transport::Transport::plaintext();
+    transport.limits.request_timeout = Duration::from_secs(1);
+    let cs = TestConfigServer::start_with(&tmp.path().join("cs.db"), 0, transport).await;
+    let mut admin = cs.admin().await;
+    let parts = (0..3u32).map(|n| proto::ImportInventoryRequest {
+        clients: vec![bundle(n, 0).host.unwrap()],
+        ..Default::default()
+    });
+    let slow = tokio_stream::StreamExt::throttle(tokio_stream::iter(parts), Duration::from_millis(700));
+    let imported = admin.import_inventory(slow).await.unwrap().into_inner();
+    assert!(format!("{imported:?}").contains("clients"), "{imported:?}");
+    for n in 0..3 {
+        admin
+            .get_client_status(proto::GetClientStatusRequest {
+                fqdn: format!("client{n}.example.org"),
+            })
+            .await
+            .unwrap();
+    }
+    cs.stop().await;
+}
+
 #[tokio::test]
 async fn an_import_larger_than_its_byte_bound_is_refused_before_it_is_held_whole() {
     let tmp = tempfile::tempdir().unwrap();
