@@ -123,8 +123,8 @@ pub(super) fn client_note(client: &Client, active: bool, depot: Option<(&str, bo
             "no depot: clientconfig.depot.id has no value for this client and no default".to_owned()
         }
         Some((d, false)) => format!("depot {d} is not registered"),
-        _ if client.mac.is_none() && client.uuid.is_none() => {
-            "neither MAC address nor system UUID: the depot cannot name a PXE config file"
+        _ if client.pxe_file_names().is_empty() => {
+            "neither MAC address (00:00:00:… is a placeholder) nor system UUID: the depot cannot name a PXE config file"
                 .to_owned()
         }
         _ => String::new(),
@@ -138,6 +138,32 @@ mod tests {
     use super::*;
     use crate::configserver::store::PushPath;
     use proto::DeliveryState as S;
+
+    /// A placeholder MAC (`00:00:00:…`) names no PXE file: a client with
+    /// it and no UUID is told why it gets no config, as one with neither.
+    #[test]
+    fn a_client_with_only_a_placeholder_mac_is_told_it_cannot_be_named() {
+        use crate::domain::{Fqdn, Mac, SystemUuid};
+        let client = |mac: &str, uuid: Option<&str>| Client {
+            fqdn: Fqdn::parse("pc1.example.org", "id").unwrap(),
+            mac: Some(Mac::parse(mac, "mac").unwrap()),
+            uuid: uuid.map(|u| SystemUuid::parse(u, "uuid").unwrap()),
+            ip_address: String::new(),
+            host_key: crate::domain::Secret::new("k"),
+        };
+        let depot = Some(("depot1.example.org", true));
+        let note = client_note(&client("00:00:00:12:34:56", None), true, depot);
+        assert!(note.contains("cannot name a PXE config file"), "{note}");
+        let uuid = "4c4c4544-0042-3110-8030-b1c04f000001";
+        assert_eq!(
+            client_note(&client("00:00:00:12:34:56", Some(uuid)), true, depot),
+            ""
+        );
+        assert_eq!(
+            client_note(&client("02:00:00:12:34:56", None), true, depot),
+            ""
+        );
+    }
 
     fn row(op: PushOp, revision: u64, delivered: u64, read: u64) -> PushRecord {
         PushRecord {

@@ -1857,7 +1857,8 @@ async fn an_import_slower_than_the_request_timeout_is_imported() {
         clients: vec![bundle(n, 0).host.unwrap()],
         ..Default::default()
     });
-    let slow = tokio_stream::StreamExt::throttle(tokio_stream::iter(parts), Duration::from_millis(700));
+    let slow =
+        tokio_stream::StreamExt::throttle(tokio_stream::iter(parts), Duration::from_millis(700));
     let imported = admin.import_inventory(slow).await.unwrap().into_inner();
     assert!(format!("{imported:?}").contains("clients"), "{imported:?}");
     for n in 0..3 {

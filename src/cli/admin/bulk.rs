@@ -97,9 +97,12 @@ impl Bulk {
         } else {
             String::new()
         };
-        let applied = match self.totals.items {
-            0 => String::new(),
-            n => format!("; {n} earlier items were applied, none from here on"),
+        let applied = match (self.totals.items, super::connect::maybe_applied(status)) {
+            (0, false) => String::new(),
+            (n, false) => format!("; {n} earlier items were applied, none from here on"),
+            (n, true) => format!(
+                "; {n} earlier items were applied, and this call's may have been (no answer came: `pxeconf status` shows), none after it"
+            ),
         };
         self.bar.abandon();
         let error = renumber(&grpc_error(status), section, offset);

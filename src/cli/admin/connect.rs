@@ -145,6 +145,19 @@ pub(super) fn grpc_error(status: &Status) -> String {
     }
 }
 
+/// Whether a failed write may still have been applied: no answer came from
+/// the configserver (the call was cancelled at its deadline, the connection
+/// was lost), and a write it started runs to its end however the call
+/// ends. A refusal — the configserver's own answer, a busy store
+/// included — applied nothing.
+pub(super) fn maybe_applied(status: &Status) -> bool {
+    match status.code() {
+        Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => true,
+        Code::Unavailable => crate::status::reason_of(status).is_none(),
+        _ => false,
+    }
+}
+
 /// The answer of a call, or its failure as one line.
 pub(super) fn answer<T>(result: Result<Response<T>, Status>) -> Result<T, CliError> {
     result
@@ -155,6 +168,23 @@ pub(super) fn answer<T>(result: Result<Response<T>, Status>) -> Result<T, CliErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write the configserver did not answer may have been applied; one
+    /// it refused (a busy store too) was not.
+    #[test]
+    fn only_an_unanswered_write_may_have_been_applied() {
+        use crate::status::{Problem, Reason};
+        assert!(maybe_applied(&Status::cancelled("Timeout expired")));
+        assert!(maybe_applied(&Status::deadline_exceeded("deadline")));
+        assert!(maybe_applied(&Status::unavailable("connection reset")));
+        let busy: Status = Problem::new(Reason::DatabaseBusy, "busy").into();
+        assert_eq!(busy.code(), Code::Unavailable);
+        assert!(!maybe_applied(&busy));
+        assert!(!maybe_applied(&Status::invalid_argument(
+            "clients[0].id: bad"
+        )));
+        assert!(!maybe_applied(&Status::internal("store")));
+    }
 
     #[test]
     fn grpc_errors_name_the_canonical_code() {

@@ -169,9 +169,13 @@ fn explain(status: &Status, converted: Option<&Converted>) -> CliError {
         let index: usize = rest.split_once(']')?.0.parse().ok()?;
         converted?.ident(section, index)
     };
+    let outcome = match super::connect::maybe_applied(status) {
+        false => "nothing was imported",
+        true => "no answer came: the import may still have been applied (`pxeconf status` shows)",
+    };
     let said = match object() {
-        Some(ident) => format!(" (opsi: {ident}); nothing was imported"),
-        None => "; nothing was imported".to_owned(),
+        Some(ident) => format!(" (opsi: {ident}); {outcome}"),
+        None => format!("; {outcome}"),
     };
     // On the first line: the others, if any, name one bad field each.
     match line.split_once('\n') {
