@@ -436,17 +436,13 @@ impl State {
     /// A file was deleted: if it was a released name's, a removed config's
     /// or a read's, its delete is seen. (The oldest delete of the name
     /// awaited is this one: ours, or, if ours found no file, someone
-    /// else's that came first.) A delete of a held config's name that none
-    /// of ours awaits is someone else's (a clean-up script, an opsipxeconfd
-    /// left running) or a failed set's taking back its names: the held
-    /// config's client is returned, its file to be written again.
-    #[must_use]
-    pub fn deleted(&mut self, name: &str) -> Option<Fqdn> {
+    /// else's that came first.)
+    pub fn deleted(&mut self, name: &str) {
         if self.release_deleted(name) {
-            return None;
+            return;
         }
         let Some(deletes) = self.unconfirmed_deletes.get_mut(name) else {
-            return self.owner(name).cloned();
+            return;
         };
         let oldest = deletes.pop_front();
         if deletes.is_empty() {
@@ -455,7 +451,6 @@ impl State {
         if let Some(removal) = oldest.and_then(|a| a.removal) {
             self.removal_seen(removal);
         }
-        None
     }
 
     /// Our deletes of `names` outside a committed removal or release (a
@@ -1272,13 +1267,13 @@ mod tests {
         assert_eq!(replaced_read(&mut state, "uuid-a"), None, "reported once");
         state.moved("uuid-a");
         state.moved("01-b");
-        let _ = state.deleted("01-a");
+        state.deleted("01-a");
         assert!(state.unconfirmed_moves.is_empty());
         // A read after the delete is seen is of nothing of the client's.
         set(&mut state, config("a", 3, &["uuid-a", "01-a"]));
         state.moved("uuid-a");
         state.moved("01-a");
-        let _ = state.deleted("01-b");
+        state.deleted("01-b");
         assert_eq!(replaced_read(&mut state, "01-b"), None);
         // Another set releases 01-a again, and a removal's delete of a name
         // the client held since waits behind the rename back onto it.
@@ -1286,7 +1281,7 @@ mod tests {
         set(&mut state, config("a", 5, &["uuid-a", "01-a"]));
         assert_eq!(replaced_read(&mut state, "01-a"), Some(3));
         assert!(remove(&mut state, "a", 6).unwrap());
-        let _ = state.deleted("01-a");
+        state.deleted("01-a");
         assert!(
             state.is_replaced("01-a"),
             "the rename back is still awaited"
@@ -1349,10 +1344,10 @@ mod tests {
         assert_eq!((read.fqdn, read.revision), (fqdn("a"), 4));
         assert!(state.read_removed("uuid-a", NOW).is_none());
         // b's delete came first: a read after it is of nothing.
-        let _ = state.deleted("01-b");
+        state.deleted("01-b");
         assert!(state.read_removed("01-b", NOW).is_none());
         for name in ["uuid-a", "01-a", "unknown"] {
-            let _ = state.deleted(name);
+            state.deleted(name);
         }
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         // A removal whose file work failed leaves nothing to wait for.
@@ -1371,7 +1366,7 @@ mod tests {
         assert_eq!((read.fqdn, read.revision), (fqdn("d"), 1));
         // (Its delete's event still comes, and is still awaited.)
         assert!(state.unconfirmed_deletes.contains_key("01-d"));
-        let _ = state.deleted("01-d");
+        state.deleted("01-d");
         // A delete that found no file brings no event: a read seen before
         // the fence after it is of the removed config (someone else's
         // delete came first)…
@@ -1399,11 +1394,11 @@ mod tests {
         set(&mut state, config("a", 3, &["uuid-a", "01-a2"]));
         assert!(remove(&mut state, "a", 4).unwrap());
         for name in ["uuid-a", "01-a2", "01-a"] {
-            let _ = state.deleted(name);
+            state.deleted(name);
         }
         let read = state.read_removed("uuid-a", NOW).unwrap();
         assert_eq!(read.revision, 3);
-        let _ = state.deleted("uuid-a");
+        state.deleted("uuid-a");
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
 
         // b, removed an hour before c, still awaits its delete: the writer
@@ -1434,24 +1429,24 @@ mod tests {
         set_and_remove(&mut state, "a", 1, "01-x");
         // Seen before b's delete: b's read.
         assert_eq!(state.read_removed("01-x", NOW).unwrap().fqdn, fqdn("b"));
-        let _ = state.deleted("01-x");
+        state.deleted("01-x");
         // Seen after it: a's, however b's other name stands.
         assert_eq!(state.read_removed("01-x", NOW).unwrap().fqdn, fqdn("a"));
         for name in ["01-x", "uuid-b"] {
-            let _ = state.deleted(name);
+            state.deleted(name);
         }
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         // Unread, both removed configs go once their deletes are seen.
         set_and_remove(&mut state, "b", 3, "01-y");
         set_and_remove(&mut state, "a", 3, "01-y");
-        let _ = state.deleted("01-y");
+        state.deleted("01-y");
         assert_eq!(state.read_removed("01-y", NOW).unwrap().fqdn, fqdn("a"));
-        let _ = state.deleted("01-y");
+        state.deleted("01-y");
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         set_and_remove(&mut state, "b", 5, "01-z");
         set_and_remove(&mut state, "a", 5, "01-z");
-        let _ = state.deleted("01-z");
-        let _ = state.deleted("01-z");
+        state.deleted("01-z");
+        state.deleted("01-z");
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
     }
 
@@ -1464,9 +1459,9 @@ mod tests {
         set_and_remove(&mut state, "a", 1, "01-x");
         set_and_remove(&mut state, "a", 3, "01-x");
         assert_eq!(state.read_removed("01-x", NOW).unwrap().revision, 1);
-        let _ = state.deleted("01-x");
+        state.deleted("01-x");
         assert_eq!(state.read_removed("01-x", NOW).unwrap().revision, 3);
-        let _ = state.deleted("01-x");
+        state.deleted("01-x");
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         // A second read of a reported removed config (a TFTP retry) is of
         // nothing, though the client was set and removed again since.
@@ -1486,7 +1481,7 @@ mod tests {
         set_and_remove(&mut state, "b", 1, "01-x");
         state.found_gone("01-x", false, 1);
         // a's IN_DELETE is a's, not b's: a read after it is b's.
-        let _ = state.deleted("01-x");
+        state.deleted("01-x");
         assert_eq!(state.read_removed("01-x", NOW).unwrap().fqdn, fqdn("b"));
         state.fence_passed(1);
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
@@ -1495,7 +1490,7 @@ mod tests {
         set_and_remove(&mut state, "a", 3, "01-x");
         set_and_remove(&mut state, "b", 3, "01-x");
         state.found_gone("01-x", false, 2);
-        let _ = state.deleted("01-x");
+        state.deleted("01-x");
         state.fence_passed(2);
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
     }
@@ -1524,8 +1519,8 @@ mod tests {
             (n, 2 * n)
         );
         for i in 0..n {
-            let _ = state.deleted(&format!("01-m{i}"));
-            let _ = state.deleted(&format!("uuid-m{i}"));
+            state.deleted(&format!("01-m{i}"));
+            state.deleted(&format!("uuid-m{i}"));
         }
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());
         // Again, with half the files gone before the removals (their fence
@@ -1544,8 +1539,8 @@ mod tests {
             }
         }
         for i in (0..n).filter(|i| i % 2 == 1) {
-            let _ = state.deleted(&format!("01-m{i}"));
-            let _ = state.deleted(&format!("uuid-m{i}"));
+            state.deleted(&format!("01-m{i}"));
+            state.deleted(&format!("uuid-m{i}"));
         }
         state.fence_passed(1);
         assert!(state.unconfirmed_deletes.is_empty() && state.removed.is_empty());

@@ -416,14 +416,7 @@ impl Writer {
     async fn watch(&mut self, event: WatchEvent, round: &mut Round<Reply>) {
         match event {
             WatchEvent::Moved(name) => self.state.moved(&name),
-            WatchEvent::Deleted(name) => {
-                if let Some(fqdn) = self.state.deleted(&name) {
-                    // Held and listed, so the configserver takes it for
-                    // delivered: nothing else would put it back.
-                    warn!(%fqdn, file = %name, "a held PXE config file was deleted by someone else; writing it again");
-                    self.unwritten.insert(fqdn);
-                }
-            }
+            WatchEvent::Deleted(name) => self.state.deleted(&name),
             WatchEvent::Fence(n) if self.fences.ours(n) => self.state.fence_passed(n),
             WatchEvent::Fence(n) => debug!(n, "a fence this run did not make"),
             WatchEvent::Read(name) => self.plan_read(name, round).await,
@@ -896,29 +889,6 @@ mod tests {
         feed(&writer, [WatchEvent::Rewatched]).await;
         tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
         assert!(!pxe.join(&name).exists());
-    }
-
-    /// A held config's file deleted by someone else (a clean-up script, an
-    /// opsipxeconfd left running) is written again by the sweep: it stayed
-    /// held and listed, so the configserver took it for delivered and a
-    /// retried push was answered as written — with no file until a restart.
-    #[tokio::test]
-    async fn a_held_file_someone_else_deletes_is_written_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, _reads, name) = holding_client1(dir.path()).await;
-        std::fs::remove_file(dir.path().join(&name)).unwrap();
-        feed(&writer, [WatchEvent::Deleted(name.clone())]).await;
-        tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(&name)).unwrap(),
-            "config\n"
-        );
-        // Our own deletes are not taken for someone else's: a removal's
-        // file stays deleted.
-        remove_client1(&writer, 2).await;
-        feed(&writer, [WatchEvent::Deleted(name.clone())]).await;
-        tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(500)).await;
-        assert!(!dir.path().join(&name).exists());
     }
 
     #[tokio::test]
