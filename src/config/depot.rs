@@ -356,7 +356,7 @@ impl DepotArgs {
                 group: self
                     .file_group
                     .as_deref()
-                    .map(|g| group_id(g, std::path::Path::new(GROUP_FILE)).and_then(assignable))
+                    .map(|g| group_id(g, std::path::Path::new(GROUP_FILE)))
                     .transpose()?,
             },
             transport,
@@ -404,25 +404,6 @@ fn file_mode(value: Option<&str>) -> Result<u32, ConfigError> {
             format!("{other:?} is not 0644 or 0640"),
         )),
     }
-}
-
-/// `gid` if this process may give its files that group: root any, another
-/// user only a group of its own (chown(2)). Else every write would fail
-/// (EPERM) and be retried for good, after a clean start.
-fn assignable(gid: u32) -> Result<u32, ConfigError> {
-    use rustix::process::{Gid, getegid, geteuid, getgroups};
-    let group = Gid::from_raw(gid);
-    let own = getegid() == group || getgroups().is_ok_and(|groups| groups.contains(&group));
-    if geteuid().is_root() || own {
-        return Ok(gid);
-    }
-    Err(invalid(
-        "file_group",
-        format!(
-            "this process (uid {}) is not in group {gid}, and only root may give files a group it is not in: add the user to it (systemd: SupplementaryGroups=)",
-            geteuid().as_raw()
-        ),
-    ))
 }
 
 /// The id of group `name` (or a number) from `groups` (`/etc/group`); a

@@ -137,6 +137,18 @@ pub enum StartError {
     /// The journal in the state directory is unusable.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// Files in the PXE directory cannot be given the configured group.
+    #[error(
+        "file_group: files in {dir} cannot be given group {gid} ({source}): run the depot as a member of the group (systemd: SupplementaryGroups=), or make the directory setgid to it"
+    )]
+    FileGroup {
+        /// The PXE directory.
+        dir: PathBuf,
+        /// The group.
+        gid: u32,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// The state directory is unusable for the depot.
     #[error("state directory {path}: {why}")]
     StateDir {

@@ -104,6 +104,13 @@ impl Depot {
             // config where no TFTP server looks.
             warn!(pxe_dir = %pxe_dir.display(), "the PXE directory did not exist and was created: the TFTP server must serve it");
         }
+        if let Some(gid) = config.file_access.group {
+            probe_group(&pxe_dir, gid).map_err(|source| StartError::FileGroup {
+                dir: pxe_dir.clone(),
+                gid,
+                source,
+            })?;
+        }
         let Restored {
             journal,
             state,
@@ -493,6 +500,30 @@ async fn prepare_pxe_dir(
     }
     let leftovers = prepared.kept.into_iter().chain(prepared.stuck).collect();
     Ok((leftovers, prepared.unwritten))
+}
+
+/// Whether a file written in `dir` can be given group `gid`: tried on a file
+/// of our own rather than guessed — chown(2) lets a process give a file it
+/// owns one of its groups, any group with CAP_CHOWN, and the group the file
+/// has already (a setgid directory's). Else the depot started cleanly and
+/// every write failed (EPERM), retried for good. A crash between the two
+/// leaves a temporary name, which start-up removes.
+fn probe_group(dir: &Path, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!(
+        "{}-group-probe-{}",
+        crate::domain::TMP_PREFIX,
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    let given = std::os::unix::fs::fchown(&file, None, Some(gid));
+    drop(file);
+    std::fs::remove_file(&path)?;
+    given
 }
 
 /// The reads of the versions `markers` name, which clients read while the

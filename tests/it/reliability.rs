@@ -808,8 +808,9 @@ fn unprivileged(launch: Launch) -> Launch {
     }
 }
 
-/// A depot that may not give its files the configured group (not root,
-/// not in the group) does not start: one line naming `file_group`. It
+/// A depot that cannot give its files the configured group (not root, not
+/// in the group, the directory not setgid to it) does not start: one line
+/// naming `file_group`, found by trying it on a file of its own. It
 /// started, and every write then failed EPERM and was retried for good.
 #[test]
 fn a_file_group_the_depot_cannot_give_is_refused_at_start() {
@@ -819,7 +820,10 @@ fn a_file_group_the_depot_cannot_give_is_refused_at_start() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let pxe = dir.path().join("pxe").display().to_string();
+    let pxe_dir = dir.path().join("pxe");
+    std::fs::create_dir(&pxe_dir).unwrap();
+    give_to_nobody(dir.path());
+    let pxe = pxe_dir.display().to_string();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_pxeconf"))
@@ -839,10 +843,17 @@ fn a_file_group_the_depot_cannot_give_is_refused_at_start() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains("gRPC listening"), "{stderr}");
     assert_eq!(
-        stderr.trim_end(),
-        "pxeconf: file_group: this process (uid 65534) is not in group 0, and only root may give files a group it is not in: add the user to it (systemd: SupplementaryGroups=)"
+        lines[1],
+        format!(
+            "pxeconf: file_group: files in {pxe} cannot be given group 0 (Operation not permitted (os error 1)): run the depot as a member of the group (systemd: SupplementaryGroups=), or make the directory setgid to it"
+        )
     );
+    // Nothing left behind.
+    assert_eq!(std::fs::read_dir(&pxe_dir).unwrap().count(), 0);
 }
 
 /// Gives `path` (recursively) to `nobody`.
