@@ -566,9 +566,11 @@ pub fn delete_all(dir: &Path, names: &[String]) -> Published {
     Ok(gone)
 }
 
-/// Whether `dir` is gone (a name's NotFound then says nothing of the name).
+/// Whether `dir` is gone (a name's NotFound then says nothing of the name):
+/// moved away, or a symlink whose target is. (A mount point whose file
+/// system was unmounted is an empty directory: not seen here.)
 fn dir_missing(dir: &Path) -> bool {
-    fs::symlink_metadata(dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+    fs::metadata(dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
 /// Links `path` to the staged `first` (`link` neither follows a symlink nor

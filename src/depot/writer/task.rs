@@ -845,23 +845,27 @@ mod tests {
         assert_eq!(held(), "config\n");
     }
 
-    /// A removal while the PXE directory is away (moved, unmounted) fails:
+    /// A removal while the PXE directory is away (moved, a symlink's target
+    /// moved) fails:
     /// it was answered done, and the directory came back with the config
     /// in it, bootable and its read ignored. Made again once the directory
     /// is back, it lands.
     #[tokio::test]
     async fn a_removal_while_the_directory_is_away_fails_and_lands_once_it_is_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (pxe, away) = (dir.path().join("pxe"), dir.path().join("away"));
-        std::fs::create_dir(&pxe).unwrap();
+        // The depot's directory is a symlink: its target goes away.
+        let (real, away) = (dir.path().join("real"), dir.path().join("away"));
+        std::fs::create_dir(&real).unwrap();
+        let pxe = dir.path().join("pxe");
+        std::os::unix::fs::symlink(&real, &pxe).unwrap();
         let (reads_tx, _reads) = mpsc::channel(8);
         let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
         let name = writer.set(config(1)).await.unwrap().files[0].clone();
         feed(&writer, [WatchEvent::Moved(name.clone())]).await;
-        std::fs::rename(&pxe, &away).unwrap();
+        std::fs::rename(&real, &away).unwrap();
         let removed = writer.remove(config(1).fqdn, 2, Arc::from("e1")).await;
         assert!(removed.is_err(), "{removed:?}");
-        std::fs::rename(&away, &pxe).unwrap();
+        std::fs::rename(&away, &real).unwrap();
         feed(&writer, [WatchEvent::Rewatched]).await;
         assert!(pxe.join(&name).exists(), "still held");
         remove_client1(&writer, 2).await;
