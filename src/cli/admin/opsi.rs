@@ -194,6 +194,9 @@ fn view(
         .iter()
         .map(|s| (s.section.as_str(), s.affected))
         .collect();
+    // Two kinds may fill one section (property states, and defaults made
+    // states): its count of changed rows is shown once, on the first.
+    let mut counted = std::collections::HashSet::new();
     let kinds = converted
         .map(|c| {
             c.summary
@@ -203,7 +206,10 @@ fn view(
                     in_dump: k.in_dump,
                     imported: k.imported,
                     skipped: k.skipped,
-                    changed: changed.get(k.section).copied(),
+                    changed: counted
+                        .insert(k.section)
+                        .then(|| changed.get(k.section).copied())
+                        .flatten(),
                     why_skipped: k.why_skipped.clone(),
                 })
                 .collect()

@@ -485,6 +485,18 @@ fn defaults(out: &mut Converted, known: &mut Known, properties: Vec<objects::Pro
             p.package_version.as_str(),
         );
         let depots = on_depots.get(&version);
+        // Checked once here as the store checks a state: one refused
+        // default would fail the whole import, one transaction.
+        let refused = || {
+            crate::configserver::store::PropertyStateRecord::try_from(proto::ProductPropertyState {
+                object_id: depots?.first()?.clone(),
+                product_id: product.clone(),
+                property_id: p.property_id.clone(),
+                values: p.default_values.clone(),
+            })
+            .is_err()
+            .then_some("its id or default values fail pxeconf's checks (length, characters)")
+        };
         let why = product_gap(known, "", &product)
             .or_else(|| {
                 let key = format!(
@@ -497,7 +509,8 @@ fn defaults(out: &mut Converted, known: &mut Known, properties: Vec<objects::Pro
                 depots
                     .is_none()
                     .then_some("its product version is on no depot of the dump")
-            });
+            })
+            .or_else(refused);
         if let Some(why) = why {
             outcomes.push(Err(why));
             continue;
@@ -804,6 +817,39 @@ mod tests {
             inv.depots.sort_by(|x, y| x.id.cmp(&y.id));
         }
         assert_eq!(a, b);
+    }
+
+    /// A property default the store would refuse (longer than a value may
+    /// be) is skipped, saying why: sent, it failed the whole import.
+    #[test]
+    fn a_default_the_store_would_refuse_is_skipped() {
+        let mut objects = read_objects(&[fixture("dump.json")]).unwrap();
+        objects.push(Object::Property(objects::ProductProperty {
+            product_id: "memtest86".into(),
+            product_version: "6.20".into(),
+            package_version: "2".into(),
+            property_id: "huge".into(),
+            default_values: vec!["x".repeat(5000)],
+        }));
+        let all = DepotEndpoints::new(Some("https://{id}:1".into()), None).unwrap();
+        let c = convert(objects, &all).unwrap();
+        let kind = c
+            .summary
+            .iter()
+            .find(|k| k.kind == "product properties")
+            .unwrap();
+        assert_eq!((kind.in_dump, kind.imported, kind.skipped), (7, 4, 3));
+        assert_eq!(
+            kind.why_skipped
+                .get("its id or default values fail pxeconf's checks (length, characters)"),
+            Some(&1)
+        );
+        assert!(
+            !c.inventory
+                .product_property_states
+                .iter()
+                .any(|s| s.property_id == "huge")
+        );
     }
 
     #[test]
