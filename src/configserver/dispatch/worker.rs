@@ -657,6 +657,12 @@ impl Worker {
         };
         if connection != self.connection() {
             debug!("the depot's holdings were listed at its previous endpoint; checking again");
+            // What it committed is owed whatever the endpoint: the next
+            // check finds those rows owed already and returns none of them
+            // (on SQLite nothing else would queue them until a restart).
+            if let Ok(owed) = result {
+                self.notify(owed);
+            }
             self.verify = Retried::Due(tokio::time::Instant::now(), VERIFY_RETRY.0);
             return;
         }
