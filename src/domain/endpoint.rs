@@ -79,8 +79,17 @@ impl Endpoint {
     }
 }
 
+/// The URL as shown (logs, errors, `ListDepots`): a user name or password
+/// a row stored by an older version may carry is left out. Calls use
+/// [`Endpoint::as_str`].
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((scheme, rest)) = self.0.split_once("://") {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            if let Some(at) = authority.rfind('@') {
+                return write!(f, "{scheme}://…@{}", &rest[at + 1..]);
+            }
+        }
         f.write_str(&self.0)
     }
 }
@@ -88,6 +97,17 @@ impl fmt::Display for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row stored by an older version with a password reads, and is
+    /// shown without it (`ListDepots`, `pxeconf depots`, logs).
+    #[test]
+    fn a_stored_url_with_credentials_is_shown_without_them() {
+        let stored = Endpoint::stored("http://pxe:s3cret@d1.example.org:50051/x", "e").unwrap();
+        assert_eq!(stored.as_str(), "http://pxe:s3cret@d1.example.org:50051/x");
+        assert_eq!(stored.to_string(), "http://…@d1.example.org:50051/x");
+        let plain = Endpoint::parse("https://d1.example.org:50051", "e").unwrap();
+        assert_eq!(plain.to_string(), "https://d1.example.org:50051");
+    }
 
     #[test]
     fn a_url_with_credentials_or_a_path_is_refused_without_quoting_a_password() {

@@ -120,7 +120,7 @@ fn prepare(
 ) -> Result<(tonic::transport::Endpoint, Option<Connector>), ChannelError> {
     let url = endpoint.as_str();
     let bad = |message: String| ChannelError::Url {
-        url: url.to_owned(),
+        url: endpoint.to_string(),
         message,
     };
     let uri: Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
