@@ -842,6 +842,16 @@ async fn failures_are_one_line_with_the_grpc_code_and_exit_2() {
     .await
     .failed();
     assert!(line.starts_with("pxeconf: --product: "), "{line}");
+    // An empty list on stdin (a pipeline that matched nothing) is no
+    // success of 0 clients.
+    let line = cli_in(
+        &url,
+        &["set-action", "-", "--product", "win10-x64"],
+        Some("# nothing\n\n"),
+    )
+    .await
+    .failed();
+    assert_eq!(line, "pxeconf: no clients given (an empty list on stdin?)");
 
     // A client whose depot is not registered: the action is stored (and
     // pushed once the depot is), and the operator is told that nothing went.

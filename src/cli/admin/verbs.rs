@@ -108,6 +108,11 @@ pub async fn set_action(args: SetActionArgs) -> Result<(), CliError> {
     let action = ActionRequest::parse(&args.action, "--action")?;
     let product = ProductId::parse(&args.product, "--product")?;
     let clients = client_list(&args.clients)?;
+    // An empty list is a broken pipeline upstream (`grep … | pxeconf
+    // set-action -`), not a success.
+    if clients.is_empty() {
+        return Err("no clients given (an empty list on stdin?)".into());
+    }
     let admin = args.connection.connect().await?;
     let mut bulk = Bulk::new(clients.len());
     let actions = clients
