@@ -2110,6 +2110,44 @@ async fn the_stores_transactions_read_committed_whatever_the_servers_default() {
     assert_eq!(level.as_deref(), Some("read committed"));
 }
 
+/// A deleted depot's own config and property states go with it (as opsi
+/// deletes a host's): registered anew, its clients got the old defaults
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_depots_states_go_with_it() {
+    use sqlx::Connection;
+    let (_dir, at, store) = seeded_at(Engine::Sqlite).await;
+    store
+        .upsert_config_states(&[state(D2, "clientconfig.configserver.url", &["https://old"])])
+        .await
+        .unwrap();
+    store
+        .upsert_property_states(&[property(D2, &["en"])])
+        .await
+        .unwrap();
+    store.delete_depots(&[fqdn(D2)]).await.unwrap();
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{at}"))
+        .await
+        .unwrap();
+    for table in ["config_states", "product_property_states"] {
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE object_id = $1"
+        )))
+        .bind(D2)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "{table}");
+    }
+    // A client's own states stay.
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM config_states WHERE object_id = $1")
+        .bind("c3.example.org")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+}
+
 /// A depot registered with a URL path or user-info by an older version
 /// (the Admin API refuses both since 2026-11-30) is still read: one such
 /// row failed every read of the depots — the dispatcher, the keys, a

@@ -327,10 +327,16 @@ impl Store {
     pub async fn delete_depots(&self, ids: &[Fqdn]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let list = json_list(ids.iter().map(Fqdn::as_str));
+        // Its own config and property states go with it, as in opsi (a
+        // host's states are deleted with the host): they were its clients'
+        // defaults again when it was registered anew, or a client of its id
+        // got them as its own.
         let tables = [
             ("depots", "id"),
             ("pushes", "depot_id"),
             ("product_on_depots", "depot_id"),
+            ("config_states", "object_id"),
+            ("product_property_states", "object_id"),
         ];
         let affected = delete_from(&mut tx, &list, &tables).await?;
         finish(tx, affected as usize, &[]).await
