@@ -14,19 +14,13 @@ use crate::wire::timestamp;
 /// tried itself.
 pub(super) fn delivery(p: PushRecord, runtime: Option<&DepotRuntime>) -> proto::Delivery {
     use proto::DeliveryState as S;
-    let owed = p.revision > p.delivered_revision;
-    // A blocked config whose removal from the depot is still owed, after
-    // something was delivered there, shows that removal, the depot's
-    // trouble with it included: the depot may still hold a bootable config
-    // meanwhile. (Never delivered, the removal is a formality.)
-    let removal_owed = owed && p.op == PushOp::Remove && p.delivered_revision > 0;
-    if !p.blocked.is_empty() && !removal_owed {
+    if !p.blocked.is_empty() {
         return blocked(p);
     }
+    let owed = p.revision > p.delivered_revision;
     let depot_down = runtime.filter(|rt| owed && !rt.reachable);
     let error = match depot_down {
         Some(rt) if p.last_error.is_empty() => rt.last_error.clone(),
-        _ if owed && p.last_error.is_empty() => p.blocked,
         _ if owed => p.last_error,
         _ => String::new(),
     };
@@ -253,36 +247,6 @@ mod tests {
         assert_eq!(
             d.next_retry, None,
             "retried by an inventory change, not a timer"
-        );
-    }
-
-    /// A blocked config whose removal is still owed (its depot was down
-    /// when the product left it) shows the removal and the depot's error,
-    /// not a terminal failed set: the depot still holds a bootable config.
-    #[test]
-    fn a_blocked_configs_owed_removal_shows_as_a_removal() {
-        let mut r = row(PushOp::Remove, 3, 2, 0);
-        r.blocked = "product win is not installed on depot d.example.org".into();
-        let down = DepotRuntime {
-            reachable: false,
-            last_error: "UNAVAILABLE: refused".into(),
-            next_retry: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(60)),
-            ..DepotRuntime::default()
-        };
-        let d = delivery(r.clone(), Some(&down));
-        assert_eq!(
-            (state(&d), d.operation.as_str(), d.error.as_str()),
-            (S::Queued, "remove", "UNAVAILABLE: refused")
-        );
-        assert_eq!(d.next_retry.map(|t| t.seconds), Some(60));
-        // The depot up: the reason it is being removed.
-        let d = delivery(r, None);
-        assert_eq!(
-            (state(&d), d.error.as_str()),
-            (
-                S::Queued,
-                "product win is not installed on depot d.example.org"
-            )
         );
     }
 
