@@ -506,23 +506,32 @@ async fn prepare_pxe_dir(
 /// of our own rather than guessed — chown(2) lets a process give a file it
 /// owns one of its groups, any group with CAP_CHOWN, and the group the file
 /// has already (a setgid directory's). Else the depot started cleanly and
-/// every write failed (EPERM), retried for good. A crash between the two
-/// leaves a temporary name, which start-up removes.
+/// every write failed (EPERM), retried for good. A directory it cannot
+/// create a file in (read-only, full) is not tried: the depot starts as
+/// before, serving reads, its writes failing on their own terms. A probe
+/// left by a crash is a temporary name, which start-up removes.
 fn probe_group(dir: &Path, gid: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(format!(
-        "{}-group-probe-{}",
+        "{}-group-probe-{:016x}",
         crate::domain::TMP_PREFIX,
-        std::process::id()
+        rand::random::<u64>()
     ));
-    let file = std::fs::OpenOptions::new()
+    let file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)?;
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(error) => {
+            warn!(dir = %dir.display(), %error, gid, "cannot create a file in the PXE directory to try its group on; not tried");
+            return Ok(());
+        }
+    };
     let given = std::os::unix::fs::fchown(&file, None, Some(gid));
     drop(file);
-    std::fs::remove_file(&path)?;
+    let _ = std::fs::remove_file(&path);
     given
 }
 

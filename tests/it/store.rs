@@ -2139,7 +2139,11 @@ async fn a_deleted_depots_states_go_with_it() {
         .unwrap();
         assert_eq!(left, 0, "{table}");
     }
-    // A client's own states stay.
+    // A client's own states stay, also when its id is given by mistake.
+    store
+        .delete_depots(&[fqdn("c3.example.org")])
+        .await
+        .unwrap();
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM config_states WHERE object_id = $1")
         .bind("c3.example.org")
         .fetch_one(&mut c)

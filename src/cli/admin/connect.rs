@@ -146,16 +146,15 @@ pub(super) fn grpc_error(status: &Status) -> String {
 }
 
 /// Whether a failed write may still have been applied: no answer came from
-/// the configserver (the call was cancelled at its deadline, the connection
-/// was lost), and a write it started runs to its end however the call
-/// ends. A refusal — the configserver's own answer, a busy store
-/// included — applied nothing.
+/// the configserver (the call was cancelled at its deadline, the
+/// connection was lost), and a write it started runs to its end however
+/// the call ends; or its store was unavailable, which a PostgreSQL
+/// connection lost during the commit is too. A refusal applied nothing.
 pub(super) fn maybe_applied(status: &Status) -> bool {
-    match status.code() {
-        Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => true,
-        Code::Unavailable => crate::status::reason_of(status).is_none(),
-        _ => false,
-    }
+    matches!(
+        status.code(),
+        Code::Cancelled | Code::DeadlineExceeded | Code::Unknown | Code::Unavailable
+    )
 }
 
 /// The answer of a call, or its failure as one line.
@@ -169,17 +168,20 @@ pub(super) fn answer<T>(result: Result<Response<T>, Status>) -> Result<T, CliErr
 mod tests {
     use super::*;
 
-    /// A write the configserver did not answer may have been applied; one
-    /// it refused (a busy store too) was not.
+    /// A write the configserver did not answer, or answered with its store
+    /// unavailable, may have been applied; one it refused was not.
     #[test]
     fn only_an_unanswered_write_may_have_been_applied() {
         use crate::status::{Problem, Reason};
         assert!(maybe_applied(&Status::cancelled("Timeout expired")));
         assert!(maybe_applied(&Status::deadline_exceeded("deadline")));
         assert!(maybe_applied(&Status::unavailable("connection reset")));
+        // A busy store may be a PostgreSQL connection lost during COMMIT.
         let busy: Status = Problem::new(Reason::DatabaseBusy, "busy").into();
         assert_eq!(busy.code(), Code::Unavailable);
-        assert!(!maybe_applied(&busy));
+        assert!(maybe_applied(&busy));
+        let refused: Status = Problem::new(Reason::InvalidField, "clients[0].id").into();
+        assert!(!maybe_applied(&refused));
         assert!(!maybe_applied(&Status::invalid_argument(
             "clients[0].id: bad"
         )));

@@ -327,16 +327,33 @@ impl Store {
     pub async fn delete_depots(&self, ids: &[Fqdn]) -> Result<WriteOutcome> {
         let mut tx = self.begin().await?;
         let list = json_list(ids.iter().map(Fqdn::as_str));
-        // Its own config and property states go with it, as in opsi (a
-        // host's states are deleted with the host): they were its clients'
-        // defaults again when it was registered anew, or a client of its id
-        // got them as its own.
+        // A depot's own config and property states go with it, as in opsi
+        // (a host's states are deleted with the host): they were its
+        // clients' defaults again when it was registered anew, or a client
+        // of its id got them as its own. Only of ids that are depots, and no
+        // client's (an id given by mistake, or held by both in rows of an
+        // older version, keeps its states).
+        let depots: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
+            "SELECT id FROM depots WHERE id IN (SELECT value FROM json_each($1))
+               AND id NOT IN (SELECT id FROM clients)"
+        )
+        .bind(&list)
+        .fetch_all(c)
+        .await?);
+        let states = [
+            ("config_states", "object_id"),
+            ("product_property_states", "object_id"),
+        ];
+        delete_from(
+            &mut tx,
+            &json_list(depots.iter().map(String::as_str)),
+            &states,
+        )
+        .await?;
         let tables = [
             ("depots", "id"),
             ("pushes", "depot_id"),
             ("product_on_depots", "depot_id"),
-            ("config_states", "object_id"),
-            ("product_property_states", "object_id"),
         ];
         let affected = delete_from(&mut tx, &list, &tables).await?;
         finish(tx, affected as usize, &[]).await

@@ -845,31 +845,37 @@ mod tests {
         assert_eq!(held(), "config\n");
     }
 
-    /// A removal while the PXE directory is away (moved, a symlink's target
-    /// moved) fails:
-    /// it was answered done, and the directory came back with the config
-    /// in it, bootable and its read ignored. Made again once the directory
-    /// is back, it lands.
+    /// A removal while the PXE directory is away (moved, or a symlink's
+    /// target moved) fails: it was answered done, and the directory came
+    /// back with the config in it, bootable and its read ignored. Made
+    /// again once the directory is back, it lands.
     #[tokio::test]
     async fn a_removal_while_the_directory_is_away_fails_and_lands_once_it_is_back() {
-        let dir = tempfile::tempdir().unwrap();
-        // The depot's directory is a symlink: its target goes away.
-        let (real, away) = (dir.path().join("real"), dir.path().join("away"));
-        std::fs::create_dir(&real).unwrap();
-        let pxe = dir.path().join("pxe");
-        std::os::unix::fs::symlink(&real, &pxe).unwrap();
-        let (reads_tx, _reads) = mpsc::channel(8);
-        let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
-        let name = writer.set(config(1)).await.unwrap().files[0].clone();
-        feed(&writer, [WatchEvent::Moved(name.clone())]).await;
-        std::fs::rename(&real, &away).unwrap();
-        let removed = writer.remove(config(1).fqdn, 2, Arc::from("e1")).await;
-        assert!(removed.is_err(), "{removed:?}");
-        std::fs::rename(&away, &real).unwrap();
-        feed(&writer, [WatchEvent::Rewatched]).await;
-        assert!(pxe.join(&name).exists(), "still held");
-        remove_client1(&writer, 2).await;
-        assert!(!pxe.join(&name).exists());
+        for symlinked in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (real, away) = (dir.path().join("real"), dir.path().join("away"));
+            std::fs::create_dir(&real).unwrap();
+            let pxe = match symlinked {
+                true => {
+                    let link = dir.path().join("pxe");
+                    std::os::unix::fs::symlink(&real, &link).unwrap();
+                    link
+                }
+                false => real.clone(),
+            };
+            let (reads_tx, _reads) = mpsc::channel(8);
+            let writer = spawn_fresh(&dir.path().join("state"), options(&pxe), reads_tx).await;
+            let name = writer.set(config(1)).await.unwrap().files[0].clone();
+            feed(&writer, [WatchEvent::Moved(name.clone())]).await;
+            std::fs::rename(&real, &away).unwrap();
+            let removed = writer.remove(config(1).fqdn, 2, Arc::from("e1")).await;
+            assert!(removed.is_err(), "symlinked {symlinked}: {removed:?}");
+            std::fs::rename(&away, &real).unwrap();
+            feed(&writer, [WatchEvent::Rewatched]).await;
+            assert!(pxe.join(&name).exists(), "still held");
+            remove_client1(&writer, 2).await;
+            assert!(!pxe.join(&name).exists());
+        }
     }
 
     /// A read seen as the directory goes away is reported, its files kept

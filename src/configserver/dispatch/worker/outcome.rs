@@ -187,7 +187,7 @@ impl Worker {
         // With jitter: a depot-wide refusal (a template not synced yet)
         // refuses every client of a bulk in one go, and they came back in
         // one go each time.
-        let wait = jitter((backoff.0 * 2u32.saturating_pow(*attempts)).min(backoff.1));
+        let wait = jitter(backoff.0 * 2u32.saturating_pow(*attempts)).min(backoff.1);
         *attempts += 1;
         warn!(client = %client_id, revision, %error, retry_in = ?wait, "push refused");
         self.ack(Ack::Failed {
