@@ -406,6 +406,20 @@ impl Journal {
         inner.pass.is_some() || inner.pass_due()
     }
 
+    /// Whether a round may journal on the calling thread, a runtime
+    /// thread: the log is not due a compaction step, and nothing holds the
+    /// connection — an acknowledgement's commit (on a blocking thread) may
+    /// be waiting on an fsync, and the runtime thread would wait with it,
+    /// asking this included.
+    pub fn free_for_a_quick_round(&self) -> bool {
+        let inner = match self.inner.try_lock() {
+            Ok(inner) => inner,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        !(inner.pass.is_some() || inner.pass_due())
+    }
+
     /// Compacts after `after` rows, `step` rows a step (tests).
     #[cfg(test)]
     fn set_compaction(&self, after: u64, step: i64) {
@@ -759,6 +773,22 @@ mod tests {
     use super::super::records::{Held, Seen};
     use super::rows::from_ms;
     use super::*;
+
+    /// A round is not run in place while another user holds the journal
+    /// (an acknowledgement's commit waiting on an fsync): the runtime
+    /// thread deciding would wait for it — asking included.
+    #[tokio::test]
+    async fn a_held_journal_is_not_free_for_a_quick_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("state")).await.unwrap();
+        assert!(journal.free_for_a_quick_round());
+        let held = journal.inner();
+        let other = journal.clone();
+        let asked = std::thread::spawn(move || other.free_for_a_quick_round());
+        assert!(!asked.join().unwrap(), "a held journal is not free");
+        drop(held);
+        assert!(journal.free_for_a_quick_round());
+    }
     use crate::domain::{ActionRequest, ProductId};
 
     fn held(revision: u64) -> Held {

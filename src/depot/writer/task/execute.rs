@@ -343,9 +343,10 @@ impl Writer {
             let in_place = ops.len() <= ONE_THREAD_ROUND
                 && self.placement.in_place(Instant::now(), workers)
                 // An fsync (a read, a removal) or compacting the journal
-                // takes longer than a round's file work.
+                // takes longer than a round's file work; so may waiting for
+                // another user of the journal (an acknowledgement's commit).
                 && !batch.needs_fsync()
-                && !self.journal.grown();
+                && self.journal.free_for_a_quick_round();
             let work = move || {
                 // Only files without a name are made relative to it.
                 let handle = (work.iter().any(|o| o.new_names))
