@@ -2139,6 +2139,24 @@ async fn a_deleted_depots_states_go_with_it() {
         .unwrap();
         assert_eq!(left, 0, "{table}");
     }
+    // A depot an older version deleted left its states: deleting it again
+    // clears them.
+    sqlx::query("INSERT INTO config_states (object_id, config_id) VALUES ('gone.example.org', $1)")
+        .bind(DEPOT_ID)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    store
+        .delete_depots(&[fqdn("gone.example.org")])
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM config_states WHERE object_id = 'gone.example.org'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "an earlier deletion's leftovers");
     // A client's own states stay, also when its id is given by mistake.
     store
         .delete_depots(&[fqdn("c3.example.org")])

@@ -101,7 +101,7 @@ impl Bulk {
             (0, false) => String::new(),
             (n, false) => format!("; {n} earlier items were applied, none from here on"),
             (n, true) => format!(
-                "; {n} earlier items were applied, and this call's may have been (no answer came: `pxeconf status` shows), none after it"
+                "; {n} earlier items were applied, and this call's may have been (`pxeconf status` shows), none after it"
             ),
         };
         self.bar.abandon();

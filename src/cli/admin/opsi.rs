@@ -171,7 +171,7 @@ fn explain(status: &Status, converted: Option<&Converted>) -> CliError {
     };
     let outcome = match super::connect::maybe_applied(status) {
         false => "nothing was imported",
-        true => "no answer came: the import may still have been applied (`pxeconf status` shows)",
+        true => "the import may still have been applied (`pxeconf status` shows)",
     };
     let said = match object() {
         Some(ident) => format!(" (opsi: {ident}); {outcome}"),

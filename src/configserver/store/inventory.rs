@@ -330,12 +330,12 @@ impl Store {
         // A depot's own config and property states go with it, as in opsi
         // (a host's states are deleted with the host): they were its
         // clients' defaults again when it was registered anew, or a client
-        // of its id got them as its own. Only of ids that are depots, and no
-        // client's (an id given by mistake, or held by both in rows of an
-        // older version, keeps its states).
+        // of its id got them as its own. Not a client's (an id given by
+        // mistake, or held by both in rows of an older version, keeps its
+        // states); a depot an older version deleted leaves its states, and
+        // deleting it again clears them.
         let depots: Vec<String> = on!(tx.conn(), |c| sqlx::query_scalar(
-            "SELECT id FROM depots WHERE id IN (SELECT value FROM json_each($1))
-               AND id NOT IN (SELECT id FROM clients)"
+            "SELECT value FROM json_each($1) WHERE value NOT IN (SELECT id FROM clients)"
         )
         .bind(&list)
         .fetch_all(c)
