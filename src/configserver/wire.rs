@@ -13,13 +13,16 @@ use crate::domain::{
 use crate::proto;
 use crate::wire::{check_count, check_len, check_line, check_token};
 
+/// A version: required, one word; spaces around it are trimmed, as around
+/// an id (they were refused as whitespace inside it).
 fn required_token(value: &str, field: &str) -> Result<String, ValidationError> {
-    if value.trim().is_empty() {
+    let value = value.trim();
+    if value.is_empty() {
         return Err(ValidationError::new(field, "is required"));
     }
     check_len(value, MAX_ID, field)?;
     check_token(value, field)?;
-    Ok(value.trim().to_owned())
+    Ok(value.to_owned())
 }
 
 /// A depot's host key: what [`check_server_key`] asks. The error quotes
@@ -273,6 +276,15 @@ pub fn product_key(k: proto::ProductKey) -> Result<(ProductId, String, String), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spaces around a version are trimmed, as around an id; inside it
+    /// they are refused.
+    #[test]
+    fn a_version_is_trimmed_and_one_word() {
+        assert_eq!(required_token(" 1.0 ", "v").unwrap(), "1.0");
+        assert!(required_token("1 .0", "v").is_err());
+        assert!(required_token("  ", "v").is_err());
+    }
 
     #[test]
     fn a_property_states_values_together_fit_one_value() {

@@ -68,7 +68,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let deadline = self.layer.deadline(request.uri().path());
+        let ours = self.layer.deadline(request.uri().path());
+        // The caller's own, if shorter, as tonic's timeout took it: the
+        // handler need not run on once the caller has given up.
+        let deadline = caller_deadline(request.headers()).map_or(ours, |theirs| theirs.min(ours));
         let future = self.inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout(deadline, future).await {
@@ -78,6 +81,25 @@ where
             }
         })
     }
+}
+
+/// A call's `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit).
+fn caller_deadline(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -121,5 +143,32 @@ mod tests {
         let import = call(LONG_CALLS[0]).await.unwrap();
         assert!(import.headers().get("grpc-status").is_none());
         assert_eq!(import.body(), "done");
+        // The caller's shorter deadline counts, the import's too.
+        let started = tokio::time::Instant::now();
+        let request = http::Request::builder()
+            .uri(LONG_CALLS[0])
+            .header("grpc-timeout", "2S")
+            .body(())
+            .unwrap();
+        let cut = layer.layer(slow).oneshot(request).await.unwrap();
+        assert_eq!(cut.headers()["grpc-status"], "1");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_callers_grpc_timeout_is_read_as_grpc_writes_it() {
+        let read = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().unwrap());
+            caller_deadline(&headers)
+        };
+        assert_eq!(read("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(read("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(read("3H"), Some(Duration::from_secs(10_800)));
+        assert_eq!(read("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["S", "123456789S", "+5S", "5s", "5", "five"] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+        assert_eq!(caller_deadline(&http::HeaderMap::new()), None);
     }
 }
