@@ -24,7 +24,6 @@ mod latency;
 mod supervisor;
 
 use deadline::DeadlineLayer;
-pub use deadline::IMPORT_DEADLINE;
 
 use latency::LatencyLayer;
 pub use supervisor::{Supervisor, TaskFailure, panic_message};

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 /// 20 Mbit/s link takes a minute to arrive, the request timeout's default
 /// (it was cancelled then, nothing imported, or committed after the caller
 /// was told it failed).
-pub const IMPORT_DEADLINE: Duration = Duration::from_secs(30 * 60);
+const IMPORT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// The calls given [`IMPORT_DEADLINE`] at least.
 const LONG_CALLS: [&str; 1] = ["/pxeconf.v1.Admin/ImportInventory"];

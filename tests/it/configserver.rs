@@ -759,7 +759,6 @@ async fn large_bundles_go_in_several_batches_and_all_land() {
     let mut admin = server.admin().await;
     seed(&mut admin, &[(1, depot.url())], N, |_| 1).await;
     // 40 properties of one 4,000-byte value each (a value's limit is 4,096).
-    let value = "x".repeat(4000);
     // A few clients per Admin call: the calls have the same 4 MiB limit.
     let clients: Vec<u32> = (0..N).collect();
     for chunk in clients.chunks(10) {
@@ -767,15 +766,7 @@ async fn large_bundles_go_in_several_batches_and_all_land() {
             .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {
                 product_property_states: chunk
                     .iter()
-                    .flat_map(|&n| {
-                        let value = &value;
-                        (0..40).map(move |p| proto::ProductPropertyState {
-                            object_id: format!("client{n}.example.org"),
-                            product_id: "win10-x64".into(),
-                            property_id: format!("big{p}"),
-                            values: vec![value.clone()],
-                        })
-                    })
+                    .flat_map(|&n| big_properties(n, 40))
                     .collect(),
             })
             .await
@@ -827,20 +818,13 @@ async fn a_bundle_too_large_for_one_message_is_refused_and_the_depot_stays_up() 
     let depot = TestDepot::start(linked_depot_config(&dirs, 1, &server.url(), false)).await;
     let mut admin = server.admin().await;
     seed(&mut admin, &[(1, depot.url())], 3, |_| 1).await;
-    let value = "x".repeat(4000);
     admin
         .upsert_product_property_states(proto::UpsertProductPropertyStatesRequest {
-            product_property_states: (0..1000)
-                .map(|p| proto::ProductPropertyState {
-                    object_id: "client0.example.org".into(),
-                    product_id: "win10-x64".into(),
-                    property_id: format!("big{p}"),
-                    values: vec![value.clone()],
-                })
-                .collect(),
+            product_property_states: big_properties(0, 1000).collect(),
         })
         .await
         .unwrap();
+    let value = "x".repeat(4000);
     admin
         .upsert_config_states(proto::UpsertConfigStatesRequest {
             config_states: vec![proto::ConfigState {
@@ -877,6 +861,18 @@ async fn a_bundle_too_large_for_one_message_is_refused_and_the_depot_stays_up() 
             + depot_calls(&depot, "SetPxeConfig", "OutOfRange"),
         0
     );
+}
+
+/// `count` win10-x64 properties of client `n`, `big0`…, each one value of
+/// 4,000 bytes (a value's limit is 4,096).
+fn big_properties(n: u32, count: usize) -> impl Iterator<Item = proto::ProductPropertyState> {
+    let value = "x".repeat(4000);
+    (0..count).map(move |p| proto::ProductPropertyState {
+        object_id: format!("client{n}.example.org"),
+        product_id: "win10-x64".into(),
+        property_id: format!("big{p}"),
+        values: vec![value.clone()],
+    })
 }
 
 /// How many calls of the Depot service's `rpc` `depot` answered with `code`.

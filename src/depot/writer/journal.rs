@@ -190,6 +190,12 @@ impl Inner {
     fn pass_due(&self) -> bool {
         self.growth.0 > self.compaction.0.max(self.growth.1)
     }
+
+    /// Whether the next round compacts a step of the log first: a pass is
+    /// under way or due.
+    fn compacts_next(&self) -> bool {
+        self.pass.is_some() || self.pass_due()
+    }
 }
 
 /// A compaction of the grown log, a step of it before each round's commit:
@@ -400,10 +406,11 @@ impl Journal {
         Ok(())
     }
 
-    /// Whether the next round compacts a step of the log first.
-    pub fn grown(&self) -> bool {
-        let inner = self.inner();
-        inner.pass.is_some() || inner.pass_due()
+    /// Whether the next round compacts a step of the log first (tests;
+    /// rounds ask [`Journal::free_for_a_quick_round`]).
+    #[cfg(test)]
+    fn grown(&self) -> bool {
+        self.inner().compacts_next()
     }
 
     /// Whether a round may journal on the calling thread, a runtime
@@ -417,7 +424,7 @@ impl Journal {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return false,
         };
-        !(inner.pass.is_some() || inner.pass_due())
+        !inner.compacts_next()
     }
 
     /// Compacts after `after` rows, `step` rows a step (tests).
